@@ -1,0 +1,26 @@
+"""The simulator backend plugin: ``--backend sim --scenario FILE``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gdbext.hookspecs import hookimpl
+from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext_sim.scenario import load_scenario
+
+
+def open_sim(request: OpenRequest) -> Target:
+    """Build the scenario's machine and return it as a target."""
+    return load_scenario(request.option("scenario")).to_target()
+
+
+@hookimpl
+def gdbext_backends() -> Sequence[BackendInfo]:
+    return [
+        BackendInfo(
+            name="sim",
+            summary="in-memory simulator: page tables built from a JSON scenario",
+            open=open_sim,
+            options=[BackendOption("scenario", "FILE", "JSON scenario to build", required=True)],
+        )
+    ]

@@ -1,0 +1,279 @@
+"""The one error tree of gdbext.
+
+Every error a user can cause derives from :class:`GdbextError`. Errors carry data (address,
+level, entry, file, offset) as attributes, and render a one-line message with ``str()``.
+Front ends catch :class:`GdbextError` once: the command line prints the message and exits with
+:attr:`GdbextError.exit_status`; GDB raises it as a ``gdb.GdbError``.
+
+Exit statuses (the command line's documented contract):
+
+- ``0``: success;
+- ``1``: :class:`NotFoundError` (an address that is not mapped, nothing found);
+- ``2``: every other error: bad input, usage, a malformed file or page table.
+
+>>> e = NotMappedError(0xFFFF800000001000, level=2, entry=0)
+>>> str(e)
+'0xffff800000001000 is not mapped: PD entry 0x0 is not present'
+>>> e.exit_status
+1
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_BAD_INPUT = 2
+
+#: Hardware names of paging levels, by level number (1 = page table ... 5 = PML5).
+LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT", 4: "PML4", 5: "PML5"}
+
+
+def level_name(level: int) -> str:
+    """The hardware name of a paging level (``1`` is ``"PT"``, ``4`` is ``"PML4"``)."""
+    return LEVEL_NAMES.get(level, f"level-{level}")
+
+
+class GdbextError(Exception):
+    """Root of every gdbext error. ``str(err)`` is a one-line message."""
+
+    exit_status: int = EXIT_BAD_INPUT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- Addresses -------------------------------------------------------------------------------
+
+
+class AddressError(GdbextError):
+    """An address that cannot be used as given."""
+
+    def __init__(self, message: str, address: int) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class NonCanonicalAddressError(AddressError):
+    """A virtual address whose high bits are not a sign extension of bit ``va_bits - 1``."""
+
+    def __init__(self, address: int, va_bits: int) -> None:
+        super().__init__(
+            f"0x{address:x} is not canonical for {va_bits}-bit virtual addresses", address
+        )
+        self.va_bits = va_bits
+
+
+class MisalignedAddressError(AddressError):
+    """An address that must be aligned to ``alignment`` bytes and is not."""
+
+    def __init__(self, address: int, alignment: int, what: str = "address") -> None:
+        super().__init__(f"{what} 0x{address:x} is not aligned to 0x{alignment:x}", address)
+        self.alignment = alignment
+
+
+# --- Physical memory -------------------------------------------------------------------------
+
+
+class PhysMemoryError(GdbextError):
+    """A physical access outside the memory a backend has (outside RAM, not in a dump)."""
+
+    def __init__(
+        self, paddr: int, size: int, reason: str = "outside RAM", access: str = "access"
+    ) -> None:
+        super().__init__(f"physical {access} of {size} bytes at 0x{paddr:x}: {reason}")
+        self.paddr = paddr
+        self.size = size
+        self.reason = reason
+
+
+class ReadOnlyError(GdbextError):
+    """A write that gdbext refuses: the mapper is read-only or the caller did not opt in."""
+
+
+# --- Page-table walks ------------------------------------------------------------------------
+
+
+class TranslationError(GdbextError):
+    """A walk that stopped at ``level`` because of ``entry`` (``None`` before any entry)."""
+
+    def __init__(self, message: str, vaddr: int, level: int, entry: int | None) -> None:
+        super().__init__(message)
+        self.vaddr = vaddr
+        self.level = level
+        self.entry = entry
+
+
+class NotFoundError(GdbextError):
+    """Marker base for "nothing there" results: exit status 1."""
+
+    exit_status = EXIT_NOT_FOUND
+
+
+class NotMappedError(TranslationError, NotFoundError):
+    """The entry at ``level`` is not present."""
+
+    exit_status = EXIT_NOT_FOUND
+
+    def __init__(self, vaddr: int, level: int, entry: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x} is not mapped: {level_name(level)} entry 0x{entry:x} is not present",
+            vaddr,
+            level,
+            entry,
+        )
+
+
+class ReservedBitsError(TranslationError):
+    """The entry at ``level`` has reserved bits set (the MMU would raise #PF with RSVD)."""
+
+    def __init__(self, vaddr: int, level: int, entry: int, bits: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} has reserved bits 0x{bits:x} set",
+            vaddr,
+            level,
+            entry,
+        )
+        self.bits = bits
+
+
+class HugePageForbiddenError(ReservedBitsError):
+    """HUGE_PAGE set in a PML4 or PML5 entry, where the architecture reserves it."""
+
+    def __init__(self, vaddr: int, level: int, entry: int) -> None:
+        TranslationError.__init__(
+            self,
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} has HUGE_PAGE set, "
+            f"which {level_name(level)} does not allow",
+            vaddr,
+            level,
+            entry,
+        )
+        self.bits = 1 << 7
+
+
+class TableOutsideRamError(TranslationError):
+    """The entry at ``level`` points to a next table that is not in physical memory."""
+
+    def __init__(self, vaddr: int, level: int, entry: int, table: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} points to table 0x{table:x}, "
+            "which is outside physical memory",
+            vaddr,
+            level,
+            entry,
+        )
+        self.table = table
+
+
+# --- Page-table changes ----------------------------------------------------------------------
+
+
+class MappingError(GdbextError):
+    """A map, unmap or flag update that cannot be done."""
+
+    def __init__(self, message: str, vaddr: int, level: int | None, entry: int | None) -> None:
+        super().__init__(message)
+        self.vaddr = vaddr
+        self.level = level
+        self.entry = entry
+
+
+class AlreadyMappedError(MappingError):
+    """The leaf slot for ``vaddr`` already holds a present entry."""
+
+    def __init__(self, vaddr: int, level: int, entry: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x} is already mapped: {level_name(level)} entry 0x{entry:x}",
+            vaddr,
+            level,
+            entry,
+        )
+
+
+class EntryInUseError(MappingError):
+    """A non-present entry with other bits set (an OS's swap or bookkeeping entry).
+
+    gdbext never overwrites, interprets as mapped, or frees such an entry.
+    """
+
+    def __init__(self, vaddr: int, level: int, entry: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} is not present but not empty; "
+            "refusing to overwrite it",
+            vaddr,
+            level,
+            entry,
+        )
+
+
+class ParentHugePageError(MappingError):
+    """A parent entry of ``vaddr`` is a huge-page leaf, so no table lies below it."""
+
+    def __init__(self, vaddr: int, level: int, entry: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} maps a huge page",
+            vaddr,
+            level,
+            entry,
+        )
+
+
+class PageSizeMismatchError(MappingError):
+    """The page at ``vaddr`` is mapped, but with another page size than asked for."""
+
+    def __init__(self, vaddr: int, level: int, entry: int, wanted: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x} is mapped by {level_name(level)} entry 0x{entry:x}, "
+            f"not as a 0x{wanted:x}-byte page",
+            vaddr,
+            level,
+            entry,
+        )
+        self.wanted = wanted
+
+
+class FrameAllocationError(MappingError):
+    """The frame allocator had no frame for a new page table."""
+
+    def __init__(self, vaddr: int, level: int) -> None:
+        super().__init__(
+            f"0x{vaddr:x}: no frame for a new {level_name(level)} table", vaddr, level, None
+        )
+
+
+# --- Input -----------------------------------------------------------------------------------
+
+
+class InputError(GdbextError):
+    """Bad input from a user or a file; ``path`` and ``offset`` say where when known."""
+
+    def __init__(self, message: str, path: str | None = None, offset: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}: "
+            if offset is not None:
+                where = f"{path} at offset 0x{offset:x}: "
+        elif offset is not None:
+            where = f"at 0x{offset:x}: "
+        super().__init__(where + message)
+        self.path = path
+        self.offset = offset
+
+
+class UsageError(InputError):
+    """A command used with wrong or missing arguments."""
+
+
+class PluginError(GdbextError):
+    """A backend or plugin that is missing, blocked or broken."""
+
+
+class NoUsableMemoryError(NotFoundError):
+    """A memory map with no usable region (the heap locator has nothing to choose)."""
+
+    def __init__(self, message: str = "the memory map has no usable region of 4 KiB or more"):
+        super().__init__(message)

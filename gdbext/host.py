@@ -1,0 +1,99 @@
+"""The plugin host: a pluggy plugin manager and typed access to what plugins provide.
+
+>>> host = Host.create()
+>>> "sim" in host.backends()
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pluggy
+
+from gdbext import hookspecs
+from gdbext.errors import PluginError
+from gdbext.render.formats import OutputFormat
+from gdbext.target import BackendInfo
+
+#: Comma-separated plugin names to block (e.g. ``GDBEXT_BLOCK_PLUGINS=sim``).
+BLOCK_ENV = "GDBEXT_BLOCK_PLUGINS"
+
+
+def builtin_plugins() -> list[object]:
+    """Plugins that are part of gdbext itself (not backends: those load as entry points)."""
+    from gdbext.render import builtin
+
+    return [builtin]
+
+
+def make_plugin_manager(
+    *,
+    block: Iterable[str] = (),
+    extra_plugins: Iterable[object] = (),
+    load_entry_points: bool = True,
+) -> pluggy.PluginManager:
+    """A plugin manager with gdbext's hookspecs, built-ins, and entry-point plugins.
+
+    :param block: plugin names (entry-point names, e.g. ``"sim"``) never to register; names in
+        the ``GDBEXT_BLOCK_PLUGINS`` environment variable are added.
+    :param extra_plugins: more plugin objects to register (tests, embedding applications).
+    :param load_entry_points: load the ``gdbext.plugins`` entry-point group.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    blocked = set(block) | {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n}
+    for name in sorted(blocked):
+        pm.set_blocked(name)
+    for plugin in builtin_plugins():
+        name = getattr(plugin, "__name__", None)
+        if name is None or not pm.is_blocked(name):
+            pm.register(plugin, name=name)
+    if load_entry_points:
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+        except Exception as exc:  # a broken third-party plugin must not take gdbext down
+            raise PluginError(f"loading plugins of {hookspecs.ENTRY_POINT_GROUP!r}: {exc}") from exc
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+@dataclass
+class Host:
+    """Typed views of what the registered plugins provide."""
+
+    pm: pluggy.PluginManager
+
+    @classmethod
+    def create(cls, **kwargs: object) -> Host:
+        """A host over :func:`make_plugin_manager` (same keyword arguments)."""
+        return cls(make_plugin_manager(**kwargs))  # type: ignore[arg-type]
+
+    def backends(self) -> dict[str, BackendInfo]:
+        found: dict[str, BackendInfo] = {}
+        for infos in self.pm.hook.gdbext_backends():
+            for info in infos:
+                if info.name in found:
+                    raise PluginError(f"two plugins provide a backend named {info.name!r}")
+                found[info.name] = info
+        return dict(sorted(found.items()))
+
+    def backend(self, name: str) -> BackendInfo:
+        backends = self.backends()
+        try:
+            return backends[name]
+        except KeyError:
+            known = ", ".join(backends) or "none"
+            raise PluginError(f"no backend named {name!r} (known: {known})") from None
+
+    def output_formats(self, command: str) -> dict[str, OutputFormat]:
+        found: dict[str, OutputFormat] = {}
+        for formats in self.pm.hook.gdbext_output_formats():
+            for fmt in formats:
+                if fmt.command == command:
+                    found.setdefault(fmt.name, fmt)
+        return found

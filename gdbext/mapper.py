@@ -1,0 +1,69 @@
+"""How gdbext reaches physical memory and page-table frames: two tiny protocols.
+
+A :class:`PhysMapper` reads and writes physical bytes; everything else ("read a whole table",
+"read one entry") is a free function over it. A :class:`FrameAllocator` hands out and takes
+back 4 KiB frames for page tables.
+
+A mapper that must never be written (a dump, a live target the user did not open for writing)
+sets ``read_only = True`` and raises :class:`~gdbext.errors.ReadOnlyError` from ``write``;
+:func:`is_read_only` reads that attribute without making it part of the protocol.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol, runtime_checkable
+
+from gdbext.geometry import ENTRIES_PER_TABLE, TABLE_SIZE
+
+TABLE_STRUCT = struct.Struct(f"<{ENTRIES_PER_TABLE}Q")
+U64 = struct.Struct("<Q")
+
+
+@runtime_checkable
+class PhysMapper(Protocol):
+    """Physical memory, as a backend sees it."""
+
+    def read(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes at ``paddr``; :class:`~gdbext.errors.PhysMemoryError` if not there."""
+        ...
+
+    def write(self, paddr: int, data: bytes) -> None:
+        """Store ``data`` at ``paddr``; :class:`~gdbext.errors.ReadOnlyError` if refused."""
+        ...
+
+
+@runtime_checkable
+class FrameAllocator(Protocol):
+    """Source of 4 KiB physical frames for new page tables."""
+
+    def allocate_frame(self) -> int | None:
+        """The physical address of a free 4 KiB frame, or ``None`` if none is left."""
+        ...
+
+    def deallocate_frame(self, paddr: int) -> None:
+        """Give back a frame that :meth:`allocate_frame` returned."""
+        ...
+
+
+def is_read_only(mapper: PhysMapper) -> bool:
+    """True if ``mapper`` declares itself read-only (attribute ``read_only``)."""
+    return bool(getattr(mapper, "read_only", False))
+
+
+def read_table(mapper: PhysMapper, paddr: int) -> tuple[int, ...]:
+    """The 512 entries of the table at ``paddr`` (one 4 KiB read)."""
+    return TABLE_STRUCT.unpack(mapper.read(paddr, TABLE_SIZE))
+
+
+def read_u64(mapper: PhysMapper, paddr: int) -> int:
+    """One little-endian 64-bit value, e.g. a single page-table entry."""
+    return int(U64.unpack(mapper.read(paddr, 8))[0])
+
+
+def write_u64(mapper: PhysMapper, paddr: int, value: int) -> None:
+    mapper.write(paddr, U64.pack(value))
+
+
+def write_table(mapper: PhysMapper, paddr: int, entries: tuple[int, ...] | list[int]) -> None:
+    mapper.write(paddr, TABLE_STRUCT.pack(*entries))

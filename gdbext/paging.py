@@ -1,0 +1,1156 @@
+"""The paging engine: one x86-64 page table, 4- or 5-level, over an injected physical mapper.
+
+:class:`X86PageTable` translates, walks and (when explicitly allowed) changes page tables:
+
+- :meth:`~X86PageTable.translate` walks one address the way the MMU does and reports every step
+  and the *effective* permissions (user and writable ANDed over all levels, no-execute ORed over
+  all levels and honoured only with EFER.NXE);
+- :meth:`~X86PageTable.iter_runs` and :meth:`~X86PageTable.iter_mappings` stream every leaf in
+  virtual-address order, descending only into subtrees that meet the requested range, reading
+  each shared table once per walk, and reporting self-referencing (recursive) entries instead of
+  following them;
+- :meth:`~X86PageTable.map_range`, :meth:`~X86PageTable.map`, :meth:`~X86PageTable.unmap`,
+  :meth:`~X86PageTable.update_flags` and :meth:`~X86PageTable.clean_up` change tables, report the
+  TLB flushes they require and hand each to the flush hook.
+
+**Non-present entries.** An entry maps something only if PRESENT is set. A non-present entry
+with other bits set belongs to the OS (a Linux swap or migration entry, say): gdbext never
+reports it as mapped, never overwrites it, never updates it and never frees a table holding one.
+
+**Ownership.** A page table that may be changed (``allow_writes=True``) assumes exclusive
+ownership of the root frame and of every table below it, and a mapper that gives non-aliased
+access to them for the table's lifetime; nothing else may change them meanwhile. gdbext never
+writes unless the caller opted in, and never through a mapper that declares ``read_only``.
+
+>>> from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
+>>> mem = SparsePhysMemory(16 << 20)
+>>> alloc = TopDownFrameAllocator(mem)
+>>> pt = X86PageTable(mem, alloc.allocate_frame(), 4, allow_writes=True)
+>>> _ = pt.map(0xffff800000000000, 0x200000, SIZE_2M, PageTableFlags.WRITABLE, alloc)
+>>> t = pt.translate(0xffff800000001234)
+>>> hex(t.paddr), t.page_size == SIZE_2M, t.writable, t.user
+('0x201234', True, True, False)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from typing import NamedTuple
+
+from gdbext.addr import AddrRange, check_aligned
+from gdbext.cpu import CpuState
+from gdbext.errors import (
+    AlreadyMappedError,
+    EntryInUseError,
+    FrameAllocationError,
+    GdbextError,
+    HugePageForbiddenError,
+    InputError,
+    MisalignedAddressError,
+    NonCanonicalAddressError,
+    NotMappedError,
+    PageSizeMismatchError,
+    ParentHugePageError,
+    PhysMemoryError,
+    ReadOnlyError,
+    ReservedBitsError,
+    TableOutsideRamError,
+)
+from gdbext.flags import (
+    FLAGS_MASK,
+    PAT_LARGE,
+    HUGE_PAGE,
+    NO_EXECUTE,
+    PRESENT,
+    USER_ACCESSIBLE,
+    WRITABLE,
+    PageTableFlags,
+)
+from gdbext.geometry import (
+    ENTRIES_PER_TABLE,
+    ENTRY_SIZE,
+    HUGE_LEAF_LEVELS,
+    LEAF_LEVEL_OF_SIZE,
+    SIZE_1G,
+    SIZE_2M,
+    SIZE_4K,
+    TABLE_SIZE,
+    PagingGeometry,
+    entry_span,
+    geometry,
+    index_shift,
+)
+from gdbext.mapper import TABLE_STRUCT, FrameAllocator, PhysMapper, is_read_only
+from gdbext.tlbflush import Flush, FlushAll, FlushHook, FlushPage
+
+__all__ = [
+    "SIZE_1G",
+    "SIZE_2M",
+    "SIZE_4K",
+    "AliasRun",
+    "Anomaly",
+    "CleanUp",
+    "LeafRun",
+    "Mapping",
+    "PageTableFlags",
+    "Translation",
+    "Unmapped",
+    "WalkStep",
+    "X86PageTable",
+]
+
+_U64 = struct.Struct("<Q")
+_PERM_BITS = USER_ACCESSIBLE | WRITABLE
+#: Effective-permission accumulator at the root: nothing restricted yet.
+_EFF_ROOT = USER_ACCESSIBLE | WRITABLE
+#: Above this many pages a change asks for a full flush instead of one per page (Linux: 33).
+FLUSH_PAGE_CEILING = 33
+
+
+class WalkStep(NamedTuple):
+    """One level of a walk: the table read, the index used and the raw entry found."""
+
+    level: int
+    table: int
+    index: int
+    entry: int
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """A successful translation of ``vaddr``."""
+
+    vaddr: int
+    paddr: int
+    page_size: int
+    #: The raw leaf entry.
+    entry: int
+    #: The level of the leaf (1 for 4 KiB, 2 for 2 MiB, 3 for 1 GiB).
+    level: int
+    user: bool
+    writable: bool
+    executable: bool
+    steps: tuple[WalkStep, ...]
+
+    @property
+    def flags(self) -> PageTableFlags:
+        """The leaf entry's own flag bits."""
+        return PageTableFlags(self.entry & FLAGS_MASK)
+
+    @property
+    def frame(self) -> int:
+        """Physical address of the start of the page."""
+        return self.paddr - (self.vaddr & (self.page_size - 1))
+
+
+class Mapping(NamedTuple):
+    """One leaf: a page of ``page_size`` bytes at ``vaddr`` mapped to ``paddr``."""
+
+    vaddr: int
+    paddr: int
+    page_size: int
+    #: The raw leaf entry.
+    entry: int
+    user: bool
+    writable: bool
+    executable: bool
+
+    @property
+    def flags(self) -> PageTableFlags:
+        return PageTableFlags(self.entry & FLAGS_MASK)
+
+
+_new_mapping = partial(tuple.__new__, Mapping)
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRun:
+    """``count`` consecutive leaves of one table, contiguous in VA and PA, with equal flags."""
+
+    vaddr: int
+    paddr: int
+    count: int
+    page_size: int
+    #: The first leaf's raw entry; the others differ only by their address.
+    entry: int
+    user: bool
+    writable: bool
+    executable: bool
+
+    @property
+    def end(self) -> int:
+        """Exclusive end of the virtual range."""
+        return self.vaddr + self.count * self.page_size
+
+    @property
+    def size(self) -> int:
+        return self.count * self.page_size
+
+    @property
+    def flags(self) -> PageTableFlags:
+        return PageTableFlags(self.entry & FLAGS_MASK)
+
+    def mappings(self) -> Iterator[Mapping]:
+        """The run's leaves, one :class:`Mapping` each."""
+        ps, n = self.page_size, self.count
+        return map(
+            _new_mapping,
+            zip(
+                range(self.vaddr, self.vaddr + n * ps, ps),
+                range(self.paddr, self.paddr + n * ps, ps),
+                repeat(ps, n),
+                range(self.entry, self.entry + n * ps, ps),
+                repeat(self.user, n),
+                repeat(self.writable, n),
+                repeat(self.executable, n),
+                strict=True,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRun:
+    """``count`` consecutive entries that link a table already walked elsewhere.
+
+    Only produced by :meth:`X86PageTable.iter_runs` with ``aliases="collapse"``. The linked
+    table (at ``level``) was first walked under ``first_vaddr``; each link maps ``leaves`` leaves
+    (``mapped`` bytes) again, with the effective permissions given here.
+    """
+
+    vaddr: int
+    end: int
+    count: int
+    table: int
+    level: int
+    first_vaddr: int
+    leaves: int
+    mapped: int
+    user: bool
+    writable: bool
+    executable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something a walk found and did not follow.
+
+    ``kind`` is one of ``"reserved-bits"``, ``"huge-page-forbidden"``, ``"recursive"`` (the
+    entry links a table that is already on the path from the root, such as a bootloader's
+    recursive index) or ``"table-outside-ram"``.
+    """
+
+    kind: str
+    vaddr: int
+    level: int
+    table: int
+    index: int
+    entry: int
+    detail: str = ""
+
+
+WalkRecord = LeafRun | AliasRun | Anomaly
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """What :meth:`X86PageTable.unmap` removed."""
+
+    vaddr: int
+    paddr: int
+    page_size: int
+    entry: int
+    flushes: tuple[Flush, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CleanUp:
+    """What :meth:`X86PageTable.clean_up` freed (table frames) and the flushes it required."""
+
+    freed: tuple[int, ...]
+    #: Empty tables left in place because more than one entry links them.
+    shared: tuple[int, ...]
+    flushes: tuple[Flush, ...]
+
+
+@dataclass
+class _LeafSummary:
+    """Per-walk memo of a leaf-bearing table: runs by index, anomalies, and totals."""
+
+    runs: list[tuple[int, int, int]]  # (first index, count, first entry)
+    anomalies: list[tuple[int, str, int, str]]  # (index, kind, entry, detail)
+    leaves: int
+    mapped: int
+
+
+@dataclass
+class _Walk:
+    """State of one walk."""
+
+    lo: int
+    hi: int
+    collapse: bool
+    leaf_memo: dict[tuple[int, int], _LeafSummary]
+    table_memo: dict[tuple[int, int], tuple[int, ...]]
+    seen: dict[tuple[int, int], tuple[int, int, int]]  # (table, level) -> (first va, leaves, mapped)
+    path: list[int]
+
+
+class X86PageTable:
+    """An x86-64 page table rooted at the physical address ``root``.
+
+    :param mapper: physical memory (see :class:`~gdbext.mapper.PhysMapper`).
+    :param root: physical address of the top-level table (CR3 with PCID bits masked).
+    :param levels: 4, or 5 for LA57.
+    :param nxe: EFER.NXE. With it, bit 63 means no-execute; without it, bit 63 is reserved.
+    :param max_phys_bits: MAXPHYADDR; address bits at or above it are reserved.
+    :param allow_writes: the caller's explicit opt-in to changes (see the module docstring).
+    :param flush_hook: called with every TLB flush a change requires.
+    """
+
+    def __init__(
+        self,
+        mapper: PhysMapper,
+        root: int,
+        levels: int = 4,
+        *,
+        nxe: bool = True,
+        max_phys_bits: int = 52,
+        allow_writes: bool = False,
+        flush_hook: FlushHook | None = None,
+    ) -> None:
+        self.geometry: PagingGeometry = geometry(levels)
+        if not 32 <= max_phys_bits <= 52:
+            raise ValueError(f"MAXPHYADDR must be 32..52, not {max_phys_bits}")
+        self.mapper = mapper
+        self.levels = levels
+        self.nxe = nxe
+        self.max_phys_bits = max_phys_bits
+        self.allow_writes = allow_writes
+        self.flush_hook = flush_hook
+        self.addr_mask = ((1 << max_phys_bits) - 1) & ~0xFFF
+        if root & ~self.addr_mask:
+            raise MisalignedAddressError(root, SIZE_4K, "page-table root")
+        self.root = root
+        base_rsvd = ((1 << 52) - 1) & ~((1 << max_phys_bits) - 1)
+        if not nxe:
+            base_rsvd |= NO_EXECUTE
+        # Reserved bits of a present entry, by level, for a table pointer and for a leaf.
+        self._rsvd_table = {lvl: base_rsvd for lvl in range(1, levels + 1)}
+        self._rsvd_leaf = {
+            1: base_rsvd,
+            2: base_rsvd | (((1 << 21) - 1) & ~0x1FFF),
+            3: base_rsvd | (((1 << 30) - 1) & ~0x1FFF),
+        }
+        self._nx_bit = NO_EXECUTE if nxe else 0
+
+    @classmethod
+    def from_cpu(
+        cls,
+        mapper: PhysMapper,
+        cpu: CpuState,
+        *,
+        root: int | None = None,
+        levels: int | None = None,
+        **kwargs: object,
+    ) -> X86PageTable:
+        """The page table ``cpu`` uses: root from CR3, levels from CR4.LA57, NX from EFER.NXE.
+
+        ``root`` and ``levels`` override what the CPU state says.
+        """
+        if root is None:
+            root = cpu.root
+        if root is None:
+            raise InputError("CR3 is unknown; give the page-table root explicitly")
+        return cls(
+            mapper,
+            root,
+            cpu.levels if levels is None else levels,
+            nxe=cpu.nxe,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Reading
+
+    def _read_entry(self, table: int, index: int) -> int:
+        return int(_U64.unpack(self.mapper.read(table + index * ENTRY_SIZE, ENTRY_SIZE))[0])
+
+    def _read_table(self, table: int) -> tuple[int, ...]:
+        return TABLE_STRUCT.unpack(self.mapper.read(table, TABLE_SIZE))
+
+    def _eff(self, acc: int, entry: int) -> int:
+        """Fold ``entry`` into the effective-permission accumulator ``acc``."""
+        return (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)
+
+    def _check_canonical(self, vaddr: int) -> None:
+        if not 0 <= vaddr < 1 << 64 or not self.geometry.is_canonical(vaddr):
+            raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
+
+    def _reserved(self, level: int, entry: int, leaf: bool) -> int:
+        if level >= 4 and entry & HUGE_PAGE:
+            return HUGE_PAGE
+        return entry & (self._rsvd_leaf[level] if leaf else self._rsvd_table[level])
+
+    def translate(self, vaddr: int) -> Translation:
+        """Walk ``vaddr`` as the MMU does.
+
+        :raises NonCanonicalAddressError: ``vaddr`` is not canonical for this paging mode.
+        :raises NotMappedError: an entry on the way is not present (``level``, ``entry``).
+        :raises HugePageForbiddenError: HUGE_PAGE in a PML4 or PML5 entry.
+        :raises ReservedBitsError: reserved bits set in an entry on the way.
+        :raises TableOutsideRamError: an entry points to a table outside physical memory.
+        """
+        self._check_canonical(vaddr)
+        table = self.root
+        acc = _EFF_ROOT
+        steps: list[WalkStep] = []
+        read = self.mapper.read
+        parent_entry: int | None = None
+        for level in range(self.levels, 0, -1):
+            index = (vaddr >> index_shift(level)) & 0x1FF
+            try:
+                raw = read(table + index * ENTRY_SIZE, ENTRY_SIZE)
+            except PhysMemoryError:
+                if parent_entry is None:
+                    raise TableOutsideRamError(vaddr, level, 0, table) from None
+                raise TableOutsideRamError(vaddr, level + 1, parent_entry, table) from None
+            entry = int(_U64.unpack(raw)[0])
+            steps.append(WalkStep(level, table, index, entry))
+            if not entry & PRESENT:
+                raise NotMappedError(vaddr, level, entry)
+            leaf = level == 1 or (level in HUGE_LEAF_LEVELS and bool(entry & HUGE_PAGE))
+            bad = self._reserved(level, entry, leaf)
+            if bad:
+                if bad == HUGE_PAGE and level >= 4:
+                    raise HugePageForbiddenError(vaddr, level, entry)
+                raise ReservedBitsError(vaddr, level, entry, bad)
+            acc = self._eff(acc, entry)
+            if leaf:
+                size = entry_span(level)
+                frame = entry & self.addr_mask & ~(size - 1)
+                return Translation(
+                    vaddr,
+                    frame | (vaddr & (size - 1)),
+                    size,
+                    entry,
+                    level,
+                    bool(acc & USER_ACCESSIBLE),
+                    bool(acc & WRITABLE),
+                    not acc & NO_EXECUTE,
+                    tuple(steps),
+                )
+            parent_entry = entry
+            table = entry & self.addr_mask
+        raise AssertionError("unreachable: level 1 is always a leaf")
+
+    def try_translate(self, vaddr: int) -> Translation | None:
+        """:meth:`translate`, or ``None`` where it would raise a translation error."""
+        try:
+            return self.translate(vaddr)
+        except (NotMappedError, ReservedBitsError, TableOutsideRamError, NonCanonicalAddressError):
+            return None
+
+    # ------------------------------------------------------------------------------------------
+    # Walking
+
+    def iter_runs(
+        self, range: AddrRange | None = None, *, aliases: str = "expand"
+    ) -> Iterator[WalkRecord]:
+        """Stream the leaves that meet ``range`` (all by default) in virtual-address order.
+
+        Leaves come grouped as :class:`LeafRun` (consecutive leaves of one table, contiguous in
+        VA and PA with equal flags); entries the walk did not follow come as :class:`Anomaly`.
+        Each table is read once per walk however often it is linked. With
+        ``aliases="collapse"``, an entry linking a table already walked is reported as an
+        :class:`AliasRun` (consecutive links merged) instead of its leaves again.
+        """
+        if aliases not in ("expand", "collapse"):
+            raise ValueError(f"aliases must be 'expand' or 'collapse', not {aliases!r}")
+        lo, hi = (0, 1 << 64) if range is None else (range.start, range.end)
+        if lo >= hi:
+            return
+        walk = _Walk(lo, hi, aliases == "collapse", {}, {}, {}, [self.root])
+        if not walk.collapse:
+            yield from self._walk_top(walk)
+            return
+        pending: AliasRun | None = None
+        for record in self._walk_top(walk):
+            if type(record) is AliasRun:
+                if pending is not None and _extends(pending, record):
+                    pending = _merge_alias(pending, record)
+                    continue
+                if pending is not None:
+                    yield pending
+                pending = record
+                continue
+            if pending is not None:
+                yield pending
+                pending = None
+            yield record
+        if pending is not None:
+            yield pending
+
+    def iter_mappings(
+        self,
+        range: AddrRange | None = None,
+        *,
+        on_anomaly: Callable[[Anomaly], None] | None = None,
+    ) -> Iterator[Mapping]:
+        """Every leaf mapping that meets ``range``, one :class:`Mapping` per leaf, in VA order.
+
+        Aliases are all reported. Entries the walk did not follow go to ``on_anomaly``.
+        """
+        for record in self.iter_runs(range):
+            if type(record) is LeafRun:
+                yield from record.mappings()
+            elif type(record) is Anomaly and on_anomaly is not None:
+                on_anomaly(record)
+
+    def _walk_top(self, walk: _Walk) -> Iterator[WalkRecord]:
+        level = self.levels
+        shift = index_shift(level)
+        span = 1 << shift
+        try:
+            entries = self._read_table(self.root)
+        except PhysMemoryError:
+            yield Anomaly("table-outside-ram", 0, level, self.root, 0, 0, "root table")
+            return
+        canon = self.geometry.canonicalize
+        for index in range(ENTRIES_PER_TABLE):
+            entry = entries[index]
+            if not entry & PRESENT:
+                continue
+            base = canon(index << shift)
+            if not (base < walk.hi and walk.lo < base + span):
+                continue
+            yield from self._visit_entry(walk, self.root, level, index, entry, base, _EFF_ROOT)
+
+    def _visit_entry(
+        self, walk: _Walk, table: int, level: int, index: int, entry: int, va: int, acc: int
+    ) -> Iterator[WalkRecord]:
+        """A present non-leaf-table entry at ``level`` (``level >= 2``) covering ``va``."""
+        bad = self._reserved(level, entry, leaf=False)
+        if bad:
+            kind = "huge-page-forbidden" if bad == HUGE_PAGE else "reserved-bits"
+            yield Anomaly(kind, va, level, table, index, entry, f"bits 0x{bad:x}")
+            return
+        child = entry & self.addr_mask
+        if child in walk.path:
+            yield Anomaly("recursive", va, level, table, index, entry, f"links table 0x{child:x}")
+            return
+        acc = self._eff(acc, entry)
+        yield from self._walk_table(walk, child, level - 1, va, acc, table, index, entry)
+
+    def _walk_table(
+        self,
+        walk: _Walk,
+        table: int,
+        level: int,
+        base: int,
+        acc: int,
+        parent: int,
+        parent_index: int,
+        parent_entry: int,
+    ) -> Iterator[WalkRecord]:
+        """Walk the table at ``level`` whose first entry maps ``base``."""
+        shift = index_shift(level)
+        span = 1 << shift
+        lo, hi = walk.lo, walk.hi
+        first = 0 if lo <= base else (lo - base) >> shift
+        last = ENTRIES_PER_TABLE - 1 if hi >= base + (span << 9) else (hi - 1 - base) >> shift
+        key = (table, level)
+        if level == 1 or level in HUGE_LEAF_LEVELS:
+            summary = walk.leaf_memo.get(key)
+            if summary is None:
+                try:
+                    summary = self._summarise(table, level)
+                except PhysMemoryError:
+                    yield Anomaly(
+                        "table-outside-ram",
+                        base,
+                        level + 1,
+                        parent,
+                        parent_index,
+                        parent_entry,
+                        f"table 0x{table:x}",
+                    )
+                    return
+                walk.leaf_memo[key] = summary
+            yield from self._emit_table(walk, table, level, base, acc, summary, first, last)
+        else:
+            entries = walk.table_memo.get(key)
+            if entries is None:
+                try:
+                    entries = self._read_table(table)
+                except PhysMemoryError:
+                    yield Anomaly(
+                        "table-outside-ram",
+                        base,
+                        level + 1,
+                        parent,
+                        parent_index,
+                        parent_entry,
+                        f"table 0x{table:x}",
+                    )
+                    return
+                walk.table_memo[key] = entries
+            walk.path.append(table)
+            try:
+                for index in range(first, last + 1):
+                    entry = entries[index]
+                    if entry & PRESENT:
+                        yield from self._visit_or_alias(
+                            walk, table, level, index, entry, base + (index << shift), acc
+                        )
+            finally:
+                walk.path.pop()
+
+    def _visit_or_alias(
+        self, walk: _Walk, table: int, level: int, index: int, entry: int, va: int, acc: int
+    ) -> Iterator[WalkRecord]:
+        if walk.collapse:
+            child_key = (entry & self.addr_mask, level - 1)
+            first = walk.seen.get(child_key)
+            if first is not None and not self._reserved(level, entry, leaf=False):
+                eff = self._eff(acc, entry)
+                span = entry_span(level)
+                yield AliasRun(
+                    va,
+                    va + span,
+                    1,
+                    child_key[0],
+                    level - 1,
+                    first[0],
+                    first[1],
+                    first[2],
+                    bool(eff & USER_ACCESSIBLE),
+                    bool(eff & WRITABLE),
+                    not eff & NO_EXECUTE,
+                )
+                return
+            # Remember the first walk of this child, with its totals once known.
+            leaves = mapped = 0
+            for record in self._visit_entry(walk, table, level, index, entry, va, acc):
+                if type(record) is LeafRun:
+                    leaves += record.count
+                    mapped += record.size
+                elif type(record) is AliasRun:
+                    leaves += record.leaves * record.count
+                    mapped += record.mapped * record.count
+                yield record
+            if child_key not in walk.seen and self._covers(walk, va, entry_span(level)):
+                walk.seen[child_key] = (va, leaves, mapped)
+            return
+        yield from self._visit_entry(walk, table, level, index, entry, va, acc)
+
+    @staticmethod
+    def _covers(walk: _Walk, va: int, span: int) -> bool:
+        """True if the walk's range covers all of ``[va, va + span)`` (totals are complete)."""
+        return walk.lo <= va and va + span <= walk.hi
+
+    def _summarise(self, table: int, level: int) -> _LeafSummary:
+        """Read a table that may hold leaves and group its leaves into runs."""
+        entries = self._read_table(table)
+        step = entry_span(level)
+        runs: list[tuple[int, int, int]] = []
+        anomalies: list[tuple[int, str, int, str]] = []
+        leaf_rsvd = self._rsvd_leaf[level]
+        e0 = entries[0]
+        # Fast path: a table of 512 identical-flag leaves with contiguous frames (direct maps).
+        if (
+            e0 & PRESENT
+            and (level == 1 or e0 & HUGE_PAGE)
+            and not e0 & leaf_rsvd
+            and (e0 & self.addr_mask) + ENTRIES_PER_TABLE * step <= self.addr_mask + SIZE_4K
+            and entries[-1] == e0 + (ENTRIES_PER_TABLE - 1) * step
+            and entries == tuple(range(e0, e0 + ENTRIES_PER_TABLE * step, step))
+        ):
+            return _LeafSummary([(0, ENTRIES_PER_TABLE, e0)], [], ENTRIES_PER_TABLE, 512 * step)
+        run_index = run_count = run_entry = 0
+        expect = -1
+        leaves = 0
+        for index, entry in enumerate(entries):
+            if not entry & PRESENT:
+                continue
+            if level > 1 and not entry & HUGE_PAGE:
+                # A link to a lower table inside a PD or PDPT: handled by the caller's loop.
+                if run_count:
+                    runs.append((run_index, run_count, run_entry))
+                    run_count = 0
+                runs.append((index, 0, entry))
+                expect = -1
+                continue
+            bad = entry & leaf_rsvd
+            if bad:
+                if run_count:
+                    runs.append((run_index, run_count, run_entry))
+                    run_count = 0
+                anomalies.append((index, "reserved-bits", entry, f"bits 0x{bad:x}"))
+                expect = -1
+                continue
+            leaves += 1
+            if entry == expect and index == run_index + run_count:
+                run_count += 1
+                expect += step
+                continue
+            if run_count:
+                runs.append((run_index, run_count, run_entry))
+            run_index, run_count, run_entry = index, 1, entry
+            expect = entry + step
+            if (entry & self.addr_mask) + step > self.addr_mask:
+                expect = -1  # the next address would carry into the flag bits
+        if run_count:
+            runs.append((run_index, run_count, run_entry))
+        return _LeafSummary(runs, anomalies, leaves, leaves * step)
+
+    def _emit_table(
+        self,
+        walk: _Walk,
+        table: int,
+        level: int,
+        base: int,
+        acc: int,
+        summary: _LeafSummary,
+        first: int,
+        last: int,
+    ) -> Iterator[WalkRecord]:
+        step = entry_span(level)
+        mask = self.addr_mask & ~(step - 1)
+        anomalies = summary.anomalies
+        a_pos = 0
+        nx_bit = self._nx_bit
+        for index, count, entry in summary.runs:
+            while a_pos < len(anomalies) and anomalies[a_pos][0] < index:
+                yield from self._emit_anomaly(table, level, base, step, anomalies[a_pos], first, last)
+                a_pos += 1
+            if count == 0:
+                # A table link inside a PD/PDPT.
+                if first <= index <= last:
+                    walk.path.append(table)
+                    try:
+                        yield from self._visit_or_alias(
+                            walk, table, level, index, entry, base + index * step, acc
+                        )
+                    finally:
+                        walk.path.pop()
+                continue
+            start = max(index, first)
+            stop = min(index + count, last + 1)
+            if start >= stop:
+                continue
+            eff = (acc & entry & _PERM_BITS) | ((acc | entry) & nx_bit)
+            skip = start - index
+            yield LeafRun(
+                base + start * step,
+                (entry & mask) + skip * step,
+                stop - start,
+                step,
+                entry + skip * step,
+                bool(eff & USER_ACCESSIBLE),
+                bool(eff & WRITABLE),
+                not eff & NO_EXECUTE,
+            )
+        while a_pos < len(anomalies):
+            yield from self._emit_anomaly(table, level, base, step, anomalies[a_pos], first, last)
+            a_pos += 1
+
+    @staticmethod
+    def _emit_anomaly(
+        table: int,
+        level: int,
+        base: int,
+        step: int,
+        item: tuple[int, str, int, str],
+        first: int,
+        last: int,
+    ) -> Iterator[Anomaly]:
+        index, kind, entry, detail = item
+        if first <= index <= last:
+            yield Anomaly(kind, base + index * step, level, table, index, entry, detail)
+
+    # ------------------------------------------------------------------------------------------
+    # Changing
+
+    def _check_writable(self) -> None:
+        if is_read_only(self.mapper):
+            raise ReadOnlyError("refusing to change page tables: the backend is read-only")
+        if not self.allow_writes:
+            raise ReadOnlyError(
+                "refusing to change page tables: this page table was not opened for writing "
+                "(allow_writes=True)"
+            )
+
+    def _notify(self, flushes: tuple[Flush, ...]) -> tuple[Flush, ...]:
+        if self.flush_hook is not None:
+            for flush in flushes:
+                self.flush_hook(flush)
+        return flushes
+
+    def _write_entry(self, table: int, index: int, value: int) -> None:
+        self.mapper.write(table + index * ENTRY_SIZE, _U64.pack(value))
+
+    def _check_leaf_args(self, vaddr: int, paddr: int, length: int, page_size: int) -> int:
+        """Validate a mapping request; return the leaf level."""
+        level = LEAF_LEVEL_OF_SIZE.get(page_size)
+        if level is None:
+            raise InputError(f"page size 0x{page_size:x} is not 4K, 2M or 1G")
+        check_aligned(vaddr, page_size, "virtual address")
+        check_aligned(paddr, page_size, "physical address")
+        if length <= 0 or length % page_size:
+            raise InputError(f"length 0x{length:x} is not a positive multiple of 0x{page_size:x}")
+        self._check_canonical(vaddr)
+        self._check_canonical(vaddr + length - 1)
+        if vaddr < self.geometry.lower_half_end <= vaddr + length - 1:
+            raise NonCanonicalAddressError(self.geometry.lower_half_end, self.geometry.va_bits)
+        if paddr + length > 1 << self.max_phys_bits:
+            raise InputError(
+                f"physical range 0x{paddr:x}+0x{length:x} exceeds MAXPHYADDR "
+                f"({self.max_phys_bits} bits)"
+            )
+        return level
+
+    def _find_table(self, vaddr: int, level: int) -> tuple[int | None, list[WalkStep]]:
+        """The table at ``level`` that maps ``vaddr``, or ``None`` if a parent entry is zero.
+
+        Raises for a parent that is a huge page or holds a non-present, non-zero entry.
+        """
+        table = self.root
+        steps: list[WalkStep] = []
+        for lvl in range(self.levels, level, -1):
+            index = (vaddr >> index_shift(lvl)) & 0x1FF
+            entry = self._read_entry(table, index)
+            steps.append(WalkStep(lvl, table, index, entry))
+            if entry == 0:
+                return None, steps
+            if not entry & PRESENT:
+                raise EntryInUseError(vaddr, lvl, entry)
+            if entry & HUGE_PAGE:
+                if lvl >= 4:
+                    raise HugePageForbiddenError(vaddr, lvl, entry)
+                raise ParentHugePageError(vaddr, lvl, entry)
+            table = entry & self.addr_mask
+        return table, steps
+
+    def map(
+        self,
+        vaddr: int,
+        paddr: int,
+        page_size: int,
+        flags: PageTableFlags | int,
+        allocator: FrameAllocator,
+    ) -> tuple[Flush, ...]:
+        """Map one page of ``page_size`` (4K, 2M or 1G) at ``vaddr`` to ``paddr``.
+
+        PRESENT is implied and HUGE_PAGE follows from the size. Missing parent tables are
+        allocated and zeroed; WRITABLE and USER_ACCESSIBLE of ``flags`` are ORed into every
+        parent entry so that the leaf's permissions are reachable (x86 ANDs them).
+
+        :raises AlreadyMappedError: the slot holds a present entry.
+        :raises EntryInUseError: the slot, or a parent slot, is non-present but not empty.
+        :raises ParentHugePageError: a parent entry maps a huge page.
+        :raises FrameAllocationError: no frame for a new table (nothing is changed then).
+        :raises MisalignedAddressError: ``vaddr`` or ``paddr`` not aligned to ``page_size``.
+        :returns: the TLB flushes required (already passed to the flush hook).
+        """
+        return self.map_range(vaddr, paddr, page_size, page_size, flags, allocator)
+
+    def map_range(
+        self,
+        vaddr: int,
+        paddr: int,
+        length: int,
+        page_size: int,
+        flags: PageTableFlags | int,
+        allocator: FrameAllocator,
+    ) -> tuple[Flush, ...]:
+        """Map ``length`` bytes at ``vaddr`` to ``paddr`` with pages of ``page_size``.
+
+        Like :meth:`map` for each page, but writes each leaf table once. The whole request is
+        checked, and every needed table frame allocated, before anything is written: an error
+        leaves the tables as they were.
+        """
+        self._check_writable()
+        leaf_level = self._check_leaf_args(vaddr, paddr, length, page_size)
+        flags = int(flags)
+        if flags & ~FLAGS_MASK:
+            raise InputError(f"flags 0x{flags:x} have address bits set")
+        if page_size == SIZE_4K and flags & HUGE_PAGE:
+            raise InputError("HUGE_PAGE follows from the page size; a 4 KiB page cannot have it")
+        leaf_template = flags | PRESENT | (HUGE_PAGE if page_size != SIZE_4K else 0)
+        parent_bits = PRESENT | (flags & _PERM_BITS)
+        table_span = entry_span(leaf_level + 1)
+        end = vaddr + length
+
+        # Phase 1: check every slot; count the tables to create.
+        missing: set[tuple[int, int]] = set()
+        chunk = vaddr
+        while chunk < end:
+            chunk_end = min(end, (chunk // table_span + 1) * table_span)
+            table, steps = self._find_table(chunk, leaf_level)
+            if table is None:
+                zero_level = steps[-1].level
+                for lvl in range(zero_level - 1, leaf_level - 1, -1):
+                    missing.add((lvl, chunk >> index_shift(lvl + 1)))
+            else:
+                entries = self._read_table(table)
+                shift = index_shift(leaf_level)
+                for index in range((chunk >> shift) & 0x1FF, ((chunk_end - 1) >> shift & 0x1FF) + 1):
+                    entry = entries[index]
+                    if entry & PRESENT:
+                        raise AlreadyMappedError(
+                            (chunk & ~(table_span - 1)) + (index << shift), leaf_level, entry
+                        )
+                    if entry:
+                        raise EntryInUseError(
+                            (chunk & ~(table_span - 1)) + (index << shift), leaf_level, entry
+                        )
+            chunk = chunk_end
+
+        # Phase 2: allocate every new table up front.
+        frames: list[int] = []
+        for lvl, _prefix in sorted(missing, reverse=True):
+            frame = allocator.allocate_frame()
+            if frame is None:
+                for got in frames:
+                    allocator.deallocate_frame(got)
+                raise FrameAllocationError(vaddr, lvl)
+            frames.append(frame)
+
+        # Phase 3: write.
+        changed_parent = False
+        pages = 0
+        chunk = vaddr
+        pa = paddr
+        while chunk < end:
+            chunk_end = min(end, (chunk // table_span + 1) * table_span)
+            table = self.root
+            for lvl in range(self.levels, leaf_level, -1):
+                index = (chunk >> index_shift(lvl)) & 0x1FF
+                entry = self._read_entry(table, index)
+                if entry == 0:
+                    new = frames.pop()
+                    self.mapper.write(new, bytes(TABLE_SIZE))
+                    self._write_entry(table, index, new | parent_bits)
+                    changed_parent = True
+                    table = new
+                    continue
+                if entry & parent_bits != parent_bits:
+                    self._write_entry(table, index, entry | parent_bits)
+                    changed_parent = True
+                table = entry & self.addr_mask
+            shift = index_shift(leaf_level)
+            i0 = (chunk >> shift) & 0x1FF
+            n = (chunk_end - chunk) >> shift
+            new_entries = range(pa | leaf_template, (pa | leaf_template) + n * page_size, page_size)
+            if n == ENTRIES_PER_TABLE:
+                self.mapper.write(table, TABLE_STRUCT.pack(*new_entries))
+            else:
+                self.mapper.write(
+                    table + i0 * ENTRY_SIZE, struct.pack(f"<{n}Q", *new_entries)
+                )
+            pages += n
+            pa += n * page_size
+            chunk = chunk_end
+        assert not frames
+        if changed_parent or pages > FLUSH_PAGE_CEILING:
+            return self._notify((FlushAll(),))
+        return self._notify(
+            tuple(FlushPage(v, page_size) for v in range(vaddr, end, page_size))
+        )
+
+    def _find_leaf(self, vaddr: int) -> tuple[list[WalkStep], int]:
+        """The steps to the present leaf mapping ``vaddr`` and its level."""
+        self._check_canonical(vaddr)
+        table = self.root
+        steps: list[WalkStep] = []
+        for level in range(self.levels, 0, -1):
+            index = (vaddr >> index_shift(level)) & 0x1FF
+            entry = self._read_entry(table, index)
+            steps.append(WalkStep(level, table, index, entry))
+            if not entry & PRESENT:
+                raise NotMappedError(vaddr, level, entry)
+            if level >= 4 and entry & HUGE_PAGE:
+                raise HugePageForbiddenError(vaddr, level, entry)
+            if level == 1 or (level in HUGE_LEAF_LEVELS and entry & HUGE_PAGE):
+                return steps, level
+            table = entry & self.addr_mask
+        raise AssertionError("unreachable")
+
+    def _leaf_for(self, vaddr: int, page_size: int | None) -> tuple[list[WalkStep], int, int]:
+        steps, level = self._find_leaf(vaddr)
+        size = entry_span(level)
+        if page_size is not None and page_size != size:
+            raise PageSizeMismatchError(vaddr, level, steps[-1].entry, page_size)
+        check_aligned(vaddr, size, "virtual address")
+        return steps, level, size
+
+    def unmap(self, vaddr: int, page_size: int | None = None) -> Unmapped:
+        """Remove the leaf that maps the page at ``vaddr`` and return what it mapped.
+
+        ``vaddr`` must be the start of the page. ``page_size``, if given, must match.
+        Tables are never freed here; see :meth:`clean_up`.
+        """
+        self._check_writable()
+        steps, level, size = self._leaf_for(vaddr, page_size)
+        leaf = steps[-1]
+        self._write_entry(leaf.table, leaf.index, 0)
+        frame = leaf.entry & self.addr_mask & ~(size - 1)
+        flushes = self._notify((FlushPage(vaddr, size),))
+        return Unmapped(vaddr, frame, size, leaf.entry, flushes)
+
+    def update_flags(
+        self, vaddr: int, flags: PageTableFlags | int, page_size: int | None = None
+    ) -> tuple[Flush, ...]:
+        """Replace the flags of the present leaf at ``vaddr`` (its address is kept).
+
+        PRESENT is implied and HUGE_PAGE follows from the page size; WRITABLE and
+        USER_ACCESSIBLE are ORed into the parents as :meth:`map` does.
+        """
+        self._check_writable()
+        flags = int(flags)
+        if flags & ~FLAGS_MASK:
+            raise InputError(f"flags 0x{flags:x} have address bits set")
+        steps, level, size = self._leaf_for(vaddr, page_size)
+        if size == SIZE_4K and flags & HUGE_PAGE:
+            raise InputError("HUGE_PAGE follows from the page size; a 4 KiB page cannot have it")
+        leaf = steps[-1]
+        frame_bits = leaf.entry & self.addr_mask & ~(size - 1)
+        if size != SIZE_4K:
+            frame_bits |= leaf.entry & PAT_LARGE  # keep the PAT bit of a large page
+        new = frame_bits | flags | PRESENT | (HUGE_PAGE if size != SIZE_4K else 0)
+        parent_bits = PRESENT | (flags & _PERM_BITS)
+        changed_parent = False
+        for step in steps[:-1]:
+            if step.entry & parent_bits != parent_bits:
+                self._write_entry(step.table, step.index, step.entry | parent_bits)
+                changed_parent = True
+        self._write_entry(leaf.table, leaf.index, new)
+        if changed_parent:
+            return self._notify((FlushAll(),))
+        return self._notify((FlushPage(vaddr, size),))
+
+    def is_table_empty(self, table: int) -> bool:
+        """True if all 512 entries of ``table`` are zero (a non-present, non-zero one counts)."""
+        return not any(self._read_table(table))
+
+    def clean_up(self, allocator: FrameAllocator, range: AddrRange | None = None) -> CleanUp:
+        """Free every empty intermediate table under ``range`` (all by default).
+
+        A table is freed when all 512 of its entries are zero; its parent entry is zeroed and
+        the frame given back to ``allocator``. Parents are re-examined bottom-up, so a chain of
+        empty tables goes at once. The root is never freed; neither is a table that more than
+        one entry links (it is reported in :attr:`CleanUp.shared`), nor one reached through a
+        recursive entry. Anything freed needs a full flush, which is reported and passed to the
+        flush hook: a paging-structure cache may still hold the freed tables.
+        """
+        self._check_writable()
+        lo, hi = (0, 1 << 64) if range is None else (range.start, range.end)
+        links = self._count_links()
+        freed: list[int] = []
+        shared: list[int] = []
+        canon = self.geometry.canonicalize
+        top = self.levels
+        shift = index_shift(top)
+        for index in _indices():
+            base = canon(index << shift)
+            if base < hi and lo < base + (1 << shift):
+                self._clean_entry(self.root, top, index, base, lo, hi, links, freed, shared, [])
+        flushes: tuple[Flush, ...] = (FlushAll(),) if freed else ()
+        for frame in freed:
+            allocator.deallocate_frame(frame)
+        return CleanUp(tuple(freed), tuple(sorted(set(shared))), self._notify(flushes))
+
+    def _count_links(self) -> dict[int, int]:
+        """How many present table-pointer entries link each table (not following recursion)."""
+        links: dict[int, int] = {}
+        seen: set[tuple[int, int]] = set()
+
+        def visit(table: int, level: int, path: list[int]) -> None:
+            if (table, level) in seen:
+                return
+            seen.add((table, level))
+            try:
+                entries = self._read_table(table)
+            except PhysMemoryError:
+                return
+            for entry in entries:
+                if not entry & PRESENT or (level in HUGE_LEAF_LEVELS and entry & HUGE_PAGE):
+                    continue
+                child = entry & self.addr_mask
+                links[child] = links.get(child, 0) + 1
+                if level > 2 and child not in path:
+                    visit(child, level - 1, [*path, child])
+
+        visit(self.root, self.levels, [self.root])
+        return links
+
+    def _clean_entry(
+        self,
+        table: int,
+        level: int,
+        index: int,
+        base: int,
+        lo: int,
+        hi: int,
+        links: dict[int, int],
+        freed: list[int],
+        shared: list[int],
+        path: list[int],
+    ) -> None:
+        entry = self._read_entry(table, index)
+        if not entry & PRESENT or level == 1:
+            return
+        if level in HUGE_LEAF_LEVELS and entry & HUGE_PAGE:
+            return
+        if level >= 4 and entry & HUGE_PAGE:
+            return
+        child = entry & self.addr_mask
+        if child == table or child in path or child == self.root:
+            return
+        try:
+            child_entries = self._read_table(child)
+        except PhysMemoryError:
+            return
+        if level - 1 > 1:
+            shift = index_shift(level - 1)
+            first = 0 if lo <= base else (lo - base) >> shift
+            last = 511 if hi >= base + (1 << (shift + 9)) else (hi - 1 - base) >> shift
+            for i in _indices(first, last + 1):
+                if child_entries[i] & PRESENT:
+                    self._clean_entry(
+                        child, level - 1, i, base + (i << shift), lo, hi, links, freed, shared,
+                        [*path, table],
+                    )
+            child_entries = self._read_table(child)
+        if any(child_entries):
+            return
+        if links.get(child, 0) > 1:
+            shared.append(child)
+            return
+        self._write_entry(table, index, 0)
+        freed.append(child)
+
+
+def _indices(start: int = 0, stop: int = ENTRIES_PER_TABLE) -> Iterable[int]:
+    """Table indices; a name for ``range`` where a parameter of that name shadows it."""
+    return range(start, stop)
+
+
+def _extends(a: AliasRun, b: AliasRun) -> bool:
+    return (
+        a.end == b.vaddr
+        and a.table == b.table
+        and a.level == b.level
+        and (a.user, a.writable, a.executable) == (b.user, b.writable, b.executable)
+    )
+
+
+def _merge_alias(a: AliasRun, b: AliasRun) -> AliasRun:
+    return AliasRun(
+        a.vaddr, b.end, a.count + b.count, a.table, a.level, a.first_vaddr, a.leaves, a.mapped,
+        a.user, a.writable, a.executable,
+    )

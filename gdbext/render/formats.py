@@ -1,0 +1,21 @@
+"""Output formats: a name, the command it renders, and a function from result to lines.
+
+Renderers never print: they return an iterator of lines (without newlines), so that a front
+end can stream them to a terminal, a file, GDB or LLDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    #: The ``--format`` value, e.g. ``"text"``, ``"json"``, ``"qemu-tlb"``.
+    name: str
+    #: The command it renders: ``"info"``, ``"walk"``, ``"translate"``, ``"heap"``.
+    command: str
+    render: Callable[[Any], Iterator[str]]
+    summary: str = ""

@@ -1,0 +1,137 @@
+"""JSON output. Addresses are hex strings, because jq cannot hold 64-bit integers.
+
+The walk streams: its records are written one per line inside the ``mappings`` array, so a
+walk of millions of leaves never holds them all in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.paging import Anomaly
+from gdbext.render.common import hexs, leaf_flag_names
+from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
+
+
+def _mapping(m: MergedRange) -> dict[str, Any]:
+    return {
+        "vaddr": hexs(m.vaddr),
+        "paddr": hexs(m.paddr),
+        "size": m.size,
+        "page_size": m.page_size,
+        "flags": leaf_flag_names(m.entry, m.page_size),
+        "user": m.user,
+        "writable": m.writable,
+        "executable": m.executable,
+    }
+
+
+def _anomaly(a: Anomaly) -> dict[str, Any]:
+    return {
+        "kind": a.kind,
+        "vaddr": hexs(a.vaddr),
+        "level": a.level,
+        "table": hexs(a.table),
+        "index": a.index,
+        "entry": hexs(a.entry),
+        "detail": a.detail,
+    }
+
+
+def render_walk(result: WalkResult) -> Iterator[str]:
+    yield f'{{"levels": {result.levels}, "root": "{hexs(result.root)}", "mappings": ['
+    anomalies: list[dict[str, Any]] = []
+    records = (
+        merge_runs(result.runs(), KEY_ALL_FLAGS)
+        if result.options.merge
+        else as_merged(result.runs())
+    )
+    dumps = json.dumps
+    pending: str | None = None
+    for rec in records:
+        if type(rec) is MergedRange:
+            if pending is not None:
+                yield pending + ","
+            pending = dumps(_mapping(rec))
+        elif type(rec) is Anomaly:
+            anomalies.append(_anomaly(rec))
+    if pending is not None:
+        yield pending
+    yield f'], "anomalies": {dumps(anomalies)}}}'
+
+
+def render_translate(result: TranslateResult) -> Iterator[str]:
+    out: list[dict[str, Any]] = []
+    for outcome in result.outcomes:
+        t = outcome.translation
+        if t is None:
+            err = outcome.error
+            out.append(
+                {
+                    "vaddr": hexs(outcome.vaddr),
+                    "error": str(err),
+                    "level": None if err is None else err.level,
+                    "entry": None if err is None or err.entry is None else hexs(err.entry),
+                }
+            )
+            continue
+        out.append(
+            {
+                "vaddr": hexs(t.vaddr),
+                "paddr": hexs(t.paddr),
+                "page_size": t.page_size,
+                "flags": leaf_flag_names(t.entry, t.page_size),
+                "user": t.user,
+                "writable": t.writable,
+                "executable": t.executable,
+                "steps": [
+                    {
+                        "level": s.level,
+                        "table": hexs(s.table),
+                        "index": s.index,
+                        "entry": hexs(s.entry),
+                    }
+                    for s in t.steps
+                ],
+            }
+        )
+    yield json.dumps(out, indent=2)
+
+
+def render_info(result: InfoResult) -> Iterator[str]:
+    def reg(value: int | None) -> str | None:
+        return None if value is None else hexs(value)
+
+    doc = {
+        "backend": result.backend,
+        "description": result.description,
+        "read_path": result.read_path,
+        "ram": None
+        if result.ram is None
+        else [{"start": hexs(r.start), "end": hexs(r.end)} for r in result.ram],
+        "details": result.details,
+        "cpus": [
+            {
+                "levels": c.levels,
+                "cr0": reg(c.cr0),
+                "cr3": reg(c.cr3),
+                "cr4": reg(c.cr4),
+                "efer": reg(c.efer),
+                "root": reg(c.root),
+                "nxe": c.nxe,
+                "wp": c.wp,
+                "smep": c.smep,
+                "smap": c.smap,
+                "la57": c.la57,
+            }
+            for c in result.cpus
+        ],
+    }
+    yield json.dumps(doc, indent=2)
+
+
+def render_heap(result: HeapResult) -> Iterator[str]:
+    yield json.dumps({"start": hexs(result.range.start), "end": hexs(result.range.end)})

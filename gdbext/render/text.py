@@ -1,0 +1,131 @@
+"""Plain-text output for people.
+
+The walk prints one line per merged range, in the spirit of Linux's ptdump::
+
+    0xffff800000000000-0xffff800000800000       8M  2M  rw- kern G    -> 0x200000
+
+A table linked under many entries (Linux's ESPFIX area links one table thousands of times) is
+walked and printed once; the other links become one line with their count and span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.flags import flag_names
+from gdbext.render.common import extra_tokens, hex64, level_name, perms
+from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
+from gdbext.paging import AliasRun, Anomaly
+from gdbext.units import format_size
+
+
+def _anomaly_line(a: Anomaly) -> str:
+    return (
+        f"# {hex64(a.vaddr)}: {level_name(a.level)}[{a.index}] entry 0x{a.entry:x} "
+        f"in table 0x{a.table:x}: {a.kind}" + (f" ({a.detail})" if a.detail else "")
+    )
+
+
+def _range_line(m: MergedRange) -> str:
+    extra = extra_tokens(m.entry)
+    return (
+        f"{hex64(m.vaddr)}-{hex64(m.end)} {format_size(m.size):>8} {format_size(m.page_size):>3}"
+        f"  {perms(m.user, m.writable, m.executable)} {extra:<11} -> 0x{m.paddr:x}"
+    )
+
+
+def _alias_line(a: AliasRun) -> str:
+    return (
+        f"{hex64(a.vaddr)}-{hex64(a.end)} {format_size(a.end - a.vaddr):>8} alias"
+        f"  {perms(a.user, a.writable, a.executable)} {level_name(a.level)} 0x{a.table:x} "
+        f"linked {a.count} more time{'s' if a.count != 1 else ''} "
+        f"({a.leaves} leaves, {format_size(a.mapped)} each; walked at {hex64(a.first_vaddr)})"
+    )
+
+
+def render_walk(result: WalkResult) -> Iterator[str]:
+    ranges = 0
+    if result.options.merge:
+        records = merge_runs(result.runs(aliases="collapse"), KEY_SHOWN_FLAGS)
+        for rec in records:
+            if type(rec) is MergedRange:
+                ranges += 1
+                yield _range_line(rec)
+            elif type(rec) is AliasRun:
+                ranges += 1
+                yield _alias_line(rec)
+            elif type(rec) is Anomaly:
+                yield _anomaly_line(rec)
+    else:
+        for item in as_merged(result.runs()):
+            if type(item) is MergedRange:
+                ranges += 1
+                yield _range_line(item)
+            elif type(item) is Anomaly:
+                yield _anomaly_line(item)
+    stats = result.stats
+    yield (
+        f"# {ranges} line{'s' if ranges != 1 else ''}, {stats['leaves']} leaf entries, "
+        f"{stats['anomalies']} anomalies; {result.levels}-level paging, root 0x{result.root:x}"
+    )
+
+
+def render_translate(result: TranslateResult) -> Iterator[str]:
+    for outcome in result.outcomes:
+        t = outcome.translation
+        if t is None:
+            err = outcome.error
+            yield f"{hex64(outcome.vaddr)}: {err}"
+            if err is not None and err.entry is not None:
+                yield f"    stopped at {level_name(err.level)} entry 0x{err.entry:x}"
+            continue
+        yield (
+            f"{hex64(t.vaddr)} -> 0x{t.paddr:x}  {format_size(t.page_size)} page  "
+            f"{perms(t.user, t.writable, t.executable)}"
+        )
+        for step in t.steps:
+            names = " ".join(flag_names(step.entry))
+            yield (
+                f"    {level_name(step.level):>4} 0x{step.table:x}[{step.index:3}] "
+                f"= 0x{step.entry:016x}  {names}"
+            )
+
+
+def render_info(result: InfoResult) -> Iterator[str]:
+    yield f"backend:     {result.backend} ({result.description})"
+    if result.read_path:
+        yield f"read path:   {result.read_path}"
+    if result.ram is not None:
+        total = sum(r.size for r in result.ram)
+        spans = ", ".join(f"0x{r.start:x}-0x{r.end:x}" for r in result.ram)
+        yield f"RAM:         {format_size(total)} ({spans})"
+    for key, value in result.details.items():
+        yield f"{key + ':':<12} {value}"
+    for index, cpu in enumerate(result.cpus):
+        yield f"cpu {index}:"
+        yield f"  paging:    {cpu.levels}-level" + (" (LA57)" if cpu.la57 else "")
+        for name in ("cr0", "cr3", "cr4", "efer"):
+            value = getattr(cpu, name)
+            yield f"  {name + ':':<10} " + ("unknown" if value is None else f"0x{value:x}")
+        if cpu.root is not None:
+            yield f"  root:      0x{cpu.root:x}" + (f" (PCID {cpu.pcid})" if cpu.pcid else "")
+        bits = {
+            "CR0.WP": cpu.wp if cpu.cr0 is not None else None,
+            "CR4.SMEP": cpu.smep if cpu.cr4 is not None else None,
+            "CR4.SMAP": cpu.smap if cpu.cr4 is not None else None,
+            "CR4.PCIDE": cpu.pcide if cpu.cr4 is not None else None,
+            "CR4.LA57": cpu.la57 if cpu.cr4 is not None else None,
+            "EFER.NXE": cpu.nxe if cpu.efer is not None else None,
+        }
+        yield "  " + "  ".join(
+            f"{k}={'?' if v is None else int(v)}" for k, v in bits.items()
+        )
+
+
+def render_heap(result: HeapResult) -> Iterator[str]:
+    r = result.range
+    yield (
+        f"heap: {hex64(r.start)}-{hex64(r.end)} ({format_size(r.size)}) from {result.source}, "
+        f"physical_memory_offset 0x{result.physical_memory_offset:x}"
+    )

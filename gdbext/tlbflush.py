@@ -1,0 +1,46 @@
+"""TLB invalidations that page-table changes require.
+
+The rule gdbext follows (the seed kernel's, and conservative on purpose): a change to a leaf
+entry needs that page flushed (``invlpg``); a change to an intermediate entry, or a freed
+table, needs everything flushed, because paging-structure caches may hold it.
+
+Operations of :class:`~gdbext.paging.X86PageTable` return the flushes they require and hand
+each to a :class:`FlushHook` that the backend implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class FlushPage:
+    """Invalidate the translation of the page of ``page_size`` bytes at ``vaddr``."""
+
+    vaddr: int
+    page_size: int
+
+
+@dataclass(frozen=True)
+class FlushAll:
+    """Invalidate every translation and every paging-structure cache entry."""
+
+
+Flush = FlushPage | FlushAll
+
+
+class FlushHook(Protocol):
+    def __call__(self, flush: Flush) -> None: ...
+
+
+def coalesce(flushes: Iterable[Flush]) -> tuple[Flush, ...]:
+    """Drop duplicates; a :class:`FlushAll` makes page flushes redundant."""
+    seen: list[Flush] = []
+    for flush in flushes:
+        if isinstance(flush, FlushAll):
+            return (FlushAll(),)
+        if flush not in seen:
+            seen.append(flush)
+    return tuple(seen)
