@@ -11,6 +11,7 @@ one-line message on stderr. No Python traceback reaches the user for bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import IO, NoReturn
@@ -91,9 +92,7 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     p = sub.add_parser("walk", help="every mapping of a page table")
     common(p, "walk")
     p.add_argument("--range", type=_range, metavar="START-END", help="only this VA range")
-    p.add_argument(
-        "--no-merge", dest="merge", action="store_false", help="one line per leaf entry"
-    )
+    p.add_argument("--no-merge", dest="merge", action="store_false", help="one line per leaf entry")
 
     p = sub.add_parser("translate", help="translate virtual addresses, every level shown")
     common(p, "translate")
@@ -125,9 +124,7 @@ def open_target(host: Host, args: argparse.Namespace) -> Target:
     if name is None:
         raise UsageError("--backend NAME is required (see 'gdbext backends')")
     info = host.backend(name)
-    options = {
-        opt.name: getattr(args, f"backend_{opt.name}", None) for opt in info.options
-    }
+    options = {opt.name: getattr(args, f"backend_{opt.name}", None) for opt in info.options}
     for opt in info.options:
         if opt.required and options[opt.name] is None:
             raise UsageError(f"backend {name!r} needs --{opt.name.replace('_', '-')}")
@@ -163,7 +160,7 @@ def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
         else:
             result = commands.heap(target, _heap_options(args))
         _write(out, render(result))
-        if args.command == "walk" and result.stats["leaves"] == 0:  # type: ignore[attr-defined]
+        if isinstance(result, commands.WalkResult) and result.stats["leaves"] == 0:
             status = EXIT_NOT_FOUND
         return status
     finally:
@@ -223,11 +220,11 @@ def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
         print(f"gdbext: {exc}", file=sys.stderr)
         return exc.exit_status
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return EXIT_OK
+        # The reader went away (e.g. `| head`): not an error of ours. Point stdout at /dev/null
+        # so that the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         print("gdbext: interrupted", file=sys.stderr)
         return 130

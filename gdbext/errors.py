@@ -156,16 +156,20 @@ class HugePageForbiddenError(ReservedBitsError):
 
 
 class TableOutsideRamError(TranslationError):
-    """The entry at ``level`` points to a next table that is not in physical memory."""
+    """A table (the root, or the one an entry at ``level`` points to) is not in memory.
 
-    def __init__(self, vaddr: int, level: int, entry: int, table: int) -> None:
-        super().__init__(
-            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} points to table 0x{table:x}, "
-            "which is outside physical memory",
-            vaddr,
-            level,
-            entry,
-        )
+    ``entry`` is ``None`` when the root table itself is outside physical memory.
+    """
+
+    def __init__(self, vaddr: int, level: int, entry: int | None, table: int) -> None:
+        if entry is None:
+            message = f"0x{vaddr:x}: the root table 0x{table:x} is outside physical memory"
+        else:
+            message = (
+                f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} points to table "
+                f"0x{table:x}, which is outside physical memory"
+            )
+        super().__init__(message, vaddr, level, entry)
         self.table = table
 
 

@@ -74,4 +74,5 @@ def parse_flags(names: list[str] | tuple[str, ...]) -> PageTableFlags:
             raise ValueError(f"unknown page-table flag {name!r}") from None
     return value
 
+
 ACCESSED_DIRTY = int(PageTableFlags.ACCESSED | PageTableFlags.DIRTY)

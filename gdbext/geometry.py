@@ -85,9 +85,7 @@ class PagingGeometry:
 
     def indices(self, vaddr: int) -> tuple[int, ...]:
         """Table indices of ``vaddr``, top level first."""
-        return tuple(
-            (vaddr >> index_shift(level)) & 0x1FF for level in range(self.levels, 0, -1)
-        )
+        return tuple((vaddr >> index_shift(level)) & 0x1FF for level in range(self.levels, 0, -1))
 
     def level_name(self, level: int) -> str:
         return LEVEL_NAMES[level]

@@ -48,9 +48,9 @@ def make_plugin_manager(
     for name in sorted(blocked):
         pm.set_blocked(name)
     for plugin in builtin_plugins():
-        name = getattr(plugin, "__name__", None)
-        if name is None or not pm.is_blocked(name):
-            pm.register(plugin, name=name)
+        plugin_name: str | None = getattr(plugin, "__name__", None)
+        if plugin_name is None or not pm.is_blocked(plugin_name):
+            pm.register(plugin, name=plugin_name)
     if load_entry_points:
         try:
             pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)

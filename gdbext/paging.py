@@ -47,7 +47,6 @@ from gdbext.errors import (
     AlreadyMappedError,
     EntryInUseError,
     FrameAllocationError,
-    GdbextError,
     HugePageForbiddenError,
     InputError,
     MisalignedAddressError,
@@ -62,9 +61,9 @@ from gdbext.errors import (
 )
 from gdbext.flags import (
     FLAGS_MASK,
-    PAT_LARGE,
     HUGE_PAGE,
     NO_EXECUTE,
+    PAT_LARGE,
     PRESENT,
     USER_ACCESSIBLE,
     WRITABLE,
@@ -116,12 +115,11 @@ class WalkStep(NamedTuple):
 
     level: int
     table: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose (public name)
     entry: int
 
 
-@dataclass(frozen=True, slots=True)
-class Translation:
+class Translation(NamedTuple):
     """A successful translation of ``vaddr``."""
 
     vaddr: int
@@ -165,6 +163,8 @@ class Mapping(NamedTuple):
 
 
 _new_mapping = partial(tuple.__new__, Mapping)
+_new_step = partial(tuple.__new__, WalkStep)
+_new_translation = partial(tuple.__new__, Translation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,10 @@ class AliasRun:
 
     Only produced by :meth:`X86PageTable.iter_runs` with ``aliases="collapse"``. The linked
     table (at ``level``) was first walked under ``first_vaddr``; each link maps ``leaves`` leaves
-    (``mapped`` bytes) again, with the effective permissions given here.
+    (``mapped`` bytes) again. ``user``, ``writable`` and ``executable`` are what the path down to
+    the linked table allows (each leaf's own bits are ANDed in, as ever); ``same_access`` says
+    whether that path allows the same as the path of the first walk, so that every leaf has the
+    same effective permissions as there.
     """
 
     vaddr: int
@@ -232,6 +235,7 @@ class AliasRun:
     user: bool
     writable: bool
     executable: bool
+    same_access: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +299,8 @@ class _Walk:
     collapse: bool
     leaf_memo: dict[tuple[int, int], _LeafSummary]
     table_memo: dict[tuple[int, int], tuple[int, ...]]
-    seen: dict[tuple[int, int], tuple[int, int, int]]  # (table, level) -> (first va, leaves, mapped)
+    # (table, level) -> (first va, leaves, mapped, effective permissions of the path there)
+    seen: dict[tuple[int, int], tuple[int, int, int, int]]
     path: list[int]
 
 
@@ -309,6 +314,10 @@ class X86PageTable:
     :param max_phys_bits: MAXPHYADDR; address bits at or above it are reserved.
     :param allow_writes: the caller's explicit opt-in to changes (see the module docstring).
     :param flush_hook: called with every TLB flush a change requires.
+    :param cache: keep the tables :meth:`translate` reads (at most ``cache_tables`` of them), so
+        that translations repeated at one moment are cheap. Changes made through this object
+        keep the cache right; after any other change of the memory call
+        :meth:`invalidate_cache`.
     """
 
     def __init__(
@@ -321,6 +330,8 @@ class X86PageTable:
         max_phys_bits: int = 52,
         allow_writes: bool = False,
         flush_hook: FlushHook | None = None,
+        cache: bool = False,
+        cache_tables: int = 8192,
     ) -> None:
         self.geometry: PagingGeometry = geometry(levels)
         if not 32 <= max_phys_bits <= 52:
@@ -346,6 +357,23 @@ class X86PageTable:
             3: base_rsvd | (((1 << 30) - 1) & ~0x1FFF),
         }
         self._nx_bit = NO_EXECUTE if nxe else 0
+        # Per level, top first: (level, index shift, reserved bits of a table pointer, of a leaf).
+        self._levels_info = tuple(
+            (
+                lvl,
+                index_shift(lvl),
+                self._rsvd_table[lvl] | (HUGE_PAGE if lvl >= 4 else 0),
+                self._rsvd_leaf.get(lvl, 0),
+            )
+            for lvl in range(levels, 0, -1)
+        )
+        va_bits = self.geometry.va_bits
+        self._sign_shift = va_bits - 1
+        self._canon_tops = (0, (1 << (65 - va_bits)) - 1)
+        #: Raw bytes of tables read, by physical address (only with ``cache=True``).
+        self._cache: dict[int, bytes] | None = {} if cache else None
+        self.cache_tables = cache_tables
+        self._entry_at = self._entry_cached if cache else self._entry_uncached
 
     @classmethod
     def from_cpu(
@@ -377,7 +405,7 @@ class X86PageTable:
     # Reading
 
     def _read_entry(self, table: int, index: int) -> int:
-        return int(_U64.unpack(self.mapper.read(table + index * ENTRY_SIZE, ENTRY_SIZE))[0])
+        return self._entry_at(table, index)
 
     def _read_table(self, table: int) -> tuple[int, ...]:
         return TABLE_STRUCT.unpack(self.mapper.read(table, TABLE_SIZE))
@@ -404,48 +432,70 @@ class X86PageTable:
         :raises ReservedBitsError: reserved bits set in an entry on the way.
         :raises TableOutsideRamError: an entry points to a table outside physical memory.
         """
-        self._check_canonical(vaddr)
+        if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
+            raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
         table = self.root
         acc = _EFF_ROOT
         steps: list[WalkStep] = []
-        read = self.mapper.read
+        entry_at = self._entry_at
+        addr_mask = self.addr_mask
         parent_entry: int | None = None
-        for level in range(self.levels, 0, -1):
-            index = (vaddr >> index_shift(level)) & 0x1FF
+        for level, shift, rsvd_table, rsvd_leaf in self._levels_info:
+            index = (vaddr >> shift) & 0x1FF
             try:
-                raw = read(table + index * ENTRY_SIZE, ENTRY_SIZE)
+                entry = entry_at(table, index)
             except PhysMemoryError:
                 if parent_entry is None:
-                    raise TableOutsideRamError(vaddr, level, 0, table) from None
+                    raise TableOutsideRamError(vaddr, level, None, table) from None
                 raise TableOutsideRamError(vaddr, level + 1, parent_entry, table) from None
-            entry = int(_U64.unpack(raw)[0])
-            steps.append(WalkStep(level, table, index, entry))
+            steps.append(_new_step((level, table, index, entry)))
             if not entry & PRESENT:
                 raise NotMappedError(vaddr, level, entry)
-            leaf = level == 1 or (level in HUGE_LEAF_LEVELS and bool(entry & HUGE_PAGE))
-            bad = self._reserved(level, entry, leaf)
+            leaf = level == 1 or (entry & HUGE_PAGE and level < 4)
+            bad = entry & (rsvd_leaf if leaf else rsvd_table)
             if bad:
-                if bad == HUGE_PAGE and level >= 4:
+                if bad & HUGE_PAGE and level >= 4:
                     raise HugePageForbiddenError(vaddr, level, entry)
                 raise ReservedBitsError(vaddr, level, entry, bad)
-            acc = self._eff(acc, entry)
+            acc = (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)
             if leaf:
-                size = entry_span(level)
-                frame = entry & self.addr_mask & ~(size - 1)
-                return Translation(
-                    vaddr,
-                    frame | (vaddr & (size - 1)),
-                    size,
-                    entry,
-                    level,
-                    bool(acc & USER_ACCESSIBLE),
-                    bool(acc & WRITABLE),
-                    not acc & NO_EXECUTE,
-                    tuple(steps),
+                size = 1 << shift
+                frame = entry & addr_mask & ~(size - 1)
+                return _new_translation(
+                    (
+                        vaddr,
+                        frame | (vaddr & (size - 1)),
+                        size,
+                        entry,
+                        level,
+                        bool(acc & USER_ACCESSIBLE),
+                        bool(acc & WRITABLE),
+                        not acc & NO_EXECUTE,
+                        tuple(steps),
+                    )
                 )
             parent_entry = entry
-            table = entry & self.addr_mask
+            table = entry & addr_mask
         raise AssertionError("unreachable: level 1 is always a leaf")
+
+    def invalidate_cache(self) -> None:
+        """Forget cached tables (after the memory changed behind this object's back)."""
+        if self._cache is not None:
+            self._cache.clear()
+
+    def _entry_uncached(self, table: int, index: int) -> int:
+        return int(_U64.unpack(self.mapper.read(table + index * ENTRY_SIZE, ENTRY_SIZE))[0])
+
+    def _entry_cached(self, table: int, index: int) -> int:
+        cache = self._cache
+        assert cache is not None
+        raw = cache.get(table)
+        if raw is None:
+            raw = self.mapper.read(table, TABLE_SIZE)
+            if len(cache) >= self.cache_tables:
+                del cache[next(iter(cache))]
+            cache[table] = raw
+        return int(_U64.unpack_from(raw, index * ENTRY_SIZE)[0])
 
     def try_translate(self, vaddr: int) -> Translation | None:
         """:meth:`translate`, or ``None`` where it would raise a translation error."""
@@ -527,7 +577,7 @@ class X86PageTable:
             base = canon(index << shift)
             if not (base < walk.hi and walk.lo < base + span):
                 continue
-            yield from self._visit_entry(walk, self.root, level, index, entry, base, _EFF_ROOT)
+            yield from self._visit_or_alias(walk, self.root, level, index, entry, base, _EFF_ROOT)
 
     def _visit_entry(
         self, walk: _Walk, table: int, level: int, index: int, entry: int, va: int, acc: int
@@ -630,10 +680,12 @@ class X86PageTable:
                     bool(eff & USER_ACCESSIBLE),
                     bool(eff & WRITABLE),
                     not eff & NO_EXECUTE,
+                    eff == first[3],
                 )
                 return
             # Remember the first walk of this child, with its totals once known.
             leaves = mapped = 0
+            followed = True
             for record in self._visit_entry(walk, table, level, index, entry, va, acc):
                 if type(record) is LeafRun:
                     leaves += record.count
@@ -641,9 +693,20 @@ class X86PageTable:
                 elif type(record) is AliasRun:
                     leaves += record.leaves * record.count
                     mapped += record.mapped * record.count
+                elif (
+                    type(record) is Anomaly
+                    and record.level == level
+                    and record.table == table
+                    and record.index == index
+                ):
+                    followed = False  # this very link was not followed
                 yield record
-            if child_key not in walk.seen and self._covers(walk, va, entry_span(level)):
-                walk.seen[child_key] = (va, leaves, mapped)
+            if (
+                followed
+                and child_key not in walk.seen
+                and self._covers(walk, va, entry_span(level))
+            ):
+                walk.seen[child_key] = (va, leaves, mapped, self._eff(acc, entry))
             return
         yield from self._visit_entry(walk, table, level, index, entry, va, acc)
 
@@ -695,11 +758,10 @@ class X86PageTable:
             leaves += 1
             if entry == expect and index == run_index + run_count:
                 run_count += 1
-                expect += step
-                continue
-            if run_count:
-                runs.append((run_index, run_count, run_entry))
-            run_index, run_count, run_entry = index, 1, entry
+            else:
+                if run_count:
+                    runs.append((run_index, run_count, run_entry))
+                run_index, run_count, run_entry = index, 1, entry
             expect = entry + step
             if (entry & self.addr_mask) + step > self.addr_mask:
                 expect = -1  # the next address would carry into the flag bits
@@ -725,7 +787,9 @@ class X86PageTable:
         nx_bit = self._nx_bit
         for index, count, entry in summary.runs:
             while a_pos < len(anomalies) and anomalies[a_pos][0] < index:
-                yield from self._emit_anomaly(table, level, base, step, anomalies[a_pos], first, last)
+                yield from self._emit_anomaly(
+                    table, level, base, step, anomalies[a_pos], first, last
+                )
                 a_pos += 1
             if count == 0:
                 # A table link inside a PD/PDPT.
@@ -791,7 +855,16 @@ class X86PageTable:
         return flushes
 
     def _write_entry(self, table: int, index: int, value: int) -> None:
-        self.mapper.write(table + index * ENTRY_SIZE, _U64.pack(value))
+        self._write(table + index * ENTRY_SIZE, _U64.pack(value))
+
+    def _write(self, paddr: int, data: bytes) -> None:
+        """Every write of the engine goes through here, so the table cache stays right."""
+        if self._cache is not None:
+            self._cache.pop(paddr & ~(TABLE_SIZE - 1), None)
+            self._cache.pop((paddr + len(data) - 1) & ~(TABLE_SIZE - 1), None)
+            if len(data) > TABLE_SIZE:
+                self._cache.clear()
+        self.mapper.write(paddr, data)
 
     def _check_leaf_args(self, vaddr: int, paddr: int, length: int, page_size: int) -> int:
         """Validate a mapping request; return the leaf level."""
@@ -854,6 +927,7 @@ class X86PageTable:
         :raises ParentHugePageError: a parent entry maps a huge page.
         :raises FrameAllocationError: no frame for a new table (nothing is changed then).
         :raises MisalignedAddressError: ``vaddr`` or ``paddr`` not aligned to ``page_size``.
+        :raises InputError: bad flags (address bits; NO_EXECUTE without EFER.NXE).
         :returns: the TLB flushes required (already passed to the flush hook).
         """
         return self.map_range(vaddr, paddr, page_size, page_size, flags, allocator)
@@ -878,6 +952,8 @@ class X86PageTable:
         flags = int(flags)
         if flags & ~FLAGS_MASK:
             raise InputError(f"flags 0x{flags:x} have address bits set")
+        if flags & NO_EXECUTE and not self.nxe:
+            raise InputError("NO_EXECUTE is a reserved bit without EFER.NXE")
         if page_size == SIZE_4K and flags & HUGE_PAGE:
             raise InputError("HUGE_PAGE follows from the page size; a 4 KiB page cannot have it")
         leaf_template = flags | PRESENT | (HUGE_PAGE if page_size != SIZE_4K else 0)
@@ -898,7 +974,9 @@ class X86PageTable:
             else:
                 entries = self._read_table(table)
                 shift = index_shift(leaf_level)
-                for index in range((chunk >> shift) & 0x1FF, ((chunk_end - 1) >> shift & 0x1FF) + 1):
+                for index in range(
+                    (chunk >> shift) & 0x1FF, ((chunk_end - 1) >> shift & 0x1FF) + 1
+                ):
                     entry = entries[index]
                     if entry & PRESENT:
                         raise AlreadyMappedError(
@@ -911,14 +989,8 @@ class X86PageTable:
             chunk = chunk_end
 
         # Phase 2: allocate every new table up front.
-        frames: list[int] = []
-        for lvl, _prefix in sorted(missing, reverse=True):
-            frame = allocator.allocate_frame()
-            if frame is None:
-                for got in frames:
-                    allocator.deallocate_frame(got)
-                raise FrameAllocationError(vaddr, lvl)
-            frames.append(frame)
+        top_missing = max((lvl for lvl, _ in missing), default=leaf_level)
+        frames = self._allocate(allocator, len(missing), vaddr, top_missing)
 
         # Phase 3: write.
         changed_parent = False
@@ -927,40 +999,109 @@ class X86PageTable:
         pa = paddr
         while chunk < end:
             chunk_end = min(end, (chunk // table_span + 1) * table_span)
-            table = self.root
-            for lvl in range(self.levels, leaf_level, -1):
-                index = (chunk >> index_shift(lvl)) & 0x1FF
-                entry = self._read_entry(table, index)
-                if entry == 0:
-                    new = frames.pop()
-                    self.mapper.write(new, bytes(TABLE_SIZE))
-                    self._write_entry(table, index, new | parent_bits)
-                    changed_parent = True
-                    table = new
-                    continue
-                if entry & parent_bits != parent_bits:
-                    self._write_entry(table, index, entry | parent_bits)
-                    changed_parent = True
-                table = entry & self.addr_mask
+            table, changed = self._descend_creating(chunk, leaf_level, parent_bits, frames)
+            changed_parent |= changed
             shift = index_shift(leaf_level)
             i0 = (chunk >> shift) & 0x1FF
             n = (chunk_end - chunk) >> shift
             new_entries = range(pa | leaf_template, (pa | leaf_template) + n * page_size, page_size)
             if n == ENTRIES_PER_TABLE:
-                self.mapper.write(table, TABLE_STRUCT.pack(*new_entries))
+                self._write(table, TABLE_STRUCT.pack(*new_entries))
             else:
-                self.mapper.write(
-                    table + i0 * ENTRY_SIZE, struct.pack(f"<{n}Q", *new_entries)
-                )
+                self._write(table + i0 * ENTRY_SIZE, struct.pack(f"<{n}Q", *new_entries))
             pages += n
             pa += n * page_size
             chunk = chunk_end
         assert not frames
         if changed_parent or pages > FLUSH_PAGE_CEILING:
             return self._notify((FlushAll(),))
-        return self._notify(
-            tuple(FlushPage(v, page_size) for v in range(vaddr, end, page_size))
-        )
+        return self._notify(tuple(FlushPage(v, page_size) for v in range(vaddr, end, page_size)))
+
+    def _descend_creating(
+        self, vaddr: int, level: int, parent_bits: int, frames: list[int]
+    ) -> tuple[int, bool]:
+        """The level-``level`` table mapping ``vaddr``, creating missing tables from ``frames``.
+
+        ``parent_bits`` are ORed into every entry on the way. The caller has checked the path
+        (:meth:`_find_table`) and allocated the frames. Returns the table and whether an
+        intermediate entry changed.
+        """
+        table = self.root
+        changed = False
+        for lvl in range(self.levels, level, -1):
+            index = (vaddr >> index_shift(lvl)) & 0x1FF
+            entry = self._read_entry(table, index)
+            if entry == 0:
+                new = frames.pop()
+                self._write(new, bytes(TABLE_SIZE))
+                self._write_entry(table, index, new | parent_bits)
+                changed = True
+                table = new
+                continue
+            if entry & parent_bits != parent_bits:
+                self._write_entry(table, index, entry | parent_bits)
+                changed = True
+            table = entry & self.addr_mask
+        return table, changed
+
+    def _allocate(self, allocator: FrameAllocator, count: int, vaddr: int, level: int) -> list[int]:
+        """``count`` frames, or none at all and :class:`FrameAllocationError`."""
+        frames: list[int] = []
+        for _ in range(count):
+            frame = allocator.allocate_frame()
+            if frame is None:
+                for got in frames:
+                    allocator.deallocate_frame(got)
+                raise FrameAllocationError(vaddr, level)
+            frames.append(frame)
+        return frames
+
+    def link_table(
+        self,
+        vaddr: int,
+        level: int,
+        table: int,
+        flags: PageTableFlags | int,
+        allocator: FrameAllocator,
+    ) -> tuple[Flush, ...]:
+        """Make the level-``level`` entry that maps ``vaddr`` link the existing ``table``.
+
+        This shares a lower table between several entries, as Linux's ESPFIX area and KASAN
+        shadow do. ``table`` is a level ``level - 1`` table; ``flags`` are the entry's flags
+        (PRESENT implied). Missing parents are created and WRITABLE/USER_ACCESSIBLE propagated
+        as :meth:`map` does. The slot must be zero.
+
+        :raises AlreadyMappedError: the slot holds a present entry.
+        :raises EntryInUseError: the slot is non-present but not empty.
+        """
+        self._check_writable()
+        if not 2 <= level <= self.levels:
+            raise InputError(f"a table link lives at level 2..{self.levels}, not {level}")
+        self._check_canonical(vaddr)
+        check_aligned(table, TABLE_SIZE, "table address")
+        flags = int(flags)
+        if flags & ~FLAGS_MASK or flags & HUGE_PAGE:
+            raise InputError(f"flags 0x{flags:x} are not flags of a table link")
+        if flags & NO_EXECUTE and not self.nxe:
+            raise InputError("NO_EXECUTE is a reserved bit without EFER.NXE")
+        if table & ~self.addr_mask:
+            raise InputError(f"table 0x{table:x} is beyond MAXPHYADDR")
+        vaddr &= ~(entry_span(level) - 1)
+        parent, steps = self._find_table(vaddr, level)
+        if parent is None:
+            missing = steps[-1].level - level
+        else:
+            missing = 0
+            entry = self._read_entry(parent, (vaddr >> index_shift(level)) & 0x1FF)
+            if entry & PRESENT:
+                raise AlreadyMappedError(vaddr, level, entry)
+            if entry:
+                raise EntryInUseError(vaddr, level, entry)
+        frames = self._allocate(allocator, missing, vaddr, level)
+        parent_bits = PRESENT | (flags & _PERM_BITS)
+        parent, _ = self._descend_creating(vaddr, level, parent_bits, frames)
+        self._write_entry(parent, (vaddr >> index_shift(level)) & 0x1FF, table | flags | PRESENT)
+        return self._notify((FlushAll(),))
 
     def _find_leaf(self, vaddr: int) -> tuple[list[WalkStep], int]:
         """The steps to the present leaf mapping ``vaddr`` and its level."""
@@ -995,7 +1136,7 @@ class X86PageTable:
         Tables are never freed here; see :meth:`clean_up`.
         """
         self._check_writable()
-        steps, level, size = self._leaf_for(vaddr, page_size)
+        steps, _level, size = self._leaf_for(vaddr, page_size)
         leaf = steps[-1]
         self._write_entry(leaf.table, leaf.index, 0)
         frame = leaf.entry & self.addr_mask & ~(size - 1)
@@ -1014,7 +1155,9 @@ class X86PageTable:
         flags = int(flags)
         if flags & ~FLAGS_MASK:
             raise InputError(f"flags 0x{flags:x} have address bits set")
-        steps, level, size = self._leaf_for(vaddr, page_size)
+        if flags & NO_EXECUTE and not self.nxe:
+            raise InputError("NO_EXECUTE is a reserved bit without EFER.NXE")
+        steps, _level, size = self._leaf_for(vaddr, page_size)
         if size == SIZE_4K and flags & HUGE_PAGE:
             raise InputError("HUGE_PAGE follows from the page size; a 4 KiB page cannot have it")
         leaf = steps[-1]
@@ -1122,7 +1265,15 @@ class X86PageTable:
             for i in _indices(first, last + 1):
                 if child_entries[i] & PRESENT:
                     self._clean_entry(
-                        child, level - 1, i, base + (i << shift), lo, hi, links, freed, shared,
+                        child,
+                        level - 1,
+                        i,
+                        base + (i << shift),
+                        lo,
+                        hi,
+                        links,
+                        freed,
+                        shared,
                         [*path, table],
                     )
             child_entries = self._read_table(child)
@@ -1145,12 +1296,23 @@ def _extends(a: AliasRun, b: AliasRun) -> bool:
         a.end == b.vaddr
         and a.table == b.table
         and a.level == b.level
-        and (a.user, a.writable, a.executable) == (b.user, b.writable, b.executable)
+        and (a.user, a.writable, a.executable, a.same_access)
+        == (b.user, b.writable, b.executable, b.same_access)
     )
 
 
 def _merge_alias(a: AliasRun, b: AliasRun) -> AliasRun:
     return AliasRun(
-        a.vaddr, b.end, a.count + b.count, a.table, a.level, a.first_vaddr, a.leaves, a.mapped,
-        a.user, a.writable, a.executable,
+        a.vaddr,
+        b.end,
+        a.count + b.count,
+        a.table,
+        a.level,
+        a.first_vaddr,
+        a.leaves,
+        a.mapped,
+        a.user,
+        a.writable,
+        a.executable,
+        a.same_access,
     )

@@ -23,10 +23,7 @@ def parse_int(text: str | int) -> int:
     """
     if isinstance(text, bool):
         raise ValueError(f"not a number: {text!r}")
-    if isinstance(text, int):
-        value = text
-    else:
-        value = int(text.strip().replace("_", ""), 0)
+    value = text if isinstance(text, int) else int(text.strip().replace("_", ""), 0)
     if value < 0:
         raise ValueError(f"negative value: {text!r}")
     return value

@@ -24,8 +24,6 @@ print(len(names))
 
 
 def test_core_imports_without_gdb_and_lldb() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) >= 20

@@ -49,7 +49,9 @@ class ToyBackendPlugin:
 
         return [
             BackendInfo(
-                "toy", "a backend defined in a test", open_toy,
+                "toy",
+                "a backend defined in a test",
+                open_toy,
                 [BackendOption("flavour", "NAME", "any word")],
             )
         ]

@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import NoteSegment
+
+from gdbext.addr import AddrRange
+from gdbext.cpu import CpuState
 from gdbext_sim.elfcore import (
     EHDR,
     NHDR,
@@ -22,9 +25,6 @@ from gdbext_sim.elfcore import (
     write_qemu_elf_core,
 )
 from gdbext_sim.memory import SparsePhysMemory
-
-from gdbext.addr import AddrRange
-from gdbext.cpu import CpuState
 
 MIB = 1 << 20
 CPU0 = CpuState(cr0=0x8005_0033, cr3=0x1C0_D000, cr4=0x3206_F0, efer=0xD01)

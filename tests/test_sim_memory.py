@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from gdbext_sim.memory import ZERO_FRAME, SparsePhysMemory, TopDownFrameAllocator
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
 from gdbext.mapper import FrameAllocator, PhysMapper, is_read_only, read_u64, write_u64
+from gdbext_sim.memory import ZERO_FRAME, SparsePhysMemory, TopDownFrameAllocator
 
 MIB = 1 << 20
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
-from gdbext_sim.tlb import PscEntry, Rights, SimTlb, TlbEntry
 
 from gdbext.errors import MisalignedAddressError, NonCanonicalAddressError, PhysMemoryError
 from gdbext.tlbflush import FlushAll, FlushPage
+from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
+from gdbext_sim.tlb import PscEntry, Rights, SimTlb, TlbEntry
 
 MIB = 1 << 20
 GIB = 1 << 30

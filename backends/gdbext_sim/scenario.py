@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gdbext.bootinfo import build_bootinfo_v09, build_bootinfo_v011, build_regions_v011
+from gdbext.bootinfo import build_bootinfo_v011, build_bootinfo_v09, build_regions_v011
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
 from gdbext.errors import GdbextError, InputError
 from gdbext.flags import PRESENT, parse_flags
@@ -280,18 +280,18 @@ def _write_bootinfo(memory: SparsePhysMemory, d: _Doc, spec: Any) -> dict[str, A
         raise d.fail("bootinfo", "must be an object")
     version = str(spec.get("version", "0.11"))
     at = d.int_(spec, "at", "bootinfo")
-    offset = d.int_(spec, "physical_memory_offset", "bootinfo") if (
-        spec.get("physical_memory_offset") is not None
-    ) else None
+    offset = (
+        d.int_(spec, "physical_memory_offset", "bootinfo")
+        if (spec.get("physical_memory_offset") is not None)
+        else None
+    )
     regions: list[MemoryRegion] = []
     for i, r in enumerate(d.list_(spec, "regions")):
         where = f"bootinfo.regions[{i}]"
         kind = r.get("kind", "Usable")
         if not isinstance(kind, str):
             raise d.fail(f"{where}.kind", "must be a string")
-        regions.append(
-            MemoryRegion(d.int_(r, "start", where), d.int_(r, "end", where), kind)
-        )
+        regions.append(MemoryRegion(d.int_(r, "start", where), d.int_(r, "end", where), kind))
     features: list[str] | None = None
     try:
         if version == "0.11":

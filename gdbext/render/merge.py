@@ -89,8 +89,15 @@ def as_merged(records: Iterable[LeafRun | AliasRun | Anomaly]) -> Iterator[Merge
         if type(rec) is LeafRun:
             for m in rec.mappings():
                 yield MergedRange(
-                    m.vaddr, m.vaddr + m.page_size, m.paddr, m.page_size, m.entry,
-                    m.user, m.writable, m.executable, 1,
+                    m.vaddr,
+                    m.vaddr + m.page_size,
+                    m.paddr,
+                    m.page_size,
+                    m.entry,
+                    m.user,
+                    m.writable,
+                    m.executable,
+                    1,
                 )
         elif type(rec) is Anomaly:
             yield rec

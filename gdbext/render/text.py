@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.flags import flag_names
+from gdbext.paging import AliasRun, Anomaly
 from gdbext.render.common import extra_tokens, hex64, level_name, perms
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
-from gdbext.paging import AliasRun, Anomaly
 from gdbext.units import format_size
 
 
@@ -36,11 +36,16 @@ def _range_line(m: MergedRange) -> str:
 
 
 def _alias_line(a: AliasRun) -> str:
+    access = (
+        "same permissions"
+        if a.same_access
+        else f"path allows {perms(a.user, a.writable, a.executable)}"
+    )
     return (
         f"{hex64(a.vaddr)}-{hex64(a.end)} {format_size(a.end - a.vaddr):>8} alias"
-        f"  {perms(a.user, a.writable, a.executable)} {level_name(a.level)} 0x{a.table:x} "
-        f"linked {a.count} more time{'s' if a.count != 1 else ''} "
-        f"({a.leaves} leaves, {format_size(a.mapped)} each; walked at {hex64(a.first_vaddr)})"
+        f"  {level_name(a.level)} 0x{a.table:x} linked {a.count} more "
+        f"time{'s' if a.count != 1 else ''}: {a.leaves} leaves ({format_size(a.mapped)}) each, "
+        f"as walked at {hex64(a.first_vaddr)}, {access}"
     )
 
 
@@ -118,9 +123,7 @@ def render_info(result: InfoResult) -> Iterator[str]:
             "CR4.LA57": cpu.la57 if cpu.cr4 is not None else None,
             "EFER.NXE": cpu.nxe if cpu.efer is not None else None,
         }
-        yield "  " + "  ".join(
-            f"{k}={'?' if v is None else int(v)}" for k, v in bits.items()
-        )
+        yield "  " + "  ".join(f"{k}={'?' if v is None else int(v)}" for k, v in bits.items())
 
 
 def render_heap(result: HeapResult) -> Iterator[str]:
