@@ -38,7 +38,12 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         root = CpuState(cr3=options.cr3).root
     try:
         return X86PageTable.from_cpu(
-            target.mapper, cpu, root=root, levels=options.levels, flush_hook=target.flush_hook
+            target.mapper,
+            cpu,
+            root=root,
+            levels=options.levels,
+            flush_hook=target.flush_hook,
+            cache=True,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -198,6 +198,20 @@ class AlreadyMappedError(MappingError):
         )
 
 
+class TableInTheWayError(AlreadyMappedError):
+    """A huge page was asked for where an entry links a lower page table."""
+
+    def __init__(self, vaddr: int, level: int, entry: int) -> None:
+        MappingError.__init__(
+            self,
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} links a page table; unmap its "
+            "pages and clean up before mapping a huge page there",
+            vaddr,
+            level,
+            entry,
+        )
+
+
 class EntryInUseError(MappingError):
     """A non-present entry with other bits set (an OS's swap or bookkeeping entry).
 

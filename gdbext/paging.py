@@ -57,6 +57,7 @@ from gdbext.errors import (
     PhysMemoryError,
     ReadOnlyError,
     ReservedBitsError,
+    TableInTheWayError,
     TableOutsideRamError,
 )
 from gdbext.flags import (
@@ -314,8 +315,9 @@ class X86PageTable:
     :param max_phys_bits: MAXPHYADDR; address bits at or above it are reserved.
     :param allow_writes: the caller's explicit opt-in to changes (see the module docstring).
     :param flush_hook: called with every TLB flush a change requires.
-    :param cache: keep the tables :meth:`translate` reads (at most ``cache_tables`` of them), so
-        that translations repeated at one moment are cheap. Changes made through this object
+    :param cache: keep the tables :meth:`translate` reads (at most ``cache_tables`` of them) and
+        its results (at most ``cache_pages`` pages), so that translations repeated at one moment
+        are cheap. Changes made through this object
         keep the cache right; after any other change of the memory call
         :meth:`invalidate_cache`.
     """
@@ -332,6 +334,7 @@ class X86PageTable:
         flush_hook: FlushHook | None = None,
         cache: bool = False,
         cache_tables: int = 8192,
+        cache_pages: int = 1 << 16,
     ) -> None:
         self.geometry: PagingGeometry = geometry(levels)
         if not 32 <= max_phys_bits <= 52:
@@ -372,7 +375,10 @@ class X86PageTable:
         self._canon_tops = (0, (1 << (65 - va_bits)) - 1)
         #: Raw bytes of tables read, by physical address (only with ``cache=True``).
         self._cache: dict[int, bytes] | None = {} if cache else None
+        #: Translations by 4 KiB page number (only with ``cache=True``): a software TLB.
+        self._memo: dict[int, Translation] | None = {} if cache else None
         self.cache_tables = cache_tables
+        self.cache_pages = cache_pages
         self._entry_at = self._entry_cached if cache else self._entry_uncached
 
     @classmethod
@@ -434,6 +440,24 @@ class X86PageTable:
         """
         if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
             raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
+        memo = self._memo
+        if memo is not None:
+            hit = memo.get(vaddr >> 12)
+            if hit is not None:
+                offset = vaddr & 0xFFF
+                return _new_translation(
+                    (vaddr, hit[1] + offset, hit[2], hit[3], hit[4], hit[5], hit[6], hit[7], hit[8])
+                )
+            result = self._walk_one(vaddr)
+            if len(memo) >= self.cache_pages:
+                del memo[next(iter(memo))]
+            memo[vaddr >> 12] = _new_translation(
+                (vaddr & ~0xFFF, result.paddr & ~0xFFF, *result[2:])
+            )
+            return result
+        return self._walk_one(vaddr)
+
+    def _walk_one(self, vaddr: int) -> Translation:
         table = self.root
         acc = _EFF_ROOT
         steps: list[WalkStep] = []
@@ -482,6 +506,8 @@ class X86PageTable:
         """Forget cached tables (after the memory changed behind this object's back)."""
         if self._cache is not None:
             self._cache.clear()
+        if self._memo is not None:
+            self._memo.clear()
 
     def _entry_uncached(self, table: int, index: int) -> int:
         return int(_U64.unpack(self.mapper.read(table + index * ENTRY_SIZE, ENTRY_SIZE))[0])
@@ -859,6 +885,8 @@ class X86PageTable:
 
     def _write(self, paddr: int, data: bytes) -> None:
         """Every write of the engine goes through here, so the table cache stays right."""
+        if self._memo:
+            self._memo.clear()
         if self._cache is not None:
             self._cache.pop(paddr & ~(TABLE_SIZE - 1), None)
             self._cache.pop((paddr + len(data) - 1) & ~(TABLE_SIZE - 1), None)
@@ -979,9 +1007,10 @@ class X86PageTable:
                 ):
                     entry = entries[index]
                     if entry & PRESENT:
-                        raise AlreadyMappedError(
-                            (chunk & ~(table_span - 1)) + (index << shift), leaf_level, entry
-                        )
+                        where = (chunk & ~(table_span - 1)) + (index << shift)
+                        if leaf_level > 1 and not entry & HUGE_PAGE:
+                            raise TableInTheWayError(where, leaf_level, entry)
+                        raise AlreadyMappedError(where, leaf_level, entry)
                     if entry:
                         raise EntryInUseError(
                             (chunk & ~(table_span - 1)) + (index << shift), leaf_level, entry

@@ -265,6 +265,8 @@ page_indices = st.sampled_from([0, 0, 1, 511])
 
 class PagingMachine(RuleBasedStateMachine):
     LEVELS = 4
+    #: Run the engine with its table cache and translation memo (they must never go stale).
+    CACHE = False
     #: 1 GiB-aligned bases: two sharing a PDPT, the top of the lower half, the higher half.
     BASES: tuple[int, ...] = (
         0x0000_0000_0000_0000,
@@ -279,7 +281,9 @@ class PagingMachine(RuleBasedStateMachine):
         self.ram = Ram()
         self.alloc = Frames(self.ram)
         self.hook = Hook()
-        self.pt = X86PageTable(self.ram, ROOT, self.LEVELS, allow_writes=True, flush_hook=self.hook)
+        self.pt = X86PageTable(
+            self.ram, ROOT, self.LEVELS, allow_writes=True, flush_hook=self.hook, cache=self.CACHE
+        )
         self.model = Model(self.LEVELS)
         self.current_rule = ""
         self.samples = sorted(
@@ -308,7 +312,7 @@ class PagingMachine(RuleBasedStateMachine):
         live = set(self.alloc.live)
         with pytest.raises(error) as info:
             call()
-        assert type(info.value) is error
+        assert isinstance(info.value, error)
         event(f"{self.current_rule}: {error.__name__}")
         assert bytes(self.ram.buf) == before
         assert self.alloc.live == live
@@ -573,3 +577,16 @@ TestPaging4 = PagingMachine.TestCase
 TestPaging4.settings = _settings
 TestPaging5 = PagingMachine5.TestCase
 TestPaging5.settings = _settings
+
+
+class PagingMachineCached(PagingMachine):
+    CACHE = True
+
+
+TestPagingCached = PagingMachineCached.TestCase
+TestPagingCached.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
