@@ -646,14 +646,9 @@ class X86PageTable:
                     summary = self._summarise(table, level)
                 except PhysMemoryError:
                     yield Anomaly(
-                        "table-outside-ram",
-                        base,
-                        level + 1,
-                        parent,
-                        parent_index,
-                        parent_entry,
+                        "table-outside-ram", base, level + 1, parent, parent_index, parent_entry,
                         f"table 0x{table:x}",
-                    )
+                    )  # fmt: skip
                     return
                 walk.leaf_memo[key] = summary
             yield from self._emit_table(walk, table, level, base, acc, summary, first, last)
@@ -664,14 +659,9 @@ class X86PageTable:
                     entries = self._read_table(table)
                 except PhysMemoryError:
                     yield Anomaly(
-                        "table-outside-ram",
-                        base,
-                        level + 1,
-                        parent,
-                        parent_index,
-                        parent_entry,
+                        "table-outside-ram", base, level + 1, parent, parent_index, parent_entry,
                         f"table 0x{table:x}",
-                    )
+                    )  # fmt: skip
                     return
                 walk.table_memo[key] = entries
             walk.path.append(table)
