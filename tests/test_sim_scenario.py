@@ -15,6 +15,7 @@ from elftools.elf.segments import NoteSegment
 from gdbext import cli
 from gdbext.errors import InputError
 from gdbext.mapper import read_table
+from gdbext.paging import Anomaly
 from gdbext_sim.scenario import build_machine, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def test_links_and_recursive_index_and_raw_entries() -> None:
     assert {x.paddr for x in t} == {0x5000}
     assert {x.steps[-1].table for x in t} == {t[0].steps[-1].table}  # one shared PT
     assert not t[0].executable and not t[0].writable
-    kinds = [a.kind for a in pt.iter_runs() if type(a).__name__ == "Anomaly"]
+    kinds = [a.kind for a in pt.iter_runs() if isinstance(a, Anomaly)]
     assert kinds == ["recursive"]
 
 
