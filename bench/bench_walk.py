@@ -28,16 +28,21 @@ from typing import Any
 
 from gdbext.commands import WalkOptions, WalkResult
 from gdbext.flags import PageTableFlags
+from gdbext.mapper import read_table, write_table
 from gdbext.paging import X86PageTable
-from gdbext.render import jsonout, text
+from gdbext.render import jsonout, qemu_tlb, text
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 
 DIRECT_MAP = 0xFFFF_8880_0000_0000
 GIB = 1 << 30
 
 
-def build(map_bytes: int, page_size: int) -> X86PageTable:
-    """A 4-level table with a direct map of ``map_bytes`` at Linux's base."""
+def build(map_bytes: int, page_size: int, scattered: bool = False) -> X86PageTable:
+    """A 4-level table with a direct map of ``map_bytes`` at Linux's base.
+
+    ``scattered`` sets DIRTY on every other leaf, as a used kernel's tables look: no two
+    neighbouring leaves have equal entries, so no table takes the walker's uniform fast path.
+    """
     tables = map_bytes // (page_size * 512) + map_bytes // GIB + 8
     ram = max(64 << 20, (tables + 64) * 4096)
     mem = SparsePhysMemory(ram)
@@ -47,6 +52,16 @@ def build(map_bytes: int, page_size: int) -> X86PageTable:
     pt = X86PageTable(mem, root, 4, allow_writes=True)
     flags = PageTableFlags.WRITABLE | PageTableFlags.NO_EXECUTE | PageTableFlags.GLOBAL
     pt.map_range(DIRECT_MAP, 0, map_bytes, page_size, flags, alloc)
+    if scattered:
+        leaf_tables = {
+            pt.translate(va).steps[-1].table
+            for va in range(DIRECT_MAP, DIRECT_MAP + map_bytes, page_size * 512)
+        }
+        for table in leaf_tables:
+            entries = list(read_table(mem, table))
+            for i in range(1, 512, 2):
+                entries[i] |= PageTableFlags.DIRTY
+            write_table(mem, table, entries)
     return X86PageTable(mem, root, 4)
 
 
@@ -75,14 +90,18 @@ def walk_figures(pt: X86PageTable, leaves: int, repeat: int) -> dict[str, float]
     def json_walk() -> None:
         sink(jsonout.render_walk(WalkResult(pt, WalkOptions())))
 
+    def qemu() -> None:
+        sink(qemu_tlb.render_walk(WalkResult(pt, WalkOptions())))
+
     def per_leaf() -> None:
         n = 0
         for _ in pt.iter_mappings():
             n += 1
         assert n == leaves, n
 
+    walks = {"text": text_walk, "json": json_walk, "qemu-tlb": qemu, "iter_mappings": per_leaf}
     out = {}
-    for name, fn in (("text", text_walk), ("json", json_walk), ("iter_mappings", per_leaf)):
+    for name, fn in walks.items():
         seconds = timed(fn, repeat)
         out[f"{name}_s"] = seconds
         out[f"{name}_leaves_per_s"] = leaves / seconds
@@ -145,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     report["build_4k_s"] = time.perf_counter() - start
     leaves_4k = gib * GIB // 4096
     report["walk_4k"] = walk_figures(pt4k, leaves_4k, repeat)
+    del pt4k
+    pt4k = build(gib * GIB, 4096, scattered=True)
+    report["walk_4k_scattered"] = walk_figures(pt4k, leaves_4k, max(1, repeat // 2))
     report["translate_4k"] = translate_figures(pt4k, gib * GIB, repeat)
     del pt4k
     pt2m = build(gib * GIB, 1 << 21)
@@ -158,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"gdbext paging benchmark: {gib} GiB direct map, median of {repeat} runs")
     print(f"  build 4K tables via map_range: {report['build_4k_s']:.2f} s")
-    for key, label in (("walk_4k", "4 KiB pages"), ("walk_2m", "2 MiB pages")):
+    for key, label in (
+        ("walk_4k", "4 KiB pages, uniform tables"),
+        ("walk_4k_scattered", "4 KiB pages, DIRTY on every other leaf"),
+        ("walk_2m", "2 MiB pages"),
+    ):
         w = report[key]
         print(f"  walk, {label}:")
-        for name in ("text", "json", "iter_mappings"):
+        for name in ("text", "json", "qemu-tlb", "iter_mappings"):
             print(
                 f"    {name:<14} {w[name + '_s'] * 1e3:9.1f} ms "
                 f"{w[name + '_leaves_per_s'] / 1e6:9.2f} M leaves/s"

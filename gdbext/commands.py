@@ -102,9 +102,12 @@ class WalkResult:
     def root(self) -> int:
         return self.page_table.root
 
-    def runs(self, aliases: str = "expand") -> Iterator[LeafRun | AliasRun | Anomaly]:
+    def runs(
+        self, aliases: str = "expand", ignore: int = 0
+    ) -> Iterator[LeafRun | AliasRun | Anomaly]:
+        """The walk's records (see :meth:`X86PageTable.iter_runs`), counted in :attr:`stats`."""
         stats = self.stats
-        for rec in self.page_table.iter_runs(self.options.range, aliases=aliases):
+        for rec in self.page_table.iter_runs(self.options.range, aliases=aliases, ignore=ignore):
             if type(rec) is LeafRun:
                 stats["leaves"] += rec.count
             elif type(rec) is AliasRun:

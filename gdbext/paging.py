@@ -168,15 +168,18 @@ _new_step = partial(tuple.__new__, WalkStep)
 _new_translation = partial(tuple.__new__, Translation)
 
 
-@dataclass(frozen=True, slots=True)
-class LeafRun:
-    """``count`` consecutive leaves of one table, contiguous in VA and PA, with equal flags."""
+class LeafRun(NamedTuple):
+    """``count`` consecutive leaves of one table, contiguous in VA and PA, with equal flags.
+
+    The leaves' entries differ only by their address, except in the bits a walk was told to
+    ignore (:meth:`X86PageTable.iter_runs`'s ``ignore``).
+    """
 
     vaddr: int
     paddr: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count on purpose (public name)
     page_size: int
-    #: The first leaf's raw entry; the others differ only by their address.
+    #: The first leaf's raw entry.
     entry: int
     user: bool
     writable: bool
@@ -211,6 +214,9 @@ class LeafRun:
                 strict=True,
             ),
         )
+
+
+_new_run = partial(tuple.__new__, LeafRun)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +264,7 @@ class Anomaly:
 
 
 WalkRecord = LeafRun | AliasRun | Anomaly
+_Batch = list[WalkRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +305,8 @@ class _Walk:
     lo: int
     hi: int
     collapse: bool
+    #: Entry bits that must agree for leaves to share a run (all but the ignored ones).
+    keep: int
     leaf_memo: dict[tuple[int, int], _LeafSummary]
     table_memo: dict[tuple[int, int], tuple[int, ...]]
     # (table, level) -> (first va, leaves, mapped, effective permissions of the path there)
@@ -534,7 +543,7 @@ class X86PageTable:
     # Walking
 
     def iter_runs(
-        self, range: AddrRange | None = None, *, aliases: str = "expand"
+        self, range: AddrRange | None = None, *, aliases: str = "expand", ignore: int = 0
     ) -> Iterator[WalkRecord]:
         """Stream the leaves that meet ``range`` (all by default) in virtual-address order.
 
@@ -543,30 +552,42 @@ class X86PageTable:
         Each table is read once per walk however often it is linked. With
         ``aliases="collapse"``, an entry linking a table already walked is reported as an
         :class:`AliasRun` (consecutive links merged) instead of its leaves again.
+
+        ``ignore`` names leaf bits (say ACCESSED and DIRTY) in which the leaves of one run may
+        differ; a run then reports only its first leaf's entry. Renderers that do not show
+        those bits use it to group leaves faster.
         """
+        if ignore & ~FLAGS_MASK or ignore & (PRESENT | HUGE_PAGE):
+            raise ValueError("ignore may only name flag bits other than PRESENT and HUGE_PAGE")
         if aliases not in ("expand", "collapse"):
             raise ValueError(f"aliases must be 'expand' or 'collapse', not {aliases!r}")
         lo, hi = (0, 1 << 64) if range is None else (range.start, range.end)
         if lo >= hi:
             return
-        walk = _Walk(lo, hi, aliases == "collapse", {}, {}, {}, [self.root])
+        walk = _Walk(
+            lo, hi, aliases == "collapse", ~ignore & ((1 << 64) - 1), {}, {}, {}, [self.root]
+        )
+        # Internally the walk produces batches (lists of records, one per table or so), so that
+        # the nested generators pass along one object per table rather than one per run.
         if not walk.collapse:
-            yield from self._walk_top(walk)
+            for batch in self._walk_top(walk):
+                yield from batch
             return
         pending: AliasRun | None = None
-        for record in self._walk_top(walk):
-            if type(record) is AliasRun:
-                if pending is not None and _extends(pending, record):
-                    pending = _merge_alias(pending, record)
+        for batch in self._walk_top(walk):
+            for record in batch:
+                if type(record) is AliasRun:
+                    if pending is not None and _extends(pending, record):
+                        pending = _merge_alias(pending, record)
+                        continue
+                    if pending is not None:
+                        yield pending
+                    pending = record
                     continue
                 if pending is not None:
                     yield pending
-                pending = record
-                continue
-            if pending is not None:
-                yield pending
-                pending = None
-            yield record
+                    pending = None
+                yield record
         if pending is not None:
             yield pending
 
@@ -582,18 +603,31 @@ class X86PageTable:
         """
         for record in self.iter_runs(range):
             if type(record) is LeafRun:
-                yield from record.mappings()
+                if record.count == 1:
+                    yield _new_mapping(
+                        (
+                            record.vaddr,
+                            record.paddr,
+                            record.page_size,
+                            record.entry,
+                            record.user,
+                            record.writable,
+                            record.executable,
+                        )
+                    )
+                else:
+                    yield from record.mappings()
             elif type(record) is Anomaly and on_anomaly is not None:
                 on_anomaly(record)
 
-    def _walk_top(self, walk: _Walk) -> Iterator[WalkRecord]:
+    def _walk_top(self, walk: _Walk) -> Iterator[_Batch]:
         level = self.levels
         shift = index_shift(level)
         span = 1 << shift
         try:
             entries = self._read_table(self.root)
         except PhysMemoryError:
-            yield Anomaly("table-outside-ram", 0, level, self.root, 0, 0, "root table")
+            yield [Anomaly("table-outside-ram", 0, level, self.root, 0, 0, "root table")]
             return
         canon = self.geometry.canonicalize
         for index in range(ENTRIES_PER_TABLE):
@@ -607,16 +641,17 @@ class X86PageTable:
 
     def _visit_entry(
         self, walk: _Walk, table: int, level: int, index: int, entry: int, va: int, acc: int
-    ) -> Iterator[WalkRecord]:
+    ) -> Iterator[_Batch]:
         """A present non-leaf-table entry at ``level`` (``level >= 2``) covering ``va``."""
         bad = self._reserved(level, entry, leaf=False)
         if bad:
             kind = "huge-page-forbidden" if bad == HUGE_PAGE else "reserved-bits"
-            yield Anomaly(kind, va, level, table, index, entry, f"bits 0x{bad:x}")
+            yield [Anomaly(kind, va, level, table, index, entry, f"bits 0x{bad:x}")]
             return
         child = entry & self.addr_mask
         if child in walk.path:
-            yield Anomaly("recursive", va, level, table, index, entry, f"links table 0x{child:x}")
+            detail = f"links table 0x{child:x}"
+            yield [Anomaly("recursive", va, level, table, index, entry, detail)]
             return
         acc = self._eff(acc, entry)
         yield from self._walk_table(walk, child, level - 1, va, acc, table, index, entry)
@@ -631,7 +666,7 @@ class X86PageTable:
         parent: int,
         parent_index: int,
         parent_entry: int,
-    ) -> Iterator[WalkRecord]:
+    ) -> Iterator[_Batch]:
         """Walk the table at ``level`` whose first entry maps ``base``."""
         shift = index_shift(level)
         span = 1 << shift
@@ -643,12 +678,14 @@ class X86PageTable:
             summary = walk.leaf_memo.get(key)
             if summary is None:
                 try:
-                    summary = self._summarise(table, level)
+                    summary = self._summarise(table, level, walk.keep)
                 except PhysMemoryError:
-                    yield Anomaly(
-                        "table-outside-ram", base, level + 1, parent, parent_index, parent_entry,
-                        f"table 0x{table:x}",
-                    )  # fmt: skip
+                    yield [
+                        Anomaly(
+                            "table-outside-ram", base, level + 1, parent, parent_index,
+                            parent_entry, f"table 0x{table:x}",
+                        )
+                    ]  # fmt: skip
                     return
                 walk.leaf_memo[key] = summary
             yield from self._emit_table(walk, table, level, base, acc, summary, first, last)
@@ -658,10 +695,12 @@ class X86PageTable:
                 try:
                     entries = self._read_table(table)
                 except PhysMemoryError:
-                    yield Anomaly(
-                        "table-outside-ram", base, level + 1, parent, parent_index, parent_entry,
-                        f"table 0x{table:x}",
-                    )  # fmt: skip
+                    yield [
+                        Anomaly(
+                            "table-outside-ram", base, level + 1, parent, parent_index,
+                            parent_entry, f"table 0x{table:x}",
+                        )
+                    ]  # fmt: skip
                     return
                 walk.table_memo[key] = entries
             walk.path.append(table)
@@ -677,14 +716,14 @@ class X86PageTable:
 
     def _visit_or_alias(
         self, walk: _Walk, table: int, level: int, index: int, entry: int, va: int, acc: int
-    ) -> Iterator[WalkRecord]:
+    ) -> Iterator[_Batch]:
         if walk.collapse:
             child_key = (entry & self.addr_mask, level - 1)
             first = walk.seen.get(child_key)
             if first is not None and not self._reserved(level, entry, leaf=False):
                 eff = self._eff(acc, entry)
                 span = entry_span(level)
-                yield AliasRun(
+                alias = AliasRun(
                     va,
                     va + span,
                     1,
@@ -698,25 +737,27 @@ class X86PageTable:
                     not eff & NO_EXECUTE,
                     eff == first[3],
                 )
+                yield [alias]
                 return
             # Remember the first walk of this child, with its totals once known.
             leaves = mapped = 0
             followed = True
-            for record in self._visit_entry(walk, table, level, index, entry, va, acc):
-                if type(record) is LeafRun:
-                    leaves += record.count
-                    mapped += record.size
-                elif type(record) is AliasRun:
-                    leaves += record.leaves * record.count
-                    mapped += record.mapped * record.count
-                elif (
-                    type(record) is Anomaly
-                    and record.level == level
-                    and record.table == table
-                    and record.index == index
-                ):
-                    followed = False  # this very link was not followed
-                yield record
+            for batch in self._visit_entry(walk, table, level, index, entry, va, acc):
+                for record in batch:
+                    if type(record) is LeafRun:
+                        leaves += record.count
+                        mapped += record.count * record.page_size
+                    elif type(record) is AliasRun:
+                        leaves += record.leaves * record.count
+                        mapped += record.mapped * record.count
+                    elif (
+                        type(record) is Anomaly
+                        and record.level == level
+                        and record.table == table
+                        and record.index == index
+                    ):
+                        followed = False  # this very link was not followed
+                yield batch
             if (
                 followed
                 and child_key not in walk.seen
@@ -731,24 +772,36 @@ class X86PageTable:
         """True if the walk's range covers all of ``[va, va + span)`` (totals are complete)."""
         return walk.lo <= va and va + span <= walk.hi
 
-    def _summarise(self, table: int, level: int) -> _LeafSummary:
-        """Read a table that may hold leaves and group its leaves into runs."""
+    def _summarise(self, table: int, level: int, keep: int = (1 << 64) - 1) -> _LeafSummary:
+        """Read a table that may hold leaves and group its leaves into runs.
+
+        Leaves join a run when their entries, masked with ``keep``, continue the run's first
+        entry by one page each.
+        """
         entries = self._read_table(table)
         step = entry_span(level)
         runs: list[tuple[int, int, int]] = []
         anomalies: list[tuple[int, str, int, str]] = []
         leaf_rsvd = self._rsvd_leaf[level]
         e0 = entries[0]
-        # Fast path: a table of 512 identical-flag leaves with contiguous frames (direct maps).
+        n = ENTRIES_PER_TABLE
+        # Fast path: 512 leaves, equal flags, contiguous frames (direct maps): compared in C.
         if (
             e0 & PRESENT
             and (level == 1 or e0 & HUGE_PAGE)
             and not e0 & leaf_rsvd
-            and (e0 & self.addr_mask) + ENTRIES_PER_TABLE * step <= self.addr_mask + SIZE_4K
-            and entries[-1] == e0 + (ENTRIES_PER_TABLE - 1) * step
-            and entries == tuple(range(e0, e0 + ENTRIES_PER_TABLE * step, step))
+            and (e0 & self.addr_mask) + n * step <= self.addr_mask + SIZE_4K
         ):
-            return _LeafSummary([(0, ENTRIES_PER_TABLE, e0)], [], ENTRIES_PER_TABLE, 512 * step)
+            uniform = entries[-1] == e0 + (n - 1) * step and entries == tuple(
+                range(e0, e0 + n * step, step)
+            )
+            if not uniform and keep != (1 << 64) - 1:
+                m0 = e0 & keep
+                uniform = (entries[-1] & keep) == m0 + (n - 1) * step and [
+                    e & keep for e in entries
+                ] == list(range(m0, m0 + n * step, step))
+            if uniform:
+                return _LeafSummary([(0, n, e0)], [], n, n * step)
         run_index = run_count = run_entry = 0
         expect = -1
         leaves = 0
@@ -772,13 +825,14 @@ class X86PageTable:
                 expect = -1
                 continue
             leaves += 1
-            if entry == expect and index == run_index + run_count:
+            masked = entry & keep
+            if masked == expect and index == run_index + run_count:
                 run_count += 1
             else:
                 if run_count:
                     runs.append((run_index, run_count, run_entry))
                 run_index, run_count, run_entry = index, 1, entry
-            expect = entry + step
+            expect = masked + step
             if (entry & self.addr_mask) + step > self.addr_mask:
                 expect = -1  # the next address would carry into the flag bits
         if run_count:
@@ -795,21 +849,24 @@ class X86PageTable:
         summary: _LeafSummary,
         first: int,
         last: int,
-    ) -> Iterator[WalkRecord]:
+    ) -> Iterator[_Batch]:
+        """The records of a summarised table between indices ``first`` and ``last``."""
         step = entry_span(level)
         mask = self.addr_mask & ~(step - 1)
         anomalies = summary.anomalies
         a_pos = 0
         nx_bit = self._nx_bit
+        out: _Batch = []
         for index, count, entry in summary.runs:
             while a_pos < len(anomalies) and anomalies[a_pos][0] < index:
-                yield from self._emit_anomaly(
-                    table, level, base, step, anomalies[a_pos], first, last
-                )
+                _add_anomaly(out, table, level, base, step, anomalies[a_pos], first, last)
                 a_pos += 1
             if count == 0:
                 # A table link inside a PD/PDPT.
                 if first <= index <= last:
+                    if out:
+                        yield out
+                        out = []
                     walk.path.append(table)
                     try:
                         yield from self._visit_or_alias(
@@ -818,39 +875,31 @@ class X86PageTable:
                     finally:
                         walk.path.pop()
                 continue
-            start = max(index, first)
-            stop = min(index + count, last + 1)
+            start = index if index > first else first
+            stop = index + count if index + count <= last else last + 1
             if start >= stop:
                 continue
             eff = (acc & entry & _PERM_BITS) | ((acc | entry) & nx_bit)
             skip = start - index
-            yield LeafRun(
-                base + start * step,
-                (entry & mask) + skip * step,
-                stop - start,
-                step,
-                entry + skip * step,
-                bool(eff & USER_ACCESSIBLE),
-                bool(eff & WRITABLE),
-                not eff & NO_EXECUTE,
+            out.append(
+                _new_run(
+                    (
+                        base + start * step,
+                        (entry & mask) + skip * step,
+                        stop - start,
+                        step,
+                        entry + skip * step,
+                        bool(eff & USER_ACCESSIBLE),
+                        bool(eff & WRITABLE),
+                        not eff & NO_EXECUTE,
+                    )
+                )
             )
         while a_pos < len(anomalies):
-            yield from self._emit_anomaly(table, level, base, step, anomalies[a_pos], first, last)
+            _add_anomaly(out, table, level, base, step, anomalies[a_pos], first, last)
             a_pos += 1
-
-    @staticmethod
-    def _emit_anomaly(
-        table: int,
-        level: int,
-        base: int,
-        step: int,
-        item: tuple[int, str, int, str],
-        first: int,
-        last: int,
-    ) -> Iterator[Anomaly]:
-        index, kind, entry, detail = item
-        if first <= index <= last:
-            yield Anomaly(kind, base + index * step, level, table, index, entry, detail)
+        if out:
+            yield out
 
     # ------------------------------------------------------------------------------------------
     # Changing
@@ -1335,3 +1384,18 @@ def _merge_alias(a: AliasRun, b: AliasRun) -> AliasRun:
         a.executable,
         a.same_access,
     )
+
+
+def _add_anomaly(
+    out: _Batch,
+    table: int,
+    level: int,
+    base: int,
+    step: int,
+    item: tuple[int, str, int, str],
+    first: int,
+    last: int,
+) -> None:
+    index, kind, entry, detail = item
+    if first <= index <= last:
+        out.append(Anomaly(kind, base + index * step, level, table, index, entry, detail))

@@ -16,19 +16,6 @@ from gdbext.render.common import hexs, leaf_flag_names
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
 
 
-def _mapping(m: MergedRange) -> dict[str, Any]:
-    return {
-        "vaddr": hexs(m.vaddr),
-        "paddr": hexs(m.paddr),
-        "size": m.size,
-        "page_size": m.page_size,
-        "flags": leaf_flag_names(m.entry, m.page_size),
-        "user": m.user,
-        "writable": m.writable,
-        "executable": m.executable,
-    }
-
-
 def _anomaly(a: Anomaly) -> dict[str, Any]:
     return {
         "kind": a.kind,
@@ -49,18 +36,32 @@ def render_walk(result: WalkResult) -> Iterator[str]:
         if result.options.merge
         else as_merged(result.runs())
     )
-    dumps = json.dumps
+    # Records are formatted by hand (json.dumps per record costs several microseconds); the
+    # flags list is encoded once per distinct flag set.
+    flag_json: dict[tuple[int, int], str] = {}
     pending: str | None = None
     for rec in records:
         if type(rec) is MergedRange:
+            key = (rec.entry & KEY_ALL_FLAGS, rec.page_size)
+            flags = flag_json.get(key)
+            if flags is None:
+                flags = flag_json[key] = json.dumps(leaf_flag_names(rec.entry, rec.page_size))
             if pending is not None:
                 yield pending + ","
-            pending = dumps(_mapping(rec))
+            pending = (
+                f'{{"vaddr": "0x{rec.vaddr:x}", "paddr": "0x{rec.paddr:x}", '
+                f'"size": {rec.end - rec.vaddr}, "page_size": {rec.page_size}, '
+                f'"flags": {flags}, "user": {_BOOL[rec.user]}, '
+                f'"writable": {_BOOL[rec.writable]}, "executable": {_BOOL[rec.executable]}}}'
+            )
         elif type(rec) is Anomaly:
             anomalies.append(_anomaly(rec))
     if pending is not None:
         yield pending
-    yield f'], "anomalies": {dumps(anomalies)}}}'
+    yield f'], "anomalies": {json.dumps(anomalies)}}}'
+
+
+_BOOL = {True: "true", False: "false"}
 
 
 def render_translate(result: TranslateResult) -> Iterator[str]:

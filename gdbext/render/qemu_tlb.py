@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gdbext.commands import WalkResult
+from gdbext.flags import FLAGS_MASK
 from gdbext.paging import LeafRun
 
 #: QEMU's address masks by page size.
@@ -39,12 +40,16 @@ def qemu_flags(entry: int, page_size: int) -> str:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
+    flag_cache: dict[tuple[int, int], str] = {}
     for rec in result.runs():
         if type(rec) is not LeafRun:
             continue
         ps = rec.page_size
         mask = QEMU_ADDR_MASK[ps]
-        flags = qemu_flags(rec.entry, ps)
+        key = (rec.entry & FLAGS_MASK, ps)
+        flags = flag_cache.get(key)
+        if flags is None:
+            flags = flag_cache[key] = qemu_flags(rec.entry, ps)
         entry = rec.entry
         vaddr = rec.vaddr
         for k in range(rec.count):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
-from gdbext.flags import flag_names
+from gdbext.flags import ACCESSED_DIRTY, flag_names
 from gdbext.paging import AliasRun, Anomaly
 from gdbext.render.common import extra_tokens, hex64, level_name, perms
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
@@ -52,7 +52,10 @@ def _alias_line(a: AliasRun) -> str:
 def render_walk(result: WalkResult) -> Iterator[str]:
     ranges = 0
     if result.options.merge:
-        records = merge_runs(result.runs(aliases="collapse"), KEY_SHOWN_FLAGS)
+        # ACCESSED and DIRTY are not shown, so leaves that differ only there share a line.
+        records = merge_runs(
+            result.runs(aliases="collapse", ignore=ACCESSED_DIRTY), KEY_SHOWN_FLAGS
+        )
         for rec in records:
             if type(rec) is MergedRange:
                 ranges += 1
