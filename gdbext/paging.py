@@ -107,6 +107,10 @@ _U64 = struct.Struct("<Q")
 _PERM_BITS = USER_ACCESSIBLE | WRITABLE
 #: Effective-permission accumulator at the root: nothing restricted yet.
 _EFF_ROOT = USER_ACCESSIBLE | WRITABLE
+#: A leaf table summary with at most this many runs is memoised for the whole walk.
+_COMPACT_RUNS = 64
+#: How many larger summaries a walk keeps (least recently used goes first).
+_BIG_MEMO_TABLES = 64
 #: Above this many pages a change asks for a full flush instead of one per page (Linux: 33).
 FLUSH_PAGE_CEILING = 33
 
@@ -308,6 +312,7 @@ class _Walk:
     #: Entry bits that must agree for leaves to share a run (all but the ignored ones).
     keep: int
     leaf_memo: dict[tuple[int, int], _LeafSummary]
+    big_memo: dict[tuple[int, int], _LeafSummary]
     table_memo: dict[tuple[int, int], tuple[int, ...]]
     # (table, level) -> (first va, leaves, mapped, effective permissions of the path there)
     seen: dict[tuple[int, int], tuple[int, int, int, int]]
@@ -565,7 +570,7 @@ class X86PageTable:
         if lo >= hi:
             return
         walk = _Walk(
-            lo, hi, aliases == "collapse", ~ignore & ((1 << 64) - 1), {}, {}, {}, [self.root]
+            lo, hi, aliases == "collapse", ~ignore & ((1 << 64) - 1), {}, {}, {}, {}, [self.root]
         )
         # Internally the walk produces batches (lists of records, one per table or so), so that
         # the nested generators pass along one object per table rather than one per run.
@@ -677,6 +682,10 @@ class X86PageTable:
         if level == 1 or level in HUGE_LEAF_LEVELS:
             summary = walk.leaf_memo.get(key)
             if summary is None:
+                summary = walk.big_memo.pop(key, None)
+                if summary is not None:
+                    walk.big_memo[key] = summary  # most recently used last
+            if summary is None:
                 try:
                     summary = self._summarise(table, level, walk.keep)
                 except PhysMemoryError:
@@ -687,7 +696,15 @@ class X86PageTable:
                         )
                     ]  # fmt: skip
                     return
-                walk.leaf_memo[key] = summary
+                if len(summary.runs) + len(summary.anomalies) <= _COMPACT_RUNS:
+                    walk.leaf_memo[key] = summary
+                else:
+                    # Big summaries (scattered leaves) are kept for a few recent tables only, so
+                    # that a walk's memory grows with its tables, not its leaves; links to one
+                    # table come in bursts (ESPFIX), which a short LRU catches.
+                    walk.big_memo[key] = summary
+                    if len(walk.big_memo) > _BIG_MEMO_TABLES:
+                        del walk.big_memo[next(iter(walk.big_memo))]
             yield from self._emit_table(walk, table, level, base, acc, summary, first, last)
         else:
             entries = walk.table_memo.get(key)
