@@ -105,11 +105,11 @@ class SparsePhysMemory:
             i += 1
         return True
 
-    def _check(self, paddr: int, size: int) -> None:
+    def _check(self, paddr: int, size: int, access: str = "read") -> None:
         if size < 0:
             raise ValueError(f"negative access size {size}")
         if not self.in_ram(paddr, size):
-            raise PhysMemoryError(paddr, size)
+            raise PhysMemoryError(paddr, size, access=access)
 
     def read(self, paddr: int, size: int) -> bytes:
         """``size`` bytes at ``paddr``; :class:`~gdbext.errors.PhysMemoryError` outside RAM.
@@ -143,7 +143,7 @@ class SparsePhysMemory:
         """Store ``data`` at ``paddr``; :class:`~gdbext.errors.PhysMemoryError` outside RAM."""
         data = bytes(data)
         size = len(data)
-        self._check(paddr, size)
+        self._check(paddr, size, "write")
         frames = self._frames
         done = 0
         while done < size:
