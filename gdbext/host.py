@@ -69,9 +69,19 @@ class Host:
     pm: pluggy.PluginManager
 
     @classmethod
-    def create(cls, **kwargs: object) -> Host:
+    def create(
+        cls,
+        *,
+        block: Iterable[str] = (),
+        extra_plugins: Iterable[object] = (),
+        load_entry_points: bool = True,
+    ) -> Host:
         """A host over :func:`make_plugin_manager` (same keyword arguments)."""
-        return cls(make_plugin_manager(**kwargs))  # type: ignore[arg-type]
+        return cls(
+            make_plugin_manager(
+                block=block, extra_plugins=extra_plugins, load_entry_points=load_entry_points
+            )
+        )
 
     def backends(self) -> dict[str, BackendInfo]:
         found: dict[str, BackendInfo] = {}

@@ -1004,7 +1004,9 @@ class X86PageTable:
 
         PRESENT is implied and HUGE_PAGE follows from the size. Missing parent tables are
         allocated and zeroed; WRITABLE and USER_ACCESSIBLE of ``flags`` are ORed into every
-        parent entry so that the leaf's permissions are reachable (x86 ANDs them).
+        parent entry so that the leaf's permissions are reachable (x86 ANDs them). NO_EXECUTE
+        of a parent is never cleared (that would make its other pages executable): a page
+        under such a parent stays non-executable, as :meth:`translate` then reports.
 
         :raises AlreadyMappedError: the slot holds a present entry.
         :raises EntryInUseError: the slot, or a parent slot, is non-present but not empty.

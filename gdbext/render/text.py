@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.flags import ACCESSED_DIRTY, flag_names
 from gdbext.paging import AliasRun, Anomaly
-from gdbext.render.common import extra_tokens, hex64, level_name, perms
+from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, level_name, perms
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
 
@@ -93,7 +93,10 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
             f"{perms(t.user, t.writable, t.executable)}"
         )
         for step in t.steps:
-            names = " ".join(flag_names(step.entry))
+            leaf = step is t.steps[-1]
+            names = " ".join(
+                leaf_flag_names(step.entry, t.page_size) if leaf else flag_names(step.entry)
+            )
             yield (
                 f"    {level_name(step.level):>4} 0x{step.table:x}[{step.index:3}] "
                 f"= 0x{step.entry:016x}  {names}"
