@@ -105,6 +105,8 @@ __all__ = [
 
 _U64 = struct.Struct("<Q")
 _PERM_BITS = USER_ACCESSIBLE | WRITABLE
+#: The bits of a leaf that decide its effective permissions.
+_PERM_KEY = USER_ACCESSIBLE | WRITABLE | NO_EXECUTE
 #: Effective-permission accumulator at the root: nothing restricted yet.
 _EFF_ROOT = USER_ACCESSIBLE | WRITABLE
 #: A leaf table summary with at most this many runs is memoised for the whole walk.
@@ -300,6 +302,11 @@ class _LeafSummary:
     anomalies: list[tuple[int, str, int, str]]  # (index, kind, entry, detail)
     leaves: int
     mapped: int
+
+    @property
+    def plain(self) -> bool:
+        """Only leaf runs: no links to lower tables, no anomalies."""
+        return not self.anomalies and all(count for _, count, _ in self.runs)
 
 
 @dataclass
@@ -856,6 +863,21 @@ class X86PageTable:
             runs.append((run_index, run_count, run_entry))
         return _LeafSummary(runs, anomalies, leaves, leaves * step)
 
+    def _perm_table(self, acc: int, summary: _LeafSummary) -> dict[int, tuple[bool, bool, bool]]:
+        """Effective (user, writable, executable) by a leaf's permission bits, under ``acc``."""
+        table: dict[int, tuple[bool, bool, bool]] = {}
+        nx_bit = self._nx_bit
+        for _, _, entry in summary.runs:
+            key = entry & _PERM_KEY
+            if key not in table:
+                eff = (acc & key & _PERM_BITS) | ((acc | key) & nx_bit)
+                table[key] = (
+                    bool(eff & USER_ACCESSIBLE),
+                    bool(eff & WRITABLE),
+                    not eff & NO_EXECUTE,
+                )
+        return table
+
     def _emit_table(
         self,
         walk: _Walk,
@@ -870,6 +892,16 @@ class X86PageTable:
         """The records of a summarised table between indices ``first`` and ``last``."""
         step = entry_span(level)
         mask = self.addr_mask & ~(step - 1)
+        if first == 0 and last == ENTRIES_PER_TABLE - 1 and summary.plain:
+            # The common case, built in one comprehension: every run, whole.
+            perm = self._perm_table(acc, summary)
+            batch: _Batch = [
+                _new_run((base + i * step, e & mask, c, step, e, *perm[e & _PERM_KEY]))
+                for i, c, e in summary.runs
+            ]
+            if batch:
+                yield batch
+            return
         anomalies = summary.anomalies
         a_pos = 0
         nx_bit = self._nx_bit

@@ -50,7 +50,14 @@ def render_walk(result: WalkResult) -> Iterator[str]:
         flags = flag_cache.get(key)
         if flags is None:
             flags = flag_cache[key] = qemu_flags(rec.entry, ps)
-        entry = rec.entry
-        vaddr = rec.vaddr
-        for k in range(rec.count):
-            yield f"{vaddr + k * ps:016x}: {(entry + k * ps) & mask:016x} {flags}"
+        pa = rec.entry & mask
+        if rec.count == 1:
+            yield f"{rec.vaddr:016x}: {pa:016x} {flags}"
+            continue
+        end = rec.vaddr + rec.count * ps
+        yield from [
+            f"{va:016x}: {p:016x} {flags}"
+            for va, p in zip(
+                range(rec.vaddr, end, ps), range(pa, pa + rec.count * ps, ps), strict=True
+            )
+        ]
