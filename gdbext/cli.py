@@ -93,6 +93,13 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
     common(p, "walk")
     p.add_argument("--range", type=_range, metavar="START-END", help="only this VA range")
     p.add_argument("--no-merge", dest="merge", action="store_false", help="one line per leaf entry")
+    p.add_argument(
+        "--max-leaves",
+        type=_int,
+        default=commands.DEFAULT_MAX_LEAVES,
+        metavar="N",
+        help=f"stop past N leaf entries, 0 for no limit (default {commands.DEFAULT_MAX_LEAVES})",
+    )
 
     p = sub.add_parser("translate", help="translate virtual addresses, every level shown")
     common(p, "translate")
@@ -151,7 +158,8 @@ def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
             result = commands.info(target)
         elif args.command == "walk":
             result = commands.walk(
-                target, commands.WalkOptions(_root(args), args.range, args.merge)
+                target,
+                commands.WalkOptions(_root(args), args.range, args.merge, args.max_leaves or None),
             )
         elif args.command == "translate":
             result = commands.translate(target, args.vaddrs, _root(args))

@@ -77,12 +77,19 @@ def info(target: Target) -> InfoResult:
 # --- walk ------------------------------------------------------------------------------------
 
 
+#: Default bound on the leaves one walk produces: far above any real kernel's (Linux with 512 GiB
+#: of RAM in 4 KiB pages has 128 M), far below what an alias bomb multiplies into.
+DEFAULT_MAX_LEAVES = 1 << 28
+
+
 @dataclass(frozen=True)
 class WalkOptions:
     root: RootOptions = RootOptions()
     range: AddrRange | None = None
     #: Merge contiguous leaves into ranges (``--no-merge`` turns it off).
     merge: bool = True
+    #: Stop with :class:`~gdbext.errors.WalkLimitError` past this many leaves (None: no limit).
+    max_leaves: int | None = DEFAULT_MAX_LEAVES
 
 
 @dataclass
@@ -107,7 +114,9 @@ class WalkResult:
     ) -> Iterator[LeafRun | AliasRun | Anomaly]:
         """The walk's records (see :meth:`X86PageTable.iter_runs`), counted in :attr:`stats`."""
         stats = self.stats
-        for rec in self.page_table.iter_runs(self.options.range, aliases=aliases, ignore=ignore):
+        for rec in self.page_table.iter_runs(
+            self.options.range, aliases=aliases, ignore=ignore, max_leaves=self.options.max_leaves
+        ):
             if type(rec) is LeafRun:
                 stats["leaves"] += rec.count
             elif type(rec) is AliasRun:

@@ -282,6 +282,18 @@ class InputError(GdbextError):
         self.offset = offset
 
 
+class WalkLimitError(InputError):
+    """A walk that would produce more leaf entries than allowed (shared tables multiplying)."""
+
+    def __init__(self, limit: int, vaddr: int) -> None:
+        super().__init__(
+            f"the walk passed {limit} leaf entries at 0x{vaddr:x}; shared tables may be "
+            "multiplying (use the text output, --range, or --max-leaves 0 for no limit)"
+        )
+        self.limit = limit
+        self.vaddr = vaddr
+
+
 class UsageError(InputError):
     """A command used with wrong or missing arguments."""
 

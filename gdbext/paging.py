@@ -59,6 +59,7 @@ from gdbext.errors import (
     ReservedBitsError,
     TableInTheWayError,
     TableOutsideRamError,
+    WalkLimitError,
 )
 from gdbext.flags import (
     FLAGS_MASK,
@@ -555,7 +556,12 @@ class X86PageTable:
     # Walking
 
     def iter_runs(
-        self, range: AddrRange | None = None, *, aliases: str = "expand", ignore: int = 0
+        self,
+        range: AddrRange | None = None,
+        *,
+        aliases: str = "expand",
+        ignore: int = 0,
+        max_leaves: int | None = None,
     ) -> Iterator[WalkRecord]:
         """Stream the leaves that meet ``range`` (all by default) in virtual-address order.
 
@@ -568,6 +574,11 @@ class X86PageTable:
         ``ignore`` names leaf bits (say ACCESSED and DIRTY) in which the leaves of one run may
         differ; a run then reports only its first leaf's entry. Renderers that do not show
         those bits use it to group leaves faster.
+
+        ``max_leaves`` bounds the leaves produced: shared tables linked under shared tables can
+        multiply into billions of leaves (an "alias bomb", malformed or hostile), and a walk that
+        would produce more raises :class:`~gdbext.errors.WalkLimitError` instead of running for
+        hours. Collapsed aliases do not count.
         """
         if ignore & ~FLAGS_MASK or ignore & (PRESENT | HUGE_PAGE):
             raise ValueError("ignore may only name flag bits other than PRESENT and HUGE_PAGE")
@@ -581,12 +592,15 @@ class X86PageTable:
         )
         # Internally the walk produces batches (lists of records, one per table or so), so that
         # the nested generators pass along one object per table rather than one per run.
+        batches = self._walk_top(walk)
+        if max_leaves is not None:
+            batches = _limit_leaves(batches, max_leaves)
         if not walk.collapse:
-            for batch in self._walk_top(walk):
+            for batch in batches:
                 yield from batch
             return
         pending: AliasRun | None = None
-        for batch in self._walk_top(walk):
+        for batch in batches:
             for record in batch:
                 if type(record) is AliasRun:
                     if pending is not None and _extends(pending, record):
@@ -1450,3 +1464,14 @@ def _add_anomaly(
     index, kind, entry, detail = item
     if first <= index <= last:
         out.append(Anomaly(kind, base + index * step, level, table, index, entry, detail))
+
+
+def _limit_leaves(batches: Iterator[_Batch], limit: int) -> Iterator[_Batch]:
+    total = 0
+    for batch in batches:
+        for record in batch:
+            if type(record) is LeafRun:
+                total += record.count
+                if total > limit:
+                    raise WalkLimitError(limit, record.vaddr)
+        yield batch

@@ -309,3 +309,34 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "0000000000600000: 0000000001010000 X------UW\n"
+
+
+ALIAS_BOMB = {
+    "levels": 4,
+    "ram": "16M",
+    "mappings": [{"vaddr": "0x0", "paddr": "0x100000", "size": "4K", "count": 512}],
+    "links": [
+        {"vaddr": "0x200000", "level": 2, "count": 511, "table_of": "0x0"},
+        {"vaddr": "0x40000000", "level": 3, "count": 511, "table_of": "0x0"},
+    ],
+}
+
+
+def test_alias_bomb_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """512 x 512 x 512 leaves through two shared tables: the text walk collapses them, and the
+    per-leaf outputs stop at --max-leaves with a one-line error instead of running for hours."""
+    path = tmp_path / "bomb.json"
+    path.write_text(json.dumps(ALIAS_BOMB))
+    status, out, _ = run(["walk", *sim(path)], capsys)
+    assert status == 0
+    lines = out.splitlines()
+    assert len(lines) == 4  # the leaves once, the PT linked 511 more times, the PD too, summary
+    assert "linked 511 more times: 512 leaves (2M) each" in lines[1]
+    assert "PD 0x" in lines[2] and "linked 511 more times: 262144 leaves (1G) each" in lines[2]
+    assert f"{512**3} leaf entries" in lines[3]
+    status, out, err = run(
+        ["walk", *sim(path), "--format", "qemu-tlb", "--max-leaves", "100000"], capsys
+    )
+    assert status == 2
+    assert err.count("\n") == 1 and "passed 100000 leaf entries" in err
+    assert len(out.splitlines()) <= 100000
