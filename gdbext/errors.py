@@ -163,7 +163,7 @@ class TableOutsideRamError(TranslationError):
 
     def __init__(self, vaddr: int, level: int, entry: int | None, table: int) -> None:
         if entry is None:
-            message = f"0x{vaddr:x}: the root table 0x{table:x} is outside physical memory"
+            message = f"the root table 0x{table:x} is outside physical memory"
         else:
             message = (
                 f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} points to table "

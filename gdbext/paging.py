@@ -653,8 +653,8 @@ class X86PageTable:
         try:
             entries = self._read_table(self.root)
         except PhysMemoryError:
-            yield [Anomaly("table-outside-ram", 0, level, self.root, 0, 0, "root table")]
-            return
+            # Nothing to walk at all: an error of the input (a wrong CR3), not an anomaly.
+            raise TableOutsideRamError(0, level, None, self.root) from None
         canon = self.geometry.canonicalize
         for index in range(ENTRIES_PER_TABLE):
             entry = entries[index]

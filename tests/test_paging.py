@@ -1301,3 +1301,11 @@ def test_read_only_refuses_every_change(how: str) -> None:
     assert env.ram.snapshot() == before
     assert env.alloc.allocated == [] and env.hook.calls == []
     assert env.pt.translate(v4(0, 0, 0, 1)).paddr == 0x5000  # reading still works
+
+
+def test_walk_of_a_root_outside_ram_is_an_error() -> None:
+    pt = X86PageTable(Ram(), 0x4000_0000)
+    with pytest.raises(TableOutsideRamError) as info:
+        list(pt.iter_runs())
+    assert (info.value.table, info.value.entry) == (0x4000_0000, None)
+    assert "root table 0x40000000 is outside physical memory" in str(info.value)

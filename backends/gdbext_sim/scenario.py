@@ -156,8 +156,8 @@ def build_machine(doc: Any, source: str = "<scenario>") -> SimMachine:
     if levels not in (4, 5):
         raise d.fail("levels", f"must be 4 or 5, not {levels}")
     ram = d.size(doc, "ram", "scenario") if "ram" in doc else 256 << 20
-    if ram < 1 << 20 or ram % 4096:
-        raise d.fail("ram", f"must be at least 1M and a multiple of 4K, not {ram}")
+    if ram < 1 << 20 or ram % 4096 or ram > 1 << 52:
+        raise d.fail("ram", f"must be 1M..4P (MAXPHYADDR) and a multiple of 4K, not {ram}")
     nxe = doc.get("nxe", True)
     if not isinstance(nxe, bool):
         raise d.fail("nxe", "must be true or false")
@@ -315,5 +315,9 @@ def _write_bootinfo(memory: SparsePhysMemory, d: _Doc, spec: Any) -> dict[str, A
         else:
             raise d.fail("bootinfo.version", f"must be 0.11 or 0.9, not {version!r}")
     except ValueError as exc:
+        raise d.fail("bootinfo", str(exc)) from None
+    except GdbextError as exc:
+        if isinstance(exc, InputError) and exc.path == d.source:
+            raise
         raise d.fail("bootinfo", str(exc)) from None
     return {"version": version, "at": at, "features": features}
