@@ -55,7 +55,7 @@ class VirtAddr(int):
 
     def __new__(cls, value: int) -> VirtAddr:
         if not 0 <= value <= U64_MAX:
-            raise ValueError(f"virtual address 0x{value:x} does not fit in 64 bits")
+            raise ValueError(f"virtual address {value:#x} does not fit in 64 bits")
         return super().__new__(cls, value)
 
     @classmethod
@@ -133,9 +133,6 @@ class AddrRange:
 
     def __contains__(self, addr: object) -> bool:
         return isinstance(addr, int) and self.start <= addr < self.end
-
-    def __len__(self) -> int:
-        return self.end - self.start
 
     def __bool__(self) -> bool:
         return self.end > self.start

@@ -18,7 +18,14 @@ from typing import IO, NoReturn
 
 from gdbext import __version__, commands
 from gdbext.addr import AddrRange
-from gdbext.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK, GdbextError, UsageError
+from gdbext.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    GdbextError,
+    PluginError,
+    UsageError,
+)
 from gdbext.host import Host
 from gdbext.target import OpenRequest, Target
 from gdbext.units import parse_int
@@ -30,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises :class:`UsageError` instead of exiting."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("gdbext").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _int(text: str) -> int:
@@ -149,7 +157,10 @@ def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
         for name, info in host.backends().items():
             out.write(f"{name:<10} {info.summary}\n")
         return EXIT_OK
-    render = host.output_formats(args.command)[args.format].render
+    formats = host.output_formats(args.command)
+    if args.format not in formats:
+        raise PluginError(f"no plugin renders {args.command!r} as {args.format!r}")
+    render = formats[args.format].render
     target = open_target(host, args)
     try:
         status = EXIT_OK
@@ -163,8 +174,7 @@ def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
             )
         elif args.command == "translate":
             result = commands.translate(target, args.vaddrs, _root(args))
-            if not result.all_mapped:
-                status = EXIT_NOT_FOUND
+            status = result.exit_status
         else:
             result = commands.heap(target, _heap_options(args))
         _write(out, render(result))

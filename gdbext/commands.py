@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
 from gdbext.bootinfo import BootInfo, parse_bootinfo, require_physical_memory_offset
-from gdbext.cpu import CpuState
+from gdbext.cpu import CR3_ADDR_MASK, CpuState
 from gdbext.errors import GdbextError, InputError, TranslationError, UsageError
+from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
 from gdbext.memmap import load_memmap_json
 from gdbext.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
@@ -35,6 +36,8 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         raise UsageError(f"--levels must be 4 or 5, not {options.levels}")
     root = None
     if options.cr3 is not None:
+        if not 0 <= options.cr3 < 1 << 64 or options.cr3 & ~CR3_ADDR_MASK & ~0xFFF:
+            raise UsageError(f"--cr3 0x{options.cr3:x} has bits beyond a physical address")
         root = CpuState(cr3=options.cr3).root
     try:
         return X86PageTable.from_cpu(
@@ -44,6 +47,7 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
             levels=options.levels,
             flush_hook=target.flush_hook,
             cache=True,
+            max_phys_bits=cpu.max_phys_bits or 52,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -155,6 +159,12 @@ class TranslateResult:
     def all_mapped(self) -> bool:
         return all(o.translation is not None for o in self.outcomes)
 
+    @property
+    def exit_status(self) -> int:
+        """0 if every address translated, else the worst status of the errors (1 not mapped,
+        2 a malformed table or a bad address)."""
+        return max((o.error.exit_status for o in self.outcomes if o.error is not None), default=0)
+
 
 def translate(
     target: Target, vaddrs: Sequence[int], root: RootOptions = RootOptions()
@@ -169,6 +179,7 @@ def translate(
             outcomes.append(TranslateOutcome(vaddr, None, exc))
         except GdbextError as exc:  # non-canonical and the like: still per address
             err = TranslationError(str(exc), vaddr, pt.levels, None)
+            err.exit_status = exc.exit_status
             outcomes.append(TranslateOutcome(vaddr, None, err))
     return TranslateResult(pt.levels, pt.root, outcomes)
 
@@ -231,7 +242,16 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
         source = f"memory map {options.json_path}"
     else:
         raise UsageError(f"--memmap must be bootinfo or json, not {memmap!r}")
-    return HeapResult(locate_kernel_heap(regions, offset), offset, list(regions), source)
+    heap_range = locate_kernel_heap(regions, offset)
+    geo = geometry(target.cpu(options.root.cpu).levels if options.root.levels is None
+                   else options.root.levels)  # fmt: skip
+    for addr in (heap_range.start, heap_range.end - 1):
+        if not geo.is_canonical(addr):
+            raise InputError(
+                f"the heap 0x{heap_range.start:x}-0x{heap_range.end:x} is not canonical for "
+                f"{geo.levels}-level paging: is the physical memory offset 0x{offset:x} right?"
+            )
+    return HeapResult(heap_range, offset, list(regions), source)
 
 
 def _hint_int(target: Target, name: str) -> int | None:

@@ -34,6 +34,8 @@ class CpuState:
     cr3: int | None = None
     cr4: int | None = None
     efer: int | None = None
+    #: MAXPHYADDR (CPUID 0x80000008), when the backend knows it.
+    max_phys_bits: int | None = None
 
     @property
     def levels(self) -> int:

@@ -10,13 +10,12 @@ JSON integers or strings such as ``"0x100000"`` (see :func:`gdbext.units.parse_i
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from gdbext.addr import U64_MAX
 from gdbext.errors import InputError
 from gdbext.heap import MemoryRegion
+from gdbext.jsonfile import load_json_file, load_json_text
 from gdbext.units import parse_int
 
 #: How a memory map given as text (not as a file) is named in error messages.
@@ -33,19 +32,15 @@ def load_memmap_json(path_or_text: str | os.PathLike[str]) -> tuple[MemoryRegion
     >>> load_memmap_json('{"regions": [{"start": 0, "end": 4096, "kind": "Bootloader"}]}')
     (MemoryRegion(start=0x0, end=0x1000, kind='Bootloader'),)
     """
+    text: str | None
     if isinstance(path_or_text, str) and path_or_text.lstrip()[:1] in ("[", "{"):
         source, text = TEXT_SOURCE, path_or_text
     else:
-        path = Path(path_or_text)
-        source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"cannot read memory map: {err}", path=source) from err
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err}", path=source) from err
+        source = str(path_or_text)
+        text = None
+    document = (
+        load_json_file(source, "memory map") if text is None else load_json_text(text, source)
+    )
     if isinstance(document, dict):
         if "regions" not in document:
             raise InputError('a JSON object memory map needs a "regions" list', path=source)

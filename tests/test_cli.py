@@ -340,3 +340,64 @@ def test_alias_bomb_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert status == 2
     assert err.count("\n") == 1 and "passed 100000 leaf entries" in err
     assert len(out.splitlines()) <= 100000
+
+
+def test_translate_exit_status_is_the_worst_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, _ = run(["translate", *sim(DEMO), "0x400000", "0x500000"], capsys)
+    assert status == 1  # not mapped
+    status, out, _ = run(["translate", *sim(DEMO), "0x500000", "0x800000000000"], capsys)
+    assert status == 2  # a non-canonical address is bad input
+    assert "not canonical" in out
+
+
+def test_maxphyaddr_of_the_target_is_honoured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m36.json"
+    path.write_text(
+        json.dumps(
+            {
+                "max_phys_bits": 36,
+                "mappings": [{"vaddr": "0x400000", "paddr": "0x100000", "size": "4K"}],
+                # Bit 40 of the PTE is reserved with MAXPHYADDR 36.
+                "entries": [{"vaddr": "0x400000", "level": 1, "value": "0x10000100003"}],
+            }
+        )
+    )
+    status, out, _ = run(["translate", *sim(path), "--json", "0x400000"], capsys)
+    assert status == 2
+    [record] = json.loads(out)
+    assert record["level"] == 1 and "reserved bits 0x10000000000" in record["error"]
+    status, out, _ = run(["walk", *sim(path), "--format", "qemu-tlb"], capsys)
+    assert status == 1 and out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cr3", str(1 << 64)], "--cr3"),
+        (["--cr3", "0x7ff0000000000000"], "--cr3"),
+    ],
+)
+def test_bad_cr3(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(["walk", *sim(DEMO), *args], capsys)
+    assert status == 2 and message in err and err.count("\n") == 1
+
+
+def test_heap_must_be_canonical(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(
+        ["heap", *sim(DEMO), "--memmap", "bootinfo", "--at", "0x1000",
+         "--phys-offset", "0x800000000000"],
+        capsys,
+    )  # fmt: skip
+    assert status == 2 and "not canonical" in err
+
+
+def test_non_utf8_and_deep_json_are_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, data in (("latin.json", b"\xff"), ("deep.json", b"[" * 100000)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        status, _, err = run(["walk", *sim(path)], capsys)
+        assert status == 2 and err.count("\n") == 1 and str(path) in err

@@ -57,13 +57,13 @@ def test_bad_json_names_the_file(tmp_path: Path) -> None:
     path.write_text('[{"start": 0,', encoding="utf-8")
     with pytest.raises(InputError) as err:
         load_memmap_json(path)
-    assert str(err.value).startswith(f"{path}: not valid JSON")
+    assert str(err.value).startswith(f"{path} at offset 0xd: not JSON")
     assert err.value.path == str(path)
     assert err.value.exit_status == EXIT_BAD_INPUT
 
 
 def test_bad_json_text() -> None:
-    with pytest.raises(InputError, match=f"^{TEXT_SOURCE}: not valid JSON"):
+    with pytest.raises(InputError, match=f"^{TEXT_SOURCE} at offset 0x5: not JSON"):
         load_memmap_json("[1, 2")
 
 

@@ -28,7 +28,6 @@ Optional keys, for tests of harder cases:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from gdbext.errors import GdbextError, InputError
 from gdbext.flags import PRESENT, parse_flags
 from gdbext.geometry import LEAF_LEVEL_OF_SIZE, entry_span, index_shift
 from gdbext.heap import MemoryRegion
+from gdbext.jsonfile import load_json_file
 from gdbext.mapper import read_u64, write_u64
 from gdbext.paging import X86PageTable
 from gdbext.target import Target
@@ -48,6 +48,10 @@ from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.tlb import SimTlb
 
+#: Most pages one ``mappings`` element may map (64 GiB of 4 KiB pages), and most links one
+#: ``links`` element may make: scenarios stay small enough to build in seconds.
+MAX_PAGES = 1 << 24
+MAX_LINKS = 1 << 16
 #: CR0 of a booted x86-64 kernel: PG, AM, WP, NE, ET, MP, PE.
 DEFAULT_CR0 = 0x8005_0033
 #: CR4: PAE, PGE, OSFXSR, OSXMMEXCPT.
@@ -98,16 +102,7 @@ class SimMachine:
 
 def load_scenario(path: str | Path) -> SimMachine:
     """Build the machine a scenario file describes; :class:`InputError` names what is wrong."""
-    name = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read scenario: {exc.strerror or exc}", name) from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON: {exc.msg} (line {exc.lineno})", name, exc.pos) from None
-    return build_machine(doc, name)
+    return build_machine(load_json_file(path, "scenario"), str(path))
 
 
 class _Doc:
@@ -125,9 +120,12 @@ class _Doc:
                 raise self.fail(where, f"missing {key!r}")
             return default
         try:
-            return parse_int(obj[key])
+            value = parse_int(obj[key])
         except (ValueError, TypeError, AttributeError):
             raise self.fail(f"{where}.{key}", f"not a number: {obj[key]!r}") from None
+        if value >= 1 << 64:
+            raise self.fail(f"{where}.{key}", f"does not fit in 64 bits: 0x{value:x}")
+        return value
 
     def size(self, obj: Mapping[str, Any], key: str, where: str) -> int:
         if key not in obj:
@@ -188,8 +186,8 @@ def build_machine(doc: Any, source: str = "<scenario>") -> SimMachine:
         if page_size not in LEAF_LEVEL_OF_SIZE:
             raise d.fail(f"{where}.size", f"must be 4K, 2M or 1G, not {format_size(page_size)}")
         count = d.int_(m, "count", where, 1)
-        if count < 1:
-            raise d.fail(f"{where}.count", "must be at least 1")
+        if not 1 <= count <= MAX_PAGES:
+            raise d.fail(f"{where}.count", f"must be 1..{MAX_PAGES}")
         flag_list = m.get("flags", [])
         if not isinstance(flag_list, list) or not all(isinstance(f, str) for f in flag_list):
             raise d.fail(f"{where}.flags", "must be a list of flag names")
@@ -232,7 +230,10 @@ def build_machine(doc: Any, source: str = "<scenario>") -> SimMachine:
     ncpus = d.int_(doc, "cpus", "scenario", 1)
     if not 1 <= ncpus <= 64:
         raise d.fail("cpus", "must be 1..64")
-    cpus = [CpuState(cr0=cr0, cr3=root, cr4=cr4, efer=efer) for _ in range(ncpus)]
+    cpus = [
+        CpuState(cr0=cr0, cr3=root, cr4=cr4, efer=efer, max_phys_bits=max_phys_bits)
+        for _ in range(ncpus)
+    ]
 
     machine = SimMachine(memory, allocator, tlb, pt, cpus, source)
     if "bootinfo" in doc:
@@ -269,6 +270,8 @@ def _link(
         raise d.fail(f"{where}.table_of", "no table is linked there")
     vaddr = d.int_(link, "vaddr", where)
     count = d.int_(link, "count", where, 1)
+    if not 1 <= count <= MAX_LINKS:
+        raise d.fail(f"{where}.count", f"must be 1..{MAX_LINKS}")
     span = entry_span(level)
     for k in range(count):
         va = vaddr + k * span
@@ -291,7 +294,10 @@ def _write_bootinfo(memory: SparsePhysMemory, d: _Doc, spec: Any) -> dict[str, A
         kind = r.get("kind", "Usable")
         if not isinstance(kind, str):
             raise d.fail(f"{where}.kind", "must be a string")
-        regions.append(MemoryRegion(d.int_(r, "start", where), d.int_(r, "end", where), kind))
+        try:
+            regions.append(MemoryRegion(d.int_(r, "start", where), d.int_(r, "end", where), kind))
+        except ValueError as exc:
+            raise d.fail(where, str(exc)) from None
     features: list[str] | None = None
     try:
         if version == "0.11":
