@@ -352,7 +352,9 @@ def build_regions_v011(regions: Iterable[MemoryRegion]) -> bytes:
     anything else is a :class:`ValueError`.
     """
     out = bytearray()
-    for region in regions:
+    for count, region in enumerate(regions, 1):
+        if count > V011_MAX_REGIONS:
+            raise ValueError(f"more than {V011_MAX_REGIONS} memory regions")
         tag, payload = _v011_kind_tag(region.kind)
         _check_u64("memory region end", region.end)
         out += V011_REGION.pack(region.start, region.end, tag, payload)

@@ -136,6 +136,7 @@ class WalkResult:
 
 
 def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
+    """A walk of the selected page table; nothing is read until the result is iterated."""
     return WalkResult(open_page_table(target, options.root), options)
 
 

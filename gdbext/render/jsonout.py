@@ -29,6 +29,7 @@ def _anomaly(a: Anomaly) -> dict[str, Any]:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
+    """The walk as one JSON document, streamed one mapping record per line."""
     yield f'{{"levels": {result.levels}, "root": "{hexs(result.root)}", "mappings": ['
     anomalies: list[dict[str, Any]] = []
     records = (
@@ -65,6 +66,7 @@ _BOOL = {True: "true", False: "false"}
 
 
 def render_translate(result: TranslateResult) -> Iterator[str]:
+    """An array with one record per address; an error record for an unmapped one."""
     out: list[dict[str, Any]] = []
     for outcome in result.outcomes:
         t = outcome.translation
@@ -103,6 +105,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
 
 
 def render_info(result: InfoResult) -> Iterator[str]:
+    """The backend, RAM and per-CPU paging state as JSON."""
     def reg(value: int | None) -> str | None:
         return None if value is None else hexs(value)
 
@@ -135,4 +138,5 @@ def render_info(result: InfoResult) -> Iterator[str]:
 
 
 def render_heap(result: HeapResult) -> Iterator[str]:
+    """``{"start", "end"}`` of the heap, end exclusive."""
     yield json.dumps({"start": hexs(result.range.start), "end": hexs(result.range.end)})

@@ -40,6 +40,7 @@ def qemu_flags(entry: int, page_size: int) -> str:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
+    """One ``info tlb`` line per leaf, aliases included, in virtual-address order."""
     flag_cache: dict[tuple[int, int], str] = {}
     for rec in result.runs():
         if type(rec) is not LeafRun:

@@ -50,6 +50,7 @@ def _alias_line(a: AliasRun) -> str:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
+    """One line per merged range (or per leaf with ``--no-merge``), then a summary line."""
     ranges = 0
     if result.options.merge:
         # ACCESSED and DIRTY are not shown, so leaves that differ only there share a line.
@@ -80,6 +81,7 @@ def render_walk(result: WalkResult) -> Iterator[str]:
 
 
 def render_translate(result: TranslateResult) -> Iterator[str]:
+    """Per address: the result, then every level with its raw entry and decoded flags."""
     for outcome in result.outcomes:
         t = outcome.translation
         if t is None:
@@ -104,6 +106,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
 
 
 def render_info(result: InfoResult) -> Iterator[str]:
+    """The backend, RAM and each CPU's control registers and paging features."""
     yield f"backend:     {result.backend} ({result.description})"
     if result.read_path:
         yield f"read path:   {result.read_path}"
@@ -133,6 +136,7 @@ def render_info(result: InfoResult) -> Iterator[str]:
 
 
 def render_heap(result: HeapResult) -> Iterator[str]:
+    """The heap range, its size and where the memory map came from."""
     r = result.range
     yield (
         f"heap: {hex64(r.start)}-{hex64(r.end)} ({format_size(r.size)}) from {result.source}, "
