@@ -401,3 +401,18 @@ def test_non_utf8_and_deep_json_are_bad_input(
         path.write_bytes(data)
         status, _, err = run(["walk", *sim(path)], capsys)
         assert status == 2 and err.count("\n") == 1 and str(path) in err
+
+
+def test_backends_lists_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(["backends"], capsys)
+    assert status == 0
+    assert out.startswith("sim ") and "simulator" in out
+
+
+def test_text_translate_decodes_every_level(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(["translate", *sim(DEMO), "0xffffffff81000010"], capsys)
+    assert status == 0
+    head, *steps = out.splitlines()
+    assert head == "0xffffffff81000010 -> 0x1000010  4K page  r-x kern"
+    assert [s.split()[0] for s in steps] == ["PML4", "PDPT", "PD", "PT"]
+    assert steps[-1].endswith("= 0x0000000001000101  PRESENT GLOBAL")
