@@ -38,7 +38,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
+from itertools import pairwise, repeat
 from typing import NamedTuple
 
 from gdbext.addr import AddrRange, check_aligned
@@ -840,6 +840,21 @@ class X86PageTable:
                 ] == list(range(m0, m0 + n * step, step))
             if uniform:
                 return _LeafSummary([(0, n, e0)], [], n, n * step)
+        # Second fast path: every entry a present, well-formed leaf (a used kernel's tables, whose
+        # neighbours differ in ACCESSED/DIRTY): find run starts with comprehensions, not a loop.
+        addr_mask = self.addr_mask
+        if (
+            all(e & PRESENT for e in entries)
+            and (level == 1 or all(e & HUGE_PAGE for e in entries))
+            and not any(e & leaf_rsvd for e in entries)
+            and max(e & addr_mask for e in entries) + step <= addr_mask
+        ):
+            masked = entries if keep == (1 << 64) - 1 else [e & keep for e in entries]
+            starts = [0]
+            starts += [i for i in range(1, n) if masked[i] != masked[i - 1] + step]
+            starts.append(n)
+            runs = [(a, b - a, entries[a]) for a, b in pairwise(starts)]
+            return _LeafSummary(runs, [], n, n * step)
         run_index = run_count = run_entry = 0
         expect = -1
         leaves = 0

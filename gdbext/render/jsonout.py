@@ -106,6 +106,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
 
 def render_info(result: InfoResult) -> Iterator[str]:
     """The backend, RAM and per-CPU paging state as JSON."""
+
     def reg(value: int | None) -> str | None:
         return None if value is None else hexs(value)
 
