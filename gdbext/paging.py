@@ -849,9 +849,9 @@ class X86PageTable:
             and not any(e & leaf_rsvd for e in entries)
             and max(e & addr_mask for e in entries) + step <= addr_mask
         ):
-            masked = entries if keep == (1 << 64) - 1 else [e & keep for e in entries]
+            keyed = entries if keep == (1 << 64) - 1 else [e & keep for e in entries]
             starts = [0]
-            starts += [i for i in range(1, n) if masked[i] != masked[i - 1] + step]
+            starts += [i for i in range(1, n) if keyed[i] != keyed[i - 1] + step]
             starts.append(n)
             runs = [(a, b - a, entries[a]) for a, b in pairwise(starts)]
             return _LeafSummary(runs, [], n, n * step)
