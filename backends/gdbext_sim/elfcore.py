@@ -133,6 +133,11 @@ def qemu_notes(cpus: Sequence[CpuState], vmcoreinfo: str | None = None) -> bytes
     return b"".join(notes)
 
 
+#: QEMU 7.2 writes 8 in e_ehsize (not 64): observed in a real `dump-guest-memory` core of a
+#: Debian 6.1 guest. Copied so that a reader tested on these cores cannot rely on e_ehsize.
+QEMU_E_EHSIZE = 8
+
+
 def write_qemu_elf_core(
     path: str | os.PathLike[str],
     memory: SparsePhysMemory,
@@ -167,7 +172,7 @@ def write_qemu_elf_core(
         _PHDR_OFFSET,
         _SHDR_OFFSET,
         0,  # e_flags
-        EHDR.size,
+        QEMU_E_EHSIZE,
         PHDR.size,
         min(phnum, PN_XNUM),
         SHDR.size,
