@@ -20,17 +20,11 @@ Exit statuses (the command line's documented contract):
 
 from __future__ import annotations
 
+from gdbext.geometry import level_name
+
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
-
-#: Hardware names of paging levels, by level number (1 = page table ... 5 = PML5).
-LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT", 4: "PML4", 5: "PML5"}
-
-
-def level_name(level: int) -> str:
-    """The hardware name of a paging level (``1`` is ``"PT"``, ``4`` is ``"PML4"``)."""
-    return LEVEL_NAMES.get(level, f"level-{level}")
 
 
 class GdbextError(Exception):

@@ -54,6 +54,7 @@ USER_ACCESSIBLE = int(PageTableFlags.USER_ACCESSIBLE)
 HUGE_PAGE = int(PageTableFlags.HUGE_PAGE)
 GLOBAL = int(PageTableFlags.GLOBAL)
 NO_EXECUTE = int(PageTableFlags.NO_EXECUTE)
+ACCESSED_DIRTY = int(PageTableFlags.ACCESSED | PageTableFlags.DIRTY)
 
 _NAMED = [(int(f), f.name or "") for f in PageTableFlags]
 
@@ -73,6 +74,3 @@ def parse_flags(names: list[str] | tuple[str, ...]) -> PageTableFlags:
         except KeyError:
             raise ValueError(f"unknown page-table flag {name!r}") from None
     return value
-
-
-ACCESSED_DIRTY = int(PageTableFlags.ACCESSED | PageTableFlags.DIRTY)

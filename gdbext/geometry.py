@@ -31,9 +31,15 @@ LEAF_LEVEL_OF_SIZE = {SIZE_4K: 1, SIZE_2M: 2, SIZE_1G: 3}
 #: Levels at which an entry with HUGE_PAGE set is a leaf (x86-64: PD and PDPT).
 HUGE_LEAF_LEVELS = frozenset({2, 3})
 
+#: Hardware names of paging levels, by level number (1 = page table ... 5 = PML5).
 LEVEL_NAMES = {1: "PT", 2: "PD", 3: "PDPT", 4: "PML4", 5: "PML5"}
 #: Linux's names for the same tables, used by ptdump-style output.
 LINUX_LEVEL_NAMES = {1: "pte", 2: "pmd", 3: "pud", 4: "p4d", 5: "pgd"}
+
+
+def level_name(level: int) -> str:
+    """The hardware name of a paging level (``1`` is ``"PT"``, ``4`` is ``"PML4"``)."""
+    return LEVEL_NAMES.get(level, f"level-{level}")
 
 
 def entry_span(level: int) -> int:
@@ -86,9 +92,6 @@ class PagingGeometry:
     def indices(self, vaddr: int) -> tuple[int, ...]:
         """Table indices of ``vaddr``, top level first."""
         return tuple((vaddr >> index_shift(level)) & 0x1FF for level in range(self.levels, 0, -1))
-
-    def level_name(self, level: int) -> str:
-        return LEVEL_NAMES[level]
 
 
 FOUR_LEVEL = PagingGeometry(4)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import pairwise, repeat
 from typing import NamedTuple
@@ -303,11 +303,11 @@ class _LeafSummary:
     anomalies: list[tuple[int, str, int, str]]  # (index, kind, entry, detail)
     leaves: int
     mapped: int
+    #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
+    plain: bool = field(init=False)
 
-    @property
-    def plain(self) -> bool:
-        """Only leaf runs: no links to lower tables, no anomalies."""
-        return not self.anomalies and all(count for _, count, _ in self.runs)
+    def __post_init__(self) -> None:
+        self.plain = not self.anomalies and all(count for _, count, _ in self.runs)
 
 
 @dataclass
@@ -503,7 +503,7 @@ class X86PageTable:
                 if bad & HUGE_PAGE and level >= 4:
                     raise HugePageForbiddenError(vaddr, level, entry)
                 raise ReservedBitsError(vaddr, level, entry, bad)
-            acc = (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)
+            acc = (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)  # _eff, inlined
             if leaf:
                 size = 1 << shift
                 frame = entry & addr_mask & ~(size - 1)
@@ -895,11 +895,10 @@ class X86PageTable:
     def _perm_table(self, acc: int, summary: _LeafSummary) -> dict[int, tuple[bool, bool, bool]]:
         """Effective (user, writable, executable) by a leaf's permission bits, under ``acc``."""
         table: dict[int, tuple[bool, bool, bool]] = {}
-        nx_bit = self._nx_bit
         for _, _, entry in summary.runs:
             key = entry & _PERM_KEY
             if key not in table:
-                eff = (acc & key & _PERM_BITS) | ((acc | key) & nx_bit)
+                eff = self._eff(acc, key)
                 table[key] = (
                     bool(eff & USER_ACCESSIBLE),
                     bool(eff & WRITABLE),
@@ -933,7 +932,6 @@ class X86PageTable:
             return
         anomalies = summary.anomalies
         a_pos = 0
-        nx_bit = self._nx_bit
         out: _Batch = []
         for index, count, entry in summary.runs:
             while a_pos < len(anomalies) and anomalies[a_pos][0] < index:
@@ -957,7 +955,7 @@ class X86PageTable:
             stop = index + count if index + count <= last else last + 1
             if start >= stop:
                 continue
-            eff = (acc & entry & _PERM_BITS) | ((acc | entry) & nx_bit)
+            eff = self._eff(acc, entry)
             skip = start - index
             out.append(
                 _new_run(

@@ -10,7 +10,6 @@ each to a :class:`FlushHook` that the backend implements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,14 +32,3 @@ Flush = FlushPage | FlushAll
 
 class FlushHook(Protocol):
     def __call__(self, flush: Flush) -> None: ...
-
-
-def coalesce(flushes: Iterable[Flush]) -> tuple[Flush, ...]:
-    """Drop duplicates; a :class:`FlushAll` makes page flushes redundant."""
-    seen: list[Flush] = []
-    for flush in flushes:
-        if isinstance(flush, FlushAll):
-            return (FlushAll(),)
-        if flush not in seen:
-            seen.append(flush)
-    return tuple(seen)

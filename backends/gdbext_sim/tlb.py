@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gdbext.addr import check_aligned
-from gdbext.errors import NonCanonicalAddressError, PhysMemoryError, level_name
-from gdbext.geometry import PagingGeometry, entry_span, geometry, index_shift
+from gdbext.errors import NonCanonicalAddressError, PhysMemoryError
+from gdbext.geometry import PagingGeometry, entry_span, geometry, index_shift, level_name
 from gdbext.mapper import PhysMapper
 from gdbext.tlbflush import Flush, FlushAll, FlushPage
 

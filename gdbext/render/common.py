@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gdbext.flags import GLOBAL, PAT_LARGE, PageTableFlags, flag_names
-from gdbext.geometry import LEVEL_NAMES
 
 
 def hex64(value: int) -> str:
@@ -46,7 +45,3 @@ def extra_tokens(entry: int) -> str:
     if entry & PageTableFlags.WRITE_THROUGH:
         tokens.append("PWT")
     return " ".join(tokens)
-
-
-def level_name(level: int) -> str:
-    return LEVEL_NAMES.get(level, str(level))

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.flags import ACCESSED_DIRTY, flag_names
+from gdbext.geometry import level_name
 from gdbext.paging import AliasRun, Anomaly
-from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, level_name, perms
+from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, perms
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
 
