@@ -84,6 +84,14 @@ class PhysMemoryError(GdbextError):
         self.reason = reason
 
 
+class NotCapturedError(PhysMemoryError):
+    """Physical memory that exists but is not in the dump (say, excluded by makedumpfile's dump
+    level). Not the same as "outside RAM", and never the same as "not mapped"."""
+
+    def __init__(self, paddr: int, size: int, reason: str = "not captured in the dump") -> None:
+        super().__init__(paddr, size, reason, "read")
+
+
 class ReadOnlyError(GdbextError):
     """A write that gdbext refuses: the mapper is read-only or the caller did not opt in."""
 
@@ -164,6 +172,30 @@ class TableOutsideRamError(TranslationError):
                 f"0x{table:x}, which is outside physical memory"
             )
         super().__init__(message, vaddr, level, entry)
+        self.table = table
+
+
+class TableNotCapturedError(TranslationError):
+    """A table that is in RAM but not in the dump: whether the address is mapped is unknown.
+
+    Exit status 1, like "not mapped", but a different result with its own message.
+    """
+
+    exit_status = EXIT_NOT_FOUND
+
+    def __init__(self, vaddr: int, level: int, entry: int | None, table: int) -> None:
+        where = (
+            "the root table"
+            if entry is None
+            else f"{level_name(level)} entry 0x{entry:x} points to table"
+        )
+        super().__init__(
+            f"0x{vaddr:x}: {where} 0x{table:x}, which is not captured in the dump "
+            "(unknown whether it is mapped)",
+            vaddr,
+            level,
+            entry,
+        )
         self.table = table
 
 

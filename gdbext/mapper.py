@@ -51,6 +51,16 @@ def is_read_only(mapper: PhysMapper) -> bool:
     return bool(getattr(mapper, "read_only", False))
 
 
+def is_captured(mapper: PhysMapper, paddr: int) -> bool:
+    """False if ``mapper`` knows that the frame at ``paddr`` is in RAM but not in its dump.
+
+    Dump mappers may define ``is_captured(paddr)``; every other mapper captures what it has.
+    A translation that ends in an uncaptured frame is *mapped*, but its bytes are unknown.
+    """
+    probe = getattr(mapper, "is_captured", None)
+    return True if probe is None else bool(probe(paddr))
+
+
 def read_table(mapper: PhysMapper, paddr: int) -> tuple[int, ...]:
     """The 512 entries of the table at ``paddr`` (one 4 KiB read)."""
     return TABLE_STRUCT.unpack(mapper.read(paddr, TABLE_SIZE))

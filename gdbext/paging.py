@@ -51,6 +51,7 @@ from gdbext.errors import (
     InputError,
     MisalignedAddressError,
     NonCanonicalAddressError,
+    NotCapturedError,
     NotMappedError,
     PageSizeMismatchError,
     ParentHugePageError,
@@ -58,6 +59,7 @@ from gdbext.errors import (
     ReadOnlyError,
     ReservedBitsError,
     TableInTheWayError,
+    TableNotCapturedError,
     TableOutsideRamError,
     WalkLimitError,
 )
@@ -258,7 +260,8 @@ class Anomaly:
 
     ``kind`` is one of ``"reserved-bits"``, ``"huge-page-forbidden"``, ``"recursive"`` (the
     entry links a table that is already on the path from the root, such as a bootloader's
-    recursive index) or ``"table-outside-ram"``.
+    recursive index), ``"table-outside-ram"`` or ``"table-not-captured"`` (in RAM, but not in
+    the dump: unknown whether anything below it is mapped).
     """
 
     kind: str
@@ -268,6 +271,14 @@ class Anomaly:
     index: int
     entry: int
     detail: str = ""
+
+
+def _missing_table(
+    exc: PhysMemoryError, va: int, level: int, parent: int, index: int, entry: int, table: int
+) -> Anomaly:
+    """The anomaly for a table that could not be read: outside RAM, or not in the dump."""
+    kind = "table-not-captured" if isinstance(exc, NotCapturedError) else "table-outside-ram"
+    return Anomaly(kind, va, level + 1, parent, index, entry, f"table 0x{table:x}")
 
 
 WalkRecord = LeafRun | AliasRun | Anomaly
@@ -490,10 +501,14 @@ class X86PageTable:
             index = (vaddr >> shift) & 0x1FF
             try:
                 entry = entry_at(table, index)
-            except PhysMemoryError:
+            except PhysMemoryError as exc:
+                error = (
+                    TableNotCapturedError if isinstance(exc, NotCapturedError)
+                    else TableOutsideRamError
+                )  # fmt: skip
                 if parent_entry is None:
-                    raise TableOutsideRamError(vaddr, level, None, table) from None
-                raise TableOutsideRamError(vaddr, level + 1, parent_entry, table) from None
+                    raise error(vaddr, level, None, table) from None
+                raise error(vaddr, level + 1, parent_entry, table) from None
             steps.append(_new_step((level, table, index, entry)))
             if not entry & PRESENT:
                 raise NotMappedError(vaddr, level, entry)
@@ -549,7 +564,13 @@ class X86PageTable:
         """:meth:`translate`, or ``None`` where it would raise a translation error."""
         try:
             return self.translate(vaddr)
-        except (NotMappedError, ReservedBitsError, TableOutsideRamError, NonCanonicalAddressError):
+        except (
+            NotMappedError,
+            ReservedBitsError,
+            TableOutsideRamError,
+            TableNotCapturedError,
+            NonCanonicalAddressError,
+        ):
             return None
 
     # ------------------------------------------------------------------------------------------
@@ -652,6 +673,8 @@ class X86PageTable:
         span = 1 << shift
         try:
             entries = self._read_table(self.root)
+        except NotCapturedError:
+            raise TableNotCapturedError(0, level, None, self.root) from None
         except PhysMemoryError:
             # Nothing to walk at all: an error of the input (a wrong CR3), not an anomaly.
             raise TableOutsideRamError(0, level, None, self.root) from None
@@ -709,13 +732,11 @@ class X86PageTable:
             if summary is None:
                 try:
                     summary = self._summarise(table, level, walk.keep)
-                except PhysMemoryError:
-                    yield [
-                        Anomaly(
-                            "table-outside-ram", base, level + 1, parent, parent_index,
-                            parent_entry, f"table 0x{table:x}",
-                        )
-                    ]  # fmt: skip
+                except PhysMemoryError as exc:
+                    missing = _missing_table(
+                        exc, base, level, parent, parent_index, parent_entry, table
+                    )
+                    yield [missing]
                     return
                 if len(summary.runs) + len(summary.anomalies) <= _COMPACT_RUNS:
                     walk.leaf_memo[key] = summary
@@ -732,13 +753,11 @@ class X86PageTable:
             if entries is None:
                 try:
                     entries = self._read_table(table)
-                except PhysMemoryError:
-                    yield [
-                        Anomaly(
-                            "table-outside-ram", base, level + 1, parent, parent_index,
-                            parent_entry, f"table 0x{table:x}",
-                        )
-                    ]  # fmt: skip
+                except PhysMemoryError as exc:
+                    missing = _missing_table(
+                        exc, base, level, parent, parent_index, parent_entry, table
+                    )
+                    yield [missing]
                     return
                 walk.table_memo[key] = entries
             walk.path.append(table)
