@@ -31,10 +31,17 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
+# kdump-lzo pages need python-lzo, which builds only where liblzo2's headers are installed
+# (Debian: liblzo2-dev, which scripts/system-deps.sh installs).
+extras=dev
+if [ -f /usr/include/lzo/lzo1x.h ]; then
+    extras=dev,lzo
+fi
+
 stamp=.venv/.gdbext-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 |
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" "$stamp"; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 |
         grep -v "is ignored: it is neither a file nor a directory" || true
     .venv/bin/python -c 'import gdbext, gdbext_sim, pluggy, elftools' # fail loudly if broken
-    touch "$stamp"
+    echo "$extras" >"$stamp"
 fi
