@@ -1,0 +1,304 @@
+"""ELF core files of a whole machine: QEMU ``dump-guest-memory`` and Linux ``/proc/vmcore``.
+
+Both store physical memory as PT_LOAD segments and CPU/kernel facts as notes:
+
+- PT_LOADs are mapped by ``p_paddr``, never ``p_vaddr`` (QEMU's ``-p`` dumps put wrong virtual
+  addresses there; ``/proc/vmcore`` puts direct-map addresses). ``p_filesz < p_memsz`` means the
+  rest reads as zeros.
+- Program headers are found at ``e_phoff`` (QEMU 7.2 writes them at 192 after two section
+  headers; older QEMU at 64). With 0xffff or more, ``e_phnum`` is ``PN_XNUM`` and the count is
+  in section header 0's ``sh_info`` (at ``e_shoff``).
+- The PT_NOTE segments are parsed by :mod:`gdbext_dump.notes`.
+
+The headers are parsed by hand with :mod:`struct` over the file's ``mmap`` rather than with
+pyelftools: a core's only structures are one header, the program headers (QEMU's paging dumps
+have 66,000) and the notes; ``struct.iter_unpack`` reads all program headers in one call, needs
+no file object and no per-header Python objects from a library, and every bound can be checked
+where the file offset of the field is known (for the error message).
+
+ELFCLASS32 cores (QEMU's dump of a guest in protected mode, EM_386) have the same structure with
+32-bit fields. Only little-endian x86 (EM_X86_64, EM_386) cores are accepted.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+
+from gdbext.errors import InputError
+from gdbext_dump.notes import DumpNotes, Note, parse_notes
+from gdbext_dump.segments import Segment, SegmentMapper, open_mmap
+
+ELFMAG = b"\x7fELF"
+ELFCLASS32 = 1
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+ET_CORE = 4
+EM_386 = 3
+EM_X86_64 = 62
+PT_LOAD = 1
+PT_NOTE = 4
+PN_XNUM = 0xFFFF
+_E_TYPES = {0: "ET_NONE", 1: "a relocatable object", 2: "an executable", 3: "a shared object"}
+
+#: ``e_ident``: magic @0, EI_CLASS @4, EI_DATA @5, EI_VERSION @6.
+EI_CLASS = 4
+EI_DATA = 5
+
+
+@dataclass(frozen=True)
+class ElfLayout:
+    """The structures of one ELF class and the file offsets of the header fields we check."""
+
+    bits: int
+    #: ``Elf{32,64}_Ehdr`` after ``e_ident``: e_type, e_machine, e_version, e_entry, e_phoff,
+    #: e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx.
+    ehdr: struct.Struct
+    #: ``Elf{32,64}_Phdr``; :meth:`phdr_fields` puts its fields in one order.
+    phdr: struct.Struct
+    #: ``Elf{32,64}_Shdr`` (only section 0 is read, for PN_XNUM).
+    shdr: struct.Struct
+    #: Offsets in the file header of e_phoff, e_shoff, e_phentsize, e_phnum, e_shentsize.
+    off_phoff: int
+    off_shoff: int
+    off_phentsize: int
+    off_phnum: int
+    off_shentsize: int
+    #: Offset of ``sh_info`` in a section header.
+    off_sh_info: int
+    #: Index of each Phdr field in the unpacked tuple: type, offset, paddr, filesz, memsz.
+    phdr_index: tuple[int, int, int, int, int] = field(default=(0, 2, 4, 5, 6))
+
+
+#: ELF64: Ehdr 64 bytes (e_phoff @32, e_shoff @40, e_phentsize @54, e_phnum @56,
+#: e_shentsize @58); Phdr 56 bytes: p_type @0, p_flags @4, p_offset @8, p_vaddr @16,
+#: p_paddr @24, p_filesz @32, p_memsz @40, p_align @48; Shdr 64 bytes, sh_info @44.
+ELF64 = ElfLayout(
+    64,
+    struct.Struct("<16sHHIQQQIHHHHHH"),
+    struct.Struct("<IIQQQQQQ"),
+    struct.Struct("<IIQQQQIIQQ"),
+    off_phoff=32,
+    off_shoff=40,
+    off_phentsize=54,
+    off_phnum=56,
+    off_shentsize=58,
+    off_sh_info=44,
+    phdr_index=(0, 2, 4, 5, 6),
+)
+#: ELF32: Ehdr 52 bytes (e_phoff @28, e_shoff @32, e_phentsize @42, e_phnum @44,
+#: e_shentsize @46); Phdr 32 bytes: p_type @0, p_offset @4, p_vaddr @8, p_paddr @12,
+#: p_filesz @16, p_memsz @20, p_flags @24, p_align @28; Shdr 40 bytes, sh_info @28.
+ELF32 = ElfLayout(
+    32,
+    struct.Struct("<16sHHIIIIIHHHHHH"),
+    struct.Struct("<IIIIIIII"),
+    struct.Struct("<IIIIIIIIII"),
+    off_phoff=28,
+    off_shoff=32,
+    off_phentsize=42,
+    off_phnum=44,
+    off_shentsize=46,
+    off_sh_info=28,
+    phdr_index=(0, 1, 3, 4, 5),
+)
+
+
+@dataclass
+class ElfCore:
+    """An opened ELF core: its physical memory and its notes."""
+
+    path: str
+    #: 32 or 64.
+    elfclass: int
+    machine: int
+    mapper: SegmentMapper
+    notes: DumpNotes
+    #: Program headers (after PN_XNUM), PT_LOADs among them, PT_NOTEs among them.
+    phnum: int
+    load_count: int
+    note_count: int
+    #: File offset of the first PT_NOTE's data, or None.
+    notes_offset: int | None
+
+    def close(self) -> None:
+        self.mapper.close()
+
+
+def read_elf_core(path: str) -> ElfCore:
+    """Open and check the ELF core at ``path`` (mmapped read-only; never read whole).
+
+    :raises InputError: naming the file and the offset of whatever is wrong: not an x86 ELF
+        core, header fields pointing outside the file, segments the file cannot hold or that
+        contradict each other, malformed notes.
+    """
+    data = open_mmap(path)
+    try:
+        return _parse(path, data)
+    except BaseException:
+        data.close()
+        raise
+
+
+def _parse(path: str, data: mmap.mmap) -> ElfCore:
+    size = len(data)
+    ident = data[:16]
+    if len(ident) < 16 or ident[:4] != ELFMAG:
+        raise InputError("not an ELF file (no \\x7fELF magic)", path, 0)
+    elfclass = ident[EI_CLASS]
+    if elfclass not in (ELFCLASS32, ELFCLASS64):
+        raise InputError(f"unknown ELF class {elfclass}", path, EI_CLASS)
+    if ident[EI_DATA] != ELFDATA2LSB:
+        raise InputError(
+            f"ELF data encoding {ident[EI_DATA]} is not little-endian (x86 cores are)",
+            path,
+            EI_DATA,
+        )
+    layout = ELF64 if elfclass == ELFCLASS64 else ELF32
+    if size < layout.ehdr.size:
+        raise InputError(
+            f"truncated ELF header: the file has {size} bytes, the header needs {layout.ehdr.size}",
+            path,
+            0,
+        )
+    (
+        _ident,
+        e_type,
+        e_machine,
+        _version,
+        _entry,
+        e_phoff,
+        e_shoff,
+        _flags,
+        _ehsize,  # QEMU 7.2 writes 8 here: not checked
+        e_phentsize,
+        e_phnum,
+        e_shentsize,
+        _shnum,
+        _shstrndx,
+    ) = layout.ehdr.unpack_from(data, 0)
+    if e_type != ET_CORE:
+        what = _E_TYPES.get(e_type, f"ELF type {e_type}")
+        raise InputError(f"{what}, not a core dump (e_type {e_type})", path, 16)
+    if e_machine not in (EM_X86_64, EM_386):
+        raise InputError(f"machine {e_machine} is not x86 (EM_X86_64 or EM_386)", path, 18)
+    phnum = e_phnum
+    if e_phnum == PN_XNUM:
+        phnum = _xnum(path, data, layout, e_shoff, e_shentsize)
+    elif e_shoff:
+        _check_shdr0(path, size, layout, e_shoff, e_shentsize)
+    if phnum == 0:
+        raise InputError("no program headers: nothing is in this core", path, layout.off_phnum)
+    if e_phentsize != layout.phdr.size:
+        raise InputError(
+            f"e_phentsize {e_phentsize} is not the ELF{layout.bits} program header size "
+            f"{layout.phdr.size}",
+            path,
+            layout.off_phentsize,
+        )
+    table_size = phnum * layout.phdr.size
+    if e_phoff < layout.ehdr.size or e_phoff + table_size > size:
+        raise InputError(
+            f"program header table at e_phoff 0x{e_phoff:x} ({phnum} x {layout.phdr.size} "
+            f"bytes) is not between the ELF header and the end of the file (0x{size:x} bytes)",
+            path,
+            layout.off_phoff,
+        )
+    i_type, i_offset, i_paddr, i_filesz, i_memsz = layout.phdr_index
+    segments: list[Segment] = []
+    notes: list[Note] = []
+    notes_offset: int | None = None
+    note_count = 0
+    parsed = DumpNotes()
+    warnings: list[str] = []
+    header = e_phoff
+    for fields in layout.phdr.iter_unpack(data[e_phoff : e_phoff + table_size]):
+        p_type = fields[i_type]
+        if p_type == PT_LOAD:
+            segments.append(
+                Segment(
+                    fields[i_paddr], fields[i_memsz], fields[i_offset], fields[i_filesz], header
+                )
+            )
+        elif p_type == PT_NOTE:
+            offset, filesz = fields[i_offset], fields[i_filesz]
+            if offset + filesz > size:
+                raise InputError(
+                    f"PT_NOTE data at file offset 0x{offset:x} + 0x{filesz:x} runs past the end "
+                    f"of the file (0x{size:x} bytes)",
+                    path,
+                    header,
+                )
+            part = parse_notes(
+                data[offset : offset + filesz], path=path, file_offset=offset, elfclass=layout.bits
+            )
+            notes.extend(part.notes)
+            warnings.extend(part.warnings)
+            note_count += 1
+            if notes_offset is None:
+                notes_offset = offset
+            parsed = _combine(parsed, part)
+        header += layout.phdr.size
+    if not segments:
+        raise InputError("no PT_LOAD segment: this core holds no memory", path, e_phoff)
+    mapper = SegmentMapper(path, data, segments)
+    parsed = DumpNotes(
+        tuple(notes),
+        parsed.qemu,
+        parsed.prstatus,
+        parsed.vmcoreinfo,
+        parsed.vmcoreinfo_offset,
+        tuple(warnings),
+    )
+    return ElfCore(
+        path,
+        layout.bits,
+        e_machine,
+        mapper,
+        parsed,
+        phnum,
+        len(segments),
+        note_count,
+        notes_offset,
+    )
+
+
+def _combine(a: DumpNotes, b: DumpNotes) -> DumpNotes:
+    """Notes of several PT_NOTE segments, in file order (the last VMCOREINFO wins)."""
+    return DumpNotes(
+        a.notes + b.notes,
+        a.qemu + b.qemu,
+        a.prstatus + b.prstatus,
+        b.vmcoreinfo if b.vmcoreinfo is not None else a.vmcoreinfo,
+        b.vmcoreinfo_offset if b.vmcoreinfo is not None else a.vmcoreinfo_offset,
+        a.warnings + b.warnings,
+    )
+
+
+def _check_shdr0(path: str, size: int, layout: ElfLayout, e_shoff: int, e_shentsize: int) -> None:
+    if e_shentsize != layout.shdr.size:
+        raise InputError(
+            f"e_shentsize {e_shentsize} is not the ELF{layout.bits} section header size "
+            f"{layout.shdr.size}",
+            path,
+            layout.off_shentsize,
+        )
+    if e_shoff + layout.shdr.size > size:
+        raise InputError(
+            f"section headers at e_shoff 0x{e_shoff:x} are not inside the file (0x{size:x} bytes)",
+            path,
+            layout.off_shoff,
+        )
+
+
+def _xnum(path: str, data: mmap.mmap, layout: ElfLayout, e_shoff: int, e_shentsize: int) -> int:
+    """The real program header count of a PN_XNUM file: section header 0's ``sh_info``."""
+    if e_shoff == 0:
+        raise InputError(
+            "e_phnum is PN_XNUM but there is no section header 0 (e_shoff is 0) to hold the count",
+            path,
+            layout.off_phnum,
+        )
+    _check_shdr0(path, len(data), layout, e_shoff, e_shentsize)
+    return int(struct.unpack_from("<I", data, e_shoff + layout.off_sh_info)[0])
