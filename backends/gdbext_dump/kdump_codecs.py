@@ -147,7 +147,5 @@ def decode(flag: int, data: bytes, block_size: int) -> bytes:
     """
     out = DECODERS[flag](data, block_size)
     if len(out) != block_size:
-        raise CodecError(
-            f"{CODEC_NAMES[flag]}: decompresses to {len(out)} bytes, not {block_size}"
-        )
+        raise CodecError(f"{CODEC_NAMES[flag]}: decompresses to {len(out)} bytes, not {block_size}")
     return out

@@ -97,9 +97,7 @@ def _bitmap(pfns: Iterable[int], size: int) -> bytes:
 
 
 def _chunks(offset: int, data: bytes, size: int) -> list[tuple[int, bytes]]:
-    return [(offset + i, data[i : i + size]) for i in range(0, len(data), size)] or [
-        (offset, data)
-    ]
+    return [(offset + i, data[i : i + size]) for i in range(0, len(data), size)] or [(offset, data)]
 
 
 def kdump_layout(
@@ -345,9 +343,7 @@ def write_kdump_from_memory(
     """
     excluded = set(excluded)
     pages = {
-        paddr >> 12: data
-        for paddr, data in memory.iter_frames()
-        if paddr >> 12 not in excluded
+        paddr >> 12: data for paddr, data in memory.iter_frames() if paddr >> 12 not in excluded
     }
     text = None if vmcoreinfo is None else vmcoreinfo.encode("utf-8")
     write_kdump(
