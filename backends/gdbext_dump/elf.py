@@ -240,9 +240,9 @@ def _parse(path: str, data: mmap.mmap) -> ElfCore:
                 notes_offset = offset
             parsed = _combine(parsed, part)
         header += layout.phdr.size
-    if not segments:
-        raise InputError("no PT_LOAD segment: this core holds no memory", path, e_phoff)
     mapper = SegmentMapper(path, data, segments)
+    if not mapper.segment_count:
+        raise InputError("no PT_LOAD segment with memory: this core holds none", path, e_phoff)
     parsed = DumpNotes(
         tuple(notes),
         parsed.qemu,
