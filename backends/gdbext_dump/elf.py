@@ -40,6 +40,8 @@ EM_X86_64 = 62
 PT_LOAD = 1
 PT_NOTE = 4
 PN_XNUM = 0xFFFF
+SHT_NULL = 0
+SHT_NOBITS = 8
 _E_TYPES = {0: "ET_NONE", 1: "a relocatable object", 2: "an executable", 3: "a shared object"}
 
 #: ``e_ident``: magic @0, EI_CLASS @4, EI_DATA @5, EI_VERSION @6.
@@ -175,7 +177,7 @@ def _parse(path: str, data: mmap.mmap) -> ElfCore:
         e_phentsize,
         e_phnum,
         e_shentsize,
-        _shnum,
+        e_shnum,
         _shstrndx,
     ) = layout.ehdr.unpack_from(data, 0)
     if e_type != ET_CORE:
@@ -186,8 +188,8 @@ def _parse(path: str, data: mmap.mmap) -> ElfCore:
     phnum = e_phnum
     if e_phnum == PN_XNUM:
         phnum = _xnum(path, data, layout, e_shoff, e_shentsize)
-    elif e_shoff:
-        _check_shdr0(path, size, layout, e_shoff, e_shentsize)
+    if e_shoff:
+        _check_sections(path, data, layout, e_shoff, e_shentsize, e_shnum)
     if phnum == 0:
         raise InputError("no program headers: nothing is in this core", path, layout.off_phnum)
     if e_phentsize != layout.phdr.size:
@@ -290,6 +292,34 @@ def _check_shdr0(path: str, size: int, layout: ElfLayout, e_shoff: int, e_shents
             path,
             layout.off_shoff,
         )
+
+
+def _check_sections(
+    path: str, data: mmap.mmap, layout: ElfLayout, e_shoff: int, e_shentsize: int, e_shnum: int
+) -> None:
+    """Every section header inside the file, and every section's bytes too (the only use of
+    sections in a core is PN_XNUM, but a section past the end means a truncated file)."""
+    size = len(data)
+    _check_shdr0(path, size, layout, e_shoff, e_shentsize)
+    shdr = layout.shdr
+    # sh_type @4; sh_offset, sh_size: fields 4 and 5 in both classes.
+    count = e_shnum or int(shdr.unpack_from(data, e_shoff)[5])  # SHN_UNDEF: count in sh_size
+    if e_shoff + count * shdr.size > size:
+        raise InputError(
+            f"{count} section headers at e_shoff 0x{e_shoff:x} run past the end of the file "
+            f"(0x{size:x} bytes)",
+            path,
+            layout.off_shoff,
+        )
+    for i, fields in enumerate(shdr.iter_unpack(data[e_shoff : e_shoff + count * shdr.size])):
+        sh_type, sh_offset, sh_size = fields[1], fields[4], fields[5]
+        if sh_type not in (SHT_NULL, SHT_NOBITS) and sh_offset + sh_size > size:
+            raise InputError(
+                f"section {i} (0x{sh_size:x} bytes at 0x{sh_offset:x}) runs past the end of "
+                f"the file (0x{size:x} bytes): truncated?",
+                path,
+                e_shoff + i * shdr.size,
+            )
 
 
 def _xnum(path: str, data: mmap.mmap, layout: ElfLayout, e_shoff: int, e_shentsize: int) -> int:
