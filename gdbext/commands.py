@@ -6,45 +6,114 @@ opened :class:`~gdbext.target.Target`, and hand the result to a renderer. Nothin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gdbext.addr import AddrRange
-from gdbext.bootinfo import BootInfo, parse_bootinfo, require_physical_memory_offset
+from gdbext.bootinfo import BootInfo, parse_bootinfo
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
-from gdbext.errors import GdbextError, InputError, TranslationError, UsageError
+from gdbext.e820 import choose_boot_params, read_boot_params, scan_boot_params
+from gdbext.errors import (
+    GdbextError,
+    InputError,
+    NotFoundError,
+    TranslationError,
+    UsageError,
+)
+from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
+from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
 from gdbext.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
+from gdbext.permfilter import PermFilter
+from gdbext.physoffset import find_direct_map_base
+from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.target import Target
+
+#: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
+#: PGD is 8 KiB-aligned): CR3 | 0x1000.
+PTI_USER_PGD_BIT = 0x1000
 
 
 @dataclass(frozen=True)
 class RootOptions:
-    """Which page table to use: a CPU's CR3 (default CPU 0), or an explicit root."""
+    """Which page table to use.
+
+    The root is CPU ``cpu``'s CR3 (default CPU 0), or ``cr3``, or with ``kernel`` the kernel's
+    own top table (the dump's hint ``kernel_root``, from VMCOREINFO); ``cr3`` and ``kernel``
+    exclude each other. ``user_pgd`` then takes the PTI user half of whichever root that is
+    (root | 0x1000). The paging mode (levels, NXE, MAXPHYADDR) is CPU ``cpu``'s, with levels
+    from ``kernel_levels`` under ``kernel``; ``levels`` overrides both.
+    """
 
     cpu: int = 0
     cr3: int | None = None
     levels: int | None = None
+    kernel: bool = False
+    user_pgd: bool = False
+
+
+def kernel_root(target: Target) -> tuple[int, int | None]:
+    """The kernel's root table and paging levels from the target's hints (VMCOREINFO).
+
+    :raises UsageError: naming what is missing when the target has no such hint.
+    """
+    hints = target.hints
+    root = hints.get("kernel_root")
+    if not isinstance(root, int) or isinstance(root, bool):
+        vmcoreinfo = hints.get("vmcoreinfo")
+        if not isinstance(vmcoreinfo, MappingABC):
+            raise UsageError(
+                f"--kernel needs the dump's VMCOREINFO, and {target.description} has none "
+                "(give the root with --cr3 ADDR)"
+            )
+        missing = [k for k in ("SYMBOL(init_top_pgt)", "NUMBER(phys_base)") if k not in vmcoreinfo]
+        what = " and ".join(missing) if missing else "a usable SYMBOL(init_top_pgt)"
+        raise UsageError(
+            f"--kernel: the VMCOREINFO of {target.description} lacks {what} "
+            "(give the root with --cr3 ADDR)"
+        )
+    levels = hints.get("kernel_levels")
+    return root, levels if isinstance(levels, int) and levels in (4, 5) else None
 
 
 def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86PageTable:
     """The page table selected by ``options`` on ``target`` (read-only)."""
-    cpu = target.cpu(options.cpu)
     if options.levels not in (None, 4, 5):
         raise UsageError(f"--levels must be 4 or 5, not {options.levels}")
+    if options.kernel and options.cr3 is not None:
+        raise UsageError("--kernel and --cr3 both choose the root; give one of them")
+    explicit_root = options.kernel or options.cr3 is not None
+    # A dump may carry no CPU state at all; an explicit root then needs none.
+    cpu = CpuState() if explicit_root and not target.cpus and options.cpu == 0 else None
+    if cpu is None:
+        cpu = target.cpu(options.cpu)
     root = None
+    levels = options.levels
     if options.cr3 is not None:
         if not 0 <= options.cr3 < 1 << 64 or options.cr3 & ~CR3_ADDR_MASK & ~0xFFF:
             raise UsageError(f"--cr3 0x{options.cr3:x} has bits beyond a physical address")
         root = CpuState(cr3=options.cr3).root
+    elif options.kernel:
+        root, kernel_levels = kernel_root(target)
+        if root & ~CR3_ADDR_MASK:
+            raise InputError(f"the kernel root 0x{root:x} is not a page-aligned physical address")
+        if levels is None:
+            levels = kernel_levels
+    if options.user_pgd:
+        base = cpu.root if root is None else root
+        if base is None:
+            raise InputError("CR3 is unknown; give the page-table root with --cr3 or --kernel")
+        root = base | PTI_USER_PGD_BIT
     try:
         return X86PageTable.from_cpu(
             target.mapper,
             cpu,
             root=root,
-            levels=options.levels,
+            levels=levels,
             flush_hook=target.flush_hook,
             cache=True,
             max_phys_bits=cpu.max_phys_bits or 52,
@@ -86,6 +155,11 @@ def info(target: Target) -> InfoResult:
 DEFAULT_MAX_LEAVES = 1 << 28
 
 
+#: ``--labels`` values: ``auto`` (Linux's layout when the target looks like Linux), ``linux``,
+#: ``none``.
+LABEL_MODES = ("auto", "linux", "none")
+
+
 @dataclass(frozen=True)
 class WalkOptions:
     root: RootOptions = RootOptions()
@@ -94,6 +168,12 @@ class WalkOptions:
     merge: bool = True
     #: Stop with :class:`~gdbext.errors.WalkLimitError` past this many leaves (None: no limit).
     max_leaves: int | None = DEFAULT_MAX_LEAVES
+    #: Only leaves whose effective permissions pass (``--filter``); the walk prunes.
+    perm: PermFilter | None = None
+    #: Only the merged mapping that contains this address (``--has``).
+    has: int | None = None
+    #: Region labels in text output: one of :data:`LABEL_MODES`.
+    labels: str = "auto"
 
 
 @dataclass
@@ -104,6 +184,10 @@ class WalkResult:
     options: WalkOptions
     #: Filled while streaming: leaves and anomalies seen so far.
     stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
+    #: The target's hints (see :attr:`gdbext.target.Target.hints`), for renderers (labels).
+    hints: MappingABC[str, object] = field(default_factory=dict)
+    #: With ``options.has``: the translation of that address (checked by :func:`walk`).
+    has_leaf: Translation | None = None
 
     @property
     def levels(self) -> int:
@@ -116,11 +200,26 @@ class WalkResult:
     def runs(
         self, aliases: str = "expand", ignore: int = 0
     ) -> Iterator[LeafRun | AliasRun | Anomaly]:
-        """The walk's records (see :meth:`X86PageTable.iter_runs`), counted in :attr:`stats`."""
+        """The walk's records (see :meth:`X86PageTable.iter_runs`), counted in :attr:`stats`.
+
+        With ``options.has`` only the leaf runs of the merged mapping that contains that
+        address (merged as :func:`~gdbext.render.merge.merge_runs` does with the flags not in
+        ``ignore``), aliases expanded, without anomalies.
+        """
         stats = self.stats
-        for rec in self.page_table.iter_runs(
-            self.options.range, aliases=aliases, ignore=ignore, max_leaves=self.options.max_leaves
-        ):
+        options = self.options
+        records: Iterable[LeafRun | AliasRun | Anomaly]
+        if options.has is not None:
+            records = self._has_runs(ignore)
+        else:
+            records = self.page_table.iter_runs(
+                options.range,
+                aliases=aliases,
+                ignore=ignore,
+                max_leaves=options.max_leaves,
+                perm=options.perm,
+            )
+        for rec in records:
             if type(rec) is LeafRun:
                 stats["leaves"] += rec.count
             elif type(rec) is AliasRun:
@@ -134,10 +233,84 @@ class WalkResult:
             if type(rec) is LeafRun:
                 yield from rec.mappings()
 
+    def has_range(self, ignore: int = 0) -> AddrRange:
+        """The virtual range of the merged mapping that contains ``options.has``.
+
+        Walks a window around the address that grows (doubling on the side it touched) until
+        the merged mapping no longer touches the window's edge, or the edge is the end of the
+        address space's half; each step reads only the window.
+        """
+        vaddr = self.options.has
+        leaf = self.has_leaf
+        assert vaddr is not None and leaf is not None, "has_range needs WalkOptions.has"
+        pt = self.page_table
+        geo = pt.geometry
+        if vaddr < geo.lower_half_end:
+            floor, ceiling = 0, geo.lower_half_end
+        else:
+            floor, ceiling = geo.higher_half_start, 1 << 64
+        key = KEY_ALL_FLAGS & ~ignore
+        span = leaf.page_size * 512  # the leaf's table, to begin with
+        lo = max(floor, vaddr & ~(span - 1))
+        hi = min(ceiling, lo + span)
+        while True:
+            found = None
+            window = pt.iter_runs(
+                AddrRange(lo, hi),
+                ignore=ignore,
+                max_leaves=self.options.max_leaves,
+                perm=self.options.perm,
+            )
+            for merged in merge_runs((r for r in window if type(r) is LeafRun), key):
+                if type(merged) is MergedRange and merged.vaddr <= vaddr < merged.end:
+                    found = AddrRange(merged.vaddr, merged.end)
+                    break
+            if found is None:  # the leaf did not pass the filter (checked by walk())
+                return AddrRange(vaddr, vaddr)
+            grow_lo = found.start == lo and lo > floor
+            grow_hi = found.end == hi and hi < ceiling
+            if not (grow_lo or grow_hi):
+                return found
+            size = hi - lo
+            if grow_lo:
+                lo = max(floor, lo - size)
+            if grow_hi:
+                hi = min(ceiling, hi + size)
+
+    def _has_runs(self, ignore: int) -> Iterator[LeafRun]:
+        span = self.has_range(ignore)
+        if not span:
+            return
+        for rec in self.page_table.iter_runs(
+            span, ignore=ignore, max_leaves=self.options.max_leaves, perm=self.options.perm
+        ):
+            if type(rec) is LeafRun:
+                yield rec
+
 
 def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
-    """A walk of the selected page table; nothing is read until the result is iterated."""
-    return WalkResult(open_page_table(target, options.root), options)
+    """A walk of the selected page table; nothing is read until the result is iterated.
+
+    With ``options.has``, the address is translated first: :class:`~gdbext.errors.NotMappedError`
+    (exit status 1, naming the level) if it is not mapped, :class:`NotFoundError` if its
+    mapping does not pass ``options.perm``.
+    """
+    if options.labels not in LABEL_MODES:
+        modes = ", ".join(LABEL_MODES)
+        raise UsageError(f"--labels must be one of {modes}, not {options.labels!r}")
+    if options.has is not None and options.range is not None:
+        raise UsageError("--has and --range exclude each other")
+    pt = open_page_table(target, options.root)
+    result = WalkResult(pt, options, hints=target.hints)
+    if options.has is not None:
+        leaf = pt.translate(options.has)
+        perm = options.perm
+        if perm is not None and not perm.matches(leaf.user, leaf.writable, leaf.executable):
+            raise NotFoundError(
+                f"0x{options.has:x} is mapped, but its permissions do not pass --filter {perm.spec}"
+            )
+        result.has_leaf = leaf
+    return result
 
 
 # --- translate -------------------------------------------------------------------------------
@@ -148,6 +321,9 @@ class TranslateOutcome:
     vaddr: int
     translation: Translation | None
     error: TranslationError | None = None
+    #: False when the address is mapped but its frame is in RAM and not in the dump (its bytes
+    #: are unknown); True otherwise.
+    captured: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,7 +351,9 @@ def translate(
     outcomes = []
     for vaddr in vaddrs:
         try:
-            outcomes.append(TranslateOutcome(vaddr, pt.translate(vaddr)))
+            t = pt.translate(vaddr)
+            captured = is_captured(target.mapper, t.paddr)
+            outcomes.append(TranslateOutcome(vaddr, t, captured=captured))
         except TranslationError as exc:
             outcomes.append(TranslateOutcome(vaddr, None, exc))
         except GdbextError as exc:  # non-canonical and the like: still per address
@@ -188,15 +366,26 @@ def translate(
 # --- heap ------------------------------------------------------------------------------------
 
 
+#: ``HeapOptions.phys_offset``: find the direct map's base from the page tables.
+AUTO: Literal["auto"] = "auto"
+#: Where Linux maps its image (``__START_KERNEL_map``): the e820 scan prefers the boot_params
+#: copy mapped here (the kernel's own).
+KERNEL_IMAGE_VA = AddrRange(0xFFFF_FFFF_8000_0000, 0xFFFF_FFFF_C000_0000)
+
+
 @dataclass(frozen=True)
 class HeapOptions:
-    #: ``"bootinfo"`` or ``"json"``; ``None`` uses what the target suggests.
+    #: ``"bootinfo"``, ``"e820"`` or ``"json"``; ``None`` uses what the target suggests.
     memmap: str | None = None
+    #: Physical address of the BootInfo (``bootinfo``) or of the boot_params (``e820``; found
+    #: by a scan of the memory when not given).
     at: int | None = None
     bootinfo_version: str | None = None
     bootinfo_features: tuple[str, ...] | None = None
     json_path: str | None = None
-    phys_offset: int | None = None
+    #: The direct map's base; :data:`AUTO` (also the default when the memory map has none)
+    #: finds it from the page tables.
+    phys_offset: int | Literal["auto"] | None = None
     root: RootOptions = RootOptions()
 
 
@@ -205,6 +394,7 @@ class HeapResult:
     range: AddrRange
     physical_memory_offset: int
     regions: Sequence[MemoryRegion]
+    #: Where the memory map and the offset came from, for people.
     source: str
 
 
@@ -212,8 +402,8 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
     """The seed kernel's heap: the largest usable region, in the higher half."""
     memmap = options.memmap or str(target.hints.get("memmap", "")) or None
     if memmap is None:
-        raise UsageError("--memmap bootinfo|json is required")
-    offset = options.phys_offset
+        raise UsageError("--memmap bootinfo|e820|json is required")
+    offset: int | None = None if options.phys_offset == AUTO else options.phys_offset
     if memmap == "bootinfo":
         at = options.at if options.at is not None else _hint_int(target, "bootinfo_at")
         if at is None:
@@ -231,21 +421,28 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
             **({} if features is None else {"features": features}),
         )
         regions: Sequence[MemoryRegion] = info.memory_regions
-        if offset is None:
-            offset = require_physical_memory_offset(info)
+        if offset is None and options.phys_offset != AUTO:
+            offset = info.physical_memory_offset
         source = f"BootInfo v{info.version} at 0x{at:x}"
+    elif memmap == "e820":
+        regions, source = _e820(target, options)
     elif memmap == "json":
         if options.json_path is None:
             raise UsageError("--memmap json needs a FILE")
         regions = load_memmap_json(options.json_path)
-        if offset is None:
-            raise UsageError("--memmap json needs --phys-offset ADDR")
         source = f"memory map {options.json_path}"
     else:
-        raise UsageError(f"--memmap must be bootinfo or json, not {memmap!r}")
+        raise UsageError(f"--memmap must be bootinfo, e820 or json, not {memmap!r}")
+    if offset is None:
+        offset, how = _auto_offset(target, options.root)
+        source += f"; physical_memory_offset found from the page tables ({how})"
     heap_range = locate_kernel_heap(regions, offset)
-    geo = geometry(target.cpu(options.root.cpu).levels if options.root.levels is None
-                   else options.root.levels)  # fmt: skip
+    levels = options.root.levels
+    if levels is None and options.root.kernel:
+        levels = kernel_root(target)[1]
+    if levels is None:
+        levels = target.cpu(options.root.cpu).levels if target.cpus else 4
+    geo = geometry(levels)
     for addr in (heap_range.start, heap_range.end - 1):
         if not geo.is_canonical(addr):
             raise InputError(
@@ -253,6 +450,66 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
                 f"{geo.levels}-level paging: is the physical memory offset 0x{offset:x} right?"
             )
     return HeapResult(heap_range, offset, list(regions), source)
+
+
+def _e820(target: Target, options: HeapOptions) -> tuple[list[MemoryRegion], str]:
+    """The e820 map of the boot_params at ``--at``, or of the one a scan of the memory finds."""
+    if options.at is not None:
+        params = read_boot_params(target.mapper, options.at)
+        return params.regions(), f"e820 table of boot_params at 0x{params.paddr:x}"
+    if target.ram is None:
+        raise UsageError(
+            "--memmap e820: this target does not say where its RAM is, so it cannot be scanned "
+            "for boot_params; give its physical address with --at ADDR"
+        )
+    found, scanned = scan_boot_params(target.mapper, target.ram)
+    image = _kernel_image(target, options.root) if found else []
+    params = choose_boot_params(found, image, scanned)
+    which = (
+        "the kernel's copy"
+        if any(r.start <= params.paddr < r.end for r in image)
+        else "the highest"
+    )
+    more = f" ({which} of {len(found)} found)" if len(found) > 1 else ""
+    return params.regions(), f"e820 table of boot_params at 0x{params.paddr:x}{more}"
+
+
+def _is_default_root(root: RootOptions) -> bool:
+    return root == RootOptions()
+
+
+def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
+    """The page table to search for kernel mappings: the selected one, or the kernel's own
+    (``kernel_root`` hint) when no root was selected (a CPU may have been in a user process,
+    whose PTI tables map little of the kernel)."""
+    if _is_default_root(root) and isinstance(target.hints.get("kernel_root"), int):
+        return open_page_table(target, RootOptions(kernel=True))
+    return open_page_table(target, root)
+
+
+def _kernel_image(target: Target, root: RootOptions) -> list[AddrRange]:
+    """Physical ranges that the kernel-image mapping covers; empty if the tables cannot say."""
+    try:
+        pt = _kernel_table(target, root)
+        return [
+            AddrRange(r.paddr, r.paddr + r.size)
+            for r in pt.iter_runs(KERNEL_IMAGE_VA, ignore=ACCESSED_DIRTY)
+            if type(r) is LeafRun
+        ]
+    except (GdbextError, ValueError):
+        return []
+
+
+def _auto_offset(target: Target, root: RootOptions) -> tuple[int, str]:
+    """The direct map's base from the page tables, and how it was found (for the source)."""
+    pt = _kernel_table(target, root)
+    base = find_direct_map_base(pt)
+    if base is None:
+        raise NotFoundError(
+            f"cannot find the direct map: nothing is mapped in the higher half of the page "
+            f"table at 0x{pt.root:x}; give --phys-offset ADDR"
+        )
+    return base, f"direct map of the table at 0x{pt.root:x}"
 
 
 def _hint_int(target: Target, name: str) -> int | None:

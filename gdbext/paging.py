@@ -88,6 +88,7 @@ from gdbext.geometry import (
     index_shift,
 )
 from gdbext.mapper import TABLE_STRUCT, FrameAllocator, PhysMapper, is_read_only
+from gdbext.permfilter import PermFilter, perm_index
 from gdbext.tlbflush import Flush, FlushAll, FlushHook, FlushPage
 
 __all__ = [
@@ -336,6 +337,10 @@ class _Walk:
     # (table, level) -> (first va, leaves, mapped, effective permissions of the path there)
     seen: dict[tuple[int, int], tuple[int, int, int, int]]
     path: list[int]
+    #: With a permission filter: by combination index (:func:`perm_index`), whether a leaf
+    #: passes, and whether a subtree reached with those accumulated permissions may hold one.
+    leaf_ok: tuple[bool, ...] | None = None
+    may_match: tuple[bool, ...] | None = None
 
 
 class X86PageTable:
@@ -583,6 +588,7 @@ class X86PageTable:
         aliases: str = "expand",
         ignore: int = 0,
         max_leaves: int | None = None,
+        perm: PermFilter | None = None,
     ) -> Iterator[WalkRecord]:
         """Stream the leaves that meet ``range`` (all by default) in virtual-address order.
 
@@ -600,6 +606,12 @@ class X86PageTable:
         multiply into billions of leaves (an "alias bomb", malformed or hostile), and a walk that
         would produce more raises :class:`~gdbext.errors.WalkLimitError` instead of running for
         hours. Collapsed aliases do not count.
+
+        ``perm`` keeps only leaves whose effective permissions pass the filter, and prunes: a
+        subtree whose path already rules out every accepted combination is not read, so its
+        leaves and anomalies are not reported. A collapsed alias is reported only when its
+        path allows the same as the first walk's (with that walk's matching leaves counted);
+        a link whose path allows something else is walked again, filtered.
         """
         if ignore & ~FLAGS_MASK or ignore & (PRESENT | HUGE_PAGE):
             raise ValueError("ignore may only name flag bits other than PRESENT and HUGE_PAGE")
@@ -611,6 +623,11 @@ class X86PageTable:
         walk = _Walk(
             lo, hi, aliases == "collapse", ~ignore & ((1 << 64) - 1), {}, {}, {}, {}, [self.root]
         )
+        if perm is not None:
+            if perm.empty:
+                return
+            walk.leaf_ok = perm.leaf_ok
+            walk.may_match = perm.may_match(self.nxe)
         # Internally the walk produces batches (lists of records, one per table or so), so that
         # the nested generators pass along one object per table rather than one per run.
         batches = self._walk_top(walk)
@@ -703,6 +720,8 @@ class X86PageTable:
             yield [Anomaly("recursive", va, level, table, index, entry, detail)]
             return
         acc = self._eff(acc, entry)
+        if walk.may_match is not None and not walk.may_match[perm_index(acc)]:
+            return  # nothing below can pass the permission filter: do not read it
         yield from self._walk_table(walk, child, level - 1, va, acc, table, index, entry)
 
     def _walk_table(
@@ -779,6 +798,15 @@ class X86PageTable:
             first = walk.seen.get(child_key)
             if first is not None and not self._reserved(level, entry, leaf=False):
                 eff = self._eff(acc, entry)
+                if walk.may_match is not None:
+                    if not walk.may_match[perm_index(eff)]:
+                        return
+                    if eff != first[3]:
+                        # Other permissions on this path: other leaves pass. Walk it again.
+                        yield from self._visit_entry(walk, table, level, index, entry, va, acc)
+                        return
+                    if not first[1]:
+                        return  # the first walk found no leaf that passes
                 span = entry_span(level)
                 alias = AliasRun(
                     va,
@@ -942,10 +970,19 @@ class X86PageTable:
         if first == 0 and last == ENTRIES_PER_TABLE - 1 and summary.plain:
             # The common case, built in one comprehension: every run, whole.
             perm = self._perm_table(acc, summary)
-            batch: _Batch = [
-                _new_run((base + i * step, e & mask, c, step, e, *perm[e & _PERM_KEY]))
-                for i, c, e in summary.runs
-            ]
+            leaf_ok = walk.leaf_ok
+            if leaf_ok is None:
+                batch: _Batch = [
+                    _new_run((base + i * step, e & mask, c, step, e, *perm[e & _PERM_KEY]))
+                    for i, c, e in summary.runs
+                ]
+            else:
+                ok = {key: leaf_ok[perm_index(self._eff(acc, key))] for key in perm}
+                batch = [
+                    _new_run((base + i * step, e & mask, c, step, e, *perm[e & _PERM_KEY]))
+                    for i, c, e in summary.runs
+                    if ok[e & _PERM_KEY]
+                ]
             if batch:
                 yield batch
             return
@@ -975,6 +1012,8 @@ class X86PageTable:
             if start >= stop:
                 continue
             eff = self._eff(acc, entry)
+            if walk.leaf_ok is not None and not walk.leaf_ok[perm_index(eff)]:
+                continue
             skip = start - index
             out.append(
                 _new_run(

@@ -90,6 +90,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
                 "user": t.user,
                 "writable": t.writable,
                 "executable": t.executable,
+                "captured": outcome.captured,
                 "steps": [
                     {
                         "level": s.level,

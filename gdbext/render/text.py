@@ -94,6 +94,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
         yield (
             f"{hex64(t.vaddr)} -> 0x{t.paddr:x}  {format_size(t.page_size)} page  "
             f"{perms(t.user, t.writable, t.executable)}"
+            + ("" if outcome.captured else "  (mapped; the frame is not in the dump)")
         )
         for step in t.steps:
             leaf = step is t.steps[-1]

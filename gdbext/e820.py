@@ -1,0 +1,253 @@
+"""Linux's e820 memory map, read from a ``struct boot_params`` (the "zero page") in a dump.
+
+Linux on x86 receives its physical memory map from the firmware as e820 entries in
+``struct boot_params`` (``arch/x86/include/uapi/asm/bootparam.h``), and copies that structure
+into its own ``boot_params`` variable early in boot. Both copies stay in memory, so a dump of a
+running kernel holds the map. :func:`scan_boot_params` finds candidates by the setup header's
+magic ``"HdrS"`` and validates them; :func:`choose_boot_params` prefers the kernel's own copy
+(the one inside the kernel image); :meth:`BootParams.regions` converts the entries to the heap
+locator's :class:`~gdbext.heap.MemoryRegion` (type 1, RAM, is ``Usable``).
+
+Everything here is a pure function over a :class:`~gdbext.mapper.PhysMapper` and RAM ranges.
+
+>>> blob = bytearray(BOOT_PARAMS_SIZE)
+>>> blob[HEADER_OFFSET:HEADER_OFFSET + 4] = SETUP_MAGIC
+>>> blob[E820_ENTRIES_OFFSET] = 2
+>>> E820_ENTRY.pack_into(blob, E820_TABLE_OFFSET, 0x0, 0x9FC00, 1)
+>>> E820_ENTRY.pack_into(blob, E820_TABLE_OFFSET + E820_ENTRY.size, 0x100000, 0x7EE0000, 1)
+>>> bp = parse_boot_params(bytes(blob), 0x7000)
+>>> [(hex(r.start), hex(r.end), r.kind) for r in bp.regions()]
+[('0x0', '0x9fc00', 'Usable'), ('0x100000', '0x7fe0000', 'Usable')]
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from gdbext.addr import AddrRange
+from gdbext.errors import InputError, NotFoundError, PhysMemoryError
+from gdbext.heap import USABLE, MemoryRegion
+from gdbext.mapper import PhysMapper
+
+__all__ = [
+    "BootParams",
+    "E820Entry",
+    "choose_boot_params",
+    "e820_kind",
+    "parse_boot_params",
+    "read_boot_params",
+    "scan_boot_params",
+]
+
+# --- struct boot_params (the zero page): the fields read here, at their offsets ---------------
+
+#: ``sizeof(struct boot_params)``.
+BOOT_PARAMS_SIZE = 0x1000
+#: ``__u8 e820_entries``: how many entries of ``e820_table`` are valid.
+E820_ENTRIES_OFFSET = 0x1E8
+#: ``hdr.boot_flag`` (``__u16``, 0xAA55), recorded but not required.
+BOOT_FLAG = struct.Struct("<H")
+BOOT_FLAG_OFFSET = 0x1FE
+BOOT_FLAG_VALUE = 0xAA55
+#: ``hdr.header``: the magic ``"HdrS"`` (0x53726448) of the setup header.
+HEADER_OFFSET = 0x202
+SETUP_MAGIC = b"HdrS"
+#: ``hdr.version`` (``__u16``): the boot protocol version, e.g. 0x020F.
+VERSION = struct.Struct("<H")
+VERSION_OFFSET = 0x206
+#: ``struct boot_e820_entry e820_table[E820_MAX_ENTRIES_ZEROPAGE]``: packed
+#: ``{__u64 addr; __u64 size; __u32 type;}``, 20 bytes each.
+E820_TABLE_OFFSET = 0x2D0
+E820_ENTRY = struct.Struct("<QQI")
+E820_MAX_ENTRIES = 128
+#: ``struct boot_params`` holds 64-bit fields: every copy is at least 8-byte aligned.
+BOOT_PARAMS_ALIGN = 8
+
+assert E820_ENTRY.size == 20
+assert E820_TABLE_OFFSET + E820_MAX_ENTRIES * E820_ENTRY.size <= BOOT_PARAMS_SIZE
+
+#: e820 types (``enum e820_type``) by name; the first five as the rust-osdev bootloader names
+#: the regions it converts from e820.
+E820_TYPES = {
+    1: USABLE,
+    2: "Reserved",
+    3: "AcpiReclaimable",
+    4: "AcpiNvs",
+    5: "BadMemory",
+    7: "Pmem",
+    12: "Pram",
+    128: "ReservedKern",
+    0xEFFFFFFF: "SoftReserved",
+}
+
+#: Bytes read per step of the scan (pages that cannot be read are then tried one by one).
+SCAN_CHUNK = 1 << 20
+_PAGE = 0x1000
+#: At most this many magic hits are validated (memory full of copies is not a reason to hang).
+MAX_HITS = 1 << 16
+
+
+def e820_kind(type_: int) -> str:
+    """The region kind of an e820 type: ``"Usable"`` for 1 (RAM), ``"Unknown(N)"`` if unknown.
+
+    >>> e820_kind(1), e820_kind(4), e820_kind(99)
+    ('Usable', 'AcpiNvs', 'Unknown(99)')
+    """
+    return E820_TYPES.get(type_, f"Unknown({type_})")
+
+
+@dataclass(frozen=True)
+class E820Entry:
+    """One e820 entry: ``size`` bytes at physical ``addr`` of ``type`` (1 = RAM)."""
+
+    addr: int
+    size: int
+    type: int
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.size
+
+    @property
+    def kind(self) -> str:
+        return e820_kind(self.type)
+
+
+@dataclass(frozen=True)
+class BootParams:
+    """A validated ``struct boot_params`` at physical address ``paddr``."""
+
+    paddr: int
+    entries: tuple[E820Entry, ...]
+    #: ``hdr.version``, the boot protocol version (e.g. 0x20f).
+    version: int
+    #: ``hdr.boot_flag`` is 0xAA55.
+    boot_flag: bool
+
+    def regions(self) -> list[MemoryRegion]:
+        """The entries as memory regions, in table order (type 1 is ``"Usable"``)."""
+        return [MemoryRegion(e.addr, e.end, e.kind) for e in self.entries]
+
+
+def _invalid(data: bytes) -> str | None:
+    """Why ``data`` (the 4 KiB of a candidate) is not a boot_params with an e820 map, or None."""
+    if len(data) < BOOT_PARAMS_SIZE:
+        return f"only {len(data)} bytes"
+    if data[HEADER_OFFSET : HEADER_OFFSET + 4] != SETUP_MAGIC:
+        return f"no setup header magic {SETUP_MAGIC!r} at +0x{HEADER_OFFSET:x}"
+    count = data[E820_ENTRIES_OFFSET]
+    if not 1 <= count <= E820_MAX_ENTRIES:
+        return f"e820_entries (+0x{E820_ENTRIES_OFFSET:x}) is {count}, not 1..{E820_MAX_ENTRIES}"
+    usable = False
+    table = data[E820_TABLE_OFFSET : E820_TABLE_OFFSET + count * E820_ENTRY.size]
+    for i, (addr, size, type_) in enumerate(E820_ENTRY.iter_unpack(table)):
+        if size == 0 or addr + size > 1 << 64 or type_ == 0:
+            return f"e820 entry {i} (0x{addr:x} +0x{size:x} type {type_}) is not valid"
+        usable |= type_ == 1
+    if not usable:
+        return "the e820 table has no RAM (type 1) entry"
+    return None
+
+
+def parse_boot_params(data: bytes, paddr: int) -> BootParams | None:
+    """The boot_params in ``data`` (read at ``paddr``), or ``None`` if it is not one."""
+    if _invalid(data) is not None:
+        return None
+    count = data[E820_ENTRIES_OFFSET]
+    entries = tuple(
+        E820Entry(a, s, t)
+        for a, s, t in E820_ENTRY.iter_unpack(
+            data[E820_TABLE_OFFSET : E820_TABLE_OFFSET + count * E820_ENTRY.size]
+        )
+    )
+    (version,) = VERSION.unpack_from(data, VERSION_OFFSET)
+    (flag,) = BOOT_FLAG.unpack_from(data, BOOT_FLAG_OFFSET)
+    return BootParams(paddr, entries, version, flag == BOOT_FLAG_VALUE)
+
+
+def read_boot_params(mapper: PhysMapper, paddr: int) -> BootParams:
+    """The boot_params at ``paddr``; :class:`InputError` saying what is wrong if it is not one.
+
+    Reads outside the memory raise :class:`~gdbext.errors.PhysMemoryError`.
+    """
+    data = mapper.read(paddr, BOOT_PARAMS_SIZE)
+    reason = _invalid(data)
+    if reason is not None:
+        raise InputError(f"no Linux boot_params at physical 0x{paddr:x}: {reason}")
+    found = parse_boot_params(data, paddr)
+    assert found is not None
+    return found
+
+
+def _readable_chunks(mapper: PhysMapper, ram: Iterable[AddrRange]) -> Iterator[tuple[int, bytes]]:
+    """``(paddr, bytes)`` of the readable (captured) memory in ``ram``, in chunks."""
+    for r in ram:
+        start = (r.start + _PAGE - 1) & ~(_PAGE - 1)
+        end = r.end & ~(_PAGE - 1)
+        for chunk in range(start, end, SCAN_CHUNK):
+            size = min(SCAN_CHUNK, end - chunk)
+            try:
+                yield chunk, mapper.read(chunk, size)
+                continue
+            except PhysMemoryError:
+                pass
+            for page in range(chunk, chunk + size, _PAGE):
+                try:
+                    data = mapper.read(page, _PAGE)
+                except PhysMemoryError:
+                    continue  # not captured (or a hole): nothing to find there
+                yield page, data
+
+
+def scan_boot_params(mapper: PhysMapper, ram: Iterable[AddrRange]) -> tuple[list[BootParams], int]:
+    """Every valid boot_params in the readable memory of ``ram``, and the bytes scanned.
+
+    A candidate is an 8-byte-aligned address whose +0x202 holds ``"HdrS"``; it is kept when
+    :func:`parse_boot_params` accepts its 4 KiB. The scan reads each RAM range once, in
+    :data:`SCAN_CHUNK` pieces; pages that cannot be read (not captured) are skipped.
+    """
+    found: list[BootParams] = []
+    seen: set[int] = set()
+    scanned = 0
+    hits = 0
+    for base, data in _readable_chunks(mapper, ram):
+        scanned += len(data)
+        pos = data.find(SETUP_MAGIC)
+        while pos >= 0 and hits < MAX_HITS:
+            paddr = base + pos - HEADER_OFFSET
+            if paddr % BOOT_PARAMS_ALIGN == 0 and paddr >= 0 and paddr not in seen:
+                hits += 1
+                seen.add(paddr)
+                if pos - HEADER_OFFSET >= 0 and pos - HEADER_OFFSET + BOOT_PARAMS_SIZE <= len(data):
+                    blob = data[pos - HEADER_OFFSET : pos - HEADER_OFFSET + BOOT_PARAMS_SIZE]
+                else:
+                    try:
+                        blob = mapper.read(paddr, BOOT_PARAMS_SIZE)
+                    except PhysMemoryError:
+                        blob = b""
+                candidate = parse_boot_params(blob, paddr)
+                if candidate is not None:
+                    found.append(candidate)
+            pos = data.find(SETUP_MAGIC, pos + 1)
+    return found, scanned
+
+
+def _inside(paddr: int, ranges: Sequence[AddrRange]) -> bool:
+    return any(r.start <= paddr and paddr + BOOT_PARAMS_SIZE <= r.end for r in ranges)
+
+
+def choose_boot_params(
+    found: Sequence[BootParams], kernel_image: Sequence[AddrRange] = (), scanned: int = 0
+) -> BootParams:
+    """The kernel's own copy among ``found``: one inside ``kernel_image`` (the physical ranges
+    of the kernel image) if any, else the one at the highest address (a bootloader's zero page
+    sits low). :class:`~gdbext.errors.NotFoundError` if ``found`` is empty."""
+    if not found:
+        raise NotFoundError(
+            f"no Linux boot_params (setup header {SETUP_MAGIC.decode()!r} at +0x{HEADER_OFFSET:x} "
+            f"with a valid e820 table) in the {scanned >> 20} MiB of readable memory scanned; "
+            "give its physical address with --at ADDR"
+        )
+    return max(found, key=lambda bp: (_inside(bp.paddr, kernel_image), bp.paddr))
