@@ -112,7 +112,7 @@ def test_every_truncation_of_a_lime_image(tmp_path: Path) -> None:
         ("e_phoff", "<Q", 0xFFFF_FFFF_0000, 32),
         ("e_phoff", "<Q", 0, 32),
         ("e_phnum", "<H", 0x7FFF, 32),
-        ("e_phnum", "<H", 0xFFFF, 40),  # PN_XNUM with sh_info 0: checked at shdr 0
+        ("e_phnum", "<H", 0xFFFF, 64 + 44),  # PN_XNUM with shdr[0].sh_info 0
         ("e_phentsize", "<H", 57, 54),
         ("e_shoff", "<Q", 0xFFFF_FFFF_FFFF_FF00, 40),
         ("e_shentsize", "<H", 0, 58),
@@ -128,7 +128,7 @@ def test_corrupted_elf_header_field(
     path.write_bytes(bytes(data))
     with pytest.raises(InputError) as err:
         exercise(str(path))
-    assert err.value.offset == offset or err.value.offset is not None, str(err.value)
+    assert err.value.offset == offset, str(err.value)
     assert str(err.value).startswith(f"{path} at offset 0x")
 
 
@@ -137,8 +137,9 @@ def test_pn_xnum_with_zero_count_is_an_error(tmp_path: Path) -> None:
     struct.pack_into("<H", data, 56, 0xFFFF)  # sh_info of section 0 stays 0
     path = tmp_path / "xnum.core"
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="no program headers"):
+    with pytest.raises(InputError, match="PN_XNUM but section header 0's sh_info") as err:
         open_dump(str(path))
+    assert err.value.offset == 64 + 44
 
 
 def test_bad_note_sizes(tmp_path: Path) -> None:

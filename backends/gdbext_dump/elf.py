@@ -331,4 +331,11 @@ def _xnum(path: str, data: mmap.mmap, layout: ElfLayout, e_shoff: int, e_shentsi
             layout.off_phnum,
         )
     _check_shdr0(path, len(data), layout, e_shoff, e_shentsize)
-    return int(struct.unpack_from("<I", data, e_shoff + layout.off_sh_info)[0])
+    count = int(struct.unpack_from("<I", data, e_shoff + layout.off_sh_info)[0])
+    if count == 0:
+        raise InputError(
+            "e_phnum is PN_XNUM but section header 0's sh_info (the real count) is 0",
+            path,
+            e_shoff + layout.off_sh_info,
+        )
+    return count
