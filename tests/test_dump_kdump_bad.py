@@ -16,12 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gdbext.cpu import CpuState
 from gdbext.errors import EXIT_BAD_INPUT, GdbextError, InputError, NotCapturedError
 from gdbext_dump.kdump import open_kdump
+from gdbext_sim.elfcore import qemu_notes
 from gdbext_sim.kdump import write_kdump
 
 BS = 4096
 SUB = BS  # the sub-header's file offset
+#: The dump's one CPU: its root table is pfn 8, the first compressed page.
+CPU = CpuState(cr0=0x8005_0033, cr3=0x8000, cr4=0x6A0)
 
 
 def page(seed: int) -> bytes:
@@ -29,7 +33,8 @@ def page(seed: int) -> bytes:
 
 
 def base_kdump(compression: str = "zlib", max_mapnr: int = 64) -> bytes:
-    """A small valid seekable kdump: 12 compressed pages, 4 zero pages, 1 excluded page."""
+    """A small valid seekable kdump: 12 compressed pages, 4 zero pages, 1 excluded page, the
+    notes of a QEMU dump with one CPU."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "base.kdump"
         pages = {pfn: page(pfn) for pfn in range(8, 20)}
@@ -41,7 +46,7 @@ def base_kdump(compression: str = "zlib", max_mapnr: int = 64) -> bytes:
             flattened=False,
             compression=compression,
             excluded={40},
-            notes=b"N" * 40,
+            notes=qemu_notes([CPU]),
             vmcoreinfo=b"OSRELEASE=x\n",
         )
         return path.read_bytes()
@@ -379,11 +384,18 @@ def test_cli_truncated_and_garbage_pages(
     cli_opens_dumps: Callable[[], None], tmp_path: Path
 ) -> None:
     data = base_kdump()
-    for blob in (data[:5000], flatten(data)[:-1]):
+    _, descs = layout(data)
+    offset, size, _ = descs[0]  # pfn 8: the root table
+    garbage = data[:offset] + bytes(size) + data[offset + size :]
+    cases = [(data[:5000], "info", None), (flatten(data)[:-1], "info", "terminator")]
+    cases += [(garbage, "walk", "does not decompress"), (flatten(garbage), "walk", None)]
+    for blob, command, match in cases:
         path = tmp_path / "t.kdump"
         path.write_bytes(blob)
-        status, err = run_cli(["info", str(path)])
-        assert status == EXIT_BAD_INPUT and len(err.strip().splitlines()) == 1
+        status, err = run_cli([command, str(path)])
+        lines = err.strip().splitlines()
+        assert status == EXIT_BAD_INPUT and len(lines) == 1, err
+        assert str(path) in lines[0] and (match is None or match in lines[0]), lines[0]
 
 
 # --- Mutation fuzzing -----------------------------------------------------------------------------
