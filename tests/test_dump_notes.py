@@ -175,7 +175,8 @@ def test_vmcoreinfo_values() -> None:
     info = parse_vmcoreinfo(
         b"OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffffb6e10000\n"
         b"NUMBER(phys_base)=-637534208\nNUMBER(pgtable_l5_enabled)=1\nKERNELOFFSET=34400000\n"
-        b"SIZE(page)=64\nCONFIG_X86_5LEVEL=y\nLENGTH(node_data)=1024\n\0trailing"
+        b"SIZE(page)=64\nCONFIG_X86_5LEVEL=y\nLENGTH(node_data)=1024\nBUILD-ID=4c3b2a\n"
+        b"OFFSET(uts_namespace.name)=4\n\0trailing"
     )
     # 0xffffffffb6e10000 - 0xffffffff80000000 = 0x36e10000; phys_base = -0x26000000.
     assert kernel_root(info) == 0x36E10000 - 0x26000000
@@ -183,6 +184,8 @@ def test_vmcoreinfo_values() -> None:
     assert info.levels == 5
     assert info.kernel_offset == 0x34400000
     assert info.decimal("SIZE(page)") == 64
+    assert info.decimal("OFFSET(uts_namespace.name)") == 4  # keys as a 6.1 kernel writes them
+    assert info.raw("BUILD-ID") == "4c3b2a"
     assert info.config("X86_5LEVEL")
     assert info.osrelease == "6.1.0"
     assert "trailing" not in "".join(info.entries.values())

@@ -49,7 +49,8 @@ VMCOREINFO_MAX = 4096
 #: Physical addresses of page tables lie below 2^52 and are 4 KiB-aligned.
 _ROOT_LIMIT = 1 << 52
 
-_KEY = re.compile(r"[A-Za-z0-9_()]+\Z")
+#: Keys are printable and without spaces: ``BUILD-ID``, ``OFFSET(uts_namespace.name)``...
+_KEY = re.compile(r"[!-~]+\Z")
 _HEX = re.compile(r"[0-9a-fA-F]{1,16}\Z")
 _DEC = re.compile(r"-?[0-9]{1,20}\Z")
 
@@ -137,7 +138,7 @@ def _check_value(key: str, value: str) -> str | None:
 def parse_vmcoreinfo(text: bytes | str) -> VmcoreInfo:
     """Parse VMCOREINFO text (NUL-terminated or not; decoded as UTF-8 with replacement).
 
-    Lines without ``=`` or with a key that is not ``[A-Za-z0-9_()]`` are skipped and reported
+    Lines without ``=`` or whose key is empty or not printable ASCII are skipped and reported
     in :attr:`VmcoreInfo.problems`; this never raises.
 
     >>> parse_vmcoreinfo(b"PAGESIZE=4096\\nbogus\\nSYMBOL(x)=zz\\0junk").problems
