@@ -24,8 +24,9 @@ beyond ``max_mapnr``) is not in the dump's RAM: :class:`~gdbext.errors.PhysMemor
 whose 1st bit is set but 2nd bit clear was excluded by the dump level: it is RAM, but its bytes
 are unknown: :class:`~gdbext.errors.NotCapturedError`.
 
-Only the 64-bit header layout is read. The 32-bit one (an x86 guest dumped outside long mode)
-packs several sub-header fields as u32 and is refused with a message saying so.
+Only the 64-bit header layout is read. The 32-bit one packs several sub-header fields as u32
+and is refused with a message saying so. (QEMU 7.2's qemu-system-x86_64 writes the 64-bit layout
+even for a guest in real mode: its BIOS ROM ends at 4 GiB, which makes the dump 64-bit class.)
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ class KdumpHeader:
         if self.desc_offset > src.size or 2 * self.bitmap_size > src.file_size:
             raise fail(
                 f"the bitmaps ({self.bitmap_blocks} blocks of {bs} bytes at "
-                f"0x{self.bitmap_offset:x}) run past the end of the file (0x{src.size:x} bytes)",
+                f"0x{self.bitmap_offset:x}, after {self.sub_hdr_size} sub-header blocks) run "
+                f"past the end of the file (0x{src.size:x} bytes)",
                 436,
             )
         if bs + needed > src.size:
