@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import commands
+from gdbext import cli, commands
 from gdbext.addr import AddrRange
 from gdbext.errors import NotMappedError, TableOutsideRamError
 from gdbext.mapper import is_captured
@@ -155,3 +155,27 @@ def test_not_in_the_dump_is_not_not_mapped(tmp_path: Path) -> None:
     dump_lines = list(qemu_tlb.render_walk(commands.walk(target, commands.WalkOptions(root=root))))
     lost = AddrRange(0x400000, 0x600000)  # the span of the missing table
     assert dump_lines == [line for line in sim_lines if int(line.split(":")[0], 16) not in lost]
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_command_line_on_the_dump_equals_the_simulator(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = machine(name)
+    core = tmp_path / "sim.core"
+    sim.write_core(core)
+    scenario = str(ROOT / "fixtures" / "scenarios" / f"{name}.json")
+    vaddrs = [
+        hex(m.vaddr + 0x10) for m in commands.open_page_table(sim.to_target()).iter_mappings()
+    ]
+    for argv in (
+        ["walk", "--format", "qemu-tlb"],
+        ["walk", "--json"],
+        ["translate", "--json", *vaddrs[::50], "0x1000"],
+    ):
+        assert cli.main([*argv, "--backend", "sim", "--scenario", scenario]) in (0, 1)
+        expected = capsys.readouterr()
+        assert cli.main([argv[0], str(core), *argv[1:]]) in (0, 1)  # gdbext CMD DUMP ...
+        got = capsys.readouterr()
+        assert got.out == expected.out, argv
+        assert got.err == expected.err == ""
