@@ -435,7 +435,7 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
         raise UsageError(f"--memmap must be bootinfo, e820 or json, not {memmap!r}")
     if offset is None:
         offset, how = _auto_offset(target, options.root)
-        source += f"; physical_memory_offset found from the page tables ({how})"
+        source += f"; offset: auto, {how}"
     heap_range = locate_kernel_heap(regions, offset)
     levels = options.root.levels
     if levels is None and options.root.kernel:
@@ -509,7 +509,7 @@ def _auto_offset(target: Target, root: RootOptions) -> tuple[int, str]:
             f"cannot find the direct map: nothing is mapped in the higher half of the page "
             f"table at 0x{pt.root:x}; give --phys-offset ADDR"
         )
-    return base, f"direct map of the table at 0x{pt.root:x}"
+    return base, f"the direct map in the page table at 0x{pt.root:x}"
 
 
 def _hint_int(target: Target, name: str) -> int | None:
