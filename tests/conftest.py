@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +14,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 KERNELS = FIXTURES / "kernels"
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
+
+if TYPE_CHECKING:
+    from qemu_guest import QemuGuest
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,3 +40,48 @@ def kernel_dump(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
         return cache[name]
 
     return get
+
+
+def require_qemu() -> None:
+    """Skip the test without QEMU, a kernel or busybox-static; fail instead under
+    ``GDBEXT_REQUIRE_QEMU=1`` (CI)."""
+    from qemu_guest import MissingPrerequisite, check_prerequisites
+
+    try:
+        check_prerequisites()
+    except MissingPrerequisite as exc:
+        if os.environ.get("GDBEXT_REQUIRE_QEMU") == "1":
+            pytest.fail(f"GDBEXT_REQUIRE_QEMU=1 but {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def qemu_guest() -> Iterator[Callable[[str], QemuGuest]]:
+    """``qemu_guest(NAME)``: a running guest of ``qemu_guest.CONFIGS[NAME]`` (``4level``,
+    ``kaslr-pti``, ``la57``), booted once a session on first use and killed at its end.
+
+    Tests may stop, resume or attach GDB to it (``guest.gdb_port``); a boot that failed fails
+    every later request for the same configuration without booting again.
+    """
+    from qemu_guest import CONFIGS, GuestError, QemuGuest
+
+    guests: dict[str, QemuGuest] = {}
+    failed: dict[str, str] = {}
+
+    def get(name: str) -> QemuGuest:
+        require_qemu()
+        if name in failed:
+            pytest.fail(failed[name])
+        if name not in guests:
+            guest = QemuGuest(CONFIGS[name])
+            try:
+                guest.start()
+            except GuestError as exc:
+                failed[name] = f"guest {name} did not boot: {exc}"
+                raise
+            guests[name] = guest
+        return guests[name]
+
+    yield get
+    for guest in guests.values():
+        guest.close()

@@ -1,6 +1,7 @@
 """Fresh dumps of a real kernel under the installed QEMU, read back and compared with QEMU.
 
-For each configuration a guest boots Debian's kernel (TCG), is stopped, and QEMU writes an ELF
+For each configuration a guest boots Debian's kernel (TCG; the session's ``qemu_guest`` fixture
+from ``conftest.py``, shared with other real-kernel tests), is stopped, and QEMU writes an ELF
 core and a kdump-compressed (zlib, flattened) dump of it. gdbext's full walk of **both** dumps
 in ``--format qemu-tlb`` must equal the monitor's ``info tlb`` line for line, and translations
 of sampled addresses must equal ``gva2gpa``. With ``gdb`` installed, the kernel's own root and
@@ -18,13 +19,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from make_dumps import Capture, capture, kernel_root
 from minimize import first_difference
-from qemu_guest import CONFIGS, MissingPrerequisite, QemuGuest, check_prerequisites
+from qemu_guest import QemuGuest
 
 from gdbext import cli, commands
 from gdbext.errors import GdbextError
@@ -39,26 +40,18 @@ NAMES = os.environ.get("GDBEXT_QEMU_CONFIGS", "4level,la57,kaslr-pti").split(","
 DUMPS = ("dump.elf", "dump.kdump")
 
 
-def _require() -> None:
-    try:
-        check_prerequisites()
-    except MissingPrerequisite as exc:
-        if os.environ.get("GDBEXT_REQUIRE_QEMU") == "1":
-            pytest.fail(f"GDBEXT_REQUIRE_QEMU=1 but {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module", params=NAMES)
-def fresh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-    Capture
-]:
-    """Boot, stop, dump (ELF and kdump) and ask QEMU; the guest is gone before tests run."""
-    _require()
+def fresh(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    qemu_guest: Callable[[str], QemuGuest],
+) -> Iterator[Capture]:
+    """Boot (once a session), stop, dump (ELF and kdump) and ask QEMU."""
     name: str = request.param
     outdir = tmp_path_factory.mktemp(f"qemu-{name}")
     started = time.monotonic()
-    with QemuGuest(CONFIGS[name]) as guest:
-        cap = capture(guest, outdir, other_roots=shutil.which("gdb") is not None)
+    guest = qemu_guest(name)
+    cap = capture(guest, outdir, other_roots=shutil.which("gdb") is not None)
     cap.timings["boot+capture"] = time.monotonic() - started
     yield cap
     took = ", ".join(f"{k} {v:.2f} s" for k, v in cap.timings.items())
