@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gdbext.hookspecs import hookimpl
-from gdbext.render import jsonout, qemu_tlb, text
+from gdbext.render import jsonout, ptdump, qemu_tlb, text
 from gdbext.render.formats import OutputFormat
 
 
@@ -15,6 +15,7 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         OutputFormat("text", "walk", text.render_walk, "one line per merged range"),
         OutputFormat("json", "walk", jsonout.render_walk, "mappings as JSON"),
         OutputFormat("qemu-tlb", "walk", qemu_tlb.render_walk, "QEMU's `info tlb` lines"),
+        OutputFormat("ptdump", "walk", ptdump.render_walk, "Linux's debugfs page_tables lines"),
         OutputFormat("text", "translate", text.render_translate, "every level, decoded"),
         OutputFormat("json", "translate", jsonout.render_translate, "an array of records"),
         OutputFormat("text", "info", text.render_info, "paging state"),

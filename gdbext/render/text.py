@@ -6,6 +6,12 @@ The walk prints one line per merged range, in the spirit of Linux's ptdump::
 
 A table linked under many entries (Linux's ESPFIX area links one table thousands of times) is
 walked and printed once; the other links become one line with their count and span.
+
+With region labels on (``--labels linux``, or ``auto`` for a target that carries a VMCOREINFO),
+a ``# Linux x86-64 ... layout`` line names the layout's bases and where each came from, and a
+``---[ Name ]---`` line (ptdump's section names, :mod:`gdbext.layout`) comes before the first line
+of each section, ``(default base)`` added where the section's base was assumed; a range that
+crosses into the next section is split there.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Iterator
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.flags import ACCESSED_DIRTY, flag_names
 from gdbext.geometry import level_name
+from gdbext.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
 from gdbext.paging import AliasRun, Anomaly
 from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, perms
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
@@ -50,30 +57,85 @@ def _alias_line(a: AliasRun) -> str:
     )
 
 
+def _marker_line(m: Marker) -> str:
+    return f"---[ {m.name} ]---" + (" (default base)" if m.assumed else "")
+
+
+def _split(m: MergedRange, cut: int) -> tuple[MergedRange, MergedRange]:
+    """``m`` cut in two at ``cut`` (a page boundary inside it)."""
+    delta = cut - m.vaddr
+    head_leaves = delta // m.page_size
+    head = MergedRange(
+        m.vaddr, cut, m.paddr, m.page_size, m.entry, m.user, m.writable, m.executable, head_leaves
+    )
+    tail = MergedRange(
+        cut,
+        m.end,
+        m.paddr + delta,
+        m.page_size,
+        m.entry + delta,
+        m.user,
+        m.writable,
+        m.executable,
+        m.leaves - head_leaves,
+    )
+    return head, tail
+
+
+def _with_markers(
+    records: Iterator[MergedRange | AliasRun | Anomaly], layout: Layout
+) -> Iterator[MergedRange | AliasRun | Anomaly | str]:
+    """The records with a marker line before each section's first record."""
+    cursor = MarkerCursor(layout)
+    for rec in records:
+        while True:
+            for marker in cursor.advance(rec.vaddr):
+                yield _marker_line(marker)
+            if type(rec) is MergedRange:
+                nxt = cursor.next_start()
+                if nxt < rec.end:
+                    ps = rec.page_size
+                    cut = rec.vaddr + -(-(nxt - rec.vaddr) // ps) * ps
+                    if rec.vaddr < cut < rec.end:
+                        head, rec = _split(rec, cut)
+                        yield head
+                        continue
+            yield rec
+            break
+
+
+def _layout(result: WalkResult) -> Layout | None:
+    if not labels_wanted(result.options.labels, result.hints):
+        return None
+    return detect_layout(result.page_table, result.hints)
+
+
 def render_walk(result: WalkResult) -> Iterator[str]:
     """One line per merged range (or per leaf with ``--no-merge``), then a summary line."""
     ranges = 0
+    records: Iterator[MergedRange | AliasRun | Anomaly | str]
     if result.options.merge:
         # ACCESSED and DIRTY are not shown, so leaves that differ only there share a line.
         records = merge_runs(
             result.runs(aliases="collapse", ignore=ACCESSED_DIRTY), KEY_SHOWN_FLAGS
         )
-        for rec in records:
-            if type(rec) is MergedRange:
-                ranges += 1
-                yield _range_line(rec)
-            elif type(rec) is AliasRun:
-                ranges += 1
-                yield _alias_line(rec)
-            elif type(rec) is Anomaly:
-                yield _anomaly_line(rec)
     else:
-        for item in as_merged(result.runs()):
-            if type(item) is MergedRange:
-                ranges += 1
-                yield _range_line(item)
-            elif type(item) is Anomaly:
-                yield _anomaly_line(item)
+        records = as_merged(result.runs())
+    layout = _layout(result)
+    if layout is not None:
+        yield "# " + layout.describe()
+        records = _with_markers(records, layout)
+    for rec in records:
+        if type(rec) is MergedRange:
+            ranges += 1
+            yield _range_line(rec)
+        elif type(rec) is AliasRun:
+            ranges += 1
+            yield _alias_line(rec)
+        elif type(rec) is Anomaly:
+            yield _anomaly_line(rec)
+        elif type(rec) is str:
+            yield rec
     stats = result.stats
     yield (
         f"# {ranges} line{'s' if ranges != 1 else ''}, {stats['leaves']} leaf entries, "
