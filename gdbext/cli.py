@@ -318,7 +318,9 @@ def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
     if args.format not in formats:
         raise PluginError(f"no plugin renders {args.command!r} as {args.format!r}")
     render = formats[args.format].render
-    target = open_target(host, args, _source(args))
+    source = _source(args)
+    heap_options = _heap_options(args) if args.command == "heap" else None
+    target = open_target(host, args, source)
     try:
         status = EXIT_OK
         result: object
@@ -341,7 +343,8 @@ def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
             result = commands.translate(target, args.vaddrs, _root(args))
             status = result.exit_status
         else:
-            result = commands.heap(target, _heap_options(args))
+            assert heap_options is not None
+            result = commands.heap(target, heap_options)
         _write(out, render(result))
         if isinstance(result, commands.WalkResult) and result.stats["leaves"] == 0:
             status = EXIT_NOT_FOUND
