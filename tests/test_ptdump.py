@@ -544,3 +544,25 @@ def test_real_kernel_equals_reference(dumps: dict[str, Path], name: str) -> None
     assert ours[-1] == (
         "0xffffffffff800000-0x0000000000000000           8M                               pmd"
     )
+
+
+def test_unreadable_table_is_listed_after_the_dump(tmp_path: Path) -> None:
+    # PD entry 1 links a "table" beyond RAM: nothing is noted for it (the 2 MiB series runs on),
+    # and it is listed as a '#' line after the dump, as the text output lists anomalies.
+    doc = {
+        "levels": 4,
+        "ram": "16M",
+        "mappings": [{"vaddr": "0x40000000", "paddr": "0x200000", "size": "2M",
+                      "flags": ["WRITABLE"]}],
+        "entries": [{"vaddr": "0x40200000", "level": 2, "value": "0x10000003"}],
+    }  # fmt: skip
+    machine = build_machine(doc)
+    result = commands.walk(machine.to_target(), commands.WalkOptions())
+    lines = list(render_walk(result))
+    assert lines[1:3] == [
+        "0x0000000000000000-0x0000000040000000           1G                               pud",
+        "0x0000000040000000-0x0000000040400000           4M     RW         PSE         x  pmd",
+    ]
+    assert lines[-1].startswith("# 0x0000000040200000: PD[1] entry 0x10000003 in table 0x")
+    assert lines[-1].endswith(": table-outside-ram (table 0x10000000)")
+    assert result.stats == {"leaves": 1, "anomalies": 1}
