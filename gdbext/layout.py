@@ -31,12 +31,10 @@ True
 
 from __future__ import annotations
 
-import importlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import cast
 
 from gdbext.addr import AddrRange
 from gdbext.errors import GdbextError
@@ -44,6 +42,7 @@ from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import index_shift
 from gdbext.mapper import read_table, read_u64
 from gdbext.paging import LeafRun, X86PageTable
+from gdbext.physoffset import find_direct_map_base
 
 __all__ = [
     "Base",
@@ -484,19 +483,6 @@ def _hint_int(hints: Mapping[str, object], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-DirectMapFinder = Callable[[X86PageTable], int | None]
-
-
-def _external_direct_map_finder() -> DirectMapFinder | None:
-    """``gdbext.physoffset.find_direct_map_base`` if that module exists (it is optional)."""
-    try:
-        module = importlib.import_module("gdbext.physoffset")
-    except ImportError:
-        return None
-    finder = getattr(module, "find_direct_map_base", None)
-    return cast(DirectMapFinder, finder) if callable(finder) else None
-
-
 def find_page_offset_base(pt: X86PageTable) -> int | None:
     """The direct map's base, found in the tables: the lowest 1 GiB-aligned address in the
     randomisable range that maps physical address 0.
@@ -616,10 +602,10 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
     else:
         value = find_page_offset_base(pt)
         how = "lowest 1 GiB boundary mapping physical 0"
-        finder = _external_direct_map_finder() if value is None else None
-        if finder is not None:
+        if value is None:
+            # Not Linux's rule: the offset that maps the most memory (a full walk).
             try:
-                value = finder(pt)
+                value = find_direct_map_base(pt)
             except GdbextError:
                 value = None
             how = "the offset that maps the most memory"
@@ -652,37 +638,43 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
                     first - first % GB, "page tables", "first mapping above VMALLOC_SIZE"
                 )
 
-    kw: dict[str, Base] = {}
     stext = _hex(vmci, "SYMBOL(_stext)")
-    offset = _hint_int(hints, "kernel_offset")
-    if stext is not None:
-        kw["kernel_image_start"] = Base(stext, "VMCOREINFO", "SYMBOL(_stext)")
-    elif offset is not None:
-        kw["kernel_offset"] = Base(offset, "hint")
-    elif _hex(vmci, "KERNELOFFSET") is not None:
-        kw["kernel_offset"] = Base(cast(int, _hex(vmci, "KERNELOFFSET")), "VMCOREINFO")
+    vm_offset = _hex(vmci, "KERNELOFFSET")
+    hint_offset = _hint_int(hints, "kernel_offset")
     image_size = _dec(vmci, "NUMBER(KERNEL_IMAGE_SIZE)")
-    if image_size is not None:
-        kw["kernel_image_size"] = Base(image_size, "VMCOREINFO")
+    image: dict[str, Base | None] = {
+        "kernel_image_start": None
+        if stext is None
+        else Base(stext, "VMCOREINFO", "SYMBOL(_stext)"),
+        "kernel_offset": Base(vm_offset, "VMCOREINFO")
+        if vm_offset is not None
+        else (None if hint_offset is None else Base(hint_offset, "hint")),
+        "kernel_image_size": None if image_size is None else Base(image_size, "VMCOREINFO"),
+    }
+
+    def build(bases: Mapping[str, Base], image: Mapping[str, Base | None]) -> Layout:
+        return linux_layout(
+            levels,
+            page_offset_base=bases.get("page_offset_base"),
+            vmalloc_base=bases.get("vmalloc_base"),
+            vmemmap_base=bases.get("vmemmap_base"),
+            kernel_image_start=image.get("kernel_image_start"),
+            kernel_offset=image.get("kernel_offset"),
+            kernel_image_size=image.get("kernel_image_size"),
+        )
 
     try:
-        linux_layout(levels, **kw)  # type: ignore[arg-type]
+        build({}, image)
     except ValueError:
-        kw = {}  # VMCOREINFO values that do not fit the layout: use the defaults
+        image = {}  # VMCOREINFO values that do not fit the layout: use the defaults
     # Drop found bases, last first, until the layout holds together.
     for drop in ("", "vmemmap_base", "vmalloc_base", "page_offset_base"):
         found.pop(drop, None)
         try:
-            return linux_layout(
-                levels,
-                page_offset_base=found.get("page_offset_base"),
-                vmalloc_base=found.get("vmalloc_base"),
-                vmemmap_base=found.get("vmemmap_base"),
-                **kw,  # type: ignore[arg-type]
-            )
+            return build(found, image)
         except ValueError:
             continue
-    return linux_layout(levels, **kw)  # type: ignore[arg-type]
+    raise AssertionError("the default layout is consistent")  # pragma: no cover
 
 
 def _in_kaslr_range(p: _Params, value: int) -> bool:
