@@ -566,3 +566,22 @@ def test_unreadable_table_is_listed_after_the_dump(tmp_path: Path) -> None:
     assert lines[-1].startswith("# 0x0000000040200000: PD[1] entry 0x10000003 in table 0x")
     assert lines[-1].endswith(": table-outside-ram (table 0x10000000)")
     assert result.stats == {"leaves": 1, "anomalies": 1}
+
+
+def test_unreadable_table_under_aliases_reported_at_each_link() -> None:
+    # The shared PD's last entry links a table beyond RAM; the PD is linked 4 times, past the
+    # ESPfix line cap: still 4 '#' lines, one per path.
+    doc = espfix_like()
+    doc["entries"] = [{"vaddr": hex(0xFFFFFF0000000000 + 511 * (1 << 21)), "level": 2,
+                       "value": "0x10000003"}]  # fmt: skip
+    machine = build_machine(doc)
+    result = commands.walk(machine.to_target(), commands.WalkOptions())
+    lines = list(render_walk(result))
+    gaps = [line for line in lines if line.startswith("#")]
+    assert [g[:20] for g in gaps] == [
+        "# 0xffffff003fe00000",
+        "# 0xffffff007fe00000",
+        "# 0xffffff00bfe00000",
+        "# 0xffffff00ffe00000",
+    ]
+    assert result.stats == {"leaves": 4 * 511 * 32 + 1, "anomalies": 4}

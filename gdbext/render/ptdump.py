@@ -242,6 +242,9 @@ class _Program:
     items: list[_Item]
     stats: _Stats | None = None
     stats_done: bool = False
+    #: No table below it is unreadable (set with ``stats``): only then may links to it be
+    #: accounted in bulk, since an unreadable table must still be reported at each link.
+    clean: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,8 +461,10 @@ class _Ptdump:
             elif type(item) is _Sub:
                 child = self.program(item.child, hw - 1, item.eff)
                 if type(child) is not _Program:
+                    prog.clean = False
                     continue
                 inner = self.stats(child, hw - 1)
+                prog.clean = prog.clean and child.clean
                 if inner is None:
                     continue
                 part = inner.repeated(item.count, span).shifted(item.start * span)
@@ -508,13 +513,10 @@ class _Ptdump:
         span = entry_span(hw)
         end = base + span * ENTRIES_PER_TABLE
         whole = lo <= base and end <= hi
-        if (
-            whole
-            and self.started
-            and self.skipping()
-            and self.bulk(self.stats(prog, hw), base, end)
-        ):
-            return
+        if whole and self.started and self.skipping():
+            stats = self.stats(prog, hw)
+            if prog.clean and self.bulk(stats, base, end):
+                return
         first_in = 0 if lo <= base else (lo - base) // span
         last_in = ENTRIES_PER_TABLE if end <= hi else -(-(hi - base) // span)
         for item in prog.items:
@@ -542,7 +544,7 @@ class _Ptdump:
                         if type(child) is _Program:
                             inner = self.stats(child, hw - 1)
                             total = None if inner is None else inner.repeated(inside, span)
-                            if self.bulk(total, va, va + inside * span):
+                            if child.clean and self.bulk(total, va, va + inside * span):
                                 k += inside
                                 continue
                     yield from self.visit(prog.table, item, k, hw, va, lo, hi)
