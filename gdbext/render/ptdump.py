@@ -103,7 +103,7 @@ def prot_flags(prot: int, level: int) -> str:
 
     >>> prot_flags(0x8000000000000163, 4)
     '    RW                 GLB NX '
-    >>> prot_flags(0x1E1, 3)
+    >>> prot_flags(0x1F9, 3)
     '    ro PWT PCD PSE     GLB x  '
     >>> prot_flags(0, 2) == " " * 30
     True
