@@ -346,24 +346,20 @@ def reference_ptdump(mapper: PhysMapper, root: int, levels: int, layout: Layout)
                 note(va, 0, 0)
                 continue
             effective(0, e)
-            if not e & 1:
-                continue
             for j, e4 in enumerate(table(e & 0xFFFFFFFFFF000)):
                 a = va + (j << 39)
                 if none(e4):
                     note(a, 1, 0)
                     continue
                 effective(1, e4)
-                if e4 & 1:
-                    walk_pud(e4 & 0xFFFFFFFFFF000, a)
+                walk_pud(e4 & 0xFFFFFFFFFF000, a)
         else:
             effective(0, e)  # pgd_entry of the folded pgd
             if none(e):
                 note(va, 0, 0)  # p4d hole, reported at real_depth 0
                 continue
             effective(1, e)
-            if e & 1:
-                walk_pud(e & 0xFFFFFFFFFF000, va)
+            walk_pud(e & 0xFFFFFFFFFF000, va)  # not none: walked, present or not
     # the final note_page(0, -1, 0)
     if st["level"] != -1:
         note_final = st["lines"] < markers[st["marker"]][2] or not markers[st["marker"]][2]

@@ -14,9 +14,9 @@ ptdump also prints holes, at the level where the walker found them, and non-pres
 
 **What is noted, per level** (``mm/pagewalk.c`` with ``ptdump_ops``): an entry that is *none*
 (zero; below the top, zero but for ACCESSED/DIRTY) is a hole at its level; a PUD entry with
-PRESENT and PSE and a PMD entry with PSE are leaves; every PTE is noted, zero or not; an upper
-entry that is present (a PMD entry: PRESENT or PROTNONE) is descended into; any other entry is
-not noted at all (its range joins the series before it).
+PRESENT and PSE and a PMD entry with PSE are leaves; every PTE is noted, zero or not; a PGD or
+P4D entry that is not none, a present PUD entry and a PMD entry with PRESENT or PROTNONE are
+descended into; any other entry is not noted at all (its range joins the series before it).
 
 **Level names.** Ptdump levels are 0-4, ``pgd p4d pud pmd pte``. With 5-level paging the PML5
 is ``pgd`` and the PML4 ``p4d``. With 4-level paging the p4d level is folded into the pgd
@@ -430,7 +430,9 @@ class _Ptdump:
             elif hw == 2 and e & HUGE_PAGE:
                 key_ = (level, e & PTE_FLAGS_MASK, _eff(eff_in, e))
                 leaves = e & PRESENT
-            elif e & (_PMD_PRESENT if hw == 2 else PRESENT):
+            elif hw >= 4 or e & (_PMD_PRESENT if hw == 2 else PRESENT):
+                # walk_pgd_range()/walk_p4d_range() descend into any entry that is not none;
+                # walk_pud_range()/walk_pmd_range() only into present ones.
                 eff = e & _UWNX if top else _eff(eff_in, e)
                 child = e & ADDR_MASK_52
                 last = items[-1] if items else None
