@@ -589,11 +589,14 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
     not part of it, since vmalloc allocates from ``VMALLOC_START`` up; vmemmap: the first
     mapping above the vmalloc area's ``VMALLOC_SIZE``, since struct page of pfn 0 sits at
     ``vmemmap_base``; each rounded down to 1 GiB); otherwise the default. A found base that
-    breaks the layout's order is dropped for the default.
+    breaks the layout's order is dropped for the default. The bases are looked for in the
+    kernel's own tables (hint ``kernel_root``) when ``pt`` is another root (a process's, or
+    the PTI user half, which maps little of the kernel).
     """
     levels = pt.levels
     p = _params(levels)
     vmci = _vmcoreinfo(hints)
+    pt = _kernel_tables(pt, hints)
 
     found: dict[str, Base] = {}
     pob = _hint_int(hints, "page_offset_base")
@@ -675,6 +678,18 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
         except ValueError:
             continue
     raise AssertionError("the default layout is consistent")  # pragma: no cover
+
+
+def _kernel_tables(pt: X86PageTable, hints: Mapping[str, object]) -> X86PageTable:
+    """The kernel's top table (hint ``kernel_root``) in ``pt``'s paging mode, else ``pt``."""
+    root = _hint_int(hints, "kernel_root")
+    levels = _hint_int(hints, "kernel_levels")
+    if root is None or root == pt.root or (levels is not None and levels != pt.levels):
+        return pt
+    try:
+        return X86PageTable(pt.mapper, root, pt.levels, nxe=pt.nxe, max_phys_bits=pt.max_phys_bits)
+    except ValueError:
+        return pt
 
 
 def _in_kaslr_range(p: _Params, value: int) -> bool:

@@ -441,6 +441,9 @@ def test_real_kernel_text_labels_on_by_default(kernel_dump: Any) -> None:
     assert " alias " in "\n".join(lines[i : i + 40])
     _, plain = run(["walk", str(kernel_dump("kaslr-pti")), "--kernel", "--labels", "none"])
     assert [x for x in lines if not x.startswith(("---[", "# Linux"))] == plain
+    # The PTI user half maps little of the kernel: the bases come from the kernel's root.
+    _, user = run(["walk", str(kernel_dump("kaslr-pti")), "--user-pgd"])
+    assert user[0] == lines[0]
 
 
 # --- a fresh KASLR guest: the bases are the kernel's own variables ---------------------------
