@@ -403,10 +403,12 @@ def test_non_utf8_and_deep_json_are_bad_input(
         assert status == 2 and err.count("\n") == 1 and str(path) in err
 
 
-def test_backends_lists_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+def test_backends_lists_the_simulator_and_dumps(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(["backends"], capsys)
     assert status == 0
-    assert out.startswith("sim ") and "simulator" in out
+    names = {line.split()[0]: line for line in out.splitlines()}
+    assert set(names) == {"core", "sim"}
+    assert "simulator" in names["sim"] and "dump" in names["core"]
 
 
 def test_text_translate_decodes_every_level(capsys: pytest.CaptureFixture[str]) -> None:
