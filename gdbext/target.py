@@ -8,6 +8,7 @@ so the same command runs on a simulator, a dump or a live debugger.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
@@ -67,6 +68,9 @@ class Target:
     hints: Mapping[str, object] = field(default_factory=dict)
     #: Called when the target is no longer needed.
     close: Callable[[], None] | None = None
+    #: A context manager a front end enters around each command, for backends that must set
+    #: and restore state around their reads (QEMU's PhyMemMode); ``None`` if not needed.
+    command_scope: Callable[[], AbstractContextManager[None]] | None = None
 
     def cpu(self, index: int = 0) -> CpuState:
         if not 0 <= index < len(self.cpus):

@@ -1,0 +1,4 @@
+"""gdbext inside GDB: the live backend (QEMU's gdbstub) and the ``pt-*`` commands.
+
+Modules named ``gdb_*.py`` import ``gdb`` at the top and load only inside GDB; the others also
+load outside it (the plugin host lists every backend)."""
