@@ -23,7 +23,7 @@ Everything here is a pure function over a :class:`~gdbext.mapper.PhysMapper` and
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
@@ -208,6 +208,9 @@ def scan_boot_params(mapper: PhysMapper, ram: Iterable[AddrRange]) -> tuple[list
     :func:`parse_boot_params` accepts its 4 KiB. The scan reads each RAM range once, in
     :data:`SCAN_CHUNK` pieces; pages that cannot be read (not captured) are skipped.
     """
+    finder = getattr(mapper, "find", None)
+    if callable(finder):
+        return _scan_with_find(finder, mapper, ram)
     found: list[BootParams] = []
     seen: set[int] = set()
     scanned = 0
@@ -231,6 +234,38 @@ def scan_boot_params(mapper: PhysMapper, ram: Iterable[AddrRange]) -> tuple[list
                 if candidate is not None:
                     found.append(candidate)
             pos = data.find(SETUP_MAGIC, pos + 1)
+    return found, scanned
+
+
+def _scan_with_find(
+    finder: Callable[[bytes, int, int], int], mapper: PhysMapper, ram: Iterable[AddrRange]
+) -> tuple[list[BootParams], int]:
+    """:func:`scan_boot_params` through a mapper's own ``find(needle, start, end)`` (a dump's
+    :class:`~gdbext_dump.segments.SegmentMapper` searches its file in place). Only bytes the
+    file holds are searched, so a segment whose memory size claims far more than its file size
+    (zero fill) costs nothing."""
+    found: list[BootParams] = []
+    scanned = 0
+    hits = 0
+    for r in ram:
+        scanned += r.end - r.start
+        pos = r.start
+        while hits < MAX_HITS:
+            at = finder(SETUP_MAGIC, pos, r.end)
+            if at < 0:
+                break
+            pos = at + 1
+            paddr = at - HEADER_OFFSET
+            if paddr < 0 or paddr % BOOT_PARAMS_ALIGN:
+                continue
+            hits += 1
+            try:
+                blob = mapper.read(paddr, BOOT_PARAMS_SIZE)
+            except PhysMemoryError:
+                continue
+            candidate = parse_boot_params(blob, paddr)
+            if candidate is not None:
+                found.append(candidate)
     return found, scanned
 
 
