@@ -11,6 +11,12 @@ is a number is given as ``./NAME`` or with ``--dump``.
 
 Exit status: 0 success; 1 an address not mapped or nothing found; 2 bad input or usage, with a
 one-line message on stderr. No Python traceback reaches the user for bad input.
+
+Debugger front ends reuse the same parsers and execution on a target they opened themselves:
+:func:`build_command_parser` builds one command's parser without the target options (e.g. prog
+``pt-walk``), :func:`parse_command` parses its arguments, :func:`execute` runs it on a target;
+:func:`run` does both given a ``target``. :func:`build_backend_parser` and
+:func:`backend_request` parse a backend selection (``pt-backend NAME [SOURCE] [OPTIONS]``).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from typing import IO, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn
 
 from gdbext import __version__, commands
 from gdbext.addr import AddrRange
@@ -33,7 +40,7 @@ from gdbext.errors import (
 )
 from gdbext.host import Host
 from gdbext.permfilter import PermFilter
-from gdbext.target import OpenRequest, Target
+from gdbext.target import BackendInfo, OpenRequest, Target
 from gdbext.units import parse_int
 
 COMMANDS = ("info", "walk", "translate", "heap")
@@ -85,80 +92,103 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def build_parser(host: Host) -> argparse.ArgumentParser:
-    """The argument parser, with every backend's options."""
-    parser = _Parser(prog="gdbext", description="Walk, translate and audit x86-64 page tables.")
-    parser.add_argument("--version", action="version", version=f"gdbext {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+#: One line per command, for ``--help`` listings and debugger help.
+SUMMARIES = {
+    "info": "paging mode, control registers, backend",
+    "walk": "every mapping of a page table",
+    "translate": "translate virtual addresses, every level shown",
+    "heap": "the kernel heap: largest usable region, higher half",
+}
 
-    backends = host.backends()
 
-    def common(
-        p: argparse.ArgumentParser, command: str, root: bool = True, dump: bool = True
-    ) -> None:
-        formats = sorted(host.output_formats(command))
-        if dump:
-            p.add_argument(
-                "dump",
-                nargs="?",
-                metavar="DUMP",
-                help=f"dump file to open (backend {DUMP_BACKEND!r}; format from its magic)",
+def _add_backend_options(g: argparse._ArgumentGroup, host: Host) -> None:
+    """Every backend's options (``--scenario FILE``...) as ``backend_NAME`` destinations."""
+    seen: set[str] = {"dump"}
+    for info in host.backends().values():
+        for opt in info.options:
+            if opt.name in seen:
+                continue
+            seen.add(opt.name)
+            g.add_argument(
+                f"--{opt.name.replace('_', '-')}",
+                dest=f"backend_{opt.name}",
+                metavar=opt.metavar,
+                help=f"[{info.name}] {opt.help}",
             )
-        g = p.add_argument_group("target")
-        g.add_argument(
-            "--backend",
-            metavar="NAME",
-            help=f"backend to open ({', '.join(backends) or 'none installed'}; "
-            f"default {DUMP_BACKEND!r} with a DUMP)",
+
+
+def _add_target_options(p: argparse.ArgumentParser, host: Host, dump: bool) -> None:
+    """What to open: a positional DUMP, ``--backend``, ``--dump`` and the backends' options."""
+    if dump:
+        p.add_argument(
+            "dump",
+            nargs="?",
+            metavar="DUMP",
+            help=f"dump file to open (backend {DUMP_BACKEND!r}; format from its magic)",
         )
-        g.add_argument(
-            "--dump",
-            dest="dump_option",
-            metavar="FILE",
-            help="the dump file, as the positional DUMP (for names that look like numbers)",
-        )
-        seen: set[str] = {"dump"}
-        for info in backends.values():
-            for opt in info.options:
-                if opt.name in seen:
-                    continue
-                seen.add(opt.name)
-                g.add_argument(
-                    f"--{opt.name.replace('_', '-')}",
-                    dest=f"backend_{opt.name}",
-                    metavar=opt.metavar,
-                    help=f"[{info.name}] {opt.help}",
-                )
-        if root:
-            r = p.add_argument_group("page table (default: CPU 0's CR3)")
-            r.add_argument("--cpu", type=_int, help="CPU whose CR3 and paging mode to use (0)")
-            which = r.add_mutually_exclusive_group()
-            which.add_argument(
-                "--cr3", type=_int, metavar="ADDR", help="this root instead (PCID bits masked)"
-            )
-            which.add_argument(
-                "--kernel",
-                action="store_true",
-                help="the kernel's own root (VMCOREINFO init_top_pgt + phys_base) and levels",
-            )
-            r.add_argument(
-                "--user-pgd",
-                action="store_true",
-                help="the PTI user half of the selected root (root | 0x1000)",
-            )
-            r.add_argument("--levels", type=int, choices=(4, 5), help="override CR4.LA57")
-        o = p.add_argument_group("output")
-        o.add_argument("--format", choices=formats, default="text", help="output format")
-        o.add_argument(
-            "--json", dest="format", action="store_const", const="json", help="--format json"
-        )
+    g = p.add_argument_group("target")
+    g.add_argument(
+        "--backend",
+        metavar="NAME",
+        help=f"backend to open ({', '.join(host.backends()) or 'none installed'}; "
+        f"default {DUMP_BACKEND!r} with a DUMP)",
+    )
+    g.add_argument(
+        "--dump",
+        dest="dump_option",
+        metavar="FILE",
+        help="the dump file, as the positional DUMP (for names that look like numbers)",
+    )
+    _add_backend_options(g, host)
 
-    p = sub.add_parser("info", help="paging mode, control registers, backend")
-    common(p, "info", root=False)
 
-    p = sub.add_parser("walk", help="every mapping of a page table")
-    common(p, "walk")
+def _add_command_arguments(
+    p: argparse.ArgumentParser, host: Host, command: str, target_options: bool
+) -> None:
+    """The arguments of ``command`` (one of :data:`COMMANDS`); with ``target_options`` also
+    what to open (see :func:`_add_target_options`)."""
+    if target_options:
+        _add_target_options(p, host, dump=command != "translate")
+    if command != "info":
+        r = p.add_argument_group("page table (default: CPU 0's CR3)")
+        r.add_argument("--cpu", type=_int, help="CPU whose CR3 and paging mode to use (0)")
+        which = r.add_mutually_exclusive_group()
+        which.add_argument(
+            "--cr3", type=_int, metavar="ADDR", help="this root instead (PCID bits masked)"
+        )
+        which.add_argument(
+            "--kernel",
+            action="store_true",
+            help="the kernel's own root (VMCOREINFO init_top_pgt + phys_base) and levels",
+        )
+        r.add_argument(
+            "--user-pgd",
+            action="store_true",
+            help="the PTI user half of the selected root (root | 0x1000)",
+        )
+        r.add_argument("--levels", type=int, choices=(4, 5), help="override CR4.LA57")
+    o = p.add_argument_group("output")
+    formats = sorted(host.output_formats(command))
+    o.add_argument("--format", choices=formats, default="text", help="output format")
+    o.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
+    if command == "walk":
+        _add_walk_arguments(p)
+    elif command == "translate":
+        p.add_argument(
+            "operands",
+            nargs="+",
+            metavar="[DUMP] VADDR" if target_options else "VADDR",
+            help="a dump file (when the first operand is not a number), then addresses"
+            if target_options
+            else "virtual addresses",
+        )
+    elif command == "heap":
+        _add_heap_arguments(p)
+
+
+def _add_walk_arguments(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("filters (they prune the walk)")
     where = f.add_mutually_exclusive_group()
     where.add_argument(
@@ -189,17 +219,8 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
         help=f"stop past N leaf entries, 0 for no limit (default {commands.DEFAULT_MAX_LEAVES})",
     )
 
-    p = sub.add_parser("translate", help="translate virtual addresses, every level shown")
-    common(p, "translate", dump=False)
-    p.add_argument(
-        "operands",
-        nargs="+",
-        metavar="[DUMP] VADDR",
-        help="a dump file (when the first operand is not a number), then addresses",
-    )
 
-    p = sub.add_parser("heap", help="the kernel heap: largest usable region, higher half")
-    common(p, "heap")
+def _add_heap_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--memmap",
         nargs="+",
@@ -227,50 +248,112 @@ def build_parser(host: Host) -> argparse.ArgumentParser:
         "finds the direct map's base from the page tables",
     )
 
-    p = sub.add_parser("backends", help="list the installed backends")
+
+def build_parser(host: Host, *, target_options: bool = True) -> argparse.ArgumentParser:
+    """The argument parser, with every backend's options.
+
+    :param target_options: with ``False`` the commands take no DUMP, ``--backend`` or backend
+        options: for running on a target opened elsewhere (:func:`run` with a ``target``).
+    """
+    parser = _Parser(prog="gdbext", description="Walk, translate and audit x86-64 page tables.")
+    parser.add_argument("--version", action="version", version=f"gdbext {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for command in COMMANDS:
+        p = sub.add_parser(command, help=SUMMARIES[command])
+        _add_command_arguments(p, host, command, target_options)
+    sub.add_parser("backends", help="list the installed backends")
     return parser
+
+
+def build_command_parser(
+    host: Host, command: str, prog: str, *, target_options: bool = False
+) -> argparse.ArgumentParser:
+    """One command's parser on its own, named ``prog`` (e.g. ``pt-walk``), by default without
+    the target options; its namespaces carry ``command``. Parse with :func:`parse_command`."""
+    if command not in COMMANDS:
+        raise UsageError(f"no command {command!r} (commands: {', '.join(COMMANDS)})")
+    summary = SUMMARIES[command]
+    p = _Parser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
+    p.set_defaults(command=command, prog=prog)
+    _add_command_arguments(p, host, command, target_options)
+    return p
+
+
+def build_backend_parser(host: Host, prog: str) -> argparse.ArgumentParser:
+    """The parser of a backend selection: ``NAME [SOURCE] [the backend's options]``."""
+    backends = host.backends()
+    p = _Parser(prog=prog, description="Select the backend the commands run on.")
+    p.add_argument("name", metavar="NAME", help=f"backend ({', '.join(backends) or 'none'})")
+    p.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help=f"what to open, e.g. the dump file of backend {DUMP_BACKEND!r}",
+    )
+    _add_backend_options(p.add_argument_group("backend options"), host)
+    return p
+
+
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` with ``parser`` (the whole command line's, or one command's); addresses
+    of ``translate`` may stand before and after options."""
+    args, extra = parser.parse_known_args(list(argv))
+    if extra:
+        # argparse takes one block of positionals: addresses after an option land here.
+        if args.command == "translate" and not any(x.startswith("-") for x in extra):
+            args.operands = [*args.operands, *extra]
+        else:
+            raise UsageError(f"{_name(args)}: unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _name(args: argparse.Namespace) -> str:
+    """The command's name for messages: ``walk``, or the prog of a one-command parser."""
+    return str(getattr(args, "prog", None) or args.command)
 
 
 def _source(args: argparse.Namespace) -> str | None:
     """The dump named on the command line (positional or ``--dump``), if any.
 
     For ``translate``, takes the dump off the front of ``args.operands`` when it is one (see the
-    module docstring) and leaves the addresses, parsed, in ``args.vaddrs``.
+    module docstring; only with the target options) and leaves the addresses, parsed, in
+    ``args.vaddrs``.
     """
     option = getattr(args, "dump_option", None)
     positional = getattr(args, "dump", None)
     if args.command == "translate":
+        name = _name(args)
         operands = list(args.operands)
         if (
-            option is None
+            hasattr(args, "backend")
+            and option is None
             and args.backend in (None, DUMP_BACKEND)
             and operands
             and not _is_number(operands[0])
         ):
             positional = operands.pop(0)
         if not operands:
-            raise UsageError("translate: give at least one VADDR after the DUMP")
+            raise UsageError(f"{name}: give at least one VADDR after the DUMP")
         vaddrs = []
         for text in operands:
             try:
                 vaddrs.append(parse_int(text))
             except ValueError:
-                raise UsageError(f"translate: argument VADDR: not a number: {text!r}") from None
+                raise UsageError(f"{name}: argument VADDR: not a number: {text!r}") from None
         args.vaddrs = vaddrs
     if option is not None and positional is not None:
         raise UsageError(f"two dumps given: {positional!r} and --dump {option!r}")
     return option if option is not None else positional
 
 
-def open_target(host: Host, args: argparse.Namespace, source: str | None = None) -> Target:
-    """Open the backend the command line names: ``--backend NAME``, or the dump backend for a
-    dump file."""
-    name = args.backend
-    if name is None:
-        if source is None:
-            raise UsageError("a DUMP or --backend NAME is required (see 'gdbext backends')")
-        name = DUMP_BACKEND
-    elif source is not None and name != DUMP_BACKEND:
+def backend_request(
+    host: Host, name: str, args: argparse.Namespace, source: str | None = None
+) -> tuple[BackendInfo, OpenRequest]:
+    """The backend ``name`` and what to ask it to open: ``source`` and its options from
+    ``args`` (``backend_NAME`` attributes). Another backend's options, a source for a backend
+    other than the dump backend, or a missing required option are :class:`UsageError`."""
+    if source is not None and name != DUMP_BACKEND:
         raise UsageError(
             f"a DUMP is opened by the {DUMP_BACKEND!r} backend; backend {name!r} takes none "
             f"({source!r})"
@@ -288,7 +371,19 @@ def open_target(host: Host, args: argparse.Namespace, source: str | None = None)
     for opt in info.options:
         if opt.required and options[opt.name] is None:
             raise UsageError(f"backend {name!r} needs --{opt.name.replace('_', '-')}")
-    return info.open(OpenRequest(source, options))
+    return info, OpenRequest(source, options)
+
+
+def open_target(host: Host, args: argparse.Namespace, source: str | None = None) -> Target:
+    """Open the backend the command line names: ``--backend NAME``, or the dump backend for a
+    dump file."""
+    name = args.backend
+    if name is None:
+        if source is None:
+            raise UsageError("a DUMP or --backend NAME is required (see 'gdbext backends')")
+        name = DUMP_BACKEND
+    info, request = backend_request(host, name, args, source)
+    return info.open(request)
 
 
 def _root(args: argparse.Namespace) -> commands.RootOptions:
@@ -301,57 +396,100 @@ def _root(args: argparse.Namespace) -> commands.RootOptions:
     )
 
 
-def run(argv: Sequence[str], host: Host, out: IO[str]) -> int:
-    """Run one command line; return the exit status. :class:`GdbextError` propagates."""
-    args, extra = build_parser(host).parse_known_args(list(argv))
-    if extra:
-        # argparse takes one block of positionals: addresses after an option land here.
-        if args.command == "translate" and not any(x.startswith("-") for x in extra):
-            args.operands = [*args.operands, *extra]
-        else:
-            raise UsageError(f"{args.command}: unrecognized arguments: {' '.join(extra)}")
-    if args.command == "backends":
-        for name, info in host.backends().items():
-            out.write(f"{name:<10} {info.summary}\n")
-        return EXIT_OK
+@dataclass(frozen=True)
+class _Plan:
+    """A parsed command, checked before anything is opened."""
+
+    render: Callable[[Any], Iterable[str]]
+    source: str | None
+    heap: commands.HeapOptions | None
+
+
+def _plan(args: argparse.Namespace, host: Host) -> _Plan:
     formats = host.output_formats(args.command)
     if args.format not in formats:
         raise PluginError(f"no plugin renders {args.command!r} as {args.format!r}")
-    render = formats[args.format].render
     source = _source(args)
-    heap_options = _heap_options(args) if args.command == "heap" else None
-    target = open_target(host, args, source)
+    heap = _heap_options(args) if args.command == "heap" else None
+    return _Plan(formats[args.format].render, source, heap)
+
+
+def _list_backends(host: Host, out: IO[str]) -> int:
+    for name, info in host.backends().items():
+        out.write(f"{name:<10} {info.summary}\n")
+    return EXIT_OK
+
+
+def run(argv: Sequence[str], host: Host, out: IO[str], target: Target | None = None) -> int:
+    """Run one command line; return the exit status. :class:`GdbextError` propagates.
+
+    With ``target``, the command runs on it (the command line then takes no DUMP, ``--backend``
+    or backend options) and the target stays open; else the command line names what to open,
+    and it is closed afterwards.
+    """
+    args = parse_command(build_parser(host, target_options=target is None), argv)
+    if args.command == "backends":
+        return _list_backends(host, out)
+    plan = _plan(args, host)
+    if target is not None:
+        return _execute(plan, args, out, target)
+    target = open_target(host, args, plan.source)
     try:
-        status = EXIT_OK
-        result: object
-        if args.command == "info":
-            result = commands.info(target)
-        elif args.command == "walk":
-            result = commands.walk(
-                target,
-                commands.WalkOptions(
-                    _root(args),
-                    args.range,
-                    args.merge,
-                    args.max_leaves or None,
-                    perm=args.filter,
-                    has=args.has,
-                    labels=args.labels,
-                ),
-            )
-        elif args.command == "translate":
-            result = commands.translate(target, args.vaddrs, _root(args))
-            status = result.exit_status
-        else:
-            assert heap_options is not None
-            result = commands.heap(target, heap_options)
-        _write(out, render(result))
-        if isinstance(result, commands.WalkResult) and result.stats["leaves"] == 0:
-            status = EXIT_NOT_FOUND
-        return status
+        return _execute(plan, args, out, target)
     finally:
         if target.close is not None:
             target.close()
+
+
+def execute(
+    args: argparse.Namespace,
+    host: Host,
+    out: IO[str],
+    target: Target,
+    observe: Callable[[object], None] | None = None,
+) -> int:
+    """Run a parsed command (:func:`parse_command`) on ``target``, render it to ``out``, and
+    return the exit status. ``observe`` is given the command's result before it is rendered
+    (a walk's result counts its leaves while it streams). The target stays open."""
+    return _execute(_plan(args, host), args, out, target, observe)
+
+
+def _execute(
+    plan: _Plan,
+    args: argparse.Namespace,
+    out: IO[str],
+    target: Target,
+    observe: Callable[[object], None] | None = None,
+) -> int:
+    status = EXIT_OK
+    result: object
+    if args.command == "info":
+        result = commands.info(target)
+    elif args.command == "walk":
+        result = commands.walk(
+            target,
+            commands.WalkOptions(
+                _root(args),
+                args.range,
+                args.merge,
+                args.max_leaves or None,
+                perm=args.filter,
+                has=args.has,
+                labels=args.labels,
+            ),
+        )
+    elif args.command == "translate":
+        result = commands.translate(target, args.vaddrs, _root(args))
+        status = result.exit_status
+    else:
+        assert plan.heap is not None
+        result = commands.heap(target, plan.heap)
+    if observe is not None:
+        observe(result)
+    _write(out, plan.render(result))
+    if isinstance(result, commands.WalkResult) and result.stats["leaves"] == 0:
+        status = EXIT_NOT_FOUND
+    return status
 
 
 def _heap_options(args: argparse.Namespace) -> commands.HeapOptions:

@@ -1,0 +1,397 @@
+"""The debugger-agnostic front end (:mod:`gdbext.session`), without a debugger.
+
+Outputs are compared with the command line's (:func:`gdbext.cli.run`, what ``gdbext`` runs) on
+the same dump or scenario; translations with the engine's; target lifetimes and command scopes
+through a recording backend plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from gdbext import cli, commands
+from gdbext.errors import InputError, NotFoundError, NotMappedError, PluginError, UsageError
+from gdbext.hookspecs import hookimpl
+from gdbext.host import Host
+from gdbext.paging import LeafRun
+from gdbext.session import BOLD, RED, Completion, Selection, Session, colourise
+from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext_sim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
+LA57 = ROOT / "fixtures" / "scenarios" / "la57.json"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class Recorder:
+    """A backend plugin (``rec``: the simulator's scenario) that records opens, closes and
+    command scopes; ``fail_reads`` makes its mapper raise that exception."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.fail_reads: BaseException | None = None
+        self.opened = 0
+
+    def _open(self, request: OpenRequest) -> Target:
+        n = self.opened
+        self.opened += 1
+        self.events.append(f"open {n}")
+        target = load_scenario(request.option("scenario")).to_target()
+        recorder = self
+
+        class Mapper:
+            def read(self, paddr: int, size: int) -> bytes:
+                if recorder.fail_reads is not None:
+                    raise recorder.fail_reads
+                return target.mapper.read(paddr, size)
+
+            def write(self, paddr: int, data: bytes) -> None:
+                target.mapper.write(paddr, data)
+
+        @contextlib.contextmanager
+        def scope() -> Iterator[None]:
+            self.events.append(f"enter {n}")
+            try:
+                yield
+            finally:
+                self.events.append(f"exit {n}")
+
+        return dataclasses.replace(
+            target,
+            backend="rec",
+            mapper=Mapper(),
+            command_scope=scope,
+            close=lambda: self.events.append(f"close {n}"),
+        )
+
+    @hookimpl
+    def gdbext_backends(self) -> Sequence[BackendInfo]:
+        return [
+            BackendInfo(
+                "rec",
+                "recording simulator",
+                self._open,
+                [BackendOption("scenario", "FILE", "scenario", required=True)],
+            )
+        ]
+
+
+@pytest.fixture(scope="module")
+def host() -> Host:
+    return Host.create()
+
+
+def run(session: Session, name: str, *argv: str, colour: bool = False) -> tuple[int, str]:
+    out = io.StringIO()
+    status = session.run(name, list(argv), out, colour=colour)
+    return status, out.getvalue()
+
+
+def cli_output(host: Host, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    status = cli.run(list(argv), host, out)
+    return status, out.getvalue()
+
+
+def selected(host: Host, *argv: str, **kwargs: object) -> Session:
+    session = Session(host, **kwargs)  # type: ignore[arg-type]
+    session.backend(list(argv), io.StringIO())
+    return session
+
+
+# --- output equals the command line's ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+def test_every_command_on_a_real_dump_equals_the_command_line(
+    host: Host, kernel_dump: Callable[[str], Path], name: str
+) -> None:
+    dump = str(kernel_dump(name))
+    session = selected(host, "core", dump)
+    cases: list[tuple[str, list[str]]] = [
+        ("walk", []),
+        ("walk", ["--format", "json"]),
+        ("walk", ["--format", "qemu-tlb"]),
+        ("walk", ["--format", "ptdump"]),
+        ("walk", ["--kernel", "--filter", "x", "--no-merge"]),
+        ("walk", ["--range", "0xffffffff80000000-0xffffffffc0000000", "--labels", "none"]),
+        ("translate", ["0x400000", "0xffffffff81000000", "--json"]),
+        ("info", []),
+        ("heap", ["--memmap", "e820"]),
+    ]
+    if name == "kaslr-pti":
+        cases.append(("walk", ["--user-pgd", "--format", "qemu-tlb"]))
+    for command, argv in cases:
+        expected = cli_output(host, command, dump, *argv)
+        assert run(session, f"pt-{command}", *argv) == expected, (command, argv)
+        assert expected[1].count("\n") > 0
+
+
+def test_qemu_tlb_equals_the_committed_qemu_golden(
+    host: Host, kernel_dump: Callable[[str], Path]
+) -> None:
+    import lzma
+
+    session = selected(host, "core", str(kernel_dump("la57")))
+    status, text = run(session, "pt-walk", "--format", "qemu-tlb")
+    golden = lzma.decompress((ROOT / "fixtures/kernels/la57.info-tlb.txt.xz").read_bytes())
+    assert status == 0
+    assert text.splitlines() == [line for line in golden.decode().splitlines() if line]
+
+
+def test_exit_statuses(host: Host) -> None:
+    session = selected(host, "sim", "--scenario", str(DEMO))
+    # 1: not mapped; the output says so.
+    status, text = run(session, "pt-translate", "0x400000", "0x1000")
+    assert status == 1
+    assert text.startswith("0x0000000000400000 -> 0x1000000  4K page  r-x user\n")
+    assert "0x1000 is not mapped" in text
+    # 1: nothing passes the filter.
+    status, text = run(session, "pt-walk", "--range", "0x0-0x600000", "--filter", "w")
+    assert status == 1 and text.endswith("# 0 lines, 0 leaf entries, 0 anomalies; 4-level paging, "
+                                         "root 0xffff000\n")  # fmt: skip
+    # 2: raised, after the output.
+    out = io.StringIO()
+    with pytest.raises(InputError, match=r"not every address.*not canonical"):
+        session.run("pt-translate", ["0x400000", "0x800000000000"], out)
+    assert "0x800000000000 is not canonical" in out.getvalue()
+
+
+def test_usage_errors_name_the_command(host: Host) -> None:
+    session = selected(host, "sim", "--scenario", str(DEMO))
+    for argv, message in [
+        (["--bogus"], "pt-walk: unrecognized arguments: --bogus"),
+        (["--format", "nope"], "pt-walk: argument --format: invalid choice"),
+        (["--range", "zz"], "pt-walk: argument --range"),
+        (["--cpu", "3"], "there is no CPU 3"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            session.run("pt-walk", argv, io.StringIO())
+    with pytest.raises(UsageError, match="pt-translate: argument VADDR: not a number: 'zz'"):
+        session.run("pt-translate", ["zz"], io.StringIO())
+    with pytest.raises(UsageError, match="pt-translate: the following arguments are required"):
+        session.run("pt-translate", [], io.StringIO())
+
+
+def test_help(host: Host) -> None:
+    session = Session(host)
+    text = session.help("pt-walk")
+    first, _, rest = text.partition("\n\n")
+    assert first == "Walk a page table: every mapping, merged into ranges (as `gdbext walk`)."
+    assert rest.startswith("usage: pt-walk ")
+    for option in ("--format", "--filter", "--range", "--has", "--no-merge", "--cr3", "--kernel",
+                   "--user-pgd", "--cpu", "--labels", "qemu-tlb", "ptdump"):  # fmt: skip
+        assert option in rest
+    assert "--backend" not in rest and "--scenario" not in rest  # pt-backend's business
+    assert "usage: pt-backend [-h] [NAME [SOURCE] [backend options]]" in session.help("pt-backend")
+    assert "--scenario FILE" in session.help("pt-backend")
+    out = io.StringIO()
+    assert session.run("pt-walk", ["--help"], out) == 0  # no backend needed
+    assert out.getvalue() == session.parser("pt-walk").format_help()
+
+
+# --- backend selection and target lifetime ----------------------------------------------------
+
+
+def test_no_backend_is_one_line_naming_the_way_out(host: Host) -> None:
+    session = Session(host, no_backend_hint="do this")
+    with pytest.raises(UsageError, match=r"^no backend selected; do this$"):
+        session.run("pt-walk", [], io.StringIO())
+    with pytest.raises(UsageError, match="no backend selected"):
+        session.phys(0)
+    out = io.StringIO()
+    session.backend([], out)
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "selected: none; do this"
+    assert {line.split()[0] for line in lines[:-1]} == set(host.backends())
+
+
+def test_selection_switch_closes_the_previous_target() -> None:
+    rec = Recorder()
+    host = Host.create(extra_plugins=[rec])
+    session = Session(host)
+    out = io.StringIO()
+    session.backend(["rec", "--scenario", str(DEMO)], out)
+    assert out.getvalue() == f"backend rec: {DEMO}\n"
+    run(session, "pt-info")
+    run(session, "pt-walk")
+    assert rec.events == ["open 0", "enter 0", "exit 0", "enter 0", "exit 0"]  # opened once
+    # A backend that does not open keeps the selection.
+    with pytest.raises(UsageError, match="backend 'rec' needs --scenario"):
+        session.backend(["rec"], io.StringIO())
+    with pytest.raises(PluginError, match="no backend named 'nope'"):
+        session.backend(["nope"], io.StringIO())
+    with pytest.raises(UsageError, match="--scenario is an option of backend"):
+        session.backend(["core", "x.elf", "--scenario", str(DEMO)], io.StringIO())
+    assert session.selection == Selection("rec", OpenRequest(None, {"scenario": str(DEMO)}))
+    session.backend(["rec", "--scenario", str(LA57)], io.StringIO())
+    assert rec.events[-2:] == ["open 1", "close 0"]
+    out = io.StringIO()
+    session.backend([], out)
+    lines = out.getvalue().splitlines()
+    assert "* rec        recording simulator" in lines
+    assert [line for line in lines if line.startswith("*")] == ["* rec        recording simulator"]
+    assert lines[-1] == f"selected: rec --scenario {LA57}"
+    session.close()
+    assert rec.events[-1] == "close 1"
+
+
+def test_live_backends_open_for_every_command_and_scopes_always_exit() -> None:
+    rec = Recorder()
+    host = Host.create(extra_plugins=[rec])
+    default = Selection("rec", OpenRequest(None, {"scenario": str(DEMO)}), "connected")
+    session = Session(host, default=lambda: default, live_backends=("rec",))
+    out = io.StringIO()
+    session.backend([], out)
+    assert out.getvalue().endswith(f"selected: rec --scenario {DEMO} (default: connected)\n")
+    run(session, "pt-info")
+    run(session, "pt-translate", "0x400000")
+    assert rec.events == ["open 0", "enter 0", "exit 0", "close 0", "open 1", "enter 1", "exit 1"]
+    del rec.events[:]
+    # Failing commands, Ctrl-C and lost connections leave the scope too.
+    with pytest.raises(UsageError):
+        session.run("pt-walk", ["--cpu", "9"], io.StringIO())
+    rec.fail_reads = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        session.run("pt-walk", [], io.StringIO())
+    rec.fail_reads = ConnectionResetError("lost")
+    with pytest.raises(ConnectionResetError):
+        session.phys(0x400000)
+    assert rec.events == [e for n in (2, 3, 4) for e in (f"close {n - 1}", f"open {n}",
+                                                         f"enter {n}", f"exit {n}")]  # fmt: skip
+
+
+def test_source_is_expanded_and_checked(
+    host: Host, kernel_dump: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = Session(host)
+    with pytest.raises(InputError, match=r"^/nonexistent/dump\.elf: cannot open"):
+        session.backend(["core", "/nonexistent/dump.elf"], io.StringIO())
+    with pytest.raises(UsageError, match="backend 'sim' takes none"):
+        session.backend(["sim", "x.json"], io.StringIO())
+    dump = kernel_dump("4level")
+    monkeypatch.setenv("HOME", str(dump.parent))
+    session.backend(["core", "~/" + dump.name], io.StringIO())
+    assert session.selection is not None and session.selection.request.source == str(dump)
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+def test_progress_reports_leaves_once_per_interval(host: Host) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.3  # every look at the clock is 0.3 s later
+        return now[0]
+
+    reports: list[str] = []
+    session = selected(
+        host, "sim", "--scenario", str(DEMO), progress=reports.append, progress_after=1.0,
+        clock=clock,
+    )  # fmt: skip
+    status, text = run(session, "pt-walk", "--format", "qemu-tlb")
+    assert status == 0 and text
+    assert reports, "a walk that ran past a second reports"
+    pattern = re.compile(r"^pt-walk: (\d+) leaves so far, \d+ s \(Ctrl-C interrupts\)$")
+    counts = [int(m.group(1)) for m in map(pattern.match, reports) if m]
+    assert len(counts) == len(reports) and counts == sorted(counts)
+    # Without a reporter nothing is wrapped or reported.
+    quiet = selected(host, "sim", "--scenario", str(DEMO), clock=clock)
+    assert run(quiet, "pt-walk", "--format", "qemu-tlb") == (status, text)
+
+
+# --- $pt_phys, $pt_virt -----------------------------------------------------------------------
+
+
+def test_phys_and_virt_on_a_real_dump(host: Host, kernel_dump: Callable[[str], Path]) -> None:
+    dump = str(kernel_dump("kaslr-pti"))
+    session = selected(host, "core", dump)
+    target = session._open()
+    pt = commands.open_page_table(target)
+    leaves = [r for r in pt.iter_runs() if type(r) is LeafRun]
+    for rec in leaves[:: max(1, len(leaves) // 50)]:
+        vaddr = rec.vaddr + rec.size // 2 + 5
+        paddr = pt.translate(vaddr).paddr
+        assert session.phys(vaddr) == paddr
+        first = min(
+            r.vaddr + paddr - r.paddr for r in leaves if r.paddr <= paddr < r.paddr + r.size
+        )
+        assert session.virt(paddr) == first
+        assert pt.translate(first).paddr == paddr
+    with pytest.raises(NotMappedError, match="0x1000 is not mapped"):
+        session.phys(0x1000)
+    with pytest.raises(NotFoundError, match="physical 0x7ffffffff000 is not mapped"):
+        session.virt(0x7FFFFFFFF000)
+
+
+# --- completion -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("pt-walk", "--fo", Completion("--fo", ("--format",))),
+        ("pt-walk", "--format q", Completion("q", ("qemu-tlb",))),
+        ("pt-walk", "--format ", Completion("", ("json", "ptdump", "qemu-tlb", "text"))),
+        ("pt-walk", "--labels l", Completion("l", ("linux",))),
+        ("pt-walk", "--no", Completion("--no", ("--no-merge",))),
+        ("pt-walk", "--cr3 ", Completion("")),
+        ("pt-walk", "--cr3 0x1000 --us", Completion("--us", ("--user-pgd",))),
+        ("pt-translate", "0x1000 ", Completion("")),
+        ("pt-translate", "0x1000 --k", Completion("--k", ("--kernel",))),
+        ("pt-heap", "--memmap ", Completion("", ("bootinfo", "e820", "json"))),
+        ("pt-heap", "--memmap json ", Completion("", filename=True)),
+        ("pt-heap", "--memmap e820 --a", Completion("--a", ("--at",))),
+        ("pt-backend", "", Completion("", ("core", "gdb", "sim"))),
+        ("pt-backend", "co", Completion("co", ("core",))),
+        ("pt-backend", "core ", Completion("", filename=True)),
+        ("pt-backend", "core /tmp/x", Completion("/tmp/x", filename=True)),
+        ("pt-backend", "sim --scenario fix", Completion("fix", filename=True)),
+        ("pt-backend", "sim --sc", Completion("--sc", ("--scenario",))),
+    ],
+)
+def test_completion(host: Host, name: str, text: str, expected: Completion) -> None:
+    session = Session(host)
+    got = session.complete(name, text)
+    if name == "pt-backend" and not text:
+        expected = Completion("", tuple(sorted(host.backends())))
+    assert got == expected
+
+
+def test_completion_of_an_empty_word_lists_the_options(host: Host) -> None:
+    got = Session(host).complete("pt-walk", "")
+    assert "--format" in got.candidates and "--filter" in got.candidates
+    assert all(c.startswith("--") for c in got.candidates)
+
+
+# --- colour -----------------------------------------------------------------------------------
+
+
+def test_colour_marks_up_text_only(host: Host, kernel_dump: Callable[[str], Path]) -> None:
+    session = selected(host, "core", str(kernel_dump("4level")))
+    for argv in (["--format", "text"], ["--filter", "wx", "--labels", "linux"]):
+        plain = run(session, "pt-walk", *argv)
+        styled = run(session, "pt-walk", *argv, colour=True)
+        assert styled[0] == plain[0]
+        assert ANSI.sub("", styled[1]) == plain[1]
+        assert f"{BOLD}---[ Kernel Space ]---" in styled[1] or "--filter" in argv
+    for fmt in ("json", "qemu-tlb", "ptdump"):
+        assert "\x1b" not in run(session, "pt-walk", "--format", fmt, colour=True)[1]
+    translated = run(session, "pt-translate", "0x1", "0xffffffff81000000", colour=True)[1]
+    assert translated.startswith("\x1b[33m0x0000000000000001: 0x1 is not mapped")
+
+
+def test_colourise_lines() -> None:
+    line = "0xffffffff81000000-0xffffffff81200000       2M  4K  rwx kern G           -> 0x1000000"
+    assert colourise("walk", line) == line.replace("rwx", f"{RED}rwx\x1b[m")
+    assert colourise("walk", "---[ Modules ]---") == f"{BOLD}---[ Modules ]---\x1b[m"
+    assert colourise("walk", line.replace("rwx", "rw-")) == line.replace("rwx", "rw-")
