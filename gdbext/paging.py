@@ -341,6 +341,8 @@ class _Walk:
     #: passes, and whether a subtree reached with those accumulated permissions may hold one.
     leaf_ok: tuple[bool, ...] | None = None
     may_match: tuple[bool, ...] | None = None
+    #: The mapper's optional ``prefetch(paddrs)``: told which tables the walk is about to read.
+    prefetch: Callable[[list[int]], object] | None = None
 
 
 class X86PageTable:
@@ -623,6 +625,7 @@ class X86PageTable:
         walk = _Walk(
             lo, hi, aliases == "collapse", ~ignore & ((1 << 64) - 1), {}, {}, {}, {}, [self.root]
         )
+        walk.prefetch = getattr(self.mapper, "prefetch", None)
         if perm is not None:
             if perm.empty:
                 return
@@ -696,6 +699,19 @@ class X86PageTable:
             # Nothing to walk at all: an error of the input (a wrong CR3), not an anomaly.
             raise TableOutsideRamError(0, level, None, self.root) from None
         canon = self.geometry.canonicalize
+        if walk.prefetch is not None:
+            self._prefetch(
+                walk,
+                level,
+                _EFF_ROOT,
+                [
+                    entry
+                    for index, entry in enumerate(entries)
+                    if entry & PRESENT
+                    and canon(index << shift) < walk.hi
+                    and walk.lo < canon(index << shift) + span
+                ],
+            )
         for index in range(ENTRIES_PER_TABLE):
             entry = entries[index]
             if not entry & PRESENT:
@@ -757,6 +773,13 @@ class X86PageTable:
                     )
                     yield [missing]
                     return
+                if walk.prefetch is not None and not summary.plain:
+                    self._prefetch(
+                        walk,
+                        level,
+                        acc,
+                        [e for i, c, e in summary.runs if not c and first <= i <= last],
+                    )
                 if len(summary.runs) + len(summary.anomalies) <= _COMPACT_RUNS:
                     walk.leaf_memo[key] = summary
                 else:
@@ -779,6 +802,10 @@ class X86PageTable:
                     yield [missing]
                     return
                 walk.table_memo[key] = entries
+                if walk.prefetch is not None:
+                    self._prefetch(
+                        walk, level, acc, [e for e in entries[first : last + 1] if e & PRESENT]
+                    )
             walk.path.append(table)
             try:
                 for index in range(first, last + 1):
@@ -851,6 +878,24 @@ class X86PageTable:
                 walk.seen[child_key] = (va, leaves, mapped, self._eff(acc, entry))
             return
         yield from self._visit_entry(walk, table, level, index, entry, va, acc)
+
+    def _prefetch(self, walk: _Walk, level: int, acc: int, links: list[int]) -> None:
+        """Tell the mapper which tables the present entries ``links`` of a level-``level``
+        table lead to, before the walk reads them one by one (entries the walk will not follow,
+        for reserved bits or the permission filter, are left out)."""
+        prefetch = walk.prefetch
+        assert prefetch is not None
+        rsvd = self._rsvd_table[level] | (HUGE_PAGE if level >= 4 else 0)
+        may_match = walk.may_match
+        mask = self.addr_mask
+        children = [
+            entry & mask
+            for entry in links
+            if not entry & rsvd
+            and (may_match is None or may_match[perm_index(self._eff(acc, entry))])
+        ]
+        if children:
+            prefetch(children)
 
     @staticmethod
     def _covers(walk: _Walk, va: int, span: int) -> bool:

@@ -1,13 +1,49 @@
-"""The live GDB backend plugin (``gdb``): usable only inside GDB."""
+"""The live GDB backend plugin (``gdb``): usable only inside GDB.
+
+It is listed everywhere (``gdbext backends``), and opens only in GDB's embedded Python, where
+it reads the target GDB is connected to (QEMU's gdbstub; KGDB and other stubs through the
+kernel's direct map). The GDB-only code is in :mod:`gdbext_gdb.gdb_link`, imported on open.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gdbext.errors import UsageError
 from gdbext.hookspecs import hookimpl
-from gdbext.target import BackendInfo
+from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+
+
+def open_gdb(request: OpenRequest) -> Target:
+    """The target GDB is connected to; :class:`UsageError` outside GDB."""
+    try:
+        import gdb  # noqa: F401  (only to know whether this is GDB's Python)
+    except ImportError:
+        raise UsageError("the gdb backend works only inside GDB") from None
+    from gdbext_gdb.gdb_link import open_target
+
+    return open_target(request)
 
 
 @hookimpl
 def gdbext_backends() -> Sequence[BackendInfo]:
-    return []
+    return [
+        BackendInfo(
+            name="gdb",
+            summary="live target in GDB: QEMU's gdbstub (PhyMemMode), KGDB via the direct map",
+            open=open_gdb,
+            options=[
+                BackendOption(
+                    "direct_map",
+                    "ADDR",
+                    "read physical memory through the kernel's direct map at ADDR (stubs "
+                    "without PhyMemMode or monitor xp: KGDB, VMware)",
+                ),
+                BackendOption(
+                    "read_via",
+                    "PATH",
+                    "phymem, xp or direct-map (default: the first that works)",
+                ),
+            ],
+        )
+    ]

@@ -1,0 +1,240 @@
+"""The live backend inside GDB: a :class:`~gdbext_gdb.link.GdbLink` over the ``gdb`` module,
+one :class:`~gdbext_gdb.live.LiveState` per GDB connection, and the events that drop its cache.
+
+Loaded only inside GDB (it imports ``gdb``). :func:`open_target` is the ``gdb`` backend's
+``open``: it finds the selected inferior's connection, makes its state on first use and
+registers that state's event handlers once (resume, memory write, register write, inferior
+exit, inferior call; the state is dropped when GDB removes the connection).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import gdb
+
+from gdbext.errors import GdbextError, UsageError
+from gdbext.target import OpenRequest, Target
+from gdbext_gdb.link import (
+    CONTROL_REGISTERS,
+    LiveTargetError,
+    TargetLostError,
+    TargetMemoryError,
+)
+from gdbext_gdb.live import LiveOptions, LiveState
+
+#: Connection types the backend works with: QEMU's gdbstub, KGDB, VMware all speak remote.
+REMOTE_TYPES = ("remote", "extended-remote")
+_RECEIVED = re.compile(r'received: "(.*)"\s*$', re.DOTALL)
+#: Parts of GDB's messages that mean the connection is gone.
+_LOST = (
+    "remote connection closed",
+    "target disconnected",
+    "connection reset",
+    "broken pipe",
+    "end of file",
+    "not connected",
+    "the program is not being run",
+    "no registers",
+    "remote communication error",
+)
+_RUNNING = ("while the target is running", "selected thread is running", "thread is running")
+
+
+def _one_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+class GdbConnectionLink:
+    """:class:`~gdbext_gdb.link.GdbLink` over one GDB inferior and its remote connection."""
+
+    def __init__(self, inferior: gdb.Inferior) -> None:
+        self._inferior = inferior
+
+    # --- errors ---
+
+    def connected(self) -> bool:
+        inf = self._inferior
+        return inf.is_valid() and inf.connection is not None and inf.pid != 0
+
+    def _error(self, exc: gdb.error, what: str) -> GdbextError:
+        message = _one_line(exc)
+        lowered = message.lower()
+        if not self.connected() or any(m in lowered for m in _LOST):
+            return TargetLostError(f"lost the connection to the target ({message})")
+        if any(m in lowered for m in _RUNNING):
+            return LiveTargetError(f"the target is running; interrupt it first ({message})")
+        return LiveTargetError(f"{what}: {message}")
+
+    def _execute(self, command: str) -> str:
+        try:
+            out = gdb.execute(command, to_string=True)
+        except gdb.error as exc:
+            raise self._error(exc, command.split(" ", 2)[0]) from None
+        return out or ""
+
+    # --- GdbLink ---
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        try:
+            return self._inferior.read_memory(addr, size).tobytes()
+        except gdb.MemoryError as exc:
+            if not self.connected():
+                raise TargetLostError(
+                    f"lost the connection to the target ({_one_line(exc)})"
+                ) from None
+            raise TargetMemoryError(addr, size, _one_line(exc)) from None
+        except gdb.error as exc:
+            raise self._error(exc, "read") from None
+
+    def packet(self, text: str) -> str:
+        out = self._execute(f"maintenance packet {text}")
+        m = _RECEIVED.search(out)
+        if m is None:
+            raise LiveTargetError(f"no reply to {text}: {out.strip()[:80]!r}")
+        return m.group(1)
+
+    def monitor(self, command: str) -> str:
+        return self._execute(f"monitor {command}")
+
+    def registers(self, thread: int | None = None) -> dict[str, int]:
+        selected = gdb.selected_thread()
+        if thread is None or (selected is not None and selected.num == thread):
+            return self._read_registers()
+        target = next((t for t in self._inferior.threads() if t.num == thread), None)
+        if target is None:
+            raise LiveTargetError(f"GDB has no thread {thread}")
+        frame: gdb.Frame | None
+        try:
+            frame = gdb.selected_frame()
+        except gdb.error:
+            frame = None
+        try:
+            target.switch()
+            return self._read_registers()
+        finally:
+            if selected is not None and selected.is_valid():
+                selected.switch()
+                if frame is not None and frame.is_valid():
+                    frame.select()
+
+    def _read_registers(self) -> dict[str, int]:
+        try:
+            frame = gdb.newest_frame()
+        except gdb.error as exc:
+            raise self._error(exc, "registers") from None
+        values: dict[str, int] = {}
+        for name in CONTROL_REGISTERS:
+            try:
+                values[name] = int(frame.read_register(name)) & ((1 << 64) - 1)
+            except ValueError:
+                continue  # the stub does not have this register (KGDB: no CRs)
+            except gdb.error as exc:
+                raise self._error(exc, f"register {name}") from None
+        return values
+
+    def thread_numbers(self) -> list[int]:
+        try:
+            return sorted(t.num for t in self._inferior.threads())
+        except gdb.error as exc:
+            raise self._error(exc, "threads") from None
+
+    def selected_thread(self) -> int | None:
+        thread = gdb.selected_thread()
+        return None if thread is None else thread.num
+
+    def flush_cache(self) -> None:
+        self._execute("maintenance flush dcache")
+
+    def symbol_value(self, name: str) -> int | None:
+        try:
+            value = gdb.parse_and_eval(f"*(unsigned long *)&{name}")
+            return int(value) & ((1 << 64) - 1)
+        except (gdb.error, RuntimeError, ValueError):
+            return None
+
+
+# --- one state per connection ----------------------------------------------------------------
+
+#: The state of each GDB connection the backend was opened on (keyed by GDB's object).
+_STATES: dict[Any, LiveState] = {}
+#: Event registries and handlers connected for each state (disconnected with the connection).
+_HANDLERS: dict[Any, list[tuple[Any, Callable[[Any], None]]]] = {}
+
+
+def _describe(connection: Any) -> str:
+    details = getattr(connection, "details", None) or getattr(connection, "description", "")
+    return f"{connection.type} {details}".strip()
+
+
+def _watch(connection: Any, state: LiveState) -> None:
+    """Connect ``state``'s handlers to GDB's events (once per connection)."""
+    if connection in _HANDLERS:
+        return
+    events = gdb.events
+
+    def drop(_event: Any) -> None:
+        state.invalidate()
+
+    def exited(event: Any) -> None:
+        inferior = getattr(event, "inferior", None)
+        if inferior is None or not inferior.is_valid() or inferior.connection in (None, connection):
+            state.invalidate()
+
+    def removed(event: Any) -> None:
+        if getattr(event, "connection", None) is connection:
+            forget(connection)
+
+    handlers: list[tuple[Any, Callable[[Any], None]]] = [
+        (events.cont, drop),
+        (events.memory_changed, drop),
+        (events.register_changed, drop),
+        (events.inferior_call, drop),
+        (events.exited, exited),
+    ]
+    removed_registry = getattr(events, "connection_removed", None)
+    if removed_registry is not None:
+        handlers.append((removed_registry, removed))
+    for registry, handler in handlers:
+        registry.connect(handler)
+    _HANDLERS[connection] = handlers
+
+
+def forget(connection: Any) -> None:
+    """Drop the state of ``connection`` and disconnect its handlers."""
+    state = _STATES.pop(connection, None)
+    if state is not None:
+        state.invalidate()
+    for registry, handler in _HANDLERS.pop(connection, []):
+        registry.disconnect(handler)
+
+
+def state_for(inferior: gdb.Inferior) -> LiveState:
+    """The state of ``inferior``'s connection, made (and watched) on first use."""
+    connection = inferior.connection
+    if connection is None or inferior.pid == 0:
+        raise UsageError(
+            "the gdb backend needs a live target: connect GDB first (target remote HOST:PORT)"
+        )
+    if connection.type not in REMOTE_TYPES:
+        raise UsageError(
+            f"the gdb backend reads a remote target (QEMU's gdbstub, KGDB), not a "
+            f"{connection.type} one"
+        )
+    state = _STATES.get(connection)
+    if state is None:
+        state = LiveState(GdbConnectionLink(inferior), _describe(connection))
+        _STATES[connection] = state
+    _watch(connection, state)
+    return state
+
+
+def open_target(request: OpenRequest) -> Target:
+    """The ``gdb`` backend's ``open``: the target of the selected inferior's connection."""
+    options = LiveOptions.from_request(request)
+    return state_for(gdb.selected_inferior()).open(options)

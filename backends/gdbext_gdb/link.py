@@ -1,0 +1,79 @@
+"""What the live backend needs from GDB: the small :class:`GdbLink` protocol and its errors.
+
+The backend's logic (:mod:`gdbext_gdb.live`, :mod:`gdbext_gdb.readpath`,
+:mod:`gdbext_gdb.phymem`) talks to the debugger only through a :class:`GdbLink`, so that it
+runs and is tested without GDB; :mod:`gdbext_gdb.gdb_link` implements it with the ``gdb``
+module. A link turns every debugger error into one of the errors below (one-line messages);
+``KeyboardInterrupt`` (Ctrl-C) passes through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gdbext.errors import GdbextError
+
+#: The control registers a CPU state is built from.
+CONTROL_REGISTERS = ("cr0", "cr3", "cr4", "efer")
+
+
+class LiveTargetError(GdbextError):
+    """The live target cannot do what was asked: not connected, running, a refused packet."""
+
+
+class TargetLostError(LiveTargetError):
+    """The connection to the target is gone (QEMU killed, gdbstub closed, GDB detached)."""
+
+
+class TargetMemoryError(LiveTargetError):
+    """The target refused a memory read at ``addr`` (a virtual or physical address)."""
+
+    def __init__(self, addr: int, size: int, message: str) -> None:
+        super().__init__(message)
+        self.addr = addr
+        self.size = size
+
+
+class GdbLink(Protocol):
+    """One GDB connection to a target, as the live backend uses it."""
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        """``size`` bytes at ``addr`` as the stub reads memory right now (virtual, or physical
+        under PhyMemMode). :raises TargetMemoryError: the stub refused the read."""
+        ...
+
+    def packet(self, text: str) -> str:
+        """Send one raw remote-protocol packet (``maintenance packet``); its reply payload
+        (``""`` when the stub does not know the packet)."""
+        ...
+
+    def monitor(self, command: str) -> str:
+        """The output of ``monitor COMMAND``. :raises LiveTargetError: no monitor."""
+        ...
+
+    def registers(self, thread: int | None = None) -> dict[str, int]:
+        """The :data:`CONTROL_REGISTERS` that the stub has, of GDB thread number ``thread``
+        (``None``: the selected thread), read in its innermost frame. GDB's selection (thread
+        and frame) is the same afterwards."""
+        ...
+
+    def thread_numbers(self) -> list[int]:
+        """GDB's thread numbers of the inferior (QEMU: one per vCPU, thread N+1 = CPU N)."""
+        ...
+
+    def selected_thread(self) -> int | None:
+        """The selected thread's number, or ``None``."""
+        ...
+
+    def flush_cache(self) -> None:
+        """Drop GDB's own cache of target memory (``maintenance flush dcache``)."""
+        ...
+
+    def symbol_value(self, name: str) -> int | None:
+        """The value of the global variable ``name`` when GDB has symbols for it (read as the
+        stub reads memory now), else ``None``."""
+        ...
+
+    def connected(self) -> bool:
+        """False once the connection is gone."""
+        ...
