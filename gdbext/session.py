@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from typing import IO, Protocol, cast
 
 from gdbext import cli, commands
-from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, NotFoundError, UsageError
+from gdbext.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    GdbextError,
+    InputError,
+    NotFoundError,
+    UsageError,
+)
 from gdbext.host import Host
 from gdbext.mapper import PhysMapper
 from gdbext.paging import LeafRun
@@ -91,12 +99,34 @@ class Selection:
 
 @dataclass(frozen=True)
 class Completion:
-    """What the word being typed can become: whole ``candidates`` (each starts with
-    ``word``), or a file name (``filename``)."""
+    """What the word being typed can become: whole ``candidates``, each starting with
+    ``word``; ``filename`` says that the word is a file name (the candidates are then the
+    files and directories, ``/`` after a directory, that :func:`complete_path` finds)."""
 
     word: str
     candidates: tuple[str, ...] = ()
     filename: bool = False
+
+    @classmethod
+    def path(cls, word: str) -> Completion:
+        return cls(word, complete_path(word), filename=True)
+
+
+def complete_path(word: str) -> tuple[str, ...]:
+    """The files and directories whose path starts with ``word`` (``~`` expanded for the
+    lookup only), directories ending in ``/``; hidden ones only when ``word`` names them."""
+    head, sep, tail = word.rpartition("/")
+    directory = os.path.expanduser(head + sep) if sep else "."
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return ()
+    found = []
+    for name in names:
+        if name.startswith(tail) and (tail.startswith(".") or not name.startswith(".")):
+            is_dir = os.path.isdir(os.path.join(directory, name))
+            found.append(head + sep + name + ("/" if is_dir else ""))
+    return tuple(found)
 
 
 class Session:
@@ -197,7 +227,7 @@ class Session:
                 names = sorted(self.host.backends())
                 return Completion(word, tuple(n for n in names if n.startswith(word)))
             if len(positionals) == 1 and positionals[0] == cli.DUMP_BACKEND:
-                return Completion(word, filename=True)
+                return Completion.path(word)
             return Completion(word)
         if word or name == "pt-translate":
             return Completion(word)  # an address: nothing to offer
@@ -210,13 +240,13 @@ class Session:
             if not values:
                 kinds = ("bootinfo", "e820", "json")
                 return Completion(word, tuple(k for k in kinds if k.startswith(word)))
-            return Completion(word, filename=values[0] == "json")
+            return Completion.path(word) if values[0] == "json" else Completion(word)
         if action.choices is not None:
             choices = [str(c) for c in action.choices]
             return Completion(word, tuple(c for c in choices if c.startswith(word)))
         metavar = action.metavar
         names = metavar if isinstance(metavar, tuple) else (metavar,)
-        return Completion(word, filename="FILE" in names)
+        return Completion.path(word) if "FILE" in names else Completion(word)
 
     # --- commands --------------------------------------------------------------------------
 
@@ -226,7 +256,8 @@ class Session:
         :param colour: mark up text output with ANSI colours (the front end decides: its
             styling is on and the output is a terminal).
         :returns: 0, or 1 when an address is not mapped or nothing was found (the output says
-            which); exit status 2 raises instead (:class:`~gdbext.errors.GdbextError`).
+            which, also for errors of exit status 1, e.g. ``--has`` of an unmapped address);
+            exit status 2 raises instead (:class:`~gdbext.errors.GdbextError`).
         """
         if name not in COMMANDS:
             raise UsageError(f"no command {name!r}")
@@ -236,10 +267,17 @@ class Session:
         writer = out
         if colour and args.format == "text":
             writer = _Styled(out, args.command)
-        with self._command(name) as (target, ticker):
-            status = cli.execute(
-                args, self.host, cast(IO[str], _Ticking(writer, ticker)), target, ticker.observe
-            )
+        try:
+            with self._command(name) as (target, ticker):
+                status = cli.execute(
+                    args, self.host, cast(IO[str], _Ticking(writer, ticker)), target, ticker.observe
+                )
+        except GdbextError as exc:
+            if exc.exit_status != EXIT_NOT_FOUND:
+                raise
+            # Nothing there (--has of an unmapped address...): a result, not a failure.
+            out.write(f"{exc}\n")
+            return EXIT_NOT_FOUND
         if status >= EXIT_BAD_INPUT:
             result = ticker.result
             errors = [

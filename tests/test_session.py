@@ -21,7 +21,15 @@ from gdbext.errors import InputError, NotFoundError, NotMappedError, PluginError
 from gdbext.hookspecs import hookimpl
 from gdbext.host import Host
 from gdbext.paging import LeafRun
-from gdbext.session import BOLD, RED, Completion, Selection, Session, colourise
+from gdbext.session import (
+    BOLD,
+    RED,
+    Completion,
+    Selection,
+    Session,
+    colourise,
+    complete_path,
+)
 from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext_sim.scenario import load_scenario
 
@@ -158,6 +166,11 @@ def test_exit_statuses(host: Host) -> None:
     status, text = run(session, "pt-walk", "--range", "0x0-0x600000", "--filter", "w")
     assert status == 1 and text.endswith("# 0 lines, 0 leaf entries, 0 anomalies; 4-level paging, "
                                          "root 0xffff000\n")  # fmt: skip
+    # 1: errors that say nothing is there are the result.
+    assert run(session, "pt-walk", "--has", "0x1000") == (
+        1,
+        "0x1000 is not mapped: PD entry 0x0 is not present\n",
+    )
     # 2: raised, after the output.
     out = io.StringIO()
     with pytest.raises(InputError, match=r"not every address.*not canonical"):
@@ -349,22 +362,38 @@ def test_phys_and_virt_on_a_real_dump(host: Host, kernel_dump: Callable[[str], P
         ("pt-translate", "0x1000 ", Completion("")),
         ("pt-translate", "0x1000 --k", Completion("--k", ("--kernel",))),
         ("pt-heap", "--memmap ", Completion("", ("bootinfo", "e820", "json"))),
-        ("pt-heap", "--memmap json ", Completion("", filename=True)),
+        ("pt-heap", "--memmap json fixtures/sc", Completion.path("fixtures/sc")),
         ("pt-heap", "--memmap e820 --a", Completion("--a", ("--at",))),
         ("pt-backend", "", Completion("", ("core", "gdb", "sim"))),
         ("pt-backend", "co", Completion("co", ("core",))),
-        ("pt-backend", "core ", Completion("", filename=True)),
-        ("pt-backend", "core /tmp/x", Completion("/tmp/x", filename=True)),
-        ("pt-backend", "sim --scenario fix", Completion("fix", filename=True)),
+        ("pt-backend", "core fixtures/kernels/la57.e", Completion.path("fixtures/kernels/la57.e")),
+        ("pt-backend", "sim --scenario fixtures/scen", Completion.path("fixtures/scen")),
         ("pt-backend", "sim --sc", Completion("--sc", ("--scenario",))),
     ],
 )
-def test_completion(host: Host, name: str, text: str, expected: Completion) -> None:
+def test_completion(
+    host: Host, name: str, text: str, expected: Completion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
     session = Session(host)
     got = session.complete(name, text)
     if name == "pt-backend" and not text:
         expected = Completion("", tuple(sorted(host.backends())))
     assert got == expected
+
+
+def test_file_names_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dumps").mkdir()
+    for name in ("a.elf", "b.kdump", ".hidden"):
+        (tmp_path / "dumps" / name).touch()
+    monkeypatch.chdir(tmp_path)
+    assert Completion.path("d") == Completion("d", ("dumps/",), filename=True)
+    assert complete_path("dumps/") == ("dumps/a.elf", "dumps/b.kdump")
+    assert complete_path("dumps/.") == ("dumps/.hidden",)
+    assert complete_path(f"{tmp_path}/dumps/b") == (f"{tmp_path}/dumps/b.kdump",)
+    assert complete_path("nowhere/x") == ()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert complete_path("~/dumps/a") == ("~/dumps/a.elf",)
 
 
 def test_completion_of_an_empty_word_lists_the_options(host: Host) -> None:

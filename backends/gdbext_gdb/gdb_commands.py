@@ -111,10 +111,10 @@ class PtCommand(gdb.Command):
             completion = self._session.complete(self._name, text)
         except Exception:  # completion must never disturb the prompt
             return []
-        if completion.filename:
-            return gdb.COMPLETE_FILENAME
         if word is None:
-            return []
+            # The first call chooses how GDB splits words: as file names (at spaces) for a
+            # file, else at GDB's usual characters ('-' among them).
+            return gdb.COMPLETE_FILENAME if completion.filename else []
         # GDB breaks words at '-' too: complete the tail of the word it replaces.
         typed = completion.word
         if not typed.endswith(word):
