@@ -41,6 +41,9 @@ _LOST = (
     "remote communication error",
 )
 _RUNNING = ("while the target is running", "selected thread is running", "thread is running")
+#: Parts of GDB's messages about replies it could not parse (a stub that stopped answering in
+#: time leaves GDB's and its packets out of step).
+_GARBLED = ("invalid hex digit", "packet error", "bad reply", "remote failure reply")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -69,6 +72,11 @@ class GdbConnectionLink:
             return TargetLostError(f"lost the connection to the target ({message})")
         if any(m in lowered for m in _RUNNING):
             return LiveTargetError(f"the target is running; interrupt it first ({message})")
+        if any(m in lowered for m in _GARBLED):
+            return LiveTargetError(
+                f"{what}: the gdbstub's reply was garbled ({message}); if it stopped answering, "
+                "reconnect with target remote"
+            )
         return LiveTargetError(f"{what}: {message}")
 
     def _execute(self, command: str) -> str:

@@ -51,6 +51,11 @@ class _PacketLink(Protocol):
     def connected(self) -> bool: ...
 
 
+def _short(reply: str) -> str:
+    """A reply for an error message: quoted, at most 40 characters."""
+    return repr(reply if len(reply) <= 40 else reply[:37] + "...")
+
+
 class PhyMemMode:
     """The ``qqemu.PhyMemMode`` packets of one connection."""
 
@@ -64,14 +69,18 @@ class PhyMemMode:
             return int(reply)
         if reply == "" or reply.startswith("E"):
             return None
-        raise LiveTargetError(f"unexpected reply {reply!r} to {QUERY}")
+        raise LiveTargetError(
+            f"unexpected reply {_short(reply)} to {QUERY} (the gdbstub's replies are out of step; "
+            "reconnect with target remote)"
+        )
 
     def set(self, mode: int) -> None:
         """Switch the stub to ``mode``. :raises LiveTargetError: the stub refused."""
         packet = SET.format(mode)
         reply = self._link.packet(packet)
         if reply != "OK":
-            raise LiveTargetError(f"the gdbstub refused {packet} ({reply or 'not supported'})")
+            why = _short(reply) if reply else "not supported"
+            raise LiveTargetError(f"the gdbstub refused {packet} ({why})")
 
     def supported(self) -> bool:
         """True if the stub answers the query and accepts a switch (to the mode it is in, so
