@@ -296,9 +296,15 @@ def test_convenience_functions(kernel_dump: Callable[[str], Path]) -> None:
         f"p/x $pt_virt({kernel_pa:#x})",
         "p/x $pt_phys($pt_virt($pt_phys(0xffffffff82000123)))",
         "ptype $",
+        "set $va = 0x400010",
+        *marked("pt-translate $va $pt_virt(0x1000000)", "pt-translate $void"),
     )
-    assert proc.stderr == ""
-    lines = proc.stdout.splitlines()[1:]
+    assert proc.stderr == "pt-translate: $void: Cannot convert value to long.\n"
+    lines = proc.stdout.split(MARK)[0].splitlines()[1:]
+    # Words starting with $ are GDB expressions.
+    assert sections(proc.stdout)[0] == cli_output(
+        "translate", dump, "0x400010", "0xffff888001000000"
+    )
     direct = int(lines[2].split("= ")[1], 16)
     assert lines[0] == f"$1 = {kernel_pa:#x}"
     assert lines[1] == f"$2 = {user_pa:#x}"

@@ -77,6 +77,15 @@ def guarded(name: str, call: Callable[[], T]) -> T:
         raise gdb.GdbError(f"{name}: {_one_line(str(exc))}") from None
 
 
+def evaluate(word: str) -> str:
+    """A word that starts with ``$`` (a register, a convenience variable or function) as GDB
+    evaluates it, in hex: ``pt-translate $rsp``, ``pt-walk --cr3 $cr3``."""
+    try:
+        return f"0x{int(gdb.parse_and_eval(word)) & U64:x}"
+    except gdb.error as exc:
+        raise gdb.error(f"{word}: {exc}") from None
+
+
 def remote_default(host: Host) -> Selection | None:
     """Backend ``gdb`` while the selected inferior is connected to a gdbstub, else None."""
     connection = gdb.selected_inferior().connection
@@ -91,7 +100,8 @@ def remote_default(host: Host) -> Selection | None:
 
 
 class PtCommand(gdb.Command):
-    """A ``pt-*`` command: its help is the session's (argparse usage and options)."""
+    """A ``pt-*`` command: its help is the session's (argparse usage and options); words that
+    start with ``$`` are evaluated by GDB (see :func:`evaluate`)."""
 
     def __init__(self, name: str, session: Session) -> None:
         self.__doc__ = session.help(name)
@@ -104,7 +114,8 @@ class PtCommand(gdb.Command):
         guarded(self._name, lambda: self._run(gdb.string_to_argv(argument)))
 
     def _run(self, argv: list[str]) -> None:
-        self._session.run(self._name, argv, GdbOut(), colour=colour_wanted())
+        words = [evaluate(w) if w.startswith("$") else w for w in argv]
+        self._session.run(self._name, words, GdbOut(), colour=colour_wanted())
 
     def complete(self, text: str, word: str | None) -> object:
         try:
@@ -124,7 +135,7 @@ class PtCommand(gdb.Command):
 
 
 class PtBackendCommand(PtCommand):
-    """``pt-backend [NAME [SOURCE] [OPTIONS]]``."""
+    """``pt-backend [NAME [SOURCE] [OPTIONS]]`` (words as typed)."""
 
     def _run(self, argv: list[str]) -> None:
         self._session.backend(argv, GdbOut())
