@@ -28,7 +28,7 @@ def _gdbext_load() -> None:
         gdb.write(f"gdbext: {message}\n", gdb.STDERR)
 
     # This file's path: GDB leaves __file__ alone when a script is sourced from another one.
-    package = os.path.dirname(os.path.realpath(_gdbext_load.__code__.co_filename))
+    package = os.path.dirname(os.path.realpath(sys._getframe().f_code.co_filename))
     checkout = os.path.dirname(package)
     installed = os.path.basename(checkout) == "site-packages"  # a non-editable install
     setup = os.path.join(checkout, "scripts", "setup.sh")
@@ -62,8 +62,11 @@ def _gdbext_load() -> None:
         before = set(sys.path)
         site.addsitedir(site_dir)  # its .pth files too (an editable install's finder)
         added = [p for p in sys.path if p not in before]
-        # In front of the system's dist-packages, whose older copies must not win.
-        sys.path[:] = added + [p for p in sys.path if p not in added]
+        # In front of the system's dist-packages, whose older copies must not win; behind
+        # GDB's own Python directory (the gdb package).
+        rest = [p for p in sys.path if p not in added]
+        ours = [p for p in rest if p == gdb.PYTHONDIR]
+        sys.path[:] = ours + added + [p for p in rest if p not in ours]
     if not installed:
         for path in (os.path.join(checkout, "backends"), checkout):
             if os.path.isdir(path) and path not in sys.path:

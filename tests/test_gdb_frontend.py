@@ -129,6 +129,16 @@ def test_sourcing_twice_registers_once() -> None:
     assert len(re.findall(r"^function pt_virt -- ", functions.stdout, re.M)) == 1
 
 
+def test_sourced_from_another_script(tmp_path: Path) -> None:
+    """GDB keeps the outer script's ``__file__`` for a nested ``source``: the checkout is found
+    all the same."""
+    outer = tmp_path / "outer.py"
+    outer.write_text(f"gdb.execute('source {GDBINIT}')\n")
+    proc = gdb(f"source {outer}", "help pt-info", source=False)
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("Paging mode, control registers")
+
+
 def test_a_missing_environment_is_one_line_naming_the_fix(tmp_path: Path) -> None:
     env = {**os.environ, "GDBEXT_VENV": "/nonexistent"}
     proc = gdb("pt-walk", env=env)
