@@ -424,3 +424,23 @@ def test_colourise_lines() -> None:
     assert colourise("walk", line) == line.replace("rwx", f"{RED}rwx\x1b[m")
     assert colourise("walk", "---[ Modules ]---") == f"{BOLD}---[ Modules ]---\x1b[m"
     assert colourise("walk", line.replace("rwx", "rw-")) == line.replace("rwx", "rw-")
+
+
+# --- the command line's pieces the front ends use -----------------------------------------------
+
+
+def test_cli_run_on_a_given_target_leaves_it_open() -> None:
+    rec = Recorder()
+    host = Host.create(extra_plugins=[rec])
+    target = host.backend("rec").open(OpenRequest(None, {"scenario": str(DEMO)}))
+    out = io.StringIO()
+    assert cli.run(["walk", "--format", "json"], host, out, target=target) == 0
+    assert out.getvalue() == cli_output(host, "walk", "--backend", "sim", "--scenario",
+                                        str(DEMO), "--format", "json")[1]  # fmt: skip
+    assert rec.events == ["open 0"]  # not closed; the caller enters scopes itself
+    with pytest.raises(UsageError, match=r"unrecognized arguments: x\.elf"):
+        cli.run(["walk", "x.elf"], host, io.StringIO(), target=target)
+    with pytest.raises(UsageError, match="--backend"):
+        cli.run(["walk", "--backend", "sim"], host, io.StringIO(), target=target)
+    with pytest.raises(UsageError, match="no command 'audit'"):
+        cli.build_command_parser(host, "audit", prog="pt-audit")
