@@ -150,8 +150,12 @@ def _add_command_arguments(
     if target_options:
         _add_target_options(p, host, dump=command != "translate")
     if command != "info":
-        r = p.add_argument_group("page table (default: CPU 0's CR3)")
-        r.add_argument("--cpu", type=_int, help="CPU whose CR3 and paging mode to use (0)")
+        r = p.add_argument_group("page table (default: the selected CPU's CR3)")
+        r.add_argument(
+            "--cpu",
+            type=_int,
+            help="CPU whose CR3 and paging mode to use (default: the selected one, else 0)",
+        )
         which = r.add_mutually_exclusive_group()
         which.add_argument(
             "--cr3", type=_int, metavar="ADDR", help="this root instead (PCID bits masked)"
@@ -388,7 +392,7 @@ def open_target(host: Host, args: argparse.Namespace, source: str | None = None)
 
 def _root(args: argparse.Namespace) -> commands.RootOptions:
     return commands.RootOptions(
-        cpu=0 if args.cpu is None else args.cpu,
+        cpu=args.cpu,
         cr3=args.cr3,
         levels=args.levels,
         kernel=args.kernel,

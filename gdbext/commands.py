@@ -42,18 +42,28 @@ PTI_USER_PGD_BIT = 0x1000
 class RootOptions:
     """Which page table to use.
 
-    The root is CPU ``cpu``'s CR3 (default CPU 0), or ``cr3``, or with ``kernel`` the kernel's
-    own top table (the dump's hint ``kernel_root``, from VMCOREINFO); ``cr3`` and ``kernel``
-    exclude each other. ``user_pgd`` then takes the PTI user half of whichever root that is
-    (root | 0x1000). The paging mode (levels, NXE, MAXPHYADDR) is CPU ``cpu``'s, with levels
-    from ``kernel_levels`` under ``kernel``; ``levels`` overrides both.
+    The root is CPU ``cpu``'s CR3 (default: the CPU the target has selected, its hint
+    ``selected_cpu``, e.g. GDB's selected thread; else CPU 0), or ``cr3``, or with ``kernel``
+    the kernel's own top table (the dump's hint ``kernel_root``, from VMCOREINFO); ``cr3`` and
+    ``kernel`` exclude each other. ``user_pgd`` then takes the PTI user half of whichever root
+    that is (root | 0x1000). The paging mode (levels, NXE, MAXPHYADDR) is CPU ``cpu``'s, with
+    levels from ``kernel_levels`` under ``kernel``; ``levels`` overrides both.
     """
 
-    cpu: int = 0
+    cpu: int | None = None
     cr3: int | None = None
     levels: int | None = None
     kernel: bool = False
     user_pgd: bool = False
+
+
+def cpu_index(target: Target, options: RootOptions) -> int:
+    """The CPU ``options`` name: ``options.cpu``, else the target's ``selected_cpu`` hint (the
+    debugger's selected thread), else 0."""
+    if options.cpu is not None:
+        return options.cpu
+    selected = target.hints.get("selected_cpu")
+    return selected if isinstance(selected, int) and not isinstance(selected, bool) else 0
 
 
 def kernel_root(target: Target) -> tuple[int, int | None]:
@@ -88,9 +98,10 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         raise UsageError("--kernel and --cr3 both choose the root; give one of them")
     explicit_root = options.kernel or options.cr3 is not None
     # A dump may carry no CPU state at all; an explicit root then needs none.
-    cpu = CpuState() if explicit_root and not target.cpus and options.cpu == 0 else None
+    index = cpu_index(target, options)
+    cpu = CpuState() if explicit_root and not target.cpus and index == 0 else None
     if cpu is None:
-        cpu = target.cpu(options.cpu)
+        cpu = target.cpu(index)
     root = None
     levels = options.levels
     if options.cr3 is not None:
@@ -441,7 +452,7 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
     if levels is None and options.root.kernel:
         levels = kernel_root(target)[1]
     if levels is None:
-        levels = target.cpu(options.root.cpu).levels if target.cpus else 4
+        levels = target.cpu(cpu_index(target, options.root)).levels if target.cpus else 4
     geo = geometry(levels)
     for addr in (heap_range.start, heap_range.end - 1):
         if not geo.is_canonical(addr):

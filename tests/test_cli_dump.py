@@ -326,3 +326,26 @@ def test_dump_paths_with_spaces_and_relative(demo_core: Path, tmp_path: Path) ->
     os.symlink(demo_core, spaced)
     status, out, _ = run(["walk", str(spaced), "--range", "0x400000-0x402000", "--json"])
     assert status == 0 and len(json.loads(out)["mappings"]) == 1
+
+
+def test_default_cpu_is_the_targets_selected_one() -> None:
+    """Without --cpu the root is the selected CPU's (hint ``selected_cpu``: GDB's selected
+    thread on a live target), else CPU 0's; --cpu N always wins."""
+    import dataclasses
+
+    from gdbext import commands
+    from gdbext.cpu import CpuState
+    from gdbext_sim.scenario import load_scenario
+
+    target = load_scenario(str(DEMO)).to_target()
+    cpu0 = target.cpu(0)
+    assert cpu0.cr3 is not None
+    other = CpuState(cr0=cpu0.cr0, cr3=cpu0.cr3 + 0x1000, cr4=cpu0.cr4, efer=cpu0.efer)
+    two = dataclasses.replace(target, cpus=[cpu0, other])
+    assert commands.cpu_index(two, commands.RootOptions()) == 0
+    selected = dataclasses.replace(two, hints={**two.hints, "selected_cpu": 1})
+    assert commands.cpu_index(selected, commands.RootOptions()) == 1
+    assert commands.cpu_index(selected, commands.RootOptions(cpu=0)) == 0
+    # open_page_table follows it (the root is only read when walking).
+    assert commands.open_page_table(selected, commands.RootOptions()).root == other.root
+    assert commands.open_page_table(selected, commands.RootOptions(cpu=0)).root == cpu0.root
