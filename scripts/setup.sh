@@ -45,3 +45,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! grep -qx "$extras" 
     .venv/bin/python -c 'import gdbext, gdbext_sim, pluggy, elftools' # fail loudly if broken
     echo "$extras" >"$stamp"
 fi
+
+# Byte-compile the checkout (pip compiles dependencies, not an editable project): GDB loads
+# gdbext/gdbinit.py in well under 0.3 s only from bytecode, and some environments set
+# PYTHONDONTWRITEBYTECODE, so that imports never write it themselves. Cheap when up to date.
+.venv/bin/python -m compileall -q -j 0 gdbext backends >/dev/null
