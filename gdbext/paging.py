@@ -38,7 +38,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import pairwise, repeat
+from itertools import compress, pairwise, repeat
 from typing import NamedTuple
 
 from gdbext.addr import AddrRange, check_aligned
@@ -950,9 +950,9 @@ class X86PageTable:
         run_index = run_count = run_entry = 0
         expect = -1
         leaves = 0
-        for index, entry in enumerate(entries):
-            if not entry & PRESENT:
-                continue
+        # Only present entries (most tables of a real kernel are sparse): picked in C.
+        for index in compress(range(n), map(PRESENT.__and__, entries)):
+            entry = entries[index]
             if level > 1 and not entry & HUGE_PAGE:
                 # A link to a lower table inside a PD or PDPT: handled by the caller's loop.
                 if run_count:

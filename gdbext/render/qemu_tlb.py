@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gdbext.addr import AddrRange
 from gdbext.commands import WalkResult
+from gdbext.errors import WalkLimitError
 from gdbext.flags import FLAGS_MASK
-from gdbext.paging import LeafRun
+from gdbext.geometry import entry_span
+from gdbext.paging import AliasRun, LeafRun
 
 #: QEMU's address masks by page size.
 QEMU_ADDR_MASK = {
@@ -40,25 +43,80 @@ def qemu_flags(entry: int, page_size: int) -> str:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
-    """One ``info tlb`` line per leaf, aliases included, in virtual-address order."""
+    """One ``info tlb`` line per leaf, aliases included, in virtual-address order.
+
+    The walk collapses tables linked again (``aliases="collapse"``): the lines of such a table
+    are made once, from a walk of the range where it was first met, and repeated for every
+    other link, shifted in VA. Linux's ESPFIX area (65,536 lines from a few tables) costs a few
+    table walks instead of 65,536 records. ``--max-leaves`` still bounds the lines.
+    """
     flag_cache: dict[tuple[int, int], str] = {}
-    for rec in result.runs():
-        if type(rec) is not LeafRun:
-            continue
-        ps = rec.page_size
-        mask = QEMU_ADDR_MASK[ps]
-        key = (rec.entry & FLAGS_MASK, ps)
-        flags = flag_cache.get(key)
-        if flags is None:
-            flags = flag_cache[key] = qemu_flags(rec.entry, ps)
-        pa = rec.entry & mask
-        if rec.count == 1:
-            yield f"{rec.vaddr:016x}: {pa:016x} {flags}"
-            continue
-        end = rec.vaddr + rec.count * ps
-        yield from [
-            f"{va:016x}: {p:016x} {flags}"
-            for va, p in zip(
-                range(rec.vaddr, end, ps), range(pa, pa + rec.count * ps, ps), strict=True
-            )
-        ]
+    templates: dict[tuple[int, int, int], list[tuple[int, str]]] = {}
+    options = result.options
+    lo, hi = (0, 1 << 64) if options.range is None else (options.range.start, options.range.end)
+    limit = options.max_leaves
+    emitted = 0
+    collapse = options.has is None
+    for rec in result.runs(aliases="collapse" if collapse else "expand"):
+        if type(rec) is LeafRun:
+            emitted += rec.count
+            if limit is not None and emitted > limit:
+                raise WalkLimitError(limit, rec.vaddr)
+            yield from _leaf_lines(rec, flag_cache)
+        elif type(rec) is AliasRun:
+            key = (rec.table, rec.level, rec.first_vaddr)
+            template = templates.get(key)
+            if template is None:
+                template = templates[key] = _template(result, rec, flag_cache)
+            span = entry_span(rec.level + 1)
+            for base in range(rec.vaddr, rec.end, span):  # one link at a time: bounded memory
+                emitted += len(template)
+                if limit is not None and emitted > limit:
+                    raise WalkLimitError(limit, base)
+                yield from [
+                    f"{base + offset:016x}: {rest}"
+                    for offset, rest in template
+                    if lo <= base + offset < hi
+                ]
+
+
+def _leaf_lines(rec: LeafRun, flag_cache: dict[tuple[int, int], str]) -> list[str]:
+    ps = rec.page_size
+    mask = QEMU_ADDR_MASK[ps]
+    key = (rec.entry & FLAGS_MASK, ps)
+    flags = flag_cache.get(key)
+    if flags is None:
+        flags = flag_cache[key] = qemu_flags(rec.entry, ps)
+    pa = rec.entry & mask
+    if rec.count == 1:
+        return [f"{rec.vaddr:016x}: {pa:016x} {flags}"]
+    end = rec.vaddr + rec.count * ps
+    return [
+        f"{va:016x}: {p:016x} {flags}"
+        for va, p in zip(
+            range(rec.vaddr, end, ps), range(pa, pa + rec.count * ps, ps), strict=True
+        )
+    ]
+
+
+def _template(
+    result: WalkResult, rec: AliasRun, flag_cache: dict[tuple[int, int], str]
+) -> list[tuple[int, str]]:
+    """The lines under the table ``rec`` links, as (VA offset in the link's span, the rest of
+    the line), from a walk of the span where the table was first met (its whole span, with the
+    walk's permission filter)."""
+    span = entry_span(rec.level + 1)
+    sub = result.page_table.iter_runs(
+        AddrRange(rec.first_vaddr, rec.first_vaddr + span),
+        aliases="expand",
+        max_leaves=result.options.max_leaves,
+        perm=result.options.perm,
+    )
+    out: list[tuple[int, str]] = []
+    for leaf in sub:
+        if type(leaf) is LeafRun:
+            out += [
+                (int(line[:16], 16) - rec.first_vaddr, line[18:])
+                for line in _leaf_lines(leaf, flag_cache)
+            ]
+    return out
