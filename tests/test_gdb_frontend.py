@@ -592,3 +592,39 @@ def test_a_detached_target_is_one_line_and_gdb_goes_on(
     assert f"backend gdb: remote 127.0.0.1:{guest.gdb_port}\n" in proc.stdout
     assert proc.stdout.endswith("alive\n")
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("before", [0, 1])
+def test_phymem_mode_is_back_after_every_command_failing_ones_included(
+    qemu_guest: Callable[[str], QemuGuest], before: int
+) -> None:
+    """Each pt-* command leaves QEMU's PhyMemMode as it found it, whether it succeeds, finds
+    nothing, or fails on bad input (a root outside RAM, a BootInfo that is not there)."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    cr3 = guest.cr3()
+    query = "maintenance packet qqemu.PhyMemMode"
+    commands = [
+        f"maintenance packet Qqemu.PhyMemMode:{before}",
+        "pt-walk --range 0xffffffff81000000-0xffffffff81200000",  # succeeds
+        query,
+        "pt-translate 0x1000",  # not mapped: status 1
+        query,
+        "pt-walk --cr3 0x7ffff000000",  # a root outside RAM: an error
+        query,
+        "pt-heap --memmap bootinfo --at 0x7fff000",  # no BootInfo there: an error
+        query,
+        f"pt-walk --cr3 0x{cr3:x} --filter u,w,x --range 0x0-0x1000",  # nothing: status 1
+        query,
+        "maintenance packet Qqemu.PhyMemMode:0",
+    ]
+    proc = live_gdb(guest, *marked(*commands))
+    assert "Traceback" not in proc.stdout + proc.stderr
+    got = sections(proc.stdout)
+    replies = [re.search(r'received: "(\d)"', got[i]) for i in (2, 4, 6, 8, 10)]
+    modes = [m.group(1) if m else got[i] for m, i in zip(replies, (2, 4, 6, 8, 10), strict=True)]
+    assert modes == [str(before)] * 5
+    assert "is not mapped" in got[3]
+    errors = [line for line in proc.stderr.splitlines() if not re.match(r"warning:|determin", line)]
+    assert len(errors) == 2, errors  # the two failing commands, one line each
