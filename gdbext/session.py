@@ -309,13 +309,13 @@ class Session:
         return EXIT_OK
 
     def phys(self, vaddr: int) -> int:
-        """The physical address ``vaddr`` translates to (CPU 0's page table)."""
+        """The physical address ``vaddr`` translates to (the selected CPU's page table)."""
         with self._command("$pt_phys") as (target, _):
             return commands.open_page_table(target).translate(vaddr).paddr
 
     def virt(self, paddr: int) -> int:
-        """The first virtual address (in walk order) that maps ``paddr``: a walk of CPU 0's page
-        table that stops at the first leaf holding it."""
+        """The first virtual address (in walk order) that maps ``paddr``: a walk of the selected
+        CPU's page table that stops at the first leaf holding it."""
         with self._command("$pt_virt") as (target, _):
             pt = commands.open_page_table(target)
             for rec in pt.iter_runs(aliases="expand"):
