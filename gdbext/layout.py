@@ -645,10 +645,21 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
     vm_offset = _hex(vmci, "KERNELOFFSET")
     hint_offset = _hint_int(hints, "kernel_offset")
     image_size = _dec(vmci, "NUMBER(KERNEL_IMAGE_SIZE)")
+    if stext is not None:
+        image_start: Base | None = Base(stext, "VMCOREINFO", "SYMBOL(_stext)")
+    elif vm_offset is None and hint_offset is None:
+        # No VMCOREINFO (a live target): the kernel image is the first mapping of the high
+        # kernel mapping (equal to SYMBOL(_stext) on every kernel checked, KASLR included).
+        first = _first_leaf(pt, START_KERNEL_MAP, START_KERNEL_MAP + GB)
+        image_start = (
+            None
+            if first is None
+            else Base(first, "page tables", "first mapping at __START_KERNEL_map")
+        )
+    else:
+        image_start = None
     image: dict[str, Base | None] = {
-        "kernel_image_start": None
-        if stext is None
-        else Base(stext, "VMCOREINFO", "SYMBOL(_stext)"),
+        "kernel_image_start": image_start,
         "kernel_offset": Base(vm_offset, "VMCOREINFO")
         if vm_offset is not None
         else (None if hint_offset is None else Base(hint_offset, "hint")),
@@ -681,15 +692,29 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
 
 
 def _kernel_tables(pt: X86PageTable, hints: Mapping[str, object]) -> X86PageTable:
-    """The kernel's top table (hint ``kernel_root``) in ``pt``'s paging mode, else ``pt``."""
+    """The kernel's top table (hint ``kernel_root``) in ``pt``'s paging mode, else ``pt``.
+
+    Without the hint (a live target has no VMCOREINFO), a root at an odd 4 KiB (``root |
+    0x1000``, PTI's user PGD) that maps no direct map is traded for its kernel twin at
+    ``root & ~0x1000``, when that one does.
+    """
     root = _hint_int(hints, "kernel_root")
     levels = _hint_int(hints, "kernel_levels")
+    if root is None and pt.root & 0x1000 and find_page_offset_base(pt) is None:
+        twin = _table_at(pt, pt.root & ~0x1000)
+        if twin is not None and find_page_offset_base(twin) is not None:
+            return twin
+        return pt
     if root is None or root == pt.root or (levels is not None and levels != pt.levels):
         return pt
+    return _table_at(pt, root) or pt
+
+
+def _table_at(pt: X86PageTable, root: int) -> X86PageTable | None:
     try:
         return X86PageTable(pt.mapper, root, pt.levels, nxe=pt.nxe, max_phys_bits=pt.max_phys_bits)
     except ValueError:
-        return pt
+        return None
 
 
 def _in_kaslr_range(p: _Params, value: int) -> bool:

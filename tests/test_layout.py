@@ -255,7 +255,11 @@ def test_bases_found_in_tables() -> None:
     assert b["vmemmap_base"] == Base(
         0xFFFFF89A00000000, "page tables", "first mapping above VMALLOC_SIZE"
     )
-    assert b["kernel_image"].assumed and b["modules"].assumed
+    # The kernel image: the scenario's first mapping at __START_KERNEL_map.
+    assert b["kernel_image"] == Base(
+        0xFFFFFFFFA7A00000, "page tables", "first mapping at __START_KERNEL_map"
+    )
+    assert b["modules"].assumed
 
 
 def test_vmcoreinfo_bases() -> None:
@@ -428,6 +432,37 @@ def test_real_kernel_bases(kernel_dump: Any, name: str) -> None:
     assert b["kernel_image"] == Base(int(vmci["SYMBOL(_stext)"], 16), "VMCOREINFO",
                                      "SYMBOL(_stext)")  # fmt: skip
     assert b["kernel_image"].value == 0xFFFFFFFF81000000 + int(vmci["KERNELOFFSET"], 16)
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("user_pgd", [False, True])
+def test_real_kernel_bases_without_vmcoreinfo(kernel_dump: Any, name: str, user_pgd: bool) -> None:
+    """A live target has no VMCOREINFO: the same bases come from the tables alone, from CPU 0's
+    root or (under PTI) its user half, whose kernel twin at root & ~0x1000 is searched; the
+    kernel image is the first mapping at __START_KERNEL_map, which is SYMBOL(_stext)."""
+    import dataclasses
+
+    from gdbext_dump.dump import open_dump
+
+    if user_pgd and name != "kaslr-pti":
+        pytest.skip("no PTI")
+    target = open_dump(str(kernel_dump(name)))
+    try:
+        vmci = target.hints["vmcoreinfo"]
+        assert isinstance(vmci, dict)
+        kernel = commands.walk(target, commands.WalkOptions(commands.RootOptions(kernel=True)))
+        with_hints = detect_layout(kernel.page_table, target.hints).bases
+        live = dataclasses.replace(target, hints={})
+        result = commands.walk(live, commands.WalkOptions(commands.RootOptions(user_pgd=user_pgd)))
+        bases = detect_layout(result.page_table, result.hints).bases
+    finally:
+        if target.close is not None:
+            target.close()
+    for key in ("page_offset_base", "vmalloc_base", "vmemmap_base"):
+        assert bases[key].value == with_hints[key].value, key
+        assert not bases[key].assumed, key
+    assert bases["kernel_image"].value == int(vmci["SYMBOL(_stext)"], 16)
+    assert bases["kernel_image"].source == "page tables"
 
 
 def test_real_kernel_text_labels_on_by_default(kernel_dump: Any) -> None:
