@@ -171,7 +171,7 @@ class SegmentMapper:
             lo, hi = max(lo, start), min(hi, end)
             if delta is None or hi - lo < len(needle):
                 continue
-            at = self._data.find(needle, lo + delta, hi + delta)
+            at = _find(self._data, needle, lo + delta, hi + delta)
             if at >= 0:
                 return at - delta
         return -1
@@ -183,6 +183,23 @@ class SegmentMapper:
 
     def __repr__(self) -> str:
         return f"SegmentMapper({self.path!r}, pieces={self.segment_count})"
+
+
+def _find(data: bytes | mmap.mmap, needle: bytes, start: int, end: int) -> int:
+    """``data.find(needle, start, end)``, safe at the very end of an mmap.
+
+    CPython 3.11.2's ``mmap.find`` (the Python GDB embeds) reads one byte past ``end``; when
+    ``end`` is the end of a mapping whose size is a multiple of the page size (every raw RAM
+    image), that byte is unmapped and the process dies with SIGSEGV. So the search stops one
+    byte short, and the one window it then misses, the last, is compared by hand.
+    """
+    if end < len(data) or not isinstance(data, mmap.mmap):
+        return data.find(needle, start, end)
+    at = data.find(needle, start, end - 1) if end - 1 - start >= len(needle) else -1
+    last = end - len(needle)
+    if at < 0 and last >= start and data[last:end] == needle:
+        at = last
+    return at
 
 
 _Piece = tuple[int, int, "int | None", int]
