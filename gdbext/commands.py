@@ -6,6 +6,7 @@ opened :class:`~gdbext.target.Target`, and hand the result to a renderer. Nothin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
@@ -492,7 +493,11 @@ def _is_default_root(root: RootOptions) -> bool:
 def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
     """The page table to search for kernel mappings: the selected one, or the kernel's own
     (``kernel_root`` hint) when no root was selected (a CPU may have been in a user process,
-    whose PTI tables map little of the kernel)."""
+    whose PTI tables map little of the kernel). With ``--user-pgd`` it is the kernel half of
+    the PTI pair: the user half maps neither the direct map nor the kernel image, and the best
+    offset found there would be some other mapping's (the kernel text's)."""
+    if root.user_pgd:
+        root = dataclasses.replace(root, user_pgd=False)
     if _is_default_root(root) and isinstance(target.hints.get("kernel_root"), int):
         return open_page_table(target, RootOptions(kernel=True))
     return open_page_table(target, root)

@@ -376,14 +376,23 @@ def test_real_kernel_e820_and_direct_map(name: str, kernel_dump: Callable[[str],
     from gdbext_dump.dump import open_dump
 
     target = open_dump(str(kernel_dump(name)))
+    roots = [commands.RootOptions()]
+    if name == "kaslr-pti":
+        # The PTI user half maps no direct map: the kernel half of the pair is searched.
+        roots.append(commands.RootOptions(user_pgd=True))
     try:
-        result = commands.heap(target, commands.HeapOptions(memmap="e820"))
+        results = [
+            commands.heap(target, commands.HeapOptions(memmap="e820", root=r)) for r in roots
+        ]
     finally:
         if target.close is not None:
             target.close()
-    assert [(r.start, r.end, r.kind) for r in result.regions] == serial_e820(name)
-    base = direct_map_from_gva2gpa(name)
-    assert result.physical_memory_offset == base
-    usable = max((r for r in serial_e820(name) if r[2] == "Usable"), key=lambda r: r[1] - r[0])
-    assert (result.range.start, result.range.end) == (base + usable[0], base + usable[1])
-    assert "the kernel's copy" in result.source and "offset: auto" in result.source
+    for result in results:
+        assert [(r.start, r.end, r.kind) for r in result.regions] == serial_e820(name)
+        base = direct_map_from_gva2gpa(name)
+        assert result.physical_memory_offset == base
+        usable = max(
+            (r for r in serial_e820(name) if r[2] == "Usable"), key=lambda r: r[1] - r[0]
+        )
+        assert (result.range.start, result.range.end) == (base + usable[0], base + usable[1])
+        assert "the kernel's copy" in result.source and "offset: auto" in result.source
