@@ -424,22 +424,31 @@ def _list_backends(host: Host, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def run(argv: Sequence[str], host: Host, out: IO[str], target: Target | None = None) -> int:
+Warn = Callable[[str], None]
+
+
+def run(
+    argv: Sequence[str],
+    host: Host,
+    out: IO[str],
+    target: Target | None = None,
+    warn: Warn | None = None,
+) -> int:
     """Run one command line; return the exit status. :class:`GdbextError` propagates.
 
     With ``target``, the command runs on it (the command line then takes no DUMP, ``--backend``
     or backend options) and the target stays open; else the command line names what to open,
-    and it is closed afterwards.
+    and it is closed afterwards. ``warn`` is given one-line warnings (see :func:`execute`).
     """
     args = parse_command(build_parser(host, target_options=target is None), argv)
     if args.command == "backends":
         return _list_backends(host, out)
     plan = _plan(args, host)
     if target is not None:
-        return _execute(plan, args, out, target)
+        return _execute(plan, args, out, target, warn=warn)
     target = open_target(host, args, plan.source)
     try:
-        return _execute(plan, args, out, target)
+        return _execute(plan, args, out, target, warn=warn)
     finally:
         if target.close is not None:
             target.close()
@@ -451,11 +460,14 @@ def execute(
     out: IO[str],
     target: Target,
     observe: Callable[[object], None] | None = None,
+    warn: Warn | None = None,
 ) -> int:
     """Run a parsed command (:func:`parse_command`) on ``target``, render it to ``out``, and
     return the exit status. ``observe`` is given the command's result before it is rendered
-    (a walk's result counts its leaves while it streams). The target stays open."""
-    return _execute(_plan(args, host), args, out, target, observe)
+    (a walk's result counts its leaves while it streams). ``warn`` is given one-line warnings
+    about what the output cannot show (entries a ``qemu-tlb`` walk did not follow, such as
+    tables not captured in a dump). The target stays open."""
+    return _execute(_plan(args, host), args, out, target, observe, warn)
 
 
 def _execute(
@@ -464,6 +476,7 @@ def _execute(
     out: IO[str],
     target: Target,
     observe: Callable[[object], None] | None = None,
+    warn: Warn | None = None,
 ) -> int:
     status = EXIT_OK
     result: object
@@ -491,9 +504,28 @@ def _execute(
     if observe is not None:
         observe(result)
     _write(out, plan.render(result))
-    if isinstance(result, commands.WalkResult) and result.stats["leaves"] == 0:
-        status = EXIT_NOT_FOUND
+    if isinstance(result, commands.WalkResult):
+        if result.stats["leaves"] == 0:
+            status = EXIT_NOT_FOUND
+        if warn is not None and args.format == "qemu-tlb":
+            _warn_unshown(result, warn)
     return status
+
+
+def _warn_unshown(result: commands.WalkResult, warn: Warn) -> None:
+    """QEMU's ``info tlb`` format has no place for entries the walk did not follow: say what
+    was left out, so that "not captured" never passes for "not mapped"."""
+    kinds = {
+        k.removeprefix("anomalies:"): n
+        for k, n in result.stats.items()
+        if k.startswith("anomalies:") and n
+    }
+    if kinds:
+        listed = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        warn(
+            f"{sum(kinds.values())} entries were not followed ({listed}); "
+            "qemu-tlb cannot show them: see the text or JSON output"
+        )
 
 
 def _heap_options(args: argparse.Namespace) -> commands.HeapOptions:
@@ -541,13 +573,18 @@ def _write(out: IO[str], lines: Iterable[str]) -> None:
         write("\n".join(buf))
 
 
+def _warn_stderr(message: str) -> None:
+    sys.stdout.flush()
+    print(f"gdbext: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
     """Entry point of the ``gdbext`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if host is None:
             host = Host.create()
-        return run(argv, host, sys.stdout)
+        return run(argv, host, sys.stdout, warn=_warn_stderr)
     except GdbextError as exc:
         sys.stdout.flush()
         print(f"gdbext: {exc}", file=sys.stderr)

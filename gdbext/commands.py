@@ -236,8 +236,10 @@ class WalkResult:
                 stats["leaves"] += rec.count
             elif type(rec) is AliasRun:
                 stats["leaves"] += rec.leaves * rec.count
-            else:
+            elif type(rec) is Anomaly:
                 stats["anomalies"] += 1
+                key = "anomalies:" + rec.kind
+                stats[key] = stats.get(key, 0) + 1
             yield rec
 
     def mappings(self) -> Iterator[Mapping]:

@@ -269,8 +269,14 @@ class Session:
             writer = _Styled(out, args.command)
         try:
             with self._command(name) as (target, ticker):
+                progress = self._progress
                 status = cli.execute(
-                    args, self.host, cast(IO[str], _Ticking(writer, ticker)), target, ticker.observe
+                    args,
+                    self.host,
+                    cast(IO[str], _Ticking(writer, ticker)),
+                    target,
+                    ticker.observe,
+                    None if progress is None else lambda m: progress(f"{name}: warning: {m}"),
                 )
         except GdbextError as exc:
             if exc.exit_status != EXIT_NOT_FOUND:

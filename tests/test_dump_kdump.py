@@ -496,3 +496,33 @@ def test_cpu_state_sanity() -> None:
     """The scenario's CPUs have a CR3 to walk from (the tests above rely on it)."""
     machine = load_scenario(DEMO)
     assert isinstance(machine.cpus[0], CpuState) and machine.cpus[0].cr3
+
+
+def test_qemu_tlb_warns_of_a_table_not_captured(tmp_path: Path) -> None:
+    """QEMU's info-tlb format has no line for "not captured": the command line says on stderr
+    what the walk left out, so that it never passes for "not mapped"; text shows it in line."""
+    import contextlib
+    import io
+
+    from gdbext.cli import main
+
+    machine = load_scenario(DEMO)
+    leaf_table = machine.page_table.translate(0xFFFF_FFFF_8100_0000).steps[-1].table
+    path = tmp_path / "excl.kdump"
+    write_kdump_from_memory(
+        path, machine.memory, machine.cpus, flattened=True, excluded={leaf_table >> 12}
+    )
+    results = {}
+    for fmt in ("qemu-tlb", "text"):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(["walk", str(path), "--format", fmt])
+        results[fmt] = (status, out.getvalue(), err.getvalue())
+    status, out, err = results["qemu-tlb"]
+    assert status == 0 and out
+    assert err == (
+        "gdbext: warning: 1 entries were not followed (1 table-not-captured); "
+        "qemu-tlb cannot show them: see the text or JSON output\n"
+    )
+    status, out, err = results["text"]
+    assert status == 0 and err == "" and "table-not-captured" in out
