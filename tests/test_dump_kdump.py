@@ -514,10 +514,10 @@ def test_qemu_tlb_warns_of_a_table_not_captured(tmp_path: Path) -> None:
     )
     results = {}
     for fmt in ("qemu-tlb", "text"):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = main(["walk", str(path), "--format", fmt])
-        results[fmt] = (status, out.getvalue(), err.getvalue())
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(["walk", str(path), "--format", fmt])
+        results[fmt] = (code, stdout.getvalue(), stderr.getvalue())
     status, out, err = results["qemu-tlb"]
     assert status == 0 and out
     assert err == (

@@ -95,7 +95,10 @@ def test_raw_with_base(tmp_path: Path) -> None:
     with pytest.raises(PhysMemoryError):
         target.mapper.read(0xFFFFF, 2)
     assert target.details["format"] == "raw physical image from 0x100000"
-    assert open_dump(str(path)).mapper.read(0, 1) == b"\0"
+    assert open_dump(str(path), format_in="raw").mapper.read(0, 1) == b"\0"
+    with pytest.raises(InputError, match="--format-in raw") as err:
+        open_dump(str(path))  # no magic: raw only when the user says so
+    assert err.value.offset == 0
     with pytest.raises(InputError, match="64-bit address space"):
         open_dump(str(path), base=(1 << 64) - 0x1000)
 

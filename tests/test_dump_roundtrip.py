@@ -99,7 +99,7 @@ def test_elf_lime_raw_walks_equal_the_simulator(tmp_path: Path, name: str) -> No
         root = commands.RootOptions()
         if not file.endswith(".core"):
             root = commands.RootOptions(cr3=sim.cpus[0].cr3, levels=sim.cpus[0].levels)
-        target = open_dump(str(tmp_path / file))
+        target = open_dump(str(tmp_path / file), format_in="raw" if file == "sim.raw" else None)
         try:
             assert renders(target, root=root) == expected, file
             assert list(target.ram or []) == list(sim.memory.ram_ranges)

@@ -53,8 +53,9 @@ print(m.find(b"HdrS", 0, {SIZE}), m.find(b"HdrS", 0, {SIZE - 1}), m.find(b"HdrZ"
 
 
 def test_heap_e820_on_a_raw_image_is_an_answer_not_a_crash(image: Path) -> None:
+    argv = ["heap", str(image), "--format-in", "raw", "--memmap", "e820"]
     proc = subprocess.run(
-        [sys.executable, "-m", "gdbext.cli", "heap", str(image), "--memmap", "e820"],
+        [sys.executable, "-m", "gdbext.cli", *argv],
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,6 +9,9 @@ magic at offset 0                      format
 ``45 4D 69 4C`` (LiME ``0x4C694D45``)   lime
 anything else                          raw
 =====================================  =========
+
+:func:`gdbext_dump.dump.open_dump` opens a file without magic as raw only when the user says so
+(``--format-in raw`` or ``--base``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
-from gdbext.errors import UsageError
+from gdbext.errors import InputError, UsageError
 from gdbext.mapper import PhysMapper
 from gdbext.target import Target
 from gdbext_dump.detect import detect_format
@@ -92,8 +92,19 @@ def open_dump(path: str, format_in: str | None = None, base: int | None = None) 
     :param base: physical address of a raw image's first byte (raw images only; default 0).
     :raises InputError: the file cannot be read or is malformed (message names file and offset).
     :raises UsageError: a bad ``format_in``, or ``base`` for a format other than raw.
+    :raises InputError: a file with no known magic, unless ``format_in="raw"`` or ``base`` says
+        it is a raw image.
     """
     fmt = detect_format(path, format_in)
+    if fmt == "raw" and format_in is None and base is None:
+        # A raw image has no magic; a file without any known magic is more likely a damaged or
+        # foreign file than a raw image, so that reading takes the user's word.
+        raise InputError(
+            "no dump format's magic at the start (ELF, kdump, flattened kdump, LiME); "
+            "for a raw physical image say --format-in raw (or --base ADDR)",
+            path,
+            0,
+        )
     if base is not None and fmt != "raw":
         raise UsageError(f"--base applies to raw images only; {path} is {fmt}")
     if fmt == "elf":
