@@ -440,3 +440,20 @@ def test_segment_problems_name_the_program_header(tmp_path: Path) -> None:
     target = open_dump(str(tmp_path / "alias.core"))
     assert target.mapper.read(0x801, 2) == bytes([1, 2])
     assert target.ram == [AddrRange(0, 0x2000)]
+
+
+def test_a_segment_inside_another_must_store_the_same_bytes(tmp_path: Path) -> None:
+    """/proc/vmcore's kernel-text PT_LOAD lies inside its RAM PT_LOAD with its own copy of the
+    bytes: accepted when equal; different bytes for the same addresses are an error naming
+    the inner segment's program header."""
+    ram = bytes(range(256)) * 32  # 0x2000 bytes at physical 0
+    same = Elf(notes=qemu_note(0, 0, 0), loads=[Load(0, ram), Load(0x800, ram[0x800:0x900])])
+    target = open_dump(same.write(tmp_path / "same.core"))
+    assert target.mapper.read(0x800, 0x100) == ram[0x800:0x900]
+    assert target.ram == [AddrRange(0, 0x2000)]
+    other = Elf(notes=qemu_note(0, 0, 0), loads=[Load(0, ram), Load(0x800, bytes(0x100))])
+    path = other.write(tmp_path / "other.core")
+    with pytest.raises(InputError, match="different contents") as err:
+        open_dump(path)
+    phoff = struct.unpack_from("<Q", Path(path).read_bytes(), 32)[0]
+    assert err.value.offset == phoff + 2 * 56  # PT_NOTE, the RAM load, then this one

@@ -130,3 +130,16 @@ def test_detection_and_override(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(InputError, match="empty"):
         open_dump(str(tmp_path / "empty"))
+
+
+def test_a_fifo_or_directory_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO would block until a writer comes: refused up front, one line."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, words in ((fifo, "not a regular file"), (tmp_path, "a directory")):
+        with pytest.raises(InputError, match=words):
+            open_dump(str(path), format_in="raw")
+        with pytest.raises(InputError, match=words):
+            open_dump(str(path))

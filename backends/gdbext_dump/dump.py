@@ -20,6 +20,7 @@ format carries them, notes; this module turns notes into CPU state, details and 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -95,6 +96,7 @@ def open_dump(path: str, format_in: str | None = None, base: int | None = None) 
     :raises InputError: a file with no known magic, unless ``format_in="raw"`` or ``base`` says
         it is a raw image.
     """
+    _check_mappable(path)
     fmt = detect_format(path, format_in)
     if fmt == "raw" and format_in is None and base is None:
         # A raw image has no magic; a file without any known magic is more likely a damaged or
@@ -195,6 +197,18 @@ def _open_lime(path: str) -> _Opened:
         mapper.close,
         mapper.find,
     )
+
+
+def _check_mappable(path: str) -> None:
+    """A dump is read through mmap: a regular file (or a block device). Opening a FIFO would
+    wait for a writer forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", path) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{kind}: a dump must be a file that can be mapped", path)
 
 
 def _open_raw(path: str, base: int) -> _Opened:

@@ -90,7 +90,7 @@ class SegmentMapper:
         self.path = path
         self._data = data
         self._reason = f"not in the dump {path}"
-        pieces = _merge(path, len(data), segments)
+        pieces = _merge(path, len(data), segments, data)
         self._starts = [p[0] for p in pieces]
         self._ends = [p[1] for p in pieces]
         # File offset minus physical address, or None for a piece that reads as zeros.
@@ -240,14 +240,20 @@ def _overlap_error(path: str, s: Segment, other: Segment) -> InputError:
     )
 
 
-def _merge(path: str, file_size: int, segments: Iterable[Segment]) -> list[_Piece]:
+def _merge(
+    path: str,
+    file_size: int,
+    segments: Iterable[Segment],
+    data: bytes | mmap.mmap | None = None,
+) -> list[_Piece]:
     """Check the segments and merge them into disjoint sorted pieces ``(start, end, delta,
     header_offset)`` where ``delta`` is file offset minus physical address (``None``: zeros).
 
     A segment entirely inside another one is an alias of memory the other already holds
     (``/proc/vmcore``'s kernel-text PT_LOAD inside its RAM PT_LOAD; QEMU's paging dumps) and is
-    dropped. A segment that overlaps the end of another one is accepted only if both store the
-    shared bytes at the same file offsets; otherwise :class:`InputError`.
+    dropped, if it stores the same bytes (the same file offsets, or equal contents, compared
+    from ``data``). A segment that overlaps the end of another one is accepted only if both
+    store the shared bytes at the same file offsets; otherwise :class:`InputError`.
     """
     checked: list[Segment] = []
     for s in segments:
@@ -262,6 +268,8 @@ def _merge(path: str, file_size: int, segments: Iterable[Segment]) -> list[_Piec
         end = s.paddr + s.memsz
         if cover is not None and s.paddr < cover_end:
             if end <= cover_end:
+                if not _same_bytes(s, cover, data):
+                    raise _overlap_error(path, s, cover)
                 continue  # an alias inside ``cover``
             same = s.offset - s.paddr == cover.offset - cover.paddr
             if not same or cover.filesz != cover.memsz:
@@ -289,6 +297,34 @@ def _merge(path: str, file_size: int, segments: Iterable[Segment]) -> list[_Piec
                 continue
         merged.append(piece)
     return merged
+
+
+def _same_bytes(inner: Segment, cover: Segment, data: bytes | mmap.mmap | None) -> bool:
+    """Whether ``inner`` (inside ``cover``) stores what ``cover`` stores for its addresses."""
+    if (
+        inner.offset - inner.paddr == cover.offset - cover.paddr
+        and inner.memsz == inner.filesz
+        and inner.paddr + inner.memsz <= cover.paddr + cover.filesz
+    ):
+        return True  # the very same file bytes (QEMU's paging dumps)
+    if data is None:
+        return True  # nothing to compare with: trust the headers
+    chunk = 1 << 20
+    # Past both segments' file bytes both read zeros: compare at most the file's worth.
+    upto = min(inner.memsz, max(inner.filesz, cover.filesz - (inner.paddr - cover.paddr)))
+    for pos in range(0, upto, chunk):
+        size = min(chunk, upto - pos)
+        there = inner.paddr - cover.paddr + pos
+        if _bytes_at(inner, pos, size, data) != _bytes_at(cover, there, size, data):
+            return False
+    return True
+
+
+def _bytes_at(s: Segment, pos: int, size: int, data: bytes | mmap.mmap) -> bytes:
+    """``size`` bytes of segment ``s``'s memory from ``pos`` (file bytes, then zero fill)."""
+    backed = max(0, min(size, s.filesz - pos))
+    head = data[s.offset + pos : s.offset + pos + backed] if backed else b""
+    return bytes(head) + bytes(size - backed)
 
 
 def _ranges(pieces: Sequence[_Piece]) -> list[AddrRange]:
