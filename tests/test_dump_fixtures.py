@@ -22,7 +22,6 @@ from make_dumps import kernel_root, parse_gva2gpa
 from minimize import first_difference, golden_path, golden_roots, read_golden
 
 from gdbext import cli, commands
-from gdbext.errors import GdbextError
 from gdbext.host import Host
 from gdbext.render.qemu_tlb import render_walk
 from gdbext_dump.dump import open_dump
@@ -61,16 +60,6 @@ def registers(name: str) -> dict[str, int]:
 @functools.cache
 def host() -> Host:
     return Host.create()
-
-
-@functools.cache
-def cli_feature(*args: str) -> bool:
-    """True if ``gdbext walk DUMP ARGS`` parses (the positional DUMP is being added)."""
-    try:
-        parsed = cli.build_parser(host()).parse_args(["walk", "x.elf", *args])
-    except GdbextError:
-        return False
-    return getattr(parsed, "dump", None) == "x.elf"
 
 
 def run_cli(argv: Sequence[str]) -> tuple[int, list[str]]:
@@ -174,8 +163,6 @@ def test_walk_equals_info_tlb(name: str, kind: str, kernel_dump: DumpFactory) ->
 @pytest.mark.parametrize(("name", "kind"), CASES)
 def test_cli_walk_equals_info_tlb(name: str, kind: str, kernel_dump: DumpFactory) -> None:
     """``gdbext walk DUMP --format qemu-tlb`` (``--kernel``, ``--user-pgd``)."""
-    if not cli_feature(*CLI_ROOT[kind]):
-        pytest.skip(f"the CLI does not take 'walk DUMP {' '.join(CLI_ROOT[kind])}' yet")
     argv = ["walk", str(kernel_dump(name)), "--format", "qemu-tlb", *CLI_ROOT[kind]]
     status, lines = run_cli(argv)
     assert status == 0
@@ -185,8 +172,6 @@ def test_cli_walk_equals_info_tlb(name: str, kind: str, kernel_dump: DumpFactory
 @pytest.mark.parametrize("name", NAMES)
 def test_cli_walk_cr3_equals_kernel_info_tlb(name: str, kernel_dump: DumpFactory) -> None:
     """``--cr3 ROOT`` with the kernel's root (computed here from the note's text)."""
-    if not cli_feature():
-        pytest.skip("the CLI does not take 'walk DUMP' yet")
     dump = kernel_dump(name)
     root = kernel_root(dump)
     assert root is not None
@@ -216,8 +201,6 @@ def test_translate_equals_gva2gpa(name: str, kernel_dump: DumpFactory) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cli_translate_equals_gva2gpa(name: str, kernel_dump: DumpFactory) -> None:
-    if not cli_feature():
-        pytest.skip("the CLI does not take 'translate DUMP VADDR...' yet")
     pairs = gva2gpa(name)
     status, lines = run_cli(
         ["translate", str(kernel_dump(name)), "--json", *[hex(va) for va, _ in pairs]]
