@@ -142,8 +142,9 @@ class PtBackendCommand(PtCommand):
 
 
 class PtPhys(gdb.Function):
-    """$pt_phys(VADDR): the physical address VADDR translates to, through CPU 0's page table of
-    the selected backend (pt-backend); an error names the level where the walk stopped."""
+    """$pt_phys(VADDR): the physical address VADDR translates to, through the page table of the
+    selected thread's vCPU on the selected backend (pt-backend); an error names the level where
+    the walk stopped."""
 
     def __init__(self, session: Session) -> None:
         super().__init__("pt_phys")
@@ -156,8 +157,9 @@ class PtPhys(gdb.Function):
 
 
 class PtVirt(gdb.Function):
-    """$pt_virt(PADDR): the first virtual address (lowest, in walk order) that maps PADDR in CPU
-    0's page table of the selected backend; the walk stops at the first hit."""
+    """$pt_virt(PADDR): the first virtual address (lowest, in walk order) that maps PADDR in the
+    page table of the selected thread's vCPU on the selected backend; the walk stops at the
+    first hit."""
 
     def __init__(self, session: Session) -> None:
         super().__init__("pt_virt")
