@@ -445,9 +445,10 @@ def linux_layout(
 
 def labels_wanted(mode: str, hints: Mapping[str, object]) -> bool:
     """Whether text output gets Linux region labels (``--labels``): ``linux`` always, ``none``
-    never, ``auto`` when the target carries a VMCOREINFO (i.e. it is a Linux kernel)."""
+    never, ``auto`` when the target is known to be a Linux kernel: it carries a VMCOREINFO (a
+    dump), or its backend says so (hint ``os``, e.g. GDB with the kernel's symbols loaded)."""
     if mode == "auto":
-        return bool(hints.get("vmcoreinfo"))
+        return bool(hints.get("vmcoreinfo")) or hints.get("os") == "linux"
     return mode == "linux"
 
 

@@ -155,6 +155,9 @@ class FakeStub:
     def symbol_value(self, name: str) -> int | None:
         return self.symbols.get(name)
 
+    def symbol_address(self, name: str) -> int | None:
+        return 0xFFFFFFFF82000000 if name in self.symbols else None
+
     def connected(self) -> bool:
         return self.alive
 
@@ -625,3 +628,16 @@ def test_root_options_reach_other_cpus(sim: Target) -> None:
     stub.cpus = cpus
     target = opened(stub)
     assert walk(target, WalkOptions(root=RootOptions(cpu=1))).root == 0x5000
+
+
+def test_the_kernels_symbols_make_it_linux_for_the_labels(sim: Target) -> None:
+    """With vmlinux loaded in GDB (``linux_banner`` known), the target says it is Linux, and
+    ``--labels auto`` turns the region labels on; without symbols it says nothing."""
+    from gdbext.layout import labels_wanted
+
+    plain = opened(stub_for(sim))
+    assert "os" not in plain.hints and not labels_wanted("auto", plain.hints)
+    stub = stub_for(sim)
+    stub.symbols["linux_banner"] = 0
+    linux = opened(stub)
+    assert linux.hints["os"] == "linux" and labels_wanted("auto", linux.hints)

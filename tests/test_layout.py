@@ -218,6 +218,8 @@ def test_labels_wanted() -> None:
     assert labels_wanted("linux", {})
     assert not labels_wanted("none", {"vmcoreinfo": {"OSRELEASE": "6.1"}})
     assert labels_wanted("auto", {"vmcoreinfo": {"OSRELEASE": "6.1"}})
+    assert labels_wanted("auto", {"os": "linux"})  # e.g. GDB with the kernel's symbols
+    assert not labels_wanted("auto", {"os": "other"})
     assert not labels_wanted("auto", {})
 
 

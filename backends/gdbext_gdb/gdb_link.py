@@ -166,6 +166,12 @@ class GdbConnectionLink:
         except (gdb.error, RuntimeError, ValueError):
             return None
 
+    def symbol_address(self, name: str) -> int | None:
+        try:
+            return int(gdb.parse_and_eval(f"(unsigned long)&{name}")) & ((1 << 64) - 1)
+        except (gdb.error, RuntimeError, ValueError):
+            return None
+
 
 # --- one state per connection ----------------------------------------------------------------
 

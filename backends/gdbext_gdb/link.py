@@ -74,6 +74,11 @@ class GdbLink(Protocol):
         stub reads memory now), else ``None``."""
         ...
 
+    def symbol_address(self, name: str) -> int | None:
+        """The address of the symbol ``name`` when GDB has symbols for it (no memory read),
+        else ``None``."""
+        ...
+
     def connected(self) -> bool:
         """False once the connection is gone."""
         ...

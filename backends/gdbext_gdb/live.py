@@ -49,6 +49,8 @@ MAX_CACHED_READ_PAGES = 64
 MAX_RUN_PAGES = 256
 #: Symbol that holds the direct map's base in kernels with a randomised layout.
 PAGE_OFFSET_SYMBOL = "page_offset_base"
+#: A symbol only a Linux kernel has: with it, the target is taken to be Linux.
+LINUX_SYMBOL = "linux_banner"
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,7 @@ class LiveState:
         self._ram_probed = False
         self._ram_note = ""
         self._symbol_base: int | None = None
+        self._is_linux: bool | None = None
         self._reader_key: tuple[str | None, int | None] | None = None
 
     @property
@@ -381,6 +384,12 @@ class LiveState:
             else "none (no threads)"
         )
         hints: dict[str, object] = {}
+        if self._is_linux is None:
+            # With the kernel's symbols loaded, say so: Linux region labels then come on by
+            # themselves (--labels auto), as they do for a dump with a VMCOREINFO.
+            self._is_linux = self.link.symbol_address(LINUX_SYMBOL) is not None
+        if self._is_linux:
+            hints["os"] = "linux"
         if selected in threads:
             hints["selected_cpu"] = threads.index(selected)
         if isinstance(reader, DirectMapReader):
