@@ -183,7 +183,8 @@ def test_e820_scan_skips_zero_fill_of_a_huge_segment(real_dump: RealDump) -> Non
                 )
                 if p_type == 1:
                     loads.append((phoff + i * phentsize, memsz))
-            at, memsz = loads[1]  # [0xc0000, RAM): the one holding the kernel
+            # The last one (the BIOS ROM below 4 GiB): grown, it overlaps no other segment.
+            at, memsz = loads[-1]
             f.seek(at + 40)
             f.write(struct.pack("<Q", memsz + (1 << 40)))
         status, out, err = _run(["heap", str(real_dump.path), "--memmap", "e820"])
