@@ -314,7 +314,8 @@ class WalkLimitError(InputError):
     def __init__(self, limit: int, vaddr: int) -> None:
         super().__init__(
             f"the walk passed {limit} leaf entries at 0x{vaddr:x}; shared tables may be "
-            "multiplying (use the text output, --range, or --max-leaves 0 for no limit)"
+            "multiplying (narrow it with --range, or raise --max-leaves, 0 for no limit; the "
+            "text output shows shared tables once)"
         )
         self.limit = limit
         self.vaddr = vaddr

@@ -349,3 +349,29 @@ def test_default_cpu_is_the_targets_selected_one() -> None:
     # open_page_table follows it (the root is only read when walking).
     assert commands.open_page_table(selected, commands.RootOptions()).root == other.root
     assert commands.open_page_table(selected, commands.RootOptions(cpu=0)).root == cpu0.root
+
+
+def test_info_says_when_paging_is_off() -> None:
+    """CR0.PG=0 (or CR4.PAE=0) in a dump's CPU state: ``info`` says the tables CR3 names are
+    not in use instead of claiming 4-level paging."""
+    import dataclasses
+
+    from gdbext import commands
+    from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
+    from gdbext.render.text import render_info
+    from gdbext_sim.scenario import load_scenario
+
+    target = load_scenario(str(DEMO)).to_target()
+    cpu = target.cpu(0)
+    assert cpu.cr0 is not None and cpu.cr4 is not None
+    off = CpuState(cr0=cpu.cr0 & ~CR0_PG, cr3=cpu.cr3, cr4=cpu.cr4, efer=cpu.efer)
+    no_pae = CpuState(cr0=cpu.cr0, cr3=cpu.cr3, cr4=cpu.cr4 & ~CR4_PAE, efer=cpu.efer)
+    lines = list(
+        render_info(commands.info(dataclasses.replace(target, cpus=[cpu, off, no_pae])))
+    )
+    paging = [line for line in lines if line.startswith("  paging:")]
+    assert paging == [
+        "  paging:    4-level",
+        "  paging:    4-level (but CR0.PG=0: paging is off, CR3's tables are not in use)",
+        "  paging:    4-level (but CR4.PAE=0: 32-bit paging, which gdbext does not walk)",
+    ]

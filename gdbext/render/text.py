@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
 from gdbext.flags import ACCESSED_DIRTY, flag_names
 from gdbext.geometry import level_name
 from gdbext.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
@@ -182,7 +183,7 @@ def render_info(result: InfoResult) -> Iterator[str]:
         yield f"{key + ':':<12} {value}"
     for index, cpu in enumerate(result.cpus):
         yield f"cpu {index}:"
-        yield f"  paging:    {cpu.levels}-level" + (" (LA57)" if cpu.la57 else "")
+        yield f"  paging:    {cpu.levels}-level" + (" (LA57)" if cpu.la57 else "") + _off(cpu)
         for name in ("cr0", "cr3", "cr4", "efer"):
             value = getattr(cpu, name)
             yield f"  {name + ':':<10} " + ("unknown" if value is None else f"0x{value:x}")
@@ -206,3 +207,13 @@ def render_heap(result: HeapResult) -> Iterator[str]:
         f"heap: {hex64(r.start)}-{hex64(r.end)} ({format_size(r.size)}) from {result.source}, "
         f"physical_memory_offset 0x{result.physical_memory_offset:x}"
     )
+
+
+def _off(cpu: CpuState) -> str:
+    """A warning when the control registers say the CPU is not in 4/5-level paging: the walk
+    still reads the tables CR3 names, but the MMU is not using them."""
+    if cpu.cr0 is not None and not cpu.cr0 & CR0_PG:
+        return " (but CR0.PG=0: paging is off, CR3's tables are not in use)"
+    if cpu.cr4 is not None and not cpu.cr4 & CR4_PAE:
+        return " (but CR4.PAE=0: 32-bit paging, which gdbext does not walk)"
+    return ""
