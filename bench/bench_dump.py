@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import guest_module, timed
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 FORMATS = ("elf", "kdump")
@@ -82,16 +84,9 @@ class Dumps:
         return int(self.meta["cr3"], 16)
 
 
-def _guest_module() -> Any:
-    sys.path.insert(0, str(ROOT / "fixtures"))
-    import qemu_guest
-
-    return qemu_guest
-
-
 def ensure_dumps(workdir: Path, memory: str, fresh: bool, log: Callable[[str], None]) -> Dumps:
     """The cached dumps for ``memory``, or a boot under QEMU that makes them."""
-    qg = _guest_module()
+    qg = guest_module()
     directory = workdir / f"mem-{memory}"
     meta_path = directory / "meta.json"
     files = [directory / name for name in (*FILE_NAMES.values(), "info_tlb.txt")]
@@ -124,7 +119,7 @@ def ensure_dumps(workdir: Path, memory: str, fresh: bool, log: Callable[[str], N
                 "cpu": config.cpu,
                 "kernel": str(config.kernel or qg.find_kernel()),
                 "cmdline": config.cmdline(),
-                "qemu": _qemu_version(),
+                "qemu": qg.qemu_version(),
                 "boot_seconds": round(guest.boot_seconds, 2),
                 "dump_seconds": seconds,
                 "cr3": f"{cr3:x}",
@@ -136,28 +131,7 @@ def ensure_dumps(workdir: Path, memory: str, fresh: bool, log: Callable[[str], N
     return Dumps(memory, directory, meta)
 
 
-def _qemu_version() -> str:
-    try:
-        out = subprocess.run(
-            ["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=30
-        ).stdout
-    except OSError:
-        return "?"
-    return out.splitlines()[0] if out else "?"
-
-
 # --- timing ----------------------------------------------------------------------------------
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs."""
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 #: Run by a fresh ``python -S``: spawn argv[1:] with stdout to /dev/null, wait, print the wall

@@ -51,6 +51,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import guest_module
+
 ROOT = Path(__file__).resolve().parent.parent
 GDBINIT = ROOT / "gdbext" / "gdbinit.py"
 GDB_SIDE = ROOT / "bench" / "_gdb_side.py"
@@ -71,13 +73,6 @@ PT_DUMP = (
 
 class BenchError(RuntimeError):
     """A prerequisite is missing or a measured command failed: one line for the user."""
-
-
-def _guest_module() -> Any:
-    sys.path.insert(0, str(ROOT / "fixtures"))
-    import qemu_guest
-
-    return qemu_guest
 
 
 def median_ms(values: list[float]) -> float:
@@ -288,18 +283,8 @@ def other_cpus(before: CpuSample | None, after: CpuSample | None) -> float | Non
     return max(0.0, (after.busy - before.busy - ours) / (after.wall - before.wall))
 
 
-def qemu_version() -> str:
-    try:
-        out = subprocess.run(
-            ["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=30
-        ).stdout
-    except OSError:
-        return "?"
-    return out.splitlines()[0] if out else "?"
-
-
 def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    qg = _guest_module()
+    qg = guest_module()
     try:
         qg.check_prerequisites()
     except qg.MissingPrerequisite as exc:
@@ -309,7 +294,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, A
     report: dict[str, Any] = {
         "guest": f"Debian's kernel, {guest_name}, {args.mem}, -cpu {config.cpu}, "
         f"{config.cmdline()!r}",
-        "qemu": qemu_version(),
+        "qemu": qg.qemu_version(),
         "load_repeat": args.repeat,
     }
     log(f"booting Debian's kernel with {args.mem} under QEMU (TCG)...")
@@ -345,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if args.config != "default" and args.config not in _guest_module().CONFIGS:
+    if args.config != "default" and args.config not in guest_module().CONFIGS:
         parser.error(f"--config: no configuration {args.config!r}")
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "bench/bench_gdb.py", *given])

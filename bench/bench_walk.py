@@ -19,12 +19,13 @@ import argparse
 import gc
 import json
 import random
-import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
+
+from benchlib import timed
 
 from gdbext.commands import WalkOptions, WalkResult
 from gdbext.flags import PageTableFlags
@@ -70,17 +71,6 @@ def sink(lines: Iterable[str]) -> int:
     for _ in lines:
         n += 1
     return n
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs."""
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def walk_figures(pt: X86PageTable, leaves: int, repeat: int) -> dict[str, float]:
