@@ -186,16 +186,22 @@ def _open_kdump(path: str) -> _Opened:
 def _open_lime(path: str) -> _Opened:
     mapper, ranges = open_lime(path)
     details = {"format": "LiME", "file size": _size(path), "segments": f"{ranges} ranges"}
+    return _without_notes("lime", "LiME (mmap)", mapper, details)
+
+
+def _open_raw(path: str, base: int) -> _Opened:
+    mapper = open_raw(path, base)
+    details = {"format": f"raw physical image from 0x{base:x}", "file size": _size(path)}
+    return _without_notes("raw", "raw image (mmap)", mapper, details)
+
+
+def _without_notes(
+    kind: str, read_path: str, mapper: SegmentMapper, details: dict[str, str]
+) -> _Opened:
+    """A format that carries memory only (LiME, raw): no notes, no CPU state, no VMCOREINFO
+    but what a search of RAM finds."""
     return _Opened(
-        "lime",
-        "LiME (mmap)",
-        mapper,
-        mapper.ram,
-        DumpNotes(),
-        None,
-        details,
-        mapper.close,
-        mapper.find,
+        kind, read_path, mapper, mapper.ram, DumpNotes(), None, details, mapper.close, mapper.find
     )
 
 
@@ -209,22 +215,6 @@ def _check_mappable(path: str) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise InputError(f"{kind}: a dump must be a file that can be mapped", path)
-
-
-def _open_raw(path: str, base: int) -> _Opened:
-    mapper: SegmentMapper = open_raw(path, base)
-    details = {"format": f"raw physical image from 0x{base:x}", "file size": _size(path)}
-    return _Opened(
-        "raw",
-        "raw image (mmap)",
-        mapper,
-        mapper.ram,
-        DumpNotes(),
-        None,
-        details,
-        mapper.close,
-        mapper.find,
-    )
 
 
 def _size(path: str) -> str:
