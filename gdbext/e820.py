@@ -23,7 +23,7 @@ Everything here is a pure function over a :class:`~gdbext.mapper.PhysMapper` and
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
@@ -201,72 +201,68 @@ def _readable_chunks(mapper: PhysMapper, ram: Iterable[AddrRange]) -> Iterator[t
                 yield page, data
 
 
+@dataclass
+class _Scan:
+    """What a scan has done so far: bytes searched, aligned candidates examined."""
+
+    scanned: int = 0
+    hits: int = 0
+
+
 def scan_boot_params(mapper: PhysMapper, ram: Iterable[AddrRange]) -> tuple[list[BootParams], int]:
     """Every valid boot_params in the readable memory of ``ram``, and the bytes scanned.
 
     A candidate is an 8-byte-aligned address whose +0x202 holds ``"HdrS"``; it is kept when
-    :func:`parse_boot_params` accepts its 4 KiB. The scan reads each RAM range once, in
-    :data:`SCAN_CHUNK` pieces; pages that cannot be read (not captured) are skipped.
+    :func:`parse_boot_params` accepts its 4 KiB (at most :data:`MAX_HITS` are examined).
     """
-    finder = getattr(mapper, "find", None)
-    if callable(finder):
-        return _scan_with_find(finder, mapper, ram)
     found: list[BootParams] = []
-    seen: set[int] = set()
-    scanned = 0
-    hits = 0
-    for base, data in _readable_chunks(mapper, ram):
-        scanned += len(data)
-        pos = data.find(SETUP_MAGIC)
-        while pos >= 0 and hits < MAX_HITS:
-            paddr = base + pos - HEADER_OFFSET
-            if paddr % BOOT_PARAMS_ALIGN == 0 and paddr >= 0 and paddr not in seen:
-                hits += 1
-                seen.add(paddr)
-                if pos - HEADER_OFFSET >= 0 and pos - HEADER_OFFSET + BOOT_PARAMS_SIZE <= len(data):
-                    blob = data[pos - HEADER_OFFSET : pos - HEADER_OFFSET + BOOT_PARAMS_SIZE]
-                else:
-                    try:
-                        blob = mapper.read(paddr, BOOT_PARAMS_SIZE)
-                    except PhysMemoryError:
-                        blob = b""
-                candidate = parse_boot_params(blob, paddr)
-                if candidate is not None:
-                    found.append(candidate)
-            pos = data.find(SETUP_MAGIC, pos + 1)
-    return found, scanned
-
-
-def _scan_with_find(
-    finder: Callable[[bytes, int, int], int], mapper: PhysMapper, ram: Iterable[AddrRange]
-) -> tuple[list[BootParams], int]:
-    """:func:`scan_boot_params` through a mapper's own ``find(needle, start, end)`` (a dump's
-    :class:`~gdbext_dump.segments.SegmentMapper` searches its file in place). Only bytes the
-    file holds are searched, so a segment whose memory size claims far more than its file size
-    (zero fill) costs nothing."""
-    found: list[BootParams] = []
-    scanned = 0
-    hits = 0
-    for r in ram:
-        scanned += r.end - r.start
-        pos = r.start
-        while hits < MAX_HITS:
-            at = finder(SETUP_MAGIC, pos, r.end)
-            if at < 0:
-                break
-            pos = at + 1
-            paddr = at - HEADER_OFFSET
-            if paddr < 0 or paddr % BOOT_PARAMS_ALIGN:
-                continue
-            hits += 1
+    scan = _Scan()
+    for at, blob in _setup_magic(mapper, ram, scan):
+        paddr = at - HEADER_OFFSET
+        if paddr < 0 or paddr % BOOT_PARAMS_ALIGN:
+            continue
+        scan.hits += 1
+        if blob is None:
             try:
                 blob = mapper.read(paddr, BOOT_PARAMS_SIZE)
             except PhysMemoryError:
                 continue
-            candidate = parse_boot_params(blob, paddr)
-            if candidate is not None:
-                found.append(candidate)
-    return found, scanned
+        candidate = parse_boot_params(blob, paddr)
+        if candidate is not None:
+            found.append(candidate)
+    return found, scan.scanned
+
+
+def _setup_magic(
+    mapper: PhysMapper, ram: Iterable[AddrRange], scan: _Scan
+) -> Iterator[tuple[int, bytes | None]]:
+    """The physical addresses of ``"HdrS"`` in the readable memory of ``ram``, until
+    :data:`MAX_HITS` candidates were examined, each with the 4 KiB of its boot_params when they
+    were read already (``None``: read them).
+
+    Through the mapper's own ``find(needle, start, end)`` when it has one (a dump's
+    :class:`~gdbext_dump.segments.SegmentMapper` searches its file in place, so a segment whose
+    memory size claims far more than its file holds, zero fill, costs nothing); otherwise each
+    RAM range is read once, in :data:`SCAN_CHUNK` pieces, skipping pages that cannot be read
+    (not captured).
+    """
+    finder = getattr(mapper, "find", None)
+    if callable(finder):
+        for r in ram:
+            scan.scanned += r.end - r.start
+            pos = r.start
+            while scan.hits < MAX_HITS and (at := finder(SETUP_MAGIC, pos, r.end)) >= 0:
+                yield at, None
+                pos = at + 1
+        return
+    for base, data in _readable_chunks(mapper, ram):
+        scan.scanned += len(data)
+        pos = data.find(SETUP_MAGIC)
+        while pos >= 0 and scan.hits < MAX_HITS:
+            start = pos - HEADER_OFFSET
+            inside = start >= 0 and start + BOOT_PARAMS_SIZE <= len(data)
+            yield base + pos, data[start : start + BOOT_PARAMS_SIZE] if inside else None
+            pos = data.find(SETUP_MAGIC, pos + 1)
 
 
 def _inside(paddr: int, ranges: Sequence[AddrRange]) -> bool:
