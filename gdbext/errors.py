@@ -9,7 +9,9 @@ Exit statuses (the command line's documented contract):
 
 - ``0``: success;
 - ``1``: :class:`NotFoundError` (an address that is not mapped, nothing found);
-- ``2``: every other error: bad input, usage, a malformed file or page table.
+- ``2``: every other error: bad input, usage, a malformed file or page table;
+- ``3``: ``audit --fail-on SEVERITY`` found something at least that severe
+  (:data:`EXIT_FINDINGS`; not an error: the findings are printed).
 
 >>> e = NotMappedError(0xFFFF800000001000, level=2, entry=0)
 >>> str(e)
@@ -25,6 +27,8 @@ from gdbext.geometry import level_name
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
+#: ``audit --fail-on``: findings at or above the given severity.
+EXIT_FINDINGS = 3
 
 
 class GdbextError(Exception):

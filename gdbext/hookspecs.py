@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from gdbext.audit.model import AuditRule
     from gdbext.render.formats import OutputFormat
     from gdbext.target import BackendInfo
 
@@ -37,4 +38,11 @@ def gdbext_backends() -> Sequence[BackendInfo]:
 @hookspec
 def gdbext_output_formats() -> Sequence[OutputFormat]:
     """Output formats (renderers) this plugin provides, each for one command."""
+    raise NotImplementedError
+
+
+@hookspec
+def gdbext_audit_rules() -> Sequence[AuditRule]:
+    """Audit rules this plugin provides (see :mod:`gdbext.audit.model`); ids must be unique
+    across plugins."""
     raise NotImplementedError

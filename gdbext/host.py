@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pluggy
 
 from gdbext import hookspecs
+from gdbext.audit.model import AuditRule
 from gdbext.errors import PluginError
 from gdbext.render.formats import OutputFormat
 from gdbext.target import BackendInfo
@@ -107,3 +108,14 @@ class Host:
                 if fmt.command == command:
                     found.setdefault(fmt.name, fmt)
         return found
+
+    def audit_rules(self) -> dict[str, AuditRule]:
+        """Every audit rule the plugins provide, by id (sorted); :class:`PluginError` when two
+        rules share an id."""
+        found: dict[str, AuditRule] = {}
+        for rules in self.pm.hook.gdbext_audit_rules():
+            for rule in rules:
+                if rule.id in found:
+                    raise PluginError(f"two plugins provide an audit rule with the id {rule.id!r}")
+                found[rule.id] = rule
+        return dict(sorted(found.items()))

@@ -1,0 +1,29 @@
+"""Page-table audits: rules as plugins, run on one shared walk.
+
+- :mod:`gdbext.audit.model`: :class:`Severity`, :class:`Finding`, the :class:`AuditRule`
+  protocol, :class:`RuleSkipped`;
+- :mod:`gdbext.audit.context`: :class:`~gdbext.audit.context.AuditContext`, what rules look at;
+- :mod:`gdbext.audit.engine`: :func:`~gdbext.audit.engine.run_audit`;
+- :mod:`gdbext.audit.rules`: the built-in rules, registered by :mod:`gdbext.audit.builtin`
+  through the ``gdbext.plugins`` entry point ``audit``, as a third-party rule would be.
+
+A third-party rule::
+
+    from gdbext.audit.model import FunctionRule, Severity
+    from gdbext.hookspecs import hookimpl
+
+    def check(ctx):
+        for span in ctx.main.spans:
+            if span.run.user and span.run.executable and ctx.is_kernel_half(span.vaddr):
+                yield ctx.finding(RULE, ctx.main, "user code in the kernel half", span=span)
+
+    RULE = FunctionRule("my-rule", Severity.MEDIUM, "user code in the kernel half", check)
+
+    @hookimpl
+    def gdbext_audit_rules():
+        return [RULE]
+"""
+
+from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
+
+__all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity"]

@@ -1,0 +1,772 @@
+"""What audit rules look at: one :class:`AuditContext` per audit, shared by every rule.
+
+Everything is computed on first use and kept, so a rule that is not selected costs nothing and
+two rules that need the same walk share it:
+
+- :class:`AuditView` is one page table (a root) and its walk: ``records`` is ONE
+  ``iter_runs(aliases="collapse")`` walk, materialised; ``leaf_runs``, ``alias_runs`` and
+  ``anomalies`` split it; ``spans`` adds the leaves that collapsed aliases map again, as
+  :class:`LeafSpan` objects (a run plus how often and how far apart it is repeated), so that
+  a table linked 65,536 times (Linux's ESPFIX area) costs one span, not 65,536 runs;
+  ``frame_index`` sorts the spans by physical address for overlap sweeps; ``tables`` lists
+  every page-table frame reachable from the root with its level.
+- :class:`AuditContext` holds the target, the CPUs, the selected view (``main``), the PTI pair
+  when there is one (``pti``), the kernel's own tables (``kernel_view``), physical RAM
+  (``ram``), the direct map, the kernel image, the heap (with heap options only), and helpers
+  (``evidence``, ``finding``, ``is_kernel_half``...).
+
+Rules must work on runs and intervals: expanding an alias page by page (or a run leaf by leaf)
+is what the audit's speed budget (at most half a walk on top of the walk) does not allow.
+
+Under collapsed walks, a run's ``entry`` is its first leaf's entry, and leaves of one run may
+differ in ACCESSED and DIRTY (the walk ignores those bits when grouping).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
+from typing import TYPE_CHECKING
+
+from gdbext.addr import AddrRange
+from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
+from gdbext.commands import (
+    KERNEL_IMAGE_VA,
+    HeapOptions,
+    HeapResult,
+    RootOptions,
+    cpu_index,
+    heap,
+    open_page_table,
+)
+from gdbext.cpu import CpuState
+from gdbext.errors import GdbextError, PhysMemoryError
+from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT
+from gdbext.geometry import SIZE_4K, entry_span, level_name
+from gdbext.mapper import read_table
+from gdbext.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
+from gdbext.target import Target
+
+if TYPE_CHECKING:
+    from gdbext.audit.engine import AuditOptions
+
+__all__ = [
+    "AuditContext",
+    "AuditView",
+    "FrameIndex",
+    "LeafSpan",
+    "PtiPair",
+    "TableWalk",
+    "group_range",
+    "merge_spans",
+]
+
+#: Bits the shared walk ignores when it groups leaves into runs.
+WALK_IGNORE = ACCESSED_DIRTY
+
+
+# --- spans -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeafSpan:
+    """A :class:`LeafRun`, and where collapsed aliases map the same leaves again.
+
+    ``run`` is the first copy, with the effective permissions of the path that maps it. ``reps``
+    lists ``(count, stride)`` repetitions, innermost first: the run is mapped at every
+    ``run.vaddr + k1*stride1 + k2*stride2 ...`` with ``0 <= ki < counti`` (each copy maps the
+    same frames with the same permissions). A run the walk reached directly has no
+    repetitions. ``alias`` is the outermost :class:`AliasRun` the copies come from (``None``
+    for a directly walked run).
+
+    >>> run = LeafRun(0x1000, 0x5000, 2, 4096, 0x5003, False, True, True)
+    >>> s = LeafSpan(run, ((3, 0x200000),))
+    >>> s.copies, s.pages, hex(s.last_end)
+    (3, 6, '0x403000')
+    >>> s.pages_in(0, 0x200000 + 0x2000)
+    3
+    """
+
+    run: LeafRun
+    reps: tuple[tuple[int, int], ...] = ()
+    alias: AliasRun | None = None
+
+    @property
+    def vaddr(self) -> int:
+        return self.run.vaddr
+
+    @property
+    def end(self) -> int:
+        """End of the first copy (exclusive)."""
+        return self.run.vaddr + self.run.count * self.run.page_size
+
+    @property
+    def paddr(self) -> int:
+        return self.run.paddr
+
+    @property
+    def paddr_end(self) -> int:
+        return self.run.paddr + self.run.count * self.run.page_size
+
+    @property
+    def size(self) -> int:
+        """Bytes of one copy."""
+        return self.run.count * self.run.page_size
+
+    @property
+    def copies(self) -> int:
+        return math.prod(c for c, _ in self.reps)
+
+    @property
+    def pages(self) -> int:
+        """4 KiB units mapped, every copy counted."""
+        return self.size // SIZE_4K * self.copies
+
+    @property
+    def last_end(self) -> int:
+        """End of the last copy (exclusive): the span's copies all lie in ``[vaddr, last_end)``."""
+        return self.end + sum((c - 1) * s for c, s in self.reps)
+
+    def starts(self) -> Iterator[int]:
+        """The virtual start of every copy (one per copy: use only where copies are few)."""
+        starts = [self.run.vaddr]
+        for count, stride in self.reps:
+            starts = [a + k * stride for k in range(count) for a in starts]
+        return iter(sorted(starts))
+
+    def pages_in(self, lo: int, hi: int) -> int:
+        """4 KiB units of all copies that lie in ``[lo, hi)``, without expanding copies that
+        lie wholly inside or outside."""
+        return _bytes_in(self.run.vaddr, self.size, self.reps, lo, hi) // SIZE_4K
+
+    def shifted(self, delta: int, rep: tuple[int, int] | None, alias: AliasRun | None) -> LeafSpan:
+        """This span moved by ``delta`` in VA, with one more (outer) repetition ``rep``."""
+        run = self.run._replace(vaddr=self.run.vaddr + delta) if delta else self.run
+        reps = self.reps if rep is None else (*self.reps, rep)
+        return LeafSpan(run, reps, alias if alias is not None else self.alias)
+
+
+def _bytes_in(start: int, size: int, reps: tuple[tuple[int, int], ...], lo: int, hi: int) -> int:
+    if not reps:
+        return max(0, min(hi, start + size) - max(lo, start))
+    count, stride = reps[-1]
+    inner = reps[:-1]
+    extent = size + sum((c - 1) * s for c, s in inner)  # one outer copy
+    total = size * math.prod(c for c, _ in inner)
+    if stride <= 0:
+        return sum(_bytes_in(start + k * stride, size, inner, lo, hi) for k in range(count))
+    # Copies wholly inside [lo, hi): k in [k_full_lo, k_full_hi].
+    k_full_lo = max(0, -((start - lo) // stride))  # ceil((lo - start) / stride)
+    k_full_hi = min(count - 1, (hi - extent - start) // stride)
+    # Copies that meet [lo, hi): start + k*stride < hi and start + k*stride + extent > lo.
+    k_any_lo = max(0, (lo - extent - start) // stride + 1)
+    k_any_hi = min(count - 1, (hi - 1 - start) // stride)
+    if k_any_lo > k_any_hi:
+        return 0
+    result = 0
+    if k_full_lo <= k_full_hi:
+        result = (k_full_hi - k_full_lo + 1) * total
+        edges: Iterable[int] = (
+            *range(k_any_lo, min(k_full_lo, k_any_hi + 1)),
+            *range(max(k_full_hi + 1, k_any_lo), k_any_hi + 1),
+        )
+    else:
+        edges = range(k_any_lo, k_any_hi + 1)
+    for k in edges:
+        result += _bytes_in(start + k * stride, size, inner, lo, hi)
+    return result
+
+
+class _AliasResolver:
+    """The leaves collapsed aliases map, from the records of one walk (memoised per table)."""
+
+    def __init__(self, walk: TableWalk, records: Sequence[WalkRecord]) -> None:
+        self._walk = walk
+        self._records = records
+        self._keys = [r.vaddr for r in records]
+        self._memo: dict[tuple[int, int, int], list[LeafSpan]] = {}
+
+    def spans(self, alias: AliasRun) -> list[LeafSpan]:
+        """Every leaf ``alias`` maps, each as a span repeated over the alias's links."""
+        link = entry_span(alias.level + 1)
+        rep = (alias.count, link) if alias.count > 1 else None
+        if alias.same_access:
+            first = self._first_walk(alias.table, alias.level, alias.first_vaddr, link)
+            delta = alias.vaddr - alias.first_vaddr
+        else:
+            # The path to the linked table allows other permissions than where it was first
+            # walked: walk one link again from the root, under its own path.
+            first = self._walk.rewalk_link(alias.vaddr, link)
+            delta = 0
+        return [s.shifted(delta, rep, alias) for s in first]
+
+    def _first_walk(self, table: int, level: int, first_vaddr: int, link: int) -> list[LeafSpan]:
+        key = (table, level, first_vaddr)
+        found = self._memo.get(key)
+        if found is None:
+            found = []
+            records = self._records
+            lo = bisect.bisect_left(self._keys, first_vaddr)
+            hi = bisect.bisect_left(self._keys, first_vaddr + link, lo)
+            for rec in records[lo:hi]:
+                if type(rec) is LeafRun:
+                    found.append(LeafSpan(rec))
+                elif type(rec) is AliasRun:
+                    found.extend(self.spans(rec))
+            self._memo[key] = found
+        return found
+
+
+# --- frame index -----------------------------------------------------------------------------
+
+
+class FrameIndex:
+    """Leaf spans sorted by physical address, for overlap queries and sweeps.
+
+    Every span (aliases included: a collapsed alias maps the same frames as its first walk,
+    with its own path's permissions) is one entry, whatever its number of copies.
+    """
+
+    def __init__(self, spans: Iterable[LeafSpan]) -> None:
+        #: The spans, by (paddr, paddr_end, vaddr).
+        self.spans: list[LeafSpan] = sorted(spans, key=lambda s: (s.paddr, s.size, s.vaddr))
+        self._starts = [s.paddr for s in self.spans]
+        self._longest = max((s.size for s in self.spans), default=0)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __iter__(self) -> Iterator[LeafSpan]:
+        return iter(self.spans)
+
+    def overlapping(self, start: int, end: int) -> list[LeafSpan]:
+        """The spans whose frames meet ``[start, end)``, by physical address."""
+        lo = bisect.bisect_right(self._starts, start - self._longest)
+        hi = bisect.bisect_left(self._starts, end)
+        return [s for s in self.spans[lo:hi] if s.paddr_end > start]
+
+    def groups(self) -> Iterator[list[LeafSpan]]:
+        """Maximal groups of spans whose physical ranges overlap one another transitively (a
+        sweep); a group of one span is a frame range mapped only once."""
+        group: list[LeafSpan] = []
+        reach = -1
+        for span in self.spans:
+            if group and span.paddr >= reach:
+                yield group
+                group = []
+            group.append(span)
+            reach = max(reach, span.paddr_end) if len(group) > 1 else span.paddr_end
+        if group:
+            yield group
+
+
+# --- views -----------------------------------------------------------------------------------
+
+
+class TableWalk:
+    """The shared walk of one page table, and what is derived from it (each on first use)."""
+
+    def __init__(self, pt: X86PageTable) -> None:
+        self.pt = pt
+
+    @cached_property
+    def records(self) -> list[WalkRecord]:
+        return list(self.pt.iter_runs(aliases="collapse", ignore=WALK_IGNORE))
+
+    @cached_property
+    def leaf_runs(self) -> list[LeafRun]:
+        return [r for r in self.records if type(r) is LeafRun]
+
+    @cached_property
+    def alias_runs(self) -> list[AliasRun]:
+        return [r for r in self.records if type(r) is AliasRun]
+
+    @cached_property
+    def anomalies(self) -> list[Anomaly]:
+        return [r for r in self.records if type(r) is Anomaly]
+
+    @cached_property
+    def resolver(self) -> _AliasResolver:
+        return _AliasResolver(self, self.records)
+
+    @cached_property
+    def spans(self) -> list[LeafSpan]:
+        out: list[LeafSpan] = []
+        resolver = self.resolver
+        for rec in self.records:
+            if type(rec) is LeafRun:
+                out.append(LeafSpan(rec))
+            elif type(rec) is AliasRun:
+                out.extend(resolver.spans(rec))
+        return out
+
+    def rewalk_link(self, vaddr: int, link: int) -> list[LeafSpan]:
+        """The leaves of ``[vaddr, vaddr + link)`` from a walk of that range alone."""
+        window = AddrRange(vaddr, vaddr + link)
+        sub = list(self.pt.iter_runs(window, aliases="collapse", ignore=WALK_IGNORE))
+        resolver = _AliasResolver(self, sub)
+        out: list[LeafSpan] = []
+        for rec in sub:
+            if type(rec) is LeafRun:
+                out.append(LeafSpan(rec))
+            elif type(rec) is AliasRun:
+                out.extend(resolver.spans(rec))
+        return out
+
+    @cached_property
+    def frame_index(self) -> FrameIndex:
+        return FrameIndex(self.spans)
+
+    @cached_property
+    def tables(self) -> dict[int, int]:
+        pt = self.pt
+        mask = pt.addr_mask
+        rsvd = ((1 << 52) - 1) & ~((1 << pt.max_phys_bits) - 1)
+        if not pt.nxe:
+            rsvd |= NO_EXECUTE
+        found = {pt.root: pt.levels}
+        stack = [(pt.root, pt.levels)]
+        while stack:
+            table, level = stack.pop()
+            try:
+                entries = read_table(pt.mapper, table)
+            except PhysMemoryError:
+                continue
+            bad = rsvd | (HUGE_PAGE if level >= 4 else 0)
+            for entry in entries:
+                if not entry & PRESENT or entry & bad:
+                    continue
+                if level <= 3 and entry & HUGE_PAGE:
+                    continue  # a leaf
+                child = entry & mask
+                if child in found:
+                    continue
+                found[child] = level - 1
+                if level - 1 > 1:
+                    stack.append((child, level - 1))
+        return found
+
+
+class AuditView:
+    """One page table under a name, and its shared, collapsed walk (see the module docstring).
+
+    :param name: ``"cr3"``, ``"kernel"`` or ``"user"``: what :attr:`Finding.root` says.
+    :param walk: the walk to share (two views of one root, under two names, share one walk).
+    """
+
+    def __init__(self, name: str, pt: X86PageTable, walk: TableWalk | None = None) -> None:
+        self.name = name
+        self.pt = pt
+        self.walk = TableWalk(pt) if walk is None else walk
+
+    def __repr__(self) -> str:
+        return f"AuditView({self.name!r}, root=0x{self.pt.root:x}, levels={self.pt.levels})"
+
+    def renamed(self, name: str) -> AuditView:
+        """The same table and walk under another name."""
+        return AuditView(name, self.pt, self.walk)
+
+    @property
+    def records(self) -> list[WalkRecord]:
+        """One walk of the whole address space, aliases collapsed, ACCESSED/DIRTY ignored."""
+        return self.walk.records
+
+    @property
+    def leaf_runs(self) -> list[LeafRun]:
+        """The runs walked directly (not those collapsed aliases map again), in VA order."""
+        return self.walk.leaf_runs
+
+    @property
+    def alias_runs(self) -> list[AliasRun]:
+        return self.walk.alias_runs
+
+    @property
+    def anomalies(self) -> list[Anomaly]:
+        """Entries the walk did not follow (each once, where first walked)."""
+        return self.walk.anomalies
+
+    def alias_spans(self, alias: AliasRun) -> list[LeafSpan]:
+        """The leaves ``alias`` maps again, with the effective permissions of its path, as
+        spans repeated over its links."""
+        return self.walk.resolver.spans(alias)
+
+    @property
+    def spans(self) -> list[LeafSpan]:
+        """Every leaf the table maps, in VA order of the first copies: directly walked runs, and
+        the leaves of collapsed aliases as repeated spans."""
+        return self.walk.spans
+
+    @property
+    def frame_index(self) -> FrameIndex:
+        """:attr:`spans` by physical address."""
+        return self.walk.frame_index
+
+    @property
+    def tables(self) -> dict[int, int]:
+        """Every page-table frame reachable from the root -> its level (the root included).
+
+        Tables are found by following present, non-leaf entries that the MMU would follow (no
+        reserved bits, no HUGE_PAGE in a PML4/PML5), in a pass over tables only; a frame linked
+        at several levels keeps the first level found. Page tables (level 1) are listed from
+        their parents' entries and not read; a table that cannot be read (outside RAM, not in
+        the dump) is listed but not descended.
+        """
+        return self.walk.tables
+
+
+@dataclass(frozen=True)
+class PtiPair:
+    """The two halves of a PTI page-table pair."""
+
+    kernel: AuditView
+    user: AuditView
+
+
+# --- the context -----------------------------------------------------------------------------
+
+
+class AuditContext:
+    """What every rule of one audit shares (see the module docstring)."""
+
+    def __init__(self, target: Target, options: AuditOptions) -> None:
+        self.target = target
+        self.options = options
+        self._views: dict[tuple[int, int], AuditView] = {}
+        #: Extra summary entries rules add (``"wx"``: the W+X verdict lines).
+        self.summary_extra: dict[str, object] = {}
+
+    # CPUs and the selected table
+
+    @cached_property
+    def cpus(self) -> list[CpuState]:
+        return list(self.target.cpus)
+
+    @cached_property
+    def cpu_index(self) -> int:
+        return cpu_index(self.target, self.options.root)
+
+    @cached_property
+    def cpu(self) -> CpuState:
+        """The CPU whose paging mode the audit uses (``--cpu``, else the selected one)."""
+        if not self.target.cpus:
+            return CpuState()
+        return self.target.cpu(self.cpu_index)
+
+    @cached_property
+    def main(self) -> AuditView:
+        """The table selected as ``walk`` selects it (``--cpu``, ``--cr3``, ``--kernel``,
+        ``--user-pgd``, ``--levels``)."""
+        root = self.options.root
+        pt = open_page_table(self.target, root)
+        name = "user" if root.user_pgd else "kernel" if root.kernel else "cr3"
+        return self._remember(name, pt)
+
+    @property
+    def nxe(self) -> bool:
+        return self.main.pt.nxe
+
+    @property
+    def levels(self) -> int:
+        return self.main.pt.levels
+
+    def view_at(self, root: int, name: str) -> AuditView:
+        """The view of the table at ``root``, in the paging mode of :attr:`main` (one view, and
+        so one walk, per root)."""
+        main = self.main
+        key = (root, main.pt.levels)
+        view = self._views.get(key)
+        if view is not None:
+            return view if view.name == name else view.renamed(name)
+        if view is None:
+            base = main.pt
+            pt = X86PageTable(
+                base.mapper,
+                root,
+                base.levels,
+                nxe=base.nxe,
+                max_phys_bits=base.max_phys_bits,
+                cache=True,
+            )
+            view = self._remember(name, pt)
+        return view
+
+    def _remember(self, name: str, pt: X86PageTable) -> AuditView:
+        key = (pt.root, pt.levels)
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = AuditView(name, pt)
+        return view if view.name == name else view.renamed(name)
+
+    @cached_property
+    def pti(self) -> PtiPair | None:
+        """The PTI pair of :attr:`main` (``gdbext.audit.pti.detect_pti``), or ``None``."""
+        try:
+            from gdbext.audit.pti import detect_pti
+        except ImportError:
+            return None
+        roots = detect_pti(self.main.pt)
+        if roots is None:
+            return None
+        kernel_root, user_root = roots
+        kernel = self._pti_view(kernel_root, "kernel")
+        user = self._pti_view(user_root, "user")
+        return PtiPair(kernel, user)
+
+    def _pti_view(self, root: int, name: str) -> AuditView:
+        main = self.main
+        if main.pt.root == root:
+            # The selected root is this half: findings say which half, the walk is shared.
+            return main if main.name == name else main.renamed(name)
+        return self.view_at(root, name)
+
+    @cached_property
+    def kernel_view(self) -> AuditView:
+        """The kernel's own tables: the kernel half of the PTI pair; else, with no root option,
+        the table the target names as the kernel's (VMCOREINFO's ``init_top_pgt``); else
+        :attr:`main`. Where the direct map and the kernel image are looked up."""
+        pti = self.pti
+        if pti is not None:
+            return pti.kernel
+        root = self.options.root
+        hint = self.target.hints.get("kernel_root")
+        if root == RootOptions() and isinstance(hint, int) and not isinstance(hint, bool):
+            pt = open_page_table(self.target, RootOptions(kernel=True))
+            if (pt.root, pt.levels) == (self.main.pt.root, self.main.pt.levels):
+                return self.main
+            return self._remember("kernel", pt)
+        return self.main
+
+    # Address space helpers
+
+    def is_kernel_half(self, vaddr: int) -> bool:
+        """True for the higher (kernel) half of the address space."""
+        return vaddr >= self.main.pt.geometry.higher_half_start
+
+    def is_user_half(self, vaddr: int) -> bool:
+        return vaddr < self.main.pt.geometry.lower_half_end
+
+    @property
+    def user_half(self) -> AddrRange:
+        return AddrRange(0, self.main.pt.geometry.lower_half_end)
+
+    @property
+    def kernel_half(self) -> AddrRange:
+        return AddrRange(self.main.pt.geometry.higher_half_start, 1 << 64)
+
+    @property
+    def guard_hole(self) -> AddrRange:
+        """Linux's guard hole at the start of the kernel half (16 top-level entries: 8 TB with
+        4 levels, 4 PB with 5), which ptdump and its W+X check skip."""
+        start = self.main.pt.geometry.higher_half_start
+        return AddrRange(start, start + 16 * entry_span(self.main.pt.levels))
+
+    # Physical memory
+
+    @cached_property
+    def ram(self) -> list[AddrRange] | None:
+        """Physical RAM ranges, sorted and merged, when the target knows them
+        (:attr:`gdbext.target.Target.ram`: dumps from their segments or bitmap, the simulator
+        from its scenario, live GDB from QEMU's ``info mtree``); ``None`` if it does not."""
+        if self.target.ram is None:
+            return None
+        merged: list[AddrRange] = []
+        for r in sorted(self.target.ram):
+            if not r:
+                continue
+            if merged and r.start <= merged[-1].end:
+                if r.end > merged[-1].end:
+                    merged[-1] = AddrRange(merged[-1].start, r.end)
+            else:
+                merged.append(r)
+        return merged
+
+    def in_ram(self, start: int, end: int | None = None) -> bool | None:
+        """True if ``[start, end)`` (one byte by default) lies wholly in RAM; ``None`` if the
+        target does not know its RAM."""
+        ram = self.ram
+        if ram is None:
+            return None
+        end = start + 1 if end is None else end
+        i = bisect.bisect_right([r.start for r in ram], start) - 1
+        return i >= 0 and ram[i].start <= start and end <= ram[i].end
+
+    @cached_property
+    def direct_map(self) -> AddrRange | None:
+        """The direct map's virtual range: its base (the target's ``direct_map_base`` hint, else
+        found as :func:`gdbext.physoffset.find_direct_map_base` finds it, in
+        :attr:`kernel_view`'s walk) up to the end of RAM (or, RAM unknown, of the last byte
+        mapped at that offset); ``None`` if the kernel half maps nothing."""
+        view = self.kernel_view
+        lo = view.pt.geometry.higher_half_start
+        hint = self.target.hints.get("direct_map_base")
+        base: int | None = hint if isinstance(hint, int) and not isinstance(hint, bool) else None
+        totals: dict[int, int] = {}
+        at_zero: set[int] = set()
+        last: dict[int, int] = {}
+        for run in view.leaf_runs:
+            if run.vaddr < lo:
+                continue
+            offset = (run.vaddr - run.paddr) % (1 << 64)
+            if offset < lo:
+                continue
+            size = run.count * run.page_size
+            totals[offset] = totals.get(offset, 0) + size
+            last[offset] = max(last.get(offset, 0), run.paddr + size)
+            if run.paddr == 0:
+                at_zero.add(offset)
+        if base is None:
+            if not totals:
+                return None
+            base = min(totals, key=lambda b: (b not in at_zero, -totals[b], b))
+        ram = self.ram
+        extent = ram[-1].end if ram else last.get(base, 0)
+        return AddrRange(base, min(1 << 64, base + extent))
+
+    @cached_property
+    def kernel_image(self) -> list[AddrRange]:
+        """Physical ranges the kernel image's mapping (``__START_KERNEL_map``, 1 GiB) covers, in
+        :attr:`kernel_view`, sorted and merged; empty if nothing is mapped there."""
+        image = KERNEL_IMAGE_VA
+        ranges: list[AddrRange] = []
+        for span in self.kernel_view.spans:
+            if span.last_end <= image.start or span.vaddr >= image.end:
+                continue
+            for start in span.starts() if span.reps else (span.vaddr,):
+                lo, hi = max(start, image.start), min(start + span.size, image.end)
+                if lo < hi:
+                    p = span.paddr + (lo - start)
+                    ranges.append(AddrRange(p, p + (hi - lo)))
+        ranges.sort()
+        merged: list[AddrRange] = []
+        for r in ranges:
+            if merged and r.start <= merged[-1].end:
+                merged[-1] = AddrRange(merged[-1].start, max(r.end, merged[-1].end))
+            else:
+                merged.append(r)
+        return merged
+
+    def heap(self) -> HeapResult:
+        """What the ``heap`` command finds with the audit's heap options (their root options
+        are the audit's); :class:`RuleSkipped` when the audit was given none."""
+        options = self.options.heap
+        if options is None:
+            raise RuleSkipped("no heap options (--memmap, and --at or --phys-offset if needed)")
+        return self._heap(options)
+
+    def _heap(self, options: HeapOptions) -> HeapResult:
+        cached = self.__dict__.get("_heap_result")
+        if cached is None:
+            cached = heap(self.target, dataclasses.replace(options, root=self.options.root))
+            self.__dict__["_heap_result"] = cached
+        assert isinstance(cached, HeapResult)
+        return cached
+
+    # Findings
+
+    def evidence(self, view: AuditView, vaddr: int) -> tuple[str, ...]:
+        """The walk steps to ``vaddr`` in ``view``, one per level:
+        ``"PML4[511] @0x1a0c000 = 0x1a0f063"`` (table index, table address, entry)."""
+        try:
+            steps = view.pt.translate(vaddr).steps
+        except GdbextError as exc:
+            return (f"0x{vaddr:x}: {exc}",)
+        return tuple(
+            f"{level_name(s.level)}[{s.index}] @0x{s.table:x} = 0x{s.entry:x}" for s in steps
+        )
+
+    def finding(
+        self,
+        rule: AuditRule,
+        view: AuditView | None,
+        message: str,
+        *,
+        span: LeafSpan | LeafRun | None = None,
+        vaddr: int | None = None,
+        end: int | None = None,
+        paddr: int | None = None,
+        paddr_end: int | None = None,
+        user: bool | None = None,
+        writable: bool | None = None,
+        executable: bool | None = None,
+        pages: int | None = None,
+        severity: Severity | None = None,
+        evidence: Sequence[str] = (),
+    ) -> Finding:
+        """A finding of ``rule`` in ``view``, with the walk evidence of its first page.
+
+        With ``span`` (a :class:`LeafSpan` or :class:`LeafRun`), the addresses, permissions
+        and pages default to the span's (its first copy's range; every copy's pages). Explicit
+        keywords win. ``evidence`` lines follow the walk steps.
+        """
+        if span is not None:
+            run = span.run if isinstance(span, LeafSpan) else span
+            size = run.count * run.page_size
+            vaddr = run.vaddr if vaddr is None else vaddr
+            end = run.vaddr + size if end is None else end
+            paddr = run.paddr if paddr is None else paddr
+            paddr_end = run.paddr + size if paddr_end is None and paddr == run.paddr else paddr_end
+            user = run.user if user is None else user
+            writable = run.writable if writable is None else writable
+            executable = run.executable if executable is None else executable
+            if pages is None:
+                pages = span.pages if isinstance(span, LeafSpan) else size // SIZE_4K
+        if pages is None:
+            pages = 0 if vaddr is None or end is None else (end - vaddr) // SIZE_4K
+        steps = self.evidence(view, vaddr) if view is not None and vaddr is not None else ()
+        return Finding(
+            rule.id,
+            rule.severity if severity is None else severity,
+            message,
+            vaddr=vaddr,
+            end=end,
+            paddr=paddr,
+            paddr_end=paddr_end,
+            user=user,
+            writable=writable,
+            executable=executable,
+            root=view.name if view is not None else "cr3",
+            evidence=(*steps, *evidence),
+            pages=pages,
+        )
+
+
+def merge_spans(spans: Iterable[LeafSpan]) -> Iterator[list[LeafSpan]]:
+    """Group spans without repetitions that follow each other in VA (each starts where the
+    previous ends) and have the same effective permissions, for one finding per merged
+    range; a span with repetitions is a group of its own."""
+    group: list[LeafSpan] = []
+    for span in spans:
+        if group and not span.reps and not group[-1].reps:
+            prev = group[-1].run
+            run = span.run
+            if run.vaddr == group[-1].end and (run.user, run.writable, run.executable) == (
+                prev.user,
+                prev.writable,
+                prev.executable,
+            ):
+                group.append(span)
+                continue
+        if group:
+            yield group
+        group = [span]
+    if group:
+        yield group
+
+
+def group_range(group: Sequence[LeafSpan]) -> tuple[int, int, int | None, int | None, int]:
+    """``(vaddr, end, paddr, paddr_end, pages)`` of a group from :func:`merge_spans`;
+    ``paddr_end`` is ``None`` when the frames are not contiguous."""
+    first, last = group[0], group[-1]
+    contiguous = all(b.paddr == a.paddr_end for a, b in pairwise(group))
+    return (
+        first.vaddr,
+        last.end if not last.reps else last.last_end,
+        first.paddr,
+        last.paddr_end if contiguous else None,
+        sum(s.pages for s in group),
+    )

@@ -1,0 +1,152 @@
+"""Running an audit: select rules, run each on one shared context, collect and sort findings.
+
+>>> from gdbext_sim.scenario import load_scenario  # doctest: +SKIP
+>>> result = run_audit(target, AuditOptions(), host.audit_rules())  # doctest: +SKIP
+>>> result.summary["findings"], result.exit_status  # doctest: +SKIP
+(0, 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gdbext.audit.context import AuditContext
+from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
+from gdbext.commands import HeapOptions, RootOptions
+from gdbext.errors import EXIT_FINDINGS, EXIT_OK, GdbextError, PluginError, UsageError
+from gdbext.target import Target
+
+__all__ = ["AuditOptions", "AuditResult", "run_audit", "select_rules"]
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What to audit and how.
+
+    ``rules`` selects rule ids (``None``: every rule); ``skip`` removes ids; ``heap`` gives the
+    heap command's options to rules that need the heap (``heap-contract``); ``fail_on`` makes
+    :attr:`AuditResult.exit_status` :data:`~gdbext.errors.EXIT_FINDINGS` when a finding is at
+    least that severe.
+    """
+
+    root: RootOptions = field(default_factory=RootOptions)
+    rules: tuple[str, ...] | None = None
+    skip: tuple[str, ...] = ()
+    heap: HeapOptions | None = None
+    fail_on: Severity | None = None
+
+
+@dataclass
+class AuditResult:
+    """Findings (sorted: severity, highest first, then rule, then address) and the summary."""
+
+    findings: list[Finding]
+    #: Rules run, in the order run (by id).
+    rules_run: list[str]
+    #: Rules skipped -> the reason.
+    skipped: dict[str, str]
+    root: int
+    levels: int
+    fail_on: Severity | None = None
+    #: What rules added (``"wx"``: the W+X verdict lines).
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, object]:
+        """Counts per severity (every severity, highest first) and per rule run, rules run
+        and skipped with reasons, root and levels, then the rules' own entries (``wx``)."""
+        by_sev = {str(s): 0 for s in sorted(Severity, reverse=True)}
+        by_rule = {rule: 0 for rule in self.rules_run}
+        for f in self.findings:
+            by_sev[str(f.severity)] += 1
+            by_rule[f.rule] = by_rule.get(f.rule, 0) + 1
+        summary: dict[str, object] = {
+            "root": f"0x{self.root:x}",
+            "levels": self.levels,
+            "findings": len(self.findings),
+            "severities": by_sev,
+            "rules": by_rule,
+            "rules_run": list(self.rules_run),
+            "skipped": dict(self.skipped),
+        }
+        summary.update(self.extra)
+        return summary
+
+    @property
+    def exit_status(self) -> int:
+        """:data:`~gdbext.errors.EXIT_FINDINGS` (3) if ``fail_on`` is set and a finding is at
+        least that severe, else 0."""
+        if self.fail_on is not None and any(f.severity >= self.fail_on for f in self.findings):
+            return EXIT_FINDINGS
+        return EXIT_OK
+
+
+def select_rules(
+    rules: Mapping[str, AuditRule], only: Sequence[str] | None = None, skip: Sequence[str] = ()
+) -> list[AuditRule]:
+    """The rules to run, by id: ``only`` (every rule if ``None``) without ``skip``.
+
+    :raises UsageError: an id that no rule has, naming the known ones.
+    """
+    for rule_id in (*(only or ()), *skip):
+        if rule_id not in rules:
+            known = ", ".join(sorted(rules)) or "none"
+            raise UsageError(f"no audit rule {rule_id!r} (known: {known})")
+    wanted = sorted(rules) if only is None else list(dict.fromkeys(only))
+    return [rules[r] for r in wanted if r not in set(skip)]
+
+
+def run_audit(
+    target: Target, options: AuditOptions, rules: Mapping[str, AuditRule] | Iterable[AuditRule]
+) -> AuditResult:
+    """Run the selected ``rules`` on ``target``.
+
+    A rule that raises :class:`RuleSkipped` is listed as skipped with its reason. A
+    :class:`~gdbext.errors.GdbextError` ends the audit (bad input: one line, exit status 2);
+    any other exception from a rule becomes a :class:`~gdbext.errors.PluginError` naming the
+    rule.
+    """
+    if not isinstance(rules, Mapping):
+        by_id: dict[str, AuditRule] = {}
+        for rule in rules:
+            if rule.id in by_id:
+                raise PluginError(f"two audit rules have the id {rule.id!r}")
+            by_id[rule.id] = rule
+        rules = by_id
+    selected = select_rules(rules, options.rules, options.skip)
+    ctx = AuditContext(target, options)
+    main = ctx.main  # opens the selected table (errors here are errors of the input)
+    findings: list[Finding] = []
+    run: list[str] = []
+    skipped: dict[str, str] = {}
+    for rule in selected:
+        try:
+            found = list(rule.check(ctx))
+        except RuleSkipped as exc:
+            skipped[rule.id] = exc.reason
+            continue
+        except GdbextError:
+            raise
+        except Exception as exc:  # a broken rule (a plugin's) names itself in one line
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise PluginError(
+                f"audit rule {rule.id!r} failed: {type(exc).__name__}"
+                + (f": {detail}" if detail else "")
+            ) from exc
+        for f in found:
+            if not isinstance(f, Finding):
+                what = type(f).__name__
+                raise PluginError(f"audit rule {rule.id!r} returned {what}, not a Finding")
+        run.append(rule.id)
+        findings.extend(found)
+    findings.sort(key=Finding.sort_key)
+    return AuditResult(
+        findings,
+        run,
+        skipped,
+        main.pt.root,
+        main.pt.levels,
+        options.fail_on,
+        dict(ctx.summary_extra),
+    )

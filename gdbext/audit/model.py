@@ -1,0 +1,130 @@
+"""What an audit is made of: severities, findings, the rule protocol.
+
+A rule is any object with an ``id``, a default ``severity``, a one-line ``summary`` and a
+``check(ctx)`` method that yields :class:`Finding` objects; plugins return rules from the
+``gdbext_audit_rules`` hook. A rule that cannot run on a target (no PTI, no memory map) raises
+:class:`RuleSkipped` with the reason, and the audit's summary lists it as skipped.
+
+>>> Severity.parse("HIGH"), str(Severity.MEDIUM)
+(<Severity.HIGH: 3>, 'medium')
+>>> f = Finding("wx", Severity.HIGH, "writable and executable", vaddr=0x1000, end=0x3000)
+>>> f.pages
+0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from gdbext.errors import GdbextError, UsageError
+
+if TYPE_CHECKING:
+    from gdbext.audit.context import AuditContext
+
+__all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity"]
+
+
+class Severity(IntEnum):
+    """How bad a finding is; ordered, so ``--fail-on medium`` means ``>= MEDIUM``."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        """A severity by name, case-insensitive; :class:`UsageError` naming the choices."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            choices = ", ".join(str(s) for s in cls)
+            raise UsageError(f"unknown severity {text!r} (choose from {choices})") from None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing an audit rule found.
+
+    Addresses are virtual (``vaddr``, ``end`` exclusive) and physical (``paddr``,
+    ``paddr_end`` exclusive, ``None`` when the frames are not contiguous); permissions are
+    the *effective* ones (``None`` when they do not apply, e.g. a CPU setting). ``root``
+    names the table the finding is in: ``"cr3"`` (the selected root), ``"kernel"`` or
+    ``"user"`` (the PTI pair's halves). ``evidence`` holds the walk steps of the first page
+    (``"PML4[511] @0x1a0c000 = 0x1a0f063"``) and other facts, one line each. ``pages``
+    counts 4 KiB units.
+    """
+
+    rule: str
+    severity: Severity
+    #: One line.
+    message: str
+    vaddr: int | None = None
+    end: int | None = None
+    paddr: int | None = None
+    paddr_end: int | None = None
+    user: bool | None = None
+    writable: bool | None = None
+    executable: bool | None = None
+    root: str = "cr3"
+    evidence: tuple[str, ...] = ()
+    pages: int = 0
+
+    def sort_key(self) -> tuple[int, str, int, str, str]:
+        """Severity (highest first), rule, virtual address (none first), root, message."""
+        return (
+            -int(self.severity),
+            self.rule,
+            -1 if self.vaddr is None else self.vaddr,
+            self.root,
+            self.message,
+        )
+
+
+class RuleSkipped(GdbextError):
+    """Raised by a rule that cannot run on this target; ``reason`` says why (one line)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class AuditRule(Protocol):
+    """An audit rule, as a plugin provides it (see the module docstring)."""
+
+    #: Short, unique, lowercase with dashes: ``"wx"``, ``"cpu-hardening"``.
+    id: str
+    #: The default severity of its findings.
+    severity: Severity
+    #: One line for ``--list-rules``.
+    summary: str
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        """The findings on ``ctx``'s target; :class:`RuleSkipped` if the rule cannot run."""
+        ...
+
+
+@dataclass(frozen=True)
+class FunctionRule:
+    """A rule made of a function, for rules that need no state of their own.
+
+    >>> r = FunctionRule("none", Severity.LOW, "never finds anything", lambda ctx: ())
+    >>> list(r.check(None))  # type: ignore[arg-type]
+    []
+    """
+
+    id: str
+    severity: Severity
+    summary: str
+    func: Callable[[AuditContext], Iterable[Finding]]
+
+    def check(self, ctx: AuditContext) -> Iterable[Finding]:
+        return self.func(ctx)
