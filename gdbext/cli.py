@@ -1,8 +1,8 @@
 """The ``gdbext`` command line.
 
-``gdbext info|walk|translate|heap|backends``, each taking a dump file or ``--backend NAME`` and
-that backend's options (the simulator's is ``--scenario FILE``), and ``--format`` (``--json`` is
-short for ``--format json``).
+``gdbext info|walk|translate|heap|audit|backends``, each taking a dump file or ``--backend
+NAME`` and that backend's options (the simulator's is ``--scenario FILE``), and ``--format``
+(``--json`` is short for ``--format json``).
 
 What to open: ``gdbext walk DUMP`` opens ``DUMP`` with the ``core`` backend (``--dump FILE``
 is the same; ``--backend core DUMP`` too). ``translate`` takes ``[DUMP] VADDR...``: its first
@@ -10,7 +10,8 @@ operand is the dump when it is not a number and no other backend was named; a du
 is a number is given as ``./NAME`` or with ``--dump``.
 
 Exit status: 0 success; 1 an address not mapped or nothing found; 2 bad input or usage, with a
-one-line message on stderr. No Python traceback reaches the user for bad input.
+one-line message on stderr; 3 ``audit --fail-on SEVERITY`` found something at least that
+severe (the findings are printed as ever). No Python traceback reaches the user for bad input.
 
 Debugger front ends reuse the same parsers and execution on a target they opened themselves:
 :func:`build_command_parser` builds one command's parser without the target options (e.g. prog
@@ -24,12 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from gdbext import __version__, commands
 from gdbext.addr import AddrRange
+from gdbext.audit.engine import AuditOptions, run_audit
+from gdbext.audit.model import AuditRule, Severity
 from gdbext.errors import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -40,10 +43,11 @@ from gdbext.errors import (
 )
 from gdbext.host import Host
 from gdbext.permfilter import PermFilter
+from gdbext.render.audit import render_rules
 from gdbext.target import BackendInfo, OpenRequest, Target
 from gdbext.units import parse_int
 
-COMMANDS = ("info", "walk", "translate", "heap")
+COMMANDS = ("info", "walk", "translate", "heap", "audit")
 #: The backend a positional DUMP (or ``--dump FILE``) opens.
 DUMP_BACKEND = "core"
 
@@ -84,6 +88,18 @@ def _filter(text: str) -> PermFilter:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--filter: ")) from None
 
 
+def _severity(text: str) -> Severity:
+    try:
+        return Severity.parse(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    """``a,b``: rule ids."""
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
 def _is_number(text: str) -> bool:
     try:
         parse_int(text)
@@ -98,6 +114,7 @@ SUMMARIES = {
     "walk": "every mapping of a page table",
     "translate": "translate virtual addresses, every level shown",
     "heap": "the kernel heap: largest usable region, higher half",
+    "audit": "audit a page table: rules as plugins, findings by severity",
 }
 
 
@@ -190,6 +207,26 @@ def _add_command_arguments(
         )
     elif command == "heap":
         _add_heap_arguments(p)
+    elif command == "audit":
+        _add_audit_arguments(p)
+
+
+def _add_audit_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("rules")
+    a.add_argument("--rules", type=_ids, metavar="ID,...", help="only these rules")
+    a.add_argument("--skip", type=_ids, default=(), metavar="ID,...", help="not these rules")
+    a.add_argument(
+        "--list-rules", action="store_true", help="list the rules (id, severity, summary) and exit"
+    )
+    a.add_argument(
+        "--fail-on",
+        type=_severity,
+        metavar="SEVERITY",
+        help="exit status 3 when a finding is at least this severe "
+        "(info, low, medium, high, critical)",
+    )
+    h = p.add_argument_group("heap (for the heap-contract rule; options as 'heap')")
+    _add_heap_arguments(h)
 
 
 def _add_walk_arguments(p: argparse.ArgumentParser) -> None:
@@ -224,7 +261,7 @@ def _add_walk_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_heap_arguments(p: argparse.ArgumentParser) -> None:
+def _add_heap_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--memmap",
         nargs="+",
@@ -407,6 +444,8 @@ class _Plan:
     render: Callable[[Any], Iterable[str]]
     source: str | None
     heap: commands.HeapOptions | None
+    #: ``audit``: every rule the plugins provide, by id.
+    rules: Mapping[str, AuditRule] | None = None
 
 
 def _plan(args: argparse.Namespace, host: Host) -> _Plan:
@@ -414,8 +453,20 @@ def _plan(args: argparse.Namespace, host: Host) -> _Plan:
     if args.format not in formats:
         raise PluginError(f"no plugin renders {args.command!r} as {args.format!r}")
     source = _source(args)
-    heap = _heap_options(args) if args.command == "heap" else None
-    return _Plan(formats[args.format].render, source, heap)
+    heap = None
+    rules = None
+    if args.command == "heap":
+        heap = _heap_options(args)
+    elif args.command == "audit":
+        heap = _heap_options(args) if args.memmap or args.at is not None else None
+        rules = host.audit_rules()
+    return _Plan(formats[args.format].render, source, heap, rules)
+
+
+def list_rules(args: argparse.Namespace, host: Host, out: IO[str]) -> int:
+    """``audit --list-rules``: the rules, as text or JSON (no target needed)."""
+    _write(out, render_rules(host.audit_rules(), args.format))
+    return EXIT_OK
 
 
 def _list_backends(host: Host, out: IO[str]) -> int:
@@ -443,6 +494,8 @@ def run(
     args = parse_command(build_parser(host, target_options=target is None), argv)
     if args.command == "backends":
         return _list_backends(host, out)
+    if args.command == "audit" and args.list_rules:
+        return list_rules(args, host, out)
     plan = _plan(args, host)
     if target is not None:
         return _execute(plan, args, out, target, warn=warn)
@@ -497,6 +550,15 @@ def _execute(
         )
     elif args.command == "translate":
         result = commands.translate(target, args.vaddrs, _root(args))
+        status = result.exit_status
+    elif args.command == "audit":
+        if args.list_rules:
+            assert plan.rules is not None
+            _write(out, render_rules(plan.rules, args.format))
+            return EXIT_OK
+        assert plan.rules is not None
+        options = AuditOptions(_root(args), args.rules, tuple(args.skip), plan.heap, args.fail_on)
+        result = run_audit(target, options, plan.rules)
         status = result.exit_status
     else:
         assert plan.heap is not None

@@ -333,6 +333,13 @@ class PluginError(GdbextError):
     """A backend or plugin that is missing, blocked or broken."""
 
 
+class FindingsError(GdbextError):
+    """``audit --fail-on``: findings at or above the severity (a debugger front end raises it
+    after printing them; the command line exits with the status)."""
+
+    exit_status = EXIT_FINDINGS
+
+
 class NoUsableMemoryError(NotFoundError):
     """A memory map with no usable region (the heap locator has nothing to choose)."""
 

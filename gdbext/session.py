@@ -4,7 +4,8 @@ A front end (GDB's ``gdbext/gdbinit.py``, LLDB's later) creates one :class:`Sess
 plugin host and a few debugger-specific callables, then routes its commands here with the
 argument words already split:
 
-- :meth:`Session.run` runs ``pt-walk``, ``pt-translate``, ``pt-info`` or ``pt-heap``: the
+- :meth:`Session.run` runs ``pt-walk``, ``pt-translate``, ``pt-info``, ``pt-heap`` or
+  ``pt-audit``: the
   command line's parsers (:func:`gdbext.cli.build_command_parser`, prog ``pt-walk``...) and its
   execution and renderers (:func:`gdbext.cli.execute`), so the output is the command line's,
   byte for byte, on the same target;
@@ -37,8 +38,10 @@ from typing import IO, Protocol, cast
 from gdbext import cli, commands
 from gdbext.errors import (
     EXIT_BAD_INPUT,
+    EXIT_FINDINGS,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    FindingsError,
     GdbextError,
     InputError,
     NotFoundError,
@@ -55,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "pt-translate": "translate",
     "pt-info": "info",
     "pt-heap": "heap",
+    "pt-audit": "audit",
 }
 BACKEND_COMMAND = "pt-backend"
 
@@ -64,6 +68,8 @@ SUMMARIES: dict[str, str] = {
     "pt-translate": "Translate virtual addresses: every level, raw entries and decoded flags.",
     "pt-info": "Paging mode, control registers and paging features, backend and read path.",
     "pt-heap": "Locate the kernel heap: the largest usable region, in the higher half.",
+    "pt-audit": "Audit the page tables: findings of every rule plugin, by severity (as `gdbext "
+    "audit`).",
     BACKEND_COMMAND: "List the backends, or select the one the pt-* commands run on.",
 }
 
@@ -251,19 +257,23 @@ class Session:
     # --- commands --------------------------------------------------------------------------
 
     def run(self, name: str, argv: Sequence[str], out: Writer, *, colour: bool = False) -> int:
-        """Run ``pt-walk``, ``pt-translate``, ``pt-info`` or ``pt-heap`` with ``argv``.
+        """Run ``pt-walk``, ``pt-translate``, ``pt-info``, ``pt-heap`` or ``pt-audit``.
 
         :param colour: mark up text output with ANSI colours (the front end decides: its
             styling is on and the output is a terminal).
         :returns: 0, or 1 when an address is not mapped or nothing was found (the output says
             which, also for errors of exit status 1, e.g. ``--has`` of an unmapped address);
-            exit status 2 raises instead (:class:`~gdbext.errors.GdbextError`).
+            exit status 2 raises instead (:class:`~gdbext.errors.GdbextError`), and so does
+            ``pt-audit --fail-on`` with findings that severe (after they were printed:
+            :class:`~gdbext.errors.FindingsError`, so that a GDB script stops there).
         """
         if name not in COMMANDS:
             raise UsageError(f"no command {name!r}")
         args = self._parse(name, argv, out)
         if args is None:
             return EXIT_OK
+        if args.command == "audit" and args.list_rules:
+            return cli.list_rules(args, self.host, cast(IO[str], out))
         writer = out
         if colour and args.format == "text":
             writer = _Styled(out, args.command)
@@ -284,6 +294,8 @@ class Session:
             # Nothing there (--has of an unmapped address...): a result, not a failure.
             out.write(f"{exc}\n")
             return EXIT_NOT_FOUND
+        if status == EXIT_FINDINGS:
+            raise FindingsError(f"{name}: findings at or above --fail-on {args.fail_on}")
         if status >= EXIT_BAD_INPUT:
             result = ticker.result
             errors = [

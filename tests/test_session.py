@@ -442,5 +442,5 @@ def test_cli_run_on_a_given_target_leaves_it_open() -> None:
         cli.run(["walk", "x.elf"], host, io.StringIO(), target=target)
     with pytest.raises(UsageError, match="--backend"):
         cli.run(["walk", "--backend", "sim"], host, io.StringIO(), target=target)
-    with pytest.raises(UsageError, match="no command 'audit'"):
-        cli.build_command_parser(host, "audit", prog="pt-audit")
+    with pytest.raises(UsageError, match="no command 'bogus'"):
+        cli.build_command_parser(host, "bogus", prog="pt-bogus")

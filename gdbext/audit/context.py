@@ -271,12 +271,14 @@ class FrameIndex:
 class TableWalk:
     """The shared walk of one page table, and what is derived from it (each on first use)."""
 
-    def __init__(self, pt: X86PageTable) -> None:
+    def __init__(self, pt: X86PageTable, window: AddrRange | None = None) -> None:
         self.pt = pt
+        #: The part of the address space walked (``None``: all of it).
+        self.window = window
 
     @cached_property
     def records(self) -> list[WalkRecord]:
-        return list(self.pt.iter_runs(aliases="collapse", ignore=WALK_IGNORE))
+        return list(self.pt.iter_runs(self.window, aliases="collapse", ignore=WALK_IGNORE))
 
     @cached_property
     def leaf_runs(self) -> list[LeafRun]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gdbext.hookspecs import hookimpl
-from gdbext.render import jsonout, ptdump, qemu_tlb, text
+from gdbext.render import audit, jsonout, ptdump, qemu_tlb, text
 from gdbext.render.formats import OutputFormat
 
 
@@ -22,4 +22,6 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         OutputFormat("json", "info", jsonout.render_info, "paging state as JSON"),
         OutputFormat("text", "heap", text.render_heap, "the heap range"),
         OutputFormat("json", "heap", jsonout.render_heap, '{"start", "end"}'),
+        OutputFormat("text", "audit", audit.render_audit_text, "one line per finding"),
+        OutputFormat("json", "audit", audit.render_audit_json, '{"findings", "summary"}'),
     ]
