@@ -14,7 +14,9 @@ the user PGD's line. The kernel checks ``init_mm``'s tables: with no root option
 target that names the kernel's root (VMCOREINFO), the verdict counts those (a process's PGD
 shares their kernel half, so only the top-level entries that differ are walked again); else
 the selected table. The summary's ``"wx"`` has the lines and ``"wx_roots"`` the roots
-counted. Findings: one per merged W+X range of the selected table (under PTI, of both halves).
+counted. Findings: one per merged W+X range of the selected table (under PTI, of both halves),
+the guard hole included (its findings say that the kernel's check skips it); ``pages`` counts
+every copy of an aliased table.
 """
 
 from __future__ import annotations
@@ -178,14 +180,7 @@ class WxRule:
 
     def _findings(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
         hole = ctx.guard_hole
-        wx = (
-            s
-            for s in view.spans
-            if s.run.writable
-            and s.run.executable
-            and not (hole.start <= s.vaddr and s.last_end <= hole.end)
-        )
-        for group in merge_spans(wx):
+        for group in merge_spans(s for s in view.spans if _is_wx(s)):
             vaddr, end, paddr, paddr_end, pages = group_range(group)
             first = group[0]
             extra: list[str] = []
@@ -196,7 +191,11 @@ class WxRule:
                     f"mapped {first.copies} times, every 0x{first.reps[-1][1]:x} bytes "
                     f"from 0x{first.vaddr:x}{where}"
                 )
-                pages = first.pages
+            if vaddr < hole.end and hole.start < end:
+                extra.append(
+                    f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the "
+                    "kernel's W+X check skips"
+                )
             who = "user" if first.run.user else "kernel"
             yield ctx.finding(
                 self,
