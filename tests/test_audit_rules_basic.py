@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_audit_pti import KERNEL_PGD, USER_PGD, build_pti_machine
+from test_audit_pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
@@ -194,14 +194,15 @@ def test_wx_passes_on_wx_free_tables() -> None:
 
 def test_wx_under_pti_gives_the_kernels_two_verdicts() -> None:
     mach = build_pti_machine()
-    text = 0xFFFF_FFFF_8100_0000
-    mach.map_kernel(text + 0xA0_0000, 0x1A0_0000, 3 * SIZE_4K, SIZE_4K, WRITABLE)
-    mach.map_user_pgd(text + 0xC0_0000, 0x1C0_0000, SIZE_2M, SIZE_2M, WRITABLE)
+    vmalloc = VMALLOC[4] + 0x1000_0000
+    modules = 0xFFFF_FFFF_C000_0000
+    mach.map_kernel(vmalloc, 0x1A0_0000, 3 * SIZE_4K, SIZE_4K, WRITABLE)
+    mach.map_user_pgd(modules, 0x1C0_0000, SIZE_2M, SIZE_2M, WRITABLE)
     for cr3 in (KERNEL_PGD, USER_PGD):
         result = audit(mach.target(cr3), "wx")
         assert result.summary["wx"] == [verdict_line(3), CHECKING_USER, verdict_line(512)]
         roots = {(f.root, f.vaddr, f.pages) for f in result.findings}
-        assert roots == {("kernel", text + 0xA0_0000, 3), ("user", text + 0xC0_0000, 512)}
+        assert roots == {("kernel", vmalloc, 3), ("user", modules, 512)}
     assert brute_wx(X86PageTable(mach.memory, KERNEL_PGD)) == 3
     assert brute_wx(X86PageTable(mach.memory, USER_PGD)) == 512
 

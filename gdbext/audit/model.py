@@ -100,12 +100,20 @@ class RuleSkipped(GdbextError):
 class AuditRule(Protocol):
     """An audit rule, as a plugin provides it (see the module docstring)."""
 
-    #: Short, unique, lowercase with dashes: ``"wx"``, ``"cpu-hardening"``.
-    id: str
-    #: The default severity of its findings.
-    severity: Severity
-    #: One line for ``--list-rules``.
-    summary: str
+    @property
+    def id(self) -> str:
+        """Short, unique, lowercase with dashes: ``"wx"``, ``"cpu-hardening"``."""
+        ...
+
+    @property
+    def severity(self) -> Severity:
+        """The default severity of its findings."""
+        ...
+
+    @property
+    def summary(self) -> str:
+        """One line for ``--list-rules``."""
+        ...
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         """The findings on ``ctx``'s target; :class:`RuleSkipped` if the rule cannot run."""

@@ -70,7 +70,7 @@ def _perms(f: Finding) -> str:
 
 def finding_line(f: Finding, rule_width: int) -> str:
     """The finding's one line (without its evidence)."""
-    parts = [f"{f.severity!s:<8} {f.rule:<{rule_width}}"]
+    parts = [f"{f.severity!s:<8}", f"{f.rule:<{rule_width}}"]
     if f.vaddr is not None:
         va = f"0x{f.vaddr:016x}"
         if f.end is not None:
