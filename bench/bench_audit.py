@@ -1,0 +1,277 @@
+"""Benchmark of ``audit`` against a full ``walk`` of a real 512 MiB Debian guest dump.
+
+The dumps are ``bench/bench_dump.py``'s (made under QEMU on first use, cached in ``--workdir``,
+not committed). Measures, in one run (medians of ``--repeat`` runs, the contenders taking turns
+in each round so that the machine's noise falls on all alike):
+
+- in-process, on the ELF dump (``--format kdump`` for the kdump-zlib one): open + walk + render
+  (the ``walk`` command's default text output, as ``bench_dump.py`` measures it) against open +
+  audit (every rule, default options) + render (text), and their ratio;
+- where the audit's time goes: the shared context (the one collapsed walk, spans, PTI
+  detection...) and each rule in turn on one context, so that a lazy cache a rule builds first
+  (the frame index, the table list) is charged to that rule;
+- one process each: ``gdbext walk DUMP`` against ``gdbext audit DUMP``, output to /dev/null.
+
+Target (issue 5): auditing adds at most 50 % to a full walk (ratio <= 1.5).
+
+Run: ``.venv/bin/python bench/bench_audit.py`` (``--mem 512M --repeat 5``; ``--json``;
+``--profile N`` for cProfile's top N functions of one in-process audit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bench_dump import (
+    FILE_NAMES,
+    FORMAT_LABELS,
+    VENV_BIN,
+    BenchError,
+    close_target,
+    ensure_dumps,
+    gdbext_walk_argv,
+    open_target,
+    open_walk,
+    process_figures,
+)
+
+#: Issue 5's target: audit time / walk time.
+TARGET_RATIO = 1.5
+
+
+def sink(lines: Iterable[object]) -> int:
+    n = 0
+    for _ in lines:
+        n += 1
+    return n
+
+
+def _rules() -> dict[str, Any]:
+    from gdbext.host import Host
+
+    return Host.create().audit_rules()
+
+
+def audit_text(target: Any, rules: dict[str, Any]) -> tuple[int, int]:
+    """Every rule on an opened target, rendered as text: (lines, findings)."""
+    from gdbext.audit.engine import AuditOptions, run_audit
+    from gdbext.render.audit import render_audit_text
+
+    result = run_audit(target, AuditOptions(), rules)
+    return sink(render_audit_text(result)), len(result.findings)
+
+
+def open_audit(path: Path, rules: dict[str, Any]) -> tuple[int, int]:
+    target = open_target(path)
+    try:
+        return audit_text(target, rules)
+    finally:
+        close_target(target)
+
+
+def _clock(fn: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def in_process(path: Path, repeat: int) -> dict[str, Any]:
+    """Open + walk + render against open + audit + render, taking turns in each round."""
+    rules = _rules()
+    lines, leaves = open_walk(path)  # page cache warm; counts
+    audit_lines, findings = open_audit(path, rules)
+    walk_s, audit_s = [], []
+    for _ in range(repeat):
+        walk_s.append(_clock(lambda: open_walk(path)))
+        audit_s.append(_clock(lambda: open_audit(path, rules)))
+    walk, audit = statistics.median(walk_s), statistics.median(audit_s)
+    return {
+        "walk_lines": lines,
+        "leaves": leaves,
+        "audit_lines": audit_lines,
+        "findings": findings,
+        "rules": list(rules),
+        "open_walk_s": walk,
+        "open_audit_s": audit,
+        "ratio": audit / walk,
+    }
+
+
+def breakdown(path: Path, repeat: int) -> dict[str, float]:
+    """Median seconds of: open, the shared context (main walk, spans, PTI pair), then each rule
+    in the engine's order on that one context (what the engine's loop does, piece by piece)."""
+    from gdbext.audit.context import AuditContext
+    from gdbext.audit.engine import AuditOptions, select_rules
+    from gdbext.audit.model import RuleSkipped
+
+    rules = _rules()
+    options = AuditOptions()
+    selected = select_rules(rules, options.rules, options.skip)
+    times: dict[str, list[float]] = {"open": [], "context": []}
+    times |= {rule.id: [] for rule in selected}
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        target = open_target(path)
+        times["open"].append(time.perf_counter() - start)
+        try:
+            ctx = AuditContext(target, options)
+
+            def context(ctx: AuditContext = ctx) -> None:
+                main = ctx.main
+                _ = main.spans
+                _ = ctx.pti
+
+            times["context"].append(_clock(context))
+            for rule in selected:
+                start = time.perf_counter()
+                with contextlib.suppress(RuleSkipped):
+                    sink(rule.check(ctx))
+                times[rule.id].append(time.perf_counter() - start)
+        finally:
+            close_target(target)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def profile(path: Path, top: int) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    rules = _rules()
+    out = io.StringIO()
+    prof = cProfile.Profile()
+    # Python 3.11.2 (Debian 12's) can crash in a garbage collection that runs while a profiler
+    # hook is set (CPython gh-101975, fixed in 3.11.3): no collection meanwhile.
+    gc.collect()
+    gc.disable()
+    try:
+        prof.enable()
+        open_audit(path, rules)
+        prof.disable()
+    finally:
+        gc.enable()
+    out.write(f"\n### cProfile: open + audit + render, {path}\n")
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.0f} ms" if seconds >= 0.1 else f"{seconds * 1e3:,.1f} ms"
+
+
+def render_markdown(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Command: `{report['command']}`",
+        "",
+        f"Python {report['python']}, {report['qemu']}, kernel {report['kernel']}; "
+        f"medians of {report['repeat']} runs, all figures from this one run.",
+    ]
+    for g in report["guests"]:
+        ip, pr, bd = g["in_process"], g["process"], g["breakdown"]
+        ratio_p = pr["audit"]["seconds"] / pr["walk"]["seconds"]
+        met = "met" if ip["ratio"] <= TARGET_RATIO else "MISSED"
+        lines += [
+            "",
+            f"#### {g['memory']} guest, {g['label']} dump: {ip['leaves']:,} leaves; "
+            f"{len(ip['rules'])} rules, {ip['findings']} findings",
+            "",
+            "| measurement | walk | audit (all rules) | audit / walk |",
+            "| --- | --- | --- | --- |",
+            f"| in-process: open + walk/audit + render (text) | {ms(ip['open_walk_s'])} "
+            f"| {ms(ip['open_audit_s'])} | {ip['ratio']:.2f} (target <= {TARGET_RATIO:g}: "
+            f"{met}) |",
+            f"| one process: `gdbext walk DUMP` / `gdbext audit DUMP` "
+            f"| {ms(pr['walk']['seconds'])} | {ms(pr['audit']['seconds'])} | {ratio_p:.2f} |",
+            "",
+            "Where the audit's time goes (in-process, one context, rules in the engine's order):",
+            "",
+            "| part | median |",
+            "| --- | --- |",
+        ]
+        lines += [f"| {name} | {ms(seconds)} |" for name, seconds in bd.items()]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--mem", default="512M", help="guest RAM sizes, comma-separated (512M)")
+    parser.add_argument(
+        "--format", default="elf", help="dump formats, comma-separated: elf, kdump (elf)"
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (5)")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/gdbext-bench"), help="dump cache directory"
+    )
+    parser.add_argument("--fresh", action="store_true", help="boot and dump again")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--profile", type=int, metavar="N", help="cProfile: top N functions")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    for fmt in formats:
+        if fmt not in FILE_NAMES:
+            parser.error(f"--format {fmt!r}: one of {', '.join(FILE_NAMES)}")
+    memories = [m.strip() for m in args.mem.split(",") if m.strip()]
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    shown = [os.path.relpath(sys.executable), os.path.relpath(__file__)]
+    command = shlex.join([*shown, *(sys.argv[1:] if argv is None else argv)])
+    report: dict[str, Any] = {
+        "command": command,
+        "python": sys.version.split()[0],
+        "repeat": args.repeat,
+        "guests": [],
+    }
+    profiles = []
+    try:
+        for memory in memories:
+            dumps = ensure_dumps(args.workdir, memory, args.fresh, log)
+            report["qemu"] = dumps.meta["qemu"]
+            report["kernel"] = Path(dumps.meta["kernel"]).name.removeprefix("vmlinuz-")
+            for fmt in formats:
+                path = dumps.path(fmt)
+                log(f"measuring {memory} {FORMAT_LABELS[fmt]}...")
+                guest: dict[str, Any] = {"memory": memory, "format": fmt}
+                guest["label"] = FORMAT_LABELS[fmt]
+                guest["in_process"] = in_process(path, args.repeat)
+                guest["breakdown"] = breakdown(path, args.repeat)
+                guest["process"] = process_figures(
+                    {
+                        "walk": gdbext_walk_argv(path),
+                        "audit": [str(VENV_BIN / "gdbext"), "audit", str(path)],
+                    },
+                    args.repeat,
+                )
+                report["guests"].append(guest)
+                if args.profile:
+                    profiles.append(profile(path, args.profile))
+    except BenchError as exc:
+        print(f"bench_audit: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(render_markdown(report)))
+    for text in profiles:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
