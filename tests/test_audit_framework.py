@@ -30,6 +30,7 @@ from gdbext.commands import HeapOptions, RootOptions, heap
 from gdbext.errors import EXIT_FINDINGS, PluginError, UsageError
 from gdbext.hookspecs import hookimpl
 from gdbext.host import Host
+from gdbext.mapper import read_u64, write_u64
 from gdbext.paging import SIZE_4K, X86PageTable
 from gdbext.target import Target
 from gdbext_sim.scenario import build_machine, load_scenario
@@ -540,3 +541,29 @@ def test_pt_audit_in_gdb_equals_the_command_line(kernel_dump: Callable[[str], Pa
     # --fail-on: the findings, then one error line (GDB stops the script there).
     assert proc.stderr == "pt-audit: findings at or above --fail-on medium\n"
     assert "x86/mm: Checking user space page tables" in got[0]
+
+
+def test_kernel_view_shares_the_kernel_half_of_a_process_walk() -> None:
+    from test_audit_rules_basic import two_roots
+
+    target, kernel_root, process_root = two_roots()
+    ctx = AuditContext(target, AuditOptions())
+    kernel = ctx.kernel_view
+    assert kernel.name == "kernel" and kernel.pt.root == kernel_root
+    half = AddrRange(0xFFFF_8000_0000_0000, 1 << 64)
+    fresh = list(X86PageTable(target.mapper, kernel_root).iter_runs(half, aliases="collapse"))
+    assert [(r.vaddr, r.paddr, r.count) for r in kernel.leaf_runs] == [
+        (r.vaddr, r.paddr, r.count) for r in fresh if hasattr(r, "paddr")
+    ]
+    assert kernel.records[0] is ctx.main.records[-len(kernel.records)]  # taken, not walked
+    assert ctx.direct_map == AddrRange(0xFFFF_8880_0000_0000, 0xFFFF_8880_0400_0000)
+    assert ctx.kernel_image == [AddrRange(0x100_0000, 0x100_2000)]
+    # A kernel half that differs (the process links the direct map's table again) is walked.
+    write_u64(
+        target.mapper, process_root + 8 * 300, read_u64(target.mapper, process_root + 8 * 273)
+    )
+    ctx = AuditContext(target, AuditOptions())
+    assert ctx.kernel_view.records[0] is not ctx.main.records[-len(ctx.kernel_view.records)]
+    assert [(r.vaddr, r.count) for r in ctx.kernel_view.leaf_runs] == [
+        (r.vaddr, r.count) for r in fresh if hasattr(r, "paddr")
+    ]

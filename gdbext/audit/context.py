@@ -46,7 +46,7 @@ from gdbext.commands import (
 )
 from gdbext.cpu import CpuState
 from gdbext.errors import GdbextError, PhysMemoryError
-from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT
+from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.mapper import read_table
 from gdbext.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
@@ -68,6 +68,7 @@ __all__ = [
 
 #: Bits the shared walk ignores when it groups leaves into runs.
 WALK_IGNORE = ACCESSED_DIRTY
+ACCESSED = int(PageTableFlags.ACCESSED)
 
 
 # --- spans -----------------------------------------------------------------------------------
@@ -271,10 +272,17 @@ class FrameIndex:
 class TableWalk:
     """The shared walk of one page table, and what is derived from it (each on first use)."""
 
-    def __init__(self, pt: X86PageTable, window: AddrRange | None = None) -> None:
+    def __init__(
+        self,
+        pt: X86PageTable,
+        window: AddrRange | None = None,
+        records: list[WalkRecord] | None = None,
+    ) -> None:
         self.pt = pt
         #: The part of the address space walked (``None``: all of it).
         self.window = window
+        if records is not None:  # another walk's records for this window: not walked again
+            self.__dict__["records"] = records
 
     @cached_property
     def records(self) -> list[WalkRecord]:
@@ -529,8 +537,10 @@ class AuditContext:
     @cached_property
     def kernel_view(self) -> AuditView:
         """The kernel's own tables: the kernel half of the PTI pair; else, with no root option,
-        the table the target names as the kernel's (VMCOREINFO's ``init_top_pgt``); else
-        :attr:`main`. Where the direct map and the kernel image are looked up."""
+        the table the target names as the kernel's (VMCOREINFO's ``init_top_pgt``), of which
+        only the kernel half is walked (and not even that when the selected table shares it);
+        else :attr:`main`. Where the direct map and the kernel image are looked up: use it for
+        kernel-half questions only."""
         pti = self.pti
         if pti is not None:
             return pti.kernel
@@ -540,8 +550,30 @@ class AuditContext:
             pt = open_page_table(self.target, RootOptions(kernel=True))
             if (pt.root, pt.levels) == (self.main.pt.root, self.main.pt.levels):
                 return self.main
-            return self._remember("kernel", pt)
+            return AuditView("kernel", pt, self._kernel_half_walk(pt))
         return self.main
+
+    def _kernel_half_walk(self, pt: X86PageTable) -> TableWalk:
+        """A walk of ``pt``'s kernel half. A process's page table shares the kernel's top-level
+        entries of the kernel half: when :attr:`main`'s are the same, its walk's records of
+        the kernel half are taken instead of walking again."""
+        half = AddrRange(pt.geometry.higher_half_start, 1 << 64)
+        main = self.main
+        if main.pt.levels != pt.levels:
+            return TableWalk(pt, half)
+        try:
+            mine = read_table(pt.mapper, pt.root)
+            theirs = read_table(main.pt.mapper, main.pt.root)
+        except PhysMemoryError:
+            return TableWalk(pt, half)
+        if any((a ^ b) & ~ACCESSED for a, b in zip(mine[256:], theirs[256:], strict=True)):
+            return TableWalk(pt, half)
+        records = main.records
+        start = bisect.bisect_left([r.vaddr for r in records], half.start)
+        kernel = records[start:]
+        if any(type(r) is AliasRun and r.first_vaddr < half.start for r in kernel):
+            return TableWalk(pt, half)  # links to a table first walked in the user half
+        return TableWalk(pt, half, kernel)
 
     # Address space helpers
 
