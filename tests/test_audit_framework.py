@@ -31,7 +31,7 @@ from gdbext.errors import EXIT_FINDINGS, PluginError, UsageError
 from gdbext.hookspecs import hookimpl
 from gdbext.host import Host
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import SIZE_4K, X86PageTable
+from gdbext.paging import SIZE_4K, LeafRun, X86PageTable
 from gdbext.target import Target
 from gdbext_sim.scenario import build_machine, load_scenario
 
@@ -553,7 +553,7 @@ def test_kernel_view_shares_the_kernel_half_of_a_process_walk() -> None:
     half = AddrRange(0xFFFF_8000_0000_0000, 1 << 64)
     fresh = list(X86PageTable(target.mapper, kernel_root).iter_runs(half, aliases="collapse"))
     assert [(r.vaddr, r.paddr, r.count) for r in kernel.leaf_runs] == [
-        (r.vaddr, r.paddr, r.count) for r in fresh if hasattr(r, "paddr")
+        (r.vaddr, r.paddr, r.count) for r in fresh if isinstance(r, LeafRun)
     ]
     assert kernel.records[0] is ctx.main.records[-len(kernel.records)]  # taken, not walked
     assert ctx.direct_map == AddrRange(0xFFFF_8880_0000_0000, 0xFFFF_8880_0400_0000)
@@ -565,5 +565,5 @@ def test_kernel_view_shares_the_kernel_half_of_a_process_walk() -> None:
     ctx = AuditContext(target, AuditOptions())
     assert ctx.kernel_view.records[0] is not ctx.main.records[-len(ctx.kernel_view.records)]
     assert [(r.vaddr, r.count) for r in ctx.kernel_view.leaf_runs] == [
-        (r.vaddr, r.count) for r in fresh if hasattr(r, "paddr")
+        (r.vaddr, r.count) for r in fresh if isinstance(r, LeafRun)
     ]
