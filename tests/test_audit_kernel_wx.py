@@ -32,7 +32,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +87,12 @@ CASES: dict[str, GuestConfig] = {
 
 #: Seconds for a paused guest to reach the check.
 HIT_TIMEOUT = 120.0
+
+GDB = shutil.which("gdb")
+GDBINIT = Path(__file__).resolve().parent.parent / "gdbext" / "gdbinit.py"
+#: The cases whose last check also runs ``pt-audit`` live in GDB.
+LIVE = ("4level", "la57", "pti", "nx-off")
+LIVE_MARK = "@@gdbext-live@@"
 
 
 def kernel_lines(serial: str) -> list[str]:
@@ -145,12 +153,15 @@ def raw_wx_pages(
 
 @dataclass
 class Frozen:
-    """A guest's dumps at its checks (by function name) and its serial log to ``/init``."""
+    """A guest's dumps at its checks (by function name), its serial log to ``/init`` and, with
+    ``gdb`` installed, the output of ``pt-audit --rules wx`` (text, then ``--json``) in the
+    real GDB at its last check."""
 
     name: str
     dumps: dict[str, Path]
     serial: str
     seconds: float
+    live: tuple[str, str] | None = None
 
     @property
     def lines(self) -> list[str]:
@@ -185,10 +196,32 @@ def freeze(name: str, config: GuestConfig, symbols: dict[str, int], outdir: Path
                 dumps[function] = outdir / f"{name}-{function}.elf"
                 guest.dump_elf(dumps[function], vmcoreinfo=False)
                 stub.delete(addr)
-            stub.detach()
+            if GDB is None or name not in LIVE:
+                stub.detach()
+        # Closed without detaching, the stub leaves the VM stopped for GDB (which detaches).
+        live = live_pt_audit(guest.gdb_port) if GDB is not None and name in LIVE else None
+        if "running" not in guest.hmp("info status"):
+            guest.cont()  # GDB failed before its detach: the live check fails, not the boot
         guest.wait_ready()
         serial = guest.serial_log()
-    return Frozen(name, dumps, serial, time.monotonic() - started)
+    return Frozen(name, dumps, serial, time.monotonic() - started, live)
+
+
+def live_pt_audit(port: int) -> tuple[str, str]:
+    """``pt-audit --rules wx`` and ``pt-audit --rules wx --json`` in the real GDB attached to
+    the stopped guest (backend ``gdb``: memory and registers through the gdbstub); GDB
+    detaches at the end, and the VM runs on."""
+    assert GDB is not None
+    argv = [GDB, "-nx", "-batch", "-ex", f"source {GDBINIT}",
+            "-ex", f"target remote 127.0.0.1:{port}"]  # fmt: skip
+    for command in ("pt-audit --rules wx", "pt-audit --rules wx --json"):
+        argv += ["-ex", f"echo {LIVE_MARK}\\n", "-ex", command]
+    argv += ["-ex", f"echo {LIVE_MARK}\\n", "-ex", "detach"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    parts = proc.stdout.split(LIVE_MARK + "\n")
+    if len(parts) != 4:
+        return proc.stdout + proc.stderr, ""
+    return parts[1], parts[2]
 
 
 @pytest.fixture(scope="session")
@@ -333,6 +366,20 @@ def test_ptdump_counts_not_present_leaves(frozen: dict[str, Frozen]) -> None:
     assert 0 < present < kernel
     text, js = audit_lines(dump)
     assert counts(text)[:1] == counts(js)[:1] == [present]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("name", LIVE)
+def test_live_pt_audit_in_gdb_equals_kernel(frozen: dict[str, Frozen], name: str) -> None:
+    """``pt-audit`` in GDB at the last check (under PTI the user PGD's: the kernel PGD is as
+    at the first) prints the kernel's line(s)."""
+    if GDB is None:
+        pytest.skip("no gdb (GDBEXT_REQUIRE_QEMU=1 requires it)")
+    case = frozen[name]
+    assert case.live is not None
+    text, js = case.live
+    assert [line for line in text.splitlines() if line.startswith("x86/mm: ")] == case.lines, text
+    assert json.loads(js)["summary"]["wx"] == case.lines
 
 
 # --- the committed fixtures ---------------------------------------------------------------------
