@@ -258,6 +258,29 @@ def test_wx_verdict_counts_the_kernels_own_tables() -> None:
     assert chosen.summary["wx_roots"] == [f"0x{process_root:x}"]
 
 
+def test_wx_links_merged_across_a_table_boundary_count_once_per_table() -> None:
+    """Links to one table in the last entry of a PD and the first of the next are reported as
+    one collapsed alias; when the first PD is itself linked again, only its own link repeats."""
+    memory = SparsePhysMemory(64 << 20)
+    alloc = TopDownFrameAllocator(memory)
+    root = alloc.allocate_frame()
+    assert root is not None
+    pt = X86PageTable(memory, root, allow_writes=True)
+    base, gib = 0xFFFF_C900_0000_0000, 1 << 30
+    pt.map_range(base, 0x10_0000, SIZE_4K, SIZE_4K, WRITABLE, alloc)
+    table = {s.level: s for s in pt.translate(base).steps}[2].entry & pt.addr_mask
+    pt.link_table(base + gib + 511 * SIZE_2M, 2, table, WRITABLE, alloc)  # PD X, last entry
+    pt.link_table(base + 2 * gib, 2, table, WRITABLE, alloc)  # PD Y, first entry
+    pd_x = {s.level: s for s in pt.translate(base + gib).steps}[3].entry & pt.addr_mask
+    pt.link_table(base + 5 * gib, 3, pd_x, WRITABLE, alloc)  # X again
+    cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=root, cr4=CR4_PAE, efer=EFER_LMA | EFER_NXE)
+    target = Target("sim", "merged links", memory, [cpu], ram=memory.ram_ranges)
+    assert brute_wx(pt) == 4
+    result = audit(target, "wx")
+    assert result.summary["wx"] == [verdict_line(4)]
+    assert sum(f.pages for f in result.findings) == 4
+
+
 # Random machines: the verdict equals a brute-force count over every leaf, aliases expanded.
 
 KERNEL_BASE = 0xFFFF_C900_0000_0000

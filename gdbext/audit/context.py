@@ -212,15 +212,37 @@ class _AliasResolver:
         if found is None:
             found = []
             records = self._records
+            end = first_vaddr + link
             lo = bisect.bisect_left(self._keys, first_vaddr)
-            hi = bisect.bisect_left(self._keys, first_vaddr + link, lo)
+            hi = bisect.bisect_left(self._keys, end, lo)
+            # Consecutive links are merged into one AliasRun across table boundaries, so one
+            # may begin before the table's range or run past its end: only its links inside
+            # the range belong to the table.
+            if lo and type(records[lo - 1]) is AliasRun:
+                lo -= 1
             for rec in records[lo:hi]:
                 if type(rec) is LeafRun:
                     found.append(LeafSpan(rec))
                 elif type(rec) is AliasRun:
-                    found.extend(self.spans(rec))
+                    inside = _clip_alias(rec, first_vaddr, end)
+                    if inside is not None:
+                        found.extend(self.spans(inside))
             self._memo[key] = found
         return found
+
+
+def _clip_alias(alias: AliasRun, lo: int, hi: int) -> AliasRun | None:
+    """The links of ``alias`` that lie in ``[lo, hi)``, or ``None``."""
+    if alias.vaddr >= lo and alias.end <= hi:
+        return alias
+    span = entry_span(alias.level + 1)
+    first = max(0, -((alias.vaddr - lo) // span))  # ceil((lo - vaddr) / span)
+    last = min(alias.count, (hi - alias.vaddr) // span)
+    if first >= last:
+        return None
+    return dataclasses.replace(
+        alias, vaddr=alias.vaddr + first * span, end=alias.vaddr + last * span, count=last - first
+    )
 
 
 # --- frame index -----------------------------------------------------------------------------
