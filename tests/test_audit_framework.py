@@ -189,7 +189,7 @@ def test_a_broken_rule_is_one_line_naming_it(capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--rules", "nope"], r"^gdbext: no audit rule 'nope' \(known: cpu-hardening, "),
+        (["--rules", "nope"], r"^gdbext: no audit rule 'nope' \(known: .*cpu-hardening, "),
         (["--skip", "wx,nope"], r"^gdbext: no audit rule 'nope'"),
         (["--fail-on", "severe"], r"^gdbext: audit: argument --fail-on: unknown severity"),
         (["--kernel"], r"^gdbext: --kernel needs the dump's VMCOREINFO"),
@@ -241,7 +241,9 @@ def test_text_summary_line_names_skipped_rules() -> None:
     )  # fmt: skip
     assert status == 0
     assert text == "audit: no findings from 1 rule; 1 skipped: needs-heap (no heap options)\n"
-    status, text = cli_run("audit", "--backend", "sim", "--scenario", str(DEMO))
+    status, text = cli_run(
+        "audit", "--backend", "sim", "--scenario", str(DEMO), "--rules", ",".join(BUILTIN)
+    )
     # demo.json: CR4 has neither SMEP nor SMAP (the simulator's default CR4).
     assert text.splitlines()[-1] == "audit: 2 findings (medium 2) from 3 rules"
 
@@ -310,7 +312,8 @@ def test_list_rules_needs_no_target() -> None:
 
 
 def test_fail_on_exit_status_of_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["audit", "--backend", "sim", "--scenario", str(DEMO)]  # two medium findings
+    # Two medium findings from these rules.
+    argv = ["audit", "--backend", "sim", "--scenario", str(DEMO), "--rules", ",".join(BUILTIN)]
     assert cli.main([*argv, "--fail-on", "medium"]) == 3
     assert capsys.readouterr().out.endswith("audit: 2 findings (medium 2) from 3 rules\n")
     assert cli.main([*argv, "--fail-on", "HIGH"]) == 0
@@ -369,7 +372,9 @@ def test_a_third_party_rule_registered_through_an_entry_point(tmp_path: Path) ->
     argv = [sys.executable, "-m", "gdbext.cli", "audit"]
     listed = subprocess.run([*argv, "--list-rules"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0, listed.stderr
-    assert "acme-user-data  low       user data pages" in listed.stdout.splitlines()
+    assert ["acme-user-data", "low", "user", "data", "pages"] in [
+        line.split() for line in listed.stdout.splitlines()
+    ]
     run = subprocess.run(
         [*argv, "--backend", "sim", "--scenario", str(DEMO), "--json", "--fail-on", "low"],
         capture_output=True,

@@ -271,7 +271,8 @@ def test_wx_links_merged_across_a_table_boundary_count_once_per_table() -> None:
     table = {s.level: s for s in pt.translate(base).steps}[2].entry & pt.addr_mask
     pt.link_table(base + gib + 511 * SIZE_2M, 2, table, WRITABLE, alloc)  # PD X, last entry
     pt.link_table(base + 2 * gib, 2, table, WRITABLE, alloc)  # PD Y, first entry
-    pd_x = {s.level: s for s in pt.translate(base + gib).steps}[3].entry & pt.addr_mask
+    last = base + gib + 511 * SIZE_2M
+    pd_x = {s.level: s for s in pt.translate(last).steps}[3].entry & pt.addr_mask
     pt.link_table(base + 5 * gib, 3, pd_x, WRITABLE, alloc)  # X again
     cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=root, cr4=CR4_PAE, efer=EFER_LMA | EFER_NXE)
     target = Target("sim", "merged links", memory, [cpu], ram=memory.ram_ranges)
