@@ -18,6 +18,12 @@ RULE_MODULES: tuple[str, ...] = (
     "gdbext.audit.rules.wx",
     "gdbext.audit.rules.cpu_hardening",
     "gdbext.audit.rules.global_user",
+    "gdbext.audit.rules.user_kernel",
+    "gdbext.audit.rules.pti",
+    "gdbext.audit.rules.reserved_bits",
+    "gdbext.audit.rules.alias_wx",
+    "gdbext.audit.rules.pt_writable_alias",
+    "gdbext.audit.rules.heap_contract",
 )
 
 

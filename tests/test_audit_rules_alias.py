@@ -1,0 +1,491 @@
+"""Rules ``alias-wx`` and ``pt-writable-alias``: simulated machines where the answer is known,
+a brute-force reference for ``alias-wx``, and the committed real dumps explained.
+
+Each scenario states its findings from how it was built: which frames are mapped where, and
+(for page tables) which frames the simulator's allocator handed out as tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gdbext.addr import AddrRange
+from gdbext.audit.context import AuditView
+from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.model import Finding, Severity
+from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
+from gdbext.audit.rules.alias_wx import wx_aliases
+from gdbext.audit.rules.pt_writable_alias import RULES as PT_WRITABLE
+from gdbext.commands import KERNEL_IMAGE_VA, RootOptions
+from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.mapper import read_u64, write_u64
+from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.physoffset import find_direct_map_base
+from gdbext.target import Target
+from gdbext_dump.dump import open_dump
+from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
+from gdbext_sim.scenario import SimMachine, build_machine
+
+DIRECT = 0xFFFF_8880_0000_0000
+TEXT = 0xFFFF_FFFF_8100_0000
+VMALLOC = 0xFFFF_C900_0000_0000
+ESPFIX = 0xFFFF_FF00_0000_0000
+MB = 1 << 20
+
+
+def m(vaddr: int, paddr: int, size: str, count: int, *flags: str) -> dict[str, Any]:
+    return {"vaddr": hex(vaddr), "paddr": hex(paddr), "size": size, "count": count,
+            "flags": list(flags)}  # fmt: skip
+
+
+#: 64 MiB of RAM in the direct map, writable, no-execute.
+DIRECT_RW = m(DIRECT, 0, "2M", 32, "WRITABLE", "NO_EXECUTE", "GLOBAL")
+#: The same, but the 2 MiB holding the kernel text (0x1000000) read-only, as Linux keeps it.
+DIRECT_TEXT_RO = [
+    m(DIRECT, 0, "2M", 8, "WRITABLE", "NO_EXECUTE"),
+    m(DIRECT + 0x1000000, 0x1000000, "4K", 512, "NO_EXECUTE"),
+    m(DIRECT + 0x1200000, 0x1200000, "2M", 23, "WRITABLE", "NO_EXECUTE"),
+]
+#: 16 pages of kernel text, read-only and executable.
+KERNEL_TEXT = m(TEXT, 0x1000000, "4K", 16, "GLOBAL")
+
+
+def machine(mappings: Sequence[dict[str, Any]], **extra: Any) -> SimMachine:
+    return build_machine({"levels": 4, "ram": "64M", "mappings": list(mappings), **extra})
+
+
+def audit(target: Target | SimMachine, rules: Any, root: RootOptions | None = None) -> AuditResult:
+    if isinstance(target, SimMachine):
+        target = target.to_target()
+    return run_audit(target, AuditOptions(root=root or RootOptions()), rules)
+
+
+def pairs(result: AuditResult) -> set[tuple[int, int, Severity]]:
+    """(executable VA, writable VA, severity) of each alias-wx finding; the writable address
+    is the first one its evidence names."""
+    out = set()
+    for f in result.findings:
+        assert f.vaddr is not None
+        writable = [e for e in f.evidence if e.startswith("writable at 0x") and ":" not in e]
+        out.add((f.vaddr, int(writable[0].split()[2].split("-")[0], 16), f.severity))
+    return out
+
+
+# --- alias-wx: must trigger ----------------------------------------------------------------
+
+
+def test_kernel_text_writable_through_the_direct_map() -> None:
+    result = audit(machine([DIRECT_RW, KERNEL_TEXT]), ALIAS_WX)
+    (f,) = result.findings
+    assert (f.rule, f.severity, f.root) == ("alias-wx", Severity.HIGH, "cr3")
+    assert (f.vaddr, f.end, f.paddr, f.paddr_end, f.pages) == (
+        TEXT, TEXT + 0x10000, 0x1000000, 0x1010000, 16,
+    )  # fmt: skip
+    assert (f.user, f.writable, f.executable) == (False, False, True)
+    # Both virtual ranges and the shared physical range are named.
+    assert f.message == (
+        "kernel code writable through an alias: frames 0x1000000-0x1010000 executable at "
+        "0xffffffff81000000-0xffffffff81010000 are writable at "
+        "0xffff888001000000-0xffff888001010000"
+    )
+    assert "writable at 0xffff888001000000-0xffff888001010000 (rw- kern)" in f.evidence
+    assert f.evidence[0].startswith("PML4[511] @")  # walk steps of the executable page
+    assert any(e.startswith("writable at 0xffff888001000000: PD[8]") for e in f.evidence)
+
+
+def test_user_writable_alias_of_kernel_text_is_critical() -> None:
+    data = m(0x600000, 0x1004000, "4K", 2, "USER_ACCESSIBLE", "WRITABLE", "NO_EXECUTE")
+    result = audit(machine([*DIRECT_TEXT_RO, KERNEL_TEXT, data]), ALIAS_WX)
+    assert pairs(result) == {(TEXT + 0x4000, 0x600000, Severity.CRITICAL)}
+    (f,) = result.findings
+    assert (f.paddr, f.paddr_end, f.pages) == (0x1004000, 0x1006000, 2)
+
+
+def test_user_double_mapping_is_medium_and_the_direct_map_of_user_code_is_not_flagged() -> None:
+    code = m(0x400000, 0x2000000, "4K", 4, "USER_ACCESSIBLE")
+    jit = m(0x7F00_0000_0000, 0x2000000, "4K", 4, "USER_ACCESSIBLE", "WRITABLE", "NO_EXECUTE")
+    result = audit(machine([DIRECT_RW, code, jit]), ALIAS_WX)
+    # The direct map also writes these frames: the kernel writes every page there, no finding.
+    assert pairs(result) == {(0x400000, 0x7F00_0000_0000, Severity.MEDIUM)}
+
+
+def test_user_code_writable_through_a_kernel_mapping_outside_the_direct_map_is_low() -> None:
+    code = m(0x400000, 0x2000000, "4K", 4, "USER_ACCESSIBLE")
+    vmap = m(VMALLOC, 0x2001000, "4K", 1, "WRITABLE", "NO_EXECUTE")
+    result = audit(machine([DIRECT_RW, code, vmap]), ALIAS_WX)
+    assert pairs(result) == {(0x401000, VMALLOC, Severity.LOW)}
+
+
+def test_without_nxe_every_page_is_executable() -> None:
+    # Without EFER.NXE bit 63 is reserved: read-only data is executable, and so a writable
+    # direct map makes it an alias W^X bypass. With NXE and NX the same layout passes.
+    rodata_nx = m(TEXT + 0x200000, 0x1200000, "4K", 4, "NO_EXECUTE")
+    with_nx = audit(machine([*DIRECT_TEXT_RO, rodata_nx]), ALIAS_WX)
+    assert with_nx.findings == []
+    no_nxe = machine(
+        [m(DIRECT, 0, "2M", 32, "WRITABLE"), m(TEXT + 0x200000, 0x1200000, "4K", 4)], nxe=False
+    )
+    result = audit(no_nxe, ALIAS_WX)
+    assert pairs(result) == {(TEXT + 0x200000, DIRECT + 0x1200000, Severity.HIGH)}
+
+
+def test_writable_and_executable_page_linked_several_times() -> None:
+    # One W+X page (rule wx's business at each address) in a table linked at 4 PD entries: it
+    # is also writable at one address and executable at another, which alias-wx reports once
+    # for all the copies; the direct map is a second writable alias, reported on its own.
+    mc = machine(
+        [DIRECT_RW, m(ESPFIX, 0x3000000, "4K", 1, "WRITABLE")],
+        links=[{"vaddr": hex(ESPFIX + SIZE_2M), "level": 2, "count": 3, "table_of": hex(ESPFIX)}],
+    )
+    result = audit(mc, ALIAS_WX)
+    copies = "0xffffff0000000000-0xffffff0000001000 and 3 more mappings up to 0xffffff0000601000"
+    assert sorted(f.message for f in result.findings) == [
+        "kernel code writable through an alias: frames 0x3000000-0x3001000 are writable and "
+        f"executable at {copies}",
+        "kernel code writable through an alias: frames 0x3000000-0x3001000 executable at "
+        f"{copies} are writable at 0xffff888003000000-0xffff888003001000",
+    ]
+    assert all(f.severity == Severity.HIGH and f.vaddr == ESPFIX for f in result.findings)
+
+
+def test_alias_walked_again_when_its_path_allows_more() -> None:
+    # A page table whose leaf is writable and executable, linked first through a read-only PD
+    # entry (the leaf is effectively read-only there) and again through a writable one: the
+    # second link is an alias whose path allows more than the first walk's, so its leaves are
+    # walked again and are writable. Frames executable at the first address are writable at the
+    # second (and in the direct map); the second address is W+X itself (rule wx).
+    mc = machine([DIRECT_RW, m(ESPFIX, 0x3000000, "4K", 1, "WRITABLE")])
+    pt = mc.page_table
+    steps = pt.translate(ESPFIX).steps
+    pd, leaf_table = steps[2], steps[3].table
+    write_u64(mc.memory, pd.table + 8 * pd.index, leaf_table | PRESENT)  # read-only path
+    pt.link_table(ESPFIX + SIZE_2M, 2, leaf_table, PRESENT | WRITABLE, mc.allocator)
+    result = audit(mc, ALIAS_WX)
+    assert pairs(result) == {
+        (ESPFIX, ESPFIX + SIZE_2M, Severity.HIGH),
+        (ESPFIX, DIRECT + 0x3000000, Severity.HIGH),
+        (ESPFIX + SIZE_2M, DIRECT + 0x3000000, Severity.HIGH),
+    }
+
+
+# --- alias-wx: must not trigger ------------------------------------------------------------
+
+
+def test_read_only_direct_map_of_text_and_espfix_like_read_only_aliases_pass() -> None:
+    # Text with a read-only direct map, and an ESPFIX-like read-only stack page (writable in
+    # the direct map) linked at 64 PD entries, plus a read-only alias of a text page linked
+    # likewise: nothing is both writable somewhere and executable somewhere else.
+    mc = machine(
+        [
+            *DIRECT_TEXT_RO,
+            KERNEL_TEXT,
+            m(ESPFIX, 0x2000000, "4K", 1, "GLOBAL", "NO_EXECUTE"),
+            m(ESPFIX + 0x10000, 0x1000000, "4K", 1, "GLOBAL"),
+        ],
+        links=[{"vaddr": hex(ESPFIX + SIZE_2M), "level": 2, "count": 63, "table_of": hex(ESPFIX)}],
+    )
+    assert audit(mc, ALIAS_WX).findings == []
+
+
+def test_writable_and_executable_at_one_address_only_is_rule_wx() -> None:
+    mc = machine([DIRECT_TEXT_RO[0], m(TEXT, 0x1000000, "4K", 4, "WRITABLE")])
+    assert audit(mc, ALIAS_WX).findings == []
+
+
+# --- alias-wx against a brute-force reference ---------------------------------------------
+
+#: Virtual 2 MiB slots the random spaces use (user and kernel half).
+SLOTS = (0x400000, 0x600000, 0x7F00_0000_0000, DIRECT, DIRECT + SIZE_2M, VMALLOC, TEXT)
+FRAMES = 24  # 4 KiB frames at 0x200000.. (inside the 2 MiB page at 0x200000, too)
+FLAG_BITS = (WRITABLE, USER_ACCESSIBLE, NO_EXECUTE)
+
+
+@st.composite
+def spaces(draw: st.DrawFn) -> X86PageTable:
+    nxe = draw(st.booleans())
+    mem = SparsePhysMemory(16 * MB)
+    alloc = TopDownFrameAllocator(mem)
+    pt = X86PageTable(mem, alloc.allocate_frame() or 0, 4, nxe=nxe, allow_writes=True)
+
+    def flags() -> int:
+        bits = draw(st.lists(st.sampled_from(FLAG_BITS), max_size=3))
+        value = 0
+        for bit in bits:
+            value |= bit
+        return value if nxe else value & ~NO_EXECUTE
+
+    huge: set[int] = set()  # slots mapped by one 2 MiB page
+    small: set[int] = set()  # slots holding 4 KiB pages
+    pages: set[int] = set()
+    for _ in range(draw(st.integers(1, 14))):
+        slot = draw(st.sampled_from(SLOTS))
+        if slot in huge:
+            continue
+        if draw(st.integers(0, 9)) == 0:
+            if slot not in small:
+                huge.add(slot)
+                pt.map(slot, 0x200000, SIZE_2M, flags(), alloc)
+            continue
+        vaddr = slot + draw(st.integers(0, 7)) * SIZE_4K
+        if vaddr in pages:
+            continue
+        small.add(slot)
+        pages.add(vaddr)
+        frame = 0x200000 + draw(st.integers(0, FRAMES - 1)) * SIZE_4K
+        pt.map(vaddr, frame, SIZE_4K, flags(), alloc)
+    # Link some PT tables again, under paths that allow the same, more, or less.
+    tables = sorted({pt.translate(v).steps[-1].table for v in pages})
+    linked: set[int] = set()
+    for _ in range(draw(st.integers(0, 3)) if tables else 0):
+        table = draw(st.sampled_from(tables))
+        first, count, link_flags = draw(st.integers(0, 5)), draw(st.integers(1, 3)), flags()
+        for k in range(first, first + count):  # consecutive links merge into one alias run
+            where = 0x4000_0000 + k * SIZE_2M
+            if where not in linked:
+                linked.add(where)
+                pt.link_table(where, 2, table, link_flags | PRESENT, alloc)
+    nest: bool = draw(st.booleans())
+    if linked and nest:
+        # Link the PD holding those links again, at 1 GiB entries: aliases within aliases.
+        pdpt = read_u64(mem, pt.root) & 0x000F_FFFF_FFFF_F000  # PML4[0]
+        pd = read_u64(mem, pdpt + 8) & 0x000F_FFFF_FFFF_F000  # PDPT[1]: 0x40000000
+        link_flags = flags()
+        for k in range(draw(st.integers(1, 2))):
+            pt.link_table(0x8000_0000 + k * (1 << 30), 3, pd, link_flags | PRESENT, alloc)
+    return X86PageTable(mem, pt.root, 4, nxe=nxe)
+
+
+def brute_force(pt: X86PageTable) -> set[tuple[int, int, int]]:
+    """(frame, writable VA, executable VA) for every 4 KiB frame writable at one address and
+    executable at another, from every leaf of an expanded walk, page by page."""
+    by_frame: dict[int, list[tuple[int, bool, bool]]] = {}
+    for leaf in pt.iter_mappings():
+        for off in range(0, leaf.page_size, SIZE_4K):
+            by_frame.setdefault(leaf.paddr + off, []).append(
+                (leaf.vaddr + off, leaf.writable, leaf.executable)
+            )
+    out = set()
+    for frame, maps in by_frame.items():
+        for wva, w, _ in maps:
+            for xva, _, x in maps:
+                if w and x and wva != xva:
+                    out.add((frame, wva, xva))
+    return out
+
+
+def from_rule(pt: X86PageTable) -> set[tuple[int, int, int]]:
+    out = set()
+    for alias in wx_aliases(AuditView("cr3", pt)):
+        w, x = alias.writer, alias.executor
+        for frame in range(alias.paddr, alias.paddr_end, SIZE_4K):
+            for wstart in w.starts():
+                for xstart in x.starts():
+                    wva = wstart + frame - w.paddr
+                    xva = xstart + frame - x.paddr
+                    if wva != xva:
+                        out.add((frame, wva, xva))
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spaces())
+def test_alias_wx_equals_a_page_by_page_reference(pt: X86PageTable) -> None:
+    assert from_rule(pt) == brute_force(pt)
+
+
+# --- pt-writable-alias ----------------------------------------------------------------------
+
+
+def tables_of(mc: SimMachine) -> list[int]:
+    """The table frames the simulator allocated (the root first), independent of any walk."""
+    return sorted(mc.allocator.allocated)
+
+
+def test_tables_in_the_direct_map_only_pass() -> None:
+    mc = machine([DIRECT_RW, KERNEL_TEXT])
+    assert all(t < 64 * MB for t in tables_of(mc))  # all of them in the direct map
+    assert audit(mc, PT_WRITABLE).findings == []
+
+
+def test_page_table_mapped_writable_in_vmalloc_space_is_high() -> None:
+    mc = machine([DIRECT_RW, KERNEL_TEXT])
+    pt = mc.page_table
+    text_pt = pt.translate(TEXT).steps[-1].table
+    pt.map(VMALLOC, text_pt, SIZE_4K, WRITABLE | NO_EXECUTE, mc.allocator)
+    pt.map(VMALLOC + 0x10000, pt.root, SIZE_4K, NO_EXECUTE, mc.allocator)  # read-only: fine
+    (f,) = audit(mc, PT_WRITABLE).findings
+    assert (f.rule, f.severity, f.vaddr, f.end, f.paddr, f.paddr_end, f.pages) == (
+        "pt-writable-alias", Severity.HIGH, VMALLOC, VMALLOC + SIZE_4K, text_pt,
+        text_pt + SIZE_4K, 1,
+    )  # fmt: skip
+    assert f.message == (
+        f"1 page-table page (PT 0x{text_pt:x}) writable at 0xffffc90000000000-0xffffc90000001000"
+        " (rw- kern), outside the direct map"
+    )
+    assert f"PT 0x{text_pt:x} of the cr3 table" in f.evidence
+
+
+def test_page_table_writable_from_user_mode_is_critical() -> None:
+    mc = machine([DIRECT_RW, KERNEL_TEXT])
+    pt = mc.page_table
+    steps = pt.translate(TEXT).steps
+    flags = USER_ACCESSIBLE | WRITABLE | NO_EXECUTE
+    # Two contiguous tables? Map the PD and the PT of the text, one page each, next to each other.
+    pt.map(0x10000000, steps[2].table, SIZE_4K, flags, mc.allocator)
+    (f,) = audit(mc, PT_WRITABLE).findings
+    assert (f.severity, f.user, f.vaddr, f.paddr) == (
+        Severity.CRITICAL, True, 0x10000000, steps[2].table,
+    )  # fmt: skip
+    assert f.message.startswith(f"1 page-table page (PD 0x{steps[2].table:x}) writable from user")
+
+
+def test_static_tables_in_the_kernel_image_are_info_other_image_addresses_high() -> None:
+    # A kernel image mapped linearly at __START_KERNEL_map + PA (text 0x1000000.., and "data"
+    # over the top 2 MiB of RAM, where the simulator allocates its tables), as Linux maps its
+    # .data/.bss/.brk: the tables there are writable through the image mapping (info). The same
+    # root mapped writable elsewhere in the image's 1 GiB, at another offset, is high.
+    start_kernel_map = KERNEL_IMAGE_VA.start
+    mc = machine(
+        [
+            DIRECT_RW,
+            m(start_kernel_map + 0x1000000, 0x1000000, "2M", 8, "GLOBAL"),
+            m(start_kernel_map + 0x3E00000, 0x3E00000, "4K", 512, "WRITABLE", "NO_EXECUTE"),
+        ]
+    )
+    pt = mc.page_table
+    pt.map(start_kernel_map + 0x3000_0000, pt.root, SIZE_4K, WRITABLE | NO_EXECUTE, mc.allocator)
+    result = audit(mc, PT_WRITABLE)
+    info = [f for f in result.findings if f.severity == Severity.INFO]
+    high = [f for f in result.findings if f.severity == Severity.HIGH]
+    assert len(result.findings) == len(info) + len(high)
+    covered = {p for f in info for p in range(f.paddr or 0, f.paddr_end or 0, SIZE_4K)}
+    assert covered == {t for t in tables_of(mc) if t >= 0x3E00000}
+    assert all(f.vaddr == start_kernel_map + (f.paddr or 0) for f in info)
+    assert all("static tables" in f.evidence[-1] for f in info)
+    assert [(f.vaddr, f.paddr) for f in high] == [(start_kernel_map + 0x3000_0000, pt.root)]
+
+
+# --- the committed real dumps ---------------------------------------------------------------
+
+KERNEL_ROOTS = (RootOptions(), RootOptions(kernel=True))
+
+
+def hint(target: Target, name: str) -> int:
+    """An integer hint of a dump (0 when absent)."""
+    value = target.hints.get(name, 0)
+    assert isinstance(value, int)
+    return value
+
+
+def _next(mapper: Any, table: int, index: int) -> int:
+    return read_u64(mapper, table + 8 * index) & 0x000F_FFFF_FFFF_F000
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+def test_real_dumps_alias_wx(name: str, kernel_dump: Any) -> None:
+    """No kernel code is writable anywhere. Without PTI (4level, la57) the dump's process
+    runs code in frames the kernel image mapping still maps read-write: freed ``__init``
+    memory and the tail after ``.brk`` up to the next 2 MiB, which Linux only unmaps from the
+    high mapping under PTI (``free_kernel_image_pages``); the page allocator reused them for
+    the process's text. Those are ``low`` (user code, supervisor alias outside the direct
+    map); the direct map's writable alias of every user page is not reported."""
+    target = open_dump(str(kernel_dump(name)))
+    offset = KERNEL_IMAGE_VA.start + hint(target, "kernel_offset")
+    for root in KERNEL_ROOTS:
+        result = audit(target, ALIAS_WX, root)
+        findings: list[Finding] = result.findings
+        if root.kernel or name == "kaslr-pti":
+            assert findings == [], root
+            continue
+        assert findings and all(f.severity == Severity.LOW for f in findings)
+        for f in findings:
+            assert f.user and f.executable and not f.writable and (f.vaddr or 0) < 1 << 47
+            writer = f.message.split(" are writable at ")[1].split("-")[0]
+            assert int(writer, 16) == offset + (f.paddr or 0)  # the image mapping, linear
+        # Page by page: user-executable frames of the process that the image maps writable.
+        pt = X86PageTable.from_cpu(target.mapper, target.cpu(0))
+        user_x = {
+            leaf.paddr + off
+            for leaf in pt.iter_mappings(AddrRange(0, 1 << 47))
+            if leaf.user and leaf.executable
+            for off in range(0, leaf.page_size, SIZE_4K)
+        }
+        image_w = {
+            leaf.paddr + off
+            for leaf in pt.iter_mappings(KERNEL_IMAGE_VA)
+            if leaf.writable
+            for off in range(0, leaf.page_size, SIZE_4K)
+        }
+        flagged = {p for f in findings for p in range(f.paddr or 0, f.paddr_end or 0, SIZE_4K)}
+        assert flagged == user_x & image_w
+
+
+def _tables_below(mapper: Any, table: int, level: int) -> set[int]:
+    """``table`` and every table below it (present non-leaf entries), read raw."""
+    found = {table}
+    if level > 1:
+        for index in range(512):
+            entry = read_u64(mapper, table + 8 * index)
+            if entry & PRESENT and not (level <= 3 and entry & 0x80):
+                found |= _tables_below(mapper, entry & 0x000F_FFFF_FFFF_F000, level - 1)
+    return found
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+def test_real_dumps_pt_writable_alias(name: str, kernel_dump: Any) -> None:
+    """Only Linux's static tables, each writable through the kernel image mapping (info):
+    ``init_top_pgt`` (the root; under PTI its user half too), with LA57 ``level4_kernel_pgt``
+    (the root's entry 511), ``level3_kernel_pgt`` (entry 511 of the P4D), ``level2_kernel_pgt``
+    and ``level2_fixmap_pgt`` (its entries 510, 511), ``level1_fixmap_pgt`` (the fixmap PD's
+    entries 506, 507) in .data; ``espfix_pud_page`` (the P4D's entry 510) and early_ioremap's
+    ``bm_pte`` (the fixmap PD's entry 505) in .bss; and the direct map's first tables, allocated
+    from .brk (the top-level entry of the direct map's base: its P4D/PUD, PMD and PTEs)."""
+    target = open_dump(str(kernel_dump(name)))
+    mapper = target.mapper
+    root = hint(target, "kernel_root")
+    levels = hint(target, "kernel_levels")
+    image = KERNEL_IMAGE_VA.start + hint(target, "kernel_offset")
+    p4d = _next(mapper, root, 511) if levels == 5 else root
+    pud = _next(mapper, p4d, 511)  # level3_kernel_pgt
+    kernel_pd, fixmap_pd = _next(mapper, pud, 510), _next(mapper, pud, 511)
+    data = {pud, kernel_pd, fixmap_pd, _next(mapper, fixmap_pd, 506), _next(mapper, fixmap_pd, 507)}
+    if levels == 5:
+        data.add(p4d)
+    bss = {_next(mapper, p4d, 510), _next(mapper, fixmap_pd, 505)}
+    base = find_direct_map_base(X86PageTable(mapper, root, levels))
+    assert base is not None
+    direct_top = _next(mapper, root, (base >> (12 + 9 * (levels - 1))) & 511)
+    brk = _tables_below(mapper, direct_top, levels - 1)
+    for audit_root in KERNEL_ROOTS:
+        result = audit(target, PT_WRITABLE, audit_root)
+        assert result.findings and all(f.severity == Severity.INFO for f in result.findings)
+        frames = {p for f in result.findings for p in range(f.paddr or 0, f.paddr_end or 0, 4096)}
+        expected = data | bss
+        if audit_root.kernel:
+            expected |= {root} | ({root | 0x1000} if name == "kaslr-pti" else set())
+        assert expected <= frames
+        rest = frames - expected
+        assert direct_top in rest and rest <= brk
+        assert all(f.vaddr == image + (f.paddr or 0) for f in result.findings)
+
+
+def test_demo_scenario(tmp_path: Path) -> None:
+    """fixtures/scenarios/demo.json shares frames between user and kernel mappings on purpose
+    (a small address space, not a safe one): its kernel text (0x1000000-0x1200000) is also the
+    user text (0x400000, 16 pages), the user data (0x600000, 8 pages) and the user stack
+    (0x7ffffffde000, 33 pages), and is writable in the direct map."""
+    from gdbext_sim.scenario import load_scenario
+
+    root = Path(__file__).resolve().parent.parent
+    result = audit(load_scenario(root / "fixtures/scenarios/demo.json"), ALIAS_WX)
+    assert pairs(result) == {
+        (TEXT, DIRECT + 0x1000000, Severity.HIGH),
+        (TEXT + 0x10000, 0x600000, Severity.CRITICAL),
+        (TEXT + 0x20000, 0x7FFF_FFFD_E000, Severity.CRITICAL),
+    }
