@@ -369,18 +369,15 @@ class TableWalk:
                 entries = read_table(pt.mapper, table)
             except PhysMemoryError:
                 continue
-            bad = rsvd | (HUGE_PAGE if level >= 4 else 0)
-            for entry in entries:
-                if not entry & PRESENT or entry & bad:
-                    continue
-                if level <= 3 and entry & HUGE_PAGE:
-                    continue  # a leaf
-                child = entry & mask
-                if child in found:
-                    continue
-                found[child] = level - 1
-                if level - 1 > 1:
-                    stack.append((child, level - 1))
+            # Links: present, no reserved bits, not a leaf (HUGE_PAGE is reserved at levels 4
+            # and 5, a leaf at 2 and 3); picked in one comprehension (tables are mostly sparse
+            # or all leaves).
+            skip = rsvd | HUGE_PAGE
+            for child in {e & mask for e in entries if e & PRESENT and not e & skip}:
+                if child not in found:
+                    found[child] = level - 1
+                    if level > 2:
+                        stack.append((child, level - 1))
         return found
 
 
