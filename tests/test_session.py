@@ -364,7 +364,7 @@ def test_phys_and_virt_on_a_real_dump(host: Host, kernel_dump: Callable[[str], P
         ("pt-heap", "--memmap ", Completion("", ("bootinfo", "e820", "json"))),
         ("pt-heap", "--memmap json fixtures/sc", Completion.path("fixtures/sc")),
         ("pt-heap", "--memmap e820 --a", Completion("--a", ("--at",))),
-        ("pt-backend", "", Completion("", ("core", "gdb", "sim"))),
+        ("pt-backend", "", Completion("", ("core", "gdb", "lldb", "sim"))),
         ("pt-backend", "co", Completion("co", ("core",))),
         ("pt-backend", "core fixtures/kernels/la57.e", Completion.path("fixtures/kernels/la57.e")),
         ("pt-backend", "sim --scenario fixtures/scen", Completion.path("fixtures/scen")),

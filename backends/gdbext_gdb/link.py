@@ -1,10 +1,12 @@
-"""What the live backend needs from GDB: the small :class:`GdbLink` protocol and its errors.
+"""What the live backend needs from a debugger: the small :class:`DebuggerLink` protocol
+(:class:`GdbLink` is its older name) and its errors.
 
 The backend's logic (:mod:`gdbext_gdb.live`, :mod:`gdbext_gdb.readpath`,
-:mod:`gdbext_gdb.phymem`) talks to the debugger only through a :class:`GdbLink`, so that it
-runs and is tested without GDB; :mod:`gdbext_gdb.gdb_link` implements it with the ``gdb``
-module. A link turns every debugger error into one of the errors below (one-line messages);
-``KeyboardInterrupt`` (Ctrl-C) passes through unchanged.
+:mod:`gdbext_gdb.phymem`) talks to the debugger only through a link, so that it runs and is
+tested without GDB and serves GDB and LLDB alike: :mod:`gdbext_gdb.gdb_link` implements it with
+the ``gdb`` module, ``gdbext_lldb.lldb_link`` with the ``lldb`` module. A link turns every
+debugger error into one of the errors below (one-line messages); ``KeyboardInterrupt`` (Ctrl-C)
+passes through unchanged.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ class TargetMemoryError(LiveTargetError):
         self.size = size
 
 
-class GdbLink(Protocol):
-    """One GDB connection to a target, as the live backend uses it."""
+class DebuggerLink(Protocol):
+    """One debugger connection to a target (a GDB inferior's remote connection, an LLDB
+    gdb-remote process), as the live backend uses it. Thread numbers are the debugger's (GDB's
+    thread numbers, LLDB's thread index IDs)."""
 
     def read_memory(self, addr: int, size: int) -> bytes:
         """``size`` bytes at ``addr`` as the stub reads memory right now (virtual, or physical
@@ -43,8 +47,8 @@ class GdbLink(Protocol):
         ...
 
     def packet(self, text: str) -> str:
-        """Send one raw remote-protocol packet (``maintenance packet``); its reply payload
-        (``""`` when the stub does not know the packet)."""
+        """Send one raw remote-protocol packet (GDB: ``maintenance packet``, LLDB: ``process
+        plugin packet send``); its reply payload (``""`` when the stub does not know it)."""
         ...
 
     def monitor(self, command: str) -> str:
@@ -52,13 +56,13 @@ class GdbLink(Protocol):
         ...
 
     def registers(self, thread: int | None = None) -> dict[str, int]:
-        """The :data:`CONTROL_REGISTERS` that the stub has, of GDB thread number ``thread``
-        (``None``: the selected thread), read in its innermost frame. GDB's selection (thread
-        and frame) is the same afterwards."""
+        """The :data:`CONTROL_REGISTERS` that the stub has, of the debugger's thread number
+        ``thread`` (``None``: the selected thread), read in its innermost frame. The debugger's
+        selection (thread and frame) is the same afterwards."""
         ...
 
     def thread_numbers(self) -> list[int]:
-        """GDB's thread numbers of the inferior (QEMU: one per vCPU, thread N+1 = CPU N)."""
+        """The debugger's thread numbers (QEMU: one per vCPU, thread N+1 = CPU N)."""
         ...
 
     def selected_thread(self) -> int | None:
@@ -66,19 +70,25 @@ class GdbLink(Protocol):
         ...
 
     def flush_cache(self) -> None:
-        """Drop GDB's own cache of target memory (``maintenance flush dcache``)."""
+        """Called after each PhyMemMode switch (and restore): the debugger must not serve bytes
+        it cached in the other mode. GDB drops its cache (``maintenance flush dcache``); LLDB,
+        which cannot drop its cache, bypasses it until the command ends."""
         ...
 
     def symbol_value(self, name: str) -> int | None:
-        """The value of the global variable ``name`` when GDB has symbols for it (read as the
-        stub reads memory now), else ``None``."""
+        """The value of the global variable ``name`` when the debugger has symbols for it (read
+        as the stub reads memory now), else ``None``."""
         ...
 
     def symbol_address(self, name: str) -> int | None:
-        """The address of the symbol ``name`` when GDB has symbols for it (no memory read),
-        else ``None``."""
+        """The address of the symbol ``name`` when the debugger has symbols for it (no memory
+        read), else ``None``."""
         ...
 
     def connected(self) -> bool:
         """False once the connection is gone."""
         ...
+
+
+#: The protocol's first name, from when GDB was its only debugger.
+GdbLink = DebuggerLink

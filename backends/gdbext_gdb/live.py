@@ -1,16 +1,19 @@
-"""The live backend's state for one GDB connection: read path, RAM, page cache, CPUs.
+"""The live backend's state for one debugger connection: read path, RAM, page cache, CPUs.
 
-Everything here runs over a :class:`~gdbext_gdb.link.GdbLink`, so it is tested without GDB;
-:mod:`gdbext_gdb.gdb_link` keeps one :class:`LiveState` per GDB connection and calls
-:meth:`LiveState.invalidate` on GDB's events (resume, memory or register write, exit).
+Everything here runs over a :class:`~gdbext_gdb.link.GdbLink`, so it is tested without GDB and
+shared by both debuggers: :mod:`gdbext_gdb.gdb_link` keeps one :class:`LiveState` per GDB
+connection and calls :meth:`LiveState.invalidate` on GDB's events (resume, memory or register
+write, exit); LLDB's backend (``gdbext_lldb.lldb_link``) keeps one per LLDB process and
+invalidates it when the process's stop ID moves. :class:`Naming` says which debugger and
+backend the messages and ``info`` name.
 
 - :class:`LiveMapper` reads physical memory through the chosen :mod:`~gdbext_gdb.readpath`
   reader, whole 4 KiB pages at a time, keeps the pages for one stop, refuses reads outside the
   RAM that ``monitor info mtree -f`` shows (QEMU would return zeros for them), never writes, and
   offers :meth:`LiveMapper.prefetch`, which the paging engine calls with the tables a walk is
   about to visit so that neighbouring tables come in one read.
-- :class:`LiveCpus` are the vCPUs (GDB threads; CPU N is the N-th thread by number, thread
-  N+1 with QEMU), their CR0/CR3/CR4/EFER read from GDB's registers when first asked for.
+- :class:`LiveCpus` are the vCPUs (the debugger's threads; CPU N is the N-th thread by number,
+  thread N+1 with QEMU), their CR0/CR3/CR4/EFER read from its registers when first asked for.
 - :meth:`LiveState.open` makes the :class:`~gdbext.target.Target` a front end asks for once per
   command; it is cheap after the first call (probes and pages are kept per connection).
 """
@@ -54,6 +57,19 @@ LINUX_SYMBOL = "linux_banner"
 
 
 @dataclass(frozen=True)
+class Naming:
+    """Who reads: the backend's name and its debugger's, for messages and ``info``."""
+
+    #: The backend plugin's name (``gdb``, ``lldb``).
+    backend: str = BACKEND
+    #: The debugger, as people call it (``GDB``, ``LLDB``).
+    debugger: str = "GDB"
+
+
+GDB_NAMING = Naming()
+
+
+@dataclass(frozen=True)
 class LiveOptions:
     """The backend options of one open."""
 
@@ -64,10 +80,11 @@ class LiveOptions:
     read_via: str | None = None
 
     @classmethod
-    def from_request(cls, request: OpenRequest) -> LiveOptions:
+    def from_request(cls, request: OpenRequest, naming: Naming = GDB_NAMING) -> LiveOptions:
         if request.source:
             raise UsageError(
-                f"the gdb backend reads the target GDB is connected to, not {request.source!r}"
+                f"the {naming.backend} backend reads the target {naming.debugger} is connected "
+                f"to, not {request.source!r}"
             )
         direct_text = request.options.get("direct_map")
         direct = None
@@ -107,8 +124,9 @@ class LiveMapper:
 
     read_only = True
 
-    def __init__(self, bracket: ModeBracket) -> None:
+    def __init__(self, bracket: ModeBracket, naming: Naming = GDB_NAMING) -> None:
         self._bracket = bracket
+        self._naming = naming
         self.reader: Reader | None = None
         self.ram: RamRanges | None = None
         self.cache: dict[int, bytes] = {}
@@ -153,7 +171,9 @@ class LiveMapper:
         return data[offset : offset + size]
 
     def write(self, paddr: int, data: bytes) -> None:
-        raise ReadOnlyError("the gdb backend never writes to the target's memory")
+        raise ReadOnlyError(
+            f"the {self._naming.backend} backend never writes to the target's memory"
+        )
 
     # --- batching ---
 
@@ -216,7 +236,7 @@ class LiveMapper:
         """Read through the reader, inside a mode bracket (its own if none is open)."""
         reader = self.reader
         if reader is None:
-            raise LiveTargetError("the gdb backend has no read path yet")
+            raise LiveTargetError(f"the {self._naming.backend} backend has no read path yet")
         bracket = self._bracket
         if bracket.depth == 0:
             with bracket.scope():
@@ -256,14 +276,15 @@ class LiveCpus(Sequence[CpuState]):
 
 
 class LiveState:
-    """One GDB connection's view of its target."""
+    """One debugger connection's view of its target."""
 
-    def __init__(self, link: GdbLink, description: str) -> None:
+    def __init__(self, link: GdbLink, description: str, naming: Naming = GDB_NAMING) -> None:
         self.link = link
         self.description = description
+        self.naming = naming
         self.phymem = PhyMemMode(link)
         self.bracket = ModeBracket(self.phymem, link)
-        self.mapper = LiveMapper(self.bracket)
+        self.mapper = LiveMapper(self.bracket, naming)
         self._cpus: dict[int, CpuState] = {}
         self._phymem_ok: bool | None = None
         self._xp_ok: bool | None = None
@@ -283,7 +304,8 @@ class LiveState:
         self._cpus.clear()
 
     def cpu_state(self, thread: int) -> CpuState:
-        """The control registers of GDB thread ``thread`` (cached until :meth:`invalidate`)."""
+        """The control registers of the debugger's thread ``thread`` (cached until
+        :meth:`invalidate`)."""
         cpu = self._cpus.get(thread)
         if cpu is None:
             regs = self.link.registers(thread)
@@ -379,7 +401,8 @@ class LiveState:
         if ram is None:
             details["RAM"] = self._ram_note or "unknown; reads are not checked"
         details["vCPUs"] = (
-            f"{len(threads)} (GDB threads {_spans(threads)}; CPU N is thread N+1)"
+            f"{len(threads)} ({self.naming.debugger} threads {_spans(threads)}; "
+            "CPU N is thread N+1)"
             if threads
             else "none (no threads)"
         )
@@ -395,7 +418,7 @@ class LiveState:
         if isinstance(reader, DirectMapReader):
             hints["direct_map_base"] = reader.base
         return Target(
-            backend=BACKEND,
+            backend=self.naming.backend,
             description=self.description,
             mapper=self.mapper,
             cpus=LiveCpus(self, threads),

@@ -1,0 +1,349 @@
+"""The ``pt-*`` commands in LLDB: a thin adapter over :class:`gdbext.session.Session`.
+
+LLDB hands a Python command its raw argument string; this adapter splits it into words (shell
+rules), evaluates words that start with ``$`` in LLDB (``pt-translate $rsp``, ``--cr3 $cr3``),
+and lets the session parse, run and render exactly as in GDB and on the command line, so the
+output is the same bytes. Every expected failure becomes one line through
+``SBCommandReturnObject.SetError`` (LLDB prints ``error: ...``), never a Python traceback.
+
+Commands, registered once per LLDB debugger by :func:`install` (``gdbext/lldbinit.py`` calls it):
+every command :data:`gdbext.session.COMMANDS` lists (``pt-walk``, ``pt-translate``, ``pt-info``,
+``pt-heap``, ``pt-audit``...), ``pt-backend``, and LLDB's own ``pt-connect`` (see
+:mod:`gdbext_lldb.lldb_connect`). The live backend is ``lldb`` (:mod:`gdbext_lldb.plugin`), the
+default while the selected target is a ``gdb-remote`` connection; the debugger that runs a
+command is passed to it as its option ``debugger``.
+
+Output goes into the command's result (LLDB prints it when the command ends); progress of a long
+command goes to LLDB's error stream once a second. Ctrl-C: LLDB 14 raises nothing in Python, so
+reads and output chunks ask ``WasInterrupted`` and stop; LLDB drops an interrupted command's
+result, so ``NAME: interrupted`` is written to its error stream directly.
+
+Loaded only inside LLDB (it imports ``lldb``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import lldb
+
+from gdbext.errors import GdbextError, UsageError
+from gdbext.host import Host
+from gdbext.session import BACKEND_COMMAND, COMMANDS, SUMMARIES, Selection, Session
+from gdbext.target import OpenRequest
+from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
+from gdbext_lldb.lldb_link import live_process
+from gdbext_lldb.plugin import NAME as LLDB_BACKEND
+
+CONNECT_COMMAND = "pt-connect"
+CONNECT_SUMMARY = (
+    "Connect to a gdbstub ([HOST:]PORT), retrying the handshake a running QEMU breaks."
+)
+CONNECT_HELP = (
+    "usage: pt-connect [HOST:]PORT\n\n"
+    "gdb-remote [HOST:]PORT, retried while LLDB's handshake fails (LLDB 14 fails every second\n"
+    "connection to a running QEMU: the VM's stop reply arrives first). The VM is stopped once\n"
+    "connected. 'process detach' resumes it; quitting LLDB while connected kills QEMU\n"
+    "(LLDB sends 'k')."
+)
+NO_BACKEND_HINT = (
+    "connect to a gdbstub (pt-connect HOST:PORT) for backend 'lldb', or select one: "
+    "pt-backend NAME [ARGS], e.g. pt-backend core FILE"
+)
+#: The option of backend ``lldb`` that names the debugger.
+DEBUGGER_OPTION = "--debugger"
+U64 = (1 << 64) - 1
+_EXPRESSION_ERROR = re.compile(r"^error: (?:<user expression \d+>:\d+:\d+: )?(.*)$", re.M)
+
+
+@dataclass
+class FrontEnd:
+    """What :func:`install` registered in one LLDB debugger."""
+
+    debugger: lldb.SBDebugger
+    session: Session
+    commands: list[str] = field(default_factory=list)
+
+
+#: The front end of each debugger, by ``SBDebugger`` ID (commands find theirs here).
+_FRONTENDS: dict[int, FrontEnd] = {}
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+class ResultOut:
+    """A command's result as a writer; each chunk first asks whether Ctrl-C was pressed."""
+
+    def __init__(self, result: lldb.SBCommandReturnObject, debugger: lldb.SBDebugger) -> None:
+        self._result = result
+        self._interpreter = debugger.GetCommandInterpreter()
+
+    def write(self, text: str) -> None:
+        if self._interpreter.WasInterrupted():
+            raise KeyboardInterrupt
+        self._result.PutCString(text)
+
+
+def to_stderr(debugger: lldb.SBDebugger, line: str) -> None:
+    """One line on LLDB's error stream, now (progress, or the interrupted message)."""
+    stream = debugger.GetErrorFile()
+    if stream.IsValid():
+        stream.Write(f"{line}\n".encode())
+        stream.Flush()
+    else:
+        sys.stderr.write(f"{line}\n")
+        sys.stderr.flush()
+
+
+def colour_wanted(debugger: lldb.SBDebugger) -> bool:
+    """Colour as LLDB colours its own output: ``use-color`` on, standard output a terminal,
+    and a terminal type that is not ``dumb``."""
+    return (
+        bool(debugger.GetUseColor())
+        and os.isatty(1)
+        and os.environ.get("TERM", "dumb") != "dumb"
+    )
+
+
+def one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def guarded(
+    name: str,
+    debugger: lldb.SBDebugger,
+    result: lldb.SBCommandReturnObject,
+    call: Callable[[], Any],
+) -> None:
+    """``call()``, with every failure as one line in ``result`` (Ctrl-C included)."""
+    try:
+        call()
+    except KeyboardInterrupt:
+        message = f"{name}: interrupted"
+        if debugger.GetCommandInterpreter().WasInterrupted():
+            to_stderr(debugger, message)  # LLDB drops an interrupted command's result
+        result.SetError(message)
+    except GdbextError as exc:
+        result.SetError(one_line(str(exc)))
+    except OSError as exc:
+        result.SetError(f"{name}: {one_line(str(exc))}")
+    except Exception as exc:  # never a traceback in LLDB
+        result.SetError(f"{name}: {type(exc).__name__}: {one_line(str(exc))}")
+
+
+# --- arguments -------------------------------------------------------------------------------
+
+
+def split_words(name: str, text: str) -> list[str]:
+    """The argument words of ``text`` (shell rules: quotes, backslashes)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {str(exc).lower()}") from None
+
+
+def evaluate(word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionContext) -> str:
+    """A word that starts with ``$`` as LLDB evaluates it, in hex: a register of the selected
+    frame (``$rsp``, ``$cr3``) or an expression."""
+    frame = exe_ctx.GetFrame()
+    if not frame.IsValid():
+        process = exe_ctx.GetProcess()
+        if not process.IsValid():
+            process = debugger.GetSelectedTarget().GetProcess()
+        frame = process.GetSelectedThread().GetSelectedFrame()
+    if frame.IsValid():
+        register = frame.FindRegister(word[1:])
+        if register.IsValid():
+            error = lldb.SBError()
+            value = register.GetValueAsUnsigned(error, 0)
+            if error.Success():
+                return f"0x{int(value) & U64:x}"
+        result = frame.EvaluateExpression(word)
+    else:
+        target = exe_ctx.GetTarget()
+        if not target.IsValid():
+            target = debugger.GetSelectedTarget()
+        result = target.EvaluateExpression(word)
+    error = result.GetError()
+    if not result.IsValid() or error.Fail():
+        text = str(error.GetCString() or "")
+        m = _EXPRESSION_ERROR.search(text)
+        raise UsageError(f"{word}: {m.group(1) if m else one_line(text) or 'cannot evaluate'}")
+    return f"0x{int(result.GetValueAsUnsigned()) & U64:x}"
+
+
+def remote_default(debugger: lldb.SBDebugger, host: Host) -> Selection | None:
+    """Backend ``lldb`` while the selected target is connected to a gdbstub, else None."""
+    if live_process(debugger) is None:
+        return None
+    info = host.backends().get(LLDB_BACKEND)
+    options: dict[str, str | None] = {}
+    if info is not None:
+        options = {opt.name: None for opt in info.options}
+    options["debugger"] = str(debugger.GetID())
+    return Selection(LLDB_BACKEND, OpenRequest(None, options), "connected to a remote target")
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+class PtCommand:
+    """A ``pt-*`` command of :data:`gdbext.session.COMMANDS` (subclasses name it); LLDB makes
+    one instance per debugger."""
+
+    command_name: ClassVar[str] = ""
+
+    def __init__(self, debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> None:
+        self._front = _FRONTENDS[int(debugger.GetID())]
+
+    def get_short_help(self) -> str:
+        return SUMMARIES.get(self.command_name, "")
+
+    def get_long_help(self) -> str:
+        """The argparse help (LLDB prints the short help above it)."""
+        try:
+            return self._front.session.parser(self.command_name).format_help().rstrip()
+        except Exception:  # help must never fail
+            return ""
+
+    def __call__(
+        self,
+        debugger: lldb.SBDebugger,
+        command: str,
+        exe_ctx: lldb.SBExecutionContext,
+        result: lldb.SBCommandReturnObject,
+    ) -> None:
+        name = self.command_name
+        guarded(name, debugger, result, lambda: self.run(debugger, command, exe_ctx, result))
+
+    def run(
+        self,
+        debugger: lldb.SBDebugger,
+        command: str,
+        exe_ctx: lldb.SBExecutionContext,
+        result: lldb.SBCommandReturnObject,
+    ) -> None:
+        name = self.command_name
+        words = [
+            evaluate(w, debugger, exe_ctx) if w.startswith("$") else w
+            for w in split_words(name, command)
+        ]
+        out = ResultOut(result, debugger)
+        self._front.session.run(name, words, out, colour=colour_wanted(debugger))
+
+
+class PtBackendCommand(PtCommand):
+    """``pt-backend [NAME [SOURCE] [OPTIONS]]``; ``lldb`` gets this debugger's ID."""
+
+    command_name = BACKEND_COMMAND
+
+    def run(
+        self,
+        debugger: lldb.SBDebugger,
+        command: str,
+        exe_ctx: lldb.SBExecutionContext,
+        result: lldb.SBCommandReturnObject,
+    ) -> None:
+        words = split_words(BACKEND_COMMAND, command)
+        if words[:1] == [LLDB_BACKEND] and DEBUGGER_OPTION not in words:
+            words += [DEBUGGER_OPTION, str(debugger.GetID())]
+        self._front.session.backend(words, ResultOut(result, debugger))
+
+
+class PtConnectCommand(PtCommand):
+    """``pt-connect [HOST:]PORT`` (:func:`gdbext_lldb.lldb_connect.connect`)."""
+
+    command_name = CONNECT_COMMAND
+
+    def get_short_help(self) -> str:
+        return CONNECT_SUMMARY
+
+    def get_long_help(self) -> str:
+        return CONNECT_HELP
+
+    def run(
+        self,
+        debugger: lldb.SBDebugger,
+        command: str,
+        exe_ctx: lldb.SBExecutionContext,
+        result: lldb.SBCommandReturnObject,
+    ) -> None:
+        words = split_words(CONNECT_COMMAND, command)
+        connect(debugger, " ".join(words), ResultOut(result, debugger))
+
+
+def _class_name(name: str) -> str:
+    """``pt-walk`` -> ``PtWalkCommand``."""
+    return "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", name)) + "Command"
+
+
+def command_class(name: str) -> type[PtCommand]:
+    """The class LLDB binds to ``name`` (made for each command of the session, and kept in this
+    module so that LLDB finds it by its dotted name)."""
+    fixed: dict[str, type[PtCommand]] = {
+        BACKEND_COMMAND: PtBackendCommand,
+        CONNECT_COMMAND: PtConnectCommand,
+    }
+    if name in fixed:
+        return fixed[name]
+    class_name = _class_name(name)
+    cls = globals().get(class_name)
+    if not (isinstance(cls, type) and issubclass(cls, PtCommand)):
+        cls = type(class_name, (PtCommand,), {"command_name": name, "__module__": __name__})
+        globals()[class_name] = cls
+    return cls
+
+
+class InstallError(GdbextError):
+    """LLDB refused to register a command."""
+
+
+def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEnd:
+    """Create ``debugger``'s session and register the commands; once per debugger (importing
+    ``lldbinit.py`` again returns what the first import registered).
+
+    :param internal_dict: the debugger's Python session dictionary (LLDB looks the command
+        classes up from it).
+    :raises InstallError: LLDB refused a command (one line).
+    """
+    key = int(debugger.GetID())
+    front = _FRONTENDS.get(key)
+    if front is not None:
+        return front
+    host = Host.create()
+    session = Session(
+        host,
+        default=lambda: remote_default(debugger, host),
+        no_backend_hint=NO_BACKEND_HINT,
+        live_backends=(LLDB_BACKEND,),
+        progress=lambda line: to_stderr(debugger, line),
+    )
+    front = FrontEnd(debugger, session)
+    _FRONTENDS[key] = front
+    raise_packet_timeout(debugger)
+    internal_dict["gdbext_lldb"] = sys.modules["gdbext_lldb"]
+    interpreter = debugger.GetCommandInterpreter()
+    for name in [*COMMANDS, BACKEND_COMMAND, CONNECT_COMMAND]:
+        cls = command_class(name)
+        result = lldb.SBCommandReturnObject()
+        interpreter.HandleCommand(
+            f"command script add -o -c {__name__}.{cls.__name__} {name}", result, False
+        )
+        if not result.Succeeded():
+            del _FRONTENDS[key]
+            raise InstallError(f"cannot add {name}: {one_line(str(result.GetError()))}")
+        front.commands.append(name)
+    return front
+
+
+def installed(debugger: lldb.SBDebugger) -> FrontEnd | None:
+    """What :func:`install` registered in ``debugger``, if anything (tests reach the session
+    through it)."""
+    return _FRONTENDS.get(int(debugger.GetID()))

@@ -1,0 +1,343 @@
+"""The live backend inside LLDB: a link over one LLDB ``gdb-remote`` process, one
+:class:`~gdbext_gdb.live.LiveState` per process, and the ``lldb`` backend's ``open``.
+
+Loaded only inside LLDB (it imports ``lldb``). Every line of the backend's logic is the GDB
+backend's (:mod:`gdbext_gdb.live`: read paths, PhyMemMode bracket, RAM, per-stop cache,
+prefetch); this module only speaks LLDB:
+
+- raw packets go through ``process plugin packet send`` and monitor commands through ``process
+  plugin packet monitor`` (never a raw ``qRcmd``: its ``O`` packets would put LLDB's replies out
+  of step), each run with an explicit execution context for the process, so that they work from
+  inside another command;
+- LLDB's memory cache survives a PhyMemMode switch and there is no call that drops it, so after
+  a switch the link bypasses it (``target.process.disable-memory-cache``) until the command
+  ends, then puts the user's setting back: nothing read in the other mode is cached or served;
+- control registers come from the SB API (``cr0 cr3 cr4 efer`` of the thread's innermost frame,
+  no change of selection); vCPU N is LLDB thread index N+1;
+- Ctrl-C: LLDB 14 does not raise ``KeyboardInterrupt`` in a Python command; the link asks the
+  command interpreter (``WasInterrupted``) before each read and raises it itself;
+- the per-stop cache is dropped when the process's stop ID moves (LLDB 14 has no resume event
+  for Python); a memory write made through LLDB at the same stop is seen after ``pt-backend
+  lldb`` or the next stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lldb
+
+from gdbext.errors import UsageError
+from gdbext.target import OpenRequest, Target
+from gdbext_gdb.link import (
+    CONTROL_REGISTERS,
+    LiveTargetError,
+    TargetLostError,
+    TargetMemoryError,
+)
+from gdbext_gdb.live import LiveOptions, LiveState, Naming
+
+NAMING = Naming(backend="lldb", debugger="LLDB")
+#: LLDB's process plugin for QEMU's gdbstub, KGDB and other remote stubs.
+REMOTE_PLUGIN = "gdb-remote"
+MEMORY_CACHE_SETTING = "target.process.disable-memory-cache"
+NEEDS_TARGET = (
+    "the lldb backend needs a live target: connect LLDB first "
+    "(pt-connect HOST:PORT, or gdb-remote HOST:PORT)"
+)
+_RESPONSE = re.compile(r"^response: (.*)$", re.M)
+#: What ``process plugin packet monitor`` prints after the monitor's own output.
+_MONITOR_TAIL = re.compile(r"  packet: qRcmd,[0-9a-fA-F]*\nresponse: (.*)\n(?:.*\n)*?\Z")
+#: Process states in which there is no connection any more.
+_GONE = (
+    lldb.eStateInvalid,
+    lldb.eStateUnloaded,
+    lldb.eStateDetached,
+    lldb.eStateExited,
+)
+U64 = (1 << 64) - 1
+
+
+def _one_line(text: str | None, default: str = "unknown error") -> str:
+    """The first non-empty line of ``text`` without LLDB's ``error:`` prefix."""
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line:
+            return line.removeprefix("error:").strip()
+    return default
+
+
+class LldbProcessLink:
+    """:class:`~gdbext_gdb.link.DebuggerLink` over one LLDB process of the ``gdb-remote`` plugin.
+
+    :param debugger: the LLDB session the process belongs to (its command interpreter runs the
+        packet commands; its settings hold the memory-cache switch).
+    :param process: the process (QEMU: one thread per vCPU).
+    """
+
+    def __init__(self, debugger: lldb.SBDebugger, process: lldb.SBProcess) -> None:
+        self._debugger = debugger
+        self._process = process
+        #: The user's memory-cache setting while the link bypasses the cache (else None).
+        self._saved_cache: str | None = None
+
+    # --- errors ---
+
+    def connected(self) -> bool:
+        process = self._process
+        return bool(process.IsValid()) and process.GetState() not in _GONE
+
+    def _running(self) -> bool:
+        return bool(self._process.GetState() == lldb.eStateRunning)
+
+    def _error(self, message: str, what: str) -> LiveTargetError:
+        if not self.connected():
+            return TargetLostError(f"lost the connection to the target ({message})")
+        if self._running():
+            return LiveTargetError(
+                f"the target is running; interrupt it first (process interrupt) ({message})"
+            )
+        return LiveTargetError(f"{what}: {message}")
+
+    def _command(self, command: str, what: str) -> str:
+        """Run an LLDB command on this process; its output. :raises LiveTargetError: it
+        failed (``what`` names it in the message)."""
+        interpreter = self._debugger.GetCommandInterpreter()
+        result = lldb.SBCommandReturnObject()
+        interpreter.HandleCommand(command, lldb.SBExecutionContext(self._process), result, False)
+        if not result.Succeeded():
+            raise self._error(_one_line(result.GetError()), what)
+        return str(result.GetOutput() or "")
+
+    def _check_interrupt(self) -> None:
+        if self._debugger.GetCommandInterpreter().WasInterrupted():
+            raise KeyboardInterrupt
+
+    # --- DebuggerLink ---
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        self._check_interrupt()
+        error = lldb.SBError()
+        data = self._process.ReadMemory(addr, size, error)
+        if error.Fail() or data is None:
+            message = _one_line(error.GetCString(), f"cannot read 0x{addr:x}")
+            if not self.connected() or self._running():
+                raise self._error(message, "read")
+            raise TargetMemoryError(addr, size, message)
+        return bytes(data)
+
+    def packet(self, text: str) -> str:
+        out = self._command(f"process plugin packet send {text}", text)
+        m = _RESPONSE.search(out)
+        if m is None:
+            raise LiveTargetError(f"no reply to {text}: {out.strip()[:80]!r}")
+        return m.group(1)
+
+    def monitor(self, command: str) -> str:
+        out = self._command(f"process plugin packet monitor {command}", f"monitor {command}")
+        m = _MONITOR_TAIL.search(out)
+        if m is None:
+            raise LiveTargetError(f"monitor {command}: no reply ({out.strip()[-80:]!r})")
+        reply = m.group(1)
+        if reply == "":
+            raise LiveTargetError("the gdbstub has no monitor (qRcmd)")
+        if reply != "OK":
+            raise LiveTargetError(f"monitor {command}: the gdbstub answered {reply[:40]!r}")
+        return out[: m.start()].replace("\r\n", "\n")
+
+    def registers(self, thread: int | None = None) -> dict[str, int]:
+        process = self._process
+        if thread is None:
+            sbthread = process.GetSelectedThread()
+        else:
+            sbthread = process.GetThreadByIndexID(thread)
+        if not sbthread.IsValid():
+            if not self.connected() or self._running():
+                raise self._error("no thread", "registers")
+            raise LiveTargetError(f"LLDB has no thread {thread}")
+        frame = sbthread.GetFrameAtIndex(0)
+        if not frame.IsValid():
+            raise self._error("no frame", "registers")
+        values: dict[str, int] = {}
+        for name in CONTROL_REGISTERS:
+            register = frame.FindRegister(name)
+            if not register.IsValid():
+                continue  # the stub does not have this register (KGDB: no CRs)
+            error = lldb.SBError()
+            value = register.GetValueAsUnsigned(error, 0)
+            if error.Fail():
+                raise self._error(_one_line(error.GetCString()), f"register {name}")
+            values[name] = int(value) & U64
+        return values
+
+    def thread_numbers(self) -> list[int]:
+        process = self._process
+        return sorted(
+            int(process.GetThreadAtIndex(i).GetIndexID()) for i in range(process.GetNumThreads())
+        )
+
+    def selected_thread(self) -> int | None:
+        thread = self._process.GetSelectedThread()
+        return int(thread.GetIndexID()) if thread.IsValid() else None
+
+    def flush_cache(self) -> None:
+        """Bypass LLDB's memory cache until :meth:`end_bypass` (LLDB cannot drop it)."""
+        if self._saved_cache is None:
+            self._saved_cache = self._setting(MEMORY_CACHE_SETTING) or "false"
+            self._set(MEMORY_CACHE_SETTING, "true")
+
+    def end_bypass(self) -> None:
+        """Put the user's memory-cache setting back (the command is over). Never fails: a
+        setting that does not go back leaves the cache bypassed, which is only slower."""
+        saved, self._saved_cache = self._saved_cache, None
+        if saved is not None:
+            with contextlib.suppress(LiveTargetError):
+                self._set(MEMORY_CACHE_SETTING, saved)
+
+    def symbol_address(self, name: str) -> int | None:
+        target = self._process.GetTarget()
+        found = target.FindSymbols(name)
+        for i in range(found.GetSize()):
+            symbol = found.GetContextAtIndex(i).GetSymbol()
+            if not symbol.IsValid():
+                continue
+            addr = symbol.GetStartAddress().GetLoadAddress(target)
+            if addr != lldb.LLDB_INVALID_ADDRESS:
+                return int(addr) & U64
+        return None
+
+    def symbol_value(self, name: str) -> int | None:
+        addr = self.symbol_address(name)
+        if addr is None:
+            return None
+        error = lldb.SBError()
+        value = self._process.ReadUnsignedFromMemory(addr, 8, error)
+        return None if error.Fail() else int(value) & U64
+
+    # --- settings ---
+
+    def _setting(self, name: str) -> str | None:
+        values = self._debugger.GetInternalVariableValue(name, self._debugger.GetInstanceName())
+        return str(values.GetStringAtIndex(0)) if values.GetSize() else None
+
+    def _set(self, name: str, value: str) -> None:
+        error = self._debugger.SetInternalVariable(name, value, self._debugger.GetInstanceName())
+        if error.Fail():
+            raise LiveTargetError(f"settings set {name} {value}: {_one_line(error.GetCString())}")
+
+
+# --- one state per process -------------------------------------------------------------------
+
+
+@dataclass
+class _Connection:
+    """The backend's state for one LLDB process, and the stop it was last used at."""
+
+    link: LldbProcessLink
+    state: LiveState
+    stop_id: int
+
+
+#: The state of each process the backend was opened on, by (debugger ID, process unique ID).
+_STATES: dict[tuple[int, int], _Connection] = {}
+#: What ``pt-connect`` connected each process to (``HOST:PORT``), for descriptions.
+_URLS: dict[tuple[int, int], str] = {}
+
+
+def _key(debugger: lldb.SBDebugger, process: lldb.SBProcess) -> tuple[int, int]:
+    return int(debugger.GetID()), int(process.GetUniqueID())
+
+
+def remember_address(debugger: lldb.SBDebugger, process: lldb.SBProcess, address: str) -> None:
+    """Note where ``process`` is connected (``pt-connect``), for ``info``."""
+    _URLS[_key(debugger, process)] = address
+
+
+def _forget_gone(debugger_id: int, live: int) -> None:
+    """Drop the states of ``debugger_id``'s processes other than ``live`` (reconnected)."""
+    for key in [k for k in _STATES if k[0] == debugger_id and k[1] != live]:
+        del _STATES[key]
+        _URLS.pop(key, None)
+
+
+def state_for(
+    debugger: lldb.SBDebugger, process: lldb.SBProcess
+) -> tuple[LiveState, LldbProcessLink]:
+    """The state of ``process`` and its link, made on first use; its cache is dropped when the
+    process stopped again since the state was last used."""
+    key = _key(debugger, process)
+    _forget_gone(key[0], key[1])
+    stop_id = int(process.GetStopID())
+    conn = _STATES.get(key)
+    if conn is None:
+        link = LldbProcessLink(debugger, process)
+        address = _URLS.get(key)
+        description = f"{REMOTE_PLUGIN} {address}" if address else REMOTE_PLUGIN
+        conn = _Connection(link, LiveState(link, description, NAMING), stop_id)
+        _STATES[key] = conn
+    elif conn.stop_id != stop_id:
+        conn.state.invalidate()
+        conn.stop_id = stop_id
+    return conn.state, conn.link
+
+
+def debugger_of(request: OpenRequest) -> lldb.SBDebugger:
+    """The LLDB session the request names (option ``debugger``, an ``SBDebugger`` ID)."""
+    text = request.options.get("debugger")
+    if text is None:
+        raise UsageError(
+            "the lldb backend needs --debugger ID (the pt-* commands in LLDB give their own)"
+        )
+    try:
+        debugger = lldb.SBDebugger.FindDebuggerWithID(int(text, 0))
+    except ValueError:
+        raise UsageError(f"--debugger: not a debugger ID: {text!r}") from None
+    if not debugger.IsValid():
+        raise UsageError(f"--debugger {text}: LLDB has no such debugger")
+    return debugger
+
+
+def live_process(debugger: lldb.SBDebugger) -> lldb.SBProcess | None:
+    """The selected target's process when it is a live ``gdb-remote`` connection, else None."""
+    process = debugger.GetSelectedTarget().GetProcess()
+    if not process.IsValid() or process.GetState() in _GONE:
+        return None
+    if process.GetPluginName() != REMOTE_PLUGIN:
+        return None
+    return process
+
+
+def open_target(request: OpenRequest) -> Target:
+    """The ``lldb`` backend's ``open``: the selected target of the debugger the request names."""
+    options = LiveOptions.from_request(request, NAMING)
+    debugger = debugger_of(request)
+    process = debugger.GetSelectedTarget().GetProcess()
+    if not process.IsValid() or process.GetState() in _GONE:
+        raise UsageError(NEEDS_TARGET)
+    plugin = process.GetPluginName()
+    if plugin != REMOTE_PLUGIN:
+        raise UsageError(
+            f"the lldb backend reads a {REMOTE_PLUGIN} target (QEMU's gdbstub, KGDB), not a "
+            f"{plugin} one"
+        )
+    if process.GetState() == lldb.eStateRunning:
+        raise LiveTargetError("the target is running; interrupt it first (process interrupt)")
+    state, link = state_for(debugger, process)
+    target = state.open(options)
+    return dataclasses.replace(target, command_scope=lambda: _command_scope(state, link))
+
+
+@contextlib.contextmanager
+def _command_scope(state: LiveState, link: LldbProcessLink) -> Iterator[None]:
+    """The PhyMemMode bracket of one command; when it closes, LLDB's memory cache is used
+    again as the user had it."""
+    try:
+        with state.bracket.scope():
+            yield
+    finally:
+        if state.bracket.depth == 0:
+            link.end_bypass()

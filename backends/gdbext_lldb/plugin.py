@@ -1,0 +1,61 @@
+"""The live LLDB backend plugin (``lldb``): usable only inside LLDB.
+
+It is listed everywhere (``gdbext backends``) and opens only in LLDB's embedded Python, where it
+reads the target of an LLDB ``gdb-remote`` connection (QEMU's gdbstub; other stubs through the
+kernel's direct map) with the GDB backend's logic. The LLDB-only code is in
+:mod:`gdbext_lldb.lldb_link`, imported on open.
+
+Which LLDB session to read is passed in, as the option ``debugger`` (an ``SBDebugger`` ID): the
+``pt-*`` commands in LLDB give it, as they know the debugger that runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gdbext.errors import UsageError
+from gdbext.hookspecs import hookimpl
+from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+
+NAME = "lldb"
+
+
+def open_lldb(request: OpenRequest) -> Target:
+    """The target LLDB is connected to; :class:`UsageError` outside LLDB."""
+    try:
+        import lldb  # noqa: F401  (only to know whether this is LLDB's Python)
+    except ImportError:
+        raise UsageError("the lldb backend works only inside LLDB") from None
+    from gdbext_lldb.lldb_link import open_target
+
+    return open_target(request)
+
+
+@hookimpl
+def gdbext_backends() -> Sequence[BackendInfo]:
+    return [
+        BackendInfo(
+            name=NAME,
+            summary="live target in LLDB: QEMU's gdbstub (PhyMemMode), KGDB via the direct map",
+            open=open_lldb,
+            options=[
+                BackendOption(
+                    "direct_map",
+                    "ADDR",
+                    "read physical memory through the kernel's direct map at ADDR (stubs "
+                    "without PhyMemMode or monitor xp: KGDB, VMware)",
+                ),
+                BackendOption(
+                    "read_via",
+                    "PATH",
+                    "phymem, xp or direct-map (default: the first that works)",
+                ),
+                BackendOption(
+                    "debugger",
+                    "ID",
+                    "the LLDB debugger (SBDebugger ID) whose selected target to read; the pt-* "
+                    "commands in LLDB give their own",
+                ),
+            ],
+        )
+    ]
