@@ -23,9 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("GDBEXT_REQUIRE_QEMU") == "1":
         import shutil
 
-        # CI: the tests that drive the real gdb must run, not skip.
-        if shutil.which("gdb") is None:
-            raise pytest.UsageError("GDBEXT_REQUIRE_QEMU=1 but gdb is not installed")
+        # CI: the tests that drive the real gdb and lldb must run, not skip.
+        for debugger in ("gdb", "lldb"):
+            if shutil.which(debugger) is None:
+                raise pytest.UsageError(f"GDBEXT_REQUIRE_QEMU=1 but {debugger} is not installed")
     config.addinivalue_line(
         "markers", "qemu: boots a real kernel under QEMU (skipped without QEMU, unless "
         "GDBEXT_REQUIRE_QEMU=1)",

@@ -12,6 +12,7 @@ user PGD, ``info registers``) and the kernel's own serial line.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,8 +46,10 @@ DIRECT = {4: 0xFFFF_8880_0000_0000, 5: 0xFF11_0000_0000_0000}
 VMALLOC = {4: 0xFFFF_C900_0000_0000, 5: 0xFFA0_0000_0000_0000}
 VMALLOC_STACK = 0x330000
 TEXT = 0xFFFF_FFFF_8100_0000
-#: The entry text: the last 2 MiB of the simulated text (``ALIGN_ENTRY_TEXT_BEGIN``).
-ENTRY_TEXT = TEXT + 0x40_0000
+#: The entry text: the last 2 MiB of the simulated 8 MiB text (``ALIGN_ENTRY_TEXT_BEGIN``).
+ENTRY_TEXT = TEXT + 0x60_0000
+ENTRY_TEXT_FRAME = 0x1600000
+RODATA, DATA = TEXT + 0x80_0000, TEXT + 0xA0_0000
 #: Physical frames of the cpu_entry_area pages: IDT, GDT, entry stack, TSS (5 pages).
 CEA_IDT, CEA_GDT, CEA_STACK, CEA_TSS = 0x300000, 0x301000, 0x302000, 0x303000
 ESPFIX_FRAME = 0x310000
@@ -73,13 +76,16 @@ class PtiMachine:
         efer = DEFAULT_EFER | EFER_LME | EFER_LMA | (EFER_NXE if self.nxe else 0)
         return CpuState(cr0=DEFAULT_CR0 | CR0_PG | CR0_WP, cr3=cr3, cr4=cr4, efer=efer)
 
-    def target(self, cr3: int = KERNEL_PGD) -> Target:
-        """The machine as a target whose CPU 0 runs on ``cr3`` (default: the kernel PGD)."""
+    def target(self, cr3: int = KERNEL_PGD, cr4_set: int = 0) -> Target:
+        """The machine as a target whose CPU 0 runs on ``cr3`` (default: the kernel PGD), with
+        ``cr4_set`` bits added to CR4 (CR4.SMEP, say)."""
+        cpu = self.cpu(cr3)
+        assert cpu.cr4 is not None
         return Target(
             backend="sim",
             description="pti-sim",
             mapper=self.memory,
-            cpus=[self.cpu(cr3)],
+            cpus=[dataclasses.replace(cpu, cr4=cpu.cr4 | cr4_set)],
             ram=self.memory.ram_ranges,
             read_path="in-memory simulator",
         )
@@ -108,13 +114,17 @@ class PtiMachine:
         assert entry & PRESENT
         self.user.link_table(vaddr, 4, entry & self.kernel.addr_mask, entry & 0x7, self.allocator)
 
-    def sync_user_half(self) -> None:
+    def sync_user_half(self, kernel_nx: bool = True) -> None:
         """``__pti_set_user_pgtbl`` for every user-half top-level entry: copy it to the user
-        PGD, and add NX to the kernel's copy of user entries (NX supported)."""
+        PGD, and (``kernel_nx``) add NX to the kernel's copy of user entries (NX supported)."""
         for i in range(256):
             entry = read_u64(self.memory, KERNEL_PGD + 8 * i)
             write_u64(self.memory, USER_PGD + 8 * i, entry)
-            if self.nxe and entry & (PRESENT | USER_ACCESSIBLE) == PRESENT | USER_ACCESSIBLE:
+            if (
+                kernel_nx
+                and self.nxe
+                and entry & (PRESENT | USER_ACCESSIBLE) == (PRESENT | USER_ACCESSIBLE)
+            ):
                 write_u64(self.memory, KERNEL_PGD + 8 * i, entry | NO_EXECUTE)
 
 
@@ -126,18 +136,24 @@ def build_pti_machine(
     nxe: bool = True,
     global_kernel: bool = False,
     sync_user: bool = True,
+    kernel_nx: bool = True,
+    entry_text_frame: int = ENTRY_TEXT_FRAME,
 ) -> PtiMachine:
     """A small Linux-like kernel with (``pti=True``) or without a PTI user PGD.
 
     Kernel PGD: a 32 MiB direct map (2 MiB pages, RW NX), a vmalloc'd stack (4 pages RW NX),
-    the kernel text (4 MiB RX) whose last
+    the kernel text (8 MiB RX) whose last
     2 MiB are the entry text, rodata (2 MiB R NX), data (2 MiB RW NX), cpu_entry_area (IDT and
     GDT R, entry stack RW, TSS R: all NX), one ESPFIX page (R NX); with ``user_pages`` a process:
     text (4 pages R X user), data (2 pages RW NX user), stack (1 page RW NX user).
-    ``global_kernel`` sets GLOBAL on the direct map (what a kernel without PTI does).
+    GLOBAL is set where Linux under PTI sets it (cpu_entry_area, ESPFIX, the entry text);
+    ``global_kernel`` sets it on the direct map, vmalloc and the rest of the text too (what a
+    kernel without PTI does).
 
-    User PGD (``pti``): the user half synced (``sync_user``), cpu_entry_area and ESPFIX cloned
-    at the P4D level, the entry text (2 MiB R X global) and the ``cpu_tss_rw`` page (the TSS's
+    User PGD (``pti``): the user half synced (``sync_user``; NX added to the kernel's copy
+    unless ``kernel_nx`` is false), cpu_entry_area and ESPFIX cloned
+    at the P4D level, the entry text (2 MiB R X global; at ``entry_text_frame``, the kernel's
+    frames unless a test says otherwise) and the ``cpu_tss_rw`` page (the TSS's
     first frame through the direct map, RW NX).
     """
     memory = SparsePhysMemory(64 << 20)
@@ -149,9 +165,10 @@ def build_pti_machine(
     g = GLOBAL if global_kernel else 0
     m.map_kernel(DIRECT[levels], 0, 32 << 20, SIZE_2M, WRITABLE | nx | g)
     m.map_kernel(VMALLOC[levels], VMALLOC_STACK, 4 * SIZE_4K, SIZE_4K, WRITABLE | nx | g)
-    m.map_kernel(TEXT, 0x1000000, 4 << 20, SIZE_2M, GLOBAL)
-    m.map_kernel(TEXT + 0x60_0000, 0x1600000, 2 << 20, SIZE_2M, nx)
-    m.map_kernel(TEXT + 0x80_0000, 0x1800000, 2 << 20, SIZE_2M, WRITABLE | nx)
+    m.map_kernel(TEXT, 0x1000000, 6 << 20, SIZE_2M, g)
+    m.map_kernel(ENTRY_TEXT, ENTRY_TEXT_FRAME, 2 << 20, SIZE_2M, GLOBAL)
+    m.map_kernel(RODATA, 0x1800000, 2 << 20, SIZE_2M, nx)
+    m.map_kernel(DATA, 0x1A00000, 2 << 20, SIZE_2M, WRITABLE | nx)
     m.map_kernel(CPU_ENTRY_AREA_BASE, CEA_IDT, SIZE_4K, SIZE_4K, GLOBAL | nx)
     m.map_kernel(CPU_ENTRY_AREA_BASE + 0x1000, CEA_GDT, SIZE_4K, SIZE_4K, GLOBAL | nx)
     m.map_kernel(CPU_ENTRY_AREA_BASE + 0x2000, CEA_STACK, SIZE_4K, SIZE_4K, GLOBAL | WRITABLE | nx)
@@ -163,10 +180,10 @@ def build_pti_machine(
         m.map_kernel(USER_STACK, 0x520000, SIZE_4K, SIZE_4K, USER_ACCESSIBLE | WRITABLE | nx)
     if pti:
         if sync_user:
-            m.sync_user_half()
+            m.sync_user_half(kernel_nx)
         m.clone_p4d(CPU_ENTRY_AREA_BASE)
         m.clone_p4d(ESPFIX_BASE_ADDR)
-        m.map_user_pgd(ENTRY_TEXT, 0x1400000, SIZE_2M, SIZE_2M, GLOBAL)
+        m.map_user_pgd(ENTRY_TEXT, entry_text_frame, SIZE_2M, SIZE_2M, GLOBAL)
         m.map_user_pgd(m.direct(CEA_TSS), CEA_TSS, SIZE_4K, SIZE_4K, WRITABLE | nx)
     return m
 
@@ -304,7 +321,7 @@ def test_detection_follows_the_invariants(
     if "espfix" not in drop:
         m.clone_p4d(ESPFIX_BASE_ADDR)
     if "entry" not in drop:
-        m.map_user_pgd(ENTRY_TEXT, 0x1400000, SIZE_2M, SIZE_2M, GLOBAL)
+        m.map_user_pgd(ENTRY_TEXT, ENTRY_TEXT_FRAME, SIZE_2M, SIZE_2M, GLOBAL)
     if "tss" not in drop:
         m.map_user_pgd(m.direct(CEA_TSS), CEA_TSS, SIZE_4K, SIZE_4K, WRITABLE | NO_EXECUTE)
     if break_user == "drop":
