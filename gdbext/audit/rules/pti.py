@@ -47,7 +47,6 @@ from collections.abc import Iterable, Iterator
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.pti import examine_pti
-from gdbext.audit.rules.user_kernel import perms
 from gdbext.commands import KERNEL_IMAGE_VA
 from gdbext.flags import GLOBAL
 from gdbext.geometry import SIZE_4K
@@ -58,6 +57,7 @@ from gdbext.layout import (
     ESPFIX_END,
     linux_layout,
 )
+from gdbext.render.common import perms
 
 #: Most bytes of executable kernel-image mapping taken for the entry text (two 2 MiB PMDs).
 ENTRY_TEXT_MAX = 4 << 20

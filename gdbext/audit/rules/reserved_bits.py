@@ -50,12 +50,13 @@ from itertools import pairwise
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
 from gdbext.audit.model import Finding, Severity
-from gdbext.audit.rules.user_kernel import audited_views, dedupe, perms
+from gdbext.audit.rules.user_kernel import audited_views, dedupe
 from gdbext.errors import PhysMemoryError
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
 from gdbext.geometry import SIZE_4K, entry_span, index_shift, level_name
 from gdbext.mapper import read_u64
 from gdbext.paging import Anomaly, X86PageTable
+from gdbext.render.common import perms
 
 #: Page-attribute bits of a leaf: PWT, PCD, and PAT (bit 7 of a 4 KiB leaf, 12 of a large one).
 PWT, PCD = 1 << 3, 1 << 4

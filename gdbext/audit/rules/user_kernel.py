@@ -38,15 +38,7 @@ from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range,
 from gdbext.audit.model import Finding, Severity
 from gdbext.geometry import SIZE_4K
 from gdbext.layout import VSYSCALL_ADDR
-
-
-def perms(user: bool, writable: bool, executable: bool) -> str:
-    """``"user rw-"`` style permissions for messages.
-
-    >>> perms(True, False, True)
-    'user r-x'
-    """
-    return f"{'user' if user else 'kernel'} r{'w' if writable else '-'}{'x' if executable else '-'}"
+from gdbext.render.common import perms
 
 
 def audited_views(ctx: AuditContext) -> list[AuditView]:
