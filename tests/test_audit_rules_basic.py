@@ -207,6 +207,16 @@ def test_wx_under_pti_gives_the_kernels_two_verdicts() -> None:
     assert brute_wx(X86PageTable(mach.memory, USER_PGD)) == 512
 
 
+def test_wx_under_pti_without_nx_checks_the_kernel_pgd_only() -> None:
+    # ptdump_walk_user_pgd_level_checkwx returns early without NX: one line.
+    mach = build_pti_machine(nxe=False)
+    result = audit(mach.target(), "wx")
+    pages = brute_wx(X86PageTable(mach.memory, KERNEL_PGD, nxe=False))
+    assert pages > 0 and result.summary["wx"] == [verdict_line(pages)]
+    # The findings still cover both halves.
+    assert {f.root for f in result.findings} == {"kernel", "user"}
+
+
 def test_wx_without_pti_one_verdict() -> None:
     mach = build_pti_machine(pti=False)
     result = audit(mach.target(), "wx")

@@ -10,13 +10,18 @@ several entries is seen (and counted) under each. It prints::
     x86/mm: Checked W+X mappings: FAILED, 12 W+X pages found.
 
 and under PTI, after the kernel PGD's line, ``x86/mm: Checking user space page tables`` and
-the user PGD's line. The kernel checks ``init_mm``'s tables: with no root option, on a
-target that names the kernel's root (VMCOREINFO), the verdict counts those (a process's PGD
-shares their kernel half, so only the top-level entries that differ are walked again); else
-the selected table. The summary's ``"wx"`` has the lines and ``"wx_roots"`` the roots
-counted. Findings: one per merged W+X range of the selected table (under PTI, of both halves),
-the guard hole included (its findings say that the kernel's check skips it); ``pages`` counts
-every copy of an aliased table.
+the user PGD's line (only with NX: without it the kernel skips the user PGD). The kernel
+checks ``init_mm``'s tables: with no root option, on a target that names the kernel's root
+(VMCOREINFO), the verdict counts those (a process's PGD shares their kernel half, so only the
+top-level entries that differ are walked again); else the selected table. The summary's
+``"wx"`` has the lines and ``"wx_roots"`` the roots counted. Findings: one per merged W+X range
+of the selected table (under PTI, of both halves), the guard hole included (its findings say
+that the kernel's check skips it); ``pages`` counts every copy of an aliased table.
+
+Known difference: Linux 6.1's ptdump also counts *not-present* leaf entries by their flags
+(``note_page`` never tests PRESENT); with NX such entries are NX and do not count, but without
+NX (``-cpu ...,-nx``) a kernel that unmapped freed image pages with PRESENT cleared and RW kept
+counts them. The audit counts present leaves (pages that can be written and executed).
 """
 
 from __future__ import annotations
@@ -133,12 +138,17 @@ def verdict_tables(ctx: AuditContext) -> list[tuple[int, AuditView]]:
     the selected table (and its PTI twin).
     """
     pti = ctx.pti
-    selected = [pti.kernel, pti.user] if pti is not None else [ctx.main]
+    # Without NX the kernel does not check the user PGD (ptdump_walk_user_pgd_level_checkwx
+    # returns early: nothing there could be NX).
+    user_check = pti is not None and ctx.nxe
+    selected = [ctx.main] if pti is None else [pti.kernel]
+    if pti is not None and user_check:
+        selected.append(pti.user)
     hint = ctx.target.hints.get("kernel_root")
     if ctx.options.root != RootOptions() or not isinstance(hint, int) or isinstance(hint, bool):
         return [(v.pt.root, v) for v in selected]
-    kernel = hint & ~PTI_USER_PGD_BIT
-    roots = [kernel, kernel | PTI_USER_PGD_BIT] if pti is not None else [hint]
+    kernel = hint & ~PTI_USER_PGD_BIT if pti is not None else hint
+    roots = [kernel, kernel | PTI_USER_PGD_BIT] if user_check else [kernel]
     return list(zip(roots, selected, strict=True))
 
 
