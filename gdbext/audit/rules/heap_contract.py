@@ -160,7 +160,7 @@ def _other_mappings(
 
 def _merge_others(found: list[_Other]) -> Iterator[_Other]:
     """Plain hits that continue each other (contiguous in VA and PA, same permissions)."""
-    found.sort(key=lambda o: (places(o.spans, o.paddr, o.paddr_end)[0], o.paddr))
+    found.sort(key=lambda o: (va_at(o.spans[0], o.paddr) if o.plain() else -1, o.paddr))
     last: _Other | None = None
     for other in found:
         a, b = (None, None) if last is None else (last.plain(), other.plain())
@@ -193,10 +193,11 @@ class HeapContractRule:
         pieces = heap_pieces(view, heap.range)
         yield from self._holes(ctx, view, heap, pieces)
         yield from self._permissions(ctx, view, heap, pieces)
+        heap_va = _HeapVa(pieces)
         for other in _other_mappings(
             audited_views(ctx), _frames(pieces), heap.physical_memory_offset
         ):
-            yield self._other(ctx, heap, pieces, other)
+            yield self._other(ctx, heap, heap_va, other)
 
     def _heap_text(self, heap: HeapResult) -> str:
         return f"heap 0x{heap.range.start:x}-0x{heap.range.end:x}"
@@ -265,11 +266,11 @@ class HeapContractRule:
         )
 
     def _other(
-        self, ctx: AuditContext, heap: HeapResult, pieces: list[HeapPiece], other: _Other
+        self, ctx: AuditContext, heap: HeapResult, heap_va_of: _HeapVa, other: _Other
     ) -> Finding:
         spans, run = other.spans, other.spans[0].run
         lo, hi = other.paddr, other.paddr_end
-        heap_va = _heap_va(pieces, lo)
+        heap_va = heap_va_of(lo)
         severity = Severity.HIGH if run.writable or run.executable else Severity.MEDIUM
         va, _, count = places(spans, lo, hi)
         at = f" (heap 0x{heap_va:x}-0x{heap_va + hi - lo:x})" if heap_va is not None else ""
@@ -296,12 +297,21 @@ class HeapContractRule:
         )
 
 
-def _heap_va(pieces: list[HeapPiece], paddr: int) -> int | None:
-    """The heap address that maps ``paddr`` (the first piece that does), if any."""
-    for piece in pieces:
-        if piece.paddr <= paddr < piece.paddr + (piece.end - piece.vaddr):
-            return piece.vaddr + (paddr - piece.paddr)
-    return None
+class _HeapVa:
+    """The heap address that maps a frame: the pieces sorted by physical address, bisected."""
+
+    def __init__(self, pieces: list[HeapPiece]) -> None:
+        self.pieces = sorted(pieces, key=lambda p: p.paddr)
+        self.starts = [p.paddr for p in self.pieces]
+
+    def __call__(self, paddr: int) -> int | None:
+        i = bisect_right(self.starts, paddr)
+        # The last piece starting at or below it, else (pieces may overlap physically, when
+        # the heap maps a frame twice) any earlier one.
+        for piece in reversed(self.pieces[:i]):
+            if paddr < piece.paddr + (piece.end - piece.vaddr):
+                return piece.vaddr + (paddr - piece.paddr)
+        return None
 
 
 RULES = (HeapContractRule(),)
