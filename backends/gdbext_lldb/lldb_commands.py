@@ -16,7 +16,8 @@ command is passed to it as its option ``debugger``.
 Output goes into the command's result (LLDB prints it when the command ends); progress of a long
 command goes to LLDB's error stream once a second. Ctrl-C: LLDB 14 raises nothing in Python, so
 reads and output chunks ask ``WasInterrupted`` and stop; LLDB drops an interrupted command's
-result, so ``NAME: interrupted`` is written to its error stream directly.
+result (and goes on with the next command), so ``NAME: interrupted`` is written to its error
+stream directly.
 
 Loaded only inside LLDB (it imports ``lldb``).
 """
@@ -128,8 +129,11 @@ def guarded(
     except KeyboardInterrupt:
         message = f"{name}: interrupted"
         if debugger.GetCommandInterpreter().WasInterrupted():
-            to_stderr(debugger, message)  # LLDB drops an interrupted command's result
-        result.SetError(message)
+            # Ctrl-C: LLDB drops the command's result and prints "... Interrupted." itself, and
+            # an error would also end a batch run; so the line goes to the error stream.
+            to_stderr(debugger, message)
+        else:
+            result.SetError(message)
     except GdbextError as exc:
         result.SetError(one_line(str(exc)))
     except OSError as exc:
@@ -170,6 +174,10 @@ def evaluate(word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionCont
         target = exe_ctx.GetTarget()
         if not target.IsValid():
             target = debugger.GetSelectedTarget()
+        if not target.IsValid():
+            # No target (a dump opened with pt-backend core): LLDB's own expressions then use
+            # its dummy target, where `expr unsigned long $va = ...` put $va.
+            target = debugger.GetDummyTarget()
         result = target.EvaluateExpression(word)
     error = result.GetError()
     if not result.IsValid() or error.Fail():

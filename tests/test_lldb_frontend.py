@@ -1,0 +1,388 @@
+"""The LLDB front end in the real ``lldb`` (Debian's LLDB 14): the one-line start, loading,
+help, every command on committed dumps of real kernels (``pt-backend core``) byte for byte equal
+to the command line's and to GDB's, one-line errors, progress and Ctrl-C, colour.
+
+LLDB runs through ``scripts/lldb --batch -Q`` (the README's start) and ``tests/lldb_side.py``,
+which records each command's output and error separately (:mod:`lldbrun`). The live backend is
+tested against QEMU in ``tests/test_lldb_live.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lldbrun
+import pytest
+from test_gdb_frontend import DUMP_CASES, cli_output, gdb, marked, sections
+
+from gdbext import cli
+from gdbext.host import Host
+from gdbext.session import COMMANDS, Session
+
+ROOT = lldbrun.ROOT
+SETUP = ROOT / "scripts" / "setup.sh"
+DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
+PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
+ESC = "\x1b["
+
+pytestmark = pytest.mark.skipif(not lldbrun.available(), reason="no lldb")
+
+
+def lldb(
+    *commands: str, env: dict[str, str] | None = None, wrapper: bool = True, quiet: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/lldb --batch -Q -o COMMAND...`` (each -o echoed unless ``quiet``)."""
+    return subprocess.run(
+        lldbrun.argv(*commands, wrapper=wrapper, quiet=quiet),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+        check=False,
+    )
+
+
+def user_commands(help_text: str) -> list[str]:
+    """The names LLDB's ``help`` lists under "Current user-defined commands"."""
+    tail = help_text.split("Current user-defined commands:", 1)[1]
+    return re.findall(r"^  (\S+)\s+--", tail, re.M)
+
+
+# --- the one-line start and loading ----------------------------------------------------------
+
+
+def test_the_one_line_start_works_from_a_fresh_shell() -> None:
+    """``scripts/lldb`` with no PYTHONPATH (a fresh shell after ``scripts/setup.sh``): every
+    command is there. Plain ``lldb`` in the same shell cannot run Python at all (Debian's
+    lldb-14 looks for its module where it is not): the pitfall the wrapper handles."""
+    env = lldbrun.clean_env()
+    proc = lldb("help", env=env)
+    assert proc.stderr == ""
+    expected = sorted([*COMMANDS, "pt-backend", "pt-connect"])
+    assert user_commands(proc.stdout) == expected
+    bare = lldb("script print('python works')", env=env, wrapper=False)
+    assert "python works" not in bare.stdout
+    assert "embedded_interpreter" in bare.stderr
+
+
+def test_importing_twice_registers_once() -> None:
+    ident = (
+        "script from gdbext_lldb import lldb_commands as c; "
+        "print('ID', id(c.installed(lldb.debugger)))"
+    )
+    probe = (
+        "script import sys, os; print('ON PATH', "
+        f"[p for p in sys.path if os.path.realpath(p) == {str(ROOT / 'gdbext')!r}])"
+    )
+    proc = lldb(ident, f"command script import {lldbrun.LLDBINIT}", ident, probe, "help")
+    assert proc.stderr == ""
+    ids = re.findall(r"^ID (\d+)$", proc.stdout, re.M)
+    assert len(ids) == 2 and ids[0] == ids[1]
+    # The package directory LLDB put on sys.path to import lldbinit.py is taken off again.
+    assert "ON PATH []" in proc.stdout
+    names = user_commands(proc.stdout)
+    assert sorted(names) == sorted(set(names)) == sorted([*COMMANDS, "pt-backend", "pt-connect"])
+
+
+def test_a_missing_environment_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    env = lldbrun.clean_env(GDBEXT_VENV="/nonexistent")
+    proc = lldb("pt-walk", env=env)
+    first, second = proc.stderr.splitlines()
+    assert first.startswith("gdbext: GDBEXT_VENV=/nonexistent is not a directory")
+    assert f"bash {SETUP}" in first
+    assert second == "error: 'pt-walk' is not a valid command."
+    assert proc.stdout == ""
+
+    (tmp_path / "old" / "lib" / "python3.9" / "site-packages").mkdir(parents=True)
+    proc = lldb("help", env=lldbrun.clean_env(GDBEXT_VENV=str(tmp_path / "old")))
+    assert proc.stderr.splitlines() == [
+        f"gdbext: {tmp_path / 'old'} is not a Python {PY} environment (LLDB embeds Python "
+        f"{PY}); run: bash {SETUP}"
+    ]
+
+
+def test_a_missing_dependency_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    site = tmp_path / "venv" / "lib" / f"python{PY}" / "site-packages"
+    (site / "pluggy").mkdir(parents=True)
+    (site / "pluggy" / "__init__.py").write_text("raise ModuleNotFoundError(name='pluggy')\n")
+    proc = lldb("pt-info", env=lldbrun.clean_env(GDBEXT_VENV=str(tmp_path / "venv")))
+    assert proc.stderr.splitlines() == [
+        f"gdbext: cannot import pluggy from {tmp_path / 'venv'}; run: bash {SETUP}",
+        "error: 'pt-info' is not a valid command.",
+    ]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_help_is_the_argparse_usage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    env = lldbrun.clean_env(COLUMNS="100")
+    session = Session(Host.create())
+    names = [*COMMANDS, "pt-backend"]
+    run = lldbrun.run([f"help {name}" for name in names], env=env)
+    for name, result in zip(names, run.results, strict=True):
+        parser = session.parser(name)
+        assert result.ok, result.err
+        # LLDB wraps the summary and sets COLUMNS to its own width (argparse wraps to it).
+        words = " ".join(result.out.split())
+        assert words.startswith(" ".join(session.help(name).split("\n", 1)[0].split())), name
+        assert " ".join(parser.format_help().split()) in words, name
+
+
+def test_the_lldb_backend_opens_only_inside_lldb(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["walk", "--backend", "lldb"]) == 2
+    assert capsys.readouterr().err == "gdbext: the lldb backend works only inside LLDB\n"
+
+
+# --- commands on dumps -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+def test_every_command_on_a_dump_equals_the_command_line(
+    kernel_dump: Callable[[str], Path], name: str
+) -> None:
+    dump = str(kernel_dump(name))
+    cases = [*DUMP_CASES, ("audit", []), ("audit", ["--json"])]
+    if name == "kaslr-pti":
+        cases += [("walk", ["--user-pgd", "--format", "qemu-tlb"]), ("walk", ["--user-pgd"])]
+    run = lldbrun.run(
+        [f"pt-backend core {dump}", *(f"pt-{c} {' '.join(argv)}" for c, argv in cases)]
+    )
+    opened, *results = run.results
+    assert opened.ok and opened.out == f"backend core: {dump}\n"
+    for (command, argv), result in zip(cases, results, strict=True):
+        assert result.err == "", (command, argv, result.err)
+        assert result.out == cli_output(command, dump, *argv), (command, argv)
+    assert "Traceback" not in run.proc.stdout + run.proc.stderr
+
+
+def test_lldb_equals_gdb_on_a_dump(kernel_dump: Callable[[str], Path]) -> None:
+    """The same commands in GDB and in LLDB on a committed dump: the same bytes, command by
+    command."""
+    dump = str(kernel_dump("kaslr-pti"))
+    commands = [
+        "pt-info",
+        *(f"pt-walk --format {f}" for f in ("text", "json", "qemu-tlb", "ptdump")),
+        "pt-walk --user-pgd",
+        "pt-translate 0x400000 0xffffffff82000000 0x1",
+        "pt-heap --memmap e820",
+        "pt-audit",
+    ]
+    in_gdb = gdb(f"pt-backend core {dump}", *marked(*commands))
+    assert in_gdb.stderr == ""
+    in_lldb = lldbrun.run([f"pt-backend core {dump}", *commands])
+    assert in_lldb.outputs()[0] == in_gdb.stdout.split("@@gdbext-test@@")[0]
+    assert in_lldb.outputs()[1:] == sections(in_gdb.stdout)
+
+
+def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[str], Path]) -> None:
+    dump = str(kernel_dump("4level"))
+    run = lldbrun.run(
+        [f"pt-backend core {dump}", "pt-translate 0x1", "pt-walk --has 0x1000"]
+    )
+    _, translate, has = run.results
+    assert translate.ok and has.ok and translate.err == has.err == ""
+    assert translate.out == cli_output("translate", dump, "0x1")
+    assert has.out == "0x1000 is not mapped: PD entry 0x0 is not present\n"
+
+
+def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str], Path]) -> None:
+    dump = str(kernel_dump("4level"))
+    expected: list[tuple[str, str | None]] = [
+        ("pt-walk", r"^no backend selected; connect to a gdbstub \(pt-connect HOST:PORT\)"),
+        ("pt-backend nope", r"^no backend named 'nope' \(known: core, gdb, lldb, sim"),
+        ("pt-backend core /nonexistent.elf", r"^/nonexistent\.elf: cannot open: No such file"),
+        ("pt-backend sim", r"^backend 'sim' needs --scenario$"),
+        ("pt-backend lldb", r"^the lldb backend needs a live target: connect LLDB first"),
+        ("pt-backend lldb --debugger 9999", r"^--debugger 9999: LLDB has no such debugger$"),
+        ("pt-backend gdb", r"^the gdb backend works only inside GDB$"),
+        (f"pt-backend core {dump}", None),
+        ("pt-walk --bogus", r"^pt-walk: unrecognized arguments: --bogus$"),
+        ("pt-walk --format nope", r"^pt-walk: argument --format: invalid choice: 'nope'"),
+        ("pt-walk --range zz", r"^pt-walk: argument --range: "),
+        ("pt-walk --cpu 3", r"^there is no CPU 3; this target has 1$"),
+        ("pt-walk --cr3 0x1 --kernel", r"^pt-walk: argument --kernel: not allowed with"),
+        ("pt-walk 'unterminated", r"^pt-walk: no closing quotation$"),
+        ("pt-translate", r"^pt-translate: the following arguments are required: VADDR$"),
+        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: 'zz'$"),
+        ("pt-translate 0x8000000000000000", r"^pt-translate: not every address could be "),
+        ("pt-translate $void", r"^\$void: use of undeclared identifier '\$void'$"),
+        ("pt-heap", r"^--memmap bootinfo\|e820\|json is required$"),
+        ("pt-heap --memmap json /nonexistent.json", r"/nonexistent\.json"),
+        ("pt-audit --fail-on nope", r"^pt-audit: argument --fail-on: "),
+        ("pt-connect", r"^pt-connect takes one argument, \[HOST:\]PORT"),
+        ("pt-connect 127.0.0.1:1", r"^pt-connect 127\.0\.0\.1:1: .*(connect|refused)"),
+    ]
+    run = lldbrun.run([command for command, _ in expected])
+    for (command, pattern), result in zip(expected, run.results, strict=True):
+        if pattern is None:
+            assert result.ok, (command, result.err)
+            continue
+        assert not result.ok, command
+        # Output printed before the failure (the per-address lines of pt-translate) stays.
+        printed = ""
+        if command.startswith("pt-translate 0x"):
+            printed = cli_output("translate", dump, *command.split()[1:])
+        assert result.out == printed, (command, result.out)
+        assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
+        assert re.search(pattern, result.err[len("error: ") :].rstrip("\n")), (command, result.err)
+    assert "Traceback" not in run.proc.stdout + run.proc.stderr
+
+
+def test_an_error_in_batch_mode_is_one_line_on_stderr() -> None:
+    """As a user sees it: ``lldb --batch`` stops at the first failing command."""
+    proc = lldb("pt-walk --bogus", "pt-info")
+    assert proc.stdout == ""
+    assert proc.stderr == "error: pt-walk: unrecognized arguments: --bogus\n"
+    assert proc.returncode == 1
+
+
+# --- progress, Ctrl-C, colour ----------------------------------------------------------------
+
+SLOW_PLUGIN = """
+import contextlib, dataclasses, time
+from gdbext.hookspecs import hookimpl
+from gdbext.target import BackendInfo, BackendOption
+from gdbext_sim.scenario import load_scenario
+from gdbext_lldb import lldb_commands
+
+LOG = {log!r}
+
+def note(text):
+    with open(LOG, "a") as f:
+        f.write(text + "\\n")
+
+class Slow:
+    def __init__(self, inner, interrupted):
+        self.inner = inner
+        self.interrupted = interrupted
+    def read(self, paddr, size):
+        time.sleep(0.25)
+        if self.interrupted():  # as the lldb backend's reads do
+            raise KeyboardInterrupt
+        return self.inner.read(paddr, size)
+    def write(self, paddr, data):
+        self.inner.write(paddr, data)
+
+@contextlib.contextmanager
+def scope():
+    note("enter")
+    try:
+        yield
+    except BaseException as exc:
+        note("exit " + type(exc).__name__)
+        raise
+    note("exit")
+
+class Plugin:
+    def __init__(self, debugger):
+        self.debugger = debugger
+    @hookimpl
+    def gdbext_backends(self):
+        return [BackendInfo("slow", "simulator with slow reads", self.open,
+                            [BackendOption("scenario", "FILE", "scenario", True)])]
+    def open(self, request):
+        target = load_scenario(request.option("scenario")).to_target()
+        interrupted = self.debugger.GetCommandInterpreter().WasInterrupted
+        return dataclasses.replace(target, backend="slow", mapper=Slow(target.mapper, interrupted),
+                                   command_scope=scope)
+
+def __lldb_init_module(debugger, internal_dict):
+    lldb_commands.installed(debugger).session.host.pm.register(Plugin(debugger))
+"""
+
+
+def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """A backend whose reads take 0.25 s each: progress on stderr after a second, SIGINT gives
+    one "interrupted" line, the command scope is left, and LLDB goes on."""
+    log = tmp_path / "scope.log"
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_PLUGIN.format(log=str(log)))
+    argv = lldbrun.argv(
+        f"command script import {plugin}",
+        f"pt-backend slow --scenario {DEMO}",
+        "pt-walk",
+        "script print('after')",
+        "pt-info",
+    )
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"so far" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += proc.stderr.read() or b""
+        time.sleep(0.05)
+    assert re.match(rb"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n$", seen), seen
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    stderr = (seen + err).decode()
+    assert "pt-walk: interrupted\n" in stderr
+    assert "Traceback" not in stderr
+    assert out.decode().startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
+    assert log.read_text().splitlines() == ["enter", "exit KeyboardInterrupt", "enter", "exit"]
+
+
+def run_pty(argv: list[str], timeout: float = 120) -> str:
+    """Run ``argv`` on a pseudo-terminal; what it wrote, CRs dropped."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_colour_follows_use_color(kernel_dump: Callable[[str], Path]) -> None:
+    """On a terminal with ``use-color`` on, text output is coloured as in GDB; with it off, or
+    into a pipe, it is plain."""
+    dump = str(kernel_dump("kaslr-pti"))
+    walk = "pt-walk --range 0xffffffff80000000-0xffffffffc0000000"
+    mark = "@@mark@@"
+    text = run_pty(
+        lldbrun.argv(
+            f"pt-backend core {dump}",
+            f"script print('{mark}')",
+            "settings set use-color true",
+            walk,
+            f"script print('{mark}')",
+            "settings set use-color false",
+            walk,
+            f"script print('{mark}')",
+        )
+    )
+    _, on, off, _ = text.split(mark + "\n")
+    plain = cli_output("walk", dump, "--range", "0xffffffff80000000-0xffffffffc0000000")
+    assert off == plain and ESC not in off
+    assert "\x1b[1m---[ High Kernel Mapping ]---\x1b[m\n" in on
+    assert re.sub(r"\x1b\[[0-9;]*m", "", on) == plain
+    piped = lldbrun.run([f"pt-backend core {dump}", "settings set use-color true", walk])
+    assert piped.outputs()[2] == plain
