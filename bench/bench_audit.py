@@ -10,7 +10,9 @@ in each round so that the machine's noise falls on all alike):
 - where the audit's time goes: the shared context (the one collapsed walk, spans, PTI
   detection...) and each rule in turn on one context, so that a lazy cache a rule builds first
   (the frame index, the table list) is charged to that rule;
-- one process each: ``gdbext walk DUMP`` against ``gdbext audit DUMP``, output to /dev/null.
+- one process each: ``gdbext walk DUMP`` against ``gdbext audit DUMP``, output to /dev/null;
+- for information, the audit with ``--memmap e820`` as well (``heap-contract`` runs only with
+  the heap command's options; finding boot_params scans the dump).
 
 Target (issue 5): auditing adds at most 50 % to a full walk (ratio <= 1.5).
 
@@ -63,19 +65,28 @@ def _rules() -> dict[str, Any]:
     return Host.create().audit_rules()
 
 
-def audit_text(target: Any, rules: dict[str, Any]) -> tuple[int, int]:
+def audit_options(heap: bool = False) -> Any:
+    """The default audit, or with ``--memmap e820`` (the heap command's options), which
+    ``heap-contract`` needs to run."""
+    from gdbext.audit.engine import AuditOptions
+    from gdbext.commands import HeapOptions
+
+    return AuditOptions(heap=HeapOptions(memmap="e820") if heap else None)
+
+
+def audit_text(target: Any, rules: dict[str, Any], heap: bool = False) -> tuple[int, int]:
     """Every rule on an opened target, rendered as text: (lines, findings)."""
-    from gdbext.audit.engine import AuditOptions, run_audit
+    from gdbext.audit.engine import run_audit
     from gdbext.render.audit import render_audit_text
 
-    result = run_audit(target, AuditOptions(), rules)
+    result = run_audit(target, audit_options(heap), rules)
     return sink(render_audit_text(result)), len(result.findings)
 
 
-def open_audit(path: Path, rules: dict[str, Any]) -> tuple[int, int]:
+def open_audit(path: Path, rules: dict[str, Any], heap: bool = False) -> tuple[int, int]:
     target = open_target(path)
     try:
-        return audit_text(target, rules)
+        return audit_text(target, rules, heap)
     finally:
         close_target(target)
 
@@ -92,10 +103,12 @@ def in_process(path: Path, repeat: int) -> dict[str, Any]:
     rules = _rules()
     lines, leaves = open_walk(path)  # page cache warm; counts
     audit_lines, findings = open_audit(path, rules)
-    walk_s, audit_s = [], []
+    _, heap_findings = open_audit(path, rules, heap=True)
+    walk_s, audit_s, heap_s = [], [], []
     for _ in range(repeat):
         walk_s.append(_clock(lambda: open_walk(path)))
         audit_s.append(_clock(lambda: open_audit(path, rules)))
+        heap_s.append(_clock(lambda: open_audit(path, rules, heap=True)))
     walk, audit = statistics.median(walk_s), statistics.median(audit_s)
     return {
         "walk_lines": lines,
@@ -106,6 +119,8 @@ def in_process(path: Path, repeat: int) -> dict[str, Any]:
         "open_walk_s": walk,
         "open_audit_s": audit,
         "ratio": audit / walk,
+        "heap_findings": heap_findings,
+        "open_audit_heap_s": statistics.median(heap_s),
     }
 
 
@@ -195,6 +210,9 @@ def render_markdown(report: dict[str, Any]) -> list[str]:
             f"{met}) |",
             f"| one process: `gdbext walk DUMP` / `gdbext audit DUMP` "
             f"| {ms(pr['walk']['seconds'])} | {ms(pr['audit']['seconds'])} | {ratio_p:.2f} |",
+            f"| in-process, `--memmap e820` too (heap-contract runs: the heap command's "
+            f"e820 scan; {ip['heap_findings']} findings) | | {ms(ip['open_audit_heap_s'])} "
+            f"| {ip['open_audit_heap_s'] / ip['open_walk_s']:.2f} |",
             "",
             "Where the audit's time goes (in-process, one context, rules in the engine's order):",
             "",
