@@ -65,6 +65,40 @@ def argv(*commands: str, wrapper: bool = True, quiet: bool = True) -> list[str]:
     return out
 
 
+def driver_argv(
+    commands: Sequence[str],
+    tmp: Path,
+    *,
+    port: int | None = None,
+    wrapper: bool = True,
+    before: Sequence[str] = (),
+) -> tuple[list[str], Path]:
+    """The LLDB command line that runs ``commands`` through the driver, and where the driver
+    writes its report (see :func:`run`)."""
+    config = tmp / "config.json"
+    out = tmp / "out.json"
+    config.write_text(json.dumps({"commands": list(commands), "out": str(out), "detach": True}))
+    pre = [f"command script import {SIDE}", *before]
+    if port is not None:
+        pre.append(f"pt-connect 127.0.0.1:{port}")
+    return argv(*pre, f"gdbext-test-run {config}", wrapper=wrapper), out
+
+
+def collect(out: Path, proc: subprocess.CompletedProcess[str]) -> Run:
+    """The driver's report at ``out`` as a :class:`Run`."""
+    if not out.is_file():
+        raise AssertionError(
+            f"lldb exited {proc.returncode} without results:\n{proc.stdout[-2000:]}\n"
+            f"{proc.stderr[-2000:]}"
+        )
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert "error" not in report, report.get("traceback")
+    results = [
+        Result(r["command"], r["ok"], r["out"], r["err"], r["seconds"]) for r in report["results"]
+    ]
+    return Run(results, report, proc)
+
+
 def run(
     commands: Sequence[str],
     *,
@@ -77,14 +111,11 @@ def run(
     """Run ``commands`` in one LLDB (connected to ``127.0.0.1:port`` with ``pt-connect`` first,
     when given); ``before`` are LLDB commands run before the connection, outside the driver."""
     with tempfile.TemporaryDirectory(prefix="gdbext-lldb-") as tmp:
-        config = Path(tmp) / "config.json"
-        out = Path(tmp) / "out.json"
-        config.write_text(json.dumps({"commands": list(commands), "out": str(out), "detach": True}))
-        pre = [f"command script import {SIDE}", *before]
-        if port is not None:
-            pre.append(f"pt-connect 127.0.0.1:{port}")
+        command, out = driver_argv(
+            commands, Path(tmp), port=port, wrapper=wrapper, before=before
+        )
         proc = subprocess.run(
-            argv(*pre, f"gdbext-test-run {config}", wrapper=wrapper),
+            command,
             capture_output=True,
             text=True,
             env=None if env is None else dict(env),
@@ -92,17 +123,7 @@ def run(
             timeout=timeout,
             check=False,
         )
-        if not out.is_file():
-            raise AssertionError(
-                f"lldb exited {proc.returncode} without results:\n{proc.stdout[-2000:]}\n"
-                f"{proc.stderr[-2000:]}"
-            )
-        report: dict[str, Any] = json.loads(out.read_text())
-    assert "error" not in report, report.get("traceback")
-    results = [
-        Result(r["command"], r["ok"], r["out"], r["err"], r["seconds"]) for r in report["results"]
-    ]
-    return Run(results, report, proc)
+        return collect(out, proc)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

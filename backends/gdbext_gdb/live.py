@@ -303,6 +303,11 @@ class LiveState:
         self.mapper.clear()
         self._cpus.clear()
 
+    def forget_cpus(self) -> None:
+        """Drop the CPU states only, so that they are read again (LLDB: a register write fires
+        no event, and its own register cache makes reading them again cheap)."""
+        self._cpus.clear()
+
     def cpu_state(self, thread: int) -> CpuState:
         """The control registers of the debugger's thread ``thread`` (cached until
         :meth:`invalidate`)."""

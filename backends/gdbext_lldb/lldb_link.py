@@ -16,9 +16,10 @@ prefetch); this module only speaks LLDB:
   no change of selection); vCPU N is LLDB thread index N+1;
 - Ctrl-C: LLDB 14 does not raise ``KeyboardInterrupt`` in a Python command; the link asks the
   command interpreter (``WasInterrupted``) before each read and raises it itself;
-- the per-stop cache is dropped when the process's stop ID moves (LLDB 14 has no resume event
-  for Python); a memory write made through LLDB at the same stop is seen after ``pt-backend
-  lldb`` or the next stop.
+- the table pages are cached for one stop: dropped when the process's stop ID moves (LLDB 14
+  has no resume event for Python). Control registers are read again for every command (a
+  ``register write`` fires nothing either; LLDB's own register cache makes that cheap). A
+  memory write made through LLDB at the same stop is seen from the next stop on.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ NEEDS_TARGET = (
 _RESPONSE = re.compile(r"^response: (.*)$", re.M)
 #: What ``process plugin packet monitor`` prints after the monitor's own output.
 _MONITOR_TAIL = re.compile(r"  packet: qRcmd,[0-9a-fA-F]*\nresponse: (.*)\n(?:.*\n)*?\Z")
+#: Parts of LLDB's read errors that mean the stub is gone. LLDB 14 does not notice a closed
+#: connection by itself: the process stays "stopped" and every packet fails or answers nothing.
+_LOST = ("failed to send packet", "connection", "not connected", "broken pipe")
 #: Process states in which there is no connection any more.
 _GONE = (
     lldb.eStateInvalid,
@@ -84,12 +88,14 @@ class LldbProcessLink:
         self._process = process
         #: The user's memory-cache setting while the link bypasses the cache (else None).
         self._saved_cache: str | None = None
+        #: A read failed as only a lost connection makes it fail.
+        self._lost = False
 
     # --- errors ---
 
     def connected(self) -> bool:
         process = self._process
-        return bool(process.IsValid()) and process.GetState() not in _GONE
+        return not self._lost and bool(process.IsValid()) and process.GetState() not in _GONE
 
     def _running(self) -> bool:
         return bool(self._process.GetState() == lldb.eStateRunning)
@@ -125,6 +131,8 @@ class LldbProcessLink:
         data = self._process.ReadMemory(addr, size, error)
         if error.Fail() or data is None:
             message = _one_line(error.GetCString(), f"cannot read 0x{addr:x}")
+            if any(marker in message.lower() for marker in _LOST):
+                self._lost = True
             if not self.connected() or self._running():
                 raise self._error(message, "read")
             raise TargetMemoryError(addr, size, message)
@@ -282,6 +290,8 @@ def state_for(
     elif conn.stop_id != stop_id:
         conn.state.invalidate()
         conn.stop_id = stop_id
+    else:
+        conn.state.forget_cpus()  # `register write cr3 ...` at the same stop
     return conn.state, conn.link
 
 

@@ -1,0 +1,408 @@
+"""The LLDB backend in the real ``lldb`` against QEMU booting Debian's kernel (4-level, LA57,
+KASLR + PTI; the session guests of ``tests/conftest.py``).
+
+- ``pt-walk --format qemu-tlb`` equals ``monitor info tlb`` line for line, ``pt-translate``
+  agrees with ``gva2gpa``;
+- LLDB's output equals GDB's for the same frozen state, command by command (GDB leaves with
+  ``disconnect``, which keeps the VM stopped; LLDB's detach resumes it);
+- PhyMemMode is back after every command, LLDB's memory cache never serves bytes of the other
+  mode, the table cache lasts one stop, ``pt-connect`` connects to a running VM, and a QEMU
+  killed mid-command is one clean error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lldbrun
+import pytest
+from test_gdb_frontend import cli_output, gdb, marked, sections
+
+if TYPE_CHECKING:
+    from qemu_guest import QemuGuest
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(not lldbrun.available(), reason="no lldb"),
+]
+
+OFFSET = 0x123
+TLB_LINE = re.compile(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", re.M)
+#: The lines of ``pt-info`` that name the debugger (the rest is the same in GDB and LLDB).
+NAMING_LINES = re.compile(r"^(backend|connection|vCPUs): .*$", re.M)
+
+
+def tlb_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line]
+
+
+def probes_of(tlb: list[str]) -> list[int]:
+    """Kernel and user addresses that ``info tlb`` maps (plus an offset), and one below any
+    mapping Linux makes."""
+    vas = [int(line[:16], 16) for line in tlb]
+    kernel = [v for v in vas if v >> 63]
+    user = [v for v in vas if not v >> 63]
+    assert kernel and user
+    picked = (*kernel[:: len(kernel) // 30 + 1], *user[:: len(user) // 15 + 1])
+    return [v + OFFSET for v in picked] + [0x1000 + OFFSET]
+
+
+def boot_params_at(kernel_dump: Callable[[str], Path], name: str) -> int:
+    """Where ``boot_params`` is in the committed dump of the same configuration (``nokaslr``:
+    the same physical address in a fresh guest)."""
+    text = cli_output("heap", str(kernel_dump(name)), "--memmap", "e820")
+    m = re.search(r"boot_params at (0x[0-9a-f]+)", text)
+    assert m, text
+    return int(m.group(1), 16)
+
+
+# --- QEMU as the oracle ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["4level", "la57", "kaslr-pti"])
+def test_live_walk_and_translate_equal_qemu(
+    qemu_guest: Callable[[str], QemuGuest], name: str
+) -> None:
+    """On a stopped guest: ``pt-walk --format qemu-tlb`` is ``info tlb`` line for line (under PTI
+    also the user half, against ``info tlb`` with CR3 set to it in LLDB); ``pt-translate``
+    agrees with ``gva2gpa`` on kernel and user addresses."""
+    guest = qemu_guest(name)
+    guest.stop()
+    tlb = guest.info_tlb()
+    cr3 = guest.cr3()
+    probes = probes_of(tlb)
+    expected = {p: guest.gva2gpa(p) for p in probes}
+    commands = [
+        "pt-info",
+        "pt-walk --format qemu-tlb",
+        "pt-translate " + " ".join(f"0x{p:x}" for p in probes),
+    ]
+    if name == "kaslr-pti":
+        commands += [
+            "pt-walk --user-pgd --format qemu-tlb",
+            f"register write cr3 0x{cr3 | 0x1000:x}",
+            "process plugin packet monitor info tlb",
+            "pt-walk --format qemu-tlb",  # the CPU state is read again after a register write
+            f"register write cr3 0x{cr3:x}",
+            "register read cr3",
+        ]
+    run = lldbrun.run(commands, port=guest.gdb_port)
+    assert all(r.ok for r in run.results), [r.err for r in run.results]
+    info, walk, translate = run.outputs()[:3]
+    assert f"cr3:       0x{cr3:x}" in info
+    assert "backend:     lldb (gdb-remote 127.0.0.1:" in info
+    assert "LLDB threads 1; CPU N is thread N+1" in info
+    assert tlb_lines(walk) == tlb
+    print(f"{name}: pt-walk --format qemu-tlb, {len(tlb)} lines: {run.results[1].seconds:.3f} s")
+    mapped = dict(re.findall(r"^0x([0-9a-f]{16}) -> 0x([0-9a-f]+) ", translate, re.M))
+    for probe, paddr in expected.items():
+        if paddr is None:
+            assert f"0x{probe:016x}: 0x{probe:x} is not mapped" in translate
+        else:
+            assert int(mapped[f"{probe:016x}"], 16) == paddr, hex(probe)
+    if name == "kaslr-pti":
+        user_walk, _, monitor, walk_after_write, _, reg = run.outputs()[3:]
+        user_tlb = TLB_LINE.findall(monitor.replace("\r", ""))
+        assert tlb_lines(user_walk) == user_tlb != tlb
+        assert tlb_lines(walk_after_write) == user_tlb
+        assert reg.strip() == f"cr3 = 0x{cr3:016x}"  # put back
+    assert run.report["detached"]
+
+
+# --- GDB as the reference: the same frozen state, command by command ------------------------
+
+
+@pytest.mark.parametrize("name", ["4level", "la57"])
+def test_lldb_equals_gdb_on_a_frozen_guest(
+    qemu_guest: Callable[[str], QemuGuest], kernel_dump: Callable[[str], Path], name: str
+) -> None:
+    guest = qemu_guest(name)
+    guest.stop()
+    tlb = guest.info_tlb()
+    probes = " ".join(f"0x{p:x}" for p in probes_of(tlb)[::4])
+    at = boot_params_at(kernel_dump, name)
+    commands = [
+        "pt-info",
+        "pt-walk",
+        "pt-walk --format json",
+        "pt-walk --format qemu-tlb",
+        "pt-walk --format ptdump",
+        "pt-walk --no-merge --range 0xffffffff80000000+0x40000000",
+        "pt-walk --filter wx",
+        f"pt-translate {probes}",
+        "pt-translate --json 0xffffffff81000000 0x1",
+        f"pt-heap --memmap e820 --at 0x{at:x}",
+        "pt-audit",
+        "pt-walk --has 0x1000",
+    ]
+    failing = ["pt-walk --cr3 0x7ffff000000", "pt-walk --cpu 1", "pt-heap --memmap bootinfo"]
+    in_gdb = gdb(
+        "set pagination off",
+        f"target remote 127.0.0.1:{guest.gdb_port}",
+        *marked(*commands, *failing),
+        "disconnect",  # leaves the VM stopped: LLDB sees the same state
+        timeout=300,
+    )
+    gdb_out = sections(in_gdb.stdout)
+    gdb_errors = [
+        line for line in in_gdb.stderr.splitlines() if not re.match(r"warning:|determin", line)
+    ]
+    assert guest.hmp("info status").strip() == "VM status: paused"
+    in_lldb = lldbrun.run([*commands, *failing], port=guest.gdb_port)
+    results = in_lldb.results
+    assert [r.ok for r in results] == [True] * len(commands) + [False] * len(failing)
+    for command, got, expected in zip(commands, results, gdb_out, strict=False):
+        if command == "pt-info":
+            assert NAMING_LINES.sub("", got.out) == NAMING_LINES.sub("", expected)
+            assert "backend:     gdb (remote 127.0.0.1:" in expected
+            assert "backend:     lldb (gdb-remote 127.0.0.1:" in got.out
+        else:
+            assert got.out == expected, command
+    assert len(results[3].out.splitlines()) == len(tlb)
+    assert [r.err.removeprefix("error: ").rstrip("\n") for r in results[len(commands) :]] == (
+        gdb_errors
+    )
+    assert "Traceback" not in in_lldb.proc.stdout + in_lldb.proc.stderr
+
+
+# --- the backend's promises ------------------------------------------------------------------
+
+QUERY = "process plugin packet send qqemu.PhyMemMode"
+
+
+def mode_of(output: str) -> str:
+    m = re.search(r"^response: (\d)$", output, re.M)
+    assert m, output
+    return m.group(1)
+
+
+@pytest.mark.parametrize("before", [0, 1])
+def test_phymem_mode_is_back_after_every_command_failing_ones_included(
+    qemu_guest: Callable[[str], QemuGuest], before: int
+) -> None:
+    guest = qemu_guest("4level")
+    guest.stop()
+    cr3 = guest.cr3()
+    commands = [
+        f"process plugin packet send Qqemu.PhyMemMode:{before}",
+        "pt-walk --range 0xffffffff81000000-0xffffffff81200000",  # succeeds
+        QUERY,
+        "pt-translate 0x1000",  # not mapped: a result
+        QUERY,
+        "pt-walk --cr3 0x7ffff000000",  # a root outside RAM: an error
+        QUERY,
+        "pt-heap --memmap bootinfo --at 0x7fff000",  # no BootInfo there: an error
+        QUERY,
+        f"pt-walk --cr3 0x{cr3:x} --filter u,w,x --range 0x0-0x1000",  # nothing: status 1
+        QUERY,
+        "settings show target.process.disable-memory-cache",
+        "process plugin packet send Qqemu.PhyMemMode:0",
+    ]
+    run = lldbrun.run(commands, port=guest.gdb_port)
+    out = run.outputs()
+    assert [mode_of(out[i]) for i in (2, 4, 6, 8, 10)] == [str(before)] * 5
+    assert "is not mapped" in out[3]
+    assert [r.ok for r in run.results].count(False) == 2  # the two failing commands
+    # LLDB's memory cache is on again, as the user had it.
+    assert out[11] == "target.process.disable-memory-cache (boolean) = false\n"
+    assert "Traceback" not in run.proc.stdout + run.proc.stderr
+
+
+def words_at(guest: QemuGuest, command: str, addr: int) -> list[str]:
+    """The first four quadwords at ``addr`` by the monitor's ``x`` (virtual) or ``xp``."""
+    return re.findall(r"0x[0-9a-f]{16}", guest.hmp(f"{command} /4gx 0x{addr:x}"))
+
+
+def test_lldb_never_serves_bytes_cached_in_the_other_mode(
+    qemu_guest: Callable[[str], QemuGuest],
+) -> None:
+    """LLDB caches what it reads and keeps it across a PhyMemMode switch (the control below).
+    The backend bypasses that cache after its switch: a page LLDB cached virtually is read
+    physically by ``pt-walk --cr3`` (the same output as GDB's), and LLDB's next virtual read
+    gets virtual bytes again."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    # A user page of the stopped process (busybox is linked at 0x400000), inside RAM physically
+    # too, whose virtual and physical bytes differ.
+    page = next(
+        va
+        for va in (int(line[:16], 16) for line in guest.info_tlb())
+        if 0x100000 <= va < 0x7000000
+        and words_at(guest, "x", va) != words_at(guest, "xp", va)
+    )
+    virtual_words = words_at(guest, "x", page)
+    physical_words = words_at(guest, "xp", page)
+    walk = f"pt-walk --cr3 0x{page:x} --format json"
+    in_gdb = gdb(
+        "set pagination off",
+        f"target remote 127.0.0.1:{guest.gdb_port}",
+        *marked(walk),
+        "disconnect",
+        timeout=300,
+    )
+    read = f"memory read -s8 -fx -c4 0x{page:x}"
+    commands = [
+        read,  # LLDB caches the virtual bytes
+        "process plugin packet send Qqemu.PhyMemMode:1",
+        read,  # the control: the cached virtual bytes, not the physical ones
+        "process plugin packet send Qqemu.PhyMemMode:0",
+        walk,  # reads the same page physically
+        read,  # virtual again
+        "settings show target.process.disable-memory-cache",
+    ]
+    run = lldbrun.run(commands, port=guest.gdb_port)
+    assert all(r.ok for r in run.results), [r.err for r in run.results]
+    out = run.outputs()
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"0x[0-9a-f]{16}", text)
+
+    assert words(out[0]) == virtual_words != physical_words
+    assert words(out[2]) == virtual_words  # stale: why the backend bypasses the cache
+    assert out[4] == sections(in_gdb.stdout)[0]
+    assert words(out[5]) == virtual_words
+    assert out[6].endswith("= false\n")
+
+
+def test_the_table_cache_lasts_one_stop(qemu_guest: Callable[[str], QemuGuest]) -> None:
+    """A PTE changed behind LLDB's back (raw ``M`` packet) shows only after a new stop (a
+    single step); the walk then equals a fresh ``info tlb``."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    tlb = guest.info_tlb()
+    # An empty slot in the page table of a mapped user 4 KiB page of the current CR3.
+    user = next(
+        int(line[:16], 16) for line in tlb if int(line[:16], 16) < 1 << 47 and "P" not in line[34:]
+    )
+    table, paddr = page_table_of(guest, user)
+    listing = guest.hmp(f"xp /512gx 0x{table:x}")
+    words = [int(w, 16) for w in re.findall(r"0x([0-9a-f]{16})", listing)]
+    index = words.index(0)
+    vaddr = (user & ~0x1FFFFF) + index * 4096
+    pte = (paddr & ~0xFFF) | (1 << 63) | 0x5  # present, user, NX
+    new_line = f"{vaddr:016x}: {paddr & ~0xFFF:016x} X------U-"
+
+    def poke(value: int) -> list[str]:
+        return [
+            "process plugin packet send Qqemu.PhyMemMode:1",
+            f"process plugin packet send M{table + 8 * index:x},8:"
+            + value.to_bytes(8, "little").hex(),
+            "process plugin packet send Qqemu.PhyMemMode:0",
+        ]
+
+    commands = [
+        "pt-walk --format qemu-tlb",
+        *poke(pte),
+        "pt-walk --format qemu-tlb",  # the same stop: from the cache
+        "thread step-inst",  # a new stop
+        "pt-walk --format qemu-tlb",
+        "process plugin packet monitor info tlb",
+        *poke(0),
+    ]
+    run = lldbrun.run(commands, port=guest.gdb_port)
+    assert all(r.ok for r in run.results), [r.err for r in run.results]
+    out = run.outputs()
+    first, cached, after, fresh = out[0], out[4], out[6], out[7]
+    assert tlb_lines(first) == tlb and new_line not in first
+    assert cached == first
+    assert new_line in tlb_lines(after)
+    assert tlb_lines(after) == TLB_LINE.findall(fresh.replace("\r", ""))
+
+
+ENTRY_ADDR = 0x000F_FFFF_FFFF_F000
+
+
+def page_table_of(guest: QemuGuest, vaddr: int) -> tuple[int, int]:
+    """The page table (last level) that maps the 4 KiB page at ``vaddr`` in the current CR3
+    (4-level paging), and the page's physical address: a walk with the monitor's ``xp``."""
+    table = guest.cr3() & ENTRY_ADDR
+    for shift in (39, 30, 21):
+        index = (vaddr >> shift) & 0x1FF
+        entry = int(guest.hmp(f"xp /1gx 0x{table + 8 * index:x}").split()[-1], 16)
+        assert entry & 1 and not entry & 0x80, hex(entry)  # present, not a large page
+        table = entry & ENTRY_ADDR
+    pte = int(guest.hmp(f"xp /1gx 0x{table + 8 * ((vaddr >> 12) & 0x1FF):x}").split()[-1], 16)
+    return table, pte & ENTRY_ADDR
+
+
+def test_pt_connect_connects_to_a_running_vm(qemu_guest: Callable[[str], QemuGuest]) -> None:
+    """LLDB 14's ``gdb-remote`` fails on a running QEMU (the VM's stop reply comes first);
+    ``pt-connect`` retries and connects every time."""
+    guest = qemu_guest("4level")
+    guest.cont()
+    time.sleep(0.2)
+    plain = subprocess.run(
+        lldbrun.argv(f"gdb-remote 127.0.0.1:{guest.gdb_port}", "process detach"),
+        capture_output=True,
+        text=True,
+        cwd=lldbrun.ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert "handshake" in plain.stderr  # the control: the pitfall is real
+    for _ in range(5):
+        guest.cont()
+        time.sleep(0.2)
+        assert guest.hmp("info status").strip() == "VM status: running"
+        run = lldbrun.run(["pt-info"], port=guest.gdb_port)
+        assert run.results[0].ok and "paging:    4-level" in run.outputs()[0]
+        assert run.report["detached"]
+
+
+def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Path) -> None:
+    """Two vCPUs are LLDB threads 1 and 2 (``--cpu 1`` is thread 2's CR3). QEMU killed while
+    ``pt-heap --memmap e820`` scans RAM: one line, and LLDB answers the next commands."""
+    from qemu_guest import GuestConfig, QemuGuest
+
+    from conftest import require_qemu
+
+    require_qemu()
+    with QemuGuest(GuestConfig(cpu="qemu64", smp=2)) as guest:
+        guest.stop()
+        regs = [
+            int(m, 16)
+            for m in re.findall(r"CR3=([0-9a-f]{16})", guest.hmp("info registers -a"))
+        ]
+        commands = [
+            "pt-info",
+            "pt-translate --cpu 1 0xffffffff81000000",
+            "pt-heap --memmap e820",
+            "pt-walk",
+            "script print('alive')",
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            command, out = lldbrun.driver_argv(commands, Path(tmp), port=guest.gdb_port)
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=lldbrun.ROOT
+            )
+            assert proc.stderr is not None
+            os.set_blocking(proc.stderr.fileno(), False)
+            seen = b""
+            deadline = time.monotonic() + 120
+            while b"pt-heap: " not in seen and time.monotonic() < deadline:
+                seen += proc.stderr.read() or b""
+                time.sleep(0.05)
+            os.kill(guest.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate(timeout=120)
+            done = subprocess.CompletedProcess(command, proc.returncode, stdout.decode(), "")
+            run = lldbrun.collect(out, done)
+    info, translate, heap, walk, alive = run.results
+    assert "vCPUs:       2 (LLDB threads 1-2; CPU N is thread N+1)" in info.out
+    assert len(regs) == 2
+    cpu1 = info.out.split("cpu 1:\n", 1)[1]
+    assert cpu1.startswith("  paging:") and f"cr3:       0x{regs[1]:x}\n" in cpu1
+    assert translate.ok and "0xffffffff81000000 -> 0x1000000 " in translate.out
+    print(heap.err, walk.err)
+    assert not heap.ok and heap.err.count("\n") == 1, heap.err
+    assert "lost the connection" in heap.err or "needs a live target" in heap.err, heap.err
+    assert not walk.ok and walk.err.count("\n") == 1, walk.err
+    assert alive.ok
+    assert "Traceback" not in stdout.decode() + (seen + stderr).decode()
