@@ -31,3 +31,25 @@ def guest_module() -> Any:
     import qemu_guest
 
     return qemu_guest
+
+
+class RecordingMapper:
+    """A read-only mapper that records the pages read through it and offers no ``prefetch``,
+    so that the engine asks page by page for exactly the tables it walks (the benchmarks' floor:
+    those pages, read once each)."""
+
+    read_only = True
+    PAGE = 4096
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.pages: dict[int, None] = {}
+
+    def read(self, paddr: int, size: int) -> bytes:
+        for page in range(paddr & ~(self.PAGE - 1), paddr + max(size, 1), self.PAGE):
+            self.pages.setdefault(page, None)
+        data: bytes = self._inner.read(paddr, size)
+        return data
+
+    def write(self, paddr: int, data: bytes) -> None:
+        self._inner.write(paddr, data)
