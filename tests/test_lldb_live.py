@@ -406,3 +406,25 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
     assert not walk.ok and walk.err.count("\n") == 1, walk.err
     assert alive.ok
     assert "Traceback" not in stdout.decode() + (seen + stderr).decode()
+
+
+def test_pt_backend_lldb_and_a_detached_target(qemu_guest: Callable[[str], QemuGuest]) -> None:
+    """``pt-backend lldb`` selects this debugger's connection; once LLDB detached, every command
+    is one line saying what to do, and LLDB goes on."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    needs = (
+        "error: the lldb backend needs a live target: connect LLDB first (pt-connect HOST:PORT, "
+        "or gdb-remote HOST:PORT)\n"
+    )
+    run = lldbrun.run(
+        ["pt-backend lldb", "pt-backend", "process detach", "pt-walk", "pt-translate 0x1000"],
+        port=guest.gdb_port,
+    )
+    selected, listing, detach, walk, translate = run.results
+    assert selected.out == f"backend lldb: gdb-remote 127.0.0.1:{guest.gdb_port}\n"
+    assert "* lldb " in listing.out
+    assert re.search(r"^selected: lldb --debugger \d+$", listing.out, re.M), listing.out
+    assert detach.ok
+    assert (walk.ok, walk.err, translate.ok, translate.err) == (False, needs, False, needs)
+    assert "Traceback" not in run.proc.stdout + run.proc.stderr
