@@ -29,6 +29,18 @@ def available() -> bool:
     return shutil.which("lldb") is not None
 
 
+def lldb_python_dir() -> str:
+    """The directory holding LLDB's Python package, beside the lldb binary (what
+    ``scripts/lldb`` puts on ``PYTHONPATH``)."""
+    found = shutil.which("lldb")
+    assert found is not None
+    prefix = Path(os.path.realpath(found)).parent.parent
+    for candidate in sorted(prefix.glob("lib/python3*/*-packages")):
+        if (candidate / "lldb" / "embedded_interpreter.py").is_file():
+            return str(candidate)
+    raise AssertionError(f"no lldb Python package under {prefix}")
+
+
 @dataclass(frozen=True)
 class Result:
     """One command's outcome in LLDB."""

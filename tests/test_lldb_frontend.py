@@ -75,6 +75,24 @@ def test_the_one_line_start_works_from_a_fresh_shell() -> None:
     assert "embedded_interpreter" in bare.stderr
 
 
+def test_the_one_line_start_works_with_another_python_first_on_path(tmp_path: Path) -> None:
+    """LLDB's embedded Python takes its prefix from the first ``python3`` on PATH; an activated
+    virtual environment there (without ``six``, which LLDB's module imports) breaks plain
+    ``lldb`` even with the right PYTHONPATH. ``scripts/lldb`` puts the system's first."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(tmp_path / "v")],
+                   check=True)
+    path = f"{tmp_path / 'v' / 'bin'}:{os.environ['PATH']}"
+    proc = lldb("pt-backend", env=lldbrun.clean_env(PATH=path))
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("  core ")
+    plain = lldb(
+        "script print('python works')",
+        env=lldbrun.clean_env(PATH=path, PYTHONPATH=lldbrun.lldb_python_dir()),
+        wrapper=False,
+    )
+    assert "python works" not in plain.stdout  # the control
+
+
 def test_importing_twice_registers_once() -> None:
     ident = (
         "script from gdbext_lldb import lldb_commands as c; "
