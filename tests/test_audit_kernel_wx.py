@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gdbstub import GdbStub
@@ -80,8 +81,7 @@ CASES: dict[str, GuestConfig] = {
     "la57": GuestConfig(cpu="max", quiet=False),
     "pti": GuestConfig(cpu="qemu64", pti=True, quiet=False),
     "nx-off": GuestConfig(cpu="qemu64,-nx", quiet=False),
-    #: Evidence of ptdump's semantics (not a verdict the audit must equal; see
-    #: :func:`test_ptdump_counts_not_present_leaves`).
+    #: ptdump counts not-present leaf entries (see :func:`test_ptdump_counts_not_present_leaves`).
     "pti-nx-off": GuestConfig(cpu="qemu64,-nx", pti=True, quiet=False),
 }
 
@@ -278,6 +278,14 @@ def audit_lines(dump: Path, *extra: str) -> tuple[list[str], list[str]]:
     return text_lines, list(json.loads(js.getvalue())["summary"]["wx"])
 
 
+def audit_json(dump: Path) -> dict[str, Any]:
+    """``gdbext audit DUMP --rules wx --json``, parsed."""
+    out = io.StringIO()
+    assert cli.run(["audit", str(dump), "--rules", "wx", "--json"], Host.create(), out) == 0
+    doc: dict[str, Any] = json.loads(out.getvalue())
+    return doc
+
+
 def raw_count(dump: Path, *, user: bool, present_only: bool) -> int:
     target = open_dump(str(dump))
     try:
@@ -350,13 +358,13 @@ def test_raw_count_equals_kernel(frozen: dict[str, Frozen], name: str) -> None:
 
 @pytest.mark.qemu
 def test_ptdump_counts_not_present_leaves(frozen: dict[str, Frozen]) -> None:
-    """Linux 6.1's check counts not-present leaf entries by their flags.
+    """Linux 6.1's check counts not-present leaf entries by their flags, and so does the audit.
 
     Under PTI, ``free_kernel_image_pages`` unmaps the freed gaps of the kernel image with
     ``set_memory_np_noalias``: PRESENT cleared, RW kept. Without NX nothing marks them NX, so
     ptdump (which never tests PRESENT in ``note_page``) counts them as W+X, and, NX missing, it
-    skips the user PGD's check. The present leaves alone give fewer pages: the audit's count,
-    in one line as the kernel's.
+    skips the user PGD's check. The present leaves alone give fewer pages; the audit's verdict
+    is the kernel's, and its low findings list the not-present pages.
     """
     case = frozen["pti-nx-off"]
     (kernel,) = counts(case.lines)
@@ -365,17 +373,22 @@ def test_ptdump_counts_not_present_leaves(frozen: dict[str, Frozen]) -> None:
     assert raw_count(dump, user=False, present_only=False) == kernel
     present = raw_count(dump, user=False, present_only=True)
     assert 0 < present < kernel
-    line = f"x86/mm: Checked W+X mappings: FAILED, {present} W+X pages found."
-    # The audit counts present leaves. QEMU's ELF note has no EFER: on the dump the audit
-    # assumes NX and checks the user PGD too; live, GDB reads EFER, and like the kernel the
-    # audit skips the user PGD without NX.
     text, js = audit_lines(dump)
-    assert text[:1] == js[:1] == [line]
+    assert text[:1] == js[:1] == case.lines
+    doc = audit_json(dump)
+    assert doc["summary"]["wx_pages"][0] == {
+        "present": present,
+        "not_present": kernel - present,
+        "not_noted": 0,
+    }
+    absent = [f for f in doc["findings"] if f["severity"] == "low" and f["root"] == "kernel"]
+    assert sum(f["pages"] for f in absent) == kernel - present
+    assert all("not present" in f["message"] for f in absent)
     if GDB is not None:
         assert case.live is not None
         live_text, live_js = case.live
-        assert [x for x in live_text.splitlines() if x.startswith("x86/mm: ")] == [line]
-        assert json.loads(live_js)["summary"]["wx"] == [line]
+        assert [x for x in live_text.splitlines() if x.startswith("x86/mm: ")] == case.lines
+        assert json.loads(live_js)["summary"]["wx"] == case.lines
 
 
 @pytest.mark.qemu

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_audit_pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
@@ -19,7 +20,7 @@ from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import Severity
-from gdbext.audit.rules.wx import verdict_line, wx_pages
+from gdbext.audit.rules.wx import verdict_line
 from gdbext.commands import RootOptions
 from gdbext.cpu import (
     CR0_PG,
@@ -32,7 +33,15 @@ from gdbext.cpu import (
     EFER_NXE,
     CpuState,
 )
-from gdbext.flags import GLOBAL, NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
+from gdbext.flags import (
+    ACCESSED_DIRTY,
+    GLOBAL,
+    HUGE_PAGE,
+    NO_EXECUTE,
+    PRESENT,
+    USER_ACCESSIBLE,
+    WRITABLE,
+)
 from gdbext.geometry import entry_span
 from gdbext.host import Host
 from gdbext.mapper import read_u64, write_u64
@@ -60,6 +69,58 @@ def brute_wx(pt: X86PageTable, skip: AddrRange | None = HOLE_4) -> int:
         for m in pt.iter_mappings()
         if m.writable and m.executable and (skip is None or m.vaddr not in skip)
     )
+
+
+#: (virtual address, bytes, W+X, mapped by the MMU, a leaf) of one of ptdump's notes.
+Note = tuple[int, int, bool, bool, bool]
+
+
+def ptdump_notes(pt: X86PageTable, indices: Sequence[int]) -> list[Note]:
+    """Linux 6.1's W+X check replayed: the notes ``note_page`` gets, in walk order, as
+    ``mm/pagewalk.c`` meets the entries with ptdump's callbacks, every path expanded (no
+    memo), for the top-level entries ``indices``. Holes are noted (never W+X); every PTE of a
+    descended table is noted; a PMD with PSE, and a PUD with PRESENT and PSE, are leaves; the
+    walker descends into top-level entries that are not none, present PUDs and PMDs with
+    PRESENT or GLOBAL (PROTNONE); anything else is not noted."""
+    mapper, levels = pt.mapper, pt.levels
+    notes: list[Note] = []
+
+    def walk(table: int, level: int, base: int, rw: bool, nx: bool, mapped: bool) -> None:
+        span = entry_span(level)
+        for i in range(512):
+            if level == levels and i not in indices:
+                continue
+            e = read_u64(mapper, table + 8 * i)
+            va = pt.geometry.canonicalize(i * span) if level == levels else base + i * span
+            e_rw, e_nx = rw and bool(e & WRITABLE), nx or bool(e & NO_EXECUTE)
+            e_mapped = mapped and bool(e & PRESENT)
+            if level == 1:
+                notes.append((va, span, e_rw and not e_nx, e_mapped, True))
+            elif not (e if level == levels == 5 else e & ~ACCESSED_DIRTY):
+                notes.append((va, span, False, False, False))
+            elif (level == 3 and e & PRESENT and e & HUGE_PAGE) or (level == 2 and e & HUGE_PAGE):
+                notes.append((va, span, e_rw and not e_nx, e_mapped, True))
+            elif level >= 4 or e & (PRESENT | (GLOBAL if level == 2 else 0)):
+                walk(e & 0x000F_FFFF_FFFF_F000, level - 1, va, e_rw, e_nx, e_mapped)
+
+    walk(pt.root, levels, 0, True, False, True)
+    return notes
+
+
+def ptdump_count(pt: X86PageTable) -> int:
+    """The number the kernel prints: each note's W+X-ness times the bytes up to the next note
+    (the next series' start; what is not noted joins the series before it), over the two
+    walked ranges (the non-canonical gap and the guard hole join the lower half's last series),
+    the last one up to 2^64."""
+    notes = ptdump_notes(pt, [*range(256), *range(272, 512)])
+    ends = [n[0] for n in notes[1:]] + [1 << 64]
+    return sum(end - va for (va, _, wx, _, _), end in zip(notes, ends, strict=True) if wx) // 4096
+
+
+def not_present_wx(pt: X86PageTable) -> int:
+    """4 KiB pages of W+X leaf notes the MMU does not map, over the whole address space."""
+    return sum(size for _, size, wx, mapped, leaf in ptdump_notes(pt, range(512))
+               if wx and leaf and not mapped) // 4096  # fmt: skip
 
 
 def flags(*names: str) -> list[str]:
@@ -180,6 +241,128 @@ def test_wx_without_nxe_every_writable_page_is_wx() -> None:
     assert [f.pages for f in result.findings] == [1024]
 
 
+# Not-present entries: Linux 6.1's check counts leaf entries by their flags, present or not.
+
+TEXT_VA = 0xFFFF_FFFF_8100_0000
+
+
+def text_with(entries: list[dict[str, object]]) -> Target:
+    """Kernel text (8 read-only, executable pages), data after it in the same page table
+    (writable, no-execute: the path to the table allows writes, as Linux's table entries do),
+    and raw ``entries`` written over them."""
+    maps = [m(TEXT_VA, 0x100_0000, 8), m(TEXT_VA + 0x10000, 0x101_0000, 4, W, NX)]
+    return machine(maps, entries=entries)
+
+
+def pte(vaddr: int, value: int, level: int = 1) -> dict[str, object]:
+    return {"vaddr": hex(vaddr), "level": level, "value": hex(value)}
+
+
+def wx_summary(result: AuditResult) -> tuple[list[str], list[object]]:
+    return result.summary["wx"], result.summary["wx_pages"]  # type: ignore[return-value]
+
+
+def test_wx_not_present_writable_entry_without_nx_counts() -> None:
+    # PRESENT cleared, RW kept (set_memory_np on a freed page): the MMU maps nothing there,
+    # the kernel's check counts the page.
+    target = text_with([pte(TEXT_VA + 0x4000, 0x100_4000 | WRITABLE)])
+    result = audit(target, "wx")
+    assert wx_summary(result) == (
+        [verdict_line(1)],
+        [{"present": 0, "not_present": 1, "not_noted": 0}],
+    )
+    (f,) = result.findings
+    assert (f.severity, f.vaddr, f.end, f.paddr, f.paddr_end, f.pages) == (
+        Severity.LOW, TEXT_VA + 0x4000, TEXT_VA + 0x5000, 0x100_4000, 0x100_5000, 1
+    )  # fmt: skip
+    assert "not present" in f.message and f.writable and f.executable and not f.user
+    assert f.evidence[3] == f"PT[4] @0x{_pt_of(target, TEXT_VA):x} = 0x{0x100_4000 | WRITABLE:x}"
+    assert "not present" in f.evidence[4] and "never tests PRESENT" in f.evidence[4]
+
+
+def _pt_of(target: Target, vaddr: int) -> int:
+    pt = X86PageTable.from_cpu(target.mapper, target.cpus[0])
+    return pt.translate(vaddr).steps[-1].table
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,  # a zero entry: a hole
+        int(ACCESSED_DIRTY),  # no RW
+        0x100_4000 | WRITABLE | NO_EXECUTE,  # NX on the entry
+        0x100_4000,  # read-only
+    ],
+)
+def test_wx_not_present_entries_that_do_not_count(value: int) -> None:
+    result = audit(text_with([pte(TEXT_VA + 0x4000, value)]), "wx")
+    assert wx_summary(result)[0] == [PASSED] and result.findings == []
+
+
+def test_wx_not_present_entry_below_an_nx_path_does_not_count() -> None:
+    target = text_with([pte(TEXT_VA + 0x4000, 0x100_4000 | WRITABLE)])
+    assert audit(target, "wx").summary["wx"] == [verdict_line(1)]
+    pt = X86PageTable.from_cpu(target.mapper, target.cpus[0])
+    slot = pd_entry_slot(pt, TEXT_VA)
+    write_u64(target.mapper, slot, read_u64(target.mapper, slot) | NO_EXECUTE)
+    result = audit(target, "wx")
+    assert result.summary["wx"] == [PASSED] and result.findings == []
+
+
+def test_wx_not_present_large_pages() -> None:
+    """A PMD entry with PSE counts whether present or not (pmd_leaf tests PSE only); a PUD
+    entry needs PRESENT and PSE to be a leaf (pud_leaf), else it is not noted at all."""
+    vm = 0xFFFF_C900_0000_0000
+    base = [m(vm, 0x200_0000, 1, W, NX, size="2M")]  # the PD and PDPT exist, writable
+    pmd = pte(vm + SIZE_2M, 0x220_0000 | HUGE_PAGE | WRITABLE, level=2)
+    result = audit(machine(base, entries=[pmd]), "wx")
+    assert wx_summary(result) == (
+        [verdict_line(512)],
+        [{"present": 0, "not_present": 512, "not_noted": 0}],
+    )
+    assert [(f.severity, f.vaddr, f.pages) for f in result.findings] == [
+        (Severity.LOW, vm + SIZE_2M, 512)
+    ]
+    pud = pte(vm + (1 << 30), 0x4000_0000 | HUGE_PAGE | WRITABLE, level=3)
+    result = audit(machine(base, entries=[pud]), "wx")
+    assert result.summary["wx"] == [PASSED] and result.findings == []
+
+
+def test_wx_entry_not_noted_joins_the_series_before_it() -> None:
+    """A PMD entry that is neither none, a leaf nor present is not noted: its 2 MiB join the
+    series before it, W+X here (a present W+X 2 MiB page)."""
+    vm = 0xFFFF_C900_0000_0000
+    maps = [m(vm, 0x200_0000, 1, W, size="2M")]
+    skipped = pte(vm + SIZE_2M, 0x220_0000 | WRITABLE, level=2)
+    result = audit(machine(maps, entries=[skipped]), "wx")
+    assert wx_summary(result) == (
+        [verdict_line(1024)],
+        [{"present": 512, "not_present": 0, "not_noted": 512}],
+    )
+    # After a series that is not W+X, the same entry adds nothing.
+    maps = [m(vm, 0x200_0000, 1, W, NX, size="2M")]
+    assert audit(machine(maps, entries=[skipped]), "wx").summary["wx"] == [PASSED]
+
+
+def test_wx_pmd_protnone_is_descended_its_ptes_count_as_not_present() -> None:
+    """pmd_present() is PRESENT or PROTNONE (GLOBAL): the walker descends into a not-present
+    PMD entry with GLOBAL, and the PTEs below count; the MMU maps none of them."""
+    vm = 0xFFFF_C900_0000_0000
+    target = machine([m(vm, 0x200_0000, 3, W)])  # 3 W+X pages in one page table
+    pt = X86PageTable.from_cpu(target.mapper, target.cpus[0])
+    slot = pd_entry_slot(pt, vm)
+    entry = read_u64(target.mapper, slot)
+    write_u64(target.mapper, slot, (entry & ~PRESENT) | GLOBAL)
+    result = audit(target, "wx")
+    assert wx_summary(result) == (
+        [verdict_line(3)],
+        [{"present": 0, "not_present": 3, "not_noted": 0}],
+    )
+    assert [(f.severity, f.vaddr, f.pages) for f in result.findings] == [(Severity.LOW, vm, 3)]
+    write_u64(target.mapper, slot, entry & ~PRESENT)  # without GLOBAL: not noted, nothing
+    assert audit(target, "wx").summary["wx"] == [PASSED]
+
+
 def test_wx_passes_on_wx_free_tables() -> None:
     mappings = [
         m(0x40_0000, 0x100_0000, 4, U),
@@ -212,7 +395,12 @@ def test_wx_under_pti_without_nx_checks_the_kernel_pgd_only() -> None:
     mach = build_pti_machine(nxe=False)
     result = audit(mach.target(), "wx")
     pages = brute_wx(X86PageTable(mach.memory, KERNEL_PGD, nxe=False))
-    assert pages > 0 and result.summary["wx"] == [verdict_line(pages)]
+    # The user stack is the last page of the lower half (0x7ffffffff000), W+X without NX: the
+    # kernel's series runs on across the non-canonical gap and the guard hole up to the first
+    # note of its second range (Linux itself never maps that page: TASK_SIZE ends before it).
+    gap = (HOLE_4.end - (1 << 47)) // SIZE_4K
+    assert pages > 0 and result.summary["wx"] == [verdict_line(pages + gap)]
+    assert result.summary["wx_pages"] == [{"present": pages, "not_present": 0, "not_noted": gap}]
     # The findings still cover both halves.
     assert {f.root for f in result.findings} == {"kernel", "user"}
 
@@ -341,6 +529,54 @@ def machines(draw: st.DrawFn) -> tuple[Target, X86PageTable]:
         base = KERNEL_BASE + (16 + 4 * j) * REGION
         for k in range(count):
             pt.link_table(base + k * entry_span(level), level, table, link_flags, alloc)
+    # Raw entries over the tables: not present (counted by their flags), not noted, PROTNONE.
+    slots = []
+    for vaddr, level in tables:
+        steps = {s.level: s for s in pt.translate(vaddr).steps}
+        slots.append((steps[level - 1].table, level - 1, steps[level - 1].index))
+    page_tables = [t for t, lvl, _ in slots if lvl == 1]
+    nx = NO_EXECUTE if nxe else 0
+    for _ in range(draw(st.integers(0, 4)) if slots else 0):
+        table, level, near = draw(st.sampled_from(slots))
+        # Anywhere in the table, or just after the mapping (to follow a W+X series).
+        after = [(near + k) % 512 for k in range(1, 9)]
+        index = draw(st.integers(0, 511) | st.sampled_from([*after, 0, 511]))
+        if level == 1:
+            bits = draw(
+                st.sampled_from(
+                    [
+                        0,
+                        ACCESSED_DIRTY,
+                        WRITABLE,
+                        WRITABLE | nx,
+                        WRITABLE | USER_ACCESSIBLE,
+                        PRESENT | WRITABLE,
+                    ]
+                )
+            )
+            value = bits and bits | (0x100_0000 + index * SIZE_4K)
+        else:
+            bits = draw(
+                st.sampled_from(
+                    [
+                        0,
+                        HUGE_PAGE | WRITABLE,
+                        HUGE_PAGE | WRITABLE | nx,
+                        HUGE_PAGE | PRESENT | WRITABLE,
+                        WRITABLE,
+                        WRITABLE,
+                        GLOBAL | WRITABLE,
+                    ]
+                )
+            )
+            if bits & HUGE_PAGE:
+                value = bits | draw(st.integers(1, 100)) * SIZE_2M
+            elif bits & GLOBAL:
+                target_table = draw(st.sampled_from(page_tables)) if page_tables else root
+                value = bits | target_table
+            else:
+                value = bits and bits | 0x300_0000
+        write_u64(memory, table + 8 * index, value)  # fmt: skip
     efer = EFER_LME | EFER_LMA | (EFER_NXE if nxe else 0)
     cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=root, cr4=CR4_PAE, efer=efer)
     target = Target("sim", "random", memory, [cpu], ram=memory.ram_ranges)
@@ -350,12 +586,23 @@ def machines(draw: st.DrawFn) -> tuple[Target, X86PageTable]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(machines())
 def test_wx_count_equals_brute_force(case: tuple[Target, X86PageTable]) -> None:
+    """The verdict equals the kernel's check replayed note by note; its present part (and
+    the high findings) a brute-force count over every leaf the MMU maps, aliases expanded;
+    the low findings the not-present entries the check counts."""
     target, pt = case
     result = audit(target, "wx")
-    assert result.summary["wx"] == [verdict_line(brute_wx(pt))]
-    assert sum(f.pages for f in result.findings) == brute_wx(pt, skip=None)
+    assert result.summary["wx"] == [verdict_line(ptdump_count(pt))]
+    parts = result.summary["wx_pages"]
+    assert isinstance(parts, list) and parts[0]["present"] == brute_wx(pt)
+    high = [f for f in result.findings if f.severity == Severity.HIGH]
+    low = [f for f in result.findings if f.severity == Severity.LOW]
+    assert len(high) + len(low) == len(result.findings)
+    assert sum(f.pages for f in high) == brute_wx(pt, skip=None)
+    assert sum(f.pages for f in low) == not_present_wx(pt)
+    for f in low:
+        assert f.vaddr is not None and pt.try_translate(f.vaddr) is None
     # Every page of the findings is W+X by the MMU's walk (first and last page of each copy).
-    for f in result.findings:
+    for f in high:
         assert f.vaddr is not None and f.end is not None
         for vaddr in (f.vaddr, f.end - SIZE_4K):
             t = pt.translate(vaddr)
@@ -379,7 +626,8 @@ def test_span_pages_in_equals_the_expanded_copies(
     assert sum(s.pages for s in ctx.main.spans) == sum(
         mp.page_size // SIZE_4K for mp in pt.iter_mappings()
     )
-    assert wx_pages(ctx, ctx.main) == brute_wx(pt)
+    wx = [s for s in ctx.main.spans if s.run.writable and s.run.executable]
+    assert sum(s.pages for s in wx) == brute_wx(pt, skip=None)
 
 
 def test_span_pages_in_of_nested_repetitions() -> None:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from gdbext.addr import AddrRange
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
@@ -69,6 +69,7 @@ __all__ = [
 #: Bits the shared walk ignores when it groups leaves into runs.
 WALK_IGNORE = ACCESSED_DIRTY
 ACCESSED = int(PageTableFlags.ACCESSED)
+_T = TypeVar("_T")
 
 
 # --- spans -----------------------------------------------------------------------------------
@@ -466,6 +467,7 @@ class AuditContext:
         self.target = target
         self.options = options
         self._views: dict[tuple[int, int], AuditView] = {}
+        self._memo: dict[str, object] = {}
         #: Extra summary entries rules add (``"wx"``: the W+X verdict lines).
         self.summary_extra: dict[str, object] = {}
 
@@ -593,6 +595,13 @@ class AuditContext:
         if any(type(r) is AliasRun and r.first_vaddr < half.start for r in kernel):
             return TableWalk(pt, half)  # links to a table first walked in the user half
         return TableWalk(pt, half, kernel)
+
+    def memo(self, key: str, factory: Callable[[], _T]) -> _T:
+        """A value computed once per audit (by ``factory``) and shared by the rules that ask
+        for it by ``key`` (say ``"checkwx"``: the W+X count's table tallies)."""
+        if key not in self._memo:
+            self._memo[key] = factory()
+        return cast(_T, self._memo[key])
 
     # Address space helpers
 

@@ -1,51 +1,44 @@
 """Rule ``wx``: writable and executable mappings, with the kernel's own W+X verdict.
 
-The verdict follows Linux's ``CONFIG_DEBUG_WX`` check (``ptdump_walk_pgd_level_checkwx``,
-arch/x86/mm/dump_pagetables.c): it counts the 4 KiB pages of present leaves whose *effective*
-permissions are writable and not no-execute (NX counts only with EFER.NXE), over the whole
-address space except the guard hole at the start of the kernel half; a table linked under
-several entries is seen (and counted) under each. It prints::
+The verdict is Linux 6.1's ``CONFIG_DEBUG_WX`` check (``ptdump_walk_pgd_level_checkwx``,
+arch/x86/mm/dump_pagetables.c), counted literally by :mod:`gdbext.audit.checkwx`: the 4 KiB
+pages of every leaf entry whose *effective* protection is writable and not no-execute, present
+or not (ptdump's ``note_page`` never tests PRESENT: a not-present PTE, or a PMD with PSE, counts
+by its flags), over the whole address space except the guard hole at the start of the kernel
+half; a table linked under several entries counts under each. It prints::
 
     x86/mm: Checked W+X mappings: passed, no W+X pages found.
     x86/mm: Checked W+X mappings: FAILED, 12 W+X pages found.
 
 and under PTI, after the kernel PGD's line, ``x86/mm: Checking user space page tables`` and
-the user PGD's line (only with NX: without it the kernel skips the user PGD). The kernel
-checks ``init_mm``'s tables: with no root option, on a target that names the kernel's root
-(VMCOREINFO), the verdict counts those (a process's PGD shares their kernel half, so only the
-top-level entries that differ are walked again); else the selected table. The summary's
-``"wx"`` has the lines and ``"wx_roots"`` the roots counted. Findings: one per merged W+X range
-of the selected table (under PTI, of both halves), the guard hole included (its findings say
-that the kernel's check skips it); ``pages`` counts every copy of an aliased table.
+the user PGD's line (only with NX: without it the kernel skips the user PGD; EFER unknown, NX
+is inferred from the tables, see :class:`~gdbext.audit.context.NxeState`). The kernel checks
+``init_mm``'s tables: with no root option, on a target that names the kernel's root
+(VMCOREINFO), the verdict counts those (table tallies are shared with the selected table's
+count); else the selected table. The summary's ``"wx"`` has the lines, ``"wx_roots"`` the
+roots counted and ``"wx_pages"`` each count's parts (present, not present, not noted).
 
-Known difference: Linux 6.1's ptdump also counts *not-present* leaf entries by their flags
-(``note_page`` never tests PRESENT); with NX such entries are NX and do not count, but without
-NX (``-cpu ...,-nx``) a kernel that unmapped freed image pages with PRESENT cleared and RW kept
-counts them. The audit counts present leaves (pages that can be written and executed).
+Findings, for the selected table (under PTI, both halves):
+
+- ``high``: one per merged range of present W+X leaves, the guard hole included (its findings
+  say that the kernel's check skips it); ``pages`` counts every copy of an aliased table;
+- ``low``: one per merged range of *not-present* leaf entries the check counts (writable and
+  executable by their flags; the MMU maps nothing there, so nothing can be written or run
+  there until the entry is made present): they explain a ``FAILED`` verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gdbext.addr import AddrRange
-from gdbext.audit.context import (
-    AuditContext,
-    AuditView,
-    LeafSpan,
-    TableWalk,
-    group_range,
-    merge_spans,
-)
+from gdbext.audit.checkwx import CheckWx, WxCount, step_text
+from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
 from gdbext.audit.model import Finding, Severity
 from gdbext.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.errors import GdbextError
-from gdbext.flags import PRESENT, PageTableFlags
-from gdbext.geometry import index_shift
-from gdbext.mapper import read_table
-from gdbext.paging import X86PageTable
 
-ACCESSED = int(PageTableFlags.ACCESSED)
+#: Most not-present W+X ranges listed per table (the count has them all).
+NOT_PRESENT_LISTED = 256
 
 PREFIX = "x86/mm: "
 CHECKING_USER = "x86/mm: Checking user space page tables"
@@ -68,75 +61,16 @@ def _is_wx(span: LeafSpan) -> bool:
     return span.run.writable and span.run.executable
 
 
-def slot_pages(ctx: AuditContext, view: AuditView) -> dict[int, int]:
-    """W+X 4 KiB pages of ``view`` by top-level index, as the kernel counts them: every copy of
-    an aliased table counted; the guard hole's entries left out."""
-    pt = view.pt
-    shift = index_shift(pt.levels)
-    slot = 1 << shift
-    canon = pt.geometry.canonicalize
-    hole = ctx.guard_hole
-    counts: dict[int, int] = {}
-    for span in view.spans:
-        if not _is_wx(span):
-            continue
-        first = (span.vaddr >> shift) & 0x1FF
-        last = ((span.last_end - 1) >> shift) & 0x1FF
-        if first == last:
-            if not hole.start <= span.vaddr < hole.end:
-                counts[first] = counts.get(first, 0) + span.pages
-            continue
-        for index in range(first, last + 1):
-            lo = canon(index << shift)
-            if not hole.start <= lo < hole.end:
-                pages = span.pages_in(lo, lo + slot)
-                if pages:
-                    counts[index] = counts.get(index, 0) + pages
-    return counts
+def checkwx(ctx: AuditContext) -> CheckWx:
+    """The audit's W+X counter (one per audit: table tallies are shared by every count)."""
+    main = ctx.main.pt
+    return ctx.memo("checkwx", lambda: CheckWx(main.mapper, main.levels))
 
 
-def wx_pages(ctx: AuditContext, view: AuditView) -> int:
-    """W+X 4 KiB pages of ``view`` as the kernel counts them (guard hole skipped)."""
-    return sum(slot_pages(ctx, view).values())
-
-
-def wx_pages_at(ctx: AuditContext, root: int, base: AuditView) -> int:
-    """W+X pages of the table at ``root``, in ``base``'s paging mode, reusing ``base``'s walk
-    for every top-level entry the two tables share (a process's PGD shares the kernel half of
-    ``init_mm``'s): only the entries that differ are walked."""
-    if root == base.pt.root:
-        return wx_pages(ctx, base)
-    pt = base.pt
-    other = X86PageTable(pt.mapper, root, pt.levels, nxe=pt.nxe, max_phys_bits=pt.max_phys_bits)
-    mine = read_table(pt.mapper, root)
-    theirs = read_table(pt.mapper, pt.root)
-    shift = index_shift(pt.levels)
-    canon = pt.geometry.canonicalize
-    hole = ctx.guard_hole
-    counts = slot_pages(ctx, base)
-    total = 0
-    for index, (entry, twin) in enumerate(zip(mine, theirs, strict=True)):
-        if not entry & PRESENT:
-            continue
-        lo = canon(index << shift)
-        if hole.start <= lo < hole.end:
-            continue
-        if entry & ~ACCESSED == twin & ~ACCESSED:
-            total += counts.get(index, 0)
-            continue
-        window = AddrRange(lo, lo + (1 << shift))
-        walk = TableWalk(other, window)
-        total += sum(s.pages_in(lo, window.end) for s in walk.spans if _is_wx(s))
-    return total
-
-
-def verdict_tables(ctx: AuditContext) -> list[tuple[int, AuditView]]:
-    """The tables the verdict counts, each with the audited view whose walk it can reuse.
-
-    The kernel checks ``init_mm``'s tables (and, under PTI, their user half). With no root
-    option, on a target that names the kernel's root (VMCOREINFO), those are counted; else
-    the selected table (and its PTI twin).
-    """
+def verdict_roots(ctx: AuditContext) -> list[int]:
+    """The tables the verdict counts: the kernel's (``init_mm``; under PTI, and with NX, its
+    user PGD too), with no root option on a target that names the kernel's root (VMCOREINFO);
+    else the selected table (and its PTI twin)."""
     pti = ctx.pti
     # Without NX the kernel does not check the user PGD (ptdump_walk_user_pgd_level_checkwx
     # returns early: nothing there could be NX).
@@ -146,28 +80,33 @@ def verdict_tables(ctx: AuditContext) -> list[tuple[int, AuditView]]:
         selected.append(pti.user)
     hint = ctx.target.hints.get("kernel_root")
     if ctx.options.root != RootOptions() or not isinstance(hint, int) or isinstance(hint, bool):
-        return [(v.pt.root, v) for v in selected]
+        return [v.pt.root for v in selected]
     kernel = hint & ~PTI_USER_PGD_BIT if pti is not None else hint
-    roots = [kernel, kernel | PTI_USER_PGD_BIT] if user_check else [kernel]
-    return list(zip(roots, selected, strict=True))
+    return [kernel, kernel | PTI_USER_PGD_BIT] if user_check else [kernel]
+
+
+def verdict_counts(ctx: AuditContext) -> list[WxCount]:
+    """The kernel's counts for :func:`verdict_roots` (the selected tables' when the kernel's
+    root cannot be read)."""
+    counter = checkwx(ctx)
+    roots = verdict_roots(ctx)
+    try:
+        return [counter.count(root) for root in roots]
+    except GdbextError:
+        pti = ctx.pti
+        views = [ctx.main] if pti is None else [pti.kernel, pti.user][: len(roots)]
+        return [counter.count(v.pt.root) for v in views]
 
 
 def verdict_lines(ctx: AuditContext) -> tuple[list[str], list[int]]:
-    """The kernel's W+X lines for :func:`verdict_tables`, and the roots counted."""
+    """The kernel's W+X lines for :func:`verdict_roots`, and the roots counted."""
     lines: list[str] = []
-    roots: list[int] = []
-    tables = verdict_tables(ctx)
-    try:
-        counts = [wx_pages_at(ctx, root, base) for root, base in tables]
-    except GdbextError:  # the kernel's root cannot be read: count the selected tables
-        tables = [(base.pt.root, base) for _, base in tables]
-        counts = [wx_pages(ctx, base) for _, base in tables]
-    for i, ((root, _), pages) in enumerate(zip(tables, counts, strict=True)):
+    counts = verdict_counts(ctx)
+    for i, count in enumerate(counts):
         if i:
             lines.append(CHECKING_USER)
-        lines.append(verdict_line(pages))
-        roots.append(root)
-    return lines, roots
+        lines.append(verdict_line(count.pages))
+    return lines, [c.root for c in counts]
 
 
 class WxRule:
@@ -182,11 +121,55 @@ class WxRule:
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
         views = self.views(ctx)
-        lines, roots = verdict_lines(ctx)
+        counts = verdict_counts(ctx)
+        lines: list[str] = []
+        for i, count in enumerate(counts):
+            if i:
+                lines.append(CHECKING_USER)
+            lines.append(verdict_line(count.pages))
         ctx.summary_extra["wx"] = lines
-        ctx.summary_extra["wx_roots"] = [f"0x{root:x}" for root in roots]
+        ctx.summary_extra["wx_roots"] = [f"0x{c.root:x}" for c in counts]
+        ctx.summary_extra["wx_pages"] = [
+            {"present": c.present, "not_present": c.not_present, "not_noted": c.not_noted}
+            for c in counts
+        ]
         for view in views:
             yield from self._findings(ctx, view)
+            yield from self._not_present(ctx, view)
+
+    def _not_present(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
+        hole = ctx.guard_hole
+        ranges, more = checkwx(ctx).not_present(view.pt.root, NOT_PRESENT_LISTED)
+        for i, r in enumerate(ranges):
+            n = r.pages
+            who = "user" if r.user else "kernel"
+            extra = [
+                "not present: the MMU maps nothing here; Linux 6.1's W+X check counts the "
+                "entries by their flags (RW, no NX: ptdump's note_page never tests PRESENT)"
+            ]
+            if r.vaddr < hole.end and hole.start < r.end:
+                extra.append(
+                    f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the "
+                    "kernel's W+X check skips"
+                )
+            if more and i == len(ranges) - 1:
+                extra.append(f"more not-present W+X entries follow (only {len(ranges)} listed)")
+            yield Finding(
+                self.id,
+                Severity.LOW,
+                f"{n} {who} page{'s' if n != 1 else ''} not present but writable and "
+                "executable by their entries' flags (the kernel's W+X check counts them)",
+                vaddr=r.vaddr,
+                end=r.end,
+                paddr=r.paddr,
+                paddr_end=r.paddr_end,
+                user=r.user,
+                writable=True,
+                executable=True,
+                root=view.name,
+                evidence=(*(step_text(s) for s in r.steps), *extra),
+                pages=n,
+            )
 
     def _findings(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
         hole = ctx.guard_hole

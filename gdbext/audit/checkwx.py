@@ -1,0 +1,379 @@
+"""Linux 6.1's W+X count, literally: ptdump's ``note_page`` over the generic page walker.
+
+The kernel's ``CONFIG_DEBUG_WX`` check (``arch/x86/mm/dump_pagetables.c`` over
+``mm/ptdump.c`` and ``mm/pagewalk.c``) meets entries in address order and *notes* some of them;
+consecutive notes with the same protections form a series, and a series whose effective
+protection has RW and not NX adds its pages (from its first note to the next series' first
+note) to the count. What is noted, per level (the rules ``walk --format ptdump`` follows too):
+
+- an entry that is *none* (zero; below the top, zero but for ACCESSED and DIRTY): a hole, noted
+  with protection 0 (never W+X);
+- every PTE of a page table the walker descends into, zero or not, **present or not**;
+- a PMD entry with PSE (``pmd_leaf`` tests PSE only: present or not) and a PUD entry with
+  PRESENT and PSE: leaves;
+- the walker descends into a top-level entry (PGD; P4D with 5 levels) that is not none, a
+  present PUD entry and a PMD entry with PRESENT or PROTNONE (the GLOBAL bit: ``pmd_present``);
+- any other entry (a PUD or PMD entry that is neither none, a leaf nor present) is not noted:
+  its range joins the series before it;
+- only ``[0, end of the lower half)`` and ``[end of the guard hole, 2^64)`` are walked: the
+  non-canonical gap and the guard hole join the series before them as well.
+
+An entry's effective protection is ``(parent & entry & (USER|RW)) | ((parent | entry) & NX)``,
+the top level's its own. NX is bit 63 whatever EFER says: Linux sets it only with NX support,
+and a CPU without NXE faults on it (a reserved bit), so such an entry maps nothing W+X either.
+
+So, unlike the MMU, the check counts not-present leaf entries by their flags: under PTI,
+Linux 6.1 unmaps the freed gaps of the kernel image with ``set_memory_np_noalias`` (PRESENT
+cleared, RW kept), and without NX (``-cpu qemu64,-nx``) those count as W+X pages.
+
+The count works on tables, never on pages: a table's :class:`WxTally` (its W+X pages given
+whether the series before it is W+X) is computed once per (table, level, path's RW and NX) and
+reused for every link to it, and a page table below a path that is not writable or is
+no-execute cannot hold a W+X page, so it is not even read.
+
+>>> from gdbext_sim.memory import SparsePhysMemory
+>>> mem = SparsePhysMemory(1 << 20)
+>>> CheckWx(mem, 4).count(0x1000).pages  # an empty PML4
+0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from gdbext.addr import AddrRange
+from gdbext.errors import PhysMemoryError
+from gdbext.flags import (
+    ACCESSED_DIRTY,
+    ADDR_MASK_52,
+    GLOBAL,
+    HUGE_PAGE,
+    NO_EXECUTE,
+    PRESENT,
+    USER_ACCESSIBLE,
+    WRITABLE,
+)
+from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry, level_name
+from gdbext.mapper import PhysMapper, read_table
+
+__all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
+
+_LEAF_PUD = PRESENT | HUGE_PAGE
+_PMD_PRESENT = PRESENT | GLOBAL
+#: Entries of the top-level table in Linux's guard hole (16, from the start of the kernel half).
+GUARD_HOLE_ENTRIES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class WxTally:
+    """What a subtree adds to the count, given the series before it.
+
+    ``lead``: 4 KiB pages before its first note (they join the series before it: W+X pages if
+    that one is); ``present`` and ``not_present``: W+X pages of noted leaf entries;
+    ``not_noted``: pages of entries not noted that join a W+X series of the subtree;
+    ``last``: whether its last series is W+X (``None``: it notes nothing at all).
+    """
+
+    lead: int = 0
+    present: int = 0
+    not_present: int = 0
+    not_noted: int = 0
+    last: bool | None = None
+
+
+@dataclass(frozen=True)
+class WxCount:
+    """The kernel's count for the table at ``root``: W+X pages of present leaves, of
+    not-present leaf entries (by their flags), and of ranges not noted that join a W+X series."""
+
+    root: int
+    present: int
+    not_present: int
+    not_noted: int
+
+    @property
+    def pages(self) -> int:
+        """The number the kernel prints."""
+        return self.present + self.not_present + self.not_noted
+
+
+@dataclass
+class NotPresentRange:
+    """Not-present leaf entries that the check counts as W+X: ``[vaddr, end)``, frames from
+    ``paddr`` (``paddr_end`` ``None`` if not contiguous), USER by the path, and the path to
+    the first one (``(level, table, index, entry)`` per level)."""
+
+    vaddr: int
+    end: int
+    paddr: int
+    paddr_end: int | None
+    user: bool
+    steps: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def pages(self) -> int:
+        return (self.end - self.vaddr) // 4096
+
+
+@dataclass
+class _Fold:
+    """A running count over consecutive notes (see :class:`WxTally`)."""
+
+    lead: int = 0
+    present: int = 0
+    not_present: int = 0
+    not_noted: int = 0
+    last: bool | None = None
+
+    def note(self, wx: bool, pages: int, present: bool) -> None:
+        if wx:
+            if present:
+                self.present += pages
+            else:
+                self.not_present += pages
+        self.last = wx
+
+    def skip(self, pages: int) -> None:
+        """A range not noted: it joins the series before it."""
+        if self.last is None:
+            self.lead += pages
+        elif self.last:
+            self.not_noted += pages
+
+    def sub(self, t: WxTally, count: int = 1, present: bool = True) -> None:
+        """``count`` consecutive links to a subtree with tally ``t`` (through entries that are
+        not present when ``present`` is false: then nothing below is mapped)."""
+        mapped, absent = (t.present, t.not_present) if present else (0, t.present + t.not_present)
+        self.skip(t.lead)
+        self.present += mapped
+        self.not_present += absent
+        self.not_noted += t.not_noted
+        if t.last is None:
+            self.skip((count - 1) * t.lead)
+            return
+        self.last = t.last
+        more = count - 1
+        if more:
+            self.present += more * mapped
+            self.not_present += more * absent
+            self.not_noted += more * (t.not_noted + (t.lead if t.last else 0))
+
+    def tally(self) -> WxTally:
+        return WxTally(self.lead, self.present, self.not_present, self.not_noted, self.last)
+
+
+def _runs(entries: Sequence[int], start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+    """``(index, value, count)`` of each run of equal consecutive entries in ``[start, stop)``."""
+    cuts = [i for i in range(start + 1, stop) if entries[i] != entries[i - 1]]
+    cuts.append(stop)
+    prev = start
+    for cut in cuts:
+        yield prev, entries[prev], cut - prev
+        prev = cut
+
+
+@dataclass
+class CheckWx:
+    """The kernel's W+X count over the tables in ``mapper`` with ``levels`` paging levels.
+
+    One object per moment (it keeps every table tally it computed: tables shared by several
+    roots, a process's PGD and ``init_mm``'s say, are counted once).
+    """
+
+    mapper: PhysMapper
+    levels: int
+    _memo: dict[tuple[int, int, bool, bool], WxTally] = field(default_factory=dict, repr=False)
+
+    # --- the count -----------------------------------------------------------------------
+
+    @property
+    def guard_hole(self) -> AddrRange:
+        """The range the kernel does not walk at the start of the kernel half."""
+        start = geometry(self.levels).higher_half_start
+        return AddrRange(start, start + GUARD_HOLE_ENTRIES * entry_span(self.levels))
+
+    def count(self, root: int) -> WxCount:
+        """The kernel's W+X count for the table at ``root``.
+
+        :raises PhysMemoryError: the root table cannot be read.
+        """
+        entries = read_table(self.mapper, root)
+        geo = geometry(self.levels)
+        half = ENTRIES_PER_TABLE // 2
+        fold = _Fold()
+        self._fold(fold, entries, self.levels, True, False, 0, half)
+        # The walk's second range starts at the end of the guard hole: the non-canonical gap
+        # and the hole join the series the lower half ended with.
+        fold.skip((self.guard_hole.end - geo.lower_half_end) // 4096)
+        self._fold(fold, entries, self.levels, True, False, half + GUARD_HOLE_ENTRIES, 512)
+        # Before the first note nothing counts (the kernel's first series starts there).
+        return WxCount(root, fold.present, fold.not_present, fold.not_noted)
+
+    def tally(self, table: int, level: int, rw: bool, nx: bool) -> WxTally:
+        """The tally of the table at ``level`` below a path allowing ``rw`` and ``nx``."""
+        key = (table, level, rw, nx)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        if level == 1 and (nx or not rw):
+            # Every PTE is noted, none can be W+X below this path: nothing to read.
+            found = WxTally(last=False)
+        else:
+            try:
+                entries = read_table(self.mapper, table)
+            except PhysMemoryError:
+                # Not noted (the walker's view of a table we cannot read is unknown).
+                found = WxTally(lead=ENTRIES_PER_TABLE * entry_span(level) // 4096)
+            else:
+                if level == 1:
+                    found = _pt_tally(entries)
+                else:
+                    fold = _Fold()
+                    self._fold(fold, entries, level, rw, nx, 0, ENTRIES_PER_TABLE)
+                    found = fold.tally()
+        self._memo[key] = found
+        return found
+
+    def _fold(
+        self,
+        fold: _Fold,
+        entries: Sequence[int],
+        level: int,
+        rw: bool,
+        nx: bool,
+        start: int,
+        stop: int,
+    ) -> None:
+        """Fold the notes of ``entries[start:stop]`` of a table at ``level`` (``>= 2``)."""
+        pages = entry_span(level) // 4096
+        top = level == self.levels
+        open_path = rw and not nx
+        for _, e, n in _runs(entries, start, stop):
+            if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
+                fold.note(False, pages * n, True)  # a hole
+                continue
+            if (level == 3 and e & _LEAF_PUD == _LEAF_PUD) or (level == 2 and e & HUGE_PAGE):
+                wx = open_path and bool(e & WRITABLE) and not e & NO_EXECUTE
+                fold.note(wx, pages * n, bool(e & PRESENT))
+            elif level >= 4 or e & (_PMD_PRESENT if level == 2 else PRESENT):
+                child_rw = rw and bool(e & WRITABLE)
+                child_nx = nx or bool(e & NO_EXECUTE)
+                child = self.tally(e & ADDR_MASK_52, level - 1, child_rw, child_nx)
+                fold.sub(child, n, bool(e & PRESENT))
+            else:
+                fold.skip(pages * n)
+
+    # --- where the not-present W+X entries are ------------------------------------------
+
+    def not_present(self, root: int, limit: int = 1024) -> tuple[list[NotPresentRange], bool]:
+        """The leaf entries of the table at ``root`` that the check counts as W+X although
+        the MMU maps nothing there (not present, or below a not-present entry the walker
+        descends into), merged into ranges, over the whole address space (the guard hole
+        included), in VA order; at most ``limit`` ranges, and whether there were more. Only
+        subtrees whose tally has such entries are visited."""
+        found: list[NotPresentRange] = []
+        geo = geometry(self.levels)
+        state = _Path(True, False, True, True)
+        finder = _Finder(self, found, limit, geo.canonicalize)
+        more = finder.visit(read_table(self.mapper, root), root, self.levels, state, 0, ())
+        return found, more
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    """The effective RW, NX and USER of a path, and whether every entry on it is present."""
+
+    rw: bool
+    nx: bool
+    user: bool
+    present: bool
+
+    def then(self, e: int) -> _Path:
+        return _Path(
+            self.rw and bool(e & WRITABLE),
+            self.nx or bool(e & NO_EXECUTE),
+            self.user and bool(e & USER_ACCESSIBLE),
+            self.present and bool(e & PRESENT),
+        )
+
+
+@dataclass
+class _Finder:
+    """Collects :meth:`CheckWx.not_present`'s ranges."""
+
+    check: CheckWx
+    out: list[NotPresentRange]
+    limit: int
+    canon: Callable[[int], int]
+
+    def visit(
+        self,
+        entries: Sequence[int],
+        table: int,
+        level: int,
+        path: _Path,
+        base: int,
+        steps: tuple[tuple[int, int, int, int], ...],
+    ) -> bool:
+        """Visit one table; true when :attr:`limit` ranges are full and more follow."""
+        check = self.check
+        span = entry_span(level)
+        top = level == check.levels
+        for index, e in enumerate(entries):
+            if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
+                continue
+            va = self.canon(index * span) if top else base + index * span
+            here = (*steps, (level, table, index, e))
+            eff = path.then(e)
+            if level == 1 or (level == 2 and e & HUGE_PAGE):
+                if eff.present or not eff.rw or eff.nx:
+                    continue
+                out = self.out
+                if len(out) >= self.limit and out[-1].end != va:
+                    return True
+                _add(out, va, span, e & ADDR_MASK_52, eff.user, here)
+                continue
+            if level == 3 and e & _LEAF_PUD == _LEAF_PUD:
+                continue
+            if not (level >= 4 or e & (_PMD_PRESENT if level == 2 else PRESENT)):
+                continue
+            child = e & ADDR_MASK_52
+            t = check.tally(child, level - 1, eff.rw, eff.nx)
+            if not (t.not_present or (t.present and not eff.present)):
+                continue
+            sub = read_table(check.mapper, child)
+            if self.visit(sub, child, level - 1, eff, va, here):
+                return True
+        return False
+
+
+def _pt_tally(entries: Sequence[int]) -> WxTally:
+    """A page table below a writable, executable path: every PTE is noted."""
+    wx = [e for e in entries if e & WRITABLE and not e & NO_EXECUTE]
+    absent = sum(1 for e in wx if not e & PRESENT)
+    last = entries[-1]
+    return WxTally(0, len(wx) - absent, absent, 0, bool(last & WRITABLE and not last & NO_EXECUTE))
+
+
+def _add(
+    out: list[NotPresentRange],
+    vaddr: int,
+    size: int,
+    paddr: int,
+    user: bool,
+    steps: tuple[tuple[int, int, int, int], ...],
+) -> None:
+    if out and out[-1].end == vaddr and out[-1].user == user:
+        last = out[-1]
+        last.end = vaddr + size
+        if last.paddr_end is not None:
+            last.paddr_end = last.paddr_end + size if last.paddr_end == paddr else None
+        return
+    out.append(NotPresentRange(vaddr, vaddr + size, paddr, paddr + size, user, steps))
+
+
+def step_text(step: tuple[int, int, int, int]) -> str:
+    """``"PT[5] @0x1a0c000 = 0x1a0f062"``, as the audit's walk evidence reads."""
+    level, table, index, entry = step
+    return f"{level_name(level)}[{index}] @0x{table:x} = 0x{entry:x}"
