@@ -5,9 +5,10 @@
 through LLDB's command interpreter (``HandleCommand``, as if typed: the ``pt-*`` commands see the
 same execution context), and its success, output and error text are recorded separately, so that
 a test compares each command's bytes without parsing LLDB's console. The results go as JSON to
-``PATH`` (``{"results": [{"ok", "out", "err"}...], "error": ...}``). With ``detach``, a live
-process is detached at the end whatever happened (detaching resumes QEMU; quitting LLDB while
-connected would kill it), and ``"detached"`` says so.
+``PATH`` (``{"results": [{"ok", "out", "err", "seconds", "memory_cache"}...], "error": ...}``;
+``memory_cache``: LLDB's ``target.process.disable-memory-cache`` after the command). With
+``detach``, a live process is detached at the end whatever happened (detaching resumes QEMU;
+quitting LLDB while connected would kill it), and ``"detached"`` says so.
 
 ``lldb`` is imported inside the functions: pytest imports this module for its doctests too.
 """
@@ -20,6 +21,7 @@ import traceback
 from typing import Any
 
 COMMAND = "gdbext-test-run"
+MEMORY_CACHE = "target.process.disable-memory-cache"
 
 
 def run(debugger: Any, command: str, exe_ctx: Any, result: Any, internal_dict: Any) -> None:
@@ -42,6 +44,13 @@ def run(debugger: Any, command: str, exe_ctx: Any, result: Any, internal_dict: A
                     "out": str(res.GetOutput() or ""),
                     "err": str(res.GetError() or ""),
                     "seconds": time.perf_counter() - start,
+                    # LLDB's memory-cache setting afterwards (read without a command, which an
+                    # interrupted run would refuse).
+                    "memory_cache": str(
+                        debugger.GetInternalVariableValue(
+                            MEMORY_CACHE, debugger.GetInstanceName()
+                        ).GetStringAtIndex(0)
+                    ),
                 }
             )
     except BaseException as exc:

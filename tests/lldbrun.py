@@ -50,6 +50,8 @@ class Result:
     out: str
     err: str
     seconds: float
+    #: LLDB's ``target.process.disable-memory-cache`` after the command.
+    memory_cache: str
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def collect(out: Path, proc: subprocess.CompletedProcess[str]) -> Run:
     report: dict[str, Any] = json.loads(out.read_text())
     assert "error" not in report, report.get("traceback")
     results = [
-        Result(r["command"], r["ok"], r["out"], r["err"], r["seconds"]) for r in report["results"]
+        Result(r["command"], r["ok"], r["out"], r["err"], r["seconds"], r["memory_cache"])
+        for r in report["results"]
     ]
     return Run(results, report, proc)
 

@@ -428,3 +428,38 @@ def test_pt_backend_lldb_and_a_detached_target(qemu_guest: Callable[[str], QemuG
     assert detach.ok
     assert (walk.ok, walk.err, translate.ok, translate.err) == (False, needs, False, needs)
     assert "Traceback" not in run.proc.stdout + run.proc.stderr
+
+
+def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
+    qemu_guest: Callable[[str], QemuGuest],
+) -> None:
+    """SIGINT while ``pt-heap --memmap e820`` scans RAM through the stub (in PhyMemMode, LLDB's
+    memory cache bypassed): one line, and both are put back."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        command, out = lldbrun.driver_argv(
+            ["pt-heap --memmap e820"], Path(tmp), port=guest.gdb_port
+        )
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=lldbrun.ROOT
+        )
+        assert proc.stderr is not None
+        os.set_blocking(proc.stderr.fileno(), False)
+        seen = b""
+        deadline = time.monotonic() + 120
+        while b"pt-heap: 1 s" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.read() or b""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+        run = lldbrun.collect(out, subprocess.CompletedProcess(command, proc.returncode, "", ""))
+    (heap,) = run.results
+    text = (seen + stderr).decode()
+    assert "pt-heap: interrupted\n" in text and "Traceback" not in text + stdout.decode()
+    assert heap.memory_cache == "false"
+    assert run.report["detached"]
+    guest.stop()
+    after = lldbrun.run([QUERY], port=guest.gdb_port)
+    assert mode_of(after.outputs()[0]) == "0"
+

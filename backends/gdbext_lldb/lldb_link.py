@@ -15,7 +15,9 @@ prefetch); this module only speaks LLDB:
 - control registers come from the SB API (``cr0 cr3 cr4 efer`` of the thread's innermost frame,
   no change of selection); vCPU N is LLDB thread index N+1;
 - Ctrl-C: LLDB 14 does not raise ``KeyboardInterrupt`` in a Python command; the link asks the
-  command interpreter (``WasInterrupted``) before each read and raises it itself;
+  command interpreter (``WasInterrupted``) before each read and raises it itself. LLDB then
+  refuses every command until the interrupted one ends, so the packets that put PhyMemMode back
+  go through a short-lived helper debugger's interpreter, on the same process;
 - the table pages are cached for one stop: dropped when the process's stop ID moves (LLDB 14
   has no resume event for Python). Control registers are read again for every command (a
   ``register write`` fires nothing either; LLDB's own register cache makes that cheap). A
@@ -112,9 +114,20 @@ class LldbProcessLink:
     def _command(self, command: str, what: str) -> str:
         """Run an LLDB command on this process; its output. :raises LiveTargetError: it
         failed (``what`` names it in the message)."""
-        interpreter = self._debugger.GetCommandInterpreter()
+        context = lldb.SBExecutionContext(self._process)
         result = lldb.SBCommandReturnObject()
-        interpreter.HandleCommand(command, lldb.SBExecutionContext(self._process), result, False)
+        interpreter = self._debugger.GetCommandInterpreter()
+        if not interpreter.WasInterrupted():
+            interpreter.HandleCommand(command, context, result, False)
+        else:
+            # After Ctrl-C LLDB refuses every command until the running one ends, but the
+            # PhyMemMode must still be put back: a helper debugger's interpreter runs the
+            # command on this process (its own interpreter is not interrupted).
+            helper = lldb.SBDebugger.Create(False)
+            try:
+                helper.GetCommandInterpreter().HandleCommand(command, context, result, False)
+            finally:
+                lldb.SBDebugger.Destroy(helper)
         if not result.Succeeded():
             raise self._error(_one_line(result.GetError()), what)
         return str(result.GetOutput() or "")
