@@ -276,9 +276,10 @@ def test_json_output_schema() -> None:
     cpu = [f for f in doc["findings"] if f["rule"] == "cpu-hardening"]
     assert cpu and all(f["vaddr"] is None and f["user"] is None for f in cpu)
     summary = doc["summary"]
-    assert list(summary)[:7] == [
+    assert list(summary)[:8] == [
         "root",
         "levels",
+        "nxe",
         "findings",
         "severities",
         "rules",
@@ -286,6 +287,7 @@ def test_json_output_schema() -> None:
         "skipped",
     ]
     assert summary["wx"] == ["x86/mm: Checked W+X mappings: FAILED, 2 W+X pages found."]
+    assert summary["nxe"] == f"on: EFER 0x{target.cpus[0].efer:x}"
     assert summary["findings"] == len(doc["findings"])
     # Deterministic: the same bytes again.
     again = io.StringIO()

@@ -3,7 +3,8 @@
 The goldens are ``gdbext audit DUMP --json`` as written by ``fixtures/audit_goldens.py``
 (regenerate them there after a deliberate change of a rule, and read the diff). The text output
 must agree with them: one unindented line per finding with its severity and rule, in the JSON's
-order, the kernel's W+X line(s) of the JSON summary, and the summary line built here from the
+order, the line saying how EFER.NXE is known (inferred: the dumps have no EFER), the kernel's
+W+X line(s) of the JSON summary, and the summary line built here from the
 JSON summary in the wording ``audit: 3 findings (high 1, medium 2) from 9 rules; 1 skipped:
 heap-contract (reason)``.
 """
@@ -67,9 +68,16 @@ def test_text_agrees_with_golden(kernel_dump: Callable[[str], Path], name: str) 
     lines = out.splitlines()
     assert lines[-1] == summary_line(golden["summary"])
     assert [line for line in lines if line.startswith("x86/mm: ")] == golden["summary"]["wx"]
+    # QEMU's ELF dumps carry no EFER: NXE is inferred from the tables (NX bits in use), and
+    # the text says so in one line before the W+X verdict.
+    nxe = golden["summary"]["nxe"]
+    assert nxe.startswith("inferred on: ")
+    assert [line for line in lines if line.startswith("EFER.NXE ")] == [
+        f"EFER.NXE {nxe} (EFER unknown)"
+    ]
     findings = [
         line.split()[:2]
         for line in lines[:-1]
-        if line and not line[0].isspace() and not line.startswith("x86/mm: ")
+        if line and not line[0].isspace() and not line.startswith(("x86/mm: ", "EFER.NXE "))
     ]
     assert findings == [[f["severity"], f["rule"]] for f in golden["findings"]]

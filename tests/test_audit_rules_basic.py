@@ -9,6 +9,7 @@ audit's spans.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Sequence
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_audit_pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
 
+from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
@@ -405,6 +407,25 @@ def test_wx_under_pti_without_nx_checks_the_kernel_pgd_only() -> None:
     assert {f.root for f in result.findings} == {"kernel", "user"}
 
 
+def test_wx_under_pti_with_efer_unknown_infers_nx_from_the_tables() -> None:
+    """QEMU's ELF dumps have no EFER: the user PGD's check runs only if the tables use NX."""
+    with_nx = build_pti_machine()
+    result = audit(without_efer(with_nx.target()), "wx")
+    assert result.summary["nxe"] == "inferred on: NX bits in use"
+    assert result.summary["wx"] == [PASSED, CHECKING_USER, PASSED]
+    no_nx = build_pti_machine(nxe=False)
+    known = audit(no_nx.target(), "wx")
+    result = audit(without_efer(no_nx.target()), "wx")
+    assert result.summary["nxe"] == "inferred off: no entry uses NX"
+    wx = known.summary["wx"]
+    assert isinstance(wx, list) and len(wx) == 1 and result.summary["wx"] == wx
+    out = io.StringIO()
+    cli.run(["audit", "--rules", "wx"], Host.create(), out, target=without_efer(no_nx.target()))
+    lines = out.getvalue().splitlines()
+    verdict = lines.index(wx[0])
+    assert lines[verdict - 1] == "EFER.NXE inferred off: no entry uses NX (EFER unknown)"
+
+
 def test_wx_without_pti_one_verdict() -> None:
     mach = build_pti_machine(pti=False)
     result = audit(mach.target(), "wx")
@@ -681,14 +702,66 @@ def test_cpu_hardening_quiet_when_everything_is_on() -> None:
     assert result.findings == [] and result.rules_run == ["cpu-hardening"]
 
 
+def without_efer(target: Target, **regs: int | None) -> Target:
+    """``target`` whose CPUs' EFER is unknown (as in QEMU's ELF dumps), ``regs`` replaced."""
+    cpus = [dataclasses.replace(c, efer=None, **regs) for c in target.cpus]
+    return dataclasses.replace(target, cpus=cpus)
+
+
+NX_IN_USE = [m(0xFFFF_8880_0000_0000, 0, 4, W, NX, size="2M"), m(TEXT_VA, 0x100_0000, 4)]
+NO_NX = [m(0xFFFF_8880_0000_0000, 0, 4, W, size="2M"), m(TEXT_VA, 0x100_0000, 4)]
+
+
 def test_cpu_hardening_does_not_report_unknown_registers_as_off() -> None:
-    # A QEMU ELF dump has no EFER: NXE is unknown, not off.
-    result = audit(cpus_target([dataclasses.replace(GOOD, efer=None)]), "cpu-hardening")
+    # A QEMU ELF dump has no EFER: NXE is unknown, and inferred on from the NX bits in use.
+    good = {"cr0": GOOD.cr0, "cr4": GOOD.cr4}
+    result = audit(without_efer(machine(NX_IN_USE), **good), "cpu-hardening")
     assert result.findings == []
     assert result.summary["cpu-hardening"] == {"unknown": {"EFER": "CPU 0"}}
-    nothing = CpuState(cr3=0x1000)
-    skipped = audit(cpus_target([nothing]), "cpu-hardening")
-    assert skipped.skipped == {"cpu-hardening": "the target knows none of CR0, CR4 and EFER"}
+    assert result.summary["nxe"] == "inferred on: NX bits in use"
+    nothing = audit(without_efer(machine(NX_IN_USE), cr0=None, cr4=None), "cpu-hardening")
+    assert nothing.skipped == {"cpu-hardening": "the target knows none of CR0, CR4 and EFER"}
+
+
+def test_cpu_hardening_reports_nxe_off_inferred_from_tables_without_nx() -> None:
+    target = without_efer(machine(NO_NX), cr0=GOOD.cr0, cr4=GOOD.cr4)
+    result = audit(target, "cpu-hardening")
+    (f,) = result.findings
+    assert f.message == (
+        "EFER.NXE is off (inferred) on CPU 0: no page is no-execute: every writable page is W+X"
+    )
+    root = target.cpus[0].root
+    assert f.evidence == (
+        "EFER.NXE inferred off: no entry uses NX",
+        f"EFER unknown; no present entry reachable from 0x{root:x} has NX "
+        "(2 leaf runs, 5 tables above the page tables)",  # PML4, 2 PDPTs, 2 PDs
+    )
+    assert result.summary["nxe"] == "inferred off: no entry uses NX"
+    # Knowing none of the registers, the inference still reports it.
+    bare = audit(without_efer(machine(NO_NX), cr0=None, cr4=None), "cpu-hardening")
+    assert [g.message for g in bare.findings] == [f.message] and bare.skipped == {}
+    # EFER known: what it says, nothing inferred.
+    assert str(audit(machine(NO_NX), "cpu-hardening").summary["nxe"]).startswith("on: EFER 0x")
+
+
+def test_nxe_inferred_on_from_an_nx_entry_above_the_leaves() -> None:
+    """NX only in a table entry whose subtree maps nothing (an empty page table) still shows
+    NXE in use."""
+    target = machine(NO_NX)
+    pt = X86PageTable.from_cpu(target.mapper, target.cpus[0])
+    slot = pd_entry_slot(pt, TEXT_VA)
+    empty = 0x300_0000 | PRESENT | WRITABLE | NO_EXECUTE  # a frame of zeros
+    write_u64(target.mapper, slot + 8, empty)
+    ctx = AuditContext(without_efer(target), AuditOptions())
+    state = ctx.nxe_state
+    assert (state.on, state.inferred, state.reason) == (True, True, "NX bits in use")
+    step = pt.translate(TEXT_VA).steps[-2]
+    assert state.evidence == (f"PD[{step.index + 1}] @0x{step.table:x} = 0x{empty:x} has NX",)
+    # A leaf's NX is found from the walk, with the address it maps.
+    ctx = AuditContext(without_efer(machine(NX_IN_USE)), AuditOptions())
+    (evidence,) = ctx.nxe_state.evidence
+    assert evidence.endswith("has NX (on the path to 0xffff888000000000)")
+    assert evidence.startswith("PD[0] @0x")
 
 
 def test_cpu_hardening_skipped_without_cpu_state() -> None:

@@ -44,7 +44,7 @@ from gdbext.commands import (
     heap,
     open_page_table,
 )
-from gdbext.cpu import CpuState
+from gdbext.cpu import EFER_NXE, CpuState
 from gdbext.errors import GdbextError, PhysMemoryError
 from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
 from gdbext.geometry import SIZE_4K, entry_span, level_name
@@ -60,6 +60,7 @@ __all__ = [
     "AuditView",
     "FrameIndex",
     "LeafSpan",
+    "NxeState",
     "PtiPair",
     "TableWalk",
     "group_range",
@@ -457,6 +458,31 @@ class PtiPair:
     user: AuditView
 
 
+@dataclass(frozen=True)
+class NxeState:
+    """Whether EFER.NXE is on, and how the audit knows: from EFER, or (EFER unknown, as in
+    QEMU's ELF dumps) inferred from the tables. A present entry with NX means the CPU had NXE
+    on (without it bit 63 is reserved, and the MMU would fault on the entry); no such entry at
+    all means it was off as far as the tables tell (Linux never sets NX without NX support).
+
+    >>> str(NxeState(True, True, "NX bits in use"))
+    'inferred on: NX bits in use'
+    >>> str(NxeState(False, False, "EFER 0x501"))
+    'off: EFER 0x501'
+    """
+
+    on: bool
+    inferred: bool
+    #: One line: why.
+    reason: str
+    #: The entry that shows NX in use, or how many tables were searched.
+    evidence: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        state = "on" if self.on else "off"
+        return f"{'inferred ' if self.inferred else ''}{state}: {self.reason}"
+
+
 # --- the context -----------------------------------------------------------------------------
 
 
@@ -499,7 +525,64 @@ class AuditContext:
 
     @property
     def nxe(self) -> bool:
-        return self.main.pt.nxe
+        """EFER.NXE of :attr:`cpu`; inferred from the tables when EFER is unknown
+        (:attr:`nxe_state`)."""
+        return self.nxe_state.on
+
+    @cached_property
+    def nxe_state(self) -> NxeState:
+        """EFER.NXE and how the audit knows it (see :class:`NxeState`).
+
+        With EFER unknown the engine walks as if NXE were on (every x86-64 kernel sets it);
+        when the tables use no NX bit at all the walk is the same with NXE off, so only what
+        the rules say about it changes.
+        """
+        efer = self.cpu.efer
+        if efer is not None:
+            return NxeState(bool(efer & EFER_NXE), False, f"EFER 0x{efer:x}")
+        view = self.main
+        pt = view.pt
+        for run in view.leaf_runs:
+            if not run.executable:
+                steps = pt.translate(run.vaddr).steps
+                step = next(s for s in steps if s.entry & NO_EXECUTE)
+                where = f"{level_name(step.level)}[{step.index}] @0x{step.table:x}"
+                return NxeState(
+                    True,
+                    True,
+                    "NX bits in use",
+                    (f"{where} = 0x{step.entry:x} has NX (on the path to 0x{run.vaddr:x})",),
+                )
+        for anomaly in view.anomalies:
+            if anomaly.entry & PRESENT and anomaly.entry & NO_EXECUTE:
+                where = f"{level_name(anomaly.level)}[{anomaly.index}] @0x{anomaly.table:x}"
+                return NxeState(
+                    True, True, "NX bits in use", (f"{where} = 0x{anomaly.entry:x} has NX",)
+                )
+        searched = 0
+        for table, level in view.tables.items():
+            if level == 1:
+                continue  # their present entries are leaves: the walk's runs
+            try:
+                entries = read_table(pt.mapper, table)
+            except PhysMemoryError:
+                continue
+            searched += 1
+            for index, e in enumerate(entries):
+                if e & PRESENT and e & NO_EXECUTE:
+                    where = f"{level_name(level)}[{index}] @0x{table:x}"
+                    return NxeState(True, True, "NX bits in use", (f"{where} = 0x{e:x} has NX",))
+        leaves = len(view.leaf_runs)
+        return NxeState(
+            False,
+            True,
+            "no entry uses NX",
+            (
+                f"EFER unknown; no present entry reachable from 0x{pt.root:x} has NX "
+                f"({leaves} leaf run{'s' if leaves != 1 else ''}, {searched} "
+                f"table{'s' if searched != 1 else ''} above the page tables)",
+            ),
+        )
 
     @property
     def levels(self) -> int:

@@ -51,11 +51,15 @@ class AuditResult:
     fail_on: Severity | None = None
     #: What rules added (``"wx"``: the W+X verdict lines).
     extra: dict[str, object] = field(default_factory=dict)
+    #: EFER.NXE and how it is known (:class:`~gdbext.audit.context.NxeState`, as text:
+    #: ``"on: EFER 0xd01"``, ``"inferred off: no entry uses NX"``).
+    nxe: str | None = None
 
     @property
     def summary(self) -> dict[str, object]:
-        """Counts per severity (every severity, highest first) and per rule run, rules run
-        and skipped with reasons, root and levels, then the rules' own entries (``wx``)."""
+        """Root, levels and EFER.NXE (``"nxe"``: how it is known), counts per severity (every
+        severity, highest first) and per rule run, rules run and skipped with reasons, then the
+        rules' own entries (``wx``)."""
         by_sev = {str(s): 0 for s in sorted(Severity, reverse=True)}
         by_rule = {rule: 0 for rule in self.rules_run}
         for f in self.findings:
@@ -64,6 +68,10 @@ class AuditResult:
         summary: dict[str, object] = {
             "root": f"0x{self.root:x}",
             "levels": self.levels,
+        }
+        if self.nxe is not None:
+            summary["nxe"] = self.nxe
+        summary |= {
             "findings": len(self.findings),
             "severities": by_sev,
             "rules": by_rule,
@@ -149,4 +157,5 @@ def run_audit(
         main.pt.levels,
         options.fail_on,
         dict(ctx.summary_extra),
+        str(ctx.nxe_state),
     )

@@ -4,14 +4,16 @@ One finding per feature that is off, listing the CPUs where it is off: EFER.NXE 
 nothing is no-execute), CR0.WP (without it the kernel writes through read-only pages),
 CR4.SMEP (the kernel may execute user pages) and CR4.SMAP (the kernel may read and write
 user pages). A register the target does not know (QEMU's ELF dumps carry no EFER) is not
-reported as off; the summary's ``"cpu-hardening"`` names what was unknown.
+reported as off; the summary's ``"cpu-hardening"`` names what was unknown. EFER.NXE is the
+exception: unknown, it is inferred from the tables (:class:`~gdbext.audit.context.NxeState`),
+and when no entry uses NX it is reported as ``off (inferred)`` with that evidence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from gdbext.audit.context import AuditContext
+from gdbext.audit.context import AuditContext, NxeState
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.cpu import CpuState
 
@@ -51,29 +53,57 @@ class CpuHardeningRule:
         if not cpus:
             raise RuleSkipped("the target has no CPU state")
         unknown: dict[str, list[int]] = {}
+        found: list[Finding] = []
         for feature, register, is_on, why in FEATURES:
             off: list[int] = []
+            guessed: list[int] = []
             for n, cpu in enumerate(cpus):
                 if getattr(cpu, register) is None:
                     unknown.setdefault(register.upper(), []).append(n)
+                    if register == "efer":
+                        guessed.append(n)
                 elif not is_on(cpu):
                     off.append(n)
             if off:
-                yield ctx.finding(
-                    self,
-                    None,
-                    f"{feature} is off on {cpu_list(off)}: {why}",
-                    evidence=tuple(
-                        f"CPU {n}: {register.upper()} = 0x{getattr(cpus[n], register):x}"
-                        for n in off
-                    ),
+                found.append(
+                    ctx.finding(
+                        self,
+                        None,
+                        f"{feature} is off on {cpu_list(off)}: {why}",
+                        evidence=tuple(
+                            f"CPU {n}: {register.upper()} = 0x{getattr(cpus[n], register):x}"
+                            for n in off
+                        ),
+                    )
                 )
+            if guessed:
+                state = _inferred(ctx)
+                if state is not None and not state.on:
+                    found.append(
+                        ctx.finding(
+                            self,
+                            None,
+                            f"{feature} is off (inferred) on {cpu_list(guessed)}: {why}",
+                            evidence=(f"EFER.NXE {state}", *state.evidence),
+                        )
+                    )
         if unknown:
             ctx.summary_extra["cpu-hardening"] = {
                 "unknown": {reg: cpu_list(sorted(set(ns))) for reg, ns in sorted(unknown.items())}
             }
-            if all(len(set(ns)) == len(cpus) for ns in unknown.values()) and len(unknown) == 3:
+            none_known = len(unknown) == 3 and all(
+                len(set(ns)) == len(cpus) for ns in unknown.values()
+            )
+            if none_known and not found:
                 raise RuleSkipped("the target knows none of CR0, CR4 and EFER")
+        yield from found
+
+
+def _inferred(ctx: AuditContext) -> NxeState | None:
+    """EFER.NXE as inferred from the tables of the audited CPU, when its EFER is unknown too
+    (the inference reads that CPU's tables: other CPUs share the kernel's NX use)."""
+    state = ctx.nxe_state
+    return state if state.inferred else None
 
 
 RULES = (CpuHardeningRule(),)
