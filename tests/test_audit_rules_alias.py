@@ -14,16 +14,29 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_audit_pti import (
+    ENTRY_TEXT,
+    ENTRY_TEXT_FRAME,
+    KERNEL_PGD,
+    USER_PGD,
+    USER_TEXT,
+    PtiMachine,
+    build_pti_machine,
+    pt_at,
+)
+from test_audit_pti import VMALLOC as PTI_VMALLOC
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditView
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.frames import perm_key
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
-from gdbext.audit.rules.alias_wx import wx_aliases
+from gdbext.audit.rules.alias_wx import span_union, wx_aliases, wx_aliases_in
 from gdbext.audit.rules.pt_writable_alias import RULES as PT_WRITABLE
 from gdbext.commands import KERNEL_IMAGE_VA, RootOptions
 from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.layout import CPU_ENTRY_AREA_BASE
 from gdbext.mapper import read_u64, write_u64
 from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable
 from gdbext.physoffset import find_direct_map_base
@@ -299,6 +312,142 @@ def test_alias_wx_equals_a_page_by_page_reference(pt: X86PageTable) -> None:
     assert from_rule(pt) == brute_force(pt)
 
 
+# --- alias-wx across the PTI pair ------------------------------------------------------------
+
+PTI_VMAP = PTI_VMALLOC[4] + 0x100_0000
+
+
+def test_pti_user_code_writable_through_the_kernel_pgd() -> None:
+    """Under PTI the kernel PGD's user half is no-execute and the user PGD lacks the kernel's
+    mappings: user code (frames 0x500000.., executable at 0x400000 through the user PGD only)
+    writable through a vmalloc mapping of the kernel PGD only is seen by sweeping both tables
+    together, whichever of them CR3 holds."""
+    mach = build_pti_machine()
+    mach.map_kernel(PTI_VMAP, 0x501000, 2 * SIZE_4K, SIZE_4K, WRITABLE | NO_EXECUTE)
+    for view in (
+        AuditView("kernel", pt_at(mach, KERNEL_PGD)),
+        AuditView("user", pt_at(mach, USER_PGD)),
+    ):
+        assert all(a.executor.run.paddr >= 0x1000000 for a in wx_aliases(view))  # text only
+    for cr3 in (KERNEL_PGD, USER_PGD):
+        found = [f for f in audit(mach.target(cr3), ALIAS_WX).findings if f.user]
+        (f,) = found
+        assert (f.severity, f.root, f.vaddr, f.end, f.paddr, f.paddr_end, f.pages) == (
+            Severity.LOW, "kernel+user", USER_TEXT + 0x1000, USER_TEXT + 0x3000,
+            0x501000, 0x503000, 2,
+        )  # fmt: skip
+        assert f.message == (
+            "user code writable through a kernel mapping outside the direct map: frames "
+            "0x501000-0x503000 executable at 0x401000-0x403000 in the user PGD are writable at "
+            f"0x{PTI_VMAP:x}-0x{PTI_VMAP + 0x2000:x} in the kernel PGD"
+        )
+        assert f.evidence[0] == f"PML4[0] @0x{USER_PGD:x} = 0x{read_u64(mach.memory, USER_PGD):x}"
+        assert "executable at 0x401000-0x403000 (r-x user) in the user PGD" in f.evidence
+        assert any(e.startswith(f"writable at 0x{PTI_VMAP:x} in the kernel PGD: PML4[")
+                   for e in f.evidence)  # fmt: skip
+
+
+def test_pti_kernel_code_of_both_pgds_writable_in_one() -> None:
+    """The entry text is executable in both PGDs (one mapping: the same address, frames and
+    permissions) and, here as in build_pti_machine, writable through the kernel PGD's direct
+    map: one finding naming both tables; the rest of the text is the kernel PGD's alone."""
+    mach = build_pti_machine()
+    result = audit(mach.target(USER_PGD), ALIAS_WX)
+    got = [(f.root, f.vaddr, f.paddr, f.paddr_end, f.severity) for f in result.findings]
+    assert got == [
+        ("kernel", TEXT, 0x1000000, ENTRY_TEXT_FRAME, Severity.HIGH),
+        ("kernel+user", ENTRY_TEXT, ENTRY_TEXT_FRAME, ENTRY_TEXT_FRAME + SIZE_2M, Severity.HIGH),
+    ]
+    assert "in the kernel and user PGDs are writable at" in result.findings[1].message
+
+
+def test_pti_one_mapping_in_both_pgds_is_not_an_alias() -> None:
+    """A writable and executable page at one address of a table both PGDs share is rule wx's,
+    not an alias of itself across the pair; a copy at another address, executable in the
+    other PGD only, is."""
+    mach = build_pti_machine()
+    cea_page = CPU_ENTRY_AREA_BASE + 0x8000  # cloned at the P4D level: both PGDs map it
+    frame = 0x210_0000  # above the 32 MiB direct map
+    mach.map_kernel(cea_page, frame, SIZE_4K, SIZE_4K, WRITABLE)
+    result = audit(mach.target(), ALIAS_WX)
+    assert result.findings and not [f for f in result.findings if f.paddr == frame]
+    # User code at 0x800000: the user halves share their tables, the kernel PGD's copy of the
+    # top-level entry is no-execute: executable through the user PGD only.
+    mach.map_user_pgd(0x80_0000, frame, SIZE_4K, SIZE_4K, USER_ACCESSIBLE)
+    (f,) = [f for f in audit(mach.target(), ALIAS_WX).findings if f.paddr == frame]
+    assert (f.root, f.vaddr, f.severity) == ("kernel+user", 0x80_0000, Severity.LOW)
+    assert f.message == (
+        "user code writable through a kernel mapping outside the direct map: frames "
+        "0x2100000-0x2101000 executable at 0x800000-0x801000 in the user PGD are writable at "
+        f"0x{cea_page:x}-0x{cea_page + 0x1000:x} in the kernel and user PGDs"
+    )
+
+
+@st.composite
+def pti_pairs(draw: st.DrawFn) -> PtiMachine:
+    """build_pti_machine() and a few pages mapped in one PGD or the other, shared frames."""
+    mach = build_pti_machine()
+    slots = [0x80_0000, PTI_VMAP, PTI_VMAP + SIZE_2M, TEXT + 0x100_0000]
+    used: set[int] = set()  # the user halves share their tables: one mapping per address
+    for _ in range(draw(st.integers(1, 6))):
+        root = draw(st.sampled_from([KERNEL_PGD, USER_PGD]))
+        vaddr = draw(st.sampled_from(slots)) + draw(st.integers(0, 3)) * SIZE_4K
+        if vaddr in used:
+            continue
+        used.add(vaddr)
+        bits = 0
+        for bit in draw(st.lists(st.sampled_from([WRITABLE, NO_EXECUTE, USER_ACCESSIBLE]))):
+            bits |= bit
+        frame = 0x500000 + draw(st.integers(0, 5)) * SIZE_4K  # user text, data, others
+        (mach.map_kernel if root == KERNEL_PGD else mach.map_user_pgd)(
+            vaddr, frame, SIZE_4K, SIZE_4K, bits
+        )
+    return mach
+
+
+Mapping = tuple[int, bool, bool, bool]  # (vaddr, user, writable, executable)
+
+
+def brute_force_pair(mach: PtiMachine) -> set[tuple[int, Mapping, Mapping]]:
+    """(frame, writable mapping, executable mapping) for every 4 KiB frame writable through
+    one mapping and executable through another of either PGD, page by page; one mapping at
+    the same address with the same permissions in both PGDs is one mapping."""
+    by_frame: dict[int, set[Mapping]] = {}
+    for root in (KERNEL_PGD, USER_PGD):
+        for leaf in pt_at(mach, root).iter_mappings():
+            for off in range(0, leaf.page_size, SIZE_4K):
+                key = (leaf.vaddr + off, leaf.user, leaf.writable, leaf.executable)
+                by_frame.setdefault(leaf.paddr + off, set()).add(key)
+    return {
+        (frame, w, x)
+        for frame, maps in by_frame.items()
+        for w in maps
+        for x in maps
+        if w[2] and x[3] and w != x
+    }
+
+
+def from_union(mach: PtiMachine) -> set[tuple[int, Mapping, Mapping]]:
+    views = [AuditView("kernel", pt_at(mach, KERNEL_PGD)), AuditView("user", pt_at(mach, USER_PGD))]
+    out = set()
+    for alias in wx_aliases_in(span_union(views).spans):
+        w, x = alias.writer, alias.executor
+        for frame in range(alias.paddr, alias.paddr_end, SIZE_4K):
+            for ws in w.starts():
+                for xs in x.starts():
+                    wm = (ws + frame - w.paddr, *perm_key(w))
+                    xm = (xs + frame - x.paddr, *perm_key(x))
+                    if wm != xm:
+                        out.add((frame, wm, xm))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pti_pairs())
+def test_alias_wx_across_the_pair_equals_a_page_by_page_reference(mach: PtiMachine) -> None:
+    assert from_union(mach) == brute_force_pair(mach)
+
+
 # --- pt-writable-alias ----------------------------------------------------------------------
 
 
@@ -389,30 +538,44 @@ def _next(mapper: Any, table: int, index: int) -> int:
 
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
 def test_real_dumps_alias_wx(name: str, kernel_dump: Any) -> None:
-    """No kernel code is writable anywhere. Without PTI (4level, la57) the dump's process
-    runs code in frames the kernel image mapping still maps read-write: freed ``__init``
-    memory and the tail after ``.brk`` up to the next 2 MiB, which Linux only unmaps from the
-    high mapping under PTI (``free_kernel_image_pages``); the page allocator reused them for
-    the process's text. Those are ``low`` (user code, supervisor alias outside the direct
-    map); the direct map's writable alias of every user page is not reported."""
+    """No kernel code is writable anywhere. The dump's process runs code in frames the kernel
+    image mapping still maps read-write (the tail after ``.brk`` up to the next 2 MiB, and
+    without PTI the freed ``__init`` memory, which Linux only unmaps from the high mapping
+    under PTI: ``free_kernel_image_pages``); the page allocator reused them for busybox's text.
+    Those are ``low`` (user code, supervisor alias outside the direct map); the direct map's
+    writable alias of every user page is not reported. Under PTI (kaslr-pti) the code is
+    executable through the user PGD and writable through the kernel PGD only (the kernel PGD
+    makes the user half no-execute, the user PGD lacks the image mapping): the sweep of both
+    tables together finds them, as the single table of 4level and la57 shows them, naming both
+    tables. ``--kernel`` audits init_mm's tables: no process there, no finding."""
     target = open_dump(str(kernel_dump(name)))
     offset = KERNEL_IMAGE_VA.start + hint(target, "kernel_offset")
+    pti = name == "kaslr-pti"
     for root in KERNEL_ROOTS:
         result = audit(target, ALIAS_WX, root)
         findings: list[Finding] = result.findings
-        if root.kernel or name == "kaslr-pti":
+        if root.kernel:
             assert findings == [], root
             continue
         assert findings and all(f.severity == Severity.LOW for f in findings)
+        assert {f.root for f in findings} == {"kernel+user" if pti else "cr3"}
         for f in findings:
             assert f.user and f.executable and not f.writable and (f.vaddr or 0) < 1 << 47
             writer = f.message.split(" are writable at ")[1].split("-")[0]
             assert int(writer, 16) == offset + (f.paddr or 0)  # the image mapping, linear
+            if pti:
+                assert " in the user PGD are writable at " in f.message
+                assert f.message.endswith(" in the kernel PGD")
         # Page by page: user-executable frames of the process that the image maps writable.
+        cr3 = target.cpu(0).root
+        assert cr3 is not None
         pt = X86PageTable.from_cpu(target.mapper, target.cpu(0))
+        user_pt = (
+            X86PageTable.from_cpu(target.mapper, target.cpu(0), root=cr3 | 0x1000) if pti else pt
+        )
         user_x = {
             leaf.paddr + off
-            for leaf in pt.iter_mappings(AddrRange(0, 1 << 47))
+            for leaf in user_pt.iter_mappings(AddrRange(0, 1 << 47))
             if leaf.user and leaf.executable
             for off in range(0, leaf.page_size, SIZE_4K)
         }
@@ -424,6 +587,10 @@ def test_real_dumps_alias_wx(name: str, kernel_dump: Any) -> None:
         }
         flagged = {p for f in findings for p in range(f.paddr or 0, f.paddr_end or 0, SIZE_4K)}
         assert flagged == user_x & image_w
+        if pti:  # the kernel PGD alone: no executable user page
+            assert not any(
+                leaf.user and leaf.executable for leaf in pt.iter_mappings(AddrRange(0, 1 << 47))
+            )
 
 
 def _tables_below(mapper: Any, table: int, level: int) -> set[int]:

@@ -44,15 +44,10 @@ LISTED = 8
 
 
 def audited_views(ctx: AuditContext) -> list[AuditView]:
-    """The tables a frame rule looks at: the selected one and, under PTI, both halves of the
-    pair (one view per root, the selected one first)."""
-    views = [ctx.main]
+    """The tables a frame rule looks at: under PTI both halves of the pair (kernel PGD first,
+    named ``kernel`` and ``user``, the selected table among them), else the selected one."""
     pti = ctx.pti
-    if pti is not None:
-        for view in (pti.kernel, pti.user):
-            if all(view.pt.root != v.pt.root for v in views):
-                views.append(view)
-    return views
+    return [pti.kernel, pti.user] if pti is not None else [ctx.main]
 
 
 def va_at(span: LeafSpan, paddr: int) -> int:

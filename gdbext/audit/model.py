@@ -57,9 +57,10 @@ class Finding:
     ``paddr_end`` exclusive, ``None`` when the frames are not contiguous); permissions are
     the *effective* ones (``None`` when they do not apply, e.g. a CPU setting). ``root``
     names the table the finding is in: ``"cr3"`` (the selected root), ``"kernel"`` or
-    ``"user"`` (the PTI pair's halves). ``evidence`` holds the walk steps of the first page
-    (``"PML4[511] @0x1a0c000 = 0x1a0f063"``) and other facts, one line each. ``pages``
-    counts 4 KiB units.
+    ``"user"`` (the PTI pair's halves), or ``"kernel+user"`` when it involves both (a frame
+    writable through one and executable through the other: ``alias-wx``). ``evidence`` holds
+    the walk steps of the first page (``"PML4[511] @0x1a0c000 = 0x1a0f063"``) and other
+    facts, one line each. ``pages`` counts 4 KiB units.
     """
 
     rule: str

@@ -8,10 +8,16 @@ EFER.NXE); a frame mapped read-only elsewhere (Linux's ESPFIX stacks, linked tho
 times, read-only) is not a finding, nor is a page writable and executable at one address
 only (rule ``wx``'s job).
 
-It works on intervals: each view's frame index (leaf runs and collapsed aliases as spans,
-sorted by physical address) is swept once, writable spans against executable ones
-(:func:`gdbext.audit.frames.overlap_pairs`), never page by page. Checked in the selected table
-and, under PTI, in both halves of the pair, each on its own.
+It works on intervals: the frame indexes (leaf runs and collapsed aliases as spans, sorted by
+physical address) of the tables audited (the selected one and, under PTI, both halves of the
+pair) are merged into one, each span tagged with the tables that map it (a mapping both halves
+share, PTI's cpu_entry_area say, is one span of both), and swept once, writable spans against
+executable ones (:func:`gdbext.audit.frames.overlap_pairs`), never page by page. So a frame
+writable through the kernel PGD and executable through the user PGD is found (the user PGD
+lacks the kernel's mapping, the kernel PGD makes the user half no-execute: neither table alone
+shows it); such a finding's ``root`` names both tables (``"kernel+user"``), and its evidence
+says which mapping is in which. One mapping (same address, frames and permissions) in both
+tables is still one mapping: writable and executable there is rule ``wx``'s.
 
 Severities (the default ``high`` refined by who may execute and who may write):
 
@@ -28,7 +34,8 @@ Severities (the default ``high`` refined by who may execute and who may write):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
@@ -44,7 +51,7 @@ from gdbext.audit.frames import (
 from gdbext.audit.model import Finding, Severity
 from gdbext.geometry import SIZE_4K
 
-__all__ = ["AliasWxRule", "WxAlias", "wx_aliases"]
+__all__ = ["AliasWxRule", "SpanUnion", "WxAlias", "span_union", "wx_aliases", "wx_aliases_in"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +69,55 @@ class WxAlias:
 def wx_aliases(view: AuditView) -> Iterator[WxAlias]:
     """Every writable span and executable span of ``view`` that share frames at different
     virtual addresses, by physical address: one sweep over the view's frame index."""
-    spans = view.frame_index.spans
+    return wx_aliases_in(view.frame_index.spans)
+
+
+def wx_aliases_in(spans: Sequence[LeafSpan]) -> Iterator[WxAlias]:
+    """:func:`wx_aliases` over ``spans`` (sorted by physical address): a span that is both
+    writable and executable pairs with itself only when a collapsed alias maps it again."""
     writable = [s for s in spans if s.run.writable]
     executable = [s for s in spans if s.run.executable]
     for w, x, lo, hi in overlap_pairs(writable, executable):
         if w is x and w.copies == 1:
             continue  # writable and executable at one address: rule wx
         yield WxAlias(w, x, lo, hi)
+
+
+#: Names of the tables a finding may involve, in the order a joined ``root`` lists them.
+ROOT_ORDER = ("kernel", "user", "cr3")
+
+
+@dataclass
+class SpanUnion:
+    """The spans of several views, by physical address, each mapping once, and which views map
+    it (``roots``, by ``id`` of the span)."""
+
+    spans: list[LeafSpan]
+    roots: dict[int, tuple[str, ...]]
+    views: dict[str, AuditView]
+
+    def of(self, spans: Sequence[LeafSpan]) -> tuple[str, ...]:
+        """The views that map any of ``spans``, in :data:`ROOT_ORDER`."""
+        names = {name for s in spans for name in self.roots[id(s)]}
+        return tuple(sorted(names, key=ROOT_ORDER.index))
+
+
+def span_union(views: Sequence[AuditView]) -> SpanUnion:
+    """The frame indexes of ``views`` merged: a mapping at the same virtual address, of the
+    same frames, size, repetitions and permissions in several views (tables they share) is
+    one span, tagged with all of their names."""
+    by_key: dict[tuple[object, ...], LeafSpan] = {}
+    roots: dict[int, tuple[str, ...]] = {}
+    for view in views:
+        for span in view.frame_index.spans:
+            run = span.run
+            key = (run.vaddr, run.paddr, span.size, span.reps, perm_key(span))
+            first = by_key.setdefault(key, span)
+            have = roots.get(id(first), ())
+            if view.name not in have:
+                roots[id(first)] = (*have, view.name)
+    spans = sorted(by_key.values(), key=lambda s: (s.paddr, s.size, s.vaddr))
+    return SpanUnion(spans, roots, {v.name: v for v in views})
 
 
 def _classify(alias: WxAlias, direct_map_base: int | None) -> tuple[Severity, str] | None:
@@ -109,11 +158,13 @@ class _Group:
         return not more_w and not more_x and w is not x and not w.reps and not x.reps
 
 
-def _groups(found: list[tuple[WxAlias, Severity, str]]) -> list[_Group]:
+def _groups(
+    found: list[tuple[WxAlias, Severity, str]], roots: Callable[[LeafSpan], tuple[str, ...]]
+) -> list[_Group]:
     """One group per shared frame range and kind (every mapping of those frames that takes
     part, e.g. the copies of a table linked many times, in one finding); then groups of one
     plain writer and executor that continue each other (contiguous frames, the same VA - PA
-    offsets, the same permissions) merged."""
+    offsets, the same permissions, in the same tables: ``roots``) merged."""
     by_key: dict[tuple[object, ...], _Group] = {}
     for alias, severity, what in found:
         key: tuple[object, ...] = (
@@ -142,6 +193,8 @@ def _groups(found: list[tuple[WxAlias, Severity, str]]) -> list[_Group]:
             x.vaddr - x.paddr,
             perm_key(w),
             perm_key(x),
+            roots(w),
+            roots(x),
         )
         prev = last.get(run_key)
         if prev is not None and prev.paddr_end == group.paddr:
@@ -160,38 +213,49 @@ class AliasWxRule:
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
         direct_map = ctx.direct_map
         base = None if direct_map is None else direct_map.start
-        for view in audited_views(ctx):
-            found = []
-            for alias in wx_aliases(view):
-                verdict = _classify(alias, base)
-                if verdict is not None:
-                    found.append((alias, *verdict))
-            for group in _groups(found):
-                yield self._finding(ctx, view, group)
+        union = span_union(audited_views(ctx))
+        found = []
+        for alias in wx_aliases_in(union.spans):
+            verdict = _classify(alias, base)
+            if verdict is not None:
+                found.append((alias, *verdict))
+        for group in _groups(found, lambda span: union.roots[id(span)]):
+            yield self._finding(ctx, union, group)
 
-    def _finding(self, ctx: AuditContext, view: AuditView, group: _Group) -> Finding:
+    def _finding(self, ctx: AuditContext, union: SpanUnion, group: _Group) -> Finding:
         lo, hi = group.paddr, group.paddr_end
         writers, executors = group.writers, group.executors
         xva = places(executors, lo, hi)[0]
         wva = places(writers, lo, hi)[0]
+        x_roots, w_roots = union.of(executors), union.of(writers)
+        roots = tuple(r for r in ROOT_ORDER if r in x_roots or r in w_roots)
+        both = len(roots) > 1
+
+        def at(spans: Sequence[LeafSpan], names: tuple[str, ...]) -> str:
+            text = where(spans, lo, hi)
+            return f"{text} in {_tables(names)}" if both else text
+
         if {id(s) for s in writers} == {id(s) for s in executors}:
             message = (
                 f"{group.what}: frames 0x{lo:x}-0x{hi:x} are writable and executable at "
-                f"{where(executors, lo, hi)}"
+                f"{at(executors, x_roots)}"
             )
         else:
             message = (
                 f"{group.what}: frames 0x{lo:x}-0x{hi:x} executable at "
-                f"{where(executors, lo, hi)} are writable at {where(writers, lo, hi)}"
+                f"{at(executors, x_roots)} are writable at {at(writers, w_roots)}"
             )
-        evidence = mapping_lines(executors, lo, hi, "executable at")
-        evidence += mapping_lines(writers, lo, hi, "writable at")
-        if wva != xva:
-            evidence += [f"writable at 0x{wva:x}: {step}" for step in ctx.evidence(view, wva)]
+        evidence = self._lines(union, executors, lo, hi, "executable at", both)
+        evidence += self._lines(union, writers, lo, hi, "writable at", both)
+        x_view = union.views[union.of(executors[:1])[0]]
+        w_view = union.views[union.of(writers[:1])[0]]
+        if wva != xva or w_view is not x_view:
+            label = f"writable at 0x{wva:x}" + (f" in {_tables((w_view.name,))}" if both else "")
+            evidence += [f"{label}: {step}" for step in ctx.evidence(w_view, wva)]
         x = executors[0].run
-        return ctx.finding(
+        finding = ctx.finding(
             self,
-            view,
+            x_view,
             message,
             vaddr=xva,
             end=xva + hi - lo,
@@ -204,6 +268,29 @@ class AliasWxRule:
             severity=group.severity,
             evidence=evidence,
         )
+        return dataclasses.replace(finding, root="+".join(roots)) if both else finding
+
+    @staticmethod
+    def _lines(
+        union: SpanUnion, spans: Sequence[LeafSpan], lo: int, hi: int, label: str, both: bool
+    ) -> list[str]:
+        lines = mapping_lines(spans, lo, hi, label)
+        if both:
+            for i, span in enumerate(spans[: len(lines)]):
+                if not lines[i].startswith(f"{label} ... "):
+                    lines[i] += f" in {_tables(union.roots[id(span)])}"
+        return lines
+
+
+def _tables(names: Sequence[str]) -> str:
+    """``"the kernel PGD"``, ``"the kernel and user PGDs"`` (the halves of a PTI pair).
+
+    >>> _tables(["user"]), _tables(["kernel", "user"])
+    ('the user PGD', 'the kernel and user PGDs')
+    """
+    if len(names) == 1:
+        return f"the {names[0]} PGD"
+    return f"the {' and '.join(names)} PGDs"
 
 
 RULES = (AliasWxRule(),)
