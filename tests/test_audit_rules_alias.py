@@ -494,6 +494,88 @@ def test_page_table_writable_from_user_mode_is_critical() -> None:
     assert f.message.startswith(f"1 page-table page (PD 0x{steps[2].table:x}) writable from user")
 
 
+# Recursive entries: the page tables become data at the entry's addresses.
+
+SELF = 510  # a recursive PML4 slot: 0xffffff0000000000-0xffffff8000000000
+
+
+def self_map_va(*indices: int) -> int:
+    """The canonical virtual address with these PML4, PDPT, PD and PT indices."""
+    va = 0
+    for i, index in enumerate(indices):
+        va |= index << (39 - 9 * i)
+    return va | (0xFFFF_0000_0000_0000 if va >> 47 else 0)
+
+
+def recursive_findings(result: AuditResult) -> list[Finding]:
+    return [f for f in result.findings if f.message.startswith("recursive ")]
+
+
+@pytest.mark.parametrize(
+    ("bits", "severity", "access"),
+    [
+        (PRESENT | WRITABLE, Severity.HIGH, "rwx kern"),
+        (PRESENT, Severity.LOW, "r-x kern"),
+        (PRESENT | WRITABLE | USER_ACCESSIBLE, Severity.CRITICAL, "rwx user"),
+        (PRESENT | WRITABLE | NO_EXECUTE, Severity.HIGH, "rw- kern"),
+    ],
+)
+def test_recursive_pml4_entry_maps_every_table_as_data(
+    bits: int, severity: Severity, access: str
+) -> None:
+    mc = machine([DIRECT_RW, KERNEL_TEXT])
+    root = mc.page_table.root
+    write_u64(mc.memory, root + 8 * SELF, root | bits)
+    tables = tables_of(mc)
+    # The MMU's own view: the root at (SELF, SELF, SELF, SELF), the text's page table at
+    # (SELF, 511, 510, 8) (the PML4, PDPT and PD indices of 0xffffffff81000000).
+    pt = X86PageTable(mc.memory, root)
+    assert pt.translate(self_map_va(SELF, SELF, SELF, SELF)).paddr == root
+    text_pt = pt.translate(TEXT).steps[-1].table
+    assert pt.translate(self_map_va(SELF, 511, 510, 8)).paddr == text_pt
+    (f,) = recursive_findings(audit(mc, PT_WRITABLE))
+    start = self_map_va(SELF, 0, 0, 0)
+    assert (f.severity, f.vaddr, f.end, f.paddr, f.paddr_end, f.pages) == (
+        severity, start, start + (1 << 39), root, root + SIZE_4K, len(tables),
+    )  # fmt: skip
+    assert f.message == (
+        f"recursive PML4 entry: {len(tables)} page-table pages mapped as data ({access}) "
+        f"at 0x{start:x}-0x{start + (1 << 39):x}"
+    )
+    assert f.evidence[0] == f"PML4[{SELF}] @0x{root:x} = 0x{root | bits:x}"
+    assert f"PML4 0x{root:x}, the table the entry is in" in f.evidence[1]
+    listed = f.evidence[2].split(": ", 1)[1].split(", ")
+    assert sorted(int(t.split()[1], 16) for t in listed) == tables
+
+
+def test_recursive_pd_entry_exposes_its_pd_and_page_tables() -> None:
+    """A PD entry linking its own PD: the PD is walked as a page table, so the frames its
+    entries point to (the text's page table, and the PD itself) are mapped as 4 KiB pages."""
+    mc = machine([DIRECT_RW, KERNEL_TEXT])
+    pt = mc.page_table
+    steps = pt.translate(TEXT).steps
+    pd, text_pt = steps[2].table, steps[3].table
+    write_u64(mc.memory, pd + 8 * 9, pd | PRESENT | WRITABLE)  # PD[9] -> the PD itself
+    base = TEXT + SIZE_2M  # what PD[9] maps
+    assert pt.translate(base + 8 * SIZE_4K).paddr == text_pt  # PD[8] as a PTE
+    assert pt.translate(base + 9 * SIZE_4K).paddr == pd  # PD[9] as a PTE
+    # The text is read-only, and so are the table entries above it: a read-only path, low.
+    (f,) = recursive_findings(audit(mc, PT_WRITABLE))
+    assert (f.severity, f.vaddr, f.end, f.paddr, f.pages) == (
+        Severity.LOW, base, base + SIZE_2M, pd, 2,
+    )  # fmt: skip
+    assert f.evidence[2] == f"PD[9] @0x{pd:x} = 0x{pd | PRESENT | WRITABLE:x}"
+    names = sorted([(pd, f"PD 0x{pd:x}"), (text_pt, f"PT 0x{text_pt:x}")])
+    assert f.evidence[-1] == f"page tables mapped as data (r-x kern): {names[0][1]}, {names[1][1]}"
+
+
+def test_no_recursive_entry_no_recursive_finding() -> None:
+    mc = machine([DIRECT_RW, KERNEL_TEXT])
+    root = mc.page_table.root
+    write_u64(mc.memory, root + 8 * SELF, root)  # not present: nothing walks it
+    assert audit(mc, PT_WRITABLE).findings == []
+
+
 def test_static_tables_in_the_kernel_image_are_info_other_image_addresses_high() -> None:
     # A kernel image mapped linearly at __START_KERNEL_map + PA (text 0x1000000.., and "data"
     # over the top 2 MiB of RAM, where the simulator allocates its tables), as Linux maps its

@@ -24,6 +24,15 @@ Severities:
   committed dumps show exactly those (see tests/test_audit_rules_alias.py);
 - ``high``: anything else (a table in vmalloc space, in the kernel image mapping but outside
   the image's frames, mapped by an alias...).
+
+**Recursive entries.** An entry that links a table already on its path from the root (a
+bootloader's recursive PML4 slot, say: the walk reports it as a ``recursive`` anomaly and does
+not follow it) makes the MMU use that table one level lower, so the tables below it end up
+mapped as data pages in the entry's range of addresses: a self-referencing PML4 entry maps every
+table of the address space. Each such entry is one finding, with the tables it exposes (found by
+walking the linked table as the MMU would below that entry, each table and level once) and the
+walk to it: ``critical`` when the path (the entry included) allows user-mode writes, ``high``
+when it allows writes, ``low`` when it is read-only (the tables can be read, not changed).
 """
 
 from __future__ import annotations
@@ -43,13 +52,27 @@ from gdbext.audit.frames import (
 )
 from gdbext.audit.model import Finding, Severity
 from gdbext.commands import KERNEL_IMAGE_VA
-from gdbext.geometry import SIZE_4K, level_name
+from gdbext.errors import PhysMemoryError
+from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.geometry import SIZE_4K, entry_span, index_shift, level_name
+from gdbext.mapper import read_table, read_u64
+from gdbext.paging import Anomaly, X86PageTable
 from gdbext.render.common import perms
 
-__all__ = ["PtWritableAliasRule", "TableHit", "image_offset", "writable_table_hits"]
+__all__ = [
+    "PtWritableAliasRule",
+    "TableHit",
+    "exposed_tables",
+    "image_offset",
+    "path_steps",
+    "writable_table_hits",
+]
 
 #: Tables named in a finding's message; the evidence lists them all.
 _NAMED_IN_MESSAGE = 4
+#: Tables a recursive entry exposes that its evidence names.
+_LISTED = 16
+_ROOT_ORDER = ("kernel", "user", "cr3")
 
 STATIC_TABLES = (
     "the kernel image mapping (__START_KERNEL_map) maps the image's .data, .bss and .brk "
@@ -130,17 +153,130 @@ def _is_image_mapping(span: LeafSpan, offset: int | None) -> bool:
     )
 
 
+def path_steps(pt: X86PageTable, vaddr: int, level: int) -> list[tuple[int, int, int, int]]:
+    """``(level, table, index, entry)`` from the root down to the entry at ``level`` that maps
+    ``vaddr``, read raw (the walk to an entry the engine did not follow)."""
+    steps: list[tuple[int, int, int, int]] = []
+    table = pt.root
+    for lv in range(pt.levels, level - 1, -1):
+        index = (vaddr >> index_shift(lv)) & 0x1FF
+        entry = read_u64(pt.mapper, table + 8 * index)
+        steps.append((lv, table, index, entry))
+        table = entry & pt.addr_mask
+    return steps
+
+
+def exposed_tables(pt: X86PageTable, table: int, level: int, tables: dict[int, int]) -> list[int]:
+    """The page-table frames of ``tables`` that the MMU maps as data when it walks ``table``
+    as a level-``level`` table (below a recursive entry): every present entry followed, leaves
+    (level 1, or PSE at levels 2 and 3) collected; each (table, level) walked once."""
+    frames = sorted(tables)
+    memo: dict[tuple[int, int], set[int]] = {}
+
+    def hits(lo: int, hi: int) -> set[int]:
+        return set(frames[bisect_left(frames, lo) : bisect_left(frames, hi)])
+
+    def walk(t: int, lv: int) -> set[int]:
+        key = (t, lv)
+        found = memo.get(key)
+        if found is not None:
+            return found
+        found = memo[key] = set()
+        try:
+            entries = read_table(pt.mapper, t)
+        except PhysMemoryError:
+            return found
+        for e in entries:
+            if not e & PRESENT:
+                continue
+            addr = e & pt.addr_mask
+            if lv == 1 or (lv in (2, 3) and e & HUGE_PAGE):
+                size = entry_span(lv)
+                start = addr & ~(size - 1)
+                found |= hits(start, start + size)
+            else:
+                found |= walk(addr, lv - 1)
+        return found
+
+    return sorted(walk(table, level)) if level >= 1 else []
+
+
 class PtWritableAliasRule:
     id = "pt-writable-alias"
     severity = Severity.HIGH
-    summary = "page-table pages mapped writable anywhere other than the direct map"
+    summary = "page-table pages mapped writable anywhere but the direct map; recursive entries"
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
         direct_map = ctx.direct_map
         base = None if direct_map is None else direct_map.start
         offset = image_offset(ctx.kernel_view)
-        for hit in writable_table_hits(audited_views(ctx), base):
+        views = audited_views(ctx)
+        for hit in writable_table_hits(views, base):
             yield self._finding(ctx, hit, offset)
+        yield from self._recursive(views)
+
+    def _recursive(self, views: list[AuditView]) -> Iterator[Finding]:
+        """One finding per recursive entry (each entry once, naming every view that has it)."""
+        seen: dict[tuple[int, int, int], tuple[list[str], AuditView, Anomaly]] = {}
+        for view in views:
+            for anomaly in view.anomalies:
+                if anomaly.kind != "recursive":
+                    continue
+                key = (anomaly.table, anomaly.index, anomaly.entry)
+                if key in seen:
+                    seen[key][0].append(view.name)
+                else:
+                    seen[key] = ([view.name], view, anomaly)
+        for names, view, anomaly in seen.values():
+            yield self._recursive_finding(view, anomaly, names)
+
+    def _recursive_finding(self, view: AuditView, anomaly: Anomaly, names: list[str]) -> Finding:
+        pt = view.pt
+        level, entry = anomaly.level, anomaly.entry
+        linked = entry & pt.addr_mask
+        steps = path_steps(pt, anomaly.vaddr, level)
+        user = all(e & USER_ACCESSIBLE for _, _, _, e in steps)
+        writable = all(e & WRITABLE for _, _, _, e in steps)
+        executable = not (pt.nxe and any(e & NO_EXECUTE for _, _, _, e in steps))
+        tables = view.tables
+        exposed = exposed_tables(pt, linked, level - 1, tables)
+        end = anomaly.vaddr + entry_span(level)
+        linked_level = tables.get(linked)
+        what = f"{level_name(linked_level)} 0x{linked:x}" if linked_level else f"0x{linked:x}"
+        if linked == anomaly.table:
+            what += ", the table the entry is in"
+        n = len(exposed)
+        access = perms(user, writable, executable)
+        if user and writable:
+            severity = Severity.CRITICAL
+        elif writable:
+            severity = Severity.HIGH
+        else:
+            severity = Severity.LOW
+        listed = [f"{level_name(tables.get(f, 0) or 1)} 0x{f:x}" for f in exposed[:_LISTED]]
+        more = f", ... {n - _LISTED} more" if n > _LISTED else ""
+        evidence = [
+            *(f"{level_name(lv)}[{i}] @0x{t:x} = 0x{e:x}" for lv, t, i, e in steps),
+            f"links {what}, on its own path from the root: the MMU walks it again one level "
+            "lower, mapping the tables below it as data pages",
+            f"page tables mapped as data ({access}): {', '.join(listed)}{more}",
+        ]
+        return Finding(
+            self.id,
+            severity,
+            f"recursive {level_name(level)} entry: {n} page-table page{'s' if n != 1 else ''} "
+            f"mapped as data ({access}) at 0x{anomaly.vaddr:x}-0x{end:x}",
+            vaddr=anomaly.vaddr,
+            end=end,
+            paddr=linked,
+            paddr_end=linked + SIZE_4K,
+            user=user,
+            writable=writable,
+            executable=executable,
+            root="+".join(sorted(names, key=_ROOT_ORDER.index)),
+            evidence=tuple(evidence),
+            pages=n,
+        )
 
     def _finding(self, ctx: AuditContext, hit: TableHit, image: int | None) -> Finding:
         spans, run = hit.spans, hit.spans[0].run
