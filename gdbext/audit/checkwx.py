@@ -41,6 +41,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import ne
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
@@ -55,11 +57,14 @@ from gdbext.flags import (
     WRITABLE,
 )
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry, level_name
-from gdbext.mapper import PhysMapper, read_table
+from gdbext.mapper import TABLE_STRUCT, PhysMapper, read_table
 
 __all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
 
 _LEAF_PUD = PRESENT | HUGE_PAGE
+_RW_NX = WRITABLE | NO_EXECUTE
+_P_RW_NX = PRESENT | WRITABLE | NO_EXECUTE
+_ZERO_TABLE = bytes(4096)
 _PMD_PRESENT = PRESENT | GLOBAL
 #: Entries of the top-level table in Linux's guard hole (16, from the start of the kernel half).
 GUARD_HOLE_ENTRIES = 16
@@ -164,8 +169,10 @@ class _Fold:
 
 
 def _runs(entries: Sequence[int], start: int, stop: int) -> Iterator[tuple[int, int, int]]:
-    """``(index, value, count)`` of each run of equal consecutive entries in ``[start, stop)``."""
-    cuts = [i for i in range(start + 1, stop) if entries[i] != entries[i - 1]]
+    """``(index, value, count)`` of each run of equal consecutive entries in ``[start, stop)``
+    (where the value changes found without a Python loop: most tables are sparse)."""
+    changes = map(ne, entries[start + 1 : stop], entries[start : stop - 1])
+    cuts = list(compress(range(start + 1, stop), changes))
     cuts.append(stop)
     prev = start
     for cut in cuts:
@@ -221,12 +228,15 @@ class CheckWx:
             found = WxTally(last=False)
         else:
             try:
-                entries = read_table(self.mapper, table)
+                raw = self.mapper.read(table, 4096)
             except PhysMemoryError:
                 # Not noted (the walker's view of a table we cannot read is unknown).
                 found = WxTally(lead=ENTRIES_PER_TABLE * entry_span(level) // 4096)
             else:
-                if level == 1:
+                entries = TABLE_STRUCT.unpack(raw) if raw != _ZERO_TABLE else ()
+                if not entries:
+                    found = WxTally(last=False)  # holes, or zero PTEs: nothing W+X
+                elif level == 1:
                     found = _pt_tally(entries)
                 else:
                     fold = _Fold()
@@ -349,11 +359,11 @@ class _Finder:
 
 
 def _pt_tally(entries: Sequence[int]) -> WxTally:
-    """A page table below a writable, executable path: every PTE is noted."""
-    wx = [e for e in entries if e & WRITABLE and not e & NO_EXECUTE]
-    absent = sum(1 for e in wx if not e & PRESENT)
-    last = entries[-1]
-    return WxTally(0, len(wx) - absent, absent, 0, bool(last & WRITABLE and not last & NO_EXECUTE))
+    """A page table below a writable, executable path: every PTE is noted (counted with C-level
+    maps: a W+X entry is one whose RW and NX bits are just RW)."""
+    wx = list(map(_RW_NX.__and__, entries)).count(WRITABLE)
+    absent = list(map(_P_RW_NX.__and__, entries)).count(WRITABLE) if wx else 0
+    return WxTally(0, wx - absent, absent, 0, entries[-1] & _RW_NX == WRITABLE)
 
 
 def _add(
