@@ -93,6 +93,24 @@ def test_the_one_line_start_works_with_another_python_first_on_path(tmp_path: Pa
     assert "python works" not in plain.stdout  # the control
 
 
+def test_the_one_line_start_works_through_a_link_from_another_directory(tmp_path: Path) -> None:
+    """``scripts/lldb`` linked from a ``bin`` directory (``~/bin/lldb-pt``) and run elsewhere
+    finds its checkout through the link."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "lldb-pt").symlink_to(lldbrun.WRAPPER)
+    proc = subprocess.run(
+        ["lldb-pt", "--batch", "-Q", "-o", "pt-backend"],
+        capture_output=True,
+        text=True,
+        env=lldbrun.clean_env(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}"),
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("  core ")
+
+
 def test_importing_twice_registers_once() -> None:
     ident = (
         "script from gdbext_lldb import lldb_commands as c; "
