@@ -288,12 +288,15 @@ def test_mode_is_back_after_a_failing_read(sim: Target, before: int, failure: st
 
 def test_a_connection_lost_mid_command_gives_the_read_error_only(sim: Target) -> None:
     stub = stub_for(sim)
-    target = opened(stub)
+    state, target = opened_state(stub)
     assert target.command_scope is not None
     with pytest.raises(TargetLostError, match="lost the connection"), target.command_scope():
         target.mapper.read(0x1000000, 8)
         stub.alive = False  # QEMU killed: nothing to restore, and no second error
         target.mapper.read(0x3000000, 8)
+    # The mode it could not put back, for a debugger that reconnects (a stub that stopped
+    # answering keeps its mode).
+    assert state.bracket.unrestored == 0
     assert target.command_scope is not None
     with target.command_scope():  # the bracket is usable again
         pass

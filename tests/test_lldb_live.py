@@ -463,3 +463,89 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
     after = lldbrun.run([QUERY], port=guest.gdb_port)
     assert mode_of(after.outputs()[0]) == "0"
 
+
+
+STALL_PLUGIN = """
+import os, signal
+from gdbext_lldb import lldb_link
+
+read_memory = lldb_link.LldbProcessLink.read_memory
+
+def stalling_read(self, addr, size):
+    # QEMU stops answering right after the command switched to PhyMemMode 1.
+    lldb_link.LldbProcessLink.read_memory = read_memory
+    os.kill({pid}, signal.SIGSTOP)
+    return read_memory(self, addr, size)
+
+lldb_link.LldbProcessLink.read_memory = stalling_read
+"""
+
+
+def test_a_gdbstub_that_stops_answering_costs_one_packet_timeout(
+    qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
+) -> None:
+    """QEMU stopped (SIGSTOP) in the middle of a command, in PhyMemMode 1: the command fails
+    after LLDB's packet timeout with one line, the next ones at once (LLDB's replies are out of
+    step for good: a register read would get a memory read's bytes), nothing hangs; after
+    ``process detach`` the next ``pt-connect`` puts the mode back before LLDB reads anything."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    root = guest.cr3() & ENTRY_ADDR
+    plugin = tmp_path / "stall.py"
+    plugin.write_text(STALL_PLUGIN.format(pid=guest.pid))
+    mark = "@@mark@@"
+    script = tmp_path / "commands.lldb"
+    script.write_text(
+        "\n".join(
+            [
+                f"command script import {plugin}",
+                "script import time; t = time.monotonic()",
+                "pt-walk",
+                f"script print('{mark}', round(time.monotonic() - t, 1)); t = time.monotonic()",
+                "pt-info",
+                f"script print('{mark}', round(time.monotonic() - t, 1))",
+                f"script import os, signal; os.kill({guest.pid}, signal.SIGCONT)",
+                "process detach",
+                f"pt-connect 127.0.0.1:{guest.gdb_port}",
+                f"script print('{mark}')",
+                "x/1i $pc",
+                "pt-walk --has 0xffffffff81000000",
+                QUERY,
+                "process detach",
+            ]
+        )
+        + "\n"
+    )
+    try:
+        proc = subprocess.run(
+            lldbrun.argv(
+                "settings set plugin.process.gdb-remote.packet-timeout 2",
+                f"pt-connect 127.0.0.1:{guest.gdb_port}",
+                f"command source -e false {script}",
+            ),
+            capture_output=True,
+            text=True,
+            cwd=lldbrun.ROOT,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.kill(guest.pid, signal.SIGCONT)
+    stalled = (
+        f"error: the gdbstub did not answer a read of 0x{root:x} in 2 s (QEMU stopped or hung?); "
+        "LLDB's replies are out of step from there on: reconnect ('process detach', then "
+        "pt-connect HOST:PORT)"
+    )
+    assert proc.stderr.splitlines() == [stalled, stalled]
+    timings = re.findall(rf"^{mark} (\S+)$", proc.stdout, re.M)
+    assert 1.8 <= float(timings[0]) < 4 and float(timings[1]) < 0.5, timings
+    after = proc.stdout.split(f"{mark}\n")[-1]
+    # The mode was put back before LLDB read the instruction at $pc: virtual bytes, not zeros.
+    assert "PhyMemMode put back to 0 (the last connection stopped answering in mode 1)" in (
+        proc.stdout
+    )
+    assert re.search(r"0xffffffff[0-9a-f]+: [0-9a-f]{2}", after)
+    assert not re.search(r": 00 00 +addb", after)
+    assert re.search(r"^0xffffffff81000000-0x[0-9a-f]+ .* r-x kern G +-> 0x1000000$", after, re.M)
+    assert mode_of(after) == "0"
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -120,6 +120,9 @@ class ModeBracket:
         self._current: int | None = None
         #: A switch was attempted in this scope (restore even if it failed half-way).
         self._switched = False
+        #: The mode the last outermost scope could not put back (the stub stopped answering,
+        #: or refused), else None: a debugger that reconnects can put it back then.
+        self.unrestored: int | None = None
         self.stats = BracketStats()
 
     @contextlib.contextmanager
@@ -169,7 +172,9 @@ class ModeBracket:
             return
         try:
             self._put_back(previous)
+            self.unrestored = None
         except GdbextError as exc:
+            self.unrestored = previous
             if quiet or isinstance(exc, TargetLostError) or not self._link.connected():
                 return  # the command's own error wins; a lost target has no mode to restore
             raise LiveTargetError(f"could not restore PhyMemMode to {previous}: {exc}") from None

@@ -6,25 +6,43 @@ its first handshake packet ("failed to get reply to handshake packet"). The fail
 leaves the VM stopped, so a second attempt succeeds. :func:`connect` retries on exactly that
 error, a few times, and reports anything else at once.
 
-It also raises ``plugin.process.gdb-remote.packet-timeout`` to :data:`PACKET_TIMEOUT` seconds
-(never lowers it): QEMU's monitor answers some commands slowly under TCG (``info tlb`` of a
-big guest, ``info mtree``), and LLDB's default of 5 s is short on a loaded machine.
+Loading gdbext raises ``plugin.process.gdb-remote.packet-timeout`` to :data:`PACKET_TIMEOUT`
+seconds (:func:`raise_packet_timeout`, never lowering it; a value set afterwards stays): QEMU's
+monitor answers some commands slowly under TCG (``info tlb`` of a big guest, ``info mtree``),
+and LLDB's default of 5 s is short on a loaded machine. LLDB takes the value when it connects.
+
+A connection that stopped answering in the middle of a command may have left QEMU in the other
+PhyMemMode (see :mod:`gdbext_lldb.lldb_link`): the next ``pt-connect`` to the same place puts
+the mode back first, on a connection of its own (:func:`raw_stub`).
 
 Loaded only inside LLDB (it imports ``lldb``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 import lldb
 
 from gdbext.errors import UsageError
 from gdbext.session import Writer
 from gdbext_gdb.link import LiveTargetError
-from gdbext_lldb.lldb_link import live_process, remember_address
+from gdbext_gdb.phymem import QUERY, SET
+from gdbext_lldb.lldb_link import (
+    PACKET_TIMEOUT_SETTING,
+    forget_left_mode,
+    left_mode,
+    live_process,
+    place,
+    remember_address,
+    set_setting,
+    setting,
+)
 
-PACKET_TIMEOUT_SETTING = "plugin.process.gdb-remote.packet-timeout"
 #: Seconds LLDB waits for a reply to a packet, at least.
 PACKET_TIMEOUT = 10
 #: Connection attempts when the handshake fails (a running VM fails one in two).
@@ -36,14 +54,12 @@ _HANDSHAKE = "handshake"
 
 def raise_packet_timeout(debugger: lldb.SBDebugger) -> None:
     """Make LLDB wait at least :data:`PACKET_TIMEOUT` seconds for a reply."""
-    name = debugger.GetInstanceName()
-    values = debugger.GetInternalVariableValue(PACKET_TIMEOUT_SETTING, name)
     try:
-        current = int(values.GetStringAtIndex(0)) if values.GetSize() else 0
+        current = int(setting(debugger, PACKET_TIMEOUT_SETTING) or 0)
     except ValueError:
         current = 0
     if current < PACKET_TIMEOUT:
-        debugger.SetInternalVariable(PACKET_TIMEOUT_SETTING, str(PACKET_TIMEOUT), name)
+        set_setting(debugger, PACKET_TIMEOUT_SETTING, str(PACKET_TIMEOUT))
 
 
 def _first_line(text: str | None) -> str:
@@ -55,7 +71,9 @@ def _first_line(text: str | None) -> str:
 
 def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
     """``gdb-remote ADDRESS`` in ``debugger``, retried while the handshake fails; LLDB's report
-    of the stop goes to ``out``.
+    of the stop goes to ``out``. When the last connection there stopped answering in the middle
+    of a command, QEMU is still in the PhyMemMode that command switched to, where LLDB's own
+    reads would be physical: the mode from before is put back first (:func:`_put_mode_back`).
 
     :raises UsageError: the selected target is already connected, or no address was given.
     :raises LiveTargetError: the connection failed (one line, LLDB's reason).
@@ -66,7 +84,19 @@ def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
         raise UsageError(
             "pt-connect: LLDB is already connected; 'process detach' first (which resumes the VM)"
         )
-    raise_packet_timeout(debugger)
+    note = ""
+    left = left_mode(debugger, address)
+    if left is not None:
+        note = _put_mode_back(debugger, address, left)
+    report = _gdb_remote(debugger, address)
+    process = debugger.GetSelectedTarget().GetProcess()
+    if process.IsValid():
+        remember_address(debugger, process, address)
+    out.write(report + note)
+
+
+def _gdb_remote(debugger: lldb.SBDebugger, address: str) -> str:
+    """``gdb-remote ADDRESS``, tried again while the handshake fails; LLDB's output."""
     interpreter = debugger.GetCommandInterpreter()
     error = ""
     for attempt in range(ATTEMPTS):
@@ -75,12 +105,65 @@ def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
         result = lldb.SBCommandReturnObject()
         interpreter.HandleCommand(f"gdb-remote {address}", result, False)
         if result.Succeeded():
-            process = debugger.GetSelectedTarget().GetProcess()
-            if process.IsValid():
-                remember_address(debugger, process, address)
-            out.write(str(result.GetOutput() or ""))
-            return
+            return str(result.GetOutput() or "")
         error = _first_line(result.GetError())
         if _HANDSHAKE not in error:
             break
     raise LiveTargetError(f"pt-connect {address}: {error}")
+
+
+def _put_mode_back(debugger: lldb.SBDebugger, address: str, mode: int) -> str:
+    """Put QEMU's PhyMemMode back to ``mode`` on a connection of its own, before LLDB connects
+    and reads anything (LLDB would cache, and show, bytes read in the other mode); a line
+    saying what was done."""
+    try:
+        timeout = float(setting(debugger, PACKET_TIMEOUT_SETTING) or PACKET_TIMEOUT)
+        with raw_stub(address, timeout) as request:
+            found = request(QUERY)
+            put_back = found in ("0", "1") and found != str(mode)
+            if put_back and request(SET.format(mode)) != "OK":
+                raise ValueError(f"the gdbstub refused {SET.format(mode)}")
+    except (OSError, ValueError) as exc:
+        return f"PhyMemMode could not be put back to {mode} ({exc})\n"
+    forget_left_mode(debugger, address)
+    if not put_back:
+        return ""
+    return (
+        f"PhyMemMode put back to {mode} (the last connection stopped answering in mode "
+        f"{found})\n"
+    )
+
+
+@contextlib.contextmanager
+def raw_stub(address: str, timeout: float) -> Iterator[Callable[[str], str]]:
+    """A connection of its own to the gdbstub at ``address`` ([HOST:]PORT): a function that
+    sends one remote-protocol packet and returns its reply (a stop reply QEMU sends when a
+    debugger connects to a running VM is skipped). :raises OSError: no connection or reply."""
+    host, _, port = place(address).rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+        stream = sock.makefile("rb")
+
+        def request(packet: str) -> str:
+            body = packet.encode()
+            sock.sendall(b"$%s#%02x" % (body, sum(body) & 0xFF))
+            while True:
+                reply = _read_packet(stream)
+                sock.sendall(b"+")
+                if not reply.startswith((b"T", b"S")):
+                    return reply.decode(errors="replace")
+
+        yield request
+
+
+def _read_packet(stream: BinaryIO) -> bytes:
+    """The next ``$DATA#CK`` packet's data from ``stream`` (acknowledgements skipped)."""
+    while (c := stream.read(1)) != b"$":
+        if not c:
+            raise ConnectionError("the gdbstub closed the connection")
+    data = bytearray()
+    while (c := stream.read(1)) != b"#":
+        if not c:
+            raise ConnectionError("the gdbstub closed the connection")
+        data += c
+    stream.read(2)
+    return bytes(data)

@@ -21,7 +21,12 @@ prefetch); this module only speaks LLDB:
 - the table pages are cached for one stop: dropped when the process's stop ID moves (LLDB 14
   has no resume event for Python). Control registers are read again for every command (a
   ``register write`` fires nothing either; LLDB's own register cache makes that cheap). A
-  memory write made through LLDB at the same stop is seen from the next stop on.
+  memory write made through LLDB at the same stop is seen from the next stop on;
+- a stub that stops answering (QEMU stopped with SIGSTOP, hung): LLDB waits the packet timeout,
+  then goes on as if the packet had an empty reply (or a read failed), and the late replies put
+  every later reply out of step (a register read gets a memory read's bytes). The link notices
+  the timeout (an exchange that failed after about the packet timeout), sends nothing more on
+  that connection and says to reconnect; so a command waits one packet timeout at most.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,6 +54,12 @@ NAMING = Naming(backend="lldb", debugger="LLDB")
 #: LLDB's process plugin for QEMU's gdbstub, KGDB and other remote stubs.
 REMOTE_PLUGIN = "gdb-remote"
 MEMORY_CACHE_SETTING = "target.process.disable-memory-cache"
+#: How long LLDB waits for a packet's reply (seconds).
+PACKET_TIMEOUT_SETTING = "plugin.process.gdb-remote.packet-timeout"
+#: A failed exchange that took this share of the packet timeout timed out.
+TIMED_OUT_SHARE = 0.9
+#: What ``process plugin packet`` prints for an empty reply, and for none in time alike.
+_NO_REPLY = "error: UNIMPLEMENTED"
 NEEDS_TARGET = (
     "the lldb backend needs a live target: connect LLDB first "
     "(pt-connect HOST:PORT, or gdb-remote HOST:PORT)"
@@ -92,17 +104,50 @@ class LldbProcessLink:
         self._saved_cache: str | None = None
         #: A read failed as only a lost connection makes it fail.
         self._lost = False
+        #: Why the connection is unusable after a timeout (see :meth:`_timed_out`), or None.
+        self._stalled: str | None = None
+        # LLDB takes the packet timeout when it connects: the setting now is the nearest.
+        try:
+            self._timeout = float(setting(debugger, PACKET_TIMEOUT_SETTING) or 0)
+        except ValueError:
+            self._timeout = 0.0
 
     # --- errors ---
 
     def connected(self) -> bool:
         process = self._process
-        return not self._lost and bool(process.IsValid()) and process.GetState() not in _GONE
+        return (
+            not self._lost
+            and self._stalled is None
+            and bool(process.IsValid())
+            and process.GetState() not in _GONE
+        )
+
+    def check_usable(self) -> None:
+        """:raises TargetLostError: a reply timed out on this connection (its replies are out
+        of step for good)."""
+        if self._stalled is not None:
+            raise TargetLostError(self._stalled)
+
+    def _timed_out(self, started: float, what: str) -> bool:
+        """True, and the connection marked unusable, when an exchange started at ``started``
+        (``time.monotonic()``) that failed waited about the packet timeout for its reply."""
+        waited = time.monotonic() - started
+        if self._timeout <= 0 or waited < TIMED_OUT_SHARE * self._timeout:
+            return False
+        self._stalled = (
+            f"the gdbstub did not answer {what} in {waited:.0f} s (QEMU stopped or hung?); "
+            "LLDB's replies are out of step from there on: reconnect ('process detach', then "
+            "pt-connect HOST:PORT)"
+        )
+        return True
 
     def _running(self) -> bool:
         return bool(self._process.GetState() == lldb.eStateRunning)
 
     def _error(self, message: str, what: str) -> LiveTargetError:
+        if self._stalled is not None:
+            return TargetLostError(self._stalled)
         if not self.connected():
             return TargetLostError(f"lost the connection to the target ({message})")
         if self._running():
@@ -113,10 +158,13 @@ class LldbProcessLink:
 
     def _command(self, command: str, what: str) -> str:
         """Run an LLDB command on this process; its output. :raises LiveTargetError: it
-        failed (``what`` names it in the message)."""
+        failed (``what`` names it in the message), or got no reply in time."""
+        if not self.connected():
+            raise self._error("not connected", what)  # nothing more is sent on a dead link
         context = lldb.SBExecutionContext(self._process)
         result = lldb.SBCommandReturnObject()
         interpreter = self._debugger.GetCommandInterpreter()
+        started = time.monotonic()
         if not interpreter.WasInterrupted():
             interpreter.HandleCommand(command, context, result, False)
         else:
@@ -129,8 +177,12 @@ class LldbProcessLink:
             finally:
                 lldb.SBDebugger.Destroy(helper)
         if not result.Succeeded():
+            self._timed_out(started, what)
             raise self._error(_one_line(result.GetError()), what)
-        return str(result.GetOutput() or "")
+        out = str(result.GetOutput() or "")
+        if _NO_REPLY in out and self._timed_out(started, what):
+            raise TargetLostError(str(self._stalled))
+        return out
 
     def _check_interrupt(self) -> None:
         if self._debugger.GetCommandInterpreter().WasInterrupted():
@@ -140,10 +192,14 @@ class LldbProcessLink:
 
     def read_memory(self, addr: int, size: int) -> bytes:
         self._check_interrupt()
+        self.check_usable()
         error = lldb.SBError()
+        started = time.monotonic()
         data = self._process.ReadMemory(addr, size, error)
         if error.Fail() or data is None:
             message = _one_line(error.GetCString(), f"cannot read 0x{addr:x}")
+            if self._timed_out(started, f"a read of 0x{addr:x}"):
+                raise TargetLostError(str(self._stalled))
             if any(marker in message.lower() for marker in _LOST):
                 self._lost = True
             if not self.connected() or self._running():
@@ -208,8 +264,8 @@ class LldbProcessLink:
     def flush_cache(self) -> None:
         """Bypass LLDB's memory cache until :meth:`end_bypass` (LLDB cannot drop it)."""
         if self._saved_cache is None:
-            self._saved_cache = self._setting(MEMORY_CACHE_SETTING) or "false"
-            self._set(MEMORY_CACHE_SETTING, "true")
+            self._saved_cache = setting(self._debugger, MEMORY_CACHE_SETTING) or "false"
+            set_setting(self._debugger, MEMORY_CACHE_SETTING, "true")
 
     def end_bypass(self) -> None:
         """Put the user's memory-cache setting back (the command is over). Never fails: a
@@ -217,7 +273,7 @@ class LldbProcessLink:
         saved, self._saved_cache = self._saved_cache, None
         if saved is not None:
             with contextlib.suppress(LiveTargetError):
-                self._set(MEMORY_CACHE_SETTING, saved)
+                set_setting(self._debugger, MEMORY_CACHE_SETTING, saved)
 
     def symbol_address(self, name: str) -> int | None:
         target = self._process.GetTarget()
@@ -239,16 +295,18 @@ class LldbProcessLink:
         value = self._process.ReadUnsignedFromMemory(addr, 8, error)
         return None if error.Fail() else int(value) & U64
 
-    # --- settings ---
 
-    def _setting(self, name: str) -> str | None:
-        values = self._debugger.GetInternalVariableValue(name, self._debugger.GetInstanceName())
-        return str(values.GetStringAtIndex(0)) if values.GetSize() else None
+def setting(debugger: lldb.SBDebugger, name: str) -> str | None:
+    """The value of LLDB's setting ``name`` in ``debugger`` (None when LLDB has none)."""
+    values = debugger.GetInternalVariableValue(name, debugger.GetInstanceName())
+    return str(values.GetStringAtIndex(0)) if values.GetSize() else None
 
-    def _set(self, name: str, value: str) -> None:
-        error = self._debugger.SetInternalVariable(name, value, self._debugger.GetInstanceName())
-        if error.Fail():
-            raise LiveTargetError(f"settings set {name} {value}: {_one_line(error.GetCString())}")
+
+def set_setting(debugger: lldb.SBDebugger, name: str, value: str) -> None:
+    """``settings set NAME VALUE`` in ``debugger``. :raises LiveTargetError: LLDB refused."""
+    error = debugger.SetInternalVariable(name, value, debugger.GetInstanceName())
+    if error.Fail():
+        raise LiveTargetError(f"settings set {name} {value}: {_one_line(error.GetCString())}")
 
 
 # --- one state per process -------------------------------------------------------------------
@@ -261,12 +319,17 @@ class _Connection:
     link: LldbProcessLink
     state: LiveState
     stop_id: int
+    #: Where ``pt-connect`` connected it (``HOST:PORT`` as typed), if it did.
+    address: str | None = None
 
 
 #: The state of each process the backend was opened on, by (debugger ID, process unique ID).
 _STATES: dict[tuple[int, int], _Connection] = {}
 #: What ``pt-connect`` connected each process to (``HOST:PORT``), for descriptions.
 _URLS: dict[tuple[int, int], str] = {}
+#: The PhyMemMode a connection that stopped answering mid-command left QEMU in the wrong
+#: mode for, by (debugger ID, address): the next ``pt-connect`` there puts it back.
+_LEFT_MODES: dict[tuple[int, str], int] = {}
 
 
 def _key(debugger: lldb.SBDebugger, process: lldb.SBProcess) -> tuple[int, int]:
@@ -276,6 +339,29 @@ def _key(debugger: lldb.SBDebugger, process: lldb.SBProcess) -> tuple[int, int]:
 def remember_address(debugger: lldb.SBDebugger, process: lldb.SBProcess, address: str) -> None:
     """Note where ``process`` is connected (``pt-connect``), for ``info``."""
     _URLS[_key(debugger, process)] = address
+
+
+def place(address: str) -> str:
+    """A gdbstub's ``[HOST:]PORT`` as ``HOST:PORT`` (``gdb-remote PORT`` is the local host's).
+
+    >>> place("1234"), place("localhost:1234"), place("10.0.0.2:1234")
+    ('127.0.0.1:1234', '127.0.0.1:1234', '10.0.0.2:1234')
+    """
+    host, _, port = address.rpartition(":")
+    if host in ("", "localhost"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def left_mode(debugger: lldb.SBDebugger, address: str) -> int | None:
+    """The PhyMemMode to put back at ``address``: a connection there stopped answering in the
+    middle of a command, in the other mode (see :func:`forget_left_mode`); else None."""
+    return _LEFT_MODES.get((int(debugger.GetID()), place(address)))
+
+
+def forget_left_mode(debugger: lldb.SBDebugger, address: str) -> None:
+    """The mode at ``address`` is as it should be again."""
+    _LEFT_MODES.pop((int(debugger.GetID()), place(address)), None)
 
 
 def _forget_gone(debugger_id: int, live: int) -> None:
@@ -298,7 +384,7 @@ def state_for(
         link = LldbProcessLink(debugger, process)
         address = _URLS.get(key)
         description = f"{REMOTE_PLUGIN} {address}" if address else REMOTE_PLUGIN
-        conn = _Connection(link, LiveState(link, description, NAMING), stop_id)
+        conn = _Connection(link, LiveState(link, description, NAMING), stop_id, address)
         _STATES[key] = conn
     elif conn.stop_id != stop_id:
         conn.state.invalidate()
@@ -350,17 +436,24 @@ def open_target(request: OpenRequest) -> Target:
     if process.GetState() == lldb.eStateRunning:
         raise LiveTargetError("the target is running; interrupt it first (process interrupt)")
     state, link = state_for(debugger, process)
+    link.check_usable()
     target = state.open(options)
-    return dataclasses.replace(target, command_scope=lambda: _command_scope(state, link))
+    conn = _STATES[_key(debugger, process)]
+    return dataclasses.replace(target, command_scope=lambda: _command_scope(debugger, conn))
 
 
 @contextlib.contextmanager
-def _command_scope(state: LiveState, link: LldbProcessLink) -> Iterator[None]:
+def _command_scope(debugger: lldb.SBDebugger, conn: _Connection) -> Iterator[None]:
     """The PhyMemMode bracket of one command; when it closes, LLDB's memory cache is used
-    again as the user had it."""
+    again as the user had it. A mode the bracket could not put back because the stub stopped
+    answering is noted for the next ``pt-connect`` to the same place."""
+    bracket = conn.state.bracket
     try:
-        with state.bracket.scope():
+        with bracket.scope():
             yield
     finally:
-        if state.bracket.depth == 0:
-            link.end_bypass()
+        if bracket.depth == 0:
+            conn.link.end_bypass()
+            left = bracket.unrestored
+            if left is not None and conn.address and not conn.link.connected():
+                _LEFT_MODES[int(debugger.GetID()), place(conn.address)] = left
