@@ -177,6 +177,10 @@ def test_help_is_the_argparse_usage(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_lldb_backend_opens_only_inside_lldb(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["walk", "--backend", "lldb"]) == 2
     assert capsys.readouterr().err == "gdbext: the lldb backend works only inside LLDB\n"
+    # GDB's Python imports Debian's broken /usr/lib/python3/dist-packages/lldb link as an empty
+    # namespace package: still one line, no Python exception.
+    in_gdb = gdb("pt-backend lldb")
+    assert (in_gdb.stdout, in_gdb.stderr) == ("", "the lldb backend works only inside LLDB\n")
 
 
 # --- commands on dumps -------------------------------------------------------------------------

@@ -23,9 +23,13 @@ NAME = "lldb"
 def open_lldb(request: OpenRequest) -> Target:
     """The target LLDB is connected to; :class:`UsageError` outside LLDB."""
     try:
-        import lldb  # noqa: F401  (only to know whether this is LLDB's Python)
+        import lldb  # (only to know whether this is LLDB's Python)
     except ImportError:
-        raise UsageError("the lldb backend works only inside LLDB") from None
+        lldb = None
+    # Debian's python3-lldb leaves a broken link in the system's dist-packages, which GDB's
+    # Python imports as an empty namespace package.
+    if not hasattr(lldb, "SBDebugger"):
+        raise UsageError("the lldb backend works only inside LLDB")
     from gdbext_lldb.lldb_link import open_target
 
     return open_target(request)
