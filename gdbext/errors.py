@@ -333,11 +333,26 @@ class PluginError(GdbextError):
     """A backend or plugin that is missing, blocked or broken."""
 
 
+class AuditRuleError(PluginError):
+    """An audit rule (a plugin's) that raised, or returned what is not a valid finding;
+    ``rule`` is its id."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
 class FindingsError(GdbextError):
     """``audit --fail-on``: findings at or above the severity (a debugger front end raises it
-    after printing them; the command line exits with the status)."""
+    after printing them; the command line exits with the status). ``fail_on`` is the severity
+    (``"medium"``), ``count`` how many findings are at least that severe."""
 
     exit_status = EXIT_FINDINGS
+
+    def __init__(self, message: str, fail_on: str = "", count: int = 0) -> None:
+        super().__init__(message)
+        self.fail_on = fail_on
+        self.count = count
 
 
 class NoUsableMemoryError(NotFoundError):

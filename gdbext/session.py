@@ -295,7 +295,14 @@ class Session:
             out.write(f"{exc}\n")
             return EXIT_NOT_FOUND
         if status == EXIT_FINDINGS:
-            raise FindingsError(f"{name}: findings at or above --fail-on {args.fail_on}")
+            found = getattr(ticker.result, "findings", ())
+            count = sum(1 for f in found if f.severity >= args.fail_on)
+            raise FindingsError(
+                f"{name}: {count} finding{'s' if count != 1 else ''} at or above --fail-on "
+                f"{args.fail_on}",
+                str(args.fail_on),
+                count,
+            )
         if status >= EXIT_BAD_INPUT:
             result = ticker.result
             errors = [

@@ -27,7 +27,7 @@ from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.engine import AuditOptions, run_audit, select_rules
 from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
 from gdbext.commands import HeapOptions, RootOptions, heap
-from gdbext.errors import EXIT_FINDINGS, PluginError, UsageError
+from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
 from gdbext.hookspecs import hookimpl
 from gdbext.host import Host
 from gdbext.mapper import read_u64, write_u64
@@ -184,6 +184,55 @@ def test_a_broken_rule_is_one_line_naming_it(capsys: pytest.CaptureFixture[str])
     assert err == "gdbext: audit rule 'boom' failed: RuntimeError: boom\n"
     assert cli.main([*argv, "--rules", "text"], host=host) == 2
     assert capsys.readouterr().err == "gdbext: audit rule 'text' returned str, not a Finding\n"
+
+
+@pytest.mark.parametrize(
+    ("finding", "what"),
+    [
+        (Finding("x", 3, "m"), "severity 3, not a Severity"),  # type: ignore[arg-type]
+        (Finding("x", "high", "m"), "severity 'high', not a Severity"),  # type: ignore[arg-type]
+        (Finding("other", Severity.LOW, "m"), "the rule id 'other'"),
+        (Finding("x", Severity.LOW, "m", vaddr="0x10"), "vaddr '0x10', not an address"),  # type: ignore[arg-type]
+        (Finding("x", Severity.LOW, "m", end=-1), "end -1, not an address"),
+        (Finding("x", Severity.LOW, "m", pages=None), "pages None, not an address"),  # type: ignore[arg-type]
+        (Finding("x", Severity.LOW, "m", user=1), "user 1, not a bool"),  # type: ignore[arg-type]
+        (Finding("x", Severity.LOW, "two\nlines"), "not one line of text"),
+        (Finding("x", Severity.LOW, "m", evidence=("a\nb",)), "not one line of text"),
+        (Finding("x", Severity.LOW, "m", evidence="text"), "evidence of type str"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_finding_the_renderers_cannot_show_is_one_line_naming_the_rule(
+    capsys: pytest.CaptureFixture[str], finding: Finding, what: str
+) -> None:
+    """Each of these once gave a traceback (a KeyError in the summary, a format error in the
+    text) or broken one-line output (a message with a newline)."""
+    host = Host.create(extra_plugins=[Plugin(rule("x", lambda ctx: [finding]))])
+    for fmt in ([], ["--json"]):
+        argv = ["audit", "--backend", "sim", "--scenario", str(DEMO), "--rules", "x", *fmt]
+        assert cli.main(argv, host=host) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gdbext: audit rule 'x' returned a finding with "), err
+        assert what in err and err.count("\n") == 1
+    with pytest.raises(AuditRuleError) as info:
+        run_audit(demo(), AuditOptions(rules=("x",)), host.audit_rules())
+    assert info.value.rule == "x" and info.value.exit_status == 2
+
+
+@pytest.mark.parametrize(
+    "argv", [["--rules", ""], ["--rules", ","], ["--rules", "wx", "--skip", "wx"]]
+)
+def test_an_audit_of_no_rule_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """An empty selection once audited nothing and passed any --fail-on (exit 0)."""
+    status = cli.main(
+        ["audit", "--backend", "sim", "--scenario", str(DEMO), "--fail-on", "info", *argv]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("gdbext: no audit rule selected (known: alias-wx, "), err
+    with pytest.raises(UsageError, match="no audit rule selected"):
+        select_rules({}, None)
 
 
 @pytest.mark.parametrize(
@@ -546,7 +595,7 @@ def test_pt_audit_in_gdb_equals_the_command_line(kernel_dump: Callable[[str], Pa
         )
         assert text.encode() == expected.stdout, command
     # --fail-on: the findings, then one error line (GDB stops the script there).
-    assert proc.stderr == "pt-audit: findings at or above --fail-on medium\n"
+    assert proc.stderr == "pt-audit: 2 findings at or above --fail-on medium\n"
     assert "x86/mm: Checking user space page tables" in got[0]
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from gdbext.audit.context import AuditContext
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.commands import HeapOptions, RootOptions
-from gdbext.errors import EXIT_FINDINGS, EXIT_OK, GdbextError, PluginError, UsageError
+from gdbext.errors import EXIT_FINDINGS, EXIT_OK, AuditRuleError, GdbextError, UsageError
 from gdbext.target import Target
 
-__all__ = ["AuditOptions", "AuditResult", "run_audit", "select_rules"]
+__all__ = ["AuditOptions", "AuditResult", "check_finding", "run_audit", "select_rules"]
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,53 @@ def select_rules(
 ) -> list[AuditRule]:
     """The rules to run, by id: ``only`` (every rule if ``None``) without ``skip``.
 
-    :raises UsageError: an id that no rule has, naming the known ones.
+    :raises UsageError: an id that no rule has, naming the known ones; or no rule left to run
+        (an audit of nothing would pass ``--fail-on`` whatever the tables hold).
     """
+    known = ", ".join(sorted(rules)) or "none"
     for rule_id in (*(only or ()), *skip):
         if rule_id not in rules:
-            known = ", ".join(sorted(rules)) or "none"
             raise UsageError(f"no audit rule {rule_id!r} (known: {known})")
     wanted = sorted(rules) if only is None else list(dict.fromkeys(only))
-    return [rules[r] for r in wanted if r not in set(skip)]
+    selected = [rules[r] for r in wanted if r not in set(skip)]
+    if not selected:
+        raise UsageError(f"no audit rule selected (known: {known})")
+    return selected
+
+
+def check_finding(rule_id: str, found: object) -> Finding:
+    """``found``, if it is a :class:`Finding` of rule ``rule_id`` that the renderers can show:
+    a :class:`Severity`, addresses and page counts as ints (or ``None``), permissions as bools
+    (or ``None``), a one-line message and evidence lines.
+
+    :raises AuditRuleError: naming the rule and what is wrong.
+    """
+
+    def bad(what: str) -> AuditRuleError:
+        return AuditRuleError(f"audit rule {rule_id!r} returned a finding with {what}", rule_id)
+
+    if not isinstance(found, Finding):
+        what = type(found).__name__
+        raise AuditRuleError(f"audit rule {rule_id!r} returned {what}, not a Finding", rule_id)
+    if found.rule != rule_id:
+        raise bad(f"the rule id {found.rule!r}")
+    if not isinstance(found.severity, Severity):
+        raise bad(f"severity {found.severity!r}, not a Severity")
+    for name in ("vaddr", "end", "paddr", "paddr_end", "pages"):
+        value = getattr(found, name)
+        optional = name != "pages"
+        if not ((value is None and optional) or (type(value) is int and value >= 0)):
+            raise bad(f"{name} {value!r}, not an address or count")
+    for name in ("user", "writable", "executable"):
+        value = getattr(found, name)
+        if value is not None and type(value) is not bool:
+            raise bad(f"{name} {value!r}, not a bool")
+    if not isinstance(found.evidence, tuple | list):
+        raise bad(f"evidence of type {type(found.evidence).__name__}, not a sequence of lines")
+    lines = (found.message, found.root, *found.evidence)
+    if not all(isinstance(line, str) and "\n" not in line for line in lines):
+        raise bad("a message, root or evidence line that is not one line of text")
+    return found
 
 
 def run_audit(
@@ -112,14 +151,14 @@ def run_audit(
 
     A rule that raises :class:`RuleSkipped` is listed as skipped with its reason. A
     :class:`~gdbext.errors.GdbextError` ends the audit (bad input: one line, exit status 2);
-    any other exception from a rule becomes a :class:`~gdbext.errors.PluginError` naming the
+    any other exception from a rule becomes a :class:`~gdbext.errors.AuditRuleError` naming the
     rule.
     """
     if not isinstance(rules, Mapping):
         by_id: dict[str, AuditRule] = {}
         for rule in rules:
             if rule.id in by_id:
-                raise PluginError(f"two audit rules have the id {rule.id!r}")
+                raise AuditRuleError(f"two audit rules have the id {rule.id!r}", rule.id)
             by_id[rule.id] = rule
         rules = by_id
     selected = select_rules(rules, options.rules, options.skip)
@@ -138,16 +177,13 @@ def run_audit(
             raise
         except Exception as exc:  # a broken rule (a plugin's) names itself in one line
             detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise PluginError(
+            raise AuditRuleError(
                 f"audit rule {rule.id!r} failed: {type(exc).__name__}"
-                + (f": {detail}" if detail else "")
+                + (f": {detail}" if detail else ""),
+                rule.id,
             ) from exc
-        for f in found:
-            if not isinstance(f, Finding):
-                what = type(f).__name__
-                raise PluginError(f"audit rule {rule.id!r} returned {what}, not a Finding")
         run.append(rule.id)
-        findings.extend(found)
+        findings.extend(check_finding(rule.id, f) for f in found)
     findings.sort(key=Finding.sort_key)
     return AuditResult(
         findings,
