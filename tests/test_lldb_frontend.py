@@ -255,7 +255,7 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
         ("pt-translate", r"^pt-translate: the following arguments are required: VADDR$"),
         ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: 'zz'$"),
         ("pt-translate 0x8000000000000000", r"^pt-translate: not every address could be "),
-        ("pt-translate $void", r"^\$void: use of undeclared identifier '\$void'$"),
+        ("pt-translate $void", r"^pt-translate: \$void: use of undeclared identifier '\$void'$"),
         ("pt-heap", r"^--memmap bootinfo\|e820\|json is required$"),
         ("pt-heap --memmap json /nonexistent.json", r"/nonexistent\.json"),
         ("pt-audit --fail-on nope", r"^pt-audit: argument --fail-on: "),

@@ -153,9 +153,12 @@ def split_words(name: str, text: str) -> list[str]:
         raise UsageError(f"{name}: {str(exc).lower()}") from None
 
 
-def evaluate(word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionContext) -> str:
+def evaluate(
+    name: str, word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionContext
+) -> str:
     """A word that starts with ``$`` as LLDB evaluates it, in hex: a register of the selected
-    frame (``$rsp``, ``$cr3``) or an expression."""
+    frame (``$rsp``, ``$cr3``) or an expression. :raises UsageError: ``NAME: WORD: why`` (as
+    GDB words it; the why is LLDB's)."""
     frame = exe_ctx.GetFrame()
     if not frame.IsValid():
         process = exe_ctx.GetProcess()
@@ -183,7 +186,8 @@ def evaluate(word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionCont
     if not result.IsValid() or error.Fail():
         text = str(error.GetCString() or "")
         m = _EXPRESSION_ERROR.search(text)
-        raise UsageError(f"{word}: {m.group(1) if m else one_line(text) or 'cannot evaluate'}")
+        why = m.group(1) if m else one_line(text) or "cannot evaluate"
+        raise UsageError(f"{name}: {word}: {why}")
     return f"0x{int(result.GetValueAsUnsigned()) & U64:x}"
 
 
@@ -240,7 +244,7 @@ class PtCommand:
     ) -> None:
         name = self.command_name
         words = [
-            evaluate(w, debugger, exe_ctx) if w.startswith("$") else w
+            evaluate(name, w, debugger, exe_ctx) if w.startswith("$") else w
             for w in split_words(name, command)
         ]
         out = ResultOut(result, debugger)
