@@ -280,14 +280,15 @@ class CheckWx:
         """The leaf entries of the table at ``root`` that the check counts as W+X although
         the MMU maps nothing there (not present, or below a not-present entry the walker
         descends into), merged into ranges, over the whole address space (the guard hole
-        included), in VA order; at most ``limit`` ranges, and whether there were more. Only
-        subtrees whose tally has such entries are visited."""
-        found: list[NotPresentRange] = []
-        geo = geometry(self.levels)
-        state = _Path(True, False, True, True)
-        finder = _Finder(self, found, limit, geo.canonicalize)
-        more = finder.visit(read_table(self.mapper, root), root, self.levels, state, 0, ())
-        return found, more
+        included), in VA order; at most ``limit`` ranges, and whether there were more.
+
+        Only subtrees whose tally has such entries are visited, and each (table, level, path
+        permissions) once: what a subtree holds is kept, relative to its start, and placed
+        again for every other link to it (a table linked thousands of times, at several
+        levels, costs its ranges once per link, not its entries).
+        """
+        finder = _Finder(self, limit, geometry(self.levels).canonicalize)
+        return finder.table(read_table(self.mapper, root), root, self.levels, _OPEN_PATH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,41 +309,48 @@ class _Path:
         )
 
 
+_OPEN_PATH = _Path(True, False, True, True)
+_Found = tuple[list[NotPresentRange], bool]
+
+
 @dataclass
 class _Finder:
-    """Collects :meth:`CheckWx.not_present`'s ranges."""
+    """Collects :meth:`CheckWx.not_present`'s ranges; a subtree's ranges are kept relative to
+    its start (per table, level and path) and shifted for each link."""
 
     check: CheckWx
-    out: list[NotPresentRange]
     limit: int
     canon: Callable[[int], int]
+    _memo: dict[tuple[int, int, _Path], _Found] = field(default_factory=dict)
 
-    def visit(
-        self,
-        entries: Sequence[int],
-        table: int,
-        level: int,
-        path: _Path,
-        base: int,
-        steps: tuple[tuple[int, int, int, int], ...],
-    ) -> bool:
-        """Visit one table; true when :attr:`limit` ranges are full and more follow."""
+    def subtree(self, table: int, level: int, path: _Path) -> _Found:
+        key = (table, level, path)
+        found = self._memo.get(key)
+        if found is None:
+            entries = read_table(self.check.mapper, table)
+            found = self._memo[key] = self.table(entries, table, level, path, top=False)
+        return found
+
+    def table(
+        self, entries: Sequence[int], table: int, level: int, path: _Path, *, top: bool = True
+    ) -> _Found:
+        """The ranges of one table (addresses relative to its start, canonical at the top),
+        and whether ranges beyond :attr:`limit` were left out."""
         check = self.check
         span = entry_span(level)
-        top = level == check.levels
+        out: list[NotPresentRange] = []
         for index, e in enumerate(entries):
             if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
                 continue
-            va = self.canon(index * span) if top else base + index * span
-            here = (*steps, (level, table, index, e))
+            va = self.canon(index * span) if top else index * span
+            step = (level, table, index, e)
             eff = path.then(e)
             if level == 1 or (level == 2 and e & HUGE_PAGE):
                 if eff.present or not eff.rw or eff.nx:
                     continue
-                out = self.out
-                if len(out) >= self.limit and out[-1].end != va:
-                    return True
-                _add(out, va, span, e & ADDR_MASK_52, eff.user, here)
+                paddr = e & ADDR_MASK_52
+                if not _add(out, self.limit, va, va + span, paddr, paddr + span, eff.user, (step,)):
+                    return out, True
                 continue
             if level == 3 and e & _LEAF_PUD == _LEAF_PUD:
                 continue
@@ -352,10 +360,15 @@ class _Finder:
             t = check.tally(child, level - 1, eff.rw, eff.nx)
             if not (t.not_present or (t.present and not eff.present)):
                 continue
-            sub = read_table(check.mapper, child)
-            if self.visit(sub, child, level - 1, eff, va, here):
-                return True
-        return False
+            sub, more = self.subtree(child, level - 1, eff)
+            for r in sub:
+                steps = (step, *r.steps)
+                if not _add(out, self.limit, va + r.vaddr, va + r.end, r.paddr, r.paddr_end,
+                            r.user, steps):  # fmt: skip
+                    return out, True
+            if more:
+                return out, True
+        return out, False
 
 
 def _pt_tally(entries: Sequence[int]) -> WxTally:
@@ -368,19 +381,30 @@ def _pt_tally(entries: Sequence[int]) -> WxTally:
 
 def _add(
     out: list[NotPresentRange],
+    limit: int,
     vaddr: int,
-    size: int,
+    end: int,
     paddr: int,
+    paddr_end: int | None,
     user: bool,
     steps: tuple[tuple[int, int, int, int], ...],
-) -> None:
+) -> bool:
+    """Add ``[vaddr, end)`` to ``out``, merged with the last range when it continues it;
+    false (and nothing added) when that would need a range beyond ``limit``."""
     if out and out[-1].end == vaddr and out[-1].user == user:
         last = out[-1]
-        last.end = vaddr + size
+        last.end = end
         if last.paddr_end is not None:
-            last.paddr_end = last.paddr_end + size if last.paddr_end == paddr else None
-        return
-    out.append(NotPresentRange(vaddr, vaddr + size, paddr, paddr + size, user, steps))
+            last.paddr_end = (
+                last.paddr_end + (end - vaddr)
+                if last.paddr_end == paddr and paddr_end is not None
+                else None
+            )
+        return True
+    if len(out) >= limit:
+        return False
+    out.append(NotPresentRange(vaddr, end, paddr, paddr_end, user, steps))
+    return True
 
 
 def step_text(step: tuple[int, int, int, int]) -> str:
