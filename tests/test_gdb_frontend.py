@@ -139,33 +139,54 @@ def test_sourced_from_another_script(tmp_path: Path) -> None:
     assert proc.stdout.startswith("Paging mode, control registers")
 
 
-def test_a_missing_environment_is_one_line_naming_the_fix(tmp_path: Path) -> None:
-    env = {**os.environ, "GDBEXT_VENV": "/nonexistent"}
-    proc = gdb("pt-walk", env=env)
+#: Runs one command in a debugger with gdbext loaded and extra environment variables.
+RunOne = Callable[[str, dict[str, str]], "subprocess.CompletedProcess[str]"]
+
+
+def check_missing_environment(run: RunOne, debugger: str, undefined: str, tmp: Path) -> None:
+    """No environment, or one made from another Python: one line naming the fix, then the
+    debugger's own ``undefined`` message for the command (``{}``: its name)."""
+    proc = run("pt-walk", {"GDBEXT_VENV": "/nonexistent"})
     first, second = proc.stderr.splitlines()
     assert first.startswith("gdbext: GDBEXT_VENV=/nonexistent is not a directory")
     assert f"bash {SETUP}" in first
-    assert second == 'Undefined command: "pt-walk".  Try "help".'
+    assert second == undefined.format("pt-walk")
     assert proc.stdout == ""
 
-    # An environment made from another Python.
-    (tmp_path / "old" / "lib" / "python3.9" / "site-packages").mkdir(parents=True)
-    proc = gdb(env={**os.environ, "GDBEXT_VENV": str(tmp_path / "old")})
+    (tmp / "old" / "lib" / "python3.9" / "site-packages").mkdir(parents=True)
+    proc = run("help", {"GDBEXT_VENV": str(tmp / "old")})
     assert proc.stderr.splitlines() == [
-        f"gdbext: {tmp_path / 'old'} is not a Python {PY[6:]} environment (GDB embeds Python "
+        f"gdbext: {tmp / 'old'} is not a Python {PY[6:]} environment ({debugger} embeds Python "
         f"{PY[6:]}); run: bash {SETUP}"
     ]
 
 
-def test_a_missing_dependency_is_one_line_naming_the_fix(tmp_path: Path) -> None:
-    site = tmp_path / "venv" / "lib" / PY / "site-packages"
+def check_missing_dependency(run: RunOne, undefined: str, tmp: Path) -> None:
+    """A dependency that does not import from the environment: one line naming the fix."""
+    site = tmp / "venv" / "lib" / PY / "site-packages"
     (site / "pluggy").mkdir(parents=True)
     (site / "pluggy" / "__init__.py").write_text("raise ModuleNotFoundError(name='pluggy')\n")
-    proc = gdb("pt-info", env={**os.environ, "GDBEXT_VENV": str(tmp_path / "venv")})
-    lines = proc.stderr.splitlines()
-    assert lines[0] == f"gdbext: cannot import pluggy from {tmp_path / 'venv'}; run: bash {SETUP}"
-    assert lines[1:] == ['Undefined command: "pt-info".  Try "help".']
+    proc = run("pt-info", {"GDBEXT_VENV": str(tmp / "venv")})
+    assert proc.stderr.splitlines() == [
+        f"gdbext: cannot import pluggy from {tmp / 'venv'}; run: bash {SETUP}",
+        undefined.format("pt-info"),
+    ]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def gdb_with(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return gdb(command, env={**os.environ, **env})
+
+
+GDB_UNDEFINED = 'Undefined command: "{}".  Try "help".'
+
+
+def test_a_missing_environment_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    check_missing_environment(gdb_with, "GDB", GDB_UNDEFINED, tmp_path)
+
+
+def test_a_missing_dependency_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    check_missing_dependency(gdb_with, GDB_UNDEFINED, tmp_path)
 
 
 def test_loading_takes_less_than_0_3_s() -> None:
@@ -410,12 +431,14 @@ def test_style_on_colours_and_style_off_does_not(kernel_dump: Callable[[str], Pa
     assert sections(piped.stdout) == [plain]
 
 
+#: A backend plugin ``slow`` (the simulator, 0.25 s a read) that logs its command scope to
+#: ``{log}``; ``{register}`` ends it: how the debugger's front end registers it, with a
+#: function that says whether Ctrl-C was pressed (``Plugin(interrupted)``).
 SLOW_PLUGIN = """
 import contextlib, dataclasses, time
 from gdbext.hookspecs import hookimpl
 from gdbext.target import BackendInfo, BackendOption
 from gdbext_sim.scenario import load_scenario
-from gdbext_gdb import gdb_commands
 
 LOG = {log!r}
 
@@ -424,10 +447,13 @@ def note(text):
         f.write(text + "\\n")
 
 class Slow:
-    def __init__(self, inner):
+    def __init__(self, inner, interrupted):
         self.inner = inner
+        self.interrupted = interrupted
     def read(self, paddr, size):
         time.sleep(0.25)
+        if self.interrupted():  # as a backend's reads do where Ctrl-C raises nothing (LLDB)
+            raise KeyboardInterrupt
         return self.inner.read(paddr, size)
     def write(self, paddr, data):
         self.inner.write(paddr, data)
@@ -442,19 +468,46 @@ def scope():
         raise
     note("exit")
 
-def open_slow(request):
-    target = load_scenario(request.option("scenario")).to_target()
-    return dataclasses.replace(target, backend="slow", mapper=Slow(target.mapper),
-                               command_scope=scope)
-
 class Plugin:
+    def __init__(self, interrupted):
+        self.interrupted = interrupted
     @hookimpl
     def gdbext_backends(self):
-        return [BackendInfo("slow", "simulator with slow reads", open_slow,
+        return [BackendInfo("slow", "simulator with slow reads", self.open,
                             [BackendOption("scenario", "FILE", "scenario", True)])]
+    def open(self, request):
+        target = load_scenario(request.option("scenario")).to_target()
+        return dataclasses.replace(target, backend="slow",
+                                   mapper=Slow(target.mapper, self.interrupted),
+                                   command_scope=scope)
 
-gdb_commands.installed().session.host.pm.register(Plugin())
+{register}
 """
+GDB_REGISTER = """from gdbext_gdb import gdb_commands
+gdb_commands.installed().session.host.pm.register(Plugin(lambda: False))"""
+
+
+def wait_for_stderr(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 60) -> bytes:
+    """What ``proc`` wrote on its (piped) stderr until ``marker`` showed (or it ended, or
+    ``timeout`` seconds passed); the pipe is left non-blocking."""
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += proc.stderr.read() or b""
+        time.sleep(0.05)
+    return seen
+
+
+def interrupted_run(argv: Sequence[str], marker: bytes) -> tuple[str, str]:
+    """Run ``argv``, send SIGINT once ``marker`` shows on its stderr; its stdout and all of its
+    stderr."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    seen = wait_for_stderr(proc, marker)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return out.decode(), (seen + err).decode()
 
 
 def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -462,7 +515,7 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     SIGINT gives one "interrupted" line, the command scope is left, and GDB goes on."""
     log = tmp_path / "scope.log"
     plugin = tmp_path / "slow.py"
-    plugin.write_text(SLOW_PLUGIN.format(log=str(log)))
+    plugin.write_text(SLOW_PLUGIN.format(log=str(log), register=GDB_REGISTER))
     argv = gdb_argv(
         f"source {plugin}",
         f"pt-backend slow --scenario {DEMO}",
@@ -470,21 +523,11 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "echo after\\n",
         "pt-info",
     )
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    assert proc.stderr is not None
-    os.set_blocking(proc.stderr.fileno(), False)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"so far" not in seen and time.monotonic() < deadline and proc.poll() is None:
-        seen += proc.stderr.read() or b""
-        time.sleep(0.05)
-    assert re.match(rb"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n$", seen), seen
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    stderr = (seen + err).decode()
+    out, stderr = interrupted_run(argv, b"so far")
+    assert re.match(r"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n", stderr), stderr
     assert stderr.splitlines()[-1] == "pt-walk: interrupted"
     assert "Traceback" not in stderr
-    assert out.decode().startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
+    assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
     assert log.read_text().splitlines() == ["enter", "exit KeyboardInterrupt", "enter", "exit"]
 
 
@@ -509,6 +552,49 @@ def tlb_lines(text: str) -> list[str]:
 OFFSET = 0x123
 
 
+def probes_of(tlb: list[str]) -> list[int]:
+    """Kernel and user addresses that ``info tlb`` maps (plus :data:`OFFSET`), and one below any
+    mapping Linux makes."""
+    vas = [int(line[:16], 16) for line in tlb]
+    kernel = [v for v in vas if v >> 63]
+    user = [v for v in vas if not v >> 63]
+    assert kernel and user
+    picked = (*kernel[:: len(kernel) // 30 + 1], *user[:: len(user) // 15 + 1])
+    return [v + OFFSET for v in picked] + [0x1000 + OFFSET]
+
+
+def check_translations(output: str, expected: dict[int, int | None]) -> None:
+    """``pt-translate`` ``output`` gives each address the physical address ``expected`` (QEMU's
+    ``gva2gpa``; None: not mapped)."""
+    mapped = dict(re.findall(r"^0x([0-9a-f]{16}) -> 0x([0-9a-f]+) ", output, re.M))
+    for probe, paddr in expected.items():
+        if paddr is None:
+            assert f"0x{probe:016x}: 0x{probe:x} is not mapped" in output
+        else:
+            assert int(mapped[f"{probe:016x}"], 16) == paddr, hex(probe)
+
+
+def phymem_commands(send: str, before: int, cr3: int) -> list[str]:
+    """Commands that set PhyMemMode to ``before`` (``send``: the debugger's raw packet command),
+    then run pt-* commands that succeed, find nothing or fail, querying the mode after each
+    (at 2, 4, 6, 8, 10); the last one puts 0 back."""
+    query = f"{send} qqemu.PhyMemMode"
+    return [
+        f"{send} Qqemu.PhyMemMode:{before}",
+        "pt-walk --range 0xffffffff81000000-0xffffffff81200000",  # succeeds
+        query,
+        "pt-translate 0x1000",  # not mapped: status 1
+        query,
+        "pt-walk --cr3 0x7ffff000000",  # a root outside RAM: an error
+        query,
+        "pt-heap --memmap bootinfo --at 0x7fff000",  # no BootInfo there: an error
+        query,
+        f"pt-walk --cr3 0x{cr3:x} --filter u,w,x --range 0x0-0x1000",  # nothing: status 1
+        query,
+        f"{send} Qqemu.PhyMemMode:0",
+    ]
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("name", ["4level", "la57", "kaslr-pti"])
 def test_live_walk_and_translate_equal_qemu(
@@ -521,14 +607,7 @@ def test_live_walk_and_translate_equal_qemu(
     guest.stop()  # what the monitor and GDB see until GDB detaches (which resumes the VM)
     tlb = guest.info_tlb()
     cr3 = guest.cr3()
-    vas = [int(line[:16], 16) for line in tlb]
-    kernel = [v for v in vas if v >> 63]
-    user = [v for v in vas if not v >> 63]
-    assert kernel and user
-    probes = [
-        v + OFFSET for v in (*kernel[:: len(kernel) // 30 + 1], *user[:: len(user) // 15 + 1])
-    ]
-    probes.append(0x1000 + OFFSET)  # below any mapping Linux makes
+    probes = probes_of(tlb)
     expected = {p: guest.gva2gpa(p) for p in probes}
     commands = [
         "pt-info",
@@ -554,12 +633,7 @@ def test_live_walk_and_translate_equal_qemu(
     assert tlb_lines(walk) == tlb
     print(f"{name}: pt-walk --format qemu-tlb, {len(tlb)} lines: {seconds.split()[1]} s")
     assert float(seconds.split()[1]) < 0.25 * 4  # the 0.25 s target is the benchmark's
-    mapped = dict(re.findall(r"^0x([0-9a-f]{16}) -> 0x([0-9a-f]+) ", translate, re.M))
-    for probe, paddr in expected.items():
-        if paddr is None:
-            assert f"0x{probe:016x}: 0x{probe:x} is not mapped" in translate
-        else:
-            assert int(mapped[f"{probe:016x}"], 16) == paddr, hex(probe)
+    check_translations(translate, expected)
     for probe, line in zip(probes[:3], got[5:8], strict=True):
         assert line.splitlines()[0].split(" = ")[1] == f"{expected[probe]:#x}"
     if name == "kaslr-pti":
@@ -603,22 +677,7 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
     nothing, or fails on bad input (a root outside RAM, a BootInfo that is not there)."""
     guest = qemu_guest("4level")
     guest.stop()
-    cr3 = guest.cr3()
-    query = "maintenance packet qqemu.PhyMemMode"
-    commands = [
-        f"maintenance packet Qqemu.PhyMemMode:{before}",
-        "pt-walk --range 0xffffffff81000000-0xffffffff81200000",  # succeeds
-        query,
-        "pt-translate 0x1000",  # not mapped: status 1
-        query,
-        "pt-walk --cr3 0x7ffff000000",  # a root outside RAM: an error
-        query,
-        "pt-heap --memmap bootinfo --at 0x7fff000",  # no BootInfo there: an error
-        query,
-        f"pt-walk --cr3 0x{cr3:x} --filter u,w,x --range 0x0-0x1000",  # nothing: status 1
-        query,
-        "maintenance packet Qqemu.PhyMemMode:0",
-    ]
+    commands = phymem_commands("maintenance packet", before, guest.cr3())
     proc = live_gdb(guest, *marked(*commands))
     assert "Traceback" not in proc.stdout + proc.stderr
     got = sections(proc.stdout)

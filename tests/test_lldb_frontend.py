@@ -10,28 +10,32 @@ tested against QEMU in ``tests/test_lldb_live.py``.
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import lldbrun
 import pytest
-from test_gdb_frontend import DUMP_CASES, cli_output, gdb, marked, sections
+from test_gdb_frontend import (
+    DUMP_CASES,
+    SLOW_PLUGIN,
+    check_missing_dependency,
+    check_missing_environment,
+    cli_output,
+    gdb,
+    interrupted_run,
+    marked,
+    run_pty,
+    sections,
+)
 
 from gdbext import cli
 from gdbext.host import Host
 from gdbext.session import COMMANDS, Session
 
 ROOT = lldbrun.ROOT
-SETUP = ROOT / "scripts" / "setup.sh"
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
-PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 ESC = "\x1b["
 
 pytestmark = pytest.mark.skipif(not lldbrun.available(), reason="no lldb")
@@ -130,33 +134,19 @@ def test_importing_twice_registers_once() -> None:
     assert sorted(names) == sorted(set(names)) == sorted([*COMMANDS, "pt-backend", "pt-connect"])
 
 
-def test_a_missing_environment_is_one_line_naming_the_fix(tmp_path: Path) -> None:
-    env = lldbrun.clean_env(GDBEXT_VENV="/nonexistent")
-    proc = lldb("pt-walk", env=env)
-    first, second = proc.stderr.splitlines()
-    assert first.startswith("gdbext: GDBEXT_VENV=/nonexistent is not a directory")
-    assert f"bash {SETUP}" in first
-    assert second == "error: 'pt-walk' is not a valid command."
-    assert proc.stdout == ""
+def lldb_with(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return lldb(command, env=lldbrun.clean_env(**env))
 
-    (tmp_path / "old" / "lib" / "python3.9" / "site-packages").mkdir(parents=True)
-    proc = lldb("help", env=lldbrun.clean_env(GDBEXT_VENV=str(tmp_path / "old")))
-    assert proc.stderr.splitlines() == [
-        f"gdbext: {tmp_path / 'old'} is not a Python {PY} environment (LLDB embeds Python "
-        f"{PY}); run: bash {SETUP}"
-    ]
+
+LLDB_UNDEFINED = "error: '{}' is not a valid command."
+
+
+def test_a_missing_environment_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    check_missing_environment(lldb_with, "LLDB", LLDB_UNDEFINED, tmp_path)
 
 
 def test_a_missing_dependency_is_one_line_naming_the_fix(tmp_path: Path) -> None:
-    site = tmp_path / "venv" / "lib" / f"python{PY}" / "site-packages"
-    (site / "pluggy").mkdir(parents=True)
-    (site / "pluggy" / "__init__.py").write_text("raise ModuleNotFoundError(name='pluggy')\n")
-    proc = lldb("pt-info", env=lldbrun.clean_env(GDBEXT_VENV=str(tmp_path / "venv")))
-    assert proc.stderr.splitlines() == [
-        f"gdbext: cannot import pluggy from {tmp_path / 'venv'}; run: bash {SETUP}",
-        "error: 'pt-info' is not a valid command.",
-    ]
-    assert "Traceback" not in proc.stdout + proc.stderr
+    check_missing_dependency(lldb_with, LLDB_UNDEFINED, tmp_path)
 
 
 def test_help_is_the_argparse_usage(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,57 +278,11 @@ def test_an_error_in_batch_mode_is_one_line_on_stderr() -> None:
 
 # --- progress, Ctrl-C, colour ----------------------------------------------------------------
 
-SLOW_PLUGIN = """
-import contextlib, dataclasses, time
-from gdbext.hookspecs import hookimpl
-from gdbext.target import BackendInfo, BackendOption
-from gdbext_sim.scenario import load_scenario
-from gdbext_lldb import lldb_commands
-
-LOG = {log!r}
-
-def note(text):
-    with open(LOG, "a") as f:
-        f.write(text + "\\n")
-
-class Slow:
-    def __init__(self, inner, interrupted):
-        self.inner = inner
-        self.interrupted = interrupted
-    def read(self, paddr, size):
-        time.sleep(0.25)
-        if self.interrupted():  # as the lldb backend's reads do
-            raise KeyboardInterrupt
-        return self.inner.read(paddr, size)
-    def write(self, paddr, data):
-        self.inner.write(paddr, data)
-
-@contextlib.contextmanager
-def scope():
-    note("enter")
-    try:
-        yield
-    except BaseException as exc:
-        note("exit " + type(exc).__name__)
-        raise
-    note("exit")
-
-class Plugin:
-    def __init__(self, debugger):
-        self.debugger = debugger
-    @hookimpl
-    def gdbext_backends(self):
-        return [BackendInfo("slow", "simulator with slow reads", self.open,
-                            [BackendOption("scenario", "FILE", "scenario", True)])]
-    def open(self, request):
-        target = load_scenario(request.option("scenario")).to_target()
-        interrupted = self.debugger.GetCommandInterpreter().WasInterrupted
-        return dataclasses.replace(target, backend="slow", mapper=Slow(target.mapper, interrupted),
-                                   command_scope=scope)
+LLDB_REGISTER = """from gdbext_lldb import lldb_commands
 
 def __lldb_init_module(debugger, internal_dict):
-    lldb_commands.installed(debugger).session.host.pm.register(Plugin(debugger))
-"""
+    plugin = Plugin(debugger.GetCommandInterpreter().WasInterrupted)
+    lldb_commands.installed(debugger).session.host.pm.register(plugin)"""
 
 
 def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -346,7 +290,7 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     one "interrupted" line, the command scope is left, and LLDB goes on."""
     log = tmp_path / "scope.log"
     plugin = tmp_path / "slow.py"
-    plugin.write_text(SLOW_PLUGIN.format(log=str(log)))
+    plugin.write_text(SLOW_PLUGIN.format(log=str(log), register=LLDB_REGISTER))
     argv = lldbrun.argv(
         f"command script import {plugin}",
         f"pt-backend slow --scenario {DEMO}",
@@ -354,51 +298,12 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "script print('after')",
         "pt-info",
     )
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    assert proc.stderr is not None
-    os.set_blocking(proc.stderr.fileno(), False)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while b"so far" not in seen and time.monotonic() < deadline and proc.poll() is None:
-        seen += proc.stderr.read() or b""
-        time.sleep(0.05)
-    assert re.match(rb"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n$", seen), seen
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    stderr = (seen + err).decode()
+    out, stderr = interrupted_run(argv, b"so far")
+    assert re.match(r"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n", stderr), stderr
     assert "pt-walk: interrupted\n" in stderr
     assert "Traceback" not in stderr
-    assert out.decode().startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
+    assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
     assert log.read_text().splitlines() == ["enter", "exit KeyboardInterrupt", "enter", "exit"]
-
-
-def run_pty(argv: list[str], timeout: float = 120) -> str:
-    """Run ``argv`` on a pseudo-terminal; what it wrote, CRs dropped."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
-    os.close(slave)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 1 << 16)
-            except OSError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        proc.wait(timeout=30)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
 
 
 def test_colour_follows_use_color(kernel_dump: Callable[[str], Path]) -> None:

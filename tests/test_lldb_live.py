@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING
 
 import lldbrun
 import pytest
-from test_gdb_frontend import cli_output, gdb, marked, sections
+from test_gdb_frontend import (
+    check_translations,
+    cli_output,
+    gdb,
+    marked,
+    phymem_commands,
+    probes_of,
+    sections,
+    tlb_lines,
+    wait_for_stderr,
+)
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -34,25 +44,9 @@ pytestmark = [
     pytest.mark.skipif(not lldbrun.available(), reason="no lldb"),
 ]
 
-OFFSET = 0x123
 TLB_LINE = re.compile(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", re.M)
 #: The lines of ``pt-info`` that name the debugger (the rest is the same in GDB and LLDB).
 NAMING_LINES = re.compile(r"^(backend|connection|vCPUs): .*$", re.M)
-
-
-def tlb_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line]
-
-
-def probes_of(tlb: list[str]) -> list[int]:
-    """Kernel and user addresses that ``info tlb`` maps (plus an offset), and one below any
-    mapping Linux makes."""
-    vas = [int(line[:16], 16) for line in tlb]
-    kernel = [v for v in vas if v >> 63]
-    user = [v for v in vas if not v >> 63]
-    assert kernel and user
-    picked = (*kernel[:: len(kernel) // 30 + 1], *user[:: len(user) // 15 + 1])
-    return [v + OFFSET for v in picked] + [0x1000 + OFFSET]
 
 
 def boot_params_at(kernel_dump: Callable[[str], Path], name: str) -> int:
@@ -102,12 +96,7 @@ def test_live_walk_and_translate_equal_qemu(
     assert "LLDB threads 1; CPU N is thread N+1" in info
     assert tlb_lines(walk) == tlb
     print(f"{name}: pt-walk --format qemu-tlb, {len(tlb)} lines: {run.results[1].seconds:.3f} s")
-    mapped = dict(re.findall(r"^0x([0-9a-f]{16}) -> 0x([0-9a-f]+) ", translate, re.M))
-    for probe, paddr in expected.items():
-        if paddr is None:
-            assert f"0x{probe:016x}: 0x{probe:x} is not mapped" in translate
-        else:
-            assert int(mapped[f"{probe:016x}"], 16) == paddr, hex(probe)
+    check_translations(translate, expected)
     if name == "kaslr-pti":
         user_walk, _, monitor, walk_after_write, _, reg = run.outputs()[3:]
         user_tlb = TLB_LINE.findall(monitor.replace("\r", ""))
@@ -190,29 +179,14 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
 ) -> None:
     guest = qemu_guest("4level")
     guest.stop()
-    cr3 = guest.cr3()
-    commands = [
-        f"process plugin packet send Qqemu.PhyMemMode:{before}",
-        "pt-walk --range 0xffffffff81000000-0xffffffff81200000",  # succeeds
-        QUERY,
-        "pt-translate 0x1000",  # not mapped: a result
-        QUERY,
-        "pt-walk --cr3 0x7ffff000000",  # a root outside RAM: an error
-        QUERY,
-        "pt-heap --memmap bootinfo --at 0x7fff000",  # no BootInfo there: an error
-        QUERY,
-        f"pt-walk --cr3 0x{cr3:x} --filter u,w,x --range 0x0-0x1000",  # nothing: status 1
-        QUERY,
-        "settings show target.process.disable-memory-cache",
-        "process plugin packet send Qqemu.PhyMemMode:0",
-    ]
+    commands = phymem_commands("process plugin packet send", before, guest.cr3())
     run = lldbrun.run(commands, port=guest.gdb_port)
     out = run.outputs()
     assert [mode_of(out[i]) for i in (2, 4, 6, 8, 10)] == [str(before)] * 5
     assert "is not mapped" in out[3]
     assert [r.ok for r in run.results].count(False) == 2  # the two failing commands
     # LLDB's memory cache is on again, as the user had it.
-    assert out[11] == "target.process.disable-memory-cache (boolean) = false\n"
+    assert {r.memory_cache for r in run.results} == {"false"}
     assert "Traceback" not in run.proc.stdout + run.proc.stderr
 
 
@@ -383,13 +357,7 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
             proc = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=lldbrun.ROOT
             )
-            assert proc.stderr is not None
-            os.set_blocking(proc.stderr.fileno(), False)
-            seen = b""
-            deadline = time.monotonic() + 120
-            while b"pt-heap: " not in seen and time.monotonic() < deadline:
-                seen += proc.stderr.read() or b""
-                time.sleep(0.05)
+            seen = wait_for_stderr(proc, b"pt-heap: ", 120)
             os.kill(guest.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate(timeout=120)
             done = subprocess.CompletedProcess(command, proc.returncode, stdout.decode(), "")
@@ -444,13 +412,7 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
         proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=lldbrun.ROOT
         )
-        assert proc.stderr is not None
-        os.set_blocking(proc.stderr.fileno(), False)
-        seen = b""
-        deadline = time.monotonic() + 120
-        while b"pt-heap: 1 s" not in seen and time.monotonic() < deadline:
-            seen += proc.stderr.read() or b""
-            time.sleep(0.05)
+        seen = wait_for_stderr(proc, b"pt-heap: 1 s", 120)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
         run = lldbrun.collect(out, subprocess.CompletedProcess(command, proc.returncode, "", ""))
