@@ -39,21 +39,13 @@ def _gdbext_load() -> None:
     assert spec is not None and spec.loader is not None
     venvpath = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(venvpath)
-    try:
-        found = venvpath.locate(package, "GDB")
-    except venvpath.VenvError as exc:
-        fail(str(exc))
-        return
-    venvpath.activate(found, keep_first=[gdb.PYTHONDIR])
 
-    try:
+    def install() -> None:
         from gdbext_gdb import gdb_commands
 
         gdb_commands.install()
-    except ImportError as exc:
-        fail(venvpath.import_failure(found, exc))
-    except Exception as exc:  # a broken plugin or dependency: one line, not a traceback
-        fail(venvpath.load_failure(found, exc))
+
+    venvpath.load(package, "GDB", install, fail, keep_first=[gdb.PYTHONDIR])
 
 
 _gdbext_load()

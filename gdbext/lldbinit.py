@@ -55,20 +55,18 @@ def __lldb_init_module(debugger: Any, internal_dict: dict[str, Any]) -> None:
     assert spec is not None and spec.loader is not None
     venvpath = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(venvpath)
-    try:
-        found = venvpath.locate(package, "LLDB")
-    except venvpath.VenvError as exc:
-        _fail(debugger, str(exc))
-        return
-    # LLDB's own package directory stays first.
-    lldb_dir = os.path.dirname(os.path.dirname(lldb.__file__))
-    venvpath.activate(found, keep_first=[lldb_dir, os.path.realpath(lldb_dir)])
 
-    try:
+    def install() -> None:
         from gdbext_lldb import lldb_commands
 
         lldb_commands.install(debugger, internal_dict)
-    except ImportError as exc:
-        _fail(debugger, venvpath.import_failure(found, exc))
-    except Exception as exc:  # a broken plugin or dependency: one line, not a traceback
-        _fail(debugger, venvpath.load_failure(found, exc))
+
+    # LLDB's own package directory stays first.
+    lldb_dir = os.path.dirname(os.path.dirname(lldb.__file__))
+    venvpath.load(
+        package,
+        "LLDB",
+        install,
+        lambda message: _fail(debugger, message),
+        keep_first=[lldb_dir, os.path.realpath(lldb_dir)],
+    )

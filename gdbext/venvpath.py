@@ -3,7 +3,8 @@
 The debuggers' entry scripts (``gdbext/gdbinit.py`` for GDB, ``gdbext/lldbinit.py`` for LLDB)
 run in the debugger's embedded Python, the system's Python 3.11, before anything of gdbext is
 importable. Both load this module by its path (it imports nothing of gdbext nor of a debugger)
-and call :func:`locate` then :func:`activate`:
+and call :func:`load`, which calls :func:`locate`, :func:`activate`, then the debugger's
+installer:
 
 - the environment is ``.venv`` beside the checkout, or the one ``GDBEXT_VENV`` names; for a
   non-editable install (gdbext inside some ``site-packages``) it is the environment holding it;
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 import site
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple
 
 #: The environment variable that names the environment instead of ``.venv``.
@@ -118,3 +119,31 @@ def import_failure(found: Located, exc: ImportError) -> str:
 def load_failure(found: Located, exc: BaseException) -> str:
     """The one line for any other failure while loading (a broken plugin or dependency)."""
     return f"not loaded: {' '.join(str(exc).split())}; {found.fix}"
+
+
+def load(
+    package_dir: str,
+    debugger: str,
+    install: Callable[[], object],
+    fail: Callable[[str], None],
+    keep_first: Collection[str] = (),
+) -> None:
+    """Set up the path for the ``gdbext`` package at ``package_dir`` (:func:`locate`,
+    :func:`activate`), then ``install()`` the debugger's front end; whatever goes wrong is one
+    line through ``fail``, never an exception.
+
+    :param debugger: ``GDB``, ``LLDB`` (for messages).
+    :param keep_first: ``sys.path`` entries that stay in front (the debugger's own Python).
+    """
+    try:
+        found = locate(package_dir, debugger)
+    except VenvError as exc:
+        fail(str(exc))
+        return
+    activate(found, keep_first)
+    try:
+        install()
+    except ImportError as exc:
+        fail(import_failure(found, exc))
+    except Exception as exc:  # a broken plugin or dependency: one line, not a traceback
+        fail(load_failure(found, exc))

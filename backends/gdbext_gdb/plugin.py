@@ -13,6 +13,19 @@ from gdbext.errors import UsageError
 from gdbext.hookspecs import hookimpl
 from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
 
+#: What the live backends do (``gdb``, and ``lldb`` over the same logic).
+LIVE_SUMMARY = "QEMU's gdbstub (PhyMemMode), KGDB via the direct map"
+#: The options of the live backends (:class:`gdbext_gdb.live.LiveOptions` reads them).
+LIVE_OPTIONS = (
+    BackendOption(
+        "direct_map",
+        "ADDR",
+        "read physical memory through the kernel's direct map at ADDR (stubs without PhyMemMode "
+        "or monitor xp: KGDB, VMware)",
+    ),
+    BackendOption("read_via", "PATH", "phymem, xp or direct-map (default: the first that works)"),
+)
+
 
 def open_gdb(request: OpenRequest) -> Target:
     """The target GDB is connected to; :class:`UsageError` outside GDB."""
@@ -27,23 +40,4 @@ def open_gdb(request: OpenRequest) -> Target:
 
 @hookimpl
 def gdbext_backends() -> Sequence[BackendInfo]:
-    return [
-        BackendInfo(
-            name="gdb",
-            summary="live target in GDB: QEMU's gdbstub (PhyMemMode), KGDB via the direct map",
-            open=open_gdb,
-            options=[
-                BackendOption(
-                    "direct_map",
-                    "ADDR",
-                    "read physical memory through the kernel's direct map at ADDR (stubs "
-                    "without PhyMemMode or monitor xp: KGDB, VMware)",
-                ),
-                BackendOption(
-                    "read_via",
-                    "PATH",
-                    "phymem, xp or direct-map (default: the first that works)",
-                ),
-            ],
-        )
-    ]
+    return [BackendInfo("gdb", f"live target in GDB: {LIVE_SUMMARY}", open_gdb, list(LIVE_OPTIONS))]

@@ -36,7 +36,7 @@ import lldb
 
 from gdbext.errors import GdbextError, UsageError
 from gdbext.host import Host
-from gdbext.session import BACKEND_COMMAND, COMMANDS, SUMMARIES, Selection, Session
+from gdbext.session import BACKEND_COMMAND, COMMANDS, SUMMARIES, Selection, Session, Writer
 from gdbext.target import OpenRequest
 from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
 from gdbext_lldb.lldb_link import live_process
@@ -107,9 +107,7 @@ def colour_wanted(debugger: lldb.SBDebugger) -> bool:
     """Colour as LLDB colours its own output: ``use-color`` on, standard output a terminal,
     and a terminal type that is not ``dumb``."""
     return (
-        bool(debugger.GetUseColor())
-        and os.isatty(1)
-        and os.environ.get("TERM", "dumb") != "dumb"
+        bool(debugger.GetUseColor()) and os.isatty(1) and os.environ.get("TERM", "dumb") != "dumb"
     )
 
 
@@ -206,6 +204,17 @@ def remote_default(debugger: lldb.SBDebugger, host: Host) -> Selection | None:
 # --- the commands ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Invocation:
+    """One run of a command: the debugger, the argument words, the execution context LLDB
+    gave, and where the output goes."""
+
+    debugger: lldb.SBDebugger
+    words: list[str]
+    context: lldb.SBExecutionContext
+    out: Writer
+
+
 class PtCommand:
     """A ``pt-*`` command of :data:`gdbext.session.COMMANDS` (subclasses name it); LLDB makes
     one instance per debugger."""
@@ -233,22 +242,20 @@ class PtCommand:
         result: lldb.SBCommandReturnObject,
     ) -> None:
         name = self.command_name
-        guarded(name, debugger, result, lambda: self.run(debugger, command, exe_ctx, result))
 
-    def run(
-        self,
-        debugger: lldb.SBDebugger,
-        command: str,
-        exe_ctx: lldb.SBExecutionContext,
-        result: lldb.SBCommandReturnObject,
-    ) -> None:
-        name = self.command_name
+        def run() -> None:
+            words = split_words(name, command)
+            self.run(Invocation(debugger, words, exe_ctx, ResultOut(result, debugger)))
+
+        guarded(name, debugger, result, run)
+
+    def run(self, call: Invocation) -> None:
+        """Run the command (its argument words in ``call``)."""
+        name, debugger = self.command_name, call.debugger
         words = [
-            evaluate(name, w, debugger, exe_ctx) if w.startswith("$") else w
-            for w in split_words(name, command)
+            evaluate(name, w, debugger, call.context) if w[:1] == "$" else w for w in call.words
         ]
-        out = ResultOut(result, debugger)
-        self._front.session.run(name, words, out, colour=colour_wanted(debugger))
+        self._front.session.run(name, words, call.out, colour=colour_wanted(debugger))
 
 
 class PtBackendCommand(PtCommand):
@@ -256,17 +263,11 @@ class PtBackendCommand(PtCommand):
 
     command_name = BACKEND_COMMAND
 
-    def run(
-        self,
-        debugger: lldb.SBDebugger,
-        command: str,
-        exe_ctx: lldb.SBExecutionContext,
-        result: lldb.SBCommandReturnObject,
-    ) -> None:
-        words = split_words(BACKEND_COMMAND, command)
+    def run(self, call: Invocation) -> None:
+        words = call.words
         if words[:1] == [LLDB_BACKEND] and DEBUGGER_OPTION not in words:
-            words += [DEBUGGER_OPTION, str(debugger.GetID())]
-        self._front.session.backend(words, ResultOut(result, debugger))
+            words = [*words, DEBUGGER_OPTION, str(call.debugger.GetID())]
+        self._front.session.backend(words, call.out)
 
 
 class PtConnectCommand(PtCommand):
@@ -280,15 +281,8 @@ class PtConnectCommand(PtCommand):
     def get_long_help(self) -> str:
         return CONNECT_HELP
 
-    def run(
-        self,
-        debugger: lldb.SBDebugger,
-        command: str,
-        exe_ctx: lldb.SBExecutionContext,
-        result: lldb.SBCommandReturnObject,
-    ) -> None:
-        words = split_words(CONNECT_COMMAND, command)
-        connect(debugger, " ".join(words), ResultOut(result, debugger))
+    def run(self, call: Invocation) -> None:
+        connect(call.debugger, " ".join(call.words), call.out)
 
 
 def _class_name(name: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from gdbext.errors import UsageError
 from gdbext.hookspecs import hookimpl
 from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext_gdb.plugin import LIVE_OPTIONS, LIVE_SUMMARY
 
 NAME = "lldb"
 
@@ -37,29 +38,14 @@ def open_lldb(request: OpenRequest) -> Target:
 
 @hookimpl
 def gdbext_backends() -> Sequence[BackendInfo]:
+    debugger = BackendOption(
+        "debugger",
+        "ID",
+        "the LLDB debugger (SBDebugger ID) whose selected target to read; the pt-* commands in "
+        "LLDB give their own",
+    )
     return [
         BackendInfo(
-            name=NAME,
-            summary="live target in LLDB: QEMU's gdbstub (PhyMemMode), KGDB via the direct map",
-            open=open_lldb,
-            options=[
-                BackendOption(
-                    "direct_map",
-                    "ADDR",
-                    "read physical memory through the kernel's direct map at ADDR (stubs "
-                    "without PhyMemMode or monitor xp: KGDB, VMware)",
-                ),
-                BackendOption(
-                    "read_via",
-                    "PATH",
-                    "phymem, xp or direct-map (default: the first that works)",
-                ),
-                BackendOption(
-                    "debugger",
-                    "ID",
-                    "the LLDB debugger (SBDebugger ID) whose selected target to read; the pt-* "
-                    "commands in LLDB give their own",
-                ),
-            ],
+            NAME, f"live target in LLDB: {LIVE_SUMMARY}", open_lldb, [*LIVE_OPTIONS, debugger]
         )
     ]
