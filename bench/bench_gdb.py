@@ -43,15 +43,20 @@ import os
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchlib import guest_module
+from benchlib import (
+    BenchError,
+    check_live_arguments,
+    live_arguments,
+    live_guest,
+    load_figures,
+    run_side,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GDBINIT = ROOT / "gdbext" / "gdbinit.py"
@@ -71,10 +76,6 @@ PT_DUMP = (
 )
 
 
-class BenchError(RuntimeError):
-    """A prerequisite is missing or a measured command failed: one line for the user."""
-
-
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1e3
 
@@ -92,47 +93,21 @@ def gdb_argv(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run_gdb_side(port: int, repeat: int, profile: bool) -> dict[str, Any]:
-    """Run the GDB side against the gdbstub at ``port``: its JSON results."""
-    with tempfile.TemporaryDirectory(prefix="gdbext-bench-gdb-") as tmp:
-        out = Path(tmp) / "results.json"
-        config = {"repeat": repeat, "gdbinit": str(GDBINIT), "out": str(out), "profile": profile}
-        env = {**os.environ, CONFIG_ENV: json.dumps(config)}
-        argv = gdb_argv(port)
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False
-        )
-        if not out.is_file():
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}: {tail}")
-        results: dict[str, Any] = json.loads(out.read_text())
-    if "error" in results:
-        raise BenchError(f"inside GDB: {results['error']}\n{results.get('traceback', '')}")
-    return results
+def run_gdb_side(
+    port: int, repeat: int, profile: bool, after: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Run the GDB side against the gdbstub at ``port`` (then GDB's commands ``after``): its
+    JSON results."""
+    config = {"repeat": repeat, "gdbinit": str(GDBINIT), "profile": profile}
+    argv = [*gdb_argv(port), *(word for command in after for word in ("-ex", command))]
+    return run_side(argv, CONFIG_ENV, config, "GDB")
 
 
-# --- load time -------------------------------------------------------------------------------
-
-
-def load_figures(repeat: int) -> dict[str, float]:
-    """Median wall time of ``gdb -nx -batch`` with and without ``source gdbext/gdbinit.py``.
-
-    The two take turns in each round. The sourcing run must print nothing on stderr (a load
-    error is one line there).
-    """
+def gdb_load_figures(repeat: int) -> dict[str, float]:
+    """Median wall time of ``gdb -nx -batch`` with and without ``source gdbext/gdbinit.py``,
+    taking turns (:func:`benchlib.load_figures`)."""
     empty = ["gdb", "-nx", "-batch"]
-    loaded = [*empty, "-ex", f"source {GDBINIT}"]
-    times: dict[str, list[float]] = {"empty": [], "loaded": []}
-    for _ in range(repeat):
-        for name, argv in (("empty", empty), ("loaded", loaded)):
-            start = time.perf_counter()
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-            times[name].append(time.perf_counter() - start)
-            if proc.returncode != 0 or (name == "loaded" and proc.stderr.strip()):
-                raise BenchError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
-    empty_s = statistics.median(times["empty"])
-    loaded_s = statistics.median(times["loaded"])
-    return {"empty_s": empty_s, "loaded_s": loaded_s, "load_s": loaded_s - empty_s}
+    return load_figures(empty, [*empty, "-ex", f"source {GDBINIT}"], repeat, quiet_empty=False)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -284,19 +259,8 @@ def other_cpus(before: CpuSample | None, after: CpuSample | None) -> float | Non
 
 
 def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    qg = guest_module()
-    try:
-        qg.check_prerequisites()
-    except qg.MissingPrerequisite as exc:
-        raise BenchError(str(exc)) from None
-    config = dataclasses.replace(qg.CONFIGS.get(args.config, qg.GuestConfig()), memory=args.mem)
-    guest_name = f"{args.config} guest" if args.config in qg.CONFIGS else "guest"
-    report: dict[str, Any] = {
-        "guest": f"Debian's kernel, {guest_name}, {args.mem}, -cpu {config.cpu}, "
-        f"{config.cmdline()!r}",
-        "qemu": qg.qemu_version(),
-        "load_repeat": args.repeat,
-    }
+    qg, config, report = live_guest(args)
+    report["load_repeat"] = args.repeat
     log(f"booting Debian's kernel with {args.mem} under QEMU (TCG)...")
     try:
         with qg.QemuGuest(config) as guest:
@@ -309,29 +273,18 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, A
     except qg.GuestError as exc:
         raise BenchError(f"guest: {exc}") from None
     log(f"load time: {args.repeat} pairs of gdb -nx -batch processes...")
-    report["load"] = load_figures(args.repeat)
+    report["load"] = gdb_load_figures(args.repeat)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mem", default="128M", help="guest RAM (QEMU -m); default 128M")
-    parser.add_argument(
-        "--config",
-        default="default",
-        help="a configuration of fixtures/qemu_guest.py CONFIGS (4level, kaslr-pti, la57); "
-        "default: GuestConfig() (qemu64, nokaslr, quiet)",
-    )
-    parser.add_argument("--repeat", type=int, default=11, help="rounds (medians); default 11")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    live_arguments(parser)
     parser.add_argument(
         "--profile", action="store_true", help="cProfile of the walks inside GDB (gc disabled)"
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.config != "default" and args.config not in guest_module().CONFIGS:
-        parser.error(f"--config: no configuration {args.config!r}")
+    check_live_arguments(parser, args)
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "bench/bench_gdb.py", *given])
     try:

@@ -25,31 +25,25 @@ status 1 when the target is missed, 2 when the benchmark could not run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench_gdb import (
-    CONFIG_ENV as GDB_CONFIG_ENV,
-)
-from bench_gdb import (
-    GDBINIT,
+from bench_gdb import cpu_sample, median_ms, other_cpus, run_gdb_side
+from benchlib import (
     BenchError,
-    cpu_sample,
-    gdb_argv,
-    median_ms,
-    other_cpus,
+    check_live_arguments,
+    live_arguments,
+    live_guest,
+    load_figures,
+    run_side,
 )
-from benchlib import guest_module
+from sidelib import MEASURES
 
 ROOT = Path(__file__).resolve().parent.parent
 LLDB_SIDE = ROOT / "bench" / "_lldb_side.py"
@@ -57,26 +51,6 @@ LLDB_WRAPPER = ROOT / "scripts" / "lldb"
 LLDB_CONFIG_ENV = "GDBEXT_BENCH_LLDB"
 #: Issue 6's target: a full cold pt-walk in LLDB at most this many times GDB's.
 RATIO = 1.5
-MEASURES = ("floor", "walk_cold", "walk_warm", "tlb_cold", "tlb_warm", "translate_cold")
-
-
-def run_gdb(port: int, repeat: int) -> dict[str, Any]:
-    """GDB's measurements (``bench/_gdb_side.py``); GDB disconnects, the VM stays stopped."""
-    with tempfile.TemporaryDirectory(prefix="gdbext-bench-lldb-") as tmp:
-        out = Path(tmp) / "gdb.json"
-        config = {"repeat": repeat, "gdbinit": str(GDBINIT), "out": str(out), "profile": False}
-        argv = [*gdb_argv(port), "-ex", "disconnect"]
-        env = {**os.environ, GDB_CONFIG_ENV: json.dumps(config)}
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False
-        )
-        if not out.is_file():
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}: {tail}")
-        results: dict[str, Any] = json.loads(out.read_text())
-    if "error" in results:
-        raise BenchError(f"inside GDB: {results['error']}\n{results.get('traceback', '')}")
-    return results
 
 
 def lldb_argv(port: int) -> list[str]:
@@ -86,24 +60,6 @@ def lldb_argv(port: int) -> list[str]:
         "-o", f"pt-connect 127.0.0.1:{port}",
         "-o", "gdbext-bench-lldb",
     ]  # fmt: skip
-
-
-def run_lldb(port: int, repeat: int) -> dict[str, Any]:
-    """LLDB's measurements (``bench/_lldb_side.py``); LLDB detaches at the end."""
-    with tempfile.TemporaryDirectory(prefix="gdbext-bench-lldb-") as tmp:
-        out = Path(tmp) / "lldb.json"
-        env = {**os.environ, LLDB_CONFIG_ENV: json.dumps({"repeat": repeat, "out": str(out)})}
-        argv = lldb_argv(port)
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False
-        )
-        if not out.is_file():
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}: {tail}")
-        results: dict[str, Any] = json.loads(out.read_text())
-    if "error" in results:
-        raise BenchError(f"inside LLDB: {results['error']}\n{results.get('traceback', '')}")
-    return results
 
 
 def lldb_python_path() -> str:
@@ -119,25 +75,13 @@ def lldb_python_path() -> str:
     raise BenchError(f"no lldb Python package under {prefix}")
 
 
-def load_figures(repeat: int) -> dict[str, float]:
+def lldb_load_figures(repeat: int) -> dict[str, float]:
     """Median wall time of ``lldb --batch`` without gdbext and ``scripts/lldb --batch`` (which
-    imports ``gdbext/lldbinit.py``), taking turns."""
+    imports ``gdbext/lldbinit.py``), taking turns (:func:`benchlib.load_figures`)."""
     env = {**os.environ, "PYTHONPATH": lldb_python_path()}
     empty = ["lldb", "--batch", "-o", "script pass"]
     loaded = [str(LLDB_WRAPPER), "--batch", "-o", "script pass"]
-    times: dict[str, list[float]] = {"empty": [], "loaded": []}
-    for _ in range(repeat):
-        for name, argv in (("empty", empty), ("loaded", loaded)):
-            start = time.perf_counter()
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, env=env, timeout=120, check=False
-            )
-            times[name].append(time.perf_counter() - start)
-            if proc.returncode != 0 or proc.stderr.strip():
-                raise BenchError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
-    empty_s = statistics.median(times["empty"])
-    loaded_s = statistics.median(times["loaded"])
-    return {"empty_s": empty_s, "loaded_s": loaded_s, "load_s": loaded_s - empty_s}
+    return load_figures(empty, loaded, repeat, env)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -220,20 +164,11 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    qg = guest_module()
-    try:
-        qg.check_prerequisites()
-    except qg.MissingPrerequisite as exc:
-        raise BenchError(str(exc)) from None
-    config = dataclasses.replace(qg.CONFIGS.get(args.config, qg.GuestConfig()), memory=args.mem)
-    guest_name = f"{args.config} guest" if args.config in qg.CONFIGS else "guest"
+    qg, config, report = live_guest(args)
     version = subprocess.run(["lldb", "--version"], capture_output=True, text=True, check=False)
-    report: dict[str, Any] = {
-        "guest": f"Debian's kernel, {guest_name}, {args.mem}, -cpu {config.cpu}, "
-        f"{config.cmdline()!r}",
-        "qemu": qg.qemu_version(),
-        "lldb_version": version.stdout.strip().splitlines()[0] if version.stdout else "unknown",
-    }
+    report["lldb_version"] = (
+        version.stdout.strip().splitlines()[0] if version.stdout else "unknown"
+    )
     log(f"booting Debian's kernel with {args.mem} under QEMU (TCG)...")
     try:
         with qg.QemuGuest(config) as guest:
@@ -241,35 +176,26 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             report["boot_s"] = guest.boot_seconds
             before = cpu_sample(guest.pid)
             log(f"measuring in gdb -nx -batch ({args.repeat} rounds)...")
-            report["gdb"] = run_gdb(guest.gdb_port, args.repeat)
+            # GDB disconnects: the VM stays stopped for LLDB.
+            report["gdb"] = run_gdb_side(guest.gdb_port, args.repeat, False, ("disconnect",))
             if guest.hmp("info status").strip() != "VM status: paused":
                 raise BenchError("the VM runs after GDB disconnected: not the same state")
             log(f"measuring in scripts/lldb --batch ({args.repeat} rounds)...")
-            report["lldb"] = run_lldb(guest.gdb_port, args.repeat)
+            config = {"repeat": args.repeat}
+            report["lldb"] = run_side(lldb_argv(guest.gdb_port), LLDB_CONFIG_ENV, config, "LLDB")
             report["other_cpus"] = other_cpus(before, cpu_sample(guest.pid))
     except qg.GuestError as exc:
         raise BenchError(f"guest: {exc}") from None
     log(f"load time: {args.repeat} pairs of lldb --batch processes...")
-    report["load"] = load_figures(args.repeat)
+    report["load"] = lldb_load_figures(args.repeat)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mem", default="128M", help="guest RAM (QEMU -m); default 128M")
-    parser.add_argument(
-        "--config",
-        default="default",
-        help="a configuration of fixtures/qemu_guest.py CONFIGS (4level, kaslr-pti, la57); "
-        "default: GuestConfig() (qemu64, nokaslr, quiet)",
-    )
-    parser.add_argument("--repeat", type=int, default=11, help="rounds (medians); default 11")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    live_arguments(parser)
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.config != "default" and args.config not in guest_module().CONFIGS:
-        parser.error(f"--config: no configuration {args.config!r}")
+    check_live_arguments(parser, args)
     given = sys.argv[1:] if argv is None else argv
     try:
         report = measure(args, lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,16 +1,28 @@
-"""What the benchmark scripts share: timing, and the QEMU guest library of ``fixtures/``."""
+"""What the benchmark scripts share: timing, the QEMU guest library of ``fixtures/``, and the
+live benchmarks' runs of a debugger (its side script's JSON results, load times)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import gc
+import json
+import os
+import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(RuntimeError):
+    """A prerequisite is missing or a measured command failed: one line for the user."""
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
@@ -53,3 +65,99 @@ class RecordingMapper:
 
     def write(self, paddr: int, data: bytes) -> None:
         self._inner.write(paddr, data)
+
+
+# --- the live benchmarks: a debugger and its side script -----------------------------------
+
+
+def run_side(
+    argv: Sequence[str], config_env: str, config: Mapping[str, Any], debugger: str
+) -> dict[str, Any]:
+    """Run a debugger (``argv``) whose side script reads ``config`` as JSON from the environment
+    variable ``config_env`` (with ``out`` added: where it writes its JSON results); the results.
+
+    :raises BenchError: no results, or the side's ``error``.
+    """
+    with tempfile.TemporaryDirectory(prefix="gdbext-bench-") as tmp:
+        out = Path(tmp) / "results.json"
+        env = {**os.environ, config_env: json.dumps({**config, "out": str(out)})}
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False
+        )
+        if not out.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}: {tail}")
+        results: dict[str, Any] = json.loads(out.read_text())
+    if "error" in results:
+        raise BenchError(f"inside {debugger}: {results['error']}\n{results.get('traceback', '')}")
+    return results
+
+
+def load_figures(
+    empty: Sequence[str],
+    loaded: Sequence[str],
+    repeat: int,
+    env: Mapping[str, str] | None = None,
+    quiet_empty: bool = True,
+) -> dict[str, float]:
+    """Median wall time of a debugger without gdbext (``empty``) and with it (``loaded``), the
+    two taking turns in each round; ``load_s`` is the difference. The loading run must print
+    nothing on stderr (a load error is one line there); so must the empty one with
+    ``quiet_empty``."""
+    times: dict[str, list[float]] = {"empty": [], "loaded": []}
+    for _ in range(repeat):
+        for name, argv in (("empty", empty), ("loaded", loaded)):
+            start = time.perf_counter()
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                env=None if env is None else dict(env),
+                timeout=120,
+                check=False,
+            )
+            times[name].append(time.perf_counter() - start)
+            noisy = proc.stderr.strip() and (name == "loaded" or quiet_empty)
+            if proc.returncode != 0 or noisy:
+                raise BenchError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
+    empty_s = statistics.median(times["empty"])
+    loaded_s = statistics.median(times["loaded"])
+    return {"empty_s": empty_s, "loaded_s": loaded_s, "load_s": loaded_s - empty_s}
+
+
+def live_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the live benchmarks: ``--mem``, ``--config``, ``--repeat``, ``--json``."""
+    parser.add_argument("--mem", default="128M", help="guest RAM (QEMU -m); default 128M")
+    parser.add_argument(
+        "--config",
+        default="default",
+        help="a configuration of fixtures/qemu_guest.py CONFIGS (4level, kaslr-pti, la57); "
+        "default: GuestConfig() (qemu64, nokaslr, quiet)",
+    )
+    parser.add_argument("--repeat", type=int, default=11, help="rounds (medians); default 11")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def check_live_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser.error`` for a bad ``--repeat`` or ``--config``."""
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.config != "default" and args.config not in guest_module().CONFIGS:
+        parser.error(f"--config: no configuration {args.config!r}")
+
+
+def live_guest(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """The guest library, the configuration ``--config``/``--mem`` name, and the report's
+    first entries (``guest``, ``qemu``). :raises BenchError: QEMU or the kernel is missing."""
+    qg = guest_module()
+    try:
+        qg.check_prerequisites()
+    except qg.MissingPrerequisite as exc:
+        raise BenchError(str(exc)) from None
+    config = dataclasses.replace(qg.CONFIGS.get(args.config, qg.GuestConfig()), memory=args.mem)
+    name = f"{args.config} guest" if args.config in qg.CONFIGS else "guest"
+    report = {
+        "guest": f"Debian's kernel, {name}, {args.mem}, -cpu {config.cpu}, {config.cmdline()!r}",
+        "qemu": qg.qemu_version(),
+    }
+    return qg, config, report
