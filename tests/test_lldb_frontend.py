@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -266,6 +268,26 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
         assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
         assert re.search(pattern, result.err[len("error: ") :].rstrip("\n")), (command, result.err)
     assert "Traceback" not in run.proc.stdout + run.proc.stderr
+
+
+def test_pt_connect_to_a_peer_that_does_not_answer_waits_one_handshake() -> None:
+    """A listening peer that says nothing (not a gdbstub, a stopped QEMU): one handshake timeout
+    and one line, not one per retry (retries are for the handshake a running QEMU breaks at
+    once)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        start = time.monotonic()
+        proc = lldb(
+            "settings set plugin.process.gdb-remote.packet-timeout 2",
+            f"pt-connect 127.0.0.1:{port}",
+        )
+        seconds = time.monotonic() - start
+    assert re.fullmatch(
+        rf"error: pt-connect 127\.0\.0\.1:{port}: failed to get reply to handshake packet "
+        r"within timeout of [\d.]+ seconds\n",
+        proc.stderr,
+    ), proc.stderr
+    assert seconds < 12, seconds  # LLDB waits 6 s at least; four attempts took 24 s
 
 
 def test_an_error_in_batch_mode_is_one_line_on_stderr() -> None:

@@ -4,7 +4,9 @@ LLDB 14's ``gdb-remote`` fails every second time against a *running* QEMU: QEMU 
 when a debugger connects and sends an unsolicited stop reply, which LLDB takes for the answer to
 its first handshake packet ("failed to get reply to handshake packet"). The failed attempt
 leaves the VM stopped, so a second attempt succeeds. :func:`connect` retries on exactly that
-error, a few times, and reports anything else at once.
+error when it comes at once (a few times), and reports anything else at once: a handshake that
+timed out is a peer that does not answer (not a gdbstub, or a stopped QEMU), and trying again
+would only wait again.
 
 Loading gdbext raises ``plugin.process.gdb-remote.packet-timeout`` to :data:`PACKET_TIMEOUT`
 seconds (:func:`raise_packet_timeout`, never lowering it; a value set afterwards stays): QEMU's
@@ -49,6 +51,8 @@ PACKET_TIMEOUT = 10
 ATTEMPTS = 4
 #: Seconds between attempts.
 RETRY_DELAY = 0.05
+#: A failed handshake that took longer than this (seconds) timed out: no retry.
+QUICK_FAILURE = 1.0
 _HANDSHAKE = "handshake"
 
 
@@ -103,11 +107,12 @@ def _gdb_remote(debugger: lldb.SBDebugger, address: str) -> str:
         if attempt:
             time.sleep(RETRY_DELAY)
         result = lldb.SBCommandReturnObject()
+        started = time.monotonic()
         interpreter.HandleCommand(f"gdb-remote {address}", result, False)
         if result.Succeeded():
             return str(result.GetOutput() or "")
         error = _first_line(result.GetError())
-        if _HANDSHAKE not in error:
+        if _HANDSHAKE not in error or time.monotonic() - started > QUICK_FAILURE:
             break
     raise LiveTargetError(f"pt-connect {address}: {error}")
 
