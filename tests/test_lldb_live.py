@@ -190,6 +190,46 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
     assert "Traceback" not in run.proc.stdout + run.proc.stderr
 
 
+def test_the_commands_send_no_packet_that_changes_the_target(
+    qemu_guest: Callable[[str], QemuGuest], kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Every packet the commands send, from LLDB's own packet log: memory and register reads,
+    queries, and PhyMemMode switches that are put back; no memory or register write, no
+    breakpoint, no resume (``M X P G Z z c s C S vCont k D`` and QEMU's ``?``, which drops the
+    breakpoints)."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    log = tmp_path / "packets.log"
+    commands = [
+        f"log enable -f {log} gdb-remote packets",
+        "pt-info",
+        "pt-walk",
+        "pt-walk --format json --filter wx",
+        "pt-translate $rip 0x1000",
+        f"pt-heap --memmap e820 --at 0x{boot_params_at(kernel_dump, '4level'):x}",
+        "pt-audit",
+        "pt-walk --cr3 0x7ffff000000",
+        "log disable gdb-remote packets",
+    ]
+    run = lldbrun.run(commands, port=guest.gdb_port)
+    assert [r.ok for r in run.results].count(False) == 1  # the root outside RAM
+    # (Lines with "history[N]" are the packets before the log was enabled: the connection's.)
+    text = log.read_text(errors="replace")
+    sent = re.findall(r"^(?!.*history\[).*send packet: \$([^#]*)#", text, re.M)
+    assert len(sent) > 100
+    changing = [
+        p for p in sent if p[:1] in "MXPGZzcsCSkDR?" or p.startswith(("vCont", "vKill", "vRun"))
+    ]
+    assert changing == []
+    # Reads ('m', 'p'), queries ('q...', LLDB's 'jThreadsInfo'...), and set packets only for
+    # PhyMemMode, each switch put back; the monitor command is only 'info mtree -f'.
+    assert {p for p in sent if p[:1] == "Q"} == {"Qqemu.PhyMemMode:1", "Qqemu.PhyMemMode:0"}
+    modes = "".join(p[-1] for p in sent if p.startswith("Qqemu.PhyMemMode:"))
+    assert re.fullmatch("0(10)+", modes), modes  # the probe (to the mode it is in), then pairs
+    monitor = {bytes.fromhex(p[6:]).decode() for p in sent if p.startswith("qRcmd,")}
+    assert monitor == {"info mtree -f"}
+
+
 def words_at(guest: QemuGuest, command: str, addr: int) -> list[str]:
     """The first four quadwords at ``addr`` by the monitor's ``x`` (virtual) or ``xp``."""
     return re.findall(r"0x[0-9a-f]{16}", guest.hmp(f"{command} /4gx 0x{addr:x}"))
@@ -374,6 +414,48 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
     assert not walk.ok and walk.err.count("\n") == 1, walk.err
     assert alive.ok
     assert "Traceback" not in stdout.decode() + (seen + stderr).decode()
+
+
+def test_a_gdbstub_gone_between_commands_is_one_line_not_cached_output(
+    qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
+) -> None:
+    """QEMU's gdbstub goes away while LLDB waits (``gdbserver none``; a killed QEMU alike):
+    LLDB 14 keeps the process "stopped", so without asking the stub the next command would print
+    the tables cached at that stop as if nothing happened. It is one line, for every command."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    walk = "pt-walk --range 0xffffffff81000000+0x200000"
+    commands = [
+        walk,
+        f"script open({str(ready)!r}, 'w').close()",
+        f"script import os, time; [time.sleep(0.05) for _ in range(2400) "
+        f"if not os.path.exists({str(go)!r})]",
+        walk,
+        "pt-info",
+    ]
+    command, out = lldbrun.driver_argv(commands, tmp_path, port=guest.gdb_port)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=lldbrun.ROOT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        guest.hmp("gdbserver none")
+        go.touch()
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        guest.hmp(f"gdbserver tcp:127.0.0.1:{guest.gdb_port}")
+    run = lldbrun.collect(out, subprocess.CompletedProcess(command, proc.returncode, stdout, ""))
+    first, _, _, again, info = run.results
+    assert first.ok and first.out.startswith("0xffffffff81000000-0xffffffff81200000 ")
+    gone = "error: lost the connection to the target (the gdbstub is gone)\n"
+    assert (again.ok, again.out, again.err) == (False, "", gone)
+    assert (info.ok, info.out, info.err) == (False, "", gone)
+    assert "Traceback" not in stdout + stderr
+    after = lldbrun.run(["pt-info"], port=guest.gdb_port)  # the guest serves the next tests
+    assert after.results[0].ok
 
 
 def test_pt_backend_lldb_and_a_detached_target(qemu_guest: Callable[[str], QemuGuest]) -> None:

@@ -22,6 +22,9 @@ prefetch); this module only speaks LLDB:
   has no resume event for Python). Control registers are read again for every command (a
   ``register write`` fires nothing either; LLDB's own register cache makes that cheap). A
   memory write made through LLDB at the same stop is seen from the next stop on;
+- LLDB 14 does not notice a stub that went away (QEMU killed): the process stays "stopped" and
+  LLDB serves what it cached. Each command first sends :data:`ALIVE_PROBE` (well under a
+  millisecond); a stub that answered it before and answers nothing now is gone;
 - a stub that stops answering (QEMU stopped with SIGSTOP, hung): LLDB waits the packet timeout,
   then goes on as if the packet had an empty reply (or a read failed), and the late replies put
   every later reply out of step (a register read gets a memory read's bytes). The link notices
@@ -60,6 +63,9 @@ PACKET_TIMEOUT_SETTING = "plugin.process.gdb-remote.packet-timeout"
 TIMED_OUT_SHARE = 0.9
 #: What ``process plugin packet`` prints for an empty reply, and for none in time alike.
 _NO_REPLY = "error: UNIMPLEMENTED"
+#: A packet gdbstubs answer (the current thread: QEMU, KGDB, gdbserver), sent once a command to
+#: notice a stub that went away.
+ALIVE_PROBE = "qC"
 NEEDS_TARGET = (
     "the lldb backend needs a live target: connect LLDB first "
     "(pt-connect HOST:PORT, or gdb-remote HOST:PORT)"
@@ -102,10 +108,11 @@ class LldbProcessLink:
         self._process = process
         #: The user's memory-cache setting while the link bypasses the cache (else None).
         self._saved_cache: str | None = None
-        #: A read failed as only a lost connection makes it fail.
-        self._lost = False
-        #: Why the connection is unusable after a timeout (see :meth:`_timed_out`), or None.
-        self._stalled: str | None = None
+        #: Why the connection is unusable (a read failed as only a lost connection makes it
+        #: fail, the stub went away, a reply timed out: see :meth:`_timed_out`), or None.
+        self._gone: str | None = None
+        #: The stub answered :data:`ALIVE_PROBE` (so no answer later means it is gone).
+        self._answers_probe = False
         # LLDB takes the packet timeout when it connects: the setting now is the nearest.
         try:
             self._timeout = float(setting(debugger, PACKET_TIMEOUT_SETTING) or 0)
@@ -116,18 +123,33 @@ class LldbProcessLink:
 
     def connected(self) -> bool:
         process = self._process
-        return (
-            not self._lost
-            and self._stalled is None
-            and bool(process.IsValid())
-            and process.GetState() not in _GONE
-        )
+        return self._gone is None and bool(process.IsValid()) and process.GetState() not in _GONE
 
     def check_usable(self) -> None:
-        """:raises TargetLostError: a reply timed out on this connection (its replies are out
-        of step for good)."""
-        if self._stalled is not None:
-            raise TargetLostError(self._stalled)
+        """:raises TargetLostError: the connection is known to be unusable (a reply timed out
+        on it, and its replies are out of step for good; or the stub is gone)."""
+        if self._gone is not None:
+            raise TargetLostError(self._gone)
+
+    def check_alive(self) -> None:
+        """Once a command: LLDB 14 keeps a process whose stub went away (QEMU killed) "stopped"
+        and serves what it cached, so ask the stub something. A stub that answered
+        :data:`ALIVE_PROBE` before and answers nothing now is gone.
+
+        :raises TargetLostError: it is gone, or a reply timed out on this connection.
+        """
+        self.check_usable()
+        try:
+            reply = self.packet(ALIVE_PROBE)
+        except TargetLostError:
+            raise
+        except LiveTargetError:
+            reply = ""
+        if reply:
+            self._answers_probe = True
+        elif self._answers_probe:
+            self._gone = "lost the connection to the target (the gdbstub is gone)"
+            raise TargetLostError(self._gone)
 
     def _timed_out(self, started: float, what: str) -> bool:
         """True, and the connection marked unusable, when an exchange started at ``started``
@@ -135,7 +157,7 @@ class LldbProcessLink:
         waited = time.monotonic() - started
         if self._timeout <= 0 or waited < TIMED_OUT_SHARE * self._timeout:
             return False
-        self._stalled = (
+        self._gone = (
             f"the gdbstub did not answer {what} in {waited:.0f} s (QEMU stopped or hung?); "
             "LLDB's replies are out of step from there on: reconnect ('process detach', then "
             "pt-connect HOST:PORT)"
@@ -146,8 +168,8 @@ class LldbProcessLink:
         return bool(self._process.GetState() == lldb.eStateRunning)
 
     def _error(self, message: str, what: str) -> LiveTargetError:
-        if self._stalled is not None:
-            return TargetLostError(self._stalled)
+        if self._gone is not None:
+            return TargetLostError(self._gone)
         if not self.connected():
             return TargetLostError(f"lost the connection to the target ({message})")
         if self._running():
@@ -181,7 +203,7 @@ class LldbProcessLink:
             raise self._error(_one_line(result.GetError()), what)
         out = str(result.GetOutput() or "")
         if _NO_REPLY in out and self._timed_out(started, what):
-            raise TargetLostError(str(self._stalled))
+            raise TargetLostError(str(self._gone))
         return out
 
     def _check_interrupt(self) -> None:
@@ -199,9 +221,9 @@ class LldbProcessLink:
         if error.Fail() or data is None:
             message = _one_line(error.GetCString(), f"cannot read 0x{addr:x}")
             if self._timed_out(started, f"a read of 0x{addr:x}"):
-                raise TargetLostError(str(self._stalled))
+                raise TargetLostError(str(self._gone))
             if any(marker in message.lower() for marker in _LOST):
-                self._lost = True
+                self._gone = f"lost the connection to the target ({message})"
             if not self.connected() or self._running():
                 raise self._error(message, "read")
             raise TargetMemoryError(addr, size, message)
@@ -436,7 +458,7 @@ def open_target(request: OpenRequest) -> Target:
     if process.GetState() == lldb.eStateRunning:
         raise LiveTargetError("the target is running; interrupt it first (process interrupt)")
     state, link = state_for(debugger, process)
-    link.check_usable()
+    link.check_alive()
     target = state.open(options)
     conn = _STATES[_key(debugger, process)]
     return dataclasses.replace(target, command_scope=lambda: _command_scope(debugger, conn))
