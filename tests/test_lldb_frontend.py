@@ -166,6 +166,18 @@ def test_help_is_the_argparse_usage(monkeypatch: pytest.MonkeyPatch) -> None:
         assert " ".join(parser.format_help().split()) in words, name
 
 
+def test_pt_connect_help() -> None:
+    """``pt-connect --help`` prints its usage as the other commands do (it was an error), and
+    ``help pt-connect`` is paragraphs LLDB wraps (no line broken mid-sentence)."""
+    run = lldbrun.run(["pt-connect --help", "pt-connect -h", "help pt-connect"])
+    assert [r.ok for r in run.results] == [True] * 3
+    assert run.outputs()[0] == run.outputs()[1]
+    assert run.outputs()[0].startswith("usage: pt-connect [HOST:]PORT\n\ngdb-remote ")
+    paragraphs = run.outputs()[2].split("\n\n")
+    assert any(p.startswith("gdb-remote [HOST:]PORT, tried again") for p in paragraphs)
+    assert not re.search(r"[a-z],?\n[a-z]", run.outputs()[0].split("\n\n", 1)[1].rstrip())
+
+
 def test_the_lldb_backend_opens_only_inside_lldb(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["walk", "--backend", "lldb"]) == 2
     assert capsys.readouterr().err == "gdbext: the lldb backend works only inside LLDB\n"

@@ -48,10 +48,10 @@ CONNECT_SUMMARY = (
 )
 CONNECT_HELP = (
     "usage: pt-connect [HOST:]PORT\n\n"
-    "gdb-remote [HOST:]PORT, retried while LLDB's handshake fails (LLDB 14 fails every second\n"
-    "connection to a running QEMU: the VM's stop reply arrives first). The VM is stopped once\n"
-    "connected. 'process detach' resumes it; quitting LLDB while connected kills QEMU\n"
-    "(LLDB sends 'k')."
+    "gdb-remote [HOST:]PORT, tried again while LLDB's handshake fails at once (LLDB 14 fails "
+    "against a running QEMU: the VM's stop reply comes first). The VM is stopped once "
+    "connected. 'process detach' resumes it; quitting LLDB while connected kills QEMU (LLDB "
+    "sends 'k')."
 )
 NO_BACKEND_HINT = (
     "connect to a gdbstub (pt-connect HOST:PORT) for backend 'lldb', or select one: "
@@ -282,6 +282,9 @@ class PtConnectCommand(PtCommand):
         return CONNECT_HELP
 
     def run(self, call: Invocation) -> None:
+        if call.words in (["-h"], ["--help"]):
+            call.out.write(CONNECT_HELP + "\n")
+            return
         connect(call.debugger, " ".join(call.words), call.out)
 
 
