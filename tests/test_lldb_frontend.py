@@ -228,6 +228,26 @@ def test_lldb_equals_gdb_on_a_dump(kernel_dump: Callable[[str], Path]) -> None:
     assert in_lldb.outputs()[1:] == sections(in_gdb.stdout)
 
 
+def test_dollar_words_use_lldb_variables_and_leave_no_result_variable(
+    kernel_dump: Callable[[str], Path],
+) -> None:
+    """Without a process, ``$`` words are LLDB's own expressions (its dummy target, where
+    ``expr`` put ``$va``); the evaluation leaves no ``$0`` behind (as GDB's ``parse_and_eval``
+    adds nothing to GDB's value history) and runs no code (no JIT)."""
+    dump = str(kernel_dump("4level"))
+    run = lldbrun.run(
+        [
+            f"pt-backend core {dump}",
+            "expr unsigned long $va = 0xffffffff81000000",
+            "pt-translate $va+0x10",
+            "expr $0",
+        ]
+    )
+    _, _, translate, result = run.results
+    assert translate.ok and translate.out == cli_output("translate", dump, "0xffffffff81000010")
+    assert not result.ok and "undeclared identifier '$0'" in result.err
+
+
 def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[str], Path]) -> None:
     dump = str(kernel_dump("4level"))
     run = lldbrun.run(

@@ -155,8 +155,15 @@ def evaluate(
     name: str, word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionContext
 ) -> str:
     """A word that starts with ``$`` as LLDB evaluates it, in hex: a register of the selected
-    frame (``$rsp``, ``$cr3``) or an expression. :raises UsageError: ``NAME: WORD: why`` (as
-    GDB words it; the why is LLDB's)."""
+    frame (``$rsp``, ``$cr3``) or an expression, evaluated without running anything in the
+    target (no JIT, so no function call: with an executable loaded LLDB would otherwise ask the
+    stub for memory to run code in) and without a ``$N`` result variable (as GDB's
+    ``parse_and_eval``). :raises UsageError: ``NAME: WORD: why`` (as GDB words it; the why is
+    LLDB's)."""
+    options = lldb.SBExpressionOptions()
+    options.SetAllowJIT(False)
+    options.SetSuppressPersistentResult(True)
+    options.SetIgnoreBreakpoints(True)
     frame = exe_ctx.GetFrame()
     if not frame.IsValid():
         process = exe_ctx.GetProcess()
@@ -170,7 +177,7 @@ def evaluate(
             value = register.GetValueAsUnsigned(error, 0)
             if error.Success():
                 return f"0x{int(value) & U64:x}"
-        result = frame.EvaluateExpression(word)
+        result = frame.EvaluateExpression(word, options)
     else:
         target = exe_ctx.GetTarget()
         if not target.IsValid():
@@ -179,7 +186,7 @@ def evaluate(
             # No target (a dump opened with pt-backend core): LLDB's own expressions then use
             # its dummy target, where `expr unsigned long $va = ...` put $va.
             target = debugger.GetDummyTarget()
-        result = target.EvaluateExpression(word)
+        result = target.EvaluateExpression(word, options)
     error = result.GetError()
     if not result.IsValid() or error.Fail():
         text = str(error.GetCString() or "")
