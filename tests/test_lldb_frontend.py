@@ -117,6 +117,15 @@ def test_the_one_line_start_works_through_a_link_from_another_directory(tmp_path
     assert proc.stdout.startswith("  core ")
 
 
+def test_an_lldb_that_is_not_there_is_one_line() -> None:
+    proc = lldb("help", env=lldbrun.clean_env(GDBEXT_LLDB="/nonexistent/lldb"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on "
+        "PATH\n"
+    )
+
+
 def test_importing_twice_registers_once() -> None:
     ident = (
         "script from gdbext_lldb import lldb_commands as c; "
