@@ -325,6 +325,21 @@ class WalkLimitError(InputError):
         self.vaddr = vaddr
 
 
+class AliasLimitError(InputError):
+    """An audit whose tables map more distinct leaf runs through shared tables than it takes:
+    tables linked again under other permissions, at several levels (an alias bomb)."""
+
+    def __init__(self, limit: int, vaddr: int, table: int) -> None:
+        super().__init__(
+            f"the audit passed {limit} leaf runs mapped through shared tables, at 0x{vaddr:x} "
+            f"(a link to table 0x{table:x}): tables linked again and again under differing "
+            "permissions (an alias bomb?) are not audited run by run"
+        )
+        self.limit = limit
+        self.vaddr = vaddr
+        self.table = table
+
+
 class UsageError(InputError):
     """A command used with wrong or missing arguments."""
 

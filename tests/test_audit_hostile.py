@@ -9,14 +9,33 @@ quickly there because the count is exceeded early.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import pytest
+
+from gdbext import cli
+from gdbext.addr import AddrRange
 from gdbext.audit.checkwx import CheckWx
+from gdbext.audit.context import ALIAS_SPANS, AuditContext, LeafSpan
+from gdbext.audit.engine import AuditOptions, run_audit
+from gdbext.audit.frames import overlap_pairs
+from gdbext.audit.model import Severity
+from gdbext.audit.rules import alias_wx
+from gdbext.audit.rules.heap_contract import heap_pieces
 from gdbext.commands import RootOptions, open_page_table
+from gdbext.cpu import CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
+from gdbext.errors import AliasLimitError
 from gdbext.flags import ADDR_MASK_52
+from gdbext.host import Host
 from gdbext.mapper import read_u64, write_u64
+from gdbext.paging import LeafRun
 from gdbext.target import Target
+from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine
+
+RULES = Host.create().audit_rules()
 
 #: The first PDPT entry of the bombs (its PD and PT are linked again everywhere).
 BASE = 0x4000_0000
@@ -103,3 +122,133 @@ def leaf_table(target: Target) -> int:
         index = (BASE >> (12 + 9 * (level - 1))) & 0x1FF
         table = read_u64(target.mapper, table + 8 * index) & ADDR_MASK_52
     return table
+
+
+# --- alias bombs: one PDPT, PD and PT linked by every entry of the level above ---------------
+
+PML4, PDPT, PD, PT = 0x10000, 0x11000, 0x12000, 0x13000
+RW, RO = 0x7, 0x5  # PRESENT | USER | WRITABLE, and without WRITABLE
+
+
+def alias_bomb(alternate: Sequence[int] = (), top: Iterable[int] = range(512)) -> Target:
+    """Every PML4 entry in ``top`` links one PDPT, whose 512 entries link one PD, whose 512
+    entries link one PT with one W+X leaf (frame 0x200000): 2^27 copies of one page with
+    ``top`` all of the PML4. At the levels in ``alternate``, every other link is read-only
+    (so consecutive links differ, and collapse into no repetition)."""
+    mem = SparsePhysMemory(64 << 20)
+    write_u64(mem, PT, 0x200000 | 0x3)
+
+    def flags(level: int, i: int) -> int:
+        return RO if level in alternate and i % 2 else RW
+
+    for i in range(512):
+        write_u64(mem, PD + 8 * i, PT | flags(2, i))
+        write_u64(mem, PDPT + 8 * i, PD | flags(3, i))
+    for i in top:
+        write_u64(mem, PML4 + 8 * i, PDPT | flags(4, i))
+    cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=PML4, cr4=CR4_PAE, efer=EFER_LME | EFER_LMA | EFER_NXE)
+    return Target("sim", "alias bomb", mem, [cpu], ram=mem.ram_ranges)
+
+
+def no_copy_enumeration(monkeypatch: pytest.MonkeyPatch) -> None:
+    def starts(self: LeafSpan) -> Iterator[int]:
+        raise AssertionError(f"every copy of a span with {self.copies} copies enumerated")
+
+    monkeypatch.setattr(LeafSpan, "starts", starts)
+
+
+def test_the_kernel_image_of_a_bomb_does_not_enumerate_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``AuditContext.kernel_image`` once listed every copy of a span that meets the kernel
+    image mapping: 2^26 of them here (minutes)."""
+    no_copy_enumeration(monkeypatch)
+    ctx = AuditContext(alias_bomb(), AuditOptions())
+    assert ctx.kernel_image == [AddrRange(0x200000, 0x201000)]
+
+
+def test_the_heap_pieces_of_a_bomb_are_the_copies_in_the_heap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``heap_pieces`` once listed every copy of a span that meets the heap."""
+    no_copy_enumeration(monkeypatch)
+    view = AuditContext(alias_bomb(), AuditOptions()).main
+    heap = AddrRange(0x7F_FFE0_0000, 0x80_0060_0000)  # PD entries 511, then 0..2 of the next
+    pieces = heap_pieces(view, heap)
+    assert [(p.vaddr, p.end, p.paddr) for p in pieces] == [
+        (va, va + 4096, 0x200000)
+        for va in (0x7F_FFE0_0000, 0x80_0000_0000, 0x80_0020_0000, 0x80_0040_0000)
+    ]
+
+
+def test_copies_in_a_range_equal_the_filtered_copies() -> None:
+    run = LeafRun(0x5000, 0x9000, 3, 4096, 0x9003, False, True, True)
+    span = LeafSpan(run, ((5, 0x10000), (3, 0x100000), (2, 0x1000000)))
+    starts = list(span.starts())
+    assert len(starts) == span.copies == 30
+    for lo in range(0, 0x1400000, 0x3000):
+        for size in (1, 0x1000, 0x9000, 0x40000, 0x130000):
+            want = [a for a in starts if a < lo + size and a + span.size > lo]
+            assert list(span.starts_in(lo, lo + size)) == want, (hex(lo), hex(size))
+
+
+def test_links_under_differing_permissions_at_two_levels_end_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consecutive links that alternate read-only and writable do not collapse into one
+    repeated span: 256 x 256 x 2 distinct spans per PML4 entry, 2^26 in all. The audit once
+    walked every one (hours); now one walk per (table, permissions) and a bound on spans, with a
+    one-line error."""
+    target = alias_bomb(alternate=(2, 3))
+    counting = CountingMapper(target.mapper, most=5000)
+    target = dataclasses.replace(target, mapper=counting)
+    with pytest.raises(AliasLimitError) as info:
+        run_audit(target, AuditOptions(rules=("wx",)), RULES)
+    assert (info.value.limit, info.value.exit_status) == (ALIAS_SPANS, 2)
+    assert "(an alias bomb?)" in str(info.value)
+    monkeypatch.setattr(cli, "open_target", lambda host, args, source=None: target)
+    assert cli.main(["audit", "--backend", "sim"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gdbext: the audit passed 524288 leaf runs") and err.count("\n") == 1
+
+
+def test_alias_wx_pairs_bundles_not_mappings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One kernel W+X frame mapped 2^27 times, as 3,072 spans (every other PD link read-only:
+    1,536 spans writable and executable, 1,536 read-only and executable): alias-wx once paired
+    every writable span with every executable one (4.7 M pairs, each checked against a list:
+    minutes). Now the spans of one frame range and permissions are one bundle, and each kind
+    is one finding naming every mapping's copies."""
+    pairs = 0
+    sweep = overlap_pairs
+
+    def counted(
+        left: Sequence[LeafSpan], right: Sequence[LeafSpan]
+    ) -> Iterator[tuple[LeafSpan, LeafSpan, int, int]]:
+        nonlocal pairs
+        for pair in sweep(left, right):
+            pairs += 1
+            assert pairs <= 100, "pairs of mappings, not of bundles"
+            yield pair
+
+    monkeypatch.setattr(alias_wx, "overlap_pairs", counted)
+    result = run_audit(alias_bomb(alternate=(2,)), AuditOptions(rules=("alias-wx",)), RULES)
+    half = 1 << 26
+    rwx, rx = result.findings
+    assert (rwx.severity, rwx.paddr, rwx.paddr_end, rwx.pages) == (
+        Severity.HIGH,
+        0x200000,
+        0x201000,
+        1,
+    )
+    assert rwx.message == (
+        "kernel code writable through an alias: frames 0x200000-0x201000 are writable and "
+        f"executable at 0x0-0x1000 and {half - 1} more mappings up to 0xffffffffffc01000"
+    )
+    assert rx.message == (
+        "kernel code writable through an alias: frames 0x200000-0x201000 executable at "
+        f"0x200000-0x201000 and {half - 1} more mappings up to 0xffffffffffe01000 are "
+        f"writable at 0x0-0x1000 and {half - 1} more mappings up to 0xffffffffffc01000"
+    )
+    assert (
+        "executable at ... 1528 more" in rx.evidence and "writable at ... 1528 more" in rx.evidence
+    )

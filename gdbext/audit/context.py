@@ -45,7 +45,7 @@ from gdbext.commands import (
     open_page_table,
 )
 from gdbext.cpu import EFER_NXE, CpuState
-from gdbext.errors import GdbextError, PhysMemoryError
+from gdbext.errors import AliasLimitError, GdbextError, PhysMemoryError
 from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.mapper import read_table
@@ -69,6 +69,10 @@ __all__ = [
 
 #: Bits the shared walk ignores when it groups leaves into runs.
 WALK_IGNORE = ACCESSED_DIRTY
+#: Most spans one walk's collapsed aliases may add (each a leaf run, with its repetitions):
+#: Linux's tables add a few hundred; tables linked again under other permissions at several
+#: levels multiply them (512 per level), and the audit stops there with an error.
+ALIAS_SPANS = 1 << 19
 ACCESSED = int(PageTableFlags.ACCESSED)
 _T = TypeVar("_T")
 
@@ -136,11 +140,23 @@ class LeafSpan:
         return self.end + sum((c - 1) * s for c, s in self.reps)
 
     def starts(self) -> Iterator[int]:
-        """The virtual start of every copy (one per copy: use only where copies are few)."""
+        """The virtual start of every copy (one per copy: use only where copies are few, else
+        :meth:`starts_in`)."""
         starts = [self.run.vaddr]
         for count, stride in self.reps:
             starts = [a + k * stride for k in range(count) for a in starts]
         return iter(sorted(starts))
+
+    def starts_in(self, lo: int, hi: int) -> Iterator[int]:
+        """The virtual start of every copy that meets ``[lo, hi)``, in order, without visiting
+        the copies that do not (a table linked at every level has millions).
+
+        >>> run = LeafRun(0x1000, 0x5000, 1, 4096, 0x5003, False, True, True)
+        >>> s = LeafSpan(run, ((512, 0x200000), (512, 0x40000000)))
+        >>> [hex(a) for a in s.starts_in(0x40000000, 0x40400001)]
+        ['0x40001000', '0x40201000']
+        """
+        return _starts_in(self.run.vaddr, self.size, self.reps, lo, hi)
 
     def pages_in(self, lo: int, hi: int) -> int:
         """4 KiB units of all copies that lie in ``[lo, hi)``, without expanding copies that
@@ -152,6 +168,22 @@ class LeafSpan:
         run = self.run._replace(vaddr=self.run.vaddr + delta) if delta else self.run
         reps = self.reps if rep is None else (*self.reps, rep)
         return LeafSpan(run, reps, alias if alias is not None else self.alias)
+
+
+def _starts_in(
+    start: int, size: int, reps: tuple[tuple[int, int], ...], lo: int, hi: int
+) -> Iterator[int]:
+    if not reps:
+        if start < hi and start + size > lo:
+            yield start
+        return
+    count, stride = reps[-1]
+    inner = reps[:-1]
+    extent = size + sum((c - 1) * s for c, s in inner)  # one outer copy
+    first = max(0, (lo - extent - start) // stride + 1) if stride > 0 else 0
+    last = min(count - 1, (hi - 1 - start) // stride) if stride > 0 else count - 1
+    for k in range(first, last + 1):
+        yield from _starts_in(start + k * stride, size, inner, lo, hi)
 
 
 def _bytes_in(start: int, size: int, reps: tuple[tuple[int, int], ...], lo: int, hi: int) -> int:
@@ -195,7 +227,10 @@ class _AliasResolver:
         self._memo: dict[tuple[int, int, int], list[LeafSpan]] = {}
 
     def spans(self, alias: AliasRun) -> list[LeafSpan]:
-        """Every leaf ``alias`` maps, each as a span repeated over the alias's links."""
+        """Every leaf ``alias`` maps, each as a span repeated over the alias's links.
+
+        :raises AliasLimitError: past :data:`ALIAS_SPANS` spans from aliases in one walk.
+        """
         link = entry_span(alias.level + 1)
         rep = (alias.count, link) if alias.count > 1 else None
         if alias.same_access:
@@ -203,9 +238,11 @@ class _AliasResolver:
             delta = alias.vaddr - alias.first_vaddr
         else:
             # The path to the linked table allows other permissions than where it was first
-            # walked: walk one link again from the root, under its own path.
-            first = self._walk.rewalk_link(alias.vaddr, link)
-            delta = 0
+            # walked: walk one link again from the root, under its own path (once per table
+            # and permissions: the same walk elsewhere is the same leaves, moved).
+            first, at = self._walk.rewalk_link(alias, link)
+            delta = alias.vaddr - at
+        self._walk.charge(len(first), alias)
         return [s.shifted(delta, rep, alias) for s in first]
 
     def _first_walk(self, table: int, level: int, first_vaddr: int, link: int) -> list[LeafSpan]:
@@ -305,6 +342,8 @@ class TableWalk:
         self.pt = pt
         #: The part of the address space walked (``None``: all of it).
         self.window = window
+        self._rewalks: dict[tuple[int, int, bool, bool, bool], tuple[list[LeafSpan], int]] = {}
+        self._alias_spans = 0
         if records is not None:  # another walk's records for this window: not walked again
             self.__dict__["records"] = records
 
@@ -339,18 +378,34 @@ class TableWalk:
                 out.extend(resolver.spans(rec))
         return out
 
-    def rewalk_link(self, vaddr: int, link: int) -> list[LeafSpan]:
-        """The leaves of ``[vaddr, vaddr + link)`` from a walk of that range alone."""
-        window = AddrRange(vaddr, vaddr + link)
-        sub = list(self.pt.iter_runs(window, aliases="collapse", ignore=WALK_IGNORE))
-        resolver = _AliasResolver(self, sub)
-        out: list[LeafSpan] = []
-        for rec in sub:
-            if type(rec) is LeafRun:
-                out.append(LeafSpan(rec))
-            elif type(rec) is AliasRun:
-                out.extend(resolver.spans(rec))
-        return out
+    def rewalk_link(self, alias: AliasRun, link: int) -> tuple[list[LeafSpan], int]:
+        """The leaves of the first link of ``alias`` (``link`` bytes), from a walk of that range
+        alone, and the address they were walked at: one walk per linked table and path
+        permissions (another link of that table under the same permissions maps the same
+        leaves, moved)."""
+        key = (alias.table, alias.level, alias.user, alias.writable, alias.executable)
+        found = self._rewalks.get(key)
+        if found is None:
+            window = AddrRange(alias.vaddr, alias.vaddr + link)
+            sub = list(self.pt.iter_runs(window, aliases="collapse", ignore=WALK_IGNORE))
+            resolver = _AliasResolver(self, sub)
+            out: list[LeafSpan] = []
+            for rec in sub:
+                if type(rec) is LeafRun:
+                    out.append(LeafSpan(rec))
+                elif type(rec) is AliasRun:
+                    out.extend(resolver.spans(rec))
+            found = self._rewalks[key] = (out, alias.vaddr)
+        return found
+
+    def charge(self, spans: int, alias: AliasRun) -> None:
+        """Count ``spans`` more spans from aliases (``alias``'s).
+
+        :raises AliasLimitError: past :data:`ALIAS_SPANS` in this walk.
+        """
+        self._alias_spans += spans
+        if self._alias_spans > ALIAS_SPANS:
+            raise AliasLimitError(ALIAS_SPANS, alias.vaddr, alias.table)
 
     @cached_property
     def frame_index(self) -> FrameIndex:
@@ -781,7 +836,7 @@ class AuditContext:
         for span in self.kernel_view.spans:
             if span.last_end <= image.start or span.vaddr >= image.end:
                 continue
-            for start in span.starts() if span.reps else (span.vaddr,):
+            for start in span.starts_in(image.start, image.end):
                 lo, hi = max(start, image.start), min(start + span.size, image.end)
                 if lo < hi:
                     p = span.paddr + (lo - start)

@@ -146,11 +146,16 @@ class _Group:
     writers: list[LeafSpan] = field(default_factory=list)
     executors: list[LeafSpan] = field(default_factory=list)
 
-    def add(self, alias: WxAlias) -> None:
-        if all(s is not alias.writer for s in self.writers):
-            self.writers.append(alias.writer)
-        if all(s is not alias.executor for s in self.executors):
-            self.executors.append(alias.executor)
+    _ids: set[tuple[bool, int]] = field(default_factory=set)
+
+    def add(self, writers: Sequence[LeafSpan], executors: Sequence[LeafSpan]) -> None:
+        """Add mappings that take part (each once)."""
+        for role, spans, out in ((True, writers, self.writers), (False, executors, self.executors)):
+            for span in spans:
+                key = (role, id(span))
+                if key not in self._ids:
+                    self._ids.add(key)
+                    out.append(span)
 
     def single(self) -> bool:
         """One writer, one other executor, neither mapped again by an alias."""
@@ -158,13 +163,43 @@ class _Group:
         return not more_w and not more_x and w is not x and not w.reps and not x.reps
 
 
+def _bundles(spans: Sequence[LeafSpan], base: int | None) -> dict[int, list[LeafSpan]]:
+    """Spans (sorted by physical address) that map the same frames with the same permissions,
+    and are direct-map mappings alike, bundled: the first of each -> all of them (by ``id``).
+    They make the same pairs with every other span, so the sweep pairs bundles, not spans
+    (many mappings of one frame, a table linked again under other permissions, would make
+    pairs quadratic in the mappings)."""
+    bundles: dict[tuple[object, ...], list[LeafSpan]] = {}
+    for span in spans:
+        key = (span.paddr, span.size, perm_key(span), is_offset_mapping(span, base))
+        bundles.setdefault(key, []).append(span)
+    return {id(members[0]): members for members in bundles.values()}
+
+
+def _bundle_aliases(
+    spans: Sequence[LeafSpan], bundles: dict[int, list[LeafSpan]]
+) -> Iterator[WxAlias]:
+    """:func:`wx_aliases_in` over the first span of each bundle: a writable and executable
+    bundle pairs with itself when it holds more than one mapping."""
+    firsts = [s for s in spans if id(s) in bundles]
+    writable = [s for s in firsts if s.run.writable]
+    executable = [s for s in firsts if s.run.executable]
+    for w, x, lo, hi in overlap_pairs(writable, executable):
+        if w is x and w.copies == 1 and len(bundles[id(w)]) == 1:
+            continue  # writable and executable at one address: rule wx
+        yield WxAlias(w, x, lo, hi)
+
+
 def _groups(
-    found: list[tuple[WxAlias, Severity, str]], roots: Callable[[LeafSpan], tuple[str, ...]]
+    found: list[tuple[WxAlias, Severity, str]],
+    roots: Callable[[LeafSpan], tuple[str, ...]],
+    bundles: dict[int, list[LeafSpan]],
 ) -> list[_Group]:
     """One group per shared frame range and kind (every mapping of those frames that takes
-    part, e.g. the copies of a table linked many times, in one finding); then groups of one
-    plain writer and executor that continue each other (contiguous frames, the same VA - PA
-    offsets, the same permissions, in the same tables: ``roots``) merged."""
+    part, e.g. the copies of a table linked many times, in one finding: each bundle's
+    mappings); then groups of one plain writer and executor that continue each other
+    (contiguous frames, the same VA - PA offsets, the same permissions, in the same tables:
+    ``roots``) merged."""
     by_key: dict[tuple[object, ...], _Group] = {}
     for alias, severity, what in found:
         key: tuple[object, ...] = (
@@ -178,7 +213,7 @@ def _groups(
         group = by_key.get(key)
         if group is None:
             group = by_key[key] = _Group(severity, what, alias.paddr, alias.paddr_end)
-        group.add(alias)
+        group.add(bundles[id(alias.writer)], bundles[id(alias.executor)])
     merged: list[_Group] = []
     last: dict[tuple[object, ...], _Group] = {}
     for group in sorted(by_key.values(), key=lambda g: (g.paddr, g.paddr_end)):
@@ -214,12 +249,13 @@ class AliasWxRule:
         direct_map = ctx.direct_map
         base = None if direct_map is None else direct_map.start
         union = span_union(audited_views(ctx))
+        bundles = _bundles(union.spans, base)
         found = []
-        for alias in wx_aliases_in(union.spans):
+        for alias in _bundle_aliases(union.spans, bundles):
             verdict = _classify(alias, base)
             if verdict is not None:
                 found.append((alias, *verdict))
-        for group in _groups(found, lambda span: union.roots[id(span)]):
+        for group in _groups(found, lambda span: union.roots[id(span)], bundles):
             yield self._finding(ctx, union, group)
 
     def _finding(self, ctx: AuditContext, union: SpanUnion, group: _Group) -> Finding:

@@ -82,9 +82,8 @@ def heap_pieces(view: AuditView, heap: AddrRange) -> list[HeapPiece]:
             for span in view.alias_spans(rec):
                 if span.last_end <= lo or span.vaddr >= hi:
                     continue
-                for start in span.starts():
-                    if start < hi and start + span.size > lo:
-                        _clip(pieces, span.run, start, lo, hi)
+                for start in span.starts_in(lo, hi):
+                    _clip(pieces, span.run, start, lo, hi)
     pieces.sort(key=lambda p: p.vaddr)
     return pieces
 
