@@ -56,7 +56,7 @@ from gdbext.flags import (
     USER_ACCESSIBLE,
     WRITABLE,
 )
-from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry, level_name
+from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry
 from gdbext.mapper import TABLE_STRUCT, PhysMapper, read_table
 
 __all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
@@ -405,9 +405,3 @@ def _add(
         return False
     out.append(NotPresentRange(vaddr, end, paddr, paddr_end, user, steps))
     return True
-
-
-def step_text(step: tuple[int, int, int, int]) -> str:
-    """``"PT[5] @0x1a0c000 = 0x1a0f062"``, as the audit's walk evidence reads."""
-    level, table, index, entry = step
-    return f"{level_name(level)}[{index}] @0x{table:x} = 0x{entry:x}"

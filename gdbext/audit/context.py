@@ -34,6 +34,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from gdbext.addr import AddrRange
+from gdbext.audit.evidence import step_text
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.commands import (
     KERNEL_IMAGE_VA,
@@ -875,9 +876,7 @@ class AuditContext:
             steps = view.pt.translate(vaddr).steps
         except GdbextError as exc:
             return (f"0x{vaddr:x}: {exc}",)
-        return tuple(
-            f"{level_name(s.level)}[{s.index}] @0x{s.table:x} = 0x{s.entry:x}" for s in steps
-        )
+        return tuple(step_text((s.level, s.table, s.index, s.entry)) for s in steps)
 
     def finding(
         self,

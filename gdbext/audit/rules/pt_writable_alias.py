@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.frames import (
     audited_views,
     is_offset_mapping,
@@ -53,9 +54,9 @@ from gdbext.audit.frames import (
 from gdbext.audit.model import Finding, Severity
 from gdbext.commands import KERNEL_IMAGE_VA
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
-from gdbext.geometry import SIZE_4K, entry_span, index_shift, level_name
-from gdbext.mapper import read_table, read_u64
+from gdbext.flags import HUGE_PAGE, PRESENT
+from gdbext.geometry import SIZE_4K, entry_span, level_name
+from gdbext.mapper import read_table
 from gdbext.paging import Anomaly, X86PageTable
 from gdbext.render.common import perms
 
@@ -64,7 +65,6 @@ __all__ = [
     "TableHit",
     "exposed_tables",
     "image_offset",
-    "path_steps",
     "writable_table_hits",
 ]
 
@@ -153,19 +153,6 @@ def _is_image_mapping(span: LeafSpan, offset: int | None) -> bool:
     )
 
 
-def path_steps(pt: X86PageTable, vaddr: int, level: int) -> list[tuple[int, int, int, int]]:
-    """``(level, table, index, entry)`` from the root down to the entry at ``level`` that maps
-    ``vaddr``, read raw (the walk to an entry the engine did not follow)."""
-    steps: list[tuple[int, int, int, int]] = []
-    table = pt.root
-    for lv in range(pt.levels, level - 1, -1):
-        index = (vaddr >> index_shift(lv)) & 0x1FF
-        entry = read_u64(pt.mapper, table + 8 * index)
-        steps.append((lv, table, index, entry))
-        table = entry & pt.addr_mask
-    return steps
-
-
 def exposed_tables(pt: X86PageTable, table: int, level: int, tables: dict[int, int]) -> list[int]:
     """The page-table frames of ``tables`` that the MMU maps as data when it walks ``table``
     as a level-``level`` table (below a recursive entry): every present entry followed, leaves
@@ -234,10 +221,8 @@ class PtWritableAliasRule:
         pt = view.pt
         level, entry = anomaly.level, anomaly.entry
         linked = entry & pt.addr_mask
-        steps = path_steps(pt, anomaly.vaddr, level)
-        user = all(e & USER_ACCESSIBLE for _, _, _, e in steps)
-        writable = all(e & WRITABLE for _, _, _, e in steps)
-        executable = not (pt.nxe and any(e & NO_EXECUTE for _, _, _, e in steps))
+        steps = raw_path(pt, anomaly.vaddr, level)
+        user, writable, executable = path_access(steps, pt.nxe)
         tables = view.tables
         exposed = exposed_tables(pt, linked, level - 1, tables)
         end = anomaly.vaddr + entry_span(level)
@@ -256,7 +241,7 @@ class PtWritableAliasRule:
         listed = [f"{level_name(tables.get(f, 0) or 1)} 0x{f:x}" for f in exposed[:_LISTED]]
         more = f", ... {n - _LISTED} more" if n > _LISTED else ""
         evidence = [
-            *(f"{level_name(lv)}[{i}] @0x{t:x} = 0x{e:x}" for lv, t, i, e in steps),
+            *(step_text(s) for s in steps),
             f"links {what}, on its own path from the root: the MMU walks it again one level "
             "lower, mapping the tables below it as data pages",
             f"page tables mapped as data ({access}): {', '.join(listed)}{more}",

@@ -49,12 +49,11 @@ from itertools import pairwise
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+from gdbext.audit.evidence import raw_path, step_text
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.user_kernel import audited_views, dedupe
-from gdbext.errors import PhysMemoryError
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
-from gdbext.geometry import SIZE_4K, entry_span, index_shift, level_name
-from gdbext.mapper import read_u64
+from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.paging import Anomaly, X86PageTable
 from gdbext.render.common import perms
 
@@ -109,23 +108,6 @@ def describe_bits(bits: int, pt: X86PageTable) -> str:
     if bits & HUGE_PAGE and not low and not above:
         parts.append("PS in a PML4/PML5 entry")
     return "; ".join(parts) or "reserved bits"
-
-
-def path_to(pt: X86PageTable, vaddr: int, level: int) -> tuple[str, ...]:
-    """The walk steps from the root down to the level-``level`` entry that maps ``vaddr``
-    (``"PML4[3] @0x1000 = 0x2003"``), read again from memory (a faulting walk has no
-    :class:`~gdbext.paging.Translation`)."""
-    table = pt.root
-    lines: list[str] = []
-    for lvl in range(pt.levels, level - 1, -1):
-        index = (vaddr >> index_shift(lvl)) & 0x1FF
-        try:
-            entry = read_u64(pt.mapper, table + 8 * index)
-        except PhysMemoryError:
-            break
-        lines.append(f"{level_name(lvl)}[{index}] @0x{table:x} = 0x{entry:x}")
-        table = entry & pt.addr_mask
-    return tuple(lines)
 
 
 @dataclass
@@ -245,7 +227,7 @@ class ReservedBitsRule:
                 f"{entries} link{'' if n > 1 else 's'} a table not in the dump (0x{table:x}): "
                 "what it maps was not audited"
             )
-        evidence = list(path_to(pt, first.vaddr, first.level))
+        evidence = [step_text(s) for s in raw_path(pt, first.vaddr, first.level)]
         if n > 1:
             evidence.append(f"entries {first.index}..{group[-1].index} of table 0x{first.table:x}")
         found = ctx.finding(

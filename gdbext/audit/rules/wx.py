@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gdbext.audit.checkwx import CheckWx, WxCount, step_text
+from gdbext.audit.checkwx import CheckWx, WxCount
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
+from gdbext.audit.evidence import step_text
 from gdbext.audit.model import Finding, Severity
 from gdbext.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.errors import GdbextError
