@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,15 +28,25 @@ from gdbext.audit.rules.heap_contract import heap_pieces
 from gdbext.commands import RootOptions, open_page_table
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError
-from gdbext.flags import ADDR_MASK_52
+from gdbext.flags import (
+    ADDR_MASK_52,
+    HUGE_PAGE,
+    NO_EXECUTE,
+    PRESENT,
+    USER_ACCESSIBLE,
+    WRITABLE,
+)
+from gdbext.geometry import entry_span
 from gdbext.host import Host
-from gdbext.mapper import read_u64, write_u64
+from gdbext.mapper import read_table, read_u64, write_u64
 from gdbext.paging import LeafRun
 from gdbext.target import Target
 from gdbext_sim.memory import SparsePhysMemory
-from gdbext_sim.scenario import build_machine
+from gdbext_sim.scenario import build_machine, load_scenario
 
 RULES = Host.create().audit_rules()
+#: Linux's guard hole with 4-level paging: 16 PML4 entries from the start of the kernel half.
+HOLE_4 = (0xFFFF_8000_0000_0000, 0xFFFF_8800_0000_0000)
 
 #: The first PDPT entry of the bombs (its PD and PT are linked again everywhere).
 BASE = 0x4000_0000
@@ -252,3 +263,54 @@ def test_alias_wx_pairs_bundles_not_mappings(monkeypatch: pytest.MonkeyPatch) ->
     assert (
         "executable at ... 1528 more" in rx.evidence and "writable at ... 1528 more" in rx.evidence
     )
+
+
+# --- cyclic tables ---------------------------------------------------------------------------
+
+DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios" / "demo.json"
+
+
+def mmu_wx_pages(mapper: Any, table: int, level: int, rw: bool, nx: bool) -> int:
+    """W+X 4 KiB pages the MMU maps below ``table`` read as a level-``level`` table (a plain
+    recursive count, every link followed: for small machines)."""
+    pages = 0
+    for e in read_table(mapper, table):
+        if not e & PRESENT:
+            continue
+        e_rw, e_nx = rw and bool(e & WRITABLE), nx or bool(e & NO_EXECUTE)
+        if level == 1 or (level in (2, 3) and e & HUGE_PAGE):
+            pages += entry_span(level) // 4096 if e_rw and not e_nx else 0
+        else:
+            pages += mmu_wx_pages(mapper, e & ADDR_MASK_52, level - 1, e_rw, e_nx)
+    return pages
+
+
+def test_wx_pages_through_a_recursive_entry_are_a_finding() -> None:
+    """The kernel's check counts what a recursive entry maps (the walker follows it), and the
+    verdict once said FAILED with no wx finding to show where: the shared walk does not follow
+    it. Now one high finding per recursive entry, with the MMU's own count of W+X pages there;
+    one in the guard hole is a finding the verdict does not count, a read-only one none."""
+    target = load_scenario(DEMO).to_target()
+    root = open_page_table(target, RootOptions()).root
+    write_u64(target.mapper, root + 8 * 300, root | PRESENT | WRITABLE)
+    write_u64(target.mapper, root + 8 * 260, root | PRESENT | WRITABLE | USER_ACCESSIBLE)
+    write_u64(target.mapper, root + 8 * 400, root | PRESENT)  # read-only: not W+X
+    result = run_audit(target, AuditOptions(rules=("wx",)), RULES)
+    pages = mmu_wx_pages(target.mapper, root, 3, True, False)
+    assert pages > 0
+    assert result.summary["wx"] == [
+        f"x86/mm: Checked W+X mappings: FAILED, {pages} W+X pages found."
+    ]
+    found = [f for f in result.findings if "recursive" in f.message]
+    assert [(f.vaddr, f.end, f.pages, f.user, f.severity) for f in found] == [
+        (0xFFFF_8200_0000_0000, 0xFFFF_8280_0000_0000, pages, True, Severity.HIGH),
+        (0xFFFF_9600_0000_0000, 0xFFFF_9680_0000_0000, pages, False, Severity.HIGH),
+    ]
+    assert found[1].message == (
+        f"{pages} kernel pages writable and executable through a recursive PML4 entry (page "
+        "tables and the pages they map, as data)"
+    )
+    assert found[1].evidence[0] == f"PML4[300] @0x{root:x} = 0x{root | 3:x}"
+    assert "guard hole" in found[0].evidence[-1] and "guard hole" not in found[1].evidence[-1]
+    # Every W+X page the verdict counts is in a finding.
+    assert sum(f.pages for f in result.findings if f.vaddr not in range(*HOLE_4)) == pages

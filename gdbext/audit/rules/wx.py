@@ -22,6 +22,10 @@ Findings, for the selected table (under PTI, both halves):
 
 - ``high``: one per merged range of present W+X leaves, the guard hole included (its findings
   say that the kernel's check skips it); ``pages`` counts every copy of an aliased table;
+- ``high``: one per recursive entry (a link to a table on its own path, which the shared walk
+  does not follow) with a writable, executable path: the MMU maps the tables below it as data
+  pages there, and the kernel's check counts the W+X ones (``pages``: that count; the physical
+  range is unknown, as the pages are scattered);
 - ``low``: one per merged range of *not-present* leaf entries the check counts (writable and
   executable by their flags; the MMU maps nothing there, so nothing can be written or run
   there until the entry is made present): they explain a ``FAILED`` verdict.
@@ -33,10 +37,12 @@ from collections.abc import Iterator
 
 from gdbext.audit.checkwx import CheckWx, WxCount
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
-from gdbext.audit.evidence import step_text
+from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.model import Finding, Severity
 from gdbext.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.errors import GdbextError
+from gdbext.flags import NO_EXECUTE, WRITABLE
+from gdbext.geometry import entry_span, level_name
 
 #: Most not-present W+X ranges listed per table (the count has them all).
 NOT_PRESENT_LISTED = 256
@@ -136,7 +142,53 @@ class WxRule:
         ]
         for view in views:
             yield from self._findings(ctx, view)
+            yield from self._recursive(ctx, view)
             yield from self._not_present(ctx, view)
+
+    def _recursive(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
+        """Present W+X pages below recursive entries: the shared walk does not follow an entry
+        that links a table on its own path, but the MMU does (one level lower: the tables below
+        it become data pages) and so does the kernel's check, whose count they are part of."""
+        pt = view.pt
+        hole = ctx.guard_hole
+        for anomaly in view.anomalies:
+            if anomaly.kind != "recursive":
+                continue
+            steps = raw_path(pt, anomaly.vaddr, anomaly.level)
+            rw = all(e & WRITABLE for *_, e in steps)
+            nx = any(e & NO_EXECUTE for *_, e in steps)
+            linked = anomaly.entry & pt.addr_mask
+            pages = checkwx(ctx).tally(linked, anomaly.level - 1, rw, nx).present
+            if not rw or nx or not pages:
+                continue
+            user = path_access(steps, pt.nxe)[0]
+            end = anomaly.vaddr + entry_span(anomaly.level)
+            name = level_name(anomaly.level)
+            extra = [
+                f"links {level_name(anomaly.level)} 0x{linked:x}, on its own path from the root: "
+                "the MMU walks it again one level lower, mapping the tables below it as data "
+                "pages, and the kernel's W+X check counts them (rule pt-writable-alias)"
+            ]
+            if anomaly.vaddr < hole.end and hole.start < end:
+                extra.append(
+                    f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the "
+                    "kernel's W+X check skips"
+                )
+            who = "user" if user else "kernel"
+            yield Finding(
+                self.id,
+                self.severity,
+                f"{pages} {who} page{'s' if pages != 1 else ''} writable and executable through "
+                f"a recursive {name} entry (page tables and the pages they map, as data)",
+                vaddr=anomaly.vaddr,
+                end=end,
+                user=user,
+                writable=True,
+                executable=True,
+                root=view.name,
+                evidence=(*(step_text(s) for s in steps), *extra),
+                pages=pages,
+            )
 
     def _not_present(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
         hole = ctx.guard_hole
