@@ -42,8 +42,8 @@ from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import AuditRule, Finding, Severity
 from gdbext.audit.rules.pti import RULES as PTI_RULES
 from gdbext.audit.rules.pti import Cover, pti_regions
+from gdbext.audit.rules.reserved_bits import PCD, PWT, outside
 from gdbext.audit.rules.reserved_bits import RULES as RESERVED_RULES
-from gdbext.audit.rules.reserved_bits import outside
 from gdbext.audit.rules.user_kernel import RULES as USER_KERNEL_RULES
 from gdbext.commands import RootOptions
 from gdbext.cpu import CR4_SMEP
@@ -405,6 +405,52 @@ def test_reserved_bits_nx_without_nxe() -> None:
     (f,) = audit(machine.to_target(), RESERVED).findings
     assert brief(f)[:7] == (H, "cr3", 0xFFFF888000001000, 0xFFFF888000002000, None, None, 1)
     assert "(NX without EFER.NXE)" in f.message and f.message.startswith("1 PT entry")
+
+
+def test_reserved_bits_memory_type_of_leaves_outside_ram() -> None:
+    """Outside RAM, the memory type decides: write-back (PAT entry 0, or 4 with the PAT bit) is
+    low, any other (PWT, PCD or both: WC/WT, UC-, UC) info. A PWT-only mapping once passed for
+    write-back in no test."""
+    base, frame = 0xFFFF_C900_0000_0000, 0x2000_0000  # frames past 256 MiB of RAM
+    pat_4k = 1 << 7
+    bits = [0, PWT, PCD, PWT | PCD, pat_4k]
+    flags = ["WRITABLE", "NO_EXECUTE"]
+    mappings = [mapping(base + 2 * i * 0x1000, frame + i * 0x1000, "4K", flags) for i in range(5)]
+    machine = build_machine({"mappings": mappings})
+    pt = machine.page_table
+    for i, extra in enumerate(bits):
+        step = pt.translate(base + 2 * i * 0x1000).steps[-1]
+        write_u64(machine.memory, step.table + 8 * step.index, step.entry | extra)
+    found = audit(machine.to_target(), RESERVED).findings
+    assert [(f.vaddr, f.severity) for f in sorted(found, key=lambda f: f.vaddr or 0)] == [
+        (base, L), (base + 0x2000, INFO), (base + 0x4000, INFO), (base + 0x6000, INFO),
+        (base + 0x8000, L),
+    ]  # fmt: skip
+    by_va = {f.vaddr: f for f in found}
+    assert "memory type: PWT=1 PCD=0 PAT=0 (not write-back)" in by_va[base + 0x2000].evidence
+    assert "memory type: PWT=0 PCD=0 PAT=1 (write-back)" in by_va[base + 0x8000].evidence
+
+
+def test_reserved_bits_consecutive_entries_with_other_bits_are_other_findings() -> None:
+    """Neighbouring faulting entries group only when the same bits are set."""
+    machine = build_machine(
+        {
+            "max_phys_bits": 39,
+            "mappings": [mapping(0xFFFF888000000000, 0, "2M", ["WRITABLE", "NO_EXECUTE"], 3)],
+            "entries": [
+                {"vaddr": "0xffff888000000000", "level": 2, "value": "0x80000100000000e3"},
+                {"vaddr": "0xffff888000200000", "level": 2, "value": "0x80000100002000e3"},
+                {"vaddr": "0xffff888000400000", "level": 2, "value": "0x80000000004020e3"},
+            ],
+        }
+    )
+    found = audit(machine.to_target(), RESERVED).findings
+    assert [(f.vaddr, f.end, f.pages) for f in found] == [
+        (0xFFFF888000000000, 0xFFFF888000400000, 1024),
+        (0xFFFF888000400000, 0xFFFF888000600000, 512),
+    ]
+    assert found[0].message.startswith("2 PD entries with reserved bits 0x10000000000 set")
+    assert found[1].message.startswith("1 PD entry with reserved bits 0x2000 set")
 
 
 def test_reserved_bits_finds_nothing_in_a_clean_address_space() -> None:
