@@ -183,6 +183,39 @@ def test_heap_frames_mapped_elsewhere() -> None:
     )
 
 
+def test_other_mappings_that_continue_each_other_are_one_finding() -> None:
+    """A 2 MiB page and then 4 KiB pages, contiguous in VA and frames with the same
+    permissions: two runs of the walk, one other mapping of the heap (one finding)."""
+    mc = machine([*direct(), m(VMALLOC, 0x1000000, "2M", 1, *RW_NX),
+                  m(VMALLOC + 0x200000, 0x1200000, "4K", 4, *RW_NX)])  # fmt: skip
+    (f,) = audit(mc).findings
+    assert (f.severity, f.vaddr, f.end, f.paddr, f.paddr_end, f.pages) == (
+        Severity.HIGH, VMALLOC, VMALLOC + 0x204000, 0x1000000, 0x1204000, 0x204,
+    )  # fmt: skip
+
+
+def test_under_pti_the_heap_is_the_kernel_pgds_whichever_half_cr3_holds(tmp_path: Path) -> None:
+    """The user PGD maps no heap (PTI keeps the direct map out of it): the heap is looked up
+    in the kernel PGD, also when CR3 holds the user PGD; its frames are looked for in both."""
+    from test_audit_pti import DIRECT as PTI_DIRECT
+    from test_audit_pti import KERNEL_PGD, USER_PGD, build_pti_machine
+
+    regions = tmp_path / "regions.json"
+    regions.write_text(json.dumps([{"start": "0x700000", "end": "0x800000", "kind": "Usable"}]))
+    options = HeapOptions(memmap="json", json_path=str(regions), phys_offset=PTI_DIRECT[4])
+    pti = build_pti_machine(4)
+    for cr3 in (KERNEL_PGD, USER_PGD):
+        result = audit(pti.target(cr3), options)
+        assert result.rules_run == ["heap-contract"] and result.findings == [], cr3
+    # A heap frame mapped again in the user PGD only (in a top-level entry the PTI pair
+    # shares, the direct map's, at another offset): found from either half.
+    other = PTI_DIRECT[4] + 0x1000_0000
+    pti.map_user_pgd(other, 0x7F0000, SIZE_4K, SIZE_4K, 0x2)
+    for cr3 in (KERNEL_PGD, USER_PGD):
+        (f,) = audit(pti.target(cr3), options).findings
+        assert (f.root, f.vaddr, f.paddr, f.severity) == ("user", other, 0x7F0000, Severity.HIGH)
+
+
 def test_executable_alias_of_a_heap_frame_in_user_space() -> None:
     mc = machine([*direct(), m(0x400000, 0x1800000, "4K", 1, "USER_ACCESSIBLE")])
     (f,) = audit(mc).findings

@@ -314,3 +314,25 @@ def test_wx_pages_through_a_recursive_entry_are_a_finding() -> None:
     assert "guard hole" in found[0].evidence[-1] and "guard hole" not in found[1].evidence[-1]
     # Every W+X page the verdict counts is in a finding.
     assert sum(f.pages for f in result.findings if f.vaddr not in range(*HOLE_4)) == pages
+
+
+def test_a_recursive_entry_exposes_tables_inside_large_pages_it_reaches() -> None:
+    """A PDPT entry linking its own PDPT: the MMU reads the PDPT as a PD, so its 1 GiB entry
+    becomes a 2 MiB page over frames 0-2 MiB, which hold every table here, the PML4 too (which
+    nothing else below the PDPT exposes). A large page under recursion is data, not a link:
+    taken for one, the PML4 went missing from the finding."""
+    mem = SparsePhysMemory(64 << 20)
+    write_u64(mem, PML4, PDPT | 0x3)
+    write_u64(mem, PDPT, PD | 0x3)
+    write_u64(mem, PDPT + 8 * 1, 0 | HUGE_PAGE | 0x3 | NO_EXECUTE)  # 1 GiB at frame 0
+    write_u64(mem, PDPT + 8 * 5, PDPT | 0x3)  # the recursive entry
+    write_u64(mem, PD, PT | 0x3)
+    write_u64(mem, PT, 0x200000 | 0x3 | NO_EXECUTE)
+    cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=PML4, cr4=CR4_PAE, efer=EFER_LME | EFER_LMA | EFER_NXE)
+    target = Target("sim", "recursive PDPT entry", mem, [cpu], ram=mem.ram_ranges)
+    result = run_audit(target, AuditOptions(rules=("pt-writable-alias",)), RULES)
+    (f,) = [f for f in result.findings if f.message.startswith("recursive")]
+    assert (f.vaddr, f.end, f.pages, f.severity) == (5 << 30, 6 << 30, 4, Severity.HIGH)
+    assert f.evidence[-1] == (
+        "page tables mapped as data (rwx kern): PML4 0x10000, PDPT 0x11000, PD 0x12000, PT 0x13000"
+    )

@@ -205,6 +205,20 @@ def test_user_kernel_under_pti(levels: int, cr3: int) -> None:
     )
 
 
+def test_the_pti_user_pgd_is_a_process_table_without_user_pages() -> None:
+    """PTI's user PGD is what user mode runs on: a supervisor page in its user half is found
+    even where no user page makes the table look like a process's (the kernel PGD, the same
+    user half, is not one)."""
+    m = build_pti_machine(4, user_pages=False)
+    m.map_kernel(USER_TEXT, 0x540000, SIZE_4K, SIZE_4K, WRITABLE | NO_EXECUTE)
+    m.sync_user_half(True)
+    for cr3 in (KERNEL_PGD, USER_PGD):
+        (f,) = audit(m.target(cr3), USER_KERNEL).findings
+        assert brief(f) == (
+            H, "user", USER_TEXT, USER_TEXT + 0x1000, 0x540000, 0x541000, 1, False, True, False
+        )  # fmt: skip
+
+
 # --- pti -------------------------------------------------------------------------------------
 
 
@@ -277,6 +291,30 @@ def test_pti_kernel_image_cloned_into_the_user_pgd() -> None:
     ]  # fmt: skip
     assert "the kernel PGD maps the same frames there (a clone)" in found[1].evidence
     assert any("0x800000 bytes of kernel-image code" in e for e in found[1].evidence)
+
+
+def test_pti_writable_kernel_code_in_the_user_pgd_is_not_entry_text() -> None:
+    """The entry text PTI clones is read-only: a writable, executable clone of the kernel's
+    own text frames in the image mapping is writable kernel data (high)."""
+    m = build_pti_machine(4)
+    m.map_user_pgd(TEXT, 0x1000000, SIZE_2M, SIZE_2M, WRITABLE)
+    (f,) = audit(m.target(), PTI).findings
+    assert brief(f) == (
+        H, "user", TEXT, TEXT + SIZE_2M, 0x1000000, 0x1200000, 512, False, True, True
+    )  # fmt: skip
+    assert "writable kernel data" in f.message
+
+
+def test_pti_global_user_pages_are_not_global_kernel_pages() -> None:
+    """A GLOBAL user page in the kernel half (user-kernel's and global-user's finding) is not
+    one of pti's global kernel pages."""
+    m = build_pti_machine(4)
+    m.map_kernel(VMALLOC[4] + 0x100000, 0x560000, SIZE_4K, SIZE_4K,
+                 USER_ACCESSIBLE | GLOBAL | NO_EXECUTE)  # fmt: skip
+    assert audit(m.target(), PTI).findings == []
+    m.map_kernel(VMALLOC[4] + 0x200000, 0x570000, SIZE_4K, SIZE_4K, GLOBAL | NO_EXECUTE)
+    (f,) = audit(m.target(), PTI).findings
+    assert (f.vaddr, f.severity) == (VMALLOC[4] + 0x200000, M)
 
 
 def test_pti_entry_text_that_is_not_the_kernels() -> None:
