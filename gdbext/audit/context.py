@@ -66,6 +66,7 @@ __all__ = [
     "TableWalk",
     "group_range",
     "merge_spans",
+    "repeats_text",
 ]
 
 #: Bits the shared walk ignores when it groups leaves into runs.
@@ -687,6 +688,14 @@ class AuditContext:
         user = self._pti_view(user_root, "user")
         return PtiPair(kernel, user)
 
+    @property
+    def views(self) -> list[AuditView]:
+        """The tables the rules check: under PTI both halves of the pair (the kernel PGD
+        first, named ``kernel`` and ``user``, the selected table among them), else the
+        selected one (:attr:`main`)."""
+        pti = self.pti
+        return [pti.kernel, pti.user] if pti is not None else [self.main]
+
     def _pti_view(self, root: int, name: str) -> AuditView:
         main = self.main
         if main.pt.root == root:
@@ -885,6 +894,7 @@ class AuditContext:
         message: str,
         *,
         span: LeafSpan | LeafRun | None = None,
+        group: Sequence[LeafSpan] = (),
         vaddr: int | None = None,
         end: int | None = None,
         paddr: int | None = None,
@@ -899,9 +909,25 @@ class AuditContext:
         """A finding of ``rule`` in ``view``, with the walk evidence of its first page.
 
         With ``span`` (a :class:`LeafSpan` or :class:`LeafRun`), the addresses, permissions
-        and pages default to the span's (its first copy's range; every copy's pages). Explicit
-        keywords win. ``evidence`` lines follow the walk steps.
+        and pages default to the span's (its first copy's range; every copy's pages). With
+        ``group`` (spans from :func:`merge_spans`), to the group's merged range
+        (:func:`group_range`) and its first span's permissions, and when a collapsed alias
+        repeats it an evidence line says how often (:func:`repeats_text`). Explicit keywords
+        win. ``evidence`` lines follow the walk steps.
         """
+        if group:
+            g_vaddr, g_end, g_paddr, g_paddr_end, g_pages = group_range(group)
+            run = group[0].run
+            vaddr = g_vaddr if vaddr is None else vaddr
+            end = g_end if end is None else end
+            paddr = g_paddr if paddr is None else paddr
+            paddr_end = g_paddr_end if paddr_end is None else paddr_end
+            user = run.user if user is None else user
+            writable = run.writable if writable is None else writable
+            executable = run.executable if executable is None else executable
+            pages = g_pages if pages is None else pages
+            if group[0].reps:
+                evidence = (repeats_text(group[0]), *evidence)
         if span is not None:
             run = span.run if isinstance(span, LeafSpan) else span
             size = run.count * run.page_size
@@ -955,6 +981,17 @@ def merge_spans(spans: Iterable[LeafSpan]) -> Iterator[list[LeafSpan]]:
         group = [span]
     if group:
         yield group
+
+
+def repeats_text(span: LeafSpan) -> str:
+    """``"mapped 64 times, every 0x200000 bytes from 0xffffff0000000000 (a table first mapped
+    at 0xffffff0000000000)"``: how a collapsed alias repeats ``span`` (which has repetitions)."""
+    alias = span.alias
+    first = f" (a table first mapped at 0x{alias.first_vaddr:x})" if alias is not None else ""
+    return (
+        f"mapped {span.copies} times, every 0x{span.reps[-1][1]:x} bytes from "
+        f"0x{span.vaddr:x}{first}"
+    )
 
 
 def group_range(group: Sequence[LeafSpan]) -> tuple[int, int, int | None, int | None, int]:

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING
 from gdbext.render.common import perms
 
 if TYPE_CHECKING:
-    from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+    from gdbext.audit.context import LeafSpan
 
 __all__ = [
-    "audited_views",
     "is_offset_mapping",
     "mapping_lines",
     "overlap_pairs",
@@ -41,13 +40,6 @@ __all__ = [
 
 #: Mappings listed one by one in a finding's evidence.
 LISTED = 8
-
-
-def audited_views(ctx: AuditContext) -> list[AuditView]:
-    """The tables a frame rule looks at: under PTI both halves of the pair (kernel PGD first,
-    named ``kernel`` and ``user``, the selected table among them), else the selected one."""
-    pti = ctx.pti
-    return [pti.kernel, pti.user] if pti is not None else [ctx.main]
 
 
 def va_at(span: LeafSpan, paddr: int) -> int:

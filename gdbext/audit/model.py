@@ -14,7 +14,8 @@ A rule is any object with an ``id``, a default ``severity``, a one-line ``summar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -24,7 +25,7 @@ from gdbext.errors import GdbextError, UsageError
 if TYPE_CHECKING:
     from gdbext.audit.context import AuditContext
 
-__all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity"]
+__all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity", "once_per_table"]
 
 
 class Severity(IntEnum):
@@ -137,3 +138,23 @@ class FunctionRule:
 
     def check(self, ctx: AuditContext) -> Iterable[Finding]:
         return self.func(ctx)
+
+
+def once_per_table(findings: Iterable[Finding], names: Mapping[str, str]) -> Iterator[Finding]:
+    """``findings`` once per (range, frames, permissions, message): a repeat from another
+    table (the halves of a PTI pair share their user-half tables) becomes an evidence line of
+    the first, ``"the same through the user table 0x201000 (shared tables)"`` (``names``:
+    table name -> how to call it)."""
+    first: dict[tuple[object, ...], int] = {}
+    out: list[Finding] = []
+    for f in findings:
+        key = (f.vaddr, f.end, f.paddr, f.paddr_end, f.user, f.writable, f.executable, f.message)
+        at = first.get(key)
+        if at is None:
+            first[key] = len(out)
+            out.append(f)
+            continue
+        also = f"the same through the {names.get(f.root, f.root)} (shared tables)"
+        if also not in out[at].evidence:
+            out[at] = dataclasses.replace(out[at], evidence=(*out[at].evidence, also))
+    return iter(out)

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
 from gdbext.audit.frames import (
-    audited_views,
     is_offset_mapping,
     mapping_lines,
     overlap_pairs,
@@ -248,7 +247,7 @@ class AliasWxRule:
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
         direct_map = ctx.direct_map
         base = None if direct_map is None else direct_map.start
-        union = span_union(audited_views(ctx))
+        union = span_union(ctx.views)
         bundles = _bundles(union.spans, base)
         found = []
         for alias in _bundle_aliases(union.spans, bundles):

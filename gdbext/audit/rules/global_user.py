@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gdbext.audit.context import AuditContext, AuditView, group_range, merge_spans
+from gdbext.audit.context import AuditContext, merge_spans
 from gdbext.audit.model import Finding, Severity
 from gdbext.flags import GLOBAL
 
@@ -22,34 +22,15 @@ class GlobalUserRule:
     summary = "the GLOBAL bit on user-accessible pages"
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
-        views: list[AuditView] = [ctx.main]
-        pti = ctx.pti
-        if pti is not None:
-            views = [pti.kernel, pti.user]
-        seen: set[int] = set()
-        for view in views:
-            if view.pt.root in seen:
-                continue
-            seen.add(view.pt.root)
+        for view in ctx.views:
             found = (s for s in view.spans if s.run.user and s.run.entry & GLOBAL)
             for group in merge_spans(found):
-                vaddr, end, paddr, paddr_end, pages = group_range(group)
-                first = group[0]
-                rw = "writable" if first.run.writable else "read-only"
-                x = "executable" if first.run.executable else "no-execute"
-                yield ctx.finding(
-                    self,
-                    view,
-                    f"{pages} user page{'s' if pages != 1 else ''} ({rw}, {x}) marked GLOBAL",
-                    vaddr=vaddr,
-                    end=end,
-                    paddr=paddr,
-                    paddr_end=paddr_end,
-                    user=True,
-                    writable=first.run.writable,
-                    executable=first.run.executable,
-                    pages=pages,
-                )
+                pages = sum(s.pages for s in group)
+                run = group[0].run
+                rw = "writable" if run.writable else "read-only"
+                x = "executable" if run.executable else "no-execute"
+                message = f"{pages} user page{'s' if pages != 1 else ''} ({rw}, {x}) marked GLOBAL"
+                yield ctx.finding(self, view, message, group=group)
 
 
 RULES = (GlobalUserRule(),)

@@ -39,7 +39,6 @@ from itertools import pairwise
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
 from gdbext.audit.frames import (
-    audited_views,
     is_offset_mapping,
     mapping_lines,
     perm_key,
@@ -193,9 +192,7 @@ class HeapContractRule:
         yield from self._holes(ctx, view, heap, pieces)
         yield from self._permissions(ctx, view, heap, pieces)
         heap_va = _HeapVa(pieces)
-        for other in _other_mappings(
-            audited_views(ctx), _frames(pieces), heap.physical_memory_offset
-        ):
+        for other in _other_mappings(ctx.views, _frames(pieces), heap.physical_memory_offset):
             yield self._other(ctx, heap, heap_va, other)
 
     def _heap_text(self, heap: HeapResult) -> str:

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
 from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.frames import (
-    audited_views,
     is_offset_mapping,
     mapping_lines,
     perm_key,
@@ -197,7 +196,7 @@ class PtWritableAliasRule:
         direct_map = ctx.direct_map
         base = None if direct_map is None else direct_map.start
         offset = image_offset(ctx.kernel_view)
-        views = audited_views(ctx)
+        views = ctx.views
         for hit in writable_table_hits(views, base):
             yield self._finding(ctx, hit, offset)
         yield from self._recursive(views)

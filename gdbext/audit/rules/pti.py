@@ -44,7 +44,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
+from gdbext.audit.context import AuditContext, AuditView, LeafSpan, merge_spans
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.pti import examine_pti
 from gdbext.commands import KERNEL_IMAGE_VA
@@ -167,21 +167,14 @@ class PtiRule:
             s for s in kernel.spans if s.run.user and s.run.executable and ctx.is_user_half(s.vaddr)
         ]
         for group in merge_spans(spans):
-            vaddr, end, paddr, paddr_end, pages = group_range(group)
-            run = group[0].run
+            pages = sum(s.pages for s in group)
+            access = perms(True, group[0].run.writable, True)
             yield ctx.finding(
                 self,
                 kernel,
-                f"{pages} user page{'s' if pages != 1 else ''} ({perms(True, run.writable, True)}) "
-                "executable through the kernel PGD: PTI marks its copy of user entries NX",
-                vaddr=vaddr,
-                end=end,
-                paddr=paddr,
-                paddr_end=paddr_end,
-                user=True,
-                writable=run.writable,
-                executable=True,
-                pages=pages,
+                f"{pages} user page{'s' if pages != 1 else ''} ({access}) executable through the "
+                "kernel PGD: PTI marks its copy of user entries NX",
+                group=group,
                 severity=severity,
                 evidence=(f"kernel-mode execution of user code: {guard}",),
             )
@@ -241,7 +234,7 @@ class PtiRule:
         cover: Cover,
         text_bytes: int,
     ) -> Finding:
-        vaddr, end, paddr, paddr_end, pages = group_range(group)
+        pages = sum(s.pages for s in group)
         run = group[0].run
         if run.writable:
             what, severity = "writable kernel data", Severity.HIGH
@@ -263,22 +256,13 @@ class PtiRule:
                 f"is at most 0x{ENTRY_TEXT_MAX:x} (pti=auto without PCID clones _text.."
                 "__end_rodata)"
             )
-        if group[0].reps:
-            evidence.append(f"mapped {group[0].copies} times, every 0x{group[0].reps[-1][1]:x}")
         plural = "s" if pages != 1 else ""
         return ctx.finding(
             self,
             user,
             f"{pages} page{plural} of {what} ({perms(False, run.writable, run.executable)}) "
             f"in the PTI user PGD: {why}",
-            vaddr=vaddr,
-            end=end,
-            paddr=paddr,
-            paddr_end=paddr_end,
-            user=False,
-            writable=run.writable,
-            executable=run.executable,
-            pages=pages,
+            group=group,
             severity=severity,
             evidence=evidence,
         )
@@ -311,7 +295,7 @@ class PtiRule:
                 )
                 pieces.append(LeafSpan(part))
         for group in merge_spans(pieces):
-            vaddr, end, paddr, paddr_end, pages = group_range(group)
+            pages = sum(s.pages for s in group)
             run = group[0].run
             plural = "s" if pages != 1 else ""
             yield ctx.finding(
@@ -319,14 +303,7 @@ class PtiRule:
                 kernel,
                 f"{pages} global kernel page{plural} ({perms(False, run.writable, run.executable)})"
                 " the PTI user PGD does not map: their TLB entries outlive the switch to it",
-                vaddr=vaddr,
-                end=end,
-                paddr=paddr,
-                paddr_end=paddr_end,
-                user=False,
-                writable=run.writable,
-                executable=run.executable,
-                pages=pages,
+                group=group,
                 severity=Severity.MEDIUM,
             )
 

@@ -50,8 +50,8 @@ from itertools import pairwise
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
 from gdbext.audit.evidence import raw_path, step_text
-from gdbext.audit.model import Finding, Severity
-from gdbext.audit.rules.user_kernel import audited_views, dedupe
+from gdbext.audit.model import Finding, Severity, once_per_table
+from gdbext.audit.rules.user_kernel import table_names
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.paging import Anomaly, X86PageTable
@@ -168,18 +168,12 @@ class ReservedBitsRule:
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
         found: list[Finding] = []
-        names: dict[str, str] = {}
-        seen: set[int] = set()
-        for view in audited_views(ctx):
-            if view.pt.root in seen:
-                continue
-            seen.add(view.pt.root)
-            names[view.name] = f"{view.name} table 0x{view.pt.root:x}"
+        for view in ctx.views:
             found.extend(self._anomalies(ctx, view))
             if ctx.ram is not None:
                 found.extend(self._tables_outside_ram(ctx, view))
                 found.extend(self._leaves_outside_ram(ctx, view, ctx.ram))
-        return dedupe(found, names)
+        return once_per_table(found, table_names(ctx))
 
     # Entries the walk did not follow
 

@@ -31,20 +31,18 @@ user-half tables) is reported once, with a line of evidence naming the other tab
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
-from gdbext.audit.model import Finding, Severity
+from gdbext.audit.context import AuditContext, AuditView, LeafSpan, merge_spans
+from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.geometry import SIZE_4K
 from gdbext.layout import VSYSCALL_ADDR
 from gdbext.render.common import perms
 
 
-def audited_views(ctx: AuditContext) -> list[AuditView]:
-    """The tables a space rule checks: the PTI pair (kernel PGD first), else the selected one."""
-    pti = ctx.pti
-    return [pti.kernel, pti.user] if pti is not None else [ctx.main]
+def table_names(ctx: AuditContext) -> dict[str, str]:
+    """How findings name the tables of :attr:`AuditContext.views`: ``"user table 0x201000"``."""
+    return {v.name: f"{v.name} table 0x{v.pt.root:x}" for v in ctx.views}
 
 
 def is_vsyscall_page(span: LeafSpan) -> bool:
@@ -61,24 +59,6 @@ def is_user_table(view: AuditView, ctx: AuditContext) -> bool:
     return any(s.run.user and ctx.is_user_half(s.vaddr) for s in view.spans)
 
 
-def dedupe(findings: list[Finding], names: dict[str, str]) -> Iterator[Finding]:
-    """Findings once per (range, frames, permissions, message); a repeat in another table
-    becomes an evidence line of the first (``names``: view name -> description)."""
-    first: dict[tuple[object, ...], int] = {}
-    out: list[Finding] = []
-    for f in findings:
-        key = (f.vaddr, f.end, f.paddr, f.paddr_end, f.user, f.writable, f.executable, f.message)
-        at = first.get(key)
-        if at is None:
-            first[key] = len(out)
-            out.append(f)
-            continue
-        also = f"the same through the {names.get(f.root, f.root)} (shared tables)"
-        if also not in out[at].evidence:
-            out[at] = dataclasses.replace(out[at], evidence=(*out[at].evidence, also))
-    return iter(out)
-
-
 class UserKernelRule:
     id = "user-kernel"
     severity = Severity.HIGH
@@ -89,17 +69,11 @@ class UserKernelRule:
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
         found: list[Finding] = []
-        names: dict[str, str] = {}
-        seen: set[int] = set()
-        for view in audited_views(ctx):
-            if view.pt.root in seen:
-                continue
-            seen.add(view.pt.root)
-            names[view.name] = f"{view.name} table 0x{view.pt.root:x}"
+        for view in ctx.views:
             found.extend(self._user_in_kernel_half(ctx, view))
             if is_user_table(view, ctx):
                 found.extend(self._supervisor_in_user_half(ctx, view))
-        return dedupe(found, names)
+        return once_per_table(found, table_names(ctx))
 
     def _user_in_kernel_half(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
         spans = [s for s in view.spans if s.run.user and ctx.is_kernel_half(s.vaddr)]
@@ -140,28 +114,11 @@ class UserKernelRule:
     def _group_finding(
         self, ctx: AuditContext, view: AuditView, group: list[LeafSpan], why: str
     ) -> Finding:
-        vaddr, end, paddr, paddr_end, pages = group_range(group)
+        pages = sum(s.pages for s in group)
         run = group[0].run
-        evidence: list[str] = []
-        if group[0].reps:
-            evidence.append(
-                f"mapped {group[0].copies} times, every 0x{group[0].reps[-1][1]:x} bytes"
-            )
         plural = "s" if pages != 1 else ""
-        return ctx.finding(
-            self,
-            view,
-            f"{pages} page{plural} ({perms(run.user, run.writable, run.executable)}) {why}",
-            vaddr=vaddr,
-            end=end,
-            paddr=paddr,
-            paddr_end=paddr_end,
-            user=run.user,
-            writable=run.writable,
-            executable=run.executable,
-            pages=pages,
-            evidence=evidence,
-        )
+        access = perms(run.user, run.writable, run.executable)
+        return ctx.finding(self, view, f"{pages} page{plural} ({access}) {why}", group=group)
 
 
 RULES = (UserKernelRule(),)

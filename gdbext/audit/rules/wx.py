@@ -33,7 +33,7 @@ Findings, for the selected table (under PTI, both halves):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from gdbext.audit.checkwx import CheckWx, WxCount
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
@@ -105,15 +105,26 @@ def verdict_counts(ctx: AuditContext) -> list[WxCount]:
         return [counter.count(v.pt.root) for v in views]
 
 
-def verdict_lines(ctx: AuditContext) -> tuple[list[str], list[int]]:
-    """The kernel's W+X lines for :func:`verdict_roots`, and the roots counted."""
+def verdict_lines(counts: Sequence[WxCount]) -> list[str]:
+    """The kernel's W+X lines for ``counts`` (:func:`verdict_counts`): one verdict per table,
+    the user PGD's after ``x86/mm: Checking user space page tables``."""
     lines: list[str] = []
-    counts = verdict_counts(ctx)
     for i, count in enumerate(counts):
         if i:
             lines.append(CHECKING_USER)
         lines.append(verdict_line(count.pages))
-    return lines, [c.root for c in counts]
+    return lines
+
+
+def hole_evidence(ctx: AuditContext, vaddr: int, end: int) -> list[str]:
+    """The evidence line of a range ``[vaddr, end)`` that meets Linux's guard hole, or none."""
+    hole = ctx.guard_hole
+    if vaddr < hole.end and hole.start < end:
+        return [
+            f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the kernel's W+X "
+            "check skips"
+        ]
+    return []
 
 
 class WxRule:
@@ -121,26 +132,15 @@ class WxRule:
     severity = Severity.HIGH
     summary = "writable and executable mappings; the kernel's CONFIG_DEBUG_WX verdict"
 
-    def views(self, ctx: AuditContext) -> list[AuditView]:
-        """The tables checked: the PTI pair (kernel, then user), else the selected table."""
-        pti = ctx.pti
-        return [pti.kernel, pti.user] if pti is not None else [ctx.main]
-
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
-        views = self.views(ctx)
         counts = verdict_counts(ctx)
-        lines: list[str] = []
-        for i, count in enumerate(counts):
-            if i:
-                lines.append(CHECKING_USER)
-            lines.append(verdict_line(count.pages))
-        ctx.summary_extra["wx"] = lines
+        ctx.summary_extra["wx"] = verdict_lines(counts)
         ctx.summary_extra["wx_roots"] = [f"0x{c.root:x}" for c in counts]
         ctx.summary_extra["wx_pages"] = [
             {"present": c.present, "not_present": c.not_present, "not_noted": c.not_noted}
             for c in counts
         ]
-        for view in views:
+        for view in ctx.views:
             yield from self._findings(ctx, view)
             yield from self._recursive(ctx, view)
             yield from self._not_present(ctx, view)
@@ -150,7 +150,6 @@ class WxRule:
         that links a table on its own path, but the MMU does (one level lower: the tables below
         it become data pages) and so does the kernel's check, whose count they are part of."""
         pt = view.pt
-        hole = ctx.guard_hole
         for anomaly in view.anomalies:
             if anomaly.kind != "recursive":
                 continue
@@ -169,11 +168,7 @@ class WxRule:
                 "the MMU walks it again one level lower, mapping the tables below it as data "
                 "pages, and the kernel's W+X check counts them (rule pt-writable-alias)"
             ]
-            if anomaly.vaddr < hole.end and hole.start < end:
-                extra.append(
-                    f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the "
-                    "kernel's W+X check skips"
-                )
+            extra += hole_evidence(ctx, anomaly.vaddr, end)
             who = "user" if user else "kernel"
             yield Finding(
                 self.id,
@@ -191,7 +186,6 @@ class WxRule:
             )
 
     def _not_present(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
-        hole = ctx.guard_hole
         ranges, more = checkwx(ctx).not_present(view.pt.root, NOT_PRESENT_LISTED)
         for i, r in enumerate(ranges):
             n = r.pages
@@ -200,11 +194,7 @@ class WxRule:
                 "not present: the MMU maps nothing here; Linux 6.1's W+X check counts the "
                 "entries by their flags (RW, no NX: ptdump's note_page never tests PRESENT)"
             ]
-            if r.vaddr < hole.end and hole.start < r.end:
-                extra.append(
-                    f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the "
-                    "kernel's W+X check skips"
-                )
+            extra += hole_evidence(ctx, r.vaddr, r.end)
             if more and i == len(ranges) - 1:
                 extra.append(f"more not-present W+X entries follow (only {len(ranges)} listed)")
             yield Finding(
@@ -225,37 +215,15 @@ class WxRule:
             )
 
     def _findings(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
-        hole = ctx.guard_hole
         for group in merge_spans(s for s in view.spans if _is_wx(s)):
-            vaddr, end, paddr, paddr_end, pages = group_range(group)
-            first = group[0]
-            extra: list[str] = []
-            if first.reps:
-                alias = first.alias
-                where = f" (a table first mapped at 0x{alias.first_vaddr:x})" if alias else ""
-                extra.append(
-                    f"mapped {first.copies} times, every 0x{first.reps[-1][1]:x} bytes "
-                    f"from 0x{first.vaddr:x}{where}"
-                )
-            if vaddr < hole.end and hole.start < end:
-                extra.append(
-                    f"in Linux's guard hole 0x{hole.start:x}-0x{hole.end:x}, which the "
-                    "kernel's W+X check skips"
-                )
-            who = "user" if first.run.user else "kernel"
+            vaddr, end, _, _, pages = group_range(group)
+            who = "user" if group[0].run.user else "kernel"
             yield ctx.finding(
                 self,
                 view,
                 f"{pages} {who} page{'s' if pages != 1 else ''} writable and executable",
-                vaddr=vaddr,
-                end=end,
-                paddr=paddr,
-                paddr_end=paddr_end,
-                user=first.run.user,
-                writable=True,
-                executable=True,
-                pages=pages,
-                evidence=extra,
+                group=group,
+                evidence=hole_evidence(ctx, vaddr, end),
             )
 
 
