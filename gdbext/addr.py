@@ -18,7 +18,7 @@ AddrRange(start=0x1000, end=0x2000)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from gdbext.errors import MisalignedAddressError, NonCanonicalAddressError
@@ -151,3 +151,21 @@ class AddrRange:
 
     def __repr__(self) -> str:
         return f"AddrRange(start=0x{self.start:x}, end=0x{self.end:x})"
+
+
+def merge_ranges(ranges: Iterable[AddrRange]) -> list[AddrRange]:
+    """``ranges`` sorted, with touching or overlapping ranges joined and empty ones dropped.
+
+    >>> merge_ranges([AddrRange(8, 12), AddrRange(0, 4), AddrRange(4, 6), AddrRange(9, 9)])
+    [AddrRange(start=0x0, end=0x6), AddrRange(start=0x8, end=0xc)]
+    """
+    merged: list[AddrRange] = []
+    for r in sorted(ranges, key=lambda r: r.start):
+        if not r:
+            continue
+        if merged and r.start <= merged[-1].end:
+            if r.end > merged[-1].end:
+                merged[-1] = AddrRange(merged[-1].start, r.end)
+        else:
+            merged.append(r)
+    return merged

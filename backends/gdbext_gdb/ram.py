@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from gdbext.addr import AddrRange
+from gdbext.addr import AddrRange, merge_ranges
 
 #: RAM blocks of QEMU's x86 machines (pc, q35): the flat view names the block itself.
 RAM_BLOCKS = frozenset({"pc.ram", "ram-below-4g", "ram-above-4g"})
@@ -88,18 +88,6 @@ def parse_mtree_ram(text: str) -> list[AddrRange]:
         if kind in ("ram", "rom", "romd") and is_ram_block(name) and last >= start:
             ranges.append(AddrRange(start, last + 1))
     return merge_ranges(ranges)
-
-
-def merge_ranges(ranges: Iterable[AddrRange]) -> list[AddrRange]:
-    """``ranges`` sorted, with touching or overlapping ranges joined."""
-    merged: list[AddrRange] = []
-    for r in sorted(ranges, key=lambda r: r.start):
-        if merged and r.start <= merged[-1].end:
-            if r.end > merged[-1].end:
-                merged[-1] = AddrRange(merged[-1].start, r.end)
-        else:
-            merged.append(r)
-    return merged
 
 
 class RamRanges:

@@ -33,7 +33,7 @@ from functools import cached_property
 from itertools import pairwise
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from gdbext.addr import AddrRange
+from gdbext.addr import AddrRange, merge_ranges
 from gdbext.audit.evidence import step_text
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.commands import (
@@ -784,16 +784,7 @@ class AuditContext:
         from its scenario, live GDB from QEMU's ``info mtree``); ``None`` if it does not."""
         if self.target.ram is None:
             return None
-        merged: list[AddrRange] = []
-        for r in sorted(self.target.ram):
-            if not r:
-                continue
-            if merged and r.start <= merged[-1].end:
-                if r.end > merged[-1].end:
-                    merged[-1] = AddrRange(merged[-1].start, r.end)
-            else:
-                merged.append(r)
-        return merged
+        return merge_ranges(self.target.ram)
 
     def in_ram(self, start: int, end: int | None = None) -> bool | None:
         """True if ``[start, end)`` (one byte by default) lies wholly in RAM; ``None`` if the
@@ -804,6 +795,12 @@ class AuditContext:
         end = start + 1 if end is None else end
         i = bisect.bisect_right([r.start for r in ram], start) - 1
         return i >= 0 and ram[i].start <= start and end <= ram[i].end
+
+    @property
+    def direct_map_base(self) -> int | None:
+        """The start of :attr:`direct_map` (``None`` without one)."""
+        direct_map = self.direct_map
+        return None if direct_map is None else direct_map.start
 
     @cached_property
     def direct_map(self) -> AddrRange | None:
@@ -851,14 +848,7 @@ class AuditContext:
                 if lo < hi:
                     p = span.paddr + (lo - start)
                     ranges.append(AddrRange(p, p + (hi - lo)))
-        ranges.sort()
-        merged: list[AddrRange] = []
-        for r in ranges:
-            if merged and r.start <= merged[-1].end:
-                merged[-1] = AddrRange(merged[-1].start, max(r.end, merged[-1].end))
-            else:
-                merged.append(r)
-        return merged
+        return merge_ranges(ranges)
 
     def heap(self) -> HeapResult:
         """What the ``heap`` command finds with the audit's heap options (their root options

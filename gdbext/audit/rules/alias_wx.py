@@ -245,8 +245,7 @@ class AliasWxRule:
     summary = "frames writable at one virtual address and executable at another (W^X bypass)"
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
-        direct_map = ctx.direct_map
-        base = None if direct_map is None else direct_map.start
+        base = ctx.direct_map_base
         union = span_union(ctx.views)
         bundles = _bundles(union.spans, base)
         found = []

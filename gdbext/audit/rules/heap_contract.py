@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
-from gdbext.addr import AddrRange
+from gdbext.addr import AddrRange, merge_ranges
 from gdbext.audit.context import AuditContext, AuditView, LeafSpan
 from gdbext.audit.frames import (
     is_offset_mapping,
@@ -104,16 +104,9 @@ def _problems(run: LeafRun) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _frames(pieces: list[HeapPiece]) -> list[tuple[int, int]]:
+def _frames(pieces: list[HeapPiece]) -> list[AddrRange]:
     """The physical ranges the heap's pages map, sorted and merged."""
-    ranges = sorted((p.paddr, p.paddr + p.end - p.vaddr) for p in pieces)
-    merged: list[tuple[int, int]] = []
-    for a, b in ranges:
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-        else:
-            merged.append((a, b))
-    return merged
+    return merge_ranges(AddrRange(p.paddr, p.paddr + p.end - p.vaddr) for p in pieces)
 
 
 @dataclass
@@ -132,12 +125,12 @@ class _Other:
 
 
 def _other_mappings(
-    views: list[AuditView], frames: list[tuple[int, int]], offset: int
+    views: list[AuditView], frames: list[AddrRange], offset: int
 ) -> Iterator[_Other]:
     """For each view, the mappings but the direct map at ``offset`` that meet ``frames``: one
     per frame range and permissions, then plain ones that continue each other merged."""
-    starts = [a for a, _ in frames]
-    ends = [b for _, b in frames]
+    starts = [r.start for r in frames]
+    ends = [r.end for r in frames]
     for view in views:
         groups: dict[tuple[object, ...], _Other] = {}
         for span in view.frame_index.spans:

@@ -193,8 +193,7 @@ class PtWritableAliasRule:
     summary = "page-table pages mapped writable anywhere but the direct map; recursive entries"
 
     def check(self, ctx: AuditContext) -> Iterator[Finding]:
-        direct_map = ctx.direct_map
-        base = None if direct_map is None else direct_map.start
+        base = ctx.direct_map_base
         offset = image_offset(ctx.kernel_view)
         views = ctx.views
         for hit in writable_table_hits(views, base):

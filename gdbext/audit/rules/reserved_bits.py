@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+from gdbext.audit.context import AuditContext, AuditView, LeafSpan, repeats_text
 from gdbext.audit.evidence import raw_path, step_text
 from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.rules.user_kernel import table_names
@@ -292,7 +292,7 @@ class ReservedBitsRule:
             f"frames 0x{first.paddr:x}-0x{last.paddr + last.size:x} are in no RAM range",
         ]
         if span.reps:
-            evidence.append(f"mapped {span.copies} times, every 0x{span.reps[-1][1]:x} bytes")
+            evidence.append(repeats_text(span))
         plural = "s" if pages != 1 else ""
         return ctx.finding(
             self,
