@@ -25,13 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
-import os
-import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,23 +36,24 @@ from bench_dump import (
     FORMAT_LABELS,
     VENV_BIN,
     BenchError,
+    add_dump_bench_arguments,
+    clock,
     close_target,
     ensure_dumps,
     gdbext_walk_argv,
+    log,
+    ms,
     open_target,
     open_walk,
+    parse_dump_bench_arguments,
+    print_report,
     process_figures,
+    report_dumps,
+    sink,
 )
 
 #: Issue 5's target: audit time / walk time.
 TARGET_RATIO = 1.5
-
-
-def sink(lines: Iterable[object]) -> int:
-    n = 0
-    for _ in lines:
-        n += 1
-    return n
 
 
 def _rules() -> dict[str, Any]:
@@ -91,13 +88,6 @@ def open_audit(path: Path, rules: dict[str, Any], heap: bool = False) -> tuple[i
         close_target(target)
 
 
-def _clock(fn: Callable[[], object]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def in_process(path: Path, repeat: int) -> dict[str, Any]:
     """Open + walk + render against open + audit + render, taking turns in each round."""
     rules = _rules()
@@ -106,9 +96,9 @@ def in_process(path: Path, repeat: int) -> dict[str, Any]:
     _, heap_findings = open_audit(path, rules, heap=True)
     walk_s, audit_s, heap_s = [], [], []
     for _ in range(repeat):
-        walk_s.append(_clock(lambda: open_walk(path)))
-        audit_s.append(_clock(lambda: open_audit(path, rules)))
-        heap_s.append(_clock(lambda: open_audit(path, rules, heap=True)))
+        walk_s.append(clock(lambda: open_walk(path)))
+        audit_s.append(clock(lambda: open_audit(path, rules)))
+        heap_s.append(clock(lambda: open_audit(path, rules, heap=True)))
     walk, audit = statistics.median(walk_s), statistics.median(audit_s)
     return {
         "walk_lines": lines,
@@ -149,7 +139,7 @@ def breakdown(path: Path, repeat: int) -> dict[str, float]:
                 _ = main.spans
                 _ = ctx.pti
 
-            times["context"].append(_clock(context))
+            times["context"].append(clock(context))
             for rule in selected:
                 start = time.perf_counter()
                 with contextlib.suppress(RuleSkipped):
@@ -181,10 +171,6 @@ def profile(path: Path, top: int) -> str:
     out.write(f"\n### cProfile: open + audit + render, {path}\n")
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
     return out.getvalue()
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:,.0f} ms" if seconds >= 0.1 else f"{seconds * 1e3:,.1f} ms"
 
 
 def render_markdown(report: dict[str, Any]) -> list[str]:
@@ -225,43 +211,21 @@ def render_markdown(report: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--mem", default="512M", help="guest RAM sizes, comma-separated (512M)")
+    add_dump_bench_arguments(parser, "512M")
     parser.add_argument(
         "--format", default="elf", help="dump formats, comma-separated: elf, kdump (elf)"
     )
-    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (5)")
-    parser.add_argument(
-        "--workdir", type=Path, default=Path("/tmp/gdbext-bench"), help="dump cache directory"
-    )
-    parser.add_argument("--fresh", action="store_true", help="boot and dump again")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--profile", type=int, metavar="N", help="cProfile: top N functions")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    args, memories, report = parse_dump_bench_arguments(parser, argv, __file__)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     for fmt in formats:
         if fmt not in FILE_NAMES:
             parser.error(f"--format {fmt!r}: one of {', '.join(FILE_NAMES)}")
-    memories = [m.strip() for m in args.mem.split(",") if m.strip()]
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    shown = [os.path.relpath(sys.executable), os.path.relpath(__file__)]
-    command = shlex.join([*shown, *(sys.argv[1:] if argv is None else argv)])
-    report: dict[str, Any] = {
-        "command": command,
-        "python": sys.version.split()[0],
-        "repeat": args.repeat,
-        "guests": [],
-    }
+    report["guests"] = []
     profiles = []
     try:
         for memory in memories:
             dumps = ensure_dumps(args.workdir, memory, args.fresh, log)
-            report["qemu"] = dumps.meta["qemu"]
-            report["kernel"] = Path(dumps.meta["kernel"]).name.removeprefix("vmlinuz-")
+            report_dumps(report, dumps)
             for fmt in formats:
                 path = dumps.path(fmt)
                 log(f"measuring {memory} {FORMAT_LABELS[fmt]}...")
@@ -282,12 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench_audit: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(render_markdown(report)))
-    for text in profiles:
-        print(text)
+    print_report(report, args.json, render_markdown, profiles)
     return 0
 
 

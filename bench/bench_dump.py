@@ -198,7 +198,8 @@ def gdbext_walk_argv(dump: Path) -> list[str]:
 # --- our side --------------------------------------------------------------------------------
 
 
-def sink(lines: Iterable[str]) -> int:
+def sink(lines: Iterable[object]) -> int:
+    """Consume ``lines``; how many there were."""
     n = 0
     for _ in lines:
         n += 1
@@ -302,7 +303,8 @@ def note_cr3(path: Path) -> int:
     return int(cr3)
 
 
-def _clock(fn: Callable[[], object]) -> float:
+def clock(fn: Callable[[], object]) -> float:
+    """Seconds of one run of ``fn``, after a garbage collection."""
     gc.collect()
     start = time.perf_counter()
     fn()
@@ -326,16 +328,16 @@ def vol3_figures(vol: Any, dumps: Dumps, cr3: int, cls: str, repeat: int) -> dic
     }
     for _ in range(repeat):
         layer = _vol3.build_layer(vol, path, cr3, cls)
-        times["enumerate_s"].append(_clock(lambda: _vol3.enumerate_mappings(layer)))  # noqa: B023
+        times["enumerate_s"].append(clock(lambda: _vol3.enumerate_mappings(layer)))  # noqa: B023
         times["open_enumerate_s"].append(
-            _clock(lambda: _vol3.enumerate_mappings(_vol3.build_layer(vol, path, cr3, cls)))
+            clock(lambda: _vol3.enumerate_mappings(_vol3.build_layer(vol, path, cr3, cls)))
         )
         target = open_target(path)
         try:
-            times["ours_walk_s"].append(_clock(lambda: walk_text(target)))  # noqa: B023
+            times["ours_walk_s"].append(clock(lambda: walk_text(target)))  # noqa: B023
         finally:
             close_target(target)
-        times["ours_open_walk_s"].append(_clock(lambda: open_walk(path)))
+        times["ours_open_walk_s"].append(clock(lambda: open_walk(path)))
     layer = _vol3.build_layer(vol, path, cr3, cls)
     leaves = {va: (pa, size) for va, pa, size in _vol3.leaves(layer)}
     out: dict[str, Any] = {"class": cls, "ranges": ranges, "leaves": len(leaves)}
@@ -528,47 +530,84 @@ def _guest_lines(guest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Makes its dumps under QEMU on first use (about 10 s per size).",
-    )
-    parser.add_argument(
-        "--mem", default="512M,128M", help="guest RAM sizes, comma-separated (512M,128M)"
-    )
+# --- what the dump benchmarks share (bench_dump, bench_audit) -------------------------------
+
+
+def add_dump_bench_arguments(parser: argparse.ArgumentParser, mem: str) -> None:
+    """The options of a benchmark on this module's dumps: ``--mem`` (default ``mem``),
+    ``--repeat``, ``--workdir``, ``--fresh``, ``--json``, ``--profile``."""
+    parser.add_argument("--mem", default=mem, help=f"guest RAM sizes, comma-separated ({mem})")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (5)")
     parser.add_argument(
         "--workdir", type=Path, default=Path("/tmp/gdbext-bench"), help="dump cache directory"
     )
     parser.add_argument("--fresh", action="store_true", help="boot and dump again")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--profile", type=int, metavar="N", help="cProfile: top N functions")
+
+
+def parse_dump_bench_arguments(
+    parser: argparse.ArgumentParser, argv: list[str] | None, script: str
+) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
+    """The options, the guest sizes, and a report that starts with the command line as run
+    (``script``: the benchmark's file), Python and the repeat count."""
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    memories = [m.strip() for m in args.mem.split(",") if m.strip()]
+    shown = [os.path.relpath(sys.executable), os.path.relpath(script)]
+    report: dict[str, Any] = {
+        "command": shlex.join([*shown, *(sys.argv[1:] if argv is None else argv)]),
+        "python": sys.version.split()[0],
+        "repeat": args.repeat,
+    }
+    return args, memories, report
+
+
+def log(msg: str) -> None:
+    """Progress, on stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def report_dumps(report: dict[str, Any], dumps: Dumps) -> None:
+    """QEMU's version and the kernel the dumps were made with, into ``report``."""
+    report["qemu"] = dumps.meta["qemu"]
+    report["kernel"] = Path(dumps.meta["kernel"]).name.removeprefix("vmlinuz-")
+
+
+def print_report(
+    report: dict[str, Any],
+    as_json: bool,
+    markdown: Callable[[dict[str, Any]], list[str]],
+    profiles: Iterable[str],
+) -> None:
+    """The report as JSON or as ``markdown`` renders it, then the profiles."""
+    print(json.dumps(report, indent=2) if as_json else "\n".join(markdown(report)))
+    for text in profiles:
+        print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Makes its dumps under QEMU on first use (about 10 s per size).",
+    )
+    add_dump_bench_arguments(parser, "512M,128M")
     parser.add_argument("--no-vol3", action="store_true", help="skip volatility3")
     parser.add_argument(
         "--vol3-class",
         default="Intel32e",
         help="volatility3 paging classes, comma-separated (Intel32e; also LinuxIntel32e)",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--profile", type=int, metavar="N", help="cProfile: top N functions")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    memories = [m.strip() for m in args.mem.split(",") if m.strip()]
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    shown = [os.path.relpath(sys.executable), os.path.relpath(__file__)]
-    command = shlex.join([*shown, *(sys.argv[1:] if argv is None else argv)])
+    args, memories, report = parse_dump_bench_arguments(parser, argv, __file__)
     try:
-        return _run(args, memories, command, log)
+        return _run(args, memories, report)
     except BenchError as exc:
         print(f"bench_dump: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(
-    args: argparse.Namespace, memories: list[str], command: str, log: Callable[[str], None]
-) -> int:
+def _run(args: argparse.Namespace, memories: list[str], report: dict[str, Any]) -> int:
     import _vol3
 
     vol = None
@@ -577,10 +616,7 @@ def _run(
             vol = _vol3.load()
         except _vol3.Vol3Missing as exc:
             raise BenchError(str(exc)) from None
-    report: dict[str, Any] = {
-        "command": command,
-        "python": sys.version.split()[0],
-        "repeat": args.repeat,
+    report |= {
         "vol3_version": vol.version if vol else None,
         "vol3_import_s": vol.import_seconds if vol else None,
         "guests": [],
@@ -588,8 +624,7 @@ def _run(
     profiles = []
     for memory in memories:
         dumps = ensure_dumps(args.workdir, memory, args.fresh, log)
-        report["qemu"] = dumps.meta["qemu"]
-        report["kernel"] = Path(dumps.meta["kernel"]).name.removeprefix("vmlinuz-")
+        report_dumps(report, dumps)
         log(f"measuring {memory}...")
         tlb = tlb_leaves(dumps.tlb_path)
         guest: dict[str, Any] = {
@@ -636,12 +671,7 @@ def _run(
         report["guests"].append(guest)
         if args.profile:
             profiles.append(profile(dumps, args.profile))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(render_markdown(report)))
-    for text in profiles:
-        print(text)
+    print_report(report, args.json, render_markdown, profiles)
     return 0
 
 

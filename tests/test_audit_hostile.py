@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_audit_rules_basic import HOLE_4
 
 from gdbext import cli
 from gdbext.addr import AddrRange
@@ -45,8 +46,6 @@ from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine, load_scenario
 
 RULES = Host.create().audit_rules()
-#: Linux's guard hole with 4-level paging: 16 PML4 entries from the start of the kernel half.
-HOLE_4 = (0xFFFF_8000_0000_0000, 0xFFFF_8800_0000_0000)
 
 #: The first PDPT entry of the bombs (its PD and PT are linked again everywhere).
 BASE = 0x4000_0000
@@ -313,7 +312,7 @@ def test_wx_pages_through_a_recursive_entry_are_a_finding() -> None:
     assert found[1].evidence[0] == f"PML4[300] @0x{root:x} = 0x{root | 3:x}"
     assert "guard hole" in found[0].evidence[-1] and "guard hole" not in found[1].evidence[-1]
     # Every W+X page the verdict counts is in a finding.
-    assert sum(f.pages for f in result.findings if f.vaddr not in range(*HOLE_4)) == pages
+    assert sum(f.pages for f in result.findings if f.vaddr not in HOLE_4) == pages
 
 
 def test_a_recursive_entry_exposes_tables_inside_large_pages_it_reaches() -> None:
