@@ -7,7 +7,7 @@ lists its leaves as :class:`~gdbext.audit.context.LeafSpan` objects sorted by ph
 and :func:`overlap_pairs` sweeps two such lists against each other once, in physical order.
 
 >>> from gdbext.paging import LeafRun
->>> from gdbext.audit.context import LeafSpan
+>>> from gdbext.audit.spans import LeafSpan
 >>> w = LeafSpan(LeafRun(0xffff888000000000, 0x0, 4, 4096, 0x8000000000000003, False, True, False))
 >>> x = LeafSpan(LeafRun(0xffffffff81000000, 0x2000, 1, 4096, 0x2001, False, False, True))
 >>> [(hex(a.vaddr), hex(b.vaddr), hex(lo), hex(hi)) for a, b, lo, hi in overlap_pairs([w], [x])]
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from gdbext.render.common import perms
 
 if TYPE_CHECKING:
-    from gdbext.audit.context import LeafSpan
+    from gdbext.audit.spans import LeafSpan
 
 __all__ = [
     "is_offset_mapping",

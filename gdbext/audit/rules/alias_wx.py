@@ -38,7 +38,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.frames import (
     is_offset_mapping,
     mapping_lines,
@@ -48,6 +48,7 @@ from gdbext.audit.frames import (
     where,
 )
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.spans import LeafSpan
 from gdbext.geometry import SIZE_4K
 
 __all__ = ["AliasWxRule", "SpanUnion", "WxAlias", "span_union", "wx_aliases", "wx_aliases_in"]

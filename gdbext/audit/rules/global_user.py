@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gdbext.audit.context import AuditContext, merge_spans
+from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.spans import merge_spans
 from gdbext.flags import GLOBAL
 
 

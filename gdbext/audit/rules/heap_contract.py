@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gdbext.addr import AddrRange, merge_ranges
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.frames import (
     is_offset_mapping,
     mapping_lines,
@@ -47,6 +47,7 @@ from gdbext.audit.frames import (
     va_at,
 )
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.spans import LeafSpan
 from gdbext.commands import HeapResult
 from gdbext.geometry import SIZE_4K
 from gdbext.paging import AliasRun, LeafRun

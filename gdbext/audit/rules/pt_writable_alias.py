@@ -41,7 +41,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan
+from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.frames import (
     is_offset_mapping,
@@ -51,6 +51,7 @@ from gdbext.audit.frames import (
     where,
 )
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.spans import LeafSpan
 from gdbext.commands import KERNEL_IMAGE_VA
 from gdbext.errors import PhysMemoryError
 from gdbext.flags import HUGE_PAGE, PRESENT

@@ -48,10 +48,11 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan, repeats_text
+from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.evidence import raw_path, step_text
 from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.rules.user_kernel import table_names
+from gdbext.audit.spans import LeafSpan, repeats_text
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.paging import Anomaly, X86PageTable

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan, merge_spans
+from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.model import Finding, Severity, once_per_table
+from gdbext.audit.spans import LeafSpan, merge_spans
 from gdbext.geometry import SIZE_4K
 from gdbext.layout import VSYSCALL_ADDR
 from gdbext.render.common import perms

@@ -36,9 +36,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from gdbext.audit.checkwx import CheckWx, WxCount
-from gdbext.audit.context import AuditContext, AuditView, LeafSpan, group_range, merge_spans
+from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.spans import LeafSpan, group_range, merge_spans
 from gdbext.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.errors import GdbextError
 from gdbext.flags import NO_EXECUTE, WRITABLE
