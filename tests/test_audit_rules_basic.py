@@ -744,6 +744,24 @@ def test_cpu_hardening_reports_nxe_off_inferred_from_tables_without_nx() -> None
     assert str(audit(machine(NO_NX), "cpu-hardening").summary["nxe"]).startswith("on: EFER 0x")
 
 
+def test_an_empty_table_does_not_say_nxe_is_off() -> None:
+    """A table that maps nothing (``--cr3`` of a zero page, ``--user-pgd`` without PTI) once
+    gave "EFER.NXE is off (inferred)", a medium finding that failed ``--fail-on medium``: no
+    entry at all says nothing about NX."""
+    target = without_efer(machine(NO_NX), cr0=GOOD.cr0, cr4=GOOD.cr4)
+    result = audit(target, "cpu-hardening", root=RootOptions(cr3=0x300_0000))  # zeros
+    assert result.findings == []
+    assert result.summary["nxe"] == (
+        "unknown (taken as on): EFER unknown and the table maps nothing"
+    )
+    out = io.StringIO()
+    argv = ["audit", "--rules", "cpu-hardening", "--cr3", "0x3000000"]
+    cli.run(argv, Host.create(), out, target)
+    assert "EFER.NXE unknown (taken as on): EFER unknown and the table maps nothing\n" in (
+        out.getvalue()
+    )
+
+
 def test_nxe_inferred_on_from_an_nx_entry_above_the_leaves() -> None:
     """NX only in a table entry whose subtree maps nothing (an empty page table) still shows
     NXE in use."""

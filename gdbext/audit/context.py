@@ -343,11 +343,14 @@ class NxeState:
     QEMU's ELF dumps) inferred from the tables. A present entry with NX means the CPU had NXE
     on (without it bit 63 is reserved, and the MMU would fault on the entry); no such entry at
     all means it was off as far as the tables tell (Linux never sets NX without NX support).
+    A table that maps nothing tells nothing: ``known`` is false, and the audit takes NXE as on.
 
     >>> str(NxeState(True, True, "NX bits in use"))
     'inferred on: NX bits in use'
     >>> str(NxeState(False, False, "EFER 0x501"))
     'off: EFER 0x501'
+    >>> str(NxeState(True, True, "the table maps nothing", known=False))
+    'unknown (taken as on): the table maps nothing'
     """
 
     on: bool
@@ -356,9 +359,13 @@ class NxeState:
     reason: str
     #: The entry that shows NX in use, or how many tables were searched.
     evidence: tuple[str, ...] = ()
+    #: False when neither EFER nor the tables tell.
+    known: bool = True
 
     def __str__(self) -> str:
         state = "on" if self.on else "off"
+        if not self.known:
+            return f"unknown (taken as {state}): {self.reason}"
         return f"{'inferred ' if self.inferred else ''}{state}: {self.reason}"
 
 
@@ -452,6 +459,16 @@ class AuditContext:
                     where = f"{level_name(level)}[{index}] @0x{table:x}"
                     return NxeState(True, True, "NX bits in use", (f"{where} = 0x{e:x} has NX",))
         leaves = len(view.leaf_runs)
+        if not leaves and not view.anomalies:
+            # No mapping at all (an empty table, or --cr3 naming a page that is not one): no
+            # entry could have used NX, so its absence says nothing about EFER.NXE.
+            return NxeState(
+                True,
+                True,
+                "EFER unknown and the table maps nothing",
+                (f"EFER unknown; the table at 0x{pt.root:x} maps nothing to infer it from",),
+                known=False,
+            )
         return NxeState(
             False,
             True,

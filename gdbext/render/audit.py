@@ -107,8 +107,8 @@ def summary_line(result: AuditResult) -> str:
 
 def render_audit_text(result: AuditResult) -> Iterator[str]:
     """One line per finding with its evidence indented, EFER.NXE when inferred from the tables
-    (``EFER.NXE inferred on: NX bits in use (EFER unknown)``), the W+X verdict, the summary
-    line."""
+    (``EFER.NXE inferred on: NX bits in use (EFER unknown)``) or not known at all, the W+X
+    verdict, the summary line."""
     width = max((len(f.rule) for f in result.findings), default=0)
     for f in result.findings:
         yield finding_line(f, width)
@@ -116,6 +116,8 @@ def render_audit_text(result: AuditResult) -> Iterator[str]:
             yield f"    {line}"
     if result.nxe is not None and result.nxe.startswith("inferred"):
         yield f"EFER.NXE {result.nxe} (EFER unknown)"
+    elif result.nxe is not None and result.nxe.startswith("unknown"):
+        yield f"EFER.NXE {result.nxe}"
     wx = result.extra.get("wx")
     if isinstance(wx, list):
         yield from (str(line) for line in wx)
