@@ -32,6 +32,7 @@ from gdbext.hookspecs import hookimpl
 from gdbext.host import Host
 from gdbext.mapper import read_u64, write_u64
 from gdbext.paging import SIZE_4K, LeafRun, X86PageTable
+from gdbext.render.audit import finding_line
 from gdbext.target import Target
 from gdbext_sim.scenario import build_machine, load_scenario
 
@@ -277,6 +278,21 @@ def test_text_output_line_by_line() -> None:
         "x86/mm: Checked W+X mappings: FAILED, 2 W+X pages found.",
         "audit: 1 finding (high 1) from 1 rule",
     ]
+
+
+def test_text_line_of_a_finding_with_frames_only() -> None:
+    """A finding about frames with no virtual address (a table outside RAM) shows its
+    physical range and table; it once showed neither."""
+    found = Finding("x", Severity.HIGH, "a table outside RAM", paddr=0x5000, paddr_end=0x6000,
+                    root="user")  # fmt: skip
+    assert finding_line(found, 1) == "high      x  -> 0x5000-0x6000  user  a table outside RAM"
+    scattered = dataclasses.replace(found, paddr_end=None, writable=True, user=False)
+    assert (
+        finding_line(scattered, 1)
+        == "high      x  -> 0x5000...  rw- kern  user  a table outside RAM"
+    )
+    cpu = Finding("x", Severity.MEDIUM, "CR0.WP is off")
+    assert finding_line(cpu, 3) == "medium    x    CR0.WP is off"
 
 
 def test_text_summary_line_names_skipped_rules() -> None:

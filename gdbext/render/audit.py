@@ -12,7 +12,8 @@ Text, one finding (one line, shown here on two)::
 
 The permissions are the effective ones, as ``walk`` prints them (``rwx``/``r-x``...,
 ``user``/``kern``); the physical range is ``0xSTART-0xEND``, or ``0xSTART...`` when the
-frames are not contiguous. JSON::
+frames are not contiguous (alone, ``-> 0xSTART-0xEND``, for a finding about frames with no
+virtual address: a table outside RAM). JSON::
 
     {"findings": [{"rule", "severity", "vaddr", "end", "paddr", "user", "writable",
      "executable", "message", "paddr_end", "root", "pages", "evidence"}], "summary": {...}}
@@ -71,15 +72,16 @@ def _perms(f: Finding) -> str:
 def finding_line(f: Finding, rule_width: int) -> str:
     """The finding's one line (without its evidence)."""
     parts = [f"{f.severity!s:<8}", f"{f.rule:<{rule_width}}"]
-    if f.vaddr is not None:
-        va = f"0x{f.vaddr:016x}"
-        if f.end is not None:
-            va += f"-0x{f.end:016x}"
-        if f.paddr is not None:
-            pa = f"0x{f.paddr:x}"
-            pa += f"-0x{f.paddr_end:x}" if f.paddr_end is not None else "..."
-            va += f" -> {pa}"
-        parts.append(va)
+    pa = None
+    if f.paddr is not None:
+        pa = f"0x{f.paddr:x}" + (f"-0x{f.paddr_end:x}" if f.paddr_end is not None else "...")
+    if f.vaddr is not None or pa is not None:
+        where = [] if f.vaddr is None else [f"0x{f.vaddr:016x}"]
+        if where and f.end is not None:
+            where[0] += f"-0x{f.end:016x}"
+        if pa is not None:
+            where.append(f"-> {pa}")
+        parts.append(" ".join(where))
         perms = _perms(f)
         if perms:
             parts.append(perms)
