@@ -3,6 +3,9 @@
 - :mod:`gdbext.audit.model`: :class:`Severity`, :class:`Finding`, the :class:`AuditRule`
   protocol, :class:`RuleSkipped`;
 - :mod:`gdbext.audit.context`: :class:`~gdbext.audit.context.AuditContext`, what rules look at;
+- :mod:`gdbext.audit.spans`: :class:`~gdbext.audit.spans.LeafSpan` (a leaf run and its
+  repetitions through collapsed aliases) and groups of them; :mod:`gdbext.audit.frames`:
+  sweeps over physical frames; :mod:`gdbext.audit.evidence`: walk steps as evidence lines;
 - :mod:`gdbext.audit.engine`: :func:`~gdbext.audit.engine.run_audit`;
 - :mod:`gdbext.audit.rules`: the built-in rules, registered by :mod:`gdbext.audit.builtin`
   through the ``gdbext.plugins`` entry point ``audit``, as a third-party rule would be.
