@@ -51,6 +51,7 @@ from bench_dump import (
     report_dumps,
     sink,
 )
+from benchlib import profiled
 
 #: Issue 5's target: audit time / walk time.
 TARGET_RATIO = 1.5
@@ -151,26 +152,8 @@ def breakdown(path: Path, repeat: int) -> dict[str, float]:
 
 
 def profile(path: Path, top: int) -> str:
-    import cProfile
-    import io
-    import pstats
-
     rules = _rules()
-    out = io.StringIO()
-    prof = cProfile.Profile()
-    # Python 3.11.2 (Debian 12's) can crash in a garbage collection that runs while a profiler
-    # hook is set (CPython gh-101975, fixed in 3.11.3): no collection meanwhile.
-    gc.collect()
-    gc.disable()
-    try:
-        prof.enable()
-        open_audit(path, rules)
-        prof.disable()
-    finally:
-        gc.enable()
-    out.write(f"\n### cProfile: open + audit + render, {path}\n")
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+    return profiled(lambda: open_audit(path, rules), f"open + audit + render, {path}", top)
 
 
 def render_markdown(report: dict[str, Any]) -> list[str]:

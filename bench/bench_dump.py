@@ -38,10 +38,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import guest_module, timed
+from benchlib import guest_module, profiled, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -396,27 +397,14 @@ def compare(
 
 
 def profile(dumps: Dumps, top: int) -> str:
-    import cProfile
-    import io
-    import pstats
-
-    out = io.StringIO()
-    for fmt in FORMATS:
-        path = dumps.path(fmt)
-        prof = cProfile.Profile()
-        # Python 3.11.2 (Debian 12's) can crash in a garbage collection that runs while a
-        # profiler hook is set (CPython gh-101975, fixed in 3.11.3): no collection meanwhile.
-        gc.collect()
-        gc.disable()
-        try:
-            prof.enable()
-            open_walk(path)
-            prof.disable()
-        finally:
-            gc.enable()
-        out.write(f"\n### cProfile: open + walk + render, {FORMAT_LABELS[fmt]} {dumps.memory}\n")
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    return out.getvalue()
+    return "".join(
+        profiled(
+            partial(open_walk, dumps.path(fmt)),
+            f"open + walk + render, {FORMAT_LABELS[fmt]} {dumps.memory}",
+            top,
+        )
+        for fmt in FORMATS
+    )
 
 
 # --- report ----------------------------------------------------------------------------------
