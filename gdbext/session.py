@@ -50,6 +50,7 @@ from gdbext.errors import (
 from gdbext.host import Host
 from gdbext.mapper import PhysMapper
 from gdbext.paging import LeafRun
+from gdbext.render.common import plural
 from gdbext.target import OpenRequest, Target
 
 #: Front-end command name -> command-line command.
@@ -298,7 +299,7 @@ class Session:
             found = getattr(ticker.result, "findings", ())
             count = sum(1 for f in found if f.severity >= args.fail_on)
             raise FindingsError(
-                f"{name}: {count} finding{'s' if count != 1 else ''} at or above --fail-on "
+                f"{name}: {count} finding{plural(count)} at or above --fail-on "
                 f"{args.fail_on}",
                 str(args.fail_on),
                 count,

@@ -15,6 +15,15 @@ def hexs(value: int) -> str:
     return f"0x{value:x}"
 
 
+def plural(count: int) -> str:
+    """The English plural ending for ``count`` things: ``"s"``, or ``""`` for one.
+
+    >>> f"3 page{plural(3)}, 1 page{plural(1)}"
+    '3 pages, 1 page'
+    """
+    return "" if count == 1 else "s"
+
+
 def perms(user: bool, writable: bool, executable: bool) -> str:
     """``"rw-"`` style effective permissions, then ``user`` or ``kern``."""
     return (

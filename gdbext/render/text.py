@@ -24,7 +24,7 @@ from gdbext.flags import ACCESSED_DIRTY, flag_names
 from gdbext.geometry import level_name
 from gdbext.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
 from gdbext.paging import AliasRun, Anomaly
-from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, perms
+from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, perms, plural
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
 
@@ -53,7 +53,7 @@ def _alias_line(a: AliasRun) -> str:
     return (
         f"{hex64(a.vaddr)}-{hex64(a.end)} {format_size(a.end - a.vaddr):>8} alias"
         f"  {level_name(a.level)} 0x{a.table:x} linked {a.count} more "
-        f"time{'s' if a.count != 1 else ''}: {a.leaves} leaves ({format_size(a.mapped)}) each, "
+        f"time{plural(a.count)}: {a.leaves} leaves ({format_size(a.mapped)}) each, "
         f"as walked at {hex64(a.first_vaddr)}, {access}"
     )
 
@@ -139,7 +139,7 @@ def render_walk(result: WalkResult) -> Iterator[str]:
             yield rec
     stats = result.stats
     yield (
-        f"# {ranges} line{'s' if ranges != 1 else ''}, {stats['leaves']} leaf entries, "
+        f"# {ranges} line{plural(ranges)}, {stats['leaves']} leaf entries, "
         f"{stats['anomalies']} anomalies; {result.levels}-level paging, root 0x{result.root:x}"
     )
 

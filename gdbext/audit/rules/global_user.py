@@ -15,6 +15,7 @@ from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import merge_spans
 from gdbext.flags import GLOBAL
+from gdbext.render.common import plural
 
 
 class GlobalUserRule:
@@ -30,7 +31,7 @@ class GlobalUserRule:
                 run = group[0].run
                 rw = "writable" if run.writable else "read-only"
                 x = "executable" if run.executable else "no-execute"
-                message = f"{pages} user page{'s' if pages != 1 else ''} ({rw}, {x}) marked GLOBAL"
+                message = f"{pages} user page{plural(pages)} ({rw}, {x}) marked GLOBAL"
                 yield ctx.finding(self, view, message, group=group)
 
 

@@ -58,7 +58,7 @@ from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.mapper import read_table
 from gdbext.paging import Anomaly, X86PageTable
-from gdbext.render.common import perms
+from gdbext.render.common import perms, plural
 
 __all__ = [
     "PtWritableAliasRule",
@@ -248,7 +248,7 @@ class PtWritableAliasRule:
         return Finding(
             self.id,
             severity,
-            f"recursive {level_name(level)} entry: {n} page-table page{'s' if n != 1 else ''} "
+            f"recursive {level_name(level)} entry: {n} page-table page{plural(n)} "
             f"mapped as data ({access}) at 0x{anomaly.vaddr:x}-0x{end:x}",
             vaddr=anomaly.vaddr,
             end=end,
@@ -269,7 +269,7 @@ class PtWritableAliasRule:
         n = len(hit.tables)
         names = [f"{level_name(level)} 0x{frame:x}" for frame, level, _ in hit.tables]
         shown = ", ".join(names[:_NAMED_IN_MESSAGE]) + (", ..." if n > _NAMED_IN_MESSAGE else "")
-        tables = f"{n} page-table page{'s' if n != 1 else ''} ({shown})"
+        tables = f"{n} page-table page{plural(n)} ({shown})"
         at = where(spans, first, last + SIZE_4K)
         va = places(spans, first, last + SIZE_4K)[0]
         evidence = mapping_lines(spans, first, last + SIZE_4K, "writable at")

@@ -58,7 +58,7 @@ from gdbext.layout import (
     ESPFIX_END,
     linux_layout,
 )
-from gdbext.render.common import perms
+from gdbext.render.common import perms, plural
 
 #: Most bytes of executable kernel-image mapping taken for the entry text (two 2 MiB PMDs).
 ENTRY_TEXT_MAX = 4 << 20
@@ -173,7 +173,7 @@ class PtiRule:
             yield ctx.finding(
                 self,
                 kernel,
-                f"{pages} user page{'s' if pages != 1 else ''} ({access}) executable through the "
+                f"{pages} user page{plural(pages)} ({access}) executable through the "
                 "kernel PGD: PTI marks its copy of user entries NX",
                 group=group,
                 severity=severity,
@@ -257,11 +257,10 @@ class PtiRule:
                 f"is at most 0x{ENTRY_TEXT_MAX:x} (pti=auto without PCID clones _text.."
                 "__end_rodata)"
             )
-        plural = "s" if pages != 1 else ""
         return ctx.finding(
             self,
             user,
-            f"{pages} page{plural} of {what} ({perms(False, run.writable, run.executable)}) "
+            f"{pages} page{plural(pages)} of {what} ({perms(False, run.writable, run.executable)}) "
             f"in the PTI user PGD: {why}",
             group=group,
             severity=severity,
@@ -298,11 +297,11 @@ class PtiRule:
         for group in merge_spans(pieces):
             pages = sum(s.pages for s in group)
             run = group[0].run
-            plural = "s" if pages != 1 else ""
             yield ctx.finding(
                 self,
                 kernel,
-                f"{pages} global kernel page{plural} ({perms(False, run.writable, run.executable)})"
+                f"{pages} global kernel page{plural(pages)} "
+                f"({perms(False, run.writable, run.executable)})"
                 " the PTI user PGD does not map: their TLB entries outlive the switch to it",
                 group=group,
                 severity=Severity.MEDIUM,

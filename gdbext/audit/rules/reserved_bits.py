@@ -56,7 +56,7 @@ from gdbext.audit.spans import LeafSpan, repeats_text
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.paging import Anomaly, X86PageTable
-from gdbext.render.common import perms
+from gdbext.render.common import perms, plural
 
 #: Page-attribute bits of a leaf: PWT, PCD, and PAT (bit 7 of a 4 KiB leaf, 12 of a large one).
 PWT, PCD = 1 << 3, 1 << 4
@@ -294,12 +294,11 @@ class ReservedBitsRule:
         ]
         if span.reps:
             evidence.append(repeats_text(span))
-        plural = "s" if pages != 1 else ""
         return ctx.finding(
             self,
             view,
-            f"{pages} page{plural} ({perms(run.user, run.writable, run.executable)}) outside "
-            f"RAM: {first.what}",
+            f"{pages} page{plural(pages)} ({perms(run.user, run.writable, run.executable)}) "
+            f"outside RAM: {first.what}",
             vaddr=first.vaddr,
             end=end,
             paddr=first.paddr,

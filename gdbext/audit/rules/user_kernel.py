@@ -38,7 +38,7 @@ from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.spans import LeafSpan, merge_spans
 from gdbext.geometry import SIZE_4K
 from gdbext.layout import VSYSCALL_ADDR
-from gdbext.render.common import perms
+from gdbext.render.common import perms, plural
 
 
 def table_names(ctx: AuditContext) -> dict[str, str]:
@@ -117,9 +117,8 @@ class UserKernelRule:
     ) -> Finding:
         pages = sum(s.pages for s in group)
         run = group[0].run
-        plural = "s" if pages != 1 else ""
         access = perms(run.user, run.writable, run.executable)
-        return ctx.finding(self, view, f"{pages} page{plural} ({access}) {why}", group=group)
+        return ctx.finding(self, view, f"{pages} page{plural(pages)} ({access}) {why}", group=group)
 
 
 RULES = (UserKernelRule(),)

@@ -44,6 +44,7 @@ from gdbext.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.errors import GdbextError
 from gdbext.flags import NO_EXECUTE, WRITABLE
 from gdbext.geometry import entry_span, level_name
+from gdbext.render.common import plural
 
 #: Most not-present W+X ranges listed per table (the count has them all).
 NOT_PRESENT_LISTED = 256
@@ -174,7 +175,7 @@ class WxRule:
             yield Finding(
                 self.id,
                 self.severity,
-                f"{pages} {who} page{'s' if pages != 1 else ''} writable and executable through "
+                f"{pages} {who} page{plural(pages)} writable and executable through "
                 f"a recursive {name} entry (page tables and the pages they map, as data)",
                 vaddr=anomaly.vaddr,
                 end=end,
@@ -201,7 +202,7 @@ class WxRule:
             yield Finding(
                 self.id,
                 Severity.LOW,
-                f"{n} {who} page{'s' if n != 1 else ''} not present but writable and "
+                f"{n} {who} page{plural(n)} not present but writable and "
                 "executable by their entries' flags (the kernel's W+X check counts them)",
                 vaddr=r.vaddr,
                 end=r.end,
@@ -222,7 +223,7 @@ class WxRule:
             yield ctx.finding(
                 self,
                 view,
-                f"{pages} {who} page{'s' if pages != 1 else ''} writable and executable",
+                f"{pages} {who} page{plural(pages)} writable and executable",
                 group=group,
                 evidence=hole_evidence(ctx, vaddr, end),
             )
