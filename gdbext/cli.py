@@ -31,7 +31,6 @@ from typing import IO, Any, NoReturn
 
 from gdbext import __version__, commands
 from gdbext.addr import AddrRange
-from gdbext.audit.engine import AuditOptions, run_audit
 from gdbext.audit.model import AuditRule, Severity
 from gdbext.errors import (
     EXIT_BAD_INPUT,
@@ -557,6 +556,9 @@ def _execute(
             _write(out, render_rules(plan.rules, args.format))
             return EXIT_OK
         assert plan.rules is not None
+        # Imported here: the engine (walks, spans, frame index) is not needed to start up.
+        from gdbext.audit.engine import AuditOptions, run_audit
+
         options = AuditOptions(_root(args), args.rules, tuple(args.skip), plan.heap, args.fail_on)
         result = run_audit(target, options, plan.rules)
         status = result.exit_status

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gdbext.audit.engine import AuditResult
 from gdbext.audit.model import AuditRule, Finding, Severity
+
+if TYPE_CHECKING:  # the engine (walks, spans) loads only when an audit runs
+    from gdbext.audit.engine import AuditResult
 
 
 def _hex(value: int | None) -> str | None:
