@@ -18,12 +18,16 @@ AddrRange(start=0x1000, end=0x2000)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gdbext.errors import MisalignedAddressError, NonCanonicalAddressError
 from gdbext.geometry import PAGE_SIZE, geometry
 from gdbext.units import parse_int
+
+_T = TypeVar("_T", bound=type)
 
 U64_MAX = (1 << 64) - 1
 #: Largest physical address width the architecture allows (MAXPHYADDR <= 52).
@@ -151,6 +155,47 @@ class AddrRange:
 
     def __repr__(self) -> str:
         return f"AddrRange(start=0x{self.start:x}, end=0x{self.end:x})"
+
+
+def hex_repr(*names: str) -> Callable[[_T], _T]:
+    """A class decorator: the class's ``repr`` shows the fields ``names`` in hex, others as
+    ``repr`` does, in field order (a NamedTuple's or a dataclass's), ``None`` as ``None``.
+
+    Addresses, entries and page sizes read as people write them (``paddr=0x1000000``, not
+    ``paddr=16777216``); the decorator goes outside ``@dataclass``, which makes its own repr.
+
+    >>> from typing import NamedTuple
+    >>> @hex_repr("vaddr", "size")
+    ... class Leaf(NamedTuple):
+    ...     vaddr: int
+    ...     size: int
+    ...     level: int
+    >>> Leaf(0xffffffff81000000, 4096, 1)
+    Leaf(vaddr=0xffffffff81000000, size=0x1000, level=1)
+    """
+    hexed = frozenset(names)
+
+    def decorate(cls: _T) -> _T:
+        fields: tuple[str, ...] = getattr(cls, "_fields", None) or tuple(
+            f.name for f in dataclasses.fields(cls) if f.repr
+        )
+        unknown = hexed - set(fields)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+
+        def __repr__(self: object) -> str:
+            parts = []
+            for name in fields:
+                value = getattr(self, name)
+                is_number = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                shown = f"0x{value:x}" if name in hexed and is_number else repr(value)
+                parts.append(f"{name}={shown}")
+            return f"{type(self).__name__}({', '.join(parts)})"
+
+        cls.__repr__ = __repr__  # type: ignore[assignment]
+        return cls
+
+    return decorate
 
 
 def merge_ranges(ranges: Iterable[AddrRange]) -> list[AddrRange]:

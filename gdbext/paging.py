@@ -41,7 +41,7 @@ from functools import partial
 from itertools import compress, pairwise, repeat
 from typing import NamedTuple
 
-from gdbext.addr import AddrRange, check_aligned
+from gdbext.addr import AddrRange, check_aligned, hex_repr
 from gdbext.cpu import CpuState
 from gdbext.errors import (
     AlreadyMappedError,
@@ -121,6 +121,7 @@ _BIG_MEMO_TABLES = 64
 FLUSH_PAGE_CEILING = 33
 
 
+@hex_repr("table", "entry")
 class WalkStep(NamedTuple):
     """One level of a walk: the table read, the index used and the raw entry found."""
 
@@ -130,6 +131,7 @@ class WalkStep(NamedTuple):
     entry: int
 
 
+@hex_repr("vaddr", "paddr", "page_size", "entry")
 class Translation(NamedTuple):
     """A successful translation of ``vaddr``."""
 
@@ -156,6 +158,7 @@ class Translation(NamedTuple):
         return self.paddr - (self.vaddr & (self.page_size - 1))
 
 
+@hex_repr("vaddr", "paddr", "page_size", "entry")
 class Mapping(NamedTuple):
     """One leaf: a page of ``page_size`` bytes at ``vaddr`` mapped to ``paddr``."""
 
@@ -178,6 +181,7 @@ _new_step = partial(tuple.__new__, WalkStep)
 _new_translation = partial(tuple.__new__, Translation)
 
 
+@hex_repr("vaddr", "paddr", "page_size", "entry")
 class LeafRun(NamedTuple):
     """``count`` consecutive leaves of one table, contiguous in VA and PA, with equal flags.
 
@@ -229,6 +233,7 @@ class LeafRun(NamedTuple):
 _new_run = partial(tuple.__new__, LeafRun)
 
 
+@hex_repr("vaddr", "end", "table", "first_vaddr", "mapped")
 @dataclass(frozen=True, slots=True)
 class AliasRun:
     """``count`` consecutive entries that link a table already walked elsewhere.
@@ -255,6 +260,7 @@ class AliasRun:
     same_access: bool = True
 
 
+@hex_repr("vaddr", "table", "entry")
 @dataclass(frozen=True, slots=True)
 class Anomaly:
     """Something a walk found and did not follow.
@@ -286,6 +292,7 @@ WalkRecord = LeafRun | AliasRun | Anomaly
 _Batch = list[WalkRecord]
 
 
+@hex_repr("vaddr", "paddr", "page_size", "entry")
 @dataclass(frozen=True, slots=True)
 class Unmapped:
     """What :meth:`X86PageTable.unmap` removed."""

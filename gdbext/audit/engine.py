@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gdbext.addr import hex_repr
 from gdbext.audit.context import AuditContext
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.commands import HeapOptions, RootOptions
@@ -37,6 +38,7 @@ class AuditOptions:
     fail_on: Severity | None = None
 
 
+@hex_repr("root")
 @dataclass
 class AuditResult:
     """Findings (sorted: severity, highest first, then rule, then address) and the summary."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from gdbext.addr import hex_repr
 from gdbext.errors import GdbextError, UsageError
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Severity(IntEnum):
             raise UsageError(f"unknown severity {text!r} (choose from {choices})") from None
 
 
+@hex_repr("vaddr", "end", "paddr", "paddr_end")
 @dataclass(frozen=True)
 class Finding:
     """One thing an audit rule found.
