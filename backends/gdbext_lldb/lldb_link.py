@@ -417,9 +417,14 @@ def state_for(
 
 
 def debugger_of(request: OpenRequest) -> lldb.SBDebugger:
-    """The LLDB session the request names (option ``debugger``, an ``SBDebugger`` ID)."""
+    """The LLDB session the request names (option ``debugger``, an ``SBDebugger`` ID), else
+    the one running the Python code (``lldb.debugger``: LLDB sets it for ``script`` and for
+    scripts it runs), so that ``gdbext.open(backend="lldb")`` needs no ID."""
     text = request.options.get("debugger")
     if text is None:
+        current = getattr(lldb, "debugger", None)
+        if current is not None and current.IsValid():
+            return current
         raise UsageError(
             "the lldb backend needs --debugger ID (the pt-* commands in LLDB give their own)"
         )
