@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Mappings", "OpenedTarget", "PageTable", "open_target"]
 
+#: Default bound on the leaves :meth:`PageTable.walk` returns: a list holds each (about 230
+#: bytes a leaf), so the bound is lower than the streaming command line's (2,097,152 leaves,
+#: about 470 MB; a kernel with 128 MiB has 73,000, ESPFIX's 65,536 included).
+WALK_MAX_LEAVES = 1 << 21
+
 #: An address as the API takes it: an int, or text as the command line takes it (``"0x..."``).
 Address = int | str
 
@@ -95,6 +100,8 @@ def _option_text(value: str | int) -> str:
 def _address(value: object, what: str) -> int:
     """An address from an int or from text (``"0xffffffff81000000"``); :class:`UsageError`
     for anything else."""
+    if type(value) is int and value >= 0:
+        return value
     if isinstance(value, int | str) and not isinstance(value, bool):
         try:
             return parse_int(value)
@@ -237,7 +244,11 @@ class PageTable:
             outside RAM or not in the dump, :class:`~gdbext.errors.NonCanonicalAddressError`.
         """
         address = _address(vaddr, "translate")
-        with self._opened._scope() as target:
+        opened = self._opened
+        if not opened.live:  # no scope to enter: the cached table, as fast as the engine
+            opened.target  # noqa: B018  (raises UsageError once closed)
+            return self._table.translate(address)
+        with opened._scope() as target:
             return self._current(target).translate(address)
 
     def walk(
@@ -246,13 +257,14 @@ class PageTable:
         *,
         filter: str | None = None,
         has: Address | None = None,
-        max_leaves: int | None = commands.DEFAULT_MAX_LEAVES,
+        max_leaves: int | None = WALK_MAX_LEAVES,
     ) -> Mappings:
         """Every leaf, as ``walk --no-merge --json`` lists them (the lines of QEMU's ``info
         tlb``), with the walk's options: ``range`` (``(start, end)``, ``"START-END"`` or
         ``"START+SIZE"``), ``filter`` (``"wx"``, ``"u,x"``...: effective permissions),
-        ``has`` (the merged mapping holding that address) and ``max_leaves`` (``None``: no
-        bound). The walk prunes as the command line's does.
+        ``has`` (the merged mapping holding that address) and ``max_leaves`` (default
+        :data:`WALK_MAX_LEAVES`; ``None``: no bound; past it,
+        :class:`~gdbext.errors.WalkLimitError`). The walk prunes as the command line's does.
         """
         perm = None
         if filter is not None:
@@ -268,11 +280,15 @@ class PageTable:
             has=None if has is None else _address(has, "has"),
         )
         found = Mappings()
+        append, extend, new = found.append, found.extend, tuple.__new__
         with self._opened._scope() as target:
             result = commands.walk(target, options)
             for record in result.runs():
                 if type(record) is LeafRun:
-                    found.extend(record.mappings())
+                    if record.count == 1:  # most runs of a kernel (ESPFIX's 65,536 aliases)
+                        append(new(Mapping, (record[0], record[1], *record[3:])))
+                    else:
+                        extend(record.mappings())
                 elif type(record) is Anomaly:
                     found.anomalies.append(record)
         return found
