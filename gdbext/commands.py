@@ -15,7 +15,12 @@ from typing import Literal
 from gdbext.addr import AddrRange
 from gdbext.bootinfo import BootInfo, parse_bootinfo
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
-from gdbext.e820 import choose_boot_params, read_boot_params, scan_boot_params
+from gdbext.e820 import (
+    choose_boot_params,
+    kernel_boot_params,
+    read_boot_params,
+    scan_boot_params,
+)
 from gdbext.errors import (
     GdbextError,
     InputError,
@@ -476,8 +481,13 @@ def _e820(target: Target, options: HeapOptions) -> tuple[list[MemoryRegion], str
             "--memmap e820: this target does not say where its RAM is, so it cannot be scanned "
             "for boot_params; give its physical address with --at ADDR"
         )
+    image = _kernel_image(target, options.root)
+    kernels = kernel_boot_params(target.mapper, image, target.ram)
+    if kernels is not None:
+        return kernels.regions(), (
+            f"e820 table of boot_params at 0x{kernels.paddr:x} (the kernel's copy, in its image)"
+        )
     found, scanned = scan_boot_params(target.mapper, target.ram)
-    image = _kernel_image(target, options.root) if found else []
     params = choose_boot_params(found, image, scanned)
     which = (
         "the kernel's copy"

@@ -5,8 +5,14 @@ Linux on x86 receives its physical memory map from the firmware as e820 entries 
 into its own ``boot_params`` variable early in boot. Both copies stay in memory, so a dump of a
 running kernel holds the map. :func:`scan_boot_params` finds candidates by the setup header's
 magic ``"HdrS"`` and validates them; :func:`choose_boot_params` prefers the kernel's own copy
-(the one inside the kernel image); :meth:`BootParams.regions` converts the entries to the heap
-locator's :class:`~gdbext.heap.MemoryRegion` (type 1, RAM, is ``Usable``).
+(the one inside the kernel image); :func:`kernel_boot_params` finds that copy without reading
+the rest of RAM: it searches the kernel image from its top down (the copy lives in ``.bss``, near
+the image's end), and its answer is the one :func:`choose_boot_params` would make of a full scan.
+:meth:`BootParams.regions` converts the entries to the heap locator's
+:class:`~gdbext.heap.MemoryRegion` (type 1, RAM, is ``Usable``).
+
+Scans read only what the mapper can read (:func:`~gdbext.mapper.readable_ranges`): a kdump that
+describes 64 GiB and holds 63 pages costs 63 pages.
 
 Everything here is a pure function over a :class:`~gdbext.mapper.PhysMapper` and RAM ranges.
 
@@ -29,13 +35,14 @@ from dataclasses import dataclass
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotFoundError, PhysMemoryError
 from gdbext.heap import USABLE, MemoryRegion
-from gdbext.mapper import PhysMapper
+from gdbext.mapper import PhysMapper, readable_ranges
 
 __all__ = [
     "BootParams",
     "E820Entry",
     "choose_boot_params",
     "e820_kind",
+    "kernel_boot_params",
     "parse_boot_params",
     "read_boot_params",
     "scan_boot_params",
@@ -182,8 +189,9 @@ def read_boot_params(mapper: PhysMapper, paddr: int) -> BootParams:
 
 
 def _readable_chunks(mapper: PhysMapper, ram: Iterable[AddrRange]) -> Iterator[tuple[int, bytes]]:
-    """``(paddr, bytes)`` of the readable (captured) memory in ``ram``, in chunks."""
-    for r in ram:
+    """``(paddr, bytes)`` of the readable (captured) memory in ``ram``, in chunks: the parts
+    the mapper says it can read, and of those the pages whose reads succeed."""
+    for r in readable_ranges(mapper, ram):
         start = (r.start + _PAGE - 1) & ~(_PAGE - 1)
         end = r.end & ~(_PAGE - 1)
         for chunk in range(start, end, SCAN_CHUNK):
@@ -248,7 +256,7 @@ def _setup_magic(
     """
     finder = getattr(mapper, "find", None)
     if callable(finder):
-        for r in ram:
+        for r in readable_ranges(mapper, ram):
             scan.scanned += r.end - r.start
             pos = r.start
             while scan.hits < MAX_HITS and (at := finder(SETUP_MAGIC, pos, r.end)) >= 0:
@@ -263,6 +271,62 @@ def _setup_magic(
             inside = start >= 0 and start + BOOT_PARAMS_SIZE <= len(data)
             yield base + pos, data[start : start + BOOT_PARAMS_SIZE] if inside else None
             pos = data.find(SETUP_MAGIC, pos + 1)
+
+
+def kernel_boot_params(
+    mapper: PhysMapper, kernel_image: Sequence[AddrRange], ram: Sequence[AddrRange]
+) -> BootParams | None:
+    """The kernel's own boot_params, searched for in ``kernel_image`` only; ``None`` if none.
+
+    :param kernel_image: the physical ranges of the kernel image (its mapping at
+        ``__START_KERNEL_map``).
+    :param ram: the RAM ranges; only the parts of the image inside them are read.
+
+    The copy lives in the image's ``.bss``, near the top of the image, so each range is read
+    from its top down, :data:`SCAN_CHUNK` at a time, and the search stops at the first valid
+    copy: on a live target that is a few MiB instead of all of RAM. The result is the highest
+    valid copy that lies wholly inside one range, which is what :func:`choose_boot_params`
+    picks from a scan of all memory whenever that scan finds a copy inside the image.
+    """
+    parts = [
+        AddrRange(max(i.start, r.start), min(i.end, r.end))
+        for i in kernel_image
+        for r in ram
+        if max(i.start, r.start) < min(i.end, r.end)
+    ]
+    for image in sorted(parts, key=lambda r: r.end, reverse=True):
+        for piece in sorted(readable_ranges(mapper, [image]), key=lambda r: r.end, reverse=True):
+            found = _highest_in(mapper, piece)
+            if found is not None:
+                return found
+    return None
+
+
+def _highest_in(mapper: PhysMapper, piece: AddrRange) -> BootParams | None:
+    """The highest valid boot_params wholly inside ``piece`` (readable), top down."""
+    top = piece.end
+    while top > piece.start:
+        low = max(piece.start, top - SCAN_CHUNK)
+        # Candidates start in [low, top); their 4 KiB may reach past top.
+        end = min(piece.end, top + BOOT_PARAMS_SIZE)
+        try:
+            data = mapper.read(low, end - low)
+        except PhysMemoryError:
+            return None
+        best: BootParams | None = None
+        pos = data.find(SETUP_MAGIC)
+        while pos >= 0:
+            paddr = low + pos - HEADER_OFFSET
+            if low <= paddr < top and paddr % BOOT_PARAMS_ALIGN == 0:
+                offset = paddr - low
+                candidate = parse_boot_params(data[offset : offset + BOOT_PARAMS_SIZE], paddr)
+                if candidate is not None:
+                    best = candidate
+            pos = data.find(SETUP_MAGIC, pos + 1)
+        if best is not None:
+            return best
+        top = low
+    return None
 
 
 def _inside(paddr: int, ranges: Sequence[AddrRange]) -> bool:
