@@ -10,7 +10,7 @@ format carries them, notes; this module turns notes into CPU state, details and 
   gets CR3 = the kernel's root table and CR4.LA57 from ``pgtable_l5_enabled``; CR0, EFER and the
   other CR4 bits are unknown (``None``). Without either, CR3 is unknown and ``--cr3`` is needed.
 - **VMCOREINFO.** From the note (ELF, kdump). Without a note it is searched for in RAM
-  (:func:`gdbext_dump.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
+  (:func:`gdbext.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
   state depends on it, else on first use of a VMCOREINFO hint or detail (so a walk of a QEMU
   dump without the note does not pay for the scan).
 - **Hints** (``Target.hints``): ``kernel_root``, ``kernel_levels``, ``kernel_offset``,
@@ -36,7 +36,7 @@ from gdbext_dump.lime import open_lime
 from gdbext_dump.notes import DumpNotes, parse_notes
 from gdbext_dump.raw import open_raw
 from gdbext_dump.segments import SegmentMapper
-from gdbext_dump.vmcoreinfo import (
+from gdbext.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
     VmcoreInfo,
     find_vmcoreinfo,
