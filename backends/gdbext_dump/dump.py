@@ -28,7 +28,7 @@ from typing import Protocol, TypeVar
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
-from gdbext.mapper import PhysMapper
+from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.target import Target
 from gdbext_dump.detect import detect_format
 from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
@@ -265,7 +265,10 @@ class _VmcoreinfoSource:
             self._done = True
             opened = self._opened
             found = find_vmcoreinfo(
-                opened.mapper.read, opened.ram, find=opened.find, limit=DEFAULT_SCAN_LIMIT
+                opened.mapper.read,
+                readable_ranges(opened.mapper, opened.ram),
+                find=opened.find,
+                limit=DEFAULT_SCAN_LIMIT,
             )
             if found is not None:
                 paddr, text = found
