@@ -28,9 +28,10 @@ from gdbext.errors import (
     TranslationError,
     UsageError,
 )
-from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
+from gdbext.kernelimage import KERNEL_IMAGE_VA as KERNEL_IMAGE_VA  # re-exported (audit rules)
+from gdbext.kernelimage import bss_first, image_parts
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
 from gdbext.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
@@ -387,9 +388,6 @@ def translate(
 
 #: ``HeapOptions.phys_offset``: find the direct map's base from the page tables.
 AUTO: Literal["auto"] = "auto"
-#: Where Linux maps its image (``__START_KERNEL_map``): the e820 scan prefers the boot_params
-#: copy mapped here (the kernel's own).
-KERNEL_IMAGE_VA = AddrRange(0xFFFF_FFFF_8000_0000, 0xFFFF_FFFF_C000_0000)
 
 
 @dataclass(frozen=True)
@@ -516,14 +514,11 @@ def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
 
 
 def _kernel_image(target: Target, root: RootOptions) -> list[AddrRange]:
-    """Physical ranges that the kernel-image mapping covers; empty if the tables cannot say."""
+    """Physical ranges that the kernel-image mapping covers, in the order a search for a
+    ``.bss`` variable takes (:func:`~gdbext.kernelimage.bss_first`); empty if the tables
+    cannot say."""
     try:
-        pt = _kernel_table(target, root)
-        return [
-            AddrRange(r.paddr, r.paddr + r.size)
-            for r in pt.iter_runs(KERNEL_IMAGE_VA, ignore=ACCESSED_DIRTY)
-            if type(r) is LeafRun
-        ]
+        return bss_first(image_parts(_kernel_table(target, root)))
     except (GdbextError, ValueError):
         return []
 

@@ -30,12 +30,6 @@ from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.target import Target
-from gdbext_dump.detect import detect_format
-from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
-from gdbext_dump.lime import open_lime
-from gdbext_dump.notes import DumpNotes, parse_notes
-from gdbext_dump.raw import open_raw
-from gdbext_dump.segments import SegmentMapper
 from gdbext.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
     VmcoreInfo,
@@ -44,6 +38,12 @@ from gdbext.vmcoreinfo import (
     kernel_root,
     parse_vmcoreinfo,
 )
+from gdbext_dump.detect import detect_format
+from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
+from gdbext_dump.lime import open_lime
+from gdbext_dump.notes import DumpNotes, parse_notes
+from gdbext_dump.raw import open_raw
+from gdbext_dump.segments import SegmentMapper
 
 #: Hints that come from VMCOREINFO (resolved lazily when it must be searched for in RAM).
 VMCOREINFO_HINTS = frozenset({"kernel_root", "kernel_levels", "kernel_offset", "vmcoreinfo"})
