@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
 from gdbext.mapper import PhysMapper, readable_ranges
-from gdbext.target import Target
+from gdbext.target import LazyMapping, Target
 from gdbext.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
+    VMCOREINFO_HINTS,
     VmcoreInfo,
     find_vmcoreinfo,
     hints_from_vmcoreinfo,
@@ -45,8 +46,6 @@ from gdbext_dump.notes import DumpNotes, parse_notes
 from gdbext_dump.raw import open_raw
 from gdbext_dump.segments import SegmentMapper
 
-#: Hints that come from VMCOREINFO (resolved lazily when it must be searched for in RAM).
-VMCOREINFO_HINTS = frozenset({"kernel_root", "kernel_levels", "kernel_offset", "vmcoreinfo"})
 #: Per-CPU register lines in ``details`` are given for at most this many CPUs.
 MAX_CPU_DETAILS = 16
 _MACHINES = {EM_X86_64: "EM_X86_64", EM_386: "EM_386"}
@@ -303,47 +302,6 @@ class _VmcoreinfoSource:
         return details
 
 
-V = TypeVar("V")
-
-
-class _LazyMapping(Mapping[str, V]):
-    """A mapping whose ``lazy`` part is computed on the first look-up that needs it.
-
-    :param static: entries known at open time.
-    :param lazy: computes the other entries (called at most once).
-    :param lazy_keys: keys that need ``lazy``; ``None``: any key not in ``static``.
-    """
-
-    def __init__(
-        self,
-        static: dict[str, V],
-        lazy: Callable[[], Mapping[str, V]],
-        lazy_keys: frozenset[str] | None = None,
-    ) -> None:
-        self._static = static
-        self._lazy: Callable[[], Mapping[str, V]] | None = lazy
-        self._keys = lazy_keys
-
-    def _resolve(self) -> dict[str, V]:
-        if self._lazy is not None:
-            lazy, self._lazy = self._lazy, None
-            self._static = {**self._static, **lazy()}
-        return self._static
-
-    def __getitem__(self, key: str) -> V:
-        if key in self._static:
-            return self._static[key]
-        if self._lazy is not None and (self._keys is None or key in self._keys):
-            return self._resolve()[key]
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._resolve())
-
-    def __len__(self) -> int:
-        return len(self._resolve())
-
-
 def _cpus(notes: DumpNotes, vmcoreinfo: _VmcoreinfoSource) -> tuple[list[CpuState], str]:
     """CPU states and how they were obtained."""
     if notes.qemu:
@@ -397,8 +355,8 @@ def _target(path: str, opened: _Opened) -> Target:
         hints = source.hints()
         all_details = details | source.details()
     else:
-        hints = _LazyMapping({}, source.hints, VMCOREINFO_HINTS)
-        all_details = _LazyMapping(details, source.details)
+        hints = LazyMapping({}, source.hints, VMCOREINFO_HINTS)
+        all_details = LazyMapping(details, source.details)
     return Target(
         backend="core",
         description=path,
