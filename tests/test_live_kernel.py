@@ -42,7 +42,7 @@ def dump_facts(path: Path) -> tuple[dict[str, str], list[int]]:
         elf = ELFFile(f)
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_NOTE":
-                for note in seg.iter_notes():
+                for note in seg.iter_notes():  # type: ignore[attr-defined]  # a NoteSegment
                     if note["n_name"] == "VMCOREINFO":
                         desc = note["n_desc"]
                         text = desc if isinstance(desc, str) else desc.decode()
