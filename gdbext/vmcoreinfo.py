@@ -356,6 +356,9 @@ def _text_at(read: Callable[[int, int], bytes], paddr: int, end: int) -> bytes |
 
 #: Bytes of the kernel image read per step of :func:`find_vmcoreinfo_by_pointer`.
 POINTER_CHUNK = 1 << 20
+#: Default cap on the bytes :func:`find_vmcoreinfo_by_pointer` reads (Linux's writable image
+#: is about 30 MiB; another kernel mapped at -2 GiB may map far more there).
+POINTER_SCAN_LIMIT = 64 << 20
 #: Offset of the text in the ``vmcoreinfo_note`` page: ``Elf64_Nhdr`` (12 bytes), then the name
 #: ``"VMCOREINFO\0"`` padded to 12.
 NOTE_TEXT_OFFSET = 24
@@ -376,6 +379,8 @@ def find_vmcoreinfo_by_pointer(
     ranges: Iterable[AddrRange],
     direct_map: int,
     ram_end: int,
+    *,
+    limit: int = POINTER_SCAN_LIMIT,
 ) -> PointerHit | None:
     """Find VMCOREINFO through the kernel's own variables that point to it.
 
@@ -392,6 +397,7 @@ def find_vmcoreinfo_by_pointer(
         its top down, in the order given.
     :param direct_map: the direct map's base (``page_offset_base``).
     :param ram_end: the end of RAM: pointers beyond it are not candidates.
+    :param limit: at most this many bytes are read for the search (candidates' pages aside).
     :returns: the first hit, or ``None``.
 
     Cost: one pass over the ranges until the hit (on Debian's 6.1, 6 of the image's 19 MiB of
@@ -399,10 +405,12 @@ def find_vmcoreinfo_by_pointer(
     direct map's addresses, and a 4 KiB read per candidate.
     """
     tops = sorted({_U64.pack(direct_map + pa)[5:] for pa in (0, max(ram_end - 1, 0))})
+    budget = limit
     for r in ranges:
         top = r.end & ~7
-        while top > r.start:
-            low = max(r.start, top - POINTER_CHUNK) & ~7
+        while top > r.start and budget > 0:
+            low = max(r.start, top - min(POINTER_CHUNK, budget)) & ~7
+            budget -= top - low
             lo, hi = max(r.start, low - 8), min(r.end, top + 8)
             try:
                 data = read(lo, hi - lo)
@@ -424,6 +432,8 @@ def _pointer_in(
     tops: list[bytes],
     direct_map: int,
     ram_end: int,
+    *,
+    limit: int = POINTER_SCAN_LIMIT,
 ) -> PointerHit | None:
     """The first hit among the pointers that start in ``[low, top)`` (``data`` is read at
     ``base`` and holds 8 bytes either side where it can), highest first."""
