@@ -33,6 +33,7 @@ from gdbext.vmcoreinfo import (
     kernel_root,
     parse_vmcoreinfo,
 )
+from gdbext_gdb.link import TargetLostError
 
 #: Under PTI a CPU in user mode runs on the user half of the PGD pair (root | 0x1000), which
 #: maps little of the kernel image; the kernel half is the page before it.
@@ -97,6 +98,8 @@ class LiveVmcoreinfo:
             return None
         try:
             return self._search(cpu)
+        except TargetLostError:
+            raise
         except (GdbextError, ValueError) as exc:
             self.origin = f"not found ({exc})"
             return None
