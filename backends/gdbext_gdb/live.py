@@ -24,15 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from gdbext.cpu import CpuState
 from gdbext.errors import PhysMemoryError, ReadOnlyError, UsageError
 from gdbext.target import LazyMapping, OpenRequest, Target
 from gdbext.units import parse_int
-from gdbext.vmcoreinfo import VMCOREINFO_HINTS
 from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
-from gdbext_gdb.livekernel import LiveVmcoreinfo
 from gdbext_gdb.phymem import ModeBracket, PhyMemMode
 from gdbext_gdb.ram import RamRanges, parse_mtree_ram
 from gdbext_gdb.readpath import (
@@ -42,6 +40,9 @@ from gdbext_gdb.readpath import (
     XpReader,
     xp_available,
 )
+
+if TYPE_CHECKING:
+    from gdbext_gdb.livekernel import LiveVmcoreinfo
 
 BACKEND = "gdb"
 PAGE = 4096
@@ -297,7 +298,17 @@ class LiveState:
         self._symbol_base: int | None = None
         self._is_linux: bool | None = None
         self._reader_key: tuple[str | None, int | None] | None = None
-        self.vmcoreinfo = LiveVmcoreinfo(self.mapper, self._ram_end)
+        self._vmcoreinfo: LiveVmcoreinfo | None = None
+
+    @property
+    def vmcoreinfo(self) -> LiveVmcoreinfo:
+        """The kernel's VMCOREINFO, found in memory when first asked for (imported then: the
+        debuggers load this module at start-up)."""
+        if self._vmcoreinfo is None:
+            from gdbext_gdb.livekernel import LiveVmcoreinfo
+
+            self._vmcoreinfo = LiveVmcoreinfo(self.mapper, self._ram_end)
+        return self._vmcoreinfo
 
     @property
     def stats(self) -> ReadStats:
@@ -308,7 +319,8 @@ class LiveState:
         exit)."""
         self.mapper.clear()
         self._cpus.clear()
-        self.vmcoreinfo.invalidate()
+        if self._vmcoreinfo is not None:
+            self._vmcoreinfo.invalidate()
 
     def forget_cpus(self) -> None:
         """Drop the CPU states only, so that they are read again (LLDB: a register write fires
@@ -433,6 +445,8 @@ class LiveState:
             hints["selected_cpu"] = threads.index(selected)
         if isinstance(reader, DirectMapReader):
             hints["direct_map_base"] = reader.base
+        from gdbext.vmcoreinfo import VMCOREINFO_HINTS
+
         cpus = LiveCpus(self, threads)
         index = hints.get("selected_cpu", 0)
         vmcoreinfo = self.vmcoreinfo
