@@ -15,7 +15,12 @@ from typing import Literal
 from gdbext.addr import AddrRange
 from gdbext.bootinfo import BootInfo, parse_bootinfo
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
-from gdbext.e820 import choose_boot_params, read_boot_params, scan_boot_params
+from gdbext.e820 import (
+    choose_boot_params,
+    kernel_boot_params,
+    read_boot_params,
+    scan_boot_params,
+)
 from gdbext.errors import (
     GdbextError,
     InputError,
@@ -23,9 +28,10 @@ from gdbext.errors import (
     TranslationError,
     UsageError,
 )
-from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
+from gdbext.kernelimage import KERNEL_IMAGE_VA as KERNEL_IMAGE_VA  # re-exported (audit rules)
+from gdbext.kernelimage import bss_first, image_parts
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
 from gdbext.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
@@ -382,9 +388,6 @@ def translate(
 
 #: ``HeapOptions.phys_offset``: find the direct map's base from the page tables.
 AUTO: Literal["auto"] = "auto"
-#: Where Linux maps its image (``__START_KERNEL_map``): the e820 scan prefers the boot_params
-#: copy mapped here (the kernel's own).
-KERNEL_IMAGE_VA = AddrRange(0xFFFF_FFFF_8000_0000, 0xFFFF_FFFF_C000_0000)
 
 
 @dataclass(frozen=True)
@@ -476,8 +479,13 @@ def _e820(target: Target, options: HeapOptions) -> tuple[list[MemoryRegion], str
             "--memmap e820: this target does not say where its RAM is, so it cannot be scanned "
             "for boot_params; give its physical address with --at ADDR"
         )
+    image = _kernel_image(target, options.root)
+    kernels = kernel_boot_params(target.mapper, image, target.ram)
+    if kernels is not None:
+        return kernels.regions(), (
+            f"e820 table of boot_params at 0x{kernels.paddr:x} (the kernel's copy, in its image)"
+        )
     found, scanned = scan_boot_params(target.mapper, target.ram)
-    image = _kernel_image(target, options.root) if found else []
     params = choose_boot_params(found, image, scanned)
     which = (
         "the kernel's copy"
@@ -506,14 +514,11 @@ def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
 
 
 def _kernel_image(target: Target, root: RootOptions) -> list[AddrRange]:
-    """Physical ranges that the kernel-image mapping covers; empty if the tables cannot say."""
+    """Physical ranges that the kernel-image mapping covers, in the order a search for a
+    ``.bss`` variable takes (:func:`~gdbext.kernelimage.bss_first`); empty if the tables
+    cannot say."""
     try:
-        pt = _kernel_table(target, root)
-        return [
-            AddrRange(r.paddr, r.paddr + r.size)
-            for r in pt.iter_runs(KERNEL_IMAGE_VA, ignore=ACCESSED_DIRTY)
-            if type(r) is LeafRun
-        ]
+        return bss_first(image_parts(_kernel_table(target, root)))
     except (GdbextError, ValueError):
         return []
 

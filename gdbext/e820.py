@@ -5,8 +5,15 @@ Linux on x86 receives its physical memory map from the firmware as e820 entries 
 into its own ``boot_params`` variable early in boot. Both copies stay in memory, so a dump of a
 running kernel holds the map. :func:`scan_boot_params` finds candidates by the setup header's
 magic ``"HdrS"`` and validates them; :func:`choose_boot_params` prefers the kernel's own copy
-(the one inside the kernel image); :meth:`BootParams.regions` converts the entries to the heap
-locator's :class:`~gdbext.heap.MemoryRegion` (type 1, RAM, is ``Usable``).
+(the one inside the kernel image); :func:`kernel_boot_params` finds that copy without reading
+the rest of RAM: it searches the kernel image's ranges in a given order (``.bss`` first, see
+:mod:`gdbext.kernelimage`), and its answer is the one :func:`choose_boot_params` would make of a
+full scan.
+:meth:`BootParams.regions` converts the entries to the heap locator's
+:class:`~gdbext.heap.MemoryRegion` (type 1, RAM, is ``Usable``).
+
+Scans read only what the mapper can read (:func:`~gdbext.mapper.readable_ranges`): a kdump that
+describes 64 GiB and holds 63 pages costs 63 pages.
 
 Everything here is a pure function over a :class:`~gdbext.mapper.PhysMapper` and RAM ranges.
 
@@ -29,13 +36,14 @@ from dataclasses import dataclass
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotFoundError, PhysMemoryError
 from gdbext.heap import USABLE, MemoryRegion
-from gdbext.mapper import PhysMapper
+from gdbext.mapper import PhysMapper, readable_ranges
 
 __all__ = [
     "BootParams",
     "E820Entry",
     "choose_boot_params",
     "e820_kind",
+    "kernel_boot_params",
     "parse_boot_params",
     "read_boot_params",
     "scan_boot_params",
@@ -84,6 +92,8 @@ E820_TYPES = {
 
 #: Bytes read per step of the scan (pages that cannot be read are then tried one by one).
 SCAN_CHUNK = 1 << 20
+#: The first read of a kernel-image search: the copy tends to lie near where it starts.
+FIRST_CHUNK = 64 << 10
 _PAGE = 0x1000
 #: At most this many magic hits are validated (memory full of copies is not a reason to hang).
 MAX_HITS = 1 << 16
@@ -182,8 +192,9 @@ def read_boot_params(mapper: PhysMapper, paddr: int) -> BootParams:
 
 
 def _readable_chunks(mapper: PhysMapper, ram: Iterable[AddrRange]) -> Iterator[tuple[int, bytes]]:
-    """``(paddr, bytes)`` of the readable (captured) memory in ``ram``, in chunks."""
-    for r in ram:
+    """``(paddr, bytes)`` of the readable (captured) memory in ``ram``, in chunks: the parts
+    the mapper says it can read, and of those the pages whose reads succeed."""
+    for r in readable_ranges(mapper, ram):
         start = (r.start + _PAGE - 1) & ~(_PAGE - 1)
         end = r.end & ~(_PAGE - 1)
         for chunk in range(start, end, SCAN_CHUNK):
@@ -248,7 +259,7 @@ def _setup_magic(
     """
     finder = getattr(mapper, "find", None)
     if callable(finder):
-        for r in ram:
+        for r in readable_ranges(mapper, ram):
             scan.scanned += r.end - r.start
             pos = r.start
             while scan.hits < MAX_HITS and (at := finder(SETUP_MAGIC, pos, r.end)) >= 0:
@@ -265,20 +276,83 @@ def _setup_magic(
             pos = data.find(SETUP_MAGIC, pos + 1)
 
 
-def _inside(paddr: int, ranges: Sequence[AddrRange]) -> bool:
-    return any(r.start <= paddr and paddr + BOOT_PARAMS_SIZE <= r.end for r in ranges)
+def kernel_boot_params(
+    mapper: PhysMapper, kernel_image: Sequence[AddrRange], ram: Sequence[AddrRange]
+) -> BootParams | None:
+    """The kernel's own boot_params, searched for in ``kernel_image`` only; ``None`` if none.
+
+    :param kernel_image: the physical ranges of the kernel image (its mapping at
+        ``__START_KERNEL_map``), in the order to search them (see
+        :func:`gdbext.kernelimage.bss_first`).
+    :param ram: the RAM ranges; only the parts of the image inside them are read.
+
+    Each range is read from its bottom up, in chunks that grow from :data:`FIRST_CHUNK` to
+    :data:`SCAN_CHUNK`, and the search stops at the first valid copy wholly inside the range:
+    the copy :func:`choose_boot_params` picks from a scan of all memory whenever that scan finds
+    one inside the image. On a live target that is a few KiB instead of all of RAM.
+    """
+    for image in kernel_image:
+        parts = [
+            AddrRange(max(image.start, r.start), min(image.end, r.end))
+            for r in sorted(ram)
+            if max(image.start, r.start) < min(image.end, r.end)
+        ]
+        for piece in readable_ranges(mapper, parts):
+            found = _lowest_in(mapper, piece)
+            if found is not None:
+                return found
+    return None
+
+
+def _lowest_in(mapper: PhysMapper, piece: AddrRange) -> BootParams | None:
+    """The lowest valid boot_params wholly inside ``piece`` (readable), bottom up."""
+    low = piece.start
+    chunk = FIRST_CHUNK
+    while low < piece.end:
+        top = min(piece.end, low + chunk)
+        # Candidates start in [low, top); their 4 KiB may reach past top.
+        end = min(piece.end, top + BOOT_PARAMS_SIZE)
+        try:
+            data = mapper.read(low, end - low)
+        except PhysMemoryError:
+            return None
+        pos = data.find(SETUP_MAGIC)
+        while pos >= 0:
+            paddr = low + pos - HEADER_OFFSET
+            if low <= paddr < top and paddr % BOOT_PARAMS_ALIGN == 0:
+                offset = paddr - low
+                candidate = parse_boot_params(data[offset : offset + BOOT_PARAMS_SIZE], paddr)
+                if candidate is not None:
+                    return candidate
+            pos = data.find(SETUP_MAGIC, pos + 1)
+        low = top
+        chunk = min(chunk * 2, SCAN_CHUNK)
+    return None
+
+
+def _rank(paddr: int, ranges: Sequence[AddrRange]) -> int:
+    """The index of the first of ``ranges`` that holds the 4 KiB at ``paddr``, else len."""
+    for i, r in enumerate(ranges):
+        if r.start <= paddr and paddr + BOOT_PARAMS_SIZE <= r.end:
+            return i
+    return len(ranges)
 
 
 def choose_boot_params(
     found: Sequence[BootParams], kernel_image: Sequence[AddrRange] = (), scanned: int = 0
 ) -> BootParams:
     """The kernel's own copy among ``found``: one inside ``kernel_image`` (the physical ranges
-    of the kernel image) if any, else the one at the highest address (a bootloader's zero page
-    sits low). :class:`~gdbext.errors.NotFoundError` if ``found`` is empty."""
+    of the kernel image, in search order) if any, the one in the earliest range and lowest
+    there (as :func:`kernel_boot_params` finds it); else the one at the highest address (a
+    bootloader's zero page sits low). :class:`~gdbext.errors.NotFoundError` if ``found`` is
+    empty."""
     if not found:
         raise NotFoundError(
             f"no Linux boot_params (setup header {SETUP_MAGIC.decode()!r} at +0x{HEADER_OFFSET:x} "
             f"with a valid e820 table) in the {scanned >> 20} MiB of readable memory scanned; "
             "give its physical address with --at ADDR"
         )
-    return max(found, key=lambda bp: (_inside(bp.paddr, kernel_image), bp.paddr))
+    inside = [bp for bp in found if _rank(bp.paddr, kernel_image) < len(kernel_image)]
+    if inside:
+        return min(inside, key=lambda bp: (_rank(bp.paddr, kernel_image), bp.paddr))
+    return max(found, key=lambda bp: bp.paddr)

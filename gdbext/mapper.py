@@ -6,14 +6,19 @@ back 4 KiB frames for page tables.
 
 A mapper that must never be written (a dump, a live target the user did not open for writing)
 sets ``read_only = True`` and raises :class:`~gdbext.errors.ReadOnlyError` from ``write``;
-:func:`is_read_only` reads that attribute without making it part of the protocol.
+:func:`is_read_only` reads that attribute without making it part of the protocol. Likewise a
+mapper that knows which parts of its RAM it can read (a kdump holds the pages it dumped, nothing
+else) may define ``readable_ranges``, which :func:`readable_ranges` asks for, so that a scan of
+memory skips what is not there in one step per hole.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
+from gdbext.addr import AddrRange
 from gdbext.geometry import ENTRIES_PER_TABLE, TABLE_SIZE
 
 TABLE_STRUCT = struct.Struct(f"<{ENTRIES_PER_TABLE}Q")
@@ -59,6 +64,27 @@ def is_captured(mapper: PhysMapper, paddr: int) -> bool:
     """
     probe = getattr(mapper, "is_captured", None)
     return True if probe is None else bool(probe(paddr))
+
+
+def readable_ranges(mapper: PhysMapper, ranges: Iterable[AddrRange]) -> Iterator[AddrRange]:
+    """The parts of ``ranges`` that ``mapper`` can read, in order (empty parts left out).
+
+    Dump mappers may define ``readable_ranges(start, end)``: the readable parts of ``[start,
+    end)`` in address order, each hole skipped in one step (a kdump of 64 GiB that holds 63
+    pages yields a few runs, not 16 million page checks). Every other mapper reads what it has:
+    ``ranges`` come back as they are, and a read there may still fail.
+    """
+    probe = getattr(mapper, "readable_ranges", None)
+    for r in ranges:
+        if not r:
+            continue
+        if probe is None:
+            yield r
+            continue
+        for part in probe(r.start, r.end):
+            start, end = max(part.start, r.start), min(part.end, r.end)
+            if start < end:
+                yield AddrRange(start, end)
 
 
 def read_table(mapper: PhysMapper, paddr: int) -> tuple[int, ...]:

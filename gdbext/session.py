@@ -76,6 +76,17 @@ SUMMARIES: dict[str, str] = {
 
 #: Seconds a command runs before progress is reported, and between two reports.
 PROGRESS_AFTER = 1.0
+#: The same when the reports go to a file or a pipe (a batch log), not to a terminal.
+PROGRESS_AFTER_NOT_A_TERMINAL = 5.0
+
+
+def progress_after(fd: int = 2) -> float:
+    """:data:`PROGRESS_AFTER` if ``fd`` (where the front end reports progress) is a terminal,
+    else :data:`PROGRESS_AFTER_NOT_A_TERMINAL`: a log gets at most one line per 5 s."""
+    try:
+        return PROGRESS_AFTER if os.isatty(fd) else PROGRESS_AFTER_NOT_A_TERMINAL
+    except OSError:
+        return PROGRESS_AFTER_NOT_A_TERMINAL
 
 
 class Writer(Protocol):

@@ -7,9 +7,10 @@ so the same command runs on a simulator, a dump or a live debugger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
@@ -86,3 +87,45 @@ class BackendInfo:
     summary: str
     open: Callable[[OpenRequest], Target]
     options: Sequence[BackendOption] = ()
+
+
+V = TypeVar("V")
+
+
+class LazyMapping(Mapping[str, V]):
+    """A mapping whose ``lazy`` part is computed on the first look-up that needs it (a
+    target's hints and details that cost a search, e.g. VMCOREINFO found in RAM).
+
+    :param static: entries known at open time.
+    :param lazy: computes the other entries (called at most once).
+    :param lazy_keys: keys that need ``lazy``; ``None``: any key not in ``static``.
+    """
+
+    def __init__(
+        self,
+        static: dict[str, V],
+        lazy: Callable[[], Mapping[str, V]],
+        lazy_keys: frozenset[str] | None = None,
+    ) -> None:
+        self._static = static
+        self._lazy: Callable[[], Mapping[str, V]] | None = lazy
+        self._keys = lazy_keys
+
+    def _resolve(self) -> dict[str, V]:
+        if self._lazy is not None:
+            lazy, self._lazy = self._lazy, None
+            self._static = {**self._static, **lazy()}
+        return self._static
+
+    def __getitem__(self, key: str) -> V:
+        if key in self._static:
+            return self._static[key]
+        if self._lazy is not None and (self._keys is None or key in self._keys):
+            return self._resolve()[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolve())
+
+    def __len__(self) -> int:
+        return len(self._resolve())

@@ -9,8 +9,8 @@ import pytest
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
 from gdbext.errors import InputError, NotCapturedError
+from gdbext.vmcoreinfo import find_vmcoreinfo, kernel_root, parse_vmcoreinfo
 from gdbext_dump.notes import parse_notes
-from gdbext_dump.vmcoreinfo import find_vmcoreinfo, kernel_root, parse_vmcoreinfo
 
 PATH = "vm.core"
 BASE = 0x1000  # file offset of the note area in these tests

@@ -451,7 +451,7 @@ class Slow:
         self.inner = inner
         self.interrupted = interrupted
     def read(self, paddr, size):
-        time.sleep(0.25)
+        time.sleep(1.0)
         if self.interrupted():  # as a backend's reads do where Ctrl-C raises nothing (LLDB)
             raise KeyboardInterrupt
         return self.inner.read(paddr, size)
@@ -511,8 +511,9 @@ def interrupted_run(argv: Sequence[str], marker: bytes) -> tuple[str, str]:
 
 
 def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """A backend whose reads take 0.25 s each (a slow stub): progress on stderr after a second,
-    SIGINT gives one "interrupted" line, the command scope is left, and GDB goes on."""
+    """A backend whose reads take 1 s each (a slow stub): progress on stderr (a pipe, not a
+    terminal: after 5 s, at most one line per 5 s), SIGINT gives one "interrupted" line, the
+    command scope is left, and GDB goes on."""
     log = tmp_path / "scope.log"
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW_PLUGIN.format(log=str(log), register=GDB_REGISTER))
@@ -524,11 +525,36 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "pt-info",
     )
     out, stderr = interrupted_run(argv, b"so far")
-    assert re.match(r"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n", stderr), stderr
+    assert re.match(r"^pt-walk: \d+ leaves so far, 5 s \(Ctrl-C interrupts\)\n", stderr), stderr
     assert stderr.splitlines()[-1] == "pt-walk: interrupted"
     assert "Traceback" not in stderr
     assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
     assert log.read_text().splitlines() == ["enter", "exit KeyboardInterrupt", "enter", "exit"]
+
+
+def test_progress_on_a_terminal_comes_after_a_second(tmp_path: Path) -> None:
+    """The same slow walk on a terminal: the first progress line after 1 s."""
+    log = tmp_path / "scope.log"
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_PLUGIN.format(log=str(log), register=GDB_REGISTER))
+    argv = gdb_argv(f"source {plugin}", f"pt-backend slow --scenario {DEMO}", "pt-walk")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"so far" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    seen += os.read(master, 1 << 16)
+                except OSError:
+                    break
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    assert re.search(rb"pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)", seen), seen
 
 
 # --- live: QEMU guests -------------------------------------------------------------------------

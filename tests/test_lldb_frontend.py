@@ -349,8 +349,9 @@ def __lldb_init_module(debugger, internal_dict):
 
 
 def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """A backend whose reads take 0.25 s each: progress on stderr after a second, SIGINT gives
-    one "interrupted" line, the command scope is left, and LLDB goes on."""
+    """A backend whose reads take 1 s each: progress on stderr (a pipe: after 5 s, at most one
+    line per 5 s), SIGINT gives one "interrupted" line, the command scope is left, and LLDB goes
+    on."""
     log = tmp_path / "scope.log"
     plugin = tmp_path / "slow.py"
     plugin.write_text(SLOW_PLUGIN.format(log=str(log), register=LLDB_REGISTER))
@@ -362,7 +363,7 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "pt-info",
     )
     out, stderr = interrupted_run(argv, b"so far")
-    assert re.match(r"^pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)\n", stderr), stderr
+    assert re.match(r"^pt-walk: \d+ leaves so far, 5 s \(Ctrl-C interrupts\)\n", stderr), stderr
     assert "pt-walk: interrupted\n" in stderr
     assert "Traceback" not in stderr
     assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")

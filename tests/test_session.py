@@ -444,3 +444,21 @@ def test_cli_run_on_a_given_target_leaves_it_open() -> None:
         cli.run(["walk", "--backend", "sim"], host, io.StringIO(), target=target)
     with pytest.raises(UsageError, match="no command 'bogus'"):
         cli.build_command_parser(host, "bogus", prog="pt-bogus")
+
+
+def test_progress_is_sparser_when_not_on_a_terminal() -> None:
+    """Front ends report progress every second on a terminal, every 5 s into a file or pipe."""
+    import os
+    import pty
+
+    from gdbext.session import progress_after
+
+    master, slave = pty.openpty()
+    read, write = os.pipe()
+    try:
+        assert progress_after(slave) == 1.0
+        assert progress_after(write) == 5.0
+    finally:
+        for fd in (master, slave, read, write):
+            os.close(fd)
+    assert progress_after(10_000) == 5.0  # not open

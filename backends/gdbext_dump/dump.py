@@ -10,7 +10,7 @@ format carries them, notes; this module turns notes into CPU state, details and 
   gets CR3 = the kernel's root table and CR4.LA57 from ``pgtable_l5_enabled``; CR0, EFER and the
   other CR4 bits are unknown (``None``). Without either, CR3 is unknown and ``--cr3`` is needed.
 - **VMCOREINFO.** From the note (ELF, kdump). Without a note it is searched for in RAM
-  (:func:`gdbext_dump.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
+  (:func:`gdbext.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
   state depends on it, else on first use of a VMCOREINFO hint or detail (so a walk of a QEMU
   dump without the note does not pay for the scan).
 - **Hints** (``Target.hints``): ``kernel_root``, ``kernel_levels``, ``kernel_offset``,
@@ -21,32 +21,31 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
-from gdbext.mapper import PhysMapper
-from gdbext.target import Target
-from gdbext_dump.detect import detect_format
-from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
-from gdbext_dump.lime import open_lime
-from gdbext_dump.notes import DumpNotes, parse_notes
-from gdbext_dump.raw import open_raw
-from gdbext_dump.segments import SegmentMapper
-from gdbext_dump.vmcoreinfo import (
+from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.target import LazyMapping, Target
+from gdbext.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
+    VMCOREINFO_HINTS,
     VmcoreInfo,
     find_vmcoreinfo,
     hints_from_vmcoreinfo,
     kernel_root,
     parse_vmcoreinfo,
 )
+from gdbext_dump.detect import detect_format
+from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
+from gdbext_dump.lime import open_lime
+from gdbext_dump.notes import DumpNotes, parse_notes
+from gdbext_dump.raw import open_raw
+from gdbext_dump.segments import SegmentMapper
 
-#: Hints that come from VMCOREINFO (resolved lazily when it must be searched for in RAM).
-VMCOREINFO_HINTS = frozenset({"kernel_root", "kernel_levels", "kernel_offset", "vmcoreinfo"})
 #: Per-CPU register lines in ``details`` are given for at most this many CPUs.
 MAX_CPU_DETAILS = 16
 _MACHINES = {EM_X86_64: "EM_X86_64", EM_386: "EM_386"}
@@ -265,7 +264,10 @@ class _VmcoreinfoSource:
             self._done = True
             opened = self._opened
             found = find_vmcoreinfo(
-                opened.mapper.read, opened.ram, find=opened.find, limit=DEFAULT_SCAN_LIMIT
+                opened.mapper.read,
+                readable_ranges(opened.mapper, opened.ram),
+                find=opened.find,
+                limit=DEFAULT_SCAN_LIMIT,
             )
             if found is not None:
                 paddr, text = found
@@ -298,47 +300,6 @@ class _VmcoreinfoSource:
             more = f" (+{len(info.problems) - 3} more)" if len(info.problems) > 3 else ""
             details["VMCOREINFO problems"] = shown + more
         return details
-
-
-V = TypeVar("V")
-
-
-class _LazyMapping(Mapping[str, V]):
-    """A mapping whose ``lazy`` part is computed on the first look-up that needs it.
-
-    :param static: entries known at open time.
-    :param lazy: computes the other entries (called at most once).
-    :param lazy_keys: keys that need ``lazy``; ``None``: any key not in ``static``.
-    """
-
-    def __init__(
-        self,
-        static: dict[str, V],
-        lazy: Callable[[], Mapping[str, V]],
-        lazy_keys: frozenset[str] | None = None,
-    ) -> None:
-        self._static = static
-        self._lazy: Callable[[], Mapping[str, V]] | None = lazy
-        self._keys = lazy_keys
-
-    def _resolve(self) -> dict[str, V]:
-        if self._lazy is not None:
-            lazy, self._lazy = self._lazy, None
-            self._static = {**self._static, **lazy()}
-        return self._static
-
-    def __getitem__(self, key: str) -> V:
-        if key in self._static:
-            return self._static[key]
-        if self._lazy is not None and (self._keys is None or key in self._keys):
-            return self._resolve()[key]
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._resolve())
-
-    def __len__(self) -> int:
-        return len(self._resolve())
 
 
 def _cpus(notes: DumpNotes, vmcoreinfo: _VmcoreinfoSource) -> tuple[list[CpuState], str]:
@@ -394,8 +355,8 @@ def _target(path: str, opened: _Opened) -> Target:
         hints = source.hints()
         all_details = details | source.details()
     else:
-        hints = _LazyMapping({}, source.hints, VMCOREINFO_HINTS)
-        all_details = _LazyMapping(details, source.details)
+        hints = LazyMapping({}, source.hints, VMCOREINFO_HINTS)
+        all_details = LazyMapping(details, source.details)
     return Target(
         backend="core",
         description=path,

@@ -32,7 +32,9 @@ even for a guest in real mode: its BIOS ROM ends at 4 GiB, which makes the dump 
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Iterator
 from itertools import accumulate
 from types import TracebackType
 
@@ -279,6 +281,7 @@ class KdumpMapper:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._zero = bytes(header.block_size)
         self._zero_offsets: set[int] = set()
+        self._runs: list[tuple[int, int]] | None = None
 
     # -- bitmaps ------------------------------------------------------------------------------
 
@@ -305,6 +308,22 @@ class KdumpMapper:
     def is_captured(self, paddr: int) -> bool:
         """False for a frame in the dump's RAM whose page was excluded from the dump."""
         return self._state(paddr >> self._shift) != 1
+
+    def readable_ranges(self, start: int, end: int) -> Iterator[AddrRange]:
+        """The physical ranges of dumped pages that meet ``[start, end)``, whole pages, in
+        order (see :func:`gdbext.mapper.readable_ranges`). The runs of the 2nd bitmap are
+        found once (one comparison per 512 bytes of an empty or full stretch of it), then each
+        call is a bisect: a hole costs nothing however large."""
+        if self._runs is None:
+            self._runs = bitmap_runs(self._dumped)
+        runs, shift = self._runs, self._shift
+        i = max(bisect_right(runs, (start >> shift, 1 << 64)) - 1, 0)
+        for first, stop in runs[i:]:
+            lo, hi = first << shift, min(stop, self._max_mapnr) << shift
+            if lo >= end:
+                break
+            if hi > start and hi > lo:
+                yield AddrRange(lo, hi)
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import gdb
 
 from gdbext.errors import GdbextError
 from gdbext.host import Host
-from gdbext.session import BACKEND_COMMAND, COMMANDS, Selection, Session
+from gdbext.session import BACKEND_COMMAND, COMMANDS, Selection, Session, progress_after
 from gdbext.target import OpenRequest
 
 #: The live backend (helper G1's plugin), the default on a remote connection.
@@ -205,6 +205,7 @@ def install() -> FrontEnd:
             no_backend_hint=NO_BACKEND_HINT,
             live_backends=(GDB_BACKEND,),
             progress=_report_progress,
+            progress_after=progress_after(),
         )
         cmds: list[gdb.Command] = [PtCommand(name, session) for name in COMMANDS]
         cmds.append(PtBackendCommand(BACKEND_COMMAND, session))

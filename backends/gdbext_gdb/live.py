@@ -15,18 +15,20 @@ backend the messages and ``info`` name.
 - :class:`LiveCpus` are the vCPUs (the debugger's threads; CPU N is the N-th thread by number,
   thread N+1 with QEMU), their CR0/CR3/CR4/EFER read from its registers when first asked for.
 - :meth:`LiveState.open` makes the :class:`~gdbext.target.Target` a front end asks for once per
-  command; it is cheap after the first call (probes and pages are kept per connection).
+  command; it is cheap after the first call (probes and pages are kept per connection). Its
+  VMCOREINFO hints (``kernel_root``...) and details are resolved on first use, per stop
+  (:mod:`gdbext_gdb.livekernel`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from gdbext.cpu import CpuState
 from gdbext.errors import PhysMemoryError, ReadOnlyError, UsageError
-from gdbext.target import OpenRequest, Target
+from gdbext.target import LazyMapping, OpenRequest, Target
 from gdbext.units import parse_int
 from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdb.phymem import ModeBracket, PhyMemMode
@@ -38,6 +40,9 @@ from gdbext_gdb.readpath import (
     XpReader,
     xp_available,
 )
+
+if TYPE_CHECKING:
+    from gdbext_gdb.livekernel import LiveVmcoreinfo
 
 BACKEND = "gdb"
 PAGE = 4096
@@ -293,15 +298,29 @@ class LiveState:
         self._symbol_base: int | None = None
         self._is_linux: bool | None = None
         self._reader_key: tuple[str | None, int | None] | None = None
+        self._vmcoreinfo: LiveVmcoreinfo | None = None
+
+    @property
+    def vmcoreinfo(self) -> LiveVmcoreinfo:
+        """The kernel's VMCOREINFO, found in memory when first asked for (imported then: the
+        debuggers load this module at start-up)."""
+        if self._vmcoreinfo is None:
+            from gdbext_gdb.livekernel import LiveVmcoreinfo
+
+            self._vmcoreinfo = LiveVmcoreinfo(self.mapper, self._ram_end)
+        return self._vmcoreinfo
 
     @property
     def stats(self) -> ReadStats:
         return self.mapper.stats
 
     def invalidate(self) -> None:
-        """Drop what one stop's cache holds: pages and CPU states (resume, writes, exit)."""
+        """Drop what one stop's cache holds: pages, CPU states and VMCOREINFO (resume, writes,
+        exit)."""
         self.mapper.clear()
         self._cpus.clear()
+        if self._vmcoreinfo is not None:
+            self._vmcoreinfo.invalidate()
 
     def forget_cpus(self) -> None:
         """Drop the CPU states only, so that they are read again (LLDB: a register write fires
@@ -347,6 +366,10 @@ class LiveState:
             self._ram_note = "unknown (no RAM block in monitor info mtree -f); reads not checked"
             return
         self.mapper.ram = RamRanges(ranges)
+
+    def _ram_end(self) -> int | None:
+        ram = self.mapper.ram
+        return None if ram is None or not ram.ranges else ram.ranges[-1].end
 
     def _direct_map_base(self, options: LiveOptions) -> int | None:
         if options.direct_map is not None:
@@ -422,15 +445,23 @@ class LiveState:
             hints["selected_cpu"] = threads.index(selected)
         if isinstance(reader, DirectMapReader):
             hints["direct_map_base"] = reader.base
+        from gdbext.vmcoreinfo import VMCOREINFO_HINTS
+
+        cpus = LiveCpus(self, threads)
+        index = hints.get("selected_cpu", 0)
+        vmcoreinfo = self.vmcoreinfo
+
+        def cpu() -> CpuState:  # read when VMCOREINFO is first needed, not at every open
+            return cpus[index] if isinstance(index, int) and index < len(cpus) else CpuState()
         return Target(
             backend=self.naming.backend,
             description=self.description,
             mapper=self.mapper,
-            cpus=LiveCpus(self, threads),
+            cpus=cpus,
             ram=None if ram is None else list(ram.ranges),
             read_path=reader.name,
-            details=details,
-            hints=hints,
+            details=LazyMapping(details, lambda: vmcoreinfo.details(cpu())),
+            hints=LazyMapping(hints, lambda: vmcoreinfo.hints(cpu()), VMCOREINFO_HINTS),
             command_scope=self.bracket.scope,
         )
 

@@ -36,7 +36,15 @@ import lldb
 
 from gdbext.errors import GdbextError, UsageError
 from gdbext.host import Host
-from gdbext.session import BACKEND_COMMAND, COMMANDS, SUMMARIES, Selection, Session, Writer
+from gdbext.session import (
+    BACKEND_COMMAND,
+    COMMANDS,
+    SUMMARIES,
+    Selection,
+    Session,
+    Writer,
+    progress_after,
+)
 from gdbext.target import OpenRequest
 from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
 from gdbext_lldb.lldb_link import live_process
@@ -340,6 +348,7 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
         no_backend_hint=NO_BACKEND_HINT,
         live_backends=(LLDB_BACKEND,),
         progress=lambda line: to_stderr(debugger, line),
+        progress_after=progress_after(),
     )
     front = FrontEnd(debugger, session)
     _FRONTENDS[key] = front

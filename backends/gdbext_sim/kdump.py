@@ -96,6 +96,20 @@ def _bitmap(pfns: Iterable[int], size: int) -> bytes:
     return bytes(bitmap)
 
 
+def _set_bits(bitmap: bytearray, first: int, end: int) -> None:
+    """Set bits ``[first, end)`` of an LSB-first bitmap, whole bytes at once."""
+    while first < end and first & 7:
+        bitmap[first >> 3] |= 1 << (first & 7)
+        first += 1
+    whole = (end - first) >> 3
+    if whole > 0:
+        bitmap[first >> 3 : (first >> 3) + whole] = b"\xff" * whole
+        first += whole << 3
+    while first < end:
+        bitmap[first >> 3] |= 1 << (first & 7)
+        first += 1
+
+
 def _chunks(offset: int, data: bytes, size: int) -> list[tuple[int, bytes]]:
     return [(offset + i, data[i : i + size]) for i in range(0, len(data), size)] or [(offset, data)]
 
@@ -107,6 +121,7 @@ def kdump_layout(
     compression: str = "zlib",
     excluded: Iterable[int] = (),
     ram: Sequence[AddrRange] | None = None,
+    exclude_rest: bool = False,
     notes: bytes = b"",
     vmcoreinfo: bytes | None = None,
     nr_cpus: int = 1,
@@ -130,17 +145,26 @@ def kdump_layout(
         raise ValueError("max_mapnr above 2**32 needs header version 6")
     shift = block_size.bit_length() - 1
     excluded = set(excluded)
-    present = set(pages) | excluded
-    if ram is not None:
-        for r in ram:
-            present.update(range(r.start >> shift, (r.end + block_size - 1) >> shift))
-    if any(not 0 <= pfn < max_mapnr for pfn in present):
+    present: set[int] | None = set(pages) | excluded
+    ram_spans = [(r.start >> shift, (r.end + block_size - 1) >> shift) for r in ram or ()]
+    if exclude_rest:
+        if ram is None or excluded:
+            raise ValueError("exclude_rest takes ram and no excluded pfns")
+        if any(not 0 <= a <= b <= max_mapnr for a, b in ram_spans):
+            raise ValueError(f"a RAM range is outside [0, max_mapnr = 0x{max_mapnr:x})")
+        present = None  # RAM as ranges: not one set entry per pfn of a huge machine
+        dumped = sorted(pages)
+    else:
+        assert present is not None
+        for a, b in ram_spans:
+            present.update(range(a, b))
+        dumped = sorted(present - excluded)
+    if any(not 0 <= pfn < max_mapnr for pfn in (present or dumped)):
         raise ValueError(f"a pfn is outside [0, max_mapnr = 0x{max_mapnr:x})")
     if excluded & set(pages):
         raise ValueError("a pfn is both dumped and excluded")
     if any(len(page) != block_size for page in pages.values()):
         raise ValueError(f"every page must be {block_size} bytes")
-    dumped = sorted(present - excluded)
 
     # Sub-header area: sub-header, notes, then VMCOREINFO unless it is inside the notes.
     note_offset = block_size + SUB_HEADER.size
@@ -223,7 +247,13 @@ def kdump_layout(
         writes.append((note_offset, notes))
     if extra:
         writes.append((vmcoreinfo_offset, extra))
-    first = _bitmap(present, bitmap_size)
+    if present is None:
+        bits = bytearray(_bitmap(dumped, bitmap_size))
+        for a, b in ram_spans:
+            _set_bits(bits, a, b)
+        first = bytes(bits)
+    else:
+        first = _bitmap(present, bitmap_size)
     second = _bitmap(dumped, bitmap_size)
     writes += _chunks(bitmap_offset, first, block_size)
     writes += _chunks(bitmap_offset + bitmap_size, second, block_size)
@@ -243,6 +273,7 @@ def write_kdump(
     compression: str = "zlib",
     excluded: Iterable[int] = (),
     ram: Sequence[AddrRange] | None = None,
+    exclude_rest: bool = False,
     notes: bytes = b"",
     vmcoreinfo: bytes | None = None,
     nr_cpus: int = 1,
@@ -268,6 +299,9 @@ def write_kdump(
     :param excluded: pfns in RAM (1st bitmap) whose pages are not dumped (2nd bitmap clear).
     :param ram: physical ranges in RAM: their pfns not in ``pages`` or ``excluded`` are dumped
         as zero pages. Without it, RAM is ``pages`` and ``excluded``.
+    :param exclude_rest: the pfns of ``ram`` not in ``pages`` are excluded instead (as
+        ``makedumpfile -d 31`` leaves out zero, cache, user and free pages): a dump that
+        describes a big machine and holds a few pages, built without a set entry per pfn.
     :param notes: the ELF notes blob, placed right after the sub-header.
     :param vmcoreinfo: the VMCOREINFO text: pointed to inside ``notes`` if it is there, else
         stored after them.
@@ -283,6 +317,7 @@ def write_kdump(
         compression=compression,
         excluded=excluded,
         ram=ram,
+        exclude_rest=exclude_rest,
         notes=notes,
         vmcoreinfo=vmcoreinfo,
         nr_cpus=nr_cpus,

@@ -75,6 +75,8 @@ class SparsePhysMemory:
         self._lo = largest.start
         self._hi = largest.end
         self._frames: dict[int, bytearray] = {}
+        #: The written frames' numbers in order, for :meth:`find` (``None``: sort again).
+        self._sorted: list[int] | None = None
 
     @property
     def ram_size(self) -> int:
@@ -155,8 +157,11 @@ class SparsePhysMemory:
             frame = frames.get(pfn)
             if chunk == FRAME_SIZE:
                 if piece == ZERO_FRAME:
-                    frames.pop(pfn, None)
+                    if frames.pop(pfn, None) is not None:
+                        self._sorted = None
                 else:
+                    if frame is None:
+                        self._sorted = None
                     frames[pfn] = bytearray(piece)
             elif frame is not None:
                 frame[offset : offset + chunk] = piece
@@ -164,7 +169,40 @@ class SparsePhysMemory:
                 frame = bytearray(FRAME_SIZE)
                 frame[offset : offset + chunk] = piece
                 frames[pfn] = frame
+                self._sorted = None
             done += chunk
+
+    def find(self, needle: bytes, start: int, end: int) -> int:
+        """The lowest physical address in ``[start, end)`` where ``needle`` is, or -1.
+
+        Only the written frames are searched (each run of adjacent ones as one buffer), so a
+        search of a petabyte of RAM costs what its written frames cost. A match that touches a
+        frame never written is not found: a needle without a zero byte cannot touch one (the
+        scans for ``HdrS`` and ``OSRELEASE=`` search such needles), as in a dump's ``find``.
+        """
+        if not needle:
+            return -1
+        if self._sorted is None:
+            self._sorted = sorted(self._frames)
+        pfns = self._sorted
+        frames = self._frames
+        i = max(bisect_right(pfns, start >> FRAME_SHIFT) - 1, 0)
+        while i < len(pfns):
+            j = i + 1
+            while j < len(pfns) and pfns[j] == pfns[j - 1] + 1:
+                j += 1
+            lo, hi = pfns[i] << FRAME_SHIFT, pfns[j - 1] + 1 << FRAME_SHIFT
+            if lo >= end:
+                break
+            lo, hi = max(lo, start), min(hi, end)
+            if hi - lo >= len(needle):
+                run = b"".join(frames[pfn] for pfn in pfns[i:j])
+                base = pfns[i] << FRAME_SHIFT
+                at = run.find(needle, lo - base, hi - base)
+                if at >= 0:
+                    return base + at
+            i = j
+        return -1
 
     def iter_frames(self) -> Iterator[tuple[int, bytes]]:
         """``(paddr, contents)`` of every written frame that is not all zeros, in address order."""
