@@ -38,6 +38,7 @@ from gdbext.errors import (
     EXIT_OK,
     GdbextError,
     PluginError,
+    UntranslatedError,
     UsageError,
 )
 from gdbext.host import Host
@@ -548,8 +549,14 @@ def _execute(
             ),
         )
     elif args.command == "translate":
-        result = commands.translate(target, args.vaddrs, _root(args))
-        status = result.exit_status
+        translated = commands.translate(target, args.vaddrs, _root(args))
+        if observe is not None:
+            observe(translated)
+        # Addresses that could not be translated (exit status 2) are errors: stderr's.
+        _write(out, plan.render(translated.results()))
+        if translated.failures:
+            raise UntranslatedError(_name(args), translated.failures)
+        return translated.exit_status
     elif args.command == "audit":
         if args.list_rules:
             assert plan.rules is not None

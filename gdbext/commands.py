@@ -17,6 +17,7 @@ from gdbext.bootinfo import BootInfo, parse_bootinfo
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
 from gdbext.e820 import choose_boot_params, read_boot_params, scan_boot_params
 from gdbext.errors import (
+    EXIT_BAD_INPUT,
     GdbextError,
     InputError,
     NotFoundError,
@@ -355,6 +356,21 @@ class TranslateResult:
         """0 if every address translated, else the worst status of the errors (1 not mapped,
         2 a malformed table or a bad address)."""
         return max((o.error.exit_status for o in self.outcomes if o.error is not None), default=0)
+
+    @property
+    def failures(self) -> list[TranslationError]:
+        """The errors of exit status 2 (bad address, malformed table, unreadable memory):
+        front ends report them as errors, not as results."""
+        return [
+            o.error
+            for o in self.outcomes
+            if o.error is not None and o.error.exit_status >= EXIT_BAD_INPUT
+        ]
+
+    def results(self) -> TranslateResult:
+        """This result without the outcomes in :attr:`failures`: what is printed as output."""
+        kept = [o for o in self.outcomes if o.error is None or o.error.exit_status < EXIT_BAD_INPUT]
+        return dataclasses.replace(self, outcomes=kept)
 
 
 def translate(

@@ -44,6 +44,7 @@ from typing import NamedTuple
 from gdbext.addr import AddrRange, check_aligned
 from gdbext.cpu import CpuState
 from gdbext.errors import (
+    AddressOutOfRangeError,
     AlreadyMappedError,
     EntryInUseError,
     FrameAllocationError,
@@ -61,6 +62,7 @@ from gdbext.errors import (
     TableInTheWayError,
     TableNotCapturedError,
     TableOutsideRamError,
+    TranslationError,
     WalkLimitError,
 )
 from gdbext.flags import (
@@ -461,7 +463,9 @@ class X86PageTable:
         return (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)
 
     def _check_canonical(self, vaddr: int) -> None:
-        if not 0 <= vaddr < 1 << 64 or not self.geometry.is_canonical(vaddr):
+        if not 0 <= vaddr < 1 << 64:
+            raise AddressOutOfRangeError(vaddr, self.geometry.va_bits)
+        if not self.geometry.is_canonical(vaddr):
             raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
 
     def _reserved(self, level: int, entry: int, leaf: bool) -> int:
@@ -472,6 +476,7 @@ class X86PageTable:
     def translate(self, vaddr: int) -> Translation:
         """Walk ``vaddr`` as the MMU does.
 
+        :raises AddressOutOfRangeError: ``vaddr`` is negative or does not fit in 64 bits.
         :raises NonCanonicalAddressError: ``vaddr`` is not canonical for this paging mode.
         :raises NotMappedError: an entry on the way is not present (``level``, ``entry``).
         :raises HugePageForbiddenError: HUGE_PAGE in a PML4 or PML5 entry.
@@ -479,7 +484,7 @@ class X86PageTable:
         :raises TableOutsideRamError: an entry points to a table outside physical memory.
         """
         if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
-            raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
+            self._check_canonical(vaddr)
         memo = self._memo
         if memo is not None:
             hit = memo.get(vaddr >> 12)
@@ -514,17 +519,25 @@ class X86PageTable:
                     else TableOutsideRamError
                 )  # fmt: skip
                 if parent_entry is None:
-                    raise error(vaddr, level, None, table) from None
-                raise error(vaddr, level + 1, parent_entry, table) from None
+                    err: TranslationError = error(vaddr, level, None, table)
+                else:
+                    err = error(vaddr, level + 1, parent_entry, table)
+                err.steps = tuple(steps)
+                raise err from None
             steps.append(_new_step((level, table, index, entry)))
             if not entry & PRESENT:
-                raise NotMappedError(vaddr, level, entry)
+                err = NotMappedError(vaddr, level, entry)
+                err.steps = tuple(steps)
+                raise err
             leaf = level == 1 or (entry & HUGE_PAGE and level < 4)
             bad = entry & (rsvd_leaf if leaf else rsvd_table)
             if bad:
                 if bad & HUGE_PAGE and level >= 4:
-                    raise HugePageForbiddenError(vaddr, level, entry)
-                raise ReservedBitsError(vaddr, level, entry, bad)
+                    err = HugePageForbiddenError(vaddr, level, entry)
+                else:
+                    err = ReservedBitsError(vaddr, level, entry, bad)
+                err.steps = tuple(steps)
+                raise err
             acc = (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)  # _eff, inlined
             if leaf:
                 size = 1 << shift

@@ -37,13 +37,11 @@ from typing import IO, Protocol, cast
 
 from gdbext import cli, commands
 from gdbext.errors import (
-    EXIT_BAD_INPUT,
     EXIT_FINDINGS,
     EXIT_NOT_FOUND,
     EXIT_OK,
     FindingsError,
     GdbextError,
-    InputError,
     NotFoundError,
     UsageError,
 )
@@ -299,20 +297,10 @@ class Session:
             found = getattr(ticker.result, "findings", ())
             count = sum(1 for f in found if f.severity >= args.fail_on)
             raise FindingsError(
-                f"{name}: {count} finding{plural(count)} at or above --fail-on "
-                f"{args.fail_on}",
+                f"{name}: {count} finding{plural(count)} at or above --fail-on {args.fail_on}",
                 str(args.fail_on),
                 count,
             )
-        if status >= EXIT_BAD_INPUT:
-            result = ticker.result
-            errors = [
-                o.error
-                for o in getattr(result, "outcomes", ())
-                if o.error is not None and o.error.exit_status >= EXIT_BAD_INPUT
-            ]
-            detail = f": {errors[0]}" if errors else ""
-            raise InputError(f"{name}: not every address could be translated{detail}")
         return status
 
     def backend(self, argv: Sequence[str], out: Writer) -> int:

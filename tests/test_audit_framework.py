@@ -549,7 +549,7 @@ def test_context_evidence_and_finding() -> None:
         for n, s in zip(("PML4", "PDPT", "PD", "PT"), t.steps, strict=True)
     )
     assert ctx.evidence(ctx.main, 0x1000) == (
-        "0x1000: 0x1000 is not mapped: PML4 entry 0x0 is not present",
+        "0x1000: 0x1000 is not mapped: its PML4 entry is not present (value 0x0)",
     )
     r = rule("r", lambda c: ())
     span = ctx.main.spans[0]

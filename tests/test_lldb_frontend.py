@@ -265,7 +265,7 @@ def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[st
     _, translate, has = run.results
     assert translate.ok and has.ok and translate.err == has.err == ""
     assert translate.out == cli_output("translate", dump, "0x1")
-    assert has.out == "0x1000 is not mapped: PD entry 0x0 is not present\n"
+    assert has.out == "0x1000 is not mapped: its PD entry is not present (value 0x0)\n"
 
 
 def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str], Path]) -> None:
@@ -286,8 +286,11 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
         ("pt-walk --cr3 0x1 --kernel", r"^pt-walk: argument --kernel: not allowed with"),
         ("pt-walk 'unterminated", r"^pt-walk: no closing quotation$"),
         ("pt-translate", r"^pt-translate: the following arguments are required: VADDR$"),
-        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: 'zz'$"),
-        ("pt-translate 0x8000000000000000", r"^pt-translate: not every address could be "),
+        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: zz$"),
+        (
+            "pt-translate 0x8000000000000000",
+            r"^pt-translate: 0x8000000000000000 is not canonical for 48-bit virtual addresses$",
+        ),
         ("pt-translate $void", r"^pt-translate: \$void: use of undeclared identifier '\$void'$"),
         ("pt-heap", r"^--memmap bootinfo\|e820\|json is required$"),
         ("pt-heap --memmap json /nonexistent.json", r"/nonexistent\.json"),
