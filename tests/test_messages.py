@@ -1,0 +1,188 @@
+"""Messages a person can act on: exit-2 errors on stderr, walks shown up to where they stopped,
+options named in their errors (issue 11, points 5 and 8).
+
+Dumps are written here from hand-built tables; expected entries are read back from the
+simulated memory by the test itself, never taken from the engine's output.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+
+from gdbext import cli
+from gdbext.cpu import CpuState
+from gdbext.flags import PageTableFlags
+from gdbext.geometry import index_shift
+from gdbext.mapper import read_u64
+from gdbext.paging import X86PageTable
+from gdbext_sim.elfcore import write_qemu_elf_core
+from gdbext_sim.kdump import write_kdump_from_memory
+from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
+
+CR0, CR4, EFER = 0x80050033, 0x6A0, 0xD01
+ROOT_DIR = Path(__file__).resolve().parent.parent
+DEMO = ROOT_DIR / "fixtures" / "scenarios" / "demo.json"
+
+
+class Machine:
+    """16 MiB: 0x400000 (4K, user) and 0xffffffff81000000 (a 2M page whose PD entry has
+    reserved bit 13 set) mapped; 0x600000 has a PT but no entry."""
+
+    def __init__(self) -> None:
+        self.mem = SparsePhysMemory(16 << 20)
+        alloc = TopDownFrameAllocator(self.mem)
+        root = alloc.allocate_frame()
+        assert root is not None
+        self.root = root
+        pt = X86PageTable(self.mem, root, 4, allow_writes=True)
+        pt.map_range(0x400000, 0x300000, 0x1000, 0x1000, PageTableFlags.USER_ACCESSIBLE, alloc)
+        pt.map_range(0x601000, 0x301000, 0x1000, 0x1000, PageTableFlags(0), alloc)
+        pt.map_range(0xFFFFFFFF81000000, 0x200000, 1 << 21, 1 << 21, PageTableFlags(0), alloc)
+        # Bit 13 of a 2 MiB leaf is reserved (bits 13..20 must be zero).
+        pd_entry = self.entry_addr(0xFFFFFFFF81000000, 2)
+        self.mem.write(pd_entry, (read_u64(self.mem, pd_entry) | 1 << 13).to_bytes(8, "little"))
+        self.cpu = CpuState(cr0=CR0, cr3=root, cr4=CR4, efer=EFER)
+
+    def entry_addr(self, vaddr: int, level: int) -> int:
+        """Physical address of the level-``level`` entry for ``vaddr``, by hand."""
+        table = self.root
+        for lvl in range(4, level, -1):
+            entry = read_u64(self.mem, table + ((vaddr >> index_shift(lvl)) & 0x1FF) * 8)
+            table = entry & 0x000F_FFFF_FFFF_F000
+        return table + ((vaddr >> index_shift(level)) & 0x1FF) * 8
+
+    def steps(self, vaddr: int, down_to: int) -> list[tuple[int, int, int, int]]:
+        """(level, table, index, entry) from the root down to ``down_to``, read by hand."""
+        out = []
+        for level in range(4, down_to - 1, -1):
+            addr = self.entry_addr(vaddr, level)
+            table, index = addr & ~0xFFF, (addr & 0xFFF) // 8
+            out.append((level, table, index, read_u64(self.mem, addr)))
+        return out
+
+
+@pytest.fixture(scope="module")
+def machine() -> Machine:
+    return Machine()
+
+
+@pytest.fixture(scope="module")
+def core(machine: Machine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("msg") / "m.elf"
+    write_qemu_elf_core(path, machine.mem, [machine.cpu])
+    return path
+
+
+def main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """The console script's entry point, with its real stdout and stderr."""
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+# --- Exit 2 on stderr ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vaddr", "message"),
+    [
+        ("0x800000000000", "0x800000000000 is not canonical for 48-bit virtual addresses"),
+        ("0x10000000000000000", "0x10000000000000000 is out of range: addresses are 64-bit"),
+        ("0xffffffff81000000", "PD entry 0x0000000000"),
+    ],
+    ids=["non-canonical", "past-64-bits", "reserved-bits"],
+)
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_exit_2_is_stderr_only(
+    core: Path, capsys: pytest.CaptureFixture[str], vaddr: str, message: str, fmt: str
+) -> None:
+    status, out, err = main(["translate", str(core), vaddr, "--format", fmt], capsys)
+    assert status == 2
+    assert out == ("[]\n" if fmt == "json" else "")
+    assert err.count("\n") == 1 and err.startswith("gdbext: translate: ")
+    assert message in err
+    if vaddr == "0xffffffff81000000":
+        assert "has reserved bits 0x2000 set" in err
+
+
+def test_exit_2_after_results_keeps_the_results(
+    core: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = main(["translate", str(core), "0x400000", "0x800000000000"], capsys)
+    assert status == 2
+    assert out.startswith("0x0000000000400000 -> 0x300000  4K page")
+    assert "canonical" not in out and "not canonical" in err
+
+
+def test_unreadable_kdump_page_is_stderr_only(
+    machine: Machine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A page table whose compressed page does not decompress: an error, not a result."""
+    path = tmp_path / "bad.kdump"
+    write_kdump_from_memory(path, machine.mem, [machine.cpu], flattened=False)
+    pt_table = machine.entry_addr(0x400000, 1) & ~0xFFF
+    blob = zlib.compress(machine.mem.read(pt_table, 0x1000), 1)
+    data = bytearray(path.read_bytes())
+    at = data.find(blob)
+    assert at > 0 and data.count(blob) == 1
+    data[at + 2 : at + len(blob)] = b"\xff" * (len(blob) - 2)
+    path.write_bytes(bytes(data))
+    status, out, err = main(["translate", str(path), "0x400000"], capsys)
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and "does not decompress" in err
+
+
+# --- Walks shown up to where they stopped -------------------------------------------------
+
+
+def test_unmapped_shows_each_level(
+    machine: Machine, core: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = main(["translate", str(core), "0x600000"], capsys)
+    assert (status, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[0] == (
+        "0x0000000000600000: 0x600000 is not mapped: its PT entry is not present (value 0x0)"
+    )
+    steps = machine.steps(0x600000, 1)
+    assert len(lines) == 1 + len(steps)
+    for line, (_level, table, index, entry) in zip(lines[1:], steps, strict=True):
+        assert f" 0x{table:x}[{index:3}] = 0x{entry:016x}  " in line
+    assert lines[-1].endswith("(not present)") and "  PRESENT " in lines[1]
+    status, out, _ = main(["translate", str(core), "0x600000", "--json"], capsys)
+    [record] = json.loads(out)
+    assert [(s["level"], int(s["table"], 16), s["index"], int(s["entry"], 16))
+            for s in record["steps"]] == steps  # fmt: skip
+    assert record["steps"][-1]["flags"] == [] and "PRESENT" in record["steps"][0]["flags"]
+
+
+def test_not_captured_shows_each_level(
+    machine: Machine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pt_table = machine.entry_addr(0x400000, 1) & ~0xFFF
+    path = tmp_path / "no-pt.kdump"
+    write_kdump_from_memory(path, machine.mem, [machine.cpu], excluded=[pt_table >> 12])
+    status, out, _ = main(["translate", str(path), "0x400000"], capsys)
+    assert status == 1
+    lines = out.splitlines()
+    assert "not captured in the dump" in lines[0]
+    steps = machine.steps(0x400000, 2)
+    for line, (_level, table, index, entry) in zip(lines[1:4], steps, strict=True):
+        assert f" 0x{table:x}[{index:3}] = 0x{entry:016x}  PRESENT" in line
+    index = (0x400000 >> 12) & 0x1FF
+    assert lines[4] == (
+        f"      PT 0x{pt_table:x}[{index:3}] unknown: the table is not captured in the dump"
+    )
+    status, out, _ = main(["translate", str(path), "0x400000", "--json"], capsys)
+    [record] = json.loads(out)
+    assert len(record["steps"]) == 3
+    assert record["unread"] == {
+        "level": 1,
+        "table": f"0x{pt_table:x}",
+        "index": index,
+        "reason": "not captured in the dump",
+    }
