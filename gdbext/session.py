@@ -50,6 +50,7 @@ from gdbext.mapper import PhysMapper
 from gdbext.paging import LeafRun
 from gdbext.render.common import plural
 from gdbext.target import OpenRequest, Target
+from gdbext.units import shown
 
 #: Front-end command name -> command-line command.
 COMMANDS: dict[str, str] = {
@@ -190,7 +191,7 @@ class Session:
             elif name in COMMANDS:
                 parser = cli.build_command_parser(self.host, COMMANDS[name], prog=name)
             else:
-                raise UsageError(f"no command {name!r}")
+                raise UsageError(f"no command {shown(name)}")
             self._parsers[name] = parser
         return parser
 
@@ -267,7 +268,7 @@ class Session:
             :class:`~gdbext.errors.FindingsError`, so that a GDB script stops there).
         """
         if name not in COMMANDS:
-            raise UsageError(f"no command {name!r}")
+            raise UsageError(f"no command {shown(name)}")
         args = self._parse(name, argv, out)
         if args is None:
             return EXIT_OK

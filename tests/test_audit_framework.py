@@ -165,7 +165,7 @@ def test_fail_on_gives_exit_status_3() -> None:
 
 def test_duplicate_rule_ids_are_a_plugin_error() -> None:
     twin = rule("wx", lambda ctx: ())
-    with pytest.raises(PluginError, match="two plugins provide an audit rule with the id 'wx'"):
+    with pytest.raises(PluginError, match="two plugins provide an audit rule with the id wx"):
         Host.create(extra_plugins=[Plugin(twin)]).audit_rules()
     with pytest.raises(PluginError, match="two audit rules have the id 'x'"):
         run_audit(demo(), AuditOptions(), [rule("x", lambda c: ()), rule("x", lambda c: ())])

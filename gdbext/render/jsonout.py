@@ -14,6 +14,7 @@ from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.paging import Anomaly
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
+from gdbext.target import Detail
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:
@@ -132,7 +133,10 @@ def render_info(result: InfoResult) -> Iterator[str]:
         "ram": None
         if result.ram is None
         else [{"start": hexs(r.start), "end": hexs(r.end)} for r in result.ram],
-        "details": result.details,
+        "details": {
+            key: value.value if isinstance(value, Detail) else value
+            for key, value in result.details.items()
+        },
         "cpus": [
             {
                 "levels": c.levels,
