@@ -8,6 +8,7 @@ simulated memory by the test itself, never taken from the engine's output.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -267,3 +268,94 @@ def test_user_pgd_without_pti_pair_warns(
         else:
             assert err == ""
         assert "PTI" not in out
+
+
+# --- Options: sizes, hex without 0x, typos, negatives, reprs --------------------------------
+
+
+def test_range_takes_a_size_with_a_suffix(core: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    by_suffix = main(["walk", str(core), "--json", "--range", "0x0+16M"], capsys)
+    by_number = main(["walk", str(core), "--json", "--range", "0x0-0x1000000"], capsys)
+    assert by_suffix == by_number and by_suffix[0] == 0
+    mapped = [int(m["vaddr"], 16) for m in json.loads(by_suffix[1])["mappings"]]
+    assert mapped == [0x400000, 0x601000]  # what Machine maps below 16 MiB
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["translate", "{core}", "dead"], "translate: argument VADDR: not a number: dead "
+         "(did you mean 0xdead?)"),
+        (["translate", "ffffffff81000000"], "translate: argument VADDR: not a number: "
+         "ffffffff81000000 (did you mean 0xffffffff81000000?)"),
+        (["walk", "{core}", "--has", "ffffffff81000000"], "walk: argument --has: not a number: "
+         "ffffffff81000000 (did you mean 0xffffffff81000000?)"),
+        (["walk", "{core}", "--range", "ffffffff81000000+16M"], "walk: argument --range: not a "
+         "number: ffffffff81000000 (did you mean 0xffffffff81000000?)"),
+        (["walk", "{core}", "--rnage", "0x0-0x1000"], "walk: unrecognized arguments: --rnage "
+         "0x0-0x1000 (did you mean --range?)"),
+        (["walk", "{core}", "--max-leafs=5"], "walk: unrecognized arguments: --max-leafs=5 "
+         "(did you mean --max-leaves?)"),
+        (["wlak", "{core}"], "argument COMMAND: invalid choice: wlak (choose from info, walk, "
+         "translate, heap, audit, backends) (did you mean walk?)"),
+        (["walk", "{core}", "--format", "jsno"], "walk: argument --format: invalid choice: jsno "
+         "(choose from json, ptdump, qemu-tlb, text) (did you mean json?)"),
+        (["walk", "{core}", "--cr3", "-4096"], "walk: argument --cr3: -4096 is negative"),
+        (["walk", "{core}", "--cpu", "-1"], "walk: argument --cpu: -1 is negative"),
+        (["walk", "{core}", "--max-leaves", "-1"], "walk: argument --max-leaves: -1 is negative"),
+        (["walk", "{core}", "--range", "0x1000+-5"], "walk: argument --range: -5 is negative"),
+        (["translate", "{core}", "--", "-5"], "translate: argument VADDR: -5 is negative"),
+        (["heap", "{core}", "--at", "-1"], "heap: argument --at: -1 is negative"),
+        (["heap", "{core}", "--memmap", "e820", "--at", "0x1000"], 'no setup header magic "HdrS"'),
+    ],
+)
+def test_option_errors_say_what_to_type(
+    core: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    status, out, err = main([a.replace("{core}", str(core)) for a in argv], capsys)
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and message in err, err
+    assert "b'" not in err and "'" not in err.replace("'!'", "")  # no Python reprs
+
+
+def test_unknown_cr3_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dump without CPU state (a raw image): CR3 is unknown, and the message says --cr3."""
+    path = tmp_path / "ram.raw"
+    path.write_bytes(bytes(0x10000))
+    status, _, err = main(["translate", str(path), "--format-in", "raw", "0x1000"], capsys)
+    assert status == 2
+    assert "CR3 is unknown (CPU 0); give the page-table root with --cr3 ADDR" in err
+
+
+# --- info --json is typed -----------------------------------------------------------------
+
+
+def test_info_json_values_are_typed(
+    kernel_dump: Callable[[str], Path], machine: Machine, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    elf = kernel_dump("4level")
+    path = tmp_path / "m.kdump"
+    write_kdump_from_memory(path, machine.mem, [machine.cpu], flattened=True)
+    for dump in (elf, path):
+        status, out, _ = main(["info", "--json", str(dump)], capsys)
+        assert status == 0
+        details = json.loads(out)["details"]
+
+        def check(value: object) -> None:
+            if isinstance(value, dict):
+                for v in value.values():
+                    check(v)
+            elif isinstance(value, str):
+                # Text is a description, never a bare number, a number with a unit or yes/no.
+                assert not re.fullmatch(r"-?\d+( \w+)?|yes|no|true|false", value), value
+            else:
+                assert isinstance(value, int | bool), value
+
+        for value in details.values():
+            check(value)
+        assert details["file size"] == dump.stat().st_size
+        assert details["CPUs"] == 1
+    assert details["dumped pages"] == (16 << 20) >> 12  # all of RAM (zero pages too)
+    assert details["max_mapnr"].startswith("0x") and isinstance(details["nr_cpus"], int)
+    assert isinstance(details["records"], int) and details["header version"] == 6
