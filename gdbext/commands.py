@@ -135,6 +135,7 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
             flush_hook=target.flush_hook,
             cache=True,
             max_phys_bits=cpu.max_phys_bits or 52,
+            phys_bits_known=cpu.max_phys_bits is not None,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -198,19 +198,39 @@ class HugePageForbiddenError(ReservedBitsError):
         self.bits = 1 << 7
 
 
+#: Every x86-64 CPU has at least this many physical-address bits (MAXPHYADDR >= 36).
+MIN_PHYS_BITS = 36
+
+
 class TableOutsideRamError(TranslationError):
     """A table (the root, or the one an entry at ``level`` points to) is not in memory.
 
-    ``entry`` is ``None`` when the root table itself is outside physical memory.
+    ``entry`` is ``None`` when the root table itself is outside physical memory. With
+    ``phys_bits_known`` false (the target does not say its CPU's MAXPHYADDR, so the walk took
+    52 and reserved no address bit) and an address with a bit at or above 36 set, the message
+    says that those bits are reserved bits on a CPU that narrow: gdbext cannot tell which.
     """
 
-    def __init__(self, vaddr: int, level: int, entry: int | None, table: int) -> None:
+    def __init__(
+        self,
+        vaddr: int,
+        level: int,
+        entry: int | None,
+        table: int,
+        phys_bits_known: bool = True,
+    ) -> None:
         if entry is None:
             message = f"the root table 0x{table:x} is outside physical memory"
         else:
             message = (
                 f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} points to table "
                 f"0x{table:x}, which is outside physical memory"
+            )
+        top = table.bit_length() - 1
+        if not phys_bits_known and top >= MIN_PHYS_BITS:
+            message += (
+                f" (address bit {top} is set: reserved bits on a CPU whose MAXPHYADDR is "
+                f"{top} or less, as QEMU's qemu64 (40); the target does not say its width)"
             )
         super().__init__(message, vaddr, level, entry)
         self.table = table

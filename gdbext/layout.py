@@ -715,7 +715,14 @@ def _kernel_tables(pt: X86PageTable, hints: Mapping[str, object]) -> X86PageTabl
 
 def _table_at(pt: X86PageTable, root: int) -> X86PageTable | None:
     try:
-        return X86PageTable(pt.mapper, root, pt.levels, nxe=pt.nxe, max_phys_bits=pt.max_phys_bits)
+        return X86PageTable(
+            pt.mapper,
+            root,
+            pt.levels,
+            nxe=pt.nxe,
+            max_phys_bits=pt.max_phys_bits,
+            phys_bits_known=pt.phys_bits_known,
+        )
     except ValueError:
         return None
 

@@ -355,6 +355,8 @@ class X86PageTable:
     :param levels: 4, or 5 for LA57.
     :param nxe: EFER.NXE. With it, bit 63 means no-execute; without it, bit 63 is reserved.
     :param max_phys_bits: MAXPHYADDR; address bits at or above it are reserved.
+    :param phys_bits_known: whether ``max_phys_bits`` is the CPU's (else 52 assumed: see
+        :class:`~gdbext.errors.TableOutsideRamError`).
     :param allow_writes: the caller's explicit opt-in to changes (see the module docstring).
     :param flush_hook: called with every TLB flush a change requires.
     :param cache: keep the tables :meth:`translate` reads (at most ``cache_tables`` of them) and
@@ -372,6 +374,7 @@ class X86PageTable:
         *,
         nxe: bool = True,
         max_phys_bits: int = 52,
+        phys_bits_known: bool = True,
         allow_writes: bool = False,
         flush_hook: FlushHook | None = None,
         cache: bool = False,
@@ -385,6 +388,9 @@ class X86PageTable:
         self.levels = levels
         self.nxe = nxe
         self.max_phys_bits = max_phys_bits
+        #: False when ``max_phys_bits`` is an assumption (the target does not say its CPU's
+        #: MAXPHYADDR): errors then say which address bits a narrower CPU reserves.
+        self.phys_bits_known = phys_bits_known
         self.allow_writes = allow_writes
         self.flush_hook = flush_hook
         self.addr_mask = ((1 << max_phys_bits) - 1) & ~0xFFF
@@ -514,14 +520,14 @@ class X86PageTable:
             try:
                 entry = entry_at(table, index)
             except PhysMemoryError as exc:
-                error = (
-                    TableNotCapturedError if isinstance(exc, NotCapturedError)
-                    else TableOutsideRamError
-                )  # fmt: skip
-                if parent_entry is None:
-                    err: TranslationError = error(vaddr, level, None, table)
+                at = level if parent_entry is None else level + 1
+                err: TranslationError
+                if isinstance(exc, NotCapturedError):
+                    err = TableNotCapturedError(vaddr, at, parent_entry, table)
                 else:
-                    err = error(vaddr, level + 1, parent_entry, table)
+                    err = TableOutsideRamError(
+                        vaddr, at, parent_entry, table, self.phys_bits_known
+                    )
                 err.steps = tuple(steps)
                 raise err from None
             steps.append(_new_step((level, table, index, entry)))

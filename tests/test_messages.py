@@ -359,3 +359,53 @@ def test_info_json_values_are_typed(
     assert details["dumped pages"] == (16 << 20) >> 12  # all of RAM (zero pages too)
     assert details["max_mapnr"].startswith("0x") and isinstance(details["nr_cpus"], int)
     assert isinstance(details["records"], int) and details["header version"] == 6
+
+
+# --- Address bits beyond MAXPHYADDR -------------------------------------------------------
+
+
+def _pd_points_high(tmp_path: Path, max_phys_bits: int | None) -> Path:
+    """A scenario whose PD entry for 0x400000 links a table at 0x2000_0000_1000 (bit 45):
+    beyond RAM, and beyond a 40-bit CPU's addresses."""
+    doc: dict[str, object] = {
+        "mappings": [{"vaddr": "0x400000", "paddr": "0x100000", "size": "4K"}],
+        "entries": [{"vaddr": "0x400000", "level": 2, "value": "0x200000001003"}],
+    }
+    if max_phys_bits is not None:
+        doc["max_phys_bits"] = max_phys_bits
+    path = tmp_path / "high.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_address_bits_beyond_a_known_width_are_reserved_bits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = _pd_points_high(tmp_path, 40)  # QEMU's qemu64
+    status, out, err = main(["translate", "--backend", "sim", "--scenario", str(scenario),
+                             "0x400000"], capsys)  # fmt: skip
+    assert (status, out) == (2, "")
+    assert "PD entry 0x0000200000001003 has reserved bits 0x200000000000 set" in err
+    assert "outside physical memory" not in err
+
+
+def test_address_bits_beyond_an_unknown_width_are_named(
+    machine: Machine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dump says nothing of MAXPHYADDR: 52 is assumed (no false "reserved"), and the message
+    names the bit a narrower CPU would reserve. The table is outside RAM either way (exit 2)."""
+    mem = machine.mem
+    pd_entry = machine.entry_addr(0x400000, 2)
+    saved = mem.read(pd_entry, 8)
+    mem.write(pd_entry, (0x200000001003).to_bytes(8, "little"))
+    try:
+        path = tmp_path / "high.elf"
+        write_qemu_elf_core(path, mem, [machine.cpu])
+    finally:
+        mem.write(pd_entry, saved)
+    status, out, err = main(["translate", str(path), "0x400000"], capsys)
+    assert (status, out) == (2, "")
+    assert (
+        "PD entry 0x0000200000001003 points to table 0x200000001000, which is outside physical "
+        "memory (address bit 45 is set: reserved bits on a CPU whose MAXPHYADDR is 45 or less"
+    ) in err
