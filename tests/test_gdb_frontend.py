@@ -694,3 +694,24 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
     assert "is not mapped" in got[3]
     errors = [line for line in proc.stderr.splitlines() if not re.match(r"warning:|determin", line)]
     assert len(errors) == 2, errors  # the two failing commands, one line each
+
+
+def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> None:
+    """As on the command line (issue 11, point 5): a translation that fails with exit status 2
+    is the command's error, not output; --user-pgd on a root with no PTI pair warns on stderr,
+    after which the output is the command line's."""
+    dump = str(kernel_dump("4level"))
+    proc = gdb(
+        f"pt-backend core {dump}",
+        *marked("pt-translate --user-pgd 0xffffffff81000000", "pt-translate 0x800000000000"),
+    )
+    user, bad = sections(proc.stdout)
+    assert user == cli_output("translate", dump, "--user-pgd", "0xffffffff81000000")
+    assert bad == ""
+    errors = proc.stderr.splitlines()
+    assert errors == [
+        "pt-translate: warning: --user-pgd: 0x61b7000 is not the user half of a PTI pair (the "
+        "user halves differ: entry 0 is present only in the kernel table (0x6302067 vs 0x0)); "
+        "this is the table at root | 0x1000 all the same",
+        "pt-translate: 0x800000000000 is not canonical for 48-bit virtual addresses",
+    ]
