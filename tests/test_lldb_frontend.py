@@ -398,3 +398,26 @@ def test_colour_follows_use_color(kernel_dump: Callable[[str], Path]) -> None:
     assert re.sub(r"\x1b\[[0-9;]*m", "", on) == plain
     piped = lldbrun.run([f"pt-backend core {dump}", "settings set use-color true", walk])
     assert piped.outputs()[2] == plain
+
+
+def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> None:
+    """As in GDB and on the command line (issue 11, point 5): a translation that fails with
+    exit status 2 is the command's error and prints nothing; the --user-pgd warning for a root
+    with no PTI pair goes to LLDB's error stream, and the output is the command line's."""
+    dump = str(kernel_dump("4level"))
+    run = lldbrun.run(
+        [
+            f"pt-backend core {dump}",
+            "pt-translate --user-pgd 0xffffffff81000000",
+            "pt-translate 0x800000000000",
+        ]
+    )
+    _, user, bad = run.results
+    assert user.ok and user.out == cli_output("translate", dump, "--user-pgd", "0xffffffff81000000")
+    assert not bad.ok and bad.out == ""
+    assert bad.err == "error: pt-translate: 0x800000000000 is not canonical for 48-bit virtual " \
+        "addresses\n"
+    # Progress and warnings are written to LLDB's error stream at once (not the result's).
+    assert "pt-translate: warning: --user-pgd: 0x61b7000 is not the user half of a PTI pair" in (
+        run.proc.stderr
+    )
