@@ -23,7 +23,6 @@ Debugger front ends reuse the same parsers and execution on a target they opened
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
@@ -89,6 +88,8 @@ def _plain_choice_error(message: str) -> str:
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`` (did you mean --range?)`` when one of ``candidates`` is close to ``word``, else
     ``""`` (difflib's ratio, as argparse's ``suggest_on_error``)."""
+    import difflib  # only on an error: not needed to start up
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
