@@ -185,7 +185,11 @@ def _open_kdump(path: str) -> _Opened:
 
 def _open_lime(path: str) -> _Opened:
     mapper, ranges = open_lime(path)
-    details = {"format": "LiME", "file size": _size(path), "segments": f"{ranges} ranges"}
+    details = {
+        "format": "LiME",
+        "file size": _size(path),
+        "segments": Detail.number(ranges, "ranges"),
+    }
     return _without_notes("lime", "LiME (mmap)", mapper, details)
 
 
