@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from gdbext.errors import MisalignedAddressError, NonCanonicalAddressError
 from gdbext.geometry import PAGE_SIZE, geometry
-from gdbext.units import parse_int
+from gdbext.units import parse_int, parse_size, shown
 
 _T = TypeVar("_T", bound=type)
 
@@ -121,15 +121,16 @@ class AddrRange:
 
     @classmethod
     def parse(cls, text: str) -> AddrRange:
-        """``"START-END"`` (end exclusive) or ``"START+SIZE"``; numbers as :func:`parse_int`."""
+        """``"START-END"`` (end exclusive) or ``"START+SIZE"``; numbers as :func:`parse_int`,
+        the size as :func:`~gdbext.units.parse_size` (``16M``)."""
         if "+" in text:
             start_text, size_text = text.split("+", 1)
             start = parse_int(start_text)
-            return cls(start, start + parse_int(size_text))
+            return cls(start, start + parse_size(size_text))
         if "-" in text:
             start_text, end_text = text.split("-", 1)
             return cls(parse_int(start_text), parse_int(end_text))
-        raise ValueError(f"not an address range (START-END or START+SIZE): {text!r}")
+        raise ValueError(f"not an address range (START-END or START+SIZE): {shown(text)}")
 
     @property
     def size(self) -> int:

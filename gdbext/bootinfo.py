@@ -33,7 +33,7 @@ from gdbext.errors import GdbextError, InputError
 from gdbext.geometry import PAGE_SIZE
 from gdbext.heap import MemoryRegion
 from gdbext.mapper import PhysMapper
-from gdbext.units import parse_int
+from gdbext.units import parse_int, shown
 
 # --- Layouts ---------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ def parse_bootinfo(
         return parse_bootinfo_v011(mapper, at, resolve_pointer=resolve_pointer)
     if series == "0.9":
         return parse_bootinfo_v09(mapper, at, features=features)
-    raise InputError(f"unsupported bootloader BootInfo version {version!r} (use 0.11 or 0.9)")
+    raise InputError(f"unsupported bootloader BootInfo version {shown(version)} (use 0.11 or 0.9)")
 
 
 def parse_bootinfo_v011(
@@ -420,9 +420,9 @@ def build_bootinfo_v09(
         V09_REGION.pack_into(out, index * V09_REGION.size, 0, 0, V09_EMPTY)
     for index, region in enumerate(regions):
         if region.start % PAGE_SIZE or region.end % PAGE_SIZE:
-            raise ValueError(f"v0.9 memory region {region!r} is not 4 KiB aligned")
+            raise ValueError(f"v0.9 memory region {shown(region)} is not 4 KiB aligned")
         if region.kind not in V09_REGION_TYPES:
-            raise ValueError(f"{region.kind!r} is not a v0.9 MemoryRegionType")
+            raise ValueError(f"{shown(region.kind)} is not a v0.9 MemoryRegionType")
         V09_REGION.pack_into(
             out,
             index * V09_REGION.size,
@@ -558,17 +558,17 @@ def _v011_kind_tag(kind: str) -> tuple[int, int]:
     """``"UnknownUefi(7)"`` -> ``(2, 7)``; ``"Usable"`` -> ``(0, 0)``."""
     name, paren, rest = kind.partition("(")
     if name not in V011_KINDS:
-        raise ValueError(f"{kind!r} is not a v0.11 MemoryRegionKind")
+        raise ValueError(f"{shown(kind)} is not a v0.11 MemoryRegionKind")
     tag = V011_KINDS.index(name)
     if tag not in V011_KINDS_WITH_PAYLOAD:
         if paren:
-            raise ValueError(f"{kind!r}: {name} has no payload")
+            raise ValueError(f"{shown(kind)}: {name} has no payload")
         return tag, 0
     if not paren or not rest.endswith(")"):
-        raise ValueError(f"{kind!r}: {name} needs a payload, e.g. {name}(7)")
+        raise ValueError(f"{shown(kind)}: {name} needs a payload, e.g. {name}(7)")
     payload = parse_int(rest[:-1])
     if payload > 0xFFFF_FFFF:
-        raise ValueError(f"{kind!r}: payload does not fit in 32 bits")
+        raise ValueError(f"{shown(kind)}: payload does not fit in 32 bits")
     return tag, payload
 
 

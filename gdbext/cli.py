@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,13 +39,14 @@ from gdbext.errors import (
     EXIT_OK,
     GdbextError,
     PluginError,
+    UntranslatedError,
     UsageError,
 )
 from gdbext.host import Host
 from gdbext.permfilter import PermFilter
 from gdbext.render.audit import render_rules
 from gdbext.target import BackendInfo, OpenRequest, Target
-from gdbext.units import parse_int
+from gdbext.units import not_a_number, parse_int, shown
 
 COMMANDS = ("info", "walk", "translate", "heap", "audit")
 #: The backend a positional DUMP (or ``--dump FILE``) opens.
@@ -52,18 +54,51 @@ DUMP_BACKEND = "core"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises :class:`UsageError` instead of exiting."""
+    """argparse that raises :class:`UsageError` instead of exiting, with "did you mean" for
+    a mistyped choice and no Python reprs in its messages (as Python 3.12's
+    ``suggest_on_error``, on 3.11 too)."""
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("gdbext").strip()
+        message = _plain_choice_error(message)
         raise UsageError(f"{command}: {message}" if command else message)
+
+
+_INVALID_CHOICE = re.compile(r"(argument .*?: )?invalid choice: (.*?) \(choose from (.*)\)")
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
+def _plain_choice_error(message: str) -> str:
+    """argparse's ``invalid choice: 'wlak' (choose from 'info', 'walk')`` without the reprs,
+    and with the closest choice suggested."""
+    match = _INVALID_CHOICE.fullmatch(message)
+    if match is None:
+        return message
+    value = _unquote(match[2])
+    choices = [_unquote(c.strip()) for c in match[3].split(",")]
+    return (
+        f"{match[1] or ''}invalid choice: {shown(value)} (choose from {', '.join(choices)})"
+        + did_you_mean(value, choices)
+    )
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean --range?)`` when one of ``candidates`` is close to ``word``, else
+    ``""`` (difflib's ratio, as argparse's ``suggest_on_error``)."""
+    import difflib  # only on an error: not needed to start up
+
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _int(text: str) -> int:
     try:
         return parse_int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _range(text: str) -> AddrRange:
@@ -312,7 +347,7 @@ def build_command_parser(
     """One command's parser on its own, named ``prog`` (e.g. ``pt-walk``), by default without
     the target options; its namespaces carry ``command``. Parse with :func:`parse_command`."""
     if command not in COMMANDS:
-        raise UsageError(f"no command {command!r} (commands: {', '.join(COMMANDS)})")
+        raise UsageError(f"no command {shown(command)} (commands: {', '.join(COMMANDS)})")
     summary = SUMMARIES[command]
     p = _Parser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
     p.set_defaults(command=command, prog=prog)
@@ -344,8 +379,25 @@ def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpa
         if args.command == "translate" and not any(x.startswith("-") for x in extra):
             args.operands = [*args.operands, *extra]
         else:
-            raise UsageError(f"{_name(args)}: unrecognized arguments: {' '.join(extra)}")
+            unknown = next((x for x in extra if x.startswith("-")), None)
+            hint = ""
+            if unknown is not None:
+                hint = did_you_mean(unknown.split("=", 1)[0], _option_strings(parser, args))
+            raise UsageError(
+                f"{_name(args)}: unrecognized arguments: {' '.join(extra)}{hint}"
+            )
     return args
+
+
+def _option_strings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The long options of the parser that parsed ``args``: the command's own parser when
+    ``parser`` is the whole command line's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices.get(args.command)
+            if isinstance(sub, argparse.ArgumentParser):
+                parser = sub
+    return [o for o in parser._option_string_actions if o.startswith("--")]
 
 
 def _name(args: argparse.Namespace) -> str:
@@ -373,17 +425,20 @@ def _source(args: argparse.Namespace) -> str | None:
             and not _is_number(operands[0])
         ):
             positional = operands.pop(0)
+            if not os.path.exists(positional) and "did you mean" in not_a_number(positional):
+                # A hex address without 0x, not a dump that was meant.
+                raise UsageError(f"{name}: argument VADDR: {not_a_number(positional)}")
         if not operands:
             raise UsageError(f"{name}: give at least one VADDR after the DUMP")
         vaddrs = []
         for text in operands:
             try:
                 vaddrs.append(parse_int(text))
-            except ValueError:
-                raise UsageError(f"{name}: argument VADDR: not a number: {text!r}") from None
+            except ValueError as exc:
+                raise UsageError(f"{name}: argument VADDR: {exc}") from None
         args.vaddrs = vaddrs
     if option is not None and positional is not None:
-        raise UsageError(f"two dumps given: {positional!r} and --dump {option!r}")
+        raise UsageError(f"two dumps given: {shown(positional)} and --dump {shown(option)}")
     return option if option is not None else positional
 
 
@@ -395,8 +450,8 @@ def backend_request(
     other than the dump backend, or a missing required option are :class:`UsageError`."""
     if source is not None and name != DUMP_BACKEND:
         raise UsageError(
-            f"a DUMP is opened by the {DUMP_BACKEND!r} backend; backend {name!r} takes none "
-            f"({source!r})"
+            f"a DUMP is opened by the {DUMP_BACKEND} backend; backend {shown(name)} takes none "
+            f"({shown(source)})"
         )
     info = host.backend(name)
     options = {opt.name: getattr(args, f"backend_{opt.name}", None) for opt in info.options}
@@ -405,12 +460,12 @@ def backend_request(
         for opt in other.options:
             if opt.name not in own and getattr(args, f"backend_{opt.name}", None) is not None:
                 raise UsageError(
-                    f"--{opt.name.replace('_', '-')} is an option of backend {other.name!r}, "
-                    f"not of {name!r}"
+                    f"--{opt.name.replace('_', '-')} is an option of backend {other.name}, "
+                    f"not of {shown(name)}"
                 )
     for opt in info.options:
         if opt.required and options[opt.name] is None:
-            raise UsageError(f"backend {name!r} needs --{opt.name.replace('_', '-')}")
+            raise UsageError(f"backend {name} needs --{opt.name.replace('_', '-')}")
     return info, OpenRequest(source, options)
 
 
@@ -450,7 +505,7 @@ class _Plan:
 def _plan(args: argparse.Namespace, host: Host) -> _Plan:
     formats = host.output_formats(args.command)
     if args.format not in formats:
-        raise PluginError(f"no plugin renders {args.command!r} as {args.format!r}")
+        raise PluginError(f"no plugin renders {args.command} as {shown(args.format)}")
     source = _source(args)
     heap = None
     rules = None
@@ -530,6 +585,23 @@ def _execute(
     observe: Callable[[object], None] | None = None,
     warn: Warn | None = None,
 ) -> int:
+    try:
+        return _execute_command(plan, args, out, target, observe, warn)
+    finally:
+        # What the command came upon in the target's own data (values ignored): said once.
+        if warn is not None and target.notices is not None:
+            for notice in target.notices():
+                warn(notice)
+
+
+def _execute_command(
+    plan: _Plan,
+    args: argparse.Namespace,
+    out: IO[str],
+    target: Target,
+    observe: Callable[[object], None] | None,
+    warn: Warn | None,
+) -> int:
     status = EXIT_OK
     result: object
     if args.command == "info":
@@ -548,8 +620,15 @@ def _execute(
             ),
         )
     elif args.command == "translate":
-        result = commands.translate(target, args.vaddrs, _root(args))
-        status = result.exit_status
+        translated = commands.translate(target, args.vaddrs, _root(args))
+        if observe is not None:
+            observe(translated)
+        _warn_result(translated, warn)
+        # Addresses that could not be translated (exit status 2) are errors: stderr's.
+        _write(out, plan.render(translated.results()))
+        if translated.failures:
+            raise UntranslatedError(_name(args), translated.failures)
+        return translated.exit_status
     elif args.command == "audit":
         if args.list_rules:
             assert plan.rules is not None
@@ -567,6 +646,7 @@ def _execute(
         result = commands.heap(target, plan.heap)
     if observe is not None:
         observe(result)
+    _warn_result(result, warn)
     _write(out, plan.render(result))
     if isinstance(result, commands.WalkResult):
         if result.stats["leaves"] == 0:
@@ -574,6 +654,13 @@ def _execute(
         if warn is not None and args.format == "qemu-tlb":
             _warn_unshown(result, warn)
     return status
+
+
+def _warn_result(result: object, warn: Warn | None) -> None:
+    """The warnings a command's result carries (``--user-pgd`` on a table with no PTI pair)."""
+    if warn is not None:
+        for message in getattr(result, "warnings", ()):
+            warn(message)
 
 
 def _warn_unshown(result: commands.WalkResult, warn: Warn) -> None:
@@ -608,7 +695,7 @@ def _heap_options(args: argparse.Namespace) -> commands.HeapOptions:
             f"{'give --at ADDR' if kind == 'bootinfo' else '--at ADDR is optional'})"
         )
     elif kind not in (None, "bootinfo", "e820", "json"):
-        raise UsageError(f"--memmap must be bootinfo, e820 or json, not {kind!r}")
+        raise UsageError(f"--memmap must be bootinfo, e820 or json, not {shown(kind)}")
     features = None
     if args.bootinfo_features is not None:
         features = tuple(f for f in args.bootinfo_features.split(",") if f)

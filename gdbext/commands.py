@@ -22,6 +22,7 @@ from gdbext.e820 import (
     scan_boot_params,
 )
 from gdbext.errors import (
+    EXIT_BAD_INPUT,
     GdbextError,
     InputError,
     NotFoundError,
@@ -39,6 +40,7 @@ from gdbext.permfilter import PermFilter
 from gdbext.physoffset import find_direct_map_base
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.target import Target
+from gdbext.units import shown
 
 #: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
 #: PGD is 8 KiB-aligned): CR3 | 0x1000.
@@ -121,10 +123,14 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
             raise InputError(f"the kernel root 0x{root:x} is not a page-aligned physical address")
         if levels is None:
             levels = kernel_levels
+    if root is None and cpu.root is None:
+        raise InputError(
+            f"CR3 is unknown (CPU {index}); give the page-table root with --cr3 ADDR "
+            "(or --kernel, with a VMCOREINFO)"
+        )
     if options.user_pgd:
         base = cpu.root if root is None else root
-        if base is None:
-            raise InputError("CR3 is unknown; give the page-table root with --cr3 or --kernel")
+        assert base is not None
         root = base | PTI_USER_PGD_BIT
     try:
         return X86PageTable.from_cpu(
@@ -135,9 +141,28 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
             flush_hook=target.flush_hook,
             cache=True,
             max_phys_bits=cpu.max_phys_bits or 52,
+            phys_bits_known=cpu.max_phys_bits is not None,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def root_warnings(pt: X86PageTable, options: RootOptions) -> list[str]:
+    """What a person should know about the table ``options`` selected, as one-line warnings
+    (data: front ends show them on their warning path). With ``user_pgd``: that ``root |
+    0x1000`` is not the user half of a PTI pair, when the evidence of
+    :func:`gdbext.audit.pti.examine_pti` says so (the table there is walked all the same)."""
+    if not options.user_pgd:
+        return []
+    from gdbext.audit.pti import examine_pti  # imported here: pti imports this module
+
+    verdict = examine_pti(pt)
+    if verdict.pair is not None:
+        return []
+    return [
+        f"--user-pgd: 0x{pt.root:x} is not the user half of a PTI pair ({verdict.reason}); "
+        "this is the table at root | 0x1000 all the same"
+    ]
 
 
 # --- info ------------------------------------------------------------------------------------
@@ -206,6 +231,8 @@ class WalkResult:
     hints: MappingABC[str, object] = field(default_factory=dict)
     #: With ``options.has``: the translation of that address (checked by :func:`walk`).
     has_leaf: Translation | None = None
+    #: One-line warnings about the selected table (see :func:`root_warnings`).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def levels(self) -> int:
@@ -317,11 +344,11 @@ def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
     """
     if options.labels not in LABEL_MODES:
         modes = ", ".join(LABEL_MODES)
-        raise UsageError(f"--labels must be one of {modes}, not {options.labels!r}")
+        raise UsageError(f"--labels must be one of {modes}, not {shown(options.labels)}")
     if options.has is not None and options.range is not None:
         raise UsageError("--has and --range exclude each other")
     pt = open_page_table(target, options.root)
-    result = WalkResult(pt, options, hints=target.hints)
+    result = WalkResult(pt, options, hints=target.hints, warnings=root_warnings(pt, options.root))
     if options.has is not None:
         leaf = pt.translate(options.has)
         perm = options.perm
@@ -351,6 +378,8 @@ class TranslateResult:
     levels: int
     root: int
     outcomes: Sequence[TranslateOutcome]
+    #: One-line warnings about the selected table (see :func:`root_warnings`).
+    warnings: Sequence[str] = ()
 
     @property
     def all_mapped(self) -> bool:
@@ -361,6 +390,21 @@ class TranslateResult:
         """0 if every address translated, else the worst status of the errors (1 not mapped,
         2 a malformed table or a bad address)."""
         return max((o.error.exit_status for o in self.outcomes if o.error is not None), default=0)
+
+    @property
+    def failures(self) -> list[TranslationError]:
+        """The errors of exit status 2 (bad address, malformed table, unreadable memory):
+        front ends report them as errors, not as results."""
+        return [
+            o.error
+            for o in self.outcomes
+            if o.error is not None and o.error.exit_status >= EXIT_BAD_INPUT
+        ]
+
+    def results(self) -> TranslateResult:
+        """This result without the outcomes in :attr:`failures`: what is printed as output."""
+        kept = [o for o in self.outcomes if o.error is None or o.error.exit_status < EXIT_BAD_INPUT]
+        return dataclasses.replace(self, outcomes=kept)
 
 
 def translate(
@@ -380,7 +424,7 @@ def translate(
             err = TranslationError(str(exc), vaddr, pt.levels, None)
             err.exit_status = exc.exit_status
             outcomes.append(TranslateOutcome(vaddr, None, err))
-    return TranslateResult(pt.levels, pt.root, outcomes)
+    return TranslateResult(pt.levels, pt.root, outcomes, root_warnings(pt, root))
 
 
 # --- heap ------------------------------------------------------------------------------------
@@ -449,7 +493,7 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
         regions = load_memmap_json(options.json_path)
         source = f"memory map {options.json_path}"
     else:
-        raise UsageError(f"--memmap must be bootinfo, e820 or json, not {memmap!r}")
+        raise UsageError(f"--memmap must be bootinfo, e820 or json, not {shown(memmap)}")
     if offset is None:
         offset, how = _auto_offset(target, options.root)
         source += f"; offset: auto, {how}"

@@ -37,6 +37,7 @@ from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotFoundError, PhysMemoryError
 from gdbext.heap import USABLE, MemoryRegion
 from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.units import shown
 
 __all__ = [
     "BootParams",
@@ -146,7 +147,7 @@ def _invalid(data: bytes) -> str | None:
     if len(data) < BOOT_PARAMS_SIZE:
         return f"only {len(data)} bytes"
     if data[HEADER_OFFSET : HEADER_OFFSET + 4] != SETUP_MAGIC:
-        return f"no setup header magic {SETUP_MAGIC!r} at +0x{HEADER_OFFSET:x}"
+        return f"no setup header magic {shown(SETUP_MAGIC)} at +0x{HEADER_OFFSET:x}"
     count = data[E820_ENTRIES_OFFSET]
     if not 1 <= count <= E820_MAX_ENTRIES:
         return f"e820_entries (+0x{E820_ENTRIES_OFFSET:x}) is {count}, not 1..{E820_MAX_ENTRIES}"
@@ -348,7 +349,7 @@ def choose_boot_params(
     empty."""
     if not found:
         raise NotFoundError(
-            f"no Linux boot_params (setup header {SETUP_MAGIC.decode()!r} at +0x{HEADER_OFFSET:x} "
+            f"no Linux boot_params (setup header {shown(SETUP_MAGIC)} at +0x{HEADER_OFFSET:x} "
             f"with a valid e820 table) in the {scanned >> 20} MiB of readable memory scanned; "
             "give its physical address with --at ADDR"
         )

@@ -15,14 +15,14 @@ Exit statuses (the command line's documented contract):
 
 >>> e = NotMappedError(0xFFFF800000001000, level=2, entry=0)
 >>> str(e)
-'0xffff800000001000 is not mapped: PD entry 0x0 is not present'
+'0xffff800000001000 is not mapped: its PD entry is not present (value 0x0)'
 >>> e.exit_status
 1
 """
 
 from __future__ import annotations
 
-from gdbext.geometry import level_name
+from gdbext.geometry import index_shift, level_name
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -65,6 +65,18 @@ class NonCanonicalAddressError(AddressError):
         self.va_bits = va_bits
 
 
+
+
+class AddressOutOfRangeError(NonCanonicalAddressError):
+    """A virtual address that does not fit in 64 bits (or is negative): no paging mode has it
+    (a kind of non-canonical address, with its own message)."""
+
+    def __init__(self, address: int, va_bits: int = 48) -> None:
+        shown = f"-0x{-address:x}" if address < 0 else f"0x{address:x}"
+        AddressError.__init__(self, f"{shown} is out of range: addresses are 64-bit", address)
+        self.va_bits = va_bits
+
+
 class MisalignedAddressError(AddressError):
     """An address that must be aligned to ``alignment`` bytes and is not."""
 
@@ -104,13 +116,36 @@ class ReadOnlyError(GdbextError):
 
 
 class TranslationError(GdbextError):
-    """A walk that stopped at ``level`` because of ``entry`` (``None`` before any entry)."""
+    """A walk that stopped at ``level`` because of ``entry`` (``None`` before any entry).
+
+    ``steps`` are the levels walked up to the stop, top first, each a
+    :class:`~gdbext.paging.WalkStep` ``(level, table, index, entry)``, the last one holding
+    ``entry`` (empty when the walk did not start, or the error did not come from a walk).
+    """
 
     def __init__(self, message: str, vaddr: int, level: int, entry: int | None) -> None:
         super().__init__(message)
         self.vaddr = vaddr
         self.level = level
         self.entry = entry
+        self.steps: tuple[tuple[int, int, int, int], ...] = ()
+
+
+class UntranslatedError(GdbextError):
+    """Addresses that ``translate`` could not translate for a reason of exit status 2 (not
+    canonical, out of range, reserved bits, an unreadable page): raised by a front end after
+    the other addresses' results were printed, so that the message goes where errors go.
+    ``errors`` are the per-address errors; the message names at most :attr:`SHOWN` of them."""
+
+    SHOWN = 3
+
+    def __init__(self, command: str, errors: list[TranslationError]) -> None:
+        shown = "; ".join(str(e) for e in errors[: self.SHOWN])
+        more = len(errors) - self.SHOWN
+        if more > 0:
+            shown += f"; and {more} more"
+        super().__init__(f"{command}: {shown}" if command else shown)
+        self.errors = errors
 
 
 class NotFoundError(GdbextError):
@@ -126,7 +161,8 @@ class NotMappedError(TranslationError, NotFoundError):
 
     def __init__(self, vaddr: int, level: int, entry: int) -> None:
         super().__init__(
-            f"0x{vaddr:x} is not mapped: {level_name(level)} entry 0x{entry:x} is not present",
+            f"0x{vaddr:x} is not mapped: its {level_name(level)} entry is not present "
+            f"(value 0x{entry:x})",
             vaddr,
             level,
             entry,
@@ -138,7 +174,8 @@ class ReservedBitsError(TranslationError):
 
     def __init__(self, vaddr: int, level: int, entry: int, bits: int) -> None:
         super().__init__(
-            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} has reserved bits 0x{bits:x} set",
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} has reserved bits "
+            f"0x{bits:x} set",
             vaddr,
             level,
             entry,
@@ -152,7 +189,7 @@ class HugePageForbiddenError(ReservedBitsError):
     def __init__(self, vaddr: int, level: int, entry: int) -> None:
         TranslationError.__init__(
             self,
-            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} has HUGE_PAGE set, "
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} has HUGE_PAGE set, "
             f"which {level_name(level)} does not allow",
             vaddr,
             level,
@@ -161,22 +198,45 @@ class HugePageForbiddenError(ReservedBitsError):
         self.bits = 1 << 7
 
 
+#: Every x86-64 CPU has at least this many physical-address bits (MAXPHYADDR >= 36).
+MIN_PHYS_BITS = 36
+
+
 class TableOutsideRamError(TranslationError):
     """A table (the root, or the one an entry at ``level`` points to) is not in memory.
 
-    ``entry`` is ``None`` when the root table itself is outside physical memory.
+    ``entry`` is ``None`` when the root table itself is outside physical memory. With
+    ``phys_bits_known`` false (the target does not say its CPU's MAXPHYADDR, so the walk took
+    52 and reserved no address bit) and an address with a bit at or above 36 set, the message
+    says that those bits are reserved bits on a CPU that narrow: gdbext cannot tell which.
     """
 
-    def __init__(self, vaddr: int, level: int, entry: int | None, table: int) -> None:
+    def __init__(
+        self,
+        vaddr: int,
+        level: int,
+        entry: int | None,
+        table: int,
+        phys_bits_known: bool = True,
+    ) -> None:
         if entry is None:
             message = f"the root table 0x{table:x} is outside physical memory"
         else:
             message = (
-                f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} points to table "
+                f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} points to table "
                 f"0x{table:x}, which is outside physical memory"
+            )
+        top = table.bit_length() - 1
+        if not phys_bits_known and top >= MIN_PHYS_BITS:
+            message += (
+                f" (address bit {top} is set: reserved bits on a CPU whose MAXPHYADDR is "
+                f"{top} or less, as QEMU's qemu64 (40); the target does not say its width)"
             )
         super().__init__(message, vaddr, level, entry)
         self.table = table
+        #: The level of the table that could not be read, and the index the walk wanted in it.
+        self.table_level = level if entry is None else level - 1
+        self.table_index = (vaddr >> index_shift(self.table_level)) & 0x1FF
 
 
 class TableNotCapturedError(TranslationError):
@@ -191,7 +251,7 @@ class TableNotCapturedError(TranslationError):
         where = (
             "the root table"
             if entry is None
-            else f"{level_name(level)} entry 0x{entry:x} points to table"
+            else f"{level_name(level)} entry 0x{entry:016x} points to table"
         )
         super().__init__(
             f"0x{vaddr:x}: {where} 0x{table:x}, which is not captured in the dump "
@@ -201,6 +261,9 @@ class TableNotCapturedError(TranslationError):
             entry,
         )
         self.table = table
+        #: The level of the table that could not be read, and the index the walk wanted in it.
+        self.table_level = level if entry is None else level - 1
+        self.table_index = (vaddr >> index_shift(self.table_level)) & 0x1FF
 
 
 # --- Page-table changes ----------------------------------------------------------------------
@@ -221,7 +284,7 @@ class AlreadyMappedError(MappingError):
 
     def __init__(self, vaddr: int, level: int, entry: int) -> None:
         super().__init__(
-            f"0x{vaddr:x} is already mapped: {level_name(level)} entry 0x{entry:x}",
+            f"0x{vaddr:x} is already mapped: {level_name(level)} entry 0x{entry:016x}",
             vaddr,
             level,
             entry,
@@ -234,7 +297,7 @@ class TableInTheWayError(AlreadyMappedError):
     def __init__(self, vaddr: int, level: int, entry: int) -> None:
         MappingError.__init__(
             self,
-            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} links a page table; unmap its "
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} links a page table; unmap its "
             "pages and clean up before mapping a huge page there",
             vaddr,
             level,
@@ -250,7 +313,7 @@ class EntryInUseError(MappingError):
 
     def __init__(self, vaddr: int, level: int, entry: int) -> None:
         super().__init__(
-            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} is not present but not empty; "
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} is not present but not empty; "
             "refusing to overwrite it",
             vaddr,
             level,
@@ -263,7 +326,7 @@ class ParentHugePageError(MappingError):
 
     def __init__(self, vaddr: int, level: int, entry: int) -> None:
         super().__init__(
-            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:x} maps a huge page",
+            f"0x{vaddr:x}: {level_name(level)} entry 0x{entry:016x} maps a huge page",
             vaddr,
             level,
             entry,
@@ -275,7 +338,7 @@ class PageSizeMismatchError(MappingError):
 
     def __init__(self, vaddr: int, level: int, entry: int, wanted: int) -> None:
         super().__init__(
-            f"0x{vaddr:x} is mapped by {level_name(level)} entry 0x{entry:x}, "
+            f"0x{vaddr:x} is mapped by {level_name(level)} entry 0x{entry:016x}, "
             f"not as a 0x{wanted:x}-byte page",
             vaddr,
             level,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 
+from gdbext.units import shown
+
 
 class PageTableFlags(enum.IntFlag):
     """Bits of a 64-bit page-table entry (Intel SDM vol. 3, 4.5)."""
@@ -72,5 +74,5 @@ def parse_flags(names: list[str] | tuple[str, ...]) -> PageTableFlags:
         try:
             value |= PageTableFlags[key]
         except KeyError:
-            raise ValueError(f"unknown page-table flag {name!r}") from None
+            raise ValueError(f"unknown page-table flag {shown(name)}") from None
     return value

@@ -18,6 +18,7 @@ from gdbext.audit.model import AuditRule
 from gdbext.errors import PluginError
 from gdbext.render.formats import OutputFormat
 from gdbext.target import BackendInfo
+from gdbext.units import shown
 
 #: Comma-separated plugin names to block (e.g. ``GDBEXT_BLOCK_PLUGINS=sim``).
 BLOCK_ENV = "GDBEXT_BLOCK_PLUGINS"
@@ -56,7 +57,9 @@ def make_plugin_manager(
         try:
             pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
         except Exception as exc:  # a broken third-party plugin must not take gdbext down
-            raise PluginError(f"loading plugins of {hookspecs.ENTRY_POINT_GROUP!r}: {exc}") from exc
+            raise PluginError(
+                f"loading plugins of {hookspecs.ENTRY_POINT_GROUP}: {exc}"
+            ) from exc
     for plugin in extra_plugins:
         pm.register(plugin)
     pm.check_pending()
@@ -89,7 +92,7 @@ class Host:
         for infos in self.pm.hook.gdbext_backends():
             for info in infos:
                 if info.name in found:
-                    raise PluginError(f"two plugins provide a backend named {info.name!r}")
+                    raise PluginError(f"two plugins provide a backend named {shown(info.name)}")
                 found[info.name] = info
         return dict(sorted(found.items()))
 
@@ -99,7 +102,7 @@ class Host:
             return backends[name]
         except KeyError:
             known = ", ".join(backends) or "none"
-            raise PluginError(f"no backend named {name!r} (known: {known})") from None
+            raise PluginError(f"no backend named {shown(name)} (known: {known})") from None
 
     def output_formats(self, command: str) -> dict[str, OutputFormat]:
         found: dict[str, OutputFormat] = {}
@@ -116,6 +119,8 @@ class Host:
         for rules in self.pm.hook.gdbext_audit_rules():
             for rule in rules:
                 if rule.id in found:
-                    raise PluginError(f"two plugins provide an audit rule with the id {rule.id!r}")
+                    raise PluginError(
+                        f"two plugins provide an audit rule with the id {shown(rule.id)}"
+                    )
                 found[rule.id] = rule
         return dict(sorted(found.items()))

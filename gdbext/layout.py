@@ -556,7 +556,9 @@ def _vmemmap_from_mem_section(pt: X86PageTable, vmci: Mapping[str, str]) -> int 
     if not 8 <= size <= 4096:
         return None
     extreme = True
-    if length and bits and maxphys and maxphys > bits:
+    # Bounded here too (the dump backend drops absurd values when it parses VMCOREINFO; a
+    # hint from elsewhere may not have): 1 << (maxphys - bits) is at most 2^40.
+    if length and bits and maxphys and 0 < maxphys - bits <= 40 and maxphys <= 52:
         extreme = length == (1 << (maxphys - bits)) // (4096 // size)
 
     def read_va(va: int) -> int | None:
@@ -713,7 +715,14 @@ def _kernel_tables(pt: X86PageTable, hints: Mapping[str, object]) -> X86PageTabl
 
 def _table_at(pt: X86PageTable, root: int) -> X86PageTable | None:
     try:
-        return X86PageTable(pt.mapper, root, pt.levels, nxe=pt.nxe, max_phys_bits=pt.max_phys_bits)
+        return X86PageTable(
+            pt.mapper,
+            root,
+            pt.levels,
+            nxe=pt.nxe,
+            max_phys_bits=pt.max_phys_bits,
+            phys_bits_known=pt.phys_bits_known,
+        )
     except ValueError:
         return None
 

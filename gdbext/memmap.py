@@ -16,7 +16,7 @@ from gdbext.addr import U64_MAX
 from gdbext.errors import InputError
 from gdbext.heap import MemoryRegion
 from gdbext.jsonfile import load_json_file, load_json_text
-from gdbext.units import parse_int
+from gdbext.units import parse_int, shown
 
 #: How a memory map given as text (not as a file) is named in error messages.
 TEXT_SOURCE = "<memory map JSON>"
@@ -55,12 +55,12 @@ def _region(element: object, index: int, source: str) -> MemoryRegion:
         raise InputError(f"region {index} is not a JSON object", path=source)
     for key in ("start", "end", "kind"):
         if key not in element:
-            raise InputError(f"region {index} has no {key!r}", path=source)
+            raise InputError(f"region {index} has no {shown(key)}", path=source)
     start = _address(element["start"], "start", index, source)
     end = _address(element["end"], "end", index, source)
     kind = element["kind"]
     if not isinstance(kind, str) or not kind:
-        raise InputError(f"region {index}: 'kind' must be a non-empty string", path=source)
+        raise InputError(f"region {index}: kind must be a non-empty string", path=source)
     if start > end:
         raise InputError(
             f"region {index} starts at 0x{start:x} after its end 0x{end:x}", path=source
@@ -71,14 +71,17 @@ def _region(element: object, index: int, source: str) -> MemoryRegion:
 def _address(value: object, key: str, index: int, source: str) -> int:
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise InputError(
-            f"region {index}: {key!r} must be an integer or a string, not {value!r}", path=source
+            f"region {index}: {shown(key)} must be an integer or a string, not {shown(value)}",
+            path=source,
         )
     try:
         number = parse_int(value)
     except ValueError:
         raise InputError(
-            f"region {index}: {key!r} is not a number: {value!r}", path=source
+            f"region {index}: {shown(key)} is not a number: {shown(value)}", path=source
         ) from None
     if number > U64_MAX + 1:
-        raise InputError(f"region {index}: {key!r} 0x{number:x} is beyond 64 bits", path=source)
+        raise InputError(
+            f"region {index}: {shown(key)} 0x{number:x} is beyond 64 bits", path=source
+        )
     return number

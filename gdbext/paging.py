@@ -44,6 +44,7 @@ from typing import NamedTuple
 from gdbext.addr import AddrRange, check_aligned, hex_repr
 from gdbext.cpu import CpuState
 from gdbext.errors import (
+    AddressOutOfRangeError,
     AlreadyMappedError,
     EntryInUseError,
     FrameAllocationError,
@@ -61,6 +62,7 @@ from gdbext.errors import (
     TableInTheWayError,
     TableNotCapturedError,
     TableOutsideRamError,
+    TranslationError,
     WalkLimitError,
 )
 from gdbext.flags import (
@@ -360,6 +362,8 @@ class X86PageTable:
     :param levels: 4, or 5 for LA57.
     :param nxe: EFER.NXE. With it, bit 63 means no-execute; without it, bit 63 is reserved.
     :param max_phys_bits: MAXPHYADDR; address bits at or above it are reserved.
+    :param phys_bits_known: whether ``max_phys_bits`` is the CPU's (else 52 assumed: see
+        :class:`~gdbext.errors.TableOutsideRamError`).
     :param allow_writes: the caller's explicit opt-in to changes (see the module docstring).
     :param flush_hook: called with every TLB flush a change requires.
     :param cache: keep the tables :meth:`translate` reads (at most ``cache_tables`` of them) and
@@ -377,6 +381,7 @@ class X86PageTable:
         *,
         nxe: bool = True,
         max_phys_bits: int = 52,
+        phys_bits_known: bool = True,
         allow_writes: bool = False,
         flush_hook: FlushHook | None = None,
         cache: bool = False,
@@ -390,6 +395,9 @@ class X86PageTable:
         self.levels = levels
         self.nxe = nxe
         self.max_phys_bits = max_phys_bits
+        #: False when ``max_phys_bits`` is an assumption (the target does not say its CPU's
+        #: MAXPHYADDR): errors then say which address bits a narrower CPU reserves.
+        self.phys_bits_known = phys_bits_known
         self.allow_writes = allow_writes
         self.flush_hook = flush_hook
         self.addr_mask = ((1 << max_phys_bits) - 1) & ~0xFFF
@@ -468,7 +476,9 @@ class X86PageTable:
         return (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)
 
     def _check_canonical(self, vaddr: int) -> None:
-        if not 0 <= vaddr < 1 << 64 or not self.geometry.is_canonical(vaddr):
+        if not 0 <= vaddr < 1 << 64:
+            raise AddressOutOfRangeError(vaddr, self.geometry.va_bits)
+        if not self.geometry.is_canonical(vaddr):
             raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
 
     def _reserved(self, level: int, entry: int, leaf: bool) -> int:
@@ -479,6 +489,7 @@ class X86PageTable:
     def translate(self, vaddr: int) -> Translation:
         """Walk ``vaddr`` as the MMU does.
 
+        :raises AddressOutOfRangeError: ``vaddr`` is negative or does not fit in 64 bits.
         :raises NonCanonicalAddressError: ``vaddr`` is not canonical for this paging mode.
         :raises NotMappedError: an entry on the way is not present (``level``, ``entry``).
         :raises HugePageForbiddenError: HUGE_PAGE in a PML4 or PML5 entry.
@@ -486,7 +497,7 @@ class X86PageTable:
         :raises TableOutsideRamError: an entry points to a table outside physical memory.
         """
         if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
-            raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
+            self._check_canonical(vaddr)
         memo = self._memo
         if memo is not None:
             hit = memo.get(vaddr >> 12)
@@ -516,22 +527,30 @@ class X86PageTable:
             try:
                 entry = entry_at(table, index)
             except PhysMemoryError as exc:
-                error = (
-                    TableNotCapturedError if isinstance(exc, NotCapturedError)
-                    else TableOutsideRamError
-                )  # fmt: skip
-                if parent_entry is None:
-                    raise error(vaddr, level, None, table) from None
-                raise error(vaddr, level + 1, parent_entry, table) from None
+                at = level if parent_entry is None else level + 1
+                err: TranslationError
+                if isinstance(exc, NotCapturedError):
+                    err = TableNotCapturedError(vaddr, at, parent_entry, table)
+                else:
+                    err = TableOutsideRamError(
+                        vaddr, at, parent_entry, table, self.phys_bits_known
+                    )
+                err.steps = tuple(steps)
+                raise err from None
             steps.append(_new_step((level, table, index, entry)))
             if not entry & PRESENT:
-                raise NotMappedError(vaddr, level, entry)
+                err = NotMappedError(vaddr, level, entry)
+                err.steps = tuple(steps)
+                raise err
             leaf = level == 1 or (entry & HUGE_PAGE and level < 4)
             bad = entry & (rsvd_leaf if leaf else rsvd_table)
             if bad:
                 if bad & HUGE_PAGE and level >= 4:
-                    raise HugePageForbiddenError(vaddr, level, entry)
-                raise ReservedBitsError(vaddr, level, entry, bad)
+                    err = HugePageForbiddenError(vaddr, level, entry)
+                else:
+                    err = ReservedBitsError(vaddr, level, entry, bad)
+                err.steps = tuple(steps)
+                raise err
             acc = (acc & entry & _PERM_BITS) | ((acc | entry) & self._nx_bit)  # _eff, inlined
             if leaf:
                 size = 1 << shift

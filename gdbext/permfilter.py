@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from gdbext.errors import UsageError
 from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
+from gdbext.units import shown
 
 __all__ = ["PermFilter", "perm_index"]
 
@@ -103,7 +104,8 @@ class PermFilter:
             if atom not in _ATOMS:
                 known = ", ".join(sorted(_ATOMS))
                 raise UsageError(
-                    f"--filter: unknown term {term!r} in {spec!r} (terms: {known}; '!' negates, "
+                    f"--filter: unknown term {shown(term)} in {shown(spec)} (terms: {known}; "
+                    "'!' negates, "
                     "',' means and)"
                 )
             mask = _ATOMS[atom]

@@ -37,13 +37,11 @@ from typing import IO, Protocol, cast
 
 from gdbext import cli, commands
 from gdbext.errors import (
-    EXIT_BAD_INPUT,
     EXIT_FINDINGS,
     EXIT_NOT_FOUND,
     EXIT_OK,
     FindingsError,
     GdbextError,
-    InputError,
     NotFoundError,
     UsageError,
 )
@@ -52,6 +50,7 @@ from gdbext.mapper import PhysMapper
 from gdbext.paging import LeafRun
 from gdbext.render.common import plural
 from gdbext.target import OpenRequest, Target
+from gdbext.units import shown
 
 #: Front-end command name -> command-line command.
 COMMANDS: dict[str, str] = {
@@ -203,7 +202,7 @@ class Session:
             elif name in COMMANDS:
                 parser = cli.build_command_parser(self.host, COMMANDS[name], prog=name)
             else:
-                raise UsageError(f"no command {name!r}")
+                raise UsageError(f"no command {shown(name)}")
             self._parsers[name] = parser
         return parser
 
@@ -280,7 +279,7 @@ class Session:
             :class:`~gdbext.errors.FindingsError`, so that a GDB script stops there).
         """
         if name not in COMMANDS:
-            raise UsageError(f"no command {name!r}")
+            raise UsageError(f"no command {shown(name)}")
         args = self._parse(name, argv, out)
         if args is None:
             return EXIT_OK
@@ -310,20 +309,10 @@ class Session:
             found = getattr(ticker.result, "findings", ())
             count = sum(1 for f in found if f.severity >= args.fail_on)
             raise FindingsError(
-                f"{name}: {count} finding{plural(count)} at or above --fail-on "
-                f"{args.fail_on}",
+                f"{name}: {count} finding{plural(count)} at or above --fail-on {args.fail_on}",
                 str(args.fail_on),
                 count,
             )
-        if status >= EXIT_BAD_INPUT:
-            result = ticker.result
-            errors = [
-                o.error
-                for o in getattr(result, "outcomes", ())
-                if o.error is not None and o.error.exit_status >= EXIT_BAD_INPUT
-            ]
-            detail = f": {errors[0]}" if errors else ""
-            raise InputError(f"{name}: not every address could be translated{detail}")
         return status
 
     def backend(self, argv: Sequence[str], out: Writer) -> int:

@@ -19,6 +19,42 @@ from gdbext.mapper import FrameAllocator, PhysMapper
 from gdbext.tlbflush import FlushHook
 
 
+class Detail(str):
+    """One fact of :attr:`Target.details` with a typed value: the ``str`` is its text for
+    people (``info``'s text output), :attr:`value` is for machines (``info --json``): an
+    ``int``, a ``bool``, an address as a ``"0x…"`` string, or a mapping of such; no units.
+
+    >>> d = Detail.number(4096, "bytes")
+    >>> str(d), d.value
+    ('4096 bytes', 4096)
+    >>> Detail.address(0x2a10000, "init_top_pgt + phys_base").value
+    '0x2a10000'
+    """
+
+    value: int | bool | str | Mapping[str, int | bool | str]
+
+    def __new__(cls, text: str, value: int | bool | str | Mapping[str, int | bool | str]) -> Detail:
+        obj = super().__new__(cls, text)
+        obj.value = value
+        return obj
+
+    @classmethod
+    def number(cls, value: int, unit: str = "") -> Detail:
+        """A count, shown with its ``unit`` (``4096 bytes``)."""
+        return cls(f"{value} {unit}" if unit else str(value), value)
+
+    @classmethod
+    def address(cls, value: int, note: str = "") -> Detail:
+        """An address or other hex quantity, with an optional ``note`` in parentheses."""
+        return cls(f"0x{value:x} ({note})" if note else f"0x{value:x}", f"0x{value:x}")
+
+    @classmethod
+    def flag(cls, value: bool, why: str = "") -> Detail:
+        """A yes/no fact, shown as ``yes (why)``."""
+        text = "yes" if value else "no"
+        return cls(f"{text} ({why})" if why else text, value)
+
+
 @dataclass(frozen=True)
 class BackendOption:
     """A command-line option a backend needs, e.g. the simulator's ``--scenario FILE``."""
@@ -63,7 +99,7 @@ class Target:
     flush_hook: FlushHook | None = None
     #: A frame allocator for page-table changes, when the backend owns its memory.
     frame_allocator: FrameAllocator | None = None
-    #: Extra facts for ``info`` (name -> value, already formatted).
+    #: Extra facts for ``info``: name -> text, a :class:`Detail` where the value is typed.
     details: Mapping[str, str] = field(default_factory=dict)
     #: Defaults a backend suggests to commands (e.g. ``bootinfo_at`` for ``heap``).
     hints: Mapping[str, object] = field(default_factory=dict)
@@ -72,6 +108,10 @@ class Target:
     #: A context manager a front end enters around each command, for backends that must set
     #: and restore state around their reads (QEMU's PhyMemMode); ``None`` if not needed.
     command_scope: Callable[[], AbstractContextManager[None]] | None = None
+    #: Warnings about the target's own data that a command came upon (a VMCOREINFO value out
+    #: of range, ignored): each is returned once, by the first call after it arose; front ends
+    #: call it after each command and show them on their warning path. ``None``: never any.
+    notices: Callable[[], Sequence[str]] | None = None
 
     def cpu(self, index: int = 0) -> CpuState:
         if not 0 <= index < len(self.cpus):

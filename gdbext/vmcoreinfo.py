@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
+from gdbext.units import shown
 
 U64_MASK = (1 << 64) - 1
 #: ``__START_KERNEL_map``: the virtual address the kernel image's physical 0 is linked at.
@@ -56,13 +57,35 @@ _HEX = re.compile(r"[0-9a-fA-F]{1,16}\Z")
 _DEC = re.compile(r"-?[0-9]{1,20}\Z")
 
 
+#: The values gdbext computes with, and the range each must lie in to be used: a value outside
+#: it (``NUMBER(MAX_PHYSMEM_BITS)=-1`` would make ``1 << (bits - section bits)`` huge) is
+#: ignored, as if the key were absent, and named in :attr:`VmcoreInfo.problems`.
+RANGES: Mapping[str, tuple[int, int]] = {
+    # x86-64: 46 with 4-level paging, 52 with 5-level; MAXPHYADDR is never below 32.
+    "NUMBER(MAX_PHYSMEM_BITS)": (32, 52),
+    # 27 on x86-64 (128 MiB sections); at least a page, at most the physical address space.
+    "NUMBER(SECTION_SIZE_BITS)": (12, 52),
+    "NUMBER(pgtable_l5_enabled)": (0, 1),
+    # 512 MiB or 1 GiB: the kernel image lies in the 2 GiB of __START_KERNEL_map.
+    "NUMBER(KERNEL_IMAGE_SIZE)": (1, 1 << 31),
+    "SIZE(mem_section)": (8, 4096),
+    "OFFSET(mem_section.section_mem_map)": (0, 4095),
+    # Root pointers or sections: at most one per section of a 52-bit space.
+    "LENGTH(mem_section)": (1, 1 << 40),
+    "PAGESIZE": (4096, 4096),
+    # The KASLR slide stays inside the 2 GiB kernel mapping.
+    "KERNELOFFSET": (0, (1 << 31) - 1),
+}
+
+
 @dataclass(frozen=True)
 class VmcoreInfo:
     """Parsed VMCOREINFO text: every key with its raw value, and typed accessors.
 
     Accessors return ``None`` for a key that is absent or whose value does not parse; the
     malformed ones are listed in :attr:`problems` (a dump with a damaged VMCOREINFO line can
-    still be walked from its CPUs' CR3).
+    still be walked from its CPUs' CR3). Values gdbext computes with are range-checked here,
+    where they are parsed (:data:`RANGES`): an absurd one is a problem and is not an entry.
     """
 
     #: Key -> raw value text, in file order (the last occurrence of a repeated key wins).
@@ -133,17 +156,28 @@ def _check_value(key: str, value: str) -> str | None:
         kind = "decimal"
     else:
         return None
-    return None if ok else f"{key}={value[:40]!r} is not {kind}"
+    if not ok:
+        return f"{key}={shown(value[:40])} is not {kind}"
+    bounds = RANGES.get(key)
+    if bounds is not None:
+        number = int(value, 16 if kind == "hex" else 10)
+        lo, hi = bounds
+        if not lo <= number <= hi:
+            span = f"0x{lo:x}..0x{hi:x}" if kind == "hex" else f"{lo}..{hi}"
+            return f"{key}={value} is out of range ({span}); ignored"
+    return None
 
 
 def parse_vmcoreinfo(text: bytes | str) -> VmcoreInfo:
     """Parse VMCOREINFO text (NUL-terminated or not; decoded as UTF-8 with replacement).
 
     Lines without ``=`` or whose key is empty or not printable ASCII are skipped and reported
-    in :attr:`VmcoreInfo.problems`; this never raises.
+    in :attr:`VmcoreInfo.problems`; so are values of :data:`RANGES`' keys that are malformed or
+    out of their range, which are also left out of :attr:`VmcoreInfo.entries` (ignored); this
+    never raises.
 
     >>> parse_vmcoreinfo(b"PAGESIZE=4096\\nbogus\\nSYMBOL(x)=zz\\0junk").problems
-    ("line 2 has no '='", "SYMBOL(x)='zz' is not hex")
+    ("line 2 has no '='", 'SYMBOL(x)=zz is not hex')
     """
     if isinstance(text, bytes | bytearray | memoryview):
         raw = bytes(text)
@@ -166,11 +200,15 @@ def parse_vmcoreinfo(text: bytes | str) -> VmcoreInfo:
             problems.append(f"line {number} has no '='")
             continue
         if not _KEY.match(key):
-            problems.append(f"line {number} has a bad key {key[:40]!r}")
+            problems.append(f"line {number} has a bad key {shown(key[:40])}")
             continue
         problem = _check_value(key, value)
         if problem is not None:
             problems.append(problem)
+            if key in RANGES:
+                # A value computed with must be right or absent: drop it (and an earlier one).
+                entries.pop(key, None)
+                continue
         entries[key] = value
     return VmcoreInfo(entries, tuple(problems))
 

@@ -165,7 +165,7 @@ def test_fail_on_gives_exit_status_3() -> None:
 
 def test_duplicate_rule_ids_are_a_plugin_error() -> None:
     twin = rule("wx", lambda ctx: ())
-    with pytest.raises(PluginError, match="two plugins provide an audit rule with the id 'wx'"):
+    with pytest.raises(PluginError, match="two plugins provide an audit rule with the id wx"):
         Host.create(extra_plugins=[Plugin(twin)]).audit_rules()
     with pytest.raises(PluginError, match="two audit rules have the id 'x'"):
         run_audit(demo(), AuditOptions(), [rule("x", lambda c: ()), rule("x", lambda c: ())])
@@ -549,7 +549,7 @@ def test_context_evidence_and_finding() -> None:
         for n, s in zip(("PML4", "PDPT", "PD", "PT"), t.steps, strict=True)
     )
     assert ctx.evidence(ctx.main, 0x1000) == (
-        "0x1000: 0x1000 is not mapped: PML4 entry 0x0 is not present",
+        "0x1000: 0x1000 is not mapped: its PML4 entry is not present (value 0x0)",
     )
     r = rule("r", lambda c: ())
     span = ctx.main.spans[0]

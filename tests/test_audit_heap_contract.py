@@ -153,7 +153,8 @@ def test_partially_unmapped_heap() -> None:
     )
     # The evidence is the walk's own answer for the first page of the hole.
     assert result.findings[0].evidence == (
-        "0xffff888001400000: 0xffff888001400000 is not mapped: PD entry 0x0 is not present",
+        "0xffff888001400000: 0xffff888001400000 is not mapped: its PD entry is not present "
+        "(value 0x0)",
     )
 
 

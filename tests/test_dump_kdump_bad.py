@@ -256,6 +256,17 @@ def test_garbage_compressed_data(tmp_path: Path, form: str, codec: str) -> None:
     expect_error(path, "does not decompress", real(offset, form))
 
 
+def test_snappy_body_garbage_names_the_codec_once() -> None:
+    """A valid length preamble, then garbage: cramjam's own "snappy: " prefix is not doubled."""
+    pytest.importorskip("cramjam")
+    from gdbext_dump.kdump_codecs import DECODERS, FLAG_SNAPPY, CodecError
+
+    with pytest.raises(CodecError) as info:
+        DECODERS[FLAG_SNAPPY](b"\x80\x20" + b"garbage!" * 8, 4096)
+    message = str(info.value)
+    assert message.startswith("snappy: corrupt input") and message.count("snappy") == 1
+
+
 def compressed(codec: str, raw: bytes) -> bytes:
     if codec == "zlib":
         return zlib.compress(raw)

@@ -362,7 +362,7 @@ def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[st
     )
     assert proc.stderr == ""
     translate, walk, has, filtered = sections(proc.stdout)
-    assert has == "0x1000 is not mapped: PD entry 0x0 is not present\n"
+    assert has == "0x1000 is not mapped: its PD entry is not present (value 0x0)\n"
     assert filtered == "0x400000 is mapped, but its permissions do not pass --filter w\n"
     assert translate == cli_output("translate", dump, "0x1")
     assert translate.startswith("0x0000000000000001: 0x1 is not mapped")
@@ -378,25 +378,32 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
     expected = [
         ("pt-walk", r"^no backend selected; connect to a gdbstub \(target remote HOST:PORT\)"),
         ("p $pt_phys(0)", r"^no backend selected; "),
-        ("pt-backend nope", r"^no backend named 'nope' \(known: core, gdb, lldb, sim"),
+        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, lldb, sim"),
         ("pt-backend core /nonexistent.elf", r"^/nonexistent\.elf: cannot open: No such file"),
-        ("pt-backend sim", r"^backend 'sim' needs --scenario$"),
-        ("pt-backend sim x.json", r"^a DUMP is opened by the 'core' backend; backend 'sim' takes"),
+        ("pt-backend sim", r"^backend sim needs --scenario$"),
+        ("pt-backend sim x.json", r"^a DUMP is opened by the core backend; backend sim takes"),
         (f"pt-backend core {dump}", None),
         ("pt-walk --bogus", r"^pt-walk: unrecognized arguments: --bogus$"),
-        ("pt-walk --format nope", r"^pt-walk: argument --format: invalid choice: 'nope'"),
+        ("pt-walk --format nope", r"^pt-walk: argument --format: invalid choice: nope \(choose"),
         ("pt-walk --range zz", r"^pt-walk: argument --range: "),
+        ("pt-walk --rnage 0x0-0x1000", r"^pt-walk: unrecognized .* \(did you mean --range\?\)$"),
+        ("pt-walk --cr3 -5", r"^pt-walk: argument --cr3: -5 is negative$"),
+        ("pt-walk --range 0x1000+dead", r"^pt-walk: argument --range: not a size: dead \(did "),
+        ("pt-translate ffffffff81000000", r"^pt-translate: .*\(did you mean 0xffffffff81000000\?"),
         ("pt-walk --cpu 3", r"^there is no CPU 3; this target has 1$"),
         ("pt-walk --cr3 0x1 --kernel", r"^pt-walk: argument --kernel: not allowed with"),
         ("pt-walk 'unterminated", r"^pt-walk: unrecognized arguments: unterminated$"),
         ("pt-translate", r"^pt-translate: the following arguments are required: VADDR$"),
-        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: 'zz'$"),
-        ("pt-translate 0x8000000000000000", r"^pt-translate: not every address could be "),
+        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: zz$"),
+        (
+            "pt-translate 0x8000000000000000",
+            r"^pt-translate: 0x8000000000000000 is not canonical for 48-bit virtual addresses$",
+        ),
         ("pt-heap", r"^--memmap bootinfo\|e820\|json is required$"),
         ("pt-heap --memmap json /nonexistent.json", r"/nonexistent\.json"),
         ("p $pt_phys()", r"^\$pt_phys takes one argument, VADDR$"),
         ("p $pt_phys(1, 2)", r"^\$pt_phys takes one argument, VADDR$"),
-        ("p $pt_phys(0x1)", r"^0x1 is not mapped: PD entry 0x0 is not present$"),
+        ("p $pt_phys(0x1)", r"^0x1 is not mapped: its PD entry is not present \(value 0x0\)$"),
         ("p $pt_phys(0x8000000000000000)", r"^0x8000000000000000 is not canonical"),
         ("p $pt_virt(0xfffffffff000)", r"^physical 0xfffffffff000 is not mapped by the page tab"),
         ('p $pt_virt("x")', r"^"),
@@ -713,3 +720,24 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
     assert "is not mapped" in got[3]
     errors = [line for line in proc.stderr.splitlines() if not re.match(r"warning:|determin", line)]
     assert len(errors) == 2, errors  # the two failing commands, one line each
+
+
+def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> None:
+    """As on the command line (issue 11, point 5): a translation that fails with exit status 2
+    is the command's error, not output; --user-pgd on a root with no PTI pair warns on stderr,
+    after which the output is the command line's."""
+    dump = str(kernel_dump("4level"))
+    proc = gdb(
+        f"pt-backend core {dump}",
+        *marked("pt-translate --user-pgd 0xffffffff81000000", "pt-translate 0x800000000000"),
+    )
+    user, bad = sections(proc.stdout)
+    assert user == cli_output("translate", dump, "--user-pgd", "0xffffffff81000000")
+    assert bad == ""
+    errors = proc.stderr.splitlines()
+    assert errors == [
+        "pt-translate: warning: --user-pgd: 0x61b7000 is not the user half of a PTI pair (the "
+        "user halves differ: entry 0 is present only in the kernel table (0x6302067 vs 0x0)); "
+        "this is the table at root | 0x1000 all the same",
+        "pt-translate: 0x800000000000 is not canonical for 48-bit virtual addresses",
+    ]

@@ -575,7 +575,7 @@ def test_forced_paths_that_do_not_exist(sim: Target) -> None:
 def test_bad_options(options: dict[str, str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         LiveOptions.from_request(OpenRequest(None, options))
-    with pytest.raises(UsageError, match="not 'vmcore'"):
+    with pytest.raises(UsageError, match="not vmcore"):
         LiveOptions.from_request(OpenRequest("vmcore", {}))
 
 

@@ -184,8 +184,12 @@ def test_accessed_dirty_merge_in_text_but_not_in_json() -> None:
 @pytest.mark.parametrize(
     ("vaddr", "status", "message"),
     [
-        (0x10000000, 1, "0x10000000 is not mapped: PD entry 0x0 is not present"),
-        (0x100000000000, 1, "0x100000000000 is not mapped: PML4 entry 0x0 is not present"),
+        (0x10000000, 1, "0x10000000 is not mapped: its PD entry is not present (value 0x0)"),
+        (
+            0x100000000000,
+            1,
+            "0x100000000000 is not mapped: its PML4 entry is not present (value 0x0)",
+        ),
         (0x800000000000, 2, "not canonical"),
     ],
 )

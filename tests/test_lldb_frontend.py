@@ -265,29 +265,36 @@ def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[st
     _, translate, has = run.results
     assert translate.ok and has.ok and translate.err == has.err == ""
     assert translate.out == cli_output("translate", dump, "0x1")
-    assert has.out == "0x1000 is not mapped: PD entry 0x0 is not present\n"
+    assert has.out == "0x1000 is not mapped: its PD entry is not present (value 0x0)\n"
 
 
 def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str], Path]) -> None:
     dump = str(kernel_dump("4level"))
     expected: list[tuple[str, str | None]] = [
         ("pt-walk", r"^no backend selected; connect to a gdbstub \(pt-connect HOST:PORT\)"),
-        ("pt-backend nope", r"^no backend named 'nope' \(known: core, gdb, lldb, sim"),
+        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, lldb, sim"),
         ("pt-backend core /nonexistent.elf", r"^/nonexistent\.elf: cannot open: No such file"),
-        ("pt-backend sim", r"^backend 'sim' needs --scenario$"),
+        ("pt-backend sim", r"^backend sim needs --scenario$"),
         ("pt-backend lldb", r"^the lldb backend needs a live target: connect LLDB first"),
         ("pt-backend lldb --debugger 9999", r"^--debugger 9999: LLDB has no such debugger$"),
         ("pt-backend gdb", r"^the gdb backend works only inside GDB$"),
         (f"pt-backend core {dump}", None),
         ("pt-walk --bogus", r"^pt-walk: unrecognized arguments: --bogus$"),
-        ("pt-walk --format nope", r"^pt-walk: argument --format: invalid choice: 'nope'"),
+        ("pt-walk --format nope", r"^pt-walk: argument --format: invalid choice: nope \(choose"),
         ("pt-walk --range zz", r"^pt-walk: argument --range: "),
+        ("pt-walk --rnage 0x0-0x1000", r"^pt-walk: unrecognized .* \(did you mean --range\?\)$"),
+        ("pt-walk --cr3 -5", r"^pt-walk: argument --cr3: -5 is negative$"),
+        ("pt-walk --range 0x1000+dead", r"^pt-walk: argument --range: not a size: dead \(did "),
+        ("pt-translate ffffffff81000000", r"^pt-translate: .*\(did you mean 0xffffffff81000000\?"),
         ("pt-walk --cpu 3", r"^there is no CPU 3; this target has 1$"),
         ("pt-walk --cr3 0x1 --kernel", r"^pt-walk: argument --kernel: not allowed with"),
         ("pt-walk 'unterminated", r"^pt-walk: no closing quotation$"),
         ("pt-translate", r"^pt-translate: the following arguments are required: VADDR$"),
-        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: 'zz'$"),
-        ("pt-translate 0x8000000000000000", r"^pt-translate: not every address could be "),
+        ("pt-translate zz", r"^pt-translate: argument VADDR: not a number: zz$"),
+        (
+            "pt-translate 0x8000000000000000",
+            r"^pt-translate: 0x8000000000000000 is not canonical for 48-bit virtual addresses$",
+        ),
         ("pt-translate $void", r"^pt-translate: \$void: use of undeclared identifier '\$void'$"),
         ("pt-heap", r"^--memmap bootinfo\|e820\|json is required$"),
         ("pt-heap --memmap json /nonexistent.json", r"/nonexistent\.json"),
@@ -301,11 +308,8 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
             assert result.ok, (command, result.err)
             continue
         assert not result.ok, command
-        # Output printed before the failure (the per-address lines of pt-translate) stays.
-        printed = ""
-        if command.startswith("pt-translate 0x"):
-            printed = cli_output("translate", dump, *command.split()[1:])
-        assert result.out == printed, (command, result.out)
+        # Nothing on stdout: an address that cannot be translated is an error, not output.
+        assert result.out == "", (command, result.out)
         assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
         assert re.search(pattern, result.err[len("error: ") :].rstrip("\n")), (command, result.err)
     assert "Traceback" not in run.proc.stdout + run.proc.stderr
@@ -395,3 +399,26 @@ def test_colour_follows_use_color(kernel_dump: Callable[[str], Path]) -> None:
     assert re.sub(r"\x1b\[[0-9;]*m", "", on) == plain
     piped = lldbrun.run([f"pt-backend core {dump}", "settings set use-color true", walk])
     assert piped.outputs()[2] == plain
+
+
+def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> None:
+    """As in GDB and on the command line (issue 11, point 5): a translation that fails with
+    exit status 2 is the command's error and prints nothing; the --user-pgd warning for a root
+    with no PTI pair goes to LLDB's error stream, and the output is the command line's."""
+    dump = str(kernel_dump("4level"))
+    run = lldbrun.run(
+        [
+            f"pt-backend core {dump}",
+            "pt-translate --user-pgd 0xffffffff81000000",
+            "pt-translate 0x800000000000",
+        ]
+    )
+    _, user, bad = run.results
+    assert user.ok and user.out == cli_output("translate", dump, "--user-pgd", "0xffffffff81000000")
+    assert not bad.ok and bad.out == ""
+    assert bad.err == "error: pt-translate: 0x800000000000 is not canonical for 48-bit virtual " \
+        "addresses\n"
+    # Progress and warnings are written to LLDB's error stream at once (not the result's).
+    assert "pt-translate: warning: --user-pgd: 0x61b7000 is not the user half of a PTI pair" in (
+        run.proc.stderr
+    )

@@ -82,7 +82,7 @@ def test_missing_key_names_file_and_index(tmp_path: Path, key: str) -> None:
     path.write_text(json.dumps(bad), encoding="utf-8")
     with pytest.raises(InputError) as err:
         load_memmap_json(path)
-    assert str(err.value) == f"{path}: region 2 has no {key!r}"
+    assert str(err.value) == f"{path}: region 2 has no {key}"
 
 
 def test_start_after_end(tmp_path: Path) -> None:
@@ -96,14 +96,14 @@ def test_start_after_end(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("region", "message"),
     [
-        ({"start": "zero", "end": 1, "kind": "Usable"}, "region 0: 'start' is not a number"),
-        ({"start": -1, "end": 1, "kind": "Usable"}, "region 0: 'start' is not a number"),
-        ({"start": 0, "end": 1.5, "kind": "Usable"}, "region 0: 'end' must be an integer"),
-        ({"start": True, "end": 1, "kind": "Usable"}, "region 0: 'start' must be an integer"),
-        ({"start": 0, "end": None, "kind": "Usable"}, "region 0: 'end' must be an integer"),
-        ({"start": 0, "end": 1 << 65, "kind": "Usable"}, "region 0: 'end' 0x2" + "0" * 16),
-        ({"start": 0, "end": 1, "kind": 3}, "region 0: 'kind' must be a non-empty string"),
-        ({"start": 0, "end": 1, "kind": ""}, "region 0: 'kind' must be a non-empty string"),
+        ({"start": "zero", "end": 1, "kind": "Usable"}, "region 0: start is not a number"),
+        ({"start": -1, "end": 1, "kind": "Usable"}, "region 0: start is not a number"),
+        ({"start": 0, "end": 1.5, "kind": "Usable"}, "region 0: end must be an integer"),
+        ({"start": True, "end": 1, "kind": "Usable"}, "region 0: start must be an integer"),
+        ({"start": 0, "end": None, "kind": "Usable"}, "region 0: end must be an integer"),
+        ({"start": 0, "end": 1 << 65, "kind": "Usable"}, "region 0: end 0x2" + "0" * 16),
+        ({"start": 0, "end": 1, "kind": 3}, "region 0: kind must be a non-empty string"),
+        ({"start": 0, "end": 1, "kind": ""}, "region 0: kind must be a non-empty string"),
     ],
 )
 def test_bad_values(region: dict[str, object], message: str) -> None:

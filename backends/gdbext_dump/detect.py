@@ -17,6 +17,7 @@ anything else                          raw
 from __future__ import annotations
 
 from gdbext.errors import InputError, UsageError
+from gdbext.units import shown
 from gdbext_dump.lime import LIME_MAGIC_BYTES
 
 FORMATS = ("elf", "kdump", "lime", "raw")
@@ -48,7 +49,9 @@ def detect_format(path: str, format_in: str | None = None) -> str:
     if format_in is not None:
         name = format_in.lower()
         if name not in FORMATS:
-            raise UsageError(f"--format-in must be one of {', '.join(FORMATS)}, not {format_in!r}")
+            raise UsageError(
+                f"--format-in must be one of {', '.join(FORMATS)}, not {shown(format_in)}"
+            )
         return name
     try:
         with open(path, "rb") as f:

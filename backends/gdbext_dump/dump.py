@@ -29,7 +29,7 @@ from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
 from gdbext.mapper import PhysMapper, readable_ranges
-from gdbext.target import LazyMapping, Target
+from gdbext.target import Detail, LazyMapping, Target
 from gdbext.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
     VMCOREINFO_HINTS,
@@ -184,7 +184,11 @@ def _open_kdump(path: str) -> _Opened:
 
 def _open_lime(path: str) -> _Opened:
     mapper, ranges = open_lime(path)
-    details = {"format": "LiME", "file size": _size(path), "segments": f"{ranges} ranges"}
+    details = {
+        "format": "LiME",
+        "file size": _size(path),
+        "segments": Detail.number(ranges, "ranges"),
+    }
     return _without_notes("lime", "LiME (mmap)", mapper, details)
 
 
@@ -218,7 +222,7 @@ def _check_mappable(path: str) -> None:
 
 def _size(path: str) -> str:
     try:
-        return f"{os.path.getsize(path)} bytes"
+        return Detail.number(os.path.getsize(path), "bytes")
     except OSError:
         return "?"
 
@@ -249,6 +253,7 @@ class _VmcoreinfoSource:
         self._opened = opened
         self._done = False
         self._info: VmcoreInfo | None = None
+        self._noticed = False
         self.origin = "none"
         if opened.vmcoreinfo_text is not None:
             self._info = parse_vmcoreinfo(opened.vmcoreinfo_text)
@@ -281,6 +286,18 @@ class _VmcoreinfoSource:
         info = self.get()
         return {} if info is None else hints_from_vmcoreinfo(info)
 
+    def notices(self) -> list[str]:
+        """The VMCOREINFO values that were ignored (out of range), once, and only when the
+        VMCOREINFO was looked at (no RAM scan for it here)."""
+        if not self._done or self._info is None or self._noticed:
+            return []
+        self._noticed = True
+        return [
+            f"VMCOREINFO ({self.origin}): {problem}"
+            for problem in self._info.problems
+            if problem.endswith("; ignored")
+        ]
+
     def details(self) -> dict[str, str]:
         info = self.get()
         details = {"VMCOREINFO": self.origin}
@@ -290,11 +307,13 @@ class _VmcoreinfoSource:
             details["OSRELEASE"] = info.osrelease
         root = kernel_root(info)
         if root is not None:
-            details["kernel root"] = f"0x{root:x} (init_top_pgt - 0xffffffff80000000 + phys_base)"
+            details["kernel root"] = Detail.address(
+                root, "init_top_pgt - 0xffffffff80000000 + phys_base"
+            )
         if info.levels is not None:
-            details["kernel paging levels"] = str(info.levels)
+            details["kernel paging levels"] = Detail.number(info.levels)
         if info.kernel_offset is not None:
-            details["KERNELOFFSET"] = f"0x{info.kernel_offset:x}"
+            details["KERNELOFFSET"] = Detail.address(info.kernel_offset)
         if info.problems:
             shown = "; ".join(info.problems[:3])
             more = f" (+{len(info.problems) - 3} more)" if len(info.problems) > 3 else ""
@@ -329,13 +348,16 @@ def _register_details(notes: DumpNotes, count: int) -> dict[str, str]:
     details: dict[str, str] = {}
     for i in range(min(count, MAX_CPU_DETAILS)):
         regs = notes.registers(i)
-        shown = [
-            f"{name} 0x{regs[name]:x}"
+        names = [
+            name
             for name in ("rip", "rsp", "eip", "esp", "kernel_gs_base", "gs_base")
             if name in regs
         ]
-        if shown:
-            details[f"cpu {i} registers"] = ", ".join(shown)
+        if names:
+            details[f"cpu {i} registers"] = Detail(
+                ", ".join(f"{name} 0x{regs[name]:x}" for name in names),
+                {name: f"0x{regs[name]:x}" for name in names},
+            )
     return details
 
 
@@ -344,7 +366,7 @@ def _target(path: str, opened: _Opened) -> Target:
     source = _VmcoreinfoSource(opened)
     cpus, how = _cpus(notes, source)
     details = dict(opened.details)
-    details["CPUs"] = str(len(cpus))
+    details["CPUs"] = Detail.number(len(cpus))
     details["CPU state"] = how
     details |= _register_details(notes, len(cpus))
     if notes.warnings:
@@ -367,4 +389,5 @@ def _target(path: str, opened: _Opened) -> Target:
         details=all_details,
         hints=hints,
         close=opened.close,
+        notices=source.notices,
     )

@@ -40,6 +40,8 @@ from types import TracebackType
 
 from gdbext.addr import AddrRange
 from gdbext.errors import NotCapturedError, PhysMemoryError, ReadOnlyError
+from gdbext.target import Detail
+from gdbext.units import shown
 from gdbext_dump.kdump_codecs import (
     CODEC_NAMES,
     FLAG_RAW,
@@ -170,7 +172,7 @@ class KdumpHeader:
         ) = DISK_DUMP_HEADER.unpack(raw)
         if signature != KDUMP_SIGNATURE:
             what = "the old diskdump format" if signature == b"DISKDUMP" else "not a kdump file"
-            raise fail(f"signature {signature!r} is not {KDUMP_SIGNATURE!r}: {what}", 0)
+            raise fail(f"signature {shown(signature)} is not {shown(KDUMP_SIGNATURE)}: {what}", 0)
         self.utsname = {
             name: _cstr(utsname[i * UTSNAME_FIELD : (i + 1) * UTSNAME_FIELD])
             for i, name in enumerate(UTSNAME_FIELDS)
@@ -486,7 +488,7 @@ class KdumpFile:
         codecs = [name for bit, name in CODEC_NAMES.items() if header.status & bit]
         details = {
             "format": src.form,
-            "header version": str(header.header_version),
+            "header version": Detail.number(header.header_version),
             "compression": ", ".join(codecs) or "none",
         }
         scan = desc_end - header.desc_offset
@@ -499,19 +501,19 @@ class KdumpFile:
             ]
             details["page codecs"] = ", ".join(names)
         details |= {
-            "dump level": str(header.dump_level),
-            "nr_cpus": str(header.nr_cpus),
-            "max_mapnr": f"0x{header.max_mapnr:x}",
-            "dumped pages": str(self.mapper.dumped_pages),
+            "dump level": Detail.number(header.dump_level),
+            "nr_cpus": Detail.number(header.nr_cpus),
+            "max_mapnr": Detail.address(header.max_mapnr),
+            "dumped pages": Detail.number(self.mapper.dumped_pages),
             "machine": header.utsname["machine"],
             "release": header.utsname["release"],
         }
         if header.status & STATUS_INCOMPLETE:
-            details["incomplete"] = "yes (the writer ran out of space)"
+            details["incomplete"] = Detail.flag(True, "the writer ran out of space")
         if header.split:
-            details["split"] = "yes (this file holds part of the pages)"
+            details["split"] = Detail.flag(True, "this file holds part of the pages")
         if isinstance(src, FlatKdumpFile):
-            details["records"] = str(src.records)
+            details["records"] = Detail.number(src.records)
         return details
 
     def close(self) -> None:

@@ -101,7 +101,8 @@ def _snappy(data: bytes, block_size: int) -> bytes:
     try:
         return bytes(cramjam.snappy.decompress_raw(data))
     except cramjam.DecompressionError as exc:
-        raise CodecError(f"snappy: {exc}") from None
+        # cramjam's messages begin with "snappy: " already: say it once.
+        raise CodecError(f"snappy: {str(exc).removeprefix('snappy: ')}") from None
 
 
 _zstd_state: dict[str, Any] = {}

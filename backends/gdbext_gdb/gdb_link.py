@@ -17,6 +17,7 @@ import gdb
 
 from gdbext.errors import GdbextError, UsageError
 from gdbext.target import OpenRequest, Target
+from gdbext.units import shown
 from gdbext_gdb.link import (
     CONTROL_REGISTERS,
     LiveTargetError,
@@ -104,7 +105,7 @@ class GdbConnectionLink:
         out = self._execute(f"maintenance packet {text}")
         m = _RECEIVED.search(out)
         if m is None:
-            raise LiveTargetError(f"no reply to {text}: {out.strip()[:80]!r}")
+            raise LiveTargetError(f"no reply to {text}: {shown(out.strip()[:80])}")
         return m.group(1)
 
     def monitor(self, command: str) -> str:

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, overload
 
 from gdbext.cpu import CpuState
 from gdbext.errors import PhysMemoryError, ReadOnlyError, UsageError
-from gdbext.target import LazyMapping, OpenRequest, Target
-from gdbext.units import parse_int
+from gdbext.target import Detail, LazyMapping, OpenRequest, Target
+from gdbext.units import parse_int, shown
 from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdb.phymem import ModeBracket, PhyMemMode
 from gdbext_gdb.ram import RamRanges, parse_mtree_ram
@@ -89,7 +89,7 @@ class LiveOptions:
         if request.source:
             raise UsageError(
                 f"the {naming.backend} backend reads the target {naming.debugger} is connected "
-                f"to, not {request.source!r}"
+                f"to, not {shown(request.source)}"
             )
         direct_text = request.options.get("direct_map")
         direct = None
@@ -102,7 +102,7 @@ class LiveOptions:
                 raise UsageError(f"--direct-map 0x{direct:x} is not a page-aligned address")
         via = request.options.get("read_via")
         if via is not None and via not in READ_VIA:
-            raise UsageError(f"--read-via must be one of {', '.join(READ_VIA)}, not {via!r}")
+            raise UsageError(f"--read-via must be one of {', '.join(READ_VIA)}, not {shown(via)}")
         if via is None and direct is not None:
             via = "direct-map"
         return cls(direct, via)
@@ -424,15 +424,16 @@ class LiveState:
         self._probe_ram()
         threads = self.link.thread_numbers()
         selected = self.link.selected_thread()
-        details = {"connection": self.description}
+        details: dict[str, str] = {"connection": self.description}
         ram = self.mapper.ram
         if ram is None:
             details["RAM"] = self._ram_note or "unknown; reads are not checked"
-        details["vCPUs"] = (
+        details["vCPUs"] = Detail(
             f"{len(threads)} ({self.naming.debugger} threads {_spans(threads)}; "
             "CPU N is thread N+1)"
             if threads
-            else "none (no threads)"
+            else "none (no threads)",
+            len(threads),
         )
         hints: dict[str, object] = {}
         if self._is_linux is None:

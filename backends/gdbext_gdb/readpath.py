@@ -16,6 +16,7 @@ import re
 import struct
 from typing import Protocol
 
+from gdbext.units import shown
 from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
 
 #: Quadwords per ``monitor xp`` command (64 KiB; its output is about 3.5 times that).
@@ -113,7 +114,7 @@ def parse_xp(text: str, addr: int, count: int) -> bytes:
             continue
         m = _XP_LINE.match(line)
         if m is None:
-            raise LiveTargetError(f"unexpected monitor xp output: {line.strip()[:80]!r}")
+            raise LiveTargetError(f"unexpected monitor xp output: {shown(line.strip()[:80])}")
         at = int(m[1], 16)
         if _XP_REFUSED in m[2].lower():
             raise TargetMemoryError(at, 8, f"monitor xp: cannot access memory at 0x{at:x}")
@@ -125,7 +126,7 @@ def parse_xp(text: str, addr: int, count: int) -> bytes:
     if len(values) != count:
         first = text.strip().splitlines()[0][:80] if text.strip() else "nothing"
         raise LiveTargetError(
-            f"monitor xp gave {len(values)} of {count} words at 0x{addr:x} ({first!r})"
+            f"monitor xp gave {len(values)} of {count} words at 0x{addr:x} ({shown(first)})"
         )
     return struct.pack(f"<{count}Q", *values)
 

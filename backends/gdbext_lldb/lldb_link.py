@@ -45,6 +45,7 @@ import lldb
 
 from gdbext.errors import UsageError
 from gdbext.target import OpenRequest, Target
+from gdbext.units import shown
 from gdbext_gdb.link import (
     CONTROL_REGISTERS,
     LiveTargetError,
@@ -233,19 +234,19 @@ class LldbProcessLink:
         out = self._command(f"process plugin packet send {text}", text)
         m = _RESPONSE.search(out)
         if m is None:
-            raise LiveTargetError(f"no reply to {text}: {out.strip()[:80]!r}")
+            raise LiveTargetError(f"no reply to {text}: {shown(out.strip()[:80])}")
         return m.group(1)
 
     def monitor(self, command: str) -> str:
         out = self._command(f"process plugin packet monitor {command}", f"monitor {command}")
         m = _MONITOR_TAIL.search(out)
         if m is None:
-            raise LiveTargetError(f"monitor {command}: no reply ({out.strip()[-80:]!r})")
+            raise LiveTargetError(f"monitor {command}: no reply ({shown(out.strip()[-80:])})")
         reply = m.group(1)
         if reply == "":
             raise LiveTargetError("the gdbstub has no monitor (qRcmd)")
         if reply != "OK":
-            raise LiveTargetError(f"monitor {command}: the gdbstub answered {reply[:40]!r}")
+            raise LiveTargetError(f"monitor {command}: the gdbstub answered {shown(reply[:40])}")
         return out[: m.start()].replace("\r\n", "\n")
 
     def registers(self, thread: int | None = None) -> dict[str, int]:
@@ -431,7 +432,7 @@ def debugger_of(request: OpenRequest) -> lldb.SBDebugger:
     try:
         debugger = lldb.SBDebugger.FindDebuggerWithID(int(text, 0))
     except ValueError:
-        raise UsageError(f"--debugger: not a debugger ID: {text!r}") from None
+        raise UsageError(f"--debugger: not a debugger ID: {shown(text)}") from None
     if not debugger.IsValid():
         raise UsageError(f"--debugger {text}: LLDB has no such debugger")
     return debugger

@@ -42,8 +42,8 @@ from gdbext.heap import MemoryRegion
 from gdbext.jsonfile import load_json_file
 from gdbext.mapper import read_u64, write_u64
 from gdbext.paging import X86PageTable
-from gdbext.target import Target
-from gdbext.units import format_size, parse_int, parse_size
+from gdbext.target import Detail, Target
+from gdbext.units import format_size, parse_int, parse_size, shown
 from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.tlb import SimTlb
@@ -91,7 +91,7 @@ class SimMachine:
             read_path="in-memory simulator",
             flush_hook=self.tlb,
             frame_allocator=self.allocator,
-            details={"table frames": str(len(self.allocator.allocated))},
+            details={"table frames": Detail.number(len(self.allocator.allocated))},
             hints=hints,
         )
 
@@ -117,23 +117,23 @@ class _Doc:
     def int_(self, obj: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
         if key not in obj:
             if default is None:
-                raise self.fail(where, f"missing {key!r}")
+                raise self.fail(where, f"missing {shown(key)}")
             return default
         try:
             value = parse_int(obj[key])
         except (ValueError, TypeError, AttributeError):
-            raise self.fail(f"{where}.{key}", f"not a number: {obj[key]!r}") from None
+            raise self.fail(f"{where}.{key}", f"not a number: {shown(obj[key])}") from None
         if value >= 1 << 64:
             raise self.fail(f"{where}.{key}", f"does not fit in 64 bits: 0x{value:x}")
         return value
 
     def size(self, obj: Mapping[str, Any], key: str, where: str) -> int:
         if key not in obj:
-            raise self.fail(where, f"missing {key!r}")
+            raise self.fail(where, f"missing {shown(key)}")
         try:
             return parse_size(obj[key])
         except (ValueError, TypeError):
-            raise self.fail(f"{where}.{key}", f"not a size: {obj[key]!r}") from None
+            raise self.fail(f"{where}.{key}", f"not a size: {shown(obj[key])}") from None
 
     def list_(self, obj: Mapping[str, Any], key: str) -> Sequence[Any]:
         value = obj.get(key, [])
@@ -319,7 +319,7 @@ def _write_bootinfo(memory: SparsePhysMemory, d: _Doc, spec: Any) -> dict[str, A
                 ),
             )
         else:
-            raise d.fail("bootinfo.version", f"must be 0.11 or 0.9, not {version!r}")
+            raise d.fail("bootinfo.version", f"must be 0.11 or 0.9, not {shown(version)}")
     except ValueError as exc:
         raise d.fail("bootinfo", str(exc)) from None
     except GdbextError as exc:

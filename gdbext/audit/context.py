@@ -500,6 +500,7 @@ class AuditContext:
                 base.levels,
                 nxe=base.nxe,
                 max_phys_bits=base.max_phys_bits,
+                phys_bits_known=base.phys_bits_known,
                 cache=True,
             )
             view = self._remember(name, pt)

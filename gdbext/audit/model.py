@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gdbext.addr import hex_repr
 from gdbext.errors import GdbextError, UsageError
+from gdbext.units import shown
 
 if TYPE_CHECKING:
     from gdbext.audit.context import AuditContext
@@ -48,7 +49,7 @@ class Severity(IntEnum):
             return cls[text.strip().upper()]
         except KeyError:
             choices = ", ".join(str(s) for s in cls)
-            raise UsageError(f"unknown severity {text!r} (choose from {choices})") from None
+            raise UsageError(f"unknown severity {shown(text)} (choose from {choices})") from None
 
 
 @hex_repr("vaddr", "end", "paddr", "paddr_end")

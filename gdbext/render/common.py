@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gdbext.flags import GLOBAL, PAT_LARGE, PageTableFlags, flag_names
+from gdbext.errors import TableNotCapturedError, TableOutsideRamError, TranslationError
+from gdbext.flags import GLOBAL, PAT_LARGE, PRESENT, PageTableFlags, flag_names
 
 
 def hex64(value: int) -> str:
@@ -54,3 +55,21 @@ def extra_tokens(entry: int) -> str:
     if entry & PageTableFlags.WRITE_THROUGH:
         tokens.append("PWT")
     return " ".join(tokens)
+
+
+def step_flag_names(entry: int, page_size: int | None = None) -> list[str]:
+    """Decoded flags of one walk step's entry: a leaf's (``page_size`` given) as
+    :func:`leaf_flag_names`, a table link's as :func:`~gdbext.flags.flag_names`; none for an
+    entry that is not present (its other bits are the OS's, not the MMU's)."""
+    if not entry & PRESENT:
+        return []
+    return flag_names(entry) if page_size is None else leaf_flag_names(entry, page_size)
+
+
+def unread_table(err: TranslationError) -> tuple[int, int, int, str] | None:
+    """Where a walk found a table it could not read: ``(level, table, index, why)``, or None."""
+    if isinstance(err, TableNotCapturedError):
+        return err.table_level, err.table, err.table_index, "not captured in the dump"
+    if isinstance(err, TableOutsideRamError):
+        return err.table_level, err.table, err.table_index, "outside physical memory"
+    return None

@@ -12,8 +12,9 @@ from typing import Any
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.paging import Anomaly
-from gdbext.render.common import hexs, leaf_flag_names
+from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
+from gdbext.target import Detail
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:
@@ -72,14 +73,23 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
         t = outcome.translation
         if t is None:
             err = outcome.error
-            out.append(
-                {
-                    "vaddr": hexs(outcome.vaddr),
-                    "error": str(err),
-                    "level": None if err is None else err.level,
-                    "entry": None if err is None or err.entry is None else hexs(err.entry),
+            record: dict[str, Any] = {
+                "vaddr": hexs(outcome.vaddr),
+                "error": str(err),
+                "level": None if err is None else err.level,
+                "entry": None if err is None or err.entry is None else hexs(err.entry),
+                "steps": [] if err is None else [_step(*s) for s in err.steps],
+            }
+            unread = None if err is None else unread_table(err)
+            if unread is not None:
+                level, table, index, why = unread
+                record["unread"] = {
+                    "level": level,
+                    "table": hexs(table),
+                    "index": index,
+                    "reason": why,
                 }
-            )
+            out.append(record)
             continue
         out.append(
             {
@@ -91,18 +101,23 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
                 "writable": t.writable,
                 "executable": t.executable,
                 "captured": outcome.captured,
-                "steps": [
-                    {
-                        "level": s.level,
-                        "table": hexs(s.table),
-                        "index": s.index,
-                        "entry": hexs(s.entry),
-                    }
-                    for s in t.steps
-                ],
+                "steps": [_step(*s, t.page_size if s is t.steps[-1] else None) for s in t.steps],
             }
         )
     yield json.dumps(out, indent=2)
+
+
+def _step(
+    level: int, table: int, index: int, entry: int, page_size: int | None = None
+) -> dict[str, Any]:
+    """One level of a translation (``page_size`` for the leaf): as the text output's lines."""
+    return {
+        "level": level,
+        "table": hexs(table),
+        "index": index,
+        "entry": hexs(entry),
+        "flags": step_flag_names(entry, page_size),
+    }
 
 
 def render_info(result: InfoResult) -> Iterator[str]:
@@ -118,7 +133,10 @@ def render_info(result: InfoResult) -> Iterator[str]:
         "ram": None
         if result.ram is None
         else [{"start": hexs(r.start), "end": hexs(r.end)} for r in result.ram],
-        "details": result.details,
+        "details": {
+            key: value.value if isinstance(value, Detail) else value
+            for key, value in result.details.items()
+        },
         "cpus": [
             {
                 "levels": c.levels,

@@ -20,11 +20,18 @@ from collections.abc import Iterator
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
-from gdbext.flags import ACCESSED_DIRTY, flag_names
+from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import level_name
 from gdbext.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
 from gdbext.paging import AliasRun, Anomaly
-from gdbext.render.common import extra_tokens, hex64, leaf_flag_names, perms, plural
+from gdbext.render.common import (
+    extra_tokens,
+    hex64,
+    perms,
+    plural,
+    step_flag_names,
+    unread_table,
+)
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
 
@@ -151,8 +158,14 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
         if t is None:
             err = outcome.error
             yield f"{hex64(outcome.vaddr)}: {err}"
-            if err is not None and err.entry is not None:
-                yield f"    stopped at {level_name(err.level)} entry 0x{err.entry:x}"
+            if err is not None:
+                for level, table, index, entry in err.steps:
+                    names = " ".join(step_flag_names(entry)) or "(not present)"
+                    yield _step_line(level, table, index, f"0x{entry:016x}  {names}")
+                unread = unread_table(err)
+                if unread is not None:
+                    level, table, index, why = unread
+                    yield _step_line(level, table, index, f"unknown: the table is {why}", "")
             continue
         yield (
             f"{hex64(t.vaddr)} -> 0x{t.paddr:x}  {format_size(t.page_size)} page  "
@@ -161,13 +174,13 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
         )
         for step in t.steps:
             leaf = step is t.steps[-1]
-            names = " ".join(
-                leaf_flag_names(step.entry, t.page_size) if leaf else flag_names(step.entry)
-            )
-            yield (
-                f"    {level_name(step.level):>4} 0x{step.table:x}[{step.index:3}] "
-                f"= 0x{step.entry:016x}  {names}"
-            )
+            names = " ".join(step_flag_names(step.entry, t.page_size if leaf else None))
+            yield _step_line(step.level, step.table, step.index, f"0x{step.entry:016x}  {names}")
+
+
+def _step_line(level: int, table: int, index: int, what: str, sep: str = "= ") -> str:
+    """One level of a translation: ``  PD 0x2a16000[  8] = 0x00000000010001e1  PRESENT ...``."""
+    return f"    {level_name(level):>4} 0x{table:x}[{index:3}] {sep}{what}"
 
 
 def render_info(result: InfoResult) -> Iterator[str]:
