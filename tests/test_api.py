@@ -289,10 +289,10 @@ def test_finding_reprs_show_addresses_in_hex() -> None:
     ("call", "message"),
     [
         (lambda: gdbext.open(), "needs a dump file or backend=NAME"),
-        (lambda: gdbext.open(backend="nope"), "no backend named 'nope'"),
+        (lambda: gdbext.open(backend="nope"), "no backend named nope"),
         (lambda: gdbext.open(backend="sim"), "needs --scenario"),
         (lambda: gdbext.open(backend="sim", scenario=str(DEMO), bogus=1), "no backend option"),
-        (lambda: gdbext.open("x.elf", backend="sim"), "backend 'sim' takes none"),
+        (lambda: gdbext.open("x.elf", backend="sim"), "backend sim takes none"),
         (lambda: gdbext.open(backend="gdb"), "only inside GDB"),
         (lambda: gdbext.open(backend="lldb"), "only inside LLDB"),
         (lambda: gdbext.open("/nonexistent/vmcore"), "No such file"),
