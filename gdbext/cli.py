@@ -653,8 +653,8 @@ def _heap_options(args: argparse.Namespace) -> commands.HeapOptions:
 
 
 def _write(out: IO[str], lines: Iterable[str]) -> None:
-    """Write ``lines`` in blocks; the lines made before an error (a walk that stopped at its
-    bound) are written too, then the error propagates."""
+    """Write ``lines`` in blocks; the lines made before an error of the input (a walk that
+    stopped at its bound) are written too, then the error propagates."""
     write = out.write
     buf: list[str] = []
     try:
@@ -664,10 +664,14 @@ def _write(out: IO[str], lines: Iterable[str]) -> None:
                 buf.append("")
                 write("\n".join(buf))
                 buf = []
-    finally:
+    except GdbextError:
         if buf:
             buf.append("")
             write("\n".join(buf))
+        raise
+    if buf:
+        buf.append("")
+        write("\n".join(buf))
 
 
 def _warn_stderr(message: str) -> None:
