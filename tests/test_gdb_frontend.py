@@ -277,6 +277,8 @@ DUMP_CASES: list[tuple[str, list[str]]] = [
     ("walk", ["--no-merge", "--labels", "none", "--range", "0xffffffff80000000+0x40000000"]),
     ("walk", ["--kernel", "--filter", "x"]),
     ("walk", ["--has", "0x400000"]),
+    ("walk", ["--merge", "va"]),
+    ("walk", ["--merge", "va", "--json"]),
     ("translate", ["0x400000", "0xffffffff82000000", "0xffffffffff5fd000"]),
     ("translate", ["--json", "0xffffffff82000000", "0x1"]),
     ("info", []),
