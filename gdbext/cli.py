@@ -152,6 +152,16 @@ SUMMARIES = {
 }
 
 
+#: A command's description under its usage in ``--help`` and debugger help (the summary when
+#: it has none here).
+DESCRIPTIONS = {"heap": commands.HEAP_HELP}
+
+
+def _description(command: str) -> str:
+    summary = SUMMARIES[command]
+    return DESCRIPTIONS.get(command, summary[0].upper() + summary[1:] + ".")
+
+
 def _add_backend_options(g: argparse._ArgumentGroup, host: Host) -> None:
     """Every backend's options (``--scenario FILE``...) as ``backend_NAME`` destinations."""
     seen: set[str] = {"dump"}
@@ -285,13 +295,31 @@ def _add_walk_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="region labels in text output: Linux's layout, when it looks like Linux (auto)",
     )
-    p.add_argument("--no-merge", dest="merge", action="store_false", help="one line per leaf entry")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument(
+        "--merge",
+        dest="merge_by",
+        choices=commands.MERGE_MODES,
+        default="pa",
+        help="merge leaves contiguous in virtual and physical address (pa, the default), or "
+        "in virtual address only, whatever their frames (va: the physical address shows as "
+        "'scattered', null in JSON, when they are not contiguous)",
+    )
+    m.add_argument("--no-merge", dest="merge", action="store_false", help="one line per leaf entry")
     p.add_argument(
         "--max-leaves",
         type=_int,
         default=commands.DEFAULT_MAX_LEAVES,
         metavar="N",
         help=f"stop past N leaf entries, 0 for no limit (default {commands.DEFAULT_MAX_LEAVES})",
+    )
+    p.add_argument(
+        "--max-lines",
+        type=_int,
+        metavar="N",
+        help="stop outputs that expand shared tables (qemu-tlb, ptdump, json, --no-merge) past "
+        f"N lines, 0 for no limit (default {commands.DEFAULT_MAX_LINES}, ptdump "
+        f"{commands.DEFAULT_MAX_LINES_PTDUMP})",
     )
 
 
@@ -301,7 +329,7 @@ def _add_heap_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) ->
         nargs="+",
         metavar=("bootinfo|e820|json", "FILE"),
         help="memory map source: 'bootinfo' (with --at), 'e820' (Linux's boot_params, found "
-        "by a scan or at --at) or 'json FILE'",
+        "by a scan or at --at; the default for Linux) or 'json FILE'",
     )
     p.add_argument(
         "--at",
@@ -335,7 +363,7 @@ def build_parser(host: Host, *, target_options: bool = True) -> argparse.Argumen
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for command in COMMANDS:
-        p = sub.add_parser(command, help=SUMMARIES[command])
+        p = sub.add_parser(command, help=SUMMARIES[command], description=_description(command))
         _add_command_arguments(p, host, command, target_options)
     sub.add_parser("backends", help="list the installed backends")
     return parser
@@ -348,8 +376,7 @@ def build_command_parser(
     the target options; its namespaces carry ``command``. Parse with :func:`parse_command`."""
     if command not in COMMANDS:
         raise UsageError(f"no command {shown(command)} (commands: {', '.join(COMMANDS)})")
-    summary = SUMMARIES[command]
-    p = _Parser(prog=prog, description=summary[0].upper() + summary[1:] + ".")
+    p = _Parser(prog=prog, description=_description(command))
     p.set_defaults(command=command, prog=prog)
     _add_command_arguments(p, host, command, target_options)
     return p
@@ -617,6 +644,8 @@ def _execute_command(
                 perm=args.filter,
                 has=args.has,
                 labels=args.labels,
+                merge_by=args.merge_by,
+                max_lines=args.max_lines,
             ),
         )
     elif args.command == "translate":
@@ -711,14 +740,22 @@ def _heap_options(args: argparse.Namespace) -> commands.HeapOptions:
 
 
 def _write(out: IO[str], lines: Iterable[str]) -> None:
+    """Write ``lines`` in blocks; the lines made before an error of the input (a walk that
+    stopped at its bound) are written too, then the error propagates."""
     write = out.write
     buf: list[str] = []
-    for line in lines:
-        buf.append(line)
-        if len(buf) >= 4096:
+    try:
+        for line in lines:
+            buf.append(line)
+            if len(buf) >= 4096:
+                buf.append("")
+                write("\n".join(buf))
+                buf = []
+    except GdbextError:
+        if buf:
             buf.append("")
             write("\n".join(buf))
-            buf = []
+        raise
     if buf:
         buf.append("")
         write("\n".join(buf))

@@ -33,6 +33,7 @@ from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
 from gdbext.kernelimage import KERNEL_IMAGE_VA as KERNEL_IMAGE_VA  # re-exported (audit rules)
 from gdbext.kernelimage import bss_first, image_parts
+from gdbext.layout import Layout, detect_layout, labels_wanted
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
 from gdbext.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
@@ -176,10 +177,13 @@ class InfoResult:
     cpus: Sequence[CpuState]
     ram: Sequence[AddrRange] | None
     details: dict[str, str]
+    #: Linux's layout (its bases and where each came from) when the target looks like Linux
+    #: (as ``walk --labels auto`` decides) and its tables can be read; else ``None``.
+    layout: Layout | None = None
 
 
 def info(target: Target) -> InfoResult:
-    """What the target is and what its CPUs' paging state says."""
+    """What the target is, what its CPUs' paging state says and, for Linux, its layout."""
     return InfoResult(
         target.backend,
         target.description,
@@ -187,7 +191,20 @@ def info(target: Target) -> InfoResult:
         list(target.cpus),
         None if target.ram is None else list(target.ram),
         dict(target.details),
+        _info_layout(target),
     )
+
+
+def _info_layout(target: Target) -> Layout | None:
+    """The layout ``walk`` labels with, or ``None`` (not Linux, or no table to read)."""
+    if not labels_wanted("auto", target.hints):
+        return None
+    try:
+        return detect_layout(open_page_table(target), target.hints)
+    except (GdbextError, ValueError, OverflowError, MemoryError):
+        # The layout is extra: absurd dump fields (a VMCOREINFO number used in arithmetic)
+        # must not take info down with them.
+        return None
 
 
 # --- walk ------------------------------------------------------------------------------------
@@ -196,6 +213,21 @@ def info(target: Target) -> InfoResult:
 #: Default bound on the leaves one walk produces: far above any real kernel's (Linux with 512 GiB
 #: of RAM in 4 KiB pages has 128 M), far below what an alias bomb multiplies into.
 DEFAULT_MAX_LEAVES = 1 << 28
+
+
+#: Default bound on the lines of an output that writes a line per leaf or per merged range
+#: with shared tables expanded (``qemu-tlb``, JSON, ``--no-merge``): 4 Mi lines, 16 GiB in
+#: 4 KiB pages, about 190 MB of ``qemu-tlb`` (a kernel's tables print far fewer: large pages,
+#: merged ranges; the committed 128 MiB guests' ``info tlb`` has 75,000 lines).
+DEFAULT_MAX_LINES = 1 << 22
+#: The same for ``--format ptdump``, whose lines are fewer (a line per series of equal
+#: entries) and whose shared tables are not collapsed: 256 Ki lines (a kernel's ptdump has
+#: hundreds to a few thousand).
+DEFAULT_MAX_LINES_PTDUMP = 1 << 18
+
+#: ``--merge`` values: ranges contiguous in virtual and physical address (``pa``, the
+#: default), or in virtual address only, whatever their frames (``va``).
+MERGE_MODES = ("pa", "va")
 
 
 #: ``--labels`` values: ``auto`` (Linux's layout when the target looks like Linux), ``linux``,
@@ -217,6 +249,19 @@ class WalkOptions:
     has: int | None = None
     #: Region labels in text output: one of :data:`LABEL_MODES`.
     labels: str = "auto"
+    #: With ``merge``: one of :data:`MERGE_MODES` (``va``: whatever the frames).
+    merge_by: str = "pa"
+    #: Stop an output that expands shared tables (``qemu-tlb``, ``ptdump``, JSON,
+    #: ``--no-merge``) with :class:`~gdbext.errors.OutputLimitError` past this many lines;
+    #: ``None``: the format's default (:data:`DEFAULT_MAX_LINES`,
+    #: :data:`DEFAULT_MAX_LINES_PTDUMP`), 0: no limit.
+    max_lines: int | None = None
+
+    def line_limit(self, default: int = DEFAULT_MAX_LINES) -> int | None:
+        """The bound on lines for a format whose default is ``default``; None: no bound."""
+        if self.max_lines is None:
+            return default
+        return self.max_lines or None
 
 
 @dataclass
@@ -347,6 +392,10 @@ def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
         raise UsageError(f"--labels must be one of {modes}, not {shown(options.labels)}")
     if options.has is not None and options.range is not None:
         raise UsageError("--has and --range exclude each other")
+    if options.merge_by not in MERGE_MODES:
+        raise UsageError(f"--merge must be pa or va, not {shown(options.merge_by)}")
+    if options.max_lines is not None and options.max_lines < 0:
+        raise UsageError(f"--max-lines must be 0 or more, not {options.max_lines}")
     pt = open_page_table(target, options.root)
     result = WalkResult(pt, options, hints=target.hints, warnings=root_warnings(pt, options.root))
     if options.has is not None:
@@ -459,11 +508,37 @@ class HeapResult:
     source: str
 
 
+#: What ``heap`` means, for its help: the command line's ``--help`` and the debuggers'.
+HEAP_HELP = (
+    "Where the kernel heap is: the largest usable region of the physical memory map, moved "
+    "into the higher half by the physical memory offset. Linux: the largest Usable region of "
+    "the e820 map in boot_params (found by a scan of the memory, or at --at ADDR), moved into "
+    "the direct map (its base found in the page tables); e820 is the default for a Linux "
+    "target (a dump with VMCOREINFO). A BootInfo kernel (booted by the bootloader crate): the "
+    "seed's contract, the largest usable region of the BootInfo's memory map at its "
+    "physical_memory_offset (--memmap bootinfo --at ADDR)."
+)
+
+
+def _default_memmap(target: Target) -> str:
+    """The memory map ``heap`` uses without ``--memmap``: the target's hint (the simulator's
+    scenario), else ``e820`` for Linux (a VMCOREINFO, or a backend that says so)."""
+    hinted = target.hints.get("memmap")
+    if isinstance(hinted, str) and hinted:
+        return hinted
+    if labels_wanted("auto", target.hints):
+        return "e820"
+    raise UsageError(
+        f"heap: {target.description} is not known to be Linux (no VMCOREINFO), so there is no "
+        "default memory map; give --memmap bootinfo --at ADDR (a BootInfo kernel), "
+        "--memmap e820 (Linux's boot_params) or --memmap json FILE"
+    )
+
+
 def heap(target: Target, options: HeapOptions) -> HeapResult:
-    """The seed kernel's heap: the largest usable region, in the higher half."""
-    memmap = options.memmap or str(target.hints.get("memmap", "")) or None
-    if memmap is None:
-        raise UsageError("--memmap bootinfo|e820|json is required")
+    """The kernel's heap: the largest usable region of the memory map, in the higher half
+    (see :data:`HEAP_HELP`). Without ``options.memmap``, Linux's e820 for a Linux target."""
+    memmap = options.memmap or _default_memmap(target)
     offset: int | None = None if options.phys_offset == AUTO else options.phys_offset
     if memmap == "bootinfo":
         at = options.at if options.at is not None else _hint_int(target, "bootinfo_at")
@@ -486,7 +561,16 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
             offset = info.physical_memory_offset
         source = f"BootInfo v{info.version} at 0x{at:x}"
     elif memmap == "e820":
-        regions, source = _e820(target, options)
+        try:
+            regions, source = _e820(target, options)
+        except NotFoundError as exc:
+            if options.memmap is not None:
+                raise
+            raise NotFoundError(
+                f"{exc} (e820 is the default for Linux; give --memmap bootinfo|json otherwise)"
+            ) from None
+        if options.memmap is None:
+            source = f"the e820 table (Linux's default) {source.removeprefix('e820 table ')}"
     elif memmap == "json":
         if options.json_path is None:
             raise UsageError("--memmap json needs a FILE")

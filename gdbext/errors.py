@@ -388,6 +388,22 @@ class WalkLimitError(InputError):
         self.vaddr = vaddr
 
 
+class OutputLimitError(InputError):
+    """A per-leaf output (``qemu-tlb``, ``ptdump``, JSON, ``--no-merge``) that would write more
+    lines than allowed: tables linked under many entries multiply them, and such an output
+    does not collapse them as the text output does."""
+
+    def __init__(self, fmt: str, limit: int, vaddr: int) -> None:
+        super().__init__(
+            f"--format {fmt} stopped after {limit} lines, at 0x{vaddr:x}: shared tables may be "
+            "multiplying them (narrow it with --range, or raise --max-lines, 0 for no limit; "
+            "the text output shows shared tables once)"
+        )
+        self.format = fmt
+        self.limit = limit
+        self.vaddr = vaddr
+
+
 class AliasLimitError(InputError):
     """An audit whose tables map more distinct leaf runs through shared tables than it takes:
     tables linked again under other permissions, at several levels (an alias bomb)."""

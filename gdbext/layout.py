@@ -231,18 +231,28 @@ class Layout:
         """Index of the marker whose section holds ``vaddr``."""
         return bisect_right([m.start for m in self.markers], vaddr) - 1
 
-    def describe(self) -> str:
-        """One line naming every base and its provenance, for a header."""
-        names = {
-            "page_offset_base": "direct map",
-            "vmalloc_base": "vmalloc",
-            "vmemmap_base": "vmemmap",
-            "kernel_image": "kernel image",
-            "modules": "modules",
-            "fixmap": "fixmap",
-        }
-        parts = [f"{names.get(k, k)} {b.describe()}" for k, b in self.bases.items()]
-        return f"Linux x86-64 {self.levels}-level layout: " + ", ".join(parts)
+    @property
+    def title(self) -> str:
+        """``Linux x86-64 4-level layout``: what the walk's header and ``info`` call it."""
+        return f"Linux x86-64 {self.levels}-level layout"
+
+    def base_lines(self) -> list[str]:
+        """One line per base: its name, value and provenance (for ``info``), e.g.
+        ``direct map    0xffff888000000000 (page tables: lowest 1 GiB boundary ...)``."""
+        return [
+            f"{BASE_NAMES.get(k, k) + ':':<14}{b.describe()}" for k, b in self.bases.items()
+        ]
+
+
+#: What :meth:`Layout.base_lines` calls each base.
+BASE_NAMES = {
+    "page_offset_base": "direct map",
+    "vmalloc_base": "vmalloc",
+    "vmemmap_base": "vmemmap",
+    "kernel_image": "kernel image",
+    "modules": "modules",
+    "fixmap": "fixmap",
+}
 
 
 class MarkerCursor:

@@ -335,6 +335,7 @@ def test_json_output_schema() -> None:
             "root": "cr3",
             "pages": 2,
             "evidence": wx[0]["evidence"],
+            "ranges": [],
         }
     ]
     assert len(wx[0]["evidence"]) == 4 and wx[0]["evidence"][0].startswith("PML4[511] @0x")

@@ -306,8 +306,8 @@ def test_real_dumps(name: str, kernel_dump: Any) -> None:
     offset = find_direct_map_base(pt)
     assert offset is not None
     heap = AddrRange(offset + 0x100000, offset + 0x7FE0000)
-    assert not [f for f in result.findings if "is not mapped" in f.message]
-    perm = [f for f in result.findings if f.message.startswith("heap 0x")]
+    assert not [f for f in result.ranges() if "is not mapped" in f.message]
+    perm = [f for f in result.ranges() if f.message.startswith("heap 0x")]
     assert all(f.message.startswith(f"heap 0x{heap.start:x}-0x{heap.end:x}: ") for f in perm)
     heap_pages = _pages(pt, heap)
     assert frames(perm) == {
@@ -326,12 +326,12 @@ def test_real_dumps(name: str, kernel_dump: Any) -> None:
     }
     found = {
         (pt.root if f.root == "kernel" else pt.root | 0x1000, p)
-        for f in result.findings
+        for f in result.ranges()
         if not f.message.startswith("heap 0x")
         for p in range(f.paddr or 0, f.paddr_end or 0, SIZE_4K)
     }
     assert found == others
-    espfix = [f for f in result.findings if "more mappings" in f.message]
+    espfix = [f for f in result.ranges() if "more mappings" in f.message]
     assert espfix and all(f.severity == Severity.MEDIUM and not f.writable for f in espfix)
-    image = [f for f in result.findings if (f.vaddr or 0) >= 0xFFFF_FFFF_8000_0000]
+    image = [f for f in result.ranges() if (f.vaddr or 0) >= 0xFFFF_FFFF_8000_0000]
     assert any(f.executable and f.severity == Severity.HIGH for f in image)

@@ -643,7 +643,7 @@ def test_real_reserved_bits_is_device_memory_only(kernel_dump: DumpFactory, name
     the HPET twice, the I/O APIC and the local APIC."""
     target = open_dump(str(kernel_dump(name)))
     result = audit(target, RESERVED, RootOptions(kernel=True))
-    assert {f.severity for f in result.findings} == {INFO}
+    assert {f.severity for f in result.ranges()} == {INFO}
     not_ram = sorted(
         (v, p)
         for v, p, _ in golden(name, "info-tlb-kernel")
@@ -652,12 +652,12 @@ def test_real_reserved_bits_is_device_memory_only(kernel_dump: DumpFactory, name
     assert len(not_ram) == 36
     got = sorted(
         (v, f.paddr + (v - f.vaddr))
-        for f in result.findings
+        for f in result.ranges()
         if f.vaddr is not None and f.end is not None and f.paddr is not None
         for v in range(f.vaddr, f.end, SIZE_4K)
     )
     assert got == not_ram
-    assert sorted(f.message.split(": ", 1)[1] for f in result.findings) == [
+    assert sorted(f.message.split(": ", 1)[1] for f in result.ranges()) == [
         "HPET device memory, mapped uncached",
         "HPET device memory, mapped uncached",
         "I/O APIC device memory, mapped uncached",

@@ -277,6 +277,8 @@ DUMP_CASES: list[tuple[str, list[str]]] = [
     ("walk", ["--no-merge", "--labels", "none", "--range", "0xffffffff80000000+0x40000000"]),
     ("walk", ["--kernel", "--filter", "x"]),
     ("walk", ["--has", "0x400000"]),
+    ("walk", ["--merge", "va"]),
+    ("walk", ["--merge", "va", "--json"]),
     ("translate", ["0x400000", "0xffffffff82000000", "0xffffffffff5fd000"]),
     ("translate", ["--json", "0xffffffff82000000", "0x1"]),
     ("info", []),
@@ -399,7 +401,8 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
             "pt-translate 0x8000000000000000",
             r"^pt-translate: 0x8000000000000000 is not canonical for 48-bit virtual addresses$",
         ),
-        ("pt-heap", r"^--memmap bootinfo\|e820\|json is required$"),
+        # A Linux dump's default is e820; a BootInfo needs its address.
+        ("pt-heap --memmap bootinfo", r"^--at ADDR \(physical address of the BootInfo\) is "),
         ("pt-heap --memmap json /nonexistent.json", r"/nonexistent\.json"),
         ("p $pt_phys()", r"^\$pt_phys takes one argument, VADDR$"),
         ("p $pt_phys(1, 2)", r"^\$pt_phys takes one argument, VADDR$"),

@@ -423,7 +423,7 @@ def test_colour_marks_up_text_only(host: Host, kernel_dump: Callable[[str], Path
         styled = run(session, "pt-walk", *argv, colour=True)
         assert styled[0] == plain[0]
         assert ANSI.sub("", styled[1]) == plain[1]
-        assert f"{BOLD}---[ Kernel Space ]---" in styled[1] or "--filter" in argv
+        assert f"{BOLD}---[ Low Kernel Mapping ]---" in styled[1] or "--filter" in argv
     for fmt in ("json", "qemu-tlb", "ptdump"):
         assert "\x1b" not in run(session, "pt-walk", "--format", fmt, colour=True)[1]
     translated = run(session, "pt-translate", "0x1", "0xffffffff81000000", colour=True)[1]

@@ -735,6 +735,7 @@ class AuditContext:
         pages: int | None = None,
         severity: Severity | None = None,
         evidence: Sequence[str] = (),
+        cause: str = "",
     ) -> Finding:
         """A finding of ``rule`` in ``view``, with the walk evidence of its first page.
 
@@ -787,4 +788,5 @@ class AuditContext:
             root=view.name if view is not None else "cr3",
             evidence=(*steps, *evidence),
             pages=pages,
+            cause=cause,
         )

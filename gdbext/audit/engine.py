@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 from gdbext.addr import hex_repr
 from gdbext.audit.context import AuditContext
+from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.commands import HeapOptions, RootOptions
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK, AuditRuleError, GdbextError, UsageError
+from gdbext.layout import Layout, detect_layout, labels_wanted
 from gdbext.target import Target
 
 __all__ = ["AuditOptions", "AuditResult", "check_finding", "run_audit", "select_rules"]
@@ -41,7 +43,8 @@ class AuditOptions:
 @hex_repr("root")
 @dataclass
 class AuditResult:
-    """Findings (sorted: severity, highest first, then rule, then address) and the summary."""
+    """Findings (sorted: severity, highest first, then rule, then address; grouped by
+    region, :mod:`gdbext.audit.grouping`) and the summary."""
 
     findings: list[Finding]
     #: Rules run, in the order run (by id).
@@ -56,6 +59,11 @@ class AuditResult:
     #: EFER.NXE and how it is known (:class:`~gdbext.audit.context.NxeState`, as text:
     #: ``"on: EFER 0xd01"``, ``"inferred off: no entry uses NX"``).
     nxe: str | None = None
+
+    def ranges(self) -> list[Finding]:
+        """The findings with each group replaced by the findings it groups (its ranges): the
+        findings as the rules made them, in order."""
+        return [r for f in self.findings for r in (f.ranges or (f,))]
 
     @property
     def summary(self) -> dict[str, object]:
@@ -140,10 +148,27 @@ def check_finding(rule_id: str, found: object) -> Finding:
             raise bad(f"{name} {value!r}, not a bool")
     if not isinstance(found.evidence, tuple | list):
         raise bad(f"evidence of type {type(found.evidence).__name__}, not a sequence of lines")
+    if not isinstance(found.cause, str) or "\n" in found.cause:
+        raise bad(f"cause {found.cause!r}, not one line of text")
+    if found.ranges:
+        raise bad("ranges (the audit groups findings itself)")
     lines = (found.message, found.root, *found.evidence)
     if not all(isinstance(line, str) and "\n" not in line for line in lines):
         raise bad("a message, root or evidence line that is not one line of text")
     return found
+
+
+def _layout(target: Target, ctx: AuditContext) -> Layout | None:
+    """Linux's layout, whose regions group findings; ``None`` if the target is not known to
+    be Linux (as ``walk --labels auto`` decides) or its bases cannot be found."""
+    if not labels_wanted("auto", target.hints):
+        return None
+    try:
+        return detect_layout(ctx.main.pt, target.hints)
+    except (GdbextError, ValueError, OverflowError, MemoryError):
+        # Grouping is extra: absurd dump fields (a VMCOREINFO number used in arithmetic) leave
+        # the findings ungrouped rather than ending the audit.
+        return None
 
 
 def run_audit(
@@ -154,7 +179,8 @@ def run_audit(
     A rule that raises :class:`RuleSkipped` is listed as skipped with its reason. A
     :class:`~gdbext.errors.GdbextError` ends the audit (bad input: one line, exit status 2);
     any other exception from a rule becomes a :class:`~gdbext.errors.AuditRuleError` naming the
-    rule.
+    rule. Findings of one rule, severity, root and cause in one region of a Linux target's
+    layout are grouped into one (:func:`~gdbext.audit.grouping.group_findings`).
     """
     if not isinstance(rules, Mapping):
         by_id: dict[str, AuditRule] = {}
@@ -187,6 +213,7 @@ def run_audit(
         run.append(rule.id)
         findings.extend(check_finding(rule.id, f) for f in found)
     findings.sort(key=Finding.sort_key)
+    findings = group_findings(findings, _layout(target, ctx))
     return AuditResult(
         findings,
         run,

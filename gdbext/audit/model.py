@@ -65,6 +65,13 @@ class Finding:
     writable through one and executable through the other: ``alias-wx``). ``evidence`` holds
     the walk steps of the first page (``"PML4[511] @0x1a0c000 = 0x1a0f063"``) and other
     facts, one line each. ``pages`` counts 4 KiB units.
+
+    ``cause`` says what the finding is about without its addresses (``"user code writable
+    through a kernel mapping outside the direct map"``); findings of one rule, severity, root
+    and cause in one region of Linux's layout are grouped into one
+    (:func:`gdbext.audit.grouping.group_findings`), whose ``ranges`` are the findings it
+    groups (empty for a finding that is not a group). A rule that sets no cause gets its
+    message with the numbers masked.
     """
 
     rule: str
@@ -81,6 +88,8 @@ class Finding:
     root: str = "cr3"
     evidence: tuple[str, ...] = ()
     pages: int = 0
+    cause: str = ""
+    ranges: tuple[Finding, ...] = ()
 
     def sort_key(self) -> tuple[int, str, int, str, str]:
         """Severity (highest first), rule, virtual address (none first), root, message."""

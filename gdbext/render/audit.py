@@ -1,33 +1,44 @@
-"""Output of ``audit``: text (one line per finding, evidence indented under it, the kernel's
-W+X verdict lines, a summary line) and JSON.
+"""Output of ``audit``: text (a line per finding, its detail and evidence indented under it,
+the kernel's W+X verdict lines, a summary line) and JSON.
 
-Text, one finding (one line, shown here on two)::
+Text, one finding (its line shown here on two)::
 
-    high      wx  0xffffffff81000000-0xffffffff81001000 -> 0x1000000-0x1001000  rwx kern
-        cr3  1 kernel page writable and executable
+    high      wx  0xffffffff81000000-0xffffffff81001000 -> 0x1000000-0x1001000  rwx kern  cr3
+                  1 kernel page writable and executable
         PML4[511] @0x1c0d000 = 0x1c0f063
         ...
     x86/mm: Checked W+X mappings: FAILED, 1 W+X pages found.
     audit: 1 finding (high 1) from 3 rules
 
-The permissions are the effective ones, as ``walk`` prints them (``rwx``/``r-x``...,
+No line is wider than :data:`WIDTH`: a finding's line that would be ends its message at the
+first ``": "`` and the rest follows, indented, and long lines continue on indented lines. The
+permissions are the effective ones, as ``walk`` prints them (``rwx``/``r-x``...,
 ``user``/``kern``); the physical range is ``0xSTART-0xEND``, or ``0xSTART...`` when the
 frames are not contiguous (alone, ``-> 0xSTART-0xEND``, for a finding about frames with no
-virtual address: a table outside RAM). JSON::
+virtual address: a table outside RAM).
+
+A grouped finding (:mod:`gdbext.audit.grouping`: one rule, severity, root and cause in one
+region) spans its ranges, says how many and where (``15 ranges in user space``), its cause
+under it, then one indented line per range with that range's own message, and the evidence of
+the first range (JSON has every range's). JSON::
 
     {"findings": [{"rule", "severity", "vaddr", "end", "paddr", "user", "writable",
-     "executable", "message", "paddr_end", "root", "pages", "evidence"}], "summary": {...}}
+     "executable", "message", "paddr_end", "root", "pages", "evidence", "ranges"}],
+     "summary": {...}}
 
-with addresses as ``"0x..."`` strings (``null`` when unknown), keys in that order.
+with addresses as ``"0x..."`` strings (``null`` when unknown), keys in that order; ``ranges``
+holds a grouped finding's ranges as findings (without ``ranges``), and is empty otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gdbext.audit.model import AuditRule, Finding, Severity
+from gdbext.render.common import plural
 
 if TYPE_CHECKING:  # the engine (walks, spans) loads only when an audit runs
     from gdbext.audit.engine import AuditResult
@@ -37,9 +48,14 @@ def _hex(value: int | None) -> str | None:
     return None if value is None else f"0x{value:x}"
 
 
-def finding_json(f: Finding) -> dict[str, Any]:
-    """One finding as a JSON object (key order fixed)."""
-    return {
+#: The widest line of the text output (a longer one continues on indented lines).
+WIDTH = 160
+
+
+def finding_json(f: Finding, *, nested: bool = False) -> dict[str, Any]:
+    """One finding as a JSON object (key order fixed); ``nested``: a range of a group (no
+    ``ranges`` key)."""
+    doc: dict[str, Any] = {
         "rule": f.rule,
         "severity": str(f.severity),
         "vaddr": _hex(f.vaddr),
@@ -54,6 +70,9 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "pages": f.pages,
         "evidence": list(f.evidence),
     }
+    if not nested:
+        doc["ranges"] = [finding_json(r, nested=True) for r in f.ranges]
+    return doc
 
 
 def render_audit_json(result: AuditResult) -> Iterator[str]:
@@ -71,18 +90,24 @@ def _perms(f: Finding) -> str:
     return f"r{w}{x} {who}"
 
 
-def finding_line(f: Finding, rule_width: int) -> str:
-    """The finding's one line (without its evidence)."""
-    parts = [f"{f.severity!s:<8}", f"{f.rule:<{rule_width}}"]
+def _where(f: Finding) -> list[str]:
+    """The virtual range, ``-> `` the physical one, as the finding's line shows them."""
     pa = None
     if f.paddr is not None:
         pa = f"0x{f.paddr:x}" + (f"-0x{f.paddr_end:x}" if f.paddr_end is not None else "...")
-    if f.vaddr is not None or pa is not None:
-        where = [] if f.vaddr is None else [f"0x{f.vaddr:016x}"]
-        if where and f.end is not None:
-            where[0] += f"-0x{f.end:016x}"
-        if pa is not None:
-            where.append(f"-> {pa}")
+    where = [] if f.vaddr is None else [f"0x{f.vaddr:016x}"]
+    if where and f.end is not None:
+        where[0] += f"-0x{f.end:016x}"
+    if pa is not None:
+        where.append(f"-> {pa}")
+    return where
+
+
+def finding_line(f: Finding, rule_width: int) -> str:
+    """The finding's one line (without its evidence), however wide."""
+    parts = [f"{f.severity!s:<8}", f"{f.rule:<{rule_width}}"]
+    where = _where(f)
+    if where:
         parts.append(" ".join(where))
         perms = _perms(f)
         if perms:
@@ -90,6 +115,43 @@ def finding_line(f: Finding, rule_width: int) -> str:
         parts.append(f.root)
     parts.append(f.message)
     return "  ".join(parts)
+
+
+def _wrap(text: str, indent: str, more: str = "  ") -> list[str]:
+    """``text`` at ``indent``, continued at ``indent + more``, within :data:`WIDTH`."""
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent + more,
+        break_on_hyphens=False,
+        break_long_words=False,
+    ) or [indent]
+
+
+def finding_lines(f: Finding, rule_width: int) -> Iterator[str]:
+    """The finding's line, its detail and evidence indented under it, within :data:`WIDTH`."""
+    line = finding_line(f, rule_width)
+    if len(line) <= WIDTH:
+        yield line
+    else:
+        head, _, rest = f.message.partition(": ")
+        yield from _wrap(line[: len(line) - len(f.message)] + head, "", "    ")
+        if rest:
+            yield from _wrap(rest, "    ")
+    if f.ranges and f.cause and not f.message.endswith(f": {f.cause}"):
+        yield from _wrap(f.cause, "    ")
+    for i, r in enumerate(f.ranges):
+        detail = r.message.removeprefix(f"{f.cause}: ") if f.cause else r.message
+        yield from _wrap("  ".join([" ".join(_where(r)), detail]), "    ")
+        if i == 0:
+            for ev in r.evidence:
+                yield from _wrap(ev, "        ")
+    if len(f.ranges) > 1:
+        others = len(f.ranges) - 1
+        yield f"    (the evidence of the other {others} range{plural(others)}: --json)"
+    for ev in f.evidence:
+        yield from _wrap(ev, "    ")
 
 
 def summary_line(result: AuditResult) -> str:
@@ -110,14 +172,13 @@ def summary_line(result: AuditResult) -> str:
 
 
 def render_audit_text(result: AuditResult) -> Iterator[str]:
-    """One line per finding with its evidence indented, EFER.NXE when inferred from the tables
-    (``EFER.NXE inferred on: NX bits in use (EFER unknown)``) or not known at all, the W+X
-    verdict, the summary line."""
+    """A line per finding with its detail and evidence indented, EFER.NXE when inferred from
+    the tables (``EFER.NXE inferred on: NX bits in use (EFER unknown)``) or not known at all,
+    the W+X verdict, the summary line (each skipped rule on a line of its own when it would
+    be too wide)."""
     width = max((len(f.rule) for f in result.findings), default=0)
     for f in result.findings:
-        yield finding_line(f, width)
-        for line in f.evidence:
-            yield f"    {line}"
+        yield from finding_lines(f, width)
     if result.nxe is not None and result.nxe.startswith("inferred"):
         yield f"EFER.NXE {result.nxe} (EFER unknown)"
     elif result.nxe is not None and result.nxe.startswith("unknown"):
@@ -125,7 +186,14 @@ def render_audit_text(result: AuditResult) -> Iterator[str]:
     wx = result.extra.get("wx")
     if isinstance(wx, list):
         yield from (str(line) for line in wx)
-    yield summary_line(result)
+    line = summary_line(result)
+    if len(line) <= WIDTH or not result.skipped:
+        yield line
+        return
+    # Too wide: each skipped rule and its reason on a line of its own.
+    yield line.split("; ")[0] + f"; {len(result.skipped)} skipped:"
+    for rule, reason in result.skipped.items():
+        yield from _wrap(f"{rule} ({reason})", "    ")
 
 
 def render_rules(rules: Mapping[str, AuditRule], fmt: str) -> Iterator[str]:

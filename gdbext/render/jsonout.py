@@ -1,7 +1,10 @@
 """JSON output. Addresses are hex strings, because jq cannot hold 64-bit integers.
 
 The walk streams: its records are written one per line inside the ``mappings`` array, so a
-walk of millions of leaves never holds them all in memory.
+walk of millions of leaves never holds them all in memory. Shared tables are expanded (every
+link's leaves are records), so the records are bounded
+(:meth:`~gdbext.commands.WalkOptions.line_limit`). With ``--merge va`` a record whose frames
+are not contiguous has ``"paddr": null`` (its leaves' frames: a walk without ``--merge va``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.errors import OutputLimitError
 from gdbext.paging import Anomaly
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
@@ -33,25 +37,32 @@ def render_walk(result: WalkResult) -> Iterator[str]:
     """The walk as one JSON document, streamed one mapping record per line."""
     yield f'{{"levels": {result.levels}, "root": "{hexs(result.root)}", "mappings": ['
     anomalies: list[dict[str, Any]] = []
+    options = result.options
     records = (
-        merge_runs(result.runs(), KEY_ALL_FLAGS)
-        if result.options.merge
+        merge_runs(result.runs(), KEY_ALL_FLAGS, by_va=options.merge_by == "va")
+        if options.merge
         else as_merged(result.runs())
     )
+    limit = options.line_limit()
+    count = 0
     # Records are formatted by hand (json.dumps per record costs several microseconds); the
     # flags list is encoded once per distinct flag set.
     flag_json: dict[tuple[int, int], str] = {}
     pending: str | None = None
     for rec in records:
         if type(rec) is MergedRange:
+            count += 1
+            if limit is not None and count > limit:
+                raise OutputLimitError("json", limit, rec.vaddr)
             key = (rec.entry & KEY_ALL_FLAGS, rec.page_size)
             flags = flag_json.get(key)
             if flags is None:
                 flags = flag_json[key] = json.dumps(leaf_flag_names(rec.entry, rec.page_size))
             if pending is not None:
                 yield pending + ","
+            paddr = "null" if rec.scattered else f'"0x{rec.paddr:x}"'
             pending = (
-                f'{{"vaddr": "0x{rec.vaddr:x}", "paddr": "0x{rec.paddr:x}", '
+                f'{{"vaddr": "0x{rec.vaddr:x}", "paddr": {paddr}, '
                 f'"size": {rec.end - rec.vaddr}, "page_size": {rec.page_size}, '
                 f'"flags": {flags}, "user": {_BOOL[rec.user]}, '
                 f'"writable": {_BOOL[rec.writable]}, "executable": {_BOOL[rec.executable]}}}'
@@ -121,7 +132,8 @@ def _step(
 
 
 def render_info(result: InfoResult) -> Iterator[str]:
-    """The backend, RAM and per-CPU paging state as JSON."""
+    """The backend, RAM, per-CPU paging state and Linux's layout (``null`` if not Linux)
+    as JSON."""
 
     def reg(value: int | None) -> str | None:
         return None if value is None else hexs(value)
@@ -153,6 +165,15 @@ def render_info(result: InfoResult) -> Iterator[str]:
             }
             for c in result.cpus
         ],
+        "layout": None
+        if result.layout is None
+        else {
+            "levels": result.layout.levels,
+            "bases": {
+                name: {"value": hexs(b.value), "source": b.source, "how": b.how}
+                for name, b in result.layout.bases.items()
+            },
+        },
     }
     yield json.dumps(doc, indent=2)
 

@@ -1,7 +1,9 @@
 """Merging leaf runs into ranges, the way people read page tables.
 
 A merged range covers leaves of one page size, contiguous in virtual and physical address,
-whose flags agree on the bits of ``key_mask`` and whose effective permissions agree.
+whose flags agree on the bits of ``key_mask`` and whose effective permissions agree. Merged by
+virtual address only (``walk --merge va``), the frames may be anywhere: a range whose frames
+are not contiguous is *scattered* (its ``paddr`` is then the first leaf's frame).
 """
 
 from __future__ import annotations
@@ -30,6 +32,37 @@ class MergedRange:
     writable: bool
     executable: bool
     leaves: int
+    #: Merged by virtual address only: where the frames jump, as (vaddr, its frame), in
+    #: order; ``None`` while they are contiguous.
+    breaks: list[tuple[int, int]] | None = None
+
+    @property
+    def scattered(self) -> bool:
+        """True when the frames are not contiguous (only when merged by virtual address)."""
+        return bool(self.breaks)
+
+    def split(self, cut: int) -> tuple[MergedRange, MergedRange]:
+        """The range cut in two at ``cut`` (a page boundary inside it), each part with its
+        own first frame and breaks."""
+        delta = cut - self.vaddr
+        head_leaves = delta // self.page_size
+        breaks = self.breaks or []
+        head_breaks = [b for b in breaks if b[0] < cut]
+        tail_breaks = [b for b in breaks if b[0] > cut]
+        va, pa = head_breaks[-1] if head_breaks else (self.vaddr, self.paddr)
+        at_cut = next((b[1] for b in breaks if b[0] == cut), pa + (cut - va))
+        perms = (self.user, self.writable, self.executable)
+        head = MergedRange(
+            self.vaddr, cut, self.paddr, self.page_size, self.entry, *perms, head_leaves,
+            head_breaks or None,
+        )  # fmt: skip
+        # The entry is the frame and flag bits (disjoint): the tail's first leaf has its frame.
+        tail_entry = self.entry - self.paddr + at_cut
+        tail = MergedRange(
+            cut, self.end, at_cut, self.page_size, tail_entry, *perms, self.leaves - head_leaves,
+            tail_breaks or None,
+        )  # fmt: skip
+        return head, tail
 
     @property
     def size(self) -> int:
@@ -37,11 +70,17 @@ class MergedRange:
 
 
 def merge_runs(
-    records: Iterable[LeafRun | AliasRun | Anomaly], key_mask: int = KEY_ALL_FLAGS
+    records: Iterable[LeafRun | AliasRun | Anomaly],
+    key_mask: int = KEY_ALL_FLAGS,
+    by_va: bool = False,
 ) -> Iterator[MergedRange | AliasRun | Anomaly]:
-    """Merge consecutive :class:`LeafRun` records; pass aliases and anomalies through."""
+    """Merge consecutive :class:`LeafRun` records; pass aliases and anomalies through.
+
+    With ``by_va`` leaves merge whatever their frames (:attr:`MergedRange.scattered` says
+    when the frames are not contiguous)."""
     cur: MergedRange | None = None
     cur_key = 0
+    expected_pa = 0  # the frame the next leaf of ``cur`` has if contiguous
     for rec in records:
         if type(rec) is not LeafRun:
             if cur is not None:
@@ -55,13 +94,18 @@ def merge_runs(
         if (
             cur is not None
             and rec.vaddr == cur.end
-            and rec.paddr == cur.paddr + (cur.end - cur.vaddr)
+            and (by_va or rec.paddr == expected_pa)
             and rec.page_size == cur.page_size
             and key == cur_key
             and rec.user == cur.user
             and rec.writable == cur.writable
             and rec.executable == cur.executable
         ):
+            if by_va and rec.paddr != expected_pa:
+                if cur.breaks is None:
+                    cur.breaks = []
+                cur.breaks.append((rec.vaddr, rec.paddr))
+            expected_pa = rec.paddr + (rec.end - rec.vaddr)
             cur.end = rec.end
             cur.leaves += rec.count
             continue
@@ -79,6 +123,7 @@ def merge_runs(
             rec.count,
         )
         cur_key = key
+        expected_pa = rec.paddr + (rec.end - rec.vaddr)
     if cur is not None:
         yield cur
 

@@ -50,9 +50,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
-from gdbext.commands import WalkResult
+from gdbext.commands import DEFAULT_MAX_LINES_PTDUMP, WalkResult
 from gdbext.errors import (
     NotCapturedError,
+    OutputLimitError,
     PhysMemoryError,
     TableNotCapturedError,
     TableOutsideRamError,
@@ -576,7 +577,12 @@ def _eff(higher: int, entry: int) -> int:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
-    """The walk in ptdump's line format, with Linux's x86-64 markers."""
+    """The walk in ptdump's line format, with Linux's x86-64 markers.
+
+    Shared tables are not collapsed (ptdump prints every link's series), so a table linked
+    under every entry above it can multiply the lines: they stop at ``--max-lines`` (default
+    :data:`~gdbext.commands.DEFAULT_MAX_LINES_PTDUMP`) with
+    :class:`~gdbext.errors.OutputLimitError`."""
     pt = result.page_table
     options = result.options
     if options.perm is not None:
@@ -586,9 +592,17 @@ def render_walk(result: WalkResult) -> Iterator[str]:
     lo, hi = (0, _TOP) if rng is None else (rng.start, rng.end)
     dump = _Ptdump(pt, layout, lo, hi, result.options.max_leaves)
     stats = result.stats
+    limit = options.line_limit(DEFAULT_MAX_LINES_PTDUMP)
+    written = 0
     try:
         for batch in dump.walk():
             stats["leaves"] = dump.leaves
+            if limit is not None and written + len(batch) > limit:
+                yield from batch[: limit - written]
+                over = batch[limit - written]
+                at = int(over[2:18], 16) if over.startswith("0x") else dump.start
+                raise OutputLimitError("ptdump", limit, at)
+            written += len(batch)
             yield from batch
     finally:
         stats["leaves"] = dump.leaves

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gdbext.addr import AddrRange
-from gdbext.commands import WalkResult
-from gdbext.errors import WalkLimitError
+from gdbext.commands import WalkOptions, WalkResult
+from gdbext.errors import InputError, OutputLimitError, WalkLimitError
 from gdbext.flags import FLAGS_MASK
 from gdbext.geometry import entry_span
 from gdbext.paging import AliasRun, LeafRun
@@ -48,20 +48,21 @@ def render_walk(result: WalkResult) -> Iterator[str]:
     The walk collapses tables linked again (``aliases="collapse"``): the lines of such a table
     are made once, from a walk of the range where it was first met, and repeated for every
     other link, shifted in VA. Linux's ESPFIX area (65,536 lines from a few tables) costs a few
-    table walks instead of 65,536 records. ``--max-leaves`` still bounds the lines.
+    table walks instead of 65,536 records. ``--max-leaves`` and ``--max-lines`` bound the
+    lines (a table linked under every entry above it multiplies them).
     """
     flag_cache: dict[tuple[int, int], str] = {}
     templates: dict[tuple[int, int, int], list[tuple[int, str]]] = {}
     options = result.options
     lo, hi = (0, 1 << 64) if options.range is None else (options.range.start, options.range.end)
-    limit = options.max_leaves
+    limit = _least(options.max_leaves, options.line_limit())
     emitted = 0
     collapse = options.has is None
     for rec in result.runs(aliases="collapse" if collapse else "expand"):
         if type(rec) is LeafRun:
             emitted += rec.count
             if limit is not None and emitted > limit:
-                raise WalkLimitError(limit, rec.vaddr)
+                raise _limit_error(options, limit, rec.vaddr)
             yield from _leaf_lines(rec, flag_cache)
         elif type(rec) is AliasRun:
             key = (rec.table, rec.level, rec.first_vaddr)
@@ -72,12 +73,24 @@ def render_walk(result: WalkResult) -> Iterator[str]:
             for base in range(rec.vaddr, rec.end, span):  # one link at a time: bounded memory
                 emitted += len(template)
                 if limit is not None and emitted > limit:
-                    raise WalkLimitError(limit, base)
+                    raise _limit_error(options, limit, base)
                 yield from [
                     f"{base + offset:016x}: {rest}"
                     for offset, rest in template
                     if lo <= base + offset < hi
                 ]
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _limit_error(options: WalkOptions, limit: int, vaddr: int) -> InputError:
+    """Past ``--max-leaves`` (a walk's bound) or past the output's line bound (its default is
+    the lower): the error names the option that stopped it."""
+    if limit == options.max_leaves:
+        return WalkLimitError(limit, vaddr)
+    return OutputLimitError("qemu-tlb", limit, vaddr)
 
 
 def _leaf_lines(rec: LeafRun, flag_cache: dict[tuple[int, int], str]) -> list[str]:

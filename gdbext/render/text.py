@@ -1,25 +1,33 @@
 """Plain-text output for people.
 
-The walk prints one line per merged range, in the spirit of Linux's ptdump::
+The walk prints a header line naming the columns, then one line per merged range, in the
+spirit of Linux's ptdump::
 
-    0xffff800000000000-0xffff800000800000       8M  2M  rw- kern G    -> 0x200000
+    # start            end                    size page  perms    attrs       -> physical
+    0xffff800000000000-0xffff800000800000       8M  2M  rw- kern G           -> 0x200000
 
-A table linked under many entries (Linux's ESPFIX area links one table thousands of times) is
-walked and printed once; the other links become one line with their count and span.
+With ``--merge va`` ranges merge whatever their frames, and a range whose frames are not
+contiguous shows ``-> scattered``. A table linked under many entries (Linux's ESPFIX area links
+one table thousands of times) is walked and printed once; the other links become one line with
+their count and span. Lines stay within :data:`WIDTH` columns: a longer one (an anomaly's
+detail) continues on indented lines.
 
 With region labels on (``--labels linux``, or ``auto`` for a target that carries a VMCOREINFO),
-a ``# Linux x86-64 ... layout`` line names the layout's bases and where each came from, and a
-``---[ Name ]---`` line (ptdump's section names, :mod:`gdbext.layout`) comes before the first line
-of each section, ``(default base)`` added where the section's base was assumed; a range that
-crosses into the next section is split there.
+a ``# Linux x86-64 ... layout`` line says so (``info`` lists the layout's bases and where each
+came from), and a ``---[ Name ]---`` line (ptdump's section names, :mod:`gdbext.layout`) comes
+before the first line of each section that has lines, ``(default base)`` added where the
+section's base was assumed; a range that crosses into the next section is split there. (Only
+``--format ptdump`` shows empty sections, as Linux does.)
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 
 from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
+from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import level_name
 from gdbext.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
@@ -35,6 +43,13 @@ from gdbext.render.common import (
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
 
+#: The widest line the text walk writes (before a line continues on the next).
+WIDTH = 120
+#: The column header; the columns line up with :func:`_range_line`'s.
+HEADER = (
+    f"{'# start':<19}{'end':<18}{'size':>8} {'page':>4}  {'perms':<8} {'attrs':<11} -> physical"
+)
+
 
 def _anomaly_line(a: Anomaly) -> str:
     return (
@@ -47,57 +62,41 @@ def _range_line(m: MergedRange) -> str:
     extra = extra_tokens(m.entry)
     return (
         f"{hex64(m.vaddr)}-{hex64(m.end)} {format_size(m.size):>8} {format_size(m.page_size):>3}"
-        f"  {perms(m.user, m.writable, m.executable)} {extra:<11} -> 0x{m.paddr:x}"
+        f"  {perms(m.user, m.writable, m.executable)} {extra:<11} -> "
+        + ("scattered" if m.scattered else f"0x{m.paddr:x}")
     )
 
 
 def _alias_line(a: AliasRun) -> str:
-    access = (
-        "same permissions"
-        if a.same_access
-        else f"path allows {perms(a.user, a.writable, a.executable)}"
-    )
+    access = "" if a.same_access else f", path {perms(a.user, a.writable, a.executable)}"
     return (
         f"{hex64(a.vaddr)}-{hex64(a.end)} {format_size(a.end - a.vaddr):>8} alias"
-        f"  {level_name(a.level)} 0x{a.table:x} linked {a.count} more "
-        f"time{plural(a.count)}: {a.leaves} leaves ({format_size(a.mapped)}) each, "
-        f"as walked at {hex64(a.first_vaddr)}, {access}"
+        f"  {level_name(a.level)} 0x{a.table:x} x{a.count} more, {a.leaves} "
+        f"lea{'f' if a.leaves == 1 else 'ves'} each, as at 0x{a.first_vaddr:x}{access}"
     )
+
+
+def _fit(line: str) -> list[str]:
+    """``line``, continued on indented lines if it is wider than :data:`WIDTH`."""
+    if len(line) <= WIDTH:
+        return [line]
+    indent = "#   " if line.startswith("#") else "    "
+    return textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _marker_line(m: Marker) -> str:
     return f"---[ {m.name} ]---" + (" (default base)" if m.assumed else "")
 
 
-def _split(m: MergedRange, cut: int) -> tuple[MergedRange, MergedRange]:
-    """``m`` cut in two at ``cut`` (a page boundary inside it)."""
-    delta = cut - m.vaddr
-    head_leaves = delta // m.page_size
-    head = MergedRange(
-        m.vaddr, cut, m.paddr, m.page_size, m.entry, m.user, m.writable, m.executable, head_leaves
-    )
-    tail = MergedRange(
-        cut,
-        m.end,
-        m.paddr + delta,
-        m.page_size,
-        m.entry + delta,
-        m.user,
-        m.writable,
-        m.executable,
-        m.leaves - head_leaves,
-    )
-    return head, tail
-
-
 def _with_markers(
     records: Iterator[MergedRange | AliasRun | Anomaly], layout: Layout
 ) -> Iterator[MergedRange | AliasRun | Anomaly | str]:
-    """The records with a marker line before each section's first record."""
+    """The records with a marker line before each section's first record (sections without
+    records have none)."""
     cursor = MarkerCursor(layout)
     for rec in records:
         while True:
-            for marker in cursor.advance(rec.vaddr):
+            for marker in cursor.advance(rec.vaddr)[-1:]:
                 yield _marker_line(marker)
             if type(rec) is MergedRange:
                 nxt = cursor.next_start()
@@ -105,7 +104,7 @@ def _with_markers(
                     ps = rec.page_size
                     cut = rec.vaddr + -(-(nxt - rec.vaddr) // ps) * ps
                     if rec.vaddr < cut < rec.end:
-                        head, rec = _split(rec, cut)
+                        head, rec = rec.split(cut)
                         yield head
                         continue
             yield rec
@@ -119,29 +118,39 @@ def _layout(result: WalkResult) -> Layout | None:
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:
-    """One line per merged range (or per leaf with ``--no-merge``), then a summary line."""
+    """The header lines, one line per merged range (or per leaf with ``--no-merge``), then a
+    summary line. ``--no-merge`` expands shared tables, so its lines are bounded
+    (:meth:`~gdbext.commands.WalkOptions.line_limit`)."""
     ranges = 0
+    options = result.options
     records: Iterator[MergedRange | AliasRun | Anomaly | str]
-    if result.options.merge:
+    limit = None
+    if options.merge:
         # ACCESSED and DIRTY are not shown, so leaves that differ only there share a line.
         records = merge_runs(
-            result.runs(aliases="collapse", ignore=ACCESSED_DIRTY), KEY_SHOWN_FLAGS
+            result.runs(aliases="collapse", ignore=ACCESSED_DIRTY),
+            KEY_SHOWN_FLAGS,
+            by_va=options.merge_by == "va",
         )
     else:
         records = as_merged(result.runs())
+        limit = options.line_limit()
     layout = _layout(result)
     if layout is not None:
-        yield "# " + layout.describe()
+        yield f"# {layout.title} (its bases: the info command)"
         records = _with_markers(records, layout)
+    yield HEADER
     for rec in records:
         if type(rec) is MergedRange:
             ranges += 1
+            if limit is not None and ranges > limit:
+                raise OutputLimitError("text --no-merge", limit, rec.vaddr)
             yield _range_line(rec)
         elif type(rec) is AliasRun:
             ranges += 1
-            yield _alias_line(rec)
+            yield from _fit(_alias_line(rec))
         elif type(rec) is Anomaly:
-            yield _anomaly_line(rec)
+            yield from _fit(_anomaly_line(rec))
         elif type(rec) is str:
             yield rec
     stats = result.stats
@@ -194,6 +203,10 @@ def render_info(result: InfoResult) -> Iterator[str]:
         yield f"RAM:         {format_size(total)} ({spans})"
     for key, value in result.details.items():
         yield f"{key + ':':<12} {value}"
+    if result.layout is not None:
+        yield f"{'layout:':<12} {result.layout.title}"
+        for line in result.layout.base_lines():
+            yield f"  {line}"
     for index, cpu in enumerate(result.cpus):
         yield f"cpu {index}:"
         yield f"  paging:    {cpu.levels}-level" + (" (LA57)" if cpu.la57 else "") + _off(cpu)

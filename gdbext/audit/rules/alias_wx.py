@@ -302,6 +302,7 @@ class AliasWxRule:
             pages=(hi - lo) // SIZE_4K,
             severity=group.severity,
             evidence=evidence,
+            cause=group.what,
         )
         return dataclasses.replace(finding, root="+".join(roots)) if both else finding
 

@@ -278,19 +278,20 @@ class PtWritableAliasRule:
             + ("s" if len(roots) > 1 else "")
             for frame, level, roots in hit.tables
         ]
+        access = perms(run.user, run.writable, run.executable)
         if run.user:
             severity = Severity.CRITICAL
             message = f"{tables} writable from user mode at {at}"
+            cause = "page-table pages writable from user mode"
         elif in_image:
             severity = Severity.INFO
             message = f"{tables} of the kernel image writable through its mapping at {at}"
+            cause = "page-table pages of the kernel image writable through its mapping"
             evidence.append(STATIC_TABLES)
         else:
             severity = Severity.HIGH
-            message = (
-                f"{tables} writable at {at} "
-                f"({perms(run.user, run.writable, run.executable)}), outside the direct map"
-            )
+            message = f"{tables} writable at {at} ({access}), outside the direct map"
+            cause = f"page-table pages writable ({access}) outside the direct map"
         return ctx.finding(
             self,
             hit.view,
@@ -305,6 +306,7 @@ class PtWritableAliasRule:
             pages=n,
             severity=severity,
             evidence=evidence,
+            cause=cause,
         )
 
 

@@ -294,11 +294,12 @@ class ReservedBitsRule:
         ]
         if span.reps:
             evidence.append(repeats_text(span))
+        access = perms(run.user, run.writable, run.executable)
         return ctx.finding(
             self,
             view,
-            f"{pages} page{plural(pages)} ({perms(run.user, run.writable, run.executable)}) "
-            f"outside RAM: {first.what}",
+            f"{pages} page{plural(pages)} ({access}) outside RAM: {first.what}",
+            cause=f"pages ({access}) outside RAM: {first.what}",
             vaddr=first.vaddr,
             end=end,
             paddr=first.paddr,
