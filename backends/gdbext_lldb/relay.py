@@ -273,9 +273,10 @@ class Session:
                 self._note_reply(unit.data)
 
     def _note_reply(self, data: bytes) -> None:
-        m = _PID.search(data)
-        if m:
-            self.pid = int(m.group(1), 16)
+        if data[:1] in (b"T", b"Q"):
+            m = _PID.search(data)
+            if m:
+                self.pid = int(m.group(1), 16)
         if _is_stop_reply(data) and self._request != b"?":
             self.running = False
             return
@@ -380,7 +381,7 @@ class Session:
 
 def _recv(sock: socket.socket) -> bytes:
     try:
-        return sock.recv(1 << 18)
+        return sock.recv(1 << 16)
     except OSError:
         return b""
 
