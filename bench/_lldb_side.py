@@ -10,7 +10,9 @@ LLDB's memory cache bypassed as the backend bypasses it. Cold: the backend's per
 dropped as a new stop drops it (``LiveState.invalidate``).
 
 The results go as JSON to the file the settings name; an error becomes ``{"error": ...}``. At
-the end the process is detached (quitting LLDB while connected would kill QEMU).
+the end the process is detached (which resumes the VM). ``gdbext-bench-relay`` (for
+``bench/bench_relay.py``) connects itself, with or without the relay, and leaves without a
+packet.
 
 Debugger-side script: it imports ``lldb``; gdbext is importable once ``lldbinit.py`` ran.
 """

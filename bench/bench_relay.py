@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench_gdb import cpu_sample, other_cpus
 from benchlib import BenchError, check_live_arguments, live_arguments, live_guest, run_side
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             guest.stop()
             report["boot_s"] = guest.boot_seconds
             cr3 = guest.cr3()
+            before = cpu_sample(guest.pid)
             address = f"127.0.0.1:{guest.gdb_port}"
             for pair in range(args.pairs):
                 order = CONNECTIONS if pair % 2 == 0 else CONNECTIONS[::-1]
@@ -73,6 +75,7 @@ def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     status = guest.hmp("info status").strip()
                     if status != "VM status: paused" or guest.cr3() != cr3:
                         raise BenchError(f"after LLDB ({name}): {status}, not the same stop")
+            report["other_cpus"] = other_cpus(before, cpu_sample(guest.pid))
     except qg.GuestError as exc:
         raise BenchError(f"guest: {exc}") from None
     outputs = {json.dumps(r["outputs"], sort_keys=True) for rs in runs.values() for r in rs}
@@ -133,7 +136,12 @@ def print_report(report: dict[str, Any]) -> None:
     out = report["outputs"]
     print(f"- both connections printed the same: pt-walk {out['walk_cold']}; translate "
           f"{out['translate_cold']}")  # fmt: skip
-    print(f"- boot to the marker: {report['boot_s']:.1f} s; QEMU: {report['qemu']}")
+    busy = report["other_cpus"]
+    busy_text = "unknown" if busy is None else f"{busy:.1f} of {report['cpus']} CPUs"
+    print(
+        f"- boot to the marker: {report['boot_s']:.1f} s; QEMU: {report['qemu']}; other "
+        f"processes (the relay's own CPU time included) kept {busy_text} busy on average"
+    )
     print(f"- command: `{report['command']}`")
 
 

@@ -170,6 +170,32 @@ def test_a_running_vm_connected_then_left_by_batch_runs_on(vm: Traced) -> None:
     check_survived(vm, since, "lldb --batch on a running VM")
 
 
+def test_the_relay_passes_lldbs_packets_unchanged(vm: Traced, tmp_path: Path) -> None:
+    """What QEMU received while the commands ran is what LLDB's packet log says LLDB sent,
+    packet for packet: the relay adds, drops and changes nothing on the way (its only packets
+    of its own, ``D;PID`` and a PhyMemMode put back, come after LLDB left)."""
+    vm.hmp("stop")
+    since = vm.mark()
+    log = tmp_path / "packets.log"
+    commands = [
+        f"log enable -f {log} gdb-remote packets",
+        "pt-walk --format qemu-tlb",
+        "pt-translate $rip 0x1000",
+        "pt-walk --format json --filter wx",
+        "process plugin packet monitor info registers",
+        "log disable gdb-remote packets",
+    ]
+    run = lldbrun.run(commands, port=vm.port)
+    assert run.report["detached"]  # LLDB's own detach, passed on
+    text = log.read_text(errors="replace")
+    sent = re.findall(r"^(?!.*history\[).*send packet: \$([^#]*)#", text, re.M)
+    assert len(sent) > 100
+    received = vm.received(since[0])
+    starts = [i for i in range(len(received)) if received[i : i + len(sent)] == sent]
+    assert len(starts) == 1, (sent[:5], received[:20])
+    assert received[-1].startswith("D;")  # LLDB's detach, after `log disable`
+
+
 # --- LLDB on a terminal ------------------------------------------------------------------------
 
 
