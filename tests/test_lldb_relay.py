@@ -57,7 +57,8 @@ def test_framer_holds_an_incomplete_packet_and_gives_up_on_a_huge_one() -> None:
     assert framer.feed(b"+$m0,4#") == [Unit(b"+")]
     assert framer.pending == b"$m0,4#"
     assert framer.feed(b"f") == []
-    assert framer.feed(b"f+") == [Unit(b"$m0,4#ff", b"m0,4", False), Unit(b"+")]
+    assert framer.feed(b"f+") == [Unit(b"$m0,4#ff", b"m0,4"), Unit(b"+")]
+    assert Unit(b"$m0,4#ff", b"m0,4").valid is False and Unit(frame(b"m0,4"), b"m0,4").valid
     assert framer.feed(b"$" + b"a" * 20) == [Unit(b"$" + b"a" * 20)]  # no '#': plain bytes
 
 
@@ -409,6 +410,8 @@ def test_the_relay_process_outlives_a_handshake_and_detaches_on_a_kill() -> None
             peer = Peer(lldb)
             peer.packet(b"qC")
             assert peer.next_packet() == b"QCp01.01"
+            with pytest.raises(ConnectionRefusedError):  # a session: nobody else gets in
+                socket.create_connection(("127.0.0.1", started.port), TIMEOUT).close()
             peer.packet(b"k")
             assert peer.next_packet() == b"W00"
         assert started.process.wait(TIMEOUT) == 0

@@ -24,10 +24,11 @@ session found.
 
 The relay runs in its own session (``setsid``): the terminal's ``SIGHUP`` and ``SIGINT`` do not
 reach it, and it outlives LLDB long enough to detach. It listens on 127.0.0.1 (an ephemeral
-port it prints on its standard output), serves LLDB's connection, and exits when either side
-closes. A connection that ends in LLDB's handshake (LLDB 14's first attempt against a running
-VM, which ``pt-connect`` retries) is not a session: the relay accepts the next one, on a new
-connection to the stub, and gives up after :data:`ACCEPT_TIMEOUT` seconds without one.
+port it prints on its standard output, closed to anyone else once LLDB is past its handshake),
+serves LLDB's connection, and exits when either side closes. A connection that ends in LLDB's
+handshake (LLDB 14's first attempt against a running VM, which ``pt-connect`` retries) is not a
+session: the relay accepts the next one, on a new connection to the stub, and gives up after
+:data:`ACCEPT_TIMEOUT` seconds without one.
 
 The packets are recognised by their framing (``$DATA#CK``; acknowledgements ``+``/``-``, the
 interrupt byte 0x03 and anything else outside a packet pass through), so run-length encoding and
@@ -99,8 +100,17 @@ class Unit:
     #: The packet's data (between ``$`` and ``#``, as sent: escapes and run lengths untouched);
     #: None for bytes outside a packet (acknowledgements, the interrupt byte, noise).
     data: bytes | None = None
-    #: The packet's checksum matches its data.
-    valid: bool = False
+
+    @property
+    def valid(self) -> bool:
+        """A packet whose checksum matches its data (computed when asked: summing a 4 KiB
+        reply costs more than relaying it)."""
+        if self.data is None:
+            return False
+        try:
+            return int(self.raw[-2:], 16) == checksum(self.data)
+        except ValueError:
+            return False
 
 
 class Framer:
@@ -121,9 +131,9 @@ class Framer:
 
         >>> f = Framer()
         >>> f.feed(b"+$k#6")
-        [Unit(raw=b'+', data=None, valid=False)]
+        [Unit(raw=b'+', data=None)]
         >>> f.feed(b"b\\x03")
-        [Unit(raw=b'$k#6b', data=b'k', valid=True), Unit(raw=b'\\x03', data=None, valid=False)]
+        [Unit(raw=b'$k#6b', data=b'k'), Unit(raw=b'\\x03', data=None)]
         """
         buf = self._buffer + chunk
         units: list[Unit] = []
@@ -141,13 +151,7 @@ class Framer:
                     units.append(Unit(buf[start:]))
                     start = len(buf)
                 break
-            data = buf[start + 1 : hash_at]
-            digits = buf[hash_at + 1 : hash_at + 3]
-            try:
-                valid = int(digits, 16) == checksum(data)
-            except ValueError:
-                valid = False
-            units.append(Unit(buf[start : hash_at + 3], data, valid))
+            units.append(Unit(buf[start : hash_at + 3], buf[start + 1 : hash_at]))
             start = hash_at + 3
         self._buffer = buf[start:]
         return units
@@ -177,6 +181,8 @@ class Session:
 
     :param log: receives one line per event.
     :param reply_timeout: seconds each of the relay's own exchanges waits for its reply.
+    :param on_established: called once LLDB got past the handshake (the relay then closes its
+        listening socket: nobody else gets in).
     """
 
     def __init__(
@@ -185,9 +191,11 @@ class Session:
         up: socket.socket,
         log: Callable[[str], None] = lambda line: None,
         reply_timeout: float = REPLY_TIMEOUT,
+        on_established: Callable[[], None] = lambda: None,
     ) -> None:
         self.down, self.up = down, up
         self._log = log
+        self._on_established = on_established
         self._reply_timeout = reply_timeout
         self._from_lldb = Framer()
         self._from_stub = Framer()
@@ -255,8 +263,9 @@ class Session:
         return False
 
     def _note_request(self, data: bytes) -> None:
-        if data != b"QStartNoAckMode":
+        if data != b"QStartNoAckMode" and not self.established:
             self.established = True
+            self._on_established()
         if data.startswith(b"qSupported"):
             self._lldb_multiprocess = b"multiprocess+" in data
         if _RESUME.match(data):
@@ -425,7 +434,7 @@ def serve(
                     down.settimeout(None)
                     up.settimeout(None)
                     log("LLDB connected")
-                    outcome = Session(down, up, log, reply_timeout).run()
+                    outcome = Session(down, up, log, reply_timeout, listener.close).run()
                 up = None
             log(f"session ended: {outcome}")
             if outcome != "handshake":
