@@ -285,6 +285,21 @@ def test_lldb_detached_itself(pair: Pair) -> None:
     assert pair.stub.raw(100) == b"+"  # LLDB's acknowledgement; no packet of the relay's
 
 
+def test_lldbs_detach_out_of_step_is_still_its_detach(pair: Pair) -> None:
+    """After a reply that timed out, LLDB's replies are out of step: its detach is answered by
+    a late read's reply. The relay sends no second detach (QEMU 7.2 dropped its gdbstub after
+    one)."""
+    handshake(pair)
+    pair.lldb.send(frame(b"m1000,4"))
+    pair.stub.next_packet()
+    pair.lldb.send(frame(b"D;0000000000000001"))
+    assert pair.stub.next_packet() == b"D;0000000000000001"
+    pair.stub.send(b"+" + frame(b"00000000") + b"+" + frame(b"OK"))
+    pair.lldb.sock.close()
+    assert pair.end() == "detached"
+    assert pair.stub.raw(1 << 20) == b""  # nothing more, then closed
+
+
 def test_a_running_vm_is_stopped_before_the_detach(pair: Pair) -> None:
     """QEMU drops a packet that comes while the VM runs (it only stops the VM)."""
     handshake(pair)

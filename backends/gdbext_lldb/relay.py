@@ -212,7 +212,7 @@ class Session:
         self.pid = 1
         #: LLDB resumed the target and no stop reply came since.
         self.running = False
-        #: The stub answered ``OK`` to LLDB's own detach.
+        #: LLDB sent its own detach, or the relay's was answered ``OK``.
         self.detached = False
         #: The kill packet the relay intercepted, if any.
         self.killed: bytes | None = None
@@ -268,6 +268,11 @@ class Session:
             self._on_established()
         if data.startswith(b"qSupported"):
             self._lldb_multiprocess = b"multiprocess+" in data
+        elif data[:1] == b"D":
+            # LLDB's own detach, answered or not: after a reply that timed out, LLDB's replies
+            # (and so the relay's view of them) are out of step, and a second detach made QEMU
+            # 7.2 close the connection and stop listening.
+            self.detached = True
         if _RESUME.match(data):
             self.running = True
             self._request = None
@@ -301,8 +306,6 @@ class Session:
                 self.mode_found = data
         elif request.startswith(b"Qqemu.PhyMemMode:") and data == b"OK":
             self.mode_set = request.rpartition(b":")[2]
-        elif request[:1] == b"D" and data == b"OK":
-            self.detached = True
 
     # --- the end of a session ---
 
