@@ -8,7 +8,7 @@ a test compares each command's bytes without parsing LLDB's console. The results
 ``PATH`` (``{"results": [{"ok", "out", "err", "seconds", "memory_cache"}...], "error": ...}``;
 ``memory_cache``: LLDB's ``target.process.disable-memory-cache`` after the command). With
 ``detach``, a live process is detached at the end whatever happened (detaching resumes QEMU;
-quitting LLDB while connected would kill it), and ``"detached"`` says so.
+quitting LLDB would kill a plain ``gdb-remote`` connection), and ``"detached"`` says so.
 
 ``lldb`` is imported inside the functions: pytest imports this module for its doctests too.
 """

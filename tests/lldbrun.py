@@ -3,8 +3,9 @@
 :func:`run` starts ``scripts/lldb --batch -Q`` (the README's one-line start: LLDB with
 ``gdbext/lldbinit.py`` imported), optionally connects it to a gdbstub with ``pt-connect``, and
 runs a list of commands through ``tests/lldb_side.py``, which records each command's output and
-error separately. A live process is detached at the end, whatever happened: quitting LLDB while
-connected would kill QEMU (LLDB sends ``k``), and detaching resumes the VM.
+error separately. A live process is detached at the end, whatever happened (detaching resumes
+the VM; quitting LLDB would too, through ``pt-connect``'s relay, but a plain ``gdb-remote`` would
+be killed).
 """
 
 from __future__ import annotations

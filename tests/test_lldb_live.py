@@ -199,7 +199,8 @@ def test_the_commands_send_no_packet_that_changes_the_target(
     """Every packet the commands send, from LLDB's own packet log: memory and register reads,
     queries, and PhyMemMode switches that are put back; no memory or register write, no
     breakpoint, no resume (``M X P G Z z c s C S vCont k D`` and QEMU's ``?``, which drops the
-    breakpoints)."""
+    breakpoints). LLDB's packets reach QEMU through ``pt-connect``'s relay unchanged
+    (``test_lldb_relay_live``); the relay's own ``D`` comes only after LLDB left, by design."""
     guest = qemu_guest("4level")
     guest.stop()
     log = tmp_path / "packets.log"

@@ -58,8 +58,9 @@ CONNECT_HELP = (
     "usage: pt-connect [HOST:]PORT\n\n"
     "gdb-remote [HOST:]PORT, tried again while LLDB's handshake fails at once (LLDB 14 fails "
     "against a running QEMU: the VM's stop reply comes first). The VM is stopped once "
-    "connected. 'process detach' resumes it; quitting LLDB while connected kills QEMU (LLDB "
-    "sends 'k')."
+    "connected. LLDB connects through a local relay that turns its kill ('k', which LLDB sends "
+    "when it quits) into a detach, and detaches when LLDB goes away: QEMU is never killed, and "
+    "'process detach', quitting LLDB or a closed terminal all resume the VM."
 )
 NO_BACKEND_HINT = (
     "connect to a gdbstub (pt-connect HOST:PORT) for backend 'lldb', or select one: "

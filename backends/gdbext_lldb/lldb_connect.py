@@ -8,6 +8,11 @@ error when it comes at once (a few times), and reports anything else at once: a 
 timed out is a peer that does not answer (not a gdbstub, or a stopped QEMU), and trying again
 would only wait again.
 
+LLDB does not connect to the stub itself but to a relay :func:`connect` starts for it
+(:mod:`gdbext_lldb.relay`, a process of its own): LLDB 14 kills the process it is connected to
+when it quits, and a kill ends QEMU; the relay turns it into a detach, and detaches too when
+LLDB goes away without one. Each connection has its own relay, which exits with it.
+
 Loading gdbext raises ``plugin.process.gdb-remote.packet-timeout`` to :data:`PACKET_TIMEOUT`
 seconds (:func:`raise_packet_timeout`, never lowering it; a value set afterwards stays): QEMU's
 monitor answers some commands slowly under TCG (``info tlb`` of a big guest, ``info mtree``),
@@ -44,6 +49,8 @@ from gdbext_lldb.lldb_link import (
     set_setting,
     setting,
 )
+from gdbext_lldb.relay import RelayError
+from gdbext_lldb.relay import start as start_relay
 
 #: Seconds LLDB waits for a reply to a packet, at least.
 PACKET_TIMEOUT = 10
@@ -74,10 +81,11 @@ def _first_line(text: str | None) -> str:
 
 
 def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
-    """``gdb-remote ADDRESS`` in ``debugger``, retried while the handshake fails; LLDB's report
-    of the stop goes to ``out``. When the last connection there stopped answering in the middle
-    of a command, QEMU is still in the PhyMemMode that command switched to, where LLDB's own
-    reads would be physical: the mode from before is put back first (:func:`_put_mode_back`).
+    """``gdb-remote`` in ``debugger`` to a relay to ``ADDRESS``, retried while the handshake
+    fails; LLDB's report of the stop goes to ``out``. When the last connection there stopped
+    answering in the middle of a command, QEMU is still in the PhyMemMode that command switched
+    to, where LLDB's own reads would be physical: the mode from before is put back first
+    (:func:`_put_mode_back`).
 
     :raises UsageError: the selected target is already connected, or no address was given.
     :raises LiveTargetError: the connection failed (one line, LLDB's reason).
@@ -92,15 +100,24 @@ def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
     left = left_mode(debugger, address)
     if left is not None:
         note = _put_mode_back(debugger, address, left)
-    report = _gdb_remote(debugger, address)
+    try:
+        relay = start_relay(place(address))
+    except RelayError as exc:
+        raise LiveTargetError(f"pt-connect {address}: {exc}") from None
+    try:
+        report = _gdb_remote(debugger, address, f"127.0.0.1:{relay.port}")
+    except BaseException:
+        relay.stop()
+        raise
     process = debugger.GetSelectedTarget().GetProcess()
     if process.IsValid():
         remember_address(debugger, process, address)
     out.write(report + note)
 
 
-def _gdb_remote(debugger: lldb.SBDebugger, address: str) -> str:
-    """``gdb-remote ADDRESS``, tried again while the handshake fails; LLDB's output."""
+def _gdb_remote(debugger: lldb.SBDebugger, address: str, via: str) -> str:
+    """``gdb-remote VIA`` (the relay to ``address``), tried again while the handshake fails;
+    LLDB's output."""
     interpreter = debugger.GetCommandInterpreter()
     error = ""
     for attempt in range(ATTEMPTS):
@@ -108,7 +125,7 @@ def _gdb_remote(debugger: lldb.SBDebugger, address: str) -> str:
             time.sleep(RETRY_DELAY)
         result = lldb.SBCommandReturnObject()
         started = time.monotonic()
-        interpreter.HandleCommand(f"gdb-remote {address}", result, False)
+        interpreter.HandleCommand(f"gdb-remote {via}", result, False)
         if result.Succeeded():
             return str(result.GetOutput() or "")
         error = _first_line(result.GetError())
