@@ -1,4 +1,4 @@
-"""Which kernel the real-kernel tests boot (``fixtures/qemu_guest.py``), without QEMU.
+"""Which kernel the real-kernel tests boot (``fixtures/guest_host.py``), without QEMU.
 
 ``GDBEXT_TEST_KERNEL`` names a vmlinuz (``GDBEXT_KERNEL``, the old name, when it is unset); its
 modules are found beside it when the package was unpacked elsewhere with ``dpkg-deb -x``
@@ -19,15 +19,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from qemu_guest import (
+from guest_host import (
     GuestError,
     MissingPrerequisite,
-    build_initramfs,
     find_kernel,
     find_module,
     kernel_release,
     kernel_version,
 )
+from qemu_guest import build_initramfs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RELEASE = "6.1.0-99-amd64"
