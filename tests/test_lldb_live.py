@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import lldbrun
 import pytest
 from test_gdb_frontend import (
+    GDB_NOISE,
     check_translations,
     gdb,
     marked,
@@ -45,9 +46,6 @@ pytestmark = [
 ]
 
 TLB_LINE = re.compile(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", re.M)
-#: GDB's stderr lines that are not a command's error: its warnings, and the progress line of a
-#: command that ran for more than a second (a loaded machine's walk).
-GDB_NOISE = re.compile(r"warning:|determin|pt-[a-z]+: .* so far, \d+ s \(Ctrl-C interrupts\)$")
 #: The lines of ``pt-info`` that name the debugger (the rest is the same in GDB and LLDB).
 NAMING_LINES = re.compile(r"^(backend|connection|vCPUs): .*$", re.M)
 
@@ -182,7 +180,7 @@ def test_lldb_equals_gdb_on_a_frozen_guest(
     )
     gdb_out = sections(in_gdb.stdout)
     gdb_errors = [
-        line for line in in_gdb.stderr.splitlines() if not re.match(GDB_NOISE, line)
+        line for line in in_gdb.stderr.splitlines() if not GDB_NOISE.match(line)
     ]
     assert guest.hmp("info status").strip() == "VM status: paused"
     in_lldb = lldbrun.run([*commands, *failing], port=guest.gdb_port)
