@@ -97,7 +97,7 @@ def ensure_dumps(workdir: Path, memory: str, fresh: bool, log: Callable[[str], N
             return Dumps(memory, directory, meta)
     try:
         qg.check_prerequisites()
-    except qg.MissingPrerequisite as exc:
+    except qg.GuestError as exc:  # MissingPrerequisite, or GDBEXT_TEST_KERNEL not a file
         raise BenchError(f"cannot make the {memory} dumps: {exc}") from None
     directory.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)

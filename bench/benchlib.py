@@ -177,7 +177,7 @@ def live_guest(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     qg = guest_module()
     try:
         qg.check_prerequisites()
-    except qg.MissingPrerequisite as exc:
+    except qg.GuestError as exc:  # MissingPrerequisite, or GDBEXT_TEST_KERNEL not a file
         raise BenchError(str(exc)) from None
     config = dataclasses.replace(qg.CONFIGS.get(args.config, qg.GuestConfig()), memory=args.mem)
     name = f"{args.config} guest" if args.config in qg.CONFIGS else "guest"

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Install the system packages the real-kernel tests need: QEMU, Debian's kernel, busybox, GDB, LLDB
 # (lldb and its Python module, python3-lldb), and liblzo2-dev, gcc and python3-dev (so that
-# python-lzo can be built for kdump-lzo pages).
+# python-lzo can be built for kdump-lzo pages). Then say which kernel build those tests boot.
 #
-# Runs apt-get only as root on a Debian-like machine, and only for what is missing. Elsewhere it
-# prints the command to run and returns 0: the tests that need QEMU then skip, unless
-# GDBEXT_REQUIRE_QEMU=1 (CI sets it), which makes them fail instead.
+# Runs apt-get only as root on a Debian-like machine, and only for what is missing; it always
+# runs `apt-get update` first, so that a stale package list cannot install an old kernel build.
+# Elsewhere it prints the command to run and returns 0: the tests that need QEMU then skip,
+# unless GDBEXT_REQUIRE_QEMU=1 (CI sets it), which makes them fail instead.
+#
+# The kernel line comes from fixtures/qemu_guest.py (the tests' own choice): $GDBEXT_TEST_KERNEL,
+# else the newest /boot/vmlinuz-* with its modules.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 linux-image-amd64 busybox-static gdb lldb python3-lldb liblzo2-dev gcc
     python3-dev)
@@ -14,14 +19,17 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        echo "== apt-get update"
+        apt-get update -qq
+        echo "== apt-get install ${missing[*]}"
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "gdbext: real-kernel tests need: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    fi
 fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-    echo "gdbext: real-kernel tests need: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+if command -v python3 >/dev/null; then
+    echo "== $(python3 fixtures/qemu_guest.py kernel || true)"
 fi
