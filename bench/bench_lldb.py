@@ -5,9 +5,9 @@ default, ``--mem``) and stops the VM. Then, on that same stopped state:
 
 1. one ``gdb -nx -batch`` runs ``bench/_gdb_side.py`` (``bench/bench_gdb.py``'s measurements)
    and leaves with ``disconnect``, which keeps the VM stopped;
-2. one ``scripts/lldb --batch`` (the README's start: LLDB with ``gdbext/lldbinit.py``) connects
-   with ``pt-connect`` (through its relay: ``bench/bench_relay.py`` measures what that costs)
-   and runs ``bench/_lldb_side.py``: the same measurements, timed inside LLDB's Python around
+2. one ``scripts/lldb --batch`` (``docs/lldb.md``'s start: LLDB with ``gdbext/lldbinit.py``)
+   connects with ``pt-connect`` (through its relay: ``bench/bench_relay.py`` measures what that
+   costs) and runs ``bench/_lldb_side.py``: the same measurements, timed inside LLDB's Python around
    ``HandleCommand``, then detaches.
 
 Each side takes every measurement in turn in each of ``--repeat`` rounds; the figures are

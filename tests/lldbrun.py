@@ -1,6 +1,6 @@
 """Running the real ``lldb`` for the LLDB tests and benchmark.
 
-:func:`run` starts ``scripts/lldb --batch -Q`` (the README's one-line start: LLDB with
+:func:`run` starts ``scripts/lldb --batch -Q`` (``docs/lldb.md``'s one-line start: LLDB with
 ``gdbext/lldbinit.py`` imported), optionally connects it to a gdbstub with ``pt-connect``, and
 runs a list of commands through ``tests/lldb_side.py``, which records each command's output and
 error separately. A live process is detached at the end, whatever happened (detaching resumes

@@ -1,6 +1,6 @@
-"""The Python API inside the real ``lldb`` (``scripts/lldb``, gdbext loaded as the README says):
-``gdbext.open(DUMP)`` on a committed dump, and ``gdbext.open(backend="lldb")`` on a live guest
-that ``pt-connect`` connected LLDB to.
+"""The Python API inside the real ``lldb`` (``scripts/lldb``, gdbext loaded as ``docs/lldb.md``
+says): ``gdbext.open(DUMP)`` on a committed dump, and ``gdbext.open(backend="lldb")`` on a live
+guest that ``pt-connect`` connected LLDB to.
 
 LLDB runs a Python file through its ``script`` command (``tests/lldbrun.py`` drives it); the
 file writes its results as JSON. Expected values are QEMU's: the dump's goldens, or for the live

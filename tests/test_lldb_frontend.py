@@ -2,9 +2,9 @@
 help, every command on committed dumps of real kernels (``pt-backend core``) byte for byte equal
 to the command line's and to GDB's, one-line errors, progress and Ctrl-C, colour.
 
-LLDB runs through ``scripts/lldb --batch -Q`` (the README's start) and ``tests/lldb_side.py``,
-which records each command's output and error separately (:mod:`lldbrun`). The live backend is
-tested against QEMU in ``tests/test_lldb_live.py``.
+LLDB runs through ``scripts/lldb --batch -Q`` (the start ``docs/lldb.md`` describes) and
+``tests/lldb_side.py``, which records each command's output and error separately
+(:mod:`lldbrun`). The live backend is tested against QEMU in ``tests/test_lldb_live.py``.
 """
 
 from __future__ import annotations
