@@ -22,13 +22,11 @@ from __future__ import annotations
 import cProfile
 import gc
 import io
-import json
 import os
 import pstats
 import re
 import sys
 import time
-import traceback
 from typing import Any
 
 import gdb
@@ -158,16 +156,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    config = json.loads(os.environ[CONFIG_ENV])
-    try:
-        results = run(config)
-    except Exception as exc:
-        results = {
-            "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
-            "traceback": traceback.format_exc(),
-        }
-    with open(config["out"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
+    sidelib.run_and_write(CONFIG_ENV, run)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,18 @@ Debugger-side script: it imports ``gdb``, and gdbext only after ``gdbinit.py`` h
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
+import sys
 import time
-import traceback
 from typing import Any
 
 import gdb
+
+# GDB runs this file by its path: its directory is not on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename)))
+
+import sidelib
 
 CONFIG_ENV = "GDBEXT_BENCH_HEAP"
 COMMAND = "pt-heap --memmap e820"
@@ -105,16 +109,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    config = json.loads(os.environ[CONFIG_ENV])
-    try:
-        results = run(config)
-    except Exception as exc:
-        results = {
-            "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
-            "traceback": traceback.format_exc(),
-        }
-    with open(config["out"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
+    sidelib.run_and_write(CONFIG_ENV, run)
 
 
 if __name__ == "__main__":

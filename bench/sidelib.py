@@ -24,8 +24,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import io
+import json
+import os
 import re
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -175,3 +178,20 @@ def measure(side: Side, repeat: int) -> dict[str, Any]:
     results["lines"] = lines
     results["mode_after"] = side.packet(QUERY)
     return results
+
+
+def run_and_write(config_env: str, run: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Read the side's settings (JSON in the environment variable ``config_env``), call ``run``
+    with them and write what it returns as JSON to the settings' ``out`` file; an exception is
+    written there as ``{"error", "traceback"}``, for the host script to report, since a side
+    inside a debugger has no other channel."""
+    config = json.loads(os.environ[config_env])
+    try:
+        results = run(config)
+    except Exception as exc:
+        results = {
+            "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+            "traceback": traceback.format_exc(),
+        }
+    with open(config["out"], "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
