@@ -104,7 +104,7 @@ def test_live_kernel_equals_qemu_and_the_dump_of_the_same_stop(
     assert kernel_tlb == cli_output("walk", str(dump), "--kernel", "--format", "qemu-tlb")
     assert kernel_walk == cli_output("walk", str(dump), "--kernel")
     assert walk == cli_output("walk", str(dump))
-    assert walk.startswith("# Linux x86-64 4-level layout: ")  # --labels auto: labels on
+    assert walk.startswith("# Linux x86-64 4-level layout (")  # --labels auto: labels on
     assert heap == cli_output("heap", str(dump), "--memmap", "e820")
     assert f"boot_params at 0x{kernels_copy[0]:x} " in heap
     assert f"kernel root: 0x{root:x} " in info
