@@ -637,8 +637,8 @@ def test_live_walk_and_translate_equal_qemu(
     qemu_guest: Callable[[str], QemuGuest], name: str
 ) -> None:
     """On a stopped guest: ``pt-walk --format qemu-tlb`` is ``info tlb`` line for line (under PTI
-    also the user half, against ``info tlb`` with CR3 set to it); ``pt-translate`` and
-    ``$pt_phys`` agree with ``gva2gpa`` on kernel and user addresses."""
+    both halves, against ``info tlb`` with CR3 set to each, whichever the VM stopped on);
+    ``pt-translate`` and ``$pt_phys`` agree with ``gva2gpa`` on kernel and user addresses."""
     guest = qemu_guest(name)
     guest.stop()  # what the monitor and GDB see until GDB detaches (which resumes the VM)
     tlb = guest.info_tlb()
@@ -653,10 +653,19 @@ def test_live_walk_and_translate_equal_qemu(
         "pt-translate " + " ".join(f"0x{p:x}" for p in probes),
         *(f"p/x $pt_phys(0x{p:x})" for p in probes[:3]),
     ]
+    # The VM may have stopped in user mode, with CR3 on the user half of the PTI pair: each
+    # half is set in turn, and QEMU's monitor shows it (on GDB's stderr, after a marker).
+    kernel_pgd, user_pgd = cr3 & ~0x1000, cr3 | 0x1000
     if name == "kaslr-pti":
         commands += [
+            f"set $cr3 = (long)0x{kernel_pgd:x}",
+            "pt-walk --format qemu-tlb",
             "pt-walk --user-pgd --format qemu-tlb",
-            f"set $cr3 = (long)0x{cr3 | 0x1000:x}",
+            f"python gdb.write('{MARK} kernel\\n', gdb.STDERR)",
+            "monitor info tlb",
+            f"set $cr3 = (long)0x{user_pgd:x}",
+            "pt-walk --format qemu-tlb",
+            f"python gdb.write('{MARK} user\\n', gdb.STDERR)",
             "monitor info tlb",
             f"set $cr3 = (long)0x{cr3:x}",
             "p/x $cr3",
@@ -674,10 +683,19 @@ def test_live_walk_and_translate_equal_qemu(
         assert line.splitlines()[0].split(" = ")[1] == f"{expected[probe]:#x}"
     if name == "kaslr-pti":
         # GDB writes what the stub's monitor prints to its stderr.
-        user_tlb = re.findall(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", proc.stderr, re.M)
-        user_walk = got[8]
-        assert tlb_lines(user_walk) == user_tlb
-        assert tlb_lines(user_walk) != tlb
+        _, kernel_monitor, user_monitor = re.split(
+            rf"^{MARK} (?:kernel|user)\n", proc.stderr, flags=re.M
+        )
+        kernel_tlb, user_tlb = (
+            re.findall(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", text, re.M)
+            for text in (kernel_monitor, user_monitor)
+        )
+        kernel_walk, user_walk, user_walk_after_write = got[9], got[10], got[14]
+        print(f"stopped with CR3 on the {'kernel' if cr3 == kernel_pgd else 'user'} half")
+        assert tlb == (kernel_tlb if cr3 == kernel_pgd else user_tlb)
+        assert tlb_lines(kernel_walk) == kernel_tlb
+        assert tlb_lines(user_walk) == user_tlb != kernel_tlb
+        assert tlb_lines(user_walk_after_write) == user_tlb
         assert got[-1].splitlines()[0].endswith(f" = 0x{cr3:x}"), got[-3:]  # put back
 
 
