@@ -30,6 +30,7 @@ from test_gdb_frontend import (
     marked,
     run_pty,
     sections,
+    without_progress,
 )
 
 from gdbext import cli
@@ -231,7 +232,7 @@ def test_lldb_equals_gdb_on_a_dump(kernel_dump: Callable[[str], Path]) -> None:
         "pt-audit",
     ]
     in_gdb = gdb(f"pt-backend core {dump}", *marked(*commands))
-    assert in_gdb.stderr == ""
+    assert without_progress(in_gdb.stderr) == ""
     in_lldb = lldbrun.run([f"pt-backend core {dump}", *commands])
     assert in_lldb.outputs()[0] == in_gdb.stdout.split("@@gdbext-test@@")[0]
     assert in_lldb.outputs()[1:] == sections(in_gdb.stdout)

@@ -34,6 +34,7 @@ from test_gdb_frontend import (
     sections,
     tlb_lines,
     wait_for_stderr,
+    without_progress,
 )
 
 if TYPE_CHECKING:
@@ -158,7 +159,9 @@ def test_lldb_equals_gdb_on_a_frozen_guest(
     )
     gdb_out = sections(in_gdb.stdout)
     gdb_errors = [
-        line for line in in_gdb.stderr.splitlines() if not re.match(r"warning:|determin", line)
+        line
+        for line in without_progress(in_gdb.stderr).splitlines()
+        if not re.match(r"warning:|determin", line)
     ]
     assert guest.hmp("info status").strip() == "VM status: paused"
     in_lldb = lldbrun.run([*commands, *failing], port=guest.gdb_port)
