@@ -21,11 +21,13 @@ import lldbrun
 import pytest
 from test_gdb_frontend import (
     DUMP_CASES,
+    IMPORTED_BY_LOADING,
     SLOW_PLUGIN,
     check_missing_dependency,
     check_missing_environment,
     cli_output,
     gdb,
+    imported_by_loading,
     interrupted_run,
     marked,
     run_pty,
@@ -125,6 +127,27 @@ def test_an_lldb_that_is_not_there_is_one_line() -> None:
         "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on "
         "PATH\n"
     )
+
+
+def test_loading_imports_only_gdbext_and_pluggy() -> None:
+    """``command script import gdbext/lldbinit.py`` in plain ``lldb`` (with its Python module on
+    PYTHONPATH, as ``scripts/lldb`` sets it): the modules it added hold no third-party package
+    but pluggy (GDB's twin says why; the load time is ``bench/bench_load.py``'s)."""
+    proc = lldb(
+        "script import sys; gdbext_before = set(sys.modules)",
+        f"command script import {lldbrun.LLDBINIT}",
+        "script print('NEW', *sorted(set(sys.modules) - gdbext_before))",
+        "help pt-walk",
+        env=lldbrun.clean_env(PYTHONPATH=lldbrun.lldb_python_dir()),
+        wrapper=False,
+    )
+    assert proc.stderr == ""
+    new = re.search(r"^NEW (.*)$", proc.stdout, re.M)
+    assert new, proc.stdout
+    assert "gdbext_lldb.lldb_commands" in new.group(1).split()
+    # LLDB keeps an imported script as a module named after its file.
+    assert imported_by_loading(new.group(1)) == {*IMPORTED_BY_LOADING, "lldbinit"}
+    assert "usage: pt-walk" in proc.stdout
 
 
 def test_importing_twice_registers_once() -> None:
