@@ -711,7 +711,7 @@ def test_live_walk_and_translate_equal_qemu(
     assert f"cr3:       0x{cr3:x}" in info and "backend:     gdb" in info
     assert tlb_lines(walk) == tlb
     print(f"{name}: pt-walk --format qemu-tlb, {len(tlb)} lines: {seconds.split()[1]} s")
-    assert float(seconds.split()[1]) < 0.25 * 4  # the 0.25 s target is the benchmark's
+    # Its speed target (0.25 s) is bench/bench_gdb.py's, where it is measured.
     check_translations(translate, expected)
     for probe, line in zip(probes[:3], got[5:8], strict=True):
         assert line.splitlines()[0].split(" = ")[1] == f"{expected[probe]:#x}"
