@@ -9,9 +9,10 @@ Fresh debugger processes, with and without gdbext, taking turns (:func:`benchlib
 
 One unmeasured run of each loads first, as a user's first run does: it writes Python's bytecode
 caches where they are missing. The figures are medians of ``--repeat`` rounds. The tests check
-what keeps loading cheap deterministically (what it imports: ``test_loading_imports_only_gdbext_
-and_pluggy`` in ``tests/test_gdb_frontend.py`` and ``tests/test_lldb_frontend.py``); the time is
-measured here because a loaded machine makes any wall-clock bound in a test fail at random.
+what keeps loading cheap, deterministically: what it imports
+(``test_loading_imports_only_gdbext_and_pluggy`` in ``tests/test_gdb_frontend.py`` and
+``tests/test_lldb_frontend.py``). The time is measured here, not there, because a loaded machine
+makes any wall-clock bound in a test fail at random.
 
 Run: ``.venv/bin/python bench/bench_load.py`` (``--repeat 11`` by default; ``--json`` for
 machine-readable output). Exit status 1 when GDB's target is missed, 2 when the benchmark could
