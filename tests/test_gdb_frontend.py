@@ -671,18 +671,32 @@ def phymem_commands(send: str, before: int, cr3: int) -> list[str]:
     ]
 
 
+#: The PTI guest as if stopped in user mode (CR3 on the user PGD), which a stop may or may not
+#: hit: the test writes CR3 through the gdbstub first, and puts it back before GDB leaves.
+ON_USER_HALF = "kaslr-pti-on-user-half"
+
+
 @pytest.mark.qemu
-@pytest.mark.parametrize("name", ["4level", "la57", "kaslr-pti"])
+@pytest.mark.parametrize("name", ["4level", "la57", "kaslr-pti", ON_USER_HALF])
 def test_live_walk_and_translate_equal_qemu(
     qemu_guest: Callable[[str], QemuGuest], name: str
 ) -> None:
     """On a stopped guest: ``pt-walk --format qemu-tlb`` is ``info tlb`` line for line (under PTI
     both halves, against ``info tlb`` with CR3 set to each, whichever the VM stopped on);
     ``pt-translate`` and ``$pt_phys`` agree with ``gva2gpa`` on kernel and user addresses."""
-    guest = qemu_guest(name)
+    guest = qemu_guest(name.removesuffix("-on-user-half"))
     guest.stop()  # what the monitor and GDB see until GDB detaches (which resumes the VM)
+    stopped_on = guest.cr3()
+    if name == ON_USER_HALF:
+        gdb(
+            f"target remote 127.0.0.1:{guest.gdb_port}",
+            f"set $cr3 = (long)0x{stopped_on | 0x1000:x}",
+            "disconnect",  # the VM stays stopped
+            source=False,
+        )
     tlb = guest.info_tlb()
     cr3 = guest.cr3()
+    assert cr3 == (stopped_on | 0x1000 if name == ON_USER_HALF else stopped_on)
     probes = probes_of(tlb)
     expected = {p: guest.gva2gpa(p) for p in probes}
     commands = [
@@ -696,7 +710,7 @@ def test_live_walk_and_translate_equal_qemu(
     # The VM may have stopped in user mode, with CR3 on the user half of the PTI pair: each
     # half is set in turn, and QEMU's monitor shows it (on GDB's stderr, after a marker).
     kernel_pgd, user_pgd = cr3 & ~0x1000, cr3 | 0x1000
-    if name == "kaslr-pti":
+    if name.startswith("kaslr-pti"):
         commands += [
             f"set $cr3 = (long)0x{kernel_pgd:x}",
             "pt-walk --format qemu-tlb",
@@ -707,7 +721,7 @@ def test_live_walk_and_translate_equal_qemu(
             "pt-walk --format qemu-tlb",
             f"python gdb.write('{MARK} user\\n', gdb.STDERR)",
             "monitor info tlb",
-            f"set $cr3 = (long)0x{cr3:x}",
+            f"set $cr3 = (long)0x{stopped_on:x}",
             "p/x $cr3",
         ]
     proc = live_gdb(guest, *marked(*commands))
@@ -721,7 +735,7 @@ def test_live_walk_and_translate_equal_qemu(
     check_translations(translate, expected)
     for probe, line in zip(probes[:3], got[5:8], strict=True):
         assert line.splitlines()[0].split(" = ")[1] == f"{expected[probe]:#x}"
-    if name == "kaslr-pti":
+    if name.startswith("kaslr-pti"):
         # GDB writes what the stub's monitor prints to its stderr.
         _, kernel_monitor, user_monitor = re.split(
             rf"^{MARK} (?:kernel|user)\n", proc.stderr, flags=re.M
@@ -736,7 +750,7 @@ def test_live_walk_and_translate_equal_qemu(
         assert tlb_lines(kernel_walk) == kernel_tlb
         assert tlb_lines(user_walk) == user_tlb != kernel_tlb
         assert tlb_lines(user_walk_after_write) == user_tlb
-        assert got[-1].splitlines()[0].endswith(f" = 0x{cr3:x}"), got[-3:]  # put back
+        assert got[-1].splitlines()[0].endswith(f" = 0x{stopped_on:x}"), got[-3:]  # put back
 
 
 @pytest.mark.qemu
