@@ -77,6 +77,20 @@ SUMMARIES: dict[str, str] = {
 PROGRESS_AFTER = 1.0
 #: The same when the reports go to a file or a pipe (a batch log), not to a terminal.
 PROGRESS_AFTER_NOT_A_TERMINAL = 5.0
+#: A progress report, as :func:`progress_line` writes it: the command, the leaves found so far
+#: (when the command counts them), the whole seconds since it started. A report is not part of
+#: the command's result; this is how a reader of a log (or a test) tells it from an error.
+PROGRESS_LINE = re.compile(
+    r"(?P<command>[$\w-]+): (?:(?P<leaves>\d+) leaves so far, )?(?P<seconds>\d+) s "
+    r"\(Ctrl-C interrupts\)"
+)
+
+
+def progress_line(command: str, seconds: float, leaves: int | None = None) -> str:
+    """One progress report (``pt-walk: 12345 leaves so far, 3 s (Ctrl-C interrupts)``), the
+    format :data:`PROGRESS_LINE` matches."""
+    done = "" if leaves is None else f"{leaves} leaves so far, "
+    return f"{command}: {done}{seconds:.0f} s (Ctrl-C interrupts)"
 
 
 def progress_after(fd: int = 2) -> float:
@@ -456,8 +470,8 @@ class _Ticker:
             return
         self._next = now + self._after
         stats = getattr(self.result, "stats", None)
-        done = f"{stats['leaves']} leaves so far, " if isinstance(stats, dict) else ""
-        self._report(f"{self.name}: {done}{now - self._start:.0f} s (Ctrl-C interrupts)")
+        leaves = stats["leaves"] if isinstance(stats, dict) else None
+        self._report(progress_line(self.name, now - self._start, leaves))
 
 
 class _TickingMapper:

@@ -27,7 +27,7 @@ import pytest
 
 from gdbext import cli
 from gdbext.host import Host
-from gdbext.session import Session
+from gdbext.session import PROGRESS_LINE, Session, progress_line
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -105,6 +105,14 @@ def run_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: flo
         if proc.poll() is None:
             proc.kill()
     return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def without_progress(stderr: str) -> str:
+    """``stderr`` without its progress reports (lines :data:`gdbext.session.PROGRESS_LINE`
+    matches whole). A command that runs past 5 s (a loaded machine) reports progress; a report
+    is not part of its result, and every other line (an error, a warning) is kept."""
+    lines = stderr.splitlines(keepends=True)
+    return "".join(line for line in lines if not PROGRESS_LINE.fullmatch(line.rstrip("\n")))
 
 
 def cli_output(*argv: str) -> str:
@@ -189,24 +197,37 @@ def test_a_missing_dependency_is_one_line_naming_the_fix(tmp_path: Path) -> None
     check_missing_dependency(gdb_with, GDB_UNDEFINED, tmp_path)
 
 
-def test_loading_takes_less_than_0_3_s() -> None:
-    """``gdb -nx -batch -ex 'source gdbext/gdbinit.py'`` against ``gdb -nx -batch``: the best of
-    five runs each, after one run that may write the bytecode caches (as a user's first run)."""
-    warm = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    assert gdb(env=warm).stderr == ""
+#: The top-level packages outside Python's standard library that sourcing ``gdbinit.py`` may
+#: import: gdbext's own and pluggy (its plugin manager). The rest (pyelftools, the kdump codecs
+#: zstandard, cramjam and lzo, pwntools) waits for a command that needs it: that is what keeps
+#: loading cheap. The load time itself is a benchmark: ``bench/bench_load.py``.
+IMPORTED_BY_LOADING = {"gdbext", "gdbext_dump", "gdbext_gdb", "gdbext_lldb", "gdbext_sim", "pluggy"}
 
-    def seconds(argv: list[str]) -> float:
-        start = time.perf_counter()
-        subprocess.run(argv, capture_output=True, check=True, cwd=ROOT, timeout=60)
-        return time.perf_counter() - start
 
-    base, load = [], []
-    for _ in range(5):
-        base.append(seconds(gdb_argv(source=False)))
-        load.append(seconds(gdb_argv()))
-    cost = min(load) - min(base)
-    print(f"gdb alone {min(base):.3f} s, with gdbinit.py {min(load):.3f} s: load {cost:.3f} s")
-    assert cost < 0.3
+def imported_by_loading(modules: str) -> set[str]:
+    """The top-level packages in ``modules`` (names separated by spaces) outside the standard
+    library, setuptools' finder of an editable install left out."""
+    tops = {name.partition(".")[0] for name in modules.split()}
+    return {t for t in tops - sys.stdlib_module_names if not t.startswith("__editable__")}
+
+
+def test_loading_imports_only_gdbext_and_pluggy() -> None:
+    """``source gdbext/gdbinit.py`` in ``gdb -nx -batch``: the modules it added to GDB's Python
+    (``sys.modules`` before and after) hold no third-party package but pluggy, while the
+    commands are registered."""
+    proc = gdb(
+        "python import sys; gdbext_before = set(sys.modules)",
+        f"source {GDBINIT}",
+        "python print('NEW', *sorted(set(sys.modules) - gdbext_before))",
+        "help pt-walk",
+        source=False,
+    )
+    assert proc.stderr == ""
+    new = re.search(r"^NEW (.*)$", proc.stdout, re.M)
+    assert new, proc.stdout
+    assert "gdbext_gdb.gdb_commands" in new.group(1).split()
+    assert imported_by_loading(new.group(1)) == IMPORTED_BY_LOADING
+    assert "usage: pt-walk" in proc.stdout
 
 
 def test_pwntools_imported_in_gdb_leaves_the_terminal_alone() -> None:
@@ -267,10 +288,9 @@ def test_options_complete() -> None:
     ]
 
 
-#: The progress line of a command that ran for more than a second (a walk on a loaded machine).
-PROGRESS = re.compile(r"pt-[a-z]+: .* so far, \d+ s \(Ctrl-C interrupts\)$")
-#: GDB's stderr lines that are not a command's error: its warnings, and progress.
-GDB_NOISE = re.compile(rf"warning:|determin|{PROGRESS.pattern}")
+#: GDB's stderr lines that are not a command's error: its warnings (progress reports are left
+#: out by :func:`without_progress`).
+GDB_NOISE = re.compile(r"warning:|determin")
 
 # --- commands on dumps -------------------------------------------------------------------------
 
@@ -303,7 +323,7 @@ def test_every_command_on_a_dump_equals_the_command_line(
         f"pt-backend core {dump}",
         *marked(*(f"pt-{command} {' '.join(argv)}" for command, argv in cases)),
     )
-    assert [line for line in proc.stderr.splitlines() if not PROGRESS.match(line)] == []
+    assert without_progress(proc.stderr) == ""
     assert proc.stdout.startswith(f"backend core: {dump}\n")
     got = sections(proc.stdout)
     assert len(got) == len(cases)
@@ -367,7 +387,7 @@ def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[st
             "pt-walk --has 0x400000 --filter w",
         ),
     )
-    assert proc.stderr == ""
+    assert without_progress(proc.stderr) == ""
     translate, walk, has, filtered = sections(proc.stdout)
     assert has == "0x1000 is not mapped: its PD entry is not present (value 0x0)\n"
     assert filtered == "0x400000 is mapped, but its permissions do not pass --filter w\n"
@@ -525,6 +545,19 @@ def interrupted_run(argv: Sequence[str], marker: bytes) -> tuple[str, str]:
     return out.decode(), (seen + err).decode()
 
 
+def test_the_tests_drop_progress_reports_and_nothing_else() -> None:
+    """:func:`without_progress`, which the comparisons of stderr go through, drops the lines the
+    front ends report progress with and keeps errors, warnings and partial matches."""
+    kept = [
+        "pt-walk: cannot read 0x1000: Input/output error\n",
+        "warning: pt-walk: 3 s (Ctrl-C interrupts) later\n",
+        "pt-walk: 12 leaves so far, 5 s\n",
+    ]
+    reports = [progress_line("pt-walk", 5.2, 1234), progress_line("$pt_phys", 10.0)]
+    stderr = f"{reports[0]}\n{kept[0]}{kept[1]}{reports[1]}\n{kept[2]}"
+    assert without_progress(stderr) == "".join(kept)
+
+
 def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """A backend whose reads take 1 s each (a slow stub): progress on stderr (a pipe, not a
     terminal: after 5 s, at most one line per 5 s), SIGINT gives one "interrupted" line, the
@@ -540,7 +573,10 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "pt-info",
     )
     out, stderr = interrupted_run(argv, b"so far")
-    assert re.match(r"^pt-walk: \d+ leaves so far, 5 s \(Ctrl-C interrupts\)\n", stderr), stderr
+    # The first report: 5 s in (the interval into a pipe), or a little later on a loaded
+    # machine, the first read after 5 s being where the walk looks at the clock.
+    first = re.match(r"^pt-walk: \d+ leaves so far, (\d+) s \(Ctrl-C interrupts\)\n", stderr)
+    assert first and 5 <= int(first.group(1)) < 10, stderr
     assert stderr.splitlines()[-1] == "pt-walk: interrupted"
     assert "Traceback" not in stderr
     assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
@@ -569,7 +605,10 @@ def test_progress_on_a_terminal_comes_after_a_second(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         os.close(master)
-    assert re.search(rb"pt-walk: \d+ leaves so far, 1 s \(Ctrl-C interrupts\)", seen), seen
+    # The first report: 1 s in (a terminal's interval, not a pipe's 5 s), or a little later on
+    # a loaded machine, the first read after 1 s being where the walk looks at the clock.
+    first = re.search(rb"pt-walk: \d+ leaves so far, (\d+) s \(Ctrl-C interrupts\)", seen)
+    assert first and 1 <= int(first.group(1)) < 5, seen
 
 
 # --- live: QEMU guests -------------------------------------------------------------------------
@@ -636,18 +675,32 @@ def phymem_commands(send: str, before: int, cr3: int) -> list[str]:
     ]
 
 
+#: The PTI guest as if stopped in user mode (CR3 on the user PGD), which a stop may or may not
+#: hit: the test writes CR3 through the gdbstub first, and puts it back before GDB leaves.
+ON_USER_HALF = "kaslr-pti-on-user-half"
+
+
 @pytest.mark.qemu
-@pytest.mark.parametrize("name", ["4level", "la57", "kaslr-pti"])
+@pytest.mark.parametrize("name", ["4level", "la57", "kaslr-pti", ON_USER_HALF])
 def test_live_walk_and_translate_equal_qemu(
     qemu_guest: Callable[[str], QemuGuest], name: str
 ) -> None:
     """On a stopped guest: ``pt-walk --format qemu-tlb`` is ``info tlb`` line for line (under PTI
-    also the user half, against ``info tlb`` with CR3 set to it); ``pt-translate`` and
-    ``$pt_phys`` agree with ``gva2gpa`` on kernel and user addresses."""
-    guest = qemu_guest(name)
+    both halves, against ``info tlb`` with CR3 set to each, whichever the VM stopped on);
+    ``pt-translate`` and ``$pt_phys`` agree with ``gva2gpa`` on kernel and user addresses."""
+    guest = qemu_guest(name.removesuffix("-on-user-half"))
     guest.stop()  # what the monitor and GDB see until GDB detaches (which resumes the VM)
+    stopped_on = guest.cr3()
+    if name == ON_USER_HALF:
+        gdb(
+            f"target remote 127.0.0.1:{guest.gdb_port}",
+            f"set $cr3 = (long)0x{stopped_on | 0x1000:x}",
+            "disconnect",  # the VM stays stopped
+            source=False,
+        )
     tlb = guest.info_tlb()
     cr3 = guest.cr3()
+    assert cr3 == (stopped_on | 0x1000 if name == ON_USER_HALF else stopped_on)
     probes = probes_of(tlb)
     expected = {p: guest.gva2gpa(p) for p in probes}
     commands = [
@@ -658,12 +711,21 @@ def test_live_walk_and_translate_equal_qemu(
         "pt-translate " + " ".join(f"0x{p:x}" for p in probes),
         *(f"p/x $pt_phys(0x{p:x})" for p in probes[:3]),
     ]
-    if name == "kaslr-pti":
+    # The VM may have stopped in user mode, with CR3 on the user half of the PTI pair: each
+    # half is set in turn, and QEMU's monitor shows it (on GDB's stderr, after a marker).
+    kernel_pgd, user_pgd = cr3 & ~0x1000, cr3 | 0x1000
+    if name.startswith("kaslr-pti"):
         commands += [
+            f"set $cr3 = (long)0x{kernel_pgd:x}",
+            "pt-walk --format qemu-tlb",
             "pt-walk --user-pgd --format qemu-tlb",
-            f"set $cr3 = (long)0x{cr3 | 0x1000:x}",
+            f"python gdb.write('{MARK} kernel\\n', gdb.STDERR)",
             "monitor info tlb",
-            f"set $cr3 = (long)0x{cr3:x}",
+            f"set $cr3 = (long)0x{user_pgd:x}",
+            "pt-walk --format qemu-tlb",
+            f"python gdb.write('{MARK} user\\n', gdb.STDERR)",
+            "monitor info tlb",
+            f"set $cr3 = (long)0x{stopped_on:x}",
             "p/x $cr3",
         ]
     proc = live_gdb(guest, *marked(*commands))
@@ -673,17 +735,26 @@ def test_live_walk_and_translate_equal_qemu(
     assert f"cr3:       0x{cr3:x}" in info and "backend:     gdb" in info
     assert tlb_lines(walk) == tlb
     print(f"{name}: pt-walk --format qemu-tlb, {len(tlb)} lines: {seconds.split()[1]} s")
-    assert float(seconds.split()[1]) < 0.25 * 4  # the 0.25 s target is the benchmark's
+    # Its speed target (0.25 s) is bench/bench_gdb.py's, where it is measured.
     check_translations(translate, expected)
     for probe, line in zip(probes[:3], got[5:8], strict=True):
         assert line.splitlines()[0].split(" = ")[1] == f"{expected[probe]:#x}"
-    if name == "kaslr-pti":
+    if name.startswith("kaslr-pti"):
         # GDB writes what the stub's monitor prints to its stderr.
-        user_tlb = re.findall(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", proc.stderr, re.M)
-        user_walk = got[8]
-        assert tlb_lines(user_walk) == user_tlb
-        assert tlb_lines(user_walk) != tlb
-        assert got[-1].splitlines()[0].endswith(f" = 0x{cr3:x}"), got[-3:]  # put back
+        _, kernel_monitor, user_monitor = re.split(
+            rf"^{MARK} (?:kernel|user)\n", proc.stderr, flags=re.M
+        )
+        kernel_tlb, user_tlb = (
+            re.findall(r"^[0-9a-f]{16}: [0-9a-f]{16} [-A-Z]{9}$", text, re.M)
+            for text in (kernel_monitor, user_monitor)
+        )
+        kernel_walk, user_walk, user_walk_after_write = got[9], got[10], got[14]
+        print(f"stopped with CR3 on the {'kernel' if cr3 == kernel_pgd else 'user'} half")
+        assert tlb == (kernel_tlb if cr3 == kernel_pgd else user_tlb)
+        assert tlb_lines(kernel_walk) == kernel_tlb
+        assert tlb_lines(user_walk) == user_tlb != kernel_tlb
+        assert tlb_lines(user_walk_after_write) == user_tlb
+        assert got[-1].splitlines()[0].endswith(f" = 0x{stopped_on:x}"), got[-3:]  # put back
 
 
 @pytest.mark.qemu
@@ -702,7 +773,9 @@ def test_a_detached_target_is_one_line_and_gdb_goes_on(
         "echo alive\\n",
     )
     needs = "the gdb backend needs a live target: connect GDB first (target remote HOST:PORT)"
-    errors = [line for line in proc.stderr.splitlines() if not GDB_NOISE.match(line)]
+    errors = [
+        line for line in without_progress(proc.stderr).splitlines() if not GDB_NOISE.match(line)
+    ]
     assert errors == [needs] * 4
     assert f"backend gdb: remote 127.0.0.1:{guest.gdb_port}\n" in proc.stdout
     assert proc.stdout.endswith("alive\n")
@@ -726,7 +799,9 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
     modes = [m.group(1) if m else got[i] for m, i in zip(replies, (2, 4, 6, 8, 10), strict=True)]
     assert modes == [str(before)] * 5
     assert "is not mapped" in got[3]
-    errors = [line for line in proc.stderr.splitlines() if not GDB_NOISE.match(line)]
+    errors = [
+        line for line in without_progress(proc.stderr).splitlines() if not GDB_NOISE.match(line)
+    ]
     assert len(errors) == 2, errors  # the two failing commands, one line each
 
 

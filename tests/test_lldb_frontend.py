@@ -9,11 +9,12 @@ LLDB runs through ``scripts/lldb --batch -Q`` (the start ``docs/lldb.md`` descri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,15 +22,18 @@ import lldbrun
 import pytest
 from test_gdb_frontend import (
     DUMP_CASES,
+    IMPORTED_BY_LOADING,
     SLOW_PLUGIN,
     check_missing_dependency,
     check_missing_environment,
     cli_output,
     gdb,
+    imported_by_loading,
     interrupted_run,
     marked,
     run_pty,
     sections,
+    without_progress,
 )
 
 from gdbext import cli
@@ -124,6 +128,27 @@ def test_an_lldb_that_is_not_there_is_one_line() -> None:
         "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on "
         "PATH\n"
     )
+
+
+def test_loading_imports_only_gdbext_and_pluggy() -> None:
+    """``command script import gdbext/lldbinit.py`` in plain ``lldb`` (with its Python module on
+    PYTHONPATH, as ``scripts/lldb`` sets it): the modules it added hold no third-party package
+    but pluggy (GDB's twin says why; the load time is ``bench/bench_load.py``'s)."""
+    proc = lldb(
+        "script import sys; gdbext_before = set(sys.modules)",
+        f"command script import {lldbrun.LLDBINIT}",
+        "script print('NEW', *sorted(set(sys.modules) - gdbext_before))",
+        "help pt-walk",
+        env=lldbrun.clean_env(PYTHONPATH=lldbrun.lldb_python_dir()),
+        wrapper=False,
+    )
+    assert proc.stderr == ""
+    new = re.search(r"^NEW (.*)$", proc.stdout, re.M)
+    assert new, proc.stdout
+    assert "gdbext_lldb.lldb_commands" in new.group(1).split()
+    # LLDB keeps an imported script as a module named after its file.
+    assert imported_by_loading(new.group(1)) == {*IMPORTED_BY_LOADING, "lldbinit"}
+    assert "usage: pt-walk" in proc.stdout
 
 
 def test_importing_twice_registers_once() -> None:
@@ -231,7 +256,7 @@ def test_lldb_equals_gdb_on_a_dump(kernel_dump: Callable[[str], Path]) -> None:
         "pt-audit",
     ]
     in_gdb = gdb(f"pt-backend core {dump}", *marked(*commands))
-    assert in_gdb.stderr == ""
+    assert without_progress(in_gdb.stderr) == ""
     in_lldb = lldbrun.run([f"pt-backend core {dump}", *commands])
     assert in_lldb.outputs()[0] == in_gdb.stdout.split("@@gdbext-test@@")[0]
     assert in_lldb.outputs()[1:] == sections(in_gdb.stdout)
@@ -319,21 +344,33 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
 def test_pt_connect_to_a_peer_that_does_not_answer_waits_one_handshake() -> None:
     """A listening peer that says nothing (not a gdbstub, a stopped QEMU): one handshake timeout
     and one line, not one per retry (retries are for the handshake a running QEMU breaks at
-    once)."""
+    once). Each attempt is a connection of its own (the relay's to the peer): the peer counts
+    them, as a clock under load could not."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        start = time.monotonic()
+        accepted: list[socket.socket] = []
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):  # the server closed: done
+                while True:
+                    accepted.append(server.accept()[0])
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
         proc = lldb(
             "settings set plugin.process.gdb-remote.packet-timeout 2",
             f"pt-connect 127.0.0.1:{port}",
         )
-        seconds = time.monotonic() - start
+        server.shutdown(socket.SHUT_RDWR)
+    thread.join(timeout=10)
+    for conn in accepted:
+        conn.close()
     assert re.fullmatch(
         rf"error: pt-connect 127\.0\.0\.1:{port}: failed to get reply to handshake packet "
         r"within timeout of [\d.]+ seconds\n",
         proc.stderr,
     ), proc.stderr
-    assert seconds < 12, seconds  # LLDB waits 6 s at least; four attempts took 24 s
+    assert len(accepted) == 1, len(accepted)  # four attempts were four connections (and 24 s)
 
 
 def test_an_error_in_batch_mode_is_one_line_on_stderr() -> None:
@@ -368,7 +405,10 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "pt-info",
     )
     out, stderr = interrupted_run(argv, b"so far")
-    assert re.match(r"^pt-walk: \d+ leaves so far, 5 s \(Ctrl-C interrupts\)\n", stderr), stderr
+    # The first report: 5 s in (the interval into a pipe), or a little later on a loaded
+    # machine, the first read after 5 s being where the walk looks at the clock.
+    first = re.match(r"^pt-walk: \d+ leaves so far, (\d+) s \(Ctrl-C interrupts\)\n", stderr)
+    assert first and 5 <= int(first.group(1)) < 10, stderr
     assert "pt-walk: interrupted\n" in stderr
     assert "Traceback" not in stderr
     assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")

@@ -35,6 +35,7 @@ from test_gdb_frontend import (
     sections,
     tlb_lines,
     wait_for_stderr,
+    without_progress,
 )
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ def test_live_walk_and_translate_equal_qemu(
     qemu_guest: Callable[[str], QemuGuest], name: str
 ) -> None:
     """On a stopped guest: ``pt-walk --format qemu-tlb`` is ``info tlb`` line for line (under PTI
-    also the user half, against ``info tlb`` with CR3 set to it in LLDB); ``pt-translate``
-    agrees with ``gva2gpa`` on kernel and user addresses."""
+    both halves, against ``info tlb`` with CR3 set to each in LLDB, whichever the VM stopped
+    on); ``pt-translate`` agrees with ``gva2gpa`` on kernel and user addresses."""
     guest = qemu_guest(name)
     guest.stop()
     tlb = guest.info_tlb()
@@ -120,12 +121,18 @@ def test_live_walk_and_translate_equal_qemu(
         "pt-walk --format qemu-tlb",
         "pt-translate " + " ".join(f"0x{p:x}" for p in probes),
     ]
+    # The VM may have stopped in user mode, with CR3 on the user half of the PTI pair: each
+    # half is set in turn, and QEMU's monitor shows it.
+    kernel_pgd, user_pgd = cr3 & ~0x1000, cr3 | 0x1000
     if name == "kaslr-pti":
         commands += [
-            "pt-walk --user-pgd --format qemu-tlb",
-            f"register write cr3 0x{cr3 | 0x1000:x}",
+            f"register write cr3 0x{kernel_pgd:x}",
             "process plugin packet monitor info tlb",
             "pt-walk --format qemu-tlb",  # the CPU state is read again after a register write
+            "pt-walk --user-pgd --format qemu-tlb",
+            f"register write cr3 0x{user_pgd:x}",
+            "process plugin packet monitor info tlb",
+            "pt-walk --format qemu-tlb",
             f"register write cr3 0x{cr3:x}",
             "register read cr3",
         ]
@@ -139,11 +146,18 @@ def test_live_walk_and_translate_equal_qemu(
     print(f"{name}: pt-walk --format qemu-tlb, {len(tlb)} lines: {run.results[1].seconds:.3f} s")
     check_translations(translate, expected)
     if name == "kaslr-pti":
-        user_walk, _, monitor, walk_after_write, _, reg = run.outputs()[3:]
-        user_tlb = TLB_LINE.findall(monitor.replace("\r", ""))
-        assert tlb_lines(user_walk) == user_tlb != tlb
-        assert tlb_lines(walk_after_write) == user_tlb
-        assert reg.strip() == f"cr3 = 0x{cr3:016x}"  # put back
+        _, kernel_monitor, kernel_walk, user_walk, _, user_monitor, user_walk_after_write = (
+            run.outputs()[3:10]
+        )
+        kernel_tlb, user_tlb = (
+            TLB_LINE.findall(text.replace("\r", "")) for text in (kernel_monitor, user_monitor)
+        )
+        print(f"stopped with CR3 on the {'kernel' if cr3 == kernel_pgd else 'user'} half")
+        assert tlb == (kernel_tlb if cr3 == kernel_pgd else user_tlb)
+        assert tlb_lines(kernel_walk) == kernel_tlb
+        assert tlb_lines(user_walk) == user_tlb != kernel_tlb
+        assert tlb_lines(user_walk_after_write) == user_tlb
+        assert run.outputs()[-1].strip() == f"cr3 = 0x{cr3:016x}"  # put back
     assert run.report["detached"]
 
 
@@ -183,7 +197,7 @@ def test_lldb_equals_gdb_on_a_frozen_guest(
     )
     gdb_out = sections(in_gdb.stdout)
     gdb_errors = [
-        line for line in in_gdb.stderr.splitlines() if not GDB_NOISE.match(line)
+        line for line in without_progress(in_gdb.stderr).splitlines() if not GDB_NOISE.match(line)
     ]
     assert guest.hmp("info status").strip() == "VM status: paused"
     in_lldb = lldbrun.run([*commands, *failing], port=guest.gdb_port)

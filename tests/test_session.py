@@ -30,6 +30,7 @@ from gdbext.host import Host
 from gdbext.paging import LeafRun
 from gdbext.session import (
     BOLD,
+    PROGRESS_LINE,
     RED,
     Completion,
     Selection,
@@ -328,6 +329,9 @@ def test_progress_reports_leaves_once_per_interval(host: Host) -> None:
     pattern = re.compile(r"^pt-walk: (\d+) leaves so far, \d+ s \(Ctrl-C interrupts\)$")
     counts = [int(m.group(1)) for m in map(pattern.match, reports) if m]
     assert len(counts) == len(reports) and counts == sorted(counts)
+    # What tests (and log readers) filter progress by matches every report, and only them.
+    assert all(PROGRESS_LINE.fullmatch(r) for r in reports)
+    assert not PROGRESS_LINE.fullmatch("pt-walk: cannot read 0x1000: Input/output error")
     # Without a reporter nothing is wrapped or reported.
     quiet = selected(host, "sim", "--scenario", str(DEMO), clock=clock)
     assert run(quiet, "pt-walk", "--format", "qemu-tlb") == (status, text)
