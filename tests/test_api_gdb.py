@@ -30,14 +30,9 @@ GDB = shutil.which("gdb")
 
 pytestmark = pytest.mark.skipif(GDB is None, reason="no gdb")
 
-PRELUDE = """
-import json
-import gdb
-import gdbext
-
-def result(value):
-    print("RESULT " + json.dumps(value), flush=True)
-
+#: Inside the debugger: each address's physical address through the API, ``None`` where QEMU
+#: says unmapped (shared with ``test_api_lldb``).
+TRANSLATIONS = """
 def translations(pt, vaddrs):
     out = {}
     for vaddr in vaddrs:
@@ -49,6 +44,18 @@ def translations(pt, vaddrs):
             out[str(vaddr)] = None if unmapped else name
     return out
 """
+
+PRELUDE = (
+    """
+import json
+import gdb
+import gdbext
+
+def result(value):
+    print("RESULT " + json.dumps(value), flush=True)
+"""
+    + TRANSLATIONS
+)
 
 
 def run_gdb(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import lldbrun
 import pytest
 from test_api import gva2gpa, info_tlb
+from test_api_gdb import TRANSLATIONS
 from test_gdb_frontend import probes_of
 
 if TYPE_CHECKING:
@@ -24,21 +25,13 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.skipif(not lldbrun.available(), reason="no lldb")
 
-PRELUDE = """
+PRELUDE = (
+    """
 import json
 import gdbext
-
-def translations(pt, vaddrs):
-    out = {}
-    for vaddr in vaddrs:
-        try:
-            out[str(vaddr)] = pt.translate(vaddr).paddr
-        except gdbext.GdbextError as exc:  # QEMU's "unmapped": not mapped, or not canonical
-            name = type(exc).__name__
-            unmapped = name in ("NotMappedError", "NonCanonicalAddressError")
-            out[str(vaddr)] = None if unmapped else name
-    return out
 """
+    + TRANSLATIONS
+)
 
 
 def run_script(body: str, tmp_path: Path, port: int | None = None) -> Any:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import lldbrun
 import pytest
 from gdbstub import GdbStub
+from qemu_guest import alive
 
 from conftest import require_qemu
 
@@ -40,15 +41,6 @@ pytestmark = [
 READY = "@@READY@@"
 #: The packets QEMU received, from its trace.
 _RECEIVED = re.compile(r"^gdbstub_io_command Received: (.*)$", re.M)
-
-
-def running(pid: int) -> bool:
-    """``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 @dataclass
@@ -114,7 +106,7 @@ def check_survived(t: Traced, since: tuple[int, int], how: str) -> list[str]:
     while time.monotonic() < deadline and "D;1" not in t.received(since[0]):
         time.sleep(0.05)
     received = t.received(since[0])
-    assert running(t.pid), how
+    assert alive(t.pid), how
     assert received[-1:] == ["D;1"], (how, received[-5:])
     assert not [p for p in received if p == "k" or p.startswith("vKill")], how
     assert "qSupported" in " ".join(received)  # LLDB's own packets reached QEMU
@@ -334,7 +326,7 @@ def test_without_the_relay_lldb_kills_qemu(tmp_path: Path) -> None:
         proc = run_batch(t, f"gdb-remote 127.0.0.1:{t.port}", "register read rip")
         assert proc.returncode == 0, proc.stderr
         deadline = time.monotonic() + 30
-        while running(t.pid) and time.monotonic() < deadline:
+        while alive(t.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not running(t.pid)
+        assert not alive(t.pid)
         assert t.received(since[0])[-1] == "k"
