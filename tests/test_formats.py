@@ -1,6 +1,7 @@
 """The binary layouts of :mod:`gdbext.formats`, checked against independent declarations:
 pyelftools' ELF structures, and the field offsets of the C headers (makedumpfile's
-``diskdump_mod.h``, QEMU's ``target/i386/arch_dump.c``, the kernel's ``elf_prstatus``)."""
+``diskdump_mod.h``, QEMU's ``target/i386/arch_dump.c``, the kernel's ``elf_prstatus``, LiME's
+``lime.h``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from gdbext.formats.kdump import (
     SUB_HEADER_SIZE_BY_VERSION,
 )
 from gdbext.formats.layout import Layout
+from gdbext.formats.lime import LIME_HEADER, LIME_MAGIC_BYTES
 from gdbext.formats.qemu import (
     QEMU_CPU_SEGMENT,
     QEMU_CPU_STATE,
@@ -128,3 +130,10 @@ def test_layout_checks_its_declaration_and_its_arguments() -> None:
     assert pair.unpack(b"\0" * 8 + pair.pack(kind=7, value=9), 8) == {"kind": 7, "value": 9}
     with pytest.raises(TypeError, match=r"missing fields \['value'\], unknown fields \['x'\]"):
         pair.pack(kind=1, x=2)
+
+
+def test_lime_header_has_the_c_offsets() -> None:
+    assert LIME_HEADER.size == 32
+    offsets = [LIME_HEADER.offset(n) for n in ("magic", "version", "s_addr", "e_addr")]
+    assert offsets == [0, 4, 8, 16]
+    assert LIME_MAGIC_BYTES == b"EMiL"
