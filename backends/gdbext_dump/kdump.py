@@ -62,7 +62,7 @@ from gdbext_dump.kdump_codecs import (
 )
 from gdbext_dump.kdump_flat import FlatKdumpFile, KdumpBytes, open_kdump_bytes
 
-# The layouts (:mod:`gdbext.formats.kdump`) and the file offsets of the fields named in errors.
+# File offsets of the header fields that errors name (layouts: :mod:`gdbext.formats.kdump`).
 _BLOCK_SIZE_AT = DISK_DUMP_HEADER.offset("block_size")
 _SUB_HDR_SIZE_AT = DISK_DUMP_HEADER.offset("sub_hdr_size")
 _BITMAP_BLOCKS_AT = DISK_DUMP_HEADER.offset("bitmap_blocks")
@@ -169,7 +169,7 @@ class KdumpHeader:
         bs = self.block_size
         if not MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE or bs & (bs - 1):
             hint = ""
-            # The 32-bit layout's longer fields move block_size 12 bytes earlier: look there.
+            # The 32-bit layout's shorter timestamp puts block_size earlier: look there.
             early = range(DISK_DUMP_HEADER.offset("timestamp"), _BLOCK_SIZE_AT, 4)
             if any(struct.unpack_from("<I", raw, off)[0] == 4096 for off in early):
                 hint = "; this looks like the 32-bit kdump layout, which gdbext does not read"
