@@ -17,8 +17,8 @@ anything else                          raw
 from __future__ import annotations
 
 from gdbext.errors import InputError, UsageError
+from gdbext.formats.lime import LIME_MAGIC_BYTES
 from gdbext.units import shown
-from gdbext_dump.lime import LIME_MAGIC_BYTES
 
 FORMATS = ("elf", "kdump", "lime", "raw")
 _MAGICS: tuple[tuple[bytes, str], ...] = (

@@ -10,11 +10,12 @@ Both store physical memory as PT_LOAD segments and CPU/kernel facts as notes:
   in section header 0's ``sh_info`` (at ``e_shoff``).
 - The PT_NOTE segments are parsed by :mod:`gdbext_dump.notes`.
 
-The headers are parsed by hand with :mod:`struct` over the file's ``mmap`` rather than with
-pyelftools: a core's only structures are one header, the program headers (QEMU's paging dumps
-have 66,000) and the notes; ``struct.iter_unpack`` reads all program headers in one call, needs
-no file object and no per-header Python objects from a library, and every bound can be checked
-where the file offset of the field is known (for the error message).
+The headers are parsed with the layouts of :mod:`gdbext.formats.elf` (:mod:`struct`
+underneath) over the file's ``mmap`` rather than with pyelftools: a core's only structures are
+one header, the program headers (QEMU's paging dumps have 66,000) and the notes;
+``struct.iter_unpack`` reads all program headers in one call, needs no file object and no
+per-header Python objects from a library, and every bound can be checked where the file offset
+of the field is known (for the error message).
 
 ELFCLASS32 cores (QEMU's dump of a guest in protected mode, EM_386) have the same structure with
 32-bit fields. Only little-endian x86 (EM_X86_64, EM_386) cores are accepted.
@@ -23,14 +24,22 @@ ELFCLASS32 cores (QEMU's dump of a guest in protected mode, EM_386) have the sam
 from __future__ import annotations
 
 import mmap
-import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gdbext.errors import InputError
+from gdbext.formats.elf import (
+    ELF32_EHDR,
+    ELF32_PHDR,
+    ELF32_SHDR,
+    ELF64_EHDR,
+    ELF64_PHDR,
+    ELF64_SHDR,
+    ELFMAG,
+)
+from gdbext.formats.layout import Layout
 from gdbext_dump.notes import DumpNotes, Note, parse_notes
 from gdbext_dump.segments import Segment, SegmentMapper, open_mmap
 
-ELFMAG = b"\x7fELF"
 ELFCLASS32 = 1
 ELFCLASS64 = 2
 ELFDATA2LSB = 1
@@ -51,60 +60,42 @@ EI_DATA = 5
 
 @dataclass(frozen=True)
 class ElfLayout:
-    """The structures of one ELF class and the file offsets of the header fields we check."""
+    """The structures of one ELF class (:mod:`gdbext.formats.elf`), and the file offsets of
+    the header fields named in errors."""
 
     bits: int
-    #: ``Elf{32,64}_Ehdr`` after ``e_ident``: e_type, e_machine, e_version, e_entry, e_phoff,
-    #: e_shoff, e_flags, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx.
-    ehdr: struct.Struct
-    #: ``Elf{32,64}_Phdr``; :meth:`phdr_fields` puts its fields in one order.
-    phdr: struct.Struct
-    #: ``Elf{32,64}_Shdr`` (only section 0 is read, for PN_XNUM).
-    shdr: struct.Struct
-    #: Offsets in the file header of e_phoff, e_shoff, e_phentsize, e_phnum, e_shentsize.
-    off_phoff: int
-    off_shoff: int
-    off_phentsize: int
-    off_phnum: int
-    off_shentsize: int
-    #: Offset of ``sh_info`` in a section header.
-    off_sh_info: int
-    #: Index of each Phdr field in the unpacked tuple: type, offset, paddr, filesz, memsz.
-    phdr_index: tuple[int, int, int, int, int] = field(default=(0, 2, 4, 5, 6))
+    ehdr: Layout
+    phdr: Layout
+    #: Only section 0 is read, for PN_XNUM; the others are checked to lie inside the file.
+    shdr: Layout
+
+    @property
+    def off_phoff(self) -> int:
+        return self.ehdr.offset("e_phoff")
+
+    @property
+    def off_shoff(self) -> int:
+        return self.ehdr.offset("e_shoff")
+
+    @property
+    def off_phentsize(self) -> int:
+        return self.ehdr.offset("e_phentsize")
+
+    @property
+    def off_phnum(self) -> int:
+        return self.ehdr.offset("e_phnum")
+
+    @property
+    def off_shentsize(self) -> int:
+        return self.ehdr.offset("e_shentsize")
+
+    @property
+    def off_sh_info(self) -> int:
+        return self.shdr.offset("sh_info")
 
 
-#: ELF64: Ehdr 64 bytes (e_phoff @32, e_shoff @40, e_phentsize @54, e_phnum @56,
-#: e_shentsize @58); Phdr 56 bytes: p_type @0, p_flags @4, p_offset @8, p_vaddr @16,
-#: p_paddr @24, p_filesz @32, p_memsz @40, p_align @48; Shdr 64 bytes, sh_info @44.
-ELF64 = ElfLayout(
-    64,
-    struct.Struct("<16sHHIQQQIHHHHHH"),
-    struct.Struct("<IIQQQQQQ"),
-    struct.Struct("<IIQQQQIIQQ"),
-    off_phoff=32,
-    off_shoff=40,
-    off_phentsize=54,
-    off_phnum=56,
-    off_shentsize=58,
-    off_sh_info=44,
-    phdr_index=(0, 2, 4, 5, 6),
-)
-#: ELF32: Ehdr 52 bytes (e_phoff @28, e_shoff @32, e_phentsize @42, e_phnum @44,
-#: e_shentsize @46); Phdr 32 bytes: p_type @0, p_offset @4, p_vaddr @8, p_paddr @12,
-#: p_filesz @16, p_memsz @20, p_flags @24, p_align @28; Shdr 40 bytes, sh_info @28.
-ELF32 = ElfLayout(
-    32,
-    struct.Struct("<16sHHIIIIIHHHHHH"),
-    struct.Struct("<IIIIIIII"),
-    struct.Struct("<IIIIIIIIII"),
-    off_phoff=28,
-    off_shoff=32,
-    off_phentsize=42,
-    off_phnum=44,
-    off_shentsize=46,
-    off_sh_info=28,
-    phdr_index=(0, 1, 3, 4, 5),
-)
+ELF64 = ElfLayout(64, ELF64_EHDR, ELF64_PHDR, ELF64_SHDR)
+ELF32 = ElfLayout(32, ELF32_EHDR, ELF32_PHDR, ELF32_SHDR)
 
 
 @dataclass
@@ -164,27 +155,27 @@ def _parse(path: str, data: mmap.mmap) -> ElfCore:
             path,
             0,
         )
-    (
-        _ident,
-        e_type,
-        e_machine,
-        _version,
-        _entry,
-        e_phoff,
-        e_shoff,
-        _flags,
-        _ehsize,  # QEMU 7.2 writes 8 here: not checked
-        e_phentsize,
-        e_phnum,
-        e_shentsize,
-        e_shnum,
-        _shstrndx,
-    ) = layout.ehdr.unpack_from(data, 0)
+    ehdr = layout.ehdr.unpack(data)
+    e_type: int = ehdr["e_type"]
+    e_machine: int = ehdr["e_machine"]
+    e_phoff: int = ehdr["e_phoff"]
+    e_shoff: int = ehdr["e_shoff"]
+    e_phentsize: int = ehdr["e_phentsize"]
+    e_phnum: int = ehdr["e_phnum"]
+    e_shentsize: int = ehdr["e_shentsize"]
+    e_shnum: int = ehdr["e_shnum"]
+    # e_ehsize is not checked: QEMU 7.2 writes 8 there.
     if e_type != ET_CORE:
         what = _E_TYPES.get(e_type, f"ELF type {e_type}")
-        raise InputError(f"{what}, not a core dump (e_type {e_type})", path, 16)
+        raise InputError(
+            f"{what}, not a core dump (e_type {e_type})", path, layout.ehdr.offset("e_type")
+        )
     if e_machine not in (EM_X86_64, EM_386):
-        raise InputError(f"machine {e_machine} is not x86 (EM_X86_64 or EM_386)", path, 18)
+        raise InputError(
+            f"machine {e_machine} is not x86 (EM_X86_64 or EM_386)",
+            path,
+            layout.ehdr.offset("e_machine"),
+        )
     phnum = e_phnum
     if e_phnum == PN_XNUM:
         phnum = _xnum(path, data, layout, e_shoff, e_shentsize)
@@ -207,7 +198,10 @@ def _parse(path: str, data: mmap.mmap) -> ElfCore:
             path,
             layout.off_phoff,
         )
-    i_type, i_offset, i_paddr, i_filesz, i_memsz = layout.phdr_index
+    phdr = layout.phdr
+    i_type, i_offset, i_paddr, i_filesz, i_memsz = (
+        phdr.index(name) for name in ("p_type", "p_offset", "p_paddr", "p_filesz", "p_memsz")
+    )
     segments: list[Segment] = []
     notes: list[Note] = []
     notes_offset: int | None = None
@@ -215,7 +209,7 @@ def _parse(path: str, data: mmap.mmap) -> ElfCore:
     parsed = DumpNotes()
     warnings: list[str] = []
     header = e_phoff
-    for fields in layout.phdr.iter_unpack(data[e_phoff : e_phoff + table_size]):
+    for fields in phdr.struct.iter_unpack(data[e_phoff : e_phoff + table_size]):
         p_type = fields[i_type]
         if p_type == PT_LOAD:
             segments.append(
@@ -302,8 +296,7 @@ def _check_sections(
     size = len(data)
     _check_shdr0(path, size, layout, e_shoff, e_shentsize)
     shdr = layout.shdr
-    # sh_type @4; sh_offset, sh_size: fields 4 and 5 in both classes.
-    count = e_shnum or int(shdr.unpack_from(data, e_shoff)[5])  # SHN_UNDEF: count in sh_size
+    count = e_shnum or int(shdr.unpack(data, e_shoff)["sh_size"])  # SHN_UNDEF: count in sh_size
     if e_shoff + count * shdr.size > size:
         raise InputError(
             f"{count} section headers at e_shoff 0x{e_shoff:x} run past the end of the file "
@@ -311,8 +304,10 @@ def _check_sections(
             path,
             layout.off_shoff,
         )
-    for i, fields in enumerate(shdr.iter_unpack(data[e_shoff : e_shoff + count * shdr.size])):
-        sh_type, sh_offset, sh_size = fields[1], fields[4], fields[5]
+    i_type, i_offset, i_size = (shdr.index(n) for n in ("sh_type", "sh_offset", "sh_size"))
+    table = data[e_shoff : e_shoff + count * shdr.size]
+    for i, fields in enumerate(shdr.struct.iter_unpack(table)):
+        sh_type, sh_offset, sh_size = fields[i_type], fields[i_offset], fields[i_size]
         if sh_type not in (SHT_NULL, SHT_NOBITS) and sh_offset + sh_size > size:
             raise InputError(
                 f"section {i} (0x{sh_size:x} bytes at 0x{sh_offset:x}) runs past the end of "
@@ -331,7 +326,7 @@ def _xnum(path: str, data: mmap.mmap, layout: ElfLayout, e_shoff: int, e_shentsi
             layout.off_phnum,
         )
     _check_shdr0(path, len(data), layout, e_shoff, e_shentsize)
-    count = int(struct.unpack_from("<I", data, e_shoff + layout.off_sh_info)[0])
+    count = int(layout.shdr.unpack(data, e_shoff)["sh_info"])
     if count == 0:
         raise InputError(
             "e_phnum is PN_XNUM but section header 0's sh_info (the real count) is 0",

@@ -40,6 +40,16 @@ from types import TracebackType
 
 from gdbext.addr import AddrRange
 from gdbext.errors import NotCapturedError, PhysMemoryError, ReadOnlyError
+from gdbext.formats.kdump import (
+    DISK_DUMP_HEADER,
+    KDUMP_SIGNATURE,
+    PAGE_DESC,
+    SUB_HEADER,
+    SUB_HEADER_FIELDS_BY_VERSION,
+    SUB_HEADER_SIZE_BY_VERSION,
+    UTSNAME_FIELD,
+    UTSNAME_FIELDS,
+)
 from gdbext.target import Detail
 from gdbext.units import shown
 from gdbext_dump.kdump_codecs import (
@@ -52,31 +62,11 @@ from gdbext_dump.kdump_codecs import (
 )
 from gdbext_dump.kdump_flat import FlatKdumpFile, KdumpBytes, open_kdump_bytes
 
-# --- Layouts ---------------------------------------------------------------------------------
-
-#: ``disk_dump_header`` (64-bit), 464 bytes: signature[8] @0, i32 header_version @8,
-#: utsname 6x65 bytes @12 (sysname, nodename, release, version, machine, domainname),
-#: timestamp[16] @408, u32 status @424, i32 block_size @428, i32 sub_hdr_size @432,
-#: u32 bitmap_blocks @436, u32 max_mapnr @440, u32 total_ram_blocks @444,
-#: u32 device_blocks @448, u32 written_blocks @452, u32 current_cpu @456, i32 nr_cpus @460.
-DISK_DUMP_HEADER = struct.Struct("<8si390s6x16sIiiIIIIIIi")
-KDUMP_SIGNATURE = b"KDUMP   "
-UTSNAME_FIELD = 65
-UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
-#: ``kdump_sub_header`` (64-bit), 104 bytes, at file offset ``block_size``: u64 phys_base @0,
-#: i32 dump_level @8, i32 split @12, u64 start_pfn @16, end_pfn @24 (v2+),
-#: offset_vmcoreinfo @32, size_vmcoreinfo @40 (v3+), offset_note @48, size_note @56 (v4+),
-#: offset_eraseinfo @64, size_eraseinfo @72 (v5+), start_pfn_64 @80, end_pfn_64 @88,
-#: max_mapnr_64 @96 (v6+).
-SUB_HEADER = struct.Struct("<QiiQQQQQQQQQQQ")
-#: How many bytes of the sub-header each header version defines.
-SUB_HEADER_SIZE_BY_VERSION = {1: 16, 2: 32, 3: 48, 4: 64, 5: 80, 6: 104}
-#: How many of :data:`SUB_HEADER`'s fields each header version defines.
-SUB_HEADER_FIELDS_BY_VERSION = {1: 3, 2: 5, 3: 7, 4: 9, 5: 11, 6: 14}
-#: ``page_desc``, 24 bytes: u64 offset @0 (absolute), u32 size @8, u32 flags @12,
-#: u64 page_flags @16.
-PAGE_DESC = struct.Struct("<QIIQ")
-PAGE_DESC_FLAGS_OFFSET = 12
+# File offsets of the header fields that errors name (layouts: :mod:`gdbext.formats.kdump`).
+_BLOCK_SIZE_AT = DISK_DUMP_HEADER.offset("block_size")
+_SUB_HDR_SIZE_AT = DISK_DUMP_HEADER.offset("sub_hdr_size")
+_BITMAP_BLOCKS_AT = DISK_DUMP_HEADER.offset("bitmap_blocks")
+PAGE_DESC_FLAGS_OFFSET = PAGE_DESC.offset("flags")
 
 #: ``disk_dump_header.status`` bits other than the codec bits.
 STATUS_INCOMPLETE = 0x8
@@ -154,22 +144,16 @@ class KdumpHeader:
                 src.size,
             )
         raw = src.read(0, DISK_DUMP_HEADER.size)
-        (
-            signature,
-            self.header_version,
-            utsname,
-            _timestamp,
-            self.status,
-            self.block_size,
-            self.sub_hdr_size,
-            self.bitmap_blocks,
-            max_mapnr_32,
-            _total_ram_blocks,
-            _device_blocks,
-            _written_blocks,
-            self.current_cpu,
-            self.nr_cpus,
-        ) = DISK_DUMP_HEADER.unpack(raw)
+        fields = DISK_DUMP_HEADER.unpack(raw)
+        signature: bytes = fields["signature"]
+        utsname: bytes = fields["utsname"]
+        self.header_version: int = fields["header_version"]
+        self.status: int = fields["status"]
+        self.block_size: int = fields["block_size"]
+        self.sub_hdr_size: int = fields["sub_hdr_size"]
+        self.bitmap_blocks: int = fields["bitmap_blocks"]
+        self.current_cpu: int = fields["current_cpu"]
+        self.nr_cpus: int = fields["nr_cpus"]
         if signature != KDUMP_SIGNATURE:
             what = "the old diskdump format" if signature == b"DISKDUMP" else "not a kdump file"
             raise fail(f"signature {shown(signature)} is not {shown(KDUMP_SIGNATURE)}: {what}", 0)
@@ -178,16 +162,21 @@ class KdumpHeader:
             for i, name in enumerate(UTSNAME_FIELDS)
         }
         if self.header_version < 1:
-            raise fail(f"header_version {self.header_version} is not supported", 8)
+            raise fail(
+                f"header_version {self.header_version} is not supported",
+                DISK_DUMP_HEADER.offset("header_version"),
+            )
         bs = self.block_size
         if not MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE or bs & (bs - 1):
             hint = ""
-            if any(struct.unpack_from("<I", raw, off)[0] == 4096 for off in range(408, 428, 4)):
+            # The 32-bit layout's shorter timestamp puts block_size earlier: look there.
+            early = range(DISK_DUMP_HEADER.offset("timestamp"), _BLOCK_SIZE_AT, 4)
+            if any(struct.unpack_from("<I", raw, off)[0] == 4096 for off in early):
                 hint = "; this looks like the 32-bit kdump layout, which gdbext does not read"
             raise fail(
                 f"block_size {bs} is not a power of two from {MIN_BLOCK_SIZE} to "
                 f"{MAX_BLOCK_SIZE}{hint}",
-                428,
+                _BLOCK_SIZE_AT,
             )
         self.page_shift = bs.bit_length() - 1
         version = min(self.header_version, 6)
@@ -196,10 +185,13 @@ class KdumpHeader:
             raise fail(
                 f"sub_hdr_size {self.sub_hdr_size} blocks cannot hold the {needed}-byte "
                 f"version-{version} sub-header",
-                432,
+                _SUB_HDR_SIZE_AT,
             )
         if self.bitmap_blocks == 0 or self.bitmap_blocks % 2:
-            raise fail(f"bitmap_blocks {self.bitmap_blocks} is not a positive even number", 436)
+            raise fail(
+                f"bitmap_blocks {self.bitmap_blocks} is not a positive even number",
+                _BITMAP_BLOCKS_AT,
+            )
         self.bitmap_offset = (1 + self.sub_hdr_size) * bs
         self.bitmap_size = self.bitmap_blocks // 2 * bs
         self.desc_offset = self.bitmap_offset + self.bitmap_blocks * bs
@@ -208,7 +200,7 @@ class KdumpHeader:
                 f"the bitmaps ({self.bitmap_blocks} blocks of {bs} bytes at "
                 f"0x{self.bitmap_offset:x}, after {self.sub_hdr_size} sub-header blocks) run "
                 f"past the end of the file (0x{src.size:x} bytes)",
-                436,
+                _BITMAP_BLOCKS_AT,
             )
         if bs + needed > src.size:
             raise fail(
@@ -217,27 +209,22 @@ class KdumpHeader:
                 bs,
             )
         raw_sub = src.read(bs, min(SUB_HEADER.size, src.size - bs))
-        fields = SUB_HEADER_FIELDS_BY_VERSION[version]
         sub = SUB_HEADER.unpack(raw_sub.ljust(SUB_HEADER.size, b"\0"))
-        sub = sub[:fields] + (0,) * (len(sub) - fields)  # fields of later versions: not there
-        (
-            self.phys_base,
-            self.dump_level,
-            self.split,
-            _start_pfn,
-            _end_pfn,
-            self.offset_vmcoreinfo,
-            self.size_vmcoreinfo,
-            self.offset_note,
-            self.size_note,
-            _offset_eraseinfo,
-            _size_eraseinfo,
-            _start_pfn_64,
-            _end_pfn_64,
-            max_mapnr_64,
-        ) = sub
-        self.max_mapnr = max_mapnr_64 if version >= 6 else max_mapnr_32
-        where = bs + 96 if version >= 6 else 440
+        for name in SUB_HEADER.names[SUB_HEADER_FIELDS_BY_VERSION[version] :]:
+            sub[name] = 0  # fields of later versions: not there
+        self.phys_base: int = sub["phys_base"]
+        self.dump_level: int = sub["dump_level"]
+        self.split: int = sub["split"]
+        self.offset_vmcoreinfo: int = sub["offset_vmcoreinfo"]
+        self.size_vmcoreinfo: int = sub["size_vmcoreinfo"]
+        self.offset_note: int = sub["offset_note"]
+        self.size_note: int = sub["size_note"]
+        if version >= 6:
+            self.max_mapnr: int = sub["max_mapnr_64"]
+            where = bs + SUB_HEADER.offset("max_mapnr_64")
+        else:
+            self.max_mapnr = fields["max_mapnr"]
+            where = DISK_DUMP_HEADER.offset("max_mapnr")
         if self.max_mapnr > 1 << (MAX_PHYS_BITS - self.page_shift):
             raise fail(
                 f"max_mapnr 0x{self.max_mapnr:x} is beyond a {MAX_PHYS_BITS}-bit physical "
@@ -382,7 +369,7 @@ class KdumpMapper:
             if self._incomplete:
                 raise NotCapturedError(paddr, size, "not captured: the dump is incomplete")
             raise src.error(f"the page descriptor of pfn 0x{pfn:x} is past the end", desc_at)
-        offset, length, flags, _ = PAGE_DESC.unpack(src.read(desc_at, PAGE_DESC.size))
+        offset, length, flags, _ = PAGE_DESC.struct.unpack(src.read(desc_at, PAGE_DESC.size))
         if offset in self._zero_offsets and length == self._block_size and flags == FLAG_RAW:
             return self._zero
         if length == 0 and self._incomplete:
@@ -392,7 +379,7 @@ class KdumpMapper:
             raise src.error(
                 f"the page descriptor of pfn 0x{pfn:x} has a bad size {length} "
                 f"(flags 0x{flags:x}, block size {self._block_size})",
-                desc_at + 8,
+                desc_at + PAGE_DESC.offset("size"),
             )
         if offset + length > src.size:
             if self._incomplete:
@@ -462,24 +449,25 @@ class KdumpFile:
                 header.desc_offset,
             )
         self.phys_base: int = header.phys_base
-        self.notes = self._blob(header.offset_note, header.size_note, "notes", 48) or b""
+        self.notes = self._blob(header.offset_note, header.size_note, "offset_note") or b""
         real = src.file_offset(header.offset_note)
         self.notes_offset = header.offset_note if real is None else real
         self.vmcoreinfo = self._blob(
-            header.offset_vmcoreinfo, header.size_vmcoreinfo, "VMCOREINFO", 32
+            header.offset_vmcoreinfo, header.size_vmcoreinfo, "offset_vmcoreinfo"
         )
         shift = header.page_shift
         self.ram = [AddrRange(a << shift, b << shift) for a, b in bitmap_runs(present)]
         self.details = self._details(min(desc_end, src.size))
 
-    def _blob(self, offset: int, size: int, what: str, field: int) -> bytes | None:
+    def _blob(self, offset: int, size: int, field: str) -> bytes | None:
         src = self._src
         if size == 0:
             return None
         if offset + size > src.size or size > src.file_size:
             raise src.error(
-                f"the {what} (0x{size:x} bytes at 0x{offset:x}) run past the end of the file",
-                self.header.block_size + field,
+                f"the {_BLOBS[field]} (0x{size:x} bytes at 0x{offset:x}) run past the end of "
+                "the file",
+                self.header.block_size + SUB_HEADER.offset(field),
             )
         return src.read(offset, size)
 
@@ -530,6 +518,10 @@ class KdumpFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: What the sub-header's ``offset_*`` fields point to, as errors name it.
+_BLOBS = {"offset_note": "notes", "offset_vmcoreinfo": "VMCOREINFO"}
 
 
 def _clip(bitmap: bytes, nbits: int) -> bytes:

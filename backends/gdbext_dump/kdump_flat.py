@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 from bisect import bisect_right
 
 from gdbext.errors import InputError
+from gdbext.formats.kdump import (
+    FLAT_END,
+    FLAT_HEADER,
+    FLAT_HEADER_SIZE,
+    FLAT_RECORD,
+    FLAT_SIGNATURE,
+    FLAT_TYPE,
+    FLAT_VERSION,
+)
 
-#: The flattened form's header: signature[16], i64 type, i64 version (big-endian).
-FLAT_HEADER = struct.Struct(">16sqq")
-FLAT_HEADER_SIZE = 4096
-FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
-FLAT_TYPE = 1
-FLAT_VERSION = 1
-#: A record header: i64 offset, i64 size (big-endian); ``{-1, -1}`` ends the records.
-FLAT_RECORD = struct.Struct(">qq")
-FLAT_END = -1
 #: No record may reach beyond this virtual offset: 4 PiB, far past the layout of any dump of a
 #: 52-bit physical address space, far below what overflows anything.
 MAX_VIRTUAL_SIZE = 1 << 52
@@ -131,17 +130,18 @@ class FlatKdumpFile(KdumpBytes):
                 path=path,
                 offset=size,
             )
-        _sig, ftype, version = FLAT_HEADER.unpack_from(mm, 0)
+        header_fields = FLAT_HEADER.unpack(mm)
+        ftype, version = header_fields["type"], header_fields["version"]
         if ftype != FLAT_TYPE or version != FLAT_VERSION:
             raise InputError(
                 f"flattened header type {ftype} version {version}, expected "
                 f"{FLAT_TYPE} and {FLAT_VERSION}",
                 path=path,
-                offset=len(FLAT_SIGNATURE),
+                offset=FLAT_HEADER.offset("type"),
             )
         records: list[tuple[int, int, int]] = []  # (virtual start, size, file position)
         pos = FLAT_HEADER_SIZE
-        unpack = FLAT_RECORD.unpack_from
+        unpack = FLAT_RECORD.struct.unpack_from
         header = FLAT_RECORD.size
         while True:  # each pass moves pos forward by >= 16 bytes: bounded by the file size
             if pos + header > size:

@@ -19,18 +19,10 @@ variant, writes version 2 with snappy-framed payloads; it is refused with a mess
 from __future__ import annotations
 
 import mmap
-import struct
 
 from gdbext.errors import InputError
+from gdbext.formats.lime import AVML_VERSION, LIME_HEADER, LIME_MAGIC, LIME_VERSION
 from gdbext_dump.segments import Segment, SegmentMapper, open_mmap
-
-#: LiME range header, 32 bytes: magic u32 @0, version u32 @4, s_addr u64 @8, e_addr u64 @16,
-#: reserved @24.
-LIME_HEADER = struct.Struct("<IIQQ8x")
-LIME_MAGIC = 0x4C694D45
-LIME_MAGIC_BYTES = LIME_HEADER.pack(LIME_MAGIC, 0, 0, 0)[:4]
-LIME_VERSION = 1
-AVML_VERSION = 2
 
 
 def lime_segments(path: str, data: mmap.mmap | bytes) -> list[Segment]:
@@ -47,7 +39,11 @@ def lime_segments(path: str, data: mmap.mmap | bytes) -> list[Segment]:
                 path,
                 pos,
             )
-        magic, version, s_addr, e_addr = LIME_HEADER.unpack_from(data, pos)
+        header = LIME_HEADER.unpack(data, pos)
+        magic: int = header["magic"]
+        version: int = header["version"]
+        s_addr: int = header["s_addr"]
+        e_addr: int = header["e_addr"]
         if magic != LIME_MAGIC:
             raise InputError(f"no LiME header magic (found 0x{magic:08x})", path, pos)
         if version == AVML_VERSION:
@@ -55,20 +51,24 @@ def lime_segments(path: str, data: mmap.mmap | bytes) -> list[Segment]:
                 "AVML image (LiME header version 2, snappy-compressed ranges) is not supported; "
                 "convert it to LiME or a raw image first",
                 path,
-                pos + 4,
+                pos + LIME_HEADER.offset("version"),
             )
         if version != LIME_VERSION:
-            raise InputError(f"LiME header version {version} is not 1", path, pos + 4)
+            raise InputError(
+                f"LiME header version {version} is not 1", path, pos + LIME_HEADER.offset("version")
+            )
         if e_addr < s_addr:
             raise InputError(
-                f"LiME range end 0x{e_addr:x} is below its start 0x{s_addr:x}", path, pos + 16
+                f"LiME range end 0x{e_addr:x} is below its start 0x{s_addr:x}",
+                path,
+                pos + LIME_HEADER.offset("e_addr"),
             )
         if s_addr <= previous_end:
             raise InputError(
                 f"LiME range 0x{s_addr:x}-0x{e_addr:x} overlaps or precedes the previous range "
                 f"(ending at 0x{previous_end:x}); ranges must ascend",
                 path,
-                pos + 8,
+                pos + LIME_HEADER.offset("s_addr"),
             )
         length = e_addr - s_addr + 1
         start = pos + LIME_HEADER.size

@@ -29,44 +29,28 @@ from dataclasses import dataclass, field
 
 from gdbext.cpu import CpuState
 from gdbext.errors import InputError
+from gdbext.formats.elf import (
+    NHDR,
+    NOTE_ALIGN,
+    NT_PRSTATUS,
+    PRSTATUS32,
+    PRSTATUS32_REGS,
+    PRSTATUS64,
+    PRSTATUS64_REGS,
+)
+from gdbext.formats.qemu import (
+    QEMU_CPU_STATE,
+    QEMU_CPU_STATE_EFER,
+    QEMU_CPU_STATE_GS,
+    QEMU_CPU_STATE_VERSION,
+    QEMU_GENERAL_REGS,
+    QEMU_SEGMENTS,
+)
 
-#: ``Elf32_Nhdr`` / ``Elf64_Nhdr``, 12 bytes: n_namesz @0, n_descsz @4, n_type @8.
-NHDR = struct.Struct("<III")
-NOTE_ALIGN = 4
-NT_PRSTATUS = 1
-
-#: x86-64 ``elf_prstatus`` desc, 336 bytes: pr_pid u32 @32, pr_reg (27 u64) @112, 8 padding.
-PRSTATUS64 = struct.Struct("<32xI76x27Q8x")
-PRSTATUS64_REGS: tuple[str, ...] = (
-    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
-    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
-    "es", "fs", "gs",
-)  # fmt: skip
-#: i386 ``elf_prstatus`` desc as QEMU writes it, 144 bytes: pr_pid u32 @24; pr_reg @72:
-#: ebx ecx edx esi edi ebp eax (u32), ds es fs gs (u16, each followed by u16 padding),
-#: orig_eax eip (u32), cs (u16 + pad), eflags esp (u32), ss (u16 + pad); 4 padding.
-PRSTATUS32 = struct.Struct("<24xI44x7IH2xH2xH2xH2x2IH2x2IH2x4x")
-PRSTATUS32_REGS: tuple[str, ...] = (
-    "ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "ds", "es", "fs", "gs", "orig_eax", "eip",
-    "cs", "eflags", "esp", "ss",
-)  # fmt: skip
-
-#: ``QEMUCPUState`` version 1 up to ``cr[4]``, 432 bytes: version u32 @0, size u32 @4;
-#: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 u64 @8..128; rip @136; rflags @144; 10 segments
-#: (``u32 selector, u32 limit, u32 flags, u32 pad, u64 base``, 24 bytes) cs @152, ds @176,
-#: es @200, fs @224, gs @248, ss @272, ldt @296, tr @320, gdt @344, idt @368; cr[0..4] @392.
-QEMU_CPU_STATE = struct.Struct("<II18Q" + "IIIIQ" * 10 + "5Q")
-QEMU_CPU_STATE_VERSION = 1
-QEMU_GENERAL_REGS: tuple[str, ...] = (
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12",
-    "r13", "r14", "r15", "rip", "rflags",
-)  # fmt: skip
-QEMU_SEGMENTS: tuple[str, ...] = ("cs", "ds", "es", "fs", "gs", "ss", "ldt", "tr", "gdt", "idt")
-#: Offset and minimum ``size`` of the optional fields after ``cr[4]``.
-QEMU_KERNEL_GS_BASE = struct.Struct("<Q")
-QEMU_KERNEL_GS_BASE_OFFSET = 432
-QEMU_EFER_OFFSET = 440
-QEMU_EFER_MIN_SIZE = 448
+QEMU_KERNEL_GS_BASE_OFFSET = QEMU_CPU_STATE_GS.offset("kernel_gs_base")
+QEMU_EFER_OFFSET = QEMU_CPU_STATE_EFER.offset("efer")
+QEMU_EFER_MIN_SIZE = QEMU_CPU_STATE_EFER.size
+_U64 = struct.Struct("<Q")
 #: EFER bits that exist (SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE); others are reserved.
 _EFER_DEFINED = 0x1 | 0xFF00
 
@@ -165,7 +149,7 @@ def iter_notes(data: bytes | memoryview, *, path: str, file_offset: int) -> list
     notes: list[Note] = []
     pos = 0
     while pos + NHDR.size <= size:
-        namesz, descsz, note_type = NHDR.unpack_from(view, pos)
+        namesz, descsz, note_type = NHDR.struct.unpack_from(view, pos)
         if namesz == 0 and descsz == 0 and note_type == 0:
             break
         name_start = pos + NHDR.size
@@ -244,7 +228,7 @@ def _parse_qemu(note: Note, path: str, warnings: list[str]) -> QemuCpuState | No
             path,
             note.offset,
         )
-    version, size = struct.unpack_from("<II", desc)
+    version, size = struct.unpack_from("<II", desc)  # the fields every version starts with
     if version != QEMU_CPU_STATE_VERSION:
         warnings.append(
             f"QEMU note at offset 0x{note.offset:x} has version {version}, not "
@@ -264,24 +248,21 @@ def _parse_qemu(note: Note, path: str, warnings: list[str]) -> QemuCpuState | No
             path,
             note.offset,
         )
-    values = QEMU_CPU_STATE.unpack_from(desc)
-    registers: dict[str, int] = dict(zip(QEMU_GENERAL_REGS, values[2:20], strict=True))
-    for i, seg in enumerate(QEMU_SEGMENTS):
-        selector, limit, flags, _pad, base = values[20 + 5 * i : 25 + 5 * i]
-        registers[f"{seg}_selector"] = selector
-        registers[f"{seg}_limit"] = limit
-        registers[f"{seg}_flags"] = flags
-        registers[f"{seg}_base"] = base
-    cr = values[70:75]
+    fields = QEMU_CPU_STATE.unpack(desc)
+    registers: dict[str, int] = {reg: fields[reg] for reg in QEMU_GENERAL_REGS}
+    for seg in QEMU_SEGMENTS:
+        for part in ("selector", "limit", "flags", "base"):
+            registers[f"{seg}_{part}"] = fields[f"{seg}_{part}"]
+    cr = [fields[f"cr{i}"] for i in range(5)]
     for i, value in enumerate(cr):
         registers[f"cr{i}"] = value
     kernel_gs_base = None
-    if size >= QEMU_KERNEL_GS_BASE_OFFSET + 8:
-        kernel_gs_base = QEMU_KERNEL_GS_BASE.unpack_from(desc, QEMU_KERNEL_GS_BASE_OFFSET)[0]
+    if size >= QEMU_CPU_STATE_GS.size:
+        kernel_gs_base = _U64.unpack_from(desc, QEMU_KERNEL_GS_BASE_OFFSET)[0]
         registers["kernel_gs_base"] = kernel_gs_base
     efer = None
     if size >= QEMU_EFER_MIN_SIZE:
-        value = QEMU_KERNEL_GS_BASE.unpack_from(desc, QEMU_EFER_OFFSET)[0]
+        value = _U64.unpack_from(desc, QEMU_EFER_OFFSET)[0]
         if value & ~_EFER_DEFINED:
             warnings.append(
                 f"QEMU note at offset 0x{note.offset:x}: value 0x{value:x} after "
@@ -297,13 +278,12 @@ def _parse_qemu(note: Note, path: str, warnings: list[str]) -> QemuCpuState | No
 
 def _parse_prstatus(note: Note, path: str, warnings: list[str]) -> PrStatus | None:
     desc = note.desc
-    if len(desc) == PRSTATUS64.size:
-        pid, *regs = PRSTATUS64.unpack(desc)
-        return PrStatus(note.offset, pid, dict(zip(PRSTATUS64_REGS, regs, strict=True)))
-    if len(desc) == PRSTATUS32.size:
-        pid, *regs = PRSTATUS32.unpack(desc)
-        return PrStatus(note.offset, pid, dict(zip(PRSTATUS32_REGS, regs, strict=True)))
-    if len(desc) < 36:
+    for layout, names in ((PRSTATUS64, PRSTATUS64_REGS), (PRSTATUS32, PRSTATUS32_REGS)):
+        if len(desc) == layout.size:
+            fields = layout.unpack(desc)
+            return PrStatus(note.offset, fields["pr_pid"], {r: fields[r] for r in names})
+    pid_at = PRSTATUS64.offset("pr_pid")
+    if len(desc) < pid_at + 4:
         raise InputError(
             f"NT_PRSTATUS desc of {len(desc)} bytes is too short for pr_pid",
             path,
@@ -313,4 +293,4 @@ def _parse_prstatus(note: Note, path: str, warnings: list[str]) -> PrStatus | No
         f"NT_PRSTATUS note at offset 0x{note.offset:x} has an unknown size {len(desc)}: "
         "registers ignored"
     )
-    return PrStatus(note.offset, struct.unpack_from("<I", desc, 32)[0], {})
+    return PrStatus(note.offset, struct.unpack_from("<I", desc, pid_at)[0], {})

@@ -1,7 +1,7 @@
 """Write kdump-compressed dumps (makedumpfile's format) for tests and fixtures.
 
-The layout follows QEMU's ``dump-guest-memory -z`` (``create_kdump_vmcore``), written here from
-the format's description, independently of the reader in ``gdbext_dump``:
+The layout follows QEMU's ``dump-guest-memory -z`` (``create_kdump_vmcore``); the structures
+are those of :mod:`gdbext.formats.kdump`, which the reader in ``gdbext_dump`` shares:
 
 ==============================================  =================================================
 file offset                                     contents
@@ -29,35 +29,26 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
+from gdbext.formats.kdump import (
+    DISK_DUMP_HEADER,
+    FLAT_HEADER,
+    FLAT_HEADER_SIZE,
+    FLAT_RECORD,
+    FLAT_SIGNATURE,
+    FLAT_TYPE,
+    FLAT_VERSION,
+    KDUMP_SIGNATURE,
+    PAGE_DESC,
+    SUB_HEADER,
+    UTSNAME_FIELD,
+)
 from gdbext_sim.elfcore import qemu_notes
 from gdbext_sim.memory import SparsePhysMemory
-
-# --- Layouts (little-endian unless noted) ----------------------------------------------------
-
-#: ``disk_dump_header``, 64-bit, 464 bytes: signature[8] @0, header_version @8, utsname
-#: (6 x 65 bytes) @12, 6 bytes of padding, timestamp[16] @408, status @424, block_size @428,
-#: sub_hdr_size @432, bitmap_blocks @436, max_mapnr (u32) @440, total_ram_blocks @444,
-#: device_blocks @448, written_blocks @452, current_cpu @456, nr_cpus @460.
-HEADER = struct.Struct("<8si390s6x16sIiiIIIIIIi")
-SIGNATURE = b"KDUMP   "
-UTSNAME_LEN = 65
-#: ``kdump_sub_header``, 64-bit, 104 bytes: phys_base @0, dump_level @8, split @12,
-#: start_pfn @16, end_pfn @24, offset_vmcoreinfo @32, size_vmcoreinfo @40, offset_note @48,
-#: size_note @56, offset_eraseinfo @64, size_eraseinfo @72, start_pfn_64 @80, end_pfn_64 @88,
-#: max_mapnr_64 @96.
-SUB_HEADER = struct.Struct("<QiiQQQQQQQQQQQ")
-#: ``page_desc``, 24 bytes: offset @0, size @8, flags @12, page_flags @16.
-PAGE_DESC = struct.Struct("<QIIQ")
-#: The flattened header (big-endian): signature[16], type, version; padded to 4096 bytes.
-FLAT_HEADER = struct.Struct(">16sqq")
-FLAT_HEADER_SIZE = 4096
-FLAT_RECORD = struct.Struct(">qq")
 
 #: ``page_desc.flags`` and ``disk_dump_header.status`` bit of each compression.
 COMPRESSION_FLAGS = {"none": 0x0, "zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
@@ -195,52 +186,52 @@ def kdump_layout(
     for pfn in dumped:
         page = pages.get(pfn, zero)
         if page == zero:
-            descs += PAGE_DESC.pack(data_offset, block_size, 0, 0)
+            descs += PAGE_DESC.struct.pack(data_offset, block_size, 0, 0)
             continue
         packed = compress(page)
         if flag and len(packed) < block_size:
-            descs += PAGE_DESC.pack(data_offset + len(data), len(packed), flag, 0)
+            descs += PAGE_DESC.struct.pack(data_offset + len(data), len(packed), flag, 0)
             data += packed
         else:
-            descs += PAGE_DESC.pack(data_offset + len(data), block_size, 0, 0)
+            descs += PAGE_DESC.struct.pack(data_offset + len(data), block_size, 0, 0)
             data += page
 
     def utsname_field(text: str) -> bytes:
-        return text.encode("ascii")[: UTSNAME_LEN - 1].ljust(UTSNAME_LEN, b"\0")
+        return text.encode("ascii")[: UTSNAME_FIELD - 1].ljust(UTSNAME_FIELD, b"\0")
 
     utsname = b"".join(utsname_field(t) for t in ("", "", release, "", machine, ""))
-    header = HEADER.pack(
-        SIGNATURE,
-        header_version,
-        utsname,
-        bytes(16),
-        status | flag,
-        block_size,
-        sub_hdr_size,
-        bitmap_blocks,
-        min(max_mapnr, 0xFFFF_FFFF),
-        0,
-        0,
-        0,
-        0,
-        nr_cpus,
+    header = DISK_DUMP_HEADER.pack(
+        signature=KDUMP_SIGNATURE,
+        header_version=header_version,
+        utsname=utsname,
+        timestamp=bytes(16),
+        status=status | flag,
+        block_size=block_size,
+        sub_hdr_size=sub_hdr_size,
+        bitmap_blocks=bitmap_blocks,
+        max_mapnr=min(max_mapnr, 0xFFFF_FFFF),
+        total_ram_blocks=0,
+        device_blocks=0,
+        written_blocks=0,
+        current_cpu=0,
+        nr_cpus=nr_cpus,
     )
     v = header_version
     sub = SUB_HEADER.pack(
-        phys_base,
-        dump_level,
-        0,  # split
-        0 if v < 2 else dumped[0] if dumped else 0,  # start_pfn
-        0 if v < 2 else min(max_mapnr, 0xFFFF_FFFF),  # end_pfn
-        vmcoreinfo_offset if v >= 3 and vmcoreinfo else 0,
-        len(vmcoreinfo) if v >= 3 and vmcoreinfo else 0,
-        note_offset if v >= 4 and notes else 0,
-        len(notes) if v >= 4 else 0,
-        0,  # offset_eraseinfo
-        0,  # size_eraseinfo
-        0 if v < 6 else dumped[0] if dumped else 0,
-        0 if v < 6 else max_mapnr,
-        0 if v < 6 else max_mapnr,
+        phys_base=phys_base,
+        dump_level=dump_level,
+        split=0,
+        start_pfn=0 if v < 2 else dumped[0] if dumped else 0,
+        end_pfn=0 if v < 2 else min(max_mapnr, 0xFFFF_FFFF),
+        offset_vmcoreinfo=vmcoreinfo_offset if v >= 3 and vmcoreinfo else 0,
+        size_vmcoreinfo=len(vmcoreinfo) if v >= 3 and vmcoreinfo else 0,
+        offset_note=note_offset if v >= 4 and notes else 0,
+        size_note=len(notes) if v >= 4 else 0,
+        offset_eraseinfo=0,
+        size_eraseinfo=0,
+        start_pfn_64=0 if v < 6 else dumped[0] if dumped else 0,
+        end_pfn_64=0 if v < 6 else max_mapnr,
+        max_mapnr_64=0 if v < 6 else max_mapnr,
     )
     writes = [(0, header), (block_size, sub)]
     if notes:
@@ -348,11 +339,12 @@ def write_kdump(
                     i += n
             rng.shuffle(pieces)
             writes = pieces
-        f.write(FLAT_HEADER.pack(b"makedumpfile\0\0\0\0", 1, 1).ljust(FLAT_HEADER_SIZE, b"\0"))
+        header = FLAT_HEADER.pack(signature=FLAT_SIGNATURE, type=FLAT_TYPE, version=FLAT_VERSION)
+        f.write(header.ljust(FLAT_HEADER_SIZE, b"\0"))
         for offset, data in writes:
-            f.write(FLAT_RECORD.pack(offset, len(data)))
+            f.write(FLAT_RECORD.struct.pack(offset, len(data)))
             f.write(data)
-        f.write(FLAT_RECORD.pack(-1, -1))
+        f.write(FLAT_RECORD.pack(offset=-1, size=-1))
 
 
 def write_kdump_from_memory(
