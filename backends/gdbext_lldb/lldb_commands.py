@@ -152,8 +152,11 @@ def lldb_value(
     frame (``$rsp``, ``$cr3``) or an expression, evaluated without running anything in the
     target (no JIT, so no function call: with an executable loaded LLDB would otherwise ask the
     stub for memory to run code in) and without a ``$N`` result variable (as GDB's
-    ``parse_and_eval``). :raises UsageError: ``NAME: WORD: why`` (as GDB words it; the why is
-    LLDB's)."""
+    ``parse_and_eval``). Not shared with GDB's :func:`gdbext_gdb.gdb_commands.gdb_value`: LLDB
+    has no one call that evaluates a register or an expression in whatever context there is,
+    so this one finds the frame, or the target, itself; only the hex word is common
+    (:func:`gdbext.frontend_common.hex_word`). :raises UsageError: ``NAME: WORD: why`` (as GDB
+    words it; the why is LLDB's)."""
     options = lldb.SBExpressionOptions()
     options.SetAllowJIT(False)
     options.SetSuppressPersistentResult(True)
