@@ -10,27 +10,29 @@ Loaded by ``gdbext/gdbinit.py`` (it imports ``gdb``); :func:`install` registers 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import gdb
 
 from gdbext.errors import GdbextError
+from gdbext.frontend_common import (
+    U64,
+    FrontEnd,
+    colour_wanted,
+    evaluated,
+    failure_line,
+    hex_word,
+    no_backend_hint,
+    remote_default,
+)
 from gdbext.host import Host
-from gdbext.session import BACKEND_COMMAND, COMMANDS, Selection, Session, progress_after
-from gdbext.target import OpenRequest
+from gdbext.session import BACKEND_COMMAND, COMMANDS, Session, progress_after
 
 #: The live backend (helper G1's plugin), the default on a remote connection.
 GDB_BACKEND = "gdb"
 #: ``gdb.TargetConnection.type`` values of a gdbstub connection.
 REMOTE_TYPES = ("remote", "extended-remote")
-NO_BACKEND_HINT = (
-    "connect to a gdbstub (target remote HOST:PORT) for backend 'gdb', or select one: "
-    "pt-backend NAME [ARGS], e.g. pt-backend core FILE"
-)
-U64 = (1 << 64) - 1
 
 T = TypeVar("T")
 
@@ -47,61 +49,47 @@ def _report_progress(line: str) -> None:
     gdb.flush(gdb.STDERR)
 
 
-def colour_wanted() -> bool:
-    """Colour only as GDB would style its own output: ``set style enabled on``, standard output
-    a terminal, and a terminal type that is not ``dumb``."""
+def _style_enabled() -> bool:
+    """GDB's ``set style enabled`` (off where GDB has no such setting)."""
     try:
-        enabled = bool(gdb.parameter("style enabled"))
+        return bool(gdb.parameter("style enabled"))
     except RuntimeError:
         return False
-    return enabled and os.isatty(1) and os.environ.get("TERM", "dumb") != "dumb"
 
 
-def _one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def guarded(name: str, call: Callable[[], T]) -> T:
-    """``call()``, with every expected failure as a one-line ``gdb.GdbError``."""
+def as_gdb_error(name: str, call: Callable[[], T]) -> T:
+    """``call()``, with every expected failure (:func:`gdbext.frontend_common.failure_line`,
+    ``gdb.error`` among them) raised as a one-line ``gdb.GdbError``, which GDB prints without a
+    traceback. GDB's way: a failure is an exception GDB catches (LLDB's adapter writes it into
+    the command's result instead); anything else is a bug and keeps its traceback."""
     try:
         return call()
     except gdb.GdbError:
         raise
-    except GdbextError as exc:
-        raise gdb.GdbError(_one_line(str(exc))) from None
-    except KeyboardInterrupt:
-        raise gdb.GdbError(f"{name}: interrupted") from None
-    except gdb.error as exc:  # gdb.MemoryError too: a detached target, a lost connection
-        raise gdb.GdbError(f"{name}: {_one_line(str(exc))}") from None
-    except OSError as exc:
-        raise gdb.GdbError(f"{name}: {_one_line(str(exc))}") from None
+    # gdb.error covers gdb.MemoryError too: a detached target, a lost connection.
+    except (GdbextError, KeyboardInterrupt, gdb.error, OSError) as exc:
+        raise gdb.GdbError(failure_line(name, exc, (gdb.error,))) from None
 
 
-def evaluate(word: str) -> str:
+def gdb_value(word: str) -> str:
     """A word that starts with ``$`` (a register, a convenience variable or function) as GDB
-    evaluates it, in hex: ``pt-translate $rsp``, ``pt-walk --cr3 $cr3``."""
+    evaluates it (``gdb.parse_and_eval``), in hex: ``pt-translate $rsp``, ``pt-walk --cr3
+    $cr3``."""
     try:
-        return f"0x{int(gdb.parse_and_eval(word)) & U64:x}"
+        return hex_word(int(gdb.parse_and_eval(word)))
     except gdb.error as exc:
         raise gdb.error(f"{word}: {exc}") from None
 
 
-def remote_default(host: Host) -> Selection | None:
-    """Backend ``gdb`` while the selected inferior is connected to a gdbstub, else None."""
+def _remote_connected() -> bool:
+    """The selected inferior is connected to a gdbstub."""
     connection = gdb.selected_inferior().connection
-    if connection is None or connection.type not in REMOTE_TYPES:
-        return None
-    backends = host.backends()
-    info = backends.get(GDB_BACKEND)
-    options: dict[str, str | None] = {}
-    if info is not None:
-        options = {opt.name: None for opt in info.options}
-    return Selection(GDB_BACKEND, OpenRequest(None, options), "connected to a remote target")
+    return connection is not None and connection.type in REMOTE_TYPES
 
 
 class PtCommand(gdb.Command):
     """A ``pt-*`` command: its help is the session's (argparse usage and options); words that
-    start with ``$`` are evaluated by GDB (see :func:`evaluate`)."""
+    start with ``$`` are evaluated by GDB (see :func:`gdb_value`)."""
 
     def __init__(self, name: str, session: Session) -> None:
         self.__doc__ = session.help(name)
@@ -111,11 +99,11 @@ class PtCommand(gdb.Command):
 
     def invoke(self, argument: str, from_tty: bool) -> None:
         self.dont_repeat()
-        guarded(self._name, lambda: self._run(gdb.string_to_argv(argument)))
+        as_gdb_error(self._name, lambda: self._run(gdb.string_to_argv(argument)))
 
     def _run(self, argv: list[str]) -> None:
-        words = [evaluate(w) if w.startswith("$") else w for w in argv]
-        self._session.run(self._name, words, GdbOut(), colour=colour_wanted())
+        words = evaluated(argv, gdb_value)
+        self._session.run(self._name, words, GdbOut(), colour=colour_wanted(_style_enabled()))
 
     def complete(self, text: str, word: str | None) -> object:
         try:
@@ -151,8 +139,8 @@ class PtPhys(gdb.Function):
         self._session = session
 
     def invoke(self, *args: gdb.Value) -> gdb.Value:
-        vaddr = guarded("$pt_phys", lambda: _one_address("$pt_phys", "VADDR", args))
-        paddr = guarded("$pt_phys", lambda: self._session.phys(vaddr))
+        vaddr = as_gdb_error("$pt_phys", lambda: _one_address("$pt_phys", "VADDR", args))
+        paddr = as_gdb_error("$pt_phys", lambda: self._session.phys(vaddr))
         return _u64(paddr)
 
 
@@ -166,8 +154,8 @@ class PtVirt(gdb.Function):
         self._session = session
 
     def invoke(self, *args: gdb.Value) -> gdb.Value:
-        paddr = guarded("$pt_virt", lambda: _one_address("$pt_virt", "PADDR", args))
-        vaddr = guarded("$pt_virt", lambda: self._session.virt(paddr))
+        paddr = as_gdb_error("$pt_virt", lambda: _one_address("$pt_virt", "PADDR", args))
+        vaddr = as_gdb_error("$pt_virt", lambda: self._session.virt(paddr))
         return _u64(vaddr)
 
 
@@ -181,19 +169,10 @@ def _u64(value: int) -> gdb.Value:
     return gdb.Value(value).cast(gdb.lookup_type("unsigned long long"))
 
 
-@dataclass
-class FrontEnd:
-    """What :func:`install` registered."""
-
-    session: Session
-    commands: list[gdb.Command]
-    functions: list[gdb.Function]
+_installed: FrontEnd[object] | None = None
 
 
-_installed: FrontEnd | None = None
-
-
-def install() -> FrontEnd:
+def install() -> FrontEnd[object]:
     """Create the session and register the commands and functions; once per GDB (sourcing
     ``gdbinit.py`` again returns what the first time registered)."""
     global _installed
@@ -201,18 +180,18 @@ def install() -> FrontEnd:
         host = Host.create()
         session = Session(
             host,
-            default=lambda: remote_default(host),
-            no_backend_hint=NO_BACKEND_HINT,
+            default=lambda: remote_default(host, GDB_BACKEND, _remote_connected()),
+            no_backend_hint=no_backend_hint("target remote", GDB_BACKEND),
             live_backends=(GDB_BACKEND,),
             progress=_report_progress,
             progress_after=progress_after(),
         )
-        cmds: list[gdb.Command] = [PtCommand(name, session) for name in COMMANDS]
+        cmds: list[object] = [PtCommand(name, session) for name in COMMANDS]
         cmds.append(PtBackendCommand(BACKEND_COMMAND, session))
-        _installed = FrontEnd(session, cmds, [PtPhys(session), PtVirt(session)])
+        _installed = FrontEnd(session, [*cmds, PtPhys(session), PtVirt(session)])
     return _installed
 
 
-def installed() -> FrontEnd | None:
+def installed() -> FrontEnd[object] | None:
     """The front end :func:`install` registered, if any (tests reach the session through it)."""
     return _installed

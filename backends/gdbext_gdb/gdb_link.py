@@ -16,6 +16,7 @@ from typing import Any
 import gdb
 
 from gdbext.errors import GdbextError, UsageError
+from gdbext.frontend_common import first_line
 from gdbext.target import OpenRequest, Target
 from gdbext.units import shown
 from gdbext_gdb.link import (
@@ -47,11 +48,10 @@ _RUNNING = ("while the target is running", "selected thread is running", "thread
 _GARBLED = ("invalid hex digit", "packet error", "bad reply", "remote failure reply")
 
 
-def _one_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
+def _message(exc: BaseException) -> str:
+    """The first line of GDB's message (its later lines repeat the packet), else the error's
+    type."""
+    return first_line(str(exc), type(exc).__name__)
 
 
 class GdbConnectionLink:
@@ -67,7 +67,7 @@ class GdbConnectionLink:
         return inf.is_valid() and inf.connection is not None and inf.pid != 0
 
     def _error(self, exc: gdb.error, what: str) -> GdbextError:
-        message = _one_line(exc)
+        message = _message(exc)
         lowered = message.lower()
         if not self.connected() or any(m in lowered for m in _LOST):
             return TargetLostError(f"lost the connection to the target ({message})")
@@ -95,9 +95,9 @@ class GdbConnectionLink:
         except gdb.MemoryError as exc:
             if not self.connected():
                 raise TargetLostError(
-                    f"lost the connection to the target ({_one_line(exc)})"
+                    f"lost the connection to the target ({_message(exc)})"
                 ) from None
-            raise TargetMemoryError(addr, size, _one_line(exc)) from None
+            raise TargetMemoryError(addr, size, _message(exc)) from None
         except gdb.error as exc:
             raise self._error(exc, "read") from None
 

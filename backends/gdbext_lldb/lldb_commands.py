@@ -24,28 +24,35 @@ Loaded only inside LLDB (it imports ``lldb``).
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import lldb
 
 from gdbext.errors import GdbextError, UsageError
+from gdbext.frontend_common import (
+    FrontEnd,
+    colour_wanted,
+    evaluated,
+    failure_line,
+    hex_word,
+    no_backend_hint,
+    one_line,
+    remote_default,
+)
 from gdbext.host import Host
 from gdbext.session import (
     BACKEND_COMMAND,
     COMMANDS,
     SUMMARIES,
-    Selection,
     Session,
     Writer,
     progress_after,
 )
-from gdbext.target import OpenRequest
 from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
 from gdbext_lldb.lldb_link import live_process
 from gdbext_lldb.plugin import NAME as LLDB_BACKEND
@@ -62,27 +69,14 @@ CONNECT_HELP = (
     "when it quits) into a detach, and detaches when LLDB goes away: QEMU is never killed, and "
     "'process detach', quitting LLDB or a closed terminal all resume the VM."
 )
-NO_BACKEND_HINT = (
-    "connect to a gdbstub (pt-connect HOST:PORT) for backend 'lldb', or select one: "
-    "pt-backend NAME [ARGS], e.g. pt-backend core FILE"
-)
 #: The option of backend ``lldb`` that names the debugger.
 DEBUGGER_OPTION = "--debugger"
-U64 = (1 << 64) - 1
 _EXPRESSION_ERROR = re.compile(r"^error: (?:<user expression \d+>:\d+:\d+: )?(.*)$", re.M)
 
 
-@dataclass
-class FrontEnd:
-    """What :func:`install` registered in one LLDB debugger."""
-
-    debugger: lldb.SBDebugger
-    session: Session
-    commands: list[str] = field(default_factory=list)
-
-
-#: The front end of each debugger, by ``SBDebugger`` ID (commands find theirs here).
-_FRONTENDS: dict[int, FrontEnd] = {}
+#: The front end of each debugger (its registered command names), by ``SBDebugger`` ID (commands
+#: find theirs here).
+_FRONTENDS: dict[int, FrontEnd[str]] = {}
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -112,41 +106,32 @@ def to_stderr(debugger: lldb.SBDebugger, line: str) -> None:
         sys.stderr.flush()
 
 
-def colour_wanted(debugger: lldb.SBDebugger) -> bool:
-    """Colour as LLDB colours its own output: ``use-color`` on, standard output a terminal,
-    and a terminal type that is not ``dumb``."""
-    return (
-        bool(debugger.GetUseColor()) and os.isatty(1) and os.environ.get("TERM", "dumb") != "dumb"
-    )
-
-
-def one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def guarded(
+def into_result(
     name: str,
     debugger: lldb.SBDebugger,
     result: lldb.SBCommandReturnObject,
     call: Callable[[], Any],
 ) -> None:
-    """``call()``, with every failure as one line in ``result`` (Ctrl-C included)."""
+    """``call()``, with every failure as one line in ``result`` (Ctrl-C included): the expected
+    ones as :func:`gdbext.frontend_common.failure_line` words them. LLDB's way, unlike GDB's
+    (which raises ``gdb.GdbError``): a failure is written into the command's result, an
+    unexpected one too (``NAME: TYPE: message``, since LLDB would show a traceback), and the
+    Ctrl-C line goes to the error stream, since LLDB drops an interrupted command's result."""
     try:
         call()
-    except KeyboardInterrupt:
-        message = f"{name}: interrupted"
+    except Exception as exc:  # never a traceback in LLDB
+        message = failure_line(name, exc)
+        if message is None:
+            message = f"{name}: {type(exc).__name__}: {one_line(str(exc))}"
+        result.SetError(message)
+    except KeyboardInterrupt as exc:
+        message = str(failure_line(name, exc))
         if debugger.GetCommandInterpreter().WasInterrupted():
             # Ctrl-C: LLDB drops the command's result and prints "... Interrupted." itself, and
             # an error would also end a batch run; so the line goes to the error stream.
             to_stderr(debugger, message)
         else:
             result.SetError(message)
-    except GdbextError as exc:
-        result.SetError(one_line(str(exc)))
-    except OSError as exc:
-        result.SetError(f"{name}: {one_line(str(exc))}")
-    except Exception as exc:  # never a traceback in LLDB
-        result.SetError(f"{name}: {type(exc).__name__}: {one_line(str(exc))}")
 
 
 # --- arguments -------------------------------------------------------------------------------
@@ -160,15 +145,18 @@ def split_words(name: str, text: str) -> list[str]:
         raise UsageError(f"{name}: {str(exc).lower()}") from None
 
 
-def evaluate(
+def lldb_value(
     name: str, word: str, debugger: lldb.SBDebugger, exe_ctx: lldb.SBExecutionContext
 ) -> str:
     """A word that starts with ``$`` as LLDB evaluates it, in hex: a register of the selected
     frame (``$rsp``, ``$cr3``) or an expression, evaluated without running anything in the
     target (no JIT, so no function call: with an executable loaded LLDB would otherwise ask the
     stub for memory to run code in) and without a ``$N`` result variable (as GDB's
-    ``parse_and_eval``). :raises UsageError: ``NAME: WORD: why`` (as GDB words it; the why is
-    LLDB's)."""
+    ``parse_and_eval``). Not shared with GDB's :func:`gdbext_gdb.gdb_commands.gdb_value`: LLDB
+    has no one call that evaluates a register or an expression in whatever context there is,
+    so this one finds the frame, or the target, itself; only the hex word is common
+    (:func:`gdbext.frontend_common.hex_word`). :raises UsageError: ``NAME: WORD: why`` (as GDB
+    words it; the why is LLDB's)."""
     options = lldb.SBExpressionOptions()
     options.SetAllowJIT(False)
     options.SetSuppressPersistentResult(True)
@@ -185,7 +173,7 @@ def evaluate(
             error = lldb.SBError()
             value = register.GetValueAsUnsigned(error, 0)
             if error.Success():
-                return f"0x{int(value) & U64:x}"
+                return hex_word(int(value))
         result = frame.EvaluateExpression(word, options)
     else:
         target = exe_ctx.GetTarget()
@@ -202,19 +190,7 @@ def evaluate(
         m = _EXPRESSION_ERROR.search(text)
         why = m.group(1) if m else one_line(text) or "cannot evaluate"
         raise UsageError(f"{name}: {word}: {why}")
-    return f"0x{int(result.GetValueAsUnsigned()) & U64:x}"
-
-
-def remote_default(debugger: lldb.SBDebugger, host: Host) -> Selection | None:
-    """Backend ``lldb`` while the selected target is connected to a gdbstub, else None."""
-    if live_process(debugger) is None:
-        return None
-    info = host.backends().get(LLDB_BACKEND)
-    options: dict[str, str | None] = {}
-    if info is not None:
-        options = {opt.name: None for opt in info.options}
-    options["debugger"] = str(debugger.GetID())
-    return Selection(LLDB_BACKEND, OpenRequest(None, options), "connected to a remote target")
+    return hex_word(int(result.GetValueAsUnsigned()))
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -263,15 +239,14 @@ class PtCommand:
             words = split_words(name, command)
             self.run(Invocation(debugger, words, exe_ctx, ResultOut(result, debugger)))
 
-        guarded(name, debugger, result, run)
+        into_result(name, debugger, result, run)
 
     def run(self, call: Invocation) -> None:
         """Run the command (its argument words in ``call``)."""
         name, debugger = self.command_name, call.debugger
-        words = [
-            evaluate(name, w, debugger, call.context) if w[:1] == "$" else w for w in call.words
-        ]
-        self._front.session.run(name, words, call.out, colour=colour_wanted(debugger))
+        words = evaluated(call.words, lambda w: lldb_value(name, w, debugger, call.context))
+        colour = colour_wanted(bool(debugger.GetUseColor()))
+        self._front.session.run(name, words, call.out, colour=colour)
 
 
 class PtBackendCommand(PtCommand):
@@ -330,7 +305,12 @@ class InstallError(GdbextError):
     """LLDB refused to register a command."""
 
 
-def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEnd:
+def _debugger_option(debugger: lldb.SBDebugger) -> dict[str, str]:
+    """Backend ``lldb``'s option that names ``debugger`` (its ``SBDebugger`` ID)."""
+    return {"debugger": str(debugger.GetID())}
+
+
+def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEnd[str]:
     """Create ``debugger``'s session and register the commands; once per debugger (importing
     ``lldbinit.py`` again returns what the first import registered).
 
@@ -345,13 +325,15 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
     host = Host.create()
     session = Session(
         host,
-        default=lambda: remote_default(debugger, host),
-        no_backend_hint=NO_BACKEND_HINT,
+        default=lambda: remote_default(
+            host, LLDB_BACKEND, live_process(debugger) is not None, _debugger_option(debugger)
+        ),
+        no_backend_hint=no_backend_hint("pt-connect", LLDB_BACKEND),
         live_backends=(LLDB_BACKEND,),
         progress=lambda line: to_stderr(debugger, line),
         progress_after=progress_after(),
     )
-    front = FrontEnd(debugger, session)
+    front = FrontEnd[str](session)
     _FRONTENDS[key] = front
     raise_packet_timeout(debugger)
     internal_dict["gdbext_lldb"] = sys.modules["gdbext_lldb"]
@@ -365,11 +347,11 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
         if not result.Succeeded():
             del _FRONTENDS[key]
             raise InstallError(f"cannot add {name}: {one_line(str(result.GetError()))}")
-        front.commands.append(name)
+        front.registered.append(name)
     return front
 
 
-def installed(debugger: lldb.SBDebugger) -> FrontEnd | None:
+def installed(debugger: lldb.SBDebugger) -> FrontEnd[str] | None:
     """What :func:`install` registered in ``debugger``, if anything (tests reach the session
     through it)."""
     return _FRONTENDS.get(int(debugger.GetID()))

@@ -41,6 +41,7 @@ from gdbext_gdb.link import LiveTargetError
 from gdbext_gdb.phymem import QUERY, SET
 from gdbext_lldb.lldb_link import (
     PACKET_TIMEOUT_SETTING,
+    error_line,
     forget_left_mode,
     left_mode,
     live_process,
@@ -71,13 +72,6 @@ def raise_packet_timeout(debugger: lldb.SBDebugger) -> None:
         current = 0
     if current < PACKET_TIMEOUT:
         set_setting(debugger, PACKET_TIMEOUT_SETTING, str(PACKET_TIMEOUT))
-
-
-def _first_line(text: str | None) -> str:
-    for line in (text or "").splitlines():
-        if line.strip():
-            return line.strip().removeprefix("error:").strip()
-    return "failed"
 
 
 def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
@@ -128,7 +122,7 @@ def _gdb_remote(debugger: lldb.SBDebugger, address: str, via: str) -> str:
         interpreter.HandleCommand(f"gdb-remote {via}", result, False)
         if result.Succeeded():
             return str(result.GetOutput() or "")
-        error = _first_line(result.GetError())
+        error = error_line(result.GetError(), "failed")
         if _HANDSHAKE not in error or time.monotonic() - started > QUICK_FAILURE:
             break
     raise LiveTargetError(f"pt-connect {address}: {error}")

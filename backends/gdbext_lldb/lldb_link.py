@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import lldb
 
 from gdbext.errors import UsageError
+from gdbext.frontend_common import U64, first_line
 from gdbext.target import OpenRequest, Target
 from gdbext.units import shown
 from gdbext_gdb.link import (
@@ -84,16 +85,12 @@ _GONE = (
     lldb.eStateDetached,
     lldb.eStateExited,
 )
-U64 = (1 << 64) - 1
 
 
-def _one_line(text: str | None, default: str = "unknown error") -> str:
-    """The first non-empty line of ``text`` without LLDB's ``error:`` prefix."""
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if line:
-            return line.removeprefix("error:").strip()
-    return default
+def error_line(text: str | None, default: str = "unknown error") -> str:
+    """The first non-empty line of LLDB's error ``text`` without its ``error:`` prefix (LLDB's
+    later lines repeat the command), else ``default``."""
+    return first_line(text, default, "error:")
 
 
 class LldbProcessLink:
@@ -201,7 +198,7 @@ class LldbProcessLink:
                 lldb.SBDebugger.Destroy(helper)
         if not result.Succeeded():
             self._timed_out(started, what)
-            raise self._error(_one_line(result.GetError()), what)
+            raise self._error(error_line(result.GetError()), what)
         out = str(result.GetOutput() or "")
         if _NO_REPLY in out and self._timed_out(started, what):
             raise TargetLostError(str(self._gone))
@@ -220,7 +217,7 @@ class LldbProcessLink:
         started = time.monotonic()
         data = self._process.ReadMemory(addr, size, error)
         if error.Fail() or data is None:
-            message = _one_line(error.GetCString(), f"cannot read 0x{addr:x}")
+            message = error_line(error.GetCString(), f"cannot read 0x{addr:x}")
             if self._timed_out(started, f"a read of 0x{addr:x}"):
                 raise TargetLostError(str(self._gone))
             if any(marker in message.lower() for marker in _LOST):
@@ -270,7 +267,7 @@ class LldbProcessLink:
             error = lldb.SBError()
             value = register.GetValueAsUnsigned(error, 0)
             if error.Fail():
-                raise self._error(_one_line(error.GetCString()), f"register {name}")
+                raise self._error(error_line(error.GetCString()), f"register {name}")
             values[name] = int(value) & U64
         return values
 
@@ -329,7 +326,7 @@ def set_setting(debugger: lldb.SBDebugger, name: str, value: str) -> None:
     """``settings set NAME VALUE`` in ``debugger``. :raises LiveTargetError: LLDB refused."""
     error = debugger.SetInternalVariable(name, value, debugger.GetInstanceName())
     if error.Fail():
-        raise LiveTargetError(f"settings set {name} {value}: {_one_line(error.GetCString())}")
+        raise LiveTargetError(f"settings set {name} {value}: {error_line(error.GetCString())}")
 
 
 # --- one state per process -------------------------------------------------------------------
