@@ -18,7 +18,6 @@ one stop to the next.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,9 +26,8 @@ from typing import TYPE_CHECKING
 
 from gdbext import commands
 from gdbext.addr import AddrRange
-from gdbext.cli import DUMP_BACKEND, backend_request
 from gdbext.errors import InputError, UsageError
-from gdbext.host import Host
+from gdbext.host import DUMP_BACKEND, Host
 from gdbext.paging import Anomaly, LeafRun, Mapping, Translation, X86PageTable
 from gdbext.permfilter import PermFilter
 from gdbext.target import BackendInfo, OpenRequest, Target
@@ -78,12 +76,9 @@ def open_target(
     if unknown:
         names = ", ".join(sorted(known)) or "none"
         raise UsageError(f"gdbext.open: no backend option {unknown[0]!r} (options: {names})")
-    # The command line's check of which option belongs to which backend, on the same names.
-    words = argparse.Namespace(
-        **{f"backend_{k}": None if v is None else _option_text(v) for k, v in options.items()}
-    )
     path = None if source is None else os.fspath(source)
-    info, request = backend_request(host, name, words, path)
+    given = {k: None if v is None else _option_text(v) for k, v in options.items()}
+    info, request = host.backend_request(name, given, path)
     try:
         target = info.open(request)
     except OSError as exc:  # a backend's own I/O: still one of our errors

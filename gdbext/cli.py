@@ -42,6 +42,7 @@ from gdbext.errors import (
     UntranslatedError,
     UsageError,
 )
+from gdbext.host import DUMP_BACKEND as DUMP_BACKEND  # re-exported (session)
 from gdbext.host import Host
 from gdbext.permfilter import PermFilter
 from gdbext.render.audit import render_rules
@@ -49,8 +50,6 @@ from gdbext.target import BackendInfo, OpenRequest, Target
 from gdbext.units import not_a_number, parse_int, shown
 
 COMMANDS = ("info", "walk", "translate", "heap", "audit")
-#: The backend a positional DUMP (or ``--dump FILE``) opens.
-DUMP_BACKEND = "core"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -472,28 +471,14 @@ def _source(args: argparse.Namespace) -> str | None:
 def backend_request(
     host: Host, name: str, args: argparse.Namespace, source: str | None = None
 ) -> tuple[BackendInfo, OpenRequest]:
-    """The backend ``name`` and what to ask it to open: ``source`` and its options from
-    ``args`` (``backend_NAME`` attributes). Another backend's options, a source for a backend
-    other than the dump backend, or a missing required option are :class:`UsageError`."""
-    if source is not None and name != DUMP_BACKEND:
-        raise UsageError(
-            f"a DUMP is opened by the {DUMP_BACKEND} backend; backend {shown(name)} takes none "
-            f"({shown(source)})"
-        )
-    info = host.backend(name)
-    options = {opt.name: getattr(args, f"backend_{opt.name}", None) for opt in info.options}
-    own = {opt.name for opt in info.options}
-    for other in host.backends().values():
-        for opt in other.options:
-            if opt.name not in own and getattr(args, f"backend_{opt.name}", None) is not None:
-                raise UsageError(
-                    f"--{opt.name.replace('_', '-')} is an option of backend {other.name}, "
-                    f"not of {shown(name)}"
-                )
-    for opt in info.options:
-        if opt.required and options[opt.name] is None:
-            raise UsageError(f"backend {name} needs --{opt.name.replace('_', '-')}")
-    return info, OpenRequest(source, options)
+    """:meth:`Host.backend_request` with the backend options ``args`` holds
+    (``backend_NAME`` attributes)."""
+    given = {
+        opt.name: getattr(args, f"backend_{opt.name}", None)
+        for info in host.backends().values()
+        for opt in info.options
+    }
+    return host.backend_request(name, given, source)
 
 
 def open_target(host: Host, args: argparse.Namespace, source: str | None = None) -> Target:

@@ -8,16 +8,16 @@ True
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pluggy
 
 from gdbext import hookspecs
 from gdbext.audit.model import AuditRule
-from gdbext.errors import PluginError
+from gdbext.errors import PluginError, UsageError
 from gdbext.render.formats import OutputFormat
-from gdbext.target import BackendInfo
+from gdbext.target import BackendInfo, OpenRequest
 from gdbext.units import shown
 
 #: Comma-separated plugin names to block (e.g. ``GDBEXT_BLOCK_PLUGINS=sim``).
@@ -66,6 +66,10 @@ def make_plugin_manager(
     return pm
 
 
+#: The backend a dump file (a positional DUMP, ``--dump FILE``, ``gdbext.open(PATH)``) opens.
+DUMP_BACKEND = "core"
+
+
 @dataclass
 class Host:
     """Typed views of what the registered plugins provide."""
@@ -103,6 +107,32 @@ class Host:
         except KeyError:
             known = ", ".join(backends) or "none"
             raise PluginError(f"no backend named {shown(name)} (known: {known})") from None
+
+    def backend_request(
+        self, name: str, options: Mapping[str, str | None], source: str | None = None
+    ) -> tuple[BackendInfo, OpenRequest]:
+        """The backend ``name`` and what to ask it to open: ``source`` and ``options`` (backend
+        option names, ``None`` where not given; the command line's and the API's alike).
+        Another backend's option, a source for a backend other than :data:`DUMP_BACKEND`, or a
+        missing required option is a :class:`~gdbext.errors.UsageError`."""
+        if source is not None and name != DUMP_BACKEND:
+            raise UsageError(
+                f"a DUMP is opened by the {DUMP_BACKEND} backend; backend {shown(name)} takes "
+                f"none ({shown(source)})"
+            )
+        info = self.backend(name)
+        own = {opt.name: options.get(opt.name) for opt in info.options}
+        for other in self.backends().values():
+            for opt in other.options:
+                if opt.name not in own and options.get(opt.name) is not None:
+                    raise UsageError(
+                        f"--{opt.name.replace('_', '-')} is an option of backend {other.name}, "
+                        f"not of {shown(name)}"
+                    )
+        for opt in info.options:
+            if opt.required and own[opt.name] is None:
+                raise UsageError(f"backend {name} needs --{opt.name.replace('_', '-')}")
+        return info, OpenRequest(source, own)
 
     def output_formats(self, command: str) -> dict[str, OutputFormat]:
         found: dict[str, OutputFormat] = {}
