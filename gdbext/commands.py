@@ -31,7 +31,6 @@ from gdbext.errors import (
 )
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
-from gdbext.kernelimage import KERNEL_IMAGE_VA as KERNEL_IMAGE_VA  # re-exported (audit rules)
 from gdbext.kernelimage import bss_first, image_parts
 from gdbext.layout import Layout, detect_layout, labels_wanted
 from gdbext.mapper import is_captured

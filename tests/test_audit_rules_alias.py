@@ -34,8 +34,9 @@ from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
 from gdbext.audit.rules.alias_wx import span_union, wx_aliases, wx_aliases_in
 from gdbext.audit.rules.pt_writable_alias import RULES as PT_WRITABLE
-from gdbext.commands import KERNEL_IMAGE_VA, RootOptions
+from gdbext.commands import RootOptions
 from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.kernelimage import KERNEL_IMAGE_VA
 from gdbext.layout import CPU_ENTRY_AREA_BASE
 from gdbext.mapper import read_u64, write_u64
 from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable

@@ -37,7 +37,6 @@ from gdbext.audit.evidence import step_text
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.audit.spans import FrameIndex, LeafSpan, group_range, merge_spans, repeats_text
 from gdbext.commands import (
-    KERNEL_IMAGE_VA,
     HeapOptions,
     HeapResult,
     RootOptions,
@@ -49,6 +48,7 @@ from gdbext.cpu import EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError, GdbextError, PhysMemoryError
 from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
 from gdbext.geometry import SIZE_4K, entry_span, level_name
+from gdbext.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table
 from gdbext.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
 from gdbext.target import Target

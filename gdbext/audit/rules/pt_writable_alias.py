@@ -52,10 +52,10 @@ from gdbext.audit.frames import (
 )
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
-from gdbext.commands import KERNEL_IMAGE_VA
 from gdbext.errors import PhysMemoryError
 from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import SIZE_4K, entry_span, level_name
+from gdbext.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table
 from gdbext.paging import Anomaly, X86PageTable
 from gdbext.render.common import perms, plural

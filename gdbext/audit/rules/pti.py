@@ -48,9 +48,9 @@ from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.pti import examine_pti
 from gdbext.audit.spans import LeafSpan, merge_spans
-from gdbext.commands import KERNEL_IMAGE_VA
 from gdbext.flags import GLOBAL
 from gdbext.geometry import SIZE_4K
+from gdbext.kernelimage import KERNEL_IMAGE_VA
 from gdbext.layout import (
     CPU_ENTRY_AREA_BASE,
     CPU_ENTRY_AREA_END,
