@@ -443,16 +443,16 @@ class TranslateResult:
     def failures(self) -> list[TranslationError]:
         """The errors of exit status 2 (bad address, malformed table, unreadable memory):
         front ends report them as errors, not as results."""
-        return [
-            o.error
-            for o in self.outcomes
-            if o.error is not None and o.error.exit_status >= EXIT_BAD_INPUT
-        ]
+        return [o.error for o in self.outcomes if o.error is not None and _failed(o)]
 
     def results(self) -> TranslateResult:
         """This result without the outcomes in :attr:`failures`: what is printed as output."""
-        kept = [o for o in self.outcomes if o.error is None or o.error.exit_status < EXIT_BAD_INPUT]
-        return dataclasses.replace(self, outcomes=kept)
+        return dataclasses.replace(self, outcomes=[o for o in self.outcomes if not _failed(o)])
+
+
+def _failed(outcome: TranslateOutcome) -> bool:
+    """``outcome`` is an error of exit status 2, not a result (:attr:`TranslateResult.failures`)."""
+    return outcome.error is not None and outcome.error.exit_status >= EXIT_BAD_INPUT
 
 
 def translate(
