@@ -71,7 +71,7 @@ class LldbSide:
         return self.link.monitor(command)
 
     def target(self) -> Any:
-        from gdbext.target import OpenRequest
+        from gdbext.plugin.target import OpenRequest
         from gdbext_lldb.lldb_link import open_target
 
         return open_target(OpenRequest(None, {"debugger": str(self.debugger.GetID())}))

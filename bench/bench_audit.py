@@ -58,7 +58,7 @@ TARGET_RATIO = 1.5
 
 
 def _rules() -> dict[str, Any]:
-    from gdbext.host import Host
+    from gdbext.plugin.host import Host
 
     return Host.create().audit_rules()
 
@@ -67,7 +67,7 @@ def audit_options(heap: bool = False) -> Any:
     """The default audit, or with ``--memmap e820`` (the heap command's options), which
     ``heap-contract`` needs to run."""
     from gdbext.audit.engine import AuditOptions
-    from gdbext.commands import HeapOptions
+    from gdbext.frontend.commands import HeapOptions
 
     return AuditOptions(heap=HeapOptions(memmap="e820") if heap else None)
 

@@ -208,7 +208,7 @@ def sink(lines: Iterable[object]) -> int:
 
 
 def open_target(path: Path) -> Any:
-    """Open a dump with the dump backend's reader (a :class:`gdbext.target.Target`)."""
+    """Open a dump with the dump backend's reader (a :class:`gdbext.plugin.target.Target`)."""
     from gdbext_dump.dump import open_dump
 
     return open_dump(str(path))
@@ -221,7 +221,7 @@ def close_target(target: Any) -> None:
 
 def walk_text(target: Any) -> tuple[int, int]:
     """The default ``walk`` on an opened target, rendered as text: (lines, leaves)."""
-    from gdbext import commands
+    from gdbext.frontend import commands
     from gdbext.render import text
 
     result = commands.walk(target)
@@ -270,7 +270,7 @@ def our_figures(dumps: Dumps, fmt: str, repeat: int) -> dict[str, Any]:
 
 def our_leaves(path: Path) -> dict[int, tuple[int, int]]:
     """Every leaf of our default walk: VA -> (PA, page size), aliases expanded."""
-    from gdbext import commands
+    from gdbext.frontend import commands
 
     target = open_target(path)
     try:

@@ -27,11 +27,11 @@ from typing import Any
 
 from benchlib import timed
 
-from gdbext.commands import WalkOptions, WalkResult
 from gdbext.flags import PageTableFlags
+from gdbext.frontend.commands import WalkOptions, WalkResult
 from gdbext.mapper import read_table, write_table
-from gdbext.paging import X86PageTable
 from gdbext.render import jsonout, qemu_tlb, text
+from gdbext.x86.paging import X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 
 DIRECT_MAP = 0xFFFF_8880_0000_0000

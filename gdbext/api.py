@@ -3,10 +3,11 @@
 ``gdbext.open`` (this module's :func:`open_target`) opens what the command line opens (a dump
 file with the ``core`` backend, or any backend by name with its options as keywords) and
 returns an :class:`OpenedTarget`; its :meth:`~OpenedTarget.page_table` chooses a root the way
-``--cpu``, ``--cr3``, ``--kernel`` and ``--user-pgd`` do (:func:`gdbext.commands.open_page_table`
+``--cpu``, ``--cr3``, ``--kernel`` and ``--user-pgd`` do
+(:func:`gdbext.frontend.commands.open_page_table`
 resolves both), and the :class:`PageTable` it returns has :meth:`~PageTable.translate`,
 :meth:`~PageTable.walk` and :meth:`~PageTable.audit`. They return the engine's own values
-(:class:`~gdbext.paging.Translation`, :class:`~gdbext.paging.Mapping`,
+(:class:`~gdbext.x86.paging.Translation`, :class:`~gdbext.x86.paging.Mapping`,
 :class:`~gdbext.audit.engine.AuditResult` of :class:`~gdbext.audit.model.Finding`), whose reprs
 show addresses in hex, and raise :class:`~gdbext.errors.GdbextError` subclasses.
 
@@ -24,14 +25,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from gdbext import commands
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, UsageError
-from gdbext.host import DUMP_BACKEND, Host
-from gdbext.paging import Anomaly, LeafRun, Mapping, Translation, X86PageTable
+from gdbext.frontend import commands
 from gdbext.permfilter import PermFilter
-from gdbext.target import BackendInfo, OpenRequest, Target
+from gdbext.plugin.host import DUMP_BACKEND, Host
+from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext.units import parse_int
+from gdbext.x86.paging import Anomaly, LeafRun, Mapping, Translation, X86PageTable
 
 if TYPE_CHECKING:
     from gdbext.audit.engine import AuditResult
@@ -133,7 +134,7 @@ class OpenedTarget:
 
     @property
     def target(self) -> Target:
-        """The core :class:`~gdbext.target.Target` (mapper, CPUs, hints)."""
+        """The core :class:`~gdbext.plugin.target.Target` (mapper, CPUs, hints)."""
         if self._target is None:
             raise UsageError(f"the target {self._request.source or self._info.name} is closed")
         return self._target
@@ -202,7 +203,7 @@ class OpenedTarget:
 
 
 class Mappings(list[Mapping]):
-    """The leaves of a walk in virtual-address order, one :class:`~gdbext.paging.Mapping`
+    """The leaves of a walk in virtual-address order, one :class:`~gdbext.x86.paging.Mapping`
     each; :attr:`anomalies` lists the entries the walk did not follow (reserved bits, a table
     not in the dump...)."""
 

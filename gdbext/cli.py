@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
-from gdbext import __version__, commands
+from gdbext import __version__
 from gdbext.addr import AddrRange
 from gdbext.audit.model import AuditRule, Severity
 from gdbext.errors import (
@@ -42,11 +42,12 @@ from gdbext.errors import (
     UntranslatedError,
     UsageError,
 )
-from gdbext.host import DUMP_BACKEND as DUMP_BACKEND  # re-exported (session)
-from gdbext.host import Host
+from gdbext.frontend import commands
 from gdbext.permfilter import PermFilter
+from gdbext.plugin.host import DUMP_BACKEND as DUMP_BACKEND  # re-exported (session)
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext.render.audit import render_rules
-from gdbext.target import BackendInfo, OpenRequest, Target
 from gdbext.units import not_a_number, parse_int, shown
 
 COMMANDS = ("info", "walk", "translate", "heap", "audit")

@@ -119,7 +119,7 @@ class TranslationError(GdbextError):
     """A walk that stopped at ``level`` because of ``entry`` (``None`` before any entry).
 
     ``steps`` are the levels walked up to the stop, top first, each a
-    :class:`~gdbext.paging.WalkStep` ``(level, table, index, entry)``, the last one holding
+    :class:`~gdbext.x86.paging.WalkStep` ``(level, table, index, entry)``, the last one holding
     ``entry`` (empty when the walk did not start, or the error did not come from a walk).
     """
 

@@ -17,7 +17,7 @@ argument words already split:
 
 Around each command the session opens the target when needed (live backends, e.g. ``gdb``,
 are opened again for every command: their CPU state is per stop), enters the target's
-:attr:`~gdbext.target.Target.command_scope`, and reports progress once a command has run for
+:attr:`~gdbext.plugin.target.Target.command_scope`, and reports progress once a command has run for
 ``progress_after`` seconds. Errors propagate: :class:`~gdbext.errors.GdbextError` (one-line
 message), ``OSError``, and ``KeyboardInterrupt`` after the command scope was left; the front
 end turns them into its debugger's one-line error. Nothing here imports a debugger.
@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Protocol, cast
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.errors import (
     EXIT_FINDINGS,
     EXIT_NOT_FOUND,
@@ -45,12 +45,13 @@ from gdbext.errors import (
     NotFoundError,
     UsageError,
 )
-from gdbext.host import Host
+from gdbext.frontend import commands
 from gdbext.mapper import PhysMapper
-from gdbext.paging import LeafRun
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import OpenRequest, Target
 from gdbext.render.common import plural
-from gdbext.target import OpenRequest, Target
 from gdbext.units import shown
+from gdbext.x86.paging import LeafRun
 
 #: Front-end command name -> command-line command.
 COMMANDS: dict[str, str] = {

@@ -1,5 +1,5 @@
 """The GDB and LLDB adapters copy no helper: what both need lives once, debugger-free, in
-:mod:`gdbext.frontend_common` (and :mod:`gdbext_gdb.live` for the link). Read from the source
+:mod:`gdbext.frontend.common` (and :mod:`gdbext_gdb.live` for the link). Read from the source
 with ``ast``, so no debugger is needed."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_no_helper_is_defined_in_both_adapters() -> None:
     gdb, lldb = defined(GDB), defined(LLDB)
     both = {name: (gdb[name], lldb[name]) for name in set(gdb) & set(lldb)}
     copied = {name: where for name, where in both.items() if name not in ENTRY_POINTS}
-    assert copied == {}, "move these to gdbext/frontend_common.py (or name the difference)"
+    assert copied == {}, "move these to gdbext/frontend/common.py (or name the difference)"
 
 
 def test_the_allow_list_names_only_what_both_still_define() -> None:
@@ -71,12 +71,12 @@ def test_no_copy_of_one_line_is_left() -> None:
         if isinstance(node, ast.FunctionDef)
         and node.name.lstrip("_") in ("one_line", "first_line")
     ]
-    assert copies == ["gdbext/frontend_common.py:one_line", "gdbext/frontend_common.py:first_line"]
+    assert copies == ["gdbext/frontend/common.py:one_line", "gdbext/frontend/common.py:first_line"]
 
 
 def test_failure_lines_are_worded_once() -> None:
     from gdbext.errors import GdbextError
-    from gdbext.frontend_common import failure_line, first_line, hex_word
+    from gdbext.frontend.common import failure_line, first_line, hex_word
 
     class StubGone(Exception):
         pass

@@ -26,14 +26,14 @@ from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.engine import AuditOptions, run_audit, select_rules
 from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
-from gdbext.commands import HeapOptions, RootOptions, heap
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
-from gdbext.hookspecs import hookimpl
-from gdbext.host import Host
+from gdbext.frontend.commands import HeapOptions, RootOptions, heap
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import SIZE_4K, LeafRun, X86PageTable
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
 from gdbext.render.audit import finding_line
-from gdbext.target import Target
+from gdbext.x86.paging import SIZE_4K, LeafRun, X86PageTable
 from gdbext_sim.scenario import build_machine, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,7 +395,7 @@ def test_fail_on_exit_status_of_the_command_line(capsys: pytest.CaptureFixture[s
 
 THIRD_PARTY = """
 from gdbext.audit.model import FunctionRule, Severity
-from gdbext.hookspecs import hookimpl
+from gdbext.plugin.hookspecs import hookimpl
 
 
 def check(ctx):

@@ -22,10 +22,10 @@ from gdbext.audit.engine import AuditOptions, run_audit
 from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
-from gdbext.host import Host
-from gdbext.layout import linux_layout
+from gdbext.linux.layout import linux_layout
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
 from gdbext.render.audit import render_audit_json, render_audit_text
-from gdbext.target import Target
 from gdbext_sim.scenario import build_machine
 
 DIRECT = 0xFFFF_8880_0000_0000

@@ -21,11 +21,11 @@ from gdbext.addr import AddrRange
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import Severity
 from gdbext.audit.rules.heap_contract import RULES
-from gdbext.commands import HeapOptions, RootOptions
-from gdbext.host import Host
-from gdbext.paging import SIZE_4K, X86PageTable
-from gdbext.physoffset import find_direct_map_base
-from gdbext.target import Target
+from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.linux.physoffset import find_direct_map_base
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import SIZE_4K, X86PageTable
 from gdbext_dump.dump import open_dump
 from gdbext_sim.scenario import SimMachine, build_machine
 

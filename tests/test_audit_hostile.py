@@ -26,7 +26,6 @@ from gdbext.audit.frames import overlap_pairs
 from gdbext.audit.model import Severity
 from gdbext.audit.rules import alias_wx
 from gdbext.audit.rules.heap_contract import heap_pieces
-from gdbext.commands import RootOptions, open_page_table
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError
 from gdbext.flags import (
@@ -37,11 +36,12 @@ from gdbext.flags import (
     USER_ACCESSIBLE,
     WRITABLE,
 )
+from gdbext.frontend.commands import RootOptions, open_page_table
 from gdbext.geometry import entry_span
-from gdbext.host import Host
 from gdbext.mapper import read_table, read_u64, write_u64
-from gdbext.paging import LeafRun
-from gdbext.target import Target
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import LeafRun
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine, load_scenario
 

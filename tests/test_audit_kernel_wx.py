@@ -52,7 +52,7 @@ from qemu_guest import READY_MARKER, GuestConfig, QemuGuest, find_kernel
 
 from conftest import KERNELS, require_qemu
 from gdbext import cli
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 from gdbext_dump.dump import open_dump
 
 CHECKWX = "ptdump_walk_pgd_level_checkwx"

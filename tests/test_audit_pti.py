@@ -26,10 +26,10 @@ from minimize import read_golden
 from gdbext.audit.pti import detect_pti, examine_pti, pti_pair_roots
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_LA57, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
 from gdbext.flags import GLOBAL, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
-from gdbext.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
+from gdbext.linux.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
 from gdbext.mapper import read_table, read_u64, write_u64
-from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable
-from gdbext.target import Target
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
 from gdbext_dump.dump import open_dump
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import DEFAULT_CR0, DEFAULT_CR4, DEFAULT_EFER, build_machine

@@ -34,14 +34,14 @@ from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
 from gdbext.audit.rules.alias_wx import span_union, wx_aliases, wx_aliases_in
 from gdbext.audit.rules.pt_writable_alias import RULES as PT_WRITABLE
-from gdbext.commands import RootOptions
 from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
-from gdbext.kernelimage import KERNEL_IMAGE_VA
-from gdbext.layout import CPU_ENTRY_AREA_BASE
+from gdbext.frontend.commands import RootOptions
+from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
+from gdbext.linux.layout import CPU_ENTRY_AREA_BASE
+from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable
-from gdbext.physoffset import find_direct_map_base
-from gdbext.target import Target
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
 from gdbext_dump.dump import open_dump
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import SimMachine, build_machine

@@ -23,7 +23,6 @@ from gdbext.audit.context import AuditContext, LeafSpan
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import Severity
 from gdbext.audit.rules.wx import verdict_line
-from gdbext.commands import RootOptions
 from gdbext.cpu import (
     CR0_PG,
     CR0_WP,
@@ -44,11 +43,12 @@ from gdbext.flags import (
     USER_ACCESSIBLE,
     WRITABLE,
 )
+from gdbext.frontend.commands import RootOptions
 from gdbext.geometry import entry_span
-from gdbext.host import Host
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
-from gdbext.target import Target
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import build_machine
 

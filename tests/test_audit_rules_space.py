@@ -45,14 +45,14 @@ from gdbext.audit.rules.pti import Cover, pti_regions
 from gdbext.audit.rules.reserved_bits import PCD, PWT, outside
 from gdbext.audit.rules.reserved_bits import RULES as RESERVED_RULES
 from gdbext.audit.rules.user_kernel import RULES as USER_KERNEL_RULES
-from gdbext.commands import RootOptions
 from gdbext.cpu import CR4_SMEP
 from gdbext.flags import GLOBAL, NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
-from gdbext.host import Host
-from gdbext.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
+from gdbext.frontend.commands import RootOptions
+from gdbext.linux.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import SIZE_2M, SIZE_4K, LeafRun
-from gdbext.target import Target
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun
 from gdbext_dump.dump import open_dump
 from gdbext_sim.scenario import build_machine, load_scenario
 

@@ -19,8 +19,8 @@ import pytest
 from gdbext import cli
 from gdbext.cpu import CpuState
 from gdbext.flags import PageTableFlags
-from gdbext.host import Host
-from gdbext.paging import X86PageTable
+from gdbext.plugin.host import Host
+from gdbext.x86.paging import X86PageTable
 from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.kdump import write_kdump_from_memory
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
@@ -333,8 +333,8 @@ def test_default_cpu_is_the_targets_selected_one() -> None:
     thread on a live target), else CPU 0's; --cpu N always wins."""
     import dataclasses
 
-    from gdbext import commands
     from gdbext.cpu import CpuState
+    from gdbext.frontend import commands
     from gdbext_sim.scenario import load_scenario
 
     target = load_scenario(str(DEMO)).to_target()
@@ -356,8 +356,8 @@ def test_info_says_when_paging_is_off() -> None:
     not in use instead of claiming 4-level paging."""
     import dataclasses
 
-    from gdbext import commands
     from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
+    from gdbext.frontend import commands
     from gdbext.render.text import render_info
     from gdbext_sim.scenario import load_scenario
 

@@ -22,7 +22,7 @@ for pkg in (gdbext, gdbext_sim):
             continue
         importlib.import_module(info.name)
         names.append(info.name)
-assert "gdbext.paging" in names and "gdbext.cli" in names and "gdbext_sim.scenario" in names
+assert "gdbext.x86.paging" in names and "gdbext.cli" in names and "gdbext_sim.scenario" in names
 assert "gdbext.session" in names  # the front ends' shared logic needs no debugger
 print(len(names))
 """

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.cpu import CpuState
 from gdbext.errors import GdbextError, InputError
-from gdbext.host import Host
+from gdbext.frontend import commands
+from gdbext.plugin.host import Host
 from gdbext.render import jsonout, text
 from gdbext_dump.dump import open_dump
 from gdbext_sim.elfcore import write_qemu_elf_core

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import commands
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, PhysMemoryError, ReadOnlyError
+from gdbext.frontend import commands
 from gdbext.mapper import is_captured
 from gdbext_dump.dump import open_dump
 from gdbext_dump.elf import read_elf_core

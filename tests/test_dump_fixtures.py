@@ -21,10 +21,11 @@ import pytest
 from make_dumps import kernel_root, parse_gva2gpa
 from minimize import first_difference, golden_path, golden_roots, read_golden
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.errors import UntranslatedError
+from gdbext.frontend import commands
 from gdbext.geometry import geometry
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 from gdbext.render.qemu_tlb import render_walk
 from gdbext_dump.dump import open_dump
 

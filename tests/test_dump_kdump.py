@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import commands
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
 from gdbext.errors import (
@@ -23,8 +22,9 @@ from gdbext.errors import (
     ReadOnlyError,
     TableNotCapturedError,
 )
+from gdbext.frontend import commands
+from gdbext.plugin.target import Target
 from gdbext.render import qemu_tlb
-from gdbext.target import Target
 from gdbext_dump.kdump import PAGE_CACHE_SIZE, bitmap_runs, open_kdump
 from gdbext_sim.kdump import write_kdump, write_kdump_from_memory
 from gdbext_sim.scenario import SimMachine, load_scenario

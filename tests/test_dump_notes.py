@@ -9,7 +9,7 @@ import pytest
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
 from gdbext.errors import InputError, NotCapturedError
-from gdbext.vmcoreinfo import find_vmcoreinfo, kernel_root, parse_vmcoreinfo
+from gdbext.linux.vmcoreinfo import find_vmcoreinfo, kernel_root, parse_vmcoreinfo
 from gdbext_dump.notes import parse_notes
 
 PATH = "vm.core"

@@ -8,8 +8,8 @@ import pytest
 
 from gdbext.cpu import CpuState
 from gdbext.errors import UsageError
-from gdbext.host import Host
-from gdbext.target import OpenRequest
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import OpenRequest
 from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.memory import SparsePhysMemory
 

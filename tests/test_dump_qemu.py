@@ -27,10 +27,11 @@ from make_dumps import Capture, capture, kernel_root
 from minimize import first_difference
 from qemu_guest import QemuGuest
 
-from gdbext import cli, commands
-from gdbext.host import Host
+from gdbext import cli
+from gdbext.frontend import commands
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import Target
 from gdbext.render.qemu_tlb import render_walk
-from gdbext.target import Target
 from gdbext_dump.dump import open_dump
 
 pytestmark = pytest.mark.qemu

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.errors import NotMappedError, TableOutsideRamError
+from gdbext.frontend import commands
 from gdbext.mapper import is_captured
-from gdbext.paging import Anomaly
+from gdbext.plugin.target import Target
 from gdbext.render import jsonout, qemu_tlb, text
-from gdbext.target import Target
+from gdbext.x86.paging import Anomaly
 from gdbext_dump.dump import open_dump
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, load_scenario

@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.addr import AddrRange
-from gdbext.e820 import (
+from gdbext.errors import InputError, NotCapturedError, NotFoundError, UsageError
+from gdbext.frontend import commands
+from gdbext.linux.e820 import (
     SCAN_CHUNK,
     BootParams,
     choose_boot_params,
@@ -30,10 +32,9 @@ from gdbext.e820 import (
     read_boot_params,
     scan_boot_params,
 )
-from gdbext.errors import InputError, NotCapturedError, NotFoundError, UsageError
-from gdbext.hookspecs import hookimpl
-from gdbext.host import Host
-from gdbext.target import BackendInfo, Target
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import BackendInfo, Target
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, build_machine
 

@@ -3,8 +3,8 @@
 - A kdump that describes 64 GiB and holds 63 pages (``makedumpfile -d 31`` on a big machine,
   written here with the simulator's kdump writer) costs a read per captured run, not 16 million
   page reads; the simulator's petabyte of RAM costs its written frames.
-- :func:`~gdbext.e820.kernel_boot_params` (the kernel image searched from its top down) picks
-  the copy that :func:`~gdbext.e820.choose_boot_params` picks from a scan of all memory, on
+- :func:`~gdbext.linux.e820.kernel_boot_params` (the kernel image searched from its top down) picks
+  the copy that :func:`~gdbext.linux.e820.choose_boot_params` picks from a scan of all memory, on
   random layouts checked against that full scan.
 
 The boot_params here are built at the reference offsets by ``test_e820.boot_params``.
@@ -20,19 +20,19 @@ from typing import Any
 import pytest
 from test_e820 import QEMU_E820, boot_params
 
-from gdbext import commands
 from gdbext.addr import AddrRange
-from gdbext.commands import HeapOptions, RootOptions
-from gdbext.e820 import (
+from gdbext.frontend import commands
+from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.linux.e820 import (
     BOOT_PARAMS_SIZE,
     SCAN_CHUNK,
     choose_boot_params,
     kernel_boot_params,
     scan_boot_params,
 )
-from gdbext.host import Host
 from gdbext.mapper import readable_ranges
-from gdbext.target import OpenRequest
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import OpenRequest
 from gdbext_dump.kdump import KdumpMapper
 from gdbext_sim.kdump import write_kdump
 from gdbext_sim.memory import SparsePhysMemory

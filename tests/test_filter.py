@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.errors import UsageError
-from gdbext.hookspecs import hookimpl
-from gdbext.host import Host
-from gdbext.paging import AliasRun, LeafRun, X86PageTable
 from gdbext.permfilter import PermFilter
-from gdbext.target import BackendInfo, OpenRequest, Target
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import BackendInfo, OpenRequest, Target
+from gdbext.x86.paging import AliasRun, LeafRun, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, build_machine
 

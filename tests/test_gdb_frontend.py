@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gdbext import cli
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 from gdbext.session import PROGRESS_LINE, Session, progress_line
 
 if TYPE_CHECKING:
@@ -471,8 +471,8 @@ def test_style_on_colours_and_style_off_does_not(kernel_dump: Callable[[str], Pa
 #: function that says whether Ctrl-C was pressed (``Plugin(interrupted)``).
 SLOW_PLUGIN = """
 import contextlib, dataclasses, time
-from gdbext.hookspecs import hookimpl
-from gdbext.target import BackendInfo, BackendOption
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.target import BackendInfo, BackendOption
 from gdbext_sim.scenario import load_scenario
 
 LOG = {log!r}

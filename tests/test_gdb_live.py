@@ -44,11 +44,11 @@ DIRECT_MAP_4L = 0xFFFF_8880_0000_0000
 PRELUDE = r"""
 import json, sys, time
 import gdb
-from gdbext.commands import RootOptions, WalkOptions, translate, walk
+from gdbext.frontend.commands import RootOptions, WalkOptions, translate, walk
 from gdbext.errors import GdbextError, PhysMemoryError
-from gdbext.host import Host
-from gdbext.paging import LeafRun
-from gdbext.target import OpenRequest
+from gdbext.plugin.host import Host
+from gdbext.x86.paging import LeafRun
+from gdbext.plugin.target import OpenRequest
 from gdbext_gdb import gdb_link
 from gdbext_gdb.link import TargetMemoryError
 

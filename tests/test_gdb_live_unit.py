@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from gdbext.addr import AddrRange
-from gdbext.commands import RootOptions, WalkOptions, translate, walk
 from gdbext.cpu import CpuState
 from gdbext.errors import PhysMemoryError, ReadOnlyError, UsageError
-from gdbext.host import Host
-from gdbext.paging import LeafRun, X86PageTable
+from gdbext.frontend.commands import RootOptions, WalkOptions, translate, walk
 from gdbext.permfilter import PermFilter
-from gdbext.target import OpenRequest, Target
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import OpenRequest, Target
+from gdbext.x86.paging import LeafRun, X86PageTable
 from gdbext_gdb import live
 from gdbext_gdb.link import LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdb.live import LiveOptions, LiveState
@@ -636,7 +636,7 @@ def test_root_options_reach_other_cpus(sim: Target) -> None:
 def test_the_kernels_symbols_make_it_linux_for_the_labels(sim: Target) -> None:
     """With vmlinux loaded in GDB (``linux_banner`` known), the target says it is Linux, and
     ``--labels auto`` turns the region labels on; without symbols it says nothing."""
-    from gdbext.layout import labels_wanted
+    from gdbext.linux.layout import labels_wanted
 
     plain = opened(stub_for(sim))
     assert "os" not in plain.hints and not labels_wanted("auto", plain.hints)

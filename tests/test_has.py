@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gdbext import cli
-from gdbext.hookspecs import hookimpl
-from gdbext.host import Host
-from gdbext.target import BackendInfo, OpenRequest, Target
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext_sim.scenario import build_machine
 
 ROOT = Path(__file__).resolve().parent.parent

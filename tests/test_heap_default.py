@@ -16,7 +16,7 @@ import pytest
 
 from gdbext import cli
 from gdbext.errors import UsageError
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 
 KERNELS = Path(__file__).resolve().parent.parent / "fixtures" / "kernels"
 

@@ -1,4 +1,4 @@
-"""Linux's x86-64 layout (:mod:`gdbext.layout`) and region labels in text output.
+"""Linux's x86-64 layout (:mod:`gdbext.linux.layout`) and region labels in text output.
 
 The expected region tables are ``Documentation/arch/x86/x86_64/mm.rst`` as the reference
 (``paging-semantics.md`` 6.2) gives it, written out here; the markers are
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from gdbext import cli, commands
-from gdbext.host import Host
-from gdbext.layout import (
+from gdbext import cli
+from gdbext.frontend import commands
+from gdbext.linux.layout import (
     Base,
     MarkerCursor,
     detect_layout,
@@ -29,6 +29,7 @@ from gdbext.layout import (
     linux_layout,
 )
 from gdbext.mapper import read_u64
+from gdbext.plugin.host import Host
 from gdbext_sim.scenario import build_machine
 
 ROOT = Path(__file__).resolve().parent.parent

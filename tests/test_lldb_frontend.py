@@ -37,7 +37,7 @@ from test_gdb_frontend import (
 )
 
 from gdbext import cli
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 from gdbext.session import COMMANDS, Session
 
 ROOT = lldbrun.ROOT

@@ -20,7 +20,7 @@ from gdbext.cpu import CpuState
 from gdbext.flags import PageTableFlags
 from gdbext.geometry import index_shift
 from gdbext.mapper import read_u64
-from gdbext.paging import X86PageTable
+from gdbext.x86.paging import X86PageTable
 from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.kdump import write_kdump_from_memory
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator

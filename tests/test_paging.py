@@ -1,4 +1,4 @@
-"""Unit tests of the paging engine (:mod:`gdbext.paging`) over hand-built page tables.
+"""Unit tests of the paging engine (:mod:`gdbext.x86.paging`) over hand-built page tables.
 
 Every expectation is computed here, independently of the engine: tables are written entry by
 entry with :mod:`struct` into a bytearray, and addresses are composed from table indices.
@@ -31,7 +31,7 @@ from gdbext.errors import (
     ReservedBitsError,
     TableOutsideRamError,
 )
-from gdbext.paging import (
+from gdbext.x86.paging import (
     AliasRun,
     Anomaly,
     CleanUp,
@@ -42,7 +42,7 @@ from gdbext.paging import (
     WalkStep,
     X86PageTable,
 )
-from gdbext.tlbflush import Flush, FlushAll, FlushPage
+from gdbext.x86.tlbflush import Flush, FlushAll, FlushPage
 
 # --- Raw entry bits and sizes, spelled out here rather than imported -----------------------------
 

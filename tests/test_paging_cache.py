@@ -8,7 +8,7 @@ import pytest
 from gdbext.errors import NotMappedError
 from gdbext.flags import PageTableFlags
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 
 

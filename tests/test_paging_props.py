@@ -42,8 +42,8 @@ from gdbext.errors import (
     ParentHugePageError,
     PhysMemoryError,
 )
-from gdbext.paging import CleanUp, LeafRun, Mapping, Translation, Unmapped, X86PageTable
-from gdbext.tlbflush import Flush, FlushAll, FlushPage
+from gdbext.x86.paging import CleanUp, LeafRun, Mapping, Translation, Unmapped, X86PageTable
+from gdbext.x86.tlbflush import Flush, FlushAll, FlushPage
 
 P, W, U, PWT, PCD, ACC, DIRTY, PS, G = 1, 2, 4, 8, 16, 32, 64, 128, 256
 BIT_9, BIT_52, BIT_62 = 1 << 9, 1 << 52, 1 << 62

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from gdbext.paging import X86PageTable
-from gdbext.physoffset import direct_map_offsets, find_direct_map_base
+from gdbext.linux.physoffset import direct_map_offsets, find_direct_map_base
+from gdbext.x86.paging import X86PageTable
 from gdbext_sim.scenario import build_machine
 
 ROOT = Path(__file__).resolve().parent.parent

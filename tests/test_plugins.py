@@ -12,9 +12,9 @@ from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
 from gdbext.errors import PluginError, UsageError
-from gdbext.hookspecs import ENTRY_POINT_GROUP, hookimpl
-from gdbext.host import Host, make_plugin_manager
-from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext.plugin.hookspecs import ENTRY_POINT_GROUP, hookimpl
+from gdbext.plugin.host import Host, make_plugin_manager
+from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 
 
 class ToyMemory:

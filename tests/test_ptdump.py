@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.errors import UsageError
-from gdbext.host import Host
-from gdbext.layout import Layout, detect_layout
+from gdbext.frontend import commands
+from gdbext.linux.layout import Layout, detect_layout
 from gdbext.mapper import PhysMapper, read_table
+from gdbext.plugin.host import Host
 from gdbext.render.ptdump import prot_flags, ptdump_line, render_walk, size_field
 from gdbext_sim.scenario import build_machine
 

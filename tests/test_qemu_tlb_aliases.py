@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdbext import commands
 from gdbext.addr import AddrRange
 from gdbext.errors import WalkLimitError
+from gdbext.frontend import commands
+from gdbext.plugin.target import Target
 from gdbext.render.qemu_tlb import render_walk
-from gdbext.target import Target
 from gdbext_sim.scenario import load_scenario
 
 #: ESPFIX-like: a PT with a few leaves linked under many PD entries, a PD linked under many

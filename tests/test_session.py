@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gdbext import cli, commands
+from gdbext import cli
 from gdbext.errors import (
     InputError,
     NotFoundError,
@@ -25,9 +25,10 @@ from gdbext.errors import (
     UntranslatedError,
     UsageError,
 )
-from gdbext.hookspecs import hookimpl
-from gdbext.host import Host
-from gdbext.paging import LeafRun
+from gdbext.frontend import commands
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext.session import (
     BOLD,
     PROGRESS_LINE,
@@ -38,7 +39,7 @@ from gdbext.session import (
     colourise,
     complete_path,
 )
-from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext.x86.paging import LeafRun
 from gdbext_sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

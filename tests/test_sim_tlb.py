@@ -1,7 +1,7 @@
 """The simulator's modelled TLB and paging-structure cache (PSC).
 
 Page tables are built by hand here (entries packed with :mod:`struct`), independently of
-:mod:`gdbext.paging`.
+:mod:`gdbext.x86.paging`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from gdbext.errors import MisalignedAddressError, NonCanonicalAddressError, PhysMemoryError
-from gdbext.tlbflush import FlushAll, FlushPage
+from gdbext.x86.tlbflush import FlushAll, FlushPage
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.tlb import PscEntry, Rights, SimTlb, TlbEntry
 

@@ -12,8 +12,8 @@ import random
 import pytest
 
 from gdbext.flags import PageTableFlags as F
-from gdbext.paging import SIZE_2M, SIZE_4K, X86PageTable
-from gdbext.tlbflush import Flush, FlushAll, FlushPage
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.tlbflush import Flush, FlushAll, FlushPage
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.tlb import SimTlb
 

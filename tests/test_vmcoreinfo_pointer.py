@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from gdbext.addr import AddrRange
-from gdbext.vmcoreinfo import find_vmcoreinfo_by_pointer, kernel_root, parse_vmcoreinfo
+from gdbext.linux.vmcoreinfo import find_vmcoreinfo_by_pointer, kernel_root, parse_vmcoreinfo
 from gdbext_gdb.livekernel import LiveVmcoreinfo
 from gdbext_sim.scenario import SimMachine, build_machine
 

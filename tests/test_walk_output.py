@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from gdbext import cli, commands
-from gdbext.host import Host
+from gdbext import cli
+from gdbext.frontend import commands
+from gdbext.plugin.host import Host
 
 DUMPS = ["4level", "kaslr-pti", "la57"]
 

@@ -1,4 +1,4 @@
-"""Open any supported dump file as a :class:`~gdbext.target.Target` (backend ``core``).
+"""Open any supported dump file as a :class:`~gdbext.plugin.target.Target` (backend ``core``).
 
 The format comes from the file's magic (:mod:`gdbext_dump.detect`) unless ``format_in`` says.
 Each reader gives physical memory (a read-only mapper with ``is_captured``) and, where the
@@ -10,7 +10,7 @@ format carries them, notes; this module turns notes into CPU state, details and 
   gets CR3 = the kernel's root table and CR4.LA57 from ``pgtable_l5_enabled``; CR0, EFER and the
   other CR4 bits are unknown (``None``). Without either, CR3 is unknown and ``--cr3`` is needed.
 - **VMCOREINFO.** From the note (ELF, kdump). Without a note it is searched for in RAM
-  (:func:`gdbext.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
+  (:func:`gdbext.linux.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
   state depends on it, else on first use of a VMCOREINFO hint or detail (so a walk of a QEMU
   dump without the note does not pay for the scan).
 - **Hints** (``Target.hints``): ``kernel_root``, ``kernel_levels``, ``kernel_offset``,
@@ -28,9 +28,7 @@ from typing import Protocol
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
-from gdbext.mapper import PhysMapper, readable_ranges
-from gdbext.target import Detail, LazyMapping, Target
-from gdbext.vmcoreinfo import (
+from gdbext.linux.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
     VMCOREINFO_HINTS,
     VmcoreInfo,
@@ -39,6 +37,8 @@ from gdbext.vmcoreinfo import (
     kernel_root,
     parse_vmcoreinfo,
 )
+from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.plugin.target import Detail, LazyMapping, Target
 from gdbext_dump.detect import detect_format
 from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
 from gdbext_dump.lime import open_lime

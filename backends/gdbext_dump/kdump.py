@@ -50,7 +50,7 @@ from gdbext.formats.kdump import (
     UTSNAME_FIELD,
     UTSNAME_FIELDS,
 )
-from gdbext.target import Detail
+from gdbext.plugin.target import Detail
 from gdbext.units import shown
 from gdbext_dump.kdump_codecs import (
     CODEC_NAMES,

@@ -16,7 +16,7 @@ carries:
   @440 only when ``size >= 448`` (a patched QEMU some Xen tools expect; upstream has no EFER)
   and only if its reserved bits are clear. QEMU writes the same ``QEMUCPUState`` (all fields
   u64) in 32-bit cores; only the note header's C type differs, not its bytes.
-- ``"VMCOREINFO"`` type 0: the kernel's VMCOREINFO text (:mod:`gdbext.vmcoreinfo`).
+- ``"VMCOREINFO"`` type 0: the kernel's VMCOREINFO text (:mod:`gdbext.linux.vmcoreinfo`).
 
 Other notes are kept in :attr:`DumpNotes.notes` and otherwise ignored.
 """

@@ -16,7 +16,7 @@ from typing import TypeVar
 import gdb
 
 from gdbext.errors import GdbextError
-from gdbext.frontend_common import (
+from gdbext.frontend.common import (
     U64,
     FrontEnd,
     colour_wanted,
@@ -26,7 +26,7 @@ from gdbext.frontend_common import (
     no_backend_hint,
     remote_default,
 )
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 from gdbext.session import BACKEND_COMMAND, COMMANDS, Session, progress_after
 
 #: The live backend (helper G1's plugin), the default on a remote connection.
@@ -58,7 +58,7 @@ def _style_enabled() -> bool:
 
 
 def as_gdb_error(name: str, call: Callable[[], T]) -> T:
-    """``call()``, with every expected failure (:func:`gdbext.frontend_common.failure_line`,
+    """``call()``, with every expected failure (:func:`gdbext.frontend.common.failure_line`,
     ``gdb.error`` among them) raised as a one-line ``gdb.GdbError``, which GDB prints without a
     traceback. GDB's way: a failure is an exception GDB catches (LLDB's adapter writes it into
     the command's result instead); anything else is a bug and keeps its traceback."""

@@ -16,8 +16,8 @@ from typing import Any
 import gdb
 
 from gdbext.errors import GdbextError, UsageError
-from gdbext.frontend_common import first_line
-from gdbext.target import OpenRequest, Target
+from gdbext.frontend.common import first_line
+from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
 from gdbext_gdb.link import (
     CONTROL_REGISTERS,

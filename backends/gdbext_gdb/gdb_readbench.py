@@ -23,9 +23,9 @@ from typing import Any
 
 import gdb  # noqa: F401  (this script runs only inside GDB)
 
-from gdbext.commands import walk
-from gdbext.host import Host
-from gdbext.target import OpenRequest, Target
+from gdbext.frontend.commands import walk
+from gdbext.plugin.host import Host
+from gdbext.plugin.target import OpenRequest, Target
 from gdbext_gdb.live import LiveMapper
 
 REPEAT = 7

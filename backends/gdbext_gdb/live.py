@@ -14,7 +14,8 @@ backend the messages and ``info`` name.
   about to visit so that neighbouring tables come in one read.
 - :class:`LiveCpus` are the vCPUs (the debugger's threads; CPU N is the N-th thread by number,
   thread N+1 with QEMU), their CR0/CR3/CR4/EFER read from its registers when first asked for.
-- :meth:`LiveState.open` makes the :class:`~gdbext.target.Target` a front end asks for once per
+- :meth:`LiveState.open` makes the :class:`~gdbext.plugin.target.Target` a front end asks for once
+per
   command; it is cheap after the first call (probes and pages are kept per connection). Its
   VMCOREINFO hints (``kernel_root``...) and details are resolved on first use, per stop
   (:mod:`gdbext_gdb.livekernel`).
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, overload
 
 from gdbext.cpu import CpuState
 from gdbext.errors import PhysMemoryError, ReadOnlyError, UsageError
-from gdbext.target import Detail, LazyMapping, OpenRequest, Target
+from gdbext.plugin.target import Detail, LazyMapping, OpenRequest, Target
 from gdbext.units import parse_int, shown
 from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdb.phymem import ModeBracket, PhyMemMode
@@ -446,7 +447,7 @@ class LiveState:
             hints["selected_cpu"] = threads.index(selected)
         if isinstance(reader, DirectMapReader):
             hints["direct_map_base"] = reader.base
-        from gdbext.vmcoreinfo import VMCOREINFO_HINTS
+        from gdbext.linux.vmcoreinfo import VMCOREINFO_HINTS
 
         cpus = LiveCpus(self, threads)
         index = hints.get("selected_cpu", 0)

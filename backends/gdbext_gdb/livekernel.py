@@ -2,10 +2,10 @@
 
 A dump carries VMCOREINFO as a note; a live target does not say where it is (QEMU's ``-device
 vmcoreinfo`` learns the address through fw_cfg, but no monitor command shows it). So it is
-searched for the way :func:`gdbext.vmcoreinfo.find_vmcoreinfo_by_pointer` describes: through
+searched for the way :func:`gdbext.linux.vmcoreinfo.find_vmcoreinfo_by_pointer` describes: through
 the kernel's own pointers to it, in the writable part of the kernel image that the selected
-CPU's page table maps at ``__START_KERNEL_map`` (:mod:`gdbext.kernelimage`), the direct map's
-base found in the same table (:func:`gdbext.layout.find_page_offset_base`). A kernel whose
+CPU's page table maps at ``__START_KERNEL_map`` (:mod:`gdbext.linux.kernelimage`), the direct map's
+base found in the same table (:func:`gdbext.linux.layout.find_page_offset_base`). A kernel whose
 image holds no such pointer is "not found": all of RAM is not scanned for it, as that takes
 tens of seconds over a gdbstub and ``--labels auto`` asks on every walk.
 
@@ -21,11 +21,9 @@ from collections.abc import Callable
 
 from gdbext.cpu import CpuState
 from gdbext.errors import GdbextError
-from gdbext.kernelimage import ImagePart, bss_first, image_parts
-from gdbext.layout import find_page_offset_base
-from gdbext.mapper import PhysMapper
-from gdbext.paging import X86PageTable
-from gdbext.vmcoreinfo import (
+from gdbext.linux.kernelimage import ImagePart, bss_first, image_parts
+from gdbext.linux.layout import find_page_offset_base
+from gdbext.linux.vmcoreinfo import (
     PointerHit,
     VmcoreInfo,
     find_vmcoreinfo_by_pointer,
@@ -33,6 +31,8 @@ from gdbext.vmcoreinfo import (
     kernel_root,
     parse_vmcoreinfo,
 )
+from gdbext.mapper import PhysMapper
+from gdbext.x86.paging import X86PageTable
 from gdbext_gdb.link import TargetLostError
 
 #: Under PTI a CPU in user mode runs on the user half of the PGD pair (root | 0x1000), which

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gdbext.errors import UsageError
-from gdbext.hookspecs import hookimpl
-from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 
 #: What the live backends do (``gdb``, and ``lldb`` over the same logic).
 LIVE_SUMMARY = "QEMU's gdbstub (PhyMemMode), KGDB via the direct map"

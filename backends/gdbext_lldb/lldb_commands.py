@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import lldb
 
 from gdbext.errors import GdbextError, UsageError
-from gdbext.frontend_common import (
+from gdbext.frontend.common import (
     FrontEnd,
     colour_wanted,
     evaluated,
@@ -44,7 +44,7 @@ from gdbext.frontend_common import (
     one_line,
     remote_default,
 )
-from gdbext.host import Host
+from gdbext.plugin.host import Host
 from gdbext.session import (
     BACKEND_COMMAND,
     COMMANDS,
@@ -113,7 +113,7 @@ def into_result(
     call: Callable[[], Any],
 ) -> None:
     """``call()``, with every failure as one line in ``result`` (Ctrl-C included): the expected
-    ones as :func:`gdbext.frontend_common.failure_line` words them. LLDB's way, unlike GDB's
+    ones as :func:`gdbext.frontend.common.failure_line` words them. LLDB's way, unlike GDB's
     (which raises ``gdb.GdbError``): a failure is written into the command's result, an
     unexpected one too (``NAME: TYPE: message``, since LLDB would show a traceback), and the
     Ctrl-C line goes to the error stream, since LLDB drops an interrupted command's result."""
@@ -155,7 +155,7 @@ def lldb_value(
     ``parse_and_eval``). Not shared with GDB's :func:`gdbext_gdb.gdb_commands.gdb_value`: LLDB
     has no one call that evaluates a register or an expression in whatever context there is,
     so this one finds the frame, or the target, itself; only the hex word is common
-    (:func:`gdbext.frontend_common.hex_word`). :raises UsageError: ``NAME: WORD: why`` (as GDB
+    (:func:`gdbext.frontend.common.hex_word`). :raises UsageError: ``NAME: WORD: why`` (as GDB
     words it; the why is LLDB's)."""
     options = lldb.SBExpressionOptions()
     options.SetAllowJIT(False)

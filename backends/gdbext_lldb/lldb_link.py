@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import lldb
 
 from gdbext.errors import UsageError
-from gdbext.frontend_common import U64, first_line
-from gdbext.target import OpenRequest, Target
+from gdbext.frontend.common import U64, first_line
+from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
 from gdbext_gdb.link import (
     CONTROL_REGISTERS,

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gdbext.errors import UsageError
-from gdbext.hookspecs import hookimpl
-from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext_gdb.plugin import LIVE_OPTIONS, LIVE_SUMMARY
 
 NAME = "lldb"

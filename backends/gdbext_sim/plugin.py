@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gdbext.hookspecs import hookimpl
-from gdbext.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext.plugin.hookspecs import hookimpl
+from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext_sim.scenario import load_scenario
 
 

@@ -1,6 +1,6 @@
 """Scenario files: JSON descriptions of a machine whose page tables the simulator builds.
 
-Tables are built through :meth:`gdbext.paging.X86PageTable.map_range`, so a scenario exercises
+Tables are built through :meth:`gdbext.x86.paging.X86PageTable.map_range`, so a scenario exercises
 the engine's own mapping code. The shape::
 
     {"levels": 4, "ram": "256M", "nxe": true,
@@ -41,9 +41,9 @@ from gdbext.geometry import LEAF_LEVEL_OF_SIZE, entry_span, index_shift
 from gdbext.heap import MemoryRegion
 from gdbext.jsonfile import load_json_file
 from gdbext.mapper import read_u64, write_u64
-from gdbext.paging import X86PageTable
-from gdbext.target import Detail, Target
+from gdbext.plugin.target import Detail, Target
 from gdbext.units import format_size, parse_int, parse_size, shown
+from gdbext.x86.paging import X86PageTable
 from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.tlb import SimTlb
@@ -73,7 +73,7 @@ class SimMachine:
     bootinfo: dict[str, Any] = field(default_factory=dict)
 
     def to_target(self) -> Target:
-        """The machine as a :class:`~gdbext.target.Target` for the command layer."""
+        """The machine as a :class:`~gdbext.plugin.target.Target` for the command layer."""
         hints: dict[str, object] = {}
         if self.bootinfo:
             hints = {

@@ -1,7 +1,7 @@
 """A modelled TLB and paging-structure cache, so that a missing invalidation shows in a test.
 
 :class:`SimTlb` translates virtual addresses as an x86-64 MMU does, with its own minimal
-hardware walk (it does not use :mod:`gdbext.paging`, so it can check it). Like the hardware it
+hardware walk (it does not use :mod:`gdbext.x86.paging`, so it can check it). Like the hardware it
 keeps what it walked:
 
 - the **TLB**: one entry per translated page (keyed by page base and page size), served
@@ -13,7 +13,7 @@ keeps what it walked:
 Nothing leaves either cache but an invalidation: :meth:`SimTlb.invlpg` drops the TLB entries
 for one page and (as the Intel SDM says INVLPG does) the whole PSC; :meth:`SimTlb.flush_all`
 and :meth:`SimTlb.set_root` (a CR3 write) drop everything. The instance is a
-:class:`~gdbext.tlbflush.FlushHook`. :meth:`SimTlb.stale_entries` lists what the caches hold
+:class:`~gdbext.x86.tlbflush.FlushHook`. :meth:`SimTlb.stale_entries` lists what the caches hold
 that a fresh walk of the current tables contradicts: after a correct sequence of changes and
 flushes it is empty.
 
@@ -50,7 +50,7 @@ from gdbext.addr import check_aligned
 from gdbext.errors import NonCanonicalAddressError, PhysMemoryError
 from gdbext.geometry import PagingGeometry, entry_span, geometry, index_shift, level_name
 from gdbext.mapper import PhysMapper
-from gdbext.tlbflush import Flush, FlushAll, FlushPage
+from gdbext.x86.tlbflush import Flush, FlushAll, FlushPage
 
 #: The next-table / frame address bits of an entry (MAXPHYADDR 52).
 ENTRY_ADDR_MASK = 0x000F_FFFF_FFFF_F000
@@ -288,7 +288,7 @@ class SimTlb:
         self._psc.clear()
 
     def __call__(self, flush: Flush) -> None:
-        """The :class:`~gdbext.tlbflush.FlushHook`: perform ``flush``."""
+        """The :class:`~gdbext.x86.tlbflush.FlushHook`: perform ``flush``."""
         if isinstance(flush, FlushPage):
             self.invlpg(flush.vaddr)
         elif isinstance(flush, FlushAll):

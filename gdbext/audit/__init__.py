@@ -13,7 +13,7 @@
 A third-party rule::
 
     from gdbext.audit.model import FunctionRule, Severity
-    from gdbext.hookspecs import hookimpl
+    from gdbext.plugin.hookspecs import hookimpl
 
     def check(ctx):
         for span in ctx.main.spans:

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Sequence
 
 from gdbext.audit.model import AuditRule
-from gdbext.hookspecs import hookimpl
+from gdbext.plugin.hookspecs import hookimpl
 
 #: One line per rule module.
 RULE_MODULES: tuple[str, ...] = (

@@ -36,7 +36,10 @@ from gdbext.addr import AddrRange, merge_ranges
 from gdbext.audit.evidence import step_text
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.audit.spans import FrameIndex, LeafSpan, group_range, merge_spans, repeats_text
-from gdbext.commands import (
+from gdbext.cpu import EFER_NXE, CpuState
+from gdbext.errors import AliasLimitError, GdbextError, PhysMemoryError
+from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
+from gdbext.frontend.commands import (
     HeapOptions,
     HeapResult,
     RootOptions,
@@ -44,14 +47,11 @@ from gdbext.commands import (
     heap,
     open_page_table,
 )
-from gdbext.cpu import EFER_NXE, CpuState
-from gdbext.errors import AliasLimitError, GdbextError, PhysMemoryError
-from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
 from gdbext.geometry import SIZE_4K, entry_span, level_name
-from gdbext.kernelimage import KERNEL_IMAGE_VA
+from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table
-from gdbext.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
-from gdbext.target import Target
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
 
 if TYPE_CHECKING:
     from gdbext.audit.engine import AuditOptions
@@ -620,7 +620,7 @@ class AuditContext:
     @cached_property
     def ram(self) -> list[AddrRange] | None:
         """Physical RAM ranges, sorted and merged, when the target knows them
-        (:attr:`gdbext.target.Target.ram`: dumps from their segments or bitmap, the simulator
+        (:attr:`gdbext.plugin.target.Target.ram`: dumps from their segments or bitmap, the simulator
         from its scenario, live GDB from QEMU's ``info mtree``); ``None`` if it does not."""
         if self.target.ram is None:
             return None
@@ -645,7 +645,7 @@ class AuditContext:
     @cached_property
     def direct_map(self) -> AddrRange | None:
         """The direct map's virtual range: its base (the target's ``direct_map_base`` hint, else
-        found as :func:`gdbext.physoffset.find_direct_map_base` finds it, in
+        found as :func:`gdbext.linux.physoffset.find_direct_map_base` finds it, in
         :attr:`kernel_view`'s walk) up to the end of RAM (or, RAM unknown, of the last byte
         mapped at that offset); ``None`` if the kernel half maps nothing."""
         view = self.kernel_view

@@ -15,10 +15,10 @@ from gdbext.addr import hex_repr
 from gdbext.audit.context import AuditContext
 from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
-from gdbext.commands import HeapOptions, RootOptions
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK, AuditRuleError, GdbextError, UsageError
-from gdbext.layout import Layout, detect_layout, labels_wanted
-from gdbext.target import Target
+from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.linux.layout import Layout, detect_layout, labels_wanted
+from gdbext.plugin.target import Target
 
 __all__ = ["AuditOptions", "AuditResult", "check_finding", "run_audit", "select_rules"]
 

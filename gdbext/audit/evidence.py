@@ -2,7 +2,8 @@
 
 A finding's evidence names the entries the MMU reads, one line per level, as
 ``"PML4[511] @0x1a0c000 = 0x1a0f063"`` (table index, table address, entry). Where the engine's
-:meth:`~gdbext.paging.X86PageTable.translate` gives no :class:`~gdbext.paging.Translation` (an
+:meth:`~gdbext.x86.paging.X86PageTable.translate` gives no :class:`~gdbext.x86.paging.Translation`
+(an
 entry the walk did not follow: reserved bits, a recursive link, a not-present leaf), the path is
 read again from memory with :func:`raw_path`.
 
@@ -18,7 +19,7 @@ from gdbext.errors import PhysMemoryError
 from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import index_shift, level_name
 from gdbext.mapper import read_u64
-from gdbext.paging import X86PageTable
+from gdbext.x86.paging import X86PageTable
 
 __all__ = ["Step", "path_access", "raw_path", "step_text"]
 

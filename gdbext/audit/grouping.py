@@ -8,7 +8,7 @@ masked) whose ranges all lie in one region of Linux's layout (:meth:`Layout.labe
 regions of ``mm.rst``) become one finding that lists them (:attr:`Finding.ranges`):
 
 >>> from gdbext.audit.model import Finding, Severity
->>> from gdbext.layout import linux_layout
+>>> from gdbext.linux.layout import linux_layout
 >>> fs = [Finding("r", Severity.LOW, f"bad page {n}", vaddr=n << 12, end=(n + 1) << 12,
 ...               pages=1, cause="bad page") for n in (1, 2, 5)]
 >>> [g] = group_findings(fs, linux_layout(4))
@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 
 from gdbext.audit.model import Finding, Severity
-from gdbext.layout import Layout
+from gdbext.linux.layout import Layout
 
 __all__ = ["cause_of", "group_findings"]
 

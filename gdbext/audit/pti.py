@@ -33,7 +33,7 @@ PUD table), 510 (ESPFIX, same PUD table) and 511 (the entry text, PTI's own PUD 
 ``4level`` and ``la57`` dumps (PTI compiled in, off) fail the first two: the twins are zero.
 
 >>> from gdbext_sim.memory import SparsePhysMemory
->>> from gdbext.paging import X86PageTable
+>>> from gdbext.x86.paging import X86PageTable
 >>> mem = SparsePhysMemory(16 << 20)
 >>> examine_pti(X86PageTable(mem, 0x100000)).reason
 'the twin table 0x101000 maps nothing in the kernel half (PTI clones at least cpu_entry_area)'
@@ -43,11 +43,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gdbext.commands import PTI_USER_PGD_BIT
 from gdbext.errors import PhysMemoryError
 from gdbext.flags import HUGE_PAGE, PRESENT
+from gdbext.frontend.commands import PTI_USER_PGD_BIT
 from gdbext.mapper import read_table
-from gdbext.paging import X86PageTable
+from gdbext.x86.paging import X86PageTable
 
 __all__ = ["PTI_USER_PGD_BIT", "PtiVerdict", "detect_pti", "examine_pti", "pti_pair_roots"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gdbext.hookspecs import hookimpl
+from gdbext.plugin.hookspecs import hookimpl
 from gdbext.render import audit, jsonout, ptdump, qemu_tlb, text
 from gdbext.render.formats import OutputFormat
 

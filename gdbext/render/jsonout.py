@@ -3,7 +3,8 @@
 The walk streams: its records are written one per line inside the ``mappings`` array, so a
 walk of millions of leaves never holds them all in memory. Shared tables are expanded (every
 link's leaves are records), so the records are bounded
-(:meth:`~gdbext.commands.WalkOptions.line_limit`). With ``--merge va`` a record whose frames
+(:meth:`~gdbext.frontend.commands.WalkOptions.line_limit`). With ``--merge va`` a record whose
+frames
 are not contiguous has ``"paddr": null`` (its leaves' frames: a walk without ``--merge va``).
 """
 
@@ -13,12 +14,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.errors import OutputLimitError
-from gdbext.paging import Anomaly
+from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.plugin.target import Detail
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
-from gdbext.target import Detail
+from gdbext.x86.paging import Anomaly
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:

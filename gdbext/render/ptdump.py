@@ -50,7 +50,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 
-from gdbext.commands import DEFAULT_MAX_LINES_PTDUMP, WalkResult
 from gdbext.errors import (
     NotCapturedError,
     OutputLimitError,
@@ -73,10 +72,11 @@ from gdbext.flags import (
     WRITABLE,
     PageTableFlags,
 )
+from gdbext.frontend.commands import DEFAULT_MAX_LINES_PTDUMP, WalkResult
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, level_name
-from gdbext.layout import Layout, detect_layout
+from gdbext.linux.layout import Layout, detect_layout
 from gdbext.mapper import read_table
-from gdbext.paging import Anomaly, X86PageTable
+from gdbext.x86.paging import Anomaly, X86PageTable
 
 #: Linux's ``PTE_FLAGS_MASK`` (~PTE_PFN_MASK with a 52-bit physical mask): bits 0-11, 52-63.
 PTE_FLAGS_MASK = FLAGS_MASK
@@ -581,7 +581,7 @@ def render_walk(result: WalkResult) -> Iterator[str]:
 
     Shared tables are not collapsed (ptdump prints every link's series), so a table linked
     under every entry above it can multiply the lines: they stop at ``--max-lines`` (default
-    :data:`~gdbext.commands.DEFAULT_MAX_LINES_PTDUMP`) with
+    :data:`~gdbext.frontend.commands.DEFAULT_MAX_LINES_PTDUMP`) with
     :class:`~gdbext.errors.OutputLimitError`."""
     pt = result.page_table
     options = result.options

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gdbext.addr import AddrRange
-from gdbext.commands import WalkOptions, WalkResult
 from gdbext.errors import InputError, OutputLimitError, WalkLimitError
 from gdbext.flags import FLAGS_MASK
+from gdbext.frontend.commands import WalkOptions, WalkResult
 from gdbext.geometry import entry_span
-from gdbext.paging import AliasRun, LeafRun
+from gdbext.x86.paging import AliasRun, LeafRun
 
 #: QEMU's address masks by page size.
 QEMU_ADDR_MASK = {

@@ -14,7 +14,7 @@ detail) continues on indented lines.
 
 With region labels on (``--labels linux``, or ``auto`` for a target that carries a VMCOREINFO),
 a ``# Linux x86-64 ... layout`` line says so (``info`` lists the layout's bases and where each
-came from), and a ``---[ Name ]---`` line (ptdump's section names, :mod:`gdbext.layout`) comes
+came from), and a ``---[ Name ]---`` line (ptdump's section names, :mod:`gdbext.linux.layout`) comes
 before the first line of each section that has lines, ``(default base)`` added where the
 section's base was assumed; a range that crosses into the next section is split there. (Only
 ``--format ptdump`` shows empty sections, as Linux does.)
@@ -25,13 +25,12 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 
-from gdbext.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
 from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
+from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.geometry import level_name
-from gdbext.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
-from gdbext.paging import AliasRun, Anomaly
+from gdbext.linux.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
 from gdbext.render.common import (
     extra_tokens,
     hex64,
@@ -42,6 +41,7 @@ from gdbext.render.common import (
 )
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
+from gdbext.x86.paging import AliasRun, Anomaly
 
 #: The widest line the text walk writes (before a line continues on the next).
 WIDTH = 120
@@ -120,7 +120,7 @@ def _layout(result: WalkResult) -> Layout | None:
 def render_walk(result: WalkResult) -> Iterator[str]:
     """The header lines, one line per merged range (or per leaf with ``--no-merge``), then a
     summary line. ``--no-merge`` expands shared tables, so its lines are bounded
-    (:meth:`~gdbext.commands.WalkOptions.line_limit`)."""
+    (:meth:`~gdbext.frontend.commands.WalkOptions.line_limit`)."""
     ranges = 0
     options = result.options
     records: Iterator[MergedRange | AliasRun | Anomaly | str]

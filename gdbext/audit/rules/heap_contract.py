@@ -48,10 +48,10 @@ from gdbext.audit.frames import (
 )
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
-from gdbext.commands import HeapResult
+from gdbext.frontend.commands import HeapResult
 from gdbext.geometry import SIZE_4K
-from gdbext.paging import AliasRun, LeafRun
 from gdbext.render.common import perms
+from gdbext.x86.paging import AliasRun, LeafRun
 
 __all__ = ["HeapContractRule", "HeapPiece", "heap_pieces"]
 

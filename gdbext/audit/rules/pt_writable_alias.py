@@ -55,10 +55,10 @@ from gdbext.audit.spans import LeafSpan
 from gdbext.errors import PhysMemoryError
 from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import SIZE_4K, entry_span, level_name
-from gdbext.kernelimage import KERNEL_IMAGE_VA
+from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table
-from gdbext.paging import Anomaly, X86PageTable
 from gdbext.render.common import perms, plural
+from gdbext.x86.paging import Anomaly, X86PageTable
 
 __all__ = [
     "PtWritableAliasRule",

@@ -50,8 +50,8 @@ from gdbext.audit.pti import examine_pti
 from gdbext.audit.spans import LeafSpan, merge_spans
 from gdbext.flags import GLOBAL
 from gdbext.geometry import SIZE_4K
-from gdbext.kernelimage import KERNEL_IMAGE_VA
-from gdbext.layout import (
+from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
+from gdbext.linux.layout import (
     CPU_ENTRY_AREA_BASE,
     CPU_ENTRY_AREA_END,
     ESPFIX_BASE_ADDR,
@@ -109,7 +109,7 @@ class Cover:
         """The parts of ``[vaddr, end)`` (mapped to ``paddr`` onward) that the spans do not
         map to the same frames.
 
-        >>> from gdbext.paging import LeafRun
+        >>> from gdbext.x86.paging import LeafRun
         >>> c = Cover([LeafSpan(LeafRun(0x2000, 0xA000, 1, 0x1000, 0xA003, False, True, False))])
         >>> [(hex(a), hex(b)) for a, b in c.uncovered(0x1000, 0x5000, 0x9000)]
         [('0x1000', '0x2000'), ('0x3000', '0x5000')]

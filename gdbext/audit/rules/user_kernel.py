@@ -37,7 +37,7 @@ from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.spans import LeafSpan, merge_spans
 from gdbext.geometry import SIZE_4K
-from gdbext.layout import VSYSCALL_ADDR
+from gdbext.linux.layout import VSYSCALL_ADDR
 from gdbext.render.common import perms, plural
 
 

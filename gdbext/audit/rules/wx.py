@@ -40,9 +40,9 @@ from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan, group_range, merge_spans
-from gdbext.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.errors import GdbextError
 from gdbext.flags import NO_EXECUTE, WRITABLE
+from gdbext.frontend.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.geometry import entry_span, level_name
 from gdbext.render.common import plural
 

@@ -1,7 +1,8 @@
 """The command layer: each command is arguments in, a result out.
 
 Front ends (the ``gdbext`` command line, GDB, LLDB) parse options, call these functions on an
-opened :class:`~gdbext.target.Target`, and hand the result to a renderer. Nothing here prints.
+opened :class:`~gdbext.plugin.target.Target`, and hand the result to a renderer. Nothing here
+prints.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ from typing import Literal
 from gdbext.addr import AddrRange
 from gdbext.bootinfo import BootInfo, parse_bootinfo
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
-from gdbext.e820 import (
-    choose_boot_params,
-    kernel_boot_params,
-    read_boot_params,
-    scan_boot_params,
-)
 from gdbext.errors import (
     EXIT_BAD_INPUT,
     GdbextError,
@@ -31,16 +26,22 @@ from gdbext.errors import (
 )
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
-from gdbext.kernelimage import bss_first, image_parts
-from gdbext.layout import Layout, detect_layout, labels_wanted
+from gdbext.linux.e820 import (
+    choose_boot_params,
+    kernel_boot_params,
+    read_boot_params,
+    scan_boot_params,
+)
+from gdbext.linux.kernelimage import bss_first, image_parts
+from gdbext.linux.layout import Layout, detect_layout, labels_wanted
+from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
-from gdbext.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
 from gdbext.permfilter import PermFilter
-from gdbext.physoffset import find_direct_map_base
+from gdbext.plugin.target import Target
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
-from gdbext.target import Target
 from gdbext.units import shown
+from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
 
 #: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
 #: PGD is 8 KiB-aligned): CR3 | 0x1000.
@@ -271,7 +272,7 @@ class WalkResult:
     options: WalkOptions
     #: Filled while streaming: leaves and anomalies seen so far.
     stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
-    #: The target's hints (see :attr:`gdbext.target.Target.hints`), for renderers (labels).
+    #: The target's hints (see :attr:`gdbext.plugin.target.Target.hints`), for renderers (labels).
     hints: MappingABC[str, object] = field(default_factory=dict)
     #: With ``options.has``: the translation of that address (checked by :func:`walk`).
     has_leaf: Translation | None = None
@@ -642,7 +643,7 @@ def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
 
 def _kernel_image(target: Target, root: RootOptions) -> list[AddrRange]:
     """Physical ranges that the kernel-image mapping covers, in the order a search for a
-    ``.bss`` variable takes (:func:`~gdbext.kernelimage.bss_first`); empty if the tables
+    ``.bss`` variable takes (:func:`~gdbext.linux.kernelimage.bss_first`); empty if the tables
     cannot say."""
     try:
         return bss_first(image_parts(_kernel_table(target, root)))

@@ -40,9 +40,9 @@ from gdbext.addr import AddrRange
 from gdbext.errors import GdbextError
 from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import index_shift
+from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import read_table, read_u64
-from gdbext.paging import LeafRun, X86PageTable
-from gdbext.physoffset import find_direct_map_base
+from gdbext.x86.paging import LeafRun, X86PageTable
 
 __all__ = [
     "Base",

@@ -7,7 +7,8 @@ running kernel holds the map. :func:`scan_boot_params` finds candidates by the s
 magic ``"HdrS"`` and validates them; :func:`choose_boot_params` prefers the kernel's own copy
 (the one inside the kernel image); :func:`kernel_boot_params` finds that copy without reading
 the rest of RAM: it searches the kernel image's ranges in a given order (``.bss`` first, see
-:mod:`gdbext.kernelimage`), and its answer is the one :func:`choose_boot_params` would make of a
+:mod:`gdbext.linux.kernelimage`), and its answer is the one :func:`choose_boot_params` would make
+of a
 full scan.
 :meth:`BootParams.regions` converts the entries to the heap locator's
 :class:`~gdbext.heap.MemoryRegion` (type 1, RAM, is ``Usable``).
@@ -284,7 +285,7 @@ def kernel_boot_params(
 
     :param kernel_image: the physical ranges of the kernel image (its mapping at
         ``__START_KERNEL_map``), in the order to search them (see
-        :func:`gdbext.kernelimage.bss_first`).
+        :func:`gdbext.linux.kernelimage.bss_first`).
     :param ram: the RAM ranges; only the parts of the image inside them are read.
 
     Each range is read from its bottom up, in chunks that grow from :data:`FIRST_CHUNK` to

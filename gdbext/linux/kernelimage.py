@@ -3,8 +3,9 @@
 Linux maps its image (text, read-only data, data, ``.bss``, ``.brk``) at ``__START_KERNEL_map``
 (0xffffffff80000000, plus the KASLR slide) in every page table it builds, so the tables alone say
 which physical ranges hold the image, without symbols and without VMCOREINFO. Two searches use
-that: the kernel's ``boot_params`` copy (:mod:`gdbext.e820`) and the pointers to its VMCOREINFO
-(:mod:`gdbext.vmcoreinfo`), both variables of the image's ``.bss``.
+that: the kernel's ``boot_params`` copy (:mod:`gdbext.linux.e820`) and the pointers to its
+VMCOREINFO
+(:mod:`gdbext.linux.vmcoreinfo`), both variables of the image's ``.bss``.
 
 :func:`image_parts` lists the image's parts with their writability; :func:`bss_first` orders
 them for a search of ``.bss``. On a Debian 6.1 guest the image's highest read-only page is
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import LeafRun, X86PageTable
 
 #: The virtual range of the kernel image's mapping: ``__START_KERNEL_map`` up to the modules
 #: (``KERNEL_IMAGE_SIZE`` is 1 GiB with KASLR).

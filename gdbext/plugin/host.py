@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pluggy
 
-from gdbext import hookspecs
 from gdbext.audit.model import AuditRule
 from gdbext.errors import PluginError, UsageError
+from gdbext.plugin import hookspecs
+from gdbext.plugin.target import BackendInfo, OpenRequest
 from gdbext.render.formats import OutputFormat
-from gdbext.target import BackendInfo, OpenRequest
 from gdbext.units import shown
 
 #: Comma-separated plugin names to block (e.g. ``GDBEXT_BLOCK_PLUGINS=sim``).

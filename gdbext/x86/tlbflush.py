@@ -4,7 +4,7 @@ The rule gdbext follows (the seed kernel's, and conservative on purpose): a chan
 entry needs that page flushed (``invlpg``); a change to an intermediate entry, or a freed
 table, needs everything flushed, because paging-structure caches may hold it.
 
-Operations of :class:`~gdbext.paging.X86PageTable` return the flushes they require and hand
+Operations of :class:`~gdbext.x86.paging.X86PageTable` return the flushes they require and hand
 each to a :class:`FlushHook` that the backend implements.
 """
 

@@ -91,7 +91,7 @@ from gdbext.geometry import (
 )
 from gdbext.mapper import TABLE_STRUCT, FrameAllocator, PhysMapper, is_read_only
 from gdbext.permfilter import PermFilter, perm_index
-from gdbext.tlbflush import Flush, FlushAll, FlushHook, FlushPage
+from gdbext.x86.tlbflush import Flush, FlushAll, FlushHook, FlushPage
 
 __all__ = [
     "SIZE_1G",

@@ -10,7 +10,7 @@ most bytes, preferring offsets whose mapping starts at physical address 0 (a sin
 device mapping, such as a 1 GiB ioremap, does not).
 
 >>> from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
->>> from gdbext.paging import SIZE_2M, X86PageTable
+>>> from gdbext.x86.paging import SIZE_2M, X86PageTable
 >>> mem = SparsePhysMemory(64 << 20)
 >>> alloc = TopDownFrameAllocator(mem)
 >>> pt = X86PageTable(mem, alloc.allocate_frame(), 4, allow_writes=True)
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from gdbext.addr import AddrRange
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import LeafRun, X86PageTable
 
 __all__ = ["direct_map_offsets", "find_direct_map_base"]
 

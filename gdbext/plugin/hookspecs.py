@@ -3,7 +3,7 @@
 A plugin is a module or object with functions marked ``@hookimpl``; it is found through the
 ``gdbext.plugins`` entry-point group (built-in backends too) or registered directly.
 
->>> from gdbext.hookspecs import hookimpl
+>>> from gdbext.plugin.hookspecs import hookimpl
 >>> class MyPlugin:
 ...     @hookimpl
 ...     def gdbext_backends(self):
@@ -19,8 +19,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from gdbext.audit.model import AuditRule
+    from gdbext.plugin.target import BackendInfo
     from gdbext.render.formats import OutputFormat
-    from gdbext.target import BackendInfo
 
 PROJECT = "gdbext"
 ENTRY_POINT_GROUP = "gdbext.plugins"

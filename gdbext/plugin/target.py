@@ -16,7 +16,7 @@ from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
 from gdbext.errors import UsageError
 from gdbext.mapper import FrameAllocator, PhysMapper
-from gdbext.tlbflush import FlushHook
+from gdbext.x86.tlbflush import FlushHook
 
 
 class Detail(str):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from gdbext.errors import GdbextError
 
 if TYPE_CHECKING:  # the links use the text helpers without loading the session
-    from gdbext.host import Host
+    from gdbext.plugin.host import Host
     from gdbext.session import Selection, Session
 
 #: All 64 bits (a value a debugger evaluated is shown as an unsigned 64-bit word).
@@ -105,8 +105,8 @@ def remote_default(
     gdbstub (its options unset, but for ``options``: LLDB names its debugger), else None."""
     if not connected:
         return None
+    from gdbext.plugin.target import OpenRequest
     from gdbext.session import Selection  # here: see TYPE_CHECKING above
-    from gdbext.target import OpenRequest
 
     info = host.backends().get(backend)
     chosen: dict[str, str | None] = {}

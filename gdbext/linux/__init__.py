@@ -1,0 +1,1 @@
+"""What gdbext knows of Linux: its memory layout, ptdump walk, boot parameters and VMCOREINFO."""
