@@ -25,12 +25,13 @@ from gdbext.permfilter import PermFilter
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.x86.paging import LeafRun, X86PageTable
-from gdbext_gdb import live
-from gdbext_gdb.link import LiveTargetError, TargetLostError, TargetMemoryError
-from gdbext_gdb.live import LiveOptions, LiveState
-from gdbext_gdb.plugin import open_gdb
-from gdbext_gdb.ram import parse_mtree_ram
-from gdbext_gdb.readpath import parse_xp
+from gdbext_gdb.plugin import NAMING, open_gdb
+from gdbext_gdbstub.link import LiveTargetError, TargetLostError, TargetMemoryError
+from gdbext_gdbstub.mapper import LiveMapper
+from gdbext_gdbstub.options import LiveOptions
+from gdbext_gdbstub.ram import parse_mtree_ram
+from gdbext_gdbstub.readpath import parse_xp
+from gdbext_gdbstub.state import LiveState
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import load_scenario
 
@@ -57,7 +58,8 @@ FlatView #1
 
 @dataclass
 class FakeStub:
-    """A :class:`~gdbext_gdb.link.GdbLink` over simulated RAM, as QEMU's gdbstub behaves."""
+    """A :class:`~gdbext_gdbstub.link.DebuggerLink` over simulated RAM, as QEMU's gdbstub
+    behaves."""
 
     memory: SparsePhysMemory
     mode: int = 0
@@ -177,8 +179,8 @@ def stub_for(sim: Target, **kwargs: object) -> FakeStub:
 
 
 def opened_state(stub: FakeStub, **options: str | None) -> tuple[LiveState, Target]:
-    state = LiveState(stub, "remote :1234")
-    return state, state.open(LiveOptions.from_request(OpenRequest(None, options)))
+    state = LiveState(stub, "remote :1234", NAMING)
+    return state, state.open(LiveOptions.from_request(OpenRequest(None, options), NAMING))
 
 
 def opened(stub: FakeStub, **options: str | None) -> Target:
@@ -397,7 +399,7 @@ def test_prefetch_reads_adjacent_pages_at_once_and_skips_cached_and_non_ram(sim:
     stub = stub_for(sim)
     target = opened(stub)
     mapper = target.mapper
-    assert isinstance(mapper, live.LiveMapper)
+    assert isinstance(mapper, LiveMapper)
     mapper.read(0x1002000, 8)
     stub.reads.clear()
     mapper.prefetch([0x1003000, 0x1000000, 0x1001000, 0x1002000, 0x1001000, 0x1005000, 1 << 40])
@@ -411,11 +413,11 @@ def test_prefetch_reads_adjacent_pages_at_once_and_skips_cached_and_non_ram(sim:
 
 
 def test_the_cache_is_bounded(sim: Target, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(live, "CACHE_PAGES", 4)
+    monkeypatch.setattr("gdbext_gdbstub.mapper.CACHE_PAGES", 4)
     stub = stub_for(sim)
     target = opened(stub)
     mapper = target.mapper
-    assert isinstance(mapper, live.LiveMapper)
+    assert isinstance(mapper, LiveMapper)
     mapper.prefetch([0x1000000 + i * 4096 for i in range(10)])
     assert len(mapper.cache) == 4
     for i in range(6):
@@ -511,12 +513,12 @@ def test_xp_when_phymem_is_refused_equals_physical_reads(sim: Target) -> None:
 
 
 def test_xp_can_be_chosen_and_is_batched(sim: Target, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gdbext_gdb.readpath.XP_CHUNK_QWORDS", 1024)
+    monkeypatch.setattr("gdbext_gdbstub.readpath.XP_CHUNK_QWORDS", 1024)
     stub = stub_for(sim)
     target = opened(stub, read_via="xp")
     assert target.read_path == "monitor xp"
     mapper = target.mapper
-    assert isinstance(mapper, live.LiveMapper)
+    assert isinstance(mapper, LiveMapper)
     stub.sent.clear()
     mapper.prefetch([0x1000000 + i * 4096 for i in range(4)])
     assert stub.sent == ["monitor xp /1024gx 0x1000000", "monitor xp /1024gx 0x1002000"]
@@ -574,9 +576,9 @@ def test_forced_paths_that_do_not_exist(sim: Target) -> None:
 )
 def test_bad_options(options: dict[str, str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        LiveOptions.from_request(OpenRequest(None, options))
+        LiveOptions.from_request(OpenRequest(None, options), NAMING)
     with pytest.raises(UsageError, match="not vmcore"):
-        LiveOptions.from_request(OpenRequest("vmcore", {}))
+        LiveOptions.from_request(OpenRequest("vmcore", {}), NAMING)
 
 
 # --- CPUs ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import gdb  # noqa: F401  (this script runs only inside GDB)
 from gdbext.frontend.commands import walk
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
-from gdbext_gdb.live import LiveMapper
+from gdbext_gdbstub.mapper import LiveMapper
 
 REPEAT = 7
 

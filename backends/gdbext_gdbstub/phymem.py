@@ -7,8 +7,8 @@ survives reconnects, so nothing may assume it is 0: :class:`ModeBracket` queries
 the outermost bracket exits, also on errors and on Ctrl-C (``KeyboardInterrupt``).
 
 A bracket is re-entrant and lazy: entering it sends nothing; the first read that needs a mode
-sends one query and at most one switch, and the exit at most one restore. GDB's memory cache is
-flushed after each switch, so it never serves bytes read in the other mode.
+sends one query and at most one switch, and the exit at most one restore. The debugger's memory
+cache is flushed after each switch, so it never serves bytes read in the other mode.
 
 >>> from types import SimpleNamespace
 >>> sent = []
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gdbext.errors import GdbextError
-from gdbext_gdb.link import LiveTargetError, TargetLostError
+from gdbext_gdbstub.link import LiveTargetError, TargetLostError
 
 QUERY = "qqemu.PhyMemMode"
 SET = "Qqemu.PhyMemMode:{}"

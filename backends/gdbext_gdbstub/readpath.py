@@ -1,4 +1,4 @@
-"""The ways the live backend reads physical memory through GDB.
+"""The ways the live backend reads physical memory through a debugger.
 
 - :class:`PhyMemReader`: plain memory reads while QEMU's gdbstub is in PhyMemMode (mode 1);
 - :class:`XpReader`: QEMU's monitor command ``xp /Ngx PADDR``, parsed (when PhyMemMode is
@@ -17,7 +17,7 @@ import struct
 from typing import Protocol
 
 from gdbext.units import shown
-from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
+from gdbext_gdbstub.link import DebuggerLink, LiveTargetError, TargetLostError, TargetMemoryError
 
 #: Quadwords per ``monitor xp`` command (64 KiB; its output is about 3.5 times that).
 XP_CHUNK_QWORDS = 8192
@@ -50,7 +50,7 @@ class PhyMemReader:
     name = "PhyMemMode"
     mode: int | None = 1
 
-    def __init__(self, link: GdbLink) -> None:
+    def __init__(self, link: DebuggerLink) -> None:
         self._link = link
 
     def read(self, paddr: int, size: int) -> bytes:
@@ -60,7 +60,7 @@ class PhyMemReader:
 class DirectMapReader:
     """Virtual reads through the kernel's direct map at ``base``."""
 
-    def __init__(self, link: GdbLink, base: int, mode: int | None) -> None:
+    def __init__(self, link: DebuggerLink, base: int, mode: int | None) -> None:
         self._link = link
         self.base = base
         self.mode = mode
@@ -81,7 +81,7 @@ class XpReader:
     name = "monitor xp"
     mode: int | None = None
 
-    def __init__(self, link: GdbLink) -> None:
+    def __init__(self, link: DebuggerLink) -> None:
         self._link = link
 
     def read(self, paddr: int, size: int) -> bytes:
@@ -131,7 +131,7 @@ def parse_xp(text: str, addr: int, count: int) -> bytes:
     return struct.pack(f"<{count}Q", *values)
 
 
-def xp_available(link: GdbLink) -> bool:
+def xp_available(link: DebuggerLink) -> bool:
     """True if the stub runs ``monitor xp`` (QEMU's monitor) and its output parses."""
     try:
         text = link.monitor("xp /1gx 0")

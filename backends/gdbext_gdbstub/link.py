@@ -1,10 +1,10 @@
-"""What the live backend needs from a debugger: the small :class:`DebuggerLink` protocol
-(:class:`GdbLink` is its older name) and its errors.
+"""What the live backend needs from a debugger: the small :class:`DebuggerLink` protocol and its
+errors.
 
-The backend's logic (:mod:`gdbext_gdb.live`, :mod:`gdbext_gdb.readpath`,
-:mod:`gdbext_gdb.phymem`) talks to the debugger only through a link, so that it runs and is
-tested without GDB and serves GDB and LLDB alike: :mod:`gdbext_gdb.gdb_link` implements it with
-the ``gdb`` module, ``gdbext_lldb.lldb_link`` with the ``lldb`` module. A link turns every
+The backend's logic (:mod:`gdbext_gdbstub.state`, :mod:`gdbext_gdbstub.readpath`,
+:mod:`gdbext_gdbstub.phymem`) talks to the debugger only through a link, so that it runs and is
+tested without a debugger and serves GDB and LLDB alike: ``gdbext_gdb.gdb_link`` implements it
+with the ``gdb`` module, ``gdbext_lldb.lldb_link`` with the ``lldb`` module. A link turns every
 debugger error into one of the errors below (one-line messages); ``KeyboardInterrupt`` (Ctrl-C)
 passes through unchanged.
 """
@@ -88,7 +88,3 @@ class DebuggerLink(Protocol):
     def connected(self) -> bool:
         """False once the connection is gone."""
         ...
-
-
-#: The protocol's first name, from when GDB was its only debugger.
-GdbLink = DebuggerLink

@@ -33,7 +33,7 @@ from gdbext.linux.vmcoreinfo import (
 )
 from gdbext.mapper import PhysMapper
 from gdbext.x86.paging import X86PageTable
-from gdbext_gdb.link import TargetLostError
+from gdbext_gdbstub.link import TargetLostError
 
 #: Under PTI a CPU in user mode runs on the user half of the PGD pair (root | 0x1000), which
 #: maps little of the kernel image; the kernel half is the page before it.
