@@ -607,6 +607,25 @@ def test_cpus_are_the_threads_read_lazily_and_kept_for_the_stop(sim: Target) -> 
     assert "3 (GDB threads 1-3" in target.details["vCPUs"]
 
 
+def test_the_thread_list_is_asked_for_once_a_stop(sim: Target) -> None:
+    """GDB asks the stub for its threads (qfThreadInfo...): once per stop is enough."""
+    stub = stub_for(sim)
+    asked: list[list[int]] = []
+    numbers = stub.thread_numbers
+
+    def counting() -> list[int]:
+        asked.append(numbers())
+        return asked[-1]
+
+    stub.thread_numbers = counting  # type: ignore[method-assign]
+    state, _ = opened_state(stub)
+    state.open(LiveOptions())
+    assert asked == [[1]]
+    stub.cpus = [*stub.cpus, stub.cpus[0]]  # another vCPU, seen from the next stop on
+    state.invalidate()
+    assert len(state.open(LiveOptions()).cpus) == 2 and asked == [[1], [1, 2]]
+
+
 def test_a_lost_target_is_one_clean_error(sim: Target) -> None:
     stub = stub_for(sim)
     state, _ = opened_state(stub)

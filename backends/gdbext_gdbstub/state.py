@@ -80,6 +80,9 @@ class LiveState:
         self.bracket = ModeBracket(self.phymem, link)
         self.mapper = LiveMapper(self.bracket, naming)
         self._cpus: dict[int, CpuState] = {}
+        #: The debugger's thread numbers at this stop (GDB asks the stub for them: 2-3 round
+        #: trips that a stopped target answers the same way until it runs).
+        self._threads: list[int] | None = None
         self._phymem_ok: bool | None = None
         self._xp_ok: bool | None = None
         self._ram_probed = False
@@ -104,10 +107,11 @@ class LiveState:
         return self.mapper.stats
 
     def invalidate(self) -> None:
-        """Drop what one stop's cache holds: pages, CPU states and VMCOREINFO (resume, writes,
-        exit)."""
+        """Drop what one stop's cache holds: pages, threads, CPU states and VMCOREINFO (resume,
+        writes, exit)."""
         self.mapper.clear()
         self._cpus.clear()
+        self._threads = None
         if self._vmcoreinfo is not None:
             self._vmcoreinfo.invalidate()
 
@@ -125,6 +129,12 @@ class LiveState:
             cpu = CpuState(regs.get("cr0"), regs.get("cr3"), regs.get("cr4"), regs.get("efer"))
             self._cpus[thread] = cpu
         return cpu
+
+    def thread_numbers(self) -> list[int]:
+        """The debugger's thread numbers (cached until :meth:`invalidate`)."""
+        if self._threads is None:
+            self._threads = self.link.thread_numbers()
+        return self._threads
 
     # --- probes (once per connection) ---
 
@@ -211,7 +221,7 @@ class LiveState:
             raise TargetLostError("lost the connection to the target")
         reader = self._reader(options)
         self._probe_ram()
-        threads = self.link.thread_numbers()
+        threads = self.thread_numbers()
         selected = self.link.selected_thread()
         details: dict[str, str] = {"connection": self.description}
         ram = self.mapper.ram
