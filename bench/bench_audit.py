@@ -14,7 +14,7 @@ in each round so that the machine's noise falls on all alike):
 - for information, the audit with ``--memmap e820`` as well (``heap-contract`` runs only with
   the heap command's options; finding boot_params scans the dump).
 
-Target (issue 5): auditing adds at most 50 % to a full walk (ratio <= 1.5).
+Target: auditing adds at most 50 % to a full walk (ratio <= 1.5).
 
 Run: ``.venv/bin/python bench/bench_audit.py`` (``--mem 512M --repeat 5``; ``--json``;
 ``--profile N`` for cProfile's top N functions of one in-process audit).
