@@ -30,8 +30,6 @@ ENTRY_POINTS = {
     "state_for",
     # the pluggy hook implementation: its name is the hookspec's
     "gdbext_backends",
-    # a script's entry point (gdb_readbench.py, relay.py)
-    "main",
 }
 
 
