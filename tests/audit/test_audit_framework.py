@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.addr import AddrRange
@@ -37,7 +38,6 @@ from gdbext.render.audit import finding_line
 from gdbext.x86.paging import SIZE_4K, LeafRun, X86PageTable
 from gdbext_sim.scenario import build_machine, load_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 GDBINIT = ROOT / "gdbext" / "gdbinit.py"
 BUILTIN = ("cpu-hardening", "global-user", "wx")

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from make_dumps import kernel_root, parse_gva2gpa
 from minimize import first_difference, golden_path, golden_roots, read_golden
+from support.goldens import registers
+from support.paths import KERNELS
 
 from gdbext import cli
 from gdbext.errors import UntranslatedError
@@ -29,7 +31,6 @@ from gdbext.plugin.host import Host
 from gdbext.render.qemu_tlb import render_walk
 from gdbext_dump.dump import open_dump
 
-KERNELS = Path(__file__).resolve().parent.parent / "fixtures" / "kernels"
 NAMES = sorted(p.name.removesuffix(".elf.xz") for p in KERNELS.glob("*.elf.xz"))
 #: Goldens: ``info tlb`` with CPU 0's CR3, the kernel's root, the PTI user PGD.
 KINDS = ("info-tlb", "info-tlb-kernel", "info-tlb-user")
@@ -53,11 +54,6 @@ def golden(name: str, kind: str) -> tuple[str, ...]:
     path = golden_path(KERNELS, name, kind)
     assert path is not None
     return tuple(read_golden(path))
-
-
-def registers(name: str) -> dict[str, int]:
-    text = (KERNELS / f"{name}.info-registers.txt").read_text()
-    return {k: int(v, 16) for k, v in re.findall(r"\b(CR[0234]|EFER)=([0-9a-f]+)", text)}
 
 
 @functools.cache

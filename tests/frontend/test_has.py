@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.plugin.hookspecs import hookimpl
@@ -23,7 +24,6 @@ from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext_sim.scenario import build_machine
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 LA57 = ROOT / "fixtures" / "scenarios" / "la57.json"
 

@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.paths import KERNELS
 
 from gdbext import cli
 from gdbext.errors import UsageError
 from gdbext.plugin.host import Host
-
-KERNELS = Path(__file__).resolve().parent.parent / "fixtures" / "kernels"
 
 
 def run(argv: list[str]) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.addr import AddrRange
@@ -25,7 +26,6 @@ from gdbext_dump.dump import open_dump
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, load_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ["demo", "la57"]
 
 

@@ -56,8 +56,8 @@ from gdbext.plugin.target import Target
 from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun
 from gdbext_dump.dump import open_dump
 from gdbext_sim.scenario import build_machine, load_scenario
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fixtures" / "scenarios"
 KERNELS = ROOT / "fixtures" / "kernels"
 DumpFactory = Callable[[str], Path]

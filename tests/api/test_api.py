@@ -9,7 +9,6 @@ session is run as a doctest here, and its values are checked against the same go
 from __future__ import annotations
 
 import doctest
-import lzma
 import os
 import re
 import subprocess
@@ -19,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.goldens import gva2gpa, info_tlb
+from support.paths import ROOT
 
 import gdbext
 from gdbext.errors import GdbextError, NotMappedError, UsageError
 from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, WalkStep
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 KERNELS = ROOT / "fixtures" / "kernels"
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
@@ -33,28 +33,6 @@ README_DUMP = Path("build/demo/kaslr-pti.elf")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 KernelDump = Callable[[str], Path]
-
-
-def gva2gpa(name: str) -> dict[int, int | None]:
-    """QEMU's ``gva2gpa`` samples: VADDR -> PADDR, ``None`` for unmapped."""
-    found: dict[int, int | None] = {}
-    for line in (KERNELS / f"{name}.gva2gpa.txt").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        vaddr, paddr = line.split()
-        found[int(vaddr, 16)] = None if paddr == "-" else int(paddr, 16)
-    return found
-
-
-def info_tlb(golden: str) -> dict[int, tuple[int, str]]:
-    """QEMU's ``info tlb`` lines: VADDR -> (PADDR, flags)."""
-    text = lzma.decompress((KERNELS / f"{golden}.txt.xz").read_bytes()).decode()
-    found = {}
-    for line in text.splitlines():
-        vaddr, rest = line.split(": ")
-        paddr, flags = rest.split()
-        found[int(vaddr, 16)] = (int(paddr, 16), flags)
-    return found
 
 
 def cr3_of(name: str) -> int:

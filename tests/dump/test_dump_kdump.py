@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
@@ -29,7 +30,6 @@ from gdbext_dump.kdump import PAGE_CACHE_SIZE, bitmap_runs, open_kdump
 from gdbext_sim.kdump import write_kdump, write_kdump_from_memory
 from gdbext_sim.scenario import SimMachine, load_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 LA57 = ROOT / "fixtures" / "scenarios" / "la57.json"
 BS = 4096

@@ -732,7 +732,7 @@ def test_demo_scenario(tmp_path: Path) -> None:
     (0x7ffffffde000, 33 pages), and is writable in the direct map."""
     from gdbext_sim.scenario import load_scenario
 
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     result = audit(load_scenario(root / "fixtures/scenarios/demo.json"), ALIAS_WX)
     assert pairs(result) == {
         (TEXT, DIRECT + 0x1000000, Severity.HIGH),

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.paths import KERNELS
 
 from gdbext.cli import main
 
-KERNELS = Path(__file__).resolve().parent.parent / "fixtures" / "kernels"
 #: No single command on a mutated 128 MiB dump may take longer than this (seconds). A normal run
 #: takes well under a second; a hang would take forever.
 TIME_BOUND = 20.0

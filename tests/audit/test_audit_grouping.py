@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.paths import KERNELS
 
 from gdbext import cli
 from gdbext.audit.engine import AuditOptions, run_audit
@@ -138,8 +139,7 @@ def test_audit_text_of_the_dumps_fits_160_columns(
     assert status == 0
     lines = out.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 160
-    golden = json.loads((Path(__file__).parent.parent / "fixtures" / "kernels"
-                         / f"{name}.audit.json").read_text())  # fmt: skip
+    golden = json.loads((KERNELS / f"{name}.audit.json").read_text())
     # The busybox guest's user code, writable through the kernel image mapping page by page:
     # one low alias-wx finding, its ranges all in user space.
     [low] = [f for f in golden["findings"] if f["severity"] == "low"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import NoteSegment
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.errors import InputError
@@ -18,7 +19,6 @@ from gdbext.mapper import read_table
 from gdbext.x86.paging import Anomaly
 from gdbext_sim.scenario import build_machine, load_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support.paths import DEMO
 from test_audit_rules_basic import HOLE_4
 
 from gdbext import cli
@@ -266,8 +266,6 @@ def test_alias_wx_pairs_bundles_not_mappings(monkeypatch: pytest.MonkeyPatch) ->
 
 
 # --- cyclic tables ---------------------------------------------------------------------------
-
-DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios" / "demo.json"
 
 
 def mmu_wx_pages(mapper: Any, table: int, level: int, rw: bool, nx: bool) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.addr import AddrRange
@@ -33,7 +34,6 @@ DIRECT = 0xFFFF_8880_0000_0000
 VMALLOC = 0xFFFF_C900_0000_0000
 ESPFIX = 0xFFFF_FF00_0000_0000
 HEAP = AddrRange(DIRECT + 0x1000000, DIRECT + 0x2000000)
-ROOT = Path(__file__).resolve().parent.parent
 BOOTINFO = HeapOptions(memmap="bootinfo", at=0x1000)
 
 
