@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pytest
+from support.audit import HOLE_4
 from support.paths import DEMO
-from test_audit_rules_basic import HOLE_4
 
 from gdbext import cli
 from gdbext.addr import AddrRange

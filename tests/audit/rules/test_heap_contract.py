@@ -198,8 +198,8 @@ def test_other_mappings_that_continue_each_other_are_one_finding() -> None:
 def test_under_pti_the_heap_is_the_kernel_pgds_whichever_half_cr3_holds(tmp_path: Path) -> None:
     """The user PGD maps no heap (PTI keeps the direct map out of it): the heap is looked up
     in the kernel PGD, also when CR3 holds the user PGD; its frames are looked for in both."""
-    from test_audit_pti import DIRECT as PTI_DIRECT
-    from test_audit_pti import KERNEL_PGD, USER_PGD, build_pti_machine
+    from support.pti import DIRECT as PTI_DIRECT
+    from support.pti import KERNEL_PGD, USER_PGD, build_pti_machine
 
     regions = tmp_path / "regions.json"
     regions.write_text(json.dumps([{"start": "0x700000", "end": "0x800000", "kind": "Usable"}]))

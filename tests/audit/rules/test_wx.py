@@ -1,4 +1,5 @@
-"""The rules ``wx``, ``cpu-hardening`` and ``global-user`` on hand-built simulated machines.
+"""Rule ``wx`` on hand-built simulated machines: the count Linux's W+X check prints, and the
+W+X ranges with their evidence.
 
 Every expected value is computed here independently of the audit: page counts from the
 scenario's own numbers, or by brute force over :meth:`X86PageTable.iter_mappings` (one
@@ -8,28 +9,38 @@ audit's spans.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_audit_pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
+from support.audit import (
+    HOLE_4,
+    NX,
+    TEXT_VA,
+    G,
+    U,
+    W,
+    audit,
+    m,
+    machine,
+    pd_entry_slot,
+    two_roots,
+    without_efer,
+)
+from support.pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
 
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.engine import AuditOptions, AuditResult
 from gdbext.audit.model import Severity
-from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
     CR0_PG,
     CR0_WP,
     CR4_PAE,
-    CR4_SMAP,
-    CR4_SMEP,
     EFER_LMA,
     EFER_LME,
     EFER_NXE,
@@ -47,23 +58,13 @@ from gdbext.flags import (
 from gdbext.frontend.commands import RootOptions
 from gdbext.geometry import entry_span
 from gdbext.mapper import read_u64, write_u64
-from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
-from gdbext_sim.scenario import build_machine
 
-RULES = audit_rules(Host.create())
 PASSED = "x86/mm: Checked W+X mappings: passed, no W+X pages found."
 CHECKING_USER = "x86/mm: Checking user space page tables"
-#: Linux's guard hole with 4-level paging: 16 PML4 entries from the start of the kernel half.
-HOLE_4 = AddrRange(0xFFFF_8000_0000_0000, 0xFFFF_8800_0000_0000)
-
-
-def audit(target: Target, *rules: str, root: RootOptions | None = None) -> AuditResult:
-    options = AuditOptions(root=root or RootOptions(), rules=rules or None)
-    return run_audit(target, options, RULES)
 
 
 def brute_wx(pt: X86PageTable, skip: AddrRange | None = HOLE_4) -> int:
@@ -125,33 +126,6 @@ def not_present_wx(pt: X86PageTable) -> int:
     """4 KiB pages of W+X leaf notes the MMU does not map, over the whole address space."""
     return sum(size for _, size, wx, mapped, leaf in ptdump_notes(pt, range(512))
                if wx and leaf and not mapped) // 4096  # fmt: skip
-
-
-def flags(*names: str) -> list[str]:
-    return list(names)
-
-
-W, U, G, NX = "WRITABLE", "USER_ACCESSIBLE", "GLOBAL", "NO_EXECUTE"
-
-
-def machine(mappings: list[dict[str, object]], **doc: object) -> Target:
-    return build_machine({"levels": 4, "ram": "256M", "mappings": mappings, **doc}).to_target()
-
-
-def m(vaddr: int, paddr: int, count: int, *names: str, size: str = "4K") -> dict[str, object]:
-    return {
-        "vaddr": hex(vaddr),
-        "paddr": hex(paddr),
-        "size": size,
-        "count": count,
-        "flags": list(names),
-    }
-
-
-def pd_entry_slot(pt: X86PageTable, vaddr: int) -> int:
-    """Physical address of the PD (level 2) entry that maps ``vaddr``."""
-    steps = {s.level: s for s in pt.translate(vaddr).steps}
-    return steps[2].table + 8 * steps[2].index
 
 
 # --- wx -----------------------------------------------------------------------------------------
@@ -234,20 +208,7 @@ def test_wx_nx_in_a_parent_entry_makes_the_leaves_nx() -> None:
     assert result.summary["wx"] == [PASSED] and result.findings == []
 
 
-def test_wx_without_nxe_every_writable_page_is_wx() -> None:
-    mappings = [
-        m(0xFFFF_8880_0000_0000, 0, 2, W, size="2M"),
-        m(0xFFFF_FFFF_8100_0000, 0x100_0000, 4),
-    ]
-    target = machine(mappings, nxe=False)
-    result = audit(target, "wx")
-    assert result.summary["wx"] == [verdict_line(1024)]
-    assert [f.pages for f in result.findings] == [1024]
-
-
 # Not-present entries: Linux 6.1's check counts leaf entries by their flags, present or not.
-
-TEXT_VA = 0xFFFF_FFFF_8100_0000
 
 
 def text_with(entries: list[dict[str, object]]) -> Target:
@@ -432,35 +393,6 @@ def test_wx_without_pti_one_verdict() -> None:
     mach = build_pti_machine(pti=False)
     result = audit(mach.target(), "wx")
     assert result.summary["wx"] == [PASSED]
-
-
-def two_roots() -> tuple[Target, int, int]:
-    """A CPU on a process's PGD whose kernel half is the kernel's (``kernel_root`` hint): the
-    kernel half has 2 W+X pages, the process's user half 5 more, the kernel's user half 1."""
-    memory = SparsePhysMemory(64 << 20)
-    alloc = TopDownFrameAllocator(memory)
-    kernel_root = alloc.allocate_frame()
-    process_root = alloc.allocate_frame()
-    assert kernel_root is not None and process_root is not None
-    kernel = X86PageTable(memory, kernel_root, allow_writes=True)
-    process = X86PageTable(memory, process_root, allow_writes=True)
-    kernel.map_range(0xFFFF_FFFF_8100_0000, 0x100_0000, 2 * SIZE_4K, SIZE_4K, WRITABLE, alloc)
-    kernel.map_range(0xFFFF_8880_0000_0000, 0, 4 * SIZE_2M, SIZE_2M, WRITABLE | NO_EXECUTE, alloc)
-    for i in range(256, 512):
-        write_u64(memory, process_root + 8 * i, read_u64(memory, kernel_root + 8 * i))
-    process.map_range(
-        0x40_0000, 0x200_0000, 5 * SIZE_4K, SIZE_4K, WRITABLE | USER_ACCESSIBLE, alloc
-    )
-    kernel.map_range(0x80_0000, 0x300_0000, SIZE_4K, SIZE_4K, WRITABLE, alloc)
-    cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=process_root, cr4=CR4_PAE, efer=EFER_NXE | EFER_LMA)
-    target = Target("sim", "two roots", memory, [cpu], ram=memory.ram_ranges)
-    return (
-        dataclasses.replace(
-            target, facts=KernelFacts(vmcoreinfo_source=VmcoreFacts({}, kernel_root=kernel_root))
-        ),
-        kernel_root,
-        process_root,
-    )
 
 
 def test_wx_verdict_counts_the_kernels_own_tables() -> None:
@@ -663,174 +595,3 @@ def test_span_pages_in_of_nested_repetitions() -> None:
     for lo, hi in [(0, 1 << 30), (0x12000, 0x301000), (0x1000, 0x2000), (0x2800, 0x111800)]:
         want = sum(max(0, min(hi, s + 0x2000) - max(lo, s)) for s in starts) // SIZE_4K
         assert span.pages_in(lo, hi) == want, (hex(lo), hex(hi))
-
-
-# --- cpu-hardening ------------------------------------------------------------------------------
-
-GOOD = CpuState(
-    cr0=CR0_PG | CR0_WP, cr3=0x1000, cr4=CR4_PAE | CR4_SMEP | CR4_SMAP, efer=EFER_LMA | EFER_NXE
-)
-
-
-def cpus_target(cpus: Sequence[CpuState]) -> Target:
-    memory = SparsePhysMemory(16 << 20)
-    return Target("sim", "cpus", memory, list(cpus), ram=memory.ram_ranges)
-
-
-def test_cpu_hardening_lists_the_cpus_per_missing_feature() -> None:
-    cpus = [
-        GOOD,
-        dataclasses.replace(GOOD, cr4=CR4_PAE),  # no SMEP, no SMAP
-        dataclasses.replace(GOOD, cr0=CR0_PG, cr4=CR4_PAE | CR4_SMEP),  # no WP, no SMAP
-        dataclasses.replace(GOOD, efer=EFER_LMA),  # no NXE
-        dataclasses.replace(GOOD, cr4=CR4_PAE | CR4_SMEP),  # no SMAP
-    ]
-    result = audit(cpus_target(cpus), "cpu-hardening")
-    assert [f.message for f in result.findings] == [
-        "CR0.WP is off on CPU 2: the kernel writes through read-only pages",
-        "CR4.SMAP is off on CPUs 1-2, 4: the kernel may read and write user pages",
-        "CR4.SMEP is off on CPU 1: the kernel may execute user pages",
-        "EFER.NXE is off on CPU 3: no page is no-execute: every writable page is W+X",
-    ]
-    assert {f.severity for f in result.findings} == {Severity.MEDIUM}
-    assert all(f.vaddr is None and f.pages == 0 for f in result.findings)
-    assert result.findings[1].evidence == (
-        f"CPU 1: CR4 = 0x{CR4_PAE:x}",
-        f"CPU 2: CR4 = 0x{CR4_PAE | CR4_SMEP:x}",
-        f"CPU 4: CR4 = 0x{CR4_PAE | CR4_SMEP:x}",
-    )
-
-
-def test_cpu_hardening_quiet_when_everything_is_on() -> None:
-    result = audit(cpus_target([GOOD, GOOD]), "cpu-hardening")
-    assert result.findings == [] and result.rules_run == ["cpu-hardening"]
-
-
-def without_efer(target: Target, **regs: int | None) -> Target:
-    """``target`` whose CPUs' EFER is unknown (as in QEMU's ELF dumps), ``regs`` replaced."""
-    cpus = [dataclasses.replace(c, efer=None, **regs) for c in target.cpus]
-    return dataclasses.replace(target, cpus=cpus)
-
-
-NX_IN_USE = [m(0xFFFF_8880_0000_0000, 0, 4, W, NX, size="2M"), m(TEXT_VA, 0x100_0000, 4)]
-NO_NX = [m(0xFFFF_8880_0000_0000, 0, 4, W, size="2M"), m(TEXT_VA, 0x100_0000, 4)]
-
-
-def test_cpu_hardening_does_not_report_unknown_registers_as_off() -> None:
-    # A QEMU ELF dump has no EFER: NXE is unknown, and inferred on from the NX bits in use.
-    good = {"cr0": GOOD.cr0, "cr4": GOOD.cr4}
-    result = audit(without_efer(machine(NX_IN_USE), **good), "cpu-hardening")
-    assert result.findings == []
-    assert result.summary["cpu-hardening"] == {"unknown": {"EFER": "CPU 0"}}
-    assert result.summary["nxe"] == "inferred on: NX bits in use"
-    nothing = audit(without_efer(machine(NX_IN_USE), cr0=None, cr4=None), "cpu-hardening")
-    assert nothing.skipped == {"cpu-hardening": "the target knows none of CR0, CR4 and EFER"}
-
-
-def test_cpu_hardening_reports_nxe_off_inferred_from_tables_without_nx() -> None:
-    target = without_efer(machine(NO_NX), cr0=GOOD.cr0, cr4=GOOD.cr4)
-    result = audit(target, "cpu-hardening")
-    (f,) = result.findings
-    assert f.message == (
-        "EFER.NXE is off (inferred) on CPU 0: no page is no-execute: every writable page is W+X"
-    )
-    root = target.cpus[0].root
-    assert f.evidence == (
-        "EFER.NXE inferred off: no entry uses NX",
-        f"EFER unknown; no present entry reachable from 0x{root:x} has NX "
-        "(2 leaf runs, 5 tables above the page tables)",  # PML4, 2 PDPTs, 2 PDs
-    )
-    assert result.summary["nxe"] == "inferred off: no entry uses NX"
-    # Knowing none of the registers, the inference still reports it.
-    bare = audit(without_efer(machine(NO_NX), cr0=None, cr4=None), "cpu-hardening")
-    assert [g.message for g in bare.findings] == [f.message] and bare.skipped == {}
-    # EFER known: what it says, nothing inferred.
-    assert str(audit(machine(NO_NX), "cpu-hardening").summary["nxe"]).startswith("on: EFER 0x")
-
-
-def test_an_empty_table_does_not_say_nxe_is_off() -> None:
-    """A table that maps nothing (``--cr3`` of a zero page, ``--user-pgd`` without PTI) once
-    gave "EFER.NXE is off (inferred)", a medium finding that failed ``--fail-on medium``: no
-    entry at all says nothing about NX."""
-    target = without_efer(machine(NO_NX), cr0=GOOD.cr0, cr4=GOOD.cr4)
-    result = audit(target, "cpu-hardening", root=RootOptions(cr3=0x300_0000))  # zeros
-    assert result.findings == []
-    assert result.summary["nxe"] == (
-        "unknown (taken as on): EFER unknown and the table maps nothing"
-    )
-    out = io.StringIO()
-    argv = ["audit", "--rules", "cpu-hardening", "--cr3", "0x3000000"]
-    cli.run(argv, Host.create(), out, target)
-    assert "EFER.NXE unknown (taken as on): EFER unknown and the table maps nothing\n" in (
-        out.getvalue()
-    )
-
-
-def test_nxe_inferred_on_from_an_nx_entry_above_the_leaves() -> None:
-    """NX only in a table entry whose subtree maps nothing (an empty page table) still shows
-    NXE in use."""
-    target = machine(NO_NX)
-    pt = X86PageTable.from_cpu(target.mapper, target.cpus[0])
-    slot = pd_entry_slot(pt, TEXT_VA)
-    empty = 0x300_0000 | PRESENT | WRITABLE | NO_EXECUTE  # a frame of zeros
-    write_u64(target.mapper, slot + 8, empty)
-    ctx = AuditContext(without_efer(target), AuditOptions())
-    state = ctx.nxe_state
-    assert (state.on, state.inferred, state.reason) == (True, True, "NX bits in use")
-    step = pt.translate(TEXT_VA).steps[-2]
-    assert state.evidence == (f"PD[{step.index + 1}] @0x{step.table:x} = 0x{empty:x} has NX",)
-    # A leaf's NX is found from the walk, with the address it maps.
-    ctx = AuditContext(without_efer(machine(NX_IN_USE)), AuditOptions())
-    (evidence,) = ctx.nxe_state.evidence
-    assert evidence.endswith("has NX (on the path to 0xffff888000000000)")
-    assert evidence.startswith("PD[0] @0x")
-
-
-def test_cpu_hardening_skipped_without_cpu_state() -> None:
-    result = audit(cpus_target([]), "cpu-hardening", root=RootOptions(cr3=0x1000))
-    assert result.skipped == {"cpu-hardening": "the target has no CPU state"}
-    assert result.rules_run == []
-
-
-# --- global-user --------------------------------------------------------------------------------
-
-
-def test_global_user_flags_user_pages_marked_global() -> None:
-    mappings = [
-        m(0x40_0000, 0x100_0000, 3, U, G),  # 3 user pages, global
-        m(0x40_3000, 0x100_3000, 2, U, G, NX),  # then 2 more, no-execute: a second range
-        m(0x60_0000, 0x110_0000, 4, U, W, NX),  # user, not global
-        m(0xFFFF_FFFF_8100_0000, 0x100_0000, 16, G),  # kernel, global: fine
-        m(0xFFFF_FFFF_FF60_0000, 0x120_0000, 1, U, G),  # a vsyscall-like page
-    ]
-    result = audit(machine(mappings), "global-user")
-    got = [(f.vaddr, f.end, f.paddr, f.paddr_end, f.pages, f.executable) for f in result.findings]
-    assert got == [
-        (0x40_0000, 0x40_3000, 0x100_0000, 0x100_3000, 3, True),
-        (0x40_3000, 0x40_5000, 0x100_3000, 0x100_5000, 2, False),
-        (0xFFFF_FFFF_FF60_0000, 0xFFFF_FFFF_FF60_1000, 0x120_0000, 0x120_1000, 1, True),
-    ]
-    assert result.findings[0].message == "3 user pages (read-only, executable) marked GLOBAL"
-    assert all(f.severity == Severity.MEDIUM and f.user for f in result.findings)
-
-
-def test_global_user_counts_effective_user_access_only() -> None:
-    target = machine([m(0x40_0000, 0x100_0000, 3, U, G)])
-    pt = X86PageTable.from_cpu(target.mapper, target.cpus[0])
-    slot = pd_entry_slot(pt, 0x40_0000)
-    write_u64(target.mapper, slot, read_u64(target.mapper, slot) & ~USER_ACCESSIBLE)
-    assert audit(target, "global-user").findings == []
-
-
-def test_global_user_quiet_on_a_linux_like_machine() -> None:
-    mach = build_pti_machine(global_kernel=True)
-    assert audit(mach.target(), "global-user").findings == []
-
-
-def test_global_user_checks_both_pti_halves() -> None:
-    mach = build_pti_machine()
-    mach.map_user_pgd(0xFFFF_FFFF_FF60_0000, 0x1E0_0000, SIZE_4K, SIZE_4K, USER_ACCESSIBLE | GLOBAL)
-    result = audit(mach.target(), "global-user")
-    assert [(f.root, f.vaddr, f.pages) for f in result.findings] == [
-        ("user", 0xFFFF_FFFF_FF60_0000, 1)
-    ]
