@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.audit import demo, rule, wx_machine
+from support.cli import cli_text
 from support.paths import DEMO, ROOT
 
 from gdbext import cli
@@ -38,9 +39,7 @@ BUILTIN = ("cpu-hardening", "global-user", "wx")
 
 
 def cli_run(*argv: str, host: Host | None = None) -> tuple[int, str]:
-    out = io.StringIO()
-    status = cli.run(list(argv), host or Host.create(), out)
-    return status, out.getvalue()
+    return cli_text(argv, host)
 
 
 class Plugin:

@@ -13,10 +13,10 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.paths import KERNELS
+from support.scenario import mapping as m
 
 from gdbext import cli
 from gdbext.audit.engine import AuditOptions, run_audit
@@ -32,11 +32,6 @@ from gdbext_sim.scenario import build_machine
 
 DIRECT = 0xFFFF_8880_0000_0000
 VMALLOC = 0xFFFF_C900_0000_0000
-
-
-def m(vaddr: int, paddr: int, count: int, *flags: str, size: str = "4K") -> dict[str, Any]:
-    return {"vaddr": hex(vaddr), "paddr": hex(paddr), "size": size, "count": count,
-            "flags": list(flags)}  # fmt: skip
 
 
 def target(linux: bool) -> Target:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support.dumps import elf_note as note
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
@@ -18,17 +19,6 @@ from gdbext_dump.dump import open_dump
 from gdbext_dump.elf import read_elf_core
 
 P, W = 0x1, 0x2  # PRESENT, WRITABLE
-
-
-def note(name: bytes, ntype: int, desc: bytes) -> bytes:
-    name += b"\0"
-    return (
-        struct.pack("<III", len(name), len(desc), ntype)
-        + name
-        + bytes(-len(name) % 4)
-        + desc
-        + bytes(-len(desc) % 4)
-    )
 
 
 def qemu_note(cr0: int, cr3: int, cr4: int, size: int = 440) -> bytes:

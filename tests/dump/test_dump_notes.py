@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from support.dumps import elf_note as note
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
@@ -14,18 +15,6 @@ from gdbext_dump.notes import parse_notes
 
 PATH = "vm.core"
 BASE = 0x1000  # file offset of the note area in these tests
-
-
-def note(name: bytes, ntype: int, desc: bytes) -> bytes:
-    """Nhdr (3 x u32), name + NUL padded to 4, desc padded to 4."""
-    name += b"\0"
-    return (
-        struct.pack("<III", len(name), len(desc), ntype)
-        + name
-        + bytes(-len(name) % 4)
-        + desc
-        + bytes(-len(desc) % 4)
-    )
 
 
 def qemu_desc(

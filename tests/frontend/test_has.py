@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import ROOT
+from support.scenario import sized
 
 from gdbext import cli
 from gdbext.plugin.hookspecs import hookimpl
@@ -125,8 +126,7 @@ def test_qemu_tlb_has_lists_the_leaves_of_the_mapping() -> None:
 
 
 def page_run(vaddr: int, paddr: int, size: str, count: int, flags: list[str]) -> dict[str, Any]:
-    return {"vaddr": hex(vaddr), "paddr": hex(paddr), "size": size, "count": count,
-            "flags": flags}  # fmt: skip
+    return sized(vaddr, paddr, size, count, *flags)
 
 
 GROWING: list[tuple[dict[str, Any], int, tuple[int, int]]] = [

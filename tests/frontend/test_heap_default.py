@@ -7,23 +7,17 @@ map's base, both recorded at the stop the dump was taken.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.cli import cli_text as run
 from support.paths import KERNELS
 
 from gdbext import cli
 from gdbext.errors import UsageError
 from gdbext.plugin.host import Host
-
-
-def run(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    status = cli.run(argv, Host.create(), out)
-    return status, out.getvalue()
 
 
 def largest_usable(name: str) -> tuple[int, int]:

@@ -7,7 +7,6 @@ other outputs of the same dump (ptdump's own markers, the layout ``info`` shows)
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,18 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import cli_lines as run
 
 from gdbext import cli
 from gdbext.frontend import commands
-from gdbext.plugin.host import Host
 
 DUMPS = ["4level", "kaslr-pti", "la57"]
-
-
-def run(argv: list[str]) -> tuple[int, list[str]]:
-    out = io.StringIO()
-    status = cli.run(argv, Host.create(), out)
-    return status, out.getvalue().split("\n")[:-1]
 
 
 def scenario(tmp_path: Path, doc: dict[str, Any], name: str = "s.json") -> list[str]:

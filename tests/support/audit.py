@@ -45,6 +45,7 @@ from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import SimMachine, build_machine, load_scenario
 from support.paths import DEMO, KERNELS, SCENARIOS
+from support.scenario import sized
 
 # --- rules by id -----------------------------------------------------------------------------
 
@@ -64,16 +65,6 @@ W, U, G, NX = "WRITABLE", "USER_ACCESSIBLE", "GLOBAL", "NO_EXECUTE"
 
 def machine(mappings: list[dict[str, object]], **doc: object) -> Target:
     return build_machine({"levels": 4, "ram": "256M", "mappings": mappings, **doc}).to_target()
-
-
-def m(vaddr: int, paddr: int, count: int, *names: str, size: str = "4K") -> dict[str, object]:
-    return {
-        "vaddr": hex(vaddr),
-        "paddr": hex(paddr),
-        "size": size,
-        "count": count,
-        "flags": list(names),
-    }
 
 
 def pd_entry_slot(pt: X86PageTable, vaddr: int) -> int:
@@ -157,13 +148,7 @@ def mapping(
     vaddr: int, paddr: int, size: str, flags: Sequence[str], count: int = 1
 ) -> dict[str, Any]:
     """One scenario ``mappings`` element."""
-    return {
-        "vaddr": hex(vaddr),
-        "paddr": hex(paddr),
-        "size": size,
-        "count": count,
-        "flags": list(flags),
-    }
+    return sized(vaddr, paddr, size, count, *flags)
 
 
 #: The committed real dumps.
@@ -190,15 +175,10 @@ VMALLOC = 0xFFFF_C900_0000_0000
 MB = 1 << 20
 
 
-def sim_mapping(vaddr: int, paddr: int, size: str, count: int, *flags: str) -> dict[str, Any]:
-    return {"vaddr": hex(vaddr), "paddr": hex(paddr), "size": size, "count": count,
-            "flags": list(flags)}  # fmt: skip
-
-
 #: 64 MiB of RAM in the direct map, writable, no-execute.
-DIRECT_RW = sim_mapping(DIRECT, 0, "2M", 32, "WRITABLE", "NO_EXECUTE", "GLOBAL")
+DIRECT_RW = sized(DIRECT, 0, "2M", 32, "WRITABLE", "NO_EXECUTE", "GLOBAL")
 #: 16 pages of kernel text, read-only and executable.
-KERNEL_TEXT = sim_mapping(TEXT, 0x1000000, "4K", 16, "GLOBAL")
+KERNEL_TEXT = sized(TEXT, 0x1000000, "4K", 16, "GLOBAL")
 
 
 def sim_machine(mappings: Sequence[dict[str, Any]], **extra: Any) -> SimMachine:

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from support.audit import DIRECT, DIRECT_RW, KERNEL_ROOTS, KERNEL_TEXT, MB, TEXT, VMALLOC, hint
 from support.audit import audit_sim as audit
 from support.audit import sim_machine as machine
-from support.audit import sim_mapping as m
 from support.paths import ROOT
 from support.pti import (
     ENTRY_TEXT,
@@ -29,6 +28,7 @@ from support.pti import (
     pt_at,
 )
 from support.pti import VMALLOC as PTI_VMALLOC
+from support.scenario import sized as m
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditView

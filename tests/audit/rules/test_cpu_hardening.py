@@ -7,7 +7,8 @@ import dataclasses
 import io
 from collections.abc import Sequence
 
-from support.audit import NX, TEXT_VA, W, audit, m, machine, pd_entry_slot, without_efer
+from support.audit import NX, TEXT_VA, W, audit, machine, pd_entry_slot, without_efer
+from support.scenario import mapping as m
 
 from gdbext import cli
 from gdbext.audit.context import AuditContext

@@ -3,8 +3,9 @@ and in both halves of a PTI pair."""
 
 from __future__ import annotations
 
-from support.audit import NX, G, U, W, audit, m, machine, pd_entry_slot
+from support.audit import NX, G, U, W, audit, machine, pd_entry_slot
 from support.pti import build_pti_machine
+from support.scenario import mapping as m
 
 from gdbext.audit.model import Severity
 from gdbext.flags import (

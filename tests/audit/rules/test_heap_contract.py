@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support.paths import ROOT
+from support.scenario import sized as m
 
 from gdbext import cli
 from gdbext.addr import AddrRange
@@ -35,11 +36,6 @@ VMALLOC = 0xFFFF_C900_0000_0000
 ESPFIX = 0xFFFF_FF00_0000_0000
 HEAP = AddrRange(DIRECT + 0x1000000, DIRECT + 0x2000000)
 BOOTINFO = HeapOptions(memmap="bootinfo", at=0x1000)
-
-
-def m(vaddr: int, paddr: int, size: str, count: int, *flags: str) -> dict[str, Any]:
-    return {"vaddr": hex(vaddr), "paddr": hex(paddr), "size": size, "count": count,
-            "flags": list(flags)}  # fmt: skip
 
 
 RW_NX = ("WRITABLE", "NO_EXECUTE")

@@ -10,7 +10,7 @@ import pytest
 from support.audit import DIRECT_RW, KERNEL_ROOTS, KERNEL_TEXT, MB, TEXT, VMALLOC, hint
 from support.audit import audit_sim as audit
 from support.audit import sim_machine as machine
-from support.audit import sim_mapping as m
+from support.scenario import sized as m
 
 from gdbext.audit.engine import AuditResult
 from gdbext.audit.model import Finding, Severity

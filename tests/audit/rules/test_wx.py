@@ -23,13 +23,13 @@ from support.audit import (
     U,
     W,
     audit,
-    m,
     machine,
     pd_entry_slot,
     two_roots,
     without_efer,
 )
 from support.pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
+from support.scenario import mapping as m
 
 from gdbext import cli
 from gdbext.addr import AddrRange
