@@ -19,15 +19,13 @@ from typing import Any
 
 import pytest
 from support.goldens import gva2gpa, info_tlb
-from support.paths import ROOT
+from support.paths import DEMO, KERNELS, ROOT
 
 import gdbext
 from gdbext.errors import GdbextError, NotMappedError, UsageError
 from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, WalkStep
 
 README = ROOT / "README.md"
-KERNELS = ROOT / "fixtures" / "kernels"
-DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 #: Where the README's session opens the demo dump (``scripts/demo.sh`` unpacks it there).
 README_DUMP = Path("build/demo/kaslr-pti.elf")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from support.paths import ROOT
+from support.paths import DEMO, SCENARIOS
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
@@ -30,8 +30,7 @@ from gdbext_dump.kdump import PAGE_CACHE_SIZE, bitmap_runs, open_kdump
 from gdbext_sim.kdump import write_kdump, write_kdump_from_memory
 from gdbext_sim.scenario import SimMachine, load_scenario
 
-DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
-LA57 = ROOT / "fixtures" / "scenarios" / "la57.json"
+LA57 = SCENARIOS / "la57.json"
 BS = 4096
 COMPRESSIONS = ["none", "zlib", "lzo", "snappy", "zstd"]
 VMCOREINFO = b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff82a10000\n"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.paths import ROOT
+from support.paths import DEMO, SCENARIOS
 from support.scenario import sized
 
 from gdbext import cli
@@ -25,8 +25,7 @@ from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext_sim.scenario import build_machine
 
-DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
-LA57 = ROOT / "fixtures" / "scenarios" / "la57.json"
+LA57 = SCENARIOS / "la57.json"
 
 
 class DocBackend:

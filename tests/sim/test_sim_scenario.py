@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import NoteSegment
-from support.paths import ROOT
+from support.paths import DEMO
 
 from gdbext import cli
 from gdbext.errors import InputError
 from gdbext.mapper import read_table
 from gdbext.x86.paging import Anomaly
 from gdbext_sim.scenario import build_machine, load_scenario
-
-DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 
 
 def test_cpu_state_follows_the_scenario() -> None:
