@@ -278,6 +278,24 @@ class WalkResult:
     has_leaf: Translation | None = None
     #: One-line warnings about the selected table (see :func:`root_warnings`).
     warnings: list[str] = field(default_factory=list)
+    _layout: Layout | None = field(default=None, init=False, repr=False)
+
+    @property
+    def layout(self) -> Layout:
+        """The target's Linux layout (:func:`~gdbext.linux.layout.detect_layout` on the walked
+        tables and the target's hints): ptdump's sections and text output's labels. Detected
+        on first use, so only a format that shows it reads the tables for it."""
+        if self._layout is None:
+            self._layout = detect_layout(self.page_table, self.hints)
+        return self._layout
+
+    @property
+    def labels(self) -> Layout | None:
+        """The layout text output labels its lines with, or ``None``: ``--labels`` and the
+        target decide (:func:`~gdbext.linux.layout.labels_wanted`)."""
+        if not labels_wanted(self.options.labels, self.hints):
+            return None
+        return self.layout
 
     @property
     def levels(self) -> int:

@@ -30,7 +30,7 @@ from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
 from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.geometry import level_name
-from gdbext.linux.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
+from gdbext.linux.layout import Layout, Marker, MarkerCursor
 from gdbext.render.common import (
     extra_tokens,
     hex64,
@@ -111,12 +111,6 @@ def _with_markers(
             break
 
 
-def _layout(result: WalkResult) -> Layout | None:
-    if not labels_wanted(result.options.labels, result.hints):
-        return None
-    return detect_layout(result.page_table, result.hints)
-
-
 def render_walk(result: WalkResult) -> Iterator[str]:
     """The header lines, one line per merged range (or per leaf with ``--no-merge``), then a
     summary line. ``--no-merge`` expands shared tables, so its lines are bounded
@@ -135,7 +129,7 @@ def render_walk(result: WalkResult) -> Iterator[str]:
     else:
         records = as_merged(result.runs())
         limit = options.line_limit()
-    layout = _layout(result)
+    layout = result.labels
     if layout is not None:
         yield f"# {layout.title} (its bases: the info command)"
         records = _with_markers(records, layout)

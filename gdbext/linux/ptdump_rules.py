@@ -1,0 +1,135 @@
+"""The rules of Linux's ptdump walk, once: what it notes at each level, how protections combine
+down a path, which ranges it walks and what it calls each level.
+
+Linux's ptdump (``arch/x86/mm/dump_pagetables.c`` over ``mm/ptdump.c`` and
+``mm/pagewalk.c``) serves both ``/sys/kernel/debug/page_tables`` and the ``CONFIG_DEBUG_WX``
+check; so do these rules: :mod:`gdbext.linux.ptdump` replays the walk with them and
+:mod:`gdbext.audit.checkwx` counts W+X pages with them.
+
+**What is noted, per level** (:func:`note_kind`): an entry that is *none* (zero; below the top,
+zero but for ACCESSED/DIRTY) is a hole at its level; a PUD entry with PRESENT and PSE and a PMD
+entry with PSE (``pmd_leaf`` tests PSE only: present or not) are leaves; every PTE is noted, zero
+(a hole) or not, present or not; a PGD or P4D entry that is not none, a present PUD entry and a
+PMD entry with PRESENT or PROTNONE (the GLOBAL bit: ``pmd_present``) are descended into; any
+other entry is not noted at all (its range joins the series before it).
+
+**Protections.** The raw prot is ``val & PTE_FLAGS_MASK``; the effective prot of level *n* is
+``(eff[n-1] & prot & (USR|RW)) | ((eff[n-1] | prot) & NX)`` (:func:`effective`), the top
+level's its prot. A series is W+X (:func:`is_wx`) when its effective prot has RW and not NX.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gdbext.flags import (
+    ACCESSED_DIRTY,
+    FLAGS_MASK,
+    GLOBAL,
+    HUGE_PAGE,
+    NO_EXECUTE,
+    PRESENT,
+    USER_ACCESSIBLE,
+    WRITABLE,
+)
+from gdbext.geometry import entry_span, geometry
+
+__all__ = [
+    "GUARD_HOLE_ENTRIES",
+    "HOLE",
+    "LEAF",
+    "LEVEL_NAMES",
+    "NOT_NOTED",
+    "PTE_FLAGS_MASK",
+    "TABLE",
+    "UWNX",
+    "effective",
+    "is_wx",
+    "note_kind",
+    "ptdump_level",
+    "walked_ranges",
+]
+
+# --- the rules -------------------------------------------------------------------------------
+
+#: Linux's ``PTE_FLAGS_MASK`` (~PTE_PFN_MASK with a 52-bit physical mask): bits 0-11, 52-63.
+PTE_FLAGS_MASK: Final = FLAGS_MASK
+#: Ptdump's level names, by its level index.
+LEVEL_NAMES: Final = ("pgd", "p4d", "pud", "pmd", "pte")
+#: Entries of the top-level table in Linux's guard hole (16, from the start of the kernel half).
+GUARD_HOLE_ENTRIES: Final = 16
+#: What the walker does with an entry (:func:`note_kind`): notes a hole, notes a leaf,
+#: descends into the table it links, or passes over it without a note.
+HOLE: Final = 0
+LEAF: Final = 1
+TABLE: Final = 2
+NOT_NOTED: Final = 3
+
+_TOP = 1 << 64
+_UW = USER_ACCESSIBLE | WRITABLE
+#: The bits a path's effective prot keeps (USR, RW, NX).
+UWNX: Final = _UW | NO_EXECUTE
+_LEAF_PUD = PRESENT | HUGE_PAGE
+#: PROTNONE (the GLOBAL bit) counts as present for pmd_present().
+_PMD_PRESENT = PRESENT | GLOBAL
+
+
+def note_kind(entry: int, level: int, levels: int) -> int:
+    """What ptdump's walker does with ``entry`` of a table at hardware ``level`` (1 = PT) with
+    ``levels`` paging levels: :data:`HOLE`, :data:`LEAF`, :data:`TABLE` or :data:`NOT_NOTED`.
+
+    >>> [note_kind(e, 2, 4) for e in (0x60, 0x80, 0x3, 0x100, 0x2)]
+    [0, 1, 2, 2, 3]
+    >>> note_kind(0x80, 3, 4), note_kind(0x81, 3, 4), note_kind(0x20, 5, 5), note_kind(0x20, 4, 4)
+    (3, 1, 2, 0)
+    >>> note_kind(0, 1, 4), note_kind(0x60, 1, 4)
+    (0, 1)
+    """
+    if level == 1:
+        # Every PTE is noted; only a zero one is a hole.
+        return LEAF if entry else HOLE
+    # pgd_none() of a real PML5 is "zero"; the others ignore ACCESSED and DIRTY.
+    if not (entry if level == levels == 5 else entry & ~ACCESSED_DIRTY):
+        return HOLE
+    if (level == 3 and entry & _LEAF_PUD == _LEAF_PUD) or (level == 2 and entry & HUGE_PAGE):
+        return LEAF
+    # walk_pgd_range()/walk_p4d_range() descend into any entry that is not none;
+    # walk_pud_range()/walk_pmd_range() only into present ones.
+    if level >= 4 or entry & (_PMD_PRESENT if level == 2 else PRESENT):
+        return TABLE
+    return NOT_NOTED
+
+
+def effective(higher: int, entry: int) -> int:
+    """The effective prot below a path whose effective prot is ``higher`` (USR, RW and NX).
+
+    >>> hex(effective(0x8000000000000006, 0x3))
+    '0x8000000000000002'
+    """
+    return (higher & entry & _UW) | ((higher | entry) & NO_EXECUTE)
+
+
+def is_wx(eff: int) -> bool:
+    """Whether a series with effective prot ``eff`` counts as W+X (RW and not NX)."""
+    return eff & (WRITABLE | NO_EXECUTE) == WRITABLE
+
+
+def ptdump_level(level: int, levels: int) -> int:
+    """Ptdump's level index (0 ``pgd`` .. 4 ``pte``) of hardware ``level`` (1 = PT).
+
+    >>> [ptdump_level(hw, 4) for hw in (4, 3, 2, 1)], ptdump_level(4, 5)
+    ([0, 2, 3, 4], 1)
+    """
+    return 0 if level == levels else 5 - level
+
+
+def walked_ranges(levels: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The two ranges ptdump walks: the lower half, and from the end of the guard hole (16
+    top-level entries above the start of the higher half) to 2^64.
+
+    >>> [(hex(a), hex(b)) for a, b in walked_ranges(4)]
+    [('0x0', '0x800000000000'), ('0xffff880000000000', '0x10000000000000000')]
+    """
+    geo = geometry(levels)
+    guard_end = geo.higher_half_start + GUARD_HOLE_ENTRIES * entry_span(levels)
+    return (0, geo.lower_half_end), (guard_end, _TOP)
