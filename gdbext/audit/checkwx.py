@@ -4,7 +4,8 @@ The kernel's ``CONFIG_DEBUG_WX`` check (``arch/x86/mm/dump_pagetables.c`` over
 ``mm/ptdump.c`` and ``mm/pagewalk.c``) meets entries in address order and *notes* some of them;
 consecutive notes with the same protections form a series, and a series whose effective
 protection has RW and not NX adds its pages (from its first note to the next series' first
-note) to the count. What is noted, per level (the rules ``walk --format ptdump`` follows too):
+note) to the count. What is noted, per level (:mod:`gdbext.linux.ptdump_rules`, the rules
+``walk --format ptdump`` follows too):
 
 - an entry that is *none* (zero; below the top, zero but for ACCESSED and DIRTY): a hole, noted
   with protection 0 (never W+X);
@@ -46,28 +47,24 @@ from operator import ne
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import (
-    ACCESSED_DIRTY,
-    ADDR_MASK_52,
-    GLOBAL,
-    HUGE_PAGE,
-    NO_EXECUTE,
-    PRESENT,
-    USER_ACCESSIBLE,
-    WRITABLE,
-)
+from gdbext.flags import ADDR_MASK_52, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry
+from gdbext.linux.ptdump_rules import (
+    HOLE,
+    LEAF,
+    TABLE,
+    effective,
+    guard_hole,
+    is_wx,
+    note_kind,
+    walked_ranges,
+)
 from gdbext.mapper import TABLE_STRUCT, PhysMapper, read_table
 
 __all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
 
-_LEAF_PUD = PRESENT | HUGE_PAGE
-_RW_NX = WRITABLE | NO_EXECUTE
-_P_RW_NX = PRESENT | WRITABLE | NO_EXECUTE
 _ZERO_TABLE = bytes(4096)
-_PMD_PRESENT = PRESENT | GLOBAL
-#: Entries of the top-level table in Linux's guard hole (16, from the start of the kernel half).
-GUARD_HOLE_ENTRIES = 16
+_TOP = 1 << 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +194,7 @@ class CheckWx:
     @property
     def guard_hole(self) -> AddrRange:
         """The range the kernel does not walk at the start of the kernel half."""
-        start = geometry(self.levels).higher_half_start
-        return AddrRange(start, start + GUARD_HOLE_ENTRIES * entry_span(self.levels))
+        return guard_hole(self.levels)
 
     def count(self, root: int) -> WxCount:
         """The kernel's W+X count for the table at ``root``.
@@ -206,14 +202,15 @@ class CheckWx:
         :raises PhysMemoryError: the root table cannot be read.
         """
         entries = read_table(self.mapper, root)
-        geo = geometry(self.levels)
-        half = ENTRIES_PER_TABLE // 2
+        (_, low_end), (high_start, _) = walked_ranges(self.levels)
+        span = entry_span(self.levels)
         fold = _Fold()
-        self._fold(fold, entries, self.levels, True, False, 0, half)
+        self._fold(fold, entries, self.levels, True, False, 0, low_end // span)
         # The walk's second range starts at the end of the guard hole: the non-canonical gap
         # and the hole join the series the lower half ended with.
-        fold.skip((self.guard_hole.end - geo.lower_half_end) // 4096)
-        self._fold(fold, entries, self.levels, True, False, half + GUARD_HOLE_ENTRIES, 512)
+        fold.skip((high_start - low_end) // 4096)
+        first_high = ENTRIES_PER_TABLE - (_TOP - high_start) // span
+        self._fold(fold, entries, self.levels, True, False, first_high, ENTRIES_PER_TABLE)
         # Before the first note nothing counts (the kernel's first series starts there).
         return WxCount(root, fold.present, fold.not_present, fold.not_noted)
 
@@ -257,19 +254,19 @@ class CheckWx:
     ) -> None:
         """Fold the notes of ``entries[start:stop]`` of a table at ``level`` (``>= 2``)."""
         pages = entry_span(level) // 4096
-        top = level == self.levels
-        open_path = rw and not nx
+        levels = self.levels
+        path = _path_prot(rw, nx)
         for _, e, n in _runs(entries, start, stop):
-            if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
-                fold.note(False, pages * n, True)  # a hole
-                continue
-            if (level == 3 and e & _LEAF_PUD == _LEAF_PUD) or (level == 2 and e & HUGE_PAGE):
-                wx = open_path and bool(e & WRITABLE) and not e & NO_EXECUTE
-                fold.note(wx, pages * n, bool(e & PRESENT))
-            elif level >= 4 or e & (_PMD_PRESENT if level == 2 else PRESENT):
-                child_rw = rw and bool(e & WRITABLE)
-                child_nx = nx or bool(e & NO_EXECUTE)
-                child = self.tally(e & ADDR_MASK_52, level - 1, child_rw, child_nx)
+            kind = note_kind(e, level, levels)
+            if kind == HOLE:
+                fold.note(False, pages * n, True)
+            elif kind == LEAF:
+                fold.note(is_wx(effective(path, e)), pages * n, bool(e & PRESENT))
+            elif kind == TABLE:
+                eff = effective(path, e)
+                child = self.tally(
+                    e & ADDR_MASK_52, level - 1, bool(eff & WRITABLE), bool(eff & NO_EXECUTE)
+                )
                 fold.sub(child, n, bool(e & PRESENT))
             else:
                 fold.skip(pages * n)
@@ -291,25 +288,35 @@ class CheckWx:
         return finder.table(read_table(self.mapper, root), root, self.levels, _OPEN_PATH)
 
 
+def _path_prot(rw: bool, nx: bool) -> int:
+    """The effective prot (RW and NX; USR does not matter to the count) of a path."""
+    return (WRITABLE if rw else 0) | (NO_EXECUTE if nx else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class _Path:
-    """The effective RW, NX and USER of a path, and whether every entry on it is present."""
+    """The effective prot of a path (USR, RW, NX), and whether every entry on it is present."""
 
-    rw: bool
-    nx: bool
-    user: bool
+    eff: int
     present: bool
 
+    @property
+    def rw(self) -> bool:
+        return bool(self.eff & WRITABLE)
+
+    @property
+    def nx(self) -> bool:
+        return bool(self.eff & NO_EXECUTE)
+
+    @property
+    def user(self) -> bool:
+        return bool(self.eff & USER_ACCESSIBLE)
+
     def then(self, e: int) -> _Path:
-        return _Path(
-            self.rw and bool(e & WRITABLE),
-            self.nx or bool(e & NO_EXECUTE),
-            self.user and bool(e & USER_ACCESSIBLE),
-            self.present and bool(e & PRESENT),
-        )
+        return _Path(effective(self.eff, e), self.present and bool(e & PRESENT))
 
 
-_OPEN_PATH = _Path(True, False, True, True)
+_OPEN_PATH = _Path(USER_ACCESSIBLE | WRITABLE, True)
 _Found = tuple[list[NotPresentRange], bool]
 
 
@@ -337,25 +344,25 @@ class _Finder:
         """The ranges of one table (addresses relative to its start, canonical at the top),
         and whether ranges beyond :attr:`limit` were left out."""
         check = self.check
+        levels = check.levels
         span = entry_span(level)
         out: list[NotPresentRange] = []
         for index, e in enumerate(entries):
-            if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
+            kind = note_kind(e, level, levels)
+            if kind == HOLE:
                 continue
             va = self.canon(index * span) if top else index * span
             step = (level, table, index, e)
             eff = path.then(e)
-            if level == 1 or (level == 2 and e & HUGE_PAGE):
-                if eff.present or not eff.rw or eff.nx:
+            if kind == LEAF and level <= 2:
+                if eff.present or not is_wx(eff.eff):
                     continue
                 paddr = e & ADDR_MASK_52
                 if not _add(out, self.limit, va, va + span, paddr, paddr + span, eff.user, (step,)):
                     return out, True
                 continue
-            if level == 3 and e & _LEAF_PUD == _LEAF_PUD:
-                continue
-            if not (level >= 4 or e & (_PMD_PRESENT if level == 2 else PRESENT)):
-                continue
+            if kind != TABLE:
+                continue  # a PUD leaf is present: the MMU maps it
             child = e & ADDR_MASK_52
             t = check.tally(child, level - 1, eff.rw, eff.nx)
             if not (t.not_present or (t.present and not eff.present)):
@@ -374,9 +381,9 @@ class _Finder:
 def _pt_tally(entries: Sequence[int]) -> WxTally:
     """A page table below a writable, executable path: every PTE is noted (counted with C-level
     maps: a W+X entry is one whose RW and NX bits are just RW)."""
-    wx = list(map(_RW_NX.__and__, entries)).count(WRITABLE)
-    absent = list(map(_P_RW_NX.__and__, entries)).count(WRITABLE) if wx else 0
-    return WxTally(0, wx - absent, absent, 0, entries[-1] & _RW_NX == WRITABLE)
+    wx = [e for e in entries if is_wx(e)]
+    absent = sum(1 for e in wx if not e & PRESENT)
+    return WxTally(0, len(wx) - absent, absent, 0, is_wx(entries[-1]))
 
 
 def _add(

@@ -49,6 +49,7 @@ from gdbext.frontend.commands import (
 )
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
+from gdbext.linux.ptdump_rules import guard_hole
 from gdbext.mapper import read_table
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
@@ -612,8 +613,7 @@ class AuditContext:
     def guard_hole(self) -> AddrRange:
         """Linux's guard hole at the start of the kernel half (16 top-level entries: 8 TB with
         4 levels, 4 PB with 5), which ptdump and its W+X check skip."""
-        start = self.main.pt.geometry.higher_half_start
-        return AddrRange(start, start + 16 * entry_span(self.main.pt.levels))
+        return guard_hole(self.main.pt.levels)
 
     # Physical memory
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from gdbext.addr import AddrRange
 from gdbext.flags import (
     ACCESSED_DIRTY,
     FLAGS_MASK,
@@ -44,6 +45,7 @@ __all__ = [
     "TABLE",
     "UWNX",
     "effective",
+    "guard_hole",
     "is_wx",
     "note_kind",
     "ptdump_level",
@@ -123,13 +125,23 @@ def ptdump_level(level: int, levels: int) -> int:
     return 0 if level == levels else 5 - level
 
 
+def guard_hole(levels: int) -> AddrRange:
+    """Linux's guard hole at the start of the kernel half (``GUARD_HOLE_BASE_ADDR`` ..
+    ``GUARD_HOLE_END_ADDR``: 16 top-level entries, 8 TB with 4 levels, 4 PB with 5), which
+    ptdump and its W+X check skip.
+
+    >>> guard_hole(4)
+    AddrRange(start=0xffff800000000000, end=0xffff880000000000)
+    """
+    start = geometry(levels).higher_half_start
+    return AddrRange(start, start + GUARD_HOLE_ENTRIES * entry_span(levels))
+
+
 def walked_ranges(levels: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The two ranges ptdump walks: the lower half, and from the end of the guard hole (16
-    top-level entries above the start of the higher half) to 2^64.
+    """The two ranges ptdump walks: the lower half, and from the end of the guard hole to 2^64
+    (the non-canonical gap and the guard hole join the series before them).
 
     >>> [(hex(a), hex(b)) for a, b in walked_ranges(4)]
     [('0x0', '0x800000000000'), ('0xffff880000000000', '0x10000000000000000')]
     """
-    geo = geometry(levels)
-    guard_end = geo.higher_half_start + GUARD_HOLE_ENTRIES * entry_span(levels)
-    return (0, geo.lower_half_end), (guard_end, _TOP)
+    return (0, geometry(levels).lower_half_end), (guard_hole(levels).end, _TOP)
