@@ -529,5 +529,3 @@ class PtdumpWalk:
             return
         assert type(prog) is _Program
         yield from self.emit(prog, hw - 1, va, lo, hi)
-
-
