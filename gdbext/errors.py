@@ -375,6 +375,16 @@ class InputError(GdbextError):
         self.offset = offset
 
 
+class PhysBitsError(InputError):
+    """A MAXPHYADDR (physical-address width) outside what x86-64 paging allows."""
+
+    def __init__(self, max_phys_bits: int, lowest: int, highest: int) -> None:
+        super().__init__(f"MAXPHYADDR must be {lowest}..{highest}, not {max_phys_bits}")
+        self.max_phys_bits = max_phys_bits
+        self.lowest = lowest
+        self.highest = highest
+
+
 class WalkLimitError(InputError):
     """A walk that would produce more leaf entries than allowed (shared tables multiplying)."""
 

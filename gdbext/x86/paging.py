@@ -91,6 +91,7 @@ from gdbext.geometry import (
 )
 from gdbext.mapper import TABLE_STRUCT, FrameAllocator, PhysMapper, is_read_only
 from gdbext.permfilter import PermFilter, perm_index
+from gdbext.x86.entries import EntryRules, entry_rules
 from gdbext.x86.tlbflush import Flush, FlushAll, FlushHook, FlushPage
 
 __all__ = [
@@ -389,8 +390,8 @@ class X86PageTable:
         cache_pages: int = 1 << 16,
     ) -> None:
         self.geometry: PagingGeometry = geometry(levels)
-        if not 32 <= max_phys_bits <= 52:
-            raise ValueError(f"MAXPHYADDR must be 32..52, not {max_phys_bits}")
+        #: The entry rules of this CPU configuration (:mod:`gdbext.x86.entries`).
+        self.rules: EntryRules = entry_rules(max_phys_bits, nxe)
         self.mapper = mapper
         self.levels = levels
         self.nxe = nxe
@@ -470,6 +471,19 @@ class X86PageTable:
 
     def _read_table(self, table: int) -> tuple[int, ...]:
         return TABLE_STRUCT.unpack(self.mapper.read(table, TABLE_SIZE))
+
+    def read_table(self, table: int) -> tuple[int, ...]:
+        """The 512 entries of the table at physical address ``table``.
+
+        :raises PhysMemoryError: the table is not in memory (``NotCapturedError``: not in the
+            dump).
+        """
+        return TABLE_STRUCT.unpack(self.mapper.read(table, TABLE_SIZE))
+
+    def read_entry(self, table: int, index: int) -> int:
+        """Entry ``index`` of the table at physical address ``table`` (through the table cache
+        when the page table has one)."""
+        return self._entry_at(table, index)
 
     def _eff(self, acc: int, entry: int) -> int:
         """Fold ``entry`` into the effective-permission accumulator ``acc``."""
