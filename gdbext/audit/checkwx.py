@@ -33,8 +33,9 @@ reused for every link to it, and a page table below a path that is not writable 
 no-execute cannot hold a W+X page, so it is not even read.
 
 >>> from gdbext_sim.memory import SparsePhysMemory
+>>> from gdbext.x86.paging import X86PageTable
 >>> mem = SparsePhysMemory(1 << 20)
->>> CheckWx(mem, 4).count(0x1000).pages  # an empty PML4
+>>> CheckWx(X86PageTable(mem, 0x1000, 4)).count(0x1000).pages  # an empty PML4
 0
 """
 
@@ -47,7 +48,7 @@ from operator import ne
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import ADDR_MASK_52, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry
 from gdbext.linux.ptdump_rules import (
     HOLE,
@@ -57,13 +58,13 @@ from gdbext.linux.ptdump_rules import (
     guard_hole,
     is_wx,
     note_kind,
+    pfn_address,
     walked_ranges,
 )
-from gdbext.mapper import TABLE_STRUCT, PhysMapper, read_table
+from gdbext.x86.paging import X86PageTable
 
 __all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
 
-_ZERO_TABLE = bytes(4096)
 _TOP = 1 << 64
 
 
@@ -179,15 +180,19 @@ def _runs(entries: Sequence[int], start: int, stop: int) -> Iterator[tuple[int, 
 
 @dataclass
 class CheckWx:
-    """The kernel's W+X count over the tables in ``mapper`` with ``levels`` paging levels.
+    """The kernel's W+X count over the tables ``pt`` reads (its memory and paging levels; the
+    root is given to each count).
 
     One object per moment (it keeps every table tally it computed: tables shared by several
     roots, a process's PGD and ``init_mm``'s say, are counted once).
     """
 
-    mapper: PhysMapper
-    levels: int
+    pt: X86PageTable
     _memo: dict[tuple[int, int, bool, bool], WxTally] = field(default_factory=dict, repr=False)
+
+    @property
+    def levels(self) -> int:
+        return self.pt.levels
 
     # --- the count -----------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class CheckWx:
 
         :raises PhysMemoryError: the root table cannot be read.
         """
-        entries = read_table(self.mapper, root)
+        entries = self.pt.read_table(root)
         (_, low_end), (high_start, _) = walked_ranges(self.levels)
         span = entry_span(self.levels)
         fold = _Fold()
@@ -225,13 +230,12 @@ class CheckWx:
             found = WxTally(last=False)
         else:
             try:
-                raw = self.mapper.read(table, 4096)
+                entries = self.pt.read_table(table)
             except PhysMemoryError:
                 # Not noted (the walker's view of a table we cannot read is unknown).
                 found = WxTally(lead=ENTRIES_PER_TABLE * entry_span(level) // 4096)
             else:
-                entries = TABLE_STRUCT.unpack(raw) if raw != _ZERO_TABLE else ()
-                if not entries:
+                if not any(entries):
                     found = WxTally(last=False)  # holes, or zero PTEs: nothing W+X
                 elif level == 1:
                     found = _pt_tally(entries)
@@ -265,7 +269,7 @@ class CheckWx:
             elif kind == TABLE:
                 eff = effective(path, e)
                 child = self.tally(
-                    e & ADDR_MASK_52, level - 1, bool(eff & WRITABLE), bool(eff & NO_EXECUTE)
+                    pfn_address(e), level - 1, bool(eff & WRITABLE), bool(eff & NO_EXECUTE)
                 )
                 fold.sub(child, n, bool(e & PRESENT))
             else:
@@ -285,7 +289,7 @@ class CheckWx:
         levels, costs its ranges once per link, not its entries).
         """
         finder = _Finder(self, limit, geometry(self.levels).canonicalize)
-        return finder.table(read_table(self.mapper, root), root, self.levels, _OPEN_PATH)
+        return finder.table(self.pt.read_table(root), root, self.levels, _OPEN_PATH)
 
 
 def _path_prot(rw: bool, nx: bool) -> int:
@@ -334,7 +338,7 @@ class _Finder:
         key = (table, level, path)
         found = self._memo.get(key)
         if found is None:
-            entries = read_table(self.check.mapper, table)
+            entries = self.check.pt.read_table(table)
             found = self._memo[key] = self.table(entries, table, level, path, top=False)
         return found
 
@@ -357,13 +361,13 @@ class _Finder:
             if kind == LEAF and level <= 2:
                 if eff.present or not is_wx(eff.eff):
                     continue
-                paddr = e & ADDR_MASK_52
+                paddr = pfn_address(e)
                 if not _add(out, self.limit, va, va + span, paddr, paddr + span, eff.user, (step,)):
                     return out, True
                 continue
             if kind != TABLE:
                 continue  # a PUD leaf is present: the MMU maps it
-            child = e & ADDR_MASK_52
+            child = pfn_address(e)
             t = check.tally(child, level - 1, eff.rw, eff.nx)
             if not (t.not_present or (t.present and not eff.present)):
                 continue

@@ -37,7 +37,7 @@ from gdbext.errors import (
     TableOutsideRamError,
     WalkLimitError,
 )
-from gdbext.flags import ADDR_MASK_52, PRESENT
+from gdbext.flags import PRESENT
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span
 from gdbext.linux.layout import Layout, Marker
 from gdbext.linux.ptdump_rules import (
@@ -49,10 +49,10 @@ from gdbext.linux.ptdump_rules import (
     effective,
     is_wx,
     note_kind,
+    pfn_address,
     ptdump_level,
     walked_ranges,
 )
-from gdbext.mapper import read_table
 from gdbext.x86.paging import Anomaly, X86PageTable
 
 __all__ = ["PtdumpRecord", "PtdumpWalk", "Series", "Skipped"]
@@ -335,7 +335,7 @@ class PtdumpWalk:
     def _entries(self, table: int) -> tuple[int, ...]:
         entries = self.tables.get(table)
         if entries is None:
-            entries = self.tables[table] = read_table(self.pt.mapper, table)
+            entries = self.tables[table] = self.pt.read_table(table)
         return entries
 
     def program(self, table: int, hw: int, eff_in: int) -> _Program | _Unreadable:
@@ -390,7 +390,7 @@ class PtdumpWalk:
                 leaves = e & PRESENT
             elif kind == TABLE:
                 eff = e & UWNX if top else effective(eff_in, e)
-                child = e & ADDR_MASK_52
+                child = pfn_address(e)
                 last = items[-1] if items else None
                 if type(last) is _Sub and last.entry == e and last.start + last.count == i:
                     items[-1] = _Sub(last.start, last.count + 1, child, eff, e)

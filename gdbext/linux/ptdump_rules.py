@@ -23,17 +23,9 @@ from __future__ import annotations
 from typing import Final
 
 from gdbext.addr import AddrRange
-from gdbext.flags import (
-    ACCESSED_DIRTY,
-    FLAGS_MASK,
-    GLOBAL,
-    HUGE_PAGE,
-    NO_EXECUTE,
-    PRESENT,
-    USER_ACCESSIBLE,
-    WRITABLE,
-)
+from gdbext.flags import ACCESSED_DIRTY, GLOBAL, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import entry_span, geometry
+from gdbext.x86.entries import MAX_PHYS_BITS, address_mask, entry_rules, fold, is_leaf
 
 __all__ = [
     "GUARD_HOLE_ENTRIES",
@@ -42,20 +34,25 @@ __all__ = [
     "LEVEL_NAMES",
     "NOT_NOTED",
     "PTE_FLAGS_MASK",
+    "PTE_PFN_MASK",
     "TABLE",
     "UWNX",
     "effective",
     "guard_hole",
     "is_wx",
     "note_kind",
+    "pfn_address",
     "ptdump_level",
     "walked_ranges",
 ]
 
 # --- the rules -------------------------------------------------------------------------------
 
-#: Linux's ``PTE_FLAGS_MASK`` (~PTE_PFN_MASK with a 52-bit physical mask): bits 0-11, 52-63.
-PTE_FLAGS_MASK: Final = FLAGS_MASK
+#: Linux's ``PTE_PFN_MASK``: the address bits of an entry with a 52-bit physical mask, whatever
+#: the CPU's MAXPHYADDR (so a large page's PAT bit 12 counts as an address bit).
+PTE_PFN_MASK: Final = address_mask(MAX_PHYS_BITS)
+#: Linux's ``PTE_FLAGS_MASK`` (~PTE_PFN_MASK): bits 0-11 and 52-63.
+PTE_FLAGS_MASK: Final = ~PTE_PFN_MASK & ((1 << 64) - 1)
 #: Ptdump's level names, by its level index.
 LEVEL_NAMES: Final = ("pgd", "p4d", "pud", "pmd", "pte")
 #: Entries of the top-level table in Linux's guard hole (16, from the start of the kernel half).
@@ -69,9 +66,10 @@ NOT_NOTED: Final = 3
 
 _TOP = 1 << 64
 _UW = USER_ACCESSIBLE | WRITABLE
+#: The hardware's entry levels (what PSE means where), as Linux's walker sees them.
+_PUD, _PMD = entry_rules(MAX_PHYS_BITS).levels[2], entry_rules(MAX_PHYS_BITS).levels[1]
 #: The bits a path's effective prot keeps (USR, RW, NX).
 UWNX: Final = _UW | NO_EXECUTE
-_LEAF_PUD = PRESENT | HUGE_PAGE
 #: PROTNONE (the GLOBAL bit) counts as present for pmd_present().
 _PMD_PRESENT = PRESENT | GLOBAL
 
@@ -93,7 +91,10 @@ def note_kind(entry: int, level: int, levels: int) -> int:
     # pgd_none() of a real PML5 is "zero"; the others ignore ACCESSED and DIRTY.
     if not (entry if level == levels == 5 else entry & ~ACCESSED_DIRTY):
         return HOLE
-    if (level == 3 and entry & _LEAF_PUD == _LEAF_PUD) or (level == 2 and entry & HUGE_PAGE):
+    # pud_leaf() needs PRESENT and PSE, pmd_leaf() PSE only.
+    if (level == 3 and entry & PRESENT and is_leaf(entry, _PUD)) or (
+        level == 2 and is_leaf(entry, _PMD)
+    ):
         return LEAF
     # walk_pgd_range()/walk_p4d_range() descend into any entry that is not none;
     # walk_pud_range()/walk_pmd_range() only into present ones.
@@ -108,7 +109,19 @@ def effective(higher: int, entry: int) -> int:
     >>> hex(effective(0x8000000000000006, 0x3))
     '0x8000000000000002'
     """
-    return (higher & entry & _UW) | ((higher | entry) & NO_EXECUTE)
+    # The hardware's fold with NX always honoured: Linux sets NX only with NX support, and a
+    # CPU without EFER.NXE faults on it (a reserved bit), so such an entry maps nothing W+X.
+    return fold(higher, entry, NO_EXECUTE)
+
+
+def pfn_address(entry: int) -> int:
+    """The physical address Linux reads from ``entry`` (``pte_pfn() << PAGE_SHIFT``, through
+    :data:`PTE_PFN_MASK`): the table it links, or the frame of a leaf.
+
+    >>> hex(pfn_address(0x8000_0000_0120_10e3))
+    '0x1201000'
+    """
+    return entry & PTE_PFN_MASK
 
 
 def is_wx(eff: int) -> bool:

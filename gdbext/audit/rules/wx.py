@@ -73,7 +73,7 @@ def _is_wx(span: LeafSpan) -> bool:
 def checkwx(ctx: AuditContext) -> CheckWx:
     """The audit's W+X counter (one per audit: table tallies are shared by every count)."""
     main = ctx.main.pt
-    return ctx.memo("checkwx", lambda: CheckWx(main.mapper, main.levels))
+    return ctx.memo("checkwx", lambda: CheckWx(main))
 
 
 def verdict_roots(ctx: AuditContext) -> list[int]:
