@@ -385,6 +385,16 @@ class PhysBitsError(InputError):
         self.highest = highest
 
 
+class LayoutError(InputError):
+    """Bases that do not make a Linux x86-64 layout (out of order, outside their ranges), or
+    a paging mode Linux's layout does not have."""
+
+    def __init__(self, reason: str, levels: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.levels = levels
+
+
 class WalkLimitError(InputError):
     """A walk that would produce more leaf entries than allowed (shared tables multiplying)."""
 

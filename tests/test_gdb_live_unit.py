@@ -636,7 +636,7 @@ def test_root_options_reach_other_cpus(sim: Target) -> None:
 def test_the_kernels_symbols_make_it_linux_for_the_labels(sim: Target) -> None:
     """With vmlinux loaded in GDB (``linux_banner`` known), the target says it is Linux, and
     ``--labels auto`` turns the region labels on; without symbols it says nothing."""
-    from gdbext.linux.layout import labels_wanted
+    from gdbext.linux.detect import labels_wanted
 
     plain = opened(stub_for(sim))
     assert "os" not in plain.hints and not labels_wanted("auto", plain.hints)

@@ -17,7 +17,8 @@ from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK, AuditRuleError, GdbextError, UsageError
 from gdbext.frontend.commands import HeapOptions, RootOptions
-from gdbext.linux.layout import Layout, detect_layout, labels_wanted
+from gdbext.linux.detect import detect_layout, labels_wanted
+from gdbext.linux.layout import Layout
 from gdbext.plugin.target import Target
 
 __all__ = ["AuditOptions", "AuditResult", "check_finding", "run_audit", "select_rules"]

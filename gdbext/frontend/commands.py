@@ -26,6 +26,7 @@ from gdbext.errors import (
 )
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
+from gdbext.linux.detect import detect_layout, labels_wanted
 from gdbext.linux.e820 import (
     choose_boot_params,
     kernel_boot_params,
@@ -33,7 +34,7 @@ from gdbext.linux.e820 import (
     scan_boot_params,
 )
 from gdbext.linux.kernelimage import bss_first, image_parts
-from gdbext.linux.layout import Layout, detect_layout, labels_wanted
+from gdbext.linux.layout import Layout
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
