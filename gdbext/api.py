@@ -134,7 +134,7 @@ class OpenedTarget:
 
     @property
     def target(self) -> Target:
-        """The core :class:`~gdbext.plugin.target.Target` (mapper, CPUs, hints)."""
+        """The core :class:`~gdbext.plugin.target.Target` (mapper, CPUs, facts)."""
         if self._target is None:
             raise UsageError(f"the target {self._request.source or self._info.name} is closed")
         return self._target

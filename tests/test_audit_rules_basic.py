@@ -46,6 +46,7 @@ from gdbext.flags import (
 from gdbext.frontend.commands import RootOptions
 from gdbext.geometry import entry_span
 from gdbext.mapper import read_u64, write_u64
+from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
@@ -453,7 +454,9 @@ def two_roots() -> tuple[Target, int, int]:
     cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=process_root, cr4=CR4_PAE, efer=EFER_NXE | EFER_LMA)
     target = Target("sim", "two roots", memory, [cpu], ram=memory.ram_ranges)
     return (
-        dataclasses.replace(target, hints={"kernel_root": kernel_root}),
+        dataclasses.replace(
+            target, facts=KernelFacts(vmcoreinfo_source=VmcoreFacts({}, kernel_root=kernel_root))
+        ),
         kernel_root,
         process_root,
     )
