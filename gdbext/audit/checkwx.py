@@ -48,7 +48,7 @@ from operator import ne
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry
 from gdbext.linux.ptdump_rules import (
     HOLE,
@@ -61,6 +61,7 @@ from gdbext.linux.ptdump_rules import (
     pfn_address,
     walked_ranges,
 )
+from gdbext.x86.entries import is_present
 from gdbext.x86.paging import X86PageTable
 
 __all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
@@ -265,13 +266,13 @@ class CheckWx:
             if kind == HOLE:
                 fold.note(False, pages * n, True)
             elif kind == LEAF:
-                fold.note(is_wx(effective(path, e)), pages * n, bool(e & PRESENT))
+                fold.note(is_wx(effective(path, e)), pages * n, is_present(e))
             elif kind == TABLE:
                 eff = effective(path, e)
                 child = self.tally(
                     pfn_address(e), level - 1, bool(eff & WRITABLE), bool(eff & NO_EXECUTE)
                 )
-                fold.sub(child, n, bool(e & PRESENT))
+                fold.sub(child, n, is_present(e))
             else:
                 fold.skip(pages * n)
 
@@ -317,7 +318,7 @@ class _Path:
         return bool(self.eff & USER_ACCESSIBLE)
 
     def then(self, e: int) -> _Path:
-        return _Path(effective(self.eff, e), self.present and bool(e & PRESENT))
+        return _Path(effective(self.eff, e), self.present and is_present(e))
 
 
 _OPEN_PATH = _Path(USER_ACCESSIBLE | WRITABLE, True)
@@ -386,7 +387,7 @@ def _pt_tally(entries: Sequence[int]) -> WxTally:
     """A page table below a writable, executable path: every PTE is noted (counted with C-level
     maps: a W+X entry is one whose RW and NX bits are just RW)."""
     wx = [e for e in entries if is_wx(e)]
-    absent = sum(1 for e in wx if not e & PRESENT)
+    absent = sum(1 for e in wx if not is_present(e))
     return WxTally(0, len(wx) - absent, absent, 0, is_wx(entries[-1]))
 
 

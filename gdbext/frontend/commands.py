@@ -280,21 +280,23 @@ class WalkResult:
     has_leaf: Translation | None = None
     #: One-line warnings about the selected table (see :func:`root_warnings`).
     warnings: list[str] = field(default_factory=list)
-    _layout: Layout | None = field(default=None, init=False, repr=False)
+    #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
+    #: detects it).
+    known_layout: Layout | None = field(default=None, repr=False)
 
     @property
     def layout(self) -> Layout:
-        """The target's Linux layout (:func:`~gdbext.linux.layout.detect_layout` on the walked
-        tables and the target's facts): ptdump's sections and text output's labels. Detected
-        on first use, so only a format that shows it reads the tables for it."""
-        if self._layout is None:
-            self._layout = detect_layout(self.page_table, self.facts)
-        return self._layout
+        """The target's Linux layout: ptdump's sections and text output's labels. Unless
+        given, :func:`~gdbext.linux.detect.detect_layout` finds it from the walked tables and
+        the target's facts on first use, so only a format that shows it reads the tables."""
+        if self.known_layout is None:
+            self.known_layout = detect_layout(self.page_table, self.facts)
+        return self.known_layout
 
     @property
     def labels(self) -> Layout | None:
         """The layout text output labels its lines with, or ``None``: ``--labels`` and the
-        target decide (:func:`~gdbext.linux.layout.labels_wanted`)."""
+        target decide (:func:`~gdbext.linux.detect.labels_wanted`)."""
         if not labels_wanted(self.options.labels, self.facts):
             return None
         return self.layout

@@ -37,7 +37,6 @@ from gdbext.errors import (
     TableOutsideRamError,
     WalkLimitError,
 )
-from gdbext.flags import PRESENT
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span
 from gdbext.linux.layout import Layout, Marker
 from gdbext.linux.ptdump_rules import (
@@ -53,6 +52,7 @@ from gdbext.linux.ptdump_rules import (
     ptdump_level,
     walked_ranges,
 )
+from gdbext.x86.entries import is_present
 from gdbext.x86.paging import Anomaly, X86PageTable
 
 __all__ = ["PtdumpRecord", "PtdumpWalk", "Series", "Skipped"]
@@ -366,7 +366,7 @@ class PtdumpWalk:
                     key: Key = (4, 0, 0)
                 else:
                     key = (4, prot, effective(eff_in, prot))
-                n = b - a if prot > 0 and prot & PRESENT else 0
+                n = b - a if prot > 0 and is_present(prot) else 0
                 last = items[-1] if items else None
                 if type(last) is _Run and last.key == key:
                     items[-1] = _Run(last.start, b, key, last.leaves + n)
@@ -387,7 +387,7 @@ class PtdumpWalk:
                 key_ = hole
             elif kind == LEAF:
                 key_ = (level, e & PTE_FLAGS_MASK, effective(eff_in, e))
-                leaves = e & PRESENT
+                leaves = int(is_present(e))
             elif kind == TABLE:
                 eff = e & UWNX if top else effective(eff_in, e)
                 child = pfn_address(e)
