@@ -47,7 +47,7 @@ from gdbext.linux.ptdump_rules import (
     UWNX,
     effective,
     is_wx,
-    note_kind,
+    note_kinds,
     pfn_address,
     ptdump_level,
     walked_ranges,
@@ -357,7 +357,8 @@ class PtdumpWalk:
     def _compile(self, entries: tuple[int, ...], hw: int, eff_in: int) -> list[_Item]:
         items: list[_Item] = []
         if hw == 1:
-            keys = [e & PTE_FLAGS_MASK if note_kind(e, 1, 1) == LEAF else -1 for e in entries]
+            kinds = zip(entries, note_kinds(entries, 1, self.levels), strict=True)
+            keys = [e & PTE_FLAGS_MASK if k == LEAF else -1 for e, k in kinds]
             starts = [0, *(i for i in range(1, ENTRIES_PER_TABLE) if keys[i] != keys[i - 1])]
             starts.append(ENTRIES_PER_TABLE)
             for a, b in pairwise(starts):
@@ -379,10 +380,9 @@ class PtdumpWalk:
         hole: Key = (level, 0, 0)
         if not any(entries):
             return [_Run(0, ENTRIES_PER_TABLE, hole, 0)]
-        for i, e in enumerate(entries):
+        for i, (e, kind) in enumerate(zip(entries, note_kinds(entries, hw, levels), strict=True)):
             key_: Key | None = None
             leaves = 0
-            kind = note_kind(e, hw, levels)
             if kind == HOLE:
                 key_ = hole
             elif kind == LEAF:

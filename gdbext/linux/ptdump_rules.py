@@ -20,6 +20,7 @@ level's its prot. A series is W+X (:func:`is_wx`) when its effective prot has RW
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from gdbext.addr import AddrRange
@@ -41,6 +42,7 @@ __all__ = [
     "guard_hole",
     "is_wx",
     "note_kind",
+    "note_kinds",
     "pfn_address",
     "ptdump_level",
     "walked_ranges",
@@ -74,33 +76,45 @@ UWNX: Final = _UW | NO_EXECUTE
 _PMD_PRESENT = PRESENT | GLOBAL
 
 
-def note_kind(entry: int, level: int, levels: int) -> int:
-    """What ptdump's walker does with ``entry`` of a table at hardware ``level`` (1 = PT) with
-    ``levels`` paging levels: :data:`HOLE`, :data:`LEAF`, :data:`TABLE` or :data:`NOT_NOTED`.
+def note_kinds(entries: Sequence[int], level: int, levels: int) -> list[int]:
+    """What ptdump's walker does with each of ``entries`` of a table at hardware ``level``
+    (1 = PT) with ``levels`` paging levels: :data:`HOLE`, :data:`LEAF`, :data:`TABLE` or
+    :data:`NOT_NOTED` (a whole table at a time: walks classify every entry).
 
-    >>> [note_kind(e, 2, 4) for e in (0x60, 0x80, 0x3, 0x100, 0x2)]
+    >>> note_kinds([0x60, 0x80, 0x3, 0x100, 0x2], 2, 4)
     [0, 1, 2, 2, 3]
-    >>> note_kind(0x80, 3, 4), note_kind(0x81, 3, 4), note_kind(0x20, 5, 5), note_kind(0x20, 4, 4)
-    (3, 1, 2, 0)
-    >>> note_kind(0, 1, 4), note_kind(0x60, 1, 4)
-    (0, 1)
+    >>> note_kinds([0x80, 0x81], 3, 4), note_kinds([0x20], 5, 5), note_kinds([0x20], 4, 4)
+    ([3, 1], [2], [0])
+    >>> note_kinds([0, 0x60], 1, 4)
+    [0, 1]
     """
     if level == 1:
         # Every PTE is noted; only a zero one is a hole.
-        return LEAF if entry else HOLE
+        return [LEAF if e else HOLE for e in entries]
     # pgd_none() of a real PML5 is "zero"; the others ignore ACCESSED and DIRTY.
-    if not (entry if level == levels == 5 else entry & ~ACCESSED_DIRTY):
-        return HOLE
+    ignored = 0 if level == levels == 5 else ACCESSED_DIRTY
     # pud_leaf() needs PRESENT and PSE, pmd_leaf() PSE only.
-    if (level == 3 and entry & PRESENT and is_leaf(entry, _PUD)) or (
-        level == 2 and is_leaf(entry, _PMD)
-    ):
-        return LEAF
+    leaf_present = PRESENT if level == 3 else 0
+    rules = _PUD if level == 3 else _PMD
     # walk_pgd_range()/walk_p4d_range() descend into any entry that is not none;
     # walk_pud_range()/walk_pmd_range() only into present ones.
-    if level >= 4 or entry & (_PMD_PRESENT if level == 2 else PRESENT):
-        return TABLE
-    return NOT_NOTED
+    descend = ~0 if level >= 4 else _PMD_PRESENT if level == 2 else PRESENT
+    kinds = []
+    for e in entries:
+        if not e & ~ignored:
+            kinds.append(HOLE)
+        elif level <= 3 and e & leaf_present == leaf_present and is_leaf(e, rules):
+            kinds.append(LEAF)
+        elif e & descend:
+            kinds.append(TABLE)
+        else:
+            kinds.append(NOT_NOTED)
+    return kinds
+
+
+def note_kind(entry: int, level: int, levels: int) -> int:
+    """:func:`note_kinds` of one entry."""
+    return note_kinds((entry,), level, levels)[0]
 
 
 def effective(higher: int, entry: int) -> int:
