@@ -48,7 +48,7 @@ class Style:
         """``text`` marked up with ``code`` (one of this style's fields).
 
         >>> ANSI.paint(ANSI.wx, "rwx"), PLAIN.paint(PLAIN.wx, "rwx")
-        ('\x1b[1;31mrwx\x1b[m', 'rwx')
+        ('\\x1b[1;31mrwx\\x1b[m', 'rwx')
         """
         return f"{code}{text}{self.reset}" if code else text
 
