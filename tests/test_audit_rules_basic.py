@@ -22,6 +22,7 @@ from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import Severity
+from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
     CR0_PG,
@@ -53,7 +54,7 @@ from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import build_machine
 
-RULES = Host.create().audit_rules()
+RULES = audit_rules(Host.create())
 PASSED = "x86/mm: Checked W+X mappings: passed, no W+X pages found."
 CHECKING_USER = "x86/mm: Checking user space page tables"
 #: Linux's guard hole with 4-level paging: 16 PML4 entries from the start of the kernel half.

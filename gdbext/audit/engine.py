@@ -1,7 +1,7 @@
 """Running an audit: select rules, run each on one shared context, collect and sort findings.
 
 >>> from gdbext_sim.scenario import load_scenario  # doctest: +SKIP
->>> result = run_audit(target, AuditOptions(), host.audit_rules())  # doctest: +SKIP
+>>> result = run_audit(target, AuditOptions(), audit_rules(host))  # doctest: +SKIP
 >>> result.summary["findings"], result.exit_status  # doctest: +SKIP
 (0, 0)
 """
