@@ -24,9 +24,16 @@ from collections.abc import Sequence
 from typing import Final
 
 from gdbext.addr import AddrRange
-from gdbext.flags import ACCESSED_DIRTY, GLOBAL, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.flags import ACCESSED_DIRTY, GLOBAL, NO_EXECUTE, PRESENT, WRITABLE
 from gdbext.geometry import entry_span, geometry
-from gdbext.x86.entries import MAX_PHYS_BITS, address_mask, entry_rules, fold, is_leaf
+from gdbext.x86.entries import (
+    MAX_PHYS_BITS,
+    PERM_KEY,
+    address_mask,
+    entry_rules,
+    fold,
+    is_leaf,
+)
 
 __all__ = [
     "GUARD_HOLE_ENTRIES",
@@ -67,11 +74,10 @@ TABLE: Final = 2
 NOT_NOTED: Final = 3
 
 _TOP = 1 << 64
-_UW = USER_ACCESSIBLE | WRITABLE
 #: The hardware's entry levels (what PSE means where), as Linux's walker sees them.
-_PUD, _PMD = entry_rules(MAX_PHYS_BITS).levels[2], entry_rules(MAX_PHYS_BITS).levels[1]
+_PUD, _PMD = entry_rules(MAX_PHYS_BITS).level(3), entry_rules(MAX_PHYS_BITS).level(2)
 #: The bits a path's effective prot keeps (USR, RW, NX).
-UWNX: Final = _UW | NO_EXECUTE
+UWNX: Final = PERM_KEY
 #: PROTNONE (the GLOBAL bit) counts as present for pmd_present().
 _PMD_PRESENT = PRESENT | GLOBAL
 
