@@ -32,7 +32,8 @@ from gdbext.permfilter import PermFilter
 from gdbext.plugin.host import DUMP_BACKEND, Host
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext.units import parse_int
-from gdbext.x86.paging import Anomaly, LeafRun, Mapping, Translation, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly, LeafRun, Mapping, Translation
 
 if TYPE_CHECKING:
     from gdbext.audit.engine import AuditResult

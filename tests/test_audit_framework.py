@@ -33,7 +33,8 @@ from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
 from gdbext.render.audit import finding_line
-from gdbext.x86.paging import SIZE_4K, LeafRun, X86PageTable
+from gdbext.x86.paging import SIZE_4K, X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import build_machine, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

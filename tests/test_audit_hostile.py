@@ -41,7 +41,7 @@ from gdbext.geometry import entry_span
 from gdbext.mapper import read_table, read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.records import LeafRun
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine, load_scenario
 

@@ -48,7 +48,8 @@ from gdbext.geometry import entry_span
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import build_machine
 

@@ -52,7 +52,8 @@ from gdbext.linux.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun
+from gdbext.x86.paging import SIZE_2M, SIZE_4K
+from gdbext.x86.records import LeafRun
 from gdbext_dump.dump import open_dump
 from gdbext_sim.scenario import build_machine, load_scenario
 

@@ -39,7 +39,7 @@ from gdbext.session import (
     colourise,
     complete_path,
 )
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -51,7 +51,8 @@ from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, WalkRecord, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import AliasRun, Anomaly, LeafRun, WalkRecord
 
 if TYPE_CHECKING:
     from gdbext.audit.engine import AuditOptions

@@ -42,7 +42,8 @@ from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import index_shift
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import read_table, read_u64
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 
 __all__ = [
     "Base",

@@ -76,7 +76,8 @@ from gdbext.frontend.commands import DEFAULT_MAX_LINES_PTDUMP, WalkResult
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, level_name
 from gdbext.linux.layout import Layout, detect_layout
 from gdbext.mapper import read_table
-from gdbext.x86.paging import Anomaly, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly
 
 #: Linux's ``PTE_FLAGS_MASK`` (~PTE_PFN_MASK with a 52-bit physical mask): bits 0-11, 52-63.
 PTE_FLAGS_MASK = FLAGS_MASK

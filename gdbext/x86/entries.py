@@ -94,10 +94,12 @@ class LevelRules(NamedTuple):
     link_reserved: int
     #: Reserved bits of a present leaf (0 at levels 4 and 5, which have no leaves).
     leaf_reserved: int
-    #: The bits of an entry that hold the address of the table it links.
+    #: The bits of an entry that hold the address of the table it links (0 at level 1).
     link_mask: int
     #: The bits of a leaf that hold its frame (the low frame bits of a large page excluded).
     frame_mask: int
+    #: The address bits of any entry: bits 12 up to MAXPHYADDR - 1.
+    addr_mask: int
 
 
 class EntryRules(NamedTuple):
@@ -171,6 +173,7 @@ def entry_rules(max_phys_bits: int = MAX_PHYS_BITS, nxe: bool = True) -> EntryRu
                 leaf_reserved=leaf_rsvd,
                 link_mask=addr if level > 1 else 0,
                 frame_mask=addr & ~(span - 1) if level <= 3 else 0,
+                addr_mask=addr,
             )
         )
     return EntryRules(max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level))

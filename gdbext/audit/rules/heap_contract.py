@@ -51,7 +51,7 @@ from gdbext.audit.spans import LeafSpan
 from gdbext.frontend.commands import HeapResult
 from gdbext.geometry import SIZE_4K
 from gdbext.render.common import perms
-from gdbext.x86.paging import AliasRun, LeafRun
+from gdbext.x86.records import AliasRun, LeafRun
 
 __all__ = ["HeapContractRule", "HeapPiece", "heap_pieces"]
 

@@ -58,7 +58,8 @@ from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table
 from gdbext.render.common import perms, plural
-from gdbext.x86.paging import Anomaly, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly
 
 __all__ = [
     "PtWritableAliasRule",

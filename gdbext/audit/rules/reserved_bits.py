@@ -56,7 +56,8 @@ from gdbext.audit.spans import LeafSpan, repeats_text
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.render.common import perms, plural
-from gdbext.x86.paging import Anomaly, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly
 
 #: Page-attribute bits of a leaf: PWT, PCD, and PAT (bit 7 of a 4 KiB leaf, 12 of a large one).
 PWT, PCD = 1 << 3, 1 << 4
