@@ -296,7 +296,8 @@ class PageTable:
         """The audit of this page table (every rule plugin, or ``rules`` without ``skip``):
         an :class:`~gdbext.audit.engine.AuditResult` whose ``findings`` are sorted by
         severity, highest first."""
-        from gdbext.audit.engine import AuditOptions, run_audit
+        from gdbext.audit.engine import run_audit
+        from gdbext.audit.options import AuditOptions
 
         only = (rules,) if isinstance(rules, str) else None if rules is None else tuple(rules)
         skipped = (skip,) if isinstance(skip, str) else tuple(skip)

@@ -24,8 +24,10 @@ import pytest
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView
-from gdbext.audit.engine import AuditOptions, run_audit, select_rules
-from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
+from gdbext.audit.engine import run_audit, select_rules
+from gdbext.audit.model import Finding, RuleSkipped, Severity
+from gdbext.audit.options import AuditOptions
+from gdbext.audit.rule import AuditRule, FunctionRule
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
 from gdbext.frontend.commands import HeapOptions, RootOptions, heap
 from gdbext.mapper import read_u64, write_u64
@@ -395,7 +397,8 @@ def test_fail_on_exit_status_of_the_command_line(capsys: pytest.CaptureFixture[s
 # --- third-party rules -----------------------------------------------------------------------
 
 THIRD_PARTY = """
-from gdbext.audit.model import FunctionRule, Severity
+from gdbext.audit.rule import FunctionRule
+from gdbext.audit.model import Severity
 from gdbext.plugin.hookspecs import hookimpl
 
 

@@ -20,8 +20,9 @@ from test_audit_pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.engine import AuditResult, run_audit
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
     CR0_PG,

@@ -38,8 +38,10 @@ from test_audit_pti import (
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import LeafSpan
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
-from gdbext.audit.model import AuditRule, Finding, Severity
+from gdbext.audit.engine import AuditResult, run_audit
+from gdbext.audit.model import Finding, Severity
+from gdbext.audit.options import AuditOptions
+from gdbext.audit.rule import AuditRule
 from gdbext.audit.rules.pti import RULES as PTI_RULES
 from gdbext.audit.rules.pti import Cover, pti_regions
 from gdbext.audit.rules.reserved_bits import PCD, PWT, outside

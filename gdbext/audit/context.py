@@ -30,11 +30,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TypeVar, cast
 
 from gdbext.addr import AddrRange, merge_ranges
 from gdbext.audit.evidence import step_text
-from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
+from gdbext.audit.model import Finding, RuleIdentity, RuleSkipped, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.spans import FrameIndex, LeafSpan, group_range, merge_spans, repeats_text
 from gdbext.cpu import EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError, GdbextError, PhysMemoryError
@@ -53,9 +54,6 @@ from gdbext.mapper import read_table
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, Anomaly, LeafRun, WalkRecord
-
-if TYPE_CHECKING:
-    from gdbext.audit.engine import AuditOptions
 
 # LeafSpan, FrameIndex and the group helpers live in gdbext.audit.spans; rules (plugins too)
 # get them here with the rest of what they look at.
@@ -720,7 +718,7 @@ class AuditContext:
 
     def finding(
         self,
-        rule: AuditRule,
+        rule: RuleIdentity,
         view: AuditView | None,
         message: str,
         *,

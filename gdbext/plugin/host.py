@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pluggy
 
-from gdbext.audit.model import AuditRule
+from gdbext.audit.rule import AuditRule
 from gdbext.errors import PluginError, UsageError
 from gdbext.plugin import hookspecs
 from gdbext.plugin.target import BackendInfo, OpenRequest
