@@ -115,6 +115,8 @@ class EntryRules(NamedTuple):
     #: NO_EXECUTE with EFER.NXE, else 0: the bit :func:`fold` ORs.
     nx_bit: int
     levels: tuple[LevelRules, ...]
+    #: Address bits at or above MAXPHYADDR (up to bit 51): reserved at every level.
+    phys_reserved: int
 
     def level(self, level: int) -> LevelRules:
         """The rules of entries at ``level`` (1 = PT ... 5 = PML5)."""
@@ -149,7 +151,7 @@ def entry_rules(max_phys_bits: int = MAX_PHYS_BITS, nxe: bool = True) -> EntryRu
     if not MIN_PHYS_BITS_ACCEPTED <= max_phys_bits <= MAX_PHYS_BITS:
         raise PhysBitsError(max_phys_bits, MIN_PHYS_BITS_ACCEPTED, MAX_PHYS_BITS)
     addr = address_mask(max_phys_bits)
-    base = _LOW_52 & ~((1 << max_phys_bits) - 1)
+    base = _LOW_52 & ~((1 << max_phys_bits) - 1)  # address bits at or above MAXPHYADDR
     if not nxe:
         base |= NO_EXECUTE
     per_level = []
@@ -176,7 +178,10 @@ def entry_rules(max_phys_bits: int = MAX_PHYS_BITS, nxe: bool = True) -> EntryRu
                 addr_mask=addr,
             )
         )
-    return EntryRules(max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level))
+    above = _LOW_52 & ~((1 << max_phys_bits) - 1)
+    return EntryRules(
+        max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level), above
+    )
 
 
 def is_present(entry: int) -> bool:

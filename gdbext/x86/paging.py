@@ -85,7 +85,7 @@ from gdbext.x86.records import (
     new_translation,
 )
 from gdbext.x86.tlbflush import FlushHook
-from gdbext.x86.walk import Walker
+from gdbext.x86.walk import Walker, reachable_tables
 
 __all__ = ["SIZE_1G", "SIZE_2M", "SIZE_4K", "X86PageTable"]
 
@@ -97,6 +97,8 @@ _as_entries: Callable[[bytes], Sequence[int]] = (
     if sys.byteorder == "little" and struct.calcsize("Q") == ENTRY_SIZE
     else TABLE_STRUCT.unpack
 )
+#: A walk down to a page table: (page table, permissions so far, steps above it, PD entry).
+_Prefix = tuple[int, int, tuple[WalkStep, ...], int]
 #: The walk options ``aliases`` accepts.
 _ALIAS_MODES = ("expand", "collapse")
 
@@ -176,6 +178,10 @@ class X86PageTable(PageTableEditor):
         self._cache: dict[int, Sequence[int]] | None = {} if cache else None
         #: Translations by 4 KiB page number (only with ``cache=True``): a software TLB.
         self._memo: dict[int, Translation] | None = {} if cache else None
+        #: By 2 MiB region (only with ``cache=True``), as the MMU's paging-structure cache: the
+        #: walk down to the region's page table (:data:`_Prefix`), or the large page mapping it.
+        self._regions: dict[int, Translation | _Prefix] | None = {} if cache else None
+        self._hot_pt = self._hot[-1:]
         self.cache_tables = cache_tables
         self.cache_pages = cache_pages
 
@@ -279,23 +285,39 @@ class X86PageTable(PageTableEditor):
             self._check_canonical(vaddr)
         memo = self._memo
         if memo is None:
-            return self._walk_one(vaddr)
+            return self._walk(vaddr, None)
         hit = memo.get(vaddr >> 12)
         if hit is not None:
             return new_translation((vaddr, hit[1] + (vaddr - hit[0]), *hit[2:]))
-        result = self._walk_one(vaddr)
+        regions = self._regions
+        assert regions is not None  # kept with the memo
+        region = regions.get(vaddr >> 21)
+        if region is None:
+            result = self._walk(vaddr, None)
+        elif isinstance(region, Translation):  # in a large page
+            result = new_translation((vaddr, region[1] + (vaddr - region[0]), *region[2:]))
+        else:
+            result = self._walk(vaddr, region)  # from the page table
         if len(memo) >= self.cache_pages:
             del memo[next(iter(memo))]
         memo[vaddr >> 12] = result
         return result
 
-    def _walk_one(self, vaddr: int) -> Translation:
-        table = self.root
-        acc = ROOT_ACCESS
-        steps: list[WalkStep] = []
+    def _walk(self, vaddr: int, start: _Prefix | None) -> Translation:
+        """The MMU's walk for ``vaddr``: from the root, or from the page table that ``start``
+        (a prefix from the region cache) names."""
         cache = self._cache
-        parent_entry: int | None = None
-        for level, shift, link_rsvd, leaf_rsvd, always_leaf, ps_leaf, frame_mask, size in self._hot:
+        regions = self._regions
+        if start is None:
+            table, acc, steps, parent_entry = self.root, ROOT_ACCESS, [], None
+            hot = self._hot
+        else:
+            table, acc, above, parent_entry = start
+            steps = list(above)
+            hot = self._hot_pt
+        nx_bit = self.rules.nx_bit
+        addr_mask = self.addr_mask
+        for level, shift, link_rsvd, leaf_rsvd, always_leaf, ps_leaf, frame_mask, size in hot:
             index = (vaddr >> shift) & 0x1FF
             try:
                 if cache is None:
@@ -321,9 +343,9 @@ class X86PageTable(PageTableEditor):
                     err = ReservedBitsError(vaddr, level, entry, bad)
                 err.steps = tuple(steps)
                 raise err
-            acc = (acc & entry & PERM_BITS) | ((acc | entry) & self.rules.nx_bit)  # entries.fold
+            acc = (acc & entry & PERM_BITS) | ((acc | entry) & nx_bit)  # entries.fold
             if leaf:
-                return new_translation(
+                result = new_translation(
                     (
                         vaddr,
                         (entry & frame_mask) | (vaddr & (size - 1)),
@@ -336,9 +358,21 @@ class X86PageTable(PageTableEditor):
                         tuple(steps),
                     )
                 )
+                if regions is not None and level > 1:
+                    self._remember_region(vaddr, result)
+                return result
             parent_entry = entry
-            table = entry & self.addr_mask
+            table = entry & addr_mask
+            if regions is not None and level == 2:
+                self._remember_region(vaddr, (table, acc, tuple(steps), entry))
         raise AssertionError("unreachable: level 1 is always a leaf")
+
+    def _remember_region(self, vaddr: int, what: Translation | _Prefix) -> None:
+        regions = self._regions
+        assert regions is not None
+        if len(regions) >= self.cache_pages:
+            del regions[next(iter(regions))]
+        regions[vaddr >> 21] = what
 
     def _unreadable(
         self,
@@ -365,6 +399,8 @@ class X86PageTable(PageTableEditor):
             self._cache.clear()
         if self._memo is not None:
             self._memo.clear()
+        if self._regions is not None:
+            self._regions.clear()
 
     def try_translate(self, vaddr: int) -> Translation | None:
         """:meth:`translate`, or ``None`` where it would raise a translation error."""
@@ -470,6 +506,11 @@ class X86PageTable(PageTableEditor):
             elif type(record) is Anomaly and on_anomaly is not None:
                 on_anomaly(record)
 
+    def tables(self) -> dict[int, int]:
+        """Every page-table frame reachable from the root -> its level (the root included):
+        see :func:`~gdbext.x86.walk.reachable_tables`."""
+        return reachable_tables(self.read_table, self.root, self.levels, self.rules)
+
     # ------------------------------------------------------------------------------------------
     # Changing (the operations are :class:`~gdbext.x86.mutate.PageTableEditor`'s)
 
@@ -477,6 +518,8 @@ class X86PageTable(PageTableEditor):
         """Every write of the engine goes through here, so the table cache stays right."""
         if self._memo:
             self._memo.clear()
+        if self._regions:
+            self._regions.clear()
         if self._cache is not None:
             self._cache.pop(paddr & ~(TABLE_SIZE - 1), None)
             self._cache.pop((paddr + len(data) - 1) & ~(TABLE_SIZE - 1), None)

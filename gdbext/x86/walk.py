@@ -34,7 +34,7 @@ from gdbext.x86.runs import (
     summarise,
 )
 
-__all__ = ["Walker"]
+__all__ = ["Walker", "reachable_tables"]
 
 #: A leaf table summary with at most this many runs is memoised for the whole walk.
 _COMPACT_RUNS = 64
@@ -428,3 +428,37 @@ class Walker:
             yield out
 
     # ------------------------------------------------------------------------------------------
+
+
+def reachable_tables(
+    read_table: Callable[[int], tuple[int, ...]], root: int, levels: int, rules: EntryRules
+) -> dict[int, int]:
+    """Every page-table frame reachable from ``root`` -> its level (the root included).
+
+    Tables are found by following present links that the MMU would follow (no reserved bits,
+    no HUGE_PAGE in a PML4/PML5), in a pass over tables only; a frame linked at several levels
+    keeps the first level found. Page tables (level 1) are listed from their parents' entries
+    and not read; a table that cannot be read (outside RAM, not in the dump) is listed but not
+    descended.
+    """
+    found = {root: levels}
+    stack = [(root, levels)]
+    while stack:
+        table, level = stack.pop()
+        try:
+            entries = read_table(table)
+        except PhysMemoryError:
+            continue
+        lr = rules.levels[level - 1]
+        # Links: present, neither a leaf (PS at levels 2 and 3) nor with reserved bits (PS
+        # among them at levels 4 and 5); picked in one comprehension (tables are mostly
+        # sparse or all leaves).
+        skip = lr.link_reserved | HUGE_PAGE
+        mask = lr.link_mask
+        for child in {e & mask for e in entries if e & PRESENT and not e & skip}:
+            if child not in found:
+                found[child] = level - 1
+                if level > 2:
+                    stack.append((child, level - 1))
+    return found
+

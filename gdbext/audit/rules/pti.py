@@ -44,10 +44,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.pti import examine_pti
 from gdbext.audit.spans import LeafSpan, merge_spans
+from gdbext.audit.views import AuditView
 from gdbext.flags import GLOBAL
 from gdbext.geometry import SIZE_4K
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
