@@ -23,11 +23,12 @@ import pytest
 
 from gdbext import cli
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.engine import run_audit, select_rules
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.options import AuditOptions
 from gdbext.audit.rule import AuditRule, FunctionRule
+from gdbext.audit.views import AuditView
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
 from gdbext.frontend.commands import HeapOptions, RootOptions, heap
 from gdbext.mapper import read_u64, write_u64

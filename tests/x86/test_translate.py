@@ -330,3 +330,37 @@ def test_translate_5_level() -> None:
     assert [s.index for s in t2.steps] == [0, 256, 1]
 
 
+
+
+def test_cached_translations_equal_fresh_walks_region_by_region() -> None:
+    """With ``cache=True`` a translation may start from a remembered page table or large page
+    (by 2 MiB region): every result equals the uncached walk's, steps included, and an entry
+    changed through the page table (or outside it, then ``invalidate_cache``) is seen."""
+    env = Env()
+    pt_path = env.link(v4(1, 2, 3, 0), 1, 0x5000 | P | W | ACC)
+    env.ram.set(pt_path[-1], 7, 0x7000 | P | U)  # W comes from nowhere: parents allow it
+    env.ram.set(pt_path[-1], 9, 0x9000)  # not present
+    env.link(v4(1, 2, 4), 2, 0x4060_0000 | P | W | PS | NX)  # a 2 MiB leaf, NX
+    cached = X86PageTable(env.ram, ROOT, 4, cache=True, allow_writes=True)
+    fresh = X86PageTable(env.ram, ROOT, 4)
+    addresses = [
+        v4(1, 2, 3, 0, off=0x10),
+        v4(1, 2, 3, 7, off=0x20),
+        v4(1, 2, 3, 0, off=0x30),
+        v4(1, 2, 4, 0, off=0x40),
+        v4(1, 2, 4, 300, off=0x50),
+        v4(1, 2, 4, 511, off=0xFFF),
+    ]
+    for _ in range(2):
+        for va in addresses:
+            assert cached.translate(va) == fresh.translate(va)
+    got = cached.translate(v4(1, 2, 4, 300, off=0x50))
+    assert (got.paddr, got.page_size, got.executable) == (0x4072_C050, M2, False)
+    with pytest.raises(NotMappedError) as info:
+        cached.translate(v4(1, 2, 3, 9))  # from the remembered page table: all steps
+    assert info.value.steps == steps_of(env, v4(1, 2, 3, 9), pt_path, 1)
+    cached.update_flags(v4(1, 2, 3, 7), P | W)
+    assert cached.translate(v4(1, 2, 3, 7)).writable
+    env.ram.set(pt_path[-1], 7, 0x8000 | P)  # behind the page table's back
+    cached.invalidate_cache()
+    assert cached.translate(v4(1, 2, 3, 7, off=1)).paddr == 0x8001
