@@ -8,7 +8,7 @@ the picks reach many tables, runs are drawn uniformly, not weighted by size.
 
 Measures, in one run (medians of ``--repeat`` runs, per address):
 
-- gdbext, **fresh**: a new :class:`~gdbext.x86.paging.X86PageTable` with its table cache
+- gdbext, **fresh**: a new :class:`~gdbext.x86.paging.X86PageTable` with its caches
   (``cache=True``) made for each run, so that every table is read from the dump once per run;
 - gdbext, **warm**: the same addresses again through that page table (tables and pages cached);
 - gdbext, **uncached**: ``cache=False`` (one 8-byte read per level);
@@ -33,6 +33,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,130 +89,45 @@ def fresh_table(pt: X86PageTable, cache: bool = True) -> X86PageTable:
     return X86PageTable(pt.mapper, pt.root, pt.levels, nxe=pt.nxe, cache=cache)
 
 
-def measure_gdbext(pt: X86PageTable, addrs: list[int], repeat: int) -> dict[str, Any]:
-    state: dict[str, X86PageTable] = {}
-
-    def fresh() -> None:
-        state["pt"] = table = fresh_table(pt)
-        translate = table.translate
-        for a in addrs:
-            translate(a)
-
-    fresh_s = timed(fresh, repeat)
-    warm_table = state["pt"]
-    warm_s = timed(lambda: [warm_table.translate(a) for a in addrs], repeat)
-    cold_table = fresh_table(pt, cache=False)
-    uncached_s = timed(lambda: [cold_table.translate(a) for a in addrs], repeat)
-    n = len(addrs)
-    return {
-        "fresh_us": fresh_s / n * 1e6,
-        "warm_us": warm_s / n * 1e6,
-        "uncached_us": uncached_s / n * 1e6,
-        "tables": len(warm_table.tables()),  # page-table frames reachable, for scale
-    }
-
-
-def measure_drgn(
-    path: Path, pgd_va: int, addrs: list[int], expect: list[int], repeat: int
-) -> dict[str, Any]:
-    """drgn's ``follow_phys`` over ``addrs`` with a fresh program per run; ``{}`` without
-    drgn, ``{"error": ...}`` when it cannot open the dump."""
-    try:  # optional, untyped: imported by name
-        drgn = importlib.import_module("drgn")
-        _linux_helper_follow_phys = importlib.import_module("_drgn")._linux_helper_follow_phys
-    except ImportError as exc:
-        return {"error": f"drgn is not installed ({exc})"}
-    programs: list[Any] = []
-
-    def new_program() -> Any:
-        prog = drgn.Program()
-        prog.set_core_dump(str(path))
-        return prog
-
-    try:
-        check = new_program()
-        got = [_linux_helper_follow_phys(check, pgd_va, a) for a in addrs]
-    except Exception as exc:  # drgn's own errors: report, do not fail the benchmark
-        return {"error": f"{type(exc).__name__}: {exc}", "version": drgn.__version__}
-    mismatches = sum(g != e for g, e in zip(got, expect, strict=True))
-
-    def run() -> None:
-        prog = programs.pop()
-        for a in addrs:
-            _linux_helper_follow_phys(prog, pgd_va, a)
-
-    times = []
-    for _ in range(repeat):
-        programs.append(new_program())  # made outside the timed part
-        times.append(timed(run, 1))
-    times.sort()
-    return {
-        "version": drgn.__version__,
-        "us": times[len(times) // 2] / len(addrs) * 1e6,
-        "mismatches": mismatches,
-    }
-
-
-def measure_vol3(
-    path: Path, cr3: int, addrs: list[int], expect: list[int], repeat: int
-) -> dict[str, Any]:
-    """volatility3's ``Intel32e.translate`` with a fresh layer stack per run."""
-    import _vol3
-
-    try:
-        vol = _vol3.load()
-    except _vol3.Vol3Missing as exc:
-        return {"error": str(exc)}
-    mask = (1 << 48) - 1  # the layer takes 48-bit addresses
-    layers: list[Any] = []
-    check = _vol3.build_layer(vol, path, cr3)
-    ok: list[int] = []
-    mismatches = failed = 0
-    for a, e in zip(addrs, expect, strict=True):
-        try:
-            got = check.translate(a & mask)[0]
-        except Exception:  # its page faults: counted, and left out of the timing
-            failed += 1
-            continue
-        ok.append(a)
-        mismatches += got != e
-
-    def run() -> None:
-        translate = layers.pop().translate
-        for a in ok:
-            translate(a & mask)
-
-    times = []
-    for _ in range(repeat):
-        layers.append(_vol3.build_layer(vol, path, cr3))
-        times.append(timed(run, 1))
-    times.sort()
-    return {
-        "version": vol.version,
-        "us": times[len(times) // 2] / len(ok) * 1e6,
-        "mismatches": mismatches,
-        "failed": failed,
-    }
-
-
 def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The figures of one dump: gdbext, drgn and volatility3 runs interleaved, repetition by
+    repetition, so that a change of the machine's load hits them alike."""
     from gdbext_dump.dump import open_dump
 
     target = open_dump(str(path))
     pt, pgd_va = kernel_table(target)
     addrs = pick_addresses(pt, args.addresses)
     expect = [fresh_table(pt).translate(a).paddr for a in addrs]
+    n = len(addrs)
+    sides: dict[str, Side] = {}
+    if not args.no_drgn:
+        sides["drgn"] = drgn_side(path, pgd_va, addrs, expect)
+    if args.vol3 and pt.levels == 4:  # volatility3 has no 5-level layer
+        sides["vol3"] = vol3_side(path, pt.root, addrs, expect)
+    times: dict[str, list[float]] = {"fresh": [], "warm": [], "uncached": []}
+    for name in sides:
+        times[name] = []
+    uncached = fresh_table(pt, cache=False)
+    for _ in range(args.repeat):
+        translate = fresh_table(pt).translate
+        times["fresh"].append(timed(partial(_each, translate, addrs), 1))
+        times["warm"].append(timed(partial(_each, translate, addrs), 1))
+        times["uncached"].append(timed(partial(_each, uncached.translate, addrs), 1))
+        for name, side in sides.items():
+            if side.run is not None:
+                times[name].append(side.run())
     row: dict[str, Any] = {
         "dump": path.name,
         "levels": pt.levels,
         "root": f"0x{pt.root:x}",
-        "addresses": len(addrs),
-        "gdbext": measure_gdbext(pt, addrs, args.repeat),
+        "addresses": n,
+        "tables": len(pt.tables()),
+        "gdbext": {f"{k}_us": _median(times[k]) / n * 1e6 for k in ("fresh", "warm", "uncached")},
     }
-    if not args.no_drgn:
-        row["drgn"] = measure_drgn(path, pgd_va, addrs, expect, args.repeat)
-    if args.vol3 and pt.levels == 4:  # volatility3 has no 5-level layer
-        row["vol3"] = measure_vol3(path, pt.root, addrs, expect, args.repeat)
+    for name, side in sides.items():
+        row[name] = side.info | (
+            {"us": _median(times[name]) / side.count * 1e6} if side.run is not None else {}
+        )
     if args.profile:
 
         def one_fresh() -> None:
@@ -219,6 +137,87 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
         row["profile"] = profiled(one_fresh, f"fresh translations of {path.name}", 15)
     return row
+
+
+def _each(translate: Callable[[int], object], addrs: list[int]) -> None:
+    for a in addrs:
+        translate(a)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+@dataclass
+class Side:
+    """Another tool: ``run()`` times one fresh pass over ``count`` addresses (``None`` when it
+    cannot run: ``info`` says why)."""
+
+    info: dict[str, Any]
+    run: Callable[[], float] | None = None
+    count: int = 0
+
+
+def drgn_side(path: Path, pgd_va: int, addrs: list[int], expect: list[int]) -> Side:
+    """drgn's ``follow_phys`` over ``addrs``, a new program per run (made outside the time)."""
+    try:  # optional, untyped: imported by name
+        drgn = importlib.import_module("drgn")
+        follow_phys = importlib.import_module("_drgn")._linux_helper_follow_phys
+    except ImportError as exc:
+        return Side({"error": f"drgn is not installed ({exc})"})
+
+    def new_program() -> Any:
+        prog = drgn.Program()
+        prog.set_core_dump(str(path))
+        return prog
+
+    try:
+        check = new_program()
+        got = [follow_phys(check, pgd_va, a) for a in addrs]
+    except Exception as exc:  # drgn's own errors: report, do not fail the benchmark
+        return Side({"error": f"{type(exc).__name__}: {exc}", "version": drgn.__version__})
+    info = {
+        "version": drgn.__version__,
+        "mismatches": sum(g != e for g, e in zip(got, expect, strict=True)),
+    }
+
+    def run() -> float:
+        prog = new_program()
+        return timed(partial(_each, partial(follow_phys, prog, pgd_va), addrs), 1)
+
+    return Side(info, run, len(addrs))
+
+
+def vol3_side(path: Path, cr3: int, addrs: list[int], expect: list[int]) -> Side:
+    """volatility3's ``Intel32e.translate``, a new layer stack per run; the addresses it
+    cannot translate are counted and left out."""
+    import _vol3
+
+    try:
+        vol = _vol3.load()
+    except _vol3.Vol3Missing as exc:
+        return Side({"error": str(exc)})
+    mask = (1 << 48) - 1  # the layer takes 48-bit addresses
+    check = _vol3.build_layer(vol, path, cr3)
+    ok: list[int] = []
+    mismatches = failed = 0
+    for a, e in zip(addrs, expect, strict=True):
+        try:
+            got = check.translate(a & mask)[0]
+        except Exception:  # its page faults
+            failed += 1
+            continue
+        ok.append(a & mask)
+        mismatches += got != e
+    info = {"version": vol.version, "mismatches": mismatches, "failed": failed}
+    if not ok:
+        return Side(info)
+
+    def run() -> float:
+        translate = _vol3.build_layer(vol, path, cr3).translate
+        return timed(partial(_each, translate, ok), 1)
+
+    return Side(info, run, len(ok))
 
 
 def report_text(rows: list[dict[str, Any]]) -> list[str]:
@@ -243,9 +242,7 @@ def report_text(rows: list[dict[str, Any]]) -> list[str]:
             if side.get("mismatches"):
                 lines.append(f"  {name}: {side['mismatches']} translations differ from gdbext's")
             if side.get("failed"):
-                lines.append(
-                    f"  {name}: {side['failed']} addresses it cannot translate (left out)"
-                )
+                lines.append(f"  {name}: {side['failed']} addresses it cannot translate (left out)")
         if "profile" in row:
             lines.append(row["profile"])
     return lines

@@ -97,8 +97,9 @@ _as_entries: Callable[[bytes], Sequence[int]] = (
     if sys.byteorder == "little" and struct.calcsize("Q") == ENTRY_SIZE
     else TABLE_STRUCT.unpack
 )
-#: A walk down to a page table: (page table, permissions so far, steps above it, PD entry).
-_Prefix = tuple[int, int, tuple[WalkStep, ...], int]
+#: A walk down to a page table: (its entries, its address, permissions so far, steps above it,
+#: the PD entry that links it).
+_Prefix = tuple[Sequence[int], int, int, tuple[WalkStep, ...], int]
 #: The walk options ``aliases`` accepts.
 _ALIAS_MODES = ("expand", "collapse")
 
@@ -182,6 +183,8 @@ class X86PageTable(PageTableEditor):
         #: walk down to the region's page table (:data:`_Prefix`), or the large page mapping it.
         self._regions: dict[int, Translation | _Prefix] | None = {} if cache else None
         self._hot_pt = self._hot[-1:]
+        self._pt_reserved = self.rules.level(1).leaf_reserved
+        self._nx_bit = self.rules.nx_bit
         self.cache_tables = cache_tables
         self.cache_pages = cache_pages
 
@@ -288,7 +291,21 @@ class X86PageTable(PageTableEditor):
             return self._walk(vaddr, None)
         hit = memo.get(vaddr >> 12)
         if hit is not None:
-            return new_translation((vaddr, hit[1] + (vaddr - hit[0]), *hit[2:]))
+            if hit[0] == vaddr:
+                return hit  # immutable: the same answer again
+            return new_translation(
+                (
+                    vaddr,
+                    hit[1] + (vaddr - hit[0]),
+                    hit[2],
+                    hit[3],
+                    hit[4],
+                    hit[5],
+                    hit[6],
+                    hit[7],
+                    hit[8],
+                )
+            )
         regions = self._regions
         assert regions is not None  # kept with the memo
         region = regions.get(vaddr >> 21)
@@ -296,8 +313,27 @@ class X86PageTable(PageTableEditor):
             result = self._walk(vaddr, None)
         elif isinstance(region, Translation):  # in a large page
             result = new_translation((vaddr, region[1] + (vaddr - region[0]), *region[2:]))
-        else:
-            result = self._walk(vaddr, region)  # from the page table
+        else:  # from the region's page table: the walk's level-1 step, inlined
+            entries, table, acc, above, _ = region
+            index = (vaddr >> 12) & 0x1FF
+            entry = entries[index]
+            if entry & PRESENT and not entry & self._pt_reserved:
+                acc = (acc & entry & PERM_BITS) | ((acc | entry) & self._nx_bit)
+                result = new_translation(
+                    (
+                        vaddr,
+                        (entry & self.addr_mask) | (vaddr & 0xFFF),
+                        SIZE_4K,
+                        entry,
+                        1,
+                        bool(acc & USER_ACCESSIBLE),
+                        bool(acc & WRITABLE),
+                        not acc & NO_EXECUTE,
+                        (*above, new_step((1, table, index, entry))),
+                    )
+                )
+            else:
+                result = self._walk(vaddr, region)  # raises
         if len(memo) >= self.cache_pages:
             del memo[next(iter(memo))]
         memo[vaddr >> 12] = result
@@ -308,11 +344,12 @@ class X86PageTable(PageTableEditor):
         (a prefix from the region cache) names."""
         cache = self._cache
         regions = self._regions
+        pending: tuple[int, int, tuple[WalkStep, ...], int] | None = None
         if start is None:
             table, acc, steps, parent_entry = self.root, ROOT_ACCESS, [], None
             hot = self._hot
         else:
-            table, acc, above, parent_entry = start
+            _, table, acc, above, parent_entry = start
             steps = list(above)
             hot = self._hot_pt
         nx_bit = self.rules.nx_bit
@@ -327,6 +364,8 @@ class X86PageTable(PageTableEditor):
                     if entries is None:
                         entries = self._load(table)
                     entry = entries[index]
+                    if pending is not None:  # the region's page table, now read
+                        self._remember_region(vaddr, (entries, *pending))
             except PhysMemoryError as exc:
                 raise self._unreadable(exc, vaddr, level, parent_entry, table, steps) from None
             steps.append(new_step((level, table, index, entry)))
@@ -364,7 +403,7 @@ class X86PageTable(PageTableEditor):
             parent_entry = entry
             table = entry & addr_mask
             if regions is not None and level == 2:
-                self._remember_region(vaddr, (table, acc, tuple(steps), entry))
+                pending = (table, acc, tuple(steps), entry)
         raise AssertionError("unreachable: level 1 is always a leaf")
 
     def _remember_region(self, vaddr: int, what: Translation | _Prefix) -> None:
