@@ -64,10 +64,12 @@ def kernel_table(target: Target) -> tuple[X86PageTable, int]:
     """The kernel's page table (``init_top_pgt``) and that symbol's virtual address."""
     from gdbext.frontend.commands import RootOptions, open_page_table
 
-    info = target.hints.get("vmcoreinfo")
-    if not isinstance(info, dict) or "SYMBOL(init_top_pgt)" not in info:
+    info = target.facts.vmcoreinfo
+    if info is None or "SYMBOL(init_top_pgt)" not in info.entries:
         raise SystemExit(f"{target.description}: no VMCOREINFO with SYMBOL(init_top_pgt)")
-    return open_page_table(target, RootOptions(kernel=True)), int(info["SYMBOL(init_top_pgt)"], 16)
+    return open_page_table(target, RootOptions(kernel=True)), int(
+        info.entries["SYMBOL(init_top_pgt)"], 16
+    )
 
 
 def pick_addresses(pt: X86PageTable, count: int, seed: int = 1) -> list[int]:

@@ -6,7 +6,7 @@ lists its leaves as :class:`~gdbext.audit.context.LeafSpan` objects sorted by ph
 (a collapsed alias is one span per leaf run of its first walk, whatever its number of links),
 and :func:`overlap_pairs` sweeps two such lists against each other once, in physical order.
 
->>> from gdbext.x86.paging import LeafRun
+>>> from gdbext.x86.records import LeafRun
 >>> from gdbext.audit.spans import LeafSpan
 >>> w = LeafSpan(LeafRun(0xffff888000000000, 0x0, 4, 4096, 0x8000000000000003, False, True, False))
 >>> x = LeafSpan(LeafRun(0xffffffff81000000, 0x2000, 1, 4096, 0x2001, False, False, True))
