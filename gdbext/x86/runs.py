@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import reduce
 from itertools import compress, pairwise
+from operator import and_, or_
 
 from gdbext.errors import WalkLimitError
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
@@ -90,11 +92,17 @@ def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS)
             return LeafSummary([(0, n, e0)], [], n, n * step)
     # Second fast path: every entry a present, well-formed leaf (a used kernel's tables, whose
     # neighbours differ in ACCESSED/DIRTY): find run starts with comprehensions, not a loop.
+    # The bits all entries have, and those any has, are folded in C.
+    common = reduce(and_, entries)
+    some = reduce(or_, entries)
     if (
-        all(e & PRESENT for e in entries)
-        and (rules.always_leaf or all(e & HUGE_PAGE for e in entries))
-        and not any(e & leaf_rsvd for e in entries)
-        and max(e & addr_mask for e in entries) + step <= addr_mask
+        common & PRESENT
+        and (rules.always_leaf or common & HUGE_PAGE)
+        and not some & leaf_rsvd
+        and (
+            (some & addr_mask) + step <= addr_mask  # no address near the top: no carry
+            or max(e & addr_mask for e in entries) + step <= addr_mask
+        )
     ):
         keyed = entries if keep == ALL_BITS else [e & keep for e in entries]
         starts = [0]

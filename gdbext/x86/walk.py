@@ -21,9 +21,9 @@ from gdbext.errors import (
     TableOutsideRamError,
 )
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
-from gdbext.geometry import ENTRIES_PER_TABLE, HUGE_LEAF_LEVELS, entry_span, geometry, index_shift
+from gdbext.geometry import ENTRIES_PER_TABLE, HUGE_LEAF_LEVELS, geometry
 from gdbext.permfilter import PermFilter, perm_index
-from gdbext.x86.entries import PERM_KEY, ROOT_ACCESS, EntryRules, fold, huge_forbidden
+from gdbext.x86.entries import PERM_KEY, ROOT_ACCESS, EntryRules, fold
 from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord, missing_table, new_run
 from gdbext.x86.runs import (
     LeafSummary,
@@ -88,6 +88,10 @@ class Walker:
         self.nx_bit = rules.nx_bit
         self.canonicalize = geometry(levels).canonicalize
         self.prefetch = prefetch
+        # By level (index 0 unused): reserved bits of a link, bytes an entry maps, index shift.
+        self._link_reserved = (0, *(r.link_reserved for r in rules.levels))
+        self._span = (0, *(r.span for r in rules.levels))
+        self._shift = (0, *(r.shift for r in rules.levels))
 
     def runs(
         self,
@@ -125,14 +129,13 @@ class Walker:
     def _link_fault(self, level: int, entry: int) -> int:
         """The reserved bits of the linking ``entry`` at ``level``: HUGE_PAGE alone where the
         level forbids it, else the reserved bits set (0 for a good link)."""
-        rules = self.rules.levels[level - 1]
-        if huge_forbidden(entry, rules):
+        if level >= 4 and entry & HUGE_PAGE:  # entries.huge_forbidden
             return HUGE_PAGE
-        return entry & rules.link_reserved
+        return entry & self._link_reserved[level]
 
     def _walk_top(self, walk: _Walk) -> Iterator[Batch]:
         level = self.levels
-        shift = index_shift(level)
+        shift = self._shift[level]
         span = 1 << shift
         try:
             entries = self.read_table(self.root)
@@ -195,7 +198,7 @@ class Walker:
         parent_entry: int,
     ) -> Iterator[Batch]:
         """Walk the table at ``level`` whose first entry maps ``base``."""
-        shift = index_shift(level)
+        shift = self._shift[level]
         span = 1 << shift
         lo, hi = walk.lo, walk.hi
         first = 0 if lo <= base else (lo - base) >> shift
@@ -277,7 +280,7 @@ class Walker:
                         return
                     if not first[1]:
                         return  # the first walk found no leaf that passes
-                span = entry_span(level)
+                span = self._span[level]
                 alias = AliasRun(
                     va,
                     va + span,
@@ -316,7 +319,7 @@ class Walker:
             if (
                 followed
                 and child_key not in walk.seen
-                and self._covers(walk, va, entry_span(level))
+                and self._covers(walk, va, self._span[level])
             ):
                 walk.seen[child_key] = (va, leaves, mapped, fold(acc, entry, self.nx_bit))
             return
@@ -357,7 +360,7 @@ class Walker:
         last: int,
     ) -> Iterator[Batch]:
         """The records of a summarised table between indices ``first`` and ``last``."""
-        step = entry_span(level)
+        step = self._span[level]
         mask = self.rules.addr_mask & ~(step - 1)
         if first == 0 and last == ENTRIES_PER_TABLE - 1 and summary.plain:
             # The common case, built in one comprehension: every run, whole.
