@@ -85,7 +85,7 @@ from gdbext.x86.records import (
     new_translation,
 )
 from gdbext.x86.tlbflush import FlushHook
-from gdbext.x86.walk import Walker, reachable_tables
+from gdbext.x86.walk import Walker, WalkMemo, reachable_tables
 
 __all__ = ["SIZE_1G", "SIZE_2M", "SIZE_4K", "X86PageTable"]
 
@@ -183,6 +183,8 @@ class X86PageTable(PageTableEditor):
         #: walk down to the region's page table (:data:`_Prefix`), or the large page mapping it.
         self._regions: dict[int, Translation | _Prefix] | None = {} if cache else None
         self._hot_pt = self._hot[-1:]
+        #: What walks share while the memory does not change (only with ``cache=True``).
+        self._walk_memo = WalkMemo(cache_tables) if cache else None
         self._pt_reserved = self.rules.level(1).leaf_reserved
         self._nx_bit = self.rules.nx_bit
         self.cache_tables = cache_tables
@@ -440,6 +442,8 @@ class X86PageTable(PageTableEditor):
             self._memo.clear()
         if self._regions is not None:
             self._regions.clear()
+        if self._walk_memo is not None:
+            self._walk_memo.clear()
 
     def try_translate(self, vaddr: int) -> Translation | None:
         """:meth:`translate`, or ``None`` where it would raise a translation error."""
@@ -506,6 +510,7 @@ class X86PageTable(PageTableEditor):
             self.levels,
             self.rules,
             getattr(self.mapper, "prefetch", None),
+            self._walk_memo,
         )
         return walker.runs(
             lo,
@@ -559,6 +564,8 @@ class X86PageTable(PageTableEditor):
             self._memo.clear()
         if self._regions:
             self._regions.clear()
+        if self._walk_memo is not None:
+            self._walk_memo.clear()
         if self._cache is not None:
             self._cache.pop(paddr & ~(TABLE_SIZE - 1), None)
             self._cache.pop((paddr + len(data) - 1) & ~(TABLE_SIZE - 1), None)

@@ -12,7 +12,7 @@ runs by :mod:`gdbext.x86.runs`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gdbext.errors import (
     NotCapturedError,
@@ -34,12 +34,28 @@ from gdbext.x86.runs import (
     summarise,
 )
 
-__all__ = ["Walker", "reachable_tables"]
+__all__ = ["WalkMemo", "Walker", "reachable_tables"]
 
 #: A leaf table summary with at most this many runs is memoised for the whole walk.
 _COMPACT_RUNS = 64
 #: How many larger summaries a walk keeps (least recently used goes first).
 _BIG_MEMO_TABLES = 64
+
+
+@dataclass
+class WalkMemo:
+    """What the walks of one page table share while its memory does not change (a page table
+    with ``cache=True`` keeps one, and clears it on every change): the summaries of its leaf
+    tables, by the entry bits a walk keeps, and the entries of its upper tables; at most
+    ``limit`` of each (the big summaries of scattered leaves stay per walk)."""
+
+    limit: int
+    summaries: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
+    tables: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.summaries.clear()
+        self.tables.clear()
 
 
 @dataclass
@@ -63,6 +79,8 @@ class _Walk:
     may_match: tuple[bool, ...] | None = None
     #: The mapper's optional ``prefetch(paddrs)``: told which tables the walk is about to read.
     prefetch: Callable[[list[int]], object] | None = None
+    #: How many entries ``leaf_memo`` and ``table_memo`` may hold (shared ones are bounded).
+    memo_limit: int = 1 << 62
 
 
 class Walker:
@@ -71,6 +89,7 @@ class Walker:
     :param read_table: the 512 entries of a table by physical address; raises
         :class:`~gdbext.errors.PhysMemoryError` for a table that is not there.
     :param prefetch: the mapper's optional ``prefetch(paddrs)``.
+    :param memo: what earlier walks of the same memory left (see :class:`WalkMemo`).
     """
 
     def __init__(
@@ -80,6 +99,7 @@ class Walker:
         levels: int,
         rules: EntryRules,
         prefetch: Callable[[list[int]], object] | None = None,
+        memo: WalkMemo | None = None,
     ) -> None:
         self.read_table = read_table
         self.root = root
@@ -88,6 +108,7 @@ class Walker:
         self.nx_bit = rules.nx_bit
         self.canonicalize = geometry(levels).canonicalize
         self.prefetch = prefetch
+        self.memo = memo
         # By level (index 0 unused): reserved bits of a link, bytes an entry maps, index shift.
         self._link_reserved = (0, *(r.link_reserved for r in rules.levels))
         self._span = (0, *(r.span for r in rules.levels))
@@ -108,7 +129,13 @@ class Walker:
         must agree within a run."""
         if lo >= hi:
             return
-        walk = _Walk(lo, hi, collapse, keep, {}, {}, {}, {}, [self.root])
+        memo = self.memo
+        if memo is None:
+            walk = _Walk(lo, hi, collapse, keep, {}, {}, {}, {}, [self.root])
+        else:
+            summaries = memo.summaries.setdefault(keep, {})
+            walk = _Walk(lo, hi, collapse, keep, summaries, {}, memo.tables, {}, [self.root])
+            walk.memo_limit = memo.limit
         walk.prefetch = self.prefetch
         if perm is not None:
             if perm.empty:
@@ -137,13 +164,16 @@ class Walker:
         level = self.levels
         shift = self._shift[level]
         span = 1 << shift
-        try:
-            entries = self.read_table(self.root)
-        except NotCapturedError:
-            raise TableNotCapturedError(0, level, None, self.root) from None
-        except PhysMemoryError:
-            # Nothing to walk at all: an error of the input (a wrong CR3), not an anomaly.
-            raise TableOutsideRamError(0, level, None, self.root) from None
+        entries = walk.table_memo.get((self.root, level))
+        if entries is None:
+            try:
+                entries = self.read_table(self.root)
+            except NotCapturedError:
+                raise TableNotCapturedError(0, level, None, self.root) from None
+            except PhysMemoryError:
+                # Nothing to walk at all: an error of the input (a wrong CR3), not an anomaly.
+                raise TableOutsideRamError(0, level, None, self.root) from None
+            walk.table_memo[(self.root, level)] = entries
         canon = self.canonicalize
         if walk.prefetch is not None:
             self._prefetch(
@@ -226,7 +256,10 @@ class Walker:
                         acc,
                         [e for i, c, e in summary.runs if not c and first <= i <= last],
                     )
-                if len(summary.runs) + len(summary.anomalies) <= _COMPACT_RUNS:
+                if (
+                    len(summary.runs) + len(summary.anomalies) <= _COMPACT_RUNS
+                    and len(walk.leaf_memo) < walk.memo_limit
+                ):
                     walk.leaf_memo[key] = summary
                 else:
                     # Big summaries (scattered leaves) are kept for a few recent tables only, so
@@ -247,7 +280,8 @@ class Walker:
                     )
                     yield [missing]
                     return
-                walk.table_memo[key] = entries
+                if len(walk.table_memo) < walk.memo_limit:
+                    walk.table_memo[key] = entries
                 if walk.prefetch is not None:
                     self._prefetch(
                         walk, level, acc, [e for e in entries[first : last + 1] if e & PRESENT]

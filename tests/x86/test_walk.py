@@ -24,6 +24,7 @@ from support.pagetables import (
     Ram,
     U,
     W,
+    idx,
     v4,
 )
 
@@ -305,3 +306,23 @@ def test_walk_of_a_root_outside_ram_is_an_error() -> None:
     assert (info.value.table, info.value.entry) == (0x4000_0000, None)
     assert "root table 0x40000000 is outside physical memory" in str(info.value)
 
+
+
+def test_walks_of_a_cached_table_share_tables_and_see_changes() -> None:
+    """With ``cache=True`` a second walk reads no table again, a change made through the page
+    table shows in the next walk, and one made behind its back after ``invalidate_cache``."""
+    env = Env()
+    env.link(v4(1, 2, 3, 4), 1, 0x5000 | P | W)
+    env.link(v4(1, 2, 5), 2, 0x4000_0000 | P | PS)
+    pt = X86PageTable(env.ram, ROOT, 4, cache=True, allow_writes=True)
+    first = list(pt.iter_runs())
+    reads = len(env.ram.reads)
+    assert list(pt.iter_runs()) == first
+    assert len(env.ram.reads) == reads  # all from the shared memo
+    pt.map(v4(1, 2, 3, 5), 0x6000, K4, W, env.alloc)
+    runs = [r for r in pt.iter_runs() if isinstance(r, LeafRun)]
+    assert [(r.vaddr, r.paddr, r.count) for r in runs][:1] == [(v4(1, 2, 3, 4), 0x5000, 2)]
+    env.ram.set(env.pt.translate(v4(1, 2, 5)).steps[-1].table, idx(v4(1, 2, 5), 2), 0)
+    assert len([r for r in pt.iter_runs() if isinstance(r, LeafRun)]) == 2  # not seen yet
+    pt.invalidate_cache()
+    assert len([r for r in pt.iter_runs() if isinstance(r, LeafRun)]) == 1
