@@ -5,10 +5,12 @@ temporary directory), the walk ``gdbext walk DUMP`` prints (CPU 0's table, defau
 rendered to a sink in-process:
 
 - **first**: the first walk after the dump is opened (its pages come from the file);
-- **warm**: the same walk again on the same open dump, as a debugger re-walks at one stop
-  (median of ``--repeat`` runs);
-- **engine**: the warm walk's records alone (``iter_runs`` as the text renderer asks for them),
-  without rendering.
+- **warm**: the same walk again on the same open dump (median of ``--repeat`` runs), through
+  ``commands.walk`` (a new page table per walk, as each command opens one);
+- **same table**: the walk again through one page table kept between walks, as a debugger
+  keeps one per stop (its table cache and walk memo warm);
+- **engine**: the records alone of a new page table's walk (``iter_runs`` as the text
+  renderer asks for them), without rendering.
 
 Run: ``.venv/bin/python bench/bench_fixture_walk.py`` (``--repeat 15``, ``--json``,
 ``--profile`` for cProfile of one warm walk). Target: a warm walk <= 10 ms.
@@ -29,7 +31,7 @@ from bench_translate import unpack_fixtures
 from benchlib import profiled, timed
 
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.frontend.commands import WalkOptions, walk
+from gdbext.frontend.commands import WalkOptions, WalkResult, walk
 from gdbext.plugin.target import Target
 from gdbext.render import text
 
@@ -45,6 +47,11 @@ def sink(lines: Iterable[str]) -> int:
 
 def text_walk(target: Target) -> int:
     return sink(text.render_walk(walk(target, WalkOptions())))
+
+
+def same_table_walk(target: Target, result: WalkResult) -> int:
+    again = WalkResult(result.page_table, result.options, facts=target.facts)
+    return sink(text.render_walk(again))
 
 
 def engine_walk(target: Target) -> int:
@@ -67,6 +74,10 @@ def measure(path: Path, repeat: int, profile: bool) -> dict[str, Any]:
         "warm_ms": timed(lambda: text_walk(target), repeat) * 1e3,
         "engine_ms": timed(lambda: engine_walk(target), repeat) * 1e3,
     }
+    kept = walk(target, WalkOptions())
+    row |= {
+        "same_table_ms": timed(lambda: same_table_walk(target, kept), repeat) * 1e3,
+    }
     if profile:
         row["profile"] = profiled(lambda: text_walk(target), f"warm walk of {path.name}", 15)
     return row
@@ -83,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'dump':<16} {'lv':>2} {'lines':>6} {'first':>8} {'warm':>8} {'engine':>8}   (ms)")
+    print(
+        f"{'dump':<16} {'lv':>2} {'lines':>6} {'first':>8} {'warm':>8} {'same table':>10} "
+        f"{'engine':>8}   (ms, medians)"
+    )
     for row in rows:
         print(
             f"{row['dump']:<16} {row['levels']:>2} {row['lines']:>6} {row['first_ms']:>8.1f} "
-            f"{row['warm_ms']:>8.1f} {row['engine_ms']:>8.1f}"
+            f"{row['warm_ms']:>8.1f} {row['same_table_ms']:>10.1f} {row['engine_ms']:>8.1f}"
         )
         if "profile" in row:
             print(row["profile"])
