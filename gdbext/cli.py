@@ -33,8 +33,9 @@ from typing import IO, Any, NoReturn
 
 from gdbext import __version__
 from gdbext.addr import AddrRange
-from gdbext.audit.model import AuditRule, Severity
+from gdbext.audit.model import Severity
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.rule import AuditRule
 from gdbext.errors import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -660,7 +661,8 @@ def _execute_command(
             return EXIT_OK
         assert plan.rules is not None
         # Imported here: the engine (walks, spans, frame index) is not needed to start up.
-        from gdbext.audit.engine import AuditOptions, run_audit
+        from gdbext.audit.engine import run_audit
+        from gdbext.audit.options import AuditOptions
 
         options = AuditOptions(_root(args), args.rules, tuple(args.skip), plan.heap, args.fail_on)
         result = run_audit(target, options, plan.rules)

@@ -51,7 +51,7 @@ from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.render.common import ANSI, plural
 from gdbext.units import shown
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.records import LeafRun
 
 #: Front-end command name -> command-line command.
 COMMANDS: dict[str, str] = {

@@ -22,7 +22,7 @@ import pytest
 
 import gdbext
 from gdbext.errors import GdbextError, NotMappedError, UsageError
-from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, WalkStep
+from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation, WalkStep
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

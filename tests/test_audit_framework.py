@@ -23,10 +23,13 @@ import pytest
 
 from gdbext import cli
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditContext, AuditView
-from gdbext.audit.engine import AuditOptions, run_audit, select_rules
-from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
+from gdbext.audit.context import AuditContext
+from gdbext.audit.engine import run_audit, select_rules
+from gdbext.audit.model import Finding, RuleSkipped, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.rule import AuditRule, FunctionRule
+from gdbext.audit.views import AuditView
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
 from gdbext.frontend.commands import HeapOptions, RootOptions, heap
 from gdbext.mapper import read_u64, write_u64
@@ -34,7 +37,8 @@ from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
 from gdbext.render.audit import finding_line
-from gdbext.x86.paging import SIZE_4K, LeafRun, X86PageTable
+from gdbext.x86.paging import SIZE_4K, X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import build_machine, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,7 +399,8 @@ def test_fail_on_exit_status_of_the_command_line(capsys: pytest.CaptureFixture[s
 # --- third-party rules -----------------------------------------------------------------------
 
 THIRD_PARTY = """
-from gdbext.audit.model import FunctionRule, Severity
+from gdbext.audit.rule import FunctionRule
+from gdbext.audit.model import Severity
 from gdbext.plugin.hookspecs import hookimpl
 
 

@@ -20,13 +20,15 @@ from test_audit_rules_basic import HOLE_4
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.checkwx import CheckWx
-from gdbext.audit.context import ALIAS_SPANS, AuditContext, LeafSpan
-from gdbext.audit.engine import AuditOptions, run_audit
+from gdbext.audit.context import AuditContext, LeafSpan
+from gdbext.audit.engine import run_audit
 from gdbext.audit.frames import overlap_pairs
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules import alias_wx
 from gdbext.audit.rules.heap_contract import heap_pieces
+from gdbext.audit.views import ALIAS_SPANS
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError
 from gdbext.flags import (
@@ -42,7 +44,8 @@ from gdbext.geometry import entry_span
 from gdbext.mapper import read_table, read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine, load_scenario
 

@@ -27,13 +27,14 @@ from test_audit_pti import (
 from test_audit_pti import VMALLOC as PTI_VMALLOC
 
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditView
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.engine import AuditResult, run_audit
 from gdbext.audit.frames import perm_key
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
 from gdbext.audit.rules.alias_wx import span_union, wx_aliases, wx_aliases_in
 from gdbext.audit.rules.pt_writable_alias import RULES as PT_WRITABLE
+from gdbext.audit.views import AuditView
 from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.frontend.commands import RootOptions
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA

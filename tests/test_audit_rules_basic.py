@@ -20,8 +20,9 @@ from test_audit_pti import KERNEL_PGD, USER_PGD, VMALLOC, build_pti_machine
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.engine import AuditResult, run_audit
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
@@ -50,7 +51,8 @@ from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import build_machine
 

@@ -38,9 +38,11 @@ from test_audit_pti import (
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import LeafSpan
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
-from gdbext.audit.model import AuditRule, Finding, Severity
+from gdbext.audit.engine import AuditResult, run_audit
+from gdbext.audit.model import Finding, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.rule import AuditRule
 from gdbext.audit.rules.pti import RULES as PTI_RULES
 from gdbext.audit.rules.pti import Cover, pti_regions
 from gdbext.audit.rules.reserved_bits import PCD, PWT, outside
@@ -53,7 +55,8 @@ from gdbext.linux.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun
+from gdbext.x86.paging import SIZE_2M, SIZE_4K
+from gdbext.x86.records import LeafRun
 from gdbext_dump.dump import open_dump
 from gdbext_sim.scenario import build_machine, load_scenario
 

@@ -24,7 +24,8 @@ from gdbext.frontend.commands import RootOptions, WalkOptions, translate, walk
 from gdbext.permfilter import PermFilter
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_gdb import live
 from gdbext_gdb.link import LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdb.live import LiveOptions, LiveState

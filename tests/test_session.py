@@ -32,7 +32,7 @@ from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext.render.common import ANSI as ANSI_STYLE
 from gdbext.session import PROGRESS_LINE, Completion, Selection, Session, complete_path
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from elftools.elf.segments import NoteSegment
 from gdbext import cli
 from gdbext.errors import InputError
 from gdbext.mapper import read_table
-from gdbext.x86.paging import Anomaly
+from gdbext.x86.records import Anomaly
 from gdbext_sim.scenario import build_machine, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -42,7 +42,8 @@ from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Target
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.units import shown
-from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation
 
 #: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
 #: PGD is 8 KiB-aligned): CR3 | 0x1000.
@@ -135,19 +136,9 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         base = cpu.root if root is None else root
         assert base is not None
         root = base | PTI_USER_PGD_BIT
-    try:
-        return X86PageTable.from_cpu(
-            target.mapper,
-            cpu,
-            root=root,
-            levels=levels,
-            flush_hook=target.flush_hook,
-            cache=True,
-            max_phys_bits=cpu.max_phys_bits or 52,
-            phys_bits_known=cpu.max_phys_bits is not None,
-        )
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    return X86PageTable.from_cpu(
+        target.mapper, cpu, root=root, levels=levels, flush_hook=target.flush_hook, cache=True
+    )
 
 
 def root_warnings(pt: X86PageTable, options: RootOptions) -> list[str]:

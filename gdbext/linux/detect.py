@@ -29,7 +29,8 @@ from gdbext.linux.layout import (
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.plugin.facts import KernelFacts
 from gdbext.x86.entries import is_leaf, is_present, link_address
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 
 __all__ = ["detect_layout", "find_page_offset_base", "labels_wanted"]
 
@@ -307,14 +308,7 @@ def _table_at(pt: X86PageTable, root: int) -> X86PageTable | None:
     table address there."""
     if root & ~pt.addr_mask:
         return None
-    return X86PageTable(
-        pt.mapper,
-        root,
-        pt.levels,
-        nxe=pt.nxe,
-        max_phys_bits=pt.max_phys_bits,
-        phys_bits_known=pt.phys_bits_known,
-    )
+    return pt.with_root(root)
 
 
 def _in_kaslr_range(p: Params, value: int) -> bool:

@@ -7,7 +7,7 @@ section change. :class:`PtdumpWalk` replays that walk with the rules of
 :mod:`gdbext.linux.ptdump_rules` (what is noted at each level, protections, walked ranges) and
 yields records: the :class:`~gdbext.linux.layout.Marker` of each section entered, each
 :class:`Series`, a :class:`Skipped` count where a section's line limit was reached, and after
-the walk an :class:`~gdbext.x86.paging.Anomaly` per table that could not be read.
+the walk an :class:`~gdbext.x86.records.Anomaly` per table that could not be read.
 :mod:`gdbext.render.ptdump` formats them; the walk carries the layout it was given.
 
 The last series ends at ``0`` (the kernel's final ``note_page(0, -1, 0)``), or at the end of the
@@ -53,7 +53,8 @@ from gdbext.linux.ptdump_rules import (
     walked_ranges,
 )
 from gdbext.x86.entries import is_present
-from gdbext.x86.paging import Anomaly, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly
 
 __all__ = ["PtdumpRecord", "PtdumpWalk", "Series", "Skipped"]
 

@@ -37,7 +37,8 @@ import textwrap
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gdbext.audit.model import AuditRule, Finding, Severity
+from gdbext.audit.model import Finding, Severity
+from gdbext.audit.rule import AuditRule
 from gdbext.render.common import PLAIN, Style, plural
 
 if TYPE_CHECKING:  # the engine (walks, spans) loads only when an audit runs

@@ -33,7 +33,7 @@ from gdbext.geometry import level_name
 from gdbext.linux.layout import Marker
 from gdbext.linux.ptdump import PtdumpRecord, PtdumpWalk, Series, Skipped
 from gdbext.linux.ptdump_rules import LEVEL_NAMES
-from gdbext.x86.paging import Anomaly
+from gdbext.x86.records import Anomaly
 
 UNITS = "BKMGTPE"
 _TOP = 1 << 64

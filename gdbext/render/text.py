@@ -43,7 +43,7 @@ from gdbext.render.common import (
 )
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
-from gdbext.x86.paging import AliasRun, Anomaly
+from gdbext.x86.records import AliasRun, Anomaly
 
 #: The widest line the text walk writes (before a line continues on the next).
 WIDTH = 120

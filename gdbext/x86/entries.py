@@ -94,10 +94,12 @@ class LevelRules(NamedTuple):
     link_reserved: int
     #: Reserved bits of a present leaf (0 at levels 4 and 5, which have no leaves).
     leaf_reserved: int
-    #: The bits of an entry that hold the address of the table it links.
+    #: The bits of an entry that hold the address of the table it links (0 at level 1).
     link_mask: int
     #: The bits of a leaf that hold its frame (the low frame bits of a large page excluded).
     frame_mask: int
+    #: The address bits of any entry: bits 12 up to MAXPHYADDR - 1.
+    addr_mask: int
 
 
 class EntryRules(NamedTuple):
@@ -113,6 +115,8 @@ class EntryRules(NamedTuple):
     #: NO_EXECUTE with EFER.NXE, else 0: the bit :func:`fold` ORs.
     nx_bit: int
     levels: tuple[LevelRules, ...]
+    #: Address bits at or above MAXPHYADDR (up to bit 51): reserved at every level.
+    phys_reserved: int
 
     def level(self, level: int) -> LevelRules:
         """The rules of entries at ``level`` (1 = PT ... 5 = PML5)."""
@@ -147,7 +151,7 @@ def entry_rules(max_phys_bits: int = MAX_PHYS_BITS, nxe: bool = True) -> EntryRu
     if not MIN_PHYS_BITS_ACCEPTED <= max_phys_bits <= MAX_PHYS_BITS:
         raise PhysBitsError(max_phys_bits, MIN_PHYS_BITS_ACCEPTED, MAX_PHYS_BITS)
     addr = address_mask(max_phys_bits)
-    base = _LOW_52 & ~((1 << max_phys_bits) - 1)
+    base = _LOW_52 & ~((1 << max_phys_bits) - 1)  # address bits at or above MAXPHYADDR
     if not nxe:
         base |= NO_EXECUTE
     per_level = []
@@ -171,9 +175,13 @@ def entry_rules(max_phys_bits: int = MAX_PHYS_BITS, nxe: bool = True) -> EntryRu
                 leaf_reserved=leaf_rsvd,
                 link_mask=addr if level > 1 else 0,
                 frame_mask=addr & ~(span - 1) if level <= 3 else 0,
+                addr_mask=addr,
             )
         )
-    return EntryRules(max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level))
+    above = _LOW_52 & ~((1 << max_phys_bits) - 1)
+    return EntryRules(
+        max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level), above
+    )
 
 
 def is_present(entry: int) -> bool:
