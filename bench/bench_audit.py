@@ -67,7 +67,7 @@ def _rules() -> dict[str, Any]:
 def audit_options(heap: bool = False) -> Any:
     """The default audit, or with ``--memmap e820`` (the heap command's options), which
     ``heap-contract`` needs to run."""
-    from gdbext.audit.engine import AuditOptions
+    from gdbext.audit.options import AuditOptions
     from gdbext.frontend.commands import HeapOptions
 
     return AuditOptions(heap=HeapOptions(memmap="e820") if heap else None)
@@ -120,8 +120,9 @@ def breakdown(path: Path, repeat: int) -> dict[str, float]:
     """Median seconds of: open, the shared context (main walk, spans, PTI pair), then each rule
     in the engine's order on that one context (what the engine's loop does, piece by piece)."""
     from gdbext.audit.context import AuditContext
-    from gdbext.audit.engine import AuditOptions, select_rules
+    from gdbext.audit.engine import select_rules
     from gdbext.audit.model import RuleSkipped
+    from gdbext.audit.options import AuditOptions
 
     rules = _rules()
     options = AuditOptions()

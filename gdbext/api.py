@@ -33,7 +33,8 @@ from gdbext.permfilter import PermFilter
 from gdbext.plugin.host import DUMP_BACKEND, Host
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext.units import parse_int
-from gdbext.x86.paging import Anomaly, LeafRun, Mapping, Translation, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly, LeafRun, Mapping, Translation
 
 if TYPE_CHECKING:
     from gdbext.audit.engine import AuditResult
@@ -296,7 +297,8 @@ class PageTable:
         """The audit of this page table (every rule plugin, or ``rules`` without ``skip``):
         an :class:`~gdbext.audit.engine.AuditResult` whose ``findings`` are sorted by
         severity, highest first."""
-        from gdbext.audit.engine import AuditOptions, run_audit
+        from gdbext.audit.engine import run_audit
+        from gdbext.audit.options import AuditOptions
 
         only = (rules,) if isinstance(rules, str) else None if rules is None else tuple(rules)
         skipped = (skip,) if isinstance(skip, str) else tuple(skip)

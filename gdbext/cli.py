@@ -23,6 +23,7 @@ Debugger front ends reuse the same parsers and execution on a target they opened
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -32,8 +33,9 @@ from typing import IO, Any, NoReturn
 
 from gdbext import __version__
 from gdbext.addr import AddrRange
-from gdbext.audit.model import AuditRule, Severity
+from gdbext.audit.model import Severity
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.rule import AuditRule
 from gdbext.errors import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -49,6 +51,7 @@ from gdbext.plugin.host import DUMP_BACKEND as DUMP_BACKEND  # re-exported (sess
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
 from gdbext.render.audit import render_rules
+from gdbext.render.common import Style
 from gdbext.units import not_a_number, parse_int, shown
 
 COMMANDS = ("info", "walk", "translate", "heap", "audit")
@@ -516,10 +519,14 @@ class _Plan:
     rules: Mapping[str, AuditRule] | None = None
 
 
-def _plan(args: argparse.Namespace, host: Host) -> _Plan:
+def _plan(args: argparse.Namespace, host: Host, style: Style | None = None) -> _Plan:
     formats = host.output_formats(args.command)
     if args.format not in formats:
         raise PluginError(f"no plugin renders {args.command} as {shown(args.format)}")
+    fmt = formats[args.format]
+    render = fmt.render
+    if style is not None and fmt.styles:
+        render = functools.partial(fmt.render, style=style)
     source = _source(args)
     heap = None
     rules = None
@@ -528,7 +535,7 @@ def _plan(args: argparse.Namespace, host: Host) -> _Plan:
     elif args.command == "audit":
         heap = _heap_options(args) if args.memmap or args.at is not None else None
         rules = audit_rules(host)
-    return _Plan(formats[args.format].render, source, heap, rules)
+    return _Plan(render, source, heap, rules)
 
 
 def list_rules(args: argparse.Namespace, host: Host, out: IO[str]) -> int:
@@ -582,13 +589,15 @@ def execute(
     target: Target,
     observe: Callable[[object], None] | None = None,
     warn: Warn | None = None,
+    style: Style | None = None,
 ) -> int:
     """Run a parsed command (:func:`parse_command`) on ``target``, render it to ``out``, and
     return the exit status. ``observe`` is given the command's result before it is rendered
     (a walk's result counts its leaves while it streams). ``warn`` is given one-line warnings
     about what the output cannot show (entries a ``qemu-tlb`` walk did not follow, such as
-    tables not captured in a dump). The target stays open."""
-    return _execute(_plan(args, host), args, out, target, observe, warn)
+    tables not captured in a dump). ``style``: how a format that styles its output marks it
+    up. The target stays open."""
+    return _execute(_plan(args, host, style), args, out, target, observe, warn)
 
 
 def _execute(
@@ -652,7 +661,8 @@ def _execute_command(
             return EXIT_OK
         assert plan.rules is not None
         # Imported here: the engine (walks, spans, frame index) is not needed to start up.
-        from gdbext.audit.engine import AuditOptions, run_audit
+        from gdbext.audit.engine import run_audit
+        from gdbext.audit.options import AuditOptions
 
         options = AuditOptions(_root(args), args.rules, tuple(args.skip), plan.heap, args.fail_on)
         result = run_audit(target, options, plan.rules)

@@ -65,8 +65,6 @@ class NonCanonicalAddressError(AddressError):
         self.va_bits = va_bits
 
 
-
-
 class AddressOutOfRangeError(NonCanonicalAddressError):
     """A virtual address that does not fit in 64 bits (or is negative): no paging mode has it
     (a kind of non-canonical address, with its own message)."""
@@ -375,6 +373,34 @@ class InputError(GdbextError):
         self.offset = offset
 
 
+class PagingLevelsError(InputError):
+    """A number of paging levels other than 4 and 5 (x86-64 has no other)."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__(f"x86-64 paging has 4 or 5 levels, not {levels}")
+        self.levels = levels
+
+
+class PhysBitsError(InputError):
+    """A MAXPHYADDR (physical-address width) outside what x86-64 paging allows."""
+
+    def __init__(self, max_phys_bits: int, lowest: int, highest: int) -> None:
+        super().__init__(f"MAXPHYADDR must be {lowest}..{highest}, not {max_phys_bits}")
+        self.max_phys_bits = max_phys_bits
+        self.lowest = lowest
+        self.highest = highest
+
+
+class LayoutError(InputError):
+    """Bases that do not make a Linux x86-64 layout (out of order, outside their ranges), or
+    a paging mode Linux's layout does not have."""
+
+    def __init__(self, reason: str, levels: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.levels = levels
+
+
 class WalkLimitError(InputError):
     """A walk that would produce more leaf entries than allowed (shared tables multiplying)."""
 
@@ -421,6 +447,15 @@ class AliasLimitError(InputError):
 
 class UsageError(InputError):
     """A command used with wrong or missing arguments."""
+
+
+class WalkOptionError(UsageError):
+    """A walk asked for with an option value it does not take (``option`` = ``value``)."""
+
+    def __init__(self, option: str, value: object, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
 
 
 class PluginError(GdbextError):

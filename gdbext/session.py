@@ -49,9 +49,9 @@ from gdbext.frontend import commands
 from gdbext.mapper import PhysMapper
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
-from gdbext.render.common import plural
+from gdbext.render.common import ANSI, plural
 from gdbext.units import shown
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.records import LeafRun
 
 #: Front-end command name -> command-line command.
 COMMANDS: dict[str, str] = {
@@ -300,19 +300,17 @@ class Session:
             return EXIT_OK
         if args.command == "audit" and args.list_rules:
             return cli.list_rules(args, self.host, cast(IO[str], out))
-        writer = out
-        if colour and args.format == "text":
-            writer = _Styled(out, args.command)
         try:
             with self._command(name) as (target, ticker):
                 progress = self._progress
                 status = cli.execute(
                     args,
                     self.host,
-                    cast(IO[str], _Ticking(writer, ticker)),
+                    cast(IO[str], _Ticking(out, ticker)),
                     target,
                     ticker.observe,
                     None if progress is None else lambda m: progress(f"{name}: warning: {m}"),
+                    ANSI if colour else None,
                 )
         except GdbextError as exc:
             if exc.exit_status != EXIT_NOT_FOUND:
@@ -504,42 +502,3 @@ class _Ticking:
     def write(self, text: str) -> object:
         self._ticker.tick()
         return self._out.write(text)
-
-
-# --- colour ----------------------------------------------------------------------------------
-
-RESET = "\x1b[m"
-BOLD = "\x1b[1m"
-DIM = "\x1b[2m"
-RED = "\x1b[1;31m"
-YELLOW = "\x1b[33m"
-
-_MARKER = re.compile(r"^(---\[ .* \]---.*)$", re.M)
-_ANOMALY = re.compile(r"^(# 0x.*)$", re.M)
-_COMMENT = re.compile(r"^(# (?!0x).*)$", re.M)
-_WX = re.compile(r"(?<= )(rwx)(?= (?:user|kern))")
-_UNMAPPED = re.compile(r"^(0x[0-9a-f]{16}: .*)$", re.M)
-
-
-def colourise(command: str, text: str) -> str:
-    """Text output with ANSI colours: Linux section markers bold, W+X permissions red,
-    anomalies and translation errors yellow, other ``#`` lines dim."""
-    text = _WX.sub(RED + r"\1" + RESET, text)
-    if command == "walk":
-        text = _MARKER.sub(BOLD + r"\1" + RESET, text)
-        text = _ANOMALY.sub(YELLOW + r"\1" + RESET, text)
-        text = _COMMENT.sub(DIM + r"\1" + RESET, text)
-    elif command == "translate":
-        text = _UNMAPPED.sub(YELLOW + r"\1" + RESET, text)
-    return text
-
-
-class _Styled:
-    """A writer that colours text output (chunks hold whole lines)."""
-
-    def __init__(self, out: Writer, command: str) -> None:
-        self._out = out
-        self._command = command
-
-    def write(self, text: str) -> object:
-        return self._out.write(colourise(self._command, text))

@@ -402,6 +402,38 @@ def test_ptdump_counts_not_present_leaves(frozen: dict[str, Frozen]) -> None:
 
 
 @pytest.mark.qemu
+@pytest.mark.parametrize("name", ["nx-off", "pti-nx-off"])
+def test_ptdump_walk_series_add_up_to_the_kernels_count(
+    frozen: dict[str, Frozen], name: str
+) -> None:
+    """The pages of the W+X series of the ptdump walk (:mod:`gdbext.linux.ptdump`, every
+    section uncapped) are the kernel's count at its check: the walk ``--format ptdump`` prints
+    applies the rules the kernel (and the audit's count) applies."""
+    from gdbext.linux.layout import linux_layout
+    from gdbext.linux.ptdump import PtdumpWalk, Series
+    from gdbext.x86.paging import X86PageTable
+
+    case = frozen[name]
+    kernel = counts(case.lines)[0]
+    target = open_dump(str(case.dumps[CHECKWX]))
+    try:
+        cpu = target.cpu(0)
+        assert cpu.cr3 is not None
+        pt = X86PageTable(target.mapper, cpu.cr3 & ENTRY_ADDR, cpu.levels, nxe=cpu.nxe)
+        walk = PtdumpWalk(pt, linux_layout(cpu.levels), capped=False)
+        pages = sum(
+            r.size // 4096
+            for batch in walk.batches()
+            for r in batch
+            if type(r) is Series and r.wx
+        )
+    finally:
+        if target.close is not None:
+            target.close()
+    assert pages == kernel > 0
+
+
+@pytest.mark.qemu
 @pytest.mark.parametrize("name", LIVE[:4])
 def test_live_pt_audit_in_gdb_equals_kernel(frozen: dict[str, Frozen], name: str) -> None:
     """``pt-audit`` in GDB at the last check (under PTI the user PGD's: the kernel PGD is as

@@ -27,7 +27,8 @@ from gdbext.permfilter import PermFilter
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
-from gdbext.x86.paging import AliasRun, LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import AliasRun, LeafRun
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, build_machine
 

@@ -47,7 +47,7 @@ import gdb
 from gdbext.frontend.commands import RootOptions, WalkOptions, translate, walk
 from gdbext.errors import GdbextError, PhysMemoryError
 from gdbext.plugin.host import Host
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.records import LeafRun
 from gdbext.plugin.target import OpenRequest
 from gdbext_gdb import gdb_link
 from gdbext_gdbstub.link import TargetMemoryError

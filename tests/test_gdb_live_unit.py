@@ -24,7 +24,8 @@ from gdbext.frontend.commands import RootOptions, WalkOptions, translate, walk
 from gdbext.permfilter import PermFilter
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_gdb.plugin import NAMING, open_gdb
 from gdbext_gdbstub.link import LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdbstub.mapper import LiveMapper
@@ -657,7 +658,7 @@ def test_root_options_reach_other_cpus(sim: Target) -> None:
 def test_the_kernels_symbols_make_it_linux_for_the_labels(sim: Target) -> None:
     """With vmlinux loaded in GDB (``linux_banner`` known), the target says it is Linux, and
     ``--labels auto`` turns the region labels on; without symbols it says nothing."""
-    from gdbext.linux.layout import labels_wanted
+    from gdbext.linux.detect import labels_wanted
 
     plain = opened(stub_for(sim))
     assert plain.facts.os is None and not labels_wanted("auto", plain.facts)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import struct
 import subprocess
 import tempfile
 import time
@@ -38,6 +37,8 @@ from test_gdb_frontend import (
     without_progress,
 )
 
+from gdbext.formats.bootparams import BOOT_PARAMS, E820_ENTRY
+
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
 
@@ -58,10 +59,11 @@ NAMING_LINES = re.compile(r"^(backend|connection|vCPUs): .*$", re.M)
 BIOS_E820 = re.compile(r"BIOS-e820: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] (.+?)\s*$", re.M)
 #: ``e820_print_type``'s names of the e820 types.
 E820_NAMES = {1: "usable", 2: "reserved", 3: "ACPI data", 4: "ACPI NVS", 5: "unusable"}
-#: ``struct boot_params`` (``arch/x86/include/uapi/asm/bootparam.h``): ``e820_entries`` (u8),
-#: the setup header's magic, and ``e820_table`` of packed ``{u64 addr, u64 size, u32 type}``.
-E820_ENTRIES, HDRS, E820_TABLE = 0x1E8, 0x202, 0x2D0
-E820_ENTRY = struct.Struct("<QQI")
+#: Where ``struct boot_params`` (:mod:`gdbext.formats.bootparams`) holds ``e820_entries``,
+#: the setup header's magic and ``e820_table``.
+E820_ENTRIES, HDRS, E820_TABLE = (
+    BOOT_PARAMS.offset(f) for f in ("e820_entries", "header", "e820_table")
+)
 #: ``__START_KERNEL_map``, where the kernel image is mapped (its first GiB).
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 
@@ -86,7 +88,7 @@ def boot_params_at(guest: QemuGuest, tlb: list[str], tmp_path: Path) -> int:
         base = pos - HDRS
         count = data[base + E820_ENTRIES] if base >= 0 else 0
         if 0 < count <= 128 and base + E820_TABLE + count * E820_ENTRY.size <= len(data):
-            table = [E820_ENTRY.unpack_from(data, base + E820_TABLE + i * E820_ENTRY.size)
+            table = [E820_ENTRY.struct.unpack_from(data, base + E820_TABLE + i * E820_ENTRY.size)
                      for i in range(count)]  # fmt: skip
             if [(a, a + n, E820_NAMES.get(t, f"type {t}")) for a, n, t in table] == printed:
                 found.append(base)

@@ -42,7 +42,8 @@ from gdbext.errors import (
     ParentHugePageError,
     PhysMemoryError,
 )
-from gdbext.x86.paging import CleanUp, LeafRun, Mapping, Translation, Unmapped, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import CleanUp, LeafRun, Mapping, Translation, Unmapped
 from gdbext.x86.tlbflush import Flush, FlushAll, FlushPage
 
 P, W, U, PWT, PCD, ACC, DIRTY, PS, G = 1, 2, 4, 8, 16, 32, 64, 128, 256

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,23 +30,16 @@ from gdbext.frontend import commands
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
-from gdbext.session import (
-    BOLD,
-    PROGRESS_LINE,
-    RED,
-    Completion,
-    Selection,
-    Session,
-    colourise,
-    complete_path,
-)
-from gdbext.x86.paging import LeafRun
+from gdbext.render.common import ANSI as ANSI_STYLE
+from gdbext.session import PROGRESS_LINE, Completion, Selection, Session, complete_path
+from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 LA57 = ROOT / "fixtures" / "scenarios" / "la57.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+STYLE = ANSI_STYLE
 
 
 class Recorder:
@@ -428,18 +422,33 @@ def test_colour_marks_up_text_only(host: Host, kernel_dump: Callable[[str], Path
         styled = run(session, "pt-walk", *argv, colour=True)
         assert styled[0] == plain[0]
         assert ANSI.sub("", styled[1]) == plain[1]
-        assert f"{BOLD}---[ Low Kernel Mapping ]---" in styled[1] or "--filter" in argv
+        assert f"{STYLE.section}---[ Low Kernel Mapping ]---" in styled[1] or "--filter" in argv
     for fmt in ("json", "qemu-tlb", "ptdump"):
         assert "\x1b" not in run(session, "pt-walk", "--format", fmt, colour=True)[1]
     translated = run(session, "pt-translate", "0x1", "0xffffffff81000000", colour=True)[1]
     assert translated.startswith("\x1b[33m0x0000000000000001: 0x1 is not mapped")
 
 
-def test_colourise_lines() -> None:
-    line = "0xffffffff81000000-0xffffffff81200000       2M  4K  rwx kern G           -> 0x1000000"
-    assert colourise("walk", line) == line.replace("rwx", f"{RED}rwx\x1b[m")
-    assert colourise("walk", "---[ Modules ]---") == f"{BOLD}---[ Modules ]---\x1b[m"
-    assert colourise("walk", line.replace("rwx", "rw-")) == line.replace("rwx", "rw-")
+def test_colour_comes_from_the_renderers(host: Host, tmp_path: Path) -> None:
+    """The text renderers style the fields they know (a W+X range's permissions, markers, the
+    header and summary); the rest of the line is as without colour."""
+    doc = json.loads(DEMO.read_text())
+    # The kernel text writable: a W+X range.
+    kernel_text = next(m for m in doc["mappings"] if m["vaddr"] == "0xffffffff81000000")
+    kernel_text["flags"].append("WRITABLE")
+    scenario = tmp_path / "wx.json"
+    scenario.write_text(json.dumps(doc))
+    session = selected(host, "sim", "--scenario", str(scenario))
+    for command in (["pt-walk", "--labels", "linux"], ["pt-translate", "0xffffffff81000000"]):
+        plain = run(session, *command)[1]
+        styled = run(session, *command, colour=True)[1]
+        assert ANSI.sub("", styled) == plain
+        wx = [line for line in plain.splitlines() if " rwx kern" in line]
+        assert len(wx) == 1
+        assert wx[0].replace("rwx", f"{STYLE.wx}rwx{STYLE.reset}", 1) in styled.splitlines()
+    walk = run(session, "pt-walk", "--labels", "linux", colour=True)[1]
+    assert f"{STYLE.comment}# start" in walk
+    assert f"{STYLE.section}---[ High Kernel Mapping ]---{STYLE.reset}" in walk.splitlines()
 
 
 # --- the command line's pieces the front ends use -----------------------------------------------

@@ -5,7 +5,7 @@ vmcoreinfo`` learns the address through fw_cfg, but no monitor command shows it)
 searched for the way :func:`gdbext.linux.vmcoreinfo.find_vmcoreinfo_by_pointer` describes: through
 the kernel's own pointers to it, in the writable part of the kernel image that the selected
 CPU's page table maps at ``__START_KERNEL_map`` (:mod:`gdbext.linux.kernelimage`), the direct map's
-base found in the same table (:func:`gdbext.linux.layout.find_page_offset_base`). A kernel whose
+base found in the same table (:func:`gdbext.linux.detect.find_page_offset_base`). A kernel whose
 image holds no such pointer is "not found": all of RAM is not scanned for it, as that takes
 tens of seconds over a gdbstub and ``--labels auto`` asks on every walk.
 
@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from gdbext.cpu import CpuState
 from gdbext.errors import GdbextError
+from gdbext.linux.detect import find_page_offset_base
 from gdbext.linux.kernelimage import ImagePart, bss_first, image_parts
-from gdbext.linux.layout import find_page_offset_base
 from gdbext.linux.vmcoreinfo import (
     PointerHit,
     VmcoreInfo,

@@ -40,10 +40,11 @@ from gdbext.flags import PRESENT, parse_flags
 from gdbext.geometry import LEAF_LEVEL_OF_SIZE, entry_span, index_shift
 from gdbext.heap import MemoryRegion
 from gdbext.jsonfile import load_json_file
-from gdbext.mapper import read_u64, write_u64
+from gdbext.mapper import write_u64
 from gdbext.plugin.facts import BootInfoFacts, KernelFacts
 from gdbext.plugin.target import Detail, Target
 from gdbext.units import format_size, parse_int, parse_size, shown
+from gdbext.x86.entries import is_present, link_address
 from gdbext.x86.paging import X86PageTable
 from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
@@ -181,7 +182,7 @@ def build_machine(doc: Any, source: str = "<scenario>") -> SimMachine:
             allow_writes=True,
             flush_hook=tlb,
         )
-    except ValueError as exc:
+    except GdbextError as exc:  # MAXPHYADDR out of range
         raise d.fail("scenario", str(exc)) from None
 
     for i, m in enumerate(d.list_(doc, "mappings")):
@@ -251,10 +252,10 @@ def _slot(pt: X86PageTable, d: _Doc, vaddr: int, level: int, where: str) -> int:
         raise d.fail(f"{where}.level", f"must be 1..{pt.levels}")
     table = pt.root
     for lvl in range(pt.levels, level, -1):
-        entry = read_u64(pt.mapper, table + 8 * ((vaddr >> index_shift(lvl)) & 0x1FF))
-        if not entry & PRESENT:
+        entry = pt.read_entry(table, (vaddr >> index_shift(lvl)) & 0x1FF)
+        if not is_present(entry):
             raise d.fail(where, f"no table maps 0x{vaddr:x} at level {lvl - 1}")
-        table = entry & pt.addr_mask
+        table = link_address(entry, pt.rules.level(lvl))
     return table + 8 * ((vaddr >> index_shift(level)) & 0x1FF)
 
 
@@ -269,8 +270,8 @@ def _link(
     if not 2 <= level <= pt.levels - 1:
         raise d.fail(f"{where}.level", f"must be 2..{pt.levels - 1}")
     target_slot = _slot(pt, d, d.int_(link, "table_of", where), level, where)
-    target_entry = read_u64(pt.mapper, target_slot)
-    if not target_entry & PRESENT:
+    target_entry = pt.read_entry(target_slot & ~0xFFF, (target_slot & 0xFFF) // 8)
+    if not is_present(target_entry):
         raise d.fail(f"{where}.table_of", "no table is linked there")
     vaddr = d.int_(link, "vaddr", where)
     count = d.int_(link, "count", where, 1)
@@ -279,7 +280,8 @@ def _link(
     span = entry_span(level)
     for k in range(count):
         va = vaddr + k * span
-        pt.link_table(va, level, target_entry & pt.addr_mask, target_entry & 0x7, allocator)
+        linked = link_address(target_entry, pt.rules.level(level))
+        pt.link_table(va, level, linked, target_entry & 0x7, allocator)
 
 
 def _write_bootinfo(memory: SparsePhysMemory, d: _Doc, spec: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Page-table audits: rules as plugins, run on one shared walk.
 
-- :mod:`gdbext.audit.model`: :class:`Severity`, :class:`Finding`, the :class:`AuditRule`
-  protocol, :class:`RuleSkipped`;
+- :mod:`gdbext.audit.model`: :class:`Severity`, :class:`Finding`, :class:`RuleSkipped`;
+  :mod:`gdbext.audit.rule`: the :class:`AuditRule` protocol and :class:`FunctionRule`;
+- :mod:`gdbext.audit.options`: :class:`~gdbext.audit.options.AuditOptions`;
 - :mod:`gdbext.audit.context`: :class:`~gdbext.audit.context.AuditContext`, what rules look at;
 - :mod:`gdbext.audit.spans`: :class:`~gdbext.audit.spans.LeafSpan` (a leaf run and its
   repetitions through collapsed aliases) and groups of them; :mod:`gdbext.audit.frames`:
@@ -12,7 +13,9 @@
 
 A third-party rule::
 
-    from gdbext.audit.model import FunctionRule, Severity
+    from gdbext.audit.rule import FunctionRule
+
+    from gdbext.audit.model import Severity
     from gdbext.plugin.hookspecs import hookimpl
 
     def check(ctx):
@@ -27,6 +30,7 @@ A third-party rule::
         return [RULE]
 """
 
-from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
+from gdbext.audit.model import Finding, RuleSkipped, Severity
+from gdbext.audit.rule import AuditRule, FunctionRule
 
 __all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-from gdbext.audit.model import AuditRule
+from gdbext.audit.rule import AuditRule
 from gdbext.plugin.hookspecs import hookimpl
 
 #: One line per rule module.

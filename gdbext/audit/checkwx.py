@@ -4,7 +4,8 @@ The kernel's ``CONFIG_DEBUG_WX`` check (``arch/x86/mm/dump_pagetables.c`` over
 ``mm/ptdump.c`` and ``mm/pagewalk.c``) meets entries in address order and *notes* some of them;
 consecutive notes with the same protections form a series, and a series whose effective
 protection has RW and not NX adds its pages (from its first note to the next series' first
-note) to the count. What is noted, per level (the rules ``walk --format ptdump`` follows too):
+note) to the count. What is noted, per level (:mod:`gdbext.linux.ptdump_rules`, the rules
+``walk --format ptdump`` follows too):
 
 - an entry that is *none* (zero; below the top, zero but for ACCESSED and DIRTY): a hole, noted
   with protection 0 (never W+X);
@@ -32,8 +33,9 @@ reused for every link to it, and a page table below a path that is not writable 
 no-execute cannot hold a W+X page, so it is not even read.
 
 >>> from gdbext_sim.memory import SparsePhysMemory
+>>> from gdbext.x86.paging import X86PageTable
 >>> mem = SparsePhysMemory(1 << 20)
->>> CheckWx(mem, 4).count(0x1000).pages  # an empty PML4
+>>> CheckWx(X86PageTable(mem, 0x1000, 4)).count(0x1000).pages  # an empty PML4
 0
 """
 
@@ -46,28 +48,25 @@ from operator import ne
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import (
-    ACCESSED_DIRTY,
-    ADDR_MASK_52,
-    GLOBAL,
-    HUGE_PAGE,
-    NO_EXECUTE,
-    PRESENT,
-    USER_ACCESSIBLE,
-    WRITABLE,
-)
+from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import ENTRIES_PER_TABLE, entry_span, geometry
-from gdbext.mapper import TABLE_STRUCT, PhysMapper, read_table
+from gdbext.linux.ptdump_rules import (
+    HOLE,
+    LEAF,
+    TABLE,
+    effective,
+    guard_hole,
+    is_wx,
+    note_kind,
+    pfn_address,
+    walked_ranges,
+)
+from gdbext.x86.entries import is_present
+from gdbext.x86.paging import X86PageTable
 
 __all__ = ["CheckWx", "NotPresentRange", "WxCount", "WxTally"]
 
-_LEAF_PUD = PRESENT | HUGE_PAGE
-_RW_NX = WRITABLE | NO_EXECUTE
-_P_RW_NX = PRESENT | WRITABLE | NO_EXECUTE
-_ZERO_TABLE = bytes(4096)
-_PMD_PRESENT = PRESENT | GLOBAL
-#: Entries of the top-level table in Linux's guard hole (16, from the start of the kernel half).
-GUARD_HOLE_ENTRIES = 16
+_TOP = 1 << 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,38 +181,42 @@ def _runs(entries: Sequence[int], start: int, stop: int) -> Iterator[tuple[int, 
 
 @dataclass
 class CheckWx:
-    """The kernel's W+X count over the tables in ``mapper`` with ``levels`` paging levels.
+    """The kernel's W+X count over the tables ``pt`` reads (its memory and paging levels; the
+    root is given to each count).
 
     One object per moment (it keeps every table tally it computed: tables shared by several
     roots, a process's PGD and ``init_mm``'s say, are counted once).
     """
 
-    mapper: PhysMapper
-    levels: int
+    pt: X86PageTable
     _memo: dict[tuple[int, int, bool, bool], WxTally] = field(default_factory=dict, repr=False)
+
+    @property
+    def levels(self) -> int:
+        return self.pt.levels
 
     # --- the count -----------------------------------------------------------------------
 
     @property
     def guard_hole(self) -> AddrRange:
         """The range the kernel does not walk at the start of the kernel half."""
-        start = geometry(self.levels).higher_half_start
-        return AddrRange(start, start + GUARD_HOLE_ENTRIES * entry_span(self.levels))
+        return guard_hole(self.levels)
 
     def count(self, root: int) -> WxCount:
         """The kernel's W+X count for the table at ``root``.
 
         :raises PhysMemoryError: the root table cannot be read.
         """
-        entries = read_table(self.mapper, root)
-        geo = geometry(self.levels)
-        half = ENTRIES_PER_TABLE // 2
+        entries = self.pt.read_table(root)
+        (_, low_end), (high_start, _) = walked_ranges(self.levels)
+        span = entry_span(self.levels)
         fold = _Fold()
-        self._fold(fold, entries, self.levels, True, False, 0, half)
+        self._fold(fold, entries, self.levels, True, False, 0, low_end // span)
         # The walk's second range starts at the end of the guard hole: the non-canonical gap
         # and the hole join the series the lower half ended with.
-        fold.skip((self.guard_hole.end - geo.lower_half_end) // 4096)
-        self._fold(fold, entries, self.levels, True, False, half + GUARD_HOLE_ENTRIES, 512)
+        fold.skip((high_start - low_end) // 4096)
+        first_high = ENTRIES_PER_TABLE - (_TOP - high_start) // span
+        self._fold(fold, entries, self.levels, True, False, first_high, ENTRIES_PER_TABLE)
         # Before the first note nothing counts (the kernel's first series starts there).
         return WxCount(root, fold.present, fold.not_present, fold.not_noted)
 
@@ -228,13 +231,12 @@ class CheckWx:
             found = WxTally(last=False)
         else:
             try:
-                raw = self.mapper.read(table, 4096)
+                entries = self.pt.read_table(table)
             except PhysMemoryError:
                 # Not noted (the walker's view of a table we cannot read is unknown).
                 found = WxTally(lead=ENTRIES_PER_TABLE * entry_span(level) // 4096)
             else:
-                entries = TABLE_STRUCT.unpack(raw) if raw != _ZERO_TABLE else ()
-                if not entries:
+                if not any(entries):
                     found = WxTally(last=False)  # holes, or zero PTEs: nothing W+X
                 elif level == 1:
                     found = _pt_tally(entries)
@@ -257,20 +259,20 @@ class CheckWx:
     ) -> None:
         """Fold the notes of ``entries[start:stop]`` of a table at ``level`` (``>= 2``)."""
         pages = entry_span(level) // 4096
-        top = level == self.levels
-        open_path = rw and not nx
+        levels = self.levels
+        path = _path_prot(rw, nx)
         for _, e, n in _runs(entries, start, stop):
-            if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
-                fold.note(False, pages * n, True)  # a hole
-                continue
-            if (level == 3 and e & _LEAF_PUD == _LEAF_PUD) or (level == 2 and e & HUGE_PAGE):
-                wx = open_path and bool(e & WRITABLE) and not e & NO_EXECUTE
-                fold.note(wx, pages * n, bool(e & PRESENT))
-            elif level >= 4 or e & (_PMD_PRESENT if level == 2 else PRESENT):
-                child_rw = rw and bool(e & WRITABLE)
-                child_nx = nx or bool(e & NO_EXECUTE)
-                child = self.tally(e & ADDR_MASK_52, level - 1, child_rw, child_nx)
-                fold.sub(child, n, bool(e & PRESENT))
+            kind = note_kind(e, level, levels)
+            if kind == HOLE:
+                fold.note(False, pages * n, True)
+            elif kind == LEAF:
+                fold.note(is_wx(effective(path, e)), pages * n, is_present(e))
+            elif kind == TABLE:
+                eff = effective(path, e)
+                child = self.tally(
+                    pfn_address(e), level - 1, bool(eff & WRITABLE), bool(eff & NO_EXECUTE)
+                )
+                fold.sub(child, n, is_present(e))
             else:
                 fold.skip(pages * n)
 
@@ -288,28 +290,38 @@ class CheckWx:
         levels, costs its ranges once per link, not its entries).
         """
         finder = _Finder(self, limit, geometry(self.levels).canonicalize)
-        return finder.table(read_table(self.mapper, root), root, self.levels, _OPEN_PATH)
+        return finder.table(self.pt.read_table(root), root, self.levels, _OPEN_PATH)
+
+
+def _path_prot(rw: bool, nx: bool) -> int:
+    """The effective prot (RW and NX; USR does not matter to the count) of a path."""
+    return (WRITABLE if rw else 0) | (NO_EXECUTE if nx else 0)
 
 
 @dataclass(frozen=True, slots=True)
 class _Path:
-    """The effective RW, NX and USER of a path, and whether every entry on it is present."""
+    """The effective prot of a path (USR, RW, NX), and whether every entry on it is present."""
 
-    rw: bool
-    nx: bool
-    user: bool
+    eff: int
     present: bool
 
+    @property
+    def rw(self) -> bool:
+        return bool(self.eff & WRITABLE)
+
+    @property
+    def nx(self) -> bool:
+        return bool(self.eff & NO_EXECUTE)
+
+    @property
+    def user(self) -> bool:
+        return bool(self.eff & USER_ACCESSIBLE)
+
     def then(self, e: int) -> _Path:
-        return _Path(
-            self.rw and bool(e & WRITABLE),
-            self.nx or bool(e & NO_EXECUTE),
-            self.user and bool(e & USER_ACCESSIBLE),
-            self.present and bool(e & PRESENT),
-        )
+        return _Path(effective(self.eff, e), self.present and is_present(e))
 
 
-_OPEN_PATH = _Path(True, False, True, True)
+_OPEN_PATH = _Path(USER_ACCESSIBLE | WRITABLE, True)
 _Found = tuple[list[NotPresentRange], bool]
 
 
@@ -327,7 +339,7 @@ class _Finder:
         key = (table, level, path)
         found = self._memo.get(key)
         if found is None:
-            entries = read_table(self.check.mapper, table)
+            entries = self.check.pt.read_table(table)
             found = self._memo[key] = self.table(entries, table, level, path, top=False)
         return found
 
@@ -337,26 +349,26 @@ class _Finder:
         """The ranges of one table (addresses relative to its start, canonical at the top),
         and whether ranges beyond :attr:`limit` were left out."""
         check = self.check
+        levels = check.levels
         span = entry_span(level)
         out: list[NotPresentRange] = []
         for index, e in enumerate(entries):
-            if not (e if top and level == 5 else e & ~ACCESSED_DIRTY):
+            kind = note_kind(e, level, levels)
+            if kind == HOLE:
                 continue
             va = self.canon(index * span) if top else index * span
             step = (level, table, index, e)
             eff = path.then(e)
-            if level == 1 or (level == 2 and e & HUGE_PAGE):
-                if eff.present or not eff.rw or eff.nx:
+            if kind == LEAF and level <= 2:
+                if eff.present or not is_wx(eff.eff):
                     continue
-                paddr = e & ADDR_MASK_52
+                paddr = pfn_address(e)
                 if not _add(out, self.limit, va, va + span, paddr, paddr + span, eff.user, (step,)):
                     return out, True
                 continue
-            if level == 3 and e & _LEAF_PUD == _LEAF_PUD:
-                continue
-            if not (level >= 4 or e & (_PMD_PRESENT if level == 2 else PRESENT)):
-                continue
-            child = e & ADDR_MASK_52
+            if kind != TABLE:
+                continue  # a PUD leaf is present: the MMU maps it
+            child = pfn_address(e)
             t = check.tally(child, level - 1, eff.rw, eff.nx)
             if not (t.not_present or (t.present and not eff.present)):
                 continue
@@ -374,9 +386,9 @@ class _Finder:
 def _pt_tally(entries: Sequence[int]) -> WxTally:
     """A page table below a writable, executable path: every PTE is noted (counted with C-level
     maps: a W+X entry is one whose RW and NX bits are just RW)."""
-    wx = list(map(_RW_NX.__and__, entries)).count(WRITABLE)
-    absent = list(map(_P_RW_NX.__and__, entries)).count(WRITABLE) if wx else 0
-    return WxTally(0, wx - absent, absent, 0, entries[-1] & _RW_NX == WRITABLE)
+    wx = [e for e in entries if is_wx(e)]
+    absent = sum(1 for e in wx if not is_present(e))
+    return WxTally(0, len(wx) - absent, absent, 0, is_wx(entries[-1]))
 
 
 def _add(

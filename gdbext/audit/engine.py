@@ -1,6 +1,7 @@
 """Running an audit: select rules, run each on one shared context, collect and sort findings.
 
 >>> from gdbext_sim.scenario import load_scenario  # doctest: +SKIP
+>>> from gdbext.audit.options import AuditOptions  # doctest: +SKIP
 >>> result = run_audit(target, AuditOptions(), audit_rules(host))  # doctest: +SKIP
 >>> result.summary["findings"], result.exit_status  # doctest: +SKIP
 (0, 0)
@@ -14,30 +15,15 @@ from dataclasses import dataclass, field
 from gdbext.addr import hex_repr
 from gdbext.audit.context import AuditContext
 from gdbext.audit.grouping import group_findings
-from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
+from gdbext.audit.model import Finding, RuleSkipped, Severity
+from gdbext.audit.options import AuditOptions
+from gdbext.audit.rule import AuditRule
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK, AuditRuleError, GdbextError, UsageError
-from gdbext.frontend.commands import HeapOptions, RootOptions
-from gdbext.linux.layout import Layout, detect_layout, labels_wanted
+from gdbext.linux.detect import detect_layout, labels_wanted
+from gdbext.linux.layout import Layout
 from gdbext.plugin.target import Target
 
-__all__ = ["AuditOptions", "AuditResult", "check_finding", "run_audit", "select_rules"]
-
-
-@dataclass(frozen=True)
-class AuditOptions:
-    """What to audit and how.
-
-    ``rules`` selects rule ids (``None``: every rule); ``skip`` removes ids; ``heap`` gives the
-    heap command's options to rules that need the heap (``heap-contract``); ``fail_on`` makes
-    :attr:`AuditResult.exit_status` :data:`~gdbext.errors.EXIT_FINDINGS` when a finding is at
-    least that severe.
-    """
-
-    root: RootOptions = field(default_factory=RootOptions)
-    rules: tuple[str, ...] | None = None
-    skip: tuple[str, ...] = ()
-    heap: HeapOptions | None = None
-    fail_on: Severity | None = None
+__all__ = ["AuditResult", "check_finding", "run_audit", "select_rules"]
 
 
 @hex_repr("root")

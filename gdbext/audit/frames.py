@@ -1,12 +1,12 @@
 """Sweeps over physical frames, for the rules that compare mappings of the same frames.
 
 ``alias-wx``, ``pt-writable-alias`` and ``heap-contract`` ask "which other mappings share these
-frames?". They never expand pages: each view's :attr:`~gdbext.audit.context.AuditView.frame_index`
+frames?". They never expand pages: each view's :attr:`~gdbext.audit.views.AuditView.frame_index`
 lists its leaves as :class:`~gdbext.audit.context.LeafSpan` objects sorted by physical address
 (a collapsed alias is one span per leaf run of its first walk, whatever its number of links),
 and :func:`overlap_pairs` sweeps two such lists against each other once, in physical order.
 
->>> from gdbext.x86.paging import LeafRun
+>>> from gdbext.x86.records import LeafRun
 >>> from gdbext.audit.spans import LeafSpan
 >>> w = LeafSpan(LeafRun(0xffff888000000000, 0x0, 4, 4096, 0x8000000000000003, False, True, False))
 >>> x = LeafSpan(LeafRun(0xffffffff81000000, 0x2000, 1, 4096, 0x2001, False, False, True))

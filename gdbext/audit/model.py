@@ -1,9 +1,10 @@
-"""What an audit is made of: severities, findings, the rule protocol.
+"""What an audit is made of: severities, findings, the reason a rule skips.
 
-A rule is any object with an ``id``, a default ``severity``, a one-line ``summary`` and a
-``check(ctx)`` method that yields :class:`Finding` objects; plugins return rules from the
-``gdbext_audit_rules`` hook. A rule that cannot run on a target (no PTI, no memory map) raises
-:class:`RuleSkipped` with the reason, and the audit's summary lists it as skipped.
+A rule (:class:`~gdbext.audit.rule.AuditRule`) is any object with an ``id``, a default
+``severity``, a one-line ``summary`` and a ``check(ctx)`` method that yields :class:`Finding`
+objects; plugins return rules from the ``gdbext_audit_rules`` hook. A rule that cannot run on
+a target (no PTI, no memory map) raises :class:`RuleSkipped` with the reason, and the audit's
+summary lists it as skipped.
 
 >>> Severity.parse("HIGH"), str(Severity.MEDIUM)
 (<Severity.HIGH: 3>, 'medium')
@@ -15,19 +16,16 @@ A rule is any object with an ``id``, a default ``severity``, a one-line ``summar
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol
 
 from gdbext.addr import hex_repr
 from gdbext.errors import GdbextError, UsageError
 from gdbext.units import shown
 
-if TYPE_CHECKING:
-    from gdbext.audit.context import AuditContext
-
-__all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity", "once_per_table"]
+__all__ = ["Finding", "RuleIdentity", "RuleSkipped", "Severity", "once_per_table"]
 
 
 class Severity(IntEnum):
@@ -110,46 +108,15 @@ class RuleSkipped(GdbextError):
         self.reason = reason
 
 
-@runtime_checkable
-class AuditRule(Protocol):
-    """An audit rule, as a plugin provides it (see the module docstring)."""
+class RuleIdentity(Protocol):
+    """What a finding needs of its rule: the id and default severity (every
+    :class:`~gdbext.audit.rule.AuditRule` has them)."""
 
     @property
-    def id(self) -> str:
-        """Short, unique, lowercase with dashes: ``"wx"``, ``"cpu-hardening"``."""
-        ...
+    def id(self) -> str: ...
 
     @property
-    def severity(self) -> Severity:
-        """The default severity of its findings."""
-        ...
-
-    @property
-    def summary(self) -> str:
-        """One line for ``--list-rules``."""
-        ...
-
-    def check(self, ctx: AuditContext) -> Iterable[Finding]:
-        """The findings on ``ctx``'s target; :class:`RuleSkipped` if the rule cannot run."""
-        ...
-
-
-@dataclass(frozen=True)
-class FunctionRule:
-    """A rule made of a function, for rules that need no state of their own.
-
-    >>> r = FunctionRule("none", Severity.LOW, "never finds anything", lambda ctx: ())
-    >>> list(r.check(None))  # type: ignore[arg-type]
-    []
-    """
-
-    id: str
-    severity: Severity
-    summary: str
-    func: Callable[[AuditContext], Iterable[Finding]]
-
-    def check(self, ctx: AuditContext) -> Iterable[Finding]:
-        return self.func(ctx)
+    def severity(self) -> Severity: ...
 
 
 def once_per_table(findings: Iterable[Finding], names: Mapping[str, str]) -> Iterator[Finding]:

@@ -44,9 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import HUGE_PAGE, PRESENT
+from gdbext.flags import PRESENT
 from gdbext.frontend.commands import PTI_USER_PGD_BIT
-from gdbext.mapper import read_table
+from gdbext.x86.entries import is_link, link_address
 from gdbext.x86.paging import X86PageTable
 
 __all__ = ["PTI_USER_PGD_BIT", "PtiVerdict", "detect_pti", "examine_pti", "pti_pair_roots"]
@@ -86,25 +86,24 @@ def detect_pti(pt: X86PageTable) -> tuple[int, int] | None:
     return examine_pti(pt).pair
 
 
-def _table_link(entry: int, level: int, addr_mask: int) -> int | None:
+def _table_link(entry: int, level: int, pt: X86PageTable) -> int | None:
     """The table a present non-leaf entry at ``level`` links, else ``None``."""
-    if not entry & PRESENT or level == 1 or (level in (2, 3) and entry & HUGE_PAGE):
-        return None
-    return entry & addr_mask
+    rules = pt.rules.level(level)
+    return link_address(entry, rules) if is_link(entry, rules) else None
 
 
 def examine_pti(pt: X86PageTable) -> PtiVerdict:
     """Decide whether ``pt``'s root and its twin (``root ^ 0x1000``) are a PTI pair."""
     kernel_root, user_root = pti_pair_roots(pt.root)
-    mask = pt.addr_mask
     top = pt.levels
+    top_rules = pt.rules.level(top)
 
     def no(reason: str, *facts: str) -> PtiVerdict:
         return PtiVerdict(kernel_root, user_root, None, reason, facts)
 
     try:
-        kernel = read_table(pt.mapper, kernel_root)
-        user = read_table(pt.mapper, user_root)
+        kernel = pt.read_table(kernel_root)
+        user = pt.read_table(user_root)
     except PhysMemoryError as exc:
         return no(f"the pair 0x{kernel_root:x}/0x{user_root:x} cannot be read: {exc}")
 
@@ -119,10 +118,11 @@ def examine_pti(pt: X86PageTable) -> PtiVerdict:
                 f"(0x{k:x} vs 0x{u:x})"
             )
         if k & PRESENT:
-            if k & mask != u & mask:
+            k_link, u_link = link_address(k, top_rules), link_address(u, top_rules)
+            if k_link != u_link:
                 return no(
-                    f"the user halves differ: entry {i} links 0x{k & mask:x} in the kernel "
-                    f"table and 0x{u & mask:x} in the user table"
+                    f"the user halves differ: entry {i} links 0x{k_link:x} in the kernel "
+                    f"table and 0x{u_link:x} in the user table"
                 )
             shared_user += 1
 
@@ -149,21 +149,21 @@ def examine_pti(pt: X86PageTable) -> PtiVerdict:
     # 3. A kernel-half lower table is shared (pti_clone_p4d), at the top or one level down.
     shared: list[str] = []
     for i in u_idx:
-        kt, ut = _table_link(kernel[i], top, mask), _table_link(user[i], top, mask)
+        kt, ut = _table_link(kernel[i], top, pt), _table_link(user[i], top, pt)
         if kt is not None and kt == ut:
             shared.append(f"entry {i} links table 0x{kt:x} in both")
     if not shared and top > 4:
         for i in u_idx:
-            kt, ut = _table_link(kernel[i], top, mask), _table_link(user[i], top, mask)
+            kt, ut = _table_link(kernel[i], top, pt), _table_link(user[i], top, pt)
             if kt is None or ut is None:
                 continue
             try:
-                k_low, u_low = read_table(pt.mapper, kt), read_table(pt.mapper, ut)
+                k_low, u_low = pt.read_table(kt), pt.read_table(ut)
             except PhysMemoryError:
                 continue
             for j in range(512):
-                klt = _table_link(k_low[j], top - 1, mask)
-                if klt is not None and klt == _table_link(u_low[j], top - 1, mask):
+                klt = _table_link(k_low[j], top - 1, pt)
+                if klt is not None and klt == _table_link(u_low[j], top - 1, pt):
                     shared.append(f"entry {i}/{j} links table 0x{klt:x} in both")
                     break
     if not shared:

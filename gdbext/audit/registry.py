@@ -7,7 +7,7 @@ True
 
 from __future__ import annotations
 
-from gdbext.audit.model import AuditRule
+from gdbext.audit.rule import AuditRule
 from gdbext.errors import PluginError
 from gdbext.plugin.host import Host
 from gdbext.units import shown

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gdbext.geometry import SIZE_4K
-from gdbext.x86.paging import AliasRun, LeafRun
+from gdbext.x86.records import AliasRun, LeafRun
 
 __all__ = ["FrameIndex", "LeafSpan", "group_range", "merge_spans", "repeats_text"]
 

@@ -25,6 +25,7 @@ from gdbext.errors import (
 )
 from gdbext.geometry import geometry
 from gdbext.heap import MemoryRegion, locate_kernel_heap
+from gdbext.linux.detect import detect_layout, labels_wanted
 from gdbext.linux.e820 import (
     choose_boot_params,
     kernel_boot_params,
@@ -32,7 +33,7 @@ from gdbext.linux.e820 import (
     scan_boot_params,
 )
 from gdbext.linux.kernelimage import bss_first, image_parts
-from gdbext.linux.layout import Layout, detect_layout, labels_wanted
+from gdbext.linux.layout import Layout
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
@@ -41,7 +42,8 @@ from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Target
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.units import shown
-from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation
 
 #: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
 #: PGD is 8 KiB-aligned): CR3 | 0x1000.
@@ -134,19 +136,9 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         base = cpu.root if root is None else root
         assert base is not None
         root = base | PTI_USER_PGD_BIT
-    try:
-        return X86PageTable.from_cpu(
-            target.mapper,
-            cpu,
-            root=root,
-            levels=levels,
-            flush_hook=target.flush_hook,
-            cache=True,
-            max_phys_bits=cpu.max_phys_bits or 52,
-            phys_bits_known=cpu.max_phys_bits is not None,
-        )
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    return X86PageTable.from_cpu(
+        target.mapper, cpu, root=root, levels=levels, flush_hook=target.flush_hook, cache=True
+    )
 
 
 def root_warnings(pt: X86PageTable, options: RootOptions) -> list[str]:
@@ -273,12 +265,32 @@ class WalkResult:
     options: WalkOptions
     #: Filled while streaming: leaves and anomalies seen so far.
     stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
-    #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`), for renderers (labels).
+    #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`): the layout's source.
     facts: KernelFacts = field(default_factory=KernelFacts)
     #: With ``options.has``: the translation of that address (checked by :func:`walk`).
     has_leaf: Translation | None = None
     #: One-line warnings about the selected table (see :func:`root_warnings`).
     warnings: list[str] = field(default_factory=list)
+    #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
+    #: detects it).
+    known_layout: Layout | None = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> Layout:
+        """The target's Linux layout: ptdump's sections and text output's labels. Unless
+        given, :func:`~gdbext.linux.detect.detect_layout` finds it from the walked tables and
+        the target's facts on first use, so only a format that shows it reads the tables."""
+        if self.known_layout is None:
+            self.known_layout = detect_layout(self.page_table, self.facts)
+        return self.known_layout
+
+    @property
+    def labels(self) -> Layout | None:
+        """The layout text output labels its lines with, or ``None``: ``--labels`` and the
+        target decide (:func:`~gdbext.linux.detect.labels_wanted`)."""
+        if not labels_wanted(self.options.labels, self.facts):
+            return None
+        return self.layout
 
     @property
     def levels(self) -> int:

@@ -18,24 +18,29 @@ describes 64 GiB and holds 63 pages costs 63 pages.
 
 Everything here is a pure function over a :class:`~gdbext.mapper.PhysMapper` and RAM ranges.
 
->>> blob = bytearray(BOOT_PARAMS_SIZE)
->>> blob[HEADER_OFFSET:HEADER_OFFSET + 4] = SETUP_MAGIC
->>> blob[E820_ENTRIES_OFFSET] = 2
->>> E820_ENTRY.pack_into(blob, E820_TABLE_OFFSET, 0x0, 0x9FC00, 1)
->>> E820_ENTRY.pack_into(blob, E820_TABLE_OFFSET + E820_ENTRY.size, 0x100000, 0x7EE0000, 1)
->>> bp = parse_boot_params(bytes(blob), 0x7000)
+>>> table = E820_ENTRY.pack(addr=0, size=0x9FC00, type=1) + E820_ENTRY.pack(
+...     addr=0x100000, size=0x7EE0000, type=1)
+>>> blob = BOOT_PARAMS.pack(e820_entries=2, boot_flag=0xAA55, jump=0, header=SETUP_MAGIC,
+...                         version=0x20F, e820_table=table)
+>>> bp = parse_boot_params(blob, 0x7000)
 >>> [(hex(r.start), hex(r.end), r.kind) for r in bp.regions()]
 [('0x0', '0x9fc00', 'Usable'), ('0x100000', '0x7fe0000', 'Usable')]
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotFoundError, PhysMemoryError
+from gdbext.formats.bootparams import (
+    BOOT_FLAG_VALUE,
+    BOOT_PARAMS,
+    E820_ENTRY,
+    E820_MAX_ENTRIES,
+    SETUP_MAGIC,
+)
 from gdbext.heap import USABLE, MemoryRegion
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.units import shown
@@ -51,32 +56,14 @@ __all__ = [
     "scan_boot_params",
 ]
 
-# --- struct boot_params (the zero page): the fields read here, at their offsets ---------------
+# --- struct boot_params (the zero page, :mod:`gdbext.formats.bootparams`) ---------------------
 
-#: ``sizeof(struct boot_params)``.
-BOOT_PARAMS_SIZE = 0x1000
-#: ``__u8 e820_entries``: how many entries of ``e820_table`` are valid.
-E820_ENTRIES_OFFSET = 0x1E8
-#: ``hdr.boot_flag`` (``__u16``, 0xAA55), recorded but not required.
-BOOT_FLAG = struct.Struct("<H")
-BOOT_FLAG_OFFSET = 0x1FE
-BOOT_FLAG_VALUE = 0xAA55
-#: ``hdr.header``: the magic ``"HdrS"`` (0x53726448) of the setup header.
-HEADER_OFFSET = 0x202
-SETUP_MAGIC = b"HdrS"
-#: ``hdr.version`` (``__u16``): the boot protocol version, e.g. 0x020F.
-VERSION = struct.Struct("<H")
-VERSION_OFFSET = 0x206
-#: ``struct boot_e820_entry e820_table[E820_MAX_ENTRIES_ZEROPAGE]``: packed
-#: ``{__u64 addr; __u64 size; __u32 type;}``, 20 bytes each.
-E820_TABLE_OFFSET = 0x2D0
-E820_ENTRY = struct.Struct("<QQI")
-E820_MAX_ENTRIES = 128
+BOOT_PARAMS_SIZE = BOOT_PARAMS.size
+E820_ENTRIES_OFFSET = BOOT_PARAMS.offset("e820_entries")
+HEADER_OFFSET = BOOT_PARAMS.offset("header")
+E820_TABLE_OFFSET = BOOT_PARAMS.offset("e820_table")
 #: ``struct boot_params`` holds 64-bit fields: every copy is at least 8-byte aligned.
 BOOT_PARAMS_ALIGN = 8
-
-assert E820_ENTRY.size == 20
-assert E820_TABLE_OFFSET + E820_MAX_ENTRIES * E820_ENTRY.size <= BOOT_PARAMS_SIZE
 
 #: e820 types (``enum e820_type``) by name; the first five as the rust-osdev bootloader names
 #: the regions it converts from e820.
@@ -154,7 +141,7 @@ def _invalid(data: bytes) -> str | None:
         return f"e820_entries (+0x{E820_ENTRIES_OFFSET:x}) is {count}, not 1..{E820_MAX_ENTRIES}"
     usable = False
     table = data[E820_TABLE_OFFSET : E820_TABLE_OFFSET + count * E820_ENTRY.size]
-    for i, (addr, size, type_) in enumerate(E820_ENTRY.iter_unpack(table)):
+    for i, (addr, size, type_) in enumerate(E820_ENTRY.struct.iter_unpack(table)):
         if size == 0 or addr + size > 1 << 64 or type_ == 0:
             return f"e820 entry {i} (0x{addr:x} +0x{size:x} type {type_}) is not valid"
         usable |= type_ == 1
@@ -167,16 +154,11 @@ def parse_boot_params(data: bytes, paddr: int) -> BootParams | None:
     """The boot_params in ``data`` (read at ``paddr``), or ``None`` if it is not one."""
     if _invalid(data) is not None:
         return None
-    count = data[E820_ENTRIES_OFFSET]
-    entries = tuple(
-        E820Entry(a, s, t)
-        for a, s, t in E820_ENTRY.iter_unpack(
-            data[E820_TABLE_OFFSET : E820_TABLE_OFFSET + count * E820_ENTRY.size]
-        )
-    )
-    (version,) = VERSION.unpack_from(data, VERSION_OFFSET)
-    (flag,) = BOOT_FLAG.unpack_from(data, BOOT_FLAG_OFFSET)
-    return BootParams(paddr, entries, version, flag == BOOT_FLAG_VALUE)
+    fields = BOOT_PARAMS.unpack(data)
+    count = fields["e820_entries"]
+    table = fields["e820_table"][: count * E820_ENTRY.size]
+    entries = tuple(E820Entry(a, s, t) for a, s, t in E820_ENTRY.struct.iter_unpack(table))
+    return BootParams(paddr, entries, fields["version"], fields["boot_flag"] == BOOT_FLAG_VALUE)
 
 
 def read_boot_params(mapper: PhysMapper, paddr: int) -> BootParams:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 
 #: The virtual range of the kernel image's mapping: ``__START_KERNEL_map`` up to the modules
 #: (``KERNEL_IMAGE_SIZE`` is 1 GiB with KASLR).

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from gdbext.addr import AddrRange
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.x86.paging import LeafRun, X86PageTable
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 
 __all__ = ["direct_map_offsets", "find_direct_map_base"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,5 +16,8 @@ class OutputFormat:
     name: str
     #: The command it renders: ``"info"``, ``"walk"``, ``"translate"``, ``"heap"``.
     command: str
-    render: Callable[[Any], Iterator[str]]
+    render: Callable[..., Iterator[str]]
     summary: str = ""
+    #: ``render`` takes a ``style`` keyword (:class:`~gdbext.render.common.Style`): the front
+    #: end may ask it to mark up what it formats (colour on a terminal).
+    styles: bool = False

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from gdbext.audit.model import AuditRule
+    from gdbext.audit.rule import AuditRule
     from gdbext.plugin.formats import OutputFormat
     from gdbext.plugin.target import BackendInfo
 

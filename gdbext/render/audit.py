@@ -37,8 +37,9 @@ import textwrap
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gdbext.audit.model import AuditRule, Finding, Severity
-from gdbext.render.common import plural
+from gdbext.audit.model import Finding, Severity
+from gdbext.audit.rule import AuditRule
+from gdbext.render.common import PLAIN, Style, plural
 
 if TYPE_CHECKING:  # the engine (walks, spans) loads only when an audit runs
     from gdbext.audit.engine import AuditResult
@@ -129,16 +130,23 @@ def _wrap(text: str, indent: str, more: str = "  ") -> list[str]:
     ) or [indent]
 
 
-def finding_lines(f: Finding, rule_width: int) -> Iterator[str]:
-    """The finding's line, its detail and evidence indented under it, within :data:`WIDTH`."""
+def finding_lines(f: Finding, rule_width: int, style: Style = PLAIN) -> Iterator[str]:
+    """The finding's line, its detail and evidence indented under it, within :data:`WIDTH`;
+    W+X permissions in ``style``'s colour."""
     line = finding_line(f, rule_width)
+    rest = ""
     if len(line) <= WIDTH:
-        yield line
+        first = [line]
     else:
         head, _, rest = f.message.partition(": ")
-        yield from _wrap(line[: len(line) - len(f.message)] + head, "", "    ")
-        if rest:
-            yield from _wrap(rest, "    ")
+        first = _wrap(line[: len(line) - len(f.message)] + head, "", "    ")
+    if f.writable and f.executable and f.vaddr is not None:
+        # The permissions' word follows the severity, the rule and the range (and ``->`` and
+        # the physical range, when known).
+        first = style.paint_word(first, 3 + 2 * (f.paddr is not None), style.wx)
+    yield from first
+    if rest:
+        yield from _wrap(rest, "    ")
     if f.ranges and f.cause and not f.message.endswith(f": {f.cause}"):
         yield from _wrap(f.cause, "    ")
     for i, r in enumerate(f.ranges):
@@ -171,14 +179,14 @@ def summary_line(result: AuditResult) -> str:
     return text
 
 
-def render_audit_text(result: AuditResult) -> Iterator[str]:
+def render_audit_text(result: AuditResult, style: Style = PLAIN) -> Iterator[str]:
     """A line per finding with its detail and evidence indented, EFER.NXE when inferred from
     the tables (``EFER.NXE inferred on: NX bits in use (EFER unknown)``) or not known at all,
     the W+X verdict, the summary line (each skipped rule on a line of its own when it would
-    be too wide)."""
+    be too wide). ``style``: W+X permissions of the findings."""
     width = max((len(f.rule) for f in result.findings), default=0)
     for f in result.findings:
-        yield from finding_lines(f, width)
+        yield from finding_lines(f, width, style)
     if result.nxe is not None and result.nxe.startswith("inferred"):
         yield f"EFER.NXE {result.nxe} (EFER unknown)"
     elif result.nxe is not None and result.nxe.startswith("unknown"):

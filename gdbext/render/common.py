@@ -1,6 +1,9 @@
-"""Small formatting helpers shared by the renderers."""
+"""Small formatting helpers shared by the renderers, and the styles text output is marked up
+with."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from gdbext.errors import TableNotCapturedError, TableOutsideRamError, TranslationError
 from gdbext.flags import GLOBAL, PAT_LARGE, PRESENT, PageTableFlags, flag_names
@@ -25,14 +28,62 @@ def plural(count: int) -> str:
     return "" if count == 1 else "s"
 
 
-def perms(user: bool, writable: bool, executable: bool) -> str:
-    """``"rw-"`` style effective permissions, then ``user`` or ``kern``."""
-    return (
-        "r"
-        + ("w" if writable else "-")
-        + ("x" if executable else "-")
-        + (" user" if user else " kern")
-    )
+@dataclass(frozen=True)
+class Style:
+    """How text renderers mark up the fields they know: each role's escape sequence (empty:
+    none) and the one that ends it. The front end chooses (:data:`ANSI` on a terminal with its
+    styling on); renderers apply it to what they format, never to text already rendered."""
+
+    #: Linux section markers (``---[ Modules ]---``).
+    section: str = ""
+    #: Permissions that are writable and executable (``rwx``).
+    wx: str = ""
+    #: Anomalies and addresses that did not translate.
+    warning: str = ""
+    #: Other ``#`` lines (the header, the summary).
+    comment: str = ""
+    reset: str = ""
+
+    def paint(self, code: str, text: str) -> str:
+        """``text`` marked up with ``code`` (one of this style's fields).
+
+        >>> ANSI.paint(ANSI.wx, "rwx"), PLAIN.paint(PLAIN.wx, "rwx")
+        ('\\x1b[1;31mrwx\\x1b[m', 'rwx')
+        """
+        return f"{code}{text}{self.reset}" if code else text
+
+    def paint_word(self, lines: list[str], index: int, code: str) -> list[str]:
+        """``lines`` (one text, wrapped) with its word number ``index`` (counted over every
+        line, split at spaces) marked up with ``code``."""
+        if not code:
+            return lines
+        out = []
+        for line in lines:
+            words = line.split(" ")
+            count = sum(1 for w in words if w)
+            if 0 <= index < count:
+                nth = [i for i, w in enumerate(words) if w][index]
+                words[nth] = self.paint(code, words[nth])
+            index -= count
+            out.append(" ".join(words))
+        return out
+
+
+#: No markup: what every output is unless the front end asks for colour.
+PLAIN = Style()
+#: Terminal colours: markers bold, W+X permissions red, warnings yellow, comments dim.
+ANSI = Style(
+    section="\x1b[1m", wx="\x1b[1;31m", warning="\x1b[33m", comment="\x1b[2m", reset="\x1b[m"
+)
+
+
+def perms(user: bool, writable: bool, executable: bool, style: Style = PLAIN) -> str:
+    """``"rw-"`` style effective permissions, then ``user`` or ``kern``; ``rwx`` in ``style``'s
+    W+X colour."""
+    rwx = "r" + ("w" if writable else "-") + ("x" if executable else "-")
+    if writable and executable:
+        rwx = style.paint(style.wx, rwx)
+    return rwx + (" user" if user else " kern")
 
 
 def leaf_flag_names(entry: int, page_size: int) -> list[str]:

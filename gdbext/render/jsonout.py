@@ -19,7 +19,7 @@ from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, Wa
 from gdbext.plugin.target import Detail
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
-from gdbext.x86.paging import Anomaly
+from gdbext.x86.records import Anomaly
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:

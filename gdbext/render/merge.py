@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from gdbext.flags import ACCESSED_DIRTY, FLAGS_MASK, PAT_LARGE
-from gdbext.x86.paging import AliasRun, Anomaly, LeafRun
+from gdbext.x86.records import AliasRun, Anomaly, LeafRun
 
 #: Merge key for JSON: every flag bit of the leaf (and the PAT bit of large pages).
 KEY_ALL_FLAGS = FLAGS_MASK | PAT_LARGE

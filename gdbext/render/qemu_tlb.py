@@ -15,7 +15,7 @@ from gdbext.errors import InputError, OutputLimitError, WalkLimitError
 from gdbext.flags import FLAGS_MASK
 from gdbext.frontend.commands import WalkOptions, WalkResult
 from gdbext.geometry import entry_span
-from gdbext.x86.paging import AliasRun, LeafRun
+from gdbext.x86.records import AliasRun, LeafRun
 
 #: QEMU's address masks by page size.
 QEMU_ADDR_MASK = {

@@ -30,8 +30,10 @@ from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
 from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
 from gdbext.geometry import level_name
-from gdbext.linux.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
+from gdbext.linux.layout import Layout, Marker, MarkerCursor
 from gdbext.render.common import (
+    PLAIN,
+    Style,
     extra_tokens,
     hex64,
     perms,
@@ -41,7 +43,7 @@ from gdbext.render.common import (
 )
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
-from gdbext.x86.paging import AliasRun, Anomaly
+from gdbext.x86.records import AliasRun, Anomaly
 
 #: The widest line the text walk writes (before a line continues on the next).
 WIDTH = 120
@@ -58,11 +60,11 @@ def _anomaly_line(a: Anomaly) -> str:
     )
 
 
-def _range_line(m: MergedRange) -> str:
+def _range_line(m: MergedRange, style: Style) -> str:
     extra = extra_tokens(m.entry)
     return (
         f"{hex64(m.vaddr)}-{hex64(m.end)} {format_size(m.size):>8} {format_size(m.page_size):>3}"
-        f"  {perms(m.user, m.writable, m.executable)} {extra:<11} -> "
+        f"  {perms(m.user, m.writable, m.executable, style)} {extra:<11} -> "
         + ("scattered" if m.scattered else f"0x{m.paddr:x}")
     )
 
@@ -76,6 +78,15 @@ def _alias_line(a: AliasRun) -> str:
     )
 
 
+def _alias_lines(a: AliasRun, style: Style) -> list[str]:
+    """The alias line, fitted; a W+X path's permissions (its last word but one) styled."""
+    lines = _fit(_alias_line(a))
+    if a.same_access or not (a.writable and a.executable):
+        return lines
+    words = sum(len(line.split()) for line in lines)
+    return style.paint_word(lines, words - 2, style.wx)
+
+
 def _fit(line: str) -> list[str]:
     """``line``, continued on indented lines if it is wider than :data:`WIDTH`."""
     if len(line) <= WIDTH:
@@ -84,12 +95,14 @@ def _fit(line: str) -> list[str]:
     return textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
 
 
-def _marker_line(m: Marker) -> str:
-    return f"---[ {m.name} ]---" + (" (default base)" if m.assumed else "")
+def _marker_line(m: Marker, style: Style = PLAIN) -> str:
+    return style.paint(
+        style.section, f"---[ {m.name} ]---" + (" (default base)" if m.assumed else "")
+    )
 
 
 def _with_markers(
-    records: Iterator[MergedRange | AliasRun | Anomaly], layout: Layout
+    records: Iterator[MergedRange | AliasRun | Anomaly], layout: Layout, style: Style
 ) -> Iterator[MergedRange | AliasRun | Anomaly | str]:
     """The records with a marker line before each section's first record (sections without
     records have none)."""
@@ -97,7 +110,7 @@ def _with_markers(
     for rec in records:
         while True:
             for marker in cursor.advance(rec.vaddr)[-1:]:
-                yield _marker_line(marker)
+                yield _marker_line(marker, style)
             if type(rec) is MergedRange:
                 nxt = cursor.next_start()
                 if nxt < rec.end:
@@ -111,16 +124,11 @@ def _with_markers(
             break
 
 
-def _layout(result: WalkResult) -> Layout | None:
-    if not labels_wanted(result.options.labels, result.facts):
-        return None
-    return detect_layout(result.page_table, result.facts)
-
-
-def render_walk(result: WalkResult) -> Iterator[str]:
+def render_walk(result: WalkResult, style: Style = PLAIN) -> Iterator[str]:
     """The header lines, one line per merged range (or per leaf with ``--no-merge``), then a
     summary line. ``--no-merge`` expands shared tables, so its lines are bounded
-    (:meth:`~gdbext.frontend.commands.WalkOptions.line_limit`)."""
+    (:meth:`~gdbext.frontend.commands.WalkOptions.line_limit`). ``style``: section markers,
+    W+X permissions, anomalies and comment lines."""
     ranges = 0
     options = result.options
     records: Iterator[MergedRange | AliasRun | Anomaly | str]
@@ -135,38 +143,41 @@ def render_walk(result: WalkResult) -> Iterator[str]:
     else:
         records = as_merged(result.runs())
         limit = options.line_limit()
-    layout = _layout(result)
+    layout = result.labels
     if layout is not None:
-        yield f"# {layout.title} (its bases: the info command)"
-        records = _with_markers(records, layout)
-    yield HEADER
+        yield style.paint(style.comment, f"# {layout.title} (its bases: the info command)")
+        records = _with_markers(records, layout, style)
+    yield style.paint(style.comment, HEADER)
     for rec in records:
         if type(rec) is MergedRange:
             ranges += 1
             if limit is not None and ranges > limit:
                 raise OutputLimitError("text --no-merge", limit, rec.vaddr)
-            yield _range_line(rec)
+            yield _range_line(rec, style)
         elif type(rec) is AliasRun:
             ranges += 1
-            yield from _fit(_alias_line(rec))
+            yield from _alias_lines(rec, style)
         elif type(rec) is Anomaly:
-            yield from _fit(_anomaly_line(rec))
+            for line in _fit(_anomaly_line(rec)):
+                yield style.paint(style.warning, line)
         elif type(rec) is str:
             yield rec
     stats = result.stats
-    yield (
+    yield style.paint(
+        style.comment,
         f"# {ranges} line{plural(ranges)}, {stats['leaves']} leaf entries, "
-        f"{stats['anomalies']} anomalies; {result.levels}-level paging, root 0x{result.root:x}"
+        f"{stats['anomalies']} anomalies; {result.levels}-level paging, root 0x{result.root:x}",
     )
 
 
-def render_translate(result: TranslateResult) -> Iterator[str]:
-    """Per address: the result, then every level with its raw entry and decoded flags."""
+def render_translate(result: TranslateResult, style: Style = PLAIN) -> Iterator[str]:
+    """Per address: the result, then every level with its raw entry and decoded flags.
+    ``style``: addresses that did not translate, W+X permissions."""
     for outcome in result.outcomes:
         t = outcome.translation
         if t is None:
             err = outcome.error
-            yield f"{hex64(outcome.vaddr)}: {err}"
+            yield style.paint(style.warning, f"{hex64(outcome.vaddr)}: {err}")
             if err is not None:
                 for level, table, index, entry in err.steps:
                     names = " ".join(step_flag_names(entry)) or "(not present)"
@@ -178,7 +189,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
             continue
         yield (
             f"{hex64(t.vaddr)} -> 0x{t.paddr:x}  {format_size(t.page_size)} page  "
-            f"{perms(t.user, t.writable, t.executable)}"
+            f"{perms(t.user, t.writable, t.executable, style)}"
             + ("" if outcome.captured else "  (mapped; the frame is not in the dump)")
         )
         for step in t.steps:

@@ -23,7 +23,7 @@ from support.paths import DEMO, KERNELS, ROOT
 
 import gdbext
 from gdbext.errors import GdbextError, NotMappedError, UsageError
-from gdbext.x86.paging import AliasRun, Anomaly, LeafRun, Mapping, Translation, WalkStep
+from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation, WalkStep
 
 README = ROOT / "README.md"
 #: Where the README's session opens the demo dump (``scripts/demo.sh`` unpacks it there).

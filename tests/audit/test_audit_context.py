@@ -12,14 +12,17 @@ from support.audit import demo, rule, wx_machine
 from support.paths import DEMO, ROOT
 
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditContext, AuditView
-from gdbext.audit.engine import AuditOptions, run_audit
+from gdbext.audit.context import AuditContext
+from gdbext.audit.engine import run_audit
 from gdbext.audit.model import RuleSkipped, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.views import AuditView
 from gdbext.frontend.commands import HeapOptions, RootOptions, heap
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.host import Host
-from gdbext.x86.paging import SIZE_4K, LeafRun, X86PageTable
+from gdbext.x86.paging import SIZE_4K, X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import load_scenario
 
 # --- the context -----------------------------------------------------------------------------

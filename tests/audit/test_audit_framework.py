@@ -25,9 +25,11 @@ from support.paths import DEMO, ROOT
 
 from gdbext import cli
 from gdbext.audit.context import AuditContext
-from gdbext.audit.engine import AuditOptions, run_audit, select_rules
-from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
+from gdbext.audit.engine import run_audit, select_rules
+from gdbext.audit.model import Finding, RuleSkipped, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.rule import AuditRule
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
@@ -367,7 +369,8 @@ def test_fail_on_exit_status_of_the_command_line(capsys: pytest.CaptureFixture[s
 # --- third-party rules -----------------------------------------------------------------------
 
 THIRD_PARTY = """
-from gdbext.audit.model import FunctionRule, Severity
+from gdbext.audit.rule import FunctionRule
+from gdbext.audit.model import Severity
 from gdbext.plugin.hookspecs import hookimpl
 
 

@@ -19,9 +19,10 @@ from support.paths import KERNELS
 from support.scenario import mapping as m
 
 from gdbext import cli
-from gdbext.audit.engine import AuditOptions, run_audit
+from gdbext.audit.engine import run_audit
 from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import Finding, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
 from gdbext.linux.layout import linux_layout
 from gdbext.plugin.facts import KernelFacts

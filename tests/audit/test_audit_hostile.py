@@ -20,13 +20,15 @@ from support.paths import DEMO
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.checkwx import CheckWx
-from gdbext.audit.context import ALIAS_SPANS, AuditContext, LeafSpan
-from gdbext.audit.engine import AuditOptions, run_audit
+from gdbext.audit.context import AuditContext, LeafSpan
+from gdbext.audit.engine import run_audit
 from gdbext.audit.frames import overlap_pairs
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules import alias_wx
 from gdbext.audit.rules.heap_contract import heap_pieces
+from gdbext.audit.views import ALIAS_SPANS
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError
 from gdbext.flags import (
@@ -42,7 +44,8 @@ from gdbext.geometry import entry_span
 from gdbext.mapper import read_table, read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import LeafRun
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine, load_scenario
 
@@ -101,7 +104,7 @@ def test_not_present_ranges_of_a_table_linked_everywhere_are_found_once_per_tabl
     target = not_present_bomb(links)
     pt = open_page_table(target, RootOptions())
     mapper = CountingMapper(target.mapper, most=20)
-    ranges, more = CheckWx(mapper, 4).not_present(pt.root, limit=256)
+    ranges, more = CheckWx(X86PageTable(mapper, pt.root, 4)).not_present(pt.root, limit=256)
     pages = (1 + links) * 512 * 512
     assert not more and len(ranges) == 1
     (r,) = ranges
@@ -110,7 +113,7 @@ def test_not_present_ranges_of_a_table_linked_everywhere_are_found_once_per_tabl
     # The walk to its first entry: PML4[0], PDPT[1], PD[0], PT[0] (not present).
     assert [(level, index) for level, _, index, _ in r.steps] == [(4, 0), (3, 1), (2, 0), (1, 0)]
     assert r.steps[-1][1:] == (leaf_table(target), 0, 0x100002)
-    assert CheckWx(target.mapper, 4).count(pt.root).not_present == pages
+    assert CheckWx(pt).count(pt.root).not_present == pages
 
 
 def test_not_present_ranges_past_the_limit_stop_there() -> None:
@@ -121,7 +124,8 @@ def test_not_present_ranges_past_the_limit_stop_there() -> None:
     table = leaf_table(target)
     for i in range(1, 512, 2):
         write_u64(target.mapper, table + 8 * i, 0)
-    ranges, more = CheckWx(CountingMapper(target.mapper, most=20), 4).not_present(pt.root, 10)
+    counted = X86PageTable(CountingMapper(target.mapper, most=20), pt.root, 4)
+    ranges, more = CheckWx(counted).not_present(pt.root, 10)
     assert more and len(ranges) == 10
     assert [(r.vaddr, r.pages) for r in ranges] == [(BASE + 2 * i * 4096, 1) for i in range(10)]
 

@@ -21,7 +21,7 @@ from gdbext.frontend import commands
 from gdbext.mapper import is_captured
 from gdbext.plugin.target import Target
 from gdbext.render import jsonout, qemu_tlb, text
-from gdbext.x86.paging import Anomaly
+from gdbext.x86.records import Anomaly
 from gdbext_dump.dump import open_dump
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, load_scenario

@@ -16,7 +16,7 @@ from support.paths import DEMO
 from gdbext import cli
 from gdbext.errors import InputError
 from gdbext.mapper import read_table
-from gdbext.x86.paging import Anomaly
+from gdbext.x86.records import Anomaly
 from gdbext_sim.scenario import build_machine, load_scenario
 
 

@@ -18,9 +18,11 @@ from typing import Any
 
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
-from gdbext.audit.model import AuditRule, Finding, FunctionRule, Severity
+from gdbext.audit.engine import AuditResult, run_audit
+from gdbext.audit.model import Finding, Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
+from gdbext.audit.rule import AuditRule, FunctionRule
 from gdbext.audit.rules.pti import RULES as PTI_RULES
 from gdbext.audit.rules.reserved_bits import RULES as RESERVED_RULES
 from gdbext.cpu import (

@@ -38,7 +38,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.frames import (
     is_offset_mapping,
     mapping_lines,
@@ -49,6 +49,7 @@ from gdbext.audit.frames import (
 )
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
+from gdbext.audit.views import AuditView
 from gdbext.geometry import SIZE_4K
 
 __all__ = ["AliasWxRule", "SpanUnion", "WxAlias", "span_union", "wx_aliases", "wx_aliases_in"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gdbext.addr import AddrRange, merge_ranges
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.frames import (
     is_offset_mapping,
     mapping_lines,
@@ -48,10 +48,11 @@ from gdbext.audit.frames import (
 )
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
+from gdbext.audit.views import AuditView
 from gdbext.frontend.commands import HeapResult
 from gdbext.geometry import SIZE_4K
 from gdbext.render.common import perms
-from gdbext.x86.paging import AliasRun, LeafRun
+from gdbext.x86.records import AliasRun, LeafRun
 
 __all__ = ["HeapContractRule", "HeapPiece", "heap_pieces"]
 

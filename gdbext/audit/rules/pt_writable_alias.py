@@ -41,7 +41,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.frames import (
     is_offset_mapping,
@@ -52,13 +52,14 @@ from gdbext.audit.frames import (
 )
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
+from gdbext.audit.views import AuditView
 from gdbext.errors import PhysMemoryError
-from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
-from gdbext.mapper import read_table
 from gdbext.render.common import perms, plural
-from gdbext.x86.paging import Anomaly, X86PageTable
+from gdbext.x86.entries import frame_address, is_leaf, is_present, link_address
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly
 
 __all__ = [
     "PtWritableAliasRule",
@@ -170,19 +171,18 @@ def exposed_tables(pt: X86PageTable, table: int, level: int, tables: dict[int, i
             return found
         found = memo[key] = set()
         try:
-            entries = read_table(pt.mapper, t)
+            entries = pt.read_table(t)
         except PhysMemoryError:
             return found
+        rules = pt.rules.level(lv)
         for e in entries:
-            if not e & PRESENT:
+            if not is_present(e):
                 continue
-            addr = e & pt.addr_mask
-            if lv == 1 or (lv in (2, 3) and e & HUGE_PAGE):
-                size = entry_span(lv)
-                start = addr & ~(size - 1)
-                found |= hits(start, start + size)
+            if is_leaf(e, rules):
+                start = frame_address(e, rules)
+                found |= hits(start, start + rules.span)
             else:
-                found |= walk(addr, lv - 1)
+                found |= walk(link_address(e, rules), lv - 1)
         return found
 
     return sorted(walk(table, level)) if level >= 1 else []
@@ -219,7 +219,7 @@ class PtWritableAliasRule:
     def _recursive_finding(self, view: AuditView, anomaly: Anomaly, names: list[str]) -> Finding:
         pt = view.pt
         level, entry = anomaly.level, anomaly.entry
-        linked = entry & pt.addr_mask
+        linked = link_address(entry, pt.rules.level(level))
         steps = raw_path(pt, anomaly.vaddr, level)
         user, writable, executable = path_access(steps, pt.nxe)
         tables = view.tables

@@ -44,10 +44,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.pti import examine_pti
 from gdbext.audit.spans import LeafSpan, merge_spans
+from gdbext.audit.views import AuditView
 from gdbext.flags import GLOBAL
 from gdbext.geometry import SIZE_4K
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
@@ -109,7 +110,7 @@ class Cover:
         """The parts of ``[vaddr, end)`` (mapped to ``paddr`` onward) that the spans do not
         map to the same frames.
 
-        >>> from gdbext.x86.paging import LeafRun
+        >>> from gdbext.x86.records import LeafRun
         >>> c = Cover([LeafSpan(LeafRun(0x2000, 0xA000, 1, 0x1000, 0xA003, False, True, False))])
         >>> [(hex(a), hex(b)) for a, b in c.uncovered(0x1000, 0x5000, 0x9000)]
         [('0x1000', '0x2000'), ('0x3000', '0x5000')]

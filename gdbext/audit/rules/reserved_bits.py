@@ -48,15 +48,18 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.evidence import raw_path, step_text
 from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.rules.user_kernel import table_names
 from gdbext.audit.spans import LeafSpan, repeats_text
+from gdbext.audit.views import AuditView
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.render.common import perms, plural
-from gdbext.x86.paging import Anomaly, X86PageTable
+from gdbext.x86.entries import link_address
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import Anomaly
 
 #: Page-attribute bits of a leaf: PWT, PCD, and PAT (bit 7 of a 4 KiB leaf, 12 of a large one).
 PWT, PCD = 1 << 3, 1 << 4
@@ -98,7 +101,7 @@ def describe_bits(bits: int, pt: X86PageTable) -> str:
     'address bits at or above MAXPHYADDR 39; NX without EFER.NXE'
     """
     parts: list[str] = []
-    above = bits & ((1 << 52) - 1) & ~((1 << pt.max_phys_bits) - 1)
+    above = bits & pt.rules.phys_reserved
     if above:
         parts.append(f"address bits at or above MAXPHYADDR {pt.max_phys_bits}")
     if bits & NO_EXECUTE and not pt.nxe:
@@ -203,7 +206,7 @@ class ReservedBitsRule:
         span = entry_span(first.level)
         name = level_name(first.level)
         entries = f"{n} {name} entr{'ies' if n > 1 else 'y'}"
-        table = first.entry & pt.addr_mask
+        table = link_address(first.entry, pt.rules.level(first.level))
         if first.kind == "reserved-bits":
             bits = int(first.detail.removeprefix("bits "), 16) if first.detail else 0
             message = (
@@ -241,7 +244,7 @@ class ReservedBitsRule:
 
     def _tables_outside_ram(self, ctx: AuditContext, view: AuditView) -> Iterator[Finding]:
         reported = {
-            a.entry & view.pt.addr_mask
+            link_address(a.entry, view.pt.rules.level(a.level))
             for a in view.anomalies
             if a.kind in ("table-outside-ram", "table-not-captured")
         }

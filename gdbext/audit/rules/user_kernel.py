@@ -33,9 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.spans import LeafSpan, merge_spans
+from gdbext.audit.views import AuditView
 from gdbext.geometry import SIZE_4K
 from gdbext.linux.layout import VSYSCALL_ADDR
 from gdbext.render.common import perms, plural

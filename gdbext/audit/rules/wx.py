@@ -36,15 +36,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from gdbext.audit.checkwx import CheckWx, WxCount
-from gdbext.audit.context import AuditContext, AuditView
+from gdbext.audit.context import AuditContext
 from gdbext.audit.evidence import path_access, raw_path, step_text
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan, group_range, merge_spans
+from gdbext.audit.views import AuditView
 from gdbext.errors import GdbextError
-from gdbext.flags import NO_EXECUTE, WRITABLE
 from gdbext.frontend.commands import PTI_USER_PGD_BIT, RootOptions
 from gdbext.geometry import entry_span, level_name
 from gdbext.render.common import plural
+from gdbext.x86.entries import link_address
 
 #: Most not-present W+X ranges listed per table (the count has them all).
 NOT_PRESENT_LISTED = 256
@@ -73,7 +74,7 @@ def _is_wx(span: LeafSpan) -> bool:
 def checkwx(ctx: AuditContext) -> CheckWx:
     """The audit's W+X counter (one per audit: table tallies are shared by every count)."""
     main = ctx.main.pt
-    return ctx.memo("checkwx", lambda: CheckWx(main.mapper, main.levels))
+    return ctx.memo("checkwx", lambda: CheckWx(main))
 
 
 def verdict_roots(ctx: AuditContext) -> list[int]:
@@ -156,9 +157,9 @@ class WxRule:
             if anomaly.kind != "recursive":
                 continue
             steps = raw_path(pt, anomaly.vaddr, anomaly.level)
-            rw = all(e & WRITABLE for *_, e in steps)
-            nx = any(e & NO_EXECUTE for *_, e in steps)
-            linked = anomaly.entry & pt.addr_mask
+            _, rw, executable = path_access(steps, nxe=True)  # Linux's check: NX always
+            nx = not executable
+            linked = link_address(anomaly.entry, pt.rules.level(anomaly.level))
             pages = checkwx(ctx).tally(linked, anomaly.level - 1, rw, nx).present
             if not rw or nx or not pages:
                 continue

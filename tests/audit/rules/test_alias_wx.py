@@ -31,12 +31,12 @@ from support.pti import VMALLOC as PTI_VMALLOC
 from support.scenario import sized as m
 
 from gdbext.addr import AddrRange
-from gdbext.audit.context import AuditView
 from gdbext.audit.engine import AuditResult
 from gdbext.audit.frames import perm_key
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
 from gdbext.audit.rules.alias_wx import span_union, wx_aliases, wx_aliases_in
+from gdbext.audit.views import AuditView
 from gdbext.flags import NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.linux.layout import CPU_ENTRY_AREA_BASE

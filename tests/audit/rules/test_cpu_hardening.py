@@ -12,8 +12,8 @@ from support.scenario import mapping as m
 
 from gdbext import cli
 from gdbext.audit.context import AuditContext
-from gdbext.audit.engine import AuditOptions
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
     CR0_PG,

@@ -20,8 +20,9 @@ from support.scenario import sized as m
 
 from gdbext import cli
 from gdbext.addr import AddrRange
-from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
+from gdbext.audit.engine import AuditResult, run_audit
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.heap_contract import RULES
 from gdbext.frontend.commands import HeapOptions, RootOptions
 from gdbext.linux.physoffset import find_direct_map_base

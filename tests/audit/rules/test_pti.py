@@ -40,7 +40,8 @@ from gdbext.cpu import CR4_SMEP
 from gdbext.flags import GLOBAL, NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.frontend.commands import RootOptions
 from gdbext.linux.layout import CPU_ENTRY_AREA_BASE, ESPFIX_BASE_ADDR
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun
+from gdbext.x86.paging import SIZE_2M, SIZE_4K
+from gdbext.x86.records import LeafRun
 from gdbext_dump.dump import open_dump
 
 # --- pti -------------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ from support.scenario import mapping as m
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
-from gdbext.audit.engine import AuditOptions, AuditResult
+from gdbext.audit.engine import AuditResult
 from gdbext.audit.model import Severity
+from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
     CR0_PG,
@@ -60,7 +61,8 @@ from gdbext.geometry import entry_span
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
+from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.records import LeafRun
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 
 PASSED = "x86/mm: Checked W+X mappings: passed, no W+X pages found."

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e820 import QEMU_E820, boot_params
 
 from gdbext.addr import AddrRange
 from gdbext.frontend import commands
@@ -34,9 +33,11 @@ from gdbext.mapper import readable_ranges
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest
 from gdbext_dump.kdump import KdumpMapper
+from gdbext_sim.bootparams import boot_params
 from gdbext_sim.kdump import write_kdump
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine
+from linux.test_e820 import QEMU_E820
 
 GiB = 1 << 30
 DIRECT = 0xFFFF_8880_0000_0000

@@ -22,6 +22,7 @@ import pytest
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotCapturedError, NotFoundError, UsageError
+from gdbext.formats.bootparams import BOOT_PARAMS, E820_ENTRY
 from gdbext.frontend import commands
 from gdbext.linux.e820 import (
     SCAN_CHUNK,
@@ -36,10 +37,11 @@ from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, Target
+from gdbext_sim.bootparams import boot_params
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, build_machine
 
-KERNELS = Path(__file__).resolve().parent.parent / "fixtures" / "kernels"
+KERNELS = Path(__file__).resolve().parents[2] / "fixtures" / "kernels"
 
 Entry = tuple[int, int, int]
 QEMU_E820: list[Entry] = [
@@ -52,18 +54,19 @@ QEMU_E820: list[Entry] = [
 ]
 
 
-def boot_params(
-    entries: Sequence[Entry], count: int | None = None, magic: bytes = b"HdrS"
-) -> bytes:
-    """4 KiB of boot_params with ``entries`` in its e820 table (literal reference offsets)."""
-    blob = bytearray(4096)
-    blob[0x1E8] = len(entries) if count is None else count
-    blob[0x1FE:0x200] = b"\x55\xaa"
-    blob[0x202:0x206] = magic
-    blob[0x206:0x208] = (0x020F).to_bytes(2, "little")
-    for i, (addr, size, type_) in enumerate(entries):
-        blob[0x2D0 + 20 * i : 0x2D0 + 20 * (i + 1)] = struct.pack("<QQI", addr, size, type_)
-    return bytes(blob)
+def test_boot_params_declaration_has_the_kernels_offsets() -> None:
+    """The one declaration reader and writer share, against ``bootparam.h``'s offsets (taken
+    from the kernel's header by hand, not from the declaration)."""
+    assert BOOT_PARAMS.size == 0x1000
+    assert [BOOT_PARAMS.offset(f) for f in ("e820_entries", "boot_flag", "header", "version")] == [
+        0x1E8, 0x1FE, 0x202, 0x206,
+    ]  # fmt: skip
+    assert BOOT_PARAMS.offset("e820_table") == 0x2D0
+    assert BOOT_PARAMS.end("e820_table") == 0x2D0 + 128 * 20
+    assert [E820_ENTRY.offset(f) for f in ("addr", "size", "type")] == [0, 8, 16]
+    blob = boot_params([(0x100000, 0x7EE0000, 1)])
+    assert blob[0x1E8] == 1 and blob[0x1FE:0x208] == b"\x55\xaa\0\0HdrS\x0f\x02"
+    assert struct.unpack_from("<QQI", blob, 0x2D0) == (0x100000, 0x7EE0000, 1)
 
 
 def memory_with(copies: dict[int, bytes], ram: int = 64 << 20) -> SparsePhysMemory:

@@ -23,14 +23,15 @@ import pytest
 from gdbext import cli
 from gdbext.errors import UsageError
 from gdbext.frontend import commands
-from gdbext.linux.layout import Layout, detect_layout
+from gdbext.linux.detect import detect_layout
+from gdbext.linux.layout import Layout
 from gdbext.mapper import PhysMapper, read_table
 from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.host import Host
 from gdbext.render.ptdump import prot_flags, ptdump_line, render_walk, size_field
 from gdbext_sim.scenario import build_machine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 KERNELS = ROOT / "fixtures" / "kernels"
 HOLE = " " * 30

@@ -21,20 +21,16 @@ from typing import Any
 import pytest
 
 from gdbext import cli
+from gdbext.errors import LayoutError
 from gdbext.frontend import commands
-from gdbext.linux.layout import (
-    Base,
-    MarkerCursor,
-    detect_layout,
-    labels_wanted,
-    linux_layout,
-)
+from gdbext.linux.detect import detect_layout, labels_wanted
+from gdbext.linux.layout import Base, MarkerCursor, linux_layout
 from gdbext.mapper import read_u64
 from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.host import Host
 from gdbext_sim.scenario import build_machine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 KERNELS = ROOT / "fixtures" / "kernels"
 T = 1 << 40
@@ -201,7 +197,7 @@ def test_kernel_image_and_modules() -> None:
     ],
 )
 def test_bad_bases(kw: dict[str, int]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(LayoutError):
         linux_layout(4, **kw)  # type: ignore[arg-type]
 
 

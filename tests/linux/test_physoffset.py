@@ -15,7 +15,7 @@ from gdbext.linux.physoffset import direct_map_offsets, find_direct_map_base
 from gdbext.x86.paging import X86PageTable
 from gdbext_sim.scenario import build_machine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def table(doc: dict[str, Any]) -> X86PageTable:

@@ -1,0 +1,113 @@
+"""Benchmark of a whole walk of the committed kernel dumps: the engine and the text renderer.
+
+For each dump of ``fixtures/kernels`` (QEMU ``dump-guest-memory`` ELF cores, unpacked into a
+temporary directory), the walk ``gdbext walk DUMP`` prints (CPU 0's table, default options),
+rendered to a sink in-process:
+
+- **first**: the first walk after the dump is opened (its pages come from the file);
+- **warm**: the same walk again on the same open dump (median of ``--repeat`` runs), through
+  ``commands.walk`` (a new page table per walk, as each command opens one);
+- **same table**: the walk again through one page table kept between walks, as a debugger
+  keeps one per stop (its table cache and walk memo warm);
+- **engine**: the records alone of a new page table's walk (``iter_runs`` as the text
+  renderer asks for them), without rendering.
+
+Run: ``.venv/bin/python bench/bench_fixture_walk.py`` (``--repeat 15``, ``--json``,
+``--profile`` for cProfile of one warm walk). Target: a warm walk <= 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench_translate import unpack_fixtures
+from benchlib import profiled, timed
+
+from gdbext.flags import ACCESSED_DIRTY
+from gdbext.frontend.commands import WalkOptions, WalkResult, walk
+from gdbext.plugin.target import Target
+from gdbext.render import text
+
+TARGET_WARM_MS = 10.0
+
+
+def sink(lines: Iterable[str]) -> int:
+    n = 0
+    for _ in lines:
+        n += 1
+    return n
+
+
+def text_walk(target: Target) -> int:
+    return sink(text.render_walk(walk(target, WalkOptions())))
+
+
+def same_table_walk(target: Target, result: WalkResult) -> int:
+    again = WalkResult(result.page_table, result.options, facts=target.facts)
+    return sink(text.render_walk(again))
+
+
+def engine_walk(target: Target) -> int:
+    pt = walk(target, WalkOptions()).page_table
+    return sum(1 for _ in pt.iter_runs(aliases="collapse", ignore=ACCESSED_DIRTY))
+
+
+def measure(path: Path, repeat: int, profile: bool) -> dict[str, Any]:
+    from gdbext_dump.dump import open_dump
+
+    target = open_dump(str(path))
+    start = time.perf_counter()
+    lines = text_walk(target)
+    first = time.perf_counter() - start
+    row: dict[str, Any] = {
+        "dump": path.name,
+        "levels": walk(target, WalkOptions()).page_table.levels,
+        "lines": lines,
+        "first_ms": first * 1e3,
+        "warm_ms": timed(lambda: text_walk(target), repeat) * 1e3,
+        "engine_ms": timed(lambda: engine_walk(target), repeat) * 1e3,
+    }
+    kept = walk(target, WalkOptions())
+    row |= {
+        "same_table_ms": timed(lambda: same_table_walk(target, kept), repeat) * 1e3,
+    }
+    if profile:
+        row["profile"] = profiled(lambda: text_walk(target), f"warm walk of {path.name}", 15)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-walk-") as tmp:
+        rows = [measure(path, args.repeat, args.profile) for path in unpack_fixtures(Path(tmp))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'dump':<16} {'lv':>2} {'lines':>6} {'first':>8} {'warm':>8} {'same table':>10} "
+        f"{'engine':>8}   (ms, medians)"
+    )
+    for row in rows:
+        print(
+            f"{row['dump']:<16} {row['levels']:>2} {row['lines']:>6} {row['first_ms']:>8.1f} "
+            f"{row['warm_ms']:>8.1f} {row['same_table_ms']:>10.1f} {row['engine_ms']:>8.1f}"
+        )
+        if "profile" in row:
+            print(row["profile"])
+    print(f"target: warm <= {TARGET_WARM_MS} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

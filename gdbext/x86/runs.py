@@ -1,0 +1,241 @@
+"""Leaves grouped into runs, and runs merged: the bookkeeping of a walk (:mod:`gdbext.x86.walk`).
+
+A table that may hold leaves (PT, PD, PDPT) is summarised once per walk (:func:`summarise`):
+its present entries grouped into runs of leaves contiguous in VA and PA with equal flags, its
+links to lower tables and the leaves it did not follow (reserved bits). Collapsed alias runs
+that continue each other are merged (:func:`merge_aliases`); a walk's leaves are counted
+against a limit (:func:`limit_leaves`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import reduce
+from itertools import compress, pairwise
+from operator import and_, or_
+
+from gdbext.errors import WalkLimitError
+from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.geometry import ENTRIES_PER_TABLE, SIZE_4K
+from gdbext.x86.entries import PERM_KEY, LevelRules, fold
+from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord
+
+__all__ = [
+    "ALL_BITS",
+    "LeafSummary",
+    "add_anomaly",
+    "limit_leaves",
+    "merge_aliases",
+    "perm_table",
+    "summarise",
+]
+
+#: A ``keep`` mask that keeps every bit of an entry.
+ALL_BITS = (1 << 64) - 1
+
+
+@dataclass
+class LeafSummary:
+    """Per-walk memo of a leaf-bearing table: runs by index, anomalies, and totals."""
+
+    #: (first index, count, first entry); a count of 0 is a link to a lower table.
+    runs: list[tuple[int, int, int]]
+    anomalies: list[tuple[int, str, int, str]]  # (index, kind, entry, detail)
+    leaves: int
+    mapped: int
+    #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
+    plain: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plain = not self.anomalies and all(count for _, count, _ in self.runs)
+
+
+def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS) -> LeafSummary:
+    """Group the leaves of ``entries``, a table at ``rules.level`` (1..3), into runs.
+
+    Leaves join a run when their entries, masked with ``keep``, continue the run's first
+    entry by one page each. A link to a lower table is a run of count 0; a leaf with reserved
+    bits set is an anomaly.
+
+    >>> from gdbext.x86.entries import entry_rules
+    >>> pt = (0x5003, 0x6003, 0x9003, 0x8000000000000001) + (0,) * 508
+    >>> s = summarise(pt, entry_rules(40, nxe=False).level(1))
+    >>> s.runs, s.leaves
+    ([(0, 2, 20483), (2, 1, 36867)], 3)
+    >>> [(index, kind, detail) for index, kind, _, detail in s.anomalies]
+    [(3, 'reserved-bits', 'bits 0x8000000000000000')]
+    """
+    step = rules.span
+    addr_mask = rules.addr_mask
+    runs: list[tuple[int, int, int]] = []
+    anomalies: list[tuple[int, str, int, str]] = []
+    leaf_rsvd = rules.leaf_reserved
+    e0 = entries[0]
+    n = ENTRIES_PER_TABLE
+    # Fast path: 512 leaves, equal flags, contiguous frames (direct maps): compared in C.
+    if (
+        e0 & PRESENT
+        and (rules.always_leaf or e0 & HUGE_PAGE)
+        and not e0 & leaf_rsvd
+        and (e0 & addr_mask) + n * step <= addr_mask + SIZE_4K
+    ):
+        uniform = entries[-1] == e0 + (n - 1) * step and entries == tuple(
+            range(e0, e0 + n * step, step)
+        )
+        if not uniform and keep != ALL_BITS:
+            m0 = e0 & keep
+            uniform = (entries[-1] & keep) == m0 + (n - 1) * step and [
+                e & keep for e in entries
+            ] == list(range(m0, m0 + n * step, step))
+        if uniform:
+            return LeafSummary([(0, n, e0)], [], n, n * step)
+    # Second fast path: every entry a present, well-formed leaf (a used kernel's tables, whose
+    # neighbours differ in ACCESSED/DIRTY): find run starts with comprehensions, not a loop.
+    # The bits all entries have, and those any has, are folded in C.
+    common = reduce(and_, entries)
+    some = reduce(or_, entries)
+    if (
+        common & PRESENT
+        and (rules.always_leaf or common & HUGE_PAGE)
+        and not some & leaf_rsvd
+        and (
+            (some & addr_mask) + step <= addr_mask  # no address near the top: no carry
+            or max(e & addr_mask for e in entries) + step <= addr_mask
+        )
+    ):
+        keyed = entries if keep == ALL_BITS else [e & keep for e in entries]
+        starts = [0]
+        starts += [i for i in range(1, n) if keyed[i] != keyed[i - 1] + step]
+        starts.append(n)
+        runs = [(a, b - a, entries[a]) for a, b in pairwise(starts)]
+        return LeafSummary(runs, [], n, n * step)
+    run_index = run_count = run_entry = 0
+    expect = -1
+    leaves = 0
+    # Only present entries (most tables of a real kernel are sparse): picked in C.
+    for index in compress(range(n), map(PRESENT.__and__, entries)):
+        entry = entries[index]
+        if not rules.always_leaf and not entry & HUGE_PAGE:
+            # A link to a lower table inside a PD or PDPT: handled by the caller's loop.
+            if run_count:
+                runs.append((run_index, run_count, run_entry))
+                run_count = 0
+            runs.append((index, 0, entry))
+            expect = -1
+            continue
+        bad = entry & leaf_rsvd
+        if bad:
+            if run_count:
+                runs.append((run_index, run_count, run_entry))
+                run_count = 0
+            anomalies.append((index, "reserved-bits", entry, f"bits 0x{bad:x}"))
+            expect = -1
+            continue
+        leaves += 1
+        masked = entry & keep
+        if masked == expect and index == run_index + run_count:
+            run_count += 1
+        else:
+            if run_count:
+                runs.append((run_index, run_count, run_entry))
+            run_index, run_count, run_entry = index, 1, entry
+        expect = masked + step
+        if (entry & addr_mask) + step > addr_mask:
+            expect = -1  # the next address would carry into the flag bits
+    if run_count:
+        runs.append((run_index, run_count, run_entry))
+    return LeafSummary(runs, anomalies, leaves, leaves * step)
+
+
+def perm_table(acc: int, summary: LeafSummary, nx_bit: int) -> dict[int, tuple[bool, bool, bool]]:
+    """Effective (user, writable, executable) by a leaf's permission bits, under ``acc``."""
+    table: dict[int, tuple[bool, bool, bool]] = {}
+    for _, _, entry in summary.runs:
+        key = entry & PERM_KEY
+        if key not in table:
+            eff = fold(acc, key, nx_bit)
+            table[key] = (
+                bool(eff & USER_ACCESSIBLE),
+                bool(eff & WRITABLE),
+                not eff & NO_EXECUTE,
+            )
+    return table
+
+
+def add_anomaly(
+    out: Batch,
+    table: int,
+    level: int,
+    base: int,
+    step: int,
+    item: tuple[int, str, int, str],
+    first: int,
+    last: int,
+) -> None:
+    """Append the summarised anomaly ``item`` to ``out`` if its index is in ``first..last``."""
+    index, kind, entry, detail = item
+    if first <= index <= last:
+        out.append(Anomaly(kind, base + index * step, level, table, index, entry, detail))
+
+
+def limit_leaves(batches: Iterator[Batch], limit: int) -> Iterator[Batch]:
+    """``batches`` as they come, raising :class:`~gdbext.errors.WalkLimitError` once more than
+    ``limit`` leaves went by."""
+    total = 0
+    for batch in batches:
+        for record in batch:
+            if type(record) is LeafRun:
+                total += record.count
+                if total > limit:
+                    raise WalkLimitError(limit, record.vaddr)
+        yield batch
+
+
+def merge_aliases(batches: Iterator[Batch]) -> Iterator[WalkRecord]:
+    """The records of ``batches``, with consecutive alias runs that continue each other (same
+    table and access, adjacent addresses) merged into one."""
+    pending: AliasRun | None = None
+    for batch in batches:
+        for record in batch:
+            if type(record) is AliasRun:
+                if pending is not None and _extends(pending, record):
+                    pending = _merge_alias(pending, record)
+                    continue
+                if pending is not None:
+                    yield pending
+                pending = record
+                continue
+            if pending is not None:
+                yield pending
+                pending = None
+            yield record
+    if pending is not None:
+        yield pending
+
+
+def _extends(a: AliasRun, b: AliasRun) -> bool:
+    return (
+        a.end == b.vaddr
+        and a.table == b.table
+        and a.level == b.level
+        and (a.user, a.writable, a.executable, a.same_access)
+        == (b.user, b.writable, b.executable, b.same_access)
+    )
+
+
+def _merge_alias(a: AliasRun, b: AliasRun) -> AliasRun:
+    return AliasRun(
+        a.vaddr,
+        b.end,
+        a.count + b.count,
+        a.table,
+        a.level,
+        a.first_vaddr,
+        a.leaves,
+        a.mapped,
+        a.user,
+        a.writable,
+        a.executable,
+        a.same_access,
+    )
