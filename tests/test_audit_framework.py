@@ -27,7 +27,8 @@ from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.engine import AuditOptions, run_audit, select_rules
 from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
-from gdbext.frontend.commands import HeapOptions, RootOptions, heap
+from gdbext.frontend.commands import RootOptions
+from gdbext.frontend.heap import HeapOptions, heap
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host

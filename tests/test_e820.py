@@ -22,7 +22,7 @@ import pytest
 from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotCapturedError, NotFoundError, UsageError
-from gdbext.frontend import commands
+from gdbext.frontend import commands, heap
 from gdbext.linux.e820 import (
     SCAN_CHUNK,
     BootParams,
@@ -383,7 +383,7 @@ def test_real_kernel_e820_and_direct_map(name: str, kernel_dump: Callable[[str],
         roots.append(commands.RootOptions(user_pgd=True))
     try:
         results = [
-            commands.heap(target, commands.HeapOptions(memmap="e820", root=r)) for r in roots
+            heap.heap(target, heap.HeapOptions(memmap="e820", root=r)) for r in roots
         ]
     finally:
         if target.close is not None:

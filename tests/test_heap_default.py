@@ -16,6 +16,7 @@ import pytest
 
 from gdbext import cli
 from gdbext.errors import UsageError
+from gdbext.frontend.parsing import build_parser
 from gdbext.plugin.host import Host
 
 KERNELS = Path(__file__).resolve().parent.parent / "fixtures" / "kernels"
@@ -69,7 +70,7 @@ def test_no_default_where_the_target_is_not_linux(tmp_path: Path) -> None:
 
 
 def test_help_says_what_heap_means() -> None:
-    parser = cli.build_parser(Host.create())
+    parser = build_parser(Host.create())
     sub = next(a for a in parser._actions if a.dest == "command")
     assert isinstance(sub.choices, dict)
     text = " ".join(sub.choices["heap"].format_help().split())

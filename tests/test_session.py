@@ -26,19 +26,14 @@ from gdbext.errors import (
     UsageError,
 )
 from gdbext.frontend import commands
+from gdbext.frontend.colour import BOLD, RED, colourise
+from gdbext.frontend.completion import Completion, complete_path
+from gdbext.frontend.parsing import build_command_parser
+from gdbext.frontend.progress import PROGRESS_LINE
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
-from gdbext.session import (
-    BOLD,
-    PROGRESS_LINE,
-    RED,
-    Completion,
-    Selection,
-    Session,
-    colourise,
-    complete_path,
-)
+from gdbext.session import Selection, Session
 from gdbext.x86.paging import LeafRun
 from gdbext_sim.scenario import load_scenario
 
@@ -459,7 +454,7 @@ def test_cli_run_on_a_given_target_leaves_it_open() -> None:
     with pytest.raises(UsageError, match="--backend"):
         cli.run(["walk", "--backend", "sim"], host, io.StringIO(), target=target)
     with pytest.raises(UsageError, match="no command bogus"):
-        cli.build_command_parser(host, "bogus", prog="pt-bogus")
+        build_command_parser(host, "bogus", prog="pt-bogus")
 
 
 def test_progress_is_sparser_when_not_on_a_terminal() -> None:
@@ -467,7 +462,7 @@ def test_progress_is_sparser_when_not_on_a_terminal() -> None:
     import os
     import pty
 
-    from gdbext.session import progress_after
+    from gdbext.frontend.progress import progress_after
 
     master, slave = pty.openpty()
     read, write = os.pipe()

@@ -39,14 +39,8 @@ from gdbext.audit.spans import FrameIndex, LeafSpan, group_range, merge_spans, r
 from gdbext.cpu import EFER_NXE, CpuState
 from gdbext.errors import AliasLimitError, GdbextError, PhysMemoryError
 from gdbext.flags import ACCESSED_DIRTY, HUGE_PAGE, NO_EXECUTE, PRESENT, PageTableFlags
-from gdbext.frontend.commands import (
-    HeapOptions,
-    HeapResult,
-    RootOptions,
-    cpu_index,
-    heap,
-    open_page_table,
-)
+from gdbext.frontend.commands import RootOptions, cpu_index, open_page_table
+from gdbext.frontend.heap import HeapOptions, HeapResult, heap
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import read_table

@@ -16,7 +16,8 @@ from gdbext.audit.context import AuditContext
 from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import AuditRule, Finding, RuleSkipped, Severity
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK, AuditRuleError, GdbextError, UsageError
-from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.frontend.commands import RootOptions
+from gdbext.frontend.heap import HeapOptions
 from gdbext.linux.layout import Layout, detect_layout, labels_wanted
 from gdbext.plugin.target import Target
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from gdbext.errors import OutputLimitError
-from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.heap import HeapResult
 from gdbext.plugin.target import Detail
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs

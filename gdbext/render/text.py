@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
 from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.heap import HeapResult
 from gdbext.geometry import level_name
 from gdbext.linux.layout import Layout, Marker, MarkerCursor, detect_layout, labels_wanted
 from gdbext.render.common import (
