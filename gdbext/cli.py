@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING
 
 from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError, UsageError
-from gdbext.frontend.cmd import find
+from gdbext.frontend import cmd
 from gdbext.frontend.command import Warn
 from gdbext.frontend.parsing import backend_request, build_parser, host_getter, parse_command
 
@@ -69,7 +69,7 @@ def run(
     args = parse_command(build_parser(get_host, target_options=target is None), argv)
     if args.command == "backends":
         return _list_backends(get_host(), out)
-    command = find(args.command)
+    command = cmd.find(args.command)
     if command.without_target is not None:
         status = command.without_target(args, get_host(), out)
         if status is not None:

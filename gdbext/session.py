@@ -44,7 +44,7 @@ from gdbext.errors import (
     NotFoundError,
     UsageError,
 )
-from gdbext.frontend.cmd import COMMANDS, find_debugger
+from gdbext.frontend import cmd
 from gdbext.frontend.colour import Styled
 from gdbext.frontend.command import Command, Writer
 from gdbext.frontend.completion import Completion, complete
@@ -130,7 +130,7 @@ class Session:
 
     def commands(self) -> list[str]:
         """The debugger names of the commands :meth:`run` runs (``pt-walk``...), in order."""
-        return [c.debugger_name for c in COMMANDS]
+        return [c.debugger_name for c in cmd.COMMANDS]
 
     def parser(self, name: str) -> argparse.ArgumentParser:
         """The argument parser of front-end command ``name`` (``pt-walk``..., ``pt-backend``)."""
@@ -337,7 +337,7 @@ class Session:
 
 def _command(name: str) -> Command:
     """The command named ``name`` in the debuggers (``pt-walk``)."""
-    command = find_debugger(name)
+    command = cmd.find_debugger(name)
     if command is None:
         raise UsageError(f"no command {shown(name)}")
     return command

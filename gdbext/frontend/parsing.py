@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gdbext import __version__
 from gdbext.errors import UsageError
-from gdbext.frontend import argtypes
-from gdbext.frontend.cmd import COMMANDS, find
+from gdbext.frontend import argtypes, cmd
 from gdbext.frontend.command import Command, command_name
 from gdbext.units import shown
 
@@ -213,7 +212,7 @@ def build_parser(
     assert isinstance(sub, _Commands)
     sub.required = True
     sub.fill = {}
-    for command in COMMANDS:
+    for command in cmd.COMMANDS:
         p = sub.add_parser(command.name, help=command.summary, description=command.description)
 
         def fill(p: argparse.ArgumentParser = p, command: Command = command) -> None:
@@ -229,7 +228,7 @@ def build_command_parser(
 ) -> argparse.ArgumentParser:
     """One command's parser on its own, named ``prog`` (e.g. ``pt-walk``), by default without
     the target options; its namespaces carry ``command``. Parse with :func:`parse_command`."""
-    declared = find(command)
+    declared = cmd.find(command)
     p = Parser(prog=prog, description=declared.description)
     p.set_defaults(command=command, prog=prog)
     add_command_arguments(p, host, declared, target_options)
@@ -259,7 +258,7 @@ def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpa
     args, extra = parser.parse_known_args(list(argv))
     if extra:
         # argparse takes one block of positionals: operands after an option land here.
-        command = None if args.command == "backends" else find(args.command)
+        command = None if args.command == "backends" else cmd.find(args.command)
         if (
             command is not None
             and command.operands is not None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gdbext.frontend.cmd import COMMANDS
+from gdbext.frontend import cmd
 from gdbext.frontend.command import COMMON_EXIT_STATUSES, Command
 from gdbext.frontend.parsing import build_command_parser, build_parser
 
@@ -102,7 +102,7 @@ def _backends(host: Host) -> list[str]:
 def render(host: Host) -> str:
     """The reference, as Markdown."""
     lines = [_HEADER, "| command line | GDB and LLDB | what |", "| --- | --- | --- |"]
-    for command in COMMANDS:
+    for command in cmd.COMMANDS:
         lines.append(f"| `gdbext {command.name}` | `{command.debugger_name}` | {command.summary} |")
     lines += [
         "| `gdbext backends` | `pt-backend` | the installed backends (the debuggers: select one) |",
@@ -112,7 +112,7 @@ def render(host: Host) -> str:
         "```",
         "",
     ]
-    for command in COMMANDS:
+    for command in cmd.COMMANDS:
         lines += _section(host, command)
     lines += _backends(host)
     return "\n".join(lines).rstrip() + "\n"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from gdbext.errors import PluginError
-from gdbext.frontend.cmd import find
+from gdbext.frontend import cmd
 from gdbext.frontend.command import Command, Invocation, Warn
 from gdbext.frontend.parsing import source
 from gdbext.units import shown
@@ -38,7 +38,7 @@ class Plan:
 def plan(args: argparse.Namespace, host: Host) -> Plan:
     """Check ``args``: an output format some plugin renders, what to open, the command's own
     checks."""
-    command = find(args.command)
+    command = cmd.find(args.command)
     formats = host.output_formats(command.name)
     if args.format not in formats:
         raise PluginError(f"no plugin renders {command.name} as {shown(args.format)}")
