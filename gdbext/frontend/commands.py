@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
@@ -25,6 +24,7 @@ from gdbext.errors import (
 from gdbext.linux.layout import Layout, detect_layout, labels_wanted
 from gdbext.mapper import is_captured
 from gdbext.permfilter import PermFilter
+from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Target
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.units import shown
@@ -55,36 +55,37 @@ class RootOptions:
 
 
 def cpu_index(target: Target, options: RootOptions) -> int:
-    """The CPU ``options`` name: ``options.cpu``, else the target's ``selected_cpu`` hint (the
+    """The CPU ``options`` name: ``options.cpu``, else the target's ``selected_cpu`` fact (the
     debugger's selected thread), else 0."""
     if options.cpu is not None:
         return options.cpu
-    selected = target.hints.get("selected_cpu")
-    return selected if isinstance(selected, int) and not isinstance(selected, bool) else 0
+    selected = target.facts.selected_cpu
+    return 0 if selected is None else selected
 
 
 def kernel_root(target: Target) -> tuple[int, int | None]:
-    """The kernel's root table and paging levels from the target's hints (VMCOREINFO).
+    """The kernel's root table and paging levels from the target's facts (VMCOREINFO).
 
-    :raises UsageError: naming what is missing when the target has no such hint.
+    :raises UsageError: naming what is missing when the target has no such fact.
     """
-    hints = target.hints
-    root = hints.get("kernel_root")
-    if not isinstance(root, int) or isinstance(root, bool):
-        vmcoreinfo = hints.get("vmcoreinfo")
-        if not isinstance(vmcoreinfo, MappingABC):
+    facts = target.facts
+    root = facts.kernel_root
+    if root is None:
+        info = facts.vmcoreinfo
+        if info is None:
             raise UsageError(
                 f"--kernel needs the dump's VMCOREINFO, and {target.description} has none "
                 "(give the root with --cr3 ADDR)"
             )
-        missing = [k for k in ("SYMBOL(init_top_pgt)", "NUMBER(phys_base)") if k not in vmcoreinfo]
+        needed = ("SYMBOL(init_top_pgt)", "NUMBER(phys_base)")
+        missing = [k for k in needed if k not in info.entries]
         what = " and ".join(missing) if missing else "a usable SYMBOL(init_top_pgt)"
         raise UsageError(
             f"--kernel: the VMCOREINFO of {target.description} lacks {what} "
             "(give the root with --cr3 ADDR)"
         )
-    levels = hints.get("kernel_levels")
-    return root, levels if isinstance(levels, int) and levels in (4, 5) else None
+    levels = facts.kernel_levels
+    return root, levels if levels in (4, 5) else None
 
 
 def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86PageTable:
@@ -184,10 +185,10 @@ def info(target: Target) -> InfoResult:
 
 def _info_layout(target: Target) -> Layout | None:
     """The layout ``walk`` labels with, or ``None`` (not Linux, or no table to read)."""
-    if not labels_wanted("auto", target.hints):
+    if not labels_wanted("auto", target.facts):
         return None
     try:
-        return detect_layout(open_page_table(target), target.hints)
+        return detect_layout(open_page_table(target), target.facts)
     except GdbextError:
         # The layout is extra: absurd dump fields (a VMCOREINFO number used in arithmetic)
         # must not take info down with them.
@@ -259,8 +260,8 @@ class WalkResult:
     options: WalkOptions
     #: Filled while streaming: leaves and anomalies seen so far.
     stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
-    #: The target's hints (see :attr:`gdbext.plugin.target.Target.hints`), for renderers (labels).
-    hints: MappingABC[str, object] = field(default_factory=dict)
+    #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`), for renderers (labels).
+    facts: KernelFacts = field(default_factory=KernelFacts)
     #: With ``options.has``: the translation of that address (checked by :func:`walk`).
     has_leaf: Translation | None = None
     #: One-line warnings about the selected table (see :func:`root_warnings`).
@@ -384,7 +385,7 @@ def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
     if options.max_lines is not None and options.max_lines < 0:
         raise UsageError(f"--max-lines must be 0 or more, not {options.max_lines}")
     pt = open_page_table(target, options.root)
-    result = WalkResult(pt, options, hints=target.hints, warnings=root_warnings(pt, options.root))
+    result = WalkResult(pt, options, facts=target.facts, warnings=root_warnings(pt, options.root))
     if options.has is not None:
         leaf = pt.translate(options.has)
         perm = options.perm

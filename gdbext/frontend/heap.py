@@ -61,12 +61,11 @@ class HeapResult:
 
 
 def _default_memmap(target: Target) -> str:
-    """The memory map ``heap`` uses without ``--memmap``: the target's hint (the simulator's
+    """The memory map ``heap`` uses without ``--memmap``: the target's fact (the simulator's
     scenario), else ``e820`` for Linux (a VMCOREINFO, or a backend that says so)."""
-    hinted = target.hints.get("memmap")
-    if isinstance(hinted, str) and hinted:
-        return hinted
-    if labels_wanted("auto", target.hints):
+    if target.facts.memmap:
+        return target.facts.memmap
+    if labels_wanted("auto", target.facts):
         return "e820"
     raise UsageError(
         f"heap: {target.description} is not known to be Linux (no VMCOREINFO), so there is no "
@@ -81,14 +80,14 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
     memmap = options.memmap or _default_memmap(target)
     offset: int | None = None if options.phys_offset == AUTO else options.phys_offset
     if memmap == "bootinfo":
-        at = options.at if options.at is not None else _hint_int(target, "bootinfo_at")
+        known = target.facts.bootinfo
+        at = options.at if options.at is not None else None if known is None else known.at
         if at is None:
             raise UsageError("--at ADDR (physical address of the BootInfo) is required")
-        version = options.bootinfo_version or str(target.hints.get("bootinfo_version", "0.11"))
+        version = options.bootinfo_version or ("0.11" if known is None else known.version)
         features = options.bootinfo_features
-        if features is None:
-            hinted = target.hints.get("bootinfo_features")
-            features = tuple(hinted) if isinstance(hinted, (list, tuple)) else None
+        if features is None and known is not None:
+            features = known.features
         info: BootInfo = parse_bootinfo(
             target.mapper,
             at,
@@ -170,13 +169,13 @@ def _is_default_root(root: RootOptions) -> bool:
 
 def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
     """The page table to search for kernel mappings: the selected one, or the kernel's own
-    (``kernel_root`` hint) when no root was selected (a CPU may have been in a user process,
+    (``kernel_root`` fact) when no root was selected (a CPU may have been in a user process,
     whose PTI tables map little of the kernel). With ``--user-pgd`` it is the kernel half of
     the PTI pair: the user half maps neither the direct map nor the kernel image, and the best
     offset found there would be some other mapping's (the kernel text's)."""
     if root.user_pgd:
         root = dataclasses.replace(root, user_pgd=False)
-    if _is_default_root(root) and isinstance(target.hints.get("kernel_root"), int):
+    if _is_default_root(root) and target.facts.kernel_root is not None:
         return open_page_table(target, RootOptions(kernel=True))
     return open_page_table(target, root)
 
@@ -201,11 +200,6 @@ def _auto_offset(target: Target, root: RootOptions) -> tuple[int, str]:
             f"table at 0x{pt.root:x}; give --phys-offset ADDR"
         )
     return base, f"the direct map in the page table at 0x{pt.root:x}"
-
-
-def _hint_int(target: Target, name: str) -> int | None:
-    value = target.hints.get(name)
-    return value if isinstance(value, int) else None
 
 
 def _resolver(target: Target, root: RootOptions) -> Callable[[int], int]:

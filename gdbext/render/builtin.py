@@ -10,8 +10,8 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from gdbext.plugin.formats import OutputFormat
 from gdbext.plugin.hookspecs import hookimpl
-from gdbext.render.formats import OutputFormat
 
 
 def _lazy(module: str, name: str) -> Callable[[Any], Iterator[str]]:

@@ -20,10 +20,10 @@ from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import cmd, reference
 from gdbext.frontend.command import Command, Invocation
 from gdbext.frontend.parsing import build_command_parser, build_parser
+from gdbext.plugin.formats import OutputFormat
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest
-from gdbext.render.formats import OutputFormat
 from gdbext.session import Selection, Session
 
 DEMO = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios" / "demo.json"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gdbext.audit.registry import audit_rules
 from gdbext.frontend import reference
 from gdbext.frontend.cmd import COMMANDS
 from gdbext.frontend.parsing import build_command_parser, build_parser
@@ -96,7 +97,7 @@ class Checker:
         self.names = {c.name for c in COMMANDS} | {"backends"}
         self.debugger_names = {c.debugger_name for c in COMMANDS} | DEBUGGER_ONLY
         #: ``pt-writable-alias`` is an audit rule, not a command.
-        self.rules = set(host.audit_rules())
+        self.rules = set(audit_rules(host))
         self.checked = 0
 
     def parser(self, name: str, words: list[str]) -> tuple[argparse.ArgumentParser | None, str]:

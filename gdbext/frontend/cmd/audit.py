@@ -50,16 +50,19 @@ class _Plan:
 
 def _prepare(args: argparse.Namespace, host: Host) -> _Plan:
     heap = heap_options(args) if args.memmap or args.at is not None else None
-    return _Plan(heap, host.audit_rules())
+    from gdbext.audit.registry import audit_rules
+
+    return _Plan(heap, audit_rules(host))
 
 
 def list_rules(args: argparse.Namespace, host: Host, out: IO[str]) -> int | None:
     """``audit --list-rules``: the rules, as text or JSON (no target needed)."""
     if not args.list_rules:
         return None
+    from gdbext.audit.registry import audit_rules
     from gdbext.render.audit import render_rules
 
-    write_lines(out, render_rules(host.audit_rules(), args.format))
+    write_lines(out, render_rules(audit_rules(host), args.format))
     return EXIT_OK
 
 
