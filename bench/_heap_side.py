@@ -91,7 +91,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         "vmcoreinfo": state.vmcoreinfo.origin,
     }
     if config.get("full_scan"):
-        from gdbext.frontend.commands import RootOptions, _kernel_image
+        from gdbext.frontend.commands import RootOptions
+        from gdbext.frontend.heap import _kernel_image
         from gdbext.linux.e820 import choose_boot_params, scan_boot_params
 
         target = state.open(LiveOptions())

@@ -68,7 +68,7 @@ def audit_options(heap: bool = False) -> Any:
     """The default audit, or with ``--memmap e820`` (the heap command's options), which
     ``heap-contract`` needs to run."""
     from gdbext.audit.options import AuditOptions
-    from gdbext.frontend.commands import HeapOptions
+    from gdbext.frontend.heap import HeapOptions
 
     return AuditOptions(heap=HeapOptions(memmap="e820") if heap else None)
 

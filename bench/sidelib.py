@@ -92,17 +92,18 @@ def engine_pages(side: Side) -> list[int]:
     """The pages a default ``pt-walk`` reads, in first-read order: the command run once on the
     live target with a mapper that records each read and offers no prefetch, so that the engine
     asks page by page for exactly the tables it walks."""
-    from gdbext import cli
+    from gdbext.frontend.parsing import parse_command
+    from gdbext.frontend.runner import execute
 
     target = side.target()
     recorder = RecordingMapper(target.mapper)
     recorded = dataclasses.replace(target, mapper=recorder)
     session = side.session()
-    args = cli.parse_command(session.parser("pt-walk"), [])
+    args = parse_command(session.parser("pt-walk"), [])
     scope = recorded.command_scope
     assert scope is not None
     with scope():
-        cli.execute(args, session.host, io.StringIO(), recorded)
+        execute(args, session.host, io.StringIO(), recorded)
     return list(recorder.pages)
 
 

@@ -1,26 +1,27 @@
 """What every debugger front end shares: the ``pt-*`` commands over one :class:`Session`.
 
-A front end (GDB's ``gdbext/gdbinit.py``, LLDB's later) creates one :class:`Session` with the
-plugin host and a few debugger-specific callables, then routes its commands here with the
-argument words already split:
+A front end (GDB's ``gdbext/gdbinit.py``, LLDB's ``gdbext/lldbinit.py``) creates one
+:class:`Session` with the plugin host and a few debugger-specific callables, then routes its
+commands here with the argument words already split:
 
-- :meth:`Session.run` runs ``pt-walk``, ``pt-translate``, ``pt-info``, ``pt-heap`` or
-  ``pt-audit``: the
-  command line's parsers (:func:`gdbext.cli.build_command_parser`, prog ``pt-walk``...) and its
-  execution and renderers (:func:`gdbext.cli.execute`), so the output is the command line's,
-  byte for byte, on the same target;
+- :meth:`Session.run` runs a command of :mod:`gdbext.frontend.cmd` by its debugger name
+  (``pt-walk``, ``pt-translate``, ``pt-info``, ``pt-heap``, ``pt-audit``: :meth:`Session.commands`):
+  the command line's parsers (prog ``pt-walk``...), execution and renderers, so the output is the
+  command line's, byte for byte, on the same target;
 - :meth:`Session.backend` is ``pt-backend``: list the backends, or select one (``pt-backend core
   FILE``); the session holds the selection and the target it opened (closed on a switch);
 - :meth:`Session.phys` and :meth:`Session.virt` back the convenience functions ``$pt_phys``
   and ``$pt_virt``;
-- :meth:`Session.help` and :meth:`Session.complete` give the help text and completions.
+- :meth:`Session.summary`, :meth:`Session.help` and :meth:`Session.complete` give the command
+  list's line, the help text and completions (:mod:`gdbext.frontend.completion`).
 
 Around each command the session opens the target when needed (live backends, e.g. ``gdb``,
 are opened again for every command: their CPU state is per stop), enters the target's
-:attr:`~gdbext.plugin.target.Target.command_scope`, and reports progress once a command has run for
-``progress_after`` seconds. Errors propagate: :class:`~gdbext.errors.GdbextError` (one-line
-message), ``OSError``, and ``KeyboardInterrupt`` after the command scope was left; the front
-end turns them into its debugger's one-line error. Nothing here imports a debugger.
+:attr:`~gdbext.plugin.target.Target.command_scope`, and reports progress once a command has run
+for ``progress_after`` seconds (:mod:`gdbext.frontend.progress`). Errors propagate:
+:class:`~gdbext.errors.GdbextError` (one-line message), ``OSError``, and ``KeyboardInterrupt``
+after the command scope was left; the front end turns them into its debugger's one-line error.
+Nothing here imports a debugger.
 """
 
 from __future__ import annotations
@@ -29,13 +30,11 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Protocol, cast
+from typing import IO, cast
 
-from gdbext import cli
 from gdbext.errors import (
     EXIT_FINDINGS,
     EXIT_NOT_FOUND,
@@ -45,68 +44,25 @@ from gdbext.errors import (
     NotFoundError,
     UsageError,
 )
-from gdbext.frontend import commands
-from gdbext.mapper import PhysMapper
-from gdbext.plugin.host import Host
+from gdbext.frontend import cmd
+from gdbext.frontend.command import Command, Writer
+from gdbext.frontend.completion import Completion, complete
+from gdbext.frontend.parsing import (
+    backend_request,
+    build_backend_parser,
+    build_command_parser,
+    parse_command,
+)
+from gdbext.frontend.progress import PROGRESS_AFTER, Ticker, TickingMapper, TickingWriter
+from gdbext.frontend.runner import execute
+from gdbext.plugin.host import DUMP_BACKEND, Host
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.render.common import ANSI, plural
 from gdbext.units import shown
-from gdbext.x86.records import LeafRun
 
-#: Front-end command name -> command-line command.
-COMMANDS: dict[str, str] = {
-    "pt-walk": "walk",
-    "pt-translate": "translate",
-    "pt-info": "info",
-    "pt-heap": "heap",
-    "pt-audit": "audit",
-}
 BACKEND_COMMAND = "pt-backend"
-
-#: One line per front-end command (a debugger's command list shows it).
-SUMMARIES: dict[str, str] = {
-    "pt-walk": "Walk a page table: every mapping, merged into ranges (as `gdbext walk`).",
-    "pt-translate": "Translate virtual addresses: every level, raw entries and decoded flags.",
-    "pt-info": "Paging mode, control registers and paging features, backend and read path.",
-    "pt-heap": "Locate the kernel heap: the largest usable region, in the higher half.",
-    "pt-audit": "Audit the page tables: findings of every rule plugin, by severity (as `gdbext "
-    "audit`).",
-    BACKEND_COMMAND: "List the backends, or select the one the pt-* commands run on.",
-}
-
-#: Seconds a command runs before progress is reported, and between two reports.
-PROGRESS_AFTER = 1.0
-#: The same when the reports go to a file or a pipe (a batch log), not to a terminal.
-PROGRESS_AFTER_NOT_A_TERMINAL = 5.0
-#: A progress report, as :func:`progress_line` writes it: the command, the leaves found so far
-#: (when the command counts them), the whole seconds since it started. A report is not part of
-#: the command's result; this is how a reader of a log (or a test) tells it from an error.
-PROGRESS_LINE = re.compile(
-    r"(?P<command>[$\w-]+): (?:(?P<leaves>\d+) leaves so far, )?(?P<seconds>\d+) s "
-    r"\(Ctrl-C interrupts\)"
-)
-
-
-def progress_line(command: str, seconds: float, leaves: int | None = None) -> str:
-    """One progress report (``pt-walk: 12345 leaves so far, 3 s (Ctrl-C interrupts)``), the
-    format :data:`PROGRESS_LINE` matches."""
-    done = "" if leaves is None else f"{leaves} leaves so far, "
-    return f"{command}: {done}{seconds:.0f} s (Ctrl-C interrupts)"
-
-
-def progress_after(fd: int = 2) -> float:
-    """:data:`PROGRESS_AFTER` if ``fd`` (where the front end reports progress) is a terminal,
-    else :data:`PROGRESS_AFTER_NOT_A_TERMINAL`: a log gets at most one line per 5 s."""
-    try:
-        return PROGRESS_AFTER if os.isatty(fd) else PROGRESS_AFTER_NOT_A_TERMINAL
-    except OSError:
-        return PROGRESS_AFTER_NOT_A_TERMINAL
-
-
-class Writer(Protocol):
-    """Where a command's output goes: a text stream, or a front end's adapter."""
-
-    def write(self, text: str, /) -> object: ...
+#: ``pt-backend``'s line in a debugger's command list.
+BACKEND_SUMMARY = "List the backends, or select the one the pt-* commands run on."
 
 
 @dataclass(frozen=True)
@@ -127,38 +83,6 @@ class Selection:
             if value is not None:
                 words.append(f"--{name.replace('_', '-')} {value}")
         return " ".join(words)
-
-
-@dataclass(frozen=True)
-class Completion:
-    """What the word being typed can become: whole ``candidates``, each starting with
-    ``word``; ``filename`` says that the word is a file name (the candidates are then the
-    files and directories, ``/`` after a directory, that :func:`complete_path` finds)."""
-
-    word: str
-    candidates: tuple[str, ...] = ()
-    filename: bool = False
-
-    @classmethod
-    def path(cls, word: str) -> Completion:
-        return cls(word, complete_path(word), filename=True)
-
-
-def complete_path(word: str) -> tuple[str, ...]:
-    """The files and directories whose path starts with ``word`` (``~`` expanded for the
-    lookup only), directories ending in ``/``; hidden ones only when ``word`` names them."""
-    head, sep, tail = word.rpartition("/")
-    directory = os.path.expanduser(head + sep) if sep else "."
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return ()
-    found = []
-    for name in names:
-        if name.startswith(tail) and (tail.startswith(".") or not name.startswith(".")):
-            is_dir = os.path.isdir(os.path.join(directory, name))
-            found.append(head + sep + name + ("/" if is_dir else ""))
-    return tuple(found)
 
 
 class Session:
@@ -203,82 +127,53 @@ class Session:
 
     # --- parsers, help, completion ---------------------------------------------------------
 
+    def commands(self) -> list[str]:
+        """The debugger names of the commands :meth:`run` runs (``pt-walk``...), in order."""
+        return [c.debugger_name for c in cmd.COMMANDS]
+
     def parser(self, name: str) -> argparse.ArgumentParser:
         """The argument parser of front-end command ``name`` (``pt-walk``..., ``pt-backend``)."""
         parser = self._parsers.get(name)
         if parser is None:
             if name == BACKEND_COMMAND:
-                parser = cli.build_backend_parser(self.host, prog=name)
+                parser = build_backend_parser(self.host, prog=name)
                 parser.usage = f"{name} [-h] [NAME [SOURCE] [backend options]]"
                 parser.description = (
                     "Without arguments: list the backends and show the selected one. With NAME: "
                     "open that backend (a dump file for 'core') for the pt-* commands."
                 )
-            elif name in COMMANDS:
-                parser = cli.build_command_parser(self.host, COMMANDS[name], prog=name)
             else:
-                raise UsageError(f"no command {shown(name)}")
+                parser = build_command_parser(self.host, _command(name).name, prog=name)
             self._parsers[name] = parser
         return parser
 
+    def summary(self, name: str) -> str:
+        """The command's line in a debugger's command list."""
+        return BACKEND_SUMMARY if name == BACKEND_COMMAND else _command(name).debugger_summary
+
     def help(self, name: str) -> str:
         """The command's help: its summary line, then the argparse help (usage, options)."""
-        return f"{SUMMARIES[name]}\n\n{self.parser(name).format_help().rstrip()}"
+        return f"{self.summary(name)}\n\n{self.parser(name).format_help().rstrip()}"
 
     def complete(self, name: str, text: str) -> Completion:
         """Completions of the last word of ``text`` (the arguments typed so far): option names,
         option values with choices, backend names, and file names where a file goes."""
-        words = text.split()
-        word = words.pop() if words and not text[-1:].isspace() else ""
         parser = self.parser(name)
-        actions: dict[str, argparse.Action] = {}
-        for act in parser._actions:
-            for option in act.option_strings:
-                actions[option] = act
-        # The option whose values are being typed, if any, and its values so far.
-        pending: argparse.Action | None = None
-        values: list[str] = []
-        positionals: list[str] = []
-        for w in words:
-            found = actions.get(w)
-            if found is not None:
-                pending, values = (found, []) if found.nargs != 0 else (None, [])
-            elif pending is not None:
-                values.append(w)
-                if _has_all_values(pending, values):
-                    pending = None
-            elif not w.startswith("-"):
-                positionals.append(w)
-        if pending is not None and not word.startswith("-"):
-            return self._complete_value(pending, values, word)
-        if word.startswith("-"):
-            options = sorted(o for o in actions if o.startswith("--"))
-            return Completion(word, tuple(o for o in options if o.startswith(word)))
         if name == BACKEND_COMMAND:
-            if not positionals:
-                names = sorted(self.host.backends())
-                return Completion(word, tuple(n for n in names if n.startswith(word)))
-            if len(positionals) == 1 and positionals[0] == cli.DUMP_BACKEND:
-                return Completion.path(word)
-            return Completion(word)
-        if word or name == "pt-translate":
-            return Completion(word)  # an address: nothing to offer
-        options = sorted(o for o in actions if o.startswith("--"))
-        return Completion(word, tuple(options))
+            return complete(parser, text, self._complete_backend)
+        if _command(name).operands is not None:
+            # Operands (addresses): nothing to offer.
+            return complete(parser, text, lambda positionals, word: Completion(word))
+        return complete(parser, text)
 
-    @staticmethod
-    def _complete_value(action: argparse.Action, values: Sequence[str], word: str) -> Completion:
-        if action.dest == "memmap":  # KIND, and a FILE after json
-            if not values:
-                kinds = ("bootinfo", "e820", "json")
-                return Completion(word, tuple(k for k in kinds if k.startswith(word)))
-            return Completion.path(word) if values[0] == "json" else Completion(word)
-        if action.choices is not None:
-            choices = [str(c) for c in action.choices]
-            return Completion(word, tuple(c for c in choices if c.startswith(word)))
-        metavar = action.metavar
-        names = metavar if isinstance(metavar, tuple) else (metavar,)
-        return Completion.path(word) if "FILE" in names else Completion(word)
+    def _complete_backend(self, positionals: Sequence[str], word: str) -> Completion:
+        """``pt-backend NAME [SOURCE]``: a backend's name, then the dump backend's file."""
+        if not positionals:
+            names = sorted(self.host.backends())
+            return Completion(word, tuple(n for n in names if n.startswith(word)))
+        if len(positionals) == 1 and positionals[0] == DUMP_BACKEND:
+            return Completion.path(word)
+        return Completion(word)
 
     # --- commands --------------------------------------------------------------------------
 
@@ -293,20 +188,21 @@ class Session:
             ``pt-audit --fail-on`` with findings that severe (after they were printed:
             :class:`~gdbext.errors.FindingsError`, so that a GDB script stops there).
         """
-        if name not in COMMANDS:
-            raise UsageError(f"no command {shown(name)}")
+        command = _command(name)
         args = self._parse(name, argv, out)
         if args is None:
             return EXIT_OK
-        if args.command == "audit" and args.list_rules:
-            return cli.list_rules(args, self.host, cast(IO[str], out))
+        if command.without_target is not None:
+            status = command.without_target(args, self.host, cast(IO[str], out))
+            if status is not None:
+                return status
         try:
             with self._command(name) as (target, ticker):
                 progress = self._progress
-                status = cli.execute(
+                status = execute(
                     args,
                     self.host,
-                    cast(IO[str], _Ticking(out, ticker)),
+                    cast(IO[str], TickingWriter(out, ticker)),
                     target,
                     ticker.observe,
                     None if progress is None else lambda m: progress(f"{name}: warning: {m}"),
@@ -339,7 +235,7 @@ class Session:
         if args is None:
             return EXIT_OK
         source = None if args.source is None else os.path.expanduser(args.source)
-        info, request = cli.backend_request(self.host, args.name, args, source)
+        info, request = backend_request(self.host, args.name, args, source)
         target = info.open(request)
         self.close()
         self.selection = Selection(args.name, request)
@@ -349,14 +245,19 @@ class Session:
 
     def phys(self, vaddr: int) -> int:
         """The physical address ``vaddr`` translates to (the selected CPU's page table)."""
+        from gdbext.frontend.commands import open_page_table
+
         with self._command("$pt_phys") as (target, _):
-            return commands.open_page_table(target).translate(vaddr).paddr
+            return open_page_table(target).translate(vaddr).paddr
 
     def virt(self, paddr: int) -> int:
         """The first virtual address (in walk order) that maps ``paddr``: a walk of the selected
         CPU's page table that stops at the first leaf holding it."""
+        from gdbext.frontend.commands import open_page_table
+        from gdbext.x86.records import LeafRun
+
         with self._command("$pt_virt") as (target, _):
-            pt = commands.open_page_table(target)
+            pt = open_page_table(target)
             for rec in pt.iter_runs(aliases="expand"):
                 if type(rec) is LeafRun and rec.paddr <= paddr < rec.paddr + rec.size:
                     return rec.vaddr + (paddr - rec.paddr)
@@ -377,7 +278,7 @@ class Session:
         parser = self.parser(name)
         with contextlib.redirect_stdout(cast(IO[str], out)):
             try:
-                return cli.parse_command(parser, argv)
+                return parse_command(parser, argv)
             except SystemExit:  # --help: argparse printed it and "exits"
                 return None
 
@@ -419,86 +320,21 @@ class Session:
         return target
 
     @contextlib.contextmanager
-    def _command(self, name: str) -> Iterator[tuple[Target, _Ticker]]:
+    def _command(self, name: str) -> Iterator[tuple[Target, Ticker]]:
         """The target for one command, inside its command scope, with its reads reporting
         progress."""
-        ticker = _Ticker(name, self._clock, self._progress_after, self._progress)
+        ticker = Ticker(name, self._clock, self._progress_after, self._progress)
         target = self._open()
         if self._progress is not None:
-            target = dataclasses.replace(target, mapper=_TickingMapper(target.mapper, ticker.tick))
+            target = dataclasses.replace(target, mapper=TickingMapper(target.mapper, ticker.tick))
         scope = target.command_scope
         with scope() if scope is not None else contextlib.nullcontext():
             yield target, ticker
 
 
-def _has_all_values(action: argparse.Action, values: Sequence[str]) -> bool:
-    """Whether an option has taken all its values (``--memmap``: KIND, or ``json FILE``)."""
-    if action.dest == "memmap":
-        return len(values) >= 2 or values[0] != "json"
-    if isinstance(action.nargs, int):
-        return len(values) >= action.nargs
-    return action.nargs in (None, "?")
-
-
-class _Ticker:
-    """Progress of one command: :meth:`tick` (often) reports at most once per interval."""
-
-    def __init__(
-        self,
-        name: str,
-        clock: Callable[[], float],
-        after: float,
-        report: Callable[[str], None] | None,
-    ) -> None:
-        self.name = name
-        self.result: object = None
-        self._clock = clock
-        self._after = after
-        self._report = report
-        self._start = clock()
-        self._next = self._start + after
-
-    def observe(self, result: object) -> None:
-        self.result = result
-
-    def tick(self) -> None:
-        if self._report is None:
-            return
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self._after
-        stats = getattr(self.result, "stats", None)
-        leaves = stats["leaves"] if isinstance(stats, dict) else None
-        self._report(progress_line(self.name, now - self._start, leaves))
-
-
-class _TickingMapper:
-    """A mapper that ticks the command's progress on every read (reads are where live walks
-    spend their time); everything else is the wrapped mapper's."""
-
-    def __init__(self, inner: PhysMapper, tick: Callable[[], None]) -> None:
-        self._inner = inner
-        self._tick = tick
-
-    def read(self, paddr: int, size: int) -> bytes:
-        self._tick()
-        return self._inner.read(paddr, size)
-
-    def write(self, paddr: int, data: bytes) -> None:
-        self._inner.write(paddr, data)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
-
-
-class _Ticking:
-    """A writer that ticks progress on every chunk (rendering many lines takes time too)."""
-
-    def __init__(self, out: Writer, ticker: _Ticker) -> None:
-        self._out = out
-        self._ticker = ticker
-
-    def write(self, text: str) -> object:
-        self._ticker.tick()
-        return self._out.write(text)
+def _command(name: str) -> Command:
+    """The command named ``name`` in the debuggers (``pt-walk``)."""
+    command = cmd.find_debugger(name)
+    if command is None:
+        raise UsageError(f"no command {shown(name)}")
+    return command

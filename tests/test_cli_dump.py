@@ -19,6 +19,7 @@ import pytest
 from gdbext import cli
 from gdbext.cpu import CpuState
 from gdbext.flags import PageTableFlags
+from gdbext.frontend.parsing import build_parser
 from gdbext.plugin.host import Host
 from gdbext.x86.paging import X86PageTable
 from gdbext_sim.elfcore import write_qemu_elf_core
@@ -195,7 +196,7 @@ def test_usage_errors(core: Path, argv: list[str], message: str) -> None:
 
 
 def test_backend_options_of_the_core_plugin_are_offered() -> None:
-    parser = cli.build_parser(Host.create())
+    parser = build_parser(Host.create())
     args = parser.parse_args(["walk", "img", "--format-in", "raw", "--base", "0x100000"])
     assert (args.dump, args.backend_format_in, args.backend_base) == ("img", "raw", "0x100000")
 

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gdbext import cli
+from gdbext.frontend.progress import PROGRESS_LINE, progress_line
 from gdbext.plugin.host import Host
-from gdbext.session import PROGRESS_LINE, Session, progress_line
+from gdbext.session import Session
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -108,7 +109,7 @@ def run_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: flo
 
 
 def without_progress(stderr: str) -> str:
-    """``stderr`` without its progress reports (lines :data:`gdbext.session.PROGRESS_LINE`
+    """``stderr`` without its progress reports (lines :data:`gdbext.frontend.progress.PROGRESS_LINE`
     matches whole). A command that runs past 5 s (a loaded machine) reports progress; a report
     is not part of its result, and every other line (an error, a warning) is kept."""
     lines = stderr.splitlines(keepends=True)

@@ -37,8 +37,12 @@ from test_gdb_frontend import (
 )
 
 from gdbext import cli
+from gdbext.frontend.cmd import COMMANDS as DECLARED
 from gdbext.plugin.host import Host
-from gdbext.session import COMMANDS, Session
+from gdbext.session import Session
+
+#: The debuggers' names of the declared commands.
+COMMANDS = [c.debugger_name for c in DECLARED]
 
 ROOT = lldbrun.ROOT
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"

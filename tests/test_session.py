@@ -27,11 +27,14 @@ from gdbext.errors import (
     UsageError,
 )
 from gdbext.frontend import commands
+from gdbext.frontend.completion import Completion, complete_path
+from gdbext.frontend.parsing import build_command_parser
+from gdbext.frontend.progress import PROGRESS_LINE
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext.render.common import ANSI as ANSI_STYLE
-from gdbext.session import PROGRESS_LINE, Completion, Selection, Session, complete_path
+from gdbext.session import Selection, Session
 from gdbext.x86.records import LeafRun
 from gdbext_sim.scenario import load_scenario
 
@@ -468,7 +471,7 @@ def test_cli_run_on_a_given_target_leaves_it_open() -> None:
     with pytest.raises(UsageError, match="--backend"):
         cli.run(["walk", "--backend", "sim"], host, io.StringIO(), target=target)
     with pytest.raises(UsageError, match="no command bogus"):
-        cli.build_command_parser(host, "bogus", prog="pt-bogus")
+        build_command_parser(host, "bogus", prog="pt-bogus")
 
 
 def test_progress_is_sparser_when_not_on_a_terminal() -> None:
@@ -476,7 +479,7 @@ def test_progress_is_sparser_when_not_on_a_terminal() -> None:
     import os
     import pty
 
-    from gdbext.session import progress_after
+    from gdbext.frontend.progress import progress_after
 
     master, slave = pty.openpty()
     read, write = os.pipe()

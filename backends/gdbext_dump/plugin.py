@@ -8,7 +8,6 @@ from gdbext.errors import UsageError
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
 from gdbext.units import parse_int
-from gdbext_dump.dump import open_dump
 
 
 def open_core(request: OpenRequest) -> Target:
@@ -22,6 +21,8 @@ def open_core(request: OpenRequest) -> Target:
             base = parse_int(base_text)
         except ValueError as exc:
             raise UsageError(f"--base: {exc}") from None
+    from gdbext_dump.dump import open_dump  # here: listing the backends needs none of it
+
     return open_dump(request.source, format_in=request.options.get("format_in"), base=base)
 
 

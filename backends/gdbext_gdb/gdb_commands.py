@@ -26,8 +26,9 @@ from gdbext.frontend.common import (
     no_backend_hint,
     remote_default,
 )
+from gdbext.frontend.progress import progress_after
 from gdbext.plugin.host import Host
-from gdbext.session import BACKEND_COMMAND, COMMANDS, Session, progress_after
+from gdbext.session import BACKEND_COMMAND, Session
 
 #: The live backend (helper G1's plugin), the default on a remote connection.
 GDB_BACKEND = "gdb"
@@ -186,7 +187,7 @@ def install() -> FrontEnd[object]:
             progress=_report_progress,
             progress_after=progress_after(),
         )
-        cmds: list[object] = [PtCommand(name, session) for name in COMMANDS]
+        cmds: list[object] = [PtCommand(name, session) for name in session.commands()]
         cmds.append(PtBackendCommand(BACKEND_COMMAND, session))
         _installed = FrontEnd(session, [*cmds, PtPhys(session), PtVirt(session)])
     return _installed

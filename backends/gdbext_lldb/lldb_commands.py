@@ -7,8 +7,8 @@ output is the same bytes. Every expected failure becomes one line through
 ``SBCommandReturnObject.SetError`` (LLDB prints ``error: ...``), never a Python traceback.
 
 Commands, registered once per LLDB debugger by :func:`install` (``gdbext/lldbinit.py`` calls it):
-every command :data:`gdbext.session.COMMANDS` lists (``pt-walk``, ``pt-translate``, ``pt-info``,
-``pt-heap``, ``pt-audit``...), ``pt-backend``, and LLDB's own ``pt-connect`` (see
+every command :meth:`gdbext.session.Session.commands` lists (``pt-walk``, ``pt-translate``,
+``pt-info``, ``pt-heap``, ``pt-audit``...), ``pt-backend``, and LLDB's own ``pt-connect`` (see
 :mod:`gdbext_lldb.lldb_connect`). The live backend is ``lldb`` (:mod:`gdbext_lldb.plugin`), the
 default while the selected target is a ``gdb-remote`` connection; the debugger that runs a
 command is passed to it as its option ``debugger``.
@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import lldb
 
 from gdbext.errors import GdbextError, UsageError
+from gdbext.frontend.command import Writer
 from gdbext.frontend.common import (
     FrontEnd,
     colour_wanted,
@@ -44,15 +45,9 @@ from gdbext.frontend.common import (
     one_line,
     remote_default,
 )
+from gdbext.frontend.progress import progress_after
 from gdbext.plugin.host import Host
-from gdbext.session import (
-    BACKEND_COMMAND,
-    COMMANDS,
-    SUMMARIES,
-    Session,
-    Writer,
-    progress_after,
-)
+from gdbext.session import BACKEND_COMMAND, Session
 from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
 from gdbext_lldb.lldb_link import live_process
 from gdbext_lldb.plugin import NAME as LLDB_BACKEND
@@ -208,8 +203,8 @@ class Invocation:
 
 
 class PtCommand:
-    """A ``pt-*`` command of :data:`gdbext.session.COMMANDS` (subclasses name it); LLDB makes
-    one instance per debugger."""
+    """A ``pt-*`` command of :meth:`gdbext.session.Session.commands` (subclasses name it);
+    LLDB makes one instance per debugger."""
 
     command_name: ClassVar[str] = ""
 
@@ -217,7 +212,10 @@ class PtCommand:
         self._front = _FRONTENDS[int(debugger.GetID())]
 
     def get_short_help(self) -> str:
-        return SUMMARIES.get(self.command_name, "")
+        try:
+            return self._front.session.summary(self.command_name)
+        except Exception:  # help must never fail
+            return ""
 
     def get_long_help(self) -> str:
         """The argparse help (LLDB prints the short help above it)."""
@@ -338,7 +336,7 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
     raise_packet_timeout(debugger)
     internal_dict["gdbext_lldb"] = sys.modules["gdbext_lldb"]
     interpreter = debugger.GetCommandInterpreter()
-    for name in [*COMMANDS, BACKEND_COMMAND, CONNECT_COMMAND]:
+    for name in [*session.commands(), BACKEND_COMMAND, CONNECT_COMMAND]:
         cls = command_class(name)
         result = lldb.SBCommandReturnObject()
         interpreter.HandleCommand(

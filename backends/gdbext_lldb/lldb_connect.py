@@ -36,7 +36,7 @@ from typing import BinaryIO
 import lldb
 
 from gdbext.errors import UsageError
-from gdbext.session import Writer
+from gdbext.frontend.command import Writer
 from gdbext_gdbstub.link import LiveTargetError
 from gdbext_gdbstub.phymem import QUERY, SET
 from gdbext_lldb.lldb_link import (

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
-from gdbext_sim.scenario import load_scenario
 
 
 def open_sim(request: OpenRequest) -> Target:
     """Build the scenario's machine and return it as a target."""
+    from gdbext_sim.scenario import load_scenario  # here: listing the backends needs none of it
+
     return load_scenario(request.option("scenario")).to_target()
 
 

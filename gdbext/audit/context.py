@@ -29,14 +29,8 @@ from gdbext.audit.views import AuditView, TableWalk
 from gdbext.cpu import EFER_NXE, CpuState
 from gdbext.errors import GdbextError, PhysMemoryError
 from gdbext.flags import NO_EXECUTE, PRESENT, PageTableFlags
-from gdbext.frontend.commands import (
-    HeapOptions,
-    HeapResult,
-    RootOptions,
-    cpu_index,
-    heap,
-    open_page_table,
-)
+from gdbext.frontend.commands import RootOptions, cpu_index, open_page_table
+from gdbext.frontend.heap import HeapOptions, HeapResult, heap
 from gdbext.geometry import SIZE_4K, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.linux.ptdump_rules import guard_hole

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gdbext.audit.model import Severity
-from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.frontend.commands import RootOptions
+from gdbext.frontend.heap import HeapOptions
 
 __all__ = ["AuditOptions"]
 

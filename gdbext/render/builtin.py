@@ -1,31 +1,67 @@
-"""The built-in output formats, registered as a plugin like any other."""
+"""The built-in output formats, registered as a plugin like any other.
+
+A renderer's module is imported when it first renders (:func:`_lazy`): listing the formats, as
+every parser does, needs none of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from gdbext.plugin.formats import OutputFormat
 from gdbext.plugin.hookspecs import hookimpl
-from gdbext.render import audit, jsonout, ptdump, qemu_tlb, text
+
+
+def _lazy(module: str, name: str) -> Callable[[Any], Iterator[str]]:
+    """The renderer ``name`` of ``gdbext.render.MODULE``, imported on its first call."""
+
+    def render(result: Any, **options: Any) -> Iterator[str]:
+        function: Callable[..., Iterator[str]] = getattr(
+            importlib.import_module(f"gdbext.render.{module}"), name
+        )
+        return function(result, **options)
+
+    render.__qualname__ = render.__name__ = name
+    return render
 
 
 @hookimpl
 def gdbext_output_formats() -> Sequence[OutputFormat]:
     return [
-        OutputFormat("text", "walk", text.render_walk, "one line per merged range", styles=True),
-        OutputFormat("json", "walk", jsonout.render_walk, "mappings as JSON"),
-        OutputFormat("qemu-tlb", "walk", qemu_tlb.render_walk, "QEMU's `info tlb` lines"),
-        OutputFormat("ptdump", "walk", ptdump.render_walk, "Linux's debugfs page_tables lines"),
         OutputFormat(
-            "text", "translate", text.render_translate, "every level, decoded", styles=True
+            "text", "walk", _lazy("text", "render_walk"), "one line per merged range", styles=True
         ),
-        OutputFormat("json", "translate", jsonout.render_translate, "an array of records"),
-        OutputFormat("text", "info", text.render_info, "paging state"),
-        OutputFormat("json", "info", jsonout.render_info, "paging state as JSON"),
-        OutputFormat("text", "heap", text.render_heap, "the heap range"),
-        OutputFormat("json", "heap", jsonout.render_heap, '{"start", "end"}'),
+        OutputFormat("json", "walk", _lazy("jsonout", "render_walk"), "mappings as JSON"),
         OutputFormat(
-            "text", "audit", audit.render_audit_text, "one line per finding", styles=True
+            "qemu-tlb", "walk", _lazy("qemu_tlb", "render_walk"), "QEMU's `info tlb` lines"
         ),
-        OutputFormat("json", "audit", audit.render_audit_json, '{"findings", "summary"}'),
+        OutputFormat(
+            "ptdump", "walk", _lazy("ptdump", "render_walk"), "Linux's debugfs page_tables lines"
+        ),
+        OutputFormat(
+            "text",
+            "translate",
+            _lazy("text", "render_translate"),
+            "every level, decoded",
+            styles=True,
+        ),
+        OutputFormat(
+            "json", "translate", _lazy("jsonout", "render_translate"), "an array of records"
+        ),
+        OutputFormat("text", "info", _lazy("text", "render_info"), "paging state"),
+        OutputFormat("json", "info", _lazy("jsonout", "render_info"), "paging state as JSON"),
+        OutputFormat("text", "heap", _lazy("text", "render_heap"), "the heap range"),
+        OutputFormat("json", "heap", _lazy("jsonout", "render_heap"), '{"start", "end"}'),
+        OutputFormat(
+            "text",
+            "audit",
+            _lazy("audit", "render_audit_text"),
+            "one line per finding",
+            styles=True,
+        ),
+        OutputFormat(
+            "json", "audit", _lazy("audit", "render_audit_json"), '{"findings", "summary"}'
+        ),
     ]

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gdbext.errors import OutputLimitError
-from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
 from gdbext.plugin.target import Detail
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.x86.records import Anomaly
+
+if TYPE_CHECKING:  # the heap's modules are not needed to render a walk
+    from gdbext.frontend.heap import HeapResult
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:

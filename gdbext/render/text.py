@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
 from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.frontend.commands import HeapResult, InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
 from gdbext.geometry import level_name
 from gdbext.linux.layout import Layout, Marker, MarkerCursor
 from gdbext.render.common import (
@@ -44,6 +45,9 @@ from gdbext.render.common import (
 from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.units import format_size
 from gdbext.x86.records import AliasRun, Anomaly
+
+if TYPE_CHECKING:  # the heap's modules are not needed to render a walk
+    from gdbext.frontend.heap import HeapResult
 
 #: The widest line the text walk writes (before a line continues on the next).
 WIDTH = 120

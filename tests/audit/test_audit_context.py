@@ -18,7 +18,8 @@ from gdbext.audit.model import RuleSkipped, Severity
 from gdbext.audit.options import AuditOptions
 from gdbext.audit.registry import audit_rules
 from gdbext.audit.views import AuditView
-from gdbext.frontend.commands import HeapOptions, RootOptions, heap
+from gdbext.frontend.commands import RootOptions
+from gdbext.frontend.heap import HeapOptions, heap
 from gdbext.mapper import read_u64, write_u64
 from gdbext.plugin.host import Host
 from gdbext.x86.paging import SIZE_4K, X86PageTable

@@ -18,6 +18,7 @@ from gdbext import cli
 from gdbext.cpu import CpuState
 from gdbext.errors import GdbextError, InputError
 from gdbext.frontend import commands
+from gdbext.frontend.parsing import build_parser
 from gdbext.plugin.host import Host
 from gdbext.render import jsonout, text
 from gdbext_dump.dump import open_dump
@@ -165,7 +166,7 @@ def test_bad_note_sizes(tmp_path: Path) -> None:
 
 
 def _cli_takes_a_dump() -> bool:
-    parser = cli.build_parser(Host.create())
+    parser = build_parser(Host.create())
     try:
         parser.parse_args(["info", "x.core"])
     except (SystemExit, GdbextError):

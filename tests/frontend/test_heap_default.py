@@ -15,8 +15,8 @@ import pytest
 from support.cli import cli_text as run
 from support.paths import KERNELS
 
-from gdbext import cli
 from gdbext.errors import UsageError
+from gdbext.frontend.parsing import build_parser
 from gdbext.plugin.host import Host
 
 
@@ -62,7 +62,7 @@ def test_no_default_where_the_target_is_not_linux(tmp_path: Path) -> None:
 
 
 def test_help_says_what_heap_means() -> None:
-    parser = cli.build_parser(Host.create())
+    parser = build_parser(Host.create())
     sub = next(a for a in parser._actions if a.dest == "command")
     assert isinstance(sub.choices, dict)
     text = " ".join(sub.choices["heap"].format_help().split())

@@ -23,7 +23,7 @@ from gdbext import cli
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, NotCapturedError, NotFoundError, UsageError
 from gdbext.formats.bootparams import BOOT_PARAMS, E820_ENTRY
-from gdbext.frontend import commands
+from gdbext.frontend import commands, heap
 from gdbext.linux.e820 import (
     SCAN_CHUNK,
     BootParams,
@@ -393,7 +393,7 @@ def test_real_kernel_e820_and_direct_map(name: str, kernel_dump: Callable[[str],
         roots.append(commands.RootOptions(user_pgd=True))
     try:
         results = [
-            commands.heap(target, commands.HeapOptions(memmap="e820", root=r)) for r in roots
+            heap.heap(target, heap.HeapOptions(memmap="e820", root=r)) for r in roots
         ]
     finally:
         if target.close is not None:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from gdbext.addr import AddrRange
-from gdbext.frontend import commands
-from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.frontend.commands import RootOptions
+from gdbext.frontend.heap import HeapOptions, heap
 from gdbext.linux.e820 import (
     BOOT_PARAMS_SIZE,
     SCAN_CHUNK,
@@ -78,7 +78,7 @@ def test_a_kdump_of_64g_holding_63_pages_reads_only_those(
     assert target.details["VMCOREINFO"] == "none (no note; not found in RAM)"
     assert len(reads) <= 63  # the VMCOREINFO search: one read per run of captured pages
     reads.clear()
-    result = commands.heap(target, HeapOptions(memmap="e820", phys_offset=DIRECT))
+    result = heap(target, HeapOptions(memmap="e820", phys_offset=DIRECT))
     assert (result.range.start, result.range.end) == (DIRECT + 0x100000, DIRECT + 64 * GiB)
     assert f"boot_params at 0x{at:x}" in result.source
     # One read per run of captured pages (at most 63), and the copy's 4 KiB came with its run.
@@ -103,7 +103,7 @@ def test_the_simulators_petabyte_costs_its_written_frames(monkeypatch: pytest.Mo
     memory.write(kernel_copy, boot_params(QEMU_E820))
     reads = count_calls(monkeypatch, memory, "read")
     finds = count_calls(monkeypatch, memory, "find")
-    result = commands.heap(machine.to_target(), HeapOptions(memmap="e820", phys_offset=DIRECT))
+    result = heap(machine.to_target(), HeapOptions(memmap="e820", phys_offset=DIRECT))
     assert f"boot_params at 0x{kernel_copy:x} (the kernel's copy, in its image)" in result.source
     assert (result.range.start, result.range.end) == (DIRECT + 0x100000, DIRECT + 0x7FE0000)
     # The image's 4 MiB top down (4 chunks) plus the page-table walk's tables.
@@ -112,7 +112,7 @@ def test_the_simulators_petabyte_costs_its_written_frames(monkeypatch: pytest.Mo
     # Without the image (the root maps nothing there): the full scan, through find.
     reads.clear()
     options = HeapOptions(memmap="e820", phys_offset=DIRECT, root=RootOptions(cr3=0x7000))
-    result = commands.heap(machine.to_target(), options)
+    result = heap(machine.to_target(), options)
     assert f"boot_params at 0x{high:x} (the highest of 2 found)" in result.source
     assert len(finds) == 3 and len(reads) <= 2 + 4  # two candidates' 4 KiB, the root table
 

@@ -49,7 +49,7 @@ from gdbext.audit.frames import (
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
 from gdbext.audit.views import AuditView
-from gdbext.frontend.commands import HeapResult
+from gdbext.frontend.heap import HeapResult
 from gdbext.geometry import SIZE_4K
 from gdbext.render.common import perms
 from gdbext.x86.records import AliasRun, LeafRun

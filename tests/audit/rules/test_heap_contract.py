@@ -24,7 +24,8 @@ from gdbext.audit.engine import AuditResult, run_audit
 from gdbext.audit.model import Severity
 from gdbext.audit.options import AuditOptions
 from gdbext.audit.rules.heap_contract import RULES
-from gdbext.frontend.commands import HeapOptions, RootOptions
+from gdbext.frontend.commands import RootOptions
+from gdbext.frontend.heap import HeapOptions
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target

@@ -1,0 +1,77 @@
+"""``translate``: virtual addresses to physical ones, every level shown."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from gdbext.errors import EXIT_NOT_FOUND, UntranslatedError, UsageError
+from gdbext.frontend import argtypes
+from gdbext.frontend.command import Command, Invocation, command_name, root_options
+from gdbext.units import not_a_number, parse_int
+
+
+def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
+    p.add_argument(
+        "operands",
+        nargs="+",
+        metavar="[DUMP] VADDR" if target_options else "VADDR",
+        help="a dump file (when the first operand is not a number), then addresses"
+        if target_options
+        else "virtual addresses",
+    )
+
+
+def operands(args: argparse.Namespace) -> str | None:
+    """``[DUMP] VADDR...``: the first operand is the dump when it is not a number and no other
+    backend was named (only with the target options; a dump whose name is a number is given as
+    ``./NAME`` or with ``--dump``). Leaves the addresses, parsed, in ``args.vaddrs``."""
+    from gdbext.plugin.host import DUMP_BACKEND
+
+    name = command_name(args)
+    positional = None
+    rest = list(args.operands)
+    if (
+        hasattr(args, "backend")
+        and getattr(args, "dump_option", None) is None
+        and args.backend in (None, DUMP_BACKEND)
+        and rest
+        and not argtypes.is_number(rest[0])
+    ):
+        positional = rest.pop(0)
+        if not os.path.exists(positional) and "did you mean" in not_a_number(positional):
+            # A hex address without 0x, not a dump that was meant.
+            raise UsageError(f"{name}: argument VADDR: {not_a_number(positional)}")
+    if not rest:
+        raise UsageError(f"{name}: give at least one VADDR after the DUMP")
+    vaddrs = []
+    for text in rest:
+        try:
+            vaddrs.append(parse_int(text))
+        except ValueError as exc:
+            raise UsageError(f"{name}: argument VADDR: {exc}") from None
+    args.vaddrs = vaddrs
+    return positional
+
+
+def run(call: Invocation) -> int:
+    from gdbext.frontend import commands
+
+    translated = commands.translate(call.target, call.args.vaddrs, root_options(call.args))
+    # Addresses that could not be translated (exit status 2) are errors: stderr's.
+    call.emit(translated, output=translated.results())
+    if translated.failures:
+        raise UntranslatedError(call.name, translated.failures)
+    return translated.exit_status
+
+
+COMMAND = Command(
+    name="translate",
+    summary="translate virtual addresses, every level shown",
+    debugger_summary="Translate virtual addresses: every level, raw entries and decoded flags.",
+    run=run,
+    arguments=arguments,
+    dump_operand=False,
+    operands=operands,
+    exit_statuses=((EXIT_NOT_FOUND, "an address is not mapped"),),
+)

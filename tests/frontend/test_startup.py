@@ -1,0 +1,86 @@
+"""What the command line loads to start: only what the command uses.
+
+``gdbext --version`` needs no plugin host and no engine; ``gdbext backends`` asks the plugins
+for their backends and loads no engine, renderer, dump reader or simulator. Checked by what a
+fresh interpreter has imported once the command ran (deterministic, unlike its time:
+``bench/bench_startup.py`` measures that).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gdbext import __version__
+
+#: Modules of the work itself: a start-up that needs none must load none of them.
+ENGINE = (
+    "gdbext.x86.paging",
+    "gdbext.linux.",
+    "gdbext.frontend.commands",
+    "gdbext.frontend.heap",
+    "gdbext.render.text",
+    "gdbext.render.jsonout",
+    "gdbext.render.ptdump",
+    "gdbext.audit.engine",
+    "gdbext_dump.dump",
+    "gdbext_sim.scenario",
+)
+
+SCRIPT = """
+import contextlib, io, json, sys
+from gdbext.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        status = main(sys.argv[1:])
+    except SystemExit as exc:
+        status = exc.code
+print(json.dumps({"status": status, "out": out.getvalue(), "modules": sorted(sys.modules)}))
+"""
+
+
+def loaded(*argv: str) -> dict[str, object]:
+    """Exit status, output and imported modules of ``gdbext ARGV`` in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *argv], capture_output=True, text=True, check=True
+    )
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def engine_modules(modules: object) -> list[str]:
+    assert isinstance(modules, list)
+    return [m for m in modules if m.startswith(ENGINE)]
+
+
+def test_version_loads_no_plugin_and_no_engine() -> None:
+    result = loaded("--version")
+    assert (result["status"], result["out"]) == (0, f"gdbext {__version__}\n")
+    modules = result["modules"]
+    assert isinstance(modules, list)
+    assert engine_modules(modules) == []
+    assert "pluggy" not in modules and "gdbext.plugin.host" not in modules
+
+
+def test_backends_loads_the_plugins_but_no_engine() -> None:
+    result = loaded("backends")
+    assert result["status"] == 0
+    out = result["out"]
+    assert isinstance(out, str) and out.startswith("core ")
+    modules = result["modules"]
+    assert isinstance(modules, list) and "gdbext_sim.plugin" in modules
+    assert engine_modules(modules) == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["walk", "--help"]])
+def test_help_loads_no_engine_beyond_the_commands_constants(argv: list[str]) -> None:
+    """``walk --help`` shows the walk's defaults (:mod:`gdbext.frontend.commands`), but no
+    renderer, dump reader or simulator."""
+    result = loaded(*argv)
+    assert result["status"] == 0
+    allowed = ("gdbext.frontend.commands", "gdbext.x86.paging", "gdbext.linux.")
+    assert [m for m in engine_modules(result["modules"]) if not m.startswith(allowed)] == []
