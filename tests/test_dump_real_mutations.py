@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -76,10 +76,12 @@ class RealDump:
 
 
 @pytest.fixture(scope="module")
-def real_dump(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealDump]:
-    from minimize import unpack
+def real_dump(
+    tmp_path_factory: pytest.TempPathFactory, kernel_dump: Callable[[str], Path]
+) -> Iterator[RealDump]:
+    from minimize import copy_sparse
 
-    path = unpack(KERNELS / "4level.elf.xz", tmp_path_factory.mktemp("mutated") / "4level.elf")
+    path = copy_sparse(kernel_dump("4level"), tmp_path_factory.mktemp("mutated") / "4level.elf")
     dump = RealDump(path)
     # The headers and notes come first; then the kept pages (tables, VMCOREINFO, boot_params).
     assert dump.pages[0] == 0 and len(dump.pages) > 50
