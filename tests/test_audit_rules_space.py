@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_audit_pti import (
@@ -361,7 +362,7 @@ def brute_uncovered(
     return [v for v in range(vaddr, end, SIZE_4K) if pages.get(v) != paddr + (v - vaddr)]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     runs=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6), st.integers(0, 3)), max_size=8),
     query=st.tuples(st.integers(0, 40), st.integers(1, 30), st.integers(0, 3)),
@@ -540,7 +541,7 @@ def test_reserved_bits_under_pti_reports_shared_tables_once() -> None:
     assert f.evidence[-1] == f"the same through the user table 0x{USER_PGD:x} (shared tables)"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     ram=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 8)), max_size=6),
     query=st.tuples(st.integers(0, 60), st.integers(1, 20)),

@@ -19,6 +19,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,7 +106,7 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 @settings(
-    max_examples=int(os.environ.get("GDBEXT_MUTATION_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("GDBEXT_MUTATION_EXAMPLES", examples(40))),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -20,12 +20,12 @@ is the leaf's.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -571,15 +571,14 @@ class PagingMachine5(PagingMachine):
     )
 
 
-#: Runs of each 4- and 5-level machine (the cached one does half), 40 steps each. The default
-#: keeps ``pytest -m "not qemu"`` quick (a few seconds a machine); CI (``.ci/run``) sets
-#: GDBEXT_PAGING_EXAMPLES=120, which searches six times deeper (about 20 s a machine).
-EXAMPLES = int(os.environ.get("GDBEXT_PAGING_EXAMPLES", "20"))
+#: Runs of each 4- and 5-level machine (the cached one does half), 40 steps each: 20 by default
+#: (a few seconds a machine), 120 under GDBEXT_TEST_DEPTH=full (CI; about 20 s a machine).
+EXAMPLES = examples(120, quick=20)
 
 
-def _settings(examples: int) -> settings:
+def _settings(count: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=count,
         stateful_step_count=40,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
