@@ -49,7 +49,7 @@ VENV_BIN = Path(sys.executable).parent
 FORMATS = ("elf", "kdump")
 FILE_NAMES = {"elf": "dump.elf", "kdump": "dump.kdump"}
 FORMAT_LABELS = {"elf": "ELF", "kdump": "kdump-zlib"}
-#: Issue 3's targets for a 512 MiB guest: one-process walk seconds per format; speed-up.
+#: The targets for a 512 MiB guest: one-process walk seconds per format; speed-up.
 TARGET_SECONDS = {"elf": 0.5, "kdump": 1.0}
 TARGET_RATIO = 5.0
 TARGET_MEM = "512M"

@@ -62,15 +62,15 @@ ROOT = Path(__file__).resolve().parent.parent
 GDBINIT = ROOT / "gdbext" / "gdbinit.py"
 GDB_SIDE = ROOT / "bench" / "_gdb_side.py"
 CONFIG_ENV = "GDBEXT_BENCH_GDB"
-#: Issue 4's targets.
+#: The targets.
 FLOOR_RATIO = 1.5
 TLB_SECONDS = 0.250
 WARM_SECONDS = 0.020
 TRANSLATE_SECONDS = 0.005
 LOAD_SECONDS = 0.3
-#: gdb-pt-dump's figures as issue 4 quotes them (not installed here).
+#: gdb-pt-dump's figures on the same kind of guest (not installed here).
 PT_DUMP = (
-    "gdb-pt-dump's `pt` on the same kind of guest, as issue 4 quotes it (not run here): "
+    "gdb-pt-dump's `pt` on the same kind of guest, as quoted (not run here): "
     "60-93 ms while dropping 65,504 of the 65,536 ESPFIX aliases, 1.2-1.5 s when told not to "
     "drop them"
 )

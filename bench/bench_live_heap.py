@@ -10,7 +10,7 @@ GDB's Python, ``--repeat`` rounds, medians:
   then boot_params searched in the image's ``.bss`` first;
 - cold: as after a resume (the per-stop cache dropped), with the bytes read.
 
-Target (issue 11): at most 2 s on a 256 MiB guest. For reference, and as the check of the
+Target: at most 2 s on a 256 MiB guest. For reference, and as the check of the
 answer, the full scan of RAM (what the command did before, and still does when the kernel image
 holds no copy) is timed once; its choice (``choose_boot_params``) must be the command's.
 ``--no-full-scan`` skips it (it reads all of RAM through the stub: half a minute for 256 MiB).
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GDBINIT = ROOT / "gdbext" / "gdbinit.py"
 SIDE = ROOT / "bench" / "_heap_side.py"
 CONFIG_ENV = "GDBEXT_BENCH_HEAP"
-#: Issue 11's target.
+#: The target.
 TARGET_SECONDS = 2.0
 
 

@@ -11,7 +11,7 @@ default, ``--mem``) and stops the VM. Then, on that same stopped state:
    ``HandleCommand``, then detaches.
 
 Each side takes every measurement in turn in each of ``--repeat`` rounds; the figures are
-medians. The measure issue 6 sets: a full cold ``pt-walk`` in LLDB takes at most 1.5x the GDB
+medians. The target: a full cold ``pt-walk`` in LLDB takes at most 1.5x the GDB
 figure. Also reported: the floor (the walk's table pages read once each, in each debugger),
 warm walks, ``qemu-tlb`` (checked against ``monitor info tlb`` in both), one cold
 ``pt-translate`` (checked against ``gva2gpa``), and the load time of ``command script import
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LLDB_SIDE = ROOT / "bench" / "_lldb_side.py"
 LLDB_WRAPPER = ROOT / "scripts" / "lldb"
 LLDB_CONFIG_ENV = "GDBEXT_BENCH_LLDB"
-#: Issue 6's target: a full cold pt-walk in LLDB at most this many times GDB's.
+#: The target: a full cold pt-walk in LLDB at most this many times GDB's.
 RATIO = 1.5
 
 

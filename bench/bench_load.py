@@ -2,7 +2,7 @@
 
 Fresh debugger processes, with and without gdbext, taking turns (:func:`benchlib.load_figures`):
 
-- GDB: ``gdb -nx -batch`` against ``gdb -nx -batch -ex 'source gdbext/gdbinit.py'`` (issue 4's
+- GDB: ``gdb -nx -batch`` against ``gdb -nx -batch -ex 'source gdbext/gdbinit.py'`` (the
   target: the difference at most 0.3 s);
 - LLDB, when installed: ``lldb --batch -o 'script pass'`` against ``scripts/lldb --batch -o
   'script pass'`` (the wrapper imports ``gdbext/lldbinit.py``), for reference.

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from gdbext.addr import AddrRange
+from gdbext.audit.registry import audit_rules
 from gdbext.errors import InputError, UsageError
 from gdbext.frontend import commands
 from gdbext.permfilter import PermFilter
@@ -134,7 +135,7 @@ class OpenedTarget:
 
     @property
     def target(self) -> Target:
-        """The core :class:`~gdbext.plugin.target.Target` (mapper, CPUs, hints)."""
+        """The core :class:`~gdbext.plugin.target.Target` (mapper, CPUs, facts)."""
         if self._target is None:
             raise UsageError(f"the target {self._request.source or self._info.name} is closed")
         return self._target
@@ -301,7 +302,7 @@ class PageTable:
         skipped = (skip,) if isinstance(skip, str) else tuple(skip)
         options = AuditOptions(self._options, only, skipped)
         with self._opened._scope() as target:
-            return run_audit(target, options, self._opened.host.audit_rules())
+            return run_audit(target, options, audit_rules(self._opened.host))
 
     def __repr__(self) -> str:
         o = self._options

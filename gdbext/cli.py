@@ -33,6 +33,7 @@ from typing import IO, Any, NoReturn
 from gdbext import __version__
 from gdbext.addr import AddrRange
 from gdbext.audit.model import AuditRule, Severity
+from gdbext.audit.registry import audit_rules
 from gdbext.errors import (
     EXIT_BAD_INPUT,
     EXIT_NOT_FOUND,
@@ -526,13 +527,13 @@ def _plan(args: argparse.Namespace, host: Host) -> _Plan:
         heap = _heap_options(args)
     elif args.command == "audit":
         heap = _heap_options(args) if args.memmap or args.at is not None else None
-        rules = host.audit_rules()
+        rules = audit_rules(host)
     return _Plan(formats[args.format].render, source, heap, rules)
 
 
 def list_rules(args: argparse.Namespace, host: Host, out: IO[str]) -> int:
     """``audit --list-rules``: the rules, as text or JSON (no target needed)."""
-    _write(out, render_rules(host.audit_rules(), args.format))
+    _write(out, render_rules(audit_rules(host), args.format))
     return EXIT_OK
 
 

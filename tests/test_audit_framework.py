@@ -26,6 +26,7 @@ from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, AuditView
 from gdbext.audit.engine import AuditOptions, run_audit, select_rules
 from gdbext.audit.model import AuditRule, Finding, FunctionRule, RuleSkipped, Severity
+from gdbext.audit.registry import audit_rules
 from gdbext.errors import EXIT_FINDINGS, AuditRuleError, PluginError, UsageError
 from gdbext.frontend.commands import HeapOptions, RootOptions, heap
 from gdbext.mapper import read_u64, write_u64
@@ -94,16 +95,16 @@ def test_severity_parses_case_insensitively_and_prints_lowercase() -> None:
 
 
 def test_the_builtin_rules_come_through_the_entry_point() -> None:
-    rules = Host.create().audit_rules()
+    rules = audit_rules(Host.create())
     assert set(BUILTIN) <= set(rules)
     assert list(rules) == sorted(rules)
     # Blocking the entry point 'audit' removes them: they are a plugin like any other.
-    blocked = Host.create(block=["audit"]).audit_rules()
+    blocked = audit_rules(Host.create(block=["audit"]))
     assert not set(BUILTIN) & set(blocked)
 
 
 def test_selection_rules_and_skip() -> None:
-    rules = Host.create().audit_rules()
+    rules = audit_rules(Host.create())
     assert [r.id for r in select_rules(rules)] == sorted(rules)
     assert [r.id for r in select_rules(rules, ["wx", "cpu-hardening", "wx"])] == [
         "wx",
@@ -166,7 +167,7 @@ def test_fail_on_gives_exit_status_3() -> None:
 def test_duplicate_rule_ids_are_a_plugin_error() -> None:
     twin = rule("wx", lambda ctx: ())
     with pytest.raises(PluginError, match="two plugins provide an audit rule with the id wx"):
-        Host.create(extra_plugins=[Plugin(twin)]).audit_rules()
+        audit_rules(Host.create(extra_plugins=[Plugin(twin)]))
     with pytest.raises(PluginError, match="two audit rules have the id 'x'"):
         run_audit(demo(), AuditOptions(), [rule("x", lambda c: ()), rule("x", lambda c: ())])
 
@@ -215,7 +216,7 @@ def test_a_finding_the_renderers_cannot_show_is_one_line_naming_the_rule(
         assert err.startswith("gdbext: audit rule 'x' returned a finding with "), err
         assert what in err and err.count("\n") == 1
     with pytest.raises(AuditRuleError) as info:
-        run_audit(demo(), AuditOptions(rules=("x",)), host.audit_rules())
+        run_audit(demo(), AuditOptions(rules=("x",)), audit_rules(host))
     assert info.value.rule == "x" and info.value.exit_status == 2
 
 
@@ -375,7 +376,7 @@ def test_list_rules_needs_no_target() -> None:
     assert {
         "id": "wx",
         "severity": "high",
-        "summary": Host.create().audit_rules()["wx"].summary,
+        "summary": audit_rules(Host.create())["wx"].summary,
     } in doc
 
 
@@ -481,9 +482,9 @@ class CountingMapper:
 def test_a_rule_not_selected_costs_nothing() -> None:
     mapper = CountingMapper(demo().mapper)
     target = dataclasses.replace(demo(), mapper=mapper)
-    run_audit(target, AuditOptions(rules=("cpu-hardening",)), Host.create().audit_rules())
+    run_audit(target, AuditOptions(rules=("cpu-hardening",)), audit_rules(Host.create()))
     assert mapper.reads == 0
-    run_audit(target, AuditOptions(rules=("wx", "global-user")), Host.create().audit_rules())
+    run_audit(target, AuditOptions(rules=("wx", "global-user")), audit_rules(Host.create()))
     assert mapper.reads > 0
 
 

@@ -23,6 +23,7 @@ from gdbext.audit.grouping import group_findings
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rules.alias_wx import RULES as ALIAS_WX
 from gdbext.linux.layout import linux_layout
+from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
 from gdbext.render.audit import render_audit_json, render_audit_text
@@ -51,7 +52,7 @@ def target(linux: bool) -> Target:
         ],
     }
     t = build_machine(doc).to_target()
-    return dataclasses.replace(t, hints={"os": "linux"}) if linux else t
+    return dataclasses.replace(t, facts=KernelFacts(os="linux")) if linux else t
 
 
 def test_findings_of_one_cause_in_one_region_become_one() -> None:
@@ -109,7 +110,7 @@ def test_far_apart_ranges_of_one_region_group_and_other_regions_stay_apart() -> 
             m(VMALLOC + 0x10000, 0x2101000, 1, "WRITABLE", "NO_EXECUTE"),
         ],
     }
-    t = dataclasses.replace(build_machine(doc).to_target(), hints={"os": "linux"})
+    t = dataclasses.replace(build_machine(doc).to_target(), facts=KernelFacts(os="linux"))
     found = run_audit(t, AuditOptions(), ALIAS_WX).findings
     assert [(f.vaddr, f.end, len(f.ranges)) for f in found] == [(0x401000, 0x7F0000002000, 2)]
     same = [

@@ -266,7 +266,7 @@ def test_demo_scenario() -> None:
     from gdbext_sim.scenario import load_scenario
 
     mc = load_scenario(ROOT / "fixtures/scenarios/demo.json")
-    (f,) = audit(mc, HeapOptions()).findings  # the BootInfo from the scenario's hints
+    (f,) = audit(mc, HeapOptions()).findings  # the BootInfo from the scenario's facts
     assert (f.severity, f.vaddr, f.paddr, f.paddr_end, f.pages) == (
         Severity.MEDIUM, ESPFIX, 0x2000000, 0x2001000, 128,
     )  # fmt: skip
@@ -300,7 +300,7 @@ def test_real_dumps(name: str, kernel_dump: Any) -> None:
     target = open_dump(str(kernel_dump(name)))
     root = RootOptions(kernel=True)
     result = audit(target, HeapOptions(memmap="e820"), root)
-    root_table, levels = target.hints["kernel_root"], target.hints["kernel_levels"]
+    root_table, levels = target.facts.kernel_root, target.facts.kernel_levels
     assert isinstance(root_table, int) and isinstance(levels, int)
     pt = X86PageTable(target.mapper, root_table, levels)
     offset = find_direct_map_base(pt)

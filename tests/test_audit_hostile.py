@@ -24,6 +24,7 @@ from gdbext.audit.context import ALIAS_SPANS, AuditContext, LeafSpan
 from gdbext.audit.engine import AuditOptions, run_audit
 from gdbext.audit.frames import overlap_pairs
 from gdbext.audit.model import Severity
+from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules import alias_wx
 from gdbext.audit.rules.heap_contract import heap_pieces
 from gdbext.cpu import CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, EFER_NXE, CpuState
@@ -45,7 +46,7 @@ from gdbext.x86.paging import LeafRun
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine, load_scenario
 
-RULES = Host.create().audit_rules()
+RULES = audit_rules(Host.create())
 
 #: The first PDPT entry of the bombs (its PD and PT are linked again everywhere).
 BASE = 0x4000_0000

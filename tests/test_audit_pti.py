@@ -356,9 +356,9 @@ def test_real_dumps_pti_as_the_kernel_says(kernel_dump: DumpFactory, name: str) 
     and from VMCOREINFO's ``init_top_pgt``, each in both forms."""
     target = open_dump(str(kernel_dump(name)))
     cr3 = registers(name)["CR3"] & ~0xFFF
-    kernel_root = target.hints["kernel_root"]
+    kernel_root = target.facts.kernel_root
     assert isinstance(kernel_root, int)
-    levels = target.hints["kernel_levels"]
+    levels = target.facts.kernel_levels
     assert isinstance(levels, int)
     enabled = pti_enabled_by_the_kernel(name)
     assert enabled == (name == "kaslr-pti")

@@ -610,10 +610,10 @@ KERNEL_ROOTS = (RootOptions(), RootOptions(kernel=True))
 
 
 def hint(target: Target, name: str) -> int:
-    """An integer hint of a dump (0 when absent)."""
-    value = target.hints.get(name, 0)
-    assert isinstance(value, int)
-    return value
+    """An integer fact of a dump (0 when absent)."""
+    value = getattr(target.facts, name)
+    assert value is None or isinstance(value, int)
+    return value or 0
 
 
 def _next(mapper: Any, table: int, index: int) -> int:

@@ -23,6 +23,7 @@ from gdbext.addr import AddrRange
 from gdbext.audit.context import AuditContext, LeafSpan
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import Severity
+from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules.wx import verdict_line
 from gdbext.cpu import (
     CR0_PG,
@@ -47,13 +48,14 @@ from gdbext.flags import (
 from gdbext.frontend.commands import RootOptions
 from gdbext.geometry import entry_span
 from gdbext.mapper import read_u64, write_u64
+from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import SIZE_2M, SIZE_4K, LeafRun, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import build_machine
 
-RULES = Host.create().audit_rules()
+RULES = audit_rules(Host.create())
 PASSED = "x86/mm: Checked W+X mappings: passed, no W+X pages found."
 CHECKING_USER = "x86/mm: Checking user space page tables"
 #: Linux's guard hole with 4-level paging: 16 PML4 entries from the start of the kernel half.
@@ -454,7 +456,9 @@ def two_roots() -> tuple[Target, int, int]:
     cpu = CpuState(cr0=CR0_PG | CR0_WP, cr3=process_root, cr4=CR4_PAE, efer=EFER_NXE | EFER_LMA)
     target = Target("sim", "two roots", memory, [cpu], ram=memory.ram_ranges)
     return (
-        dataclasses.replace(target, hints={"kernel_root": kernel_root}),
+        dataclasses.replace(
+            target, facts=KernelFacts(vmcoreinfo_source=VmcoreFacts({}, kernel_root=kernel_root))
+        ),
         kernel_root,
         process_root,
     )

@@ -41,6 +41,7 @@ from gdbext.addr import AddrRange
 from gdbext.audit.context import LeafSpan
 from gdbext.audit.engine import AuditOptions, AuditResult, run_audit
 from gdbext.audit.model import AuditRule, Finding, Severity
+from gdbext.audit.registry import audit_rules
 from gdbext.audit.rules.pti import RULES as PTI_RULES
 from gdbext.audit.rules.pti import Cover, pti_regions
 from gdbext.audit.rules.reserved_bits import PCD, PWT, outside
@@ -93,7 +94,7 @@ def scenario(name: str) -> Target:
 
 
 def test_the_rules_are_built_in() -> None:
-    rules = Host.create().audit_rules()
+    rules = audit_rules(Host.create())
     for rule in (USER_KERNEL, PTI, RESERVED):
         assert rules[rule.id] is rule
     assert (USER_KERNEL.severity, PTI.severity, RESERVED.severity) == (H, H, H)

@@ -343,7 +343,7 @@ def test_default_cpu_is_the_targets_selected_one() -> None:
     other = CpuState(cr0=cpu0.cr0, cr3=cpu0.cr3 + 0x1000, cr4=cpu0.cr4, efer=cpu0.efer)
     two = dataclasses.replace(target, cpus=[cpu0, other])
     assert commands.cpu_index(two, commands.RootOptions()) == 0
-    selected = dataclasses.replace(two, hints={**two.hints, "selected_cpu": 1})
+    selected = dataclasses.replace(two, facts=dataclasses.replace(two.facts, selected_cpu=1))
     assert commands.cpu_index(selected, commands.RootOptions()) == 1
     assert commands.cpu_index(selected, commands.RootOptions(cpu=0)) == 0
     # open_page_table follows it (the root is only read when walking).

@@ -67,7 +67,7 @@ def exercise(path: str, format_in: str | None = None) -> None:
     target = open_dump(path, format_in)
     try:
         list(text.render_info(commands.info(target)))
-        dict(target.hints)
+        target.facts.vmcoreinfo  # noqa: B018 (found on first use: must not fail)
         root = commands.RootOptions()
         if target.cpus[0].cr3 is None:
             root = commands.RootOptions(cr3=0x1000)

@@ -221,11 +221,12 @@ def test_qemu_core_two_cpus_own_cr3_filesz_and_vaddr(tmp_path: Path) -> None:
         t0 = commands.open_page_table(target, commands.RootOptions(cpu=0)).translate(0x400123)
         t1 = commands.open_page_table(target, commands.RootOptions(cpu=1)).translate(0x400123)
         assert (t0.paddr, t1.paddr) == (0x9123, 0xA123)
-        assert target.hints["kernel_root"] == 0x5000
-        assert target.hints["kernel_levels"] == 4
-        assert target.hints["kernel_offset"] == 0x200000
-        vmci = target.hints["vmcoreinfo"]
-        assert isinstance(vmci, dict) and vmci["OSRELEASE"] == "6.1.0-57-amd64"
+        assert target.facts.kernel_root == 0x5000
+        assert target.facts.kernel_levels == 4
+        assert target.facts.kernel_offset == 0x200000
+        assert target.facts.vmcoreinfo is not None
+        vmci = target.facts.vmcoreinfo.entries
+        assert vmci["OSRELEASE"] == "6.1.0-57-amd64"
         d = target.details
         assert d["format"] == "ELF64 core (EM_X86_64, QEMU dump-guest-memory)"
         assert d["CPUs"] == "2"
@@ -334,12 +335,12 @@ def test_vmcore_style_la57_and_no_vmcoreinfo(tmp_path: Path) -> None:
     target = open_dump(elf.write(tmp_path / "la57.vmcore"))
     assert list(target.cpus) == [CpuState(cr3=0x5000, cr4=CR4_LA57)]
     assert target.cpus[0].levels == 5
-    assert target.hints["kernel_levels"] == 5
+    assert target.facts.kernel_levels == 5
     elf = Elf(notes=prstatus_note(1), loads=[Load(0, bytes(0x10000))])
     target = open_dump(elf.write(tmp_path / "bare.vmcore"))
     assert list(target.cpus) == [CpuState()]
     assert "give --cr3" in target.details["CPU state"]
-    assert "kernel_root" not in target.hints
+    assert target.facts.kernel_root is None
     with pytest.raises(InputError, match=r"CR3 is unknown.*--cr3 ADDR"):
         commands.walk(target)
 
@@ -350,10 +351,10 @@ def test_vmcoreinfo_found_in_ram_lazily(tmp_path: Path) -> None:
     mem[0x30010 : 0x30010 + len(VMCOREINFO) + 1] = VMCOREINFO + b"\0"
     elf = Elf(notes=qemu_note(0x80050033, 0x1000, 0x6F0), loads=[Load(0, bytes(mem))])
     target = open_dump(elf.write(tmp_path / "nonote.core"))
-    hints = target.hints
-    assert hints["kernel_root"] == 0x5000
+    facts = target.facts
+    assert facts.kernel_root == 0x5000
     assert target.details["VMCOREINFO"].startswith("found in RAM at 0x30010")
-    assert "memmap" not in hints
+    assert facts.memmap is None
 
 
 @pytest.mark.parametrize(

@@ -103,18 +103,18 @@ def test_cpu_state_from_qemu_notes(name: str, kernel_dump: DumpFactory) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_vmcoreinfo_hints(name: str, kernel_dump: DumpFactory) -> None:
+def test_vmcoreinfo_facts(name: str, kernel_dump: DumpFactory) -> None:
     dump = kernel_dump(name)
     target = open_dump(str(dump))
-    assert target.hints["kernel_root"] == kernel_root(dump)
-    assert target.hints["kernel_levels"] == (5 if name == "la57" else 4)
+    assert target.facts.kernel_root == kernel_root(dump)
+    assert target.facts.kernel_levels == (5 if name == "la57" else 4)
     serial = (KERNELS / f"{name}.serial.log").read_text()
     release = re.search(r"Linux version (\S+)", serial)
     assert release is not None
-    vmcoreinfo = target.hints["vmcoreinfo"]
-    assert isinstance(vmcoreinfo, dict)
+    assert target.facts.vmcoreinfo is not None
+    vmcoreinfo = target.facts.vmcoreinfo.entries
     assert vmcoreinfo["OSRELEASE"] == release.group(1)
-    offset = target.hints["kernel_offset"]
+    offset = target.facts.kernel_offset
     assert (offset != 0) == (name == "kaslr-pti")
 
 

@@ -57,7 +57,7 @@ def test_lime_with_vmcoreinfo_in_ram(tmp_path: Path) -> None:
     path.write_bytes(lime([(0, bytes(0x3000)), (0x5000, page)]))
     target = open_dump(str(path))
     assert list(target.cpus) == [CpuState(cr3=0x2A10000, cr4=CR4_LA57)]
-    assert target.hints["kernel_root"] == 0x2A10000
+    assert target.facts.kernel_root == 0x2A10000
     assert target.details["VMCOREINFO"].startswith("found in RAM at 0x5000")
 
 

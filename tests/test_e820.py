@@ -32,6 +32,7 @@ from gdbext.linux.e820 import (
     read_boot_params,
     scan_boot_params,
 )
+from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.host import Host
 from gdbext.plugin.target import BackendInfo, Target
@@ -282,27 +283,33 @@ def test_heap_e820_at_and_explicit_offset() -> None:
 
 
 def test_heap_e820_without_the_kernel_mapping_takes_the_highest_copy() -> None:
-    def build(hints: dict[str, object]) -> Callable[[], Target]:
+    def build(facts: KernelFacts) -> Callable[[], Target]:
         def make() -> Target:
             m = linux_like()
             m.memory.write(0x3000000, boot_params(LOW_E820))  # the highest copy
             target = m.to_target()
-            target.hints = hints
+            target.facts = facts
             return target
 
         return make
 
     # A root with nothing mapped (the frame at 0 is all zeros): no kernel image to go by.
-    status, out = heap_cli(build({}), "--memmap", "e820", "--phys-offset", "0", "--cr3", "0")
+    status, out = heap_cli(
+        build(KernelFacts()), "--memmap", "e820", "--phys-offset", "0", "--cr3", "0"
+    )
     assert status == 0 and "boot_params at 0x3000000 (the highest of 3 found)" in out
     assert out.startswith("heap: 0x0000000000100000-0x0000000000200000 ")
     # A kernel-root hint outside RAM: the same.
     status, out = heap_cli(
-        build({"kernel_root": 0xDEAD000}), "--memmap", "e820", "--phys-offset", "0"
+        build(KernelFacts(vmcoreinfo_source=VmcoreFacts({}, kernel_root=0xDEAD000))),
+        "--memmap",
+        "e820",
+        "--phys-offset",
+        "0",
     )
     assert status == 0 and "boot_params at 0x3000000 (the highest of 3 found)" in out
     # CPU 0's tables map the kernel image over the kernel's copy.
-    status, out = heap_cli(build({}), "--memmap", "e820", "--phys-offset", "0")
+    status, out = heap_cli(build(KernelFacts()), "--memmap", "e820", "--phys-offset", "0")
     assert status == 0 and f"at 0x{KERNEL_COPY:x} (the kernel's copy, in its image)" in out
 
 
@@ -392,8 +399,6 @@ def test_real_kernel_e820_and_direct_map(name: str, kernel_dump: Callable[[str],
         assert [(r.start, r.end, r.kind) for r in result.regions] == serial_e820(name)
         base = direct_map_from_gva2gpa(name)
         assert result.physical_memory_offset == base
-        usable = max(
-            (r for r in serial_e820(name) if r[2] == "Usable"), key=lambda r: r[1] - r[0]
-        )
+        usable = max((r for r in serial_e820(name) if r[2] == "Usable"), key=lambda r: r[1] - r[0])
         assert (result.range.start, result.range.end) == (base + usable[0], base + usable[1])
         assert "the kernel's copy" in result.source and "offset: auto" in result.source

@@ -812,7 +812,7 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
 
 
 def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> None:
-    """As on the command line (issue 11, point 5): a translation that fails with exit status 2
+    """As on the command line : a translation that fails with exit status 2
     is the command's error, not output; --user-pgd on a root with no PTI pair warns on stderr,
     after which the output is the command line's."""
     dump = str(kernel_dump("4level"))

@@ -416,7 +416,7 @@ target = open_target()
 cpu = target.cpu(0)
 result({"cpus": len(target.cpus), "cpu": [cpu.cr0, cpu.cr3, cpu.cr4, cpu.efer],
         "levels": cpu.levels, "info": monitor("info registers"),
-        "selected": target.hints["selected_cpu"]})
+        "selected": target.facts.selected_cpu})
 """
     try:
         (out,) = run_gdb(guest.gdb_port, body, tmp_path)
@@ -551,7 +551,7 @@ target = open_target()
 gdb.execute("thread 2", to_string=True)
 target = open_target()
 cpus = [[c.cr0, c.cr3, c.cr4, c.efer] for c in target.cpus]
-out = {"cpus": cpus, "selected_cpu": target.hints["selected_cpu"],
+out = {"cpus": cpus, "selected_cpu": target.facts.selected_cpu,
        "thread_after": gdb.selected_thread().num}
 infos = []
 for n in range(len(cpus)):

@@ -541,7 +541,7 @@ def test_direct_map_for_stubs_with_neither(sim: Target) -> None:
         opened(stub)
     target = opened(stub, direct_map=hex(DIRECT_MAP))
     assert target.read_path == f"direct map at 0x{DIRECT_MAP:x}"
-    assert target.hints["direct_map_base"] == DIRECT_MAP
+    assert target.facts.direct_map_base == DIRECT_MAP
     assert list(walk(target).runs()) == list(walk(sim).runs())
     assert {addr >= DIRECT_MAP for addr, _, _ in stub.reads} == {True}
     stub.symbols["page_offset_base"] = DIRECT_MAP
@@ -596,7 +596,7 @@ def test_cpus_are_the_threads_read_lazily_and_kept_for_the_stop(sim: Target) -> 
 
     stub.registers = counting  # type: ignore[method-assign]
     state, target = opened_state(stub)
-    assert len(target.cpus) == 3 and target.hints["selected_cpu"] == 1
+    assert len(target.cpus) == 3 and target.facts.selected_cpu == 1
     assert calls == []
     assert list(target.cpus) == cpus
     assert target.cpu(2) == cpus[2] and calls == [1, 2, 3]
@@ -639,8 +639,8 @@ def test_the_kernels_symbols_make_it_linux_for_the_labels(sim: Target) -> None:
     from gdbext.linux.layout import labels_wanted
 
     plain = opened(stub_for(sim))
-    assert "os" not in plain.hints and not labels_wanted("auto", plain.hints)
+    assert plain.facts.os is None and not labels_wanted("auto", plain.facts)
     stub = stub_for(sim)
     stub.symbols["linux_banner"] = 0
     linux = opened(stub)
-    assert linux.hints["os"] == "linux" and labels_wanted("auto", linux.hints)
+    assert linux.facts.os == "linux" and labels_wanted("auto", linux.facts)

@@ -10,6 +10,7 @@ addresses ``/proc/kallsyms`` printed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -29,6 +30,7 @@ from gdbext.linux.layout import (
     linux_layout,
 )
 from gdbext.mapper import read_u64
+from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.host import Host
 from gdbext_sim.scenario import build_machine
 
@@ -216,12 +218,13 @@ def test_marker_cursor() -> None:
 
 
 def test_labels_wanted() -> None:
-    assert labels_wanted("linux", {})
-    assert not labels_wanted("none", {"vmcoreinfo": {"OSRELEASE": "6.1"}})
-    assert labels_wanted("auto", {"vmcoreinfo": {"OSRELEASE": "6.1"}})
-    assert labels_wanted("auto", {"os": "linux"})  # e.g. GDB with the kernel's symbols
-    assert not labels_wanted("auto", {"os": "other"})
-    assert not labels_wanted("auto", {})
+    dump = KernelFacts(vmcoreinfo_source=VmcoreFacts({"OSRELEASE": "6.1"}))
+    assert labels_wanted("linux", KernelFacts())
+    assert not labels_wanted("none", dump)
+    assert labels_wanted("auto", dump)
+    assert labels_wanted("auto", KernelFacts(os="linux"))  # e.g. GDB with the kernel's symbols
+    assert not labels_wanted("auto", KernelFacts(os="other"))
+    assert not labels_wanted("auto", KernelFacts())
 
 
 # --- bases found in tables ------------------------------------------------------------------
@@ -246,7 +249,7 @@ KASLR_SIM: dict[str, Any] = {
 
 def test_bases_found_in_tables() -> None:
     machine = build_machine(KASLR_SIM)
-    lay = detect_layout(machine.page_table, {})
+    lay = detect_layout(machine.page_table, KernelFacts())
     b = lay.bases
     assert b["page_offset_base"] == Base(
         0xFFFF8D1480000000, "page tables", "lowest 1 GiB boundary mapping physical 0"
@@ -284,18 +287,18 @@ def test_vmcoreinfo_bases() -> None:
         "KERNELOFFSET": "26a00000",
         "NUMBER(KERNEL_IMAGE_SIZE)": "1073741824",
     }
-    lay = detect_layout(machine.page_table, {"vmcoreinfo": vmci})
+    lay = detect_layout(machine.page_table, KernelFacts(vmcoreinfo_source=VmcoreFacts(vmci)))
     b = lay.bases
     assert b["vmemmap_base"] == Base(0xFFFFF8C000000000, "VMCOREINFO", "mem_section")
     assert b["kernel_image"] == Base(0xFFFFFFFFA7A00000, "VMCOREINFO", "SYMBOL(_stext)")
     assert b["modules"].value == 0xFFFFFFFFC0000000 and b["modules"].source == "VMCOREINFO"
     # Without _stext, KERNELOFFSET places the image.
     del vmci["SYMBOL(_stext)"]
-    lay = detect_layout(machine.page_table, {"vmcoreinfo": vmci})
+    lay = detect_layout(machine.page_table, KernelFacts(vmcoreinfo_source=VmcoreFacts(vmci)))
     assert lay.bases["kernel_image"].value == 0xFFFFFFFFA7A00000
     assert lay.bases["kernel_image"].source == "VMCOREINFO"
     # Hints from the backend win; one that breaks the order is dropped for the default.
-    lay = detect_layout(machine.page_table, {"vmalloc_base": 0xFFFF8D1480000000})
+    lay = detect_layout(machine.page_table, KernelFacts(vmalloc_base=0xFFFF8D1480000000))
     assert lay.bases["vmalloc_base"].assumed
     assert lay.bases["page_offset_base"].value == 0xFFFF8D1480000000
 
@@ -304,7 +307,7 @@ def test_no_linux_here() -> None:
     # The demo's direct map is not at a Linux base: everything found is checked, defaults stay.
     doc = {"levels": 4, "mappings": [{"vaddr": "0xffff800000000000", "paddr": "0x0",
                                       "size": "2M", "flags": ["WRITABLE"]}]}  # fmt: skip
-    lay = detect_layout(build_machine(doc).page_table, {})
+    lay = detect_layout(build_machine(doc).page_table, KernelFacts())
     assert all(lay.bases[k].assumed for k in ("page_offset_base", "vmalloc_base"))
 
 
@@ -409,7 +412,7 @@ def test_real_kernel_bases(kernel_dump: Any, name: str) -> None:
     target = open_dump(str(kernel_dump(name)))
     try:
         result = commands.walk(target, commands.WalkOptions(commands.RootOptions(kernel=True)))
-        lay = detect_layout(result.page_table, result.hints)
+        lay = detect_layout(result.page_table, result.facts)
     finally:
         if target.close is not None:
             target.close()
@@ -424,8 +427,8 @@ def test_real_kernel_bases(kernel_dump: Any, name: str) -> None:
         # CONFIG_RANDOMIZE_MEMORY_PHYSICAL_PADDING (10 TB on Debian), vmalloc's 32 TB.
         assert all(v % (1 << 30) == 0 for v in found)
         assert found[1] >= found[0] + 11 * T and found[2] >= found[1] + 32 * T
-    vmci = target.hints["vmcoreinfo"]
-    assert isinstance(vmci, dict)
+    assert target.facts.vmcoreinfo is not None
+    vmci = target.facts.vmcoreinfo.entries
     assert b["kernel_image"] == Base(int(vmci["SYMBOL(_stext)"], 16), "VMCOREINFO",
                                      "SYMBOL(_stext)")  # fmt: skip
     assert b["kernel_image"].value == 0xFFFFFFFF81000000 + int(vmci["KERNELOFFSET"], 16)
@@ -445,18 +448,18 @@ def test_real_kernel_bases_without_vmcoreinfo(kernel_dump: Any, name: str, user_
         pytest.skip("no PTI")
     target = open_dump(str(kernel_dump(name)))
     try:
-        vmci = target.hints["vmcoreinfo"]
-        assert isinstance(vmci, dict)
+        assert target.facts.vmcoreinfo is not None
+        vmci = target.facts.vmcoreinfo.entries
         kernel = commands.walk(target, commands.WalkOptions(commands.RootOptions(kernel=True)))
-        with_hints = detect_layout(kernel.page_table, target.hints).bases
-        live = dataclasses.replace(target, hints={})
+        with_facts = detect_layout(kernel.page_table, target.facts).bases
+        live = dataclasses.replace(target, facts=KernelFacts())
         result = commands.walk(live, commands.WalkOptions(commands.RootOptions(user_pgd=user_pgd)))
-        bases = detect_layout(result.page_table, result.hints).bases
+        bases = detect_layout(result.page_table, result.facts).bases
     finally:
         if target.close is not None:
             target.close()
     for key in ("page_offset_base", "vmalloc_base", "vmemmap_base"):
-        assert bases[key].value == with_hints[key].value, key
+        assert bases[key].value == with_facts[key].value, key
         assert not bases[key].assumed, key
     assert bases["kernel_image"].value == int(vmci["SYMBOL(_stext)"], 16)
     assert bases["kernel_image"].source == "page tables"
@@ -520,12 +523,14 @@ def test_fresh_kaslr_bases_are_the_kernels(cpu: str, tmp_path: Path) -> None:
             name: read_u64(pt.mapper, pt.translate(symbols[name]).paddr)
             for name in ("page_offset_base", "vmalloc_base", "vmemmap_base")
         }
-        hints = dict(result.hints)
-        lay = detect_layout(pt, hints)
+        facts = result.facts
+        lay = detect_layout(pt, facts)
         # And without mem_section: vmemmap from the tables alone.
-        vmci = dict(hints["vmcoreinfo"])  # type: ignore[call-overload]
+        assert facts.vmcoreinfo is not None
+        vmci = dict(facts.vmcoreinfo.entries)
         del vmci["SYMBOL(mem_section)"]
-        bare = detect_layout(pt, {**hints, "vmcoreinfo": vmci})
+        info = dataclasses.replace(facts.vmcoreinfo, entries=vmci)
+        bare = detect_layout(pt, dataclasses.replace(facts, vmcoreinfo_source=info))
     finally:
         if target.close is not None:
             target.close()

@@ -444,7 +444,7 @@ def test_colour_follows_use_color(kernel_dump: Callable[[str], Path]) -> None:
 
 
 def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> None:
-    """As in GDB and on the command line (issue 11, point 5): a translation that fails with
+    """As in GDB and on the command line : a translation that fails with
     exit status 2 is the command's error and prints nothing; the --user-pgd warning for a root
     with no PTI pair goes to LLDB's error stream, and the output is the command line's."""
     dump = str(kernel_dump("4level"))

@@ -1,5 +1,5 @@
 """Messages a person can act on: exit-2 errors on stderr, walks shown up to where they stopped,
-options named in their errors (issue 11, points 5 and 8).
+options named in their errors.
 
 Dumps are written here from hand-built tables; expected entries are read back from the
 simulated memory by the test itself, never taken from the engine's output.
@@ -225,7 +225,7 @@ def test_absurd_max_physmem_bits_is_ignored_with_a_warning(
     capsys: pytest.CaptureFixture[str],
     value: bytes,
 ) -> None:
-    """Repro of issue 11: NUMBER(MAX_PHYSMEM_BITS)=-1 made the labelled walk die (MemoryError);
+    """With NUMBER(MAX_PHYSMEM_BITS)=-1 a labelled walk once died (MemoryError);
     8805336009 took 9 s and 2.3 GB. Now the value is ignored, said so, and the walk is the same
     as on the clean dump."""
     clean = kernel_dump("4level")

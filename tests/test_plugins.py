@@ -86,7 +86,7 @@ def test_block_list_removes_a_backend(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_output_formats_come_from_the_builtin_plugin() -> None:
     host = Host.create()
     assert set(host.output_formats("walk")) == {"text", "json", "qemu-tlb", "ptdump"}
-    host_without = Host(make_plugin_manager(block=["gdbext.render.builtin"]))
+    host_without = Host(make_plugin_manager(block=["render"]))
     assert host_without.output_formats("walk") == {}
 
 

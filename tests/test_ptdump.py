@@ -23,6 +23,7 @@ from gdbext.errors import UsageError
 from gdbext.frontend import commands
 from gdbext.linux.layout import Layout, detect_layout
 from gdbext.mapper import PhysMapper, read_table
+from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.host import Host
 from gdbext.render.ptdump import prot_flags, ptdump_line, render_walk, size_field
 from gdbext_sim.scenario import build_machine
@@ -372,7 +373,7 @@ def reference_ptdump(mapper: PhysMapper, root: int, levels: int, layout: Layout)
 def _ours_and_reference(target: Any, **opts: Any) -> tuple[list[str], list[str]]:
     result = commands.walk(target, commands.WalkOptions(max_leaves=None, **opts))
     ours = list(render_walk(result))
-    layout = detect_layout(result.page_table, result.hints)
+    layout = detect_layout(result.page_table, result.facts)
     pt = result.page_table
     return ours, reference_ptdump(pt.mapper, pt.root, pt.levels, layout)
 
@@ -442,7 +443,7 @@ def test_espfix_aliases_fast_and_capped(tmp_path: Path) -> None:
     assert elapsed < 1.0, f"{elapsed:.3f} s"
     # The plain model walks every alias: same lines.
     assert lines == reference_ptdump(
-        machine.memory, machine.page_table.root, 4, detect_layout(machine.page_table, {})
+        machine.memory, machine.page_table.root, 4, detect_layout(machine.page_table, KernelFacts())
     )
 
 

@@ -96,7 +96,7 @@ def test_live_vmcoreinfo_is_kept_per_stop_and_checked_at_the_next(
         f"found in RAM at 0x{DATA_PAGE:x} ({len(TEXT)} bytes), through the kernel image's "
         f"pointer at 0x{POINTERS + 16:x}"
     )
-    assert live.hints(cpu)["kernel_root"] == 0x2A10000
+    assert live.facts(cpu).kernel_root == 0x2A10000  # type: ignore[union-attr]
     reads.clear()
     assert live.get(cpu) is info and not reads  # the same stop: nothing read
     live.invalidate()  # the next stop: the pointer and the text, read again

@@ -2,7 +2,7 @@
 
 The format comes from the file's magic (:mod:`gdbext_dump.detect`) unless ``format_in`` says.
 Each reader gives physical memory (a read-only mapper with ``is_captured``) and, where the
-format carries them, notes; this module turns notes into CPU state, details and hints:
+format carries them, notes; this module turns notes into CPU state, details and kernel facts:
 
 - **CPU state.** From the ``QEMU`` notes when there are any (CR0, CR3, CR4 per CPU; EFER is not
   in QEMU's format, so it is unknown and NX is assumed enabled). Otherwise (``/proc/vmcore``,
@@ -11,10 +11,10 @@ format carries them, notes; this module turns notes into CPU state, details and 
   other CR4 bits are unknown (``None``). Without either, CR3 is unknown and ``--cr3`` is needed.
 - **VMCOREINFO.** From the note (ELF, kdump). Without a note it is searched for in RAM
   (:func:`gdbext.linux.vmcoreinfo.find_vmcoreinfo`, at most 4 GiB scanned): at open time when CPU
-  state depends on it, else on first use of a VMCOREINFO hint or detail (so a walk of a QEMU
+  state depends on it, else on first use of a VMCOREINFO fact or detail (so a walk of a QEMU
   dump without the note does not pay for the scan).
-- **Hints** (``Target.hints``): ``kernel_root``, ``kernel_levels``, ``kernel_offset``,
-  ``vmcoreinfo`` (key -> raw value text).
+- **Facts** (``Target.facts``): the VMCOREINFO's entries (key -> raw value text),
+  ``kernel_root``, ``kernel_levels``, ``kernel_offset``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
 from gdbext.linux.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
-    VMCOREINFO_HINTS,
     VmcoreInfo,
     find_vmcoreinfo,
-    hints_from_vmcoreinfo,
     kernel_root,
     parse_vmcoreinfo,
+    vmcore_facts,
 )
 from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.plugin.facts import KernelFacts, VmcoreFacts
 from gdbext.plugin.target import Detail, LazyMapping, Target
 from gdbext_dump.detect import detect_format
 from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
@@ -72,7 +72,7 @@ class _KdumpLike(Protocol):
 
 @dataclass
 class _Opened:
-    """One reader's output, before CPU state and hints are derived."""
+    """One reader's output, before CPU state and facts are derived."""
 
     format: str
     read_path: str
@@ -243,7 +243,7 @@ def _note_summary(notes: DumpNotes) -> str:
     return ", ".join(parts) or "none"
 
 
-# --- VMCOREINFO, CPU state, hints -------------------------------------------------------------
+# --- VMCOREINFO, CPU state, facts -------------------------------------------------------------
 
 
 class _VmcoreinfoSource:
@@ -282,9 +282,10 @@ class _VmcoreinfoSource:
                 self.origin = "none (no note; not found in RAM)"
         return self._info
 
-    def hints(self) -> dict[str, object]:
+    def facts(self) -> VmcoreFacts | None:
+        """What the VMCOREINFO says, for :attr:`Target.facts`."""
         info = self.get()
-        return {} if info is None else hints_from_vmcoreinfo(info)
+        return None if info is None else vmcore_facts(info)
 
     def notices(self) -> list[str]:
         """The VMCOREINFO values that were ignored (out of range), once, and only when the
@@ -371,13 +372,13 @@ def _target(path: str, opened: _Opened) -> Target:
     details |= _register_details(notes, len(cpus))
     if notes.warnings:
         details["note warnings"] = "; ".join(notes.warnings[:3])
-    hints: Mapping[str, object]
     all_details: Mapping[str, str]
+    facts: KernelFacts
     if source.resolved:
-        hints = source.hints()
+        facts = KernelFacts(vmcoreinfo_source=source.facts())
         all_details = details | source.details()
     else:
-        hints = LazyMapping({}, source.hints, VMCOREINFO_HINTS)
+        facts = KernelFacts(vmcoreinfo_source=source.facts)
         all_details = LazyMapping(details, source.details)
     return Target(
         backend="core",
@@ -387,7 +388,7 @@ def _target(path: str, opened: _Opened) -> Target:
         ram=opened.ram,
         read_path=opened.read_path,
         details=all_details,
-        hints=hints,
+        facts=facts,
         close=opened.close,
         notices=source.notices,
     )

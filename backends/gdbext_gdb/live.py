@@ -17,7 +17,7 @@ backend the messages and ``info`` name.
 - :meth:`LiveState.open` makes the :class:`~gdbext.plugin.target.Target` a front end asks for once
 per
   command; it is cheap after the first call (probes and pages are kept per connection). Its
-  VMCOREINFO hints (``kernel_root``...) and details are resolved on first use, per stop
+  VMCOREINFO facts (``kernel_root``...) and details are resolved on first use, per stop
   (:mod:`gdbext_gdb.livekernel`).
 """
 
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, overload
 
 from gdbext.cpu import CpuState
 from gdbext.errors import PhysMemoryError, ReadOnlyError, UsageError
+from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Detail, LazyMapping, OpenRequest, Target
 from gdbext.units import parse_int, shown
 from gdbext_gdb.link import GdbLink, LiveTargetError, TargetLostError, TargetMemoryError
@@ -436,25 +437,24 @@ class LiveState:
             else "none (no threads)",
             len(threads),
         )
-        hints: dict[str, object] = {}
         if self._is_linux is None:
             # With the kernel's symbols loaded, say so: Linux region labels then come on by
             # themselves (--labels auto), as they do for a dump with a VMCOREINFO.
             self._is_linux = self.link.symbol_address(LINUX_SYMBOL) is not None
-        if self._is_linux:
-            hints["os"] = "linux"
-        if selected in threads:
-            hints["selected_cpu"] = threads.index(selected)
-        if isinstance(reader, DirectMapReader):
-            hints["direct_map_base"] = reader.base
-        from gdbext.linux.vmcoreinfo import VMCOREINFO_HINTS
-
         cpus = LiveCpus(self, threads)
-        index = hints.get("selected_cpu", 0)
+        index = threads.index(selected) if selected in threads else None
         vmcoreinfo = self.vmcoreinfo
 
         def cpu() -> CpuState:  # read when VMCOREINFO is first needed, not at every open
-            return cpus[index] if isinstance(index, int) and index < len(cpus) else CpuState()
+            at = index or 0
+            return cpus[at] if at < len(cpus) else CpuState()
+
+        facts = KernelFacts(
+            os="linux" if self._is_linux else None,
+            selected_cpu=index,
+            direct_map_base=reader.base if isinstance(reader, DirectMapReader) else None,
+            vmcoreinfo_source=lambda: vmcoreinfo.facts(cpu()),
+        )
         return Target(
             backend=self.naming.backend,
             description=self.description,
@@ -463,7 +463,7 @@ class LiveState:
             ram=None if ram is None else list(ram.ranges),
             read_path=reader.name,
             details=LazyMapping(details, lambda: vmcoreinfo.details(cpu())),
-            hints=LazyMapping(hints, lambda: vmcoreinfo.hints(cpu()), VMCOREINFO_HINTS),
+            facts=facts,
             command_scope=self.bracket.scope,
         )
 

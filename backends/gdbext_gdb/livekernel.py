@@ -27,11 +27,12 @@ from gdbext.linux.vmcoreinfo import (
     PointerHit,
     VmcoreInfo,
     find_vmcoreinfo_by_pointer,
-    hints_from_vmcoreinfo,
     kernel_root,
     parse_vmcoreinfo,
+    vmcore_facts,
 )
 from gdbext.mapper import PhysMapper
+from gdbext.plugin.facts import VmcoreFacts
 from gdbext.x86.paging import X86PageTable
 from gdbext_gdb.link import TargetLostError
 
@@ -68,9 +69,10 @@ class LiveVmcoreinfo:
             self._resolved = True
         return self._info
 
-    def hints(self, cpu: CpuState) -> dict[str, object]:
+    def facts(self, cpu: CpuState) -> VmcoreFacts | None:
+        """What the VMCOREINFO at this stop says, for :attr:`Target.facts`."""
         info = self.get(cpu)
-        return {} if info is None else hints_from_vmcoreinfo(info)
+        return None if info is None else vmcore_facts(info)
 
     def details(self, cpu: CpuState) -> dict[str, str]:
         info = self.get(cpu)

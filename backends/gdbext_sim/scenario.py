@@ -41,6 +41,7 @@ from gdbext.geometry import LEAF_LEVEL_OF_SIZE, entry_span, index_shift
 from gdbext.heap import MemoryRegion
 from gdbext.jsonfile import load_json_file
 from gdbext.mapper import read_u64, write_u64
+from gdbext.plugin.facts import BootInfoFacts, KernelFacts
 from gdbext.plugin.target import Detail, Target
 from gdbext.units import format_size, parse_int, parse_size, shown
 from gdbext.x86.paging import X86PageTable
@@ -74,14 +75,17 @@ class SimMachine:
 
     def to_target(self) -> Target:
         """The machine as a :class:`~gdbext.plugin.target.Target` for the command layer."""
-        hints: dict[str, object] = {}
+        facts = KernelFacts()
         if self.bootinfo:
-            hints = {
-                "memmap": "bootinfo",
-                "bootinfo_at": self.bootinfo["at"],
-                "bootinfo_version": self.bootinfo["version"],
-                "bootinfo_features": self.bootinfo.get("features"),
-            }
+            features = self.bootinfo.get("features")
+            facts = KernelFacts(
+                memmap="bootinfo",
+                bootinfo=BootInfoFacts(
+                    at=self.bootinfo["at"],
+                    version=self.bootinfo["version"],
+                    features=None if features is None else tuple(features),
+                ),
+            )
         return Target(
             backend="sim",
             description=self.source,
@@ -92,7 +96,7 @@ class SimMachine:
             flush_hook=self.tlb,
             frame_allocator=self.allocator,
             details={"table frames": Detail.number(len(self.allocator.allocated))},
-            hints=hints,
+            facts=facts,
         )
 
     def write_core(self, path: str | Path) -> None:

@@ -554,8 +554,7 @@ class AuditContext:
         if pti is not None:
             return pti.kernel
         root = self.options.root
-        hint = self.target.hints.get("kernel_root")
-        if root == RootOptions() and isinstance(hint, int) and not isinstance(hint, bool):
+        if root == RootOptions() and self.target.facts.kernel_root is not None:
             pt = open_page_table(self.target, RootOptions(kernel=True))
             if (pt.root, pt.levels) == (self.main.pt.root, self.main.pt.levels):
                 return self.main
@@ -650,8 +649,7 @@ class AuditContext:
         mapped at that offset); ``None`` if the kernel half maps nothing."""
         view = self.kernel_view
         lo = view.pt.geometry.higher_half_start
-        hint = self.target.hints.get("direct_map_base")
-        base: int | None = hint if isinstance(hint, int) and not isinstance(hint, bool) else None
+        base = self.target.facts.direct_map_base
         totals: dict[int, int] = {}
         at_zero: set[int] = set()
         last: dict[int, int] = {}

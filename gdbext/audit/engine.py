@@ -1,7 +1,7 @@
 """Running an audit: select rules, run each on one shared context, collect and sort findings.
 
 >>> from gdbext_sim.scenario import load_scenario  # doctest: +SKIP
->>> result = run_audit(target, AuditOptions(), host.audit_rules())  # doctest: +SKIP
+>>> result = run_audit(target, AuditOptions(), audit_rules(host))  # doctest: +SKIP
 >>> result.summary["findings"], result.exit_status  # doctest: +SKIP
 (0, 0)
 """
@@ -161,10 +161,10 @@ def check_finding(rule_id: str, found: object) -> Finding:
 def _layout(target: Target, ctx: AuditContext) -> Layout | None:
     """Linux's layout, whose regions group findings; ``None`` if the target is not known to
     be Linux (as ``walk --labels auto`` decides) or its bases cannot be found."""
-    if not labels_wanted("auto", target.hints):
+    if not labels_wanted("auto", target.facts):
         return None
     try:
-        return detect_layout(ctx.main.pt, target.hints)
+        return detect_layout(ctx.main.pt, target.facts)
     except GdbextError:
         # Grouping is extra: absurd dump fields (a VMCOREINFO number used in arithmetic) leave
         # the findings ungrouped rather than ending the audit.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +37,7 @@ from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import is_captured
 from gdbext.memmap import load_memmap_json
 from gdbext.permfilter import PermFilter
+from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Target
 from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.units import shown
@@ -68,36 +68,37 @@ class RootOptions:
 
 
 def cpu_index(target: Target, options: RootOptions) -> int:
-    """The CPU ``options`` name: ``options.cpu``, else the target's ``selected_cpu`` hint (the
+    """The CPU ``options`` name: ``options.cpu``, else the target's ``selected_cpu`` fact (the
     debugger's selected thread), else 0."""
     if options.cpu is not None:
         return options.cpu
-    selected = target.hints.get("selected_cpu")
-    return selected if isinstance(selected, int) and not isinstance(selected, bool) else 0
+    selected = target.facts.selected_cpu
+    return 0 if selected is None else selected
 
 
 def kernel_root(target: Target) -> tuple[int, int | None]:
-    """The kernel's root table and paging levels from the target's hints (VMCOREINFO).
+    """The kernel's root table and paging levels from the target's facts (VMCOREINFO).
 
-    :raises UsageError: naming what is missing when the target has no such hint.
+    :raises UsageError: naming what is missing when the target has no such fact.
     """
-    hints = target.hints
-    root = hints.get("kernel_root")
-    if not isinstance(root, int) or isinstance(root, bool):
-        vmcoreinfo = hints.get("vmcoreinfo")
-        if not isinstance(vmcoreinfo, MappingABC):
+    facts = target.facts
+    root = facts.kernel_root
+    if root is None:
+        info = facts.vmcoreinfo
+        if info is None:
             raise UsageError(
                 f"--kernel needs the dump's VMCOREINFO, and {target.description} has none "
                 "(give the root with --cr3 ADDR)"
             )
-        missing = [k for k in ("SYMBOL(init_top_pgt)", "NUMBER(phys_base)") if k not in vmcoreinfo]
+        needed = ("SYMBOL(init_top_pgt)", "NUMBER(phys_base)")
+        missing = [k for k in needed if k not in info.entries]
         what = " and ".join(missing) if missing else "a usable SYMBOL(init_top_pgt)"
         raise UsageError(
             f"--kernel: the VMCOREINFO of {target.description} lacks {what} "
             "(give the root with --cr3 ADDR)"
         )
-    levels = hints.get("kernel_levels")
-    return root, levels if isinstance(levels, int) and levels in (4, 5) else None
+    levels = facts.kernel_levels
+    return root, levels if levels in (4, 5) else None
 
 
 def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86PageTable:
@@ -197,10 +198,10 @@ def info(target: Target) -> InfoResult:
 
 def _info_layout(target: Target) -> Layout | None:
     """The layout ``walk`` labels with, or ``None`` (not Linux, or no table to read)."""
-    if not labels_wanted("auto", target.hints):
+    if not labels_wanted("auto", target.facts):
         return None
     try:
-        return detect_layout(open_page_table(target), target.hints)
+        return detect_layout(open_page_table(target), target.facts)
     except GdbextError:
         # The layout is extra: absurd dump fields (a VMCOREINFO number used in arithmetic)
         # must not take info down with them.
@@ -272,8 +273,8 @@ class WalkResult:
     options: WalkOptions
     #: Filled while streaming: leaves and anomalies seen so far.
     stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
-    #: The target's hints (see :attr:`gdbext.plugin.target.Target.hints`), for renderers (labels).
-    hints: MappingABC[str, object] = field(default_factory=dict)
+    #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`), for renderers (labels).
+    facts: KernelFacts = field(default_factory=KernelFacts)
     #: With ``options.has``: the translation of that address (checked by :func:`walk`).
     has_leaf: Translation | None = None
     #: One-line warnings about the selected table (see :func:`root_warnings`).
@@ -397,7 +398,7 @@ def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
     if options.max_lines is not None and options.max_lines < 0:
         raise UsageError(f"--max-lines must be 0 or more, not {options.max_lines}")
     pt = open_page_table(target, options.root)
-    result = WalkResult(pt, options, hints=target.hints, warnings=root_warnings(pt, options.root))
+    result = WalkResult(pt, options, facts=target.facts, warnings=root_warnings(pt, options.root))
     if options.has is not None:
         leaf = pt.translate(options.has)
         perm = options.perm
@@ -521,12 +522,11 @@ HEAP_HELP = (
 
 
 def _default_memmap(target: Target) -> str:
-    """The memory map ``heap`` uses without ``--memmap``: the target's hint (the simulator's
+    """The memory map ``heap`` uses without ``--memmap``: the target's fact (the simulator's
     scenario), else ``e820`` for Linux (a VMCOREINFO, or a backend that says so)."""
-    hinted = target.hints.get("memmap")
-    if isinstance(hinted, str) and hinted:
-        return hinted
-    if labels_wanted("auto", target.hints):
+    if target.facts.memmap:
+        return target.facts.memmap
+    if labels_wanted("auto", target.facts):
         return "e820"
     raise UsageError(
         f"heap: {target.description} is not known to be Linux (no VMCOREINFO), so there is no "
@@ -541,14 +541,14 @@ def heap(target: Target, options: HeapOptions) -> HeapResult:
     memmap = options.memmap or _default_memmap(target)
     offset: int | None = None if options.phys_offset == AUTO else options.phys_offset
     if memmap == "bootinfo":
-        at = options.at if options.at is not None else _hint_int(target, "bootinfo_at")
+        known = target.facts.bootinfo
+        at = options.at if options.at is not None else None if known is None else known.at
         if at is None:
             raise UsageError("--at ADDR (physical address of the BootInfo) is required")
-        version = options.bootinfo_version or str(target.hints.get("bootinfo_version", "0.11"))
+        version = options.bootinfo_version or ("0.11" if known is None else known.version)
         features = options.bootinfo_features
-        if features is None:
-            hinted = target.hints.get("bootinfo_features")
-            features = tuple(hinted) if isinstance(hinted, (list, tuple)) else None
+        if features is None and known is not None:
+            features = known.features
         info: BootInfo = parse_bootinfo(
             target.mapper,
             at,
@@ -630,13 +630,13 @@ def _is_default_root(root: RootOptions) -> bool:
 
 def _kernel_table(target: Target, root: RootOptions) -> X86PageTable:
     """The page table to search for kernel mappings: the selected one, or the kernel's own
-    (``kernel_root`` hint) when no root was selected (a CPU may have been in a user process,
+    (``kernel_root`` fact) when no root was selected (a CPU may have been in a user process,
     whose PTI tables map little of the kernel). With ``--user-pgd`` it is the kernel half of
     the PTI pair: the user half maps neither the direct map nor the kernel image, and the best
     offset found there would be some other mapping's (the kernel text's)."""
     if root.user_pgd:
         root = dataclasses.replace(root, user_pgd=False)
-    if _is_default_root(root) and isinstance(target.hints.get("kernel_root"), int):
+    if _is_default_root(root) and target.facts.kernel_root is not None:
         return open_page_table(target, RootOptions(kernel=True))
     return open_page_table(target, root)
 
@@ -661,11 +661,6 @@ def _auto_offset(target: Target, root: RootOptions) -> tuple[int, str]:
             f"table at 0x{pt.root:x}; give --phys-offset ADDR"
         )
     return base, f"the direct map in the page table at 0x{pt.root:x}"
-
-
-def _hint_int(target: Target, name: str) -> int | None:
-    value = target.hints.get(name)
-    return value if isinstance(value, int) else None
 
 
 def _resolver(target: Target, root: RootOptions) -> Callable[[int], int]:

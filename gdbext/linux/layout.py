@@ -42,6 +42,7 @@ from gdbext.flags import HUGE_PAGE, PRESENT
 from gdbext.geometry import index_shift
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.mapper import read_table, read_u64
+from gdbext.plugin.facts import KernelFacts
 from gdbext.x86.paging import LeafRun, X86PageTable
 
 __all__ = [
@@ -453,20 +454,18 @@ def linux_layout(
 # --- what a target tells us ------------------------------------------------------------------
 
 
-def labels_wanted(mode: str, hints: Mapping[str, object]) -> bool:
+def labels_wanted(mode: str, facts: KernelFacts) -> bool:
     """Whether text output gets Linux region labels (``--labels``): ``linux`` always, ``none``
     never, ``auto`` when the target is known to be a Linux kernel: it carries a VMCOREINFO (a
-    dump), or its backend says so (hint ``os``, e.g. GDB with the kernel's symbols loaded)."""
+    dump), or its backend says so (fact ``os``, e.g. GDB with the kernel's symbols loaded)."""
     if mode == "auto":
-        return bool(hints.get("vmcoreinfo")) or hints.get("os") == "linux"
+        return facts.is_linux
     return mode == "linux"
 
 
-def _vmcoreinfo(hints: Mapping[str, object]) -> Mapping[str, str]:
-    vmci = hints.get("vmcoreinfo")
-    if isinstance(vmci, Mapping):
-        return {str(k): str(v) for k, v in vmci.items()}
-    return {}
+def _vmcoreinfo(facts: KernelFacts) -> Mapping[str, str]:
+    info = facts.vmcoreinfo
+    return {} if info is None else info.entries
 
 
 def _hex(vmci: Mapping[str, str], key: str) -> int | None:
@@ -487,11 +486,6 @@ def _dec(vmci: Mapping[str, str], key: str) -> int | None:
         return int(text.strip(), 10) % _TOP
     except ValueError:
         return None
-
-
-def _hint_int(hints: Mapping[str, object], key: str) -> int | None:
-    value = hints.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def find_page_offset_base(pt: X86PageTable) -> int | None:
@@ -592,10 +586,10 @@ def _vmemmap_from_mem_section(pt: X86PageTable, vmci: Mapping[str, str]) -> int 
     return None
 
 
-def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
-    """The layout of the kernel whose tables ``pt`` are, from the target's hints and tables.
+def detect_layout(pt: X86PageTable, facts: KernelFacts) -> Layout:
+    """The layout of the kernel whose tables ``pt`` are, from the target's facts and tables.
 
-    Bases, best first: the backend's hints (``page_offset_base``, ``vmalloc_base``,
+    Bases, best first: the backend's facts (``page_offset_base``, ``vmalloc_base``,
     ``vmemmap_base``, if a backend sets them); VMCOREINFO (``SYMBOL(_stext)``, ``KERNELOFFSET``,
     ``NUMBER(KERNEL_IMAGE_SIZE)``, and vmemmap through ``SYMBOL(mem_section)``); the tables
     (see :func:`find_page_offset_base`; vmalloc: the first mapping above the direct map that is
@@ -603,16 +597,16 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
     mapping above the vmalloc area's ``VMALLOC_SIZE``, since struct page of pfn 0 sits at
     ``vmemmap_base``; each rounded down to 1 GiB); otherwise the default. A found base that
     breaks the layout's order is dropped for the default. The bases are looked for in the
-    kernel's own tables (hint ``kernel_root``) when ``pt`` is another root (a process's, or
+    kernel's own tables (fact ``kernel_root``) when ``pt`` is another root (a process's, or
     the PTI user half, which maps little of the kernel).
     """
     levels = pt.levels
     p = _params(levels)
-    vmci = _vmcoreinfo(hints)
-    pt = _kernel_tables(pt, hints)
+    vmci = _vmcoreinfo(facts)
+    pt = _kernel_tables(pt, facts)
 
     found: dict[str, Base] = {}
-    pob = _hint_int(hints, "page_offset_base")
+    pob = facts.page_offset_base
     if pob is not None:
         found["page_offset_base"] = Base(pob, "hint")
     else:
@@ -629,7 +623,7 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
             found["page_offset_base"] = Base(value, "page tables", how)
 
     direct = found.get("page_offset_base")
-    vmb = _hint_int(hints, "vmalloc_base")
+    vmb = facts.vmalloc_base
     if vmb is not None:
         found["vmalloc_base"] = Base(vmb, "hint")
     elif direct is not None:
@@ -639,7 +633,7 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
                 first - first % GB, "page tables", "first mapping above the direct map"
             )
 
-    vme = _hint_int(hints, "vmemmap_base")
+    vme = facts.vmemmap_base
     if vme is not None:
         found["vmemmap_base"] = Base(vme, "hint")
     else:
@@ -656,7 +650,7 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
 
     stext = _hex(vmci, "SYMBOL(_stext)")
     vm_offset = _hex(vmci, "KERNELOFFSET")
-    hint_offset = _hint_int(hints, "kernel_offset")
+    hint_offset = facts.kernel_offset
     image_size = _dec(vmci, "NUMBER(KERNEL_IMAGE_SIZE)")
     if stext is not None:
         image_start: Base | None = Base(stext, "VMCOREINFO", "SYMBOL(_stext)")
@@ -704,15 +698,15 @@ def detect_layout(pt: X86PageTable, hints: Mapping[str, object]) -> Layout:
     raise AssertionError("the default layout is consistent")  # pragma: no cover
 
 
-def _kernel_tables(pt: X86PageTable, hints: Mapping[str, object]) -> X86PageTable:
-    """The kernel's top table (hint ``kernel_root``) in ``pt``'s paging mode, else ``pt``.
+def _kernel_tables(pt: X86PageTable, facts: KernelFacts) -> X86PageTable:
+    """The kernel's top table (fact ``kernel_root``) in ``pt``'s paging mode, else ``pt``.
 
-    Without the hint (a live target has no VMCOREINFO), a root at an odd 4 KiB (``root |
+    Without that fact (a live target has no VMCOREINFO), a root at an odd 4 KiB (``root |
     0x1000``, PTI's user PGD) that maps no direct map is traded for its kernel twin at
     ``root & ~0x1000``, when that one does.
     """
-    root = _hint_int(hints, "kernel_root")
-    levels = _hint_int(hints, "kernel_levels")
+    root = facts.kernel_root
+    levels = facts.kernel_levels
     if root is None and pt.root & 0x1000 and find_page_offset_base(pt) is None:
         twin = _table_at(pt, pt.root & ~0x1000)
         if twin is not None and find_page_offset_base(twin) is not None:

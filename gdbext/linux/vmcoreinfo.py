@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
+from gdbext.plugin.facts import VmcoreFacts
 from gdbext.units import shown
 
 U64_MASK = (1 << 64) - 1
@@ -238,23 +239,15 @@ def kernel_root(info: VmcoreInfo) -> int | None:
     return root
 
 
-#: The ``Target.hints`` keys :func:`hints_from_vmcoreinfo` may give (a target that searches
-#: for VMCOREINFO resolves them lazily).
-VMCOREINFO_HINTS = frozenset({"kernel_root", "kernel_levels", "kernel_offset", "vmcoreinfo"})
-
-
-def hints_from_vmcoreinfo(info: VmcoreInfo) -> dict[str, object]:
-    """The ``Target.hints`` a VMCOREINFO gives: kernel_root, kernel_levels, kernel_offset,
-    vmcoreinfo (see the dump backend's brief); keys whose values are unknown are left out."""
-    hints: dict[str, object] = {"vmcoreinfo": dict(info.entries)}
-    root = kernel_root(info)
-    if root is not None:
-        hints["kernel_root"] = root
-    if info.levels is not None:
-        hints["kernel_levels"] = info.levels
-    if info.kernel_offset is not None:
-        hints["kernel_offset"] = info.kernel_offset
-    return hints
+def vmcore_facts(info: VmcoreInfo) -> VmcoreFacts:
+    """The facts a VMCOREINFO gives a target: its entries, the kernel's root table, paging
+    levels and KASLR offset (each ``None`` when the note does not say)."""
+    return VmcoreFacts(
+        entries=dict(info.entries),
+        kernel_root=kernel_root(info),
+        kernel_levels=info.levels,
+        kernel_offset=info.kernel_offset,
+    )
 
 
 # --- Finding the text in RAM -----------------------------------------------------------------

@@ -19,8 +19,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from gdbext.audit.model import AuditRule
+    from gdbext.plugin.formats import OutputFormat
     from gdbext.plugin.target import BackendInfo
-    from gdbext.render.formats import OutputFormat
 
 PROJECT = "gdbext"
 ENTRY_POINT_GROUP = "gdbext.plugins"

@@ -13,22 +13,14 @@ from dataclasses import dataclass
 
 import pluggy
 
-from gdbext.audit.model import AuditRule
 from gdbext.errors import PluginError, UsageError
 from gdbext.plugin import hookspecs
+from gdbext.plugin.formats import OutputFormat
 from gdbext.plugin.target import BackendInfo, OpenRequest
-from gdbext.render.formats import OutputFormat
 from gdbext.units import shown
 
 #: Comma-separated plugin names to block (e.g. ``GDBEXT_BLOCK_PLUGINS=sim``).
 BLOCK_ENV = "GDBEXT_BLOCK_PLUGINS"
-
-
-def builtin_plugins() -> list[object]:
-    """Plugins that are part of gdbext itself (not backends: those load as entry points)."""
-    from gdbext.render import builtin
-
-    return [builtin]
 
 
 def make_plugin_manager(
@@ -49,10 +41,6 @@ def make_plugin_manager(
     blocked = set(block) | {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n}
     for name in sorted(blocked):
         pm.set_blocked(name)
-    for plugin in builtin_plugins():
-        plugin_name: str | None = getattr(plugin, "__name__", None)
-        if plugin_name is None or not pm.is_blocked(plugin_name):
-            pm.register(plugin, name=plugin_name)
     if load_entry_points:
         try:
             pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
@@ -141,16 +129,3 @@ class Host:
                 if fmt.command == command:
                     found.setdefault(fmt.name, fmt)
         return found
-
-    def audit_rules(self) -> dict[str, AuditRule]:
-        """Every audit rule the plugins provide, by id (sorted); :class:`PluginError` when two
-        rules share an id."""
-        found: dict[str, AuditRule] = {}
-        for rules in self.pm.hook.gdbext_audit_rules():
-            for rule in rules:
-                if rule.id in found:
-                    raise PluginError(
-                        f"two plugins provide an audit rule with the id {shown(rule.id)}"
-                    )
-                found[rule.id] = rule
-        return dict(sorted(found.items()))

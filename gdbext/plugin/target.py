@@ -16,6 +16,7 @@ from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
 from gdbext.errors import UsageError
 from gdbext.mapper import FrameAllocator, PhysMapper
+from gdbext.plugin.facts import KernelFacts
 from gdbext.x86.tlbflush import FlushHook
 
 
@@ -101,8 +102,8 @@ class Target:
     frame_allocator: FrameAllocator | None = None
     #: Extra facts for ``info``: name -> text, a :class:`Detail` where the value is typed.
     details: Mapping[str, str] = field(default_factory=dict)
-    #: Defaults a backend suggests to commands (e.g. ``bootinfo_at`` for ``heap``).
-    hints: Mapping[str, object] = field(default_factory=dict)
+    #: What the backend knows of the kernel (its VMCOREINFO, the selected CPU...).
+    facts: KernelFacts = field(default_factory=KernelFacts)
     #: Called when the target is no longer needed.
     close: Callable[[], None] | None = None
     #: A context manager a front end enters around each command, for backends that must set
@@ -134,7 +135,7 @@ V = TypeVar("V")
 
 class LazyMapping(Mapping[str, V]):
     """A mapping whose ``lazy`` part is computed on the first look-up that needs it (a
-    target's hints and details that cost a search, e.g. VMCOREINFO found in RAM).
+    target's details that cost a search, e.g. VMCOREINFO found in RAM).
 
     :param static: entries known at open time.
     :param lazy: computes the other entries (called at most once).

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gdbext.plugin.formats import OutputFormat
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.render import audit, jsonout, ptdump, qemu_tlb, text
-from gdbext.render.formats import OutputFormat
 
 
 @hookimpl

@@ -587,7 +587,7 @@ def render_walk(result: WalkResult) -> Iterator[str]:
     options = result.options
     if options.perm is not None:
         raise UsageError("--format ptdump prints every entry, holes too: --filter does not apply")
-    layout = detect_layout(pt, result.hints)
+    layout = detect_layout(pt, result.facts)
     rng = result.has_range() if options.has is not None else options.range
     lo, hi = (0, _TOP) if rng is None else (rng.start, rng.end)
     dump = _Ptdump(pt, layout, lo, hi, result.options.max_leaves)

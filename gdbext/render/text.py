@@ -112,9 +112,9 @@ def _with_markers(
 
 
 def _layout(result: WalkResult) -> Layout | None:
-    if not labels_wanted(result.options.labels, result.hints):
+    if not labels_wanted(result.options.labels, result.facts):
         return None
-    return detect_layout(result.page_table, result.hints)
+    return detect_layout(result.page_table, result.facts)
 
 
 def render_walk(result: WalkResult) -> Iterator[str]:

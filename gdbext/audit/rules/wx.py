@@ -87,8 +87,8 @@ def verdict_roots(ctx: AuditContext) -> list[int]:
     selected = [ctx.main] if pti is None else [pti.kernel]
     if pti is not None and user_check:
         selected.append(pti.user)
-    hint = ctx.target.hints.get("kernel_root")
-    if ctx.options.root != RootOptions() or not isinstance(hint, int) or isinstance(hint, bool):
+    hint = ctx.target.facts.kernel_root
+    if ctx.options.root != RootOptions() or hint is None:
         return [v.pt.root for v in selected]
     kernel = hint & ~PTI_USER_PGD_BIT if pti is not None else hint
     return [kernel, kernel | PTI_USER_PGD_BIT] if user_check else [kernel]
