@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -33,20 +34,41 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def kernel_dump(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``kernel_dump(NAME)``: ``fixtures/kernels/NAME.elf.xz`` unpacked (sparse), once a session."""
+#: Where unpacked kernel dumps are kept between runs, by the digest of their ``.elf.xz``.
+UNPACKED = FIXTURES.parent / "build" / "test-kernels"
+#: The modification time an unpacked dump is given: a write to it (a test that changed the
+#: shared copy) sets another, and the next run unpacks it again.
+UNPACKED_MTIME_NS = 1_000_000_000_000_000_000
+
+
+def unpacked_kernel(name: str) -> Path:
+    """``fixtures/kernels/NAME.elf.xz`` unpacked (sparse) into ``build/test-kernels/DIGEST/``,
+    once: unpacking takes about a second a dump, which every run (and every xdist worker)
+    would otherwise pay again."""
     from minimize import unpack
 
-    cache: dict[str, Path] = {}
+    xz = KERNELS / f"{name}.elf.xz"
+    digest = hashlib.sha256(xz.read_bytes()).hexdigest()[:16]
+    path = UNPACKED / digest / f"{name}.elf"
+    try:
+        if path.stat().st_mtime_ns == UNPACKED_MTIME_NS:
+            return path
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    unpack(xz, part)
+    os.utime(part, ns=(UNPACKED_MTIME_NS, UNPACKED_MTIME_NS))
+    os.replace(part, path)  # atomic: a concurrent run sees the old file or the whole new one
+    return path
 
-    def get(name: str) -> Path:
-        if name not in cache:
-            out = tmp_path_factory.mktemp(f"kernel-{name}") / f"{name}.elf"
-            cache[name] = unpack(KERNELS / f"{name}.elf.xz", out)
-        return cache[name]
 
-    return get
+@pytest.fixture(scope="session")
+def kernel_dump() -> Callable[[str], Path]:
+    """``kernel_dump(NAME)``: ``fixtures/kernels/NAME.elf.xz`` unpacked (sparse), shared by
+    every test of every run: tests read it and must not change it (copy it with
+    ``minimize.copy_sparse`` to change it)."""
+    return unpacked_kernel
 
 
 def require_qemu() -> None:

@@ -9,6 +9,7 @@ monitor on the same stopped VM.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pty
@@ -120,6 +121,11 @@ def cli_output(*argv: str) -> str:
     out = io.StringIO()
     cli.run(list(argv), Host.create(), out)
     return out.getvalue()
+
+
+#: :func:`cli_output` on a committed kernel dump (``kernel_dump``), computed once a session: the
+#: GDB and the LLDB test of every command on a dump compare with the same outputs.
+committed_dump_output = functools.cache(cli_output)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -337,7 +343,7 @@ def test_every_command_on_a_dump_equals_the_command_line(
     got = sections(proc.stdout)
     assert len(got) == len(cases)
     for (command, argv), text in zip(cases, got, strict=True):
-        assert text == cli_output(command, dump, *argv), (command, argv)
+        assert text == committed_dump_output(command, dump, *argv), (command, argv)
 
 
 def test_walks_equal_the_gdbext_console_script(kernel_dump: Callable[[str], Path]) -> None:

@@ -27,6 +27,7 @@ from test_gdb_frontend import (
     check_missing_dependency,
     check_missing_environment,
     cli_output,
+    committed_dump_output,
     gdb,
     imported_by_loading,
     interrupted_run,
@@ -243,7 +244,7 @@ def test_every_command_on_a_dump_equals_the_command_line(
     assert opened.ok and opened.out == f"backend core: {dump}\n"
     for (command, argv), result in zip(cases, results, strict=True):
         assert result.err == "", (command, argv, result.err)
-        assert result.out == cli_output(command, dump, *argv), (command, argv)
+        assert result.out == committed_dump_output(command, dump, *argv), (command, argv)
     assert "Traceback" not in run.proc.stdout + run.proc.stderr
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from minimize import read_golden
@@ -156,7 +157,7 @@ def test_pair_roots() -> None:
     assert pti_pair_roots(0x61C5000) == (0x61C4000, 0x61C5000)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     levels=st.sampled_from([4, 5]),
     drop=st.sets(st.sampled_from(["espfix", "entry", "tss"])),

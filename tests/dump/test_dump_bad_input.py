@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -209,7 +210,7 @@ MUTATIONS = st.lists(
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=5000,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -230,7 +231,7 @@ def test_mutated_elf_core_raises_only_gdbext_errors(
 
 
 @settings(
-    max_examples=100,
+    max_examples=examples(100),
     deadline=5000,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -13,6 +13,7 @@ from contextlib import redirect_stderr, suppress
 from pathlib import Path
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -416,7 +417,7 @@ _BASE_FLAT = flatten(_BASE, size=3000)
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=2000,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

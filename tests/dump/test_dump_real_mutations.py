@@ -14,11 +14,12 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import KERNELS
@@ -76,10 +77,12 @@ class RealDump:
 
 
 @pytest.fixture(scope="module")
-def real_dump(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealDump]:
-    from minimize import unpack
+def real_dump(
+    tmp_path_factory: pytest.TempPathFactory, kernel_dump: Callable[[str], Path]
+) -> Iterator[RealDump]:
+    from minimize import copy_sparse
 
-    path = unpack(KERNELS / "4level.elf.xz", tmp_path_factory.mktemp("mutated") / "4level.elf")
+    path = copy_sparse(kernel_dump("4level"), tmp_path_factory.mktemp("mutated") / "4level.elf")
     dump = RealDump(path)
     # The headers and notes come first; then the kept pages (tables, VMCOREINFO, boot_params).
     assert dump.pages[0] == 0 and len(dump.pages) > 50
@@ -103,7 +106,7 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 @settings(
-    max_examples=int(os.environ.get("GDBEXT_MUTATION_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("GDBEXT_MUTATION_EXAMPLES", examples(40))),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

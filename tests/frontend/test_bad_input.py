@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -82,7 +83,7 @@ SCENARIO = st.fixed_dictionaries(
 )  # fmt: skip
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SCENARIO)
 def test_any_scenario_builds_or_fails_with_a_gdbext_error(doc: dict[str, Any]) -> None:
     try:
@@ -98,7 +99,7 @@ def test_any_scenario_builds_or_fails_with_a_gdbext_error(doc: dict[str, Any]) -
         pt.try_translate(va)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     doc=SCENARIO,
     command=st.sampled_from(

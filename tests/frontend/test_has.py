@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.paths import DEMO, SCENARIOS
@@ -223,7 +224,7 @@ def test_has_on_la57(capsys: pytest.CaptureFixture[str]) -> None:
 SLOTS = [0x0, 0x1FF000, 0x3FE00000, 0x7FFFFFFFD000, 0xFFFF800000000000, 0xFFFFFFFFFFE00000]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(

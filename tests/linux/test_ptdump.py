@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
-import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -507,15 +505,9 @@ def test_leaf_limit(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def dumps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = {}
-    tmp = tmp_path_factory.mktemp("kernels")
-    for path in sorted(KERNELS.glob("*.elf.xz")):
-        dest = tmp / path.name.removesuffix(".xz")
-        with lzma.open(path) as src, dest.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        out[path.name.removesuffix(".elf.xz")] = dest
-    return out
+def dumps(kernel_dump: Callable[[str], Path]) -> dict[str, Path]:
+    names = sorted(path.name.removesuffix(".elf.xz") for path in KERNELS.glob("*.elf.xz"))
+    return {name: kernel_dump(name) for name in names}
 
 
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,7 +80,7 @@ START = 0xFFFFFF0000000000
 SPAN = 0x40000000 * 22
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(a=st.integers(0, SPAN), b=st.integers(0, SPAN))
 def test_any_range_clips_the_aliases_alike(target: Target, a: int, b: int) -> None:
     lo, hi = sorted((START + a, START + b))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.audit import DIRECT, DIRECT_RW, KERNEL_ROOTS, KERNEL_TEXT, MB, TEXT, VMALLOC, hint
@@ -281,7 +282,7 @@ def from_rule(pt: X86PageTable) -> set[tuple[int, int, int]]:
     return out
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spaces())
 def test_alias_wx_equals_a_page_by_page_reference(pt: X86PageTable) -> None:
     assert from_rule(pt) == brute_force(pt)
@@ -417,7 +418,7 @@ def from_union(mach: PtiMachine) -> set[tuple[int, Mapping, Mapping]]:
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pti_pairs())
 def test_alias_wx_across_the_pair_equals_a_page_by_page_reference(mach: PtiMachine) -> None:
     assert from_union(mach) == brute_force_pair(mach)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.audit import PTI, DumpFactory, H, M, brief, golden, scenario
@@ -186,7 +187,7 @@ def brute_uncovered(
     return [v for v in range(vaddr, end, SIZE_4K) if pages.get(v) != paddr + (v - vaddr)]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     runs=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6), st.integers(0, 3)), max_size=8),
     query=st.tuples(st.integers(0, 40), st.integers(1, 30), st.integers(0, 3)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from depth import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.audit import (
@@ -190,7 +191,7 @@ def test_reserved_bits_under_pti_reports_shared_tables_once() -> None:
     assert f.evidence[-1] == f"the same through the user table 0x{USER_PGD:x} (shared tables)"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     ram=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 8)), max_size=6),
     query=st.tuples(st.integers(0, 60), st.integers(1, 20)),

@@ -13,6 +13,7 @@ import io
 from collections.abc import Sequence
 
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.audit import (
@@ -542,7 +543,7 @@ def machines(draw: st.DrawFn) -> tuple[Target, X86PageTable]:
     return target, X86PageTable(memory, root, nxe=nxe)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(machines())
 def test_wx_count_equals_brute_force(case: tuple[Target, X86PageTable]) -> None:
     """The verdict equals the kernel's check replayed note by note; its present part (and
@@ -568,7 +569,7 @@ def test_wx_count_equals_brute_force(case: tuple[Target, X86PageTable]) -> None:
             assert t.writable and t.executable
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(machines(), st.integers(0, 1 << 64), st.integers(0, 1 << 64))
 def test_span_pages_in_equals_the_expanded_copies(
     case: tuple[Target, X86PageTable], a: int, b: int
