@@ -9,7 +9,7 @@ checks, optional profiles) go as JSON to the file the settings name; an error be
 ``{"error": "..."}`` there, never a traceback.
 
 Cold measurements drop the backend's per-stop cache the way GDB's events do after a resume:
-:meth:`gdbext_gdb.live.LiveState.invalidate` (the handler that ``gdb.events.cont``,
+:meth:`gdbext_gdbstub.state.LiveState.invalidate` (the handler that ``gdb.events.cont``,
 ``memory_changed``, ``register_changed`` and ``inferior_call`` run). GDB's own register and
 frame caches are left alone: after a real stop GDB has filled them before the prompt (to print
 where it stopped), so a user's first command does not pay for them either.
@@ -74,7 +74,7 @@ class GdbSide:
         return execute(f"monitor {command}")
 
     def target(self) -> Any:
-        from gdbext_gdb.live import LiveOptions
+        from gdbext_gdbstub.options import LiveOptions
 
         return self.state.open(LiveOptions())
 

@@ -59,7 +59,7 @@ def boot_params_at(out: str) -> int:
 def run(config: dict[str, Any]) -> dict[str, Any]:
     execute(f"source {config['gdbinit']}")
     from gdbext_gdb import gdb_link
-    from gdbext_gdb.live import LiveOptions
+    from gdbext_gdbstub.options import LiveOptions
 
     inferior = gdb.selected_inferior()
     fresh: list[float] = []

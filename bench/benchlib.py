@@ -151,7 +151,8 @@ def load_figures(
 
 
 def live_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the live benchmarks: ``--mem``, ``--config``, ``--repeat``, ``--json``."""
+    """The options of the live benchmarks: ``--mem``, ``--config``, ``--smp``, ``--pti``,
+    ``--repeat``, ``--json``."""
     parser.add_argument("--mem", default="128M", help="guest RAM (QEMU -m); default 128M")
     parser.add_argument(
         "--config",
@@ -159,14 +160,22 @@ def live_arguments(parser: argparse.ArgumentParser) -> None:
         help="a configuration of fixtures/qemu_guest.py CONFIGS (4level, kaslr-pti, la57); "
         "default: GuestConfig() (qemu64, nokaslr, quiet)",
     )
+    parser.add_argument("--smp", type=int, help="vCPUs (QEMU -smp); default: the configuration's")
+    parser.add_argument(
+        "--pti",
+        choices=("on", "off"),
+        help="the kernel's page-table isolation (pti=on|off); default: the configuration's",
+    )
     parser.add_argument("--repeat", type=int, default=11, help="rounds (medians); default 11")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def check_live_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit through ``parser.error`` for a bad ``--repeat`` or ``--config``."""
+    """Exit through ``parser.error`` for a bad ``--repeat``, ``--smp`` or ``--config``."""
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.smp is not None and args.smp < 1:
+        parser.error("--smp must be at least 1")
     if args.config != "default" and args.config not in guest_module().CONFIGS:
         parser.error(f"--config: no configuration {args.config!r}")
 
@@ -180,9 +189,14 @@ def live_guest(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     except qg.GuestError as exc:  # MissingPrerequisite, or GDBEXT_TEST_KERNEL not a file
         raise BenchError(str(exc)) from None
     config = dataclasses.replace(qg.CONFIGS.get(args.config, qg.GuestConfig()), memory=args.mem)
+    if args.smp is not None:
+        config = dataclasses.replace(config, smp=args.smp)
+    if args.pti is not None:
+        config = dataclasses.replace(config, pti=args.pti == "on")
     name = f"{args.config} guest" if args.config in qg.CONFIGS else "guest"
     report = {
-        "guest": f"Debian's kernel, {name}, {args.mem}, -cpu {config.cpu}, {config.cmdline()!r}",
+        "guest": f"Debian's kernel, {name}, {args.mem}, -cpu {config.cpu}, -smp {config.smp}, "
+        f"{config.cmdline()!r}",
         "qemu": qg.qemu_version(),
     }
     return qg, config, report

@@ -45,7 +45,7 @@ QUERY = "qqemu.PhyMemMode"
 class Side(Protocol):
     """One debugger connected to the stopped guest, with gdbext loaded."""
 
-    #: The backend's :class:`gdbext_gdb.live.LiveState` for the connection.
+    #: The backend's :class:`gdbext_gdbstub.state.LiveState` for the connection.
     state: Any
 
     def execute(self, command: str) -> str:

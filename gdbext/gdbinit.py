@@ -1,10 +1,10 @@
 """Load gdbext into GDB: ``source /path/to/gdbext/gdbinit.py`` (in ``~/.gdbinit`` say).
 
-GDB runs this in its embedded Python (the system's Python 3.11, not the ``python3`` on PATH). It
-finds the project's virtual environment, ``.venv`` beside the checkout or the one named by
-``GDBEXT_VENV``, puts its site-packages (and the checkout, whose code it runs) in front of
-``sys.path`` without installing anything into the system Python (``gdbext/venvpath.py``, shared
-with LLDB's ``lldbinit.py``), and registers the commands ``pt-walk``, ``pt-translate``,
+GDB runs this in its embedded Python (the system's Python 3.11, not the ``python3`` on PATH).
+``gdbext/venvpath.py`` (shared with LLDB's ``lldbinit.py``) finds the project's virtual
+environment, ``.venv`` beside the checkout or the one named by ``GDBEXT_VENV``, puts its
+site-packages (and the checkout, whose code it runs) in front of ``sys.path`` without installing
+anything into the system Python, and registers the commands ``pt-walk``, ``pt-translate``,
 ``pt-info``, ``pt-heap``, ``pt-backend`` and the functions ``$pt_phys``, ``$pt_virt``
 (``gdbext_gdb.gdb_commands``). Sourcing it again changes nothing. A missing environment or
 dependency is one line on GDB's stderr naming the command that fixes it.
@@ -20,32 +20,23 @@ def _gdbext_load() -> None:
     import os
     import sys
 
-    # pwntools, once anything imports it inside GDB, takes the terminal over (or fails on GDB's
-    # stdout) unless this is set first.
-    os.environ.setdefault("PWNLIB_NOTERM", "1")
-
     import gdb
 
-    def fail(message: str) -> None:
-        gdb.write(f"gdbext: {message}\n", gdb.STDERR)
-
-    # This file's path: GDB leaves __file__ alone when a script is sourced from another one.
+    # This file's directory (GDB leaves __file__ alone when a script is sourced from another
+    # one). Nothing of gdbext is importable yet: venvpath.py is loaded by its path.
     package = os.path.dirname(os.path.realpath(sys._getframe().f_code.co_filename))
-    # The environment logic is shared with LLDB's entry script; nothing of gdbext is importable
-    # yet, so it is loaded by its path.
-    spec = importlib.util.spec_from_file_location(
-        "_gdbext_venvpath", os.path.join(package, "venvpath.py")
-    )
+    path = os.path.join(package, "venvpath.py")
+    spec = importlib.util.spec_from_file_location("_gdbext_venvpath", path)
     assert spec is not None and spec.loader is not None
     venvpath = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(venvpath)
-
-    def install() -> None:
-        from gdbext_gdb import gdb_commands
-
-        gdb_commands.install()
-
-    venvpath.load(package, "GDB", install, fail, keep_first=[gdb.PYTHONDIR])
+    venvpath.load(
+        package,
+        "GDB",
+        "gdbext_gdb.gdb_commands",
+        lambda message: gdb.write(f"gdbext: {message}\n", gdb.STDERR),
+        keep_first=[gdb.PYTHONDIR],
+    )
 
 
 _gdbext_load()

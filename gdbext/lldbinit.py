@@ -36,9 +36,6 @@ def _fail(debugger: Any, message: str) -> None:
 
 def __lldb_init_module(debugger: Any, internal_dict: dict[str, Any]) -> None:
     """LLDB's entry point: set up the path, then register the commands in ``debugger``."""
-    # pwntools, once anything imports it inside the debugger, takes the terminal over unless
-    # this is set first.
-    os.environ.setdefault("PWNLIB_NOTERM", "1")
     import lldb
 
     here = os.path.abspath(__file__)
@@ -55,18 +52,13 @@ def __lldb_init_module(debugger: Any, internal_dict: dict[str, Any]) -> None:
     assert spec is not None and spec.loader is not None
     venvpath = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(venvpath)
-
-    def install() -> None:
-        from gdbext_lldb import lldb_commands
-
-        lldb_commands.install(debugger, internal_dict)
-
     # LLDB's own package directory stays first.
     lldb_dir = os.path.dirname(os.path.dirname(lldb.__file__))
     venvpath.load(
         package,
         "LLDB",
-        install,
+        "gdbext_lldb.lldb_commands",
         lambda message: _fail(debugger, message),
         keep_first=[lldb_dir, os.path.realpath(lldb_dir)],
+        args=(debugger, internal_dict),
     )

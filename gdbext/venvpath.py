@@ -3,8 +3,8 @@
 The debuggers' entry scripts (``gdbext/gdbinit.py`` for GDB, ``gdbext/lldbinit.py`` for LLDB)
 run in the debugger's embedded Python, the system's Python 3.11, before anything of gdbext is
 importable. Both load this module by its path (it imports nothing of gdbext nor of a debugger)
-and call :func:`load`, which calls :func:`locate`, :func:`activate`, then the debugger's
-installer:
+and call :func:`load`, which calls :func:`locate`, :func:`activate`, then the ``install`` of the
+debugger's front end (``gdbext_gdb.gdb_commands``, ``gdbext_lldb.lldb_commands``):
 
 - the environment is ``.venv`` beside the checkout, or the one ``GDBEXT_VENV`` names; for a
   non-editable install (gdbext inside some ``site-packages``) it is the environment holding it;
@@ -21,10 +21,11 @@ installer:
 
 from __future__ import annotations
 
+import importlib
 import os
 import site
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NamedTuple
 
 #: The environment variable that names the environment instead of ``.venv``.
@@ -124,17 +125,21 @@ def load_failure(found: Located, exc: BaseException) -> str:
 def load(
     package_dir: str,
     debugger: str,
-    install: Callable[[], object],
+    front_end: str,
     fail: Callable[[str], None],
     keep_first: Collection[str] = (),
+    args: Sequence[object] = (),
 ) -> None:
     """Set up the path for the ``gdbext`` package at ``package_dir`` (:func:`locate`,
-    :func:`activate`), then ``install()`` the debugger's front end; whatever goes wrong is one
-    line through ``fail``, never an exception.
+    :func:`activate`), then call ``install(*args)`` of the module ``front_end`` (the debugger's
+    front end); whatever goes wrong is one line through ``fail``, never an exception.
 
     :param debugger: ``GDB``, ``LLDB`` (for messages).
     :param keep_first: ``sys.path`` entries that stay in front (the debugger's own Python).
     """
+    # pwntools, once anything imports it inside the debugger, takes the terminal over (or fails
+    # on the debugger's stdout) unless this is set first.
+    os.environ.setdefault("PWNLIB_NOTERM", "1")
     try:
         found = locate(package_dir, debugger)
     except VenvError as exc:
@@ -142,7 +147,7 @@ def load(
         return
     activate(found, keep_first)
     try:
-        install()
+        importlib.import_module(front_end).install(*args)
     except ImportError as exc:
         fail(import_failure(found, exc))
     except Exception as exc:  # a broken plugin or dependency: one line, not a traceback

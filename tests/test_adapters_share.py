@@ -1,5 +1,6 @@
-"""The GDB and LLDB adapters copy no helper: what both need lives once, debugger-free, in
-:mod:`gdbext.frontend.common` (and :mod:`gdbext_gdb.live` for the link). Read from the source
+"""The GDB and LLDB adapters copy no helper and do not import each other: what both need lives
+once, debugger-free, in :mod:`gdbext.frontend.common` (the commands) and :mod:`gdbext_gdbstub`
+(the live backend over QEMU's gdbstub), which imports neither debugger. Read from the source
 with ``ast``, so no debugger is needed."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GDB = ROOT / "backends" / "gdbext_gdb"
 LLDB = ROOT / "backends" / "gdbext_lldb"
+GDBSTUB = ROOT / "backends" / "gdbext_gdbstub"
 
 #: Names both adapters must define, each its own debugger's way (nothing to share but the name):
 ENTRY_POINTS = {
@@ -28,8 +30,6 @@ ENTRY_POINTS = {
     "state_for",
     # the pluggy hook implementation: its name is the hookspec's
     "gdbext_backends",
-    # a script's entry point (gdb_readbench.py, relay.py)
-    "main",
 }
 
 
@@ -56,10 +56,57 @@ def test_no_helper_is_defined_in_both_adapters() -> None:
     assert copied == {}, "move these to gdbext/frontend/common.py (or name the difference)"
 
 
+def test_no_adapter_redefines_a_shared_gdbstub_helper() -> None:
+    shared = defined(GDBSTUB)
+    for package in (GDB, LLDB):
+        again = {name: where for name, where in defined(package).items() if name in shared}
+        assert again == {}, f"{package.name}: import these from gdbext_gdbstub"
+
+
 def test_the_allow_list_names_only_what_both_still_define() -> None:
     gdb, lldb = defined(GDB), defined(LLDB)
     stale = ENTRY_POINTS - (set(gdb) & set(lldb))
     assert stale == set(), "no longer defined in both: drop from ENTRY_POINTS"
+
+
+def imported(package: Path) -> dict[str, set[str]]:
+    """The top-level modules each module of ``package`` imports (at any depth of its code,
+    ``TYPE_CHECKING`` blocks and imports inside functions included), by file name."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        names = found.setdefault(path.name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.partition(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.partition(".")[0])
+    return found
+
+
+def importers(package: Path, *modules: str) -> dict[str, set[str]]:
+    """The modules of ``package`` that import one of ``modules``, and which."""
+    return {
+        name: uses & set(modules)
+        for name, uses in imported(package).items()
+        if uses & set(modules)
+    }
+
+
+def test_the_adapters_do_not_import_each_other() -> None:
+    assert importers(LLDB, "gdbext_gdb", "gdb") == {}
+    assert importers(GDB, "gdbext_lldb", "lldb") == {}
+
+
+def test_the_shared_gdbstub_logic_imports_no_debugger_nor_adapter() -> None:
+    assert importers(GDBSTUB, "gdb", "lldb", "gdbext_gdb", "gdbext_lldb") == {}
+
+
+def test_both_adapters_run_on_the_shared_gdbstub_logic() -> None:
+    # the check above would pass on a package that imports nothing at all
+    for package in (GDB, LLDB):
+        assert importers(package, "gdbext_gdbstub"), package.name
+    assert imported(GDB)["gdb_link.py"] >= {"gdb", "gdbext_gdbstub"}
+    assert imported(LLDB)["lldb_link.py"] >= {"lldb", "gdbext_gdbstub"}
 
 
 def test_no_copy_of_one_line_is_left() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from test_api import gva2gpa, info_tlb
+from support.goldens import gva2gpa, info_tlb
 from test_gdb_frontend import probes_of
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import lldbrun
 import pytest
-from test_api import gva2gpa, info_tlb
+from support.goldens import gva2gpa, info_tlb
 from test_api_gdb import TRANSLATIONS
 from test_gdb_frontend import probes_of
 

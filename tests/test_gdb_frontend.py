@@ -201,7 +201,15 @@ def test_a_missing_dependency_is_one_line_naming_the_fix(tmp_path: Path) -> None
 #: import: gdbext's own and pluggy (its plugin manager). The rest (pyelftools, the kdump codecs
 #: zstandard, cramjam and lzo, pwntools) waits for a command that needs it: that is what keeps
 #: loading cheap. The load time itself is a benchmark: ``bench/bench_load.py``.
-IMPORTED_BY_LOADING = {"gdbext", "gdbext_dump", "gdbext_gdb", "gdbext_lldb", "gdbext_sim", "pluggy"}
+IMPORTED_BY_LOADING = {
+    "gdbext",
+    "gdbext_dump",
+    "gdbext_gdb",
+    "gdbext_gdbstub",
+    "gdbext_lldb",
+    "gdbext_sim",
+    "pluggy",
+}
 
 
 def imported_by_loading(modules: str) -> set[str]:

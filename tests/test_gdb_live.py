@@ -50,7 +50,7 @@ from gdbext.plugin.host import Host
 from gdbext.x86.records import LeafRun
 from gdbext.plugin.target import OpenRequest
 from gdbext_gdb import gdb_link
-from gdbext_gdb.link import TargetMemoryError
+from gdbext_gdbstub.link import TargetMemoryError
 
 HOST = Host.create()
 

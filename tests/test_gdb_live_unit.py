@@ -26,12 +26,13 @@ from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
-from gdbext_gdb import live
-from gdbext_gdb.link import LiveTargetError, TargetLostError, TargetMemoryError
-from gdbext_gdb.live import LiveOptions, LiveState
-from gdbext_gdb.plugin import open_gdb
-from gdbext_gdb.ram import parse_mtree_ram
-from gdbext_gdb.readpath import parse_xp
+from gdbext_gdb.plugin import NAMING, open_gdb
+from gdbext_gdbstub.link import LiveTargetError, TargetLostError, TargetMemoryError
+from gdbext_gdbstub.mapper import LiveMapper
+from gdbext_gdbstub.options import LiveOptions
+from gdbext_gdbstub.ram import parse_mtree_ram
+from gdbext_gdbstub.readpath import parse_xp
+from gdbext_gdbstub.state import LiveState
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import load_scenario
 
@@ -58,7 +59,8 @@ FlatView #1
 
 @dataclass
 class FakeStub:
-    """A :class:`~gdbext_gdb.link.GdbLink` over simulated RAM, as QEMU's gdbstub behaves."""
+    """A :class:`~gdbext_gdbstub.link.DebuggerLink` over simulated RAM, as QEMU's gdbstub
+    behaves."""
 
     memory: SparsePhysMemory
     mode: int = 0
@@ -178,8 +180,8 @@ def stub_for(sim: Target, **kwargs: object) -> FakeStub:
 
 
 def opened_state(stub: FakeStub, **options: str | None) -> tuple[LiveState, Target]:
-    state = LiveState(stub, "remote :1234")
-    return state, state.open(LiveOptions.from_request(OpenRequest(None, options)))
+    state = LiveState(stub, "remote :1234", NAMING)
+    return state, state.open(LiveOptions.from_request(OpenRequest(None, options), NAMING))
 
 
 def opened(stub: FakeStub, **options: str | None) -> Target:
@@ -398,7 +400,7 @@ def test_prefetch_reads_adjacent_pages_at_once_and_skips_cached_and_non_ram(sim:
     stub = stub_for(sim)
     target = opened(stub)
     mapper = target.mapper
-    assert isinstance(mapper, live.LiveMapper)
+    assert isinstance(mapper, LiveMapper)
     mapper.read(0x1002000, 8)
     stub.reads.clear()
     mapper.prefetch([0x1003000, 0x1000000, 0x1001000, 0x1002000, 0x1001000, 0x1005000, 1 << 40])
@@ -412,11 +414,11 @@ def test_prefetch_reads_adjacent_pages_at_once_and_skips_cached_and_non_ram(sim:
 
 
 def test_the_cache_is_bounded(sim: Target, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(live, "CACHE_PAGES", 4)
+    monkeypatch.setattr("gdbext_gdbstub.mapper.CACHE_PAGES", 4)
     stub = stub_for(sim)
     target = opened(stub)
     mapper = target.mapper
-    assert isinstance(mapper, live.LiveMapper)
+    assert isinstance(mapper, LiveMapper)
     mapper.prefetch([0x1000000 + i * 4096 for i in range(10)])
     assert len(mapper.cache) == 4
     for i in range(6):
@@ -512,12 +514,12 @@ def test_xp_when_phymem_is_refused_equals_physical_reads(sim: Target) -> None:
 
 
 def test_xp_can_be_chosen_and_is_batched(sim: Target, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gdbext_gdb.readpath.XP_CHUNK_QWORDS", 1024)
+    monkeypatch.setattr("gdbext_gdbstub.readpath.XP_CHUNK_QWORDS", 1024)
     stub = stub_for(sim)
     target = opened(stub, read_via="xp")
     assert target.read_path == "monitor xp"
     mapper = target.mapper
-    assert isinstance(mapper, live.LiveMapper)
+    assert isinstance(mapper, LiveMapper)
     stub.sent.clear()
     mapper.prefetch([0x1000000 + i * 4096 for i in range(4)])
     assert stub.sent == ["monitor xp /1024gx 0x1000000", "monitor xp /1024gx 0x1002000"]
@@ -575,9 +577,9 @@ def test_forced_paths_that_do_not_exist(sim: Target) -> None:
 )
 def test_bad_options(options: dict[str, str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        LiveOptions.from_request(OpenRequest(None, options))
+        LiveOptions.from_request(OpenRequest(None, options), NAMING)
     with pytest.raises(UsageError, match="not vmcore"):
-        LiveOptions.from_request(OpenRequest("vmcore", {}))
+        LiveOptions.from_request(OpenRequest("vmcore", {}), NAMING)
 
 
 # --- CPUs ------------------------------------------------------------------------------------
@@ -604,6 +606,25 @@ def test_cpus_are_the_threads_read_lazily_and_kept_for_the_stop(sim: Target) -> 
     state.invalidate()
     assert target.cpu(1) == cpus[1] and calls == [1, 2, 3, 2]
     assert "3 (GDB threads 1-3" in target.details["vCPUs"]
+
+
+def test_the_thread_list_is_asked_for_once_a_stop(sim: Target) -> None:
+    """GDB asks the stub for its threads (qfThreadInfo...): once per stop is enough."""
+    stub = stub_for(sim)
+    asked: list[list[int]] = []
+    numbers = stub.thread_numbers
+
+    def counting() -> list[int]:
+        asked.append(numbers())
+        return asked[-1]
+
+    stub.thread_numbers = counting  # type: ignore[method-assign]
+    state, _ = opened_state(stub)
+    state.open(LiveOptions())
+    assert asked == [[1]]
+    stub.cpus = [*stub.cpus, stub.cpus[0]]  # another vCPU, seen from the next stop on
+    state.invalidate()
+    assert len(state.open(LiveOptions()).cpus) == 2 and asked == [[1], [1, 2]]
 
 
 def test_a_lost_target_is_one_clean_error(sim: Target) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from gdbext.addr import AddrRange
 from gdbext.linux.vmcoreinfo import find_vmcoreinfo_by_pointer, kernel_root, parse_vmcoreinfo
-from gdbext_gdb.livekernel import LiveVmcoreinfo
+from gdbext_gdbstub.livekernel import LiveVmcoreinfo
 from gdbext_sim.scenario import SimMachine, build_machine
 
 DIRECT = 0xFFFF_8880_0000_0000

@@ -1,5 +1,6 @@
-"""The live backend inside GDB: a :class:`~gdbext_gdb.link.GdbLink` over the ``gdb`` module,
-one :class:`~gdbext_gdb.live.LiveState` per GDB connection, and the events that drop its cache.
+"""The live backend inside GDB: a :class:`~gdbext_gdbstub.link.DebuggerLink` over the ``gdb``
+module, one :class:`~gdbext_gdbstub.state.LiveState` per GDB connection, and the events that
+drop its cache.
 
 Loaded only inside GDB (it imports ``gdb``). :func:`open_target` is the ``gdb`` backend's
 ``open``: it finds the selected inferior's connection, makes its state on first use and
@@ -19,13 +20,15 @@ from gdbext.errors import GdbextError, UsageError
 from gdbext.frontend.common import first_line
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
-from gdbext_gdb.link import (
+from gdbext_gdb.plugin import NAMING
+from gdbext_gdbstub.link import (
     CONTROL_REGISTERS,
     LiveTargetError,
     TargetLostError,
     TargetMemoryError,
 )
-from gdbext_gdb.live import LiveOptions, LiveState
+from gdbext_gdbstub.options import LiveOptions
+from gdbext_gdbstub.state import LiveState
 
 #: Connection types the backend works with: QEMU's gdbstub, KGDB, VMware all speak remote.
 REMOTE_TYPES = ("remote", "extended-remote")
@@ -55,7 +58,8 @@ def _message(exc: BaseException) -> str:
 
 
 class GdbConnectionLink:
-    """:class:`~gdbext_gdb.link.GdbLink` over one GDB inferior and its remote connection."""
+    """:class:`~gdbext_gdbstub.link.DebuggerLink` over one GDB inferior and its remote
+    connection."""
 
     def __init__(self, inferior: gdb.Inferior) -> None:
         self._inferior = inferior
@@ -87,7 +91,7 @@ class GdbConnectionLink:
             raise self._error(exc, command.split(" ", 2)[0]) from None
         return out or ""
 
-    # --- GdbLink ---
+    # --- DebuggerLink ---
 
     def read_memory(self, addr: int, size: int) -> bytes:
         try:
@@ -243,7 +247,7 @@ def state_for(inferior: gdb.Inferior) -> LiveState:
         )
     state = _STATES.get(connection)
     if state is None:
-        state = LiveState(GdbConnectionLink(inferior), _describe(connection))
+        state = LiveState(GdbConnectionLink(inferior), _describe(connection), NAMING)
         _STATES[connection] = state
     _watch(connection, state)
     return state
@@ -251,5 +255,5 @@ def state_for(inferior: gdb.Inferior) -> LiveState:
 
 def open_target(request: OpenRequest) -> Target:
     """The ``gdb`` backend's ``open``: the target of the selected inferior's connection."""
-    options = LiveOptions.from_request(request)
+    options = LiveOptions.from_request(request, NAMING)
     return state_for(gdb.selected_inferior()).open(options)

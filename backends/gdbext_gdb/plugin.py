@@ -11,20 +11,12 @@ from collections.abc import Sequence
 
 from gdbext.errors import UsageError
 from gdbext.plugin.hookspecs import hookimpl
-from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
+from gdbext.plugin.target import BackendInfo, OpenRequest, Target
+from gdbext_gdbstub.options import LIVE_OPTIONS, LIVE_SUMMARY, Naming
 
-#: What the live backends do (``gdb``, and ``lldb`` over the same logic).
-LIVE_SUMMARY = "QEMU's gdbstub (PhyMemMode), KGDB via the direct map"
-#: The options of the live backends (:class:`gdbext_gdb.live.LiveOptions` reads them).
-LIVE_OPTIONS = (
-    BackendOption(
-        "direct_map",
-        "ADDR",
-        "read physical memory through the kernel's direct map at ADDR (stubs without PhyMemMode "
-        "or monitor xp: KGDB, VMware)",
-    ),
-    BackendOption("read_via", "PATH", "phymem, xp or direct-map (default: the first that works)"),
-)
+NAME = "gdb"
+#: The backend and its debugger, as messages and ``info`` name them.
+NAMING = Naming(backend=NAME, debugger="GDB")
 
 
 def open_gdb(request: OpenRequest) -> Target:
@@ -40,4 +32,4 @@ def open_gdb(request: OpenRequest) -> Target:
 
 @hookimpl
 def gdbext_backends() -> Sequence[BackendInfo]:
-    return [BackendInfo("gdb", f"live target in GDB: {LIVE_SUMMARY}", open_gdb, list(LIVE_OPTIONS))]
+    return [BackendInfo(NAME, f"live target in GDB: {LIVE_SUMMARY}", open_gdb, list(LIVE_OPTIONS))]

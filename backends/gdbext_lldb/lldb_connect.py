@@ -37,8 +37,8 @@ import lldb
 
 from gdbext.errors import UsageError
 from gdbext.session import Writer
-from gdbext_gdb.link import LiveTargetError
-from gdbext_gdb.phymem import QUERY, SET
+from gdbext_gdbstub.link import LiveTargetError
+from gdbext_gdbstub.phymem import QUERY, SET
 from gdbext_lldb.lldb_link import (
     PACKET_TIMEOUT_SETTING,
     error_line,

@@ -1,8 +1,8 @@
 """The live backend inside LLDB: a link over one LLDB ``gdb-remote`` process, one
-:class:`~gdbext_gdb.live.LiveState` per process, and the ``lldb`` backend's ``open``.
+:class:`~gdbext_gdbstub.state.LiveState` per process, and the ``lldb`` backend's ``open``.
 
-Loaded only inside LLDB (it imports ``lldb``). Every line of the backend's logic is the GDB
-backend's (:mod:`gdbext_gdb.live`: read paths, PhyMemMode bracket, RAM, per-stop cache,
+Loaded only inside LLDB (it imports ``lldb``). Every line of the backend's logic is shared
+with GDB's (:mod:`gdbext_gdbstub`: read paths, PhyMemMode bracket, RAM, per-stop cache,
 prefetch); this module only speaks LLDB:
 
 - raw packets go through ``process plugin packet send`` and monitor commands through ``process
@@ -47,15 +47,16 @@ from gdbext.errors import UsageError
 from gdbext.frontend.common import U64, first_line
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
-from gdbext_gdb.link import (
+from gdbext_gdbstub.link import (
     CONTROL_REGISTERS,
     LiveTargetError,
     TargetLostError,
     TargetMemoryError,
 )
-from gdbext_gdb.live import LiveOptions, LiveState, Naming
+from gdbext_gdbstub.options import LiveOptions
+from gdbext_gdbstub.state import LiveState
+from gdbext_lldb.plugin import NAMING
 
-NAMING = Naming(backend="lldb", debugger="LLDB")
 #: LLDB's process plugin for QEMU's gdbstub, KGDB and other remote stubs.
 REMOTE_PLUGIN = "gdb-remote"
 MEMORY_CACHE_SETTING = "target.process.disable-memory-cache"
@@ -94,7 +95,8 @@ def error_line(text: str | None, default: str = "unknown error") -> str:
 
 
 class LldbProcessLink:
-    """:class:`~gdbext_gdb.link.DebuggerLink` over one LLDB process of the ``gdb-remote`` plugin.
+    """:class:`~gdbext_gdbstub.link.DebuggerLink` over one LLDB process of the ``gdb-remote``
+    plugin.
 
     :param debugger: the LLDB session the process belongs to (its command interpreter runs the
         packet commands; its settings hold the memory-cache switch).

@@ -2,8 +2,8 @@
 
 It is listed everywhere (``gdbext backends``) and opens only in LLDB's embedded Python, where it
 reads the target of an LLDB ``gdb-remote`` connection (QEMU's gdbstub; other stubs through the
-kernel's direct map) with the GDB backend's logic. The LLDB-only code is in
-:mod:`gdbext_lldb.lldb_link`, imported on open.
+kernel's direct map) with the logic it shares with GDB's (:mod:`gdbext_gdbstub`). The LLDB-only
+code is in :mod:`gdbext_lldb.lldb_link`, imported on open.
 
 Which LLDB session to read is passed in, as the option ``debugger`` (an ``SBDebugger`` ID): the
 ``pt-*`` commands in LLDB give it, as they know the debugger that runs them.
@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from gdbext.errors import UsageError
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
-from gdbext_gdb.plugin import LIVE_OPTIONS, LIVE_SUMMARY
+from gdbext_gdbstub.options import LIVE_OPTIONS, LIVE_SUMMARY, Naming
 
 NAME = "lldb"
+#: The backend and its debugger, as messages and ``info`` name them.
+NAMING = Naming(backend=NAME, debugger="LLDB")
 
 
 def open_lldb(request: OpenRequest) -> Target:

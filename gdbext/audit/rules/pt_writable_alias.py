@@ -21,7 +21,7 @@ Severities:
   (LA57), ``level3_kernel_pgt``, ``level2_kernel_pgt``, ``level2_fixmap_pgt`` and
   ``level1_fixmap_pgt`` in ``.data``; ``espfix_pud_page`` and early_ioremap's ``bm_pte`` in
   ``.bss``; the first tables of the direct map, allocated from ``.brk`` (``pgt_buf``). The
-  committed dumps show exactly those (see tests/test_audit_rules_alias.py);
+  committed dumps show exactly those (see tests/audit/rules/test_pt_writable_alias.py);
 - ``high``: anything else (a table in vmalloc space, in the kernel image mapping but outside
   the image's frames, mapped by an alias...).
 

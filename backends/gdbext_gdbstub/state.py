@@ -1,0 +1,281 @@
+"""The live backend's state for one debugger connection: read path, RAM, page cache, CPUs.
+
+Everything here runs over a :class:`~gdbext_gdbstub.link.DebuggerLink`, so it is tested without
+a debugger and shared by both: GDB's adapter (``gdbext_gdb.gdb_link``) keeps one
+:class:`LiveState` per GDB connection and calls :meth:`LiveState.invalidate` on GDB's events
+(resume, memory or register write, exit); LLDB's (``gdbext_lldb.lldb_link``) keeps one per LLDB
+process and invalidates it when the process's stop ID moves. A
+:class:`~gdbext_gdbstub.options.Naming` says which debugger and backend the messages and
+``info`` name.
+
+- :class:`~gdbext_gdbstub.mapper.LiveMapper` is the target's physical memory, cached per stop.
+- :class:`LiveCpus` are the vCPUs (the debugger's threads; CPU N is the N-th thread by number,
+  thread N+1 with QEMU), their CR0/CR3/CR4/EFER read from its registers when first asked for.
+- :meth:`LiveState.open` makes the :class:`~gdbext.plugin.target.Target` a front end asks for
+  once per command; it is cheap after the first call (probes and pages are kept per
+  connection). Its VMCOREINFO facts (``kernel_root``...) and details are resolved on first use,
+  per stop (:mod:`gdbext_gdbstub.livekernel`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, overload
+
+from gdbext.cpu import CpuState
+from gdbext.geometry import PAGE_SIZE as PAGE
+from gdbext.plugin.facts import KernelFacts
+from gdbext.plugin.target import Detail, LazyMapping, Target
+from gdbext_gdbstub.link import DebuggerLink, LiveTargetError, TargetLostError
+from gdbext_gdbstub.mapper import LiveMapper, ReadStats
+from gdbext_gdbstub.options import LiveOptions, Naming
+from gdbext_gdbstub.phymem import ModeBracket, PhyMemMode
+from gdbext_gdbstub.ram import RamRanges, parse_mtree_ram
+from gdbext_gdbstub.readpath import (
+    DirectMapReader,
+    PhyMemReader,
+    Reader,
+    XpReader,
+    xp_available,
+)
+
+if TYPE_CHECKING:
+    from gdbext_gdbstub.livekernel import LiveVmcoreinfo
+
+#: Symbol that holds the direct map's base in kernels with a randomised layout.
+PAGE_OFFSET_SYMBOL = "page_offset_base"
+#: A symbol only a Linux kernel has: with it, the target is taken to be Linux.
+LINUX_SYMBOL = "linux_banner"
+
+
+class LiveCpus(Sequence[CpuState]):
+    """The vCPUs of the target, read when first asked for (and kept for the stop)."""
+
+    def __init__(self, state: LiveState, threads: Sequence[int]) -> None:
+        self._state = state
+        self._threads = list(threads)
+
+    def __len__(self) -> int:
+        return len(self._threads)
+
+    @overload
+    def __getitem__(self, index: int) -> CpuState: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[CpuState]: ...
+
+    def __getitem__(self, index: int | slice) -> CpuState | Sequence[CpuState]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        return self._state.cpu_state(self._threads[index])
+
+
+class LiveState:
+    """One debugger connection's view of its target."""
+
+    def __init__(self, link: DebuggerLink, description: str, naming: Naming) -> None:
+        self.link = link
+        self.description = description
+        self.naming = naming
+        self.phymem = PhyMemMode(link)
+        self.bracket = ModeBracket(self.phymem, link)
+        self.mapper = LiveMapper(self.bracket, naming)
+        self._cpus: dict[int, CpuState] = {}
+        #: The debugger's thread numbers at this stop (GDB asks the stub for them: 2-3 round
+        #: trips that a stopped target answers the same way until it runs).
+        self._threads: list[int] | None = None
+        self._phymem_ok: bool | None = None
+        self._xp_ok: bool | None = None
+        self._ram_probed = False
+        self._ram_note = ""
+        self._symbol_base: int | None = None
+        self._is_linux: bool | None = None
+        self._reader_key: tuple[str | None, int | None] | None = None
+        self._vmcoreinfo: LiveVmcoreinfo | None = None
+
+    @property
+    def vmcoreinfo(self) -> LiveVmcoreinfo:
+        """The kernel's VMCOREINFO, found in memory when first asked for (imported then: the
+        debuggers load this module at start-up)."""
+        if self._vmcoreinfo is None:
+            from gdbext_gdbstub.livekernel import LiveVmcoreinfo
+
+            self._vmcoreinfo = LiveVmcoreinfo(self.mapper, self._ram_end)
+        return self._vmcoreinfo
+
+    @property
+    def stats(self) -> ReadStats:
+        return self.mapper.stats
+
+    def invalidate(self) -> None:
+        """Drop what one stop's cache holds: pages, threads, CPU states and VMCOREINFO (resume,
+        writes, exit)."""
+        self.mapper.clear()
+        self._cpus.clear()
+        self._threads = None
+        if self._vmcoreinfo is not None:
+            self._vmcoreinfo.invalidate()
+
+    def forget_cpus(self) -> None:
+        """Drop the CPU states only, so that they are read again (LLDB: a register write fires
+        no event, and its own register cache makes reading them again cheap)."""
+        self._cpus.clear()
+
+    def cpu_state(self, thread: int) -> CpuState:
+        """The control registers of the debugger's thread ``thread`` (cached until
+        :meth:`invalidate`)."""
+        cpu = self._cpus.get(thread)
+        if cpu is None:
+            regs = self.link.registers(thread)
+            cpu = CpuState(regs.get("cr0"), regs.get("cr3"), regs.get("cr4"), regs.get("efer"))
+            self._cpus[thread] = cpu
+        return cpu
+
+    def thread_numbers(self) -> list[int]:
+        """The debugger's thread numbers (cached until :meth:`invalidate`)."""
+        if self._threads is None:
+            self._threads = self.link.thread_numbers()
+        return self._threads
+
+    # --- probes (once per connection) ---
+
+    def phymem_supported(self) -> bool:
+        if self._phymem_ok is None:
+            self._phymem_ok = self.phymem.supported()
+        return self._phymem_ok
+
+    def xp_supported(self) -> bool:
+        if self._xp_ok is None:
+            self._xp_ok = xp_available(self.link)
+        return self._xp_ok
+
+    def _probe_ram(self) -> None:
+        if self._ram_probed:
+            return
+        self._ram_probed = True
+        try:
+            text = self.link.monitor("info mtree -f")
+        except TargetLostError:
+            self._ram_probed = False
+            raise
+        except LiveTargetError as exc:
+            self._ram_note = f"unknown (monitor info mtree -f: {exc}); reads are not checked"
+            return
+        ranges = parse_mtree_ram(text)
+        if not ranges:
+            self._ram_note = "unknown (no RAM block in monitor info mtree -f); reads not checked"
+            return
+        self.mapper.ram = RamRanges(ranges)
+
+    def _ram_end(self) -> int | None:
+        ram = self.mapper.ram
+        return None if ram is None or not ram.ranges else ram.ranges[-1].end
+
+    def _direct_map_base(self, options: LiveOptions) -> int | None:
+        if options.direct_map is not None:
+            return options.direct_map
+        if self._symbol_base is None:
+            value = self.link.symbol_value(PAGE_OFFSET_SYMBOL)
+            if value is not None and value and not value & (PAGE - 1):
+                self._symbol_base = value
+        return self._symbol_base
+
+    def _choose_reader(self, options: LiveOptions) -> Reader:
+        via = options.read_via
+        if via in (None, "phymem"):
+            if self.phymem_supported():
+                return PhyMemReader(self.link)
+            if via == "phymem":
+                raise LiveTargetError("--read-via phymem: the gdbstub has no PhyMemMode")
+        if via in (None, "xp"):
+            if self.xp_supported():
+                return XpReader(self.link)
+            if via == "xp":
+                raise LiveTargetError("--read-via xp: the target has no `monitor xp`")
+        base = self._direct_map_base(options)
+        if base is None:
+            raise LiveTargetError(
+                "no way to read physical memory: "
+                + ("" if via else "the gdbstub has no PhyMemMode and no `monitor xp`, and ")
+                + "the direct map's base is unknown (give --direct-map ADDR, or load the "
+                f"kernel's symbols for {PAGE_OFFSET_SYMBOL})"
+            )
+        # QEMU's stub must then be in virtual mode; other stubs have no mode to switch.
+        return DirectMapReader(self.link, base, 0 if self.phymem_supported() else None)
+
+    def _reader(self, options: LiveOptions) -> Reader:
+        key = (options.read_via, options.direct_map)
+        reader = self.mapper.reader
+        if reader is None or key != self._reader_key:
+            reader = self._choose_reader(options)
+            if self.mapper.reader is not None and reader.name != self.mapper.reader.name:
+                self.mapper.clear()  # pages read another way are not trusted across paths
+            self.mapper.reader = reader
+            self._reader_key = key
+        return reader
+
+    # --- the target ---
+
+    def open(self, options: LiveOptions) -> Target:
+        """The target for one command (cheap after the first call on a connection)."""
+        if not self.link.connected():
+            raise TargetLostError("lost the connection to the target")
+        reader = self._reader(options)
+        self._probe_ram()
+        threads = self.thread_numbers()
+        selected = self.link.selected_thread()
+        details: dict[str, str] = {"connection": self.description}
+        ram = self.mapper.ram
+        if ram is None:
+            details["RAM"] = self._ram_note or "unknown; reads are not checked"
+        details["vCPUs"] = Detail(
+            f"{len(threads)} ({self.naming.debugger} threads {_spans(threads)}; "
+            "CPU N is thread N+1)"
+            if threads
+            else "none (no threads)",
+            len(threads),
+        )
+        if self._is_linux is None:
+            # With the kernel's symbols loaded, say so: Linux region labels then come on by
+            # themselves (--labels auto), as they do for a dump with a VMCOREINFO.
+            self._is_linux = self.link.symbol_address(LINUX_SYMBOL) is not None
+        cpus = LiveCpus(self, threads)
+        index = threads.index(selected) if selected in threads else None
+        vmcoreinfo = self.vmcoreinfo
+
+        def cpu() -> CpuState:  # read when VMCOREINFO is first needed, not at every open
+            at = index or 0
+            return cpus[at] if at < len(cpus) else CpuState()
+
+        facts = KernelFacts(
+            os="linux" if self._is_linux else None,
+            selected_cpu=index,
+            direct_map_base=reader.base if isinstance(reader, DirectMapReader) else None,
+            vmcoreinfo_source=lambda: vmcoreinfo.facts(cpu()),
+        )
+        return Target(
+            backend=self.naming.backend,
+            description=self.description,
+            mapper=self.mapper,
+            cpus=cpus,
+            ram=None if ram is None else list(ram.ranges),
+            read_path=reader.name,
+            details=LazyMapping(details, lambda: vmcoreinfo.details(cpu())),
+            facts=facts,
+            command_scope=self.bracket.scope,
+        )
+
+
+def _spans(numbers: Sequence[int]) -> str:
+    """``1-4, 7``: sorted numbers as spans."""
+    out: list[str] = []
+    start = prev = None
+    for n in sorted(numbers):
+        if start is None or prev is None or n != prev + 1:
+            if start is not None:
+                out.append(str(start) if start == prev else f"{start}-{prev}")
+            start = n
+        prev = n
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+    return ", ".join(out)

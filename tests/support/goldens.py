@@ -1,0 +1,37 @@
+"""What QEMU printed for the frozen VM each committed dump was taken from
+(``fixtures/kernels/NAME.*``): the expected values of the tests on real kernels."""
+
+from __future__ import annotations
+
+import lzma
+import re
+
+from support.paths import KERNELS
+
+
+def gva2gpa(name: str) -> dict[int, int | None]:
+    """QEMU's ``gva2gpa`` samples: VADDR -> PADDR, ``None`` for unmapped."""
+    found: dict[int, int | None] = {}
+    for line in (KERNELS / f"{name}.gva2gpa.txt").read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        vaddr, paddr = line.split()
+        found[int(vaddr, 16)] = None if paddr == "-" else int(paddr, 16)
+    return found
+
+
+def info_tlb(golden: str) -> dict[int, tuple[int, str]]:
+    """QEMU's ``info tlb`` lines: VADDR -> (PADDR, flags)."""
+    text = lzma.decompress((KERNELS / f"{golden}.txt.xz").read_bytes()).decode()
+    found = {}
+    for line in text.splitlines():
+        vaddr, rest = line.split(": ")
+        paddr, flags = rest.split()
+        found[int(vaddr, 16)] = (int(paddr, 16), flags)
+    return found
+
+
+def registers(name: str) -> dict[str, int]:
+    """CR0, CR2, CR3, CR4 and EFER of QEMU's ``info registers``."""
+    text = (KERNELS / f"{name}.info-registers.txt").read_text()
+    return {k: int(v, 16) for k, v in re.findall(r"\b(CR[0234]|EFER)=([0-9a-f]+)", text)}
