@@ -40,6 +40,8 @@ __all__ = ["WalkMemo", "Walker", "reachable_tables"]
 _COMPACT_RUNS = 64
 #: How many larger summaries a walk keeps (least recently used goes first).
 _BIG_MEMO_TABLES = 64
+#: How many a page table keeps for its walks (:class:`WalkMemo`).
+_SHARED_BIG_TABLES = 256
 
 
 @dataclass
@@ -47,14 +49,17 @@ class WalkMemo:
     """What the walks of one page table share while its memory does not change (a page table
     with ``cache=True`` keeps one, and clears it on every change): the summaries of its leaf
     tables, by the entry bits a walk keeps, and the entries of its upper tables; at most
-    ``limit`` of each (the big summaries of scattered leaves stay per walk)."""
+    ``limit`` of each, and of the big summaries of scattered leaves the most recent few."""
 
     limit: int
     summaries: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
+    #: The big summaries, by kept bits: the :data:`_SHARED_BIG_TABLES` most recently used.
+    big: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
     tables: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.summaries.clear()
+        self.big.clear()
         self.tables.clear()
 
 
@@ -81,6 +86,8 @@ class _Walk:
     prefetch: Callable[[list[int]], object] | None = None
     #: How many entries ``leaf_memo`` and ``table_memo`` may hold (shared ones are bounded).
     memo_limit: int = 1 << 62
+    #: How many ``big_memo`` keeps.
+    big_limit: int = _BIG_MEMO_TABLES
 
 
 class Walker:
@@ -134,8 +141,10 @@ class Walker:
             walk = _Walk(lo, hi, collapse, keep, {}, {}, {}, {}, [self.root])
         else:
             summaries = memo.summaries.setdefault(keep, {})
-            walk = _Walk(lo, hi, collapse, keep, summaries, {}, memo.tables, {}, [self.root])
+            big = memo.big.setdefault(keep, {})
+            walk = _Walk(lo, hi, collapse, keep, summaries, big, memo.tables, {}, [self.root])
             walk.memo_limit = memo.limit
+            walk.big_limit = _SHARED_BIG_TABLES
         walk.prefetch = self.prefetch
         if perm is not None:
             if perm.empty:
@@ -266,7 +275,7 @@ class Walker:
                     # that a walk's memory grows with its tables, not its leaves; links to one
                     # table come in bursts (ESPFIX), which a short LRU catches.
                     walk.big_memo[key] = summary
-                    if len(walk.big_memo) > _BIG_MEMO_TABLES:
+                    if len(walk.big_memo) > walk.big_limit:
                         del walk.big_memo[next(iter(walk.big_memo))]
             yield from self._emit_table(walk, table, level, base, acc, summary, first, last)
         else:
