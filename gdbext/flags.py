@@ -76,3 +76,14 @@ def parse_flags(names: list[str] | tuple[str, ...]) -> PageTableFlags:
         except KeyError:
             raise ValueError(f"unknown page-table flag {shown(name)}") from None
     return value
+
+
+def perm_text(user: bool, writable: bool, executable: bool) -> str:
+    """Effective permissions as ``"rw-"``, then ``user`` or ``kern``: how findings and walks
+    name them.
+
+    >>> perm_text(False, True, True), perm_text(True, False, False)
+    ('rwx kern', 'r-- user')
+    """
+    rwx = "r" + ("w" if writable else "-") + ("x" if executable else "-")
+    return rwx + (" user" if user else " kern")

@@ -57,8 +57,8 @@ from gdbext.frontend.progress import PROGRESS_AFTER, Ticker, TickingMapper, Tick
 from gdbext.frontend.runner import execute
 from gdbext.plugin.host import DUMP_BACKEND, Host
 from gdbext.plugin.target import OpenRequest, Target
-from gdbext.render.common import ANSI, plural
-from gdbext.units import shown
+from gdbext.render.common import ANSI
+from gdbext.units import plural, shown
 
 BACKEND_COMMAND = "pt-backend"
 #: ``pt-backend``'s line in a debugger's command list.

@@ -89,3 +89,12 @@ def format_size(size: int) -> str:
         if size and size % scale == 0:
             return f"{size // scale}{unit}"
     return f"{size}B" if size else "0B"
+
+
+def plural(count: int) -> str:
+    """The English plural ending for ``count`` things: ``"s"``, or ``""`` for one.
+
+    >>> f"3 page{plural(3)}, 1 page{plural(1)}"
+    '3 pages, 1 page'
+    """
+    return "" if count == 1 else "s"

@@ -26,7 +26,8 @@ from gdbext.plugin.host import Host
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
-from gdbext_gdb.plugin import NAMING, open_gdb
+from gdbext_gdb.naming import NAMING
+from gdbext_gdb.plugin import open_gdb
 from gdbext_gdbstub.link import LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdbstub.mapper import LiveMapper
 from gdbext_gdbstub.options import LiveOptions

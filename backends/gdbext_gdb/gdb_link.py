@@ -20,7 +20,7 @@ from gdbext.errors import GdbextError, UsageError
 from gdbext.frontend.common import first_line
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
-from gdbext_gdb.plugin import NAMING
+from gdbext_gdb.naming import NAMING
 from gdbext_gdbstub.link import (
     CONTROL_REGISTERS,
     LiveTargetError,

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from gdbext.errors import UsageError
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.target import BackendInfo, OpenRequest, Target
-from gdbext_gdbstub.options import LIVE_OPTIONS, LIVE_SUMMARY, Naming
+from gdbext_gdb.naming import NAMING
+from gdbext_gdbstub.options import LIVE_OPTIONS, LIVE_SUMMARY
 
-NAME = "gdb"
-#: The backend and its debugger, as messages and ``info`` name them.
-NAMING = Naming(backend=NAME, debugger="GDB")
+NAME = NAMING.backend
 
 
 def open_gdb(request: OpenRequest) -> Target:

@@ -55,7 +55,7 @@ from gdbext_gdbstub.link import (
 )
 from gdbext_gdbstub.options import LiveOptions
 from gdbext_gdbstub.state import LiveState
-from gdbext_lldb.plugin import NAMING
+from gdbext_lldb.naming import NAMING
 
 #: LLDB's process plugin for QEMU's gdbstub, KGDB and other remote stubs.
 REMOTE_PLUGIN = "gdb-remote"

@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from gdbext.errors import UsageError
 from gdbext.plugin.hookspecs import hookimpl
 from gdbext.plugin.target import BackendInfo, BackendOption, OpenRequest, Target
-from gdbext_gdbstub.options import LIVE_OPTIONS, LIVE_SUMMARY, Naming
+from gdbext_gdbstub.options import LIVE_OPTIONS, LIVE_SUMMARY
+from gdbext_lldb.naming import NAMING
 
-NAME = "lldb"
-#: The backend and its debugger, as messages and ``info`` name them.
-NAMING = Naming(backend=NAME, debugger="LLDB")
+NAME = NAMING.backend
 
 
 def open_lldb(request: OpenRequest) -> Target:

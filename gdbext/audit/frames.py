@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from gdbext.render.common import perms
+from gdbext.flags import perm_text
 
 if TYPE_CHECKING:
     from gdbext.audit.spans import LeafSpan
@@ -76,7 +76,7 @@ def where(spans: Sequence[LeafSpan], lo: int, hi: int) -> str:
 def span_text(spans: Sequence[LeafSpan], lo: int, hi: int) -> str:
     """:func:`where`, with the first span's effective permissions: ``0xV-0xE (rw- kern)``."""
     run = spans[0].run
-    return f"{where(spans, lo, hi)} ({perms(run.user, run.writable, run.executable)})"
+    return f"{where(spans, lo, hi)} ({perm_text(run.user, run.writable, run.executable)})"
 
 
 def mapping_lines(spans: Sequence[LeafSpan], lo: int, hi: int, label: str) -> list[str]:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from gdbext.errors import PhysMemoryError
 from gdbext.flags import PRESENT
-from gdbext.frontend.commands import PTI_USER_PGD_BIT
+from gdbext.linux.layout import PTI_USER_PGD_BIT
 from gdbext.x86.entries import is_link, link_address
 from gdbext.x86.paging import X86PageTable
 

@@ -22,19 +22,15 @@ from gdbext.errors import (
     UsageError,
 )
 from gdbext.linux.detect import detect_layout, labels_wanted
-from gdbext.linux.layout import Layout
+from gdbext.linux.layout import PTI_USER_PGD_BIT, Layout
 from gdbext.mapper import is_captured
 from gdbext.permfilter import PermFilter
 from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Target
-from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.units import shown
+from gdbext.x86.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation
-
-#: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
-#: PGD is 8 KiB-aligned): CR3 | 0x1000.
-PTI_USER_PGD_BIT = 0x1000
 
 
 @dataclass(frozen=True)
@@ -293,7 +289,7 @@ class WalkResult:
         """The walk's records (see :meth:`X86PageTable.iter_runs`), counted in :attr:`stats`.
 
         With ``options.has`` only the leaf runs of the merged mapping that contains that
-        address (merged as :func:`~gdbext.render.merge.merge_runs` does with the flags not in
+        address (merged as :func:`~gdbext.x86.merge.merge_runs` does with the flags not in
         ``ignore``), aliases expanded, without anomalies.
         """
         stats = self.stats

@@ -62,6 +62,9 @@ _TOP = 1 << 64
 
 # Fixed addresses, the same for 4- and 5-level paging (arch/x86/include/asm/*.h, Linux 6.x).
 #: ``__START_KERNEL_map``: the high kernel mapping (kernel text, mapped to physical 0).
+#: Under PTI the user page-global directory is the 4 KiB page after the kernel's (the kernel's
+#: PGD is 8 KiB-aligned): CR3 | 0x1000.
+PTI_USER_PGD_BIT = 0x1000
 START_KERNEL_MAP = 0xFFFF_FFFF_8000_0000
 #: ``__START_KERNEL`` with the default ``CONFIG_PHYSICAL_START`` of 16 MiB (2 MiB aligned).
 START_KERNEL = 0xFFFF_FFFF_8100_0000

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.rule import AuditRule
-from gdbext.render.common import PLAIN, Style, plural
+from gdbext.render.common import PLAIN, Style
+from gdbext.units import plural
 
 if TYPE_CHECKING:  # the engine (walks, spans) loads only when an audit runs
     from gdbext.audit.engine import AuditResult

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gdbext.errors import TableNotCapturedError, TableOutsideRamError, TranslationError
-from gdbext.flags import GLOBAL, PAT_LARGE, PRESENT, PageTableFlags, flag_names
+from gdbext.flags import GLOBAL, PAT_LARGE, PRESENT, PageTableFlags, flag_names, perm_text
 
 
 def hex64(value: int) -> str:
@@ -17,15 +17,6 @@ def hex64(value: int) -> str:
 def hexs(value: int) -> str:
     """A JSON-safe address: a hex string (jq cannot hold 64-bit integers)."""
     return f"0x{value:x}"
-
-
-def plural(count: int) -> str:
-    """The English plural ending for ``count`` things: ``"s"``, or ``""`` for one.
-
-    >>> f"3 page{plural(3)}, 1 page{plural(1)}"
-    '3 pages, 1 page'
-    """
-    return "" if count == 1 else "s"
 
 
 @dataclass(frozen=True)
@@ -80,10 +71,10 @@ ANSI = Style(
 def perms(user: bool, writable: bool, executable: bool, style: Style = PLAIN) -> str:
     """``"rw-"`` style effective permissions, then ``user`` or ``kern``; ``rwx`` in ``style``'s
     W+X colour."""
-    rwx = "r" + ("w" if writable else "-") + ("x" if executable else "-")
+    text = perm_text(user, writable, executable)
     if writable and executable:
-        rwx = style.paint(style.wx, rwx)
-    return rwx + (" user" if user else " kern")
+        return style.paint(style.wx, text[:3]) + text[3:]
+    return text
 
 
 def leaf_flag_names(entry: int, page_size: int) -> list[str]:

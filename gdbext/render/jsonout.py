@@ -18,7 +18,7 @@ from gdbext.errors import OutputLimitError
 from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
 from gdbext.plugin.target import Detail
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
-from gdbext.render.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
+from gdbext.x86.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.x86.records import Anomaly
 
 if TYPE_CHECKING:  # the heap's modules are not needed to render a walk

@@ -38,12 +38,11 @@ from gdbext.render.common import (
     extra_tokens,
     hex64,
     perms,
-    plural,
     step_flag_names,
     unread_table,
 )
-from gdbext.render.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
-from gdbext.units import format_size
+from gdbext.units import format_size, plural
+from gdbext.x86.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.x86.records import AliasRun, Anomaly
 
 if TYPE_CHECKING:  # the heap's modules are not needed to render a walk

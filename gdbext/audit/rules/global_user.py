@@ -15,7 +15,7 @@ from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import merge_spans
 from gdbext.flags import GLOBAL
-from gdbext.render.common import plural
+from gdbext.units import plural
 
 
 class GlobalUserRule:

@@ -49,9 +49,9 @@ from gdbext.audit.frames import (
 from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
 from gdbext.audit.views import AuditView
+from gdbext.flags import perm_text
 from gdbext.frontend.heap import HeapResult
 from gdbext.geometry import SIZE_4K
-from gdbext.render.common import perms
 from gdbext.x86.records import AliasRun, LeafRun
 
 __all__ = ["HeapContractRule", "HeapPiece", "heap_pieces"]
@@ -246,7 +246,7 @@ class HeapContractRule:
             self,
             view,
             f"{self._heap_text(heap)}: 0x{first.vaddr:x}-0x{last.end:x} is "
-            f"{' and '.join(problems)} ({perms(run.user, run.writable, run.executable)})",
+            f"{' and '.join(problems)} ({perm_text(run.user, run.writable, run.executable)})",
             vaddr=first.vaddr,
             end=last.end,
             paddr=first.paddr,

@@ -54,9 +54,10 @@ from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan
 from gdbext.audit.views import AuditView
 from gdbext.errors import PhysMemoryError
+from gdbext.flags import perm_text
 from gdbext.geometry import SIZE_4K, entry_span, level_name
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
-from gdbext.render.common import perms, plural
+from gdbext.units import plural
 from gdbext.x86.entries import frame_address, is_leaf, is_present, link_address
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import Anomaly
@@ -230,7 +231,7 @@ class PtWritableAliasRule:
         if linked == anomaly.table:
             what += ", the table the entry is in"
         n = len(exposed)
-        access = perms(user, writable, executable)
+        access = perm_text(user, writable, executable)
         if user and writable:
             severity = Severity.CRITICAL
         elif writable:
@@ -278,7 +279,7 @@ class PtWritableAliasRule:
             + ("s" if len(roots) > 1 else "")
             for frame, level, roots in hit.tables
         ]
-        access = perms(run.user, run.writable, run.executable)
+        access = perm_text(run.user, run.writable, run.executable)
         if run.user:
             severity = Severity.CRITICAL
             message = f"{tables} writable from user mode at {at}"

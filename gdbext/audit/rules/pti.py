@@ -49,7 +49,7 @@ from gdbext.audit.model import Finding, RuleSkipped, Severity
 from gdbext.audit.pti import examine_pti
 from gdbext.audit.spans import LeafSpan, merge_spans
 from gdbext.audit.views import AuditView
-from gdbext.flags import GLOBAL
+from gdbext.flags import GLOBAL, perm_text
 from gdbext.geometry import SIZE_4K
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.linux.layout import (
@@ -59,7 +59,7 @@ from gdbext.linux.layout import (
     ESPFIX_END,
     linux_layout,
 )
-from gdbext.render.common import perms, plural
+from gdbext.units import plural
 
 #: Most bytes of executable kernel-image mapping taken for the entry text (two 2 MiB PMDs).
 ENTRY_TEXT_MAX = 4 << 20
@@ -170,7 +170,7 @@ class PtiRule:
         ]
         for group in merge_spans(spans):
             pages = sum(s.pages for s in group)
-            access = perms(True, group[0].run.writable, True)
+            access = perm_text(True, group[0].run.writable, True)
             yield ctx.finding(
                 self,
                 kernel,
@@ -258,11 +258,11 @@ class PtiRule:
                 f"is at most 0x{ENTRY_TEXT_MAX:x} (pti=auto without PCID clones _text.."
                 "__end_rodata)"
             )
+        perms = perm_text(False, run.writable, run.executable)
         return ctx.finding(
             self,
             user,
-            f"{pages} page{plural(pages)} of {what} ({perms(False, run.writable, run.executable)}) "
-            f"in the PTI user PGD: {why}",
+            f"{pages} page{plural(pages)} of {what} ({perms}) in the PTI user PGD: {why}",
             group=group,
             severity=severity,
             evidence=evidence,
@@ -302,7 +302,7 @@ class PtiRule:
                 self,
                 kernel,
                 f"{pages} global kernel page{plural(pages)} "
-                f"({perms(False, run.writable, run.executable)})"
+                f"({perm_text(False, run.writable, run.executable)})"
                 " the PTI user PGD does not map: their TLB entries outlive the switch to it",
                 group=group,
                 severity=Severity.MEDIUM,

@@ -54,9 +54,9 @@ from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.rules.user_kernel import table_names
 from gdbext.audit.spans import LeafSpan, repeats_text
 from gdbext.audit.views import AuditView
-from gdbext.flags import HUGE_PAGE, NO_EXECUTE
+from gdbext.flags import HUGE_PAGE, NO_EXECUTE, perm_text
 from gdbext.geometry import SIZE_4K, entry_span, level_name
-from gdbext.render.common import perms, plural
+from gdbext.units import plural
 from gdbext.x86.entries import link_address
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import Anomaly
@@ -297,7 +297,7 @@ class ReservedBitsRule:
         ]
         if span.reps:
             evidence.append(repeats_text(span))
-        access = perms(run.user, run.writable, run.executable)
+        access = perm_text(run.user, run.writable, run.executable)
         return ctx.finding(
             self,
             view,

@@ -37,9 +37,10 @@ from gdbext.audit.context import AuditContext
 from gdbext.audit.model import Finding, Severity, once_per_table
 from gdbext.audit.spans import LeafSpan, merge_spans
 from gdbext.audit.views import AuditView
+from gdbext.flags import perm_text
 from gdbext.geometry import SIZE_4K
 from gdbext.linux.layout import VSYSCALL_ADDR
-from gdbext.render.common import perms, plural
+from gdbext.units import plural
 
 
 def table_names(ctx: AuditContext) -> dict[str, str]:
@@ -87,11 +88,11 @@ class UserKernelRule:
                 continue  # reported with the others, at high
             severity = Severity.MEDIUM if run.executable else Severity.LOW
             mode = "native: executable code at a fixed address" if run.executable else "emulate"
+            perms = perm_text(True, False, run.executable)
             yield ctx.finding(
                 self,
                 view,
-                f"the legacy vsyscall page is user-accessible ({perms(True, False, run.executable)}"
-                f"; vsyscall={mode})",
+                f"the legacy vsyscall page is user-accessible ({perms}; vsyscall={mode})",
                 span=span,
                 severity=severity,
             )
@@ -118,7 +119,7 @@ class UserKernelRule:
     ) -> Finding:
         pages = sum(s.pages for s in group)
         run = group[0].run
-        access = perms(run.user, run.writable, run.executable)
+        access = perm_text(run.user, run.writable, run.executable)
         return ctx.finding(self, view, f"{pages} page{plural(pages)} ({access}) {why}", group=group)
 
 

@@ -42,9 +42,10 @@ from gdbext.audit.model import Finding, Severity
 from gdbext.audit.spans import LeafSpan, group_range, merge_spans
 from gdbext.audit.views import AuditView
 from gdbext.errors import GdbextError
-from gdbext.frontend.commands import PTI_USER_PGD_BIT, RootOptions
+from gdbext.frontend.commands import RootOptions
 from gdbext.geometry import entry_span, level_name
-from gdbext.render.common import plural
+from gdbext.linux.layout import PTI_USER_PGD_BIT
+from gdbext.units import plural
 from gdbext.x86.entries import link_address
 
 #: Most not-present W+X ranges listed per table (the count has them all).
