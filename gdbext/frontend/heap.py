@@ -186,7 +186,7 @@ def _kernel_image(target: Target, root: RootOptions) -> list[AddrRange]:
     cannot say."""
     try:
         return bss_first(image_parts(_kernel_table(target, root)))
-    except (GdbextError, ValueError):
+    except GdbextError:
         return []
 
 

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 
-from gdbext.errors import LayoutError
+from gdbext.errors import AddressOutOfRangeError, LayoutError
 
 __all__ = [
     "Base",
@@ -229,9 +229,10 @@ class Layout:
     bases: Mapping[str, Base]
 
     def label(self, vaddr: int) -> Region:
-        """The region holding ``vaddr`` (0 <= vaddr < 2^64)."""
+        """The region holding ``vaddr``; :class:`AddressOutOfRangeError` unless
+        0 <= vaddr < 2^64."""
         if not 0 <= vaddr < _TOP:
-            raise ValueError(f"not a 64-bit address: {vaddr:#x}")
+            raise AddressOutOfRangeError(vaddr)
         starts = [r.start for r in self.regions]
         return self.regions[bisect_right(starts, vaddr) - 1]
 

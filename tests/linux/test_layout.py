@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gdbext import cli
-from gdbext.errors import LayoutError
+from gdbext.errors import AddressOutOfRangeError, GdbextError, LayoutError
 from gdbext.frontend import commands
 from gdbext.linux.detect import detect_layout, labels_wanted
 from gdbext.linux.layout import Base, MarkerCursor, linux_layout
@@ -536,3 +536,12 @@ def test_fresh_kaslr_bases_are_the_kernels(cpu: str, tmp_path: Path) -> None:
         assert bare.bases[name].value == value, name
     assert lay.bases["vmemmap_base"].how == "mem_section"
     assert lay.bases["kernel_image"].value == symbols["_text"]
+
+
+@pytest.mark.parametrize("vaddr", [-1, 1 << 64])
+def test_a_label_outside_64_bits_is_an_error_naming_the_address(vaddr: int) -> None:
+    lay = linux_layout(4)
+    assert lay.label((1 << 64) - 1).name and lay.label(0).name
+    with pytest.raises(AddressOutOfRangeError) as caught:
+        lay.label(vaddr)
+    assert isinstance(caught.value, GdbextError) and caught.value.address == vaddr
