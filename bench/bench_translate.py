@@ -21,7 +21,8 @@ and reported). Targets: fresh <= 3 us, warm <= 1 us, and fresh at most drgn's ti
 
 Run: ``.venv/bin/python bench/bench_translate.py`` (``--repeat 7``; ``--json`` for
 machine-readable output; ``--profile`` for cProfile of one fresh run). drgn and volatility3 are
-optional (``.venv/bin/pip install drgn volatility3``); without them their columns are left out.
+optional (the ``bench`` extra: ``.venv/bin/pip install -e '.[bench]'``); without them their
+columns are left out.
 """
 
 from __future__ import annotations
