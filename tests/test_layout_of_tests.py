@@ -51,14 +51,30 @@ def test_test_modules_have_names_of_their_own() -> None:
 
 
 def test_the_tests_mirror_the_packages() -> None:
-    """Test modules live in the directory of what they test; ``tests/`` itself keeps the shared
-    set-up and the tests of the top-level modules of ``gdbext``."""
-    expected = {"api", "audit", "dump", "fixtures", "formats", "frontend", "plugin", "render",
-                "sim", "support"}  # fmt: skip
+    """Test modules live in the directory of what they test: ``tests/x86/`` for ``gdbext/x86/``
+    and so on for each package of ``gdbext``; ``tests/dump/`` and ``tests/sim/`` for their
+    backends, ``tests/backends/gdb/``, ``lldb/`` and ``gdbstub/`` for the debuggers' adapters and
+    the live backend (no ``__init__.py`` there: a package ``gdb`` or ``lldb`` would hide the
+    debugger's own module). ``tests/`` itself keeps the shared set-up and the tests of the
+    top-level modules of ``gdbext``, each file named after its module (``test_addr.py``,
+    ``test_cli_dump.py``, ``test_bootinfo_v09.py``)."""
+    gdbext = TESTS.parent / "gdbext"
+    packages = {p.name for p in gdbext.iterdir() if (p / "__init__.py").exists()}
     present = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert expected <= present
+    assert packages | {"api", "backends", "dump", "fixtures", "sim", "support"} <= present
+    backends = TESTS / "backends"
+    assert {p.name for p in backends.iterdir() if p.is_dir() and p.name != "__pycache__"} == {
+        "gdb", "gdbstub", "lldb"
+    }  # fmt: skip
+    assert list(backends.rglob("__init__.py")) == []
+    modules = {p.stem for p in gdbext.glob("*.py")}
+    # The package as a whole, and these tests themselves.
+    whole = {"test_core_imports.py", "test_layout_of_tests.py"}
+    top = {p.name for p in TESTS.glob("test_*.py")} - whole
+    assert {n for n in top if n.removeprefix("test_").removesuffix(".py").split("_")[0]
+            not in modules} == set()  # fmt: skip
     assert {p.name for p in (TESTS / "audit" / "rules").glob("test_*.py")} == {
         f"test_{p.stem}.py"
-        for p in (TESTS.parent / "gdbext" / "audit" / "rules").glob("*.py")
+        for p in (gdbext / "audit" / "rules").glob("*.py")
         if p.name != "__init__.py"
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.e820 import QEMU_E820, Entry
 
 from gdbext import cli
 from gdbext.addr import AddrRange
@@ -42,16 +43,6 @@ from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import SimMachine, build_machine
 
 KERNELS = Path(__file__).resolve().parents[2] / "fixtures" / "kernels"
-
-Entry = tuple[int, int, int]
-QEMU_E820: list[Entry] = [
-    (0x0, 0x9FC00, 1),
-    (0x9FC00, 0x400, 2),
-    (0xF0000, 0x10000, 2),
-    (0x100000, 0x7EE0000, 1),
-    (0x7FE0000, 0x20000, 2),
-    (0xFFFC0000, 0x40000, 2),
-]
 
 
 def test_boot_params_declaration_has_the_kernels_offsets() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.e820 import QEMU_E820
 
 from gdbext.addr import AddrRange
 from gdbext.frontend.commands import RootOptions
@@ -37,7 +38,6 @@ from gdbext_sim.bootparams import boot_params
 from gdbext_sim.kdump import write_kdump
 from gdbext_sim.memory import SparsePhysMemory
 from gdbext_sim.scenario import build_machine
-from linux.test_e820 import QEMU_E820
 
 GiB = 1 << 30
 DIRECT = 0xFFFF_8880_0000_0000

@@ -3,8 +3,9 @@ help, every command on committed dumps of real kernels (``pt-backend core``) byt
 to the command line's and to GDB's, one-line errors, progress and Ctrl-C, colour.
 
 LLDB runs through ``scripts/lldb --batch -Q`` (the start ``docs/lldb.md`` describes) and
-``tests/lldb_side.py``, which records each command's output and error separately
-(:mod:`lldbrun`). The live backend is tested against QEMU in ``tests/test_lldb_live.py``.
+``tests/support/lldb_side.py``, which records each command's output and error separately
+(:mod:`support.lldbrun`). The live backend is tested against QEMU in
+``tests/backends/lldb/test_lldb_live.py``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import lldbrun
 import pytest
-from test_gdb_frontend import (
+from support import lldbrun
+from support.debuggers import (
     DUMP_CASES,
     IMPORTED_BY_LOADING,
     SLOW_PLUGIN,

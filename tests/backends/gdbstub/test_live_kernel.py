@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lldbrun
 import pytest
 from elftools.elf.elffile import ELFFile
-from test_gdb_frontend import cli_output, gdb, marked, sections, tlb_lines
+from support import lldbrun
+from support.debuggers import cli_output, gdb, marked, sections, tlb_lines
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest

@@ -2,10 +2,10 @@
 
 :func:`run` starts ``scripts/lldb --batch -Q`` (``docs/lldb.md``'s one-line start: LLDB with
 ``gdbext/lldbinit.py`` imported), optionally connects it to a gdbstub with ``pt-connect``, and
-runs a list of commands through ``tests/lldb_side.py``, which records each command's output and
-error separately. A live process is detached at the end, whatever happened (detaching resumes
-the VM; quitting LLDB would too, through ``pt-connect``'s relay, but a plain ``gdb-remote`` would
-be killed).
+runs a list of commands through ``tests/support/lldb_side.py``, which records each command's
+output and error separately. A live process is detached at the end, whatever happened
+(detaching resumes the VM; quitting LLDB would too, through ``pt-connect``'s relay, but a plain
+``gdb-remote`` would be killed).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.paths import ROOT
+
 WRAPPER = ROOT / "scripts" / "lldb"
-SIDE = ROOT / "tests" / "lldb_side.py"
+SIDE = ROOT / "tests" / "support" / "lldb_side.py"
 LLDBINIT = ROOT / "gdbext" / "lldbinit.py"
 
 

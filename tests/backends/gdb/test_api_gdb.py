@@ -18,32 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from support.debuggers import TRANSLATIONS, probes_of
 from support.goldens import gva2gpa, info_tlb
-from test_gdb_frontend import probes_of
+from support.paths import ROOT
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
 
-ROOT = Path(__file__).resolve().parent.parent
 GDBINIT = ROOT / "gdbext" / "gdbinit.py"
 GDB = shutil.which("gdb")
 
 pytestmark = pytest.mark.skipif(GDB is None, reason="no gdb")
-
-#: Inside the debugger: each address's physical address through the API, ``None`` where QEMU
-#: says unmapped (shared with ``test_api_lldb``).
-TRANSLATIONS = """
-def translations(pt, vaddrs):
-    out = {}
-    for vaddr in vaddrs:
-        try:
-            out[str(vaddr)] = pt.translate(vaddr).paddr
-        except gdbext.GdbextError as exc:  # QEMU's "unmapped": not mapped, or not canonical
-            name = type(exc).__name__
-            unmapped = name in ("NotMappedError", "NonCanonicalAddressError")
-            out[str(vaddr)] = None if unmapped else name
-    return out
-"""
 
 PRELUDE = (
     """

@@ -1,4 +1,4 @@
-"""The LLDB side of the LLDB tests: ``command script import tests/lldb_side.py`` in the real
+"""The LLDB side of the LLDB tests: ``command script import tests/support/lldb_side.py`` in the real
 ``lldb``, then ``gdbext-test-run FILE.json``.
 
 ``FILE.json`` is ``{"commands": [...], "out": PATH, "detach": BOOL}``. Each command is run

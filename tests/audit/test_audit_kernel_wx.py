@@ -49,6 +49,7 @@ from typing import Any
 import pytest
 from gdbstub import GdbStub
 from qemu_guest import READY_MARKER, GuestConfig, QemuGuest, find_kernel
+from support.paths import ROOT
 
 from conftest import KERNELS, require_qemu
 from gdbext import cli
@@ -92,7 +93,7 @@ CASES: dict[str, GuestConfig] = {
 HIT_TIMEOUT = 120.0
 
 GDB = shutil.which("gdb")
-GDBINIT = Path(__file__).resolve().parent.parent / "gdbext" / "gdbinit.py"
+GDBINIT = ROOT / "gdbext" / "gdbinit.py"
 #: The cases whose last check also runs ``pt-audit`` live in GDB.
 LIVE = ("4level", "la57", "pti", "nx-off", "pti-nx-off")
 LIVE_MARK = "@@gdbext-live@@"

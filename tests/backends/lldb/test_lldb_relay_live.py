@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lldbrun
 import pytest
 from gdbstub import GdbStub
 from qemu_guest import alive
+from support import lldbrun
 
 from conftest import require_qemu
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.paths import ROOT
+
 GDB = ROOT / "backends" / "gdbext_gdb"
 LLDB = ROOT / "backends" / "gdbext_lldb"
 GDBSTUB = ROOT / "backends" / "gdbext_gdbstub"

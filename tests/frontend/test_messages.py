@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.cpu import CpuState
@@ -27,7 +28,7 @@ from gdbext_sim.kdump import write_kdump_from_memory
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 
 CR0, CR4, EFER = 0x80050033, 0x6A0, 0xD01
-ROOT_DIR = Path(__file__).resolve().parent.parent
+ROOT_DIR = ROOT
 DEMO = ROOT_DIR / "fixtures" / "scenarios" / "demo.json"
 
 

@@ -2,7 +2,7 @@
 says): ``gdbext.open(DUMP)`` on a committed dump, and ``gdbext.open(backend="lldb")`` on a live
 guest that ``pt-connect`` connected LLDB to.
 
-LLDB runs a Python file through its ``script`` command (``tests/lldbrun.py`` drives it); the
+LLDB runs a Python file through its ``script`` command (``tests/support/lldbrun.py`` drives it); the
 file writes its results as JSON. Expected values are QEMU's: the dump's goldens, or for the live
 guest ``info tlb`` and ``gva2gpa`` from QEMU's monitor at the same stop.
 """
@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lldbrun
 import pytest
+from support import lldbrun
+from support.debuggers import TRANSLATIONS, probes_of
 from support.goldens import gva2gpa, info_tlb
-from test_api_gdb import TRANSLATIONS
-from test_gdb_frontend import probes_of
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from support.paths import ROOT
 
 from conftest import require_qemu
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.qemu
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = ROOT
 GDB = shutil.which("gdb")
 #: The 128 MiB pc machine's RAM as ``info mtree -f`` shows it (the VGA hole is not RAM).
 RAM_128M = [[0, 0xA0000], [0xC0000, 0x8000000]]
