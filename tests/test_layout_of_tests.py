@@ -53,23 +53,23 @@ def test_test_modules_have_names_of_their_own() -> None:
 def test_the_tests_mirror_the_packages() -> None:
     """Test modules live in the directory of what they test: ``tests/x86/`` for ``gdbext/x86/``
     and so on for each package of ``gdbext``; ``tests/dump/`` and ``tests/sim/`` for their
-    backends, ``tests/backends/gdb/``, ``lldb/`` and ``gdbstub/`` for the debuggers' adapters and
-    the live backend (no ``__init__.py`` there: a package ``gdb`` or ``lldb`` would hide the
-    debugger's own module). ``tests/`` itself keeps the shared set-up and the tests of the
-    top-level modules of ``gdbext``, each file named after its module (``test_addr.py``,
-    ``test_cli_dump.py``, ``test_bootinfo_v09.py``)."""
+    backends; ``tests/backends/gdbext_gdb/``, ``gdbext_lldb/`` and ``gdbext_gdbstub/`` for the
+    debuggers' adapters and the live backend, named after their packages (a directory called
+    ``gdb`` or ``lldb`` on ``sys.path`` would pass for the debugger's own module). ``tests/``
+    itself keeps the shared set-up and the tests of the top-level modules of ``gdbext``, each
+    file named after its module (``test_addr.py``, ``test_cli_dump.py``)."""
     gdbext = TESTS.parent / "gdbext"
     packages = {p.name for p in gdbext.iterdir() if (p / "__init__.py").exists()}
     present = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert packages | {"api", "backends", "dump", "fixtures", "sim", "support"} <= present
     backends = TESTS / "backends"
     assert {p.name for p in backends.iterdir() if p.is_dir() and p.name != "__pycache__"} == {
-        "gdb", "gdbstub", "lldb"
+        "gdbext_gdb", "gdbext_gdbstub", "gdbext_lldb"
     }  # fmt: skip
     assert list(backends.rglob("__init__.py")) == []
     modules = {p.stem for p in gdbext.glob("*.py")}
     # The package as a whole, and these tests themselves.
-    whole = {"test_core_imports.py", "test_layout_of_tests.py"}
+    whole = {"test_architecture.py", "test_core_imports.py", "test_layout_of_tests.py"}
     top = {p.name for p in TESTS.glob("test_*.py")} - whole
     assert {n for n in top if n.removeprefix("test_").removesuffix(".py").split("_")[0]
             not in modules} == set()  # fmt: skip

@@ -5,7 +5,7 @@ to the command line's and to GDB's, one-line errors, progress and Ctrl-C, colour
 LLDB runs through ``scripts/lldb --batch -Q`` (the start ``docs/lldb.md`` describes) and
 ``tests/support/lldb_side.py``, which records each command's output and error separately
 (:mod:`support.lldbrun`). The live backend is tested against QEMU in
-``tests/backends/lldb/test_lldb_live.py``.
+``tests/backends/gdbext_lldb/test_lldb_live.py``.
 """
 
 from __future__ import annotations
