@@ -537,6 +537,50 @@ result(out)
     assert out["new_state"] == [True, 0, 1]
 
 
+def test_a_gdb_write_between_two_walks_at_one_stop_is_seen(
+    guest4: QemuGuest, tmp_path: Path
+) -> None:
+    """The commands' per-stop cache (page tables, their summaries, the layout) goes with GDB's
+    ``memory_changed``: a PTE written with ``set`` between two walks at one stop shows in the
+    second, which equals ``info tlb`` then; written back, the walk is the first again."""
+    body = f"""
+from gdbext.render.qemu_tlb import render_walk
+
+def tlb(t):
+    with t.command_scope():
+        return list(render_walk(walk(t)))
+
+def qemu_tlb():
+    return [line for line in monitor("info tlb").splitlines() if line.strip()]
+
+target = open_target()
+first = tlb(target)
+again = tlb(open_target())
+out = {{"first_equal": first == qemu_tlb(), "again_equal": again == first}}
+run = next(r for r in walk(target).runs()
+           if type(r) is LeafRun and r.page_size == 4096 and r.vaddr < 1 << 47)
+table = translate(target, [run.vaddr]).outcomes[0].translation.steps[-1].table
+entries = [int.from_bytes(target.mapper.read(table + 8 * i, 8), "little") for i in range(512)]
+index = entries.index(0)
+vaddr = (run.vaddr & ~0x1FFFFF) + index * 4096
+pte = (run.paddr & ~0xFFF) | (1 << 63) | 0x5  # present, user, NX: read-only data
+addr = {DIRECT_MAP_4L:#x} + table + 8 * index
+gdb.execute("set {{unsigned long}}%d = 0x%x" % (addr, pte))  # memory_changed
+after = tlb(open_target())
+out["new_line"] = "%016x: %016x X------U-" % (vaddr, run.paddr & ~0xFFF)
+out["new_in_first"] = out["new_line"] in first
+out["new_in_after"] = out["new_line"] in after
+out["after_equal"] = after == qemu_tlb()
+gdb.execute("set {{unsigned long}}%d = 0" % addr)
+out["restored"] = tlb(open_target()) == first
+result(out)
+"""
+    (out,) = run_gdb(guest4.gdb_port, body, tmp_path)
+    assert out["first_equal"] and out["again_equal"]
+    assert out["new_in_after"] and not out["new_in_first"], out["new_line"]
+    assert out["after_equal"] and out["restored"]
+
+
 # --- a dying target -------------------------------------------------------------------------------
 
 
