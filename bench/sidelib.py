@@ -91,13 +91,15 @@ def cold(side: Side, command: str) -> tuple[float, str]:
 def engine_pages(side: Side) -> list[int]:
     """The pages a default ``pt-walk`` reads, in first-read order: the command run once on the
     live target with a mapper that records each read and offers no prefetch, so that the engine
-    asks page by page for exactly the tables it walks."""
+    asks page by page for exactly the tables it walks (with a stop cache of its own, so that no
+    page table kept from an earlier command answers instead)."""
     from gdbext.frontend.parsing import parse_command
     from gdbext.frontend.runner import execute
+    from gdbext.plugin.target import StopCache
 
     target = side.target()
     recorder = RecordingMapper(target.mapper)
-    recorded = dataclasses.replace(target, mapper=recorder)
+    recorded = dataclasses.replace(target, mapper=recorder, stop_cache=StopCache())
     session = side.session()
     args = parse_command(session.parser("pt-walk"), [])
     scope = recorded.command_scope

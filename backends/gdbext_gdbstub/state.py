@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, overload
 from gdbext.cpu import CpuState
 from gdbext.geometry import PAGE_SIZE as PAGE
 from gdbext.plugin.facts import KernelFacts
-from gdbext.plugin.target import Detail, LazyMapping, Target
+from gdbext.plugin.target import Detail, LazyMapping, StopCache, Target
 from gdbext_gdbstub.link import DebuggerLink, LiveTargetError, TargetLostError
 from gdbext_gdbstub.mapper import LiveMapper, ReadStats
 from gdbext_gdbstub.options import LiveOptions, Naming
@@ -92,6 +92,9 @@ class LiveState:
         self._is_linux: bool | None = None
         self._reader_key: tuple[str | None, int | None] | None = None
         self._vmcoreinfo: LiveVmcoreinfo | None = None
+        #: What commands share for the stop (page tables, Linux's layout): every target
+        #: :meth:`open` makes carries it, and :meth:`invalidate` clears it.
+        self.stop_cache = StopCache()
 
     @property
     def vmcoreinfo(self) -> LiveVmcoreinfo:
@@ -108,9 +111,10 @@ class LiveState:
         return self.mapper.stats
 
     def invalidate(self) -> None:
-        """Drop what one stop's cache holds: pages, threads, CPU states and VMCOREINFO (resume,
-        writes, exit)."""
+        """Drop what one stop's cache holds: pages, threads, CPU states, VMCOREINFO and the
+        commands' :attr:`stop_cache` (resume, writes, exit)."""
         self.mapper.clear()
+        self.stop_cache.clear()
         self._cpus.clear()
         self._threads = None
         if self._vmcoreinfo is not None:
@@ -210,6 +214,7 @@ class LiveState:
             reader = self._choose_reader(options)
             if self.mapper.reader is not None and reader.name != self.mapper.reader.name:
                 self.mapper.clear()  # pages read another way are not trusted across paths
+                self.stop_cache.clear()
             self.mapper.reader = reader
             self._reader_key = key
         return reader
@@ -263,6 +268,7 @@ class LiveState:
             details=LazyMapping(details, lambda: vmcoreinfo.details(cpu())),
             facts=facts,
             command_scope=self.bracket.scope,
+            stop_cache=self.stop_cache,
         )
 
 

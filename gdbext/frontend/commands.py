@@ -8,7 +8,7 @@ prints.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
@@ -119,9 +119,48 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         base = cpu.root if root is None else root
         assert base is not None
         root = base | PTI_USER_PGD_BIT
-    return X86PageTable.from_cpu(
-        target.mapper, cpu, root=root, levels=levels, flush_hook=target.flush_hook, cache=True
+    if root is None:
+        root = cpu.root
+    if levels is None:
+        levels = cpu.levels
+    key = ("x86-page-table", root, levels, cpu.nxe, cpu.max_phys_bits)
+
+    def make() -> X86PageTable:
+        return X86PageTable.from_cpu(
+            target.mapper, cpu, root=root, levels=levels, flush_hook=target.flush_hook, cache=True
+        )
+
+    # The same table at the same stop is the same object, so that later commands reuse what
+    # earlier ones read and summarised (read-only: nothing here changes the memory).
+    pt = target.stop_cache.get(key, make)
+    pt.mapper = target.mapper  # a front end may wrap the mapper per command (progress)
+    pt.flush_hook = target.flush_hook
+    return pt
+
+
+def target_layout(target: Target, pt: X86PageTable) -> Layout:
+    """Linux's layout of ``target`` as :func:`~gdbext.linux.detect.detect_layout` finds it
+    from ``pt`` and the target's facts, kept for the stop (:attr:`Target.stop_cache`)."""
+    facts = target.facts
+    vmcoreinfo = facts.vmcoreinfo
+    key = (
+        "linux-layout",
+        pt.root,
+        pt.levels,
+        pt.nxe,
+        pt.max_phys_bits,
+        facts.page_offset_base,
+        facts.vmalloc_base,
+        facts.vmemmap_base,
+        facts.os,
     )
+    made: list[tuple[object, Layout]] = target.stop_cache.get(key, list)
+    for seen, layout in made:
+        if seen == vmcoreinfo:
+            return layout
+    layout = detect_layout(pt, facts)
+    made.append((vmcoreinfo, layout))
+    return layout
 
 
 def root_warnings(pt: X86PageTable, options: RootOptions) -> list[str]:
@@ -176,7 +215,7 @@ def _info_layout(target: Target) -> Layout | None:
     if not labels_wanted("auto", target.facts):
         return None
     try:
-        return detect_layout(open_page_table(target), target.facts)
+        return target_layout(target, open_page_table(target))
     except GdbextError:
         # The layout is extra: absurd dump fields (a VMCOREINFO number used in arithmetic)
         # must not take info down with them.
@@ -257,6 +296,9 @@ class WalkResult:
     #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
     #: detects it).
     known_layout: Layout | None = field(default=None, repr=False)
+    #: Finds the layout when it is first needed (default: :func:`detect_layout` on
+    #: :attr:`page_table` and :attr:`facts`).
+    find_layout: Callable[[], Layout] | None = field(default=None, repr=False)
 
     @property
     def layout(self) -> Layout:
@@ -264,7 +306,10 @@ class WalkResult:
         given, :func:`~gdbext.linux.detect.detect_layout` finds it from the walked tables and
         the target's facts on first use, so only a format that shows it reads the tables."""
         if self.known_layout is None:
-            self.known_layout = detect_layout(self.page_table, self.facts)
+            find = self.find_layout
+            self.known_layout = (
+                find() if find is not None else detect_layout(self.page_table, self.facts)
+            )
         return self.known_layout
 
     @property
@@ -393,7 +438,13 @@ def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
     if options.max_lines is not None and options.max_lines < 0:
         raise UsageError(f"--max-lines must be 0 or more, not {options.max_lines}")
     pt = open_page_table(target, options.root)
-    result = WalkResult(pt, options, facts=target.facts, warnings=root_warnings(pt, options.root))
+    result = WalkResult(
+        pt,
+        options,
+        facts=target.facts,
+        warnings=root_warnings(pt, options.root),
+        find_layout=lambda: target_layout(target, pt),
+    )
     if options.has is not None:
         leaf = pt.translate(options.has)
         perm = options.perm

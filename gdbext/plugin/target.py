@@ -7,10 +7,10 @@ so the same command runs on a simulator, a dump or a live debugger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
@@ -81,6 +81,47 @@ class OpenRequest:
         return value
 
 
+V = TypeVar("V")
+
+
+class StopCache:
+    """What commands share while the target's memory and CPU state stay as they are: the page
+    tables they open (with the tables and summaries those keep) and what is derived from
+    them (Linux's layout).
+
+    The backend owns it and clears it whenever the memory or the CPUs may have changed: a
+    live target at every resume, memory or register write; a dump's never. Each value is
+    made by the ``make`` of its first :meth:`get`; its key names everything the value depends
+    on besides the memory (a page table's root, levels, NXE, MAXPHYADDR).
+
+    >>> cache = StopCache()
+    >>> cache.get(("answer",), lambda: 42), cache.get(("answer",), lambda: 0)
+    (42, 42)
+    >>> cache.clear(); cache.get(("answer",), lambda: 0)
+    0
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        #: How many values are kept (the oldest goes first).
+        self.limit = limit
+        self._values: dict[Hashable, object] = {}
+
+    def get(self, key: Hashable, make: Callable[[], V]) -> V:
+        """The value kept under ``key``, made by ``make`` (and kept) if there is none."""
+        values = self._values
+        if key in values:
+            return cast(V, values[key])
+        value = make()
+        if len(values) >= self.limit:
+            del values[next(iter(values))]
+        values[key] = value
+        return value
+
+    def clear(self) -> None:
+        """Forget every value (the target's memory or CPU state may have changed)."""
+        self._values.clear()
+
+
 @dataclass
 class Target:
     """An opened backend."""
@@ -113,6 +154,9 @@ class Target:
     #: of range, ignored): each is returned once, by the first call after it arose; front ends
     #: call it after each command and show them on their warning path. ``None``: never any.
     notices: Callable[[], Sequence[str]] | None = None
+    #: What commands share until the backend clears it (see :class:`StopCache`); a target
+    #: that is opened again for every command may leave the default.
+    stop_cache: StopCache = field(default_factory=StopCache)
 
     def cpu(self, index: int = 0) -> CpuState:
         if not 0 <= index < len(self.cpus):
@@ -128,9 +172,6 @@ class BackendInfo:
     summary: str
     open: Callable[[OpenRequest], Target]
     options: Sequence[BackendOption] = ()
-
-
-V = TypeVar("V")
 
 
 class LazyMapping(Mapping[str, V]):

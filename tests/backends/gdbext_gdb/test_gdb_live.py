@@ -7,178 +7,34 @@ stop (``monitor xp``, ``monitor info registers``, ``monitor info tlb``, ``mainte
 qqemu.PhyMemMode``), never against gdbext itself.
 
 The session guests are shared: each test stops its guest first (GDB's detach resumes it) and
-leaves it stopped with PhyMemMode 0. The kill test boots its own two-vCPU guest.
+leaves it stopped with PhyMemMode 0.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
 import signal
-import struct
 import subprocess
-import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from support.paths import ROOT
-
-from conftest import require_qemu
+from support.gdblive import (
+    DIRECT_MAP_4L,
+    GDB,
+    RAM_128M,
+    parse_xp,
+    registers_of,
+    run_gdb,
+    run_gdb_interactively,
+)
+from support.gdblive import guest4 as guest4  # the fixture
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
 
 pytestmark = pytest.mark.qemu
-
-REPO = ROOT
-GDB = shutil.which("gdb")
-#: The 128 MiB pc machine's RAM as ``info mtree -f`` shows it (the VGA hole is not RAM).
-RAM_128M = [[0, 0xA0000], [0xC0000, 0x8000000]]
-#: Linux's direct map without KASLR, 4-level paging.
-DIRECT_MAP_4L = 0xFFFF_8880_0000_0000
-
-PRELUDE = r"""
-import json, sys, time
-import gdb
-from gdbext.frontend.commands import RootOptions, WalkOptions, translate, walk
-from gdbext.errors import GdbextError, PhysMemoryError
-from gdbext.plugin.host import Host
-from gdbext.x86.records import LeafRun
-from gdbext.plugin.target import OpenRequest
-from gdbext_gdb import gdb_link
-from gdbext_gdbstub.link import TargetMemoryError
-
-HOST = Host.create()
-
-
-def open_target(**options):
-    return HOST.backend("gdb").open(OpenRequest(None, options))
-
-
-def state():
-    return gdb_link.state_for(gdb.selected_inferior())
-
-
-def packet(text):
-    out = gdb.execute("maintenance packet " + text, to_string=True)
-    return out.rsplit('received: "', 1)[1].rsplit('"', 1)[0]
-
-
-def mode():
-    return int(packet("qqemu.PhyMemMode"))
-
-
-def monitor(command):
-    return gdb.execute("monitor " + command, to_string=True)
-
-
-def leaf_runs(target, options=WalkOptions()):
-    with target.command_scope():
-        return [list(r) for r in walk(target, options).runs() if type(r) is LeafRun]
-
-
-def result(value):
-    print("RESULT " + json.dumps(value), flush=True)
-"""
-
-
-def gdb_env() -> dict[str, str]:
-    site = sysconfig.get_paths()["purelib"]  # the venv running the tests
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([site, str(REPO), str(REPO / "backends")])
-    env.pop("PYTHONHOME", None)
-    return env
-
-
-def gdb_argv(port: int, script: Path) -> list[str]:
-    assert GDB is not None
-    return [GDB, "-nx", "-batch", "-ex", f"target remote 127.0.0.1:{port}", "-x", str(script)]
-
-
-def results(stdout: str, stderr: str) -> list[Any]:
-    found = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
-    assert found, f"no RESULT from gdb\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
-    assert "Traceback" not in stderr, stderr[-3000:]
-    return found
-
-
-def run_gdb(port: int, body: str, tmp_path: Path, timeout: float = 180) -> list[Any]:
-    """Run ``body`` (after :data:`PRELUDE`) in GDB attached to ``port``; its RESULT values."""
-    script = tmp_path / "script.py"
-    script.write_text(PRELUDE + body)
-    proc = subprocess.run(
-        gdb_argv(port, script),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=gdb_env(),
-        check=False,
-    )
-    return results(proc.stdout, proc.stderr)
-
-
-def run_gdb_interactively(
-    port: int, body: str, tmp_path: Path, on_line: Callable[[str, subprocess.Popen[str]], None]
-) -> list[Any]:
-    """Like :func:`run_gdb`, calling ``on_line(line, process)`` for each line GDB prints."""
-    script = tmp_path / "script.py"
-    script.write_text(PRELUDE + body)
-    proc = subprocess.Popen(
-        gdb_argv(port, script),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=gdb_env(),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            on_line(line.rstrip("\n"), proc)
-        stderr = proc.stderr.read()
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return results("".join(lines), stderr)
-
-
-@pytest.fixture
-def guest4(qemu_guest: Callable[[str], QemuGuest]) -> Iterator[QemuGuest]:
-    """The 4-level session guest, stopped, PhyMemMode 0 before and after."""
-    if GDB is None:
-        pytest.skip("no gdb")
-    guest = qemu_guest("4level")
-    guest.stop()
-    yield guest
-    guest.stop()
-
-
-def parse_xp(text: str) -> bytes:
-    """The bytes of ``xp /Ngx`` output (the test's own reading of QEMU's format)."""
-    words = []
-    for line in text.splitlines():
-        if ":" in line:
-            words += [int(w, 16) for w in re.findall(r"0x([0-9a-f]{16})", line.split(":", 1)[1])]
-    return struct.pack(f"<{len(words)}Q", *words)
-
-
-def registers_of(info: str) -> dict[str, int]:
-    """CR0, CR3, CR4 and EFER from ``info registers``."""
-    found = {}
-    for name in ("CR0", "CR3", "CR4", "EFER"):
-        m = re.search(rf"\b{name}=([0-9a-f]+)", info)
-        assert m is not None, info
-        found[name.lower()] = int(m.group(1), 16)
-    return found
-
 
 # --- PhyMemMode ---------------------------------------------------------------------------------
 
@@ -427,173 +283,3 @@ result({"cpus": len(target.cpus), "cpu": [cpu.cr0, cpu.cr3, cpu.cr4, cpu.efer],
     assert out["cpu"] == [regs["cr0"], regs["cr3"], regs["cr4"], regs["efer"]]
     assert out["cpus"] == 1 and out["selected"] == 0
     assert out["levels"] == (5 if name == "la57" else 4)
-
-
-# --- the cache ----------------------------------------------------------------------------------
-
-
-def test_cache_is_dropped_on_continue_and_interrupt(guest4: QemuGuest, tmp_path: Path) -> None:
-    """A PTE changed behind GDB's back (a raw ``M`` packet fires no GDB event) shows only after
-    ``continue`` and an interrupt; the walk then equals a fresh ``info tlb``."""
-    body = """
-from gdbext.render.qemu_tlb import render_walk
-
-target = open_target()
-st = state()
-
-def tlb(t):
-    with t.command_scope():
-        return list(render_walk(walk(t)))
-
-def qemu_tlb():
-    return [line for line in monitor("info tlb").splitlines() if line.strip()]
-
-first = tlb(target)
-out = {"first_equal": first == qemu_tlb(), "lines": len(first)}
-# An empty slot in a user page table of the current CR3, next to a mapped page.
-run = next(r for r in walk(target).runs()
-           if type(r) is LeafRun and r.page_size == 4096 and r.vaddr < 1 << 47)
-table = translate(target, [run.vaddr]).outcomes[0].translation.steps[-1].table
-entries = [int.from_bytes(target.mapper.read(table + 8 * i, 8), "little") for i in range(512)]
-index = entries.index(0)
-vaddr = (run.vaddr & ~0x1FFFFF) + index * 4096
-pte = (run.paddr & ~0xFFF) | (1 << 63) | 0x5  # present, user, NX: read-only data
-
-def poke(value):  # behind GDB's back: no memory_changed event
-    packet("Qqemu.PhyMemMode:1")
-    packet("M%x,8:%s" % (table + 8 * index, value.to_bytes(8, "little").hex()))
-    packet("Qqemu.PhyMemMode:0")
-
-poke(pte)
-reads = st.stats.reads
-target = open_target()
-tlb(target)
-out["served_from_cache"] = st.stats.reads == reads
-print("CONTINUING", flush=True)
-gdb.execute("continue")
-target = open_target()
-after = tlb(target)
-fresh = qemu_tlb()
-out["after_equal"] = after == fresh
-out["new_line"] = "%016x: %016x X------U-" % (vaddr, run.paddr & ~0xFFF)
-out["new_in_after"] = out["new_line"] in after
-out["new_in_first"] = out["new_line"] in first
-out["cr3"] = target.cpu(0).cr3
-out["info"] = monitor("info registers")
-poke(0)
-target = open_target()
-gdb.execute("maintenance packet Qqemu.PhyMemMode:0", to_string=True)
-result(out)
-"""
-
-    def interrupt(line: str, proc: subprocess.Popen[str]) -> None:
-        if line == "CONTINUING":
-            time.sleep(0.7)
-            guest4.stop()  # QEMU reports the stop to GDB, whose `continue` returns
-
-    (out,) = run_gdb_interactively(guest4.gdb_port, body, tmp_path, interrupt)
-    assert out["first_equal"] and out["lines"] > 1000
-    assert out["served_from_cache"]
-    assert out["new_in_after"] and not out["new_in_first"], out["new_line"]
-    assert out["after_equal"]
-    assert out["cr3"] == registers_of(out["info"])["cr3"]
-
-
-def test_cache_is_dropped_on_gdb_writes_and_handlers_are_registered_once(
-    guest4: QemuGuest, tmp_path: Path
-) -> None:
-    body = f"""
-target = open_target()
-target = open_target()
-st = state()
-assert st is state()
-leaf_runs(target)
-counts = [st.stats.invalidations]
-gdb.execute("set $cr3 = $cr3")  # a register write: register_changed
-counts.append(st.stats.invalidations)
-cached_after_register = len(st.mapper.cache)
-leaf_runs(target)
-root = target.cpu(0).root
-addr = {DIRECT_MAP_4L:#x} + root
-value = int(gdb.parse_and_eval("*(unsigned char *)%d" % addr))
-gdb.execute("set {{unsigned char}}%d = %d" % (addr, value))  # the same byte: memory_changed
-counts.append(st.stats.invalidations)
-out = {{"counts": counts, "cached_after_register": cached_after_register,
-       "cached_after_write": len(st.mapper.cache),
-       "handlers": len(gdb_link._HANDLERS), "states": len(gdb_link._STATES)}}
-leaf_runs(target)
-gdb.execute("disconnect", to_string=True)  # the connection goes: its state and handlers too
-out["after_disconnect"] = [len(gdb_link._HANDLERS), len(gdb_link._STATES)]
-gdb.execute("target remote 127.0.0.1:{guest4.gdb_port}", to_string=True)
-target = open_target()
-out["new_state"] = [state() is not st, len(state().mapper.cache), len(gdb_link._HANDLERS)]
-result(out)
-"""
-    (out,) = run_gdb(guest4.gdb_port, body, tmp_path)
-    a, b, c = out["counts"]
-    assert (b - a, c - b) == (1, 1)
-    assert out["cached_after_register"] == 0 and out["cached_after_write"] == 0
-    assert (out["handlers"], out["states"]) == (1, 1)
-    assert out["after_disconnect"] == [0, 0]
-    assert out["new_state"] == [True, 0, 1]
-
-
-# --- a dying target -------------------------------------------------------------------------------
-
-
-def test_two_vcpus_then_qemu_killed_mid_read_is_one_clean_error(tmp_path: Path) -> None:
-    require_qemu()
-    if GDB is None:
-        pytest.skip("no gdb")
-    from qemu_guest import GuestConfig, QemuGuest
-
-    body = """
-target = open_target()
-gdb.execute("thread 2", to_string=True)
-target = open_target()
-cpus = [[c.cr0, c.cr3, c.cr4, c.efer] for c in target.cpus]
-out = {"cpus": cpus, "selected_cpu": target.facts.selected_cpu,
-       "thread_after": gdb.selected_thread().num}
-infos = []
-for n in range(len(cpus)):
-    monitor("cpu %d" % n)
-    infos.append(monitor("info registers"))
-monitor("cpu 0")
-gdb.execute("thread 1", to_string=True)
-out["infos"] = infos
-print("READING", flush=True)
-started = time.time()
-try:
-    with target.command_scope():
-        while time.time() - started < 60:
-            target.mapper.read(0x100000, 0x80000)
-    out["error"] = None
-except GdbextError as exc:
-    out["error"] = [type(exc).__name__, str(exc)]
-out["seconds"] = time.time() - started
-out["later"] = gdb.execute("print 6*7", to_string=True).strip()
-try:
-    open_target()
-except GdbextError as exc:
-    out["reopen"] = str(exc)
-result(out)
-"""
-    with QemuGuest(GuestConfig(cpu="qemu64", smp=2)) as guest:
-        pid = guest.pid
-
-        def kill(line: str, proc: subprocess.Popen[str]) -> None:
-            if line == "READING":
-                time.sleep(0.5)
-                os.kill(pid, signal.SIGKILL)
-
-        (out,) = run_gdb_interactively(guest.gdb_port, body, tmp_path, kill)
-    assert out["selected_cpu"] == 1 and out["thread_after"] == 2
-    assert out["cpus"] == [
-        [r["cr0"], r["cr3"], r["cr4"], r["efer"]] for r in map(registers_of, out["infos"])
-    ]
-    kind, message = out["error"]
-    assert kind == "TargetLostError" and "\n" not in message
-    assert message.startswith("lost the connection to the target")
-    assert out["seconds"] < 30
-    assert out["later"] == "$1 = 42"
-    assert "connect GDB first" in out["reopen"]
