@@ -30,7 +30,31 @@ A third-party rule::
         return [RULE]
 """
 
-from gdbext.audit.model import Finding, RuleSkipped, Severity
-from gdbext.audit.rule import AuditRule, FunctionRule
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gdbext.audit.model import Finding, RuleSkipped, Severity
+    from gdbext.audit.rule import AuditRule, FunctionRule
 
 __all__ = ["AuditRule", "Finding", "FunctionRule", "RuleSkipped", "Severity"]
+
+#: Where each name of ``__all__`` is defined: loaded on first use, so that loading the plugins
+#: (every command does, through the built-in rules' plugin) loads no audit module.
+_HOMES = {
+    "AuditRule": "gdbext.audit.rule",
+    "Finding": "gdbext.audit.model",
+    "FunctionRule": "gdbext.audit.rule",
+    "RuleSkipped": "gdbext.audit.model",
+    "Severity": "gdbext.audit.model",
+}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from gdbext.audit.rule import AuditRule
 from gdbext.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from gdbext.audit.rule import AuditRule
 
 #: One line per rule module.
 RULE_MODULES: tuple[str, ...] = (

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from support.cli import cli_text
 
 from gdbext import __version__
 
@@ -84,3 +87,56 @@ def test_help_loads_no_engine_beyond_the_commands_constants(argv: list[str]) -> 
     assert result["status"] == 0
     allowed = ("gdbext.frontend.commands", "gdbext.x86.paging", "gdbext.linux.")
     assert [m for m in engine_modules(result["modules"]) if not m.startswith(allowed)] == []
+
+
+
+#: What a walk of a dump with the default text output has no use for.
+NOT_FOR_A_WALK = (
+    "gdbext.audit.model",
+    "gdbext.audit.rule",
+    "gdbext.audit.engine",
+    "gdbext.audit.context",
+    "gdbext.render.jsonout",
+    "gdbext.render.ptdump",
+    "gdbext.render.audit",
+    "gdbext_sim.scenario",
+    "gdbext_gdb.gdb_link",
+    "gdbext_lldb.lldb_",
+    "gdbext_lldb.relay",
+    "gdbext_gdb.gdb_commands",
+    "hypothesis",
+    "json",
+    "importlib.metadata",
+)
+
+#: :data:`SCRIPT`, with the modules taken before the script's own ``json`` import.
+SCRIPT_BEFORE_JSON = """
+import contextlib, io, sys
+from gdbext.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    status = main(sys.argv[1:])
+modules = sorted(sys.modules)
+import json
+print(json.dumps({"status": status, "out": out.getvalue(), "modules": modules}))
+"""
+
+
+def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
+    kernel_dump: Callable[[str], Path],
+) -> None:
+    """The README's first command (a walk of a dump, text output) loads the engine, the Linux
+    layout, the dump reader and the text renderer, and nothing of the audit, the other
+    renderers, the simulator or the debuggers (only their plugins, which every command loads)."""
+    dump = kernel_dump("kaslr-pti")
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT_BEFORE_JSON, "walk", str(dump)],
+        capture_output=True, text=True, check=True,
+    )
+    result = json.loads(proc.stdout)
+    assert result["status"] == 0
+    assert result["out"] == cli_text(["walk", str(dump)])[1]
+    modules = result["modules"]
+    used = ("gdbext.x86.walk", "gdbext.linux.layout", "gdbext_dump.elf", "gdbext.render.text")
+    assert [m for m in used if m not in modules] == []
+    assert [m for m in modules if m.startswith(NOT_FOR_A_WALK)] == []
