@@ -89,7 +89,6 @@ def test_help_loads_no_engine_beyond_the_commands_constants(argv: list[str]) -> 
     assert [m for m in engine_modules(result["modules"]) if not m.startswith(allowed)] == []
 
 
-
 #: What a walk of a dump with the default text output has no use for.
 NOT_FOR_A_WALK = (
     "gdbext.audit.model",
@@ -131,7 +130,9 @@ def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
     dump = kernel_dump("kaslr-pti")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT_BEFORE_JSON, "walk", str(dump)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(proc.stdout)
     assert result["status"] == 0
