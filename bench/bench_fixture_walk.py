@@ -51,13 +51,19 @@ def text_walk(target: Target) -> int:
     return sink(text.render_walk(walk(target, WalkOptions())))
 
 
-def new_table_walk(target: Target) -> int:
+def new_stop(target: Target) -> None:
+    """Forget what the dump's target keeps for its stop (a dump's target has a stop cache)."""
+    assert target.stop_cache is not None
     target.stop_cache.clear()
+
+
+def new_table_walk(target: Target) -> int:
+    new_stop(target)
     return text_walk(target)
 
 
 def engine_walk(target: Target) -> int:
-    target.stop_cache.clear()
+    new_stop(target)
     pt = walk(target, WalkOptions()).page_table
     return sum(1 for _ in pt.iter_runs(aliases="collapse", ignore=ACCESSED_DIRTY))
 

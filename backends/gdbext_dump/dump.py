@@ -38,7 +38,7 @@ from gdbext.linux.vmcoreinfo import (
 )
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.plugin.facts import KernelFacts, VmcoreFacts
-from gdbext.plugin.target import Detail, LazyMapping, Target
+from gdbext.plugin.target import Detail, LazyMapping, StopCache, Target
 from gdbext_dump.detect import detect_format
 from gdbext_dump.elf import EM_386, EM_X86_64, read_elf_core
 from gdbext_dump.lime import open_lime
@@ -391,4 +391,5 @@ def _target(path: str, opened: _Opened) -> Target:
         facts=facts,
         close=opened.close,
         notices=source.notices,
+        stop_cache=StopCache(),  # a dump's memory never changes: one stop for ever
     )

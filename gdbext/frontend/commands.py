@@ -132,7 +132,8 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
 
     # The same table at the same stop is the same object, so that later commands reuse what
     # earlier ones read and summarised (read-only: nothing here changes the memory).
-    pt = target.stop_cache.get(key, make)
+    cache = target.stop_cache
+    pt = make() if cache is None else cache.get(key, make)
     pt.mapper = target.mapper  # a front end may wrap the mapper per command (progress)
     pt.flush_hook = target.flush_hook
     return pt
@@ -140,8 +141,12 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
 
 def target_layout(target: Target, pt: X86PageTable) -> Layout:
     """Linux's layout of ``target`` as :func:`~gdbext.linux.detect.detect_layout` finds it
-    from ``pt`` and the target's facts, kept for the stop (:attr:`Target.stop_cache`)."""
+    from ``pt`` and the target's facts, kept for the stop in :attr:`Target.stop_cache` when
+    the target has one."""
     facts = target.facts
+    cache = target.stop_cache
+    if cache is None:
+        return detect_layout(pt, facts)
     vmcoreinfo = facts.vmcoreinfo
     key = (
         "linux-layout",
@@ -154,7 +159,7 @@ def target_layout(target: Target, pt: X86PageTable) -> Layout:
         facts.vmemmap_base,
         facts.os,
     )
-    made: list[tuple[object, Layout]] = target.stop_cache.get(key, list)
+    made: list[tuple[object, Layout]] = cache.get(key, list)
     for seen, layout in made:
         if seen == vmcoreinfo:
             return layout

@@ -154,9 +154,11 @@ class Target:
     #: of range, ignored): each is returned once, by the first call after it arose; front ends
     #: call it after each command and show them on their warning path. ``None``: never any.
     notices: Callable[[], Sequence[str]] | None = None
-    #: What commands share until the backend clears it (see :class:`StopCache`); a target
-    #: that is opened again for every command may leave the default.
-    stop_cache: StopCache = field(default_factory=StopCache)
+    #: What commands share until the backend clears it (see :class:`StopCache`): a backend
+    #: that knows every change of its memory (a live stop, a dump) gives one; ``None`` (a
+    #: simulator's memory, which whoever holds the mapper may write) makes each command
+    #: read afresh.
+    stop_cache: StopCache | None = None
 
     def cpu(self, index: int = 0) -> CpuState:
         if not 0 <= index < len(self.cpus):

@@ -3,6 +3,7 @@ one page table per root and paging mode, one layout, and nothing kept past :meth
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def runs(target: Target) -> list[LeafRun]:
 
 
 def test_a_target_keeps_one_page_table_per_root_and_mode() -> None:
-    target = load_scenario(DEMO).to_target()
+    target = dataclasses.replace(load_scenario(DEMO).to_target(), stop_cache=StopCache())
+    assert target.stop_cache is not None
     pt = open_page_table(target)
     assert open_page_table(target) is pt
     assert open_page_table(target, RootOptions(cr3=pt.root)) is pt
@@ -35,6 +37,22 @@ def test_a_target_keeps_one_page_table_per_root_and_mode() -> None:
     assert walk(target).layout == detect_layout(fresh, target.facts)
     target.stop_cache.clear()
     assert open_page_table(target) is not pt
+
+
+def test_a_target_without_a_stop_cache_reads_afresh_for_each_command() -> None:
+    """The simulator's memory is anyone's to write: its target has no stop cache, so a change
+    made through the mapper between two commands is seen by the second."""
+    target = load_scenario(DEMO).to_target()
+    assert target.stop_cache is None
+    pt = open_page_table(target)
+    assert open_page_table(target) is not pt
+    first = runs(target)
+    leaf = first[0]
+    step = pt.translate(leaf.vaddr).steps[-1]
+    slot = step.table + 8 * step.index
+    entry = int.from_bytes(target.mapper.read(slot, 8), "little")
+    target.mapper.write(slot, (entry ^ 2).to_bytes(8, "little"))
+    assert runs(target) != first
 
 
 def test_the_cache_is_bounded_and_makes_each_value_once() -> None:
