@@ -2,8 +2,9 @@
 (``--doctest-modules`` would import them), the quick suite runs on every core, and pytest
 keeps its rewritten test modules.
 
-``pytest -m "not qemu"`` (the quick suite) runs its tests in one worker process a core
-(pytest-xdist's ``-n auto``) unless ``-n`` is given (``-n 0``: in this process). Runs that
+``pytest -m "not qemu"`` (the quick suite) runs its tests in two worker processes a core
+(pytest-xdist) unless ``-n`` is given (``-n 0``: in this process): many of its tests wait on a
+real ``gdb`` or ``lldb`` process, and a second worker a core fills that time. Runs that
 may select QEMU tests stay in one process: every QEMU test shares the guests booted once a
 session (``tests/conftest.py``), which workers could not share, and pytest-xdist's
 ``--dist loadgroup``, which could keep them on one worker, does not group under pytest 9.2.
@@ -15,6 +16,7 @@ the quick suite's time. The cache is pytest's own and checked against the source
 written here whatever that variable says.
 """
 
+import os
 import sys
 
 import pytest
@@ -31,7 +33,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         and not hasattr(config, "workerinput")  # in the controller, not in a worker
         and "not qemu" in (option.markexpr or "")
     ):
-        option.numprocesses = "auto"
+        option.numprocesses = 2 * (os.cpu_count() or 1)
 
 
 collect_ignore = ["gdbext/gdbinit.py"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import kernels
 
 from gdbext.audit.checkwx import CheckWx
 from gdbext.flags import PRESENT, WRITABLE
@@ -74,7 +75,7 @@ class Patched:
         raise AssertionError("nothing here writes")
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_checkwx_counts_the_walks_wx_series_on_real_kernels(
     kernel_dump: Callable[[str], Path], name: str
 ) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from depth import kernels
 from support.debuggers import (
     DUMP_CASES,
     MARK,
@@ -45,7 +46,7 @@ ESC = "\x1b["
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="no gdb")
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_every_command_on_a_dump_equals_the_command_line(
     kernel_dump: Callable[[str], Path], name: str
 ) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from depth import kernels
 from support import lldbrun
 from support.debuggers import (
     DUMP_CASES,
@@ -230,7 +231,7 @@ def test_the_lldb_backend_opens_only_inside_lldb(capsys: pytest.CaptureFixture[s
 # --- commands on dumps -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_every_command_on_a_dump_equals_the_command_line(
     kernel_dump: Callable[[str], Path], name: str
 ) -> None:
