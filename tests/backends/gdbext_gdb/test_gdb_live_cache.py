@@ -26,17 +26,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.qemu
 
-# --- the cache ----------------------------------------------------------------------------------
-
-
-def test_cache_is_dropped_on_continue_and_interrupt(guest4: QemuGuest, tmp_path: Path) -> None:
-    """A PTE changed behind GDB's back (a raw ``M`` packet fires no GDB event) shows only after
-    ``continue`` and an interrupt; the walk then equals a fresh ``info tlb``."""
-    body = """
+#: What the cache tests' GDB scripts share: a walk in the ``info tlb`` format, QEMU's own
+#: ``info tlb``, and an empty slot of a user page table next to a mapped 4 KiB page, with the
+#: PTE (user, read-only, NX) that would map the slot's page to that page's frame.
+TLB_HELPERS = """
 from gdbext.render.qemu_tlb import render_walk
-
-target = open_target()
-st = state()
 
 def tlb(t):
     with t.command_scope():
@@ -45,16 +39,31 @@ def tlb(t):
 def qemu_tlb():
     return [line for line in monitor("info tlb").splitlines() if line.strip()]
 
+def empty_user_slot(target):
+    run = next(r for r in walk(target).runs()
+               if type(r) is LeafRun and r.page_size == 4096 and r.vaddr < 1 << 47)
+    table = translate(target, [run.vaddr]).outcomes[0].translation.steps[-1].table
+    entries = [int.from_bytes(target.mapper.read(table + 8 * i, 8), "little")
+               for i in range(512)]
+    index = entries.index(0)
+    vaddr = (run.vaddr & ~0x1FFFFF) + index * 4096
+    pte = (run.paddr & ~0xFFF) | (1 << 63) | 0x5  # present, user, NX: read-only data
+    return run, table, index, vaddr, pte
+"""
+
+# --- the cache ----------------------------------------------------------------------------------
+
+
+def test_cache_is_dropped_on_continue_and_interrupt(guest4: QemuGuest, tmp_path: Path) -> None:
+    """A PTE changed behind GDB's back (a raw ``M`` packet fires no GDB event) shows only after
+    ``continue`` and an interrupt; the walk then equals a fresh ``info tlb``."""
+    body = TLB_HELPERS + """
+target = open_target()
+st = state()
 first = tlb(target)
 out = {"first_equal": first == qemu_tlb(), "lines": len(first)}
 # An empty slot in a user page table of the current CR3, next to a mapped page.
-run = next(r for r in walk(target).runs()
-           if type(r) is LeafRun and r.page_size == 4096 and r.vaddr < 1 << 47)
-table = translate(target, [run.vaddr]).outcomes[0].translation.steps[-1].table
-entries = [int.from_bytes(target.mapper.read(table + 8 * i, 8), "little") for i in range(512)]
-index = entries.index(0)
-vaddr = (run.vaddr & ~0x1FFFFF) + index * 4096
-pte = (run.paddr & ~0xFFF) | (1 << 63) | 0x5  # present, user, NX: read-only data
+run, table, index, vaddr, pte = empty_user_slot(target)
 
 def poke(value):  # behind GDB's back: no memory_changed event
     packet("Qqemu.PhyMemMode:1")
@@ -141,27 +150,12 @@ def test_a_gdb_write_between_two_walks_at_one_stop_is_seen(
     """The commands' per-stop cache (page tables, their summaries, the layout) goes with GDB's
     ``memory_changed``: a PTE written with ``set`` between two walks at one stop shows in the
     second, which equals ``info tlb`` then; written back, the walk is the first again."""
-    body = f"""
-from gdbext.render.qemu_tlb import render_walk
-
-def tlb(t):
-    with t.command_scope():
-        return list(render_walk(walk(t)))
-
-def qemu_tlb():
-    return [line for line in monitor("info tlb").splitlines() if line.strip()]
-
+    body = TLB_HELPERS + f"""
 target = open_target()
 first = tlb(target)
 again = tlb(open_target())
 out = {{"first_equal": first == qemu_tlb(), "again_equal": again == first}}
-run = next(r for r in walk(target).runs()
-           if type(r) is LeafRun and r.page_size == 4096 and r.vaddr < 1 << 47)
-table = translate(target, [run.vaddr]).outcomes[0].translation.steps[-1].table
-entries = [int.from_bytes(target.mapper.read(table + 8 * i, 8), "little") for i in range(512)]
-index = entries.index(0)
-vaddr = (run.vaddr & ~0x1FFFFF) + index * 4096
-pte = (run.paddr & ~0xFFF) | (1 << 63) | 0x5  # present, user, NX: read-only data
+run, table, index, vaddr, pte = empty_user_slot(target)
 addr = {DIRECT_MAP_4L:#x} + table + 8 * index
 gdb.execute("set {{unsigned long}}%d = 0x%x" % (addr, pte))  # memory_changed
 after = tlb(open_target())

@@ -38,6 +38,7 @@ from support.debuggers import (
     sections,
     without_progress,
 )
+from support.paths import ROOT
 
 from gdbext import cli
 from gdbext.frontend.cmd import COMMANDS as DECLARED
@@ -47,7 +48,6 @@ from gdbext.session import Session
 #: The debuggers' names of the declared commands.
 COMMANDS = [c.debugger_name for c in DECLARED]
 
-ROOT = lldbrun.ROOT
 DEMO = ROOT / "fixtures" / "scenarios" / "demo.json"
 ESC = "\x1b["
 

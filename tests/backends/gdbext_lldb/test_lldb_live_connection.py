@@ -22,6 +22,7 @@ from support.debuggers import (
     wait_for_stderr,
 )
 from support.lldblive import ENTRY_ADDR, QUERY, mode_of, words_at
+from support.paths import ROOT
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -46,7 +47,7 @@ def test_pt_connect_connects_to_a_running_vm(qemu_guest: Callable[[str], QemuGue
         lldbrun.argv(f"gdb-remote 127.0.0.1:{guest.gdb_port}", "process detach"),
         capture_output=True,
         text=True,
-        cwd=lldbrun.ROOT,
+        cwd=ROOT,
         timeout=60,
         check=False,
     )
@@ -87,7 +88,7 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
         with tempfile.TemporaryDirectory() as tmp:
             command, out = lldbrun.driver_argv(commands, Path(tmp), port=guest.gdb_port)
             proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=lldbrun.ROOT
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
             )
             seen = wait_for_stderr(proc, b"pt-heap: ", 120)
             os.kill(guest.pid, signal.SIGKILL)
@@ -128,7 +129,7 @@ def test_a_gdbstub_gone_between_commands_is_one_line_not_cached_output(
     ]
     command, out = lldbrun.driver_argv(commands, tmp_path, port=guest.gdb_port)
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=lldbrun.ROOT
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
     try:
         deadline = time.monotonic() + 120
@@ -184,7 +185,7 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
     with tempfile.TemporaryDirectory() as tmp:
         command, out = lldbrun.driver_argv([FULL_SCAN], Path(tmp), port=guest.gdb_port)
         proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=lldbrun.ROOT
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
         )
         seen = wait_for_stderr(proc, b"pt-heap: 5 s", 120)
         proc.send_signal(signal.SIGINT)
@@ -265,7 +266,7 @@ def test_a_gdbstub_that_stops_answering_costs_one_packet_timeout(
             ),
             capture_output=True,
             text=True,
-            cwd=lldbrun.ROOT,
+            cwd=ROOT,
             timeout=120,
             check=False,
         )

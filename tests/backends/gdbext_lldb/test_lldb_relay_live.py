@@ -27,6 +27,7 @@ import pytest
 from gdbstub import GdbStub
 from qemu_guest import alive
 from support import lldbrun
+from support.paths import ROOT
 
 from conftest import require_qemu
 
@@ -126,7 +127,7 @@ def run_batch(t: Traced, *commands: str) -> subprocess.CompletedProcess[str]:
         lldbrun.argv(*commands),
         capture_output=True,
         text=True,
-        cwd=lldbrun.ROOT,
+        cwd=ROOT,
         env=env(t),
         timeout=300,
         check=False,
@@ -240,7 +241,7 @@ def terminal(t: Traced) -> Iterator[Terminal]:
     pid, master = pty.fork()
     if pid == 0:  # the child: LLDB, the terminal's session leader
         try:
-            os.chdir(lldbrun.ROOT)
+            os.chdir(ROOT)
             os.execve(argv[0], argv, environment)
         finally:
             os._exit(127)
@@ -303,7 +304,7 @@ def test_end_of_input_detaches(vm: Traced) -> None:
     since = vm.mark()
     argv = [str(lldbrun.WRAPPER)] + [a for c in connect_commands(vm) for a in ("-o", c)]
     proc = subprocess.run(
-        argv, input="pt-info\n", capture_output=True, text=True, cwd=lldbrun.ROOT,
+        argv, input="pt-info\n", capture_output=True, text=True, cwd=ROOT,
         env=env(vm), timeout=300, check=False,
     )  # fmt: skip
     assert READY in proc.stdout, proc.stderr
