@@ -42,6 +42,9 @@ _COMPACT_RUNS = 64
 _BIG_MEMO_TABLES = 64
 #: How many a page table keeps for its walks (:class:`WalkMemo`).
 _SHARED_BIG_TABLES = 256
+#: How many whole walks (their records) a page table keeps, and the most records each may have.
+_KEPT_WALKS = 8
+_KEPT_WALK_RECORDS = 1 << 16
 
 
 @dataclass
@@ -49,18 +52,42 @@ class WalkMemo:
     """What the walks of one page table share while its memory does not change (a page table
     with ``cache=True`` keeps one, and clears it on every change): the summaries of its leaf
     tables, by the entry bits a walk keeps, and the entries of its upper tables; at most
-    ``limit`` of each, and of the big summaries of scattered leaves the most recent few."""
+    ``limit`` of each, and of the big summaries of scattered leaves the most recent few; and
+    the records of the last few whole walks without a permission filter (a front end walks the
+    same range again at the same stop: it reads and summarises nothing)."""
 
     limit: int
     summaries: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
     #: The big summaries, by kept bits: the :data:`_SHARED_BIG_TABLES` most recently used.
     big: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
     tables: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
+    #: Whole walks by ``(lo, hi, collapse, keep)``: their batches, as the walk yielded them.
+    walks: dict[tuple[int, int, bool, int], tuple[Batch, ...]] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.summaries.clear()
         self.big.clear()
         self.tables.clear()
+        self.walks.clear()
+
+    def kept(self, key: tuple[int, int, bool, int], batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``batches`` as they come; once they are all through (and not too many records),
+        kept under ``key`` for the next walk of the same range."""
+        seen: list[Batch] | None = []
+        records = 0
+        for batch in batches:
+            if seen is not None:
+                records += len(batch)
+                if records > _KEPT_WALK_RECORDS:
+                    seen = None
+                else:
+                    seen.append(batch)
+            yield batch
+        if seen is not None:
+            walks = self.walks
+            if len(walks) >= _KEPT_WALKS:
+                del walks[next(iter(walks))]
+            walks[key] = tuple(seen)
 
 
 @dataclass
@@ -137,23 +164,30 @@ class Walker:
         if lo >= hi:
             return
         memo = self.memo
-        if memo is None:
-            walk = _Walk(lo, hi, collapse, keep, {}, {}, {}, {}, [self.root])
+        key = (lo, hi, collapse, keep)
+        batches: Iterator[Batch]
+        if memo is not None and perm is None and key in memo.walks:
+            batches = iter(memo.walks[key])
         else:
-            summaries = memo.summaries.setdefault(keep, {})
-            big = memo.big.setdefault(keep, {})
-            walk = _Walk(lo, hi, collapse, keep, summaries, big, memo.tables, {}, [self.root])
-            walk.memo_limit = memo.limit
-            walk.big_limit = _SHARED_BIG_TABLES
-        walk.prefetch = self.prefetch
-        if perm is not None:
-            if perm.empty:
-                return
-            walk.leaf_ok = perm.leaf_ok
-            walk.may_match = perm.may_match(self.rules.nxe)
-        # Internally the walk produces batches (lists of records, one per table or so), so that
-        # the nested generators pass along one object per table rather than one per run.
-        batches = self._walk_top(walk)
+            if memo is None:
+                walk = _Walk(lo, hi, collapse, keep, {}, {}, {}, {}, [self.root])
+            else:
+                summaries = memo.summaries.setdefault(keep, {})
+                big = memo.big.setdefault(keep, {})
+                walk = _Walk(lo, hi, collapse, keep, summaries, big, memo.tables, {}, [self.root])
+                walk.memo_limit = memo.limit
+                walk.big_limit = _SHARED_BIG_TABLES
+            walk.prefetch = self.prefetch
+            if perm is not None:
+                if perm.empty:
+                    return
+                walk.leaf_ok = perm.leaf_ok
+                walk.may_match = perm.may_match(self.rules.nxe)
+            # Internally the walk produces batches (lists of records, one per table or so), so
+            # that the nested generators pass along one object per table rather than one per run.
+            batches = self._walk_top(walk)
+            if memo is not None and perm is None:
+                batches = memo.kept(key, batches)
         if max_leaves is not None:
             batches = limit_leaves(batches, max_leaves)
         if not collapse:
@@ -507,4 +541,3 @@ def reachable_tables(
                 if level > 2:
                     stack.append((child, level - 1))
     return found
-

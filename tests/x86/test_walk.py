@@ -8,6 +8,7 @@ Every expectation is computed here, independently of the engine, over the hand-b
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from support.pagetables import (
@@ -31,6 +32,7 @@ from support.pagetables import (
 from gdbext.addr import AddrRange
 from gdbext.errors import (
     TableOutsideRamError,
+    WalkLimitError,
     WalkOptionError,
 )
 from gdbext.x86.paging import X86PageTable
@@ -39,6 +41,7 @@ from gdbext.x86.records import (
     Anomaly,
     LeafRun,
     Mapping,
+    WalkRecord,
 )
 
 
@@ -326,3 +329,36 @@ def test_walks_of_a_cached_table_share_tables_and_see_changes() -> None:
     assert len([r for r in pt.iter_runs() if isinstance(r, LeafRun)]) == 2  # not seen yet
     pt.invalidate_cache()
     assert len([r for r in pt.iter_runs() if isinstance(r, LeafRun)]) == 1
+
+
+def test_a_cached_table_keeps_whole_walks_and_their_limits_still_hold() -> None:
+    """A whole walk is kept for the next walk of the same range and bits: each equals a walk of
+    an uncached table (expanded, collapsed, part of the range), a leaf limit holds over a kept
+    walk, and a change through the page table drops what was kept."""
+    env = Env()
+    env.link(v4(1, 2, 3), 1, 0x5000 | P | W)
+    pd = env.pt.translate(v4(1, 2, 3)).steps[-2]
+    table = env.pt.translate(v4(1, 2, 3)).steps[-1].table
+    for i in range(512):
+        env.ram.set(table, i, (0x10_0000 + i * K4) | P | W)
+    for i in range(1, 4):  # the page table linked four times: 4 x 512 leaves
+        env.ram.set(pd.table, pd.index + i, table | P | W)
+    fresh = X86PageTable(env.ram, ROOT, 4)
+    pt = X86PageTable(env.ram, ROOT, 4, cache=True, allow_writes=True)
+    part = AddrRange(v4(1, 2, 3), v4(1, 2, 5))
+    walks: list[Callable[[X86PageTable], list[WalkRecord]]] = [
+        lambda t: list(t.iter_runs()),
+        lambda t: list(t.iter_runs(aliases="collapse")),
+        lambda t: list(t.iter_runs(part)),
+    ]
+    for walk in walks:
+        expected = walk(fresh)
+        assert walk(pt) == expected
+        reads = len(env.ram.reads)
+        assert walk(pt) == expected
+        assert len(env.ram.reads) == reads
+    with pytest.raises(WalkLimitError):
+        list(pt.iter_runs(max_leaves=2047))
+    assert sum(r.count for r in pt.iter_runs(max_leaves=2048) if isinstance(r, LeafRun)) == 2048
+    pt.unmap(v4(1, 2, 3, 7))
+    assert sum(r.count for r in pt.iter_runs() if isinstance(r, LeafRun)) == 2044
