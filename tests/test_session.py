@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from depth import kernels
 
 from gdbext import cli
 from gdbext.errors import (
@@ -124,7 +125,7 @@ def selected(host: Host, *argv: str, **kwargs: object) -> Session:
 # --- output equals the command line's ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_every_command_on_a_real_dump_equals_the_command_line(
     host: Host, kernel_dump: Callable[[str], Path], name: str
 ) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import kernels
 
 from gdbext import cli
 from gdbext.errors import UsageError
@@ -510,7 +511,7 @@ def dumps(kernel_dump: Callable[[str], Path]) -> dict[str, Path]:
     return {name: kernel_dump(name) for name in names}
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_real_kernel_equals_reference(dumps: dict[str, Path], name: str) -> None:
     if name not in dumps:
         pytest.skip(f"no fixture {name}")
