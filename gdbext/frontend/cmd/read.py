@@ -151,6 +151,8 @@ def _write_raw(call: Invocation, result: ReadResult) -> int:
     from gdbext.frontend.memread import Gap
 
     fill = call.args.fill
+    if call.args.output in (None, "-"):
+        _stdout_bytes(call)  # checked before the gaps: a usage error comes first
     gaps = [p for p in result.plan() if isinstance(p, Gap)]
     if gaps and fill is None:
         first = gaps[0]
@@ -174,21 +176,28 @@ def _write_raw(call: Invocation, result: ReadResult) -> int:
     return EXIT_NOT_FOUND if result.gap_count else result.exit_status
 
 
+def _stdout_bytes(call: Invocation) -> BinaryIO:
+    """Standard output's bytes, for raw output: refused where there are none (a debugger's
+    console) and on a terminal unless ``-o -`` insists."""
+    name = call.name
+    buffer = getattr(call.out, "buffer", None)
+    if buffer is None:
+        raise UsageError(f"{name}: --format raw writes bytes: give -o FILE")
+    if call.args.output is None and call.out.isatty():
+        raise UsageError(
+            f"{name}: not writing raw bytes to a terminal: give -o FILE (or -o - to insist)"
+        )
+    return cast(BinaryIO, buffer)
+
+
 @contextlib.contextmanager
 def _opened(call: Invocation, mode: str) -> Iterator[IO[str] | BinaryIO]:
     """Where the output goes: ``-o FILE`` (removed again when the command fails half way), or
     standard output's bytes for raw output (not a terminal, unless ``-o -``)."""
-    name = call.name
     path = call.args.output
     if path is None or path == "-":
         assert mode == "wb"
-        buffer = getattr(call.out, "buffer", None)
-        if buffer is None:
-            raise UsageError(f"{name}: --format raw writes bytes: give -o FILE")
-        if path is None and call.out.isatty():
-            raise UsageError(
-                f"{name}: not writing raw bytes to a terminal: give -o FILE (or -o - to insist)"
-            )
+        buffer = _stdout_bytes(call)
         call.out.flush()
         yield buffer
         buffer.flush()
