@@ -288,9 +288,7 @@ def _frames(
     the backend says it does not hold: the holes in its readable ranges and the frames it
     says were not captured (page by page, only for a backend that says)."""
     wanted = AddrRange(paddr, paddr + size)
-    parts = (
-        readable_ranges(mapper, [wanted]) if hasattr(mapper, "readable_ranges") else iter([wanted])
-    )
+    parts = readable_ranges(mapper, [wanted])
     probe = hasattr(mapper, "is_captured")
     pos = paddr
     for part in parts:

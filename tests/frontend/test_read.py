@@ -12,6 +12,7 @@ read with pyelftools.
 from __future__ import annotations
 
 import io
+import json
 import lzma
 import random
 import re
@@ -200,6 +201,9 @@ def test_not_captured_pages_of_a_kdump_are_gaps(machine: Machine, kdump: Path, c
     vaddr, size = READS["every page size"]
     status, text = run(["read", str(kdump), hex(vaddr), hex(size), "--format", "json"])
     assert status == 1
+    records = json.loads(text)
+    data = b"".join(bytes.fromhex(r["data"]) for r in records if "data" in r)
+    assert len(data) == size - 2 * K4
     gaps = [line.strip(",") for line in text.splitlines() if '"gap"' in line]
     excluded_va = SMALL + 3 * K4
     assert gaps == [
@@ -350,3 +354,19 @@ def test_raw_to_standard_output(machine: Machine, core: Path, stream: type) -> N
         assert cli.run(argv, Host.create(), out) == 0
         out.flush()
         assert out.buffer.getvalue() == want
+
+
+def test_an_unmapped_region_is_one_gap_line_per_entry(core: Path) -> None:
+    """Not mapped at the PML4: the whole read is one line (no line per page); a region whose
+    PD entries are missing ends at the first mapped page."""
+    status, text = run(["read", str(core), "0x0", "64M"])
+    assert (status, text) == (
+        1,
+        f"{0:016x}-{64 << 20:016x}  ** 64M not mapped: PML4 entry not present **\n",
+    )
+    start = HUGE_2M - 3 * M2
+    status, text = run(["read", str(core), hex(start), hex(3 * M2 + 16), "--format", "u64"])
+    assert status == 1 and text.splitlines()[0] == (
+        f"{start:016x}-{HUGE_2M:016x}  ** 6M not mapped: PD entry not present **"
+    )
+    assert len(text.splitlines()) == 3
