@@ -191,7 +191,7 @@ class ReadResult:
                 leaf = pt.translate(addr)
             except TranslationError as exc:
                 stop = end if exc.entry is None else _entry_end(addr, exc.level, end)
-                kind, reason = _translation_gap(exc, addr)
+                kind, reason = _translation_gap(exc)
                 yield Gap(addr, stop - addr, kind, reason)
                 addr = stop
                 continue
@@ -272,8 +272,8 @@ def _entry_end(addr: int, level: int, end: int) -> int:
     return min(end, (addr & ~(span - 1)) + span)
 
 
-def _translation_gap(exc: TranslationError, addr: int) -> tuple[str, str]:
-    """The kind and reason of a gap from the engine's error at ``addr``."""
+def _translation_gap(exc: TranslationError) -> tuple[str, str]:
+    """The kind and reason of a gap from the engine's error."""
     if isinstance(exc, NotMappedError):
         return NOT_MAPPED, f"{level_name(exc.level)} entry not present"
     if isinstance(exc, TableNotCapturedError):
