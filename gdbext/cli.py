@@ -1,13 +1,14 @@
 """The ``gdbext`` command line.
 
-``gdbext info|walk|translate|heap|audit|backends``, each taking a dump file or ``--backend
+``gdbext info|walk|translate|read|heap|audit|backends``, each taking a dump file or ``--backend
 NAME`` and that backend's options (the simulator's is ``--scenario FILE``), and ``--format``
 (``--json`` is short for ``--format json``). The commands are declared in
 :mod:`gdbext.frontend.cmd` (their reference: ``docs/commands.md``); this module runs one command
 line: it opens what the command line names, runs the command, closes the target, and turns
 errors into one line on stderr.
 
-Exit status: 0 success; 1 an address not mapped or nothing found; 2 bad input or usage, with a
+Exit status: 0 success; 1 an address not mapped, nothing found, or a ``read`` with a gap (bytes
+not mapped, not captured or not readable); 2 bad input or usage, with a
 one-line message on stderr; 3 ``audit --fail-on SEVERITY`` found something at least that
 severe (the findings are printed as ever). No Python traceback reaches the user for bad input.
 """

@@ -152,6 +152,23 @@ class NotFoundError(GdbextError):
     exit_status = EXIT_NOT_FOUND
 
 
+class ReadGapError(NotFoundError):
+    """Raw bytes asked for a read that has gaps (pages not mapped, not captured, not readable):
+    raw output has no place to say so, and gdbext never writes zeros for bytes it does not
+    know. ``address``, ``size`` and ``reason`` are the first gap's; ``count`` the gaps."""
+
+    def __init__(self, address: int, size: int, reason: str, count: int = 1) -> None:
+        more = f" (and {count - 1} more gap{'' if count == 2 else 's'})" if count > 1 else ""
+        super().__init__(
+            f"raw output stops at a gap: 0x{address:x}-0x{address + size:x} {reason}{more}; "
+            "give --fill BYTE to write that byte in gaps, or see them with --format hexdump"
+        )
+        self.address = address
+        self.size = size
+        self.reason = reason
+        self.count = count
+
+
 class NotMappedError(TranslationError, NotFoundError):
     """The entry at ``level`` is not present."""
 

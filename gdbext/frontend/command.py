@@ -87,6 +87,8 @@ class Command:
     without_target: Callable[[argparse.Namespace, Host, IO[str]], int | None] | None = None
     #: The exit statuses besides :data:`COMMON_EXIT_STATUSES`.
     exit_statuses: ExitStatuses = ()
+    #: ``--format``'s default (``read``'s is ``hexdump``).
+    default_format: str = "text"
 
     @property
     def debugger_name(self) -> str:

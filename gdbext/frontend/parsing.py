@@ -166,7 +166,13 @@ def add_command_arguments(
         _add_page_table_options(p)
     o = p.add_argument_group("output")
     formats = sorted(host.output_formats(command.name))
-    o.add_argument("--format", choices=formats, default="text", help="output format")
+    o.add_argument(
+        "--format",
+        choices=formats,
+        default=command.default_format,
+        help="output format"
+        + ("" if command.default_format == "text" else f" (default {command.default_format})"),
+    )
     o.add_argument(
         "--json", dest="format", action="store_const", const="json", help="--format json"
     )

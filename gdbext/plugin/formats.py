@@ -21,3 +21,6 @@ class OutputFormat:
     #: ``render`` takes a ``style`` keyword (:class:`~gdbext.render.common.Style`): the front
     #: end may ask it to mark up what it formats (colour on a terminal).
     styles: bool = False
+    #: ``render`` yields ``bytes``, not lines (``read --format raw``): the command writes them
+    #: to a binary file or pipe itself.
+    binary: bool = False

@@ -64,4 +64,17 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         OutputFormat(
             "json", "audit", _lazy("audit", "render_audit_json"), '{"findings", "summary"}'
         ),
+        OutputFormat(
+            "hexdump", "read", _lazy("memory", "render_hexdump"), "hexdump -C lines, gaps named"
+        ),
+        OutputFormat("u64", "read", _lazy("memory", "render_u64"), "a 64-bit value a line"),
+        OutputFormat("u32", "read", _lazy("memory", "render_u32"), "a 32-bit value a line"),
+        OutputFormat(
+            "raw",
+            "read",
+            _lazy("memory", "render_raw"),
+            "the bytes (to -o FILE or a pipe)",
+            binary=True,
+        ),
+        OutputFormat("json", "read", _lazy("memory", "render_json"), "bytes in hex, and gaps"),
     ]

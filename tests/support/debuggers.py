@@ -194,6 +194,10 @@ DUMP_CASES: list[tuple[str, list[str]]] = [
     ("translate", ["--json", "0xffffffff82000000", "0x1"]),
     ("info", []),
     ("heap", ["--memmap", "e820"]),
+    ("read", ["0xffffffff82000000", "0x40"]),
+    ("read", ["--kernel", "--format", "u32", "0xffffffff82000000", "32"]),
+    ("read", ["--phys", "--format", "u64", "0x1000", "64"]),
+    ("read", ["--json", "0x0", "0x20"]),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The commands, one module each: ``info``, ``walk``, ``translate``, ``heap``, ``audit``.
+"""The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``heap``, ``audit``.
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
@@ -8,7 +8,7 @@ and the command reference list the commands in this order.
 from __future__ import annotations
 
 from gdbext.errors import UsageError
-from gdbext.frontend.cmd import audit, heap, info, translate, walk
+from gdbext.frontend.cmd import audit, heap, info, read, translate, walk
 from gdbext.frontend.command import Command
 from gdbext.units import shown
 
@@ -16,6 +16,7 @@ COMMANDS: tuple[Command, ...] = (
     info.COMMAND,
     walk.COMMAND,
     translate.COMMAND,
+    read.COMMAND,
     heap.COMMAND,
     audit.COMMAND,
 )

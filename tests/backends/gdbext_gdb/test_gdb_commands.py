@@ -199,6 +199,8 @@ def test_style_on_colours_and_style_off_does_not(kernel_dump: Callable[[str], Pa
     # Styling on, but the output is not a terminal: no escapes (as GDB's own styling).
     piped = gdb(f"pt-backend core {dump}", "set style enabled on", *marked(walk))
     assert sections(piped.stdout) == [plain]
+
+
 GDB_REGISTER = """from gdbext_gdb import gdb_commands
 gdb_commands.installed().session.host.pm.register(Plugin(lambda: False))"""
 
@@ -288,3 +290,31 @@ def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> No
         "this is the table at root | 0x1000 all the same",
         "pt-translate: 0x800000000000 is not canonical for 48-bit virtual addresses",
     ]
+
+
+def test_read_takes_gdb_expressions_and_writes_raw_bytes_to_a_file(
+    kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``pt-read $va+0x10 $n``: GDB's values; raw bytes go to ``-o FILE`` (GDB's console has
+    no place for them: one error line)."""
+    dump = str(kernel_dump("4level"))
+    gdb_file, cli_file = tmp_path / "gdb.bin", tmp_path / "cli.bin"
+    proc = gdb(
+        f"pt-backend core {dump}",
+        "set $va = 0xffffffff82000000",
+        "set $n = 0x40",
+        *marked(
+            "pt-read $va+0x10 $n",
+            f"pt-read --phys $pt_phys($va) 4K --format raw -o {gdb_file}",
+        ),
+        "pt-read $va 16 --format raw",
+    )
+    assert proc.stderr == "pt-read: --format raw writes bytes: give -o FILE\n"
+    listing, written = sections(proc.stdout)
+    assert listing == cli_output("read", dump, "0xffffffff82000010", "64")
+    assert written == ""
+    paddr = int(
+        re.findall(r"-> (0x[0-9a-f]+)", cli_output("translate", dump, "0xffffffff82000000"))[0], 16
+    )
+    cli_output("read", dump, "--phys", hex(paddr), "4096", "--format", "raw", "-o", str(cli_file))
+    assert gdb_file.read_bytes() == cli_file.read_bytes() and len(cli_file.read_bytes()) == 4096

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,6 +25,7 @@ from support.debuggers import (
     tlb_lines,
     without_progress,
 )
+from support.gdblive import parse_xp
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -172,3 +175,45 @@ def test_phymem_mode_is_back_after_every_command_failing_ones_included(
         line for line in without_progress(proc.stderr).splitlines() if not GDB_NOISE.match(line)
     ]
     assert len(errors) == 2, errors  # the two failing commands, one line each
+
+
+def u64_bytes(text: str) -> bytes:
+    """The bytes of ``pt-read --format u64`` lines (``ADDRESS  0xVALUE``)."""
+    values = [int(line.split()[1], 16) for line in text.splitlines() if " 0x" in line]
+    return struct.pack(f"<{len(values)}Q", *values)
+
+
+@pytest.mark.qemu
+def test_live_read_equals_monitor_xp(
+    qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
+) -> None:
+    """``pt-read --phys`` is QEMU's ``xp``, across a page boundary and for a whole table page
+    (raw, to a file); a virtual read is QEMU's ``x`` (through the stopped CPU's CR3); past the
+    end of RAM is a gap; PhyMemMode is 0 after."""
+    guest = qemu_guest("4level")
+    guest.stop()
+    cr3 = guest.cr3() & ~0xFFF
+    cross, text = 0x100FF0, 0xFFFFFFFF81000FF0
+    xp_root = parse_xp(guest.hmp(f"xp /512gx 0x{cr3:x}"))
+    xp_cross = parse_xp(guest.hmp(f"xp /4gx 0x{cross:x}"))
+    x_text = parse_xp(guest.hmp(f"x /4gx 0x{text:x}"))
+    raw = tmp_path / "root.bin"
+    proc = live_gdb(
+        guest,
+        *marked(
+            f"pt-read --phys 0x{cross:x} 32 --format u64",
+            f"pt-read 0x{text:x} 32 --format u64",
+            f"pt-read --phys 0x{cr3:x} 4K --format raw -o {raw}",
+            "pt-read --phys 0x7fffff0 32",
+            "maintenance packet qqemu.PhyMemMode",
+        ),
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    phys, virt, written, beyond, mode = sections(proc.stdout)
+    assert len(xp_cross) == len(x_text) == 32 and any(x_text)
+    assert (u64_bytes(phys), u64_bytes(virt), written) == (xp_cross, x_text, "")
+    assert raw.read_bytes() == xp_root and any(xp_root)
+    assert beyond.splitlines()[-1] == (
+        "0000000008000000-0000000008000010  ** 16B unreadable: outside RAM **"
+    ), beyond
+    assert 'received: "0"' in mode

@@ -96,8 +96,9 @@ def test_the_one_line_start_works_with_another_python_first_on_path(tmp_path: Pa
     """LLDB's embedded Python takes its prefix from the first ``python3`` on PATH; an activated
     virtual environment there (without ``six``, which LLDB's module imports) breaks plain
     ``lldb`` even with the right PYTHONPATH. ``scripts/lldb`` puts the system's first."""
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(tmp_path / "v")],
-                   check=True)
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True
+    )
     path = f"{tmp_path / 'v' / 'bin'}:{os.environ['PATH']}"
     proc = lldb("pt-backend", env=lldbrun.clean_env(PATH=path))
     assert proc.stderr == ""
@@ -132,8 +133,7 @@ def test_an_lldb_that_is_not_there_is_one_line() -> None:
     proc = lldb("help", env=lldbrun.clean_env(GDBEXT_LLDB="/nonexistent/lldb"))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (
-        "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on "
-        "PATH\n"
+        "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on PATH\n"
     )
 
 
@@ -291,9 +291,7 @@ def test_dollar_words_use_lldb_variables_and_leave_no_result_variable(
 
 def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[str], Path]) -> None:
     dump = str(kernel_dump("4level"))
-    run = lldbrun.run(
-        [f"pt-backend core {dump}", "pt-translate 0x1", "pt-walk --has 0x1000"]
-    )
+    run = lldbrun.run([f"pt-backend core {dump}", "pt-translate 0x1", "pt-walk --has 0x1000"])
     _, translate, has = run.results
     assert translate.ok and has.ok and translate.err == has.err == ""
     assert translate.out == cli_output("translate", dump, "0x1")
@@ -464,9 +462,35 @@ def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> No
     _, user, bad = run.results
     assert user.ok and user.out == cli_output("translate", dump, "--user-pgd", "0xffffffff81000000")
     assert not bad.ok and bad.out == ""
-    assert bad.err == "error: pt-translate: 0x800000000000 is not canonical for 48-bit virtual " \
+    assert (
+        bad.err == "error: pt-translate: 0x800000000000 is not canonical for 48-bit virtual "
         "addresses\n"
+    )
     # Progress and warnings are written to LLDB's error stream at once (not the result's).
     assert "pt-translate: warning: --user-pgd: 0x61b7000 is not the user half of a PTI pair" in (
         run.proc.stderr
     )
+
+
+def test_read_takes_lldb_expressions_and_writes_raw_bytes_to_a_file(
+    kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``pt-read $va+0x10 0x40``: LLDB's values; raw bytes go to ``-o FILE`` only."""
+    dump = str(kernel_dump("4level"))
+    lldb_file, cli_file = tmp_path / "lldb.bin", tmp_path / "cli.bin"
+    run = lldbrun.run(
+        [
+            f"pt-backend core {dump}",
+            "expr unsigned long $va = 0xffffffff82000000",
+            "pt-read $va+0x10 0x40",
+            f"pt-read --phys 0x61b6000 4K --format raw -o {lldb_file}",
+            "pt-read $va 16 --format raw",
+        ]
+    )
+    _, _, listing, written, refused = run.results
+    assert listing.ok and listing.out == cli_output("read", dump, "0xffffffff82000010", "64")
+    assert written.ok and written.out == ""
+    assert not refused.ok and "pt-read: --format raw writes bytes: give -o FILE" in refused.err
+    cli_output("read", dump, "--phys", "0x61b6000", "4K", "--format", "raw", "-o", str(cli_file))
+    assert lldb_file.read_bytes() == cli_file.read_bytes()
+    assert any(cli_file.read_bytes())  # the root table QEMU's info registers names
