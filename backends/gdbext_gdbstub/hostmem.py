@@ -35,6 +35,8 @@ from gdbext_gdbstub.link import DebuggerLink, LiveTargetError, TargetLostError, 
 from gdbext_gdbstub.ram import RamPiece
 
 _GPA2HVA = re.compile(r"Host virtual address for 0x([0-9a-fA-F]+) \(([^)]*)\) is 0x([0-9a-fA-F]+)")
+#: The kernel's flag of a process that is exiting (``/proc/PID/stat``'s ninth field).
+PF_EXITING = 0x4
 #: ``errno`` values of a ``/proc/PID/mem`` the caller may not read.
 _DENIED = (errno.EPERM, errno.EACCES)
 
@@ -155,18 +157,30 @@ class HostMemReader:
             try:
                 n = os.preadv(fd, [view[got:]], hva + got)
             except OSError as exc:
-                if exc.errno == errno.ESRCH or not os.path.exists(self.path):
-                    raise TargetLostError(f"QEMU's process {self.pid} is gone") from None
+                self.check_alive()
                 raise TargetMemoryError(
                     paddr + got, len(view) - got, f"{self.path}: {_why(exc)}"
                 ) from None
             if n <= 0:
-                if not os.path.exists(self.path):
-                    raise TargetLostError(f"QEMU's process {self.pid} is gone")
+                self.check_alive()
                 raise TargetMemoryError(
                     paddr + got, len(view) - got, f"{self.path} ended at 0x{hva + got:x}"
                 )
             got += n
+
+    def check_alive(self) -> None:
+        """:raises TargetLostError: QEMU's process is gone, a zombie, or exiting (its memory
+        is being torn down: the kernel's ``PF_EXITING`` in ``/proc/PID/stat``)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+            gone = fields[0] in (b"Z", b"X") or bool(int(fields[6]) & PF_EXITING)
+        except (OSError, IndexError, ValueError):
+            gone = True
+        if gone:
+            raise TargetLostError(
+                f"lost the connection to the target (QEMU's process {self.pid} is gone)"
+            )
 
 
 def _why(exc: OSError) -> str:

@@ -329,6 +329,10 @@ class LiveState:
         """The target for one command (cheap after the first call on a connection)."""
         if not self.link.connected():
             raise TargetLostError("lost the connection to the target")
+        if isinstance(self.mapper.reader, HostMemReader):
+            # The debugger notices a QEMU that died only at its next packet; the host path
+            # sends none, so it looks itself.
+            self.mapper.reader.check_alive()
         reader = self._reader(options)
         self._probe_ram()
         threads = self.thread_numbers()
