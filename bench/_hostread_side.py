@@ -6,9 +6,10 @@ Each round times, in turn: the stub's read floor (the pages a default ``pt-walk`
 4 KiB PhyMemMode read each, bracketed: :meth:`_gdb_side.GdbSide.floor`); ``pt-walk`` cold
 through the host path (``pt-backend gdb --read-via host``) and through the stub
 (``--read-via stub``); a bulk read of ``bulk`` bytes of RAM through the host path, and of
-``stub_bulk`` bytes through the stub; ``pt-heap --memmap e820`` cold both ways. Correctness
-once: the host walk's ``qemu-tlb`` lines against ``monitor info tlb``, and the bulk bytes
-against the stub's in 64 KiB samples.
+``stub_bulk`` bytes through the stub; a copy of ``bulk`` bytes in this process into new
+memory (the machine's memory bandwidth, for reference); ``pt-heap --memmap e820`` cold both
+ways. Correctness once: the host walk's ``qemu-tlb`` lines against ``monitor info tlb``, and
+the bulk bytes against the stub's in 64 KiB samples.
 
 Debugger-side script: it imports ``gdb``, and gdbext only after ``gdbinit.py`` has set the path.
 """
@@ -16,6 +17,7 @@ Debugger-side script: it imports ``gdb``, and gdbext only after ``gdbinit.py`` h
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import sys
 import time
@@ -91,7 +93,14 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         state.invalidate()
         return seconds(lambda: execute(command))
 
+    reference = mmap.mmap(-1, bulk)
+    reference.write(b"\x5a" * bulk)
+
+    def copy() -> None:
+        reference[:]  # a copy of the same size into new memory: the machine's bandwidth
+
     measures: dict[str, Callable[[], float]] = {
+        "copy": lambda: seconds(copy),
         "floor": lambda: side.floor(pages),
         "walk_host": lambda: cold("host", "pt-walk"),
         "walk_stub": lambda: cold("stub", "pt-walk"),
