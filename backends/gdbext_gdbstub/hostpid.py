@@ -148,7 +148,10 @@ def stub_pid(address: tuple[str, int] | None) -> int:
         on its port, or its owner is not one process this one can see.
     """
     if address is None:
-        raise HostPathUnavailable("the gdbstub's address is unknown (not a TCP connection?)")
+        raise HostPathUnavailable(
+            "the gdbstub's address is unknown (not a TCP connection; in LLDB, connect with "
+            "pt-connect HOST:PORT)"
+        )
     host, port = address
     if not is_local(host):
         raise HostPathUnavailable(f"the gdbstub at {host}:{port} is not on this host")
