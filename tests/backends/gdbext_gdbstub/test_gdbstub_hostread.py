@@ -280,3 +280,21 @@ def test_no_listener_remote_or_unknown_address_is_a_reason(
     monkeypatch.setattr(hostpid, "socket_owners", lambda inodes, proc="/proc": [])
     with pytest.raises(HostPathUnavailable, match="no process found"):
         hostpid.stub_pid(("127.0.0.1", listener))
+
+
+# --- --read-via ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "read_via"),
+    [(None, None), ("auto", None), ("host", "host"), ("stub", "stub"), ("phymem", "phymem")],
+)
+def test_read_via_values(given: str | None, read_via: str | None) -> None:
+    options = {} if given is None else {"read_via": given}
+    assert LiveOptions.from_request(OpenRequest(None, options), NAMING).read_via == read_via
+
+
+def test_read_via_stub_with_neither_phymem_nor_xp_still_takes_the_direct_map(sim: Target) -> None:
+    stub = host_stub(sim, has_phymem=False, has_monitor=False, symbols={})
+    _, target = open_host(stub, read_via="stub", direct_map="0xffff888000000000")
+    assert target.read_path == "direct map at 0xffff888000000000"
