@@ -32,7 +32,8 @@ Run: ``.venv/bin/python bench/bench_gdb.py`` (``--repeat 11`` by default; ``--co
 for another guest of ``qemu_guest.CONFIGS``; ``--json`` for machine-readable output;
 ``--read-via stub`` to time the commands through the gdbstub rather than the default path (on
 this host: QEMU's memory, ``bench/bench_hostread.py``); ``--profile`` for cProfile, inside GDB
-with gc disabled, of the cold and warm walks and the cold translation). Exit status 1 when a target is missed, 2 when the benchmark could not run.
+with gc disabled, of the cold and warm walks and the cold translation). Exit status 1 when a
+target is missed, 2 when the benchmark could not run.
 """
 
 from __future__ import annotations
