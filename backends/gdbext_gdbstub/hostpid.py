@@ -30,11 +30,13 @@ _PREFIXES = ("tcp:", "tcp4:", "tcp6:")
 
 
 class HostPathUnavailable(LiveTargetError):
-    """The guest's RAM cannot be read from this host: :attr:`reason` says why, for ``info``."""
+    """The guest's RAM cannot be read from this host: :attr:`reason` says why, for ``info``;
+    :attr:`for_now` when the reason may be gone at the next stop (no page table yet)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, for_now: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.for_now = for_now
 
 
 def parse_address(text: str) -> tuple[str, int] | None:

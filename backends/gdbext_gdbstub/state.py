@@ -105,6 +105,7 @@ class LiveState:
         self._find_pid = find_pid
         #: The host read path once probed (per connection): its reader, or why there is none.
         self._host_probed = False
+        self._host_pid: int | None = None
         self._host: HostMemReader | None = None
         self._host_reason = ""
         self._host_checked_at = 0
@@ -247,9 +248,11 @@ class LiveState:
         if not self._host_probed:
             try:
                 self._host = self._probe_host()
+                self._host_reason = ""
+                self._host_probed = True
             except HostPathUnavailable as exc:
                 self._host_reason = exc.reason
-            self._host_probed = True
+                self._host_probed = not exc.for_now  # else asked again at the next command
         return self._host
 
     @property
@@ -258,29 +261,39 @@ class LiveState:
         return self._host_reason
 
     def _probe_host(self) -> HostMemReader:
-        pid = self._find_pid(self.link.stub_address())
+        if self._host_pid is None:  # found once (no packet is sent for it)
+            self._host_pid = self._find_pid(self.link.stub_address())
         self._probe_ram()
         if not self._ram_pieces:
             raise HostPathUnavailable(f"the guest's RAM map is {self._ram_note or 'unknown'}")
-        reader = HostMemReader(pid, map_ram(self.link, self._ram_pieces))
+        root = self._root_to_check()
+        reader = HostMemReader(self._host_pid, map_ram(self.link, self._ram_pieces))
         try:
-            self._verify_host(reader)
+            self._verify_host(reader, root)
         except BaseException:
             reader.close()
             raise
         return reader
 
-    def _verify_host(self, reader: HostMemReader) -> None:
-        """Compare the root table of the selected CPU's CR3 read through ``reader`` and
-        through the stub. :raises HostPathUnavailable: cannot, or unequal."""
+    def _root_to_check(self) -> int:
+        """The root table of the selected CPU's CR3, on which the host path is checked.
+        :raises HostPathUnavailable: none in RAM (yet: a CPU before paging is asked again at
+        the next command)."""
         threads = self.thread_numbers()
         selected = self.link.selected_thread()
         thread = selected if selected in threads else (threads[0] if threads else None)
         cr3 = None if thread is None else self.cpu_state(thread).cr3
         root = (cr3 or 0) & ROOT_MASK
         ram = self.mapper.ram
-        if not root or ram is None or not ram.contains(root, PAGE):
-            raise HostPathUnavailable("no page table in RAM (CR3) to check the host path on")
+        if not root or (ram is not None and not ram.contains(root, PAGE)):
+            raise HostPathUnavailable(
+                "no page table in RAM (CR3) to check the host path on yet", for_now=True
+            )
+        return root
+
+    def _verify_host(self, reader: HostMemReader, root: int) -> None:
+        """Compare the table at ``root`` read through ``reader`` and through the stub.
+        :raises HostPathUnavailable: cannot, or unequal."""
         try:
             stub = self._stub_reader(LiveOptions(), None)
         except LiveTargetError as exc:
@@ -314,7 +327,8 @@ class LiveState:
     def _reader(self, options: LiveOptions) -> Reader:
         key = (options.read_via, options.direct_map)
         reader = self.mapper.reader
-        if reader is None or key != self._reader_key:
+        retry = options.read_via is None and not self._host_probed  # the host path, again
+        if reader is None or key != self._reader_key or retry:
             reader = self._choose_reader(options)
             if self.mapper.reader is not None and reader.name != self.mapper.reader.name:
                 self.mapper.clear()  # pages read another way are not trusted across paths

@@ -7,6 +7,7 @@ real listening socket the test opens.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import mmap
 import os
@@ -298,3 +299,19 @@ def test_read_via_stub_with_neither_phymem_nor_xp_still_takes_the_direct_map(sim
     stub = host_stub(sim, has_phymem=False, has_monitor=False, symbols={})
     _, target = open_host(stub, read_via="stub", direct_map="0xffff888000000000")
     assert target.read_path == "direct map at 0xffff888000000000"
+
+
+def test_a_cpu_without_paging_yet_is_asked_again_at_the_next_stop(sim: Target) -> None:
+    stub = host_stub(sim)
+    paging = stub.cpus[0]
+    stub.cpus = [dataclasses.replace(paging, cr3=0)]  # a VM stopped before the kernel ran
+    state, target = open_host(stub)
+    assert target.read_path == "PhyMemMode"
+    assert "no page table in RAM (CR3)" in target.details["host memory"]
+    assert stub.gpa2hva == []  # nothing mapped while nothing can be checked
+    stub.cpus = [paging]
+    state.invalidate()  # the next stop
+    target = state.open(LiveOptions())
+    assert target.read_path.startswith("host memory")
+    assert target.mapper.read(0x1000004, 13) == sim.mapper.read(0x1000004, 13)
+    assert len(stub.gpa2hva) == 6
