@@ -137,6 +137,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     if gdbext_gdb.gdb_commands.installed() is None:
         raise RuntimeError(f"source {config['gdbinit']} did not install the commands")
 
+    if config.get("read_via"):
+        execute(f"pt-backend gdb --read-via {config['read_via']}")
     gc.collect()
     start = time.perf_counter()
     execute("pt-walk")  # probes the connection, then walks

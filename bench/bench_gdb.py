@@ -30,8 +30,10 @@ here is a round trip to QEMU or Python work, so a loaded 2-core machine doubles 
 
 Run: ``.venv/bin/python bench/bench_gdb.py`` (``--repeat 11`` by default; ``--config la57``
 for another guest of ``qemu_guest.CONFIGS``; ``--json`` for machine-readable output;
-``--profile`` for cProfile, inside GDB with gc disabled, of the cold and warm walks and the cold
-translation). Exit status 1 when a target is missed, 2 when the benchmark could not run.
+``--read-via stub`` to time the commands through the gdbstub rather than the default path (on
+this host: QEMU's memory, ``bench/bench_hostread.py``); ``--profile`` for cProfile, inside GDB
+with gc disabled, of the cold and warm walks and the cold translation). Exit status 1 when a
+target is missed, 2 when the benchmark could not run.
 """
 
 from __future__ import annotations
@@ -94,11 +96,15 @@ def gdb_argv(port: int) -> list[str]:
 
 
 def run_gdb_side(
-    port: int, repeat: int, profile: bool, after: tuple[str, ...] = ()
+    port: int,
+    repeat: int,
+    profile: bool,
+    after: tuple[str, ...] = (),
+    read_via: str | None = None,
 ) -> dict[str, Any]:
     """Run the GDB side against the gdbstub at ``port`` (then GDB's commands ``after``): its
-    JSON results."""
-    config = {"repeat": repeat, "gdbinit": str(GDBINIT), "profile": profile}
+    JSON results. ``read_via``: the backend's ``--read-via`` for the commands timed."""
+    config = {"repeat": repeat, "gdbinit": str(GDBINIT), "profile": profile, "read_via": read_via}
     argv = [*gdb_argv(port), *(word for command in after for word in ("-ex", command))]
     return run_side(argv, CONFIG_ENV, config, "GDB")
 
@@ -268,7 +274,9 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, A
             report["boot_s"] = guest.boot_seconds
             log(f"measuring in gdb -nx -batch ({args.repeat} rounds)...")
             before = cpu_sample(guest.pid)
-            report["gdb"] = run_gdb_side(guest.gdb_port, args.repeat, args.profile)
+            report["gdb"] = run_gdb_side(
+                guest.gdb_port, args.repeat, args.profile, read_via=args.read_via
+            )
             report["other_cpus"] = other_cpus(before, cpu_sample(guest.pid))
     except qg.GuestError as exc:
         raise BenchError(f"guest: {exc}") from None
@@ -282,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     live_arguments(parser)
     parser.add_argument(
         "--profile", action="store_true", help="cProfile of the walks inside GDB (gc disabled)"
+    )
+    parser.add_argument(
+        "--read-via",
+        help="the backend's --read-via for the commands timed (default: its own, auto: the "
+        "host path for this QEMU; stub: through the gdbstub)",
     )
     args = parser.parse_args(argv)
     check_live_arguments(parser, args)

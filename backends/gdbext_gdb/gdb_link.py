@@ -21,6 +21,7 @@ from gdbext.frontend.common import first_line
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
 from gdbext_gdb.naming import NAMING
+from gdbext_gdbstub.hostpid import parse_address
 from gdbext_gdbstub.link import (
     CONTROL_REGISTERS,
     LiveTargetError,
@@ -176,6 +177,12 @@ class GdbConnectionLink:
             return int(gdb.parse_and_eval(f"(unsigned long)&{name}")) & ((1 << 64) - 1)
         except (gdb.error, RuntimeError, ValueError):
             return None
+
+    def stub_address(self) -> tuple[str, int] | None:
+        """The remote connection's ``HOST:PORT`` (GDB's ``details`` of the connection)."""
+        connection = self._inferior.connection if self._inferior.is_valid() else None
+        details = getattr(connection, "details", None)
+        return parse_address(details) if isinstance(details, str) else None
 
 
 # --- one state per connection ----------------------------------------------------------------

@@ -88,3 +88,9 @@ class DebuggerLink(Protocol):
     def connected(self) -> bool:
         """False once the connection is gone."""
         ...
+
+    def stub_address(self) -> tuple[str, int] | None:
+        """The gdbstub's TCP address ``(host, port)`` as the debugger connected to it (GDB:
+        the remote target's address; LLDB: where ``pt-connect`` connected), else ``None`` (a
+        serial line, a pipe, unknown). Nothing is sent."""
+        ...

@@ -15,11 +15,13 @@ from gdbext.geometry import PAGE_SIZE
 from gdbext.plugin.target import BackendOption, OpenRequest
 from gdbext.units import parse_int, shown
 
-#: ``--read-via`` values.
-READ_VIA = ("phymem", "xp", "direct-map")
+#: ``--read-via`` values: ``auto`` (the default) reads QEMU's memory on this host when it can
+#: (:mod:`gdbext_gdbstub.hostmem`), else through the stub; ``stub`` reads through the stub only
+#: (PhyMemMode, else ``monitor xp``, else the direct map); the others name one path.
+READ_VIA = ("auto", "host", "stub", "phymem", "xp", "direct-map")
 
 #: What the live backends do (``gdb``, and ``lldb`` over the same logic).
-LIVE_SUMMARY = "QEMU's gdbstub (PhyMemMode), KGDB via the direct map"
+LIVE_SUMMARY = "QEMU's gdbstub (its RAM on this host, PhyMemMode), KGDB via the direct map"
 #: The options of the live backends (:class:`LiveOptions` reads them).
 LIVE_OPTIONS = (
     BackendOption(
@@ -28,7 +30,12 @@ LIVE_OPTIONS = (
         "read physical memory through the kernel's direct map at ADDR (stubs without PhyMemMode "
         "or monitor xp: KGDB, VMware)",
     ),
-    BackendOption("read_via", "PATH", "phymem, xp or direct-map (default: the first that works)"),
+    BackendOption(
+        "read_via",
+        "PATH",
+        "auto (default: QEMU's memory on this host if it checks out, else the stub), host, "
+        "stub (PhyMemMode, else xp, else direct-map), phymem, xp or direct-map",
+    ),
 )
 
 
@@ -48,8 +55,9 @@ class LiveOptions:
 
     #: ``--direct-map ADDR``: the kernel direct map's base (reads through it).
     direct_map: int | None = None
-    #: ``--read-via phymem|xp|direct-map``; ``None``: the first that works (``direct-map``
-    #: when ``direct_map`` is given).
+    #: ``--read-via host|stub|phymem|xp|direct-map``; ``None`` (``auto``): the host path if it
+    #: checks out, else the first stub path that works (``direct-map`` when ``direct_map`` is
+    #: given).
     read_via: str | None = None
 
     @classmethod
@@ -71,6 +79,8 @@ class LiveOptions:
         via = request.options.get("read_via")
         if via is not None and via not in READ_VIA:
             raise UsageError(f"--read-via must be one of {', '.join(READ_VIA)}, not {shown(via)}")
+        if via == "auto":
+            via = None
         if via is None and direct is not None:
             via = "direct-map"
         return cls(direct, via)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gdbext.addr import AddrRange, merge_ranges
 
@@ -62,12 +63,29 @@ def is_ram_block(name: str) -> bool:
     return name.endswith(".ram") and "vram" not in name
 
 
-def parse_mtree_ram(text: str) -> list[AddrRange]:
-    """The merged RAM ranges of the ``memory`` address space in ``info mtree -f`` output.
+@dataclass(frozen=True)
+class RamPiece:
+    """One RAM line of the ``memory`` flat view: ``[start, end)`` of the guest's physical
+    addresses, a slice of one RAM block (so one run of the block's host memory)."""
 
-    Empty when the output has no such flat view or no RAM region in it.
+    start: int
+    end: int
+    #: The RAM block's name (``pc.ram``).
+    block: str
+
+
+def parse_mtree_pieces(text: str) -> list[RamPiece]:
+    r"""The RAM lines of the ``memory`` address space in ``info mtree -f`` output, sorted and
+    not merged (the host read path maps each on its own).
+
+    >>> parse_mtree_pieces(
+    ...     'FlatView #0\n AS "memory", root: system\n'
+    ...     '  0000000000000000-000000000009ffff (prio 0, ram): pc.ram\n'
+    ...     '  00000000000c0000-00000000000cafff (prio 0, rom): pc.ram @00000000000c0000\n'
+    ... )[1]
+    RamPiece(start=786432, end=831488, block='pc.ram')
     """
-    ranges: list[AddrRange] = []
+    pieces: list[RamPiece] = []
     in_memory_view = False
     seen_view = False
     for line in text.splitlines():
@@ -86,8 +104,16 @@ def parse_mtree_ram(text: str) -> list[AddrRange]:
             continue
         start, last, kind, name = int(m[1], 16), int(m[2], 16), m[3].lower(), m[4]
         if kind in ("ram", "rom", "romd") and is_ram_block(name) and last >= start:
-            ranges.append(AddrRange(start, last + 1))
-    return merge_ranges(ranges)
+            pieces.append(RamPiece(start, last + 1, name))
+    return sorted(pieces, key=lambda p: p.start)
+
+
+def parse_mtree_ram(text: str) -> list[AddrRange]:
+    """The merged RAM ranges of the ``memory`` address space in ``info mtree -f`` output.
+
+    Empty when the output has no such flat view or no RAM region in it.
+    """
+    return merge_ranges([AddrRange(p.start, p.end) for p in parse_mtree_pieces(text)])
 
 
 class RamRanges:

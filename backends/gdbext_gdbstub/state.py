@@ -19,18 +19,21 @@ process and invalidates it when the process's stop ID moves. A
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, overload
 
+from gdbext.addr import AddrRange, merge_ranges
 from gdbext.cpu import CpuState
 from gdbext.geometry import PAGE_SIZE as PAGE
 from gdbext.plugin.facts import KernelFacts
 from gdbext.plugin.target import Detail, LazyMapping, StopCache, Target
-from gdbext_gdbstub.link import DebuggerLink, LiveTargetError, TargetLostError
+from gdbext_gdbstub.hostmem import HostMemReader, map_ram, verified
+from gdbext_gdbstub.hostpid import HostPathUnavailable, stub_pid
+from gdbext_gdbstub.link import DebuggerLink, LiveTargetError, TargetLostError, TargetMemoryError
 from gdbext_gdbstub.mapper import LiveMapper, ReadStats
 from gdbext_gdbstub.options import LiveOptions, Naming
 from gdbext_gdbstub.phymem import ModeBracket, PhyMemMode
-from gdbext_gdbstub.ram import RamRanges, parse_mtree_ram
+from gdbext_gdbstub.ram import RamPiece, RamRanges, parse_mtree_pieces
 from gdbext_gdbstub.readpath import (
     DirectMapReader,
     PhyMemReader,
@@ -46,6 +49,10 @@ if TYPE_CHECKING:
 PAGE_OFFSET_SYMBOL = "page_offset_base"
 #: A symbol only a Linux kernel has: with it, the target is taken to be Linux.
 LINUX_SYMBOL = "linux_banner"
+#: CR3's bits that address the root table (no PCID, no flags).
+ROOT_MASK = 0x000F_FFFF_FFFF_F000
+#: Finds the PID of the process that serves the gdbstub at an address (tests pass their own).
+PidFinder = Callable[[tuple[str, int] | None], int]
 
 
 class LiveCpus(Sequence[CpuState]):
@@ -73,7 +80,13 @@ class LiveCpus(Sequence[CpuState]):
 class LiveState:
     """One debugger connection's view of its target."""
 
-    def __init__(self, link: DebuggerLink, description: str, naming: Naming) -> None:
+    def __init__(
+        self,
+        link: DebuggerLink,
+        description: str,
+        naming: Naming,
+        find_pid: PidFinder = stub_pid,
+    ) -> None:
         self.link = link
         self.description = description
         self.naming = naming
@@ -88,6 +101,14 @@ class LiveState:
         self._xp_ok: bool | None = None
         self._ram_probed = False
         self._ram_note = ""
+        self._ram_pieces: list[RamPiece] = []
+        self._find_pid = find_pid
+        #: The host read path once probed (per connection): its reader, or why there is none.
+        self._host_probed = False
+        self._host_pid: int | None = None
+        self._host: HostMemReader | None = None
+        self._host_reason = ""
+        self._host_checked_at = 0
         self._symbol_base: int | None = None
         self._is_linux: bool | None = None
         self._reader_key: tuple[str | None, int | None] | None = None
@@ -165,7 +186,8 @@ class LiveState:
         except LiveTargetError as exc:
             self._ram_note = f"unknown (monitor info mtree -f: {exc}); reads are not checked"
             return
-        ranges = parse_mtree_ram(text)
+        self._ram_pieces = parse_mtree_pieces(text)
+        ranges = merge_ranges([AddrRange(p.start, p.end) for p in self._ram_pieces])
         if not ranges:
             self._ram_note = "unknown (no RAM block in monitor info mtree -f); reads not checked"
             return
@@ -186,6 +208,17 @@ class LiveState:
 
     def _choose_reader(self, options: LiveOptions) -> Reader:
         via = options.read_via
+        if via in (None, "host"):
+            host = self._host_reader()
+            if host is not None:
+                return host
+            if via == "host":
+                raise LiveTargetError(f"--read-via host: {self._host_reason}")
+        return self._stub_reader(options, None if via == "stub" else via)
+
+    def _stub_reader(self, options: LiveOptions, via: str | None) -> Reader:
+        """The reader through the stub: ``via`` names one, ``None`` takes the first that
+        works (PhyMemMode, ``monitor xp``, the direct map)."""
         if via in (None, "phymem"):
             if self.phymem_supported():
                 return PhyMemReader(self.link)
@@ -207,10 +240,95 @@ class LiveState:
         # QEMU's stub must then be in virtual mode; other stubs have no mode to switch.
         return DirectMapReader(self.link, base, 0 if self.phymem_supported() else None)
 
+    # --- the host read path (once per connection) ---
+
+    def _host_reader(self) -> HostMemReader | None:
+        """QEMU's memory on this host, checked once per connection; ``None`` (and
+        :attr:`host_reason` says why) when it cannot be used."""
+        if not self._host_probed:
+            try:
+                self._host = self._probe_host()
+                self._host_reason = ""
+                self._host_probed = True
+            except HostPathUnavailable as exc:
+                self._host_reason = exc.reason
+                self._host_probed = not exc.for_now  # else asked again at the next command
+        return self._host
+
+    @property
+    def host_reason(self) -> str:
+        """Why the host read path is not used ("" when it is, or was not tried)."""
+        return self._host_reason
+
+    def _probe_host(self) -> HostMemReader:
+        if self._host_pid is None:  # found once (no packet is sent for it)
+            self._host_pid = self._find_pid(self.link.stub_address())
+        self._probe_ram()
+        if not self._ram_pieces:
+            raise HostPathUnavailable(f"the guest's RAM map is {self._ram_note or 'unknown'}")
+        root = self._root_to_check()
+        reader = HostMemReader(self._host_pid, map_ram(self.link, self._ram_pieces))
+        try:
+            self._verify_host(reader, root)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+
+    def _root_to_check(self) -> int:
+        """The root table of the selected CPU's CR3, on which the host path is checked.
+        :raises HostPathUnavailable: none in RAM (yet: a CPU before paging is asked again at
+        the next command)."""
+        threads = self.thread_numbers()
+        selected = self.link.selected_thread()
+        thread = selected if selected in threads else (threads[0] if threads else None)
+        cr3 = None if thread is None else self.cpu_state(thread).cr3
+        root = (cr3 or 0) & ROOT_MASK
+        ram = self.mapper.ram
+        if not root or (ram is not None and not ram.contains(root, PAGE)):
+            raise HostPathUnavailable(
+                "no page table in RAM (CR3) to check the host path on yet", for_now=True
+            )
+        return root
+
+    def _verify_host(self, reader: HostMemReader, root: int) -> None:
+        """Compare the table at ``root`` read through ``reader`` and through the stub.
+        :raises HostPathUnavailable: cannot, or unequal."""
+        try:
+            stub = self._stub_reader(LiveOptions(), None)
+        except LiveTargetError as exc:
+            raise HostPathUnavailable(f"no stub path to check it against ({exc})") from None
+
+        def stub_read(paddr: int, size: int) -> bytes:
+            with self.bracket.scope():
+                self.bracket.ensure(stub.mode)
+                try:
+                    return stub.read(paddr, size)
+                except TargetMemoryError as exc:
+                    raise HostPathUnavailable(
+                        f"the gdbstub refused the table at 0x{paddr:x} ({exc})"
+                    ) from None
+
+        verified(reader, stub_read, root)
+        self._host_checked_at = root
+
+    def _host_detail(self, reader: Reader) -> str | None:
+        """What ``info`` says of the host read path: used (where, checked how) or why not."""
+        if isinstance(reader, HostMemReader):
+            return (
+                f"QEMU process {reader.pid}, {len(reader.ranges)} RAM runs mapped by gpa2hva, "
+                f"checked against the gdbstub on the table at 0x{self._host_checked_at:x}; "
+                "reads neither stop nor change the VM"
+            )
+        if self._host_reason:
+            return f"not used: {self._host_reason}"
+        return None
+
     def _reader(self, options: LiveOptions) -> Reader:
         key = (options.read_via, options.direct_map)
         reader = self.mapper.reader
-        if reader is None or key != self._reader_key:
+        retry = options.read_via is None and not self._host_probed  # the host path, again
+        if reader is None or key != self._reader_key or retry:
             reader = self._choose_reader(options)
             if self.mapper.reader is not None and reader.name != self.mapper.reader.name:
                 self.mapper.clear()  # pages read another way are not trusted across paths
@@ -225,11 +343,18 @@ class LiveState:
         """The target for one command (cheap after the first call on a connection)."""
         if not self.link.connected():
             raise TargetLostError("lost the connection to the target")
+        if isinstance(self.mapper.reader, HostMemReader):
+            # The debugger notices a QEMU that died only at its next packet; the host path
+            # sends none, so it looks itself.
+            self.mapper.reader.check_alive()
         reader = self._reader(options)
         self._probe_ram()
         threads = self.thread_numbers()
         selected = self.link.selected_thread()
         details: dict[str, str] = {"connection": self.description}
+        host = self._host_detail(reader)
+        if host is not None:
+            details["host memory"] = host
         ram = self.mapper.ram
         if ram is None:
             details["RAM"] = self._ram_note or "unknown; reads are not checked"

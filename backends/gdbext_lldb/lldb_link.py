@@ -47,6 +47,7 @@ from gdbext.errors import UsageError
 from gdbext.frontend.common import U64, first_line
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
+from gdbext_gdbstub.hostpid import parse_address
 from gdbext_gdbstub.link import (
     CONTROL_REGISTERS,
     LiveTargetError,
@@ -103,9 +104,14 @@ class LldbProcessLink:
     :param process: the process (QEMU: one thread per vCPU).
     """
 
-    def __init__(self, debugger: lldb.SBDebugger, process: lldb.SBProcess) -> None:
+    def __init__(
+        self, debugger: lldb.SBDebugger, process: lldb.SBProcess, address: str | None = None
+    ) -> None:
         self._debugger = debugger
         self._process = process
+        #: Where ``pt-connect`` connected (the gdbstub's ``HOST:PORT``; LLDB itself talks to the
+        #: relay), else None.
+        self._address = address
         #: The user's memory-cache setting while the link bypasses the cache (else None).
         self._saved_cache: str | None = None
         #: Why the connection is unusable (a read failed as only a lost connection makes it
@@ -309,6 +315,11 @@ class LldbProcessLink:
                 return int(addr) & U64
         return None
 
+    def stub_address(self) -> tuple[str, int] | None:
+        """The gdbstub's address as ``pt-connect`` was given it (plain ``gdb-remote`` leaves
+        it unknown: LLDB's API does not tell where a process is connected)."""
+        return None if self._address is None else parse_address(place(self._address))
+
     def symbol_value(self, name: str) -> int | None:
         addr = self.symbol_address(name)
         if addr is None:
@@ -403,8 +414,8 @@ def state_for(
     stop_id = int(process.GetStopID())
     conn = _STATES.get(key)
     if conn is None:
-        link = LldbProcessLink(debugger, process)
         address = _URLS.get(key)
+        link = LldbProcessLink(debugger, process, address)
         description = f"{REMOTE_PLUGIN} {address}" if address else REMOTE_PLUGIN
         conn = _Connection(link, LiveState(link, description, NAMING), stop_id, address)
         _STATES[key] = conn

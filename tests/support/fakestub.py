@@ -149,6 +149,9 @@ class FakeStub:
     def symbol_address(self, name: str) -> int | None:
         return 0xFFFFFFFF82000000 if name in self.symbols else None
 
+    def stub_address(self) -> tuple[str, int] | None:
+        return None
+
     def connected(self) -> bool:
         return self.alive
 

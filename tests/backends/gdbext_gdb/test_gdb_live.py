@@ -46,7 +46,7 @@ def test_phymem_mode_is_back_after_every_operation(
     body = f"""
 START = {start}
 packet("Qqemu.PhyMemMode:%d" % START)
-target = open_target()
+target = open_target(read_via="stub")
 link = state().link
 outcomes = {{}}
 
@@ -121,7 +121,7 @@ packet("Qqemu.PhyMemMode:0")
 def test_ctrl_c_in_the_middle_of_reads_restores_the_mode(guest4: QemuGuest, tmp_path: Path) -> None:
     body = """
 packet("Qqemu.PhyMemMode:0")
-target = open_target()
+target = open_target(read_via="stub")
 outcome, reads = "none", 0
 print("READING", flush=True)
 try:
@@ -156,7 +156,7 @@ def test_gdb_never_serves_bytes_cached_in_the_other_mode(guest4: QemuGuest, tmp_
     bytes and GDB's next virtual read virtual ones. Without the flush (the control) the
     physical read would get the cached virtual bytes."""
     body = """
-target = open_target()
+target = open_target(read_via="stub")
 st = state()
 inferior = gdb.selected_inferior()
 # A user page of the stopped process (busybox is linked at 0x400000), inside RAM physically too.
@@ -195,7 +195,7 @@ def test_reads_equal_monitor_xp_on_every_path_and_beyond_ram_raises(
     guest4: QemuGuest, tmp_path: Path
 ) -> None:
     body = f"""
-target = open_target()
+target = open_target(read_via="stub")
 root = target.cpu(0).root
 pages = [root, 0x1000000, 0x100000, 0x7fff000, 0x9f000]
 out = {{"read_path": target.read_path, "ram": [[r.start, r.end] for r in target.ram],

@@ -35,6 +35,9 @@ pytestmark = [
 #: A command that reads all of a 128 MiB guest's RAM through the stub (more than 5 s): the
 #: e820 scan with a root outside RAM, so that no kernel image is found to search first.
 FULL_SCAN = "pt-heap --memmap e820 --cr3 0x40000000"
+#: The tests of a stub that dies, stalls or is interrupted in the middle of a command read
+#: through it (the host path would end the scan before anything happens).
+VIA_STUB = "pt-backend lldb --read-via stub"
 
 
 def test_pt_connect_connects_to_a_running_vm(qemu_guest: Callable[[str], QemuGuest]) -> None:
@@ -73,12 +76,12 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
     with QemuGuest(GuestConfig(cpu="qemu64", smp=2)) as guest:
         guest.stop()
         regs = [
-            int(m, 16)
-            for m in re.findall(r"CR3=([0-9a-f]{16})", guest.hmp("info registers -a"))
+            int(m, 16) for m in re.findall(r"CR3=([0-9a-f]{16})", guest.hmp("info registers -a"))
         ]
         text = guest.gva2gpa(0xFFFFFFFF81000000)
         assert text is not None
         commands = [
+            VIA_STUB,
             "pt-info",
             "pt-translate --cpu 1 0xffffffff81000000",
             FULL_SCAN,
@@ -95,7 +98,7 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
             stdout, stderr = proc.communicate(timeout=120)
             done = subprocess.CompletedProcess(command, proc.returncode, stdout.decode(), "")
             run = lldbrun.collect(out, done)
-    info, translate, heap, walk, alive = run.results
+    _, info, translate, heap, walk, alive = run.results
     assert "vCPUs:       2 (LLDB threads 1-2; CPU N is thread N+1)" in info.out
     assert len(regs) == 2
     cpu1 = info.out.split("cpu 1:\n", 1)[1]
@@ -183,15 +186,13 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
     guest = qemu_guest("4level")
     guest.stop()
     with tempfile.TemporaryDirectory() as tmp:
-        command, out = lldbrun.driver_argv([FULL_SCAN], Path(tmp), port=guest.gdb_port)
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
-        )
+        command, out = lldbrun.driver_argv([VIA_STUB, FULL_SCAN], Path(tmp), port=guest.gdb_port)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         seen = wait_for_stderr(proc, b"pt-heap: 5 s", 120)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
         run = lldbrun.collect(out, subprocess.CompletedProcess(command, proc.returncode, "", ""))
-    (heap,) = run.results
+    _, heap = run.results
     text = (seen + stderr).decode()
     assert "pt-heap: interrupted\n" in text and "Traceback" not in text + stdout.decode()
     assert heap.memory_cache == "false"
@@ -199,7 +200,6 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
     guest.stop()
     after = lldbrun.run([QUERY], port=guest.gdb_port)
     assert mode_of(after.outputs()[0]) == "0"
-
 
 
 STALL_PLUGIN = """
@@ -239,6 +239,7 @@ def test_a_gdbstub_that_stops_answering_costs_one_packet_timeout(
         "\n".join(
             [
                 f"command script import {plugin}",
+                VIA_STUB,
                 "script import time; t = time.monotonic()",
                 "pt-walk",
                 f"script print('{mark}', round(time.monotonic() - t, 1)); t = time.monotonic()",
@@ -292,8 +293,6 @@ def test_a_gdbstub_that_stops_answering_costs_one_packet_timeout(
     assert re.findall(r"0x[0-9a-f]{16}", after.split("0xffffffff81000000: ", 1)[1])[:2] == (
         text_words
     ), after
-    assert re.search(
-        rf"^0xffffffff81000000-0x[0-9a-f]+ .* r-x kern G +-> 0x{text:x}$", after, re.M
-    )
+    assert re.search(rf"^0xffffffff81000000-0x[0-9a-f]+ .* r-x kern G +-> 0x{text:x}$", after, re.M)
     assert mode_of(after) == "0"
     assert "Traceback" not in proc.stdout + proc.stderr

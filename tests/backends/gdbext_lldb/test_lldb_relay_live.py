@@ -172,6 +172,7 @@ def test_the_relay_passes_lldbs_packets_unchanged(vm: Traced, tmp_path: Path) ->
     log = tmp_path / "packets.log"
     commands = [
         f"log enable -f {log} gdb-remote packets",
+        "pt-backend lldb --read-via stub",  # reads through the relay (the host path has few)
         "pt-walk --format qemu-tlb",
         "pt-translate $rip 0x1000",
         "pt-walk --format json --filter wx",
