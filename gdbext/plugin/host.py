@@ -105,14 +105,15 @@ class Host:
     ) -> tuple[BackendInfo, OpenRequest]:
         """The backend ``name`` and what to ask it to open: ``source`` and ``options`` (backend
         option names, ``None`` where not given; the command line's and the API's alike).
-        Another backend's option, a source for a backend other than :data:`DUMP_BACKEND`, or a
-        missing required option is a :class:`~gdbext.errors.UsageError`."""
-        if source is not None and name != DUMP_BACKEND:
+        Another backend's option, a source for a backend that takes none
+        (:attr:`BackendInfo.source`; :data:`DUMP_BACKEND` takes its DUMP), or a missing
+        required option is a :class:`~gdbext.errors.UsageError`."""
+        info = self.backend(name)
+        if source is not None and name != DUMP_BACKEND and not info.source:
             raise UsageError(
                 f"a DUMP is opened by the {DUMP_BACKEND} backend; backend {shown(name)} takes "
                 f"none ({shown(source)})"
             )
-        info = self.backend(name)
         own = {opt.name: options.get(opt.name) for opt in info.options}
         for other in self.backends().values():
             for opt in other.options:
