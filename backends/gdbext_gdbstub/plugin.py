@@ -92,7 +92,7 @@ def gdbext_backends() -> Sequence[BackendInfo]:
     return [
         BackendInfo(
             NAME,
-            "live target over the remote serial protocol, no debugger (QEMU's gdbstub)",
+            "live target with no debugger: QEMU's gdbstub at HOST:PORT, over its protocol",
             open_gdbstub,
             list(OPTIONS),
             source="HOST:PORT",
