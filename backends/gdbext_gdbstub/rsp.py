@@ -21,6 +21,7 @@ b'$qSupported#37'
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Protocol
 
@@ -107,10 +108,8 @@ class RspClient:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
+            with contextlib.suppress(OSError, EOFError):
                 self._io.close()
-            except (OSError, EOFError):
-                pass
 
     def _gone(self, why: str) -> TargetLostError:
         self._lost = self._lost or why
@@ -136,8 +135,7 @@ class RspClient:
             self._lost = f"no reply to {waiting_for} within {self.timeout:g} s"
             self.close()  # a late reply would answer the next request
             raise LiveTargetError(
-                f"the gdbstub at {self.peer} did not answer {waiting_for} within "
-                f"{self.timeout:g} s"
+                f"the gdbstub at {self.peer} did not answer {waiting_for} within {self.timeout:g} s"
             )
         self._buf += chunk
 
@@ -160,7 +158,7 @@ class RspClient:
             buf = self._buf
             while buf and buf[0] not in b"+-$%":
                 del buf[0]  # noise between packets (QEMU sends none)
-            if buf[:1] in (b"+", b"-"):
+            if buf and buf[0] in b"+-":
                 ack = bytes(buf[:1])
                 del buf[0]
                 return ack

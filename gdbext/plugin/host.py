@@ -49,9 +49,7 @@ def make_plugin_manager(
                 if not (pm.has_plugin(ep.name) or pm.is_blocked(ep.name)):
                     pm.register(ep.load(), name=ep.name)
         except Exception as exc:  # a broken third-party plugin must not take gdbext down
-            raise PluginError(
-                f"loading plugins of {hookspecs.ENTRY_POINT_GROUP}: {exc}"
-            ) from exc
+            raise PluginError(f"loading plugins of {hookspecs.ENTRY_POINT_GROUP}: {exc}") from exc
     for plugin in extra_plugins:
         pm.register(plugin)
     pm.check_pending()
