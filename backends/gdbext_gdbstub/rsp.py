@@ -192,7 +192,34 @@ class RspClient:
         return self._exchange(text)[-1]
 
     def _exchange(self, text: str, more: bool = False) -> list[str]:
-        """Send one packet; its reply (``more``: every ``O`` packet, then the final one)."""
+        """Send one packet; its reply (``more``: every ``O`` packet, then the final one).
+
+        Interrupted (Ctrl-C), it first takes in what the stub still sends, so that the next
+        request (the PhyMemMode restore) reads its own reply."""
+        try:
+            return self._exchange_once(text, more)
+        except KeyboardInterrupt:
+            self._drain()
+            raise
+
+    def _drain(self, quiet: float = 0.2) -> None:
+        """Drop what the stub sends until it has been quiet for ``quiet`` seconds (at most the
+        timeout); the connection is closed if that is interrupted too."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            while not self._closed and time.monotonic() < deadline:
+                chunk = self._io.recv(65536, timeout=quiet)
+                if not chunk:
+                    break
+            self._buf.clear()
+        except (EOFError, OSError):
+            self._gone("connection closed")
+        except KeyboardInterrupt:
+            self._lost = "interrupted twice"
+            self.close()
+            raise
+
+    def _exchange_once(self, text: str, more: bool) -> list[str]:
         packet = frame(text)
         what = shown(text if len(text) <= 40 else text[:37] + "...")
         deadline = time.monotonic() + self.timeout

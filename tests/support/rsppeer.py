@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ class RspPeer:
     banner: bytes | None = None
     #: Every packet received, in order.
     received: list[str] = field(default_factory=list)
+    #: Seconds to wait before answering packets that start with a key (a slow stub).
+    delays: dict[str, float] = field(default_factory=dict)
     #: Corrupt the checksum of the next reply once (the client must ask again with ``-``).
     corrupt_next: bool = False
     port: int = 0
@@ -100,6 +103,9 @@ class RspPeer:
             conn.sendall(b"+")
             if self.close_on is not None and self.close_on(packet):
                 return
+            for prefix, seconds in self.delays.items():
+                if packet.startswith(prefix):
+                    time.sleep(seconds)
             for reply in self._answer(packet):
                 data = frame(reply)
                 if self.corrupt_next:

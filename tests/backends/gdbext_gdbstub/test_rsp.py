@@ -4,10 +4,12 @@ found, and one clean error for a stub that hangs, closes, or is not a gdbstub.""
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -102,6 +104,18 @@ def test_a_bad_checksum_is_asked_for_again(sim: Target) -> None:
     with RspPeer(stub_for(sim)) as peer:
         conn = connect(peer.address, timeout=5)
         peer.corrupt_next = True
+        assert conn.link.packet("qqemu.PhyMemMode") == "0"
+        conn.close()
+
+
+def test_ctrl_c_mid_request_leaves_the_next_reply_in_step(sim: Target) -> None:
+    """The reply a Ctrl-C left coming is taken in before the next request (the PhyMemMode
+    restore must read its own reply)."""
+    with RspPeer(stub_for(sim), delays={"m": 0.3}) as peer:
+        conn = connect(peer.address, timeout=5)
+        threading.Timer(0.1, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            conn.link.read_memory(0x1000, 8)
         assert conn.link.packet("qqemu.PhyMemMode") == "0"
         conn.close()
 
