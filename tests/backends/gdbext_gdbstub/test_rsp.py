@@ -4,8 +4,9 @@ found, and one clean error for a stub that hangs, closes, or is not a gdbstub.""
 
 from __future__ import annotations
 
-import _thread
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def test_ctrl_c_mid_request_leaves_the_next_reply_in_step(sim: Target) -> None:
     with RspPeer(stub_for(sim), delays={"m": 0.3}) as peer:
         conn = connect(peer.address, timeout=5)
         conn.client.acks = False  # the peer's "+" are then ignored, as repeated acks
-        threading.Timer(0.1, _thread.interrupt_main).start()
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
         with pytest.raises(KeyboardInterrupt):
             conn.link.read_memory(0x1000, 8)
         assert conn.link.packet("qqemu.PhyMemMode") == "0"
