@@ -50,9 +50,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         report["connect_s"] = timed(
             lambda: gdbext.open(backend="gdbstub", address=address).close(), args.repeat
         )
-        from gdbext_gdbstub.connection import connect
+        from gdbext_gdbstub.connection import open_connection
 
-        conn = connect(address)
+        conn = open_connection(address)
         try:
             conn.link.packet("Qqemu.PhyMemMode:1")
             report["read_1mib_s"] = timed(

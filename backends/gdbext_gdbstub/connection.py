@@ -4,7 +4,7 @@ the VM left as it was found.
 QEMU's gdbstub stops the VM when a client connects. When it stopped a running VM it sends a
 stop reply on its own (``T02``, SIGINT), before it acknowledges the client's first packet; a
 VM that was already paused sends nothing (and ``?`` answers ``T05`` either way; measured on
-QEMU 7.2). :func:`connect` remembers which, and :meth:`GdbstubConnection.close` detaches
+QEMU 7.2). :func:`open_connection` remembers which, and :meth:`GdbstubConnection.close` detaches
 (``D``: QEMU resumes the VM) only if the VM was running; a paused VM stays paused when the
 socket closes without ``D``. Nothing here sends ``k`` or ``c``, or writes memory.
 
@@ -142,7 +142,7 @@ def handshake(client: RspClient, address: str) -> GdbstubConnection:
     return GdbstubConnection(address, client, link, signals[0] == SIGINT, stop, features)
 
 
-def connect(address: str, timeout: float = DEFAULT_TIMEOUT) -> GdbstubConnection:
+def open_connection(address: str, timeout: float = DEFAULT_TIMEOUT) -> GdbstubConnection:
     """Connect to the gdbstub at ``address`` (``HOST:PORT``): one error (no traceback) for a
     refused connection, a peer that is not a gdbstub, or one that does not answer in time."""
     host, port = parse_address(address)

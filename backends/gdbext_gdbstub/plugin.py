@@ -65,13 +65,17 @@ def open_gdbstub(request: OpenRequest) -> Target:
     timeout = _timeout(request.options.get("stub_timeout"))
     held = _OPEN.get(address)
     if held is None or not held[0].open:
-        from gdbext_gdbstub.connection import connect
+        from gdbext_gdbstub.connection import open_connection
         from gdbext_gdbstub.state import LiveState
 
-        connection = connect(address, timeout)
+        connection = open_connection(address, timeout)
         state = LiveState(connection.link, f"gdbstub {address}", NAMING)
         held = _OPEN[address] = (connection, state)
     connection, state = held
+    if connection.client.unsolicited:
+        # A stop reply since the last open: the VM ran (the monitor's cont, then stop).
+        connection.client.unsolicited.clear()
+        state.invalidate()
 
     def close() -> None:
         if _OPEN.get(address) is held:

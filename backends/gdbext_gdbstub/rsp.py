@@ -13,7 +13,7 @@ deadline: a stub that does not answer is one :class:`~gdbext_gdbstub.link.LiveTa
 request (QEMU's stop reply when a connection stops a running VM) are kept in
 :attr:`RspClient.unsolicited`.
 
->>> frame("qSupported")
+>>> request_packet("qSupported")
 b'$qSupported#37'
 >>> decode(b"0* }]")  # "0" then 3 more, then an escaped "}"
 '0000}'
@@ -48,15 +48,28 @@ class Transport(Protocol):
 
 
 def checksum(data: bytes) -> int:
+    """The checksum of a packet's data.
+
+    >>> hex(checksum(b"k"))
+    '0x6b'
+    """
     return sum(data) & 0xFF
 
 
-def frame(text: str) -> bytes:
-    """``text`` framed as a packet (it must need no escaping: requests are ASCII and hex)."""
+def frame(data: bytes) -> bytes:
+    """``data`` as a packet (escaped already, if it needs to be).
+
+    >>> frame(b"D;1")
+    b'$D;1#b0'
+    """
+    return b"$%s#%02x" % (data, checksum(data))
+
+
+def request_packet(text: str) -> bytes:
+    """A request as a packet: requests are ASCII and hex, nothing in them to escape."""
     if SPECIAL.intersection(text):
         raise ValueError(f"packet needs escaping: {text!r}")
-    data = text.encode("latin-1")
-    return b"$%s#%02x" % (data, checksum(data))
+    return frame(text.encode("latin-1"))
 
 
 def decode(data: bytes) -> str:
@@ -96,6 +109,8 @@ class RspClient:
         self._closed = False
         #: Why the connection was closed (for the messages of later requests).
         self._lost: str | None = None
+        #: A request was sent and its reply has not come yet.
+        self._awaiting = False
         #: Packets the stub sent on its own, before acknowledging a request.
         self.unsolicited: list[str] = []
 
@@ -194,36 +209,39 @@ class RspClient:
     def _exchange(self, text: str, more: bool = False) -> list[str]:
         """Send one packet; its reply (``more``: every ``O`` packet, then the final one).
 
-        Interrupted (Ctrl-C), it first takes in what the stub still sends, so that the next
-        request (the PhyMemMode restore) reads its own reply."""
+        Interrupted (Ctrl-C) before its reply came, it first takes that reply in, so that the
+        next request (the PhyMemMode restore) reads its own."""
         try:
             return self._exchange_once(text, more)
         except KeyboardInterrupt:
-            self._drain()
+            self._take_late_reply(more)
             raise
 
-    def _drain(self, quiet: float = 0.2) -> None:
-        """Drop what the stub sends until it has been quiet for ``quiet`` seconds (at most the
-        timeout); the connection is closed if that is interrupted too."""
+    def _take_late_reply(self, more: bool) -> None:
+        """Read and drop the reply an interrupted request still has coming (closing the
+        connection if that is interrupted too, or does not come in time)."""
+        if not self._awaiting or self._closed:
+            return
+        self._awaiting = False
         deadline = time.monotonic() + self.timeout
         try:
-            while not self._closed and time.monotonic() < deadline:
-                chunk = self._io.recv(65536, timeout=quiet)
-                if not chunk:
-                    break
-            self._buf.clear()
-        except (EOFError, OSError):
-            self._gone("connection closed")
+            while True:
+                got = self._next(deadline, "an interrupted request")
+                if isinstance(got, str) and not (more and got.startswith("O") and got != "OK"):
+                    return
         except KeyboardInterrupt:
             self._lost = "interrupted twice"
             self.close()
             raise
+        except LiveTargetError:
+            self.close()  # lost, or no reply in time: the next request says so
 
     def _exchange_once(self, text: str, more: bool) -> list[str]:
-        packet = frame(text)
+        packet = request_packet(text)
         what = shown(text if len(text) <= 40 else text[:37] + "...")
         deadline = time.monotonic() + self.timeout
         self._send(packet)
+        self._awaiting = True
         if self.acks:
             tries = 0
             while True:
@@ -246,6 +264,7 @@ class RspClient:
                 continue  # an acknowledgement the stub repeated
             replies.append(got)
             if not (more and got.startswith("O") and got != "OK"):
+                self._awaiting = False
                 return replies
             deadline = time.monotonic() + self.timeout  # output keeps coming
 
@@ -261,7 +280,7 @@ class RspClient:
     def send_only(self, text: str) -> None:
         """Send a packet whose reply is not awaited (``D`` when closing): acknowledged in ack
         mode, else as sent."""
-        self._send(frame(text))
+        self._send(request_packet(text))
 
 
 def _is_hex(text: str) -> bool:

@@ -57,7 +57,9 @@ def empty_user_slot(target):
 def test_cache_is_dropped_on_continue_and_interrupt(guest4: QemuGuest, tmp_path: Path) -> None:
     """A PTE changed behind GDB's back (a raw ``M`` packet fires no GDB event) shows only after
     ``continue`` and an interrupt; the walk then equals a fresh ``info tlb``."""
-    body = TLB_HELPERS + """
+    body = (
+        TLB_HELPERS
+        + """
 target = open_target()
 st = state()
 first = tlb(target)
@@ -91,6 +93,7 @@ target = open_target()
 gdb.execute("maintenance packet Qqemu.PhyMemMode:0", to_string=True)
 result(out)
 """
+    )
 
     def interrupt(line: str, proc: subprocess.Popen[str]) -> None:
         if line == "CONTINUING":
@@ -150,7 +153,9 @@ def test_a_gdb_write_between_two_walks_at_one_stop_is_seen(
     """The commands' per-stop cache (page tables, their summaries, the layout) goes with GDB's
     ``memory_changed``: a PTE written with ``set`` between two walks at one stop shows in the
     second, which equals ``info tlb`` then; written back, the walk is the first again."""
-    body = TLB_HELPERS + f"""
+    body = (
+        TLB_HELPERS
+        + f"""
 target = open_target()
 first = tlb(target)
 again = tlb(open_target())
@@ -167,6 +172,7 @@ gdb.execute("set {{unsigned long}}%d = 0" % addr)
 out["restored"] = tlb(open_target()) == first
 result(out)
 """
+    )
     (out,) = run_gdb(guest4.gdb_port, body, tmp_path)
     assert out["first_equal"] and out["again_equal"]
     assert out["new_in_after"] and not out["new_in_first"], out["new_line"]

@@ -19,12 +19,14 @@ from support.fakestub import sim as sim  # the fixture
 from support.rsppeer import REGNUMS, RspPeer
 
 from gdbext.cli import main
+from gdbext.cpu import CpuState
 from gdbext.frontend.commands import WalkOptions, walk
-from gdbext.plugin.target import Target
+from gdbext.plugin.target import OpenRequest, Target
 from gdbext.x86.records import LeafRun
-from gdbext_gdbstub.connection import connect
+from gdbext_gdbstub.connection import open_connection
 from gdbext_gdbstub.link import LiveTargetError, TargetLostError
-from gdbext_gdbstub.rsp import decode, frame
+from gdbext_gdbstub.plugin import open_gdbstub
+from gdbext_gdbstub.rsp import decode, request_packet
 
 
 def leaves(target: Target) -> list[list[object]]:
@@ -43,9 +45,9 @@ def test_replies_are_unescaped_and_run_lengths_expanded() -> None:
 
 
 def test_requests_are_framed_with_their_checksum() -> None:
-    assert frame("m1000,8") == b"$m1000,8#" + b"%02x" % (sum(b"m1000,8") & 0xFF)
+    assert request_packet("m1000,8") == b"$m1000,8#" + b"%02x" % (sum(b"m1000,8") & 0xFF)
     with pytest.raises(ValueError):
-        frame("a#b")
+        request_packet("a#b")
 
 
 # --- the target over the protocol ------------------------------------------------------------
@@ -54,9 +56,6 @@ def test_requests_are_framed_with_their_checksum() -> None:
 def test_a_walk_over_the_protocol_is_the_simulators(sim: Target) -> None:
     stub = stub_for(sim)
     with RspPeer(stub) as peer:
-        from gdbext.plugin.target import OpenRequest
-        from gdbext_gdbstub.plugin import open_gdbstub
-
         target = open_gdbstub(OpenRequest(peer.address, {}))
         try:
             assert leaves(target) == leaves(sim)
@@ -76,9 +75,25 @@ def test_a_walk_over_the_protocol_is_the_simulators(sim: Target) -> None:
     assert {f"p{n:x}" for n in REGNUMS.values()} <= set(peer.received)
 
 
+def test_each_cpu_has_its_own_registers(sim: Target) -> None:
+    cpus = [CpuState(0x80050033, 0x1000 * (i + 1), 0x6F0, 0xD01) for i in range(3)]
+    stub = stub_for(sim)
+    stub.cpus = cpus
+    with RspPeer(stub) as peer:
+        target = open_gdbstub(OpenRequest(peer.address, {}))
+        try:
+            assert [target.cpu(i).cr3 for i in range(3)] == [0x1000, 0x2000, 0x3000]
+            assert "3 (gdbstub threads 1-3" in target.details["vCPUs"]
+        finally:
+            assert target.close is not None
+            target.close()
+    hg = [p for p in peer.received if p.startswith("Hg")]
+    assert hg == ["Hgp1.1", "Hgp1.2", "Hgp1.1", "Hgp1.3", "Hgp1.1"]  # back to the selected CPU
+
+
 def test_reads_are_split_into_packets_of_2_KiB(sim: Target) -> None:
     with RspPeer(stub_for(sim)) as peer:
-        conn = connect(peer.address, timeout=5)
+        conn = open_connection(peer.address, timeout=5)
         conn.link.packet("Qqemu.PhyMemMode:1")
         data = conn.link.read_memory(0x1000, 5000)
         conn.link.packet("Qqemu.PhyMemMode:0")
@@ -94,7 +109,7 @@ def test_reads_are_split_into_packets_of_2_KiB(sim: Target) -> None:
 def test_monitor_output_is_the_O_packets_joined(sim: Target) -> None:
     stub = stub_for(sim)
     with RspPeer(stub) as peer:
-        conn = connect(peer.address, timeout=5)
+        conn = open_connection(peer.address, timeout=5)
         text = conn.link.monitor("info mtree -f")
         conn.close()
     assert text == stub.monitor("info mtree -f")
@@ -103,7 +118,7 @@ def test_monitor_output_is_the_O_packets_joined(sim: Target) -> None:
 
 def test_a_bad_checksum_is_asked_for_again(sim: Target) -> None:
     with RspPeer(stub_for(sim)) as peer:
-        conn = connect(peer.address, timeout=5)
+        conn = open_connection(peer.address, timeout=5)
         peer.corrupt_next = True
         assert conn.link.packet("qqemu.PhyMemMode") == "0"
         conn.close()
@@ -114,7 +129,7 @@ def test_ctrl_c_mid_request_leaves_the_next_reply_in_step(sim: Target) -> None:
     restore must read its own reply). With acks, a late reply comes before the next request's
     ``+`` and is told apart by that; without (``QStartNoAckMode``), only by taking it in."""
     with RspPeer(stub_for(sim), delays={"m": 0.3}) as peer:
-        conn = connect(peer.address, timeout=5)
+        conn = open_connection(peer.address, timeout=5)
         conn.client.acks = False  # the peer's "+" are then ignored, as repeated acks
         threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
         with pytest.raises(KeyboardInterrupt):
@@ -138,7 +153,7 @@ def test_close_detaches_only_a_vm_the_connection_stopped(
     sim: Target, on_connect: str | None, form: str, running: bool, detach: str | None
 ) -> None:
     with RspPeer(stub_for(sim), on_connect=on_connect, thread_form=form) as peer:
-        conn = connect(peer.address, timeout=5)
+        conn = open_connection(peer.address, timeout=5)
         assert conn.was_running is running
         conn.close()
         time.sleep(0.05)
@@ -154,13 +169,13 @@ def test_a_stub_that_does_not_answer_is_one_error_within_the_timeout(sim: Target
     with RspPeer(stub_for(sim), replies={"qSupported:xmlRegisters=i386": None}) as peer:
         started = time.monotonic()
         with pytest.raises(LiveTargetError, match=r"did not answer .*qSupported.* within 0.5 s"):
-            connect(peer.address, timeout=0.5)
+            open_connection(peer.address, timeout=0.5)
         assert time.monotonic() - started < 2
 
 
 def test_a_stub_that_closes_mid_read_is_the_target_lost(sim: Target) -> None:
     with RspPeer(stub_for(sim), close_on=lambda p: p.startswith("m")) as peer:
-        conn = connect(peer.address, timeout=5)
+        conn = open_connection(peer.address, timeout=5)
         with pytest.raises(TargetLostError, match="connection closed"):
             conn.link.read_memory(0x1000, 8)
         assert not conn.open
@@ -172,7 +187,7 @@ def test_a_stub_that_closes_mid_read_is_the_target_lost(sim: Target) -> None:
 @pytest.mark.parametrize("banner", [b"HTTP/1.0 400 Bad Request\r\n\r\n", b"SSH-2.0-OpenSSH\r\n"])
 def test_a_peer_that_is_not_a_gdbstub_is_one_error(sim: Target, banner: bytes) -> None:
     with RspPeer(stub_for(sim), banner=banner) as peer, pytest.raises(LiveTargetError):
-        connect(peer.address, timeout=2)
+        open_connection(peer.address, timeout=2)
 
 
 def test_the_command_line_says_one_line_for_a_stub_that_is_not_there() -> None:
@@ -226,9 +241,6 @@ def test_stdout_has_only_gdbexts_output(sim: Target) -> None:
 def test_a_fake_stub_without_phymem_reads_through_monitor_xp(sim: Target) -> None:
     stub: FakeStub = stub_for(sim, has_phymem=False)
     with RspPeer(stub) as peer:
-        from gdbext.plugin.target import OpenRequest
-        from gdbext_gdbstub.plugin import open_gdbstub
-
         target = open_gdbstub(OpenRequest(None, {"address": peer.address}))
         try:
             assert target.read_path == "monitor xp"

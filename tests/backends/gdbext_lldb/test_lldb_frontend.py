@@ -96,8 +96,9 @@ def test_the_one_line_start_works_with_another_python_first_on_path(tmp_path: Pa
     """LLDB's embedded Python takes its prefix from the first ``python3`` on PATH; an activated
     virtual environment there (without ``six``, which LLDB's module imports) breaks plain
     ``lldb`` even with the right PYTHONPATH. ``scripts/lldb`` puts the system's first."""
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(tmp_path / "v")],
-                   check=True)
+    subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True
+    )
     path = f"{tmp_path / 'v' / 'bin'}:{os.environ['PATH']}"
     proc = lldb("pt-backend", env=lldbrun.clean_env(PATH=path))
     assert proc.stderr == ""
@@ -132,8 +133,7 @@ def test_an_lldb_that_is_not_there_is_one_line() -> None:
     proc = lldb("help", env=lldbrun.clean_env(GDBEXT_LLDB="/nonexistent/lldb"))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (
-        "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on "
-        "PATH\n"
+        "gdbext: GDBEXT_LLDB=/nonexistent/lldb is not a command; unset it to use the lldb on PATH\n"
     )
 
 
@@ -291,9 +291,7 @@ def test_dollar_words_use_lldb_variables_and_leave_no_result_variable(
 
 def test_not_mapped_prints_the_result_without_an_error(kernel_dump: Callable[[str], Path]) -> None:
     dump = str(kernel_dump("4level"))
-    run = lldbrun.run(
-        [f"pt-backend core {dump}", "pt-translate 0x1", "pt-walk --has 0x1000"]
-    )
+    run = lldbrun.run([f"pt-backend core {dump}", "pt-translate 0x1", "pt-walk --has 0x1000"])
     _, translate, has = run.results
     assert translate.ok and has.ok and translate.err == has.err == ""
     assert translate.out == cli_output("translate", dump, "0x1")
@@ -304,7 +302,7 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
     dump = str(kernel_dump("4level"))
     expected: list[tuple[str, str | None]] = [
         ("pt-walk", r"^no backend selected; connect to a gdbstub \(pt-connect HOST:PORT\)"),
-        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, lldb, sim"),
+        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, gdbstub, lldb, sim"),
         ("pt-backend core /nonexistent.elf", r"^/nonexistent\.elf: cannot open: No such file"),
         ("pt-backend sim", r"^backend sim needs --scenario$"),
         ("pt-backend lldb", r"^the lldb backend needs a live target: connect LLDB first"),
@@ -464,8 +462,10 @@ def test_messages_go_where_they_belong(kernel_dump: Callable[[str], Path]) -> No
     _, user, bad = run.results
     assert user.ok and user.out == cli_output("translate", dump, "--user-pgd", "0xffffffff81000000")
     assert not bad.ok and bad.out == ""
-    assert bad.err == "error: pt-translate: 0x800000000000 is not canonical for 48-bit virtual " \
+    assert (
+        bad.err == "error: pt-translate: 0x800000000000 is not canonical for 48-bit virtual "
         "addresses\n"
+    )
     # Progress and warnings are written to LLDB's error stream at once (not the result's).
     assert "pt-translate: warning: --user-pgd: 0x61b7000 is not the user half of a PTI pair" in (
         run.proc.stderr

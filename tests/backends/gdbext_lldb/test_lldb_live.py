@@ -287,8 +287,7 @@ def test_lldb_never_serves_bytes_cached_in_the_other_mode(
     page = next(
         va
         for va in (int(line[:16], 16) for line in guest.info_tlb())
-        if 0x100000 <= va < 0x7000000
-        and words_at(guest, "x", va) != words_at(guest, "xp", va)
+        if 0x100000 <= va < 0x7000000 and words_at(guest, "x", va) != words_at(guest, "xp", va)
     )
     virtual_words = words_at(guest, "x", page)
     physical_words = words_at(guest, "xp", page)

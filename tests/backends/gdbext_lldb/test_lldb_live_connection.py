@@ -73,8 +73,7 @@ def test_two_vcpus_then_qemu_killed_mid_command_is_one_clean_error(tmp_path: Pat
     with QemuGuest(GuestConfig(cpu="qemu64", smp=2)) as guest:
         guest.stop()
         regs = [
-            int(m, 16)
-            for m in re.findall(r"CR3=([0-9a-f]{16})", guest.hmp("info registers -a"))
+            int(m, 16) for m in re.findall(r"CR3=([0-9a-f]{16})", guest.hmp("info registers -a"))
         ]
         text = guest.gva2gpa(0xFFFFFFFF81000000)
         assert text is not None
@@ -184,9 +183,7 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
     guest.stop()
     with tempfile.TemporaryDirectory() as tmp:
         command, out = lldbrun.driver_argv([FULL_SCAN], Path(tmp), port=guest.gdb_port)
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
-        )
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         seen = wait_for_stderr(proc, b"pt-heap: 5 s", 120)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
@@ -199,7 +196,6 @@ def test_ctrl_c_in_a_live_command_restores_the_mode_and_the_cache(
     guest.stop()
     after = lldbrun.run([QUERY], port=guest.gdb_port)
     assert mode_of(after.outputs()[0]) == "0"
-
 
 
 STALL_PLUGIN = """
@@ -292,8 +288,6 @@ def test_a_gdbstub_that_stops_answering_costs_one_packet_timeout(
     assert re.findall(r"0x[0-9a-f]{16}", after.split("0xffffffff81000000: ", 1)[1])[:2] == (
         text_words
     ), after
-    assert re.search(
-        rf"^0xffffffff81000000-0x[0-9a-f]+ .* r-x kern G +-> 0x{text:x}$", after, re.M
-    )
+    assert re.search(rf"^0xffffffff81000000-0x[0-9a-f]+ .* r-x kern G +-> 0x{text:x}$", after, re.M)
     assert mode_of(after) == "0"
     assert "Traceback" not in proc.stdout + proc.stderr
