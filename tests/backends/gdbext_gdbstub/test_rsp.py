@@ -238,6 +238,32 @@ def test_stdout_has_only_gdbexts_output(sim: Target) -> None:
     assert "[x]" not in proc.stdout and "[+]" not in proc.stdout and "\x1b" not in proc.stdout
 
 
+def test_on_a_terminal_pwntools_leaves_it_alone(sim: Target) -> None:
+    """On a terminal too (where ``import pwn`` would take it over): nothing but gdbext's line,
+    no escape sequence, and the terminal's modes as they were."""
+    import pty
+    import termios
+
+    with RspPeer(stub_for(sim)) as peer:
+        controller, terminal = pty.openpty()
+        before = termios.tcgetattr(terminal)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gdbext.cli", "translate", "--backend", "gdbstub",
+             peer.address, "0x0"],
+            stdin=terminal, stdout=terminal, stderr=terminal, timeout=60, check=False,
+        )  # fmt: skip
+        after = termios.tcgetattr(terminal)
+        os.close(terminal)
+        output = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(controller, 65536):
+                output += chunk
+        os.close(controller)
+    assert proc.returncode == 1  # 0x0 is not mapped: exit status 1
+    assert output.startswith(b"0x0000000000000000: 0x0 is not mapped") and b"\x1b" not in output
+    assert before == after
+
+
 def test_a_fake_stub_without_phymem_reads_through_monitor_xp(sim: Target) -> None:
     stub: FakeStub = stub_for(sim, has_phymem=False)
     with RspPeer(stub) as peer:
