@@ -8,6 +8,7 @@ the run state it needs and leaves the guest stopped, as the GDB tests do.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,19 @@ def test_translate_equals_gva2gpa(guest: QemuGuest) -> None:
     proc = gdbext_cli("translate", "--backend", "gdbstub", address(guest), hex(vaddrs[1]))
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.split()[2] == hex(got[1] or 0)
+
+
+def test_control_registers_equal_info_registers(guest: QemuGuest) -> None:
+    guest.stop()
+    text = guest.info_registers()
+    want = {
+        name: int(re.search(rf"\b{name.upper()}=([0-9a-f]+)", text)[1], 16)  # type: ignore[index]
+        for name in ("cr0", "cr3", "cr4", "efer")
+    }
+    with gdbext.open(backend="gdbstub", address=address(guest)) as target:
+        cpu = target.target.cpu(0)
+        got = {"cr0": cpu.cr0, "cr3": cpu.cr3, "cr4": cpu.cr4, "efer": cpu.efer}
+    assert got == want
 
 
 @pytest.mark.parametrize("command", [["info"], ["walk", "--range", f"{KERNEL_TEXT:#x}+16M"],
