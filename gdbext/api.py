@@ -11,7 +11,8 @@ resolves both), and the :class:`PageTable` it returns has :meth:`~PageTable.tran
 :class:`~gdbext.audit.engine.AuditResult` of :class:`~gdbext.audit.model.Finding`), whose reprs
 show addresses in hex, and raise :class:`~gdbext.errors.GdbextError` subclasses.
 
-Live targets (the ``gdb`` and ``lldb`` backends, inside their debugger) hold state per stop:
+Live targets (the ``gdb`` and ``lldb`` backends, inside their debugger, and ``gdbstub``
+anywhere: ``gdbext.open(backend="gdbstub", address="127.0.0.1:1234")``) hold state per stop:
 every call opens the target again and enters its command scope (QEMU's PhyMemMode bracket), as
 the debuggers' ``pt-*`` commands do, so a page table chosen by CPU follows that CPU's CR3 from
 one stop to the next.
@@ -59,9 +60,11 @@ def open_target(
 ) -> OpenedTarget:
     """Open a dump file (backend ``core``, format from its magic) or the backend ``backend``.
 
-    :param source: the dump file; only the ``core`` backend takes one.
+    :param source: the dump file (``core``), or the source of another backend that takes one
+        (``gdbstub``: ``"HOST:PORT"``, as ``address=``).
     :param backend: ``"core"`` (the default with a ``source``), ``"sim"``, ``"gdb"`` (inside
-        GDB), ``"lldb"`` (inside LLDB), or any backend a plugin provides.
+        GDB), ``"lldb"`` (inside LLDB), ``"gdbstub"`` (no debugger; closing the target leaves
+        the VM as it was found), or any backend a plugin provides.
     :param host: the plugin host (default: a new one, with the installed plugins).
     :param options: the backend's options, as the command line names them without ``--``
         (``scenario="demo.json"``, ``format_in="raw"``, ``base=0x100000``...).

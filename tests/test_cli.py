@@ -408,7 +408,7 @@ def test_backends_lists_the_simulator_and_dumps(capsys: pytest.CaptureFixture[st
     status, out, _ = run(["backends"], capsys)
     assert status == 0
     names = {line.split()[0]: line for line in out.splitlines()}
-    assert set(names) == {"core", "gdb", "lldb", "sim"}
+    assert set(names) == {"core", "gdb", "gdbstub", "lldb", "sim"}
     assert "simulator" in names["sim"] and "dump" in names["core"]
     assert "GDB" in names["gdb"]
 

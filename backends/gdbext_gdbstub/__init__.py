@@ -6,5 +6,10 @@ The :class:`~gdbext_gdbstub.link.DebuggerLink` protocol each debugger's adapter 
 RAM (:mod:`~gdbext_gdbstub.ram`), the per-stop page cache (:mod:`~gdbext_gdbstub.mapper`), the
 state of one connection (:mod:`~gdbext_gdbstub.state`), the backend options
 (:mod:`~gdbext_gdbstub.options`) and the kernel's VMCOREINFO found in live memory
-(:mod:`~gdbext_gdbstub.livekernel`). Not a plugin: the ``gdb`` and ``lldb`` backends are.
+(:mod:`~gdbext_gdbstub.livekernel`).
+
+The package is also the ``gdbstub`` backend (:mod:`~gdbext_gdbstub.plugin`), which needs no
+debugger: a link that speaks the remote serial protocol itself (:mod:`~gdbext_gdbstub.rsp`,
+:mod:`~gdbext_gdbstub.rsp_link`) over a pwntools tube (:mod:`~gdbext_gdbstub.connection`,
+the only module that imports pwntools, on the first connection).
 """

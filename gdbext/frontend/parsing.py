@@ -113,7 +113,8 @@ def _add_target_options(p: argparse.ArgumentParser, host: Host, dump: bool) -> N
             "dump",
             nargs="?",
             metavar="DUMP",
-            help=f"dump file to open (backend {DUMP_BACKEND!r}; format from its magic)",
+            help=f"dump file to open (backend {DUMP_BACKEND!r}; format from its magic), or the "
+            "source of the backend named (gdbstub: HOST:PORT)",
         )
     g = p.add_argument_group("target")
     g.add_argument(

@@ -49,9 +49,7 @@ def make_plugin_manager(
                 if not (pm.has_plugin(ep.name) or pm.is_blocked(ep.name)):
                     pm.register(ep.load(), name=ep.name)
         except Exception as exc:  # a broken third-party plugin must not take gdbext down
-            raise PluginError(
-                f"loading plugins of {hookspecs.ENTRY_POINT_GROUP}: {exc}"
-            ) from exc
+            raise PluginError(f"loading plugins of {hookspecs.ENTRY_POINT_GROUP}: {exc}") from exc
     for plugin in extra_plugins:
         pm.register(plugin)
     pm.check_pending()
@@ -105,14 +103,15 @@ class Host:
     ) -> tuple[BackendInfo, OpenRequest]:
         """The backend ``name`` and what to ask it to open: ``source`` and ``options`` (backend
         option names, ``None`` where not given; the command line's and the API's alike).
-        Another backend's option, a source for a backend other than :data:`DUMP_BACKEND`, or a
-        missing required option is a :class:`~gdbext.errors.UsageError`."""
-        if source is not None and name != DUMP_BACKEND:
+        Another backend's option, a source for a backend that takes none
+        (:attr:`BackendInfo.source`; :data:`DUMP_BACKEND` takes its DUMP), or a missing
+        required option is a :class:`~gdbext.errors.UsageError`."""
+        info = self.backend(name)
+        if source is not None and name != DUMP_BACKEND and not info.source:
             raise UsageError(
                 f"a DUMP is opened by the {DUMP_BACKEND} backend; backend {shown(name)} takes "
                 f"none ({shown(source)})"
             )
-        info = self.backend(name)
         own = {opt.name: options.get(opt.name) for opt in info.options}
         for other in self.backends().values():
             for opt in other.options:

@@ -174,6 +174,9 @@ class BackendInfo:
     summary: str
     open: Callable[[OpenRequest], Target]
     options: Sequence[BackendOption] = ()
+    #: What the backend takes as its source operand (``"HOST:PORT"``), for messages; ``""``:
+    #: it takes none (the dump backend, which takes the DUMP, excepted).
+    source: str = ""
 
 
 class LazyMapping(Mapping[str, V]):

@@ -29,7 +29,7 @@ from gdbext.session import Selection, Session
 DEMO = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios" / "demo.json"
 #: What only the command line's parsers have: what to open.
 TARGET_OPTIONS = {"--backend", "--dump", "--format-in", "--base", "--direct-map", "--read-via",
-                  "--debugger", "--scenario"}  # fmt: skip
+                  "--debugger", "--scenario", "--address", "--stub-timeout"}  # fmt: skip
 
 
 def test_names_and_summaries() -> None:

@@ -77,6 +77,8 @@ def test_backends_loads_the_plugins_but_no_engine() -> None:
     modules = result["modules"]
     assert isinstance(modules, list) and "gdbext_sim.plugin" in modules
     assert engine_modules(modules) == []
+    assert "gdbext_gdbstub.plugin" in modules  # listed, yet pwntools waits for a connection
+    assert not [m for m in modules if m.startswith(("pwn", "gdbext_gdbstub.connection"))]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["walk", "--help"]])

@@ -23,23 +23,24 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
 
 
 def operands(args: argparse.Namespace) -> str | None:
-    """``[DUMP] VADDR...``: the first operand is the dump when it is not a number and no other
-    backend was named (only with the target options; a dump whose name is a number is given as
-    ``./NAME`` or with ``--dump``). Leaves the addresses, parsed, in ``args.vaddrs``."""
+    """``[DUMP] VADDR...``: the first operand is the dump when it is not a number (only with the
+    target options; a dump whose name is a number is given as ``./NAME`` or with ``--dump``),
+    or, before at least one VADDR, the source of the backend named (``gdbstub``'s
+    ``HOST:PORT``). Leaves the addresses, parsed, in ``args.vaddrs``."""
     from gdbext.plugin.host import DUMP_BACKEND
 
     name = command_name(args)
     positional = None
     rest = list(args.operands)
+    dump = getattr(args, "backend", None) in (None, DUMP_BACKEND)
     if (
         hasattr(args, "backend")
         and getattr(args, "dump_option", None) is None
-        and args.backend in (None, DUMP_BACKEND)
-        and rest
+        and rest[1 if not dump else 0 :]  # another backend's source comes before a VADDR
         and not argtypes.is_number(rest[0])
     ):
         positional = rest.pop(0)
-        if not os.path.exists(positional) and "did you mean" in not_a_number(positional):
+        if dump and not os.path.exists(positional) and "did you mean" in not_a_number(positional):
             # A hex address without 0x, not a dump that was meant.
             raise UsageError(f"{name}: argument VADDR: {not_a_number(positional)}")
     if not rest:

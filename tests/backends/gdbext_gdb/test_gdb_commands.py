@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
     expected = [
         ("pt-walk", r"^no backend selected; connect to a gdbstub \(target remote HOST:PORT\)"),
         ("p $pt_phys(0)", r"^no backend selected; "),
-        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, lldb, sim"),
+        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, gdbstub, lldb, sim"),
         ("pt-backend core /nonexistent.elf", r"^/nonexistent\.elf: cannot open: No such file"),
         ("pt-backend sim", r"^backend sim needs --scenario$"),
         ("pt-backend sim x.json", r"^a DUMP is opened by the core backend; backend sim takes"),

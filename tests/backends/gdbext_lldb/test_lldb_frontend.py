@@ -302,7 +302,7 @@ def test_bad_input_is_one_line_and_never_a_traceback(kernel_dump: Callable[[str]
     dump = str(kernel_dump("4level"))
     expected: list[tuple[str, str | None]] = [
         ("pt-walk", r"^no backend selected; connect to a gdbstub \(pt-connect HOST:PORT\)"),
-        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, lldb, sim"),
+        ("pt-backend nope", r"^no backend named nope \(known: core, gdb, gdbstub, lldb, sim"),
         ("pt-backend core /nonexistent.elf", r"^/nonexistent\.elf: cannot open: No such file"),
         ("pt-backend sim", r"^backend sim needs --scenario$"),
         ("pt-backend lldb", r"^the lldb backend needs a live target: connect LLDB first"),
