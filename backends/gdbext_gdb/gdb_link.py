@@ -4,8 +4,8 @@ drop its cache.
 
 Loaded only inside GDB (it imports ``gdb``). :func:`open_target` is the ``gdb`` backend's
 ``open``: it finds the selected inferior's connection, makes its state on first use and
-registers that state's event handlers once (resume, memory write, register write, inferior
-exit, inferior call; the state is dropped when GDB removes the connection).
+registers that state's event handlers once (resume, stop, memory write, register write,
+inferior exit, inferior call; the state is dropped when GDB removes the connection).
 """
 
 from __future__ import annotations
@@ -178,6 +178,15 @@ class GdbConnectionLink:
         except (gdb.error, RuntimeError, ValueError):
             return None
 
+    def is_running(self) -> bool:
+        """Any thread of the inferior runs (``continue &``, non-stop mode); GDB's own thread
+        states, nothing sent."""
+        inf = self._inferior
+        try:
+            return inf.is_valid() and any(t.is_running() for t in inf.threads())
+        except gdb.error:
+            return False
+
     def stub_address(self) -> tuple[str, int] | None:
         """The remote connection's ``HOST:PORT`` (GDB's ``details`` of the connection)."""
         connection = self._inferior.connection if self._inferior.is_valid() else None
@@ -218,8 +227,9 @@ def _watch(connection: Any, state: LiveState) -> None:
 
     handlers: list[tuple[Any, Callable[[Any], None]]] = [
         (events.cont, drop),
+        (events.stop, lambda _event: state.stopped()),
         (events.memory_changed, drop),
-        (events.register_changed, drop),
+        (events.register_changed, lambda _event: state.registers_changed()),
         (events.inferior_call, drop),
         (events.exited, exited),
     ]

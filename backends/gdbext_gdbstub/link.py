@@ -89,6 +89,13 @@ class DebuggerLink(Protocol):
         """False once the connection is gone."""
         ...
 
+    def is_running(self) -> bool:
+        """True while the target runs (the debugger resumed it and it has not stopped since:
+        GDB's ``continue &`` or non-stop mode, LLDB's asynchronous ``process continue``).
+        Nothing is sent; while it runs nothing else may be sent either (the debugger would
+        refuse, or wait for a stop)."""
+        ...
+
     def stub_address(self) -> tuple[str, int] | None:
         """The gdbstub's TCP address ``(host, port)`` as the debugger connected to it (GDB:
         the remote target's address; LLDB: where ``pt-connect`` connected), else ``None`` (a

@@ -130,6 +130,10 @@ class RspLink:
     def stub_address(self) -> tuple[str, int] | None:
         return self._address
 
+    def is_running(self) -> bool:
+        """Never: the gdbstub backend holds the VM stopped while a target is open."""
+        return False
+
     def packet(self, text: str) -> str:
         return self.client.request(text)
 

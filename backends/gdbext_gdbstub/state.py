@@ -15,6 +15,11 @@ process and invalidates it when the process's stop ID moves. A
   once per command; it is cheap after the first call (probes and pages are kept per
   connection). Its VMCOREINFO facts (``kernel_root``...) and details are resolved on first use,
   per stop (:mod:`gdbext_gdbstub.livekernel`).
+
+A target that runs (GDB's ``continue &``, LLDB's asynchronous ``process continue``) is read
+only through the host path, checked at an earlier stop, and nothing is sent to it: no
+PhyMemMode, no register read (the debugger would refuse, or wait for a stop). Its CPU states are
+those read at the last stop, if any; pages are read afresh by each command, as the guest moves.
 """
 
 from __future__ import annotations
@@ -94,6 +99,11 @@ class LiveState:
         self.bracket = ModeBracket(self.phymem, link)
         self.mapper = LiveMapper(self.bracket, naming)
         self._cpus: dict[int, CpuState] = {}
+        #: The CPU states read at the last stop, kept while the target runs (registers cannot
+        #: be read then).
+        self._kept_cpus: dict[int, CpuState] = {}
+        #: The last :meth:`open` found the target running.
+        self._ran = False
         #: The debugger's thread numbers at this stop (GDB asks the stub for them: 2-3 round
         #: trips that a stopped target answers the same way until it runs).
         self._threads: list[int] | None = None
@@ -133,24 +143,47 @@ class LiveState:
 
     def invalidate(self) -> None:
         """Drop what one stop's cache holds: pages, threads, CPU states, VMCOREINFO and the
-        commands' :attr:`stop_cache` (resume, writes, exit)."""
+        commands' :attr:`stop_cache` (resume, writes, exit). The CPU states read at this
+        stop are kept for commands while the target runs."""
+        self._drop_pages()
+        if self._cpus:
+            self._kept_cpus = self._cpus
+            self._cpus = {}
+        self._threads = None
+
+    def _drop_pages(self) -> None:
         self.mapper.clear()
         self.stop_cache.clear()
-        self._cpus.clear()
-        self._threads = None
         if self._vmcoreinfo is not None:
             self._vmcoreinfo.invalidate()
 
+    def stopped(self) -> None:
+        """The target stopped again (GDB's stop event, LLDB's stop ID; :meth:`open` sees it
+        too): drop what was read while it ran, and the CPU states of the stop before."""
+        self._kept_cpus = {}
+        self.invalidate()
+
+    def registers_changed(self) -> None:
+        """A register was written (GDB's event): drop the stop's cache and its CPU states,
+        also those kept for when the target runs."""
+        self.invalidate()
+        self._kept_cpus = {}
+
     def forget_cpus(self) -> None:
-        """Drop the CPU states only, so that they are read again (LLDB: a register write fires
-        no event, and its own register cache makes reading them again cheap)."""
-        self._cpus.clear()
+        """Read the CPU states again when next asked (LLDB, at each command: a register write
+        fires no event, and its own register cache makes reading them again cheap); until
+        then, the ones read last are kept for when the target runs."""
+        if self._cpus:
+            self._kept_cpus = self._cpus
+            self._cpus = {}
 
     def cpu_state(self, thread: int) -> CpuState:
         """The control registers of the debugger's thread ``thread`` (cached until
         :meth:`invalidate`)."""
         cpu = self._cpus.get(thread)
         if cpu is None:
+            if self._ran:  # no register read while it runs: the last stop's, else unknown
+                return self._kept_cpus.get(thread, CpuState())
             regs = self.link.registers(thread)
             cpu = CpuState(regs.get("cr0"), regs.get("cr3"), regs.get("cr4"), regs.get("efer"))
             self._cpus[thread] = cpu
@@ -312,6 +345,27 @@ class LiveState:
         verified(reader, stub_read, root)
         self._host_checked_at = root
 
+    def _kept_detail(self, selected: int | None) -> str:
+        """What ``info`` says of the CPU states while the target runs."""
+        kept = self._kept_cpus
+        why = "registers cannot be read while the VM runs"
+        if not kept:
+            return (
+                f"unknown: {why}, and none were read at its last stop (give --cr3 ADDR, or --phys)"
+            )
+        threads = f"{self.naming.debugger} threads {_spans(list(kept))}"
+        cpu = kept.get(selected) if selected is not None else None
+        if cpu is None:
+            return (
+                f"as read at the last stop ({why}), of {threads} only: not of the selected "
+                "thread (give --cpu N or --cr3 ADDR)"
+            )
+        cr3 = "unknown" if cpu.cr3 is None else f"0x{cpu.cr3:x}"
+        return (
+            f"as read at the last stop ({why}), of {threads}; the selected thread's CR3 "
+            f"{cr3} is the default root"
+        )
+
     def _host_detail(self, reader: Reader) -> str | None:
         """What ``info`` says of the host read path: used (where, checked how) or why not."""
         if isinstance(reader, HostMemReader):
@@ -324,7 +378,31 @@ class LiveState:
             return f"not used: {self._host_reason}"
         return None
 
+    def _running_reader(self, options: LiveOptions) -> Reader:
+        """The host path while the target runs, checked at an earlier stop (the check reads
+        through the stub, which needs a stopped target). :raises LiveTargetError: none."""
+        running = "the target is running"
+        if options.read_via not in (None, "host"):
+            raise LiveTargetError(
+                f"{running}, and --read-via {options.read_via} reads through the gdbstub, which "
+                f"{self.naming.debugger} cannot use until it stops: interrupt it first"
+            )
+        if self._host is not None:
+            self.mapper.reader = self._host
+            self._reader_key = (options.read_via, options.direct_map)
+            return self._host
+        only = "the host read path (the only one that reads a running VM)"
+        if self._host_probed:
+            raise LiveTargetError(f"{running}, and {only} is not usable: {self._host_reason}")
+        note = f" ({self._host_reason})" if self._host_reason else ""
+        raise LiveTargetError(
+            f"{running}, and {only} was not checked yet{note}: it is checked against the "
+            "gdbstub at a stop; interrupt the target and run a command there first"
+        )
+
     def _reader(self, options: LiveOptions) -> Reader:
+        if self._ran:
+            return self._running_reader(options)
         key = (options.read_via, options.direct_map)
         reader = self.mapper.reader
         retry = options.read_via is None and not self._host_probed  # the host path, again
@@ -347,11 +425,25 @@ class LiveState:
             # The debugger notices a QEMU that died only at its next packet; the host path
             # sends none, so it looks itself.
             self.mapper.reader.check_alive()
+        running = self.link.is_running()
+        if running:  # pages read before are stale; the last stop's CPU states are kept
+            if not self._ran:
+                self.invalidate()  # the resume, if the debugger did not say
+            self._drop_pages()
+        elif self._ran:
+            self.stopped()
+        self._ran = running
         reader = self._reader(options)
         self._probe_ram()
         threads = self.thread_numbers()
         selected = self.link.selected_thread()
         details: dict[str, str] = {"connection": self.description}
+        if running:
+            details["state"] = (
+                "running (reads from QEMU's memory while the VM runs; each read is consistent "
+                "only with itself)"
+            )
+            details["CPU state"] = self._kept_detail(selected if selected in threads else None)
         host = self._host_detail(reader)
         if host is not None:
             details["host memory"] = host

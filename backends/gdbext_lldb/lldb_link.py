@@ -173,6 +173,10 @@ class LldbProcessLink:
     def _running(self) -> bool:
         return bool(self._process.GetState() == lldb.eStateRunning)
 
+    def is_running(self) -> bool:
+        """The process runs (asynchronous ``process continue``); LLDB's state, nothing sent."""
+        return self._running()
+
     def _error(self, message: str, what: str) -> LiveTargetError:
         if self._gone is not None:
             return TargetLostError(self._gone)
@@ -420,7 +424,10 @@ def state_for(
         conn = _Connection(link, LiveState(link, description, NAMING), stop_id, address)
         _STATES[key] = conn
     elif conn.stop_id != stop_id:
-        conn.state.invalidate()
+        if process.GetState() == lldb.eStateRunning:
+            conn.state.stopped()  # it stopped again since: the registers read are not its last
+        else:
+            conn.state.invalidate()
         conn.stop_id = stop_id
     else:
         conn.state.forget_cpus()  # `register write cr3 ...` at the same stop
@@ -471,10 +478,11 @@ def open_target(request: OpenRequest) -> Target:
             f"the lldb backend reads a {REMOTE_PLUGIN} target (QEMU's gdbstub, KGDB), not a "
             f"{plugin} one"
         )
-    if process.GetState() == lldb.eStateRunning:
-        raise LiveTargetError("the target is running; interrupt it first (process interrupt)")
     state, link = state_for(debugger, process)
-    link.check_alive()
+    if link.is_running():
+        link.check_usable()  # nothing is sent while it runs; the host path checks QEMU itself
+    else:
+        link.check_alive()
     target = state.open(options)
     conn = _STATES[_key(debugger, process)]
     return dataclasses.replace(target, command_scope=lambda: _command_scope(debugger, conn))

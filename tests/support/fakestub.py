@@ -58,6 +58,8 @@ class FakeStub:
     selected: int = 1
     symbols: dict[str, int] = field(default_factory=dict)
     alive: bool = True
+    #: The VM runs: every packet, memory or register read fails, as GDB refuses them then.
+    running: bool = False
     #: Every packet and monitor command sent, in order.
     sent: list[str] = field(default_factory=list)
     reads: list[tuple[int, int, int]] = field(default_factory=list)  # (addr, size, mode)
@@ -79,6 +81,8 @@ class FakeStub:
     def _check_alive(self) -> None:
         if not self.alive:
             raise TargetLostError("lost the connection to the target (Remote connection closed)")
+        if self.running:
+            raise AssertionError("sent to a running target")
 
     def read_memory(self, addr: int, size: int) -> bytes:
         self._check_alive()
@@ -144,6 +148,7 @@ class FakeStub:
         self.flushes += 1
 
     def symbol_value(self, name: str) -> int | None:
+        self._check_alive()  # GDB reads it from memory
         return self.symbols.get(name)
 
     def symbol_address(self, name: str) -> int | None:
@@ -151,6 +156,9 @@ class FakeStub:
 
     def stub_address(self) -> tuple[str, int] | None:
         return None
+
+    def is_running(self) -> bool:
+        return self.running
 
     def connected(self) -> bool:
         return self.alive

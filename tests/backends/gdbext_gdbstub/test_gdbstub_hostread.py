@@ -72,6 +72,7 @@ class HostStub(FakeStub):
         words = command.split()
         if words[0] != "gpa2hva":
             return super().monitor(command)
+        self._check_alive()
         self.sent.append("monitor " + command)
         gpa = int(words[1], 16)
         self.gpa2hva.append(gpa)
