@@ -179,13 +179,13 @@ class GdbConnectionLink:
             return None
 
     def is_running(self) -> bool:
-        """Any thread of the inferior runs (``continue &``, non-stop mode); GDB's own thread
-        states, nothing sent."""
-        inf = self._inferior
-        try:
-            return inf.is_valid() and any(t.is_running() for t in inf.threads())
-        except gdb.error:
+        """The selected thread of the inferior runs (``continue &``; in all-stop mode all its
+        threads run together). GDB's own thread state: nothing sent (``Inferior.threads()``
+        would ask the stub for its thread list, which GDB refuses while the target runs)."""
+        thread = gdb.selected_thread()
+        if thread is None or not thread.is_valid() or thread.inferior != self._inferior:
             return False
+        return bool(thread.is_running())
 
     def stub_address(self) -> tuple[str, int] | None:
         """The remote connection's ``HOST:PORT`` (GDB's ``details`` of the connection)."""

@@ -62,7 +62,8 @@ class DebuggerLink(Protocol):
         ...
 
     def thread_numbers(self) -> list[int]:
-        """The debugger's thread numbers (QEMU: one per vCPU, thread N+1 = CPU N)."""
+        """The debugger's thread numbers (QEMU: one per vCPU, thread N+1 = CPU N). Not
+        asked while the target runs (GDB asks the stub)."""
         ...
 
     def selected_thread(self) -> int | None:

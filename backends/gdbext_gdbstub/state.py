@@ -107,6 +107,8 @@ class LiveState:
         #: The debugger's thread numbers at this stop (GDB asks the stub for them: 2-3 round
         #: trips that a stopped target answers the same way until it runs).
         self._threads: list[int] | None = None
+        #: The thread numbers last read (a VM's vCPUs stay), for when the target runs.
+        self._last_threads: list[int] = []
         self._phymem_ok: bool | None = None
         self._xp_ok: bool | None = None
         self._ram_probed = False
@@ -190,9 +192,13 @@ class LiveState:
         return cpu
 
     def thread_numbers(self) -> list[int]:
-        """The debugger's thread numbers (cached until :meth:`invalidate`)."""
+        """The debugger's thread numbers (cached until :meth:`invalidate`); while the target
+        runs, the last ones known (asking would send a packet), else the selected thread."""
         if self._threads is None:
-            self._threads = self.link.thread_numbers()
+            if self._ran:
+                selected = self.link.selected_thread()
+                return self._last_threads or ([] if selected is None else [selected])
+            self._threads = self._last_threads = self.link.thread_numbers()
         return self._threads
 
     # --- probes (once per connection) ---

@@ -139,6 +139,7 @@ class FakeStub:
         return {k: v for k, v in regs.items() if v is not None}
 
     def thread_numbers(self) -> list[int]:
+        self._check_alive()  # GDB asks the stub for its thread list
         return list(range(1, len(self.cpus) + 1))
 
     def selected_thread(self) -> int | None:
