@@ -351,25 +351,26 @@ class LiveState:
         verified(reader, stub_read, root)
         self._host_checked_at = root
 
-    def _kept_detail(self, selected: int | None) -> str:
-        """What ``info`` says of the CPU states while the target runs."""
+    def _kept_detail(self, threads: Sequence[int], index: int) -> str:
+        """What ``info`` says of the CPU states while the target runs (``index``: the default
+        CPU, the selected thread's, else CPU 0)."""
         kept = self._kept_cpus
         why = "registers cannot be read while the VM runs"
         if not kept:
             return (
                 f"unknown: {why}, and none were read at its last stop (give --cr3 ADDR, or --phys)"
             )
-        threads = f"{self.naming.debugger} threads {_spans(list(kept))}"
-        cpu = kept.get(selected) if selected is not None else None
-        if cpu is None:
+        which = f"{self.naming.debugger} threads {_spans(list(kept))}"
+        thread = threads[index] if index < len(threads) else None
+        cpu = None if thread is None else kept.get(thread)
+        if cpu is None or cpu.cr3 is None:
             return (
-                f"as read at the last stop ({why}), of {threads} only: not of the selected "
-                "thread (give --cpu N or --cr3 ADDR)"
+                f"as read at the last stop ({why}), of {which}; CPU {index}'s CR3 is unknown "
+                "(give --cpu N or --cr3 ADDR)"
             )
-        cr3 = "unknown" if cpu.cr3 is None else f"0x{cpu.cr3:x}"
         return (
-            f"as read at the last stop ({why}), of {threads}; the selected thread's CR3 "
-            f"{cr3} is the default root"
+            f"as read at the last stop ({why}), of {which}; CPU {index}'s CR3 0x{cpu.cr3:x} "
+            "is the default root"
         )
 
     def _host_detail(self, reader: Reader) -> str | None:
@@ -449,7 +450,8 @@ class LiveState:
                 "running (reads from QEMU's memory while the VM runs; each read is consistent "
                 "only with itself)"
             )
-            details["CPU state"] = self._kept_detail(selected if selected in threads else None)
+            default = threads.index(selected) if selected in threads else 0
+            details["CPU state"] = self._kept_detail(threads, default)
         host = self._host_detail(reader)
         if host is not None:
             details["host memory"] = host

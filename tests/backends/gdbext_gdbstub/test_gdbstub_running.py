@@ -51,7 +51,7 @@ def test_a_running_target_is_read_through_the_host_path_and_sent_nothing(sim: Ta
     assert target.read_path == stopped.read_path
     assert target.details["state"].startswith("running (reads from QEMU's memory while the VM")
     assert "each read is consistent only with itself" in target.details["state"]
-    cr3 = f"CR3 0x{stop_cpu.cr3:x} is the default root"
+    cr3 = f"CPU 0's CR3 0x{stop_cpu.cr3:x} is the default root"
     assert target.details["CPU state"].startswith("as read at the last stop")
     assert cr3 in target.details["CPU state"]
     assert target.cpus[0] == stop_cpu
@@ -138,3 +138,12 @@ def test_only_the_last_stops_cpu_states_are_kept(sim: Target) -> None:
     state.open(LiveOptions()).cpus[0]  # stop C: read
     state.forget_cpus()  # LLDB, at the next command at the same stop
     assert resumed(stub, state).cpus[0].cr3 == sim.cpus[0].cr3
+
+
+def test_with_no_selected_thread_cpu_0_is_the_default(sim: Target) -> None:
+    stub = host_stub(sim)
+    state, _ = open_host(stub)
+    stub.selected = None  # type: ignore[assignment]  # LLDB's while the process runs
+    target = resumed(stub, state)
+    assert f"CPU 0's CR3 0x{sim.cpus[0].cr3:x} is the default" in target.details["CPU state"]
+    assert target.facts.selected_cpu is None and target.cpus[0].cr3 == sim.cpus[0].cr3
