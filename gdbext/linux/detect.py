@@ -32,7 +32,14 @@ from gdbext.x86.entries import is_leaf, is_present, link_address
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
 
-__all__ = ["detect_layout", "find_page_offset_base", "labels_wanted"]
+__all__ = [
+    "detect_layout",
+    "find_page_offset_base",
+    "kernel_tables",
+    "labels_wanted",
+    "vmcoreinfo_decimal",
+    "vmcoreinfo_hex",
+]
 
 _TOP = 1 << 64
 
@@ -70,6 +77,16 @@ def _hex(vmci: Mapping[str, str], key: str) -> int | None:
 
 def _dec(vmci: Mapping[str, str], key: str) -> int | None:
     return _number(vmci, key, _DEC, 10)
+
+
+def vmcoreinfo_hex(facts: KernelFacts, key: str) -> int | None:
+    """VMCOREINFO's hexadecimal ``key`` (``KERNELOFFSET``, ``SYMBOL(_stext)``), modulo 2^64."""
+    return _hex(_vmcoreinfo(facts), key)
+
+
+def vmcoreinfo_decimal(facts: KernelFacts, key: str) -> int | None:
+    """VMCOREINFO's decimal ``key`` (``NUMBER(phys_base)``, signed), modulo 2^64."""
+    return _dec(_vmcoreinfo(facts), key)
 
 
 def find_page_offset_base(pt: X86PageTable) -> int | None:
@@ -188,7 +205,7 @@ def detect_layout(pt: X86PageTable, facts: KernelFacts) -> Layout:
     levels = pt.levels
     p = params(levels)
     vmci = _vmcoreinfo(facts)
-    pt = _kernel_tables(pt, facts)
+    pt = kernel_tables(pt, facts)
 
     found: dict[str, Base] = {}
     pob = facts.page_offset_base
@@ -284,7 +301,7 @@ def detect_layout(pt: X86PageTable, facts: KernelFacts) -> Layout:
     raise AssertionError("the default layout is consistent")  # pragma: no cover
 
 
-def _kernel_tables(pt: X86PageTable, facts: KernelFacts) -> X86PageTable:
+def kernel_tables(pt: X86PageTable, facts: KernelFacts) -> X86PageTable:
     """The kernel's top table (fact ``kernel_root``) in ``pt``'s paging mode, else ``pt``.
 
     Without that fact (a live target has no VMCOREINFO), a root at an odd 4 KiB (``root |

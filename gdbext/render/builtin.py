@@ -77,4 +77,6 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
             binary=True,
         ),
         OutputFormat("json", "read", _lazy("memory", "render_json"), "bytes in hex, and gaps"),
+        OutputFormat("text", "kaslr", _lazy("kaslr", "render_text"), "a line per base, leaks"),
+        OutputFormat("json", "kaslr", _lazy("kaslr", "render_json"), '{"bases", "leaks"}'),
     ]
