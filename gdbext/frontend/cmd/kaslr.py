@@ -72,7 +72,7 @@ def run(call: Invocation) -> int:
 
 COMMAND = Command(
     name="kaslr",
-    summary="KASLR's bases with their evidence; --leaks: kernel pointers in user pages",
+    summary="the bases KASLR chose, with evidence; --leaks: kernel pointers in user pages",
     debugger_summary="KASLR: kernel base, slide, physical load, direct map; --leaks.",
     text=TEXT,
     run=run,

@@ -1,0 +1,201 @@
+"""``kaslr``: the randomised bases against what the dumps' own VMCOREINFO and QEMU's goldens say,
+and ``--leaks`` against pointers the test plants in a simulated machine's user pages.
+
+The VMCOREINFO note is read here with pyelftools (not gdbext's parser); the direct map's base is
+the lowest higher-half address that QEMU's ``info tlb`` shows mapping physical address 0.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from support.paths import KERNELS
+
+from gdbext import cli
+from gdbext.frontend.kaslr import KaslrOptions, kaslr
+from gdbext.plugin.host import Host
+from gdbext_sim.scenario import build_machine
+
+KERNEL_NAMES = ("4level", "kaslr-pti", "la57")
+START_KERNEL, START_KERNEL_MAP = 0xFFFFFFFF81000000, 0xFFFFFFFF80000000
+TOP = 1 << 64
+
+
+def _run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return cli.run(list(argv), Host.create(), out), out.getvalue()
+
+
+def _vmcoreinfo(path: Path) -> dict[str, str]:
+    """The VMCOREINFO note's ``KEY=VALUE`` lines, read with pyelftools."""
+    with path.open("rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg.header.p_type != "PT_NOTE":
+                continue
+            for note in seg.iter_notes():  # type: ignore[attr-defined]
+                if note["n_name"] == "VMCOREINFO":
+                    desc = note["n_desc"]
+                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
+                    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    raise AssertionError(f"{path}: no VMCOREINFO note")
+
+
+def _direct_map_from_golden(name: str) -> int:
+    """The lowest higher-half address of QEMU's ``info tlb`` (the kernel root) mapping PA 0."""
+    with lzma.open(KERNELS / f"{name}.info-tlb-kernel.txt.xz", "rt") as f:
+        text = f.read()
+    found = [
+        int(va, 16)
+        for va, pa in (line.split()[:2] for line in text.splitlines() if ": " in line)
+        if int(pa, 16) == 0 and int(va.rstrip(":"), 16) >= 1 << 63
+        for va in [va.rstrip(":")]
+    ]
+    return min(found)
+
+
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_kaslr_equals_vmcoreinfo_and_golden(kernel_dump: Callable[[str], Path], name: str) -> None:
+    path = kernel_dump(name)
+    vmci = _vmcoreinfo(path)
+    status, out = _run("kaslr", str(path), "--json")
+    assert status == 0
+    bases: dict[str, Any] = json.loads(out)["bases"]
+    offset = int(vmci["KERNELOFFSET"], 16)
+    text = (START_KERNEL + offset) % TOP
+    phys_base = int(vmci["NUMBER(phys_base)"]) % TOP
+    assert bases["kaslr_slide"]["value"] == hex(offset)
+    assert bases["kernel_text"]["value"] == hex(text)
+    assert bases["kernel_phys"]["value"] == hex((text - START_KERNEL_MAP + phys_base) % TOP)
+    # The physical load comes from the tables, VMCOREINFO's phys_base is the check.
+    assert bases["kernel_phys"]["how"].startswith("page tables")
+    assert bases["direct_map"]["value"] == hex(_direct_map_from_golden(name))
+    assert json.loads(out)["disagreements"] == []
+
+
+def test_kaslr_text_names_sources(kernel_dump: Callable[[str], Path]) -> None:
+    status, out = _run("kaslr", str(kernel_dump("kaslr-pti")))
+    assert status == 0
+    assert "(VMCOREINFO KERNELOFFSET)" in out
+    assert "agrees: page-table evidence: first kernel-image leaf: 0x" in out
+    assert "disagreement" not in out
+
+
+# --- --leaks on a simulated machine ----------------------------------------------------------
+
+TEXT = 0xFFFFFFFF9A000000
+IMAGE_SIZE = 512 * 4096
+DIRECT = 0xFFFF9A0000000000
+RAM = 128 << 20
+MODULES, MODULES_END = 0xFFFFFFFFC0000000, 0xFFFFFFFFFF000000
+USER_FRAME, ALIAS_FRAME, KERN_FRAME = 0x3000000, 0x3001000, 0x3002000
+
+
+def _machine() -> Any:
+    user = ["USER_ACCESSIBLE", "WRITABLE", "NO_EXECUTE"]
+    doc = {
+        "levels": 4,
+        "ram": "128M",
+        "mappings": [
+            {"vaddr": "0x400000", "paddr": hex(USER_FRAME), "size": "4K", "flags": user},
+            # One frame at two user addresses: read once, reported at both.
+            {"vaddr": "0x500000", "paddr": hex(ALIAS_FRAME), "size": "4K", "flags": user},
+            {
+                "vaddr": "0x600000",
+                "paddr": hex(ALIAS_FRAME),
+                "size": "4K",
+                "flags": ["USER_ACCESSIBLE"],
+            },
+            # A supervisor page in the user half: searched only with --all-pages.
+            {"vaddr": "0x700000", "paddr": hex(KERN_FRAME), "size": "4K", "flags": ["WRITABLE"]},
+            {
+                "vaddr": hex(DIRECT),
+                "paddr": "0x0",
+                "size": "2M",
+                "count": 64,
+                "flags": ["WRITABLE", "NO_EXECUTE", "GLOBAL"],
+            },
+            {
+                "vaddr": hex(TEXT),
+                "paddr": "0x1000000",
+                "size": "4K",
+                "count": 512,
+                "flags": ["GLOBAL"],
+            },
+            {
+                "vaddr": hex(MODULES + 0x2000),
+                "paddr": "0x2000000",
+                "size": "4K",
+                "flags": ["GLOBAL", "WRITABLE", "NO_EXECUTE"],
+            },
+        ],
+    }
+    machine = build_machine(doc)
+    inside = [TEXT, TEXT + IMAGE_SIZE - 8, MODULES, MODULES_END - 1, DIRECT, DIRECT + RAM - 1]
+    outside = [
+        TEXT - 8,
+        TEXT + IMAGE_SIZE,
+        MODULES_END,
+        DIRECT - 1,
+        DIRECT + RAM,
+        0xFFFF800000000000,
+        0x00007FFFFFFFF000,
+        0xFFFFFFFFFFFFFFFF,
+    ]
+    words = [v for pair in zip(inside, outside, strict=False) for v in pair] + outside[
+        len(inside) :
+    ]
+    page = bytearray(4096)
+    for i, v in enumerate(words):
+        page[i * 16 : i * 16 + 8] = v.to_bytes(8, "little")
+    page[2052:2060] = TEXT.to_bytes(8, "little")  # unaligned: not a pointer slot
+    machine.memory.write(USER_FRAME, bytes(page))
+    machine.memory.write(ALIAS_FRAME + 0x80, (DIRECT + 0x1000).to_bytes(8, "little"))
+    machine.memory.write(KERN_FRAME + 0x10, (TEXT + 0x40).to_bytes(8, "little"))
+    expected = {(0x400000 + (2 * i) * 16, v) for i, v in enumerate(inside)}
+    expected |= {(0x500080, DIRECT + 0x1000), (0x600080, DIRECT + 0x1000)}
+    return machine, expected
+
+
+def test_leaks_finds_exactly_the_planted_pointers() -> None:
+    machine, expected = _machine()
+    result = kaslr(machine.to_target(), KaslrOptions(leaks=True))
+    assert result.leaks is not None
+    assert {(x.vaddr, x.value) for x in result.leaks} == expected
+    assert result.total_leaks == len(expected)
+    regions = {r.name: (r.range.start, r.range.end) for r in result.regions}
+    assert regions == {
+        "kernel image": (TEXT, TEXT + IMAGE_SIZE),
+        "modules": (MODULES, MODULES_END),
+        "direct map": (DIRECT, DIRECT + RAM),
+    }
+    by_va = {x.vaddr: x for x in result.leaks}
+    assert by_va[0x400000].paddr == USER_FRAME and by_va[0x400000].region == "kernel image"
+    assert by_va[0x600080].paddr == ALIAS_FRAME + 0x80 and by_va[0x600080].perms == "r-x user"
+    assert by_va[0x500080].perms == "rw- user"
+    report = result.report
+    assert report.item("kernel_text").value == TEXT
+    assert report.item("kaslr_slide").value == TEXT - START_KERNEL
+    assert report.item("kernel_phys").value == 0x1000000
+    assert report.item("direct_map").value == DIRECT
+
+
+def test_leaks_all_pages_range_and_max() -> None:
+    machine, expected = _machine()
+    target = machine.to_target()
+    every = kaslr(target, KaslrOptions(leaks=True, user_only=False))
+    assert {(x.vaddr, x.value) for x in every.leaks or ()} == expected | {(0x700010, TEXT + 0x40)}
+    from gdbext.addr import AddrRange
+
+    ranged = kaslr(target, KaslrOptions(leaks=True, range=AddrRange(0x500000, 0x600000)))
+    assert {(x.vaddr, x.value) for x in ranged.leaks or ()} == {(0x500080, DIRECT + 0x1000)}
+    capped = kaslr(target, KaslrOptions(leaks=True, max_leaks=2))
+    assert len(capped.leaks or ()) == 2 and capped.total_leaks == len(expected)
+    groups = capped.groups()
+    assert sum(len(v) for v in groups.values()) == 2
