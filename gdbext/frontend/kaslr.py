@@ -17,6 +17,7 @@ from gdbext.addr import AddrRange
 from gdbext.flags import perm_text
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
 from gdbext.frontend.memread import Chunk, ReadOptions, read_memory
+from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.kaslr import (
     KaslrReport,
     PointerRegion,
@@ -100,37 +101,65 @@ def _leaks(
     regions: list[PointerRegion],
     options: KaslrOptions,
 ) -> Iterator[Leak]:
-    """The leaks of each leaf run, in virtual-address order; a frame's hits are found once."""
+    """The leaks of each leaf run, in virtual-address order.
+
+    Each 4 KiB frame is read once: its pointers are kept (by frame) for the other virtual
+    addresses that map it, which are reported without reading it again.
+    """
     searched = options.range
-    seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+    seen: set[int] = set()
+    hits: dict[int, list[tuple[int, int, str]]] = {}
     for rec in runs:
         if type(rec) is not LeafRun or (options.user_only and not rec.user):
             continue
-        perms = perm_text(rec.user, rec.writable, rec.executable)
-        size = rec.count * rec.page_size
-        lo, hi = rec.vaddr, rec.vaddr + size
+        lo, hi = rec.vaddr, rec.vaddr + rec.count * rec.page_size
         if searched is not None:
             lo, hi = max(lo, searched.start), min(hi, searched.end)
         if lo >= hi:
             continue
-        paddr = rec.paddr + (lo - rec.vaddr)
-        key = (paddr, hi - lo)
-        hits = seen.get(key)
-        if hits is None:
-            hits = list(_frame_hits(target, paddr, hi - lo, regions))
-            seen[key] = hits
-        for off, value, name in hits:
-            yield Leak(lo + off, paddr + off, value, name, perms)
+        first = lo - lo % PAGE_SIZE
+        paddr = rec.paddr + (first - rec.vaddr)
+        size = hi - first + (-(hi - first)) % PAGE_SIZE
+        _read_unseen(target, paddr, size, regions, seen, hits)
+        perms = perm_text(rec.user, rec.writable, rec.executable)
+        for page in range(0, size, PAGE_SIZE):
+            for off, value, name in hits.get(paddr + page, ()):
+                va = first + page + off
+                if lo <= va < hi:
+                    yield Leak(va, paddr + page + off, value, name, perms)
+
+
+def _read_unseen(
+    target: Target,
+    paddr: int,
+    size: int,
+    regions: list[PointerRegion],
+    seen: set[int],
+    hits: dict[int, list[tuple[int, int, str]]],
+) -> None:
+    """Read the frames of ``[paddr, paddr + size)`` not in ``seen`` (in runs of contiguous
+    frames) and file their pointers in ``hits`` by frame."""
+    start = None
+    for frame in range(paddr, paddr + size + PAGE_SIZE, PAGE_SIZE):
+        fresh = frame < paddr + size and frame not in seen
+        if fresh:
+            seen.add(frame)
+            if start is None:
+                start = frame
+        elif start is not None:
+            for at, value, name in _frame_hits(target, start, frame - start, regions):
+                page = at - at % PAGE_SIZE
+                hits.setdefault(page, []).append((at - page, value, name))
+            start = None
 
 
 def _frame_hits(
     target: Target, paddr: int, size: int, regions: list[PointerRegion]
 ) -> Iterator[tuple[int, int, str]]:
-    """The pointers in physical ``[paddr, paddr + size)``: ``(offset, value, region name)``;
+    """The pointers in physical ``[paddr, paddr + size)``: ``(paddr, value, region name)``;
     the bytes that cannot be read (not captured, outside RAM) are skipped."""
     result = read_memory(target, ReadOptions(paddr, size, physical=True, max_size=None))
     for piece in result.chunks():
         if isinstance(piece, Chunk):
-            base = piece.address - paddr
             for off, value, region in scan_pointers(piece.data, regions):
-                yield base + off, value, region.name
+                yield piece.address + off, value, region.name

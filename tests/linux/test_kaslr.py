@@ -199,3 +199,20 @@ def test_leaks_all_pages_range_and_max() -> None:
     assert len(capped.leaks or ()) == 2 and capped.total_leaks == len(expected)
     groups = capped.groups()
     assert sum(len(v) for v in groups.values()) == 2
+
+
+def test_leaks_read_each_frame_once() -> None:
+    machine, expected = _machine()
+    memory = machine.memory
+    reads: list[tuple[int, int]] = []
+    read = memory.read
+
+    def counting(paddr: int, size: int) -> bytes:
+        reads.append((paddr, size))
+        return bytes(read(paddr, size))
+
+    memory.read = counting
+    result = kaslr(machine.to_target(), KaslrOptions(leaks=True))
+    assert {(x.vaddr, x.value) for x in result.leaks or ()} == expected
+    for frame in (USER_FRAME, ALIAS_FRAME):
+        assert sum(p <= frame < p + n for p, n in reads) == 1, frame
