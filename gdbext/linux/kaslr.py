@@ -105,9 +105,14 @@ class KaslrReport:
 def _first_image_leaf(pt: X86PageTable) -> tuple[int, int] | None:
     """The first leaf of the kernel-image mapping (``vaddr``, end of the last leaf), or
     ``None``: Linux frees the mapping below ``_text``, so its first leaf is ``_text``."""
+    return _mapped_extent(pt, KERNEL_IMAGE_VA)
+
+
+def _mapped_extent(pt: X86PageTable, where: AddrRange) -> tuple[int, int] | None:
+    """The start of the first leaf in ``where`` and the end of the last, or ``None``."""
     first = last = None
     try:
-        for rec in pt.iter_runs(KERNEL_IMAGE_VA, aliases="collapse"):
+        for rec in pt.iter_runs(where, aliases="collapse"):
             if type(rec) is LeafRun:
                 if first is None:
                     first = rec.vaddr
@@ -223,8 +228,10 @@ def pointer_regions(
 ) -> list[PointerRegion]:
     """Where a leaked pointer points, sorted by address: the kernel image as mapped (``_text``
     up to the end of the image mapping's last leaf, in the kernel's tables), the modules area
-    (up to ``MODULES_END``) and the direct map (``page_offset_base`` up to ``ram_end``, the end
-    of physical memory, else the layout's direct-map region)."""
+    as mapped (its first leaf up to the end of its last; none when no module is loaded: the
+    area is 1 GiB, where code bytes in user pages often fall) and the direct map
+    (``page_offset_base`` up to ``ram_end``, the end of physical memory, else the layout's
+    direct-map region)."""
     kpt = kernel_tables(pt, facts)
     out: list[PointerRegion] = []
     image = _first_image_leaf(kpt)
@@ -232,8 +239,9 @@ def pointer_regions(
     if image is not None:
         end = image[1] if modules is None else min(image[1], modules.value)
         out.append(PointerRegion(KERNEL_IMAGE, AddrRange(image[0], end)))
-    if modules is not None:
-        out.append(PointerRegion(MODULES, AddrRange(modules.value, MODULES_END)))
+    loaded = None if modules is None else _mapped_extent(kpt, AddrRange(modules.value, MODULES_END))
+    if loaded is not None:
+        out.append(PointerRegion(MODULES, AddrRange(*loaded)))
     direct = layout.bases.get("page_offset_base")
     if direct is not None:
         if ram_end is not None:

@@ -383,9 +383,7 @@ def test_real_kernel_e820_and_direct_map(name: str, kernel_dump: Callable[[str],
         # The PTI user half maps no direct map: the kernel half of the pair is searched.
         roots.append(commands.RootOptions(user_pgd=True))
     try:
-        results = [
-            heap.heap(target, heap.HeapOptions(memmap="e820", root=r)) for r in roots
-        ]
+        results = [heap.heap(target, heap.HeapOptions(memmap="e820", root=r)) for r in roots]
     finally:
         if target.close is not None:
             target.close()

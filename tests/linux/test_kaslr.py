@@ -94,6 +94,8 @@ IMAGE_SIZE = 512 * 4096
 DIRECT = 0xFFFF9A0000000000
 RAM = 128 << 20
 MODULES, MODULES_END = 0xFFFFFFFFC0000000, 0xFFFFFFFFFF000000
+#: The modules loaded: two pages of the modules area (the region is what is mapped there).
+MOD_LO, MOD_HI = MODULES + 0x2000, MODULES + 0x4000
 USER_FRAME, ALIAS_FRAME, KERN_FRAME = 0x3000000, 0x3001000, 0x3002000
 
 
@@ -129,7 +131,8 @@ def _machine() -> Any:
                 "flags": ["GLOBAL"],
             },
             {
-                "vaddr": hex(MODULES + 0x2000),
+                "vaddr": hex(MOD_LO),
+                "count": 2,
                 "paddr": "0x2000000",
                 "size": "4K",
                 "flags": ["GLOBAL", "WRITABLE", "NO_EXECUTE"],
@@ -137,10 +140,13 @@ def _machine() -> Any:
         ],
     }
     machine = build_machine(doc)
-    inside = [TEXT, TEXT + IMAGE_SIZE - 8, MODULES, MODULES_END - 1, DIRECT, DIRECT + RAM - 1]
+    inside = [TEXT, TEXT + IMAGE_SIZE - 8, MOD_LO, MOD_HI - 1, DIRECT, DIRECT + RAM - 1]
     outside = [
         TEXT - 8,
         TEXT + IMAGE_SIZE,
+        MOD_LO - 8,
+        MOD_HI,
+        MODULES,
         MODULES_END,
         DIRECT - 1,
         DIRECT + RAM,
@@ -172,7 +178,7 @@ def test_leaks_finds_exactly_the_planted_pointers() -> None:
     regions = {r.name: (r.range.start, r.range.end) for r in result.regions}
     assert regions == {
         "kernel image": (TEXT, TEXT + IMAGE_SIZE),
-        "modules": (MODULES, MODULES_END),
+        "modules": (MOD_LO, MOD_HI),
         "direct map": (DIRECT, DIRECT + RAM),
     }
     by_va = {x.vaddr: x for x in result.leaks}

@@ -52,3 +52,35 @@ def test_live_kaslr_equals_the_guests_vmcoreinfo(
     mem_section = int(vmci["SYMBOL(mem_section)"], 16)
     assert bases["direct_map"]["value"] == hex(mem_section - mem_section % GB)
     assert json.loads(proc.stdout)["disagreements"] == []
+
+
+def test_live_leaks_are_what_qemu_reads_there(
+    qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
+) -> None:
+    """Each reported leak: QEMU's ``gva2gpa`` maps its VA to its PA (CPU 0's CR3, the root
+    ``kaslr`` searches) and ``xp /gx`` reads its value there; the dump of the same stop finds
+    the same leaks."""
+    guest = qemu_guest("kaslr-pti")
+    guest.stop()
+    dump = tmp_path / "stop.elf"
+    guest.dump_elf(dump)
+    argv = ["kaslr", "--leaks", "--max", "100000", "--json"]
+    live = subprocess.run(
+        [sys.executable, "-m", "gdbext.cli", argv[0], "--backend", "gdbstub",
+         f"127.0.0.1:{guest.gdb_port}", *argv[1:]],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert live.stderr == ""
+    leaks = json.loads(live.stdout)["leaks"]
+    offline = subprocess.run(
+        [sys.executable, "-m", "gdbext.cli", argv[0], str(dump), *argv[1:]],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert json.loads(offline.stdout)["leaks"]["groups"] == leaks["groups"]
+    found = [x for group in leaks["groups"].values() for x in group]
+    assert live.returncode == (0 if found else 1)
+    for leak in found[:: max(1, len(found) // 8)]:
+        va, pa = int(leak["vaddr"], 16), int(leak["paddr"], 16)
+        assert guest.gva2gpa(va) == pa
+        xp = guest.hmp(f"xp /1gx {pa:#x}")
+        assert int(xp.split(":")[1].split()[0], 16) == int(leak["value"], 16), xp

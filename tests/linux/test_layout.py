@@ -474,8 +474,10 @@ def test_real_kernel_text_labels_on_by_default(kernel_dump: Any) -> None:
     assert [x for x in lines if not x.startswith(("---[", "# Linux"))] == plain
     # `info` names the bases, and where each came from.
     _, info = run(["info", str(kernel_dump("kaslr-pti"))])
-    assert "  direct map:   0xffff8d1480000000 (page tables: lowest 1 GiB boundary mapping " \
+    assert (
+        "  direct map:   0xffff8d1480000000 (page tables: lowest 1 GiB boundary mapping "
         "physical 0)" in info
+    )
     # The PTI user half maps little of the kernel: the bases come from the kernel's root.
     _, user = run(["walk", str(kernel_dump("kaslr-pti")), "--user-pgd"])
     assert user[0] == lines[0]

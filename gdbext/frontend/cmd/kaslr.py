@@ -16,9 +16,9 @@ TEXT = (
     "modules area, each with how it was found (VMCOREINFO, or page-table evidence when there "
     "is none) and a line for each source that disagrees. --leaks: the 8-byte values in "
     "user-accessible pages of the selected root (its user half, or --range) that point into "
-    "the kernel image, the modules area or the direct map, grouped by where they point, with "
-    "VA, PA and the page's permissions; each frame is read once. Exits 1 with --leaks when "
-    "none is found."
+    "the kernel image or the modules as mapped, or the direct map, grouped by where they "
+    "point, with VA, PA and the page's permissions; each frame is read once. Exits 1 with "
+    "--leaks when none is found."
 )
 
 
