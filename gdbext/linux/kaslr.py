@@ -172,11 +172,14 @@ def kaslr_report(pt: X86PageTable, facts: KernelFacts, layout: Layout) -> KaslrR
         )
     )
     phys_base = vmcoreinfo_decimal(facts, "NUMBER(phys_base)")
-    translated = None if text_value is None else kpt.try_translate(text_value)
+    # The image's first leaf is _text in the tables, whatever VMCOREINFO says of it.
+    leaf = text_value if image is None else image[0]
+    translated = None if leaf is None else kpt.try_translate(leaf)
     phys_value, phys_how, phys_checks = _pick(
         Evidence(
             None if translated is None else translated.paddr,
-            f"page tables: _text translated through the kernel root 0x{kpt.root:x}",
+            f"page tables: the first kernel-image leaf (_text) translated through the kernel "
+            f"root 0x{kpt.root:x}",
         ),
         Evidence(
             None

@@ -222,3 +222,34 @@ def test_leaks_read_each_frame_once() -> None:
     assert {(x.vaddr, x.value) for x in result.leaks or ()} == expected
     for frame in (USER_FRAME, ALIAS_FRAME):
         assert sum(p <= frame < p + n for p, n in reads) == 1, frame
+
+
+def test_a_vmcoreinfo_that_disagrees_with_the_tables_is_said() -> None:
+    """A VMCOREINFO whose KERNELOFFSET (and phys_base) is 2 MiB off the tables: its value is
+    shown (VMCOREINFO first) and the page tables' evidence is a disagreement, in text too."""
+    import dataclasses
+
+    from gdbext.plugin.facts import KernelFacts, VmcoreFacts
+    from gdbext.render.kaslr import render_text
+
+    machine, _ = _machine()
+    slide = TEXT - START_KERNEL
+    info = VmcoreFacts({"KERNELOFFSET": f"{slide + 0x200000:x}", "NUMBER(phys_base)": "0"})
+    target = dataclasses.replace(machine.to_target(), facts=KernelFacts(vmcoreinfo_source=info))
+    report = kaslr(target).report
+    assert report.item("kaslr_slide").value == slide + 0x200000
+    assert report.item("kernel_phys").value == 0x1000000  # the tables: _text is mapped there
+    lines = report.disagreements
+    assert (
+        "kernel image (_text): page-table evidence: first kernel-image leaf says "
+        f"{TEXT:#x}, not {TEXT + 0x200000:#x}" in lines
+    )
+    # phys_base 0 puts a _text of TEXT + 2 MiB at TEXT + 2 MiB - __START_KERNEL_map.
+    wrong_phys = TEXT + 0x200000 - START_KERNEL_MAP
+    assert any(
+        line.startswith("kernel physical load: VMCOREINFO NUMBER(phys_base)")
+        and f"{wrong_phys:#x}" in line
+        for line in lines
+    )
+    text = "\n".join(render_text(kaslr(target)))
+    assert f"DISAGREES: page-table evidence: first kernel-image leaf: {TEXT:#x}" in text
