@@ -28,7 +28,16 @@ from gdbext.linux.detect import (
     vmcoreinfo_hex,
 )
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
-from gdbext.linux.layout import MODULES_END, START_KERNEL, START_KERNEL_MAP, Base, Layout
+from gdbext.linux.layout import (
+    CPU_ENTRY_AREA_BASE,
+    GB,
+    MODULES_END,
+    START_KERNEL,
+    START_KERNEL_MAP,
+    Base,
+    Layout,
+    params,
+)
 from gdbext.plugin.facts import KernelFacts
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
@@ -200,7 +209,20 @@ def kaslr_report(pt: X86PageTable, facts: KernelFacts, layout: Layout) -> KaslrR
         )
     items.append(_layout_item("direct_map", "direct map (page_offset_base)", direct, direct_checks))
     items.append(_layout_item("vmalloc", "vmalloc base", bases.get("vmalloc_base")))
-    items.append(_layout_item("vmemmap", "vmemmap base", bases.get("vmemmap_base")))
+    vmemmap = bases.get("vmemmap_base")
+    vmemmap_checks = []
+    vmalloc = bases.get("vmalloc_base")
+    if vmemmap is not None and vmemmap.source != "page tables" and vmalloc is not None:
+        # struct page of pfn 0 sits at vmemmap_base: the first mapping above vmalloc's area.
+        start = vmalloc.value + params(kpt.levels).vmalloc_size
+        first = _mapped_extent(kpt, AddrRange(start, CPU_ENTRY_AREA_BASE)) if start < _TOP else None
+        vmemmap_checks.append(
+            Evidence(
+                None if first is None else first[0] - first[0] % GB,
+                "page tables: first mapping above VMALLOC_SIZE",
+            )
+        )
+    items.append(_layout_item("vmemmap", "vmemmap base", vmemmap, vmemmap_checks))
     modules = bases.get("modules")
     items.append(_layout_item("modules", "modules area", modules))
     if modules is not None:
