@@ -54,17 +54,25 @@ def test_live_kaslr_equals_the_guests_vmcoreinfo(
     assert json.loads(proc.stdout)["disagreements"] == []
 
 
+@pytest.mark.parametrize("where", ["user half", "kernel image"])
 def test_live_leaks_are_what_qemu_reads_there(
-    qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
+    qemu_guest: Callable[[str], QemuGuest], tmp_path: Path, where: str
 ) -> None:
-    """Each reported leak: QEMU's ``gva2gpa`` maps its VA to its PA (CPU 0's CR3, the root
-    ``kaslr`` searches) and ``xp /gx`` reads its value there; the dump of the same stop finds
-    the same leaks."""
+    """Each reported leak is where QEMU puts it and holds what QEMU reads there (``xp /gx``),
+    and the dump of the same stop finds the same leaks. In the user half of CPU 0's root the
+    physical address is QEMU's ``gva2gpa``; in the kernel's tables (``--kernel --all-pages``
+    over 40 MiB of the image, full of pointers) it is ``VA - __START_KERNEL_map +
+    phys_base`` from VMCOREINFO."""
     guest = qemu_guest("kaslr-pti")
     guest.stop()
     dump = tmp_path / "stop.elf"
     guest.dump_elf(dump)
+    vmci = _vmcoreinfo(dump)
+    text = (START_KERNEL + int(vmci["KERNELOFFSET"], 16)) % TOP
+    phys_base = int(vmci["NUMBER(phys_base)"]) % TOP
     argv = ["kaslr", "--leaks", "--max", "100000", "--json"]
+    if where == "kernel image":
+        argv += ["--kernel", "--all-pages", "--range", f"{text:#x}+0x2800000"]
     live = subprocess.run(
         [sys.executable, "-m", "gdbext.cli", argv[0], "--backend", "gdbstub",
          f"127.0.0.1:{guest.gdb_port}", *argv[1:]],
@@ -79,8 +87,13 @@ def test_live_leaks_are_what_qemu_reads_there(
     assert json.loads(offline.stdout)["leaks"]["groups"] == leaks["groups"]
     found = [x for group in leaks["groups"].values() for x in group]
     assert live.returncode == (0 if found else 1)
+    if where == "kernel image":
+        assert len(found) > 100 and {"kernel image", "direct map"} <= set(leaks["groups"])
     for leak in found[:: max(1, len(found) // 8)]:
         va, pa = int(leak["vaddr"], 16), int(leak["paddr"], 16)
-        assert guest.gva2gpa(va) == pa
+        if where == "kernel image":
+            assert pa == (va - START_KERNEL_MAP + phys_base) % TOP
+        else:
+            assert guest.gva2gpa(va) == pa
         xp = guest.hmp(f"xp /1gx {pa:#x}")
         assert int(xp.split(":")[1].split()[0], 16) == int(leak["value"], 16), xp
