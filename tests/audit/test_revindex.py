@@ -7,7 +7,6 @@ addresses with the same effective permissions, its collapsed aliases expanded on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from depth import examples, kernels
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.scenario import mapping
+from support.whomaps import scenario_file
 
 from gdbext.api import open_target
 from gdbext.audit.revindex import ReverseIndex
@@ -23,30 +22,6 @@ from gdbext.audit.views import TableWalk
 from gdbext.frontend.commands import open_page_table
 
 Leaf = tuple[int, int, int, tuple[bool, bool, bool]]  # (vaddr, paddr, page_size, perm)
-
-#: A machine with frames mapped several times with other permissions, and a shared table.
-SCENARIO = {
-    "levels": 4,
-    "ram": "128M",
-    "nxe": True,
-    "mappings": [
-        mapping(0x400000, 0x3000000, 4, "USER_ACCESSIBLE"),
-        mapping(0xFFFFC90000100000, 0x3000000, 4, "WRITABLE", "NO_EXECUTE"),
-        mapping(0xFFFFFFFF81000000, 0x3001000, 2),
-        mapping(0xFFFF888000000000, 0x3000000, 1, "WRITABLE", "NO_EXECUTE", size="2M"),
-        mapping(0xFFFFFF0000000000, 0x2000000, 1, "GLOBAL", "NO_EXECUTE"),
-        mapping(0xFFFFFF0000001000, 0x3003000, 1, "NO_EXECUTE"),
-    ],
-    # The level-1 table of 0xffffff0000000000 linked by 7 more PDEs: 8 copies, 2 MiB apart.
-    "links": [{"vaddr": "0xffffff0000200000", "level": 2, "count": 7,
-               "table_of": "0xffffff0000000000"}],
-}  # fmt: skip
-
-
-def scenario_file(tmp: Path) -> Path:
-    path = tmp / "whomaps.json"
-    path.write_text(json.dumps(SCENARIO))
-    return path
 
 
 class Truth:
@@ -121,7 +96,7 @@ def test_scenario_frame(sim_truth: Truth) -> None:
 def _check(truth: Truth, data: st.DataObject) -> None:
     leaves = truth.leaves
     if data.draw(st.booleans()):
-        va, pa, size, _ = leaves[data.draw(st.integers(0, len(leaves) - 1))]
+        _, pa, size, _ = leaves[data.draw(st.integers(0, len(leaves) - 1))]
         lo = pa + data.draw(st.integers(0, size - 1)) // 4096 * 4096
     else:
         lo = data.draw(st.integers(0, 1 << 32)) // 4096 * 4096
