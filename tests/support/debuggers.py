@@ -198,6 +198,10 @@ DUMP_CASES: list[tuple[str, list[str]]] = [
     ("read", ["--kernel", "--format", "u32", "0xffffffff82000000", "32"]),
     ("read", ["--phys", "--format", "u64", "0x1000", "64"]),
     ("read", ["--json", "0x0", "0x20"]),
+    ("who-maps", ["0x1000000"]),
+    ("who-maps", ["--json", "0x1000-0x3000"]),
+    ("who-maps", ["0x7ffff000"]),
+    ("aliases", []),
 ]
 
 
