@@ -25,7 +25,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 from gdbext.addr import hex_repr
 from gdbext.audit.spans import LeafSpan
@@ -34,8 +35,7 @@ __all__ = ["Place", "ReverseIndex", "brute_force", "place_of"]
 
 
 @hex_repr("vaddr", "paddr", "size", "page_size")
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(NamedTuple):
     """Where ``size`` bytes of physical memory at ``paddr`` are mapped: at ``vaddr`` and, when
     a collapsed alias repeats the leaves, again at every ``vaddr + k1*stride1 + ...`` with
     ``0 <= ki < counti`` (``reps``, innermost first; :attr:`copies` in all), with the same
@@ -87,6 +87,9 @@ def place_of(span: LeafSpan, lo: int, hi: int) -> Place:
     )
 
 
+_new_place = partial(tuple.__new__, Place)
+
+
 class ReverseIndex:
     """Physical ranges to the leaf spans that map them, for logarithmic lookups.
 
@@ -118,6 +121,22 @@ class ReverseIndex:
                 k += 1
             starts.append(at)
             covers.append(tuple(active))
+        #: Each span's fields a lookup needs, flat: (paddr, paddr_end, vaddr, page_size, entry,
+        #: user, writable, executable, reps).
+        self._rows = [
+            (
+                s.run.paddr,
+                s.paddr_end,
+                s.run.vaddr,
+                s.run.page_size,
+                s.run.entry,
+                s.run.user,
+                s.run.writable,
+                s.run.executable,
+                s.reps,
+            )
+            for s in self.spans
+        ]
         #: Segment ``j`` is ``[starts[j], starts[j + 1])``, covered by the spans ``covers[j]``
         #: (the last one, after every span's end, by none).
         self.starts = starts
@@ -129,18 +148,22 @@ class ReverseIndex:
     def lookup(self, start: int, end: int) -> list[Place]:
         """Every mapping of the physical range ``[start, end)``, each clipped to it, by
         virtual address."""
-        starts, covers, spans = self.starts, self.covers, self.spans
+        starts, covers, rows = self.starts, self.covers, self._rows
         j = max(0, bisect.bisect_right(starts, start) - 1)
         seen: dict[int, None] = {}
-        while j < len(starts) and starts[j] < end:
-            for i in covers[j]:
-                seen[i] = None
+        n = len(starts)
+        while j < n and starts[j] < end:
+            seen.update(dict.fromkeys(covers[j]))
             j += 1
-        out = [
-            place_of(s, max(start, s.paddr), min(end, s.paddr_end))
-            for s in (spans[i] for i in seen)
-        ]
-        out.sort(key=lambda p: (p.vaddr, p.paddr))
+        out = []
+        for i in seen:
+            pa, pa_end, va, ps, entry, user, writable, executable, reps = rows[i]
+            lo = start if start > pa else pa
+            hi = end if end < pa_end else pa_end
+            out.append(
+                _new_place((va + lo - pa, lo, hi - lo, ps, entry, user, writable, executable, reps))
+            )
+        out.sort()
         return out
 
     def shared(self) -> Iterator[tuple[int, int, Sequence[LeafSpan]]]:
@@ -167,5 +190,5 @@ def brute_force(spans: Sequence[LeafSpan], start: int, end: int) -> list[Place]:
         for s in spans
         if s.paddr < end and s.paddr_end > start
     ]
-    out.sort(key=lambda p: (p.vaddr, p.paddr))
+    out.sort()
     return out

@@ -202,6 +202,4 @@ def aliases(target: Target, root: RootOptions | None = None) -> AliasesResult:
 
 def _clip(place: Place, lo: int, hi: int) -> Place:
     """``place`` widened over a merged range ``[lo, hi)`` that starts at its ``paddr``."""
-    from dataclasses import replace
-
-    return replace(place, vaddr=place.vaddr + (lo - place.paddr), paddr=lo, size=hi - lo)
+    return place._replace(vaddr=place.vaddr + (lo - place.paddr), paddr=lo, size=hi - lo)

@@ -1,0 +1,113 @@
+"""Benchmark of ``who-maps``'s reverse index: its build beside one walk, and lookups.
+
+For each committed dump (``fixtures/kernels``, CPU 0's table) and a simulated 8 GiB direct map
+in 4 KiB pages with DIRTY on every other leaf (``bench_walk.build``), in one run (medians of
+``--repeat`` runs, each on a new page table, its table cache cold):
+
+- ``walk``: one collapsed engine walk (``iter_runs(aliases="collapse")``, the walk the index is
+  built from), materialised;
+- ``build``: the reverse index from a new table (that walk, its aliases resolved into spans,
+  the physical segments);
+- ``lookup``: microseconds per ``lookup`` of one random mapped frame (4 KiB), and of a 2 MiB
+  range.
+
+Run: ``.venv/bin/python bench/bench_whomaps.py`` (``--json`` for machine-readable output).
+Targets: build <= 1.5x the walk; <= 50 us per lookup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_translate import unpack_fixtures
+from bench_walk import GIB, build
+from benchlib import timed
+
+from gdbext.api import open_target
+from gdbext.audit.revindex import ReverseIndex
+from gdbext.audit.views import WALK_IGNORE, TableWalk
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
+
+
+def measure(name: str, new_table: Callable[[], X86PageTable], repeat: int) -> dict[str, Any]:
+    def walk() -> None:
+        list(new_table().iter_runs(aliases="collapse", ignore=WALK_IGNORE))
+
+    def make() -> ReverseIndex:
+        return ReverseIndex(TableWalk(new_table()).spans)
+
+    walk_s = timed(walk, repeat)
+    build_s = timed(make, repeat)
+    index = make()
+    runs = [r for r in new_table().iter_runs() if type(r) is LeafRun]
+    rng = random.Random(1)
+    frames = []
+    for _ in range(20_000):
+        r = runs[rng.randrange(len(runs))]
+        frames.append(r.paddr + rng.randrange(r.count * r.page_size) // 4096 * 4096)
+    lookup = index.lookup
+    t0 = time.perf_counter()
+    found = sum(len(lookup(f, f + 4096)) for f in frames)
+    per_4k = (time.perf_counter() - t0) / len(frames)
+    t0 = time.perf_counter()
+    for f in frames[:2000]:
+        lookup(f, f + (2 << 20))
+    per_2m = (time.perf_counter() - t0) / 2000
+    return {
+        "case": name,
+        "spans": len(index),
+        "segments": len(index.starts),
+        "walk_ms": walk_s * 1e3,
+        "build_ms": build_s * 1e3,
+        "ratio": build_s / walk_s,
+        "lookup_4k_us": per_4k * 1e6,
+        "lookup_2m_us": per_2m * 1e6,
+        "mappings_per_lookup": found / len(frames),
+    }
+
+
+def dump_table(path: Path) -> Callable[[], X86PageTable]:
+    opened = open_target(str(path))
+    target = opened.target
+    cpu = target.cpu(0)
+    return lambda: X86PageTable.from_cpu(target.mapper, cpu, cache=True)
+
+
+def sim_table() -> Callable[[], X86PageTable]:
+    pt = build(8 * GIB, 4096, scattered=True)
+    return lambda: X86PageTable(pt.mapper, pt.root, 4, cache=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-whomaps-") as tmp:
+        rows = [measure(p.stem, dump_table(p), args.repeat) for p in unpack_fixtures(Path(tmp))]
+        rows.append(measure("sim 8 GiB 4K dirty", sim_table(), max(3, args.repeat // 2)))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'case':<20} {'spans':>6} {'walk':>8} {'build':>8} {'ratio':>5} "
+        f"{'4K lookup':>9} {'2M lookup':>9}   (ms, us; medians)"
+    )
+    for r in rows:
+        print(
+            f"{r['case']:<20} {r['spans']:>6} {r['walk_ms']:>8.1f} {r['build_ms']:>8.1f} "
+            f"{r['ratio']:>5.2f} {r['lookup_4k_us']:>9.1f} {r['lookup_2m_us']:>9.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
