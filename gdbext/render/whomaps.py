@@ -17,10 +17,13 @@ from gdbext.render.common import hexs
 from gdbext.units import format_size, plural
 
 
-def _hit_line(hit: Hit) -> str:
+def _hit_line(hit: Hit, sized: bool = True) -> str:
+    """``VADDR -> PADDR  SIZE  PAGE page  PERMS  [xN (...)]  [REGION]`` (no SIZE for a single
+    address asked)."""
     p = hit.place
+    size = f"{format_size(p.size):>8}  " if sized else ""
     line = (
-        f"0x{p.vaddr:016x} -> 0x{p.paddr:x}  {format_size(p.size):>8}  "
+        f"0x{p.vaddr:016x} -> 0x{p.paddr:x}  {size}"
         f"{format_size(p.page_size)} page  {perm_text(p.user, p.writable, p.executable)}"
     )
     if p.reps:
@@ -58,8 +61,9 @@ def render_who_maps_text(result: WhoMapsResult) -> Iterator[str]:
         f"physical {what} (root 0x{result.root:x}, {result.levels}-level): "
         + (f"{copies} mapping{plural(copies)}" if result.hits else "not mapped")
     )
+    sized = result.end != result.start + 1
     for hit in result.hits:
-        yield _hit_line(hit)
+        yield _hit_line(hit, sized)
 
 
 def render_who_maps_json(result: WhoMapsResult) -> Iterator[str]:
