@@ -251,19 +251,19 @@ class Session:
             return open_page_table(target).translate(vaddr).paddr
 
     def virt(self, paddr: int) -> int:
-        """The first virtual address (in walk order) that maps ``paddr``: a walk of the selected
-        CPU's page table that stops at the first leaf holding it."""
-        from gdbext.frontend.commands import open_page_table
-        from gdbext.x86.records import LeafRun
+        """The first virtual address (the lowest, as a walk meets them) that maps ``paddr``:
+        ``who-maps``'s first answer, from the reverse index kept for the stop."""
+        from gdbext.addr import AddrRange
+        from gdbext.frontend.whomaps import who_maps
 
         with self._command("$pt_virt") as (target, _):
-            pt = open_page_table(target)
-            for rec in pt.iter_runs(aliases="expand"):
-                if type(rec) is LeafRun and rec.paddr <= paddr < rec.paddr + rec.size:
-                    return rec.vaddr + (paddr - rec.paddr)
-            raise NotFoundError(
-                f"physical 0x{paddr:x} is not mapped by the page table at 0x{pt.root:x}"
-            )
+            result = who_maps(target, AddrRange(paddr, paddr + 1))
+            first = result.first_vaddr
+            if first is None:
+                raise NotFoundError(
+                    f"physical 0x{paddr:x} is not mapped by the page table at 0x{result.root:x}"
+                )
+            return first
 
     def close(self) -> None:
         """Close the target opened last (the selection stays)."""

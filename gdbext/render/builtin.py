@@ -52,6 +52,18 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         ),
         OutputFormat("text", "info", _lazy("text", "render_info"), "paging state"),
         OutputFormat("json", "info", _lazy("jsonout", "render_info"), "paging state as JSON"),
+        OutputFormat(
+            "text", "who-maps", _lazy("whomaps", "render_who_maps_text"), "a line per mapping"
+        ),
+        OutputFormat(
+            "json", "who-maps", _lazy("whomaps", "render_who_maps_json"), '{"mappings": [...]}'
+        ),
+        OutputFormat(
+            "text", "aliases", _lazy("whomaps", "render_aliases_text"), "a block per finding"
+        ),
+        OutputFormat(
+            "json", "aliases", _lazy("whomaps", "render_aliases_json"), '{"findings": [...]}'
+        ),
         OutputFormat("text", "heap", _lazy("text", "render_heap"), "the heap range"),
         OutputFormat("json", "heap", _lazy("jsonout", "render_heap"), '{"start", "end"}'),
         OutputFormat(

@@ -34,7 +34,9 @@ TARGET_OPTIONS = {"--backend", "--dump", "--format-in", "--base", "--direct-map"
 
 def test_names_and_summaries() -> None:
     names = [c.name for c in cmd.COMMANDS]
-    assert names == ["info", "walk", "translate", "read", "heap", "audit", "kaslr"]
+    assert names == [
+        "info", "walk", "translate", "read", "who-maps", "aliases", "heap", "audit", "kaslr"
+    ]
     for command in cmd.COMMANDS:
         assert command.debugger_name == f"pt-{command.name}"
         assert cmd.find(command.name) is command

@@ -1,0 +1,93 @@
+"""``who-maps``: every virtual address of the selected root that maps a physical range."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from gdbext.errors import EXIT_NOT_FOUND, UsageError
+from gdbext.frontend import argtypes
+from gdbext.frontend.command import Command, Invocation, command_name, root_options
+from gdbext.units import not_a_number
+
+#: ``who-maps``'s help: the command line's ``--help`` and the debuggers'.
+TEXT = (
+    "Every virtual address of the selected page table that maps the physical address PADDR "
+    "(or the range PADDR-END, END exclusive, or PADDR+SIZE), with its permissions, page size "
+    "and Linux region. One walk builds a reverse index (kept for the stop in GDB and LLDB); "
+    "a table linked many times (an alias) is one line with its count and stride, not one "
+    "line per copy. Exit status 1 when nothing maps the range. In GDB, $pt_virt is set to the "
+    "lowest virtual address found."
+)
+
+
+def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
+    p.add_argument(
+        "operands",
+        nargs="+",
+        metavar="[DUMP] PADDR[-END]" if target_options else "PADDR[-END]",
+        help="a dump file (when the first operand is not a number), then the physical address "
+        "or range"
+        if target_options
+        else "the physical address or range",
+    )
+
+
+def _prange(name: str, text: str) -> object:
+    from gdbext.addr import AddrRange
+    from gdbext.units import parse_int
+
+    try:
+        if "-" in text or "+" in text:
+            return AddrRange.parse(text)
+        start = parse_int(text)
+    except ValueError as exc:
+        raise UsageError(f"{name}: argument PADDR: {exc}") from None
+    if start < 0:
+        raise UsageError(f"{name}: argument PADDR: {text} is negative")
+    return AddrRange(start, start + 1)
+
+
+def operands(args: argparse.Namespace) -> str | None:
+    """``[DUMP] PADDR[-END]``: the first operand is the dump when it is not a number and no
+    other backend was named (as ``read``'s). Leaves the range in ``args.prange``."""
+    from gdbext.plugin.host import DUMP_BACKEND
+
+    name = command_name(args)
+    positional = None
+    rest = list(args.operands)
+    if (
+        hasattr(args, "backend")
+        and getattr(args, "dump_option", None) is None
+        and args.backend in (None, DUMP_BACKEND)
+        and len(rest) > 1
+        and not argtypes.is_number(rest[0])
+    ):
+        positional = rest.pop(0)
+        if not os.path.exists(positional) and "did you mean" in not_a_number(positional):
+            raise UsageError(f"{name}: argument PADDR: {not_a_number(positional)}")
+    if len(rest) != 1:
+        raise UsageError(f"{name}: give one PADDR[-END]{' after the DUMP' if positional else ''}")
+    args.prange = _prange(name, rest[0])
+    return positional
+
+
+def run(call: Invocation) -> int:
+    from gdbext.frontend.whomaps import who_maps
+
+    result = who_maps(call.target, call.args.prange, root_options(call.args))
+    call.emit(result)
+    return result.exit_status
+
+
+COMMAND = Command(
+    name="who-maps",
+    summary="every virtual address that maps a physical range",
+    debugger_summary="Every virtual address mapping a physical address or range (reverse map).",
+    text=TEXT,
+    run=run,
+    arguments=arguments,
+    dump_operand=False,
+    operands=operands,
+    exit_statuses=((EXIT_NOT_FOUND, "nothing maps the range"),),
+)
