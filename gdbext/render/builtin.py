@@ -77,4 +77,6 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
             binary=True,
         ),
         OutputFormat("json", "read", _lazy("memory", "render_json"), "bytes in hex, and gaps"),
+        OutputFormat("text", "search", _lazy("search", "render_text"), "one hit a line"),
+        OutputFormat("json", "search", _lazy("search", "render_json"), "one hit a line, as JSON"),
     ]

@@ -34,7 +34,7 @@ TARGET_OPTIONS = {"--backend", "--dump", "--format-in", "--base", "--direct-map"
 
 def test_names_and_summaries() -> None:
     names = [c.name for c in cmd.COMMANDS]
-    assert names == ["info", "walk", "translate", "read", "heap", "audit"]
+    assert names == ["info", "walk", "translate", "read", "search", "heap", "audit"]
     for command in cmd.COMMANDS:
         assert command.debugger_name == f"pt-{command.name}"
         assert cmd.find(command.name) is command

@@ -1,0 +1,396 @@
+"""``search``'s core: a byte pattern in the memory a page table maps, or in physical RAM.
+
+:func:`search_memory` checks a request and returns a :class:`SearchResult`, which reads nothing
+until :meth:`SearchResult.hits` is iterated:
+
+- virtual (the default): the selected table's leaves are walked once (the engine's
+  :meth:`~gdbext.x86.paging.X86PageTable.iter_runs`, clipped to ``--range``), each run a
+  :class:`Segment` (virtual start, frame, size, permissions). The physical ranges they map are
+  merged and read once each, in chunks of :data:`CHUNK` bytes with ``len(pattern) - 1`` bytes
+  carried between chunks, however many virtual addresses map them; a match inside a frame
+  range is then reported at every virtual address that maps it (found through an index of the
+  segments by 2 MiB block). A match that straddles two virtually consecutive segments whose
+  frames are not contiguous is found by reading ``len(pattern) - 1`` bytes on each side of the
+  boundary, in virtual order.
+- physical (``--phys``): the target's RAM ranges, read in chunks the same way.
+
+Hits are :class:`Hit` values; at most ``max_hits`` (then :attr:`SearchResult.more` says that
+more exist). Nothing here prints; :mod:`gdbext.render.search` formats the hits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from gdbext.addr import AddrRange
+from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, PhysMemoryError, UsageError
+from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
+from gdbext.geometry import PAGE_SIZE
+from gdbext.linux.detect import labels_wanted
+from gdbext.linux.layout import Layout
+from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
+
+#: The most bytes read from the backend at once.
+CHUNK = 1 << 20
+#: Default bound on the hits reported (``--max``).
+DEFAULT_MAX_HITS = 1000
+#: The longest pattern: a match straddles at most one page boundary's pair of segments.
+MAX_PATTERN = 4096
+#: Bytes of context shown from each hit's start (the match, and what follows it).
+CONTEXT = 16
+#: The index's block: segments are found by the 2 MiB blocks their frames meet.
+_BLOCK_SHIFT = 21
+#: Regions ``--pointer-into`` names: (name, the layout region names it covers).
+POINTER_REGIONS: dict[str, tuple[str, ...]] = {
+    "kernel-text": ("kernel text mapping",),
+    "modules": ("module mapping space",),
+    "direct-map": ("direct mapping of all physical memory",),
+    "vmalloc": ("vmalloc/ioremap space",),
+    "vmemmap": ("virtual memory map",),
+}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """What to find: literal bytes, or (``pointer_into``) any 8-byte little-endian value in
+    ``[start, end)``; ``align``/``offset``: only addresses ``a`` with ``a % align == offset``."""
+
+    data: bytes = b""
+    describe: str = ""
+    pointer_into: AddrRange | None = None
+    align: int = 1
+    offset: int = 0
+
+    @property
+    def size(self) -> int:
+        return 8 if self.pointer_into is not None else len(self.data)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Where to search: ``root``'s mappings (within ``range``), or physical RAM."""
+
+    pattern: Pattern
+    root: RootOptions = field(default_factory=RootOptions)
+    physical: bool = False
+    range: AddrRange | None = None
+    max_hits: int = DEFAULT_MAX_HITS
+    labels: str = "auto"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``size`` bytes at virtual ``vaddr``, mapped to the contiguous frames at ``paddr``."""
+
+    vaddr: int
+    paddr: int
+    size: int
+    user: bool
+    writable: bool
+    executable: bool
+
+    @property
+    def end(self) -> int:
+        return self.vaddr + self.size
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A match at ``address`` (virtual, or physical with ``--phys``) whose first byte is at
+    physical ``paddr``; ``context``: :data:`CONTEXT` bytes from there, or fewer at the end of
+    what could be read; ``perms`` and ``region`` for a virtual hit."""
+
+    address: int
+    paddr: int
+    context: bytes
+    perms: str = ""
+    region: str = ""
+
+
+@dataclass
+class SearchResult:
+    """A search to be rendered: :meth:`hits` reads as it goes and fills the counts."""
+
+    options: SearchOptions
+    mapper: PhysMapper
+    page_table: X86PageTable | None = None
+    layout: Layout | None = None
+    warnings: list[str] = field(default_factory=list)
+    #: Physical ranges to read (physical search), in address order.
+    ram: list[AddrRange] = field(default_factory=list)
+    #: Set after :meth:`hits`: more matches exist than ``max_hits``.
+    more: bool = False
+    found: int = 0
+    bytes_read: int = 0
+    #: Called with the bytes read so far (a progress report); ``None``: none.
+    progress: Callable[[int], None] | None = None
+
+    @property
+    def physical(self) -> bool:
+        return self.page_table is None
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_OK if self.found else EXIT_NOT_FOUND
+
+    def hits(self) -> Iterator[Hit]:
+        """The hits, at most ``max_hits``: physical ones in address order. Virtual ones are
+        found frame range by frame range (then across page boundaries), the search stops
+        past ``max_hits`` of them, and those found are given in virtual-address order."""
+        limit = self.options.max_hits
+        if self.page_table is None:
+            for hit in self._physical_hits():
+                if self.found >= limit:
+                    self.more = True
+                    return
+                self.found += 1
+                yield hit
+            return
+        held: list[Hit] = []
+        for hit in self._virtual_hits():
+            if len(held) >= limit:
+                self.more = True
+                break
+            held.append(hit)
+        held.sort(key=lambda h: h.address)
+        self.found = len(held)
+        yield from held
+
+    # --- physical ----------------------------------------------------------------------------
+
+    def _physical_hits(self) -> Iterator[Hit]:
+        for start, _data, context in self._scan(self.ram, self.options.pattern):
+            yield Hit(start, start, context)
+
+    def _scan(
+        self, ranges: list[AddrRange], pattern: Pattern
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """Matches in ``ranges`` (physical, read once each): ``(paddr, match, context)``."""
+        size = pattern.size
+        carry_len = size - 1
+        for part in readable_ranges(self.mapper, ranges):
+            carry = b""
+            pos = part.start
+            while pos < part.end:
+                n = min(CHUNK, part.end - pos)
+                try:
+                    data = self.mapper.read(pos, n)
+                except PhysMemoryError:
+                    carry = b""
+                    pos += n
+                    continue
+                self.bytes_read += n
+                if self.progress is not None:
+                    self.progress(self.bytes_read)
+                buf = carry + data
+                base = pos - len(carry)
+                for i in _matches(buf, pattern, base):
+                    yield base + i, buf[i : i + size], buf[i : i + max(CONTEXT, size)]
+                carry = buf[len(buf) - carry_len :] if carry_len else b""
+                pos += n
+
+    # --- virtual -----------------------------------------------------------------------------
+
+    def _segments(self) -> list[Segment]:
+        pt = self.page_table
+        assert pt is not None
+        window = self.options.range
+        out: list[Segment] = []
+        for rec in pt.iter_runs(window):
+            if type(rec) is not LeafRun:
+                continue
+            va, pa, end = rec.vaddr, rec.paddr, rec.end
+            if window is not None:
+                lo, hi = max(va, window.start), min(end, window.end)
+                if lo >= hi:
+                    continue
+                pa += lo - va
+                va, end = lo, hi
+            last = out[-1] if out else None
+            if (
+                last is not None
+                and last.end == va
+                and last.paddr + last.size == pa
+                and (last.user, last.writable, last.executable)
+                == (rec.user, rec.writable, rec.executable)
+            ):
+                out[-1] = Segment(last.vaddr, last.paddr, last.size + end - va, *_perm(rec))
+                continue
+            out.append(Segment(va, pa, end - va, *_perm(rec)))
+        return out
+
+    def _virtual_hits(self) -> Iterator[Hit]:
+        segments = self._segments()
+        size = self.options.pattern.size
+        index: dict[int, list[int]] = {}
+        for n, seg in enumerate(segments):
+            for block in range(
+                seg.paddr >> _BLOCK_SHIFT, ((seg.paddr + seg.size - 1) >> _BLOCK_SHIFT) + 1
+            ):
+                index.setdefault(block, []).append(n)
+        frames = _merged(AddrRange(s.paddr, s.paddr + s.size) for s in segments)
+        pattern = self.options.pattern
+        # A virtual alignment that divides a page is the frame's; a larger one is checked at
+        # each virtual address.
+        scan = pattern if PAGE_SIZE % pattern.align == 0 else replace(pattern, align=1, offset=0)
+        for paddr, _match, context in self._scan(frames, scan):
+            for n in index.get(paddr >> _BLOCK_SHIFT, ()):
+                seg = segments[n]
+                if seg.paddr <= paddr and paddr + size <= seg.paddr + seg.size:
+                    vaddr = seg.vaddr + paddr - seg.paddr
+                    if vaddr % pattern.align == pattern.offset:
+                        yield self._hit(vaddr, paddr, context, seg)
+        if size > 1:
+            yield from self._straddling(segments)
+
+    def _straddling(self, segments: list[Segment]) -> Iterator[Hit]:
+        """Matches across the boundary of two virtually consecutive segments (their frames
+        not contiguous, or their permissions different), found in virtual order."""
+        pattern = self.options.pattern
+        size = pattern.size
+        for i in range(1, len(segments)):
+            prev, seg = segments[i - 1], segments[i]
+            if prev.end != seg.vaddr:
+                continue
+            before = self._virtual_bytes(segments, i - 1, size - 1, backward=True)
+            after = self._virtual_bytes(segments, i, size - 1 + CONTEXT, backward=False)
+            if before is None or after is None:
+                continue
+            buf = before + after
+            base = seg.vaddr - len(before)
+            for j in _matches(buf, pattern, base):
+                if j >= len(before) or j + size <= len(before):
+                    continue  # wholly on one side: found in the frames
+                vaddr = base + j
+                owner = prev if vaddr < prev.end else seg
+                paddr = owner.paddr + vaddr - owner.vaddr
+                yield self._hit(vaddr, paddr, buf[j : j + max(CONTEXT, size)], owner)
+
+    def _virtual_bytes(
+        self, segments: list[Segment], i: int, count: int, backward: bool
+    ) -> bytes | None:
+        """``count`` bytes ending at segment ``i``'s end (``backward``) or starting at its
+        start, across virtually consecutive segments; fewer where the mappings end, ``None``
+        when a frame cannot be read."""
+        parts: list[bytes] = []
+        left = count
+        step = -1 if backward else 1
+        while left > 0 and 0 <= i < len(segments):
+            seg = segments[i]
+            n = min(left, seg.size)
+            pa = seg.paddr + seg.size - n if backward else seg.paddr
+            try:
+                parts.append(self.mapper.read(pa, n))
+            except PhysMemoryError:
+                return None
+            left -= n
+            nxt = i + step
+            if not 0 <= nxt < len(segments):
+                break
+            other = segments[nxt]
+            if (other.end != seg.vaddr) if backward else (seg.end != other.vaddr):
+                break
+            i = nxt
+        return b"".join(reversed(parts) if backward else parts)
+
+    def _hit(self, vaddr: int, paddr: int, context: bytes, seg: Segment) -> Hit:
+        perms = ("r" + ("w" if seg.writable else "-") + ("x" if seg.executable else "-")) + (
+            " user" if seg.user else " kernel"
+        )
+        region = ""
+        if self.layout is not None:
+            region = self.layout.label(vaddr).name
+        return Hit(vaddr, paddr, context, perms, region)
+
+
+def _perm(rec: LeafRun) -> tuple[bool, bool, bool]:
+    return rec.user, rec.writable, rec.executable
+
+
+def _matches(buf: bytes, pattern: Pattern, base: int) -> Iterator[int]:
+    """Offsets in ``buf`` (at address ``base``) where ``pattern`` matches, aligned as asked."""
+    align, offset = pattern.align, pattern.offset
+    if pattern.pointer_into is not None:
+        lo, hi = pattern.pointer_into.start, pattern.pointer_into.end
+        for i in range((offset - base) % align, len(buf) - 7, align):
+            if lo <= int.from_bytes(buf[i : i + 8], "little") < hi:
+                yield i
+        return
+    data = pattern.data
+    i = buf.find(data)
+    while i >= 0:
+        if align == 1 or (base + i) % align == offset:
+            yield i
+        i = buf.find(data, i + 1)
+
+
+def _merged(ranges: Iterator[AddrRange]) -> list[AddrRange]:
+    """``ranges`` sorted and merged where they overlap or touch."""
+    out: list[AddrRange] = []
+    for r in sorted(ranges, key=lambda r: r.start):
+        if out and r.start <= out[-1].end:
+            if r.end > out[-1].end:
+                out[-1] = AddrRange(out[-1].start, r.end)
+            continue
+        out.append(r)
+    return out
+
+
+def search_memory(target: Target, options: SearchOptions) -> SearchResult:
+    """A search on ``target``: physical RAM with ``options.physical``, else the mappings of
+    the table ``options.root`` selects.
+
+    :raises UsageError: an empty or too long pattern, a bad alignment, ``--max`` below 1, root
+        options with a physical search.
+    """
+    pattern = options.pattern
+    if pattern.pointer_into is None and not pattern.data:
+        raise UsageError("search: the pattern is empty")
+    if pattern.size > MAX_PATTERN:
+        raise UsageError(f"search: the pattern is over {MAX_PATTERN} bytes")
+    if pattern.align < 1 or not 0 <= pattern.offset < pattern.align:
+        raise UsageError(
+            f"search: --align {pattern.align},{pattern.offset}: N must be 1 or more and "
+            "OFFSET below N"
+        )
+    if options.max_hits < 1:
+        raise UsageError(f"search: --max must be 1 or more, not {options.max_hits}")
+    if options.physical:
+        root = options.root
+        if root.cr3 is not None or root.kernel or root.user_pgd or root.cpu is not None:
+            raise UsageError(
+                "search: --phys searches physical memory: it takes no page-table option"
+            )
+        ram = list(target.ram) if target.ram is not None else []
+        if options.range is not None:
+            ram = [
+                AddrRange(max(r.start, options.range.start), min(r.end, options.range.end))
+                for r in ram
+                if r.start < options.range.end and options.range.start < r.end
+            ]
+        return SearchResult(options, target.mapper, ram=ram)
+    pt = open_page_table(target, options.root)
+    layout = None
+    if labels_wanted(options.labels, target.facts):
+        layout = target_layout(target, pt)
+    return SearchResult(options, target.mapper, pt, layout, root_warnings(pt, options.root))
+
+
+def pointer_range(target: Target, root: RootOptions, region: str) -> AddrRange:
+    """The virtual range ``--pointer-into REGION`` names, from the target's Linux layout.
+
+    :raises UsageError: an unknown region name.
+    """
+    names = POINTER_REGIONS.get(region)
+    if names is None:
+        known = ", ".join(POINTER_REGIONS)
+        raise UsageError(f"search: --pointer-into: no region {region!r} (regions: {known})")
+    layout = target_layout(target, open_page_table(target, root))
+    spans = [AddrRange(r.start, r.end) for r in layout.regions if r.name.startswith(names)]
+    if not spans:
+        raise UsageError(f"search: --pointer-into: the layout has no {region} region")
+    return AddrRange(min(s.start for s in spans), max(s.end for s in spans))
