@@ -177,21 +177,35 @@ class SearchResult:
             pos = part.start
             while pos < part.end:
                 n = min(CHUNK, part.end - pos)
-                try:
-                    data = self.mapper.read(pos, n)
-                except PhysMemoryError:
-                    carry = b""
-                    pos += n
-                    continue
-                self.bytes_read += n
+                for at, data in self._read(pos, n):
+                    if data is None:  # refused: no match runs across it
+                        carry = b""
+                        continue
+                    self.bytes_read += len(data)
+                    buf = carry + data
+                    base = at - len(carry)
+                    for i in _matches(buf, pattern, base):
+                        yield base + i, buf[i : i + size], buf[i : i + max(CONTEXT, size)]
+                    carry = buf[len(buf) - carry_len :] if carry_len else b""
                 if self.progress is not None:
                     self.progress(self.bytes_read)
-                buf = carry + data
-                base = pos - len(carry)
-                for i in _matches(buf, pattern, base):
-                    yield base + i, buf[i : i + size], buf[i : i + max(CONTEXT, size)]
-                carry = buf[len(buf) - carry_len :] if carry_len else b""
                 pos += n
+
+    def _read(self, paddr: int, size: int) -> Iterator[tuple[int, bytes | None]]:
+        """``size`` bytes at ``paddr``: one piece, or when the backend refuses the chunk,
+        a piece a page (``None`` for each page it refuses)."""
+        try:
+            yield paddr, self.mapper.read(paddr, size)
+            return
+        except PhysMemoryError:
+            pass
+        for page in range(paddr, paddr + size, PAGE_SIZE):
+            n = min(PAGE_SIZE, paddr + size - page)
+            try:
+                data: bytes | None = self.mapper.read(page, n)
+            except PhysMemoryError:
+                data = None
+            yield page, data
 
     # --- virtual -----------------------------------------------------------------------------
 

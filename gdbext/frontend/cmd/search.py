@@ -152,9 +152,7 @@ def run(call: Invocation) -> int:
             label = f"pointers into 0x{pointer.start:x}-0x{pointer.end:x}"
         else:
             pointer = pointer_range(call.target, root, args.pointer_into)
-            label = (
-                f"pointers into {args.pointer_into} (0x{pointer.start:x}-0x{pointer.end:x})"
-            )
+            label = f"pointers into {args.pointer_into} (0x{pointer.start:x}-0x{pointer.end:x})"
         pattern = Pattern(b"", label, pointer, align, offset)
     else:
         data, label = pattern_bytes(args)
