@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, PhysMemoryError, UsageError
@@ -82,8 +83,7 @@ class SearchOptions:
     labels: str = "auto"
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """``size`` bytes at virtual ``vaddr``, mapped to the contiguous frames at ``paddr``."""
 
     vaddr: int
@@ -210,31 +210,39 @@ class SearchResult:
     # --- virtual -----------------------------------------------------------------------------
 
     def _segments(self) -> list[Segment]:
+        """The leaves within ``--range`` in virtual order, runs that continue each other in
+        virtual and physical address with equal permissions joined."""
         pt = self.page_table
         assert pt is not None
         window = self.options.range
         out: list[Segment] = []
+        held: list[int | bool] | None = None  # vaddr, paddr, size, user, writable, executable
         for rec in pt.iter_runs(window):
             if type(rec) is not LeafRun:
                 continue
-            va, pa, end = rec.vaddr, rec.paddr, rec.end
+            va, pa, size = rec.vaddr, rec.paddr, rec.page_size * rec.count
             if window is not None:
-                lo, hi = max(va, window.start), min(end, window.end)
+                lo, hi = max(va, window.start), min(va + size, window.end)
                 if lo >= hi:
                     continue
                 pa += lo - va
-                va, end = lo, hi
-            last = out[-1] if out else None
+                va, size = lo, hi - lo
+            user, writable, executable = rec.user, rec.writable, rec.executable
             if (
-                last is not None
-                and last.end == va
-                and last.paddr + last.size == pa
-                and (last.user, last.writable, last.executable)
-                == (rec.user, rec.writable, rec.executable)
+                held is not None
+                and held[0] + held[2] == va
+                and held[1] + held[2] == pa
+                and held[3] == user
+                and held[4] == writable
+                and held[5] == executable
             ):
-                out[-1] = Segment(last.vaddr, last.paddr, last.size + end - va, *_perm(rec))
+                held[2] += size
                 continue
-            out.append(Segment(va, pa, end - va, *_perm(rec)))
+            if held is not None:
+                out.append(Segment(*held))  # type: ignore[arg-type]
+            held = [va, pa, size, user, writable, executable]
+        if held is not None:
+            out.append(Segment(*held))  # type: ignore[arg-type]
         return out
 
     def _virtual_hits(self) -> Iterator[Hit]:
@@ -246,7 +254,7 @@ class SearchResult:
                 seg.paddr >> _BLOCK_SHIFT, ((seg.paddr + seg.size - 1) >> _BLOCK_SHIFT) + 1
             ):
                 index.setdefault(block, []).append(n)
-        frames = _merged(AddrRange(s.paddr, s.paddr + s.size) for s in segments)
+        frames = _merged(sorted((s.paddr, s.paddr + s.size) for s in segments))
         pattern = self.options.pattern
         # A virtual alignment that divides a page is the frame's; a larger one is checked at
         # each virtual address.
@@ -321,37 +329,67 @@ class SearchResult:
         return Hit(vaddr, paddr, context, perms, region)
 
 
-def _perm(rec: LeafRun) -> tuple[bool, bool, bool]:
-    return rec.user, rec.writable, rec.executable
-
-
 def _matches(buf: bytes, pattern: Pattern, base: int) -> Iterator[int]:
     """Offsets in ``buf`` (at address ``base``) where ``pattern`` matches, aligned as asked."""
     align, offset = pattern.align, pattern.offset
     if pattern.pointer_into is not None:
-        lo, hi = pattern.pointer_into.start, pattern.pointer_into.end
-        for i in range((offset - base) % align, len(buf) - 7, align):
-            if lo <= int.from_bytes(buf[i : i + 8], "little") < hi:
-                yield i
+        yield from _pointers(buf, pattern.pointer_into, base, align, offset)
         return
     data = pattern.data
-    i = buf.find(data)
-    while i >= 0:
-        if align == 1 or (base + i) % align == offset:
+    # Look for the pattern without its leading and trailing zero bytes (memory is mostly
+    # zeros, on which a pattern ending in zeros is slow to look for), then check the rest.
+    core = data.strip(b"\0")
+    lead = len(data) - len(data.lstrip(b"\0")) if core else 0
+    anchor = core or data
+    end = len(buf) - len(data)
+    j = buf.find(anchor, lead)
+    while j >= 0:
+        i = j - lead
+        if i > end:
+            return
+        if (core is data or buf[i : i + len(data)] == data) and (
+            align == 1 or (base + i) % align == offset
+        ):
             yield i
-        i = buf.find(data, i + 1)
+        j = buf.find(anchor, j + 1)
 
 
-def _merged(ranges: Iterator[AddrRange]) -> list[AddrRange]:
-    """``ranges`` sorted and merged where they overlap or touch."""
-    out: list[AddrRange] = []
-    for r in sorted(ranges, key=lambda r: r.start):
-        if out and r.start <= out[-1].end:
-            if r.end > out[-1].end:
-                out[-1] = AddrRange(out[-1].start, r.end)
+def _pointers(buf: bytes, window: AddrRange, base: int, align: int, offset: int) -> Iterator[int]:
+    """Offsets of 8-byte little-endian values in ``[window.start, window.end)``: found by
+    the high bytes every such value shares, when there are some."""
+    lo, hi = window.start, window.end - 1
+    shared = 0
+    while shared < 8 and (lo >> (56 - 8 * shared)) == (hi >> (56 - 8 * shared)):
+        shared += 1
+    if shared == 0:
+        for i in range((offset - base) % align, len(buf) - 7, align):
+            if lo <= int.from_bytes(buf[i : i + 8], "little") <= hi:
+                yield i
+        return
+    top = (lo >> (64 - 8 * shared)).to_bytes(shared, "little")
+    at = 8 - shared
+    j = buf.find(top, at)
+    while j >= 0:
+        i = j - at
+        if i + 8 > len(buf):
+            return
+        if (align == 1 or (base + i) % align == offset) and lo <= int.from_bytes(
+            buf[i : i + 8], "little"
+        ) <= hi:
+            yield i
+        j = buf.find(top, j + 1)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[AddrRange]:
+    """Sorted ``(start, end)`` pairs merged where they overlap or touch."""
+    out: list[list[int]] = []
+    for start, end in ranges:
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1][1] = end
             continue
-        out.append(r)
-    return out
+        out.append([start, end])
+    return [AddrRange(start, end) for start, end in out]
 
 
 def search_memory(target: Target, options: SearchOptions) -> SearchResult:

@@ -198,6 +198,9 @@ DUMP_CASES: list[tuple[str, list[str]]] = [
     ("read", ["--kernel", "--format", "u32", "0xffffffff82000000", "32"]),
     ("read", ["--phys", "--format", "u64", "0x1000", "64"]),
     ("read", ["--json", "0x0", "0x20"]),
+    ("search", ["--u16", "0x1067", "--max", "20"]),
+    ("search", ["--kernel", "--pointer-into", "direct-map", "--align", "8", "--max", "10"]),
+    ("search", ["--phys", "--json", "--u16", "0x1067", "--align", "8", "--max", "5"]),
 ]
 
 
