@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, PhysMemoryError, UsageError
+from gdbext.flags import FLAGS_MASK, HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.detect import labels_wanted
@@ -33,7 +34,7 @@ from gdbext.linux.layout import Layout
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
-from gdbext.x86.records import LeafRun
+from gdbext.x86.records import AliasRun, LeafRun
 
 #: The most bytes read from the backend at once.
 CHUNK = 1 << 20
@@ -45,6 +46,10 @@ MAX_PATTERN = 4096
 CONTEXT = 16
 #: The index's block: segments are found by the 2 MiB blocks their frames meet.
 _BLOCK_SHIFT = 21
+#: Entry bits leaves of one run may differ in: all but those that say what the page is and
+#: who may use it (the engine then gives longer runs).
+_LEAF_BITS = USER_ACCESSIBLE | WRITABLE | NO_EXECUTE
+_IGNORED = FLAGS_MASK & ~(PRESENT | WRITABLE | USER_ACCESSIBLE | NO_EXECUTE | HUGE_PAGE)
 #: Regions ``--pointer-into`` names: (name, the layout region names it covers).
 POINTER_REGIONS: dict[str, tuple[str, ...]] = {
     "kernel-text": ("kernel text mapping",),
@@ -92,10 +97,27 @@ class Segment(NamedTuple):
     user: bool
     writable: bool
     executable: bool
+    #: The leaf entries' own USER_ACCESSIBLE, WRITABLE and NO_EXECUTE bits.
+    leaf: int = 0
 
     @property
     def end(self) -> int:
         return self.vaddr + self.size
+
+
+class Alias(NamedTuple):
+    """``copies`` copies, ``span`` bytes each from ``vaddr``, of what the walk met first at
+    ``[source, source + span)`` (a table linked again: the engine's
+    :class:`~gdbext.x86.records.AliasRun`)."""
+
+    vaddr: int
+    span: int
+    copies: int
+    source: int
+    user: bool
+    writable: bool
+    executable: bool
+    same_access: bool
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,8 @@ class SearchResult:
     more: bool = False
     found: int = 0
     bytes_read: int = 0
+    #: The tables linked again (a virtual search's, once it has walked).
+    aliases: list[Alias] = field(default_factory=list)
     #: Called with the bytes read so far (a progress report); ``None``: none.
     progress: Callable[[int], None] | None = None
 
@@ -209,65 +233,108 @@ class SearchResult:
 
     # --- virtual -----------------------------------------------------------------------------
 
-    def _segments(self) -> list[Segment]:
-        """The leaves within ``--range`` in virtual order, runs that continue each other in
-        virtual and physical address with equal permissions joined."""
+    def _walk(self) -> tuple[list[Segment], list[Alias]]:
+        """The leaves in virtual order, runs that continue each other in virtual and physical
+        address with equal permissions joined, and the tables linked again (not expanded:
+        ESPfix links one table thousands of times)."""
         pt = self.page_table
         assert pt is not None
-        window = self.options.range
         out: list[Segment] = []
-        held: list[int | bool] | None = None  # vaddr, paddr, size, user, writable, executable
-        for rec in pt.iter_runs(window):
+        aliases: list[Alias] = []
+        held: list[int] | None = None  # vaddr, paddr, size, user, writable, executable, leaf
+        for rec in pt.iter_runs(aliases="collapse", ignore=_IGNORED):
+            if type(rec) is AliasRun:
+                span = (rec.end - rec.vaddr) // rec.count
+                aliases.append(
+                    Alias(
+                        rec.vaddr,
+                        span,
+                        rec.count,
+                        rec.first_vaddr,
+                        rec.user,
+                        rec.writable,
+                        rec.executable,
+                        rec.same_access,
+                    )
+                )
+                continue
             if type(rec) is not LeafRun:
                 continue
             va, pa, size = rec.vaddr, rec.paddr, rec.page_size * rec.count
-            if window is not None:
-                lo, hi = max(va, window.start), min(va + size, window.end)
-                if lo >= hi:
-                    continue
-                pa += lo - va
-                va, size = lo, hi - lo
-            user, writable, executable = rec.user, rec.writable, rec.executable
+            perms = (rec.user, rec.writable, rec.executable, rec.entry & _LEAF_BITS)
             if (
                 held is not None
                 and held[0] + held[2] == va
                 and held[1] + held[2] == pa
-                and held[3] == user
-                and held[4] == writable
-                and held[5] == executable
+                and tuple(held[3:]) == perms
             ):
                 held[2] += size
                 continue
             if held is not None:
                 out.append(Segment(*held))  # type: ignore[arg-type]
-            held = [va, pa, size, user, writable, executable]
+            held = [va, pa, size, *perms]
         if held is not None:
             out.append(Segment(*held))  # type: ignore[arg-type]
+        return out, aliases
+
+    def _searched(self, segments: list[Segment], aliases: list[Alias]) -> list[Segment]:
+        """``segments`` clipped to ``--range`` and to what the aliases that meet it copy."""
+        window = self.options.range
+        if window is None:
+            return segments
+        wanted = [(window.start, window.end)]
+        wanted += [
+            (a.source, a.source + a.span)
+            for a in aliases
+            if a.vaddr < window.end and window.start < a.vaddr + a.span * a.copies
+        ]
+        out: list[Segment] = []
+        for part in _merged(sorted(wanted)):
+            lo, hi = part.start, part.end
+            for seg in segments:
+                a, b = max(seg.vaddr, lo), min(seg.end, hi)
+                if a < b:
+                    out.append(seg._replace(vaddr=a, paddr=seg.paddr + a - seg.vaddr, size=b - a))
+        out.sort()
         return out
 
     def _virtual_hits(self) -> Iterator[Hit]:
-        segments = self._segments()
+        everything, aliases = self._walk()
+        segments = self._searched(everything, aliases)
+        self.aliases = aliases
         size = self.options.pattern.size
-        index: dict[int, list[int]] = {}
-        for n, seg in enumerate(segments):
-            for block in range(
-                seg.paddr >> _BLOCK_SHIFT, ((seg.paddr + seg.size - 1) >> _BLOCK_SHIFT) + 1
-            ):
-                index.setdefault(block, []).append(n)
+        index: dict[int, list[int]] | None = None  # made at the first match
         frames = _merged(sorted((s.paddr, s.paddr + s.size) for s in segments))
         pattern = self.options.pattern
         # A virtual alignment that divides a page is the frame's; a larger one is checked at
         # each virtual address.
         scan = pattern if PAGE_SIZE % pattern.align == 0 else replace(pattern, align=1, offset=0)
         for paddr, _match, context in self._scan(frames, scan):
+            if index is None:
+                index = _frame_index(segments)
             for n in index.get(paddr >> _BLOCK_SHIFT, ()):
                 seg = segments[n]
                 if seg.paddr <= paddr and paddr + size <= seg.paddr + seg.size:
                     vaddr = seg.vaddr + paddr - seg.paddr
-                    if vaddr % pattern.align == pattern.offset:
-                        yield self._hit(vaddr, paddr, context, seg)
+                    yield from self._hits(vaddr, paddr, context, seg)
         if size > 1:
             yield from self._straddling(segments)
+
+    def _hits(self, vaddr: int, paddr: int, context: bytes, seg: Segment) -> Iterator[Hit]:
+        """The match at ``vaddr`` and at each copy of it the aliases make, within
+        ``--range`` and aligned as asked."""
+        pattern = self.options.pattern
+        window = self.options.range
+        size = pattern.size
+        perms = (seg.user, seg.writable, seg.executable)
+        for va, (user, writable, executable) in _copies(
+            vaddr, size, perms, seg.leaf, self.aliases, 0
+        ):
+            if window is not None and not window.start <= va < window.end:
+                continue
+            if va % pattern.align != pattern.offset:
+                continue
+            yield self._hit(va, paddr, context, user, writable, executable)
 
     def _straddling(self, segments: list[Segment]) -> Iterator[Hit]:
         """Matches across the boundary of two virtually consecutive segments (their frames
@@ -290,7 +357,7 @@ class SearchResult:
                 vaddr = base + j
                 owner = prev if vaddr < prev.end else seg
                 paddr = owner.paddr + vaddr - owner.vaddr
-                yield self._hit(vaddr, paddr, buf[j : j + max(CONTEXT, size)], owner)
+                yield from self._hits(vaddr, paddr, buf[j : j + max(CONTEXT, size)], owner)
 
     def _virtual_bytes(
         self, segments: list[Segment], i: int, count: int, backward: bool
@@ -319,14 +386,55 @@ class SearchResult:
             i = nxt
         return b"".join(reversed(parts) if backward else parts)
 
-    def _hit(self, vaddr: int, paddr: int, context: bytes, seg: Segment) -> Hit:
-        perms = ("r" + ("w" if seg.writable else "-") + ("x" if seg.executable else "-")) + (
-            " user" if seg.user else " kernel"
+    def _hit(
+        self, vaddr: int, paddr: int, context: bytes, user: bool, writable: bool, executable: bool
+    ) -> Hit:
+        perms = ("r" + ("w" if writable else "-") + ("x" if executable else "-")) + (
+            " user" if user else " kernel"
         )
         region = ""
         if self.layout is not None:
             region = self.layout.label(vaddr).name
         return Hit(vaddr, paddr, context, perms, region)
+
+
+def _copies(
+    vaddr: int,
+    size: int,
+    perms: tuple[bool, bool, bool],
+    leaf: int,
+    aliases: list[Alias],
+    depth: int,
+) -> Iterator[tuple[int, tuple[bool, bool, bool]]]:
+    """``vaddr`` and every address an alias copies ``[vaddr, vaddr + size)`` to (a copy
+    inside what another alias copies is copied again), with the permissions there: the
+    alias's path ANDed with the leaf's own bits, unless it allows what the first path did."""
+    yield vaddr, perms
+    if depth > 8:
+        return
+    for a in aliases:
+        if not (a.source <= vaddr and vaddr + size <= a.source + a.span):
+            continue
+        there = perms
+        if not a.same_access:
+            there = (
+                a.user and bool(leaf & USER_ACCESSIBLE),
+                a.writable and bool(leaf & WRITABLE),
+                a.executable and not leaf & NO_EXECUTE,
+            )
+        for k in range(a.copies):
+            copy = a.vaddr + k * a.span + vaddr - a.source
+            if copy != vaddr:
+                yield from _copies(copy, size, there, leaf, aliases, depth + 1)
+
+
+def _frame_index(segments: list[Segment]) -> dict[int, list[int]]:
+    """The segments (their indices) by the 2 MiB physical blocks their frames meet."""
+    index: dict[int, list[int]] = {}
+    for n, (_, paddr, size, *_perms) in enumerate(segments):
+        for block in range(paddr >> _BLOCK_SHIFT, ((paddr + size - 1) >> _BLOCK_SHIFT) + 1):
+            index.setdefault(block, []).append(n)
+    return index
 
 
 def _matches(buf: bytes, pattern: Pattern, base: int) -> Iterator[int]:

@@ -1,13 +1,14 @@
 """``search``: patterns the test placed itself, found where the test's own page list maps them.
 
 A simulated machine maps one frame holding markers at two virtual addresses (user and kernel)
-and in a 4 MiB direct map; two virtually consecutive pages whose frames are out of order, with
-a marker straddling them; an unmapped page between two others, with a marker split across it
-(no virtual match); a marker in a frame nothing maps (found with ``--phys`` only). The hits a
-search must give are found by the test in its own virtual image: each run of consecutive pages
-of its list, its frames' bytes concatenated, searched with ``bytes.find``. On the committed
-kernel dumps, bytes of QEMU's CR3 page are looked for in the ELF file's segments (read with
-pyelftools) and translated through QEMU's own ``info tlb``.
+and in a 4 MiB direct map; two virtually consecutive pages whose frames are out of order, with a
+marker straddling them (their page table linked twice: found in both copies); an unmapped page
+between two others, with a marker split across it (no virtual match); a marker in a frame
+nothing maps (found with ``--phys`` only). The hits a search must give are found by the test in
+its own virtual image: each run of consecutive pages of its list, its frames' bytes
+concatenated, searched with ``bytes.find``. On the committed kernel dumps, bytes of QEMU's CR3
+page are looked for in the ELF file's segments (read with pyelftools) and translated through
+QEMU's own ``info tlb``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ PAGES = [
     (DIRECT + M2, M2, M2, W | NX),
     (VA_KERNEL, F_MARK, K4, W | NX),
 ]
+#: The page table of VA_S's pages linked again by the next PD entry: the same pages 2 MiB on.
+LINKED = [(va + M2, pa, size, flags) for va, pa, size, flags in PAGES if va >> 21 == VA_S >> 21]
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Machine:
     def images(self) -> list[tuple[int, bytes]]:
         """Each run of virtually consecutive pages of :data:`PAGES`: (start, its bytes)."""
         out: list[tuple[int, bytearray]] = []
-        for va, pa, size, _ in sorted(PAGES):
+        for va, pa, size, _ in sorted(PAGES + LINKED):
             data = self.memory.read(pa, size)
             if out and out[-1][0] + len(out[-1][1]) == va:
                 out[-1][1].extend(data)
@@ -100,7 +103,7 @@ class Machine:
         return found
 
     def paddr(self, vaddr: int) -> int:
-        va, pa, _, _ = next(p for p in PAGES if p[0] <= vaddr < p[0] + p[2])
+        va, pa, _, _ = next(p for p in PAGES + LINKED if p[0] <= vaddr < p[0] + p[2])
         return pa + vaddr - va
 
 
@@ -113,6 +116,8 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Machine:
     pt = X86PageTable(mem, root, 4, allow_writes=True)
     for va, pa, size, flags in PAGES:
         pt.map_range(va, pa, size, size, PageTableFlags(flags), alloc)
+    pd = next(step for step in pt.translate(VA_S).steps if step.level == 2)
+    mem.write(pd.table + (pd.index + 1) * 8, pd.entry.to_bytes(8, "little"))
     mem.write(F_MARK + 0x100, MARK)
     mem.write(F_MARK + K4 - 6, MARK)  # into the next frame: only the direct map has both
     mem.write(F_MARK + 0x800, POINTER.to_bytes(8, "little"))
@@ -159,10 +164,10 @@ def test_a_frame_mapped_at_several_addresses_is_found_at_each(machine: Machine) 
 
 def test_a_match_across_pages_whose_frames_are_out_of_order(machine: Machine) -> None:
     want = machine.expected(STRADDLE)
-    assert want == [VA_S + K4 - 7]
+    assert want == [VA_S + K4 - 7, VA_S + M2 + K4 - 7]  # and in the linked copy
     status, found, _ = hits(machine, "--bytes", STRADDLE.hex())
     assert status == 0 and [h["address"] for h in found] == want
-    assert found[0]["paddr"] == F_S0 + K4 - 7
+    assert [h["paddr"] for h in found] == [F_S0 + K4 - 7] * 2
     # Across an unmapped page there is no match, virtual or physical.
     assert machine.expected(GAPPED) == []
     status, text = run(["search", str(machine.core), "--string", GAPPED.decode()])
@@ -189,7 +194,7 @@ def test_values_text_and_alignment(machine: Machine) -> None:
     assert (
         [h["address"] for h in found]
         == machine.expected(UTF16)
-        == [VA_S + 0x10, DIRECT + F_S0 + 0x10]
+        == [VA_S + 0x10, VA_S + M2 + 0x10, DIRECT + F_S0 + 0x10]
     )
     for align, offset in ((0x100, 0), (0x100, 0xFA), (8, 2)):
         want = [a for a in machine.expected(MARK) if a % align == offset]
@@ -301,3 +306,14 @@ def test_kernel_dump_hits_are_where_qemu_maps_the_bytes(
     assert status == 0 and records[-1] == {"hits": len(want), "more": False}
     assert [r["address"] for r in records[:-1]] == sorted(want)
     assert all(bytes.fromhex(r["context"]).startswith(pattern) for r in records[:-1])
+
+
+def test_a_range_over_the_linked_copy_only(machine: Machine) -> None:
+    """The copy's frames are read through the table's first link, outside the range."""
+    _, found, _ = hits(machine, "--bytes", STRADDLE.hex(), "--range", f"{VA_S + M2:#x}+2M")
+    assert [h["address"] for h in found] == [VA_S + M2 + K4 - 7]
+    _, found, _ = hits(
+        machine, "--string", "h\u00e9llo, search", "--utf16", "--range", f"{VA_S + M2:#x}+2M"
+    )
+    assert [h["address"] for h in found] == [VA_S + M2 + 0x10]
+    assert found[0]["perms"] == "rw- user"
