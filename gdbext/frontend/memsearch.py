@@ -525,12 +525,20 @@ def search_memory(target: Target, options: SearchOptions) -> SearchResult:
             raise UsageError(
                 "search: --phys searches physical memory: it takes no page-table option"
             )
-        ram = list(target.ram) if target.ram is not None else []
-        if options.range is not None:
+        window = options.range
+        if target.ram is None:
+            if window is None:
+                raise UsageError(
+                    f"search: {target.description} does not say where its RAM is: give --range"
+                )
+            ram = [window]
+        else:
+            ram = list(target.ram)
+        if window is not None:
             ram = [
-                AddrRange(max(r.start, options.range.start), min(r.end, options.range.end))
+                AddrRange(max(r.start, window.start), min(r.end, window.end))
                 for r in ram
-                if r.start < options.range.end and options.range.start < r.end
+                if r.start < window.end and window.start < r.end
             ]
         return SearchResult(options, target.mapper, ram=ram)
     pt = open_page_table(target, options.root)

@@ -3,9 +3,9 @@
 - ``text``: ``ADDRESS  PADDR  PERMS  REGION  HEX  |ASCII|`` for a virtual search (the bytes
   from the hit on: the match and what follows it), ``PADDR  HEX  |ASCII|`` for ``--phys``; a
   last ``# N hits`` line, which says when more exist than ``--max`` let through;
-- ``json``: ``{"address", "paddr", "perms", "region", "context"}`` a line (``context`` in
-  hex; ``perms`` and ``region`` left out for ``--phys``), then
-  ``{"hits": N, "more": BOOL}``.
+- ``json``: one object, ``{"pattern", "hits", "found", "more"}``, with a hit a line in
+  ``hits``: ``{"address", "paddr", "perms", "region", "context"}`` (addresses as hex
+  strings, ``context`` in hex; ``perms`` and ``region`` left out for ``--phys``).
 """
 
 from __future__ import annotations
@@ -41,11 +41,18 @@ def render_text(result: SearchResult) -> Iterator[str]:
 
 
 def render_json(result: SearchResult) -> Iterator[str]:
+    """One JSON object, a hit a line: ``{"pattern", "hits": [...], "found", "more"}``."""
+    yield f'{{"pattern": {json.dumps(result.options.pattern.describe)}, "hits": ['
+    held: str | None = None
     for hit in result.hits():
-        record: dict[str, object] = {"address": hit.address, "paddr": hit.paddr}
+        record: dict[str, object] = {"address": f"0x{hit.address:x}", "paddr": f"0x{hit.paddr:x}"}
         if not result.physical:
             record["perms"] = hit.perms
             record["region"] = hit.region or None
         record["context"] = hit.context.hex()
-        yield json.dumps(record)
-    yield json.dumps({"hits": result.found, "more": result.more})
+        if held is not None:
+            yield held + ","
+        held = json.dumps(record)
+    if held is not None:
+        yield held
+    yield f'], "found": {result.found}, "more": {json.dumps(result.more)}}}'

@@ -139,8 +139,11 @@ def run(argv: Sequence[str]) -> tuple[int, str]:
 
 def hits(machine: Machine, *argv: str) -> tuple[int, list[dict[str, object]], dict[str, object]]:
     status, text = run(["search", str(machine.core), "--json", *argv])
-    records = [json.loads(line) for line in text.splitlines()]
-    return status, records[:-1], records[-1]
+    doc = json.loads(text)
+    found = [
+        {**h, "address": int(h["address"], 16), "paddr": int(h["paddr"], 16)} for h in doc["hits"]
+    ]
+    return status, found, {"hits": doc["found"], "more": doc["more"]}
 
 
 def test_a_frame_mapped_at_several_addresses_is_found_at_each(machine: Machine) -> None:
@@ -302,10 +305,10 @@ def test_kernel_dump_hits_are_where_qemu_maps_the_bytes(
     status, text = run(
         ["search", str(dump), "--json", "--bytes", pattern.hex(), "--max", "0x10000"]
     )
-    records = [json.loads(line) for line in text.splitlines()]
-    assert status == 0 and records[-1] == {"hits": len(want), "more": False}
-    assert [r["address"] for r in records[:-1]] == sorted(want)
-    assert all(bytes.fromhex(r["context"]).startswith(pattern) for r in records[:-1])
+    doc = json.loads(text)
+    assert status == 0 and (doc["found"], doc["more"]) == (len(want), False)
+    assert [int(r["address"], 16) for r in doc["hits"]] == sorted(want)
+    assert all(bytes.fromhex(r["context"]).startswith(pattern) for r in doc["hits"])
 
 
 def test_a_range_over_the_linked_copy_only(machine: Machine) -> None:
