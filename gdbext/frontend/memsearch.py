@@ -206,11 +206,21 @@ class SearchResult:
                         carry = b""
                         continue
                     self.bytes_read += len(data)
-                    buf = carry + data
-                    base = at - len(carry)
-                    for i in _matches(buf, pattern, base):
-                        yield base + i, buf[i : i + size], buf[i : i + max(CONTEXT, size)]
-                    carry = buf[len(buf) - carry_len :] if carry_len else b""
+                    if carry:  # matches that start in the carried bytes (no copy of data)
+                        edge = carry + data[: carry_len + CONTEXT]
+                        base = at - len(carry)
+                        for i in _matches(edge, pattern, base):
+                            if i >= len(carry):
+                                break
+                            yield base + i, edge[i : i + size], edge[i : i + max(CONTEXT, size)]
+                    for i in _matches(data, pattern, at):
+                        yield at + i, data[i : i + size], data[i : i + max(CONTEXT, size)]
+                    if not carry_len:
+                        carry = b""
+                    elif len(data) >= carry_len:
+                        carry = data[len(data) - carry_len :]
+                    else:
+                        carry = (carry + data)[-carry_len:]
                 if self.progress is not None:
                     self.progress(self.bytes_read)
                 pos += n

@@ -51,6 +51,7 @@ GAPPED = b"gdbext-GAPPED-three"
 #: Where each is placed: (frame, offset).
 UTF16 = "h\u00e9llo, search".encode("utf-16-le")
 POINTER = 0xFFFFC90000010123
+ACROSS_CHUNKS = b"gdbext-across-chunks"
 
 #: The test's own page list: (vaddr, paddr, size, flags).
 PAGES = [
@@ -127,6 +128,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Machine:
     mem.write(F_G, GAPPED[5:])
     mem.write(F_S0 + 0x10, UTF16)
     mem.write(F_LONE + 0x40, MARK)
+    mem.write(M2 - 5, ACROSS_CHUNKS)  # across the 1 MiB chunks the direct map is read in
     core = tmp_path_factory.mktemp("search") / "machine.elf"
     write_qemu_elf_core(core, mem, [CpuState(cr0=CR0, cr3=root, cr4=CR4, efer=EFER)])
     return Machine(mem, root, core)
@@ -320,3 +322,13 @@ def test_a_range_over_the_linked_copy_only(machine: Machine) -> None:
     )
     assert [h["address"] for h in found] == [VA_S + M2 + 0x10]
     assert found[0]["perms"] == "rw- user"
+
+
+def test_a_match_across_two_chunks_of_reading(machine: Machine) -> None:
+    want = machine.expected(ACROSS_CHUNKS)
+    assert want == [DIRECT + M2 - 5]
+    _, found, _ = hits(machine, "--string", ACROSS_CHUNKS.decode())
+    assert [h["address"] for h in found] == want
+    assert bytes.fromhex(str(found[0]["context"])) == ACROSS_CHUNKS  # the match, 20 bytes
+    _, found, _ = hits(machine, "--phys", "--string", ACROSS_CHUNKS.decode())
+    assert [h["address"] for h in found] == machine.expected_phys(ACROSS_CHUNKS) == [M2 - 5]
