@@ -32,6 +32,7 @@ from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.detect import labels_wanted
 from gdbext.linux.layout import Layout
 from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.permfilter import PermFilter
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, LeafRun
@@ -86,6 +87,8 @@ class SearchOptions:
     range: AddrRange | None = None
     max_hits: int = DEFAULT_MAX_HITS
     labels: str = "auto"
+    #: Only pages whose effective permissions pass (``--filter``).
+    perm: PermFilter | None = None
 
 
 class Segment(NamedTuple):
@@ -252,7 +255,7 @@ class SearchResult:
         out: list[Segment] = []
         aliases: list[Alias] = []
         held: list[int] | None = None  # vaddr, paddr, size, user, writable, executable, leaf
-        for rec in pt.iter_runs(aliases="collapse", ignore=_IGNORED):
+        for rec in pt.iter_runs(aliases="collapse", ignore=_IGNORED, perm=self.options.perm):
             if type(rec) is AliasRun:
                 span = (rec.end - rec.vaddr) // rec.count
                 aliases.append(
@@ -335,6 +338,7 @@ class SearchResult:
         ``--range`` and aligned as asked."""
         pattern = self.options.pattern
         window = self.options.range
+        wanted = self.options.perm
         size = pattern.size
         perms = (seg.user, seg.writable, seg.executable)
         for va, (user, writable, executable) in _copies(
@@ -342,6 +346,8 @@ class SearchResult:
         ):
             if window is not None and not window.start <= va < window.end:
                 continue
+            if wanted is not None and not wanted.matches(user, writable, executable):
+                continue  # a copy whose path allows other than the first's
             if va % pattern.align != pattern.offset:
                 continue
             yield self._hit(va, paddr, context, user, writable, executable)
@@ -535,6 +541,8 @@ def search_memory(target: Target, options: SearchOptions) -> SearchResult:
             raise UsageError(
                 "search: --phys searches physical memory: it takes no page-table option"
             )
+        if options.perm is not None:
+            raise UsageError("search: --phys searches physical memory: it takes no --filter")
         window = options.range
         if target.ram is None:
             if window is None:

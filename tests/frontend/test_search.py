@@ -332,3 +332,17 @@ def test_a_match_across_two_chunks_of_reading(machine: Machine) -> None:
     assert bytes.fromhex(str(found[0]["context"])) == ACROSS_CHUNKS  # the match, 20 bytes
     _, found, _ = hits(machine, "--phys", "--string", ACROSS_CHUNKS.decode())
     assert [h["address"] for h in found] == machine.expected_phys(ACROSS_CHUNKS) == [M2 - 5]
+
+
+def test_filter_keeps_the_pages_whose_permissions_match(machine: Machine) -> None:
+    flags = {va: f for va, _, size, f in PAGES + LINKED for va in range(va, va + size, K4)}
+
+    def passes(vaddr: int, spec: str) -> bool:
+        f = flags[vaddr & ~(K4 - 1)]
+        user, writable = bool(f & U), bool(f & W)
+        return {"u": user, "s": not user, "w": writable}[spec]
+
+    for spec in ("u", "s", "w"):
+        want = [a for a in machine.expected(MARK) if passes(a, spec)]
+        _, found, _ = hits(machine, "--string", MARK.decode(), "--filter", spec)
+        assert [h["address"] for h in found] == want, spec

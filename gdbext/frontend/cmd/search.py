@@ -14,7 +14,8 @@ TEXT = (
     "Find a pattern in every page the selected page table maps (within --range), or in "
     "physical RAM with --phys. Each physical frame range is read once however many virtual "
     "addresses map it, and every virtual address that maps a match is reported; a match that "
-    "straddles two virtual pages whose frames are not contiguous is found. Each hit: its "
+    "straddles two virtual pages whose frames are not contiguous is found; --filter keeps the "
+    "pages whose permissions match. Each hit: its "
     "address, its physical address, the page's permissions, the Linux region and the bytes "
     "from there. Give one pattern: --bytes HEX, --string TEXT (--utf16: as UTF-16LE), "
     "--u64/--u32/--u16 VALUE (little-endian), or --pointer-into REGION|START-END (8-byte "
@@ -58,6 +59,13 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         type=argtypes.addr_range,
         metavar="START-END",
         help="only this range (virtual, or physical with --phys; or START+SIZE)",
+    )
+    p.add_argument(
+        "--filter",
+        type=argtypes.perm_filter,
+        metavar="SPEC",
+        help="only pages whose effective permissions match (as walk's: w, ro, x, nx, u, s, "
+        "wx, each negated by '!', ANDed by ',')",
     )
     p.add_argument(
         "--max",
@@ -159,7 +167,9 @@ def run(call: Invocation) -> int:
         pattern = Pattern(data, label, None, align, offset)
     result = search_memory(
         call.target,
-        SearchOptions(pattern, root, args.phys, args.range, args.max_hits, args.labels),
+        SearchOptions(
+            pattern, root, args.phys, args.range, args.max_hits, args.labels, args.filter
+        ),
     )
     call.emit(result)
     return result.exit_status
