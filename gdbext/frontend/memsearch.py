@@ -3,24 +3,27 @@
 :func:`search_memory` checks a request and returns a :class:`SearchResult`, which reads nothing
 until :meth:`SearchResult.hits` is iterated:
 
-- virtual (the default): the selected table's leaves are walked once (the engine's
-  :meth:`~gdbext.x86.paging.X86PageTable.iter_runs`, clipped to ``--range``), each run a
-  :class:`Segment` (virtual start, frame, size, permissions). The physical ranges they map are
-  merged and read once each, in chunks of :data:`CHUNK` bytes with ``len(pattern) - 1`` bytes
-  carried between chunks, however many virtual addresses map them; a match inside a frame
-  range is then reported at every virtual address that maps it (found through an index of the
-  segments by 2 MiB block). A match that straddles two virtually consecutive segments whose
+- virtual (the default): the selected table is walked once (the engine's
+  :meth:`~gdbext.x86.paging.X86PageTable.iter_runs`, tables linked again collapsed into
+  :class:`Alias` records rather than expanded: ESPfix links one table 65,536 times), each run of
+  leaves a :class:`Segment` (virtual start, frame, size, permissions), clipped to ``--range``
+  and to what the aliases that meet it copy. The physical ranges the segments map are merged
+  and read once each, in chunks of :data:`CHUNK` bytes with ``len(pattern) - 1`` bytes carried
+  between chunks, however many virtual addresses map them; a match inside a frame range is
+  then reported at every virtual address that maps it (the segments indexed by 2 MiB block,
+  then each alias's copies). A match that straddles two virtually consecutive segments whose
   frames are not contiguous is found by reading ``len(pattern) - 1`` bytes on each side of the
   boundary, in virtual order.
 - physical (``--phys``): the target's RAM ranges, read in chunks the same way.
 
 Hits are :class:`Hit` values; at most ``max_hits`` (then :attr:`SearchResult.more` says that
-more exist). Nothing here prints; :mod:`gdbext.render.search` formats the hits.
+more exist, and a virtual search gives the first ``max_hits`` it found, frame range by frame
+range, in virtual-address order). Nothing here prints; :mod:`gdbext.render.search` formats the hits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -153,8 +156,6 @@ class SearchResult:
     bytes_read: int = 0
     #: The tables linked again (a virtual search's, once it has walked).
     aliases: list[Alias] = field(default_factory=list)
-    #: Called with the bytes read so far (a progress report); ``None``: none.
-    progress: Callable[[int], None] | None = None
 
     @property
     def physical(self) -> bool:
@@ -224,8 +225,6 @@ class SearchResult:
                         carry = data[len(data) - carry_len :]
                     else:
                         carry = (carry + data)[-carry_len:]
-                if self.progress is not None:
-                    self.progress(self.bytes_read)
                 pos += n
 
     def _read(self, paddr: int, size: int) -> Iterator[tuple[int, bytes | None]]:
