@@ -346,3 +346,23 @@ def test_filter_keeps_the_pages_whose_permissions_match(machine: Machine) -> Non
         want = [a for a in machine.expected(MARK) if passes(a, spec)]
         _, found, _ = hits(machine, "--string", MARK.decode(), "--filter", spec)
         assert [h["address"] for h in found] == want, spec
+
+
+@pytest.mark.parametrize("name", ["4level", "la57"])
+def test_kernel_dump_espfix_copies_are_each_reported(
+    kernel_dump: Callable[[str], Path], name: str
+) -> None:
+    """ESPfix links one page table thousands of times: a hit in its page is at every address
+    QEMU's ``info tlb`` lists there (the page's first 8 bytes, zero, at each page start)."""
+    dump = kernel_dump(name)
+    tlb = info_tlb(f"{name}.info-tlb")
+    lo, hi = 0xFFFFFF0000000000, 0xFFFFFF8000000000  # ESPfix, 4 and 5 levels alike
+    pages = {va: pa for va, (pa, _) in tlb.items() if lo <= va < hi}
+    frames = set(pages.values())
+    assert len(pages) > 1000 and len(frames) < 10  # a few frames, many copies
+    zero = {pa for pa in frames if elf_read(dump, pa, 8) == bytes(8)}
+    want = sorted(va for va, pa in pages.items() if pa in zero)
+    argv = ["--u64", "0", "--align", "4096", "--range", f"{lo:#x}-{hi:#x}", "--max", "0x100000"]
+    status, text = run(["search", str(dump), "--json", *argv])
+    doc = json.loads(text)
+    assert status == 0 and [int(h["address"], 16) for h in doc["hits"]] == want
