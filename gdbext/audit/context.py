@@ -54,6 +54,7 @@ __all__ = [
 ACCESSED = int(PageTableFlags.ACCESSED)
 _T = TypeVar("_T")
 
+
 @dataclass(frozen=True)
 class PtiPair:
     """The two halves of a PTI page-table pair."""

@@ -248,9 +248,7 @@ class Layout:
     def base_lines(self) -> list[str]:
         """One line per base: its name, value and provenance (for ``info``), e.g.
         ``direct map    0xffff888000000000 (page tables: lowest 1 GiB boundary ...)``."""
-        return [
-            f"{BASE_NAMES.get(k, k) + ':':<14}{b.describe()}" for k, b in self.bases.items()
-        ]
+        return [f"{BASE_NAMES.get(k, k) + ':':<14}{b.describe()}" for k, b in self.bases.items()]
 
 
 #: What :meth:`Layout.base_lines` calls each base.

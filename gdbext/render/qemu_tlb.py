@@ -106,9 +106,7 @@ def _leaf_lines(rec: LeafRun, flag_cache: dict[tuple[int, int], str]) -> list[st
     end = rec.vaddr + rec.count * ps
     return [
         f"{va:016x}: {p:016x} {flags}"
-        for va, p in zip(
-            range(rec.vaddr, end, ps), range(pa, pa + rec.count * ps, ps), strict=True
-        )
+        for va, p in zip(range(rec.vaddr, end, ps), range(pa, pa + rec.count * ps, ps), strict=True)
     ]
 
 

@@ -179,9 +179,7 @@ def entry_rules(max_phys_bits: int = MAX_PHYS_BITS, nxe: bool = True) -> EntryRu
             )
         )
     above = _LOW_52 & ~((1 << max_phys_bits) - 1)
-    return EntryRules(
-        max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level), above
-    )
+    return EntryRules(max_phys_bits, nxe, addr, NO_EXECUTE if nxe else 0, tuple(per_level), above)
 
 
 def is_present(entry: int) -> bool:

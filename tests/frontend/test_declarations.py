@@ -35,8 +35,9 @@ TARGET_OPTIONS = {"--backend", "--dump", "--format-in", "--base", "--direct-map"
 def test_names_and_summaries() -> None:
     names = [c.name for c in cmd.COMMANDS]
     assert names == [
-        "info", "walk", "translate", "read", "who-maps", "aliases", "heap", "audit", "kaslr"
-    ]
+        "info", "walk", "translate", "read", "search", "who-maps", "aliases", "heap", "audit",
+        "kaslr",
+    ]  # fmt: skip
     for command in cmd.COMMANDS:
         assert command.debugger_name == f"pt-{command.name}"
         assert cmd.find(command.name) is command

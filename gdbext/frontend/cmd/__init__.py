@@ -1,5 +1,5 @@
-"""The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``who-maps``,
-``aliases``, ``heap``, ``audit``, ``kaslr``.
+"""The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``search``,
+``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``.
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
@@ -9,7 +9,18 @@ and the command reference list the commands in this order.
 from __future__ import annotations
 
 from gdbext.errors import UsageError
-from gdbext.frontend.cmd import aliases, audit, heap, info, kaslr, read, translate, walk, whomaps
+from gdbext.frontend.cmd import (
+    aliases,
+    audit,
+    heap,
+    info,
+    kaslr,
+    read,
+    search,
+    translate,
+    walk,
+    whomaps,
+)
 from gdbext.frontend.command import Command
 from gdbext.units import shown
 
@@ -18,6 +29,7 @@ COMMANDS: tuple[Command, ...] = (
     walk.COMMAND,
     translate.COMMAND,
     read.COMMAND,
+    search.COMMAND,
     whomaps.COMMAND,
     aliases.COMMAND,
     heap.COMMAND,
