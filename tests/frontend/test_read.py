@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
 import random
 import re
 import shutil
@@ -23,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
-from support.paths import KERNELS
+from support.dumps import elf_read
+from support.goldens import info_tlb, registers
 
 from gdbext import cli
 from gdbext.cpu import CpuState
@@ -274,35 +273,14 @@ def test_max_size_raised_and_sizes_with_units(machine: Machine, core: Path, tmp_
 # --- The committed kernel dumps -----------------------------------------------------------------
 
 
-def qemu_cr3(name: str) -> int:
-    text = (KERNELS / f"{name}.info-registers.txt").read_text()
-    match = re.search(r"CR3=([0-9a-f]+)", text)
-    assert match is not None
-    return int(match[1], 16) & ~0xFFF
-
-
 def qemu_virtual(name: str, paddr: int) -> int:
     """A virtual address QEMU's ``info tlb`` maps to ``paddr`` (4 KiB leaves, or the start
     of a large one whose frame is ``paddr`` rounded down to 2 MiB)."""
-    with lzma.open(KERNELS / f"{name}.info-tlb.txt.xz", "rt") as f:
-        for line in f:
-            va, pa = (int(x, 16) for x in line.split(":")[0:1] + line.split()[1:2])
-            large = line.split()[2][3] == "P"
-            if pa == paddr or (large and pa == paddr & ~(M2 - 1) and not va & (M2 - 1)):
-                return va + paddr - pa
+    for va, (pa, flags) in info_tlb(f"{name}.info-tlb").items():
+        large = flags[3] == "P"
+        if pa == paddr or (large and pa == paddr & ~(M2 - 1) and not va & (M2 - 1)):
+            return va + paddr - pa
     raise AssertionError(f"{name}: nothing maps 0x{paddr:x}")
-
-
-def elf_bytes(path: Path, paddr: int, size: int) -> bytes:
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if (
-                seg["p_type"] == "PT_LOAD"
-                and seg["p_paddr"] <= paddr < seg["p_paddr"] + seg["p_filesz"]
-            ):
-                f.seek(seg["p_offset"] + paddr - seg["p_paddr"])
-                return f.read(size)
-    raise AssertionError(f"0x{paddr:x} is in no PT_LOAD")
 
 
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
@@ -312,8 +290,8 @@ def test_a_kernel_dump_read_where_qemu_says(
     """CPU 0's root table, read through the direct map where QEMU's ``info tlb`` maps it, and
     physically, is the ELF file's bytes at that physical address."""
     dump = kernel_dump(name)
-    cr3 = qemu_cr3(name)
-    want = elf_bytes(dump, cr3, K4)
+    cr3 = registers(name)["CR3"] & ~0xFFF
+    want = elf_read(dump, cr3, K4)
     assert any(want)
     vaddr = qemu_virtual(name, cr3)
     assert raw(["read", str(dump), hex(vaddr), "4K"], tmp_path) == (0, want)

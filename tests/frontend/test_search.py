@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from support.dumps import elf_read
 from support.goldens import info_tlb, registers
 
 from gdbext import cli
@@ -272,18 +273,6 @@ def elf_find(path: Path, pattern: bytes) -> list[int]:
                 found.append(seg["p_paddr"] + i)
                 i = data.find(pattern, i + 1)
     return found
-
-
-def elf_read(path: Path, paddr: int, size: int) -> bytes:
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if (
-                seg["p_type"] == "PT_LOAD"
-                and seg["p_paddr"] <= paddr < seg["p_paddr"] + seg["p_filesz"]
-            ):
-                f.seek(seg["p_offset"] + paddr - seg["p_paddr"])
-                return f.read(size)
-    raise AssertionError(f"0x{paddr:x} is in no PT_LOAD")
 
 
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])

@@ -1,8 +1,12 @@
-"""Pieces of crash dumps built byte by byte for the dump readers' tests."""
+"""Pieces of crash dumps built byte by byte for the dump readers' tests, and the bytes of an
+ELF dump read with pyelftools, independently of gdbext's readers."""
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
 
 
 def elf_note(name: bytes, ntype: int, desc: bytes) -> bytes:
@@ -15,3 +19,17 @@ def elf_note(name: bytes, ntype: int, desc: bytes) -> bytes:
         + desc
         + bytes(-len(desc) % 4)
     )
+
+
+def elf_read(path: Path, paddr: int, size: int) -> bytes:
+    """``size`` bytes at physical ``paddr`` of the ELF dump at ``path``, from the PT_LOAD
+    segment that holds ``paddr`` (pyelftools, not gdbext's reader)."""
+    with open(path, "rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if (
+                seg["p_type"] == "PT_LOAD"
+                and seg["p_paddr"] <= paddr < seg["p_paddr"] + seg["p_filesz"]
+            ):
+                f.seek(seg["p_offset"] + paddr - seg["p_paddr"])
+                return f.read(size)
+    raise AssertionError(f"0x{paddr:x} is in no PT_LOAD")
