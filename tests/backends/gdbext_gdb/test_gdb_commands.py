@@ -218,7 +218,20 @@ def test_the_tests_drop_progress_reports_and_nothing_else() -> None:
     assert without_progress(stderr) == "".join(kept)
 
 
-def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "shown", "report"),
+    [
+        ("pt-walk", b"so far", r"^pt-walk: \d+ leaves so far, (\d+) s \(Ctrl-C interrupts\)\n"),
+        (
+            "pt-search --string never-there",
+            b"Ctrl-C interrupts",
+            r"^pt-search: (\d+) s \(Ctrl-C interrupts\)\n",
+        ),
+    ],
+)
+def test_a_long_command_shows_progress_and_stops_on_ctrl_c(
+    tmp_path: Path, command: str, shown: bytes, report: str
+) -> None:
     """A backend whose reads take 1 s each (a slow stub): progress on stderr (a pipe, not a
     terminal: after 5 s, at most one line per 5 s), SIGINT gives one "interrupted" line, the
     command scope is left, and GDB goes on."""
@@ -228,16 +241,16 @@ def test_a_long_walk_shows_progress_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     argv = gdb_argv(
         f"source {plugin}",
         f"pt-backend slow --scenario {DEMO}",
-        "pt-walk",
+        command,
         "echo after\\n",
         "pt-info",
     )
-    out, stderr = interrupted_run(argv, b"so far")
+    out, stderr = interrupted_run(argv, shown)
     # The first report: 5 s in (the interval into a pipe), or a little later on a loaded
-    # machine, the first read after 5 s being where the walk looks at the clock.
-    first = re.match(r"^pt-walk: \d+ leaves so far, (\d+) s \(Ctrl-C interrupts\)\n", stderr)
+    # machine, the first read after 5 s being where the command looks at the clock.
+    first = re.match(report, stderr)
     assert first and 5 <= int(first.group(1)) < 10, stderr
-    assert stderr.splitlines()[-1] == "pt-walk: interrupted"
+    assert stderr.splitlines()[-1] == f"{command.split()[0]}: interrupted"
     assert "Traceback" not in stderr
     assert out.startswith(f"backend slow: {DEMO}\nafter\nbackend:     slow ")
     assert log.read_text().splitlines() == ["enter", "exit KeyboardInterrupt", "enter", "exit"]
