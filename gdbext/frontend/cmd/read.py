@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 from gdbext.errors import EXIT_NOT_FOUND, ReadGapError, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, command_name, root_options, write_lines
-from gdbext.units import format_size, not_a_number, parse_int, parse_size, plural
+from gdbext.units import format_size, parse_int, parse_size, plural
 
 if TYPE_CHECKING:
     from gdbext.frontend.memread import ReadResult
@@ -74,21 +74,8 @@ def _size(text: str) -> int:
 def operands(args: argparse.Namespace) -> str | None:
     """``[DUMP] ADDR SIZE``: the first operand is the dump when it is not a number and no other
     backend was named (as ``translate``'s). Leaves ``args.address`` and ``args.size``."""
-    from gdbext.plugin.host import DUMP_BACKEND
-
     name = command_name(args)
-    positional = None
-    rest = list(args.operands)
-    if (
-        hasattr(args, "backend")
-        and getattr(args, "dump_option", None) is None
-        and args.backend in (None, DUMP_BACKEND)
-        and rest
-        and not argtypes.is_number(rest[0])
-    ):
-        positional = rest.pop(0)
-        if not os.path.exists(positional) and "did you mean" in not_a_number(positional):
-            raise UsageError(f"{name}: argument ADDR: {not_a_number(positional)}")
+    positional, rest = argtypes.leading_source(args, name, "ADDR")
     if len(rest) != 2:
         raise UsageError(f"{name}: give ADDR and SIZE{' after the DUMP' if positional else ''}")
     try:

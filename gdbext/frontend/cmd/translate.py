@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from gdbext.errors import EXIT_NOT_FOUND, UntranslatedError, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, command_name, root_options
-from gdbext.units import not_a_number, parse_int
+from gdbext.units import parse_int
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
@@ -27,22 +26,8 @@ def operands(args: argparse.Namespace) -> str | None:
     target options; a dump whose name is a number is given as ``./NAME`` or with ``--dump``),
     or, before at least one VADDR, the source of the backend named (``gdbstub``'s
     ``HOST:PORT``). Leaves the addresses, parsed, in ``args.vaddrs``."""
-    from gdbext.plugin.host import DUMP_BACKEND
-
     name = command_name(args)
-    positional = None
-    rest = list(args.operands)
-    dump = getattr(args, "backend", None) in (None, DUMP_BACKEND)
-    if (
-        hasattr(args, "backend")
-        and getattr(args, "dump_option", None) is None
-        and rest[1 if not dump else 0 :]  # another backend's source comes before a VADDR
-        and not argtypes.is_number(rest[0])
-    ):
-        positional = rest.pop(0)
-        if dump and not os.path.exists(positional) and "did you mean" in not_a_number(positional):
-            # A hex address without 0x, not a dump that was meant.
-            raise UsageError(f"{name}: argument VADDR: {not_a_number(positional)}")
+    positional, rest = argtypes.leading_source(args, name, "VADDR", other_backends=True)
     if not rest:
         raise UsageError(f"{name}: give at least one VADDR after the DUMP")
     vaddrs = []

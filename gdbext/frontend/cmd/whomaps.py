@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from gdbext.errors import EXIT_NOT_FOUND, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, command_name, root_options
-from gdbext.units import not_a_number
 
 #: ``who-maps``'s help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -51,21 +49,8 @@ def _prange(name: str, text: str) -> object:
 def operands(args: argparse.Namespace) -> str | None:
     """``[DUMP] PADDR[-END]``: the first operand is the dump when it is not a number and no
     other backend was named (as ``read``'s). Leaves the range in ``args.prange``."""
-    from gdbext.plugin.host import DUMP_BACKEND
-
     name = command_name(args)
-    positional = None
-    rest = list(args.operands)
-    if (
-        hasattr(args, "backend")
-        and getattr(args, "dump_option", None) is None
-        and args.backend in (None, DUMP_BACKEND)
-        and len(rest) > 1
-        and not argtypes.is_number(rest[0])
-    ):
-        positional = rest.pop(0)
-        if not os.path.exists(positional) and "did you mean" in not_a_number(positional):
-            raise UsageError(f"{name}: argument PADDR: {not_a_number(positional)}")
+    positional, rest = argtypes.leading_source(args, name, "PADDR", needs=1)
     if len(rest) != 1:
         raise UsageError(f"{name}: give one PADDR[-END]{' after the DUMP' if positional else ''}")
     args.prange = _prange(name, rest[0])
