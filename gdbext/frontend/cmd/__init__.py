@@ -3,7 +3,8 @@
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
-and the command reference list the commands in this order.
+and the command reference list the commands in this order. :mod:`~gdbext.frontend.cmd.operands`
+holds what commands taking ``[DUMP] OPERAND...`` share.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from gdbext.errors import EXIT_NOT_FOUND, ReadGapError, UsageError
 from gdbext.frontend import argtypes
+from gdbext.frontend.cmd.operands import leading_source
 from gdbext.frontend.command import Command, Invocation, command_name, root_options, write_lines
 from gdbext.units import format_size, parse_int, parse_size, plural
 
@@ -75,7 +76,7 @@ def operands(args: argparse.Namespace) -> str | None:
     """``[DUMP] ADDR SIZE``: the first operand is the dump when it is not a number and no other
     backend was named (as ``translate``'s). Leaves ``args.address`` and ``args.size``."""
     name = command_name(args)
-    positional, rest = argtypes.leading_source(args, name, "ADDR")
+    positional, rest = leading_source(args, name, "ADDR")
     if len(rest) != 2:
         raise UsageError(f"{name}: give ADDR and SIZE{' after the DUMP' if positional else ''}")
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, UntranslatedError, UsageError
-from gdbext.frontend import argtypes
+from gdbext.frontend.cmd.operands import leading_source
 from gdbext.frontend.command import Command, Invocation, command_name, root_options
 from gdbext.units import parse_int
 
@@ -27,7 +27,7 @@ def operands(args: argparse.Namespace) -> str | None:
     or, before at least one VADDR, the source of the backend named (``gdbstub``'s
     ``HOST:PORT``). Leaves the addresses, parsed, in ``args.vaddrs``."""
     name = command_name(args)
-    positional, rest = argtypes.leading_source(args, name, "VADDR", other_backends=True)
+    positional, rest = leading_source(args, name, "VADDR", other_backends=True)
     if not rest:
         raise UsageError(f"{name}: give at least one VADDR after the DUMP")
     vaddrs = []

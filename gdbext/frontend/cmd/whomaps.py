@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, UsageError
-from gdbext.frontend import argtypes
+from gdbext.frontend.cmd.operands import leading_source
 from gdbext.frontend.command import Command, Invocation, command_name, root_options
 
 #: ``who-maps``'s help: the command line's ``--help`` and the debuggers'.
@@ -50,7 +50,7 @@ def operands(args: argparse.Namespace) -> str | None:
     """``[DUMP] PADDR[-END]``: the first operand is the dump when it is not a number and no
     other backend was named (as ``read``'s). Leaves the range in ``args.prange``."""
     name = command_name(args)
-    positional, rest = argtypes.leading_source(args, name, "PADDR", needs=1)
+    positional, rest = leading_source(args, name, "PADDR", needs=1)
     if len(rest) != 1:
         raise UsageError(f"{name}: give one PADDR[-END]{' after the DUMP' if positional else ''}")
     args.prange = _prange(name, rest[0])
