@@ -255,8 +255,10 @@ def pointer_regions(
     up to the end of the image mapping's last leaf, in the kernel's tables), the modules area
     as mapped (its first leaf up to the end of its last; none when no module is loaded: the
     area is 1 GiB, where code bytes in user pages often fall) and the direct map
-    (``page_offset_base`` up to ``ram_end``, the end of physical memory, else the layout's
-    direct-map region)."""
+    (``page_offset_base`` up to the end of its last leaf in the kernel's tables; when those
+    cannot be read, up to ``ram_end``, the end of physical memory, else the layout's
+    direct-map region). The tables decide, not the backend's idea of RAM: a live target and a
+    dump of the same stop then search for the same pointers."""
     kpt = kernel_tables(pt, facts)
     out: list[PointerRegion] = []
     image = _first_image_leaf(kpt)
@@ -269,10 +271,14 @@ def pointer_regions(
         out.append(PointerRegion(MODULES, AddrRange(*loaded)))
     direct = layout.bases.get("page_offset_base")
     if direct is not None:
-        if ram_end is not None:
+        span = layout.label(direct.value).end
+        mapped = _mapped_extent(kpt, AddrRange(direct.value, span))
+        if mapped is not None:
+            end = mapped[1]
+        elif ram_end is not None:
             end = min(direct.value + ram_end, _TOP)
         else:
-            end = layout.label(direct.value).end
+            end = span
         out.append(PointerRegion(DIRECT_MAP, AddrRange(direct.value, end)))
     return sorted(out, key=lambda r: r.range.start)
 
