@@ -169,7 +169,7 @@ IMPORTED_BY_LOADING = {
 
 def imported_by_loading(modules: str) -> set[str]:
     """The top-level packages in ``modules`` (names separated by spaces) outside the standard
-    library, setuptools' finder of an editable install left out."""
+    library, an editable install's import hook, if any, left out."""
     tops = {name.partition(".")[0] for name in modules.split()}
     return {t for t in tops - sys.stdlib_module_names if not t.startswith("__editable__")}
 
