@@ -418,6 +418,20 @@ class LayoutError(InputError):
         self.levels = levels
 
 
+class BtfError(InputError):
+    """BTF (the kernel's type information) that is malformed, or lacks a type or member asked
+    for; ``offset`` is where the bad bytes are (a physical address in a dump, or an offset in
+    a file), when known."""
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        GdbextError.__init__(
+            self, f"BTF: {reason}" if offset is None else f"BTF at 0x{offset:x}: {reason}"
+        )
+        self.path = None
+        self.offset = offset
+        self.reason = reason
+
+
 class WalkLimitError(InputError):
     """A walk that would produce more leaf entries than allowed (shared tables multiplying)."""
 
