@@ -432,6 +432,17 @@ class BtfError(InputError):
         self.reason = reason
 
 
+class TaskListError(InputError):
+    """A kernel task list that ends badly: a cycle that misses its head, a pointer the kernel's
+    tables do not map or the backend cannot read, or more entries than the walk takes. The
+    tasks read before are kept by the walk's result; ``read`` says how many."""
+
+    def __init__(self, reason: str, read: int = 0) -> None:
+        super().__init__(f"the task list stopped after {read} tasks: {reason}")
+        self.reason = reason
+        self.read = read
+
+
 class WalkLimitError(InputError):
     """A walk that would produce more leaf entries than allowed (shared tables multiplying)."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gdbext.addr import AddrRange
-from gdbext.errors import BtfError, GdbextError, NotFoundError
+from gdbext.errors import BtfError, GdbextError, NotFoundError, TaskListError
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.btf import Btf
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
@@ -155,7 +155,7 @@ class TaskList:
     tasks: tuple[Task, ...]
     init_task: int
     threads: bool
-    error: str | None = None
+    error: TaskListError | None = None
 
 
 class KernelMemory:
@@ -270,7 +270,7 @@ class _Walk:
 
     def add(self, task: int) -> Task:
         if len(self.tasks) >= self.limit:
-            raise GdbextError(f"more than {self.limit} tasks: a corrupt list?")
+            raise TaskListError(f"more than {self.limit} tasks: a corrupt list?", self.limit)
         t = _read_task(self.mem, self.layout, task)
         self.tasks.append(t)
         return t
@@ -282,9 +282,15 @@ class _Walk:
             if nxt == head:
                 return
             if nxt < _KERNEL_HALF:
-                raise GdbextError(f"{what} 0x{node:x} points to 0x{nxt:x}, not a kernel address")
+                raise TaskListError(
+                    f"{what} 0x{node:x} points to 0x{nxt:x}, not a kernel address",
+                    len(self.tasks),
+                )
             if nxt in self.seen:
-                raise GdbextError(f"{what} 0x{nxt:x} comes again: a cycle that misses its head")
+                raise TaskListError(
+                    f"{what} 0x{nxt:x} comes again: a cycle that misses its head",
+                    len(self.tasks),
+                )
             self.seen.add(nxt)
             yield nxt
             node = nxt
@@ -318,7 +324,7 @@ def walk_tasks(
         init_task = find_init_task(pt, layout, mem.mapper)
     walk = _Walk(mem, layout, limit)
     listed = layout.thread_head is not None
-    error = None
+    error: TaskListError | None = None
     head = init_task + layout.tasks
     try:
         walk.add(init_task)
@@ -327,6 +333,8 @@ def walk_tasks(
             walk.add(leader)
             if listed:
                 walk.threads(leader)
+    except TaskListError as exc:
+        error = exc
     except GdbextError as exc:
-        error = str(exc)
+        error = TaskListError(str(exc), len(walk.tasks))
     return TaskList(tuple(walk.tasks), init_task, listed, error)

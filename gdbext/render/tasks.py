@@ -1,0 +1,62 @@
+"""``tasks``' output: a line per task, then how the walk ended."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from gdbext.frontend.tasks import TasksResult
+from gdbext.units import plural
+
+
+def _hex(value: int | None) -> str | None:
+    return None if value is None else f"0x{value:x}"
+
+
+def render_text(result: TasksResult) -> Iterator[str]:
+    """A heading (BTF, ``init_task``, kernel root), ``PID TGID S COMM ROOT`` lines (``-``: a
+    kernel thread), and a count."""
+    found = result.tasks
+    yield (
+        f"BTF at 0x{result.btf_at:x} ({result.btf_types} types); init_task "
+        f"0x{found.init_task:x}; kernel root 0x{result.kernel_root:x}"
+    )
+    yield f"{'PID':>7} {'TGID':>7} S {'COMM':<16} ROOT"
+    for t in found.tasks:
+        root = "-" if t.kernel_thread else ("?" if t.root is None else f"0x{t.root:x}")
+        yield f"{t.pid:>7} {t.tgid:>7} {t.state} {t.comm:<16} {root}"
+    n = len(found.tasks)
+    kthreads = sum(t.kernel_thread for t in found.tasks)
+    yield (
+        f"{n} task{plural(n)}: {n - kthreads} with an mm, {kthreads} kernel thread"
+        f"{plural(kthreads)}" + ("" if found.threads else "; threads are not listed")
+    )
+
+
+def render_json(result: TasksResult) -> Iterator[str]:
+    """``{"btf", "init_task", "kernel_root", "threads", "tasks": [{"pid", "tgid", "comm",
+    "state", "root", ...}], "error"}``; ``root`` is ``null`` for a kernel thread."""
+    found = result.tasks
+    doc: dict[str, Any] = {
+        "btf": {"paddr": _hex(result.btf_at), "types": result.btf_types},
+        "init_task": _hex(found.init_task),
+        "kernel_root": _hex(result.kernel_root),
+        "threads": found.threads,
+        "tasks": [
+            {
+                "pid": t.pid,
+                "tgid": t.tgid,
+                "comm": t.comm,
+                "state": t.state,
+                "root": _hex(t.root),
+                "kernel_thread": t.kernel_thread,
+                "state_value": t.state_value,
+                "task": _hex(t.address),
+                "mm": _hex(t.mm or None),
+            }
+            for t in found.tasks
+        ],
+        "error": None if found.error is None else str(found.error),
+    }
+    yield json.dumps(doc, indent=2)
