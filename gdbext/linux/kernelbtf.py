@@ -3,7 +3,7 @@
 A kernel built with ``CONFIG_DEBUG_INFO_BTF=y`` links its BTF blob (``.BTF``, between
 ``__start_BTF`` and ``__stop_BTF``) into the image's read-only data, so a dump that holds the
 image holds it. Without symbols, :func:`find_kernel_btf` searches the image's read-only pages,
-as the kernel's own tables map them (:func:`~gdbext.linux.kernelimage.image_parts`), for the
+as the kernel's own tables map them (the non-executable ones first), for the
 magic and version (``9f eb 01``); a hit counts only when its header's sections fit, the whole
 blob parses and it has a ``task_struct``. Module BTF (split BTF, in the modules area) is not
 looked for: the kernel's own types are all the task list needs.
@@ -16,11 +16,13 @@ from typing import Final
 
 from gdbext.addr import AddrRange
 from gdbext.errors import BtfError, GdbextError, NotFoundError
+from gdbext.flags import ACCESSED_DIRTY
 from gdbext.formats.btf import BTF_HEADER, BTF_MAGIC, BTF_VERSION
 from gdbext.linux.btf import Btf
-from gdbext.linux.kernelimage import image_parts
+from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.x86.paging import X86PageTable
+from gdbext.x86.records import LeafRun
 
 __all__ = ["MAX_BTF_SIZE", "find_kernel_btf", "kernel_btf_candidates"]
 
@@ -53,11 +55,24 @@ def _hits(mapper: PhysMapper, ranges: list[AddrRange]) -> Iterator[int]:
 
 
 def kernel_btf_candidates(pt: X86PageTable) -> list[AddrRange]:
-    """The physical ranges searched: the kernel image's read-only parts in ``pt`` (the
-    kernel's own tables), else all of its parts."""
-    parts = image_parts(pt)
-    ro = [p.range for p in parts if not p.writable]
-    return ro or [p.range for p in parts]
+    """The physical ranges searched, in order: the kernel image's read-only, non-executable
+    leaves in ``pt`` (the kernel's own tables; read-only data, where ``.BTF`` is), then its
+    read-only executable ones (text, in case the data is mapped so), neighbours joined; all
+    of the image when nothing of it is read-only. Searching data first matters on slow read
+    paths (a gdbstub): the text is as large as the data."""
+    data: list[AddrRange] = []
+    text: list[AddrRange] = []
+    every: list[AddrRange] = []
+    for r in pt.iter_runs(KERNEL_IMAGE_VA, ignore=ACCESSED_DIRTY):
+        if type(r) is not LeafRun:
+            continue
+        where = every if r.writable else text if r.executable else data
+        got = AddrRange(r.paddr, r.paddr + r.size)
+        if where and where[-1].end == got.start:
+            where[-1] = AddrRange(where[-1].start, got.end)
+        else:
+            where.append(got)
+    return data + text or every
 
 
 def find_kernel_btf(pt: X86PageTable, mapper: PhysMapper | None = None) -> Btf:
