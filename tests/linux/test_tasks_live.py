@@ -60,6 +60,13 @@ def _ps(serial: str) -> list[tuple[int, str, str]]:
     return out
 
 
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gdbext.cli", *argv],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
 def _kernel_half(guest: object, root: int) -> list[str]:
     """QEMU's ``xp`` of the upper 256 entries of the table at ``root``, as printed."""
     text = guest.hmp(f"xp /256gx 0x{root + 0x800:x}")  # type: ignore[attr-defined]
@@ -79,10 +86,7 @@ def test_tasks_equal_the_guests_ps(config: str, tmp_path: Path) -> None:
         dump = tmp_path / "stop.elf"
         guest.dump_elf(dump)
         cr3 = guest.cr3()
-        proc = subprocess.run(
-            [sys.executable, "-m", "gdbext.cli", "tasks", str(dump), "--json"],
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+        proc = _cli("tasks", str(dump), "--json")
         assert (proc.returncode, proc.stderr) == (0, "")
         doc = json.loads(proc.stdout)
         ps = _ps(guest.serial_log())
@@ -114,3 +118,29 @@ def test_tasks_equal_the_guests_ps(config: str, tmp_path: Path) -> None:
         kernel_half = _kernel_half(guest, current)
         for root in roots:
             assert _kernel_half(guest, root) == kernel_half, hex(root)
+
+        # Live, through the debugger-free backend (QEMU's RAM read on this host): the same list.
+        live = _cli("tasks", "--backend", "gdbstub", f"127.0.0.1:{guest.gdb_port}", "--json")
+        assert (live.returncode, live.stderr) == (0, "")
+        assert json.loads(live.stdout)["tasks"] == tasks
+        if config == "4level":
+            _check_debuggers(dump)
+
+
+def _check_debuggers(dump: Path) -> None:
+    """``pt-tasks`` in GDB and LLDB on the dump: the command line's text, byte for byte."""
+    import shutil
+
+    from support import lldbrun
+    from support.debuggers import gdb, marked, sections, without_progress
+
+    text = _cli("tasks", str(dump))
+    assert text.returncode == 0
+    if shutil.which("gdb") is not None:
+        in_gdb = gdb(f"pt-backend core {dump}", *marked("pt-tasks"))
+        assert without_progress(in_gdb.stderr) == ""
+        assert sections(in_gdb.stdout) == [text.stdout]
+    if shutil.which("lldb") is not None:
+        in_lldb = lldbrun.run([f"pt-backend core {dump}", "pt-tasks"])
+        assert in_lldb.results[1].err == ""
+        assert in_lldb.results[1].out == text.stdout
