@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gdbext.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK
+from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, root_options
 
@@ -52,8 +52,5 @@ COMMAND = Command(
     text=TEXT,
     run=run,
     arguments=arguments,
-    exit_statuses=(
-        (EXIT_NOT_FOUND, "no BTF or no init_task found"),
-        (EXIT_BAD_INPUT, "the list broke off (the tasks read are shown)"),
-    ),
+    exit_statuses=((EXIT_NOT_FOUND, "no BTF or no init_task found"),),
 )
