@@ -6,6 +6,8 @@ in a read-only page of the image mapping, ``init_task`` in its data, the other t
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from support.btfblob import kernel_like
@@ -173,3 +175,17 @@ def test_a_list_longer_than_the_limit() -> None:
 def test_state_letters() -> None:
     assert [state_letter(s) for s in (0, 1, 2, 4, 8, 0x40, 0x402, 0x2001)] == list("RSDTtPIS")
     assert state_letter(0, 0x10) == "X"
+
+
+def test_the_committed_dumps_hold_no_btf(
+    kernel_dump: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The committed dumps are minimised: the image's read-only data is not in them, so
+    ``tasks`` says so in one line and exits 1 (the tasks are tested on dumps made live)."""
+    from gdbext import cli
+
+    status = cli.main(["tasks", str(kernel_dump("4level"))])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("gdbext: no BTF with a task_struct in the kernel image's read-only")
+    assert err.count("\n") == 1
