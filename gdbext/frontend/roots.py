@@ -97,9 +97,10 @@ def _kernel_table(target: Target, options: RootsOptions) -> tuple[X86PageTable, 
         return pt, "VMCOREINFO"
     pt = open_page_table(target, root)
     kpt = kernel_tables(pt, facts)
-    how = "--cr3" if root.cr3 is not None else f"CPU {target.facts.selected_cpu or 0}'s CR3"
-    if root.cpu is not None and root.cr3 is None:
-        how = f"CPU {root.cpu}'s CR3"
+    if facts.kernel_root is not None and kpt.root == facts.kernel_root:
+        return kpt, "VMCOREINFO"
+    cpu = root.cpu if root.cpu is not None else facts.selected_cpu or 0
+    how = "--cr3" if root.cr3 is not None else f"CPU {cpu}'s CR3"
     if kpt.root != pt.root:
         how += f" 0x{pt.root:x}, its PTI kernel twin"
     return kpt, how
