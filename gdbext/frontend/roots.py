@@ -58,7 +58,8 @@ class AddressSpace:
     root: int
     #: The PTI user table (``root | 0x1000``), or ``None`` without PTI.
     user_root: int | None
-    #: True for the kernel's own table (``init_mm``: kernel threads).
+    #: True for the kernel's own table (``init_mm``: kernel threads): the table the scan
+    #: compared with, when its user half maps nothing.
     kernel: bool
     usage: Usage
     identity: ExecIdentity | None
@@ -129,9 +130,10 @@ def roots(
         usage = space_usage(user_pt)
         identity = identify(user_pt, usage) if options.identity else None
         cpus = sorted(c for r in (table, user_root) if r is not None for c in cr3s.get(r, ()))
-        spaces.append(
-            AddressSpace(table, user_root, table == kpt.root, usage, identity, tuple(cpus))
-        )
+        # The kernel's own table (init_top_pgt) maps nothing in the user half; a process's
+        # always maps something (its stack).
+        kernel = table == kpt.root and not usage.runs and not usage.problem
+        spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus)))
     warnings = []
     if scan.truncated:
         warnings.append(f"roots: stopped after {options.max_roots} address spaces")
