@@ -39,6 +39,9 @@ __all__ = ["AddressSpace", "RootsOptions", "RootsResult", "identify", "roots"]
 
 #: Top-of-stack candidates tried per address space (the highest segment ends).
 _TRIES = 6
+#: Pages read at the top of a stack: the strings, the gap of up to 8 KiB that
+#: ``arch_align_stack`` leaves below them, the auxiliary vector and the argument array.
+_STACK_PAGES = 4
 
 
 @dataclass(frozen=True)
@@ -153,17 +156,21 @@ def roots(
 
 def identify(pt: X86PageTable, usage: Usage) -> ExecIdentity | None:
     """The identity ``execve`` left on the stack of ``pt``'s process: the highest segment end
-    whose top page (with the page below, when mapped) reads as a stack's top, one whose
-    argument array was found first."""
+    whose top pages (up to :data:`_STACK_PAGES`, as far down as they are mapped) read as a
+    stack's top, one whose argument array was found first."""
     fallback = None
     for n, end in enumerate(stack_tops(usage)):
         if n >= _TRIES:
             break
-        top = _page(pt, end - PAGE_SIZE)
-        if top is None:
+        pages: list[bytes] = []
+        while len(pages) < _STACK_PAGES:
+            page = _page(pt, end - (len(pages) + 1) * PAGE_SIZE)
+            if page is None:
+                break
+            pages.append(page)
+        if not pages:
             continue
-        below = _page(pt, end - 2 * PAGE_SIZE)
-        data = top if below is None else below + top
+        data = b"".join(reversed(pages))
         found = exec_identity(data, end - len(data))
         if found is not None and found.argv is not None:
             return found

@@ -242,11 +242,13 @@ def scan_roots(
 
 @dataclass(frozen=True)
 class Usage:
-    """A table's user half: leaf runs, bytes mapped, and bytes both writable and executable;
-    ``segments`` are the VA-contiguous ranges of equal permissions, highest last."""
+    """A table's user half: leaf runs, bytes mapped, bytes user mode may access, and bytes
+    both writable and executable; ``segments`` are the VA-contiguous ranges of
+    user-accessible pages of equal permissions, the highest ones, highest last."""
 
     runs: int
     bytes: int
+    user_bytes: int
     wx_bytes: int
     segments: tuple[AddrRange, ...]
     #: Why the walk stopped early (a table that could not be read), else ``""``.
@@ -264,7 +266,7 @@ _TOP_SEGMENTS = 16
 
 def space_usage(pt: X86PageTable) -> Usage:
     """The user mappings of ``pt`` (the table user mode runs on): its user half walked once."""
-    runs = size = wx = 0
+    runs = size = user = wx = 0
     segs: list[tuple[int, int, tuple[bool, bool]]] = []
     problem = ""
     try:
@@ -276,6 +278,9 @@ def space_usage(pt: X86PageTable) -> Usage:
             size += n
             if rec.writable and rec.executable:
                 wx += n
+            if not rec.user:
+                continue
+            user += n
             perms = (rec.writable, rec.executable)
             if segs and segs[-1][1] == rec.vaddr and segs[-1][2] == perms:
                 segs[-1] = (segs[-1][0], rec.vaddr + n, perms)
@@ -286,7 +291,7 @@ def space_usage(pt: X86PageTable) -> Usage:
     except GdbextError as exc:
         problem = str(exc)
     top = tuple(AddrRange(s, e) for s, e, _ in segs[-_TOP_SEGMENTS:])
-    return Usage(runs, size, wx, top, problem)
+    return Usage(runs, size, user, wx, top, problem)
 
 
 @dataclass(frozen=True)

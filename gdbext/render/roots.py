@@ -14,6 +14,8 @@ from gdbext.units import format_size, plural
 def _who(space: AddressSpace) -> str:
     if space.kernel:
         return "[kernel: init_mm]"
+    if space.usage.bytes and not space.usage.user_bytes:
+        return "[supervisor-only user half: the real-mode trampoline's, or a kernel table's]"
     ident = space.identity
     if ident is None:
         return "-"
@@ -82,6 +84,7 @@ def _space(s: AddressSpace) -> dict[str, Any]:
         "cpus": list(s.cpus),
         "runs": s.usage.runs,
         "bytes": s.usage.bytes,
+        "user_bytes": s.usage.user_bytes,
         "wx_pages": s.usage.wx_pages,
         "walk_problem": s.usage.problem or None,
         "identity": None
@@ -97,7 +100,8 @@ def _space(s: AddressSpace) -> dict[str, Any]:
 
 def render_json(result: RootsResult) -> Iterator[str]:
     """``{"kernel_root", "kernel_source", "levels", "bytes_scanned", "address_spaces": [{"id",
-    "root", "user_root", "kernel", "cpus", "runs", "bytes", "wx_pages", "identity"}],
+    "root", "user_root", "kernel", "cpus", "runs", "bytes", "user_bytes", "wx_pages",
+    "identity"}],
     "empty", "rejected", "rejected_count"}``."""
     doc = {
         "kernel_root": _hex(result.kernel_root),

@@ -37,7 +37,7 @@ def test_every_table_built_is_listed_and_nothing_else(levels: int) -> None:
         space = by_root[p.root]
         assert not space.kernel
         assert space.user_root == (p.root + 0x1000 if p.pti else None)
-        assert space.usage.bytes == p.bytes
+        assert space.usage.bytes == space.usage.user_bytes == p.bytes
         assert space.usage.wx_pages == p.wx_bytes // PAGE_SIZE
         assert space.identity is not None
         assert space.identity.filename == p.filename
