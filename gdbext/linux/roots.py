@@ -3,24 +3,26 @@
 Linux gives each process its own top-level table (``mm->pgd``) and copies the kernel's half
 into it (``pgd_alloc``: entries 256..511, 4- and 5-level paging alike); the kernel half never
 changes afterwards (the direct map, vmalloc and vmemmap are preallocated at that level). So
-every live top-level table is a 4 KiB-aligned page of RAM whose second 2 KiB are byte for byte
-the kernel's own top table's (``init_top_pgt``). :func:`scan_roots` reads RAM once, in large
-chunks, finds those pages (a cheap search for one of the half's entries at its page offset
-first, then the whole half compared), and keeps the ones whose user half is a plausible table:
-every present entry links a table inside RAM and sets no reserved bit (decoded by
-:mod:`gdbext.x86.entries`), so that a data page that resembles a table is not taken for one.
+every live top-level table is a 4 KiB-aligned page of RAM whose second 2 KiB are byte for
+byte (but for the LDT's entry, below) the kernel's own top table's (``init_top_pgt``).
+:func:`scan_roots` reads RAM once, in large chunks, finds those pages (a cheap search for one
+byte of the half's last entry at its page offset first, then the whole half compared), and
+keeps the ones whose user half is a plausible table: every present entry links a table
+inside RAM and sets no reserved bit (decoded by :mod:`gdbext.x86.entries`), so that a data
+page that resembles a table is not taken for one.
 
 Under PTI (``pti=on``) an address space has two tables, an 8 KiB-aligned pair: the kernel's
 (the one found here) and at +4 KiB the one user mode runs on, whose kernel half holds only the
-entry code's clones. Whether a candidate has such a twin is the caller's test (passed in:
-:func:`gdbext.audit.pti.detect_pti` decides it from both tables).
+entry code's clones. Whether a candidate has such a twin is the caller's question
+(:func:`gdbext.audit.pti.detect_pti` answers it from both tables).
 
-:func:`exec_identity` reads a process's identity from the top page of its user stack, where
+:func:`exec_identity` reads a process's identity from the top pages of its user stack, where
 ``execve`` leaves the strings (see its docstring). :func:`space_usage` counts a table's user
 mappings with the engine's walk.
 
-Not found: a process using ``modify_ldt`` under PTI (its kernel half gets the LDT's entry),
-or a table whose page the dump did not capture.
+The one entry of the kernel half Linux changes in a process's table, ``LDT_BASE_ADDR``'s (filled
+under PTI for a process that uses ``modify_ldt``), is left out of the comparison. Not found: a
+table whose page the dump did not capture.
 """
 
 from __future__ import annotations
@@ -155,13 +157,13 @@ def _chunks(mapper: PhysMapper, ram: Sequence[AddrRange]) -> Iterator[tuple[int,
                     continue
 
 
-def _needle(half: bytes) -> tuple[int, bytes, int]:
-    """The last non-zero entry of ``half``: its offset in a page, its 8 bytes, and which of
-    them the scan looks for first (an address byte that is neither 0x00 nor 0xff, which fill
-    most memory)."""
+def _needle(half: bytes, skip: int) -> tuple[int, bytes, int]:
+    """The last non-zero entry of ``half`` (not the one at page offset ``skip``): its offset
+    in a page, its 8 bytes, and which of them the scan looks for first (an address byte that
+    is neither 0x00 nor 0xff, which fill most memory)."""
     for off in range(HALF - 8, -8, -8):
         word = half[off : off + 8]
-        if word != bytes(8):
+        if word != bytes(8) and off != skip - HALF:
             pick = next((k for k in (1, 2, 3, 4, 0, 5, 6, 7) if word[k] not in (0, 0xFF)), None)
             if pick is None:
                 pick = next(k for k in range(8) if word[k])
@@ -169,8 +171,11 @@ def _needle(half: bytes) -> tuple[int, bytes, int]:
     raise InputError("the kernel's top table has an empty kernel half")
 
 
-def _candidates(data: bytes, half: bytes, at: int, needle: bytes, pick: int) -> Iterator[int]:
-    """Page offsets in ``data`` (page-aligned, whole pages) whose kernel half is ``half``.
+def _candidates(
+    data: bytes, half: bytes, at: int, needle: bytes, pick: int, skip: int
+) -> Iterator[int]:
+    """Page offsets in ``data`` (page-aligned, whole pages) whose kernel half is ``half``
+    but for the 8 bytes at page offset ``skip``.
 
     The byte ``needle[pick]`` is looked for at page offset ``at + pick`` of every page at once
     (one strided slice, searched in C); only the pages that have it are compared further.
@@ -179,14 +184,23 @@ def _candidates(data: bytes, half: bytes, at: int, needle: bytes, pick: int) -> 
     byte = needle[pick : pick + 1]
     find = column.find
     i = find(byte)
+    low, high = half[: skip - HALF], half[skip + 8 - HALF :]
     while i >= 0:
         page = i * PAGE_SIZE
         if (
             data[page + at : page + at + 8] == needle
-            and data[page + HALF : page + PAGE_SIZE] == half
+            and data[page + HALF : page + skip] == low
+            and data[page + skip + 8 : page + PAGE_SIZE] == high
         ):
             yield page
         i = find(byte, i + 1)
+
+
+def _ldt_slot(levels: int) -> int:
+    """The page offset of the top-level entry of ``LDT_BASE_ADDR``: under PTI,
+    ``map_ldt_struct`` fills it in the table of a process that uses ``modify_ldt`` (the only
+    change Linux makes to a process's kernel half); without PTI it is empty everywhere."""
+    return (params(levels).ldt_base >> (12 + 9 * (levels - 1)) & 0x1FF) * 8
 
 
 def scan_roots(
@@ -202,7 +216,8 @@ def scan_roots(
     ``progress`` is given the bytes read so far after each chunk.
     """
     half = kernel_half(kpt)
-    at, needle, pick = _needle(half)
+    skip = _ldt_slot(kpt.levels)
+    at, needle, pick = _needle(half, skip)
     roots: list[int] = []
     empty: list[int] = []
     rejected: list[Rejected] = []
@@ -211,7 +226,7 @@ def scan_roots(
     truncated = False
     for base, data in _chunks(kpt.mapper, ram):
         scanned += len(data)
-        for off in _candidates(data, half, at, needle, pick):
+        for off in _candidates(data, half, at, needle, pick, skip):
             table = base + off
             entries = _ENTRIES.unpack_from(data, off)
             problem = user_half_problem(entries, kpt.levels, kpt.rules, ram)

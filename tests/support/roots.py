@@ -89,10 +89,12 @@ class RootsMachine:
         *,
         pti: bool = False,
         wx_pages: int = 0,
+        ldt: bool = False,
     ) -> Process:
         """A process's table at ``root`` (its kernel half the kernel's): text, W+X pages,
         a two-page stack ending at :data:`STACK_END` as ``execve`` leaves it, a vDSO above;
-        with ``pti`` its user table at ``root + 0x1000`` as Linux's PTI makes it."""
+        with ``pti`` its user table at ``root + 0x1000`` as Linux's PTI makes it, with ``ldt``
+        the LDT remap's top-level entry in both (``map_ldt_struct``)."""
         self.memory.write(root, bytes(4096))
         self.memory.write(root + 2048, self.half())
         pt = X86PageTable(self.memory, root, self.levels, allow_writes=True)
@@ -113,6 +115,12 @@ class RootsMachine:
         self.memory.write(vdso + 4000, b"\x0f\x05\xc3\x00" * 20 + bytes(16))
         if pti:
             self.pti_twin(root)
+        if ldt:
+            ldt_index = 0xFFFF_8800_0000_0000 if self.levels == 4 else 0xFF10_0000_0000_0000
+            index = (ldt_index >> (12 + 9 * (self.levels - 1))) & 0x1FF
+            table = self.frame() | PRESENT | WRITABLE | 0x60
+            for pgd in (root, root + 0x1000) if pti else (root,):
+                write_u64(self.memory, pgd + 8 * index, table)
         self.processes.append(p)
         return p
 
@@ -195,6 +203,7 @@ def build_roots_machine(levels: int = 4) -> RootsMachine:
         ("PATH=/bin",),
         "/bin/sh",
         pti=True,
+        ldt=True,
     )
     m.add_process(0x27_0000, ("./jit",), (), "./jit", wx_pages=3)
     m.add_lookalike(0x26_0000, 5, 0x7_0000_0000 | 0x67)  # links a table beyond 64 MiB of RAM
