@@ -8,8 +8,12 @@ machine's is), stops it and writes an ELF dump (kept in ``--workdir`` for the ne
 measures the dumps given with ``--dump``. Then, in-process on the open dump, ``roots`` (the
 whole scan, the user walks and the identities) and, as a command, ``gdbext roots DUMP``.
 
+With ``--live``: the guest is left stopped and ``gdbext roots --backend gdbstub HOST:PORT`` is
+timed as a command (the host read path: QEMU's RAM from ``/proc/PID/mem``).
+
 Run: ``.venv/bin/python bench/bench_roots.py`` (``--repeat 5``, ``--memory 1G``,
-``--dump FILE`` (repeatable), ``--json``, ``--profile``). Target: <= 2 s per GiB of RAM.
+``--dump FILE`` (repeatable), ``--live``, ``--json``, ``--profile``). Targets: <= 2 s per GiB
+of RAM on a dump, <= 3 s live.
 """
 
 from __future__ import annotations
@@ -42,16 +46,10 @@ while :; do wait; done
 """
 
 
-def make_dump(workdir: Path, memory: str, fill: float) -> Path:
+def guest_config(memory: str, fill: float) -> Any:
     qg = guest_module()
-    directory = workdir / f"mem-{memory}-fill-{fill:g}"
-    dump = directory / "dump.elf"
-    if dump.is_file():
-        return dump
-    directory.mkdir(parents=True, exist_ok=True)
-    config = qg.GuestConfig(cpu="qemu64", kaslr=True, pti=True, memory=memory, init="")
-    fill_mib = int(config.memory_bytes * fill) >> 20
-    config = qg.GuestConfig(
+    fill_mib = int(qg.GuestConfig(memory=memory).memory_bytes * fill) >> 20
+    return qg.GuestConfig(
         cpu="qemu64",
         kaslr=True,
         pti=True,
@@ -59,8 +57,17 @@ def make_dump(workdir: Path, memory: str, fill: float) -> Path:
         init=INIT.replace("FILL_MIB", str(fill_mib)),
         boot_timeout=900.0,
     )
-    print(f"booting a {memory} guest, {fill_mib} MiB of it filled...", file=sys.stderr)
-    with qg.QemuGuest(config) as guest:
+
+
+def make_dump(workdir: Path, memory: str, fill: float) -> Path:
+    qg = guest_module()
+    directory = workdir / f"mem-{memory}-fill-{fill:g}"
+    dump = directory / "dump.elf"
+    if dump.is_file():
+        return dump
+    directory.mkdir(parents=True, exist_ok=True)
+    print(f"booting a {memory} guest, {fill:g} of it filled...", file=sys.stderr)
+    with qg.QemuGuest(guest_config(memory, fill)) as guest:
         guest.stop()
         part = directory / "dump.elf.part"
         guest.dump_elf(part)
@@ -93,6 +100,18 @@ def measure(path: Path, repeat: int, profile: bool) -> dict[str, Any]:
     return row
 
 
+def measure_live(memory: str, fill: float, repeat: int) -> dict[str, Any]:
+    qg = guest_module()
+    gdbext = ROOT / ".venv" / "bin" / "gdbext"
+    print(f"booting a {memory} guest, {fill:g} of it filled...", file=sys.stderr)
+    with qg.QemuGuest(guest_config(memory, fill)) as guest:
+        guest.stop()
+        argv = [str(gdbext), "roots", "--backend", "gdbstub", f"127.0.0.1:{guest.gdb_port}"]
+        first = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        seconds = timed(lambda: subprocess.run(argv, capture_output=True, check=True), repeat)
+    return {"memory": memory, "live_ms": seconds * 1e3, "header": first.splitlines()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -100,10 +119,19 @@ def main() -> None:
     parser.add_argument("--fill", type=float, default=0.5)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gdbext-bench-roots"))
     parser.add_argument("--dump", action="append", type=Path, default=[])
+    parser.add_argument("--live", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
+    if args.live:
+        live = measure_live(args.memory, args.fill, args.repeat)
+        if args.json:
+            json.dump(live, sys.stdout, indent=1)
+            print()
+        else:
+            print(f"live {live['memory']}: **{live['live_ms']:.0f} ms** ({live['header']})")
+        return
     dumps = args.dump or [make_dump(args.workdir, args.memory, args.fill)]
     rows = [measure(p, args.repeat, args.profile) for p in dumps]
     if args.json:
