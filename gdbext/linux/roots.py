@@ -39,7 +39,7 @@ from gdbext.linux.layout import params
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.x86.entries import EntryRules, decode
 from gdbext.x86.paging import X86PageTable
-from gdbext.x86.records import LeafRun
+from gdbext.x86.records import AliasRun, LeafRun
 
 __all__ = [
     "DEFAULT_MAX_ROOTS",
@@ -280,12 +280,20 @@ _TOP_SEGMENTS = 16
 
 
 def space_usage(pt: X86PageTable) -> Usage:
-    """The user mappings of ``pt`` (the table user mode runs on): its user half walked once."""
+    """The user mappings of ``pt`` (the table user mode runs on): its user half walked once,
+    each table read once. A table linked again (shared, or a hostile table's loop) is counted
+    by the bytes it maps, not walked again: its W+X pages are those of its first walk."""
     runs = size = user = wx = 0
     segs: list[tuple[int, int, tuple[bool, bool]]] = []
     problem = ""
     try:
-        for rec in pt.iter_runs(AddrRange(0, params(pt.levels).user_end), aliases="expand"):
+        for rec in pt.iter_runs(AddrRange(0, params(pt.levels).user_end), aliases="collapse"):
+            if type(rec) is AliasRun:
+                runs += 1
+                size += rec.count * rec.mapped
+                if rec.user:
+                    user += rec.count * rec.mapped
+                continue
             if type(rec) is not LeafRun:
                 continue
             runs += 1

@@ -144,3 +144,20 @@ def test_the_committed_dumps_hold_the_kernels_table_and_cpu_0s(
     wx = [va for va, (_pa, flags) in tlb.items() if "W" in flags and "X" not in flags]
     assert process.usage.wx_pages == len(wx)
     assert process.identity is None  # the stacks were not kept
+
+
+def test_a_table_linked_again_is_counted_not_walked_again() -> None:
+    """Every user entry of one process links the same lower table (an alias bomb): the walk
+    reads it once, and counts what each link maps."""
+    from gdbext.mapper import read_u64, write_u64
+
+    m = build_roots_machine()
+    jit = m.processes[2]
+    first = read_u64(m.memory, jit.root)  # links the tables of the text, data and W+X pages
+    for i in range(1, 255):
+        write_u64(m.memory, jit.root + 8 * i, first)
+    below = 3 + 2 + 3  # pages under entry 0: text, data, W+X
+    space = {s.root: s for s in roots(m.target(KERNEL_ROOT)).spaces}[jit.root]
+    assert space.usage.bytes == (255 * below + 2 + 2) * PAGE_SIZE  # and the stack, the vDSO
+    assert space.usage.wx_pages == 3
+    assert space.identity is not None and space.identity.argv == ("./jit",)
