@@ -100,11 +100,13 @@ def _kernel_table(target: Target, options: RootsOptions) -> tuple[X86PageTable, 
         pt = open_page_table(target, RootOptions(cpu=root.cpu, levels=root.levels, kernel=True))
         return pt, "VMCOREINFO"
     pt = open_page_table(target, root)
+    if root.cr3 is not None:
+        return pt, "--cr3"
     kpt = kernel_tables(pt, facts)
     if facts.kernel_root is not None and kpt.root == facts.kernel_root:
         return kpt, "VMCOREINFO"
     cpu = root.cpu if root.cpu is not None else facts.selected_cpu or 0
-    how = "--cr3" if root.cr3 is not None else f"CPU {cpu}'s CR3"
+    how = f"CPU {cpu}'s CR3"
     if kpt.root != pt.root:
         how += f" 0x{pt.root:x}, its PTI kernel twin"
     return kpt, how

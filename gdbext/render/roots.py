@@ -59,7 +59,8 @@ def render_text(result: RootsResult) -> Iterator[str]:
         more = f" and {len(result.empty) - 8} more" if len(result.empty) > 8 else ""
         yield (
             f"not listed: {len(result.empty)} table{plural(len(result.empty))} with the "
-            f"kernel's half and an empty user half (exited processes): {shown}{more}"
+            f"kernel's half and an empty user half (exited processes', or the kernel's own "
+            f"when the scan started from another): {shown}{more}"
         )
     if result.rejected_count:
         yield (

@@ -109,6 +109,12 @@ def test_the_command_line_on_a_dump_with_vmcoreinfo(tmp_path: Path) -> None:
     assert any("sh -c 'sleep 100008' GDBEXT-ROOTS-X  (/bin/sh)" in line for line in lines)
     assert any(line.startswith("0x250000  0x250000+0x251000 (PTI)") for line in lines)
     assert any("not listed: 2 pages" in line for line in lines)
+    # An explicit --cr3 is the reference, whatever VMCOREINFO says.
+    status, text = cli_text(["roots", str(core), "--json", "--cr3", hex(m.processes[0].root)])
+    doc = json.loads(text)
+    assert status == 0 and doc["kernel_source"] == "--cr3"
+    assert doc["kernel_root"] == f"0x{m.processes[0].root:x}"
+    assert doc["empty"] == [f"0x{KERNEL_ROOT:x}", f"0x{m.empty[0]:x}"]
 
 
 @pytest.mark.parametrize(

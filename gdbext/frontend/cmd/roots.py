@@ -12,7 +12,8 @@ from gdbext.frontend.command import Command, Invocation, root_options
 TEXT = (
     "Every address space of a Linux kernel, from RAM alone (no symbols): the 4 KiB pages "
     "whose kernel half (top-level entries 256..511) equals the kernel's own top table's "
-    "(VMCOREINFO's init_top_pgt, else the CPU's CR3 or --cr3 traded for its PTI kernel twin), "
+    "(--cr3 ADDR, else VMCOREINFO's init_top_pgt, else the CPU's CR3 traded for its PTI "
+    "kernel twin), "
     "in its paging mode (4- or 5-level), and whose user half is a table (each present entry "
     "links a table in RAM and sets no reserved bit). A PTI pair (kernel PGD and user PGD at "
     "+4 KiB) is one address space. Each is named by its id, the physical address of the table "
