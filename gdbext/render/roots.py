@@ -14,6 +14,8 @@ from gdbext.units import format_size, plural
 def _who(space: AddressSpace) -> str:
     if space.kernel:
         return "[kernel: init_mm]"
+    if not space.usage.bytes and not space.usage.problem:
+        return "[lower tables, no page: text_poke's poking_mm, or a process being set up]"
     if space.usage.bytes and not space.usage.user_bytes:
         return "[supervisor-only user half: the real-mode trampoline's, or a kernel table's]"
     ident = space.identity
