@@ -70,6 +70,21 @@ class AddressSpace:
     cpus: tuple[int, ...] = ()
 
     @property
+    def kind(self) -> str:
+        """``kernel`` (the kernel's own table), ``process`` (maps user-accessible pages),
+        ``supervisor`` (maps only supervisor pages in the user half: the real-mode
+        trampoline's table), ``no-pages`` (links lower tables, maps no page: ``text_poke``'s
+        ``poking_mm``, a process being set up) or ``unreadable`` (the walk stopped)."""
+        usage = self.usage
+        if self.kernel:
+            return "kernel"
+        if usage.user_bytes:
+            return "process"
+        if usage.problem:
+            return "unreadable"
+        return "supervisor" if usage.bytes else "no-pages"
+
+    @property
     def id(self) -> str:
         return f"0x{self.root:x}"
 

@@ -10,14 +10,17 @@ from typing import Any
 from gdbext.frontend.roots import AddressSpace, RootsResult
 from gdbext.units import format_size, plural
 
+#: What the PROCESS column says of an address space that is not a process's.
+_KINDS = {
+    "kernel": "[kernel: init_mm]",
+    "no-pages": "[lower tables, no page: text_poke's poking_mm, or a process being set up]",
+    "supervisor": "[supervisor-only user half: the real-mode trampoline's, or a kernel table's]",
+}
+
 
 def _who(space: AddressSpace) -> str:
-    if space.kernel:
-        return "[kernel: init_mm]"
-    if not space.usage.bytes and not space.usage.problem:
-        return "[lower tables, no page: text_poke's poking_mm, or a process being set up]"
-    if space.usage.bytes and not space.usage.user_bytes:
-        return "[supervisor-only user half: the real-mode trampoline's, or a kernel table's]"
+    if space.kind in _KINDS:
+        return _KINDS[space.kind]
     ident = space.identity
     if ident is None:
         return "-"
@@ -84,6 +87,7 @@ def _space(s: AddressSpace) -> dict[str, Any]:
         "root": _hex(s.root),
         "user_root": None if s.user_root is None else _hex(s.user_root),
         "kernel": s.kernel,
+        "kind": s.kind,
         "cpus": list(s.cpus),
         "runs": s.usage.runs,
         "bytes": s.usage.bytes,
@@ -103,7 +107,7 @@ def _space(s: AddressSpace) -> dict[str, Any]:
 
 def render_json(result: RootsResult) -> Iterator[str]:
     """``{"kernel_root", "kernel_source", "levels", "bytes_scanned", "address_spaces": [{"id",
-    "root", "user_root", "kernel", "cpus", "runs", "bytes", "user_bytes", "wx_pages",
+    "root", "user_root", "kernel", "kind", "cpus", "runs", "bytes", "user_bytes", "wx_pages",
     "identity"}],
     "empty", "rejected", "rejected_count"}``."""
     doc = {

@@ -100,6 +100,7 @@ def test_the_command_line_on_a_dump_with_vmcoreinfo(tmp_path: Path) -> None:
     assert set(spaces) == {f"0x{r:x}" for r in (KERNEL_ROOT, *(p.root for p in m.processes))}
     jit = spaces[f"0x{m.processes[2].root:x}"]
     assert jit["identity"]["argv"] == ["./jit"] and jit["wx_pages"] == 3 and jit["cpus"] == [0]
+    assert [s["kind"] for s in doc["address_spaces"]] == ["kernel"] + ["process"] * 3
     sh = spaces[f"0x{m.processes[1].root:x}"]
     assert sh["user_root"] == f"0x{m.processes[1].root + 0x1000:x}"
     assert doc["rejected_count"] == 2 and doc["empty"] == [f"0x{m.empty[0]:x}"]

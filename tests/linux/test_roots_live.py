@@ -79,10 +79,10 @@ def test_roots_of_a_real_guest_name_its_processes(tmp_path: Path) -> None:
     # real-mode trampoline's table (kernel half copied, low memory mapped for the kernel
     # only) is not a process's.
     for s in result.spaces:
-        if s.kernel or s.usage.user_bytes:
+        if s.kind in ("kernel", "process"):
             assert s.user_root == s.root + 0x1000, s
-        if s.usage.bytes and not s.usage.user_bytes:
-            assert s.identity is None
+        else:
+            assert s.identity is None and s.kind in ("supervisor", "no-pages"), s
     assert [s.kernel for s in result.spaces].count(True) == 1
     named = {s.identity.argv: s for s in result.spaces if s.identity and s.identity.argv}
     assert set(named) >= ARGV, sorted(named)
