@@ -167,9 +167,7 @@ def print_report(report: dict[str, Any]) -> None:
 def measure(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     qg, config, report = live_guest(args)
     version = subprocess.run(["lldb", "--version"], capture_output=True, text=True, check=False)
-    report["lldb_version"] = (
-        version.stdout.strip().splitlines()[0] if version.stdout else "unknown"
-    )
+    report["lldb_version"] = version.stdout.strip().splitlines()[0] if version.stdout else "unknown"
     log(f"booting Debian's kernel with {args.mem} under QEMU (TCG)...")
     try:
         with qg.QemuGuest(config) as guest:

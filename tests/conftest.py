@@ -29,8 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
             if shutil.which(debugger) is None:
                 raise pytest.UsageError(f"GDBEXT_REQUIRE_QEMU=1 but {debugger} is not installed")
     config.addinivalue_line(
-        "markers", "qemu: boots a real kernel under QEMU (skipped without QEMU, unless "
-        "GDBEXT_REQUIRE_QEMU=1)",
+        "markers",
+        "qemu: boots a real kernel under QEMU (skipped without QEMU, unless GDBEXT_REQUIRE_QEMU=1)",
     )
 
 

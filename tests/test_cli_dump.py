@@ -367,9 +367,7 @@ def test_info_says_when_paging_is_off() -> None:
     assert cpu.cr0 is not None and cpu.cr4 is not None
     off = CpuState(cr0=cpu.cr0 & ~CR0_PG, cr3=cpu.cr3, cr4=cpu.cr4, efer=cpu.efer)
     no_pae = CpuState(cr0=cpu.cr0, cr3=cpu.cr3, cr4=cpu.cr4 & ~CR4_PAE, efer=cpu.efer)
-    lines = list(
-        render_info(commands.info(dataclasses.replace(target, cpus=[cpu, off, no_pae])))
-    )
+    lines = list(render_info(commands.info(dataclasses.replace(target, cpus=[cpu, off, no_pae]))))
     paging = [line for line in lines if line.startswith("  paging:")]
     assert paging == [
         "  paging:    4-level",

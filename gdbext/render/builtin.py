@@ -91,6 +91,8 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         OutputFormat("json", "read", _lazy("memory", "render_json"), "bytes in hex, and gaps"),
         OutputFormat("text", "kaslr", _lazy("kaslr", "render_text"), "a line per base, leaks"),
         OutputFormat("json", "kaslr", _lazy("kaslr", "render_json"), '{"bases", "leaks"}'),
+        OutputFormat("text", "roots", _lazy("roots", "render_text"), "a line per address space"),
+        OutputFormat("json", "roots", _lazy("roots", "render_json"), '{"address_spaces": [...]}'),
         OutputFormat("text", "tasks", _lazy("tasks", "render_text"), "a line per task"),
         OutputFormat("json", "tasks", _lazy("tasks", "render_json"), '{"tasks": [...]}'),
         OutputFormat("text", "search", _lazy("search", "render_text"), "one hit a line"),

@@ -63,8 +63,7 @@ def test_findings_of_one_cause_in_one_region_become_one() -> None:
     assert (g.rule, g.severity, g.root) == ("alias-wx", Severity.LOW, "cr3")
     assert (g.vaddr, g.end, g.pages) == (0x401000, 0x406000, 2)
     assert g.message == (
-        "2 ranges in user space: user code writable through a kernel mapping outside the "
-        "direct map"
+        "2 ranges in user space: user code writable through a kernel mapping outside the direct map"
     )
     # The ranges are the findings as they were, evidence and all.
     assert list(g.ranges) == plain.findings

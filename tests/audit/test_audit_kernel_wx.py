@@ -423,10 +423,7 @@ def test_ptdump_walk_series_add_up_to_the_kernels_count(
         pt = X86PageTable(target.mapper, cpu.cr3 & ENTRY_ADDR, cpu.levels, nxe=cpu.nxe)
         walk = PtdumpWalk(pt, linux_layout(cpu.levels), capped=False)
         pages = sum(
-            r.size // 4096
-            for batch in walk.batches()
-            for r in batch
-            if type(r) is Series and r.wx
+            r.size // 4096 for batch in walk.batches() for r in batch if type(r) is Series and r.wx
         )
     finally:
         if target.close is not None:

@@ -26,9 +26,7 @@ def image(tmp_path: Path) -> Path:
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
 def test_find_to_the_end_of_a_page_aligned_image(image: Path, tmp_path: Path) -> None:

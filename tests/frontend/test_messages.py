@@ -302,7 +302,7 @@ def test_range_takes_a_size_with_a_suffix(core: Path, capsys: pytest.CaptureFixt
         (["walk", "{core}", "--max-leafs=5"], "walk: unrecognized arguments: --max-leafs=5 "
          "(did you mean --max-leaves?)"),
         (["wlak", "{core}"], "argument COMMAND: invalid choice: wlak (choose from info, walk, "
-         "translate, read, search, who-maps, aliases, heap, audit, kaslr, tasks, backends) "
+         "translate, read, search, who-maps, aliases, heap, audit, kaslr, roots, tasks, backends) "
          "(did you mean walk?)"),
         (["walk", "{core}", "--format", "jsno"], "walk: argument --format: invalid choice: jsno "
          "(choose from json, ptdump, qemu-tlb, text) (did you mean json?)"),

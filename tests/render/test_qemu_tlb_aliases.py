@@ -108,4 +108,3 @@ def test_a_filter_applies_to_the_repeated_lines(target: Target) -> None:
     got = list(render_walk(commands.walk(target, options)))
     want = [line for line in expected_lines(target, None) if not line.endswith("W")]
     assert got == want
-

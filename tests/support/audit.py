@@ -56,7 +56,6 @@ RULES = audit_rules(Host.create())
 HOLE_4 = AddrRange(0xFFFF_8000_0000_0000, 0xFFFF_8800_0000_0000)
 
 
-
 def audit(target: Target, *rules: str, root: RootOptions | None = None) -> AuditResult:
     options = AuditOptions(root=root or RootOptions(), rules=rules or None)
     return run_audit(target, options, RULES)

@@ -208,6 +208,8 @@ DUMP_CASES: list[tuple[str, list[str]]] = [
     ("search", ["--u16", "0x1067", "--max", "20"]),
     ("search", ["--kernel", "--pointer-into", "direct-map", "--align", "8", "--max", "10"]),
     ("search", ["--phys", "--json", "--u16", "0x1067", "--align", "8", "--max", "5"]),
+    ("roots", []),
+    ("roots", ["--json"]),
 ]
 
 

@@ -128,9 +128,7 @@ def run(
     """Run ``commands`` in one LLDB (connected to ``127.0.0.1:port`` with ``pt-connect`` first,
     when given); ``before`` are LLDB commands run before the connection, outside the driver."""
     with tempfile.TemporaryDirectory(prefix="gdbext-lldb-") as tmp:
-        command, out = driver_argv(
-            commands, Path(tmp), port=port, wrapper=wrapper, before=before
-        )
+        command, out = driver_argv(commands, Path(tmp), port=port, wrapper=wrapper, before=before)
         proc = subprocess.run(
             command,
             capture_output=True,

@@ -212,4 +212,3 @@ def steps_of(env: Env, va: int, path: list[int], last_level: int) -> tuple[WalkS
             break
         out.append(WalkStep(level, table, idx(va, level), env.ram.get(table, idx(va, level))))
     return tuple(out)
-

@@ -566,5 +566,3 @@ def test_read_only_refuses_every_change(how: str) -> None:
     assert env.ram.snapshot() == before
     assert env.alloc.allocated == [] and env.hook.calls == []
     assert env.pt.translate(v4(0, 0, 0, 1)).paddr == 0x5000  # reading still works
-
-

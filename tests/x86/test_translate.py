@@ -330,8 +330,6 @@ def test_translate_5_level() -> None:
     assert [s.index for s in t2.steps] == [0, 256, 1]
 
 
-
-
 def test_cached_translations_equal_fresh_walks_region_by_region() -> None:
     """With ``cache=True`` a translation may start from a remembered page table or large page
     (by 2 MiB region): every result equals the uncached walk's, steps included, and an entry

@@ -301,14 +301,12 @@ def test_walk_anomalies_huge_forbidden_and_repeated_bad_links() -> None:
     ]
 
 
-
 def test_walk_of_a_root_outside_ram_is_an_error() -> None:
     pt = X86PageTable(Ram(), 0x4000_0000)
     with pytest.raises(TableOutsideRamError) as info:
         list(pt.iter_runs())
     assert (info.value.table, info.value.entry) == (0x4000_0000, None)
     assert "root table 0x40000000 is outside physical memory" in str(info.value)
-
 
 
 def test_walks_of_a_cached_table_share_tables_and_see_changes() -> None:

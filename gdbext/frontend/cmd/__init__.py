@@ -1,5 +1,5 @@
 """The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``search``,
-``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``tasks``.
+``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``roots``, ``tasks``.
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
@@ -17,6 +17,7 @@ from gdbext.frontend.cmd import (
     info,
     kaslr,
     read,
+    roots,
     search,
     tasks,
     translate,
@@ -37,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     heap.COMMAND,
     audit.COMMAND,
     kaslr.COMMAND,
+    roots.COMMAND,
     tasks.COMMAND,
 )
 

@@ -211,6 +211,8 @@ def test_outside_against_pages(ram: list[tuple[int, int]], query: tuple[int, int
     assert [v // SIZE_4K for lo, hi in got for v in range(lo, hi, SIZE_4K)] == [
         p for p in range(qs, qs + qn) if p not in pages
     ]
+
+
 #: QEMU's RAM for ``-m 128M`` on a PC: [0, 128 MiB) less the VGA window (qemu-config.txt).
 QEMU_RAM = [(0, 0xA0000), (0xC0000, 128 << 20)]
 

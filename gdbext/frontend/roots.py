@@ -1,0 +1,208 @@
+"""``roots``' core: every address space of a Linux target, with what each maps and who it is.
+
+:func:`roots` opens the kernel's own top table (VMCOREINFO's ``init_top_pgt`` on a dump, else
+the selected CPU's CR3 traded for its kernel twin: :func:`~gdbext.linux.detect.kernel_tables`),
+scans RAM for the tables that share its kernel half (:func:`~gdbext.linux.roots.scan_roots`),
+pairs each with its PTI user table when it has one (:func:`~gdbext.audit.pti.detect_pti`),
+counts the user mappings of the table user mode runs on (the PTI user table: the kernel's copy
+of the user half carries NX) and reads the process's identity from its stack's top page.
+
+An address space's id is its kernel-side root, the physical address of the table with the
+kernel's half (what CR3 holds in kernel mode, PCID bits cleared), in hex: ``0x61c4000``. It
+is what ``--cr3`` takes, and the same in every run on the same dump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gdbext.audit.pti import detect_pti
+from gdbext.errors import GdbextError, UsageError
+from gdbext.frontend.commands import RootOptions, open_page_table
+from gdbext.geometry import PAGE_SIZE
+from gdbext.linux.detect import kernel_tables
+from gdbext.linux.roots import (
+    DEFAULT_MAX_ROOTS,
+    ExecIdentity,
+    Rejected,
+    Usage,
+    exec_identity,
+    scan_roots,
+    space_usage,
+    stack_tops,
+)
+from gdbext.plugin.target import Target
+from gdbext.x86.paging import X86PageTable
+
+__all__ = ["AddressSpace", "RootsOptions", "RootsResult", "identify", "roots"]
+
+#: Top-of-stack candidates tried per address space (the highest segment ends).
+_TRIES = 6
+#: Pages read at the top of a stack: the strings, the gap of up to 8 KiB that
+#: ``arch_align_stack`` leaves below them, the auxiliary vector and the argument array.
+_STACK_PAGES = 4
+
+
+@dataclass(frozen=True)
+class RootsOptions:
+    #: The CPU (and paging mode) the kernel's root is taken from when there is no VMCOREINFO.
+    root: RootOptions = field(default_factory=RootOptions)
+    max_roots: int = DEFAULT_MAX_ROOTS
+    #: Read each process's identity from its stack (``--no-identity``: skip).
+    identity: bool = True
+
+
+@dataclass(frozen=True)
+class AddressSpace:
+    """One address space: its id (:attr:`root` in hex), its table(s), its user mappings and
+    the process identity when its stack's top page was captured."""
+
+    root: int
+    #: The PTI user table (``root | 0x1000``), or ``None`` without PTI.
+    user_root: int | None
+    #: True for the kernel's own table (``init_mm``: kernel threads): the table the scan
+    #: compared with, when its user half maps nothing.
+    kernel: bool
+    usage: Usage
+    identity: ExecIdentity | None
+    #: The CPUs whose CR3 is one of this space's tables.
+    cpus: tuple[int, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``kernel`` (the kernel's own table), ``process`` (maps user-accessible pages),
+        ``supervisor`` (maps only supervisor pages in the user half: the real-mode
+        trampoline's table), ``no-pages`` (links lower tables, maps no page: ``text_poke``'s
+        ``poking_mm``, a process being set up) or ``unreadable`` (the walk stopped)."""
+        usage = self.usage
+        if self.kernel:
+            return "kernel"
+        if usage.user_bytes:
+            return "process"
+        if usage.problem:
+            return "unreadable"
+        return "supervisor" if usage.bytes else "no-pages"
+
+    @property
+    def id(self) -> str:
+        return f"0x{self.root:x}"
+
+    @property
+    def roots(self) -> tuple[int, ...]:
+        return (self.root,) if self.user_root is None else (self.root, self.user_root)
+
+
+@dataclass(frozen=True)
+class RootsResult:
+    kernel_root: int
+    #: Where the kernel's root came from (``VMCOREINFO``, ``CPU 0's CR3``).
+    kernel_source: str
+    levels: int
+    spaces: tuple[AddressSpace, ...]
+    rejected: tuple[Rejected, ...]
+    rejected_count: int
+    empty: tuple[int, ...]
+    bytes_scanned: int
+    truncated: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+def _kernel_table(target: Target, options: RootsOptions) -> tuple[X86PageTable, str]:
+    facts = target.facts
+    root = options.root
+    if facts.kernel_root is not None and root.cr3 is None and not root.user_pgd:
+        pt = open_page_table(target, RootOptions(cpu=root.cpu, levels=root.levels, kernel=True))
+        return pt, "VMCOREINFO"
+    pt = open_page_table(target, root)
+    if root.cr3 is not None:
+        return pt, "--cr3"
+    kpt = kernel_tables(pt, facts)
+    if facts.kernel_root is not None and kpt.root == facts.kernel_root:
+        return kpt, "VMCOREINFO"
+    cpu = root.cpu if root.cpu is not None else facts.selected_cpu or 0
+    how = f"CPU {cpu}'s CR3"
+    if kpt.root != pt.root:
+        how += f" 0x{pt.root:x}, its PTI kernel twin"
+    return kpt, how
+
+
+def roots(
+    target: Target,
+    options: RootsOptions = RootsOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> RootsResult:
+    """Every address space on ``target`` (see the module docstring)."""
+    if not target.ram:
+        raise UsageError(f"roots scans RAM, and {target.description} does not say where its RAM is")
+    kpt, source = _kernel_table(target, options)
+    scan = scan_roots(kpt, target.ram, max_roots=options.max_roots, progress=progress)
+    cr3s: dict[int, list[int]] = {}
+    for i, cpu in enumerate(target.cpus):
+        if cpu.root is not None:
+            cr3s.setdefault(cpu.root, []).append(i)
+    spaces = []
+    for table in scan.roots:
+        pt = kpt.with_root(table, cache=False)
+        pair = detect_pti(pt) if not table & PAGE_SIZE else None
+        user_root = pair[1] if pair is not None and pair[0] == table else None
+        user_pt = pt if user_root is None else pt.with_root(user_root)
+        usage = space_usage(user_pt)
+        identity = identify(user_pt, usage) if options.identity else None
+        cpus = sorted(c for r in (table, user_root) if r is not None for c in cr3s.get(r, ()))
+        # The kernel's own table (init_top_pgt) maps nothing in the user half; a process's
+        # always maps something (its stack).
+        kernel = table == kpt.root and not usage.runs and not usage.problem
+        spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus)))
+    warnings = []
+    if scan.truncated:
+        warnings.append(f"roots: stopped after {options.max_roots} address spaces")
+    return RootsResult(
+        kpt.root,
+        source,
+        kpt.levels,
+        tuple(spaces),
+        scan.rejected,
+        scan.rejected_count,
+        scan.empty,
+        scan.bytes_scanned,
+        scan.truncated,
+        tuple(warnings),
+    )
+
+
+def identify(pt: X86PageTable, usage: Usage) -> ExecIdentity | None:
+    """The identity ``execve`` left on the stack of ``pt``'s process: the highest segment end
+    whose top pages (up to :data:`_STACK_PAGES`, as far down as they are mapped) read as a
+    stack's top, one whose argument array was found first."""
+    fallback = None
+    for n, end in enumerate(stack_tops(usage)):
+        if n >= _TRIES:
+            break
+        pages: list[bytes] = []
+        while len(pages) < _STACK_PAGES:
+            page = _page(pt, end - (len(pages) + 1) * PAGE_SIZE)
+            if page is None:
+                break
+            pages.append(page)
+        if not pages:
+            continue
+        data = b"".join(reversed(pages))
+        found = exec_identity(data, end - len(data))
+        if found is not None and found.argv is not None:
+            return found
+        fallback = fallback or found
+    return fallback
+
+
+def _page(pt: X86PageTable, vaddr: int) -> bytes | None:
+    """The 4 KiB page at user VA ``vaddr``, or ``None`` (unmapped, not captured)."""
+    if vaddr < 0:
+        return None
+    t = pt.try_translate(vaddr)
+    if t is None:
+        return None
+    try:
+        return pt.mapper.read(t.paddr, PAGE_SIZE)
+    except GdbextError:
+        return None
