@@ -1,0 +1,303 @@
+"""A kernel's symbols when the user has them: a ``System.map`` or a ``vmlinux``.
+
+:func:`load_system_map` reads nm-style lines (``ADDR TYPE NAME``, as ``System.map`` and
+``/proc/kallsyms`` write them; a module's symbols, ``NAME [MODULE]``, are skipped: modules are
+not part of the image); :func:`load_vmlinux` reads an ELF's symbol table and sections with
+pyelftools. Either gives a :class:`SymbolTable`: names to addresses, an address to the nearest
+symbol at or below it (``init_task+0x10``) and the kernel image's sections. A ``System.map``
+has no sections; they come from its markers (``_text``/``_etext``, ``__start_rodata``...).
+
+Both files name the addresses the kernel was linked at. A kernel booted with KASLR runs its
+image moved by a slide: :meth:`SymbolTable.slid` moves every image symbol (those in the high
+kernel mapping; per-CPU offsets stay), and :func:`slide_for` computes the slide from where the
+target's ``_text`` really is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from gdbext.errors import InputError, SymbolFileError, UnknownSymbolError
+from gdbext.linux.layout import START_KERNEL, START_KERNEL_MAP
+
+__all__ = [
+    "Section",
+    "SymbolTable",
+    "load_symbols",
+    "load_system_map",
+    "load_vmlinux",
+    "parse_symbol",
+    "slide_for",
+]
+
+_TOP = 1 << 64
+
+#: nm's types of symbols that name code or data (``symbol+0x10`` is computed from them); the
+#: others (absolute ``A``, undefined ``U``, debugging ``N``...) only resolve by name.
+LOOKUP_TYPES = frozenset("TtDdBbRrVvWwGgSs")
+
+#: The kernel image's sections as ``System.map``'s markers bound them (vmlinux.lds.S), in
+#: address order: (name, start symbol, end symbol). Linux frees the init sections after boot.
+MARKER_SECTIONS = (
+    (".text", "_text", "_etext"),
+    (".rodata", "__start_rodata", "__end_rodata"),
+    (".data", "_sdata", "_edata"),
+    ("init (freed)", "__init_begin", "__init_end"),
+    (".bss", "__bss_start", "__bss_stop"),
+)
+
+_LINE = re.compile(r"([0-9A-Fa-f]{1,16})\s+([A-Za-z?-])\s+(\S+)(?:\s+\[(\S+)\])?\s*")
+_SYMBOL = re.compile(r"([A-Za-z_.$][\w.$]*)(?:\s*([+-])\s*(\S+))?")
+
+
+@dataclass(frozen=True)
+class Section:
+    """``[start, end)`` of the kernel image and its name (``.text``)."""
+
+    name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SymbolTable:
+    """A kernel's symbols: look names and addresses up both ways (bisect over sorted lists).
+
+    :param source: the file they came from, for messages.
+    :param symbols: every symbol, ``(address, type, name)``.
+    """
+
+    source: str
+    symbols: tuple[tuple[int, str, str], ...]
+    sections: tuple[Section, ...] = ()
+    #: How far the image was moved from the file's addresses (:meth:`slid`).
+    slide: int = 0
+    _by_name: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _starts: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+    _names: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
+    _section_starts: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for addr, _, name in self.symbols:
+            self._by_name.setdefault(name, addr)
+        code = sorted(
+            (addr, name)
+            for addr, kind, name in self.symbols
+            if kind in LOOKUP_TYPES and addr >= START_KERNEL_MAP
+        )
+        self._starts.extend(a for a, _ in code)
+        self._names.extend(n for _, n in code)
+        self._section_starts.extend(s.start for s in self.sections)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def address(self, name: str) -> int | None:
+        """The address of symbol ``name`` (the first one of that name), or ``None``."""
+        return self._by_name.get(name)
+
+    @property
+    def image_end(self) -> int | None:
+        """Where the image ends: ``_end``, else the last section's end, else ``None``."""
+        end = self._by_name.get("_end")
+        if end is None and self.sections:
+            end = max(s.end for s in self.sections)
+        return end
+
+    def lookup(self, vaddr: int) -> tuple[str, int] | None:
+        """The nearest code or data symbol at or below ``vaddr`` and the offset from it, for an
+        address inside the kernel image (from its first symbol to its end); else ``None``."""
+        i = bisect_right(self._starts, vaddr) - 1
+        if i < 0:
+            return None
+        end = self.image_end
+        if end is not None and vaddr >= end:
+            return None
+        return self._names[i], vaddr - self._starts[i]
+
+    def describe(self, vaddr: int) -> str | None:
+        """``init_task`` or ``init_task+0x10`` for ``vaddr`` (see :meth:`lookup`)."""
+        found = self.lookup(vaddr)
+        if found is None:
+            return None
+        name, offset = found
+        return name if offset == 0 else f"{name}+0x{offset:x}"
+
+    def section(self, vaddr: int) -> Section | None:
+        """The image section holding ``vaddr``, or ``None``."""
+        i = bisect_right(self._section_starts, vaddr) - 1
+        if i >= 0 and vaddr < self.sections[i].end:
+            return self.sections[i]
+        return None
+
+    def slid(self, slide: int) -> SymbolTable:
+        """This table with the image moved by ``slide`` (a KASLR slide, modulo 2^64) from the
+        file's addresses: symbols in the high kernel mapping move, per-CPU offsets do not."""
+        delta = (slide - self.slide) % _TOP
+        if delta == 0:
+            return self
+
+        def move(addr: int) -> int:
+            return (addr + delta) % _TOP if addr >= START_KERNEL_MAP else addr
+
+        return replace(
+            self,
+            symbols=tuple((move(a), k, n) for a, k, n in self.symbols),
+            sections=tuple(replace(s, start=move(s.start), end=move(s.end)) for s in self.sections),
+            slide=slide % _TOP,
+        )
+
+    def resolve(self, text: str) -> int:
+        """The address ``text`` names: ``NAME``, ``NAME+OFFSET`` or ``NAME-OFFSET``.
+
+        :raises InputError: no such symbol, or an offset that is not a number.
+        """
+        parsed = parse_symbol(text)
+        if parsed is None:
+            raise InputError(f"{text!r} is neither a number nor a symbol name")
+        name, offset = parsed
+        addr = self.address(name)
+        if addr is None:
+            raise UnknownSymbolError(name, self.source)
+        return (addr + offset) % _TOP
+
+
+def parse_symbol(text: str) -> tuple[str, int] | None:
+    """``NAME[+-OFFSET]`` as ``(NAME, offset)``, or ``None`` when ``text`` is not one.
+
+    :raises InputError: the offset is not a number.
+    """
+    from gdbext.units import parse_int
+
+    m = _SYMBOL.fullmatch(text.strip())
+    if m is None:
+        return None
+    if m[2] is None:
+        return m[1], 0
+    try:
+        offset = parse_int(m[3])
+    except ValueError as exc:
+        raise InputError(f"{text!r}: the offset: {exc}") from None
+    return m[1], -offset if m[2] == "-" else offset
+
+
+def _marker_sections(names: Mapping[str, int]) -> tuple[Section, ...]:
+    out = []
+    for name, start, end in MARKER_SECTIONS:
+        if start in names and end in names and names[start] < names[end]:
+            out.append(Section(name, names[start], names[end]))
+    return tuple(sorted(out, key=lambda s: s.start))
+
+
+def _parse_map(lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        m = _LINE.fullmatch(line.rstrip("\n"))
+        if m is None:
+            shown = line.strip()
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise SymbolFileError(
+                f"not a System.map line (ADDR TYPE NAME): {shown!r}", path, number
+            )
+        if m[4] is None:
+            yield int(m[1], 16), m[2], m[3]
+
+
+def load_system_map(path: str | os.PathLike[str]) -> SymbolTable:
+    """The symbols of a ``System.map`` (or a saved ``/proc/kallsyms``), at its addresses.
+
+    :raises InputError: the file cannot be read, a line is not ``ADDR TYPE NAME`` (the path
+        and line number are in the message), or it names no symbol.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8", errors="replace") as f:
+            symbols = tuple(_parse_map(f, name))
+    except OSError as exc:
+        raise SymbolFileError(str(exc.strerror or exc), name) from None
+    if not symbols:
+        raise SymbolFileError("no symbols in it (an empty System.map?)", name)
+    table = SymbolTable(name, symbols)
+    return replace(table, sections=_marker_sections(table._by_name))
+
+
+#: ELF symbol types (``st_info.type``) that name code or data, as nm's types.
+_ELF_KINDS = {"STT_FUNC": "T", "STT_OBJECT": "D", "STT_NOTYPE": "D", "STT_TLS": "D"}
+
+
+def load_vmlinux(path: str | os.PathLike[str]) -> SymbolTable:
+    """The symbols and sections of a ``vmlinux`` ELF (pyelftools), at its link addresses.
+
+    Sections are the allocated ones in the high kernel mapping; when the symbol table has
+    ``System.map``'s markers, the sections they bound are used instead (the kernel's
+    grouping: ``.text``, ``.rodata``, ``.data``, init, ``.bss``).
+
+    :raises InputError: not an ELF file, or one without a symbol table.
+    """
+    from elftools.common.exceptions import ELFError
+    from elftools.construct.core import ConstructError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            elf = ELFFile(f)
+            symbols: list[tuple[int, str, str]] = []
+            elf_sections: list[Section] = []
+            for sec in elf.iter_sections():
+                flags = sec["sh_flags"]
+                addr, size = sec["sh_addr"], sec["sh_size"]
+                if flags & 0x2 and size and addr >= START_KERNEL_MAP:  # SHF_ALLOC
+                    elf_sections.append(Section(sec.name, addr, addr + size))
+                if not isinstance(sec, SymbolTableSection) or sec["sh_type"] != "SHT_SYMTAB":
+                    continue
+                for sym in sec.iter_symbols():
+                    kind = _ELF_KINDS.get(sym["st_info"]["type"])
+                    if not sym.name or kind is None or sym["st_shndx"] == "SHN_UNDEF":
+                        continue
+                    if sym["st_shndx"] == "SHN_ABS":
+                        kind = "A"
+                    elif sym["st_info"]["bind"] == "STB_LOCAL":
+                        kind = kind.lower()
+                    symbols.append((sym["st_value"], kind, sym.name))
+    except OSError as exc:
+        raise SymbolFileError(str(exc.strerror or exc), name) from None
+    except (ELFError, ConstructError, ValueError) as exc:
+        raise SymbolFileError(f"not a vmlinux (ELF): {exc}", name) from None
+    if not symbols:
+        raise SymbolFileError("no symbol table (a stripped vmlinux?)", name)
+    table = SymbolTable(name, tuple(symbols))
+    sections = _marker_sections(table._by_name) or tuple(
+        sorted(elf_sections, key=lambda s: s.start)
+    )
+    return replace(table, sections=sections)
+
+
+def load_symbols(
+    system_map: str | os.PathLike[str] | None = None,
+    vmlinux: str | os.PathLike[str] | None = None,
+) -> SymbolTable | None:
+    """The symbols of whichever file was given (``None``: neither)."""
+    if vmlinux is not None:
+        return load_vmlinux(vmlinux)
+    if system_map is not None:
+        return load_system_map(system_map)
+    return None
+
+
+def slide_for(table: SymbolTable, kernel_text: int | None, kernel_offset: int | None) -> int:
+    """The slide that moves ``table`` to where the target's image is: ``kernel_text`` (where
+    ``_text`` really is) minus the table's ``_text``; without either, ``kernel_offset``
+    (VMCOREINFO ``KERNELOFFSET``, for a table of unslid addresses); else 0."""
+    text = table.address("_text")
+    if text is not None and kernel_text is not None:
+        return (kernel_text - text) % _TOP
+    if kernel_offset is not None and (text is None or text == START_KERNEL):
+        return kernel_offset % _TOP
+    return 0
