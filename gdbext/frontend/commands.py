@@ -472,6 +472,8 @@ class TranslateOutcome:
     #: False when the address is mapped but its frame is in RAM and not in the dump (its bytes
     #: are unknown); True otherwise.
     captured: bool = True
+    #: ``symbol+0xoff`` of the address, when symbols were given and it is in the kernel image.
+    symbol: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""Symbol names where addresses go, when the user gave the kernel's symbols.
+
+``--system-map FILE`` or ``--vmlinux FILE`` (:func:`add_symbol_options`, on the commands that
+declare :attr:`~gdbext.frontend.command.Command.symbols`) load a
+:class:`~gdbext.linux.symbols.SymbolTable`; :func:`target_symbols` moves it to where the
+target's kernel image is (the KASLR slide: where ``_text`` is, by
+:func:`~gdbext.linux.kaslr.kernel_text`, against the file's ``_text``). An address operand is
+then a number or ``NAME[+-OFFSET]`` (:func:`address_operand` keeps the name until the target is
+open; :func:`resolve` turns it into an address). Without either option nothing changes: a
+word that is not a number is the usage error it always was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from gdbext.errors import UnknownSymbolError, UsageError
+from gdbext.linux.symbols import SymbolTable, load_symbols, parse_symbol, slide_for
+from gdbext.units import parse_int
+
+if TYPE_CHECKING:
+    from gdbext.plugin.target import Target
+    from gdbext.x86.paging import X86PageTable
+
+__all__ = [
+    "add_symbol_options",
+    "address_operand",
+    "has_symbols",
+    "resolve",
+    "target_symbols",
+]
+
+#: An address operand: a number, or a symbol expression resolved once the target is open.
+Operand = int | str
+
+#: Loaded files, by (path, size, mtime): a debugger session loads a System.map once.
+_LOADED: dict[tuple[str, str, int, int], SymbolTable] = {}
+
+
+def add_symbol_options(p: argparse.ArgumentParser) -> None:
+    """``--system-map FILE`` and ``--vmlinux FILE``: one or the other."""
+    g = p.add_argument_group("symbols (names for kernel addresses)")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument(
+        "--system-map",
+        metavar="FILE",
+        help="the kernel's System.map (or a saved /proc/kallsyms): symbol names "
+        "(NAME, NAME+0x10) where an address goes, symbol+0xoff shown; moved by the KASLR slide",
+    )
+    which.add_argument(
+        "--vmlinux",
+        metavar="FILE",
+        help="the kernel's vmlinux: its ELF symbols and sections, as --system-map",
+    )
+
+
+def has_symbols(args: argparse.Namespace) -> bool:
+    """Whether the command was given a symbol file."""
+    return bool(getattr(args, "system_map", None) or getattr(args, "vmlinux", None))
+
+
+def address_operand(args: argparse.Namespace, name: str, noun: str, text: str) -> Operand:
+    """An address operand as parsed before the target is open: a number, or (with a symbol
+    file) ``NAME[+-OFFSET]`` kept as text for :func:`resolve`.
+
+    :raises UsageError: not a number, and not a symbol expression with a symbol file given.
+    """
+    try:
+        return parse_int(text)
+    except ValueError as exc:
+        if has_symbols(args) and parse_symbol(text) is not None:
+            return text
+        raise UsageError(f"{name}: argument {noun}: {exc}") from None
+
+
+def _load(args: argparse.Namespace) -> SymbolTable | None:
+    kind = "vmlinux" if getattr(args, "vmlinux", None) else "system_map"
+    path = getattr(args, kind, None)
+    if not path:
+        return None
+    path = os.path.expanduser(path)
+    try:
+        st = os.stat(path)
+        key = (kind, path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    table = load_symbols(**{kind: path})
+    if key is not None and table is not None:
+        _LOADED.clear()
+        _LOADED[key] = table
+    return table
+
+
+def target_symbols(
+    args: argparse.Namespace, target: Target, pt: X86PageTable
+) -> SymbolTable | None:
+    """The symbol file the command was given, moved to where ``target``'s kernel image is;
+    ``None`` without one.
+
+    :raises SymbolFileError: the file cannot be read as symbols.
+    """
+    from gdbext.errors import GdbextError
+    from gdbext.linux.kaslr import kernel_text
+
+    table = _load(args)
+    if table is None:
+        return None
+    facts = target.facts
+    try:
+        text = kernel_text(pt, facts).value
+    except GdbextError:  # the kernel's tables cannot be read: VMCOREINFO's offset alone
+        text = None
+    return table.slid(slide_for(table, text, facts.kernel_offset))
+
+
+def resolve(operands: Sequence[Operand], symbols: SymbolTable | None) -> list[int]:
+    """``operands`` as addresses: numbers as they are, symbol expressions looked up.
+
+    :raises UnknownSymbolError: a name the symbols lack.
+    """
+    out = []
+    for op in operands:
+        if isinstance(op, int):
+            out.append(op)
+        elif symbols is None:
+            raise UnknownSymbolError(op, None)
+        else:
+            out.append(symbols.resolve(op))
+    return out

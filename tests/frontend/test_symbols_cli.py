@@ -1,0 +1,142 @@
+"""Symbol names where addresses go (``--system-map``, ``--vmlinux``) on the committed kernel dumps.
+
+The symbol files are the tests' own (:mod:`support.symfiles`: addresses as a kernel is linked,
+``_text`` at ``0xffffffff81000000``); the slide they are moved by is the dump's VMCOREINFO
+``KERNELOFFSET`` read here with pyelftools, and where an address goes is QEMU's own ``info tlb``
+of that stop (the golden), not gdbext's translation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from support.goldens import info_tlb
+from support.symfiles import write_system_map, write_vmlinux
+
+from gdbext import cli
+from gdbext.errors import GdbextError
+from gdbext.plugin.host import Host
+
+TOP = 1 << 64
+
+
+def _run(*argv: str | Path) -> tuple[int, str, str]:
+    """``gdbext ARGV``: its exit status, output and error line (as the command line's)."""
+    out = io.StringIO()
+    try:
+        status = cli.run([str(a) for a in argv], Host.create(), out)
+    except GdbextError as exc:
+        return exc.exit_status, out.getvalue(), str(exc)
+    return status, out.getvalue(), ""
+
+
+def _kernel_offset(path: Path) -> int:
+    """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools."""
+    with path.open("rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg.header.p_type != "PT_NOTE":
+                continue
+            for note in seg.iter_notes():  # type: ignore[attr-defined]
+                if note["n_name"] == "VMCOREINFO":
+                    desc = note["n_desc"]
+                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
+                    for line in text.splitlines():
+                        if line.startswith("KERNELOFFSET="):
+                            return int(line.split("=", 1)[1], 16)
+    return 0
+
+
+def _qemu_paddr(name: str, vaddr: int) -> int:
+    """Where QEMU's ``info tlb`` (kernel root) maps ``vaddr``."""
+    tlb = info_tlb(f"{name}.info-tlb-kernel")
+    for size in (1 << 12, 1 << 21, 1 << 30):
+        page = vaddr & ~(size - 1)
+        if page in tlb:
+            return tlb[page][0] + vaddr - page
+    raise AssertionError(f"0x{vaddr:x} is not in QEMU's info tlb")
+
+
+@pytest.fixture
+def system_map(tmp_path: Path) -> Path:
+    return write_system_map(tmp_path / "System.map")
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti"])
+def test_translate_a_symbol(
+    name: str, system_map: Path, kernel_dump: Callable[[str], Path]
+) -> None:
+    dump = kernel_dump(name)
+    slide = _kernel_offset(dump)
+    if name == "kaslr-pti":
+        assert slide != 0
+    vaddr = (0xFFFFFFFF82610000 + slide) % TOP
+    status, out, _ = _run(
+        "translate", dump, "--json", "--kernel", "--system-map", system_map, "init_task+0x10"
+    )
+    assert status == 0
+    (record,) = json.loads(out)
+    assert int(record["vaddr"], 16) == vaddr + 0x10
+    assert record["symbol"] == "init_task+0x10"
+    assert int(record["paddr"], 16) == _qemu_paddr(name, vaddr + 0x10)
+    # Text: the address, then its symbol; the rest as without symbols.
+    _, text, _ = _run("translate", dump, "--kernel", "--system-map", system_map, "init_task")
+    _, plain, _ = _run("translate", dump, "--kernel", hex(vaddr))
+    first, *rest = text.splitlines()
+    assert first.startswith(f"0x{vaddr:016x} <init_task> -> ")
+    assert [first.replace(" <init_task>", ""), *rest] == plain.splitlines()
+
+
+def test_vmlinux_on_a_kaslr_dump(tmp_path: Path, kernel_dump: Callable[[str], Path]) -> None:
+    dump = kernel_dump("kaslr-pti")
+    vmlinux = write_vmlinux(tmp_path / "vmlinux")
+    slide = _kernel_offset(dump)
+    status, out, _ = _run("translate", dump, "--json", "--vmlinux", vmlinux, "init_task")
+    assert status == 0
+    (record,) = json.loads(out)
+    assert int(record["vaddr"], 16) == 0xFFFFFFFF82600040 + slide
+    assert record["symbol"] == "init_task"
+
+
+def test_read_a_symbol(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
+    dump = kernel_dump("kaslr-pti")
+    vaddr = 0xFFFFFFFF82620000 + _kernel_offset(dump)
+    by_name = _run("read", dump, "--system-map", system_map, "jiffies", "8", "--format", "u64")
+    by_number = _run("read", dump, hex(vaddr), "8", "--format", "u64")
+    assert by_name == by_number
+    assert by_name[0] == 0
+
+
+def test_without_symbols_nothing_changes(kernel_dump: Callable[[str], Path]) -> None:
+    dump = kernel_dump("4level")
+    status, out, err = _run("translate", dump, "init_task")
+    assert (status, out) == (2, "")
+    assert "argument VADDR: not a number: init_task" in err
+    _, out, _ = _run("translate", dump, "--json", "0xffffffff82610000")
+    assert "symbol" not in json.loads(out)[0]
+
+
+def test_symbol_errors(
+    tmp_path: Path, system_map: Path, kernel_dump: Callable[[str], Path]
+) -> None:
+    dump = kernel_dump("4level")
+    status, out, err = _run("translate", dump, "--system-map", system_map, "init_tsak")
+    assert (status, out) == (2, "")
+    assert err.strip().endswith(f"no symbol 'init_tsak' in {system_map}")
+    bad = write_system_map(tmp_path / "bad.map", "ffffffff81000000 T _text\nnot a line\n")
+    status, _, err = _run("translate", dump, "--system-map", bad, "_text")
+    assert status == 2
+    assert f"{bad}:2: not a System.map line" in err
+    assert len(err.strip().splitlines()) == 1
+    status, _, err = _run("read", dump, "--phys", "--system-map", system_map, "jiffies", "8")
+    assert status == 2
+    assert "--phys takes a physical address" in err
+    status, _, err = _run(
+        "translate", dump, "--system-map", system_map, "--vmlinux", system_map, "_text"
+    )
+    assert status == 2
+    assert "not allowed with argument" in err
