@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from gdbext.errors import InputError, SymbolFileError, UnknownSymbolError
-from gdbext.linux.layout import START_KERNEL, START_KERNEL_MAP
+from gdbext.linux.layout import START_KERNEL, START_KERNEL_MAP, Layout, Marker
 
 __all__ = [
     "Section",
@@ -32,6 +32,7 @@ __all__ = [
     "load_vmlinux",
     "parse_symbol",
     "slide_for",
+    "with_sections",
 ]
 
 _TOP = 1 << 64
@@ -301,3 +302,18 @@ def slide_for(table: SymbolTable, kernel_text: int | None, kernel_offset: int | 
     if kernel_offset is not None and (text is None or text == START_KERNEL):
         return kernel_offset % _TOP
     return 0
+
+
+def with_sections(layout: Layout, table: SymbolTable) -> Layout:
+    """``layout`` with a marker where each of ``table``'s image sections starts (``Kernel
+    image .text``) and, where the next section does not follow at once, one where it ends
+    (``High Kernel Mapping`` again): a text walk then labels each range of the kernel image
+    with its section. The sections are placed as ``table`` is (slid)."""
+    extra = []
+    sections = table.sections
+    for i, sec in enumerate(sections):
+        extra.append(Marker(sec.start, f"Kernel image {sec.name}"))
+        if i + 1 == len(sections) or sections[i + 1].start != sec.end:
+            extra.append(Marker(sec.end, "High Kernel Mapping"))
+    markers = sorted((*layout.markers, *extra), key=lambda m: m.start)
+    return replace(layout, markers=tuple(markers))

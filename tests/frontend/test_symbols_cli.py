@@ -140,3 +140,42 @@ def test_symbol_errors(
     )
     assert status == 2
     assert "not allowed with argument" in err
+
+
+def test_walk_labels_sections(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
+    """Each range under a ``Kernel image`` marker lies in that section, as the test's map
+    bounds it moved by the dump's KERNELOFFSET; the walk covers what it covers without."""
+    dump = kernel_dump("kaslr-pti")
+    slide = _kernel_offset(dump)
+    sections = {
+        ".text": (0xFFFFFFFF81000000, 0xFFFFFFFF81E00000),
+        ".rodata": (0xFFFFFFFF82000000, 0xFFFFFFFF82400000),
+        ".data": (0xFFFFFFFF82600000, 0xFFFFFFFF82800000),
+        "init (freed)": (0xFFFFFFFF82A00000, 0xFFFFFFFF82C00000),
+        ".bss": (0xFFFFFFFF82E00000, 0xFFFFFFFF83000000),
+    }
+    status, out, _ = _run("walk", dump, "--kernel", "--system-map", system_map)
+    assert status == 0
+    current = None
+    seen = []
+    covered = 0
+    for line in out.splitlines():
+        if line.startswith("---[ "):
+            current = line[5:-5].removeprefix("Kernel image ")
+            seen.append(current)
+            continue
+        if line.startswith("#") or " -> " not in line:
+            continue
+        start, end = (int(a, 16) for a in line.split()[0].split("-"))
+        covered += end - start
+        if current in sections:
+            low, high = sections[current]
+            assert low + slide <= start < end <= high + slide, line
+    assert [s for s in seen if s in sections] == list(sections)
+    _, plain, _ = _run("walk", dump, "--kernel")
+    assert covered == sum(
+        int(b, 16) - int(a, 16)
+        for line in plain.splitlines()
+        if " -> " in line and not line.startswith("#")
+        for a, b in [line.split()[0].split("-")]
+    )

@@ -8,6 +8,7 @@ import pytest
 from support.symfiles import write_system_map, write_vmlinux
 
 from gdbext.errors import InputError, SymbolFileError, UnknownSymbolError
+from gdbext.linux.layout import START_KERNEL_MAP, linux_layout
 from gdbext.linux.symbols import (
     Section,
     load_symbols,
@@ -15,6 +16,7 @@ from gdbext.linux.symbols import (
     load_vmlinux,
     parse_symbol,
     slide_for,
+    with_sections,
 )
 
 SLIDE = 0x1E00_0000
@@ -156,3 +158,32 @@ def test_vmlinux_symbols_and_sections(tmp_path: Path) -> None:
     assert table.describe(0xFFFFFFFF82E10000) is None
     assert load_symbols(vmlinux=tmp_path / "vmlinux") == table
     assert load_symbols() is None
+
+
+def test_sections_as_walk_markers(system_map: Path) -> None:
+    table = load_system_map(system_map).slid(SLIDE)
+    layout = with_sections(linux_layout(4), table)
+    starts = [m.start for m in layout.markers]
+    assert starts == sorted(starts)
+    image = [
+        (m.start - SLIDE, m.name)
+        for m in layout.markers
+        if START_KERNEL_MAP <= m.start < layout.bases["modules"].value
+    ]
+    assert image == [
+        (START_KERNEL_MAP - SLIDE, "High Kernel Mapping"),
+        (0xFFFFFFFF81000000, "Kernel image .text"),
+        (0xFFFFFFFF81E00000, "High Kernel Mapping"),
+        (0xFFFFFFFF82000000, "Kernel image .rodata"),
+        (0xFFFFFFFF82400000, "High Kernel Mapping"),
+        (0xFFFFFFFF82600000, "Kernel image .data"),
+        (0xFFFFFFFF82800000, "High Kernel Mapping"),
+        (0xFFFFFFFF82A00000, "Kernel image init (freed)"),
+        (0xFFFFFFFF82C00000, "High Kernel Mapping"),
+        (0xFFFFFFFF82E00000, "Kernel image .bss"),
+        (0xFFFFFFFF83000000, "High Kernel Mapping"),
+    ]
+    # Without sections (a map without markers), the layout is as it was.
+    plain = linux_layout(4)
+    bare = load_system_map(write_system_map(system_map, "ffffffff81000000 T startup_64\n"))
+    assert with_sections(plain, bare) == plain

@@ -145,3 +145,41 @@ def test_read_the_banner_by_name(
     )
     assert status == 0
     assert out.read_bytes().startswith(b"Linux version ")
+
+
+def test_walk_labels_the_image_sections(
+    unslid_map: Path, kaslr_stop: tuple[QemuGuest, dict[str, int], Path]
+) -> None:
+    """The ranges under each section's marker lie in that section as the guest's own kallsyms
+    bound it, with the permissions Linux gives it (text r-x; rodata r--; data, bss rw-, and
+    nothing but text executable), and the freed init sections map nothing."""
+    _, own, dump = kaslr_stop
+    status, out = _run("walk", dump, "--kernel", "--system-map", unslid_map)
+    assert status == 0
+    bounds = {
+        ".text": ("_text", "_etext", "r-x"),
+        ".rodata": ("__start_rodata", "__end_rodata", "r--"),
+        ".data": ("_sdata", "_edata", "rw-"),
+        ".bss": ("__bss_start", "__bss_stop", "rw-"),
+    }
+    section = None
+    seen: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"---\[ (.*) \]---", line)
+        if m is not None:
+            section = m[1].removeprefix("Kernel image ")
+            assert section != "init (freed)", "the freed init sections map nothing"
+            continue
+        if section not in bounds or line.startswith("#"):
+            continue
+        start, end, perms = bounds[section]
+        first, last = (int(a, 16) for a in line.split()[0].split("-"))
+        # Ranges are whole pages: a section's first and last page may be shared.
+        assert own[start] & ~0x1FFFFF <= first < last <= (own[end] + 0x1FFFFF) & ~0x1FFFFF
+        got = line.split()[3]
+        # Only text executes; a data page may be made read-only (set_memory_ro), not executable.
+        assert got == perms if section == ".text" else got[2] == "-", line
+        seen.setdefault(section, set()).add(got)
+    assert {
+        name: perms in seen.get(name, ()) for name, (_, _, perms) in bounds.items()
+    } == dict.fromkeys(bounds, True)

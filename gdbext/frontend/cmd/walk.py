@@ -69,6 +69,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
 
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands
+    from gdbext.frontend.symbolic import has_symbols, target_symbols
 
     args = call.args
     result = commands.walk(
@@ -85,6 +86,8 @@ def run(call: Invocation) -> int:
             max_lines=args.max_lines,
         ),
     )
+    if has_symbols(args):
+        result.symbols = target_symbols(args, call.target, result.page_table)
     call.emit(result)
     status = EXIT_NOT_FOUND if result.stats["leaves"] == 0 else EXIT_OK
     if call.warn is not None and args.format == "qemu-tlb":
@@ -114,6 +117,7 @@ COMMAND = Command(
     debugger_summary="Walk a page table: every mapping, merged into ranges (as `gdbext walk`).",
     run=run,
     arguments=arguments,
+    symbols=True,
     exit_statuses=(
         (
             EXIT_NOT_FOUND,
