@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 from gdbext.errors import InputError, SymbolFileError, UnknownSymbolError
 from gdbext.linux.layout import START_KERNEL, START_KERNEL_MAP, Layout, Marker
@@ -51,7 +52,6 @@ MARKER_SECTIONS = (
     (".bss", "__bss_start", "__bss_stop"),
 )
 
-_LINE = re.compile(r"([0-9A-Fa-f]{1,16})\s+([A-Za-z?-])\s+(\S+)(?:\s+\[(\S+)\])?\s*")
 _SYMBOL = re.compile(r"([A-Za-z_.$][\w.$]*)(?:\s*([+-])\s*(\S+))?")
 
 
@@ -65,11 +65,35 @@ class Section:
 
 
 @dataclass(frozen=True)
+class _Index:
+    """What lookups bisect: names to file addresses, and the image's code and data symbols
+    sorted by address. Made once per file; a slid table shares it."""
+
+    by_name: dict[str, int]
+    starts: list[int]
+    names: list[str]
+
+    @classmethod
+    def of(cls, symbols: Iterable[tuple[int, str, str]]) -> _Index:
+        symbols = tuple(symbols)
+        # The first symbol of a name wins: later ones are written first.
+        by_name = {name: addr for addr, _, name in reversed(symbols)}
+        code = [
+            (addr, name)
+            for addr, kind, name in symbols
+            if kind in LOOKUP_TYPES and addr >= START_KERNEL_MAP
+        ]
+        code.sort(key=itemgetter(0))  # stable: symbols at one address keep the file's order
+        return cls(by_name, list(map(itemgetter(0), code)), list(map(itemgetter(1), code)))
+
+
+@dataclass(frozen=True)
 class SymbolTable:
     """A kernel's symbols: look names and addresses up both ways (bisect over sorted lists).
 
     :param source: the file they came from, for messages.
-    :param symbols: every symbol, ``(address, type, name)``.
+    :param symbols: every symbol, ``(address, type, name)``, at the file's addresses.
+    :param sections: the image's sections, moved by :attr:`slide`.
     """
 
     source: str
@@ -77,34 +101,33 @@ class SymbolTable:
     sections: tuple[Section, ...] = ()
     #: How far the image was moved from the file's addresses (:meth:`slid`).
     slide: int = 0
-    _by_name: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _starts: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
-    _names: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
-    _section_starts: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+    index: _Index | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for addr, _, name in self.symbols:
-            self._by_name.setdefault(name, addr)
-        code = sorted(
-            (addr, name)
-            for addr, kind, name in self.symbols
-            if kind in LOOKUP_TYPES and addr >= START_KERNEL_MAP
-        )
-        self._starts.extend(a for a, _ in code)
-        self._names.extend(n for _, n in code)
-        self._section_starts.extend(s.start for s in self.sections)
+        if self.index is None:
+            object.__setattr__(self, "index", _Index.of(self.symbols))
+
+    @property
+    def _index(self) -> _Index:
+        assert self.index is not None
+        return self.index
 
     def __len__(self) -> int:
         return len(self.symbols)
 
+    def _moved(self, addr: int) -> int:
+        """A file address where the image is: image symbols move, per-CPU offsets do not."""
+        return (addr + self.slide) % _TOP if addr >= START_KERNEL_MAP else addr
+
     def address(self, name: str) -> int | None:
         """The address of symbol ``name`` (the first one of that name), or ``None``."""
-        return self._by_name.get(name)
+        addr = self._index.by_name.get(name)
+        return None if addr is None else self._moved(addr)
 
     @property
     def image_end(self) -> int | None:
         """Where the image ends: ``_end``, else the last section's end, else ``None``."""
-        end = self._by_name.get("_end")
+        end = self.address("_end")
         if end is None and self.sections:
             end = max(s.end for s in self.sections)
         return end
@@ -112,13 +135,14 @@ class SymbolTable:
     def lookup(self, vaddr: int) -> tuple[str, int] | None:
         """The nearest code or data symbol at or below ``vaddr`` and the offset from it, for an
         address inside the kernel image (from its first symbol to its end); else ``None``."""
-        i = bisect_right(self._starts, vaddr) - 1
-        if i < 0:
-            return None
         end = self.image_end
         if end is not None and vaddr >= end:
             return None
-        return self._names[i], vaddr - self._starts[i]
+        index = self._index
+        i = bisect_right(index.starts, (vaddr - self.slide) % _TOP) - 1
+        if i < 0:
+            return None
+        return index.names[i], vaddr - self._moved(index.starts[i])
 
     def describe(self, vaddr: int) -> str | None:
         """``init_task`` or ``init_task+0x10`` for ``vaddr`` (see :meth:`lookup`)."""
@@ -130,14 +154,15 @@ class SymbolTable:
 
     def section(self, vaddr: int) -> Section | None:
         """The image section holding ``vaddr``, or ``None``."""
-        i = bisect_right(self._section_starts, vaddr) - 1
-        if i >= 0 and vaddr < self.sections[i].end:
-            return self.sections[i]
+        for sec in self.sections:
+            if sec.start <= vaddr < sec.end:
+                return sec
         return None
 
     def slid(self, slide: int) -> SymbolTable:
         """This table with the image moved by ``slide`` (a KASLR slide, modulo 2^64) from the
         file's addresses: symbols in the high kernel mapping move, per-CPU offsets do not."""
+        slide %= _TOP
         delta = (slide - self.slide) % _TOP
         if delta == 0:
             return self
@@ -147,9 +172,8 @@ class SymbolTable:
 
         return replace(
             self,
-            symbols=tuple((move(a), k, n) for a, k, n in self.symbols),
             sections=tuple(replace(s, start=move(s.start), end=move(s.end)) for s in self.sections),
-            slide=slide % _TOP,
+            slide=slide,
         )
 
     def resolve(self, text: str) -> int:
@@ -194,19 +218,41 @@ def _marker_sections(names: Mapping[str, int]) -> tuple[Section, ...]:
     return tuple(sorted(out, key=lambda s: s.start))
 
 
-def _parse_map(lines: Iterable[str], path: str) -> Iterator[tuple[int, str, str]]:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+def _marker_addresses(symbols: Iterable[tuple[int, str, str]]) -> dict[str, int]:
+    """The addresses of :data:`MARKER_SECTIONS`' symbols (the first of each name)."""
+    wanted = {n for _, start, end in MARKER_SECTIONS for n in (start, end)}
+    found: dict[str, int] = {}
+    for addr, _, name in symbols:
+        if name in wanted:
+            found.setdefault(name, addr)
+    return found
+
+
+def _parse_map(text: str, path: str) -> list[tuple[int, str, str]]:
+    """The lines of a ``System.map``: ``ADDR TYPE NAME``; a module's symbol (kallsyms' fourth
+    column, ``[MODULE]``) is skipped. A tight loop: a kernel's map has some 150,000 lines."""
+    out: list[tuple[int, str, str]] = []
+    append = out.append
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        n = len(parts)
+        if n == 0:
             continue
-        m = _LINE.fullmatch(line.rstrip("\n"))
-        if m is None:
-            shown = line.strip()
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise SymbolFileError(
-                f"not a System.map line (ADDR TYPE NAME): {shown!r}", path, number
-            )
-        if m[4] is None:
-            yield int(m[1], 16), m[2], m[3]
+        if 3 <= n <= 4 and len(parts[1]) == 1 and len(parts[0]) <= 16:
+            try:
+                addr = int(parts[0], 16)
+            except ValueError:
+                pass
+            else:
+                if n == 3:
+                    append((addr, parts[1], parts[2]))
+                    continue
+                if parts[3].startswith("["):
+                    continue
+        shown = line.strip()
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise SymbolFileError(f"not a System.map line (ADDR TYPE NAME): {shown!r}", path, number)
+    return out
 
 
 def load_system_map(path: str | os.PathLike[str]) -> SymbolTable:
@@ -218,13 +264,12 @@ def load_system_map(path: str | os.PathLike[str]) -> SymbolTable:
     name = os.fspath(path)
     try:
         with open(name, encoding="utf-8", errors="replace") as f:
-            symbols = tuple(_parse_map(f, name))
+            symbols = tuple(_parse_map(f.read(), name))
     except OSError as exc:
         raise SymbolFileError(str(exc.strerror or exc), name) from None
     if not symbols:
         raise SymbolFileError("no symbols in it (an empty System.map?)", name)
-    table = SymbolTable(name, symbols)
-    return replace(table, sections=_marker_sections(table._by_name))
+    return SymbolTable(name, symbols, _marker_sections(_marker_addresses(symbols)))
 
 
 #: ELF symbol types (``st_info.type``) that name code or data, as nm's types.
@@ -273,11 +318,10 @@ def load_vmlinux(path: str | os.PathLike[str]) -> SymbolTable:
         raise SymbolFileError(f"not a vmlinux (ELF): {exc}", name) from None
     if not symbols:
         raise SymbolFileError("no symbol table (a stripped vmlinux?)", name)
-    table = SymbolTable(name, tuple(symbols))
-    sections = _marker_sections(table._by_name) or tuple(
+    sections = _marker_sections(_marker_addresses(symbols)) or tuple(
         sorted(elf_sections, key=lambda s: s.start)
     )
-    return replace(table, sections=sections)
+    return SymbolTable(name, tuple(symbols), sections)
 
 
 def load_symbols(

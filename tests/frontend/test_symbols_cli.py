@@ -179,3 +179,28 @@ def test_walk_labels_sections(system_map: Path, kernel_dump: Callable[[str], Pat
         if " -> " in line and not line.startswith("#")
         for a, b in [line.split()[0].split("-")]
     )
+
+
+@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+def test_the_slide_from_the_page_tables_alone(
+    name: str, system_map: Path, kernel_dump: Callable[[str], Path]
+) -> None:
+    """Without VMCOREINFO (a live target that has none), ``_text`` is the first kernel-image
+    leaf of the kernel's tables: the map moves by the slide VMCOREINFO would have given."""
+    from gdbext.frontend.commands import RootOptions, open_page_table
+    from gdbext.linux.kaslr import kernel_text
+    from gdbext.linux.symbols import load_system_map, slide_for
+    from gdbext.plugin.facts import KernelFacts
+    from gdbext_dump.dump import open_dump
+
+    dump = kernel_dump(name)
+    target = open_dump(str(dump))
+    try:
+        pt = open_page_table(target, RootOptions(kernel=True))
+        found = kernel_text(pt, KernelFacts())
+    finally:
+        if target.close is not None:
+            target.close()
+    assert found.how == "page-table evidence: first kernel-image leaf"
+    table = load_system_map(system_map)
+    assert slide_for(table, found.value, None) == _kernel_offset(dump)
