@@ -204,3 +204,33 @@ def test_the_slide_from_the_page_tables_alone(
     assert found.how == "page-table evidence: first kernel-image leaf"
     table = load_system_map(system_map)
     assert slide_for(table, found.value, None) == _kernel_offset(dump)
+
+
+def test_debugger_commands_equal_the_command_line(
+    system_map: Path, kernel_dump: Callable[[str], Path]
+) -> None:
+    """``pt-translate``, ``pt-read`` and ``pt-walk`` take the same options (one declaration)
+    and print what the command line prints; ``--system-map`` completes file names."""
+    import io
+
+    from gdbext.frontend.completion import Completion
+    from gdbext.session import Session
+
+    dump = str(kernel_dump("kaslr-pti"))
+    host = Host.create()
+    session = Session(host)
+    session.backend(["core", dump], io.StringIO())
+    syms = ["--system-map", str(system_map)]
+    for name, argv in (
+        ("translate", [*syms, "init_task+0x10", "0xffffffff81000000"]),
+        ("read", [*syms, "jiffies", "16"]),
+        ("walk", ["--kernel", *syms]),
+    ):
+        out = io.StringIO()
+        status = session.run(f"pt-{name}", argv, out)
+        expected = _run(name, dump, *argv)
+        assert (status, out.getvalue()) == expected[:2], name
+    prefix = str(system_map)[:-3]
+    got = session.complete("pt-translate", f"--system-map {prefix}")
+    assert got == Completion.path(prefix)
+    assert str(system_map) in got.candidates
