@@ -405,9 +405,9 @@ class UnknownSymbolError(InputError):
     """A symbol name the loaded symbols do not have (or symbols are needed and none were
     given)."""
 
-    def __init__(self, name: str, source: str | None) -> None:
+    def __init__(self, name: str, source: str | None, hint: str = "") -> None:
         super().__init__(
-            f"no symbol {name!r} in {source}"
+            f"no symbol {name!r} in {source}{hint}"
             if source is not None
             else f"{name!r} is not a number (give --system-map FILE or --vmlinux FILE for symbol "
             "names)"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gdbext.errors import UnknownSymbolError, UsageError
+from gdbext.frontend.command import command_name
 from gdbext.linux.symbols import SymbolTable, load_symbols, parse_symbol, slide_for
 from gdbext.units import parse_int
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_symbol_options",
     "address_operand",
+    "check_symbol_options",
     "has_symbols",
     "resolve",
     "target_symbols",
@@ -74,6 +76,27 @@ def address_operand(args: argparse.Namespace, name: str, noun: str, text: str) -
         if has_symbols(args) and parse_symbol(text) is not None:
             return text
         raise UsageError(f"{name}: argument {noun}: {exc}") from None
+
+
+def check_symbol_options(args: argparse.Namespace, *options: str) -> None:
+    """Each of ``options`` (destinations, ``has``) that holds a name rather than a number
+    needs a symbol file: without one it is the usage error a number's option gives.
+
+    :raises UsageError: a name without ``--system-map``/``--vmlinux``, or not a symbol
+        expression.
+    """
+    from gdbext.units import not_a_number
+
+    for dest in options:
+        value = getattr(args, dest, None)
+        if not isinstance(value, str):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        name = command_name(args)
+        if not has_symbols(args):
+            raise UsageError(f"{name}: argument {flag}: {not_a_number(value)}")
+        if parse_symbol(value) is None:
+            raise UsageError(f"{name}: argument {flag}: not a symbol or number: {value!r}")
 
 
 def _load(args: argparse.Namespace) -> SymbolTable | None:

@@ -52,6 +52,7 @@ MARKER_SECTIONS = (
     (".bss", "__bss_start", "__bss_stop"),
 )
 
+_HEX_WORD = re.compile(r"[0-9A-Fa-f]+")
 _SYMBOL = re.compile(r"([A-Za-z_.$][\w.$]*)(?:\s*([+-])\s*(\S+))?")
 
 
@@ -187,7 +188,10 @@ class SymbolTable:
         name, offset = parsed
         addr = self.address(name)
         if addr is None:
-            raise UnknownSymbolError(name, self.source)
+            hint = ""
+            if offset == 0 and _HEX_WORD.fullmatch(name):
+                hint = f" (did you mean 0x{name}?)"
+            raise UnknownSymbolError(name, self.source, hint)
         return (addr + offset) % _TOP
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,32 @@ def test_debugger_commands_equal_the_command_line(
     got = session.complete("pt-translate", f"--system-map {prefix}")
     assert got == Completion.path(prefix)
     assert str(system_map) in got.candidates
+
+
+def test_walk_has_a_symbol(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
+    dump = kernel_dump("kaslr-pti")
+    vaddr = 0xFFFFFFFF82610000 + _kernel_offset(dump)
+    by_name = _run("walk", dump, "--kernel", "--system-map", system_map, "--has", "init_task")
+    by_number = _run("walk", dump, "--kernel", "--system-map", system_map, "--has", hex(vaddr))
+    assert by_name == by_number
+    assert by_name[0] == 0
+    # The one mapping holding it, split where the image's sections start and end.
+    spans = [
+        [int(a, 16) for a in line.split()[0].split("-")]
+        for line in by_name[1].splitlines()
+        if " -> " in line and not line.startswith("#")
+    ]
+    assert all(a[1] == b[0] for a, b in pairwise(spans))
+    assert any(start <= vaddr < end for start, end in spans)
+    # Without symbols: the error a word that is not a number always gave.
+    assert _run("walk", dump, "--has", "init_task") == (
+        2,
+        "",
+        "walk: argument --has: not a number: init_task",
+    )
+
+
+def test_a_hex_word_that_is_no_symbol(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
+    status, _, err = _run("translate", kernel_dump("4level"), "--system-map", system_map, "dead")
+    assert status == 2
+    assert err.endswith(f"no symbol 'dead' in {system_map} (did you mean 0xdead?)")
