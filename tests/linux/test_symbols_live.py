@@ -87,10 +87,24 @@ def _guest(kaslr: bool) -> QemuGuest:
 
 
 @pytest.fixture(scope="session")
-def unslid_map(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A System.map of the test kernel: its kallsyms booted with ``nokaslr``."""
-    with _guest(kaslr=False) as guest:
-        text = _kallsyms(guest)
+def unslid_map(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A System.map of the test kernel: its kallsyms booted with ``nokaslr`` (kept in pytest's
+    cache for that kernel file, so that only the first run boots for it)."""
+    from qemu_guest import find_kernel
+
+    kernel = _guest(kaslr=False).config.kernel or find_kernel()
+    stat = kernel.stat()
+    key = f"gdbext/kallsyms-map/{kernel.name}"
+    stamp = [str(kernel.resolve()), stat.st_size, stat.st_mtime_ns]
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    cached = cache.get(key, None) if cache is not None else None
+    if isinstance(cached, dict) and cached.get("kernel") == stamp:
+        text = str(cached["map"])
+    else:
+        with _guest(kaslr=False) as guest:
+            text = _kallsyms(guest)
+        if cache is not None:
+            cache.set(key, {"kernel": stamp, "map": text})
     path = tmp_path_factory.mktemp("symbols") / "System.map"
     path.write_text(text)
     return path
@@ -183,3 +197,31 @@ def test_walk_labels_the_image_sections(
     assert {
         name: perms in seen.get(name, ()) for name, (_, _, perms) in bounds.items()
     } == dict.fromkeys(bounds, True)
+
+
+def test_pt_translate_in_gdb(
+    unslid_map: Path, kaslr_stop: tuple[QemuGuest, dict[str, int], Path]
+) -> None:
+    """``pt-translate --system-map`` in the real GDB attached to the guest (backend ``gdb``,
+    no VMCOREINFO file: the slide from what the live target finds) agrees with QEMU."""
+    import shutil
+    import subprocess
+
+    from support.debuggers import GDBINIT
+    from support.gdblive import gdb_env
+
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        pytest.skip("no gdb")
+    guest, own, _ = kaslr_stop
+    expected = guest.gva2gpa(own["init_task"])
+    argv = [gdb, "-nx", "-batch", "-ex", f"source {GDBINIT}",
+            "-ex", f"target remote 127.0.0.1:{guest.gdb_port}",
+            "-ex", f"pt-translate --kernel --system-map {unslid_map} init_task",
+            "-ex", "detach"]  # fmt: skip
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=180, env=gdb_env(), check=False
+    )
+    line = next((x for x in proc.stdout.splitlines() if "<init_task>" in x), None)
+    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert line.startswith(f"0x{own['init_task']:016x} <init_task> -> 0x{expected:x} ")
