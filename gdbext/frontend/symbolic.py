@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gdbext.errors import UnknownSymbolError, UsageError
@@ -119,11 +119,39 @@ def _load(args: argparse.Namespace) -> SymbolTable | None:
     return table
 
 
+#: What ``linux_banner`` starts with: a symbol file of another kernel does not find it there.
+BANNER = b"Linux version "
+
+
+def banner_warning(table: SymbolTable, target: Target, pt: X86PageTable) -> str | None:
+    """A warning when ``table``'s ``linux_banner`` does not hold :data:`BANNER` in ``target``
+    (the symbols are another kernel's, or the slide is wrong); ``None`` when it does, or when
+    the map has no ``linux_banner`` or its bytes cannot be read."""
+    from gdbext.errors import GdbextError
+
+    addr = table.address("linux_banner")
+    if addr is None:
+        return None
+    try:
+        data = target.mapper.read(pt.translate(addr).paddr, len(BANNER))
+    except GdbextError:
+        return None
+    if data == BANNER:
+        return None
+    return (
+        f"{table.source}: linux_banner (0x{addr:x}) does not hold 'Linux version': "
+        "the symbols may be another kernel's"
+    )
+
+
 def target_symbols(
-    args: argparse.Namespace, target: Target, pt: X86PageTable
+    args: argparse.Namespace,
+    target: Target,
+    pt: X86PageTable,
+    warn: Callable[[str], None] | None = None,
 ) -> SymbolTable | None:
     """The symbol file the command was given, moved to where ``target``'s kernel image is;
-    ``None`` without one.
+    ``None`` without one. ``warn`` is given :func:`banner_warning`'s warning, if any.
 
     :raises SymbolFileError: the file cannot be read as symbols.
     """
@@ -138,7 +166,12 @@ def target_symbols(
         text = kernel_text(pt, facts).value
     except GdbextError:  # the kernel's tables cannot be read: VMCOREINFO's offset alone
         text = None
-    return table.slid(slide_for(table, text, facts.kernel_offset))
+    table = table.slid(slide_for(table, text, facts.kernel_offset))
+    if warn is not None:
+        message = banner_warning(table, target, pt)
+        if message is not None:
+            warn(message)
+    return table
 
 
 def resolve(operands: Sequence[Operand], symbols: SymbolTable | None) -> list[int]:

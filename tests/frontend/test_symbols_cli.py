@@ -264,3 +264,23 @@ def test_a_hex_word_that_is_no_symbol(system_map: Path, kernel_dump: Callable[[s
     status, _, err = _run("translate", kernel_dump("4level"), "--system-map", system_map, "dead")
     assert status == 2
     assert err.endswith(f"no symbol 'dead' in {system_map} (did you mean 0xdead?)")
+
+
+def test_another_kernels_symbols_are_warned_of(
+    system_map: Path, kernel_dump: Callable[[str], Path]
+) -> None:
+    """The test's map is no real kernel's: its linux_banner does not hold the banner, which
+    the kernel's does (read here from the dump with pyelftools at QEMU's translation)."""
+    from support.dumps import elf_read
+
+    dump = kernel_dump("kaslr-pti")
+    warnings: list[str] = []
+    out = io.StringIO()
+    argv = ["translate", str(dump), "--kernel", "--system-map", str(system_map), "init_task"]
+    assert cli.run(argv, Host.create(), out, warn=warnings.append) == 0
+    banner = 0xFFFFFFFF82000100 + _kernel_offset(dump)
+    assert elf_read(dump, _qemu_paddr("kaslr-pti", banner), 14) != b"Linux version "
+    assert warnings == [
+        f"{system_map}: linux_banner (0x{banner:x}) does not hold 'Linux version': "
+        "the symbols may be another kernel's"
+    ]

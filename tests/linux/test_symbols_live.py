@@ -124,8 +124,13 @@ def kaslr_stop(
 
 
 def _run(*argv: str | Path) -> tuple[int, str]:
+    """``gdbext ARGV``: its exit status and output; it must not warn (the kernel's own
+    symbols: ``linux_banner`` holds the banner)."""
     out = io.StringIO()
-    return cli.run([str(a) for a in argv], Host.create(), out), out.getvalue()
+    warnings: list[str] = []
+    status = cli.run([str(a) for a in argv], Host.create(), out, warn=warnings.append)
+    assert warnings == []
+    return status, out.getvalue()
 
 
 def test_translate_a_symbol_through_an_unslid_map(

@@ -111,7 +111,7 @@ def run(call: Invocation) -> int:
         from gdbext.frontend.symbolic import resolve, target_symbols
 
         pt = open_page_table(call.target, root_options(args))
-        (address,) = resolve([address], target_symbols(args, call.target, pt))
+        (address,) = resolve([address], target_symbols(args, call.target, pt, call.warn))
     result = read_memory(
         call.target,
         ReadOptions(

@@ -43,7 +43,7 @@ def run(call: Invocation) -> int:
     symbols = None
     if symbolic.has_symbols(call.args):
         pt = commands.open_page_table(call.target, root)
-        symbols = symbolic.target_symbols(call.args, call.target, pt)
+        symbols = symbolic.target_symbols(call.args, call.target, pt, call.warn)
     translated = commands.translate(call.target, symbolic.resolve(call.args.vaddrs, symbols), root)
     if symbols is not None:
         # Each address's symbol+0xoff, when it is in the kernel image.

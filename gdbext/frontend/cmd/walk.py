@@ -85,9 +85,8 @@ def run(call: Invocation) -> int:
     has = args.has
     symbols = None
     if has_symbols(args):
-        symbols = target_symbols(
-            args, call.target, commands.open_page_table(call.target, root_options(args))
-        )
+        pt = commands.open_page_table(call.target, root_options(args))
+        symbols = target_symbols(args, call.target, pt, call.warn)
         if has is not None:
             (has,) = resolve([has], symbols)
     result = commands.walk(
