@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_symbol_options",
     "address_operand",
+    "banner_warning",
     "check_symbol_options",
     "has_symbols",
     "resolve",

@@ -10,7 +10,8 @@ has no sections; they come from its markers (``_text``/``_etext``, ``__start_rod
 Both files name the addresses the kernel was linked at. A kernel booted with KASLR runs its
 image moved by a slide: :meth:`SymbolTable.slid` moves every image symbol (those in the high
 kernel mapping; per-CPU offsets stay), and :func:`slide_for` computes the slide from where the
-target's ``_text`` really is.
+target's ``_text`` really is. :func:`with_sections` adds the image's sections to a layout's
+markers, for walks that label the image's ranges with them.
 """
 
 from __future__ import annotations
