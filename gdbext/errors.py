@@ -390,6 +390,32 @@ class InputError(GdbextError):
         self.offset = offset
 
 
+class SymbolFileError(InputError):
+    """A ``System.map`` or ``vmlinux`` that cannot be read as one; ``line`` (1-based) says
+    where in a ``System.map`` when a line is at fault."""
+
+    def __init__(self, message: str, path: str, line: int | None = None) -> None:
+        super().__init__(message, path)
+        if line is not None:
+            self.message = f"{path}:{line}: {message}"
+        self.line = line
+
+
+class UnknownSymbolError(InputError):
+    """A symbol name the loaded symbols do not have (or symbols are needed and none were
+    given)."""
+
+    def __init__(self, name: str, source: str | None, hint: str = "") -> None:
+        super().__init__(
+            f"no symbol {name!r} in {source}{hint}"
+            if source is not None
+            else f"{name!r} is not a number (give --system-map FILE or --vmlinux FILE for symbol "
+            "names)"
+        )
+        self.name = name
+        self.source = source
+
+
 class PagingLevelsError(InputError):
     """A number of paging levels other than 4 and 5 (x86-64 has no other)."""
 

@@ -30,6 +30,19 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def address_or_symbol(text: str) -> int | str:
+    """An address, or a symbol expression (``NAME[+-OFFSET]``) kept as text: whether there
+    are symbols to resolve it with is known once every option is parsed
+    (:func:`gdbext.frontend.symbolic.check_symbol_options`)."""
+    try:
+        return parse_int(text)
+    except ValueError as exc:
+        word = text.strip()
+        if word[:1].isalpha() or word[:1] in "_.":
+            return text
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def addr_range(text: str) -> AddrRange:
     """``START-END`` or ``START+SIZE``."""
     from gdbext.addr import AddrRange

@@ -57,7 +57,8 @@ class Command:
     what to open (with the target options: a positional DUMP when :attr:`dump_operand`,
     ``--backend``, ``--dump`` and the backends' options), the page-table options when
     :attr:`page_table` (``--cpu``, ``--cr3``, ``--kernel``, ``--user-pgd``, ``--levels``), the
-    output options (``--format``, ``--json``), then :attr:`arguments`.
+    symbol options when :attr:`symbols` (``--system-map``, ``--vmlinux``), the output options
+    (``--format``, ``--json``), then :attr:`arguments`.
     """
 
     #: The command line's name (``gdbext walk``); the debuggers' is :attr:`debugger_name`.
@@ -74,6 +75,9 @@ class Command:
     text: str | None = None
     #: Takes the page-table options.
     page_table: bool = True
+    #: Takes ``--system-map FILE`` / ``--vmlinux FILE`` (:mod:`gdbext.frontend.symbolic`):
+    #: symbol names where its addresses go.
+    symbols: bool = False
     #: With the target options, takes a positional DUMP.
     dump_operand: bool = True
     #: For commands whose positional operands (``args.operands``) may stand after options too:

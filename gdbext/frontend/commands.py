@@ -23,6 +23,7 @@ from gdbext.errors import (
 )
 from gdbext.linux.detect import detect_layout, labels_wanted
 from gdbext.linux.layout import PTI_USER_PGD_BIT, Layout
+from gdbext.linux.symbols import SymbolTable, with_sections
 from gdbext.mapper import is_captured
 from gdbext.permfilter import PermFilter
 from gdbext.plugin.facts import KernelFacts
@@ -304,6 +305,9 @@ class WalkResult:
     #: Finds the layout when it is first needed (default: :func:`detect_layout` on
     #: :attr:`page_table` and :attr:`facts`).
     find_layout: Callable[[], Layout] | None = field(default=None, repr=False)
+    #: The kernel's symbols, placed (``--system-map``, ``--vmlinux``): text output labels the
+    #: kernel image's ranges with their sections.
+    symbols: SymbolTable | None = field(default=None, repr=False)
 
     @property
     def layout(self) -> Layout:
@@ -323,6 +327,8 @@ class WalkResult:
         target decide (:func:`~gdbext.linux.detect.labels_wanted`)."""
         if not labels_wanted(self.options.labels, self.facts):
             return None
+        if self.symbols is not None:
+            return with_sections(self.layout, self.symbols)
         return self.layout
 
     @property
@@ -472,6 +478,8 @@ class TranslateOutcome:
     #: False when the address is mapped but its frame is in RAM and not in the dump (its bytes
     #: are unknown); True otherwise.
     captured: bool = True
+    #: ``symbol+0xoff`` of the address, when symbols were given and it is in the kernel image.
+    symbol: str | None = None
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,10 @@ def add_command_arguments(
         _add_target_options(p, host, dump=command.dump_operand)
     if command.page_table:
         _add_page_table_options(p)
+    if command.symbols:
+        from gdbext.frontend.symbolic import add_symbol_options
+
+        add_symbol_options(p)
     o = p.add_argument_group("output")
     formats = sorted(host.output_formats(command.name))
     o.add_argument(

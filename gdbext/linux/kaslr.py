@@ -43,10 +43,12 @@ from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
 
 __all__ = [
+    "Evidence",
     "KaslrItem",
     "KaslrReport",
     "PointerRegion",
     "kaslr_report",
+    "kernel_text",
     "pointer_regions",
     "scan_pointers",
 ]
@@ -151,19 +153,8 @@ def kaslr_report(pt: X86PageTable, facts: KernelFacts, layout: Layout) -> KaslrR
     """
     kpt = kernel_tables(pt, facts)
     bases = layout.bases
-    offset = vmcoreinfo_hex(facts, "KERNELOFFSET")
-    stext = vmcoreinfo_hex(facts, "SYMBOL(_stext)")
     image = _first_image_leaf(kpt)
-    text_value, text_how, text_checks = _pick(
-        Evidence(
-            None if offset is None else (START_KERNEL + offset) % _TOP,
-            "VMCOREINFO KERNELOFFSET",
-        ),
-        Evidence(stext, "VMCOREINFO SYMBOL(_stext)"),
-        Evidence(
-            None if image is None else image[0], "page-table evidence: first kernel-image leaf"
-        ),
-    )
+    text_value, text_how, text_checks = _pick(*_text_evidence(facts, image))
     items: list[KaslrItem] = [
         KaslrItem("kernel_text", "kernel image (_text)", text_value, text_how, text_checks)
     ]
@@ -230,6 +221,32 @@ def kaslr_report(pt: X86PageTable, facts: KernelFacts, layout: Layout) -> KaslrR
             KaslrItem("modules_end", "modules area end", MODULES_END, "fixed: MODULES_END")
         )
     return KaslrReport(tuple(items), kpt.root)
+
+
+def _text_evidence(facts: KernelFacts, image: tuple[int, int] | None) -> tuple[Evidence, ...]:
+    """Where ``_text`` is, by each source, in the order they are believed."""
+    offset = vmcoreinfo_hex(facts, "KERNELOFFSET")
+    return (
+        Evidence(
+            None if offset is None else (START_KERNEL + offset) % _TOP,
+            "VMCOREINFO KERNELOFFSET",
+        ),
+        Evidence(vmcoreinfo_hex(facts, "SYMBOL(_stext)"), "VMCOREINFO SYMBOL(_stext)"),
+        Evidence(
+            None if image is None else image[0], "page-table evidence: first kernel-image leaf"
+        ),
+    )
+
+
+def kernel_text(pt: X86PageTable, facts: KernelFacts) -> Evidence:
+    """Where the kernel image's ``_text`` is, and how that was found: :func:`kaslr_report`'s
+    ``kernel_text`` without the other items (the kernel's tables are walked only when
+    VMCOREINFO does not say)."""
+    sources = _text_evidence(facts, None)
+    if all(s.value is None for s in sources):
+        sources = _text_evidence(facts, _first_image_leaf(kernel_tables(pt, facts)))
+    value, how, _ = _pick(*sources)
+    return Evidence(value, how)
 
 
 def _layout_item(

@@ -81,6 +81,12 @@ def render_walk(result: WalkResult) -> Iterator[str]:
 _BOOL = {True: "true", False: "false"}
 
 
+def _symbol(name: str | None) -> dict[str, str]:
+    """``{"symbol": "init_task+0x10"}`` for an address that has a symbol, else nothing (the
+    record is as it is without symbols)."""
+    return {} if name is None else {"symbol": name}
+
+
 def render_translate(result: TranslateResult) -> Iterator[str]:
     """An array with one record per address; an error record for an unmapped one."""
     out: list[dict[str, Any]] = []
@@ -90,6 +96,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
             err = outcome.error
             record: dict[str, Any] = {
                 "vaddr": hexs(outcome.vaddr),
+                **_symbol(outcome.symbol),
                 "error": str(err),
                 "level": None if err is None else err.level,
                 "entry": None if err is None or err.entry is None else hexs(err.entry),
@@ -109,6 +116,7 @@ def render_translate(result: TranslateResult) -> Iterator[str]:
         out.append(
             {
                 "vaddr": hexs(t.vaddr),
+                **_symbol(outcome.symbol),
                 "paddr": hexs(t.paddr),
                 "page_size": t.page_size,
                 "flags": leaf_flag_names(t.entry, t.page_size),

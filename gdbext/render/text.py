@@ -180,7 +180,9 @@ def render_translate(result: TranslateResult, style: Style = PLAIN) -> Iterator[
         t = outcome.translation
         if t is None:
             err = outcome.error
-            yield style.paint(style.warning, f"{hex64(outcome.vaddr)}: {err}")
+            yield style.paint(
+                style.warning, f"{hex64(outcome.vaddr)}{_symbol(outcome.symbol)}: {err}"
+            )
             if err is not None:
                 for level, table, index, entry in err.steps:
                     names = " ".join(step_flag_names(entry)) or "(not present)"
@@ -191,7 +193,8 @@ def render_translate(result: TranslateResult, style: Style = PLAIN) -> Iterator[
                     yield _step_line(level, table, index, f"unknown: the table is {why}", "")
             continue
         yield (
-            f"{hex64(t.vaddr)} -> 0x{t.paddr:x}  {format_size(t.page_size)} page  "
+            f"{hex64(t.vaddr)}{_symbol(outcome.symbol)} -> 0x{t.paddr:x}  "
+            f"{format_size(t.page_size)} page  "
             f"{perms(t.user, t.writable, t.executable, style)}"
             + ("" if outcome.captured else "  (mapped; the frame is not in the dump)")
         )
@@ -199,6 +202,11 @@ def render_translate(result: TranslateResult, style: Style = PLAIN) -> Iterator[
             leaf = step is t.steps[-1]
             names = " ".join(step_flag_names(step.entry, t.page_size if leaf else None))
             yield _step_line(step.level, step.table, step.index, f"0x{step.entry:016x}  {names}")
+
+
+def _symbol(name: str | None) -> str:
+    """`` <init_task+0x10>`` after an address that has a symbol, else nothing."""
+    return "" if name is None else f" <{name}>"
 
 
 def _step_line(level: int, table: int, index: int, what: str, sep: str = "= ") -> str:

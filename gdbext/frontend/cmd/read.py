@@ -12,7 +12,7 @@ from gdbext.errors import EXIT_NOT_FOUND, ReadGapError, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.cmd.operands import leading_source
 from gdbext.frontend.command import Command, Invocation, command_name, root_options, write_lines
-from gdbext.units import format_size, parse_int, parse_size, plural
+from gdbext.units import format_size, parse_size, plural
 
 if TYPE_CHECKING:
     from gdbext.frontend.memread import ReadResult
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 TEXT = (
     "Read SIZE bytes at ADDR: virtual, through the selected page table (each page translated "
     "as the MMU does, 4 KiB, 2 MiB and 1 GiB pages alike), or physical with --phys. ADDR is a "
-    "number (0x hex, or decimal; in GDB and LLDB a $-expression too), SIZE a number with an "
+    "number (0x hex, or decimal; in GDB and LLDB a $-expression too; with --system-map or "
+    "--vmlinux a symbol, NAME or NAME+0x10), SIZE a number with an "
     "optional unit (4K, 2M, 1G, 64KiB; 0x1000). Pages that are not mapped, not captured in a "
     "dump or not readable are gaps, named with their reason and never shown as zeros; a read "
     "with a gap exits with status 1. A range past 2**64, or a virtual one that is not "
@@ -75,14 +76,15 @@ def _size(text: str) -> int:
 def operands(args: argparse.Namespace) -> str | None:
     """``[DUMP] ADDR SIZE``: the first operand is the dump when it is not a number and no other
     backend was named (as ``translate``'s). Leaves ``args.address`` and ``args.size``."""
+    from gdbext.frontend.symbolic import address_operand
+
     name = command_name(args)
     positional, rest = leading_source(args, name, "ADDR")
     if len(rest) != 2:
         raise UsageError(f"{name}: give ADDR and SIZE{' after the DUMP' if positional else ''}")
-    try:
-        args.address = parse_int(rest[0])
-    except ValueError as exc:
-        raise UsageError(f"{name}: argument ADDR: {exc}") from None
+    args.address = address_operand(args, name, "ADDR", rest[0])
+    if args.phys and isinstance(args.address, str):
+        raise UsageError(f"{name}: --phys takes a physical address, not a symbol")
     try:
         args.size = parse_size(rest[1])
     except ValueError as exc:
@@ -103,10 +105,17 @@ def run(call: Invocation) -> int:
     from gdbext.frontend.memread import ReadOptions, read_memory
 
     args = call.args
+    address = args.address
+    if isinstance(address, str):
+        from gdbext.frontend.commands import open_page_table
+        from gdbext.frontend.symbolic import resolve, target_symbols
+
+        pt = open_page_table(call.target, root_options(args))
+        (address,) = resolve([address], target_symbols(args, call.target, pt, call.warn))
     result = read_memory(
         call.target,
         ReadOptions(
-            args.address,
+            address,
             args.size,
             physical=args.phys,
             root=root_options(args),
@@ -211,6 +220,7 @@ COMMAND = Command(
     arguments=arguments,
     dump_operand=False,
     operands=operands,
+    symbols=True,
     prepare=_prepare,
     default_format="hexdump",
     exit_statuses=(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from gdbext.errors import EXIT_NOT_FOUND, UntranslatedError, UsageError
 from gdbext.frontend.cmd.operands import leading_source
 from gdbext.frontend.command import Command, Invocation, command_name, root_options
-from gdbext.units import parse_int
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
@@ -26,24 +26,34 @@ def operands(args: argparse.Namespace) -> str | None:
     target options; a dump whose name is a number is given as ``./NAME`` or with ``--dump``),
     or, before at least one VADDR, the source of the backend named (``gdbstub``'s
     ``HOST:PORT``). Leaves the addresses, parsed, in ``args.vaddrs``."""
+    from gdbext.frontend.symbolic import address_operand
+
     name = command_name(args)
     positional, rest = leading_source(args, name, "VADDR", other_backends=True)
     if not rest:
         raise UsageError(f"{name}: give at least one VADDR after the DUMP")
-    vaddrs = []
-    for text in rest:
-        try:
-            vaddrs.append(parse_int(text))
-        except ValueError as exc:
-            raise UsageError(f"{name}: argument VADDR: {exc}") from None
-    args.vaddrs = vaddrs
+    args.vaddrs = [address_operand(args, name, "VADDR", text) for text in rest]
     return positional
 
 
 def run(call: Invocation) -> int:
-    from gdbext.frontend import commands
+    from gdbext.frontend import commands, symbolic
 
-    translated = commands.translate(call.target, call.args.vaddrs, root_options(call.args))
+    root = root_options(call.args)
+    symbols = None
+    if symbolic.has_symbols(call.args):
+        pt = commands.open_page_table(call.target, root)
+        symbols = symbolic.target_symbols(call.args, call.target, pt, call.warn)
+    translated = commands.translate(call.target, symbolic.resolve(call.args.vaddrs, symbols), root)
+    if symbols is not None:
+        # Each address's symbol+0xoff, when it is in the kernel image.
+        translated = dataclasses.replace(
+            translated,
+            outcomes=[
+                dataclasses.replace(o, symbol=symbols.describe(o.vaddr))
+                for o in translated.outcomes
+            ],
+        )
     # Addresses that could not be translated (exit status 2) are errors: stderr's.
     call.emit(translated, output=translated.results())
     if translated.failures:
@@ -59,5 +69,6 @@ COMMAND = Command(
     arguments=arguments,
     dump_operand=False,
     operands=operands,
+    symbols=True,
     exit_statuses=((EXIT_NOT_FOUND, "an address is not mapped"),),
 )

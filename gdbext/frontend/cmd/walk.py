@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, Warn, root_options
+
+if TYPE_CHECKING:
+    from gdbext.plugin.host import Host
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
@@ -22,7 +26,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
     where.add_argument(
         "--has",
-        type=argtypes.integer,
+        type=argtypes.address_or_symbol,
         metavar="VADDR",
         help="only the merged mapping that contains VADDR",
     )
@@ -67,10 +71,24 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
 
 
+def _prepare(args: argparse.Namespace, host: Host) -> None:
+    from gdbext.frontend.symbolic import check_symbol_options
+
+    check_symbol_options(args, "has")
+
+
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands
+    from gdbext.frontend.symbolic import has_symbols, resolve, target_symbols
 
     args = call.args
+    has = args.has
+    symbols = None
+    if has_symbols(args):
+        pt = commands.open_page_table(call.target, root_options(args))
+        symbols = target_symbols(args, call.target, pt, call.warn)
+        if has is not None:
+            (has,) = resolve([has], symbols)
     result = commands.walk(
         call.target,
         commands.WalkOptions(
@@ -79,12 +97,13 @@ def run(call: Invocation) -> int:
             args.merge,
             args.max_leaves or None,
             perm=args.filter,
-            has=args.has,
+            has=has,
             labels=args.labels,
             merge_by=args.merge_by,
             max_lines=args.max_lines,
         ),
     )
+    result.symbols = symbols
     call.emit(result)
     status = EXIT_NOT_FOUND if result.stats["leaves"] == 0 else EXIT_OK
     if call.warn is not None and args.format == "qemu-tlb":
@@ -114,6 +133,8 @@ COMMAND = Command(
     debugger_summary="Walk a page table: every mapping, merged into ranges (as `gdbext walk`).",
     run=run,
     arguments=arguments,
+    symbols=True,
+    prepare=_prepare,
     exit_statuses=(
         (
             EXIT_NOT_FOUND,

@@ -1,0 +1,191 @@
+"""Symbol names where addresses go, when the user gave the kernel's symbols.
+
+``--system-map FILE`` or ``--vmlinux FILE`` (:func:`add_symbol_options`, on the commands that
+declare :attr:`~gdbext.frontend.command.Command.symbols`) load a
+:class:`~gdbext.linux.symbols.SymbolTable`; :func:`target_symbols` moves it to where the
+target's kernel image is (the KASLR slide: where ``_text`` is, by
+:func:`~gdbext.linux.kaslr.kernel_text`, against the file's ``_text``). An address operand is
+then a number or ``NAME[+-OFFSET]`` (:func:`address_operand` keeps the name until the target is
+open; :func:`resolve` turns it into an address). Without either option nothing changes: a
+word that is not a number is the usage error it always was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from gdbext.errors import UnknownSymbolError, UsageError
+from gdbext.frontend.command import command_name
+from gdbext.linux.symbols import SymbolTable, load_symbols, parse_symbol, slide_for
+from gdbext.units import parse_int
+
+if TYPE_CHECKING:
+    from gdbext.plugin.target import Target
+    from gdbext.x86.paging import X86PageTable
+
+__all__ = [
+    "add_symbol_options",
+    "address_operand",
+    "banner_warning",
+    "check_symbol_options",
+    "has_symbols",
+    "resolve",
+    "target_symbols",
+]
+
+#: An address operand: a number, or a symbol expression resolved once the target is open.
+Operand = int | str
+
+#: Loaded files, by (path, size, mtime): a debugger session loads a System.map once.
+_LOADED: dict[tuple[str, str, int, int], SymbolTable] = {}
+
+
+def add_symbol_options(p: argparse.ArgumentParser) -> None:
+    """``--system-map FILE`` and ``--vmlinux FILE``: one or the other."""
+    g = p.add_argument_group("symbols (names for kernel addresses)")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument(
+        "--system-map",
+        metavar="FILE",
+        help="the kernel's System.map (or a saved /proc/kallsyms): symbol names "
+        "(NAME, NAME+0x10) where an address goes, symbol+0xoff shown; moved by the KASLR slide",
+    )
+    which.add_argument(
+        "--vmlinux",
+        metavar="FILE",
+        help="the kernel's vmlinux: its ELF symbols and sections, as --system-map",
+    )
+
+
+def has_symbols(args: argparse.Namespace) -> bool:
+    """Whether the command was given a symbol file."""
+    return bool(getattr(args, "system_map", None) or getattr(args, "vmlinux", None))
+
+
+def address_operand(args: argparse.Namespace, name: str, noun: str, text: str) -> Operand:
+    """An address operand as parsed before the target is open: a number, or (with a symbol
+    file) ``NAME[+-OFFSET]`` kept as text for :func:`resolve`.
+
+    :raises UsageError: not a number, and not a symbol expression with a symbol file given.
+    """
+    try:
+        return parse_int(text)
+    except ValueError as exc:
+        if has_symbols(args) and parse_symbol(text) is not None:
+            return text
+        raise UsageError(f"{name}: argument {noun}: {exc}") from None
+
+
+def check_symbol_options(args: argparse.Namespace, *options: str) -> None:
+    """Each of ``options`` (destinations, ``has``) that holds a name rather than a number
+    needs a symbol file: without one it is the usage error a number's option gives.
+
+    :raises UsageError: a name without ``--system-map``/``--vmlinux``, or not a symbol
+        expression.
+    """
+    from gdbext.units import not_a_number
+
+    for dest in options:
+        value = getattr(args, dest, None)
+        if not isinstance(value, str):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        name = command_name(args)
+        if not has_symbols(args):
+            raise UsageError(f"{name}: argument {flag}: {not_a_number(value)}")
+        if parse_symbol(value) is None:
+            raise UsageError(f"{name}: argument {flag}: not a symbol or number: {value!r}")
+
+
+def _load(args: argparse.Namespace) -> SymbolTable | None:
+    kind = "vmlinux" if getattr(args, "vmlinux", None) else "system_map"
+    path = getattr(args, kind, None)
+    if not path:
+        return None
+    path = os.path.expanduser(path)
+    try:
+        st = os.stat(path)
+        key = (kind, path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    table = load_symbols(**{kind: path})
+    if key is not None and table is not None:
+        _LOADED.clear()
+        _LOADED[key] = table
+    return table
+
+
+#: What ``linux_banner`` starts with: a symbol file of another kernel does not find it there.
+BANNER = b"Linux version "
+
+
+def banner_warning(table: SymbolTable, target: Target, pt: X86PageTable) -> str | None:
+    """A warning when ``table``'s ``linux_banner`` does not hold :data:`BANNER` in ``target``
+    (the symbols are another kernel's, or the slide is wrong); ``None`` when it does, or when
+    the map has no ``linux_banner`` or its bytes cannot be read."""
+    from gdbext.errors import GdbextError
+
+    addr = table.address("linux_banner")
+    if addr is None:
+        return None
+    try:
+        data = target.mapper.read(pt.translate(addr).paddr, len(BANNER))
+    except GdbextError:
+        return None
+    if data == BANNER:
+        return None
+    return (
+        f"{table.source}: linux_banner (0x{addr:x}) does not hold 'Linux version': "
+        "the symbols may be another kernel's"
+    )
+
+
+def target_symbols(
+    args: argparse.Namespace,
+    target: Target,
+    pt: X86PageTable,
+    warn: Callable[[str], None] | None = None,
+) -> SymbolTable | None:
+    """The symbol file the command was given, moved to where ``target``'s kernel image is;
+    ``None`` without one. ``warn`` is given :func:`banner_warning`'s warning, if any.
+
+    :raises SymbolFileError: the file cannot be read as symbols.
+    """
+    from gdbext.errors import GdbextError
+    from gdbext.linux.kaslr import kernel_text
+
+    table = _load(args)
+    if table is None:
+        return None
+    facts = target.facts
+    try:
+        text = kernel_text(pt, facts).value
+    except GdbextError:  # the kernel's tables cannot be read: VMCOREINFO's offset alone
+        text = None
+    table = table.slid(slide_for(table, text, facts.kernel_offset))
+    if warn is not None:
+        message = banner_warning(table, target, pt)
+        if message is not None:
+            warn(message)
+    return table
+
+
+def resolve(operands: Sequence[Operand], symbols: SymbolTable | None) -> list[int]:
+    """``operands`` as addresses: numbers as they are, symbol expressions looked up.
+
+    :raises UnknownSymbolError: a name the symbols lack.
+    """
+    out = []
+    for op in operands:
+        if isinstance(op, int):
+            out.append(op)
+        elif symbols is None:
+            raise UnknownSymbolError(op, None)
+        else:
+            out.append(symbols.resolve(op))
+    return out
