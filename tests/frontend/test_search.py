@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
-from support.dumps import elf_read
+from support.dumps import elf_find, elf_read
 from support.goldens import info_tlb, registers
 
 from gdbext import cli
@@ -257,22 +256,6 @@ def test_bad_input_is_status_2(machine: Machine, argv: list[str]) -> None:
 
 
 # --- the committed kernel dumps ---------------------------------------------------------------
-
-
-def elf_find(path: Path, pattern: bytes) -> list[int]:
-    """Every physical address of ``pattern`` in the ELF core's PT_LOAD segments."""
-    found = []
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg["p_type"] != "PT_LOAD":
-                continue
-            f.seek(seg["p_offset"])
-            data = f.read(seg["p_filesz"])
-            i = data.find(pattern)
-            while i >= 0:
-                found.append(seg["p_paddr"] + i)
-                i = data.find(pattern, i + 1)
-    return found
 
 
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
