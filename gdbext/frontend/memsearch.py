@@ -29,9 +29,9 @@ from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, PhysMemoryError, UsageError
-from gdbext.flags import FLAGS_MASK, HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
-from gdbext.frontend.searchwhere import has_window
+from gdbext.frontend.searchwhere import IGNORED_FLAGS, has_window
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.detect import labels_wanted
 from gdbext.linux.layout import Layout
@@ -51,10 +51,8 @@ MAX_PATTERN = 4096
 CONTEXT = 16
 #: The index's block: segments are found by the 2 MiB blocks their frames meet.
 _BLOCK_SHIFT = 21
-#: Entry bits leaves of one run may differ in: all but those that say what the page is and
-#: who may use it (the engine then gives longer runs).
+#: The leaf's own bits an alias's copy of it is given its permissions from.
 _LEAF_BITS = USER_ACCESSIBLE | WRITABLE | NO_EXECUTE
-_IGNORED = FLAGS_MASK & ~(PRESENT | WRITABLE | USER_ACCESSIBLE | NO_EXECUTE | HUGE_PAGE)
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,7 @@ class SearchResult:
         out: list[Segment] = []
         aliases: list[Alias] = []
         held: list[int] | None = None  # vaddr, paddr, size, user, writable, executable, leaf
-        for rec in pt.iter_runs(aliases="collapse", ignore=_IGNORED, perm=self.options.perm):
+        for rec in pt.iter_runs(aliases="collapse", ignore=IGNORED_FLAGS, perm=self.options.perm):
             if type(rec) is AliasRun:
                 span = (rec.end - rec.vaddr) // rec.count
                 aliases.append(

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from gdbext.addr import AddrRange
 from gdbext.errors import NotFoundError, UsageError
-from gdbext.flags import ACCESSED_DIRTY
+from gdbext.flags import (
+    FLAGS_MASK,
+    HUGE_PAGE,
+    NO_EXECUTE,
+    PRESENT,
+    USER_ACCESSIBLE,
+    WRITABLE,
+)
 from gdbext.frontend.commands import (
     RootOptions,
     WalkOptions,
@@ -15,6 +22,10 @@ from gdbext.frontend.commands import (
 )
 from gdbext.permfilter import PermFilter
 from gdbext.plugin.target import Target
+
+#: Entry bits the leaves of one run a search reads may differ in: all but those that say what
+#: the page is and who may use it (the engine then gives longer runs).
+IGNORED_FLAGS = FLAGS_MASK & ~(PRESENT | WRITABLE | USER_ACCESSIBLE | NO_EXECUTE | HUGE_PAGE)
 
 #: Regions ``--pointer-into`` names: (name, the layout region names it covers).
 POINTER_REGIONS: dict[str, tuple[str, ...]] = {
@@ -33,17 +44,16 @@ def has_window(
     perm: PermFilter | None,
     window: AddrRange | None,
 ) -> AddrRange:
-    """The virtual range ``--has VADDR`` searches: the mapping that contains ``vaddr``,
-    merged as ``walk`` merges its lines but whatever the frames (``--merge va``: virtually
-    contiguous leaves with the same page size, permissions and flags but accessed and dirty),
-    within ``window`` (``--range``). A search is by virtual address: a match across two
-    pages of it is found whether or not their frames are contiguous.
+    """The virtual range ``--has VADDR`` searches: the mapping that contains ``vaddr``, its
+    virtually contiguous leaves of one page size and the same permissions, whatever their
+    frames and other flags, within ``window`` (``--range``). A search is by virtual address:
+    a match across two pages of it is found whether or not their frames are contiguous.
 
     :raises NotMappedError: ``vaddr`` is not mapped (exit status 1, naming the level).
     :raises NotFoundError: its page does not pass ``perm``, or its mapping misses ``window``.
     """
     walked = walk(target, WalkOptions(root, max_leaves=None, perm=perm, has=vaddr))
-    span = walked.has_range(ACCESSED_DIRTY, by_va=True)
+    span = walked.has_range(IGNORED_FLAGS, by_va=True)
     if window is None:
         return span
     start, end = max(span.start, window.start), min(span.end, window.end)

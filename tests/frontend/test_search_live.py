@@ -55,14 +55,16 @@ BUSY = "while :; do : </proc/self/stat; done"
 BUSY_LINES = f"""b=/bin/busybox
 len=${{#MARK}}
 pad=
-for try in 1 2 3 4; do
+for try in 1 2 3 4 5 6; do
   $b env -i $b sh -c '{BUSY}' "$MARK" "$pad" "$MARK" &
   busy=$!
   until $b tr '\\0' '\\n' < /proc/$busy/cmdline | $b grep -qxF "$MARK"; do :; done
   read -r {"_ " * 48}arg_end _ < /proc/$busy/stat
+  arg_end=${{arg_end:-0}}
   at=$(( (arg_end - 2 * (len + 1) - ${{#pad}} - 1) % 4096 ))
-  [ $(( at + len )) -gt 4096 ] && break
+  [ $arg_end -gt 0 ] && [ $(( at + len )) -gt 4096 ] && break
   kill $busy
+  [ $arg_end -gt 0 ] || continue  # no stack to read: try again
   n=$(( ${{#pad}} + (at - (4096 - len / 2) + 4096) % 4096 ))
   pad=$($b head -c $n /dev/zero | $b tr '\\0' p)
 done
@@ -85,6 +87,8 @@ class Page:
     vaddr: int
     paddr: int
     size: int
+    #: The leaf's NX, user and writable flags as ``info tlb`` shows them (``X``, ``U``, ``W``).
+    perms: str = ""
 
 
 def tlb_pages(lines: list[str]) -> list[Page]:
@@ -95,7 +99,8 @@ def tlb_pages(lines: list[str]) -> list[Page]:
     for line in lines:
         vaddr, rest = line.split(": ")
         paddr, flags = rest.split()
-        pages.append(Page(int(vaddr, 16), int(paddr, 16), M2 if flags[2] == "P" else K4))
+        size = M2 if flags[2] == "P" else K4
+        pages.append(Page(int(vaddr, 16), int(paddr, 16), size, flags[0] + flags[7:9]))
     return sorted(pages, key=lambda p: p.vaddr)
 
 
@@ -150,6 +155,23 @@ def expected_hits(
     return sorted(found)
 
 
+def mapping_of(pages: list[Page], vaddr: int) -> tuple[int, int]:
+    """``search --has``'s mapping by ``info tlb``: the virtually consecutive pages around
+    ``vaddr`` of one size and the same flags NX, U and W, whatever their frames (the user
+    half's upper levels allow all, so a leaf's flags are its permissions)."""
+    i = next(n for n, p in enumerate(pages) if p.vaddr <= vaddr < p.vaddr + p.size)
+    lo = hi = i
+
+    def joined(a: Page, b: Page) -> bool:
+        return a.vaddr + a.size == b.vaddr and (a.size, a.perms) == (b.size, b.perms)
+
+    while lo > 0 and joined(pages[lo - 1], pages[lo]):
+        lo -= 1
+    while hi + 1 < len(pages) and joined(pages[hi], pages[hi + 1]):
+        hi += 1
+    return pages[lo].vaddr, pages[hi].vaddr + pages[hi].size
+
+
 def xp_bytes(guest: QemuGuest, paddr: int, size: int) -> bytes:
     """``size`` bytes at ``paddr`` as QEMU's ``xp /Nbx`` prints them."""
     out = guest.hmp(f"xp /{size}bx {paddr:#x}")
@@ -191,9 +213,14 @@ def check_stop(guest: QemuGuest, mark: str, dump: Path) -> bool:
                 seen = xp_bytes(guest, pa, first) + xp_bytes(guest, rest, len(raw) - first)
                 assert seen == raw, hex(va)
     argv = ["--string", mark, "--json", "--max", "100000"]
-    status, live, err = gdbext_search(
-        "--backend", "gdbstub", f"127.0.0.1:{guest.gdb_port}", "--read-via", "host", *argv
-    )
+    stub = ("--backend", "gdbstub", f"127.0.0.1:{guest.gdb_port}", "--read-via", "host")
+    # --has: the stack's pages around $0, by info tlb.
+    lo, hi = mapping_of(pages, across[0])
+    status, stack, err = gdbext_search(*stub, *argv, "--has", f"{across[0]:#x}")
+    assert (status, err) == (0, "")
+    in_stack = [(va, pa) for va, pa in want if lo <= va and va + len(raw) <= hi]
+    assert [(int(h["address"], 16), int(h["paddr"], 16)) for h in stack["hits"]] == in_stack
+    status, live, err = gdbext_search(*stub, *argv)
     assert (status, err) == (0, "")
     assert guest.hmp("info status").strip() == "VM status: paused"
     assert guest.cr3() == cr3

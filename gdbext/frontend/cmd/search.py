@@ -64,8 +64,8 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         "--has",
         type=argtypes.integer,
         metavar="VADDR",
-        help="only the mapping that contains VADDR (its virtually contiguous pages of the same "
-        "size, permissions and flags, whatever their frames), within --range; an address not "
+        help="only the mapping that contains VADDR (its virtually contiguous pages of one size "
+        "and the same permissions, whatever their frames), within --range; an address not "
         "mapped is exit status 1",
     )
     p.add_argument(
