@@ -18,6 +18,7 @@ import bisect
 import dataclasses
 import itertools
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -27,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from support.debuggers import gdb, marked, sections
 from support.dumps import elf_find
+from support.gdblive import GDB
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -186,10 +189,11 @@ def gdbext_search(*argv: str) -> tuple[int, dict[str, Any], str]:
     return proc.returncode, json.loads(proc.stdout) if proc.stdout else {}, proc.stderr
 
 
-def check_stop(guest: QemuGuest, mark: str, dump: Path) -> bool:
+def check_stop(guest: QemuGuest, mark: str, dump: Path, notes: list[str]) -> bool:
     """At the current stop: False if CR3's tables map no user page where the marker is across
-    a page boundary (the stop is not in the busy shell); else True, once the hits live, in a
-    dump of this stop and found here are checked equal."""
+    a page boundary (the stop is not in the busy shell: what it found there is added to
+    ``notes``); else True, once the hits live, in a dump of this stop and found here are
+    checked equal."""
     raw = mark.encode()
     cr3 = guest.cr3()
     pages = tlb_pages(guest.info_tlb())
@@ -199,6 +203,8 @@ def check_stop(guest: QemuGuest, mark: str, dump: Path) -> bool:
     # marker too (its script), whole.
     across = [va for va, _ in want if va < USER_END and va % K4 + len(raw) > K4]
     if not across:
+        where = [f"{va:#x}" for va, _ in want if va < USER_END]
+        notes.append(f"CR3 {cr3:#x}: the marker in the user half at {where or 'no address'}")
         return False
     # QEMU's own translation and reading of the user-half hits and of those across pages.
     for va, pa in want:
@@ -222,6 +228,14 @@ def check_stop(guest: QemuGuest, mark: str, dump: Path) -> bool:
     assert [(int(h["address"], 16), int(h["paddr"], 16)) for h in stack["hits"]] == in_stack
     status, live, err = gdbext_search(*stub, *argv)
     assert (status, err) == (0, "")
+    if GDB is not None:  # GDB's pt-search on the same stop; it disconnects, the VM stays stopped
+        proc = gdb(
+            "set pagination off",
+            f"target remote 127.0.0.1:{guest.gdb_port}",
+            *marked(f"pt-search {' '.join(argv)}", "disconnect"),
+            timeout=300,
+        )
+        assert json.loads(sections(proc.stdout)[0]) == live, proc.stderr[-2000:]
     assert guest.hmp("info status").strip() == "VM status: paused"
     assert guest.cr3() == cr3
     status, dumped, err = gdbext_search(str(dump), *argv)
@@ -251,16 +265,21 @@ def test_marker_in_a_process_argv_is_where_the_dump_and_qemu_put_it(
     mark = f"GDBEXT-MARK-{secrets.token_hex(8)}"
     config = dataclasses.replace(qemu_guest.CONFIGS[name], init=busy_init(mark))
     wanted = {"user PGD", "kernel PGD"} if config.pti else {"CR3"}
+    notes: list[str] = []
     with qemu_guest.booted(config) as guest:
-        for n in range(STOPS):
+        for _ in range(STOPS):
             guest.stop()
             kind = "CR3"
             if config.pti:
                 kind = "user PGD" if guest.cr3() & PTI_USER_BIT else "kernel PGD"
-            if kind in wanted and check_stop(guest, mark, tmp_path / f"stop{n}.elf"):
+            if kind in wanted and check_stop(guest, mark, tmp_path / "stop.elf", notes):
                 wanted.discard(kind)
                 if not wanted:
                     return
             guest.cont()
             time.sleep(0.2)
-    pytest.fail(f"{STOPS} stops, none in the marker's process with {' or '.join(wanted)}")
+        at = re.findall(r"GDBEXT-MARK-AT.*", guest.serial_log())
+    pytest.fail(
+        f"{STOPS} stops, none in the busy shell with {' or '.join(wanted)} ({at}): "
+        + "; ".join(sorted(set(notes)))
+    )
