@@ -377,8 +377,9 @@ class WalkResult:
             if type(rec) is LeafRun:
                 yield from rec.mappings()
 
-    def has_range(self, ignore: int = 0) -> AddrRange:
-        """The virtual range of the merged mapping that contains ``options.has``.
+    def has_range(self, ignore: int = 0, by_va: bool = False) -> AddrRange:
+        """The virtual range of the merged mapping that contains ``options.has`` (``by_va``:
+        merged whatever the frames, as :func:`~gdbext.x86.merge.merge_runs` does).
 
         Walks a window around the address that grows (doubling on the side it touched) until
         the merged mapping no longer touches the window's edge, or the edge is the end of the
@@ -405,7 +406,7 @@ class WalkResult:
                 max_leaves=self.options.max_leaves,
                 perm=self.options.perm,
             )
-            for merged in merge_runs((r for r in window if type(r) is LeafRun), key):
+            for merged in merge_runs((r for r in window if type(r) is LeafRun), key, by_va):
                 if type(merged) is MergedRange and merged.vaddr <= vaddr < merged.end:
                     found = AddrRange(merged.vaddr, merged.end)
                     break

@@ -29,8 +29,9 @@ from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, PhysMemoryError, UsageError
-from gdbext.flags import FLAGS_MASK, HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
+from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
+from gdbext.frontend.searchwhere import IGNORED_FLAGS, has_window
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.detect import labels_wanted
 from gdbext.linux.layout import Layout
@@ -50,18 +51,8 @@ MAX_PATTERN = 4096
 CONTEXT = 16
 #: The index's block: segments are found by the 2 MiB blocks their frames meet.
 _BLOCK_SHIFT = 21
-#: Entry bits leaves of one run may differ in: all but those that say what the page is and
-#: who may use it (the engine then gives longer runs).
+#: The leaf's own bits an alias's copy of it is given its permissions from.
 _LEAF_BITS = USER_ACCESSIBLE | WRITABLE | NO_EXECUTE
-_IGNORED = FLAGS_MASK & ~(PRESENT | WRITABLE | USER_ACCESSIBLE | NO_EXECUTE | HUGE_PAGE)
-#: Regions ``--pointer-into`` names: (name, the layout region names it covers).
-POINTER_REGIONS: dict[str, tuple[str, ...]] = {
-    "kernel-text": ("kernel text mapping",),
-    "modules": ("module mapping space",),
-    "direct-map": ("direct mapping of all physical memory",),
-    "vmalloc": ("vmalloc/ioremap space",),
-    "vmemmap": ("virtual memory map",),
-}
 
 
 @dataclass(frozen=True)
@@ -92,6 +83,8 @@ class SearchOptions:
     labels: str = "auto"
     #: Only pages whose effective permissions pass (``--filter``).
     perm: PermFilter | None = None
+    #: Only the merged mapping that contains this address (``--has``), within ``range``.
+    has: int | None = None
 
 
 class Segment(NamedTuple):
@@ -254,7 +247,7 @@ class SearchResult:
         out: list[Segment] = []
         aliases: list[Alias] = []
         held: list[int] | None = None  # vaddr, paddr, size, user, writable, executable, leaf
-        for rec in pt.iter_runs(aliases="collapse", ignore=_IGNORED, perm=self.options.perm):
+        for rec in pt.iter_runs(aliases="collapse", ignore=IGNORED_FLAGS, perm=self.options.perm):
             if type(rec) is AliasRun:
                 span = (rec.end - rec.vaddr) // rec.count
                 aliases.append(
@@ -540,8 +533,8 @@ def search_memory(target: Target, options: SearchOptions) -> SearchResult:
             raise UsageError(
                 "search: --phys searches physical memory: it takes no page-table option"
             )
-        if options.perm is not None:
-            raise UsageError("search: --phys searches physical memory: it takes no --filter")
+        if options.perm is not None or options.has is not None:
+            raise UsageError("search: --phys searches physical memory: no --filter or --has")
         window = options.range
         if target.ram is None:
             if window is None:
@@ -558,24 +551,11 @@ def search_memory(target: Target, options: SearchOptions) -> SearchResult:
                 if r.start < window.end and window.start < r.end
             ]
         return SearchResult(options, target.mapper, ram=ram)
+    if options.has is not None:
+        window = has_window(target, options.root, options.has, options.perm, options.range)
+        options = replace(options, range=window)
     pt = open_page_table(target, options.root)
     layout = None
     if labels_wanted(options.labels, target.facts):
         layout = target_layout(target, pt)
     return SearchResult(options, target.mapper, pt, layout, root_warnings(pt, options.root))
-
-
-def pointer_range(target: Target, root: RootOptions, region: str) -> AddrRange:
-    """The virtual range ``--pointer-into REGION`` names, from the target's Linux layout.
-
-    :raises UsageError: an unknown region name.
-    """
-    names = POINTER_REGIONS.get(region)
-    if names is None:
-        known = ", ".join(POINTER_REGIONS)
-        raise UsageError(f"search: --pointer-into: no region {region!r} (regions: {known})")
-    layout = target_layout(target, open_page_table(target, root))
-    spans = [AddrRange(r.start, r.end) for r in layout.regions if r.name.startswith(names)]
-    if not spans:
-        raise UsageError(f"search: --pointer-into: the layout has no {region} region")
-    return AddrRange(min(s.start for s in spans), max(s.end for s in spans))

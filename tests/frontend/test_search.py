@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
-from support.dumps import elf_read
+from support.dumps import elf_find, elf_read
 from support.goldens import info_tlb, registers
 
 from gdbext import cli
@@ -259,22 +258,6 @@ def test_bad_input_is_status_2(machine: Machine, argv: list[str]) -> None:
 # --- the committed kernel dumps ---------------------------------------------------------------
 
 
-def elf_find(path: Path, pattern: bytes) -> list[int]:
-    """Every physical address of ``pattern`` in the ELF core's PT_LOAD segments."""
-    found = []
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg["p_type"] != "PT_LOAD":
-                continue
-            f.seek(seg["p_offset"])
-            data = f.read(seg["p_filesz"])
-            i = data.find(pattern)
-            while i >= 0:
-                found.append(seg["p_paddr"] + i)
-                i = data.find(pattern, i + 1)
-    return found
-
-
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
 def test_kernel_dump_hits_are_where_qemu_maps_the_bytes(
     kernel_dump: Callable[[str], Path], name: str
@@ -355,3 +338,93 @@ def test_kernel_dump_espfix_copies_are_each_reported(
     status, text = run(["search", str(dump), "--json", *argv])
     doc = json.loads(text)
     assert status == 0 and [int(h["address"], 16) for h in doc["hits"]] == want
+
+
+# --- --has ---------------------------------------------------------------------------------------
+
+
+def has_window(vaddr: int) -> tuple[int, int]:
+    """The test's own idea of ``--has``'s mapping: the run of virtually consecutive pages of
+    its list around ``vaddr`` with the same size and flags, whatever their frames."""
+    pages = sorted(PAGES + LINKED)
+    i = next(n for n, p in enumerate(pages) if p[0] <= vaddr < p[0] + p[2])
+    lo = hi = i
+    while (
+        lo > 0
+        and pages[lo - 1][0] + pages[lo - 1][2] == pages[lo][0]
+        and (pages[lo - 1][2:] == pages[lo][2:])
+    ):
+        lo -= 1
+    while (
+        hi + 1 < len(pages)
+        and pages[hi][0] + pages[hi][2] == pages[hi + 1][0]
+        and (pages[hi + 1][2:] == pages[hi][2:])
+    ):
+        hi += 1
+    return pages[lo][0], pages[hi][0] + pages[hi][2]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "vaddr"),
+    [
+        (MARK, VA_USER + 0x123),  # one page: not its kernel alias, nor the direct map
+        (MARK, DIRECT + M2 + 5),  # two 2 MiB pages; one match across two of their frames
+        (STRADDLE, VA_S),  # two pages, frames out of order: the match across them
+        (STRADDLE, VA_S + M2 + K4),  # the linked copy: its own hit only
+        (GAPPED, VA_S + 3 * K4),  # the page after the hole: no match
+        (UTF16, VA_S + K4),
+    ],
+)
+def test_has_searches_the_mapping_that_contains_the_address(
+    machine: Machine, pattern: bytes, vaddr: int
+) -> None:
+    lo, hi = has_window(vaddr)
+    want = [a for a in machine.expected(pattern) if lo <= a and a + len(pattern) <= hi]
+    everywhere = machine.expected(pattern)
+    status, found, _ = hits(machine, "--bytes", pattern.hex(), "--has", f"{vaddr:#x}")
+    assert [h["address"] for h in found] == want
+    assert [h["paddr"] for h in found] == [machine.paddr(a) for a in want]
+    assert status == (0 if want else 1)
+    if pattern is not GAPPED:
+        assert want and len(want) < len(everywhere)  # some hits inside, some outside
+
+
+def test_has_within_range_and_filter(machine: Machine) -> None:
+    lo, hi = has_window(DIRECT)
+    assert (lo, hi) == (DIRECT, DIRECT + 2 * M2)
+    argv = ["--string", MARK.decode(), "--has", f"{DIRECT:#x}"]
+    both = machine.expected(MARK)
+    _, found, _ = hits(machine, *argv, "--range", f"{DIRECT + F_MARK:#x}+0x200")
+    assert (
+        [h["address"] for h in found]
+        == [DIRECT + F_MARK + 0x100]
+        == [a for a in both if DIRECT + F_MARK <= a < DIRECT + F_MARK + 0x200]
+    )
+    _, found, _ = hits(machine, *argv, "--filter", "s,w")
+    assert [h["address"] for h in found] == [a for a in both if lo <= a < hi]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--has", f"{VA_S + 2 * K4:#x}"], f"0x{VA_S + 2 * K4:x}"),  # the hole
+        (["--has", f"{VA_USER:#x}", "--filter", "w"], "do not pass --filter w"),
+        (
+            ["--has", f"{VA_USER:#x}", "--range", f"{DIRECT:#x}+4M"],
+            f"0x{VA_USER:x} is mapped by 0x{VA_USER:x}-0x{VA_USER + K4:x}, outside --range",
+        ),
+    ],
+)
+def test_has_an_address_not_searched_is_status_1(
+    machine: Machine, argv: list[str], message: str
+) -> None:
+    with pytest.raises(GdbextError) as err:
+        run(["search", str(machine.core), "--string", MARK.decode(), *argv])
+    assert err.value.exit_status == 1 and message in str(err.value)
+    assert str(err.value).count("\n") == 0
+
+
+def test_has_with_phys_is_status_2(machine: Machine) -> None:
+    with pytest.raises(GdbextError) as err:
+        run(["search", str(machine.core), "--phys", "--string", "x", "--has", "0x400000"])
+    assert err.value.exit_status == 2

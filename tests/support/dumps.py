@@ -33,3 +33,20 @@ def elf_read(path: Path, paddr: int, size: int) -> bytes:
                 f.seek(seg["p_offset"] + paddr - seg["p_paddr"])
                 return f.read(size)
     raise AssertionError(f"0x{paddr:x} is in no PT_LOAD")
+
+
+def elf_find(path: Path, pattern: bytes) -> list[int]:
+    """Every physical address of ``pattern`` in the ELF dump's PT_LOAD segments, in order
+    (pyelftools, not gdbext's reader)."""
+    found = []
+    with open(path, "rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg["p_type"] != "PT_LOAD":
+                continue
+            f.seek(seg["p_offset"])
+            data = f.read(seg["p_filesz"])
+            i = data.find(pattern)
+            while i >= 0:
+                found.append(seg["p_paddr"] + i)
+                i = data.find(pattern, i + 1)
+    return found

@@ -15,7 +15,7 @@ TEXT = (
     "physical RAM with --phys. Each physical frame range is read once however many virtual "
     "addresses map it, and every virtual address that maps a match is reported; a match that "
     "straddles two virtual pages whose frames are not contiguous is found; --filter keeps the "
-    "pages whose permissions match. Each hit: its "
+    "pages whose permissions match, --has VADDR the mapping that contains VADDR. Each hit: its "
     "address, its physical address, the page's permissions, the Linux region and the bytes "
     "from there. Give one pattern: --bytes HEX, --string TEXT (--utf16: as UTF-16LE), "
     "--u64/--u32/--u16 VALUE (little-endian), or --pointer-into REGION|START-END (8-byte "
@@ -59,6 +59,14 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         type=argtypes.addr_range,
         metavar="START-END",
         help="only this range (virtual, or physical with --phys; or START+SIZE)",
+    )
+    p.add_argument(
+        "--has",
+        type=argtypes.integer,
+        metavar="VADDR",
+        help="only the mapping that contains VADDR (its virtually contiguous pages of one size "
+        "and the same permissions, whatever their frames), within --range; an address not "
+        "mapped is exit status 1",
     )
     p.add_argument(
         "--filter",
@@ -113,7 +121,7 @@ def _prepare(args: argparse.Namespace, host: object) -> None:
 
 def _is_range(text: str) -> bool:
     """``--pointer-into``'s operand is a range, not a region's name."""
-    from gdbext.frontend.memsearch import POINTER_REGIONS
+    from gdbext.frontend.searchwhere import POINTER_REGIONS
 
     return text not in POINTER_REGIONS
 
@@ -145,7 +153,8 @@ def pattern_bytes(args: argparse.Namespace) -> tuple[bytes, str]:
 
 
 def run(call: Invocation) -> int:
-    from gdbext.frontend.memsearch import Pattern, SearchOptions, pointer_range, search_memory
+    from gdbext.frontend.memsearch import Pattern, SearchOptions, search_memory
+    from gdbext.frontend.searchwhere import pointer_range
 
     args = call.args
     root = root_options(args)
@@ -168,7 +177,14 @@ def run(call: Invocation) -> int:
     result = search_memory(
         call.target,
         SearchOptions(
-            pattern, root, args.phys, args.range, args.max_hits, args.labels, args.filter
+            pattern,
+            root,
+            args.phys,
+            args.range,
+            args.max_hits,
+            args.labels,
+            args.filter,
+            args.has,
         ),
     )
     call.emit(result)
