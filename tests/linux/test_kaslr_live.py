@@ -33,7 +33,7 @@ def _ram_end(dump: Path) -> int:
     read with pyelftools."""
     with dump.open("rb") as f:
         loads = [s.header for s in ELFFile(f).iter_segments() if s.header.p_type == "PT_LOAD"]
-    return max(h.p_paddr + h.p_memsz for h in loads)
+    return int(max(h.p_paddr + h.p_memsz for h in loads))
 
 
 def test_live_kaslr_equals_the_guests_vmcoreinfo(
