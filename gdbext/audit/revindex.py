@@ -105,7 +105,8 @@ class ReverseIndex:
     """Physical ranges to the leaf spans that map them, for logarithmic lookups.
 
     Memory: one segment per distinct span boundary, each holding the spans that cover it
-    (a handful where frames are mapped once or twice, as in Linux's direct map and image).
+    (a handful where frames are mapped once or twice, as in Linux's direct map and image),
+    twice: as span numbers, and in answer order with what an answer copies from each.
     """
 
     def __init__(self, spans: Iterable[LeafSpan]) -> None:
