@@ -336,6 +336,42 @@ def test_progress_reports_leaves_once_per_interval(host: Host) -> None:
     assert run(quiet, "pt-walk", "--format", "qemu-tlb") == (status, text)
 
 
+def test_kaslr_leaks_reports_progress_while_it_reads(
+    host: Host, kernel_dump: Callable[[str], Path]
+) -> None:
+    """``pt-kaslr --leaks`` over every page of the kernel half (all of RAM through the direct
+    map, each frame read once) reports progress from its reads as a walk does, and its output
+    is the command line's."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.3  # every look at the clock is 0.3 s later
+        return now[0]
+
+    dump = str(kernel_dump("kaslr-pti"))
+
+    def reported(*argv: str) -> tuple[str, list[str]]:
+        reports: list[str] = []
+        session = selected(
+            host, "core", dump, progress=reports.append, progress_after=1.0, clock=clock
+        )
+        status, text = run(session, "pt-kaslr", *argv)
+        assert status == 0
+        assert cli_output(host, "kaslr", dump, *argv) == (0, text)
+        return text, reports
+
+    half = ("--kernel", "--all-pages", "--range", "0xffff800000000000-0xffffffffffffffff")
+    _, alone = reported()
+    text, leaks = reported("--leaks", *half)
+    assert re.search(
+        r"^leaks in 0xffff800000000000-0xffffffffffffffff .*: \d+ pointers$", text, re.M
+    )
+    assert all(re.fullmatch(r"pt-kaslr: \d+ s \(Ctrl-C interrupts\)", r) for r in leaks)
+    # Its 128 MiB read in chunks of at most 1 MiB: a report every 4 reads, not only the
+    # report's own walks.
+    assert len(leaks) >= len(alone) + 25, (alone, leaks)
+
+
 # --- $pt_phys, $pt_virt -----------------------------------------------------------------------
 
 

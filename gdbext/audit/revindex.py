@@ -6,7 +6,9 @@ repetitions (``count`` links ``stride`` bytes apart), never expanded. The spans'
 boundaries cut the physical address space into elementary segments, each with the spans that
 cover it all; a lookup is a bisection over the segment starts, then the few spans of the
 segments it meets, so its cost does not grow with the size of the walk (only with the number
-of mappings answered).
+of mappings answered). A range inside one segment (a frame, usually) is answered from that
+segment's spans kept in answer order: every span covers all of it, so each answer is the span's
+VA-PA offset plus the range, no clipping and no sort (Linux's ESPFIX frame is 129 spans).
 
 >>> from gdbext.audit.spans import LeafSpan
 >>> from gdbext.x86.records import LeafRun
@@ -26,7 +28,9 @@ import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
-from typing import NamedTuple
+from itertools import repeat
+from operator import add
+from typing import Any, NamedTuple
 
 from gdbext.addr import hex_repr
 from gdbext.audit.spans import LeafSpan
@@ -89,12 +93,20 @@ def place_of(span: LeafSpan, lo: int, hi: int) -> Place:
 
 _new_place = partial(tuple.__new__, Place)
 
+#: What a :class:`Place` holds after ``(vaddr, paddr, size)``.
+_Tail = tuple[int, int, bool, bool, bool, tuple[tuple[int, int], ...]]
+
+#: Segments covered by more spans than this answer from columns (a lookup's C loops then
+#: outrun its bytecode one: Linux's ESPFIX frame, 129 spans).
+_COLUMNS_FROM = 8
+
 
 class ReverseIndex:
     """Physical ranges to the leaf spans that map them, for logarithmic lookups.
 
     Memory: one segment per distinct span boundary, each holding the spans that cover it
-    (a handful where frames are mapped once or twice, as in Linux's direct map and image).
+    (a handful where frames are mapped once or twice, as in Linux's direct map and image),
+    twice: as span numbers, and in answer order with what an answer copies from each.
     """
 
     def __init__(self, spans: Iterable[LeafSpan]) -> None:
@@ -141,6 +153,18 @@ class ReverseIndex:
         #: (the last one, after every span's end, by none).
         self.starts = starts
         self.covers = covers
+        # Per segment, its spans in the order of their places for any range inside it (by VA,
+        # then the rest, as lookup sorts): (vaddr - paddr, the rest of a Place) each, and as
+        # columns where it holds many (built by C loops, the spans' VAs then cost no bytecode).
+        keyed = [(r[2] - r[0], r[3:]) for r in self._rows]
+        self._ordered: list[tuple[tuple[int, _Tail], ...]] = [
+            tuple(sorted([keyed[i] for i in cover])) for cover in covers
+        ]
+        self._columns: dict[int, tuple[tuple[Any, ...], ...]] = {
+            j: tuple(zip(*[(d, *t) for d, t in ordered], strict=True))
+            for j, ordered in enumerate(self._ordered)
+            if len(ordered) > _COLUMNS_FROM
+        }
 
     def __len__(self) -> int:
         return len(self.spans)
@@ -149,9 +173,20 @@ class ReverseIndex:
         """Every mapping of the physical range ``[start, end)``, each clipped to it, by
         virtual address."""
         starts, covers, rows = self.starts, self.covers, self._rows
-        j = max(0, bisect.bisect_right(starts, start) - 1)
-        seen: dict[int, None] = {}
         n = len(starts)
+        j = bisect.bisect_right(starts, start) - 1
+        if j >= 0 and start < end and (j + 1 == n or end <= starts[j + 1]):
+            # Inside segment j: every span of it covers [start, end) whole.
+            size = end - start
+            new = tuple.__new__
+            columns = self._columns.get(j)
+            if columns is None:
+                return [new(Place, (d + start, start, size, *t)) for d, t in self._ordered[j]]
+            deltas, *tail = columns
+            fixed = (map(add, deltas, repeat(start)), repeat(start), repeat(size))
+            return list(map(new, repeat(Place), zip(*fixed, *tail, strict=False)))
+        j = max(0, j)
+        seen: dict[int, None] = {}
         while j < n and starts[j] < end:
             seen.update(dict.fromkeys(covers[j]))
             j += 1

@@ -10,6 +10,7 @@ addresses map it; every one of them is reported.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -88,11 +89,17 @@ def kaslr(target: Target, options: KaslrOptions = KaslrOptions()) -> KaslrResult
     searched = options.range or AddrRange(0, params(pt.levels).user_end)
     leaks: list[Leak] = []
     total = 0
-    for leak in _leaks(target, pt.iter_runs(searched, aliases="expand"), regions, options):
-        total += 1
-        if len(leaks) < options.max_leaks:
-            leaks.append(leak)
+    runs = pt.iter_runs(searched, aliases="expand")
+    for pointers, delta, perms in _leaks(target, runs, regions, options):
+        if total < options.max_leaks:
+            kept = pointers[: options.max_leaks - total]
+            leaks += (Leak(at + delta, at, value, name, perms) for at, value, name in kept)
+        total += len(pointers)
     return KaslrResult(report, tuple(regions), searched, tuple(leaks), total, pt.root, warnings)
+
+
+#: A pointer in physical memory: ``(paddr, value, region name)``.
+_Pointer = tuple[int, int, str]
 
 
 def _leaks(
@@ -100,15 +107,18 @@ def _leaks(
     runs: Iterator[object],
     regions: list[PointerRegion],
     options: KaslrOptions,
-) -> Iterator[Leak]:
-    """The leaks of each leaf run, in virtual-address order.
+) -> Iterator[tuple[list[_Pointer], int, str]]:
+    """The leaks of each leaf run that has some, in virtual-address order: its pointers (by
+    physical address), what to add to one's physical address for its virtual address, and the
+    page's permissions (a :class:`Leak` is made only for those kept).
 
-    Each 4 KiB frame is read once: its pointers are kept (by frame) for the other virtual
-    addresses that map it, which are reported without reading it again.
+    Each 4 KiB frame is read once (:class:`_Scanned`): its pointers are kept for the other
+    virtual addresses that map it, which are reported without reading it again. A run costs
+    with its pointers, not with its frames (the direct map's are all of RAM), and a run of
+    frames met before (ESPFIX's 65,536 copies of its stacks) costs one lookup.
     """
     searched = options.range
-    seen: set[int] = set()
-    hits: dict[int, list[tuple[int, int, str]]] = {}
+    scanned = _Scanned(target, regions)
     for rec in runs:
         if type(rec) is not LeafRun or (options.user_only and not rec.user):
             continue
@@ -117,49 +127,82 @@ def _leaks(
             lo, hi = max(lo, searched.start), min(hi, searched.end)
         if lo >= hi:
             continue
-        first = lo - lo % PAGE_SIZE
-        paddr = rec.paddr + (first - rec.vaddr)
-        size = hi - first + (-(hi - first)) % PAGE_SIZE
-        _read_unseen(target, paddr, size, regions, seen, hits)
-        perms = perm_text(rec.user, rec.writable, rec.executable)
-        for page in range(0, size, PAGE_SIZE):
-            for off, value, name in hits.get(paddr + page, ()):
-                va = first + page + off
-                if lo <= va < hi:
-                    yield Leak(va, paddr + page + off, value, name, perms)
+        delta = rec.vaddr - rec.paddr
+        pointers = scanned.pointers(lo - delta, hi - delta)
+        if pointers:
+            yield pointers, delta, perm_text(rec.user, rec.writable, rec.executable)
 
 
-def _read_unseen(
-    target: Target,
-    paddr: int,
-    size: int,
-    regions: list[PointerRegion],
-    seen: set[int],
-    hits: dict[int, list[tuple[int, int, str]]],
-) -> None:
-    """Read the frames of ``[paddr, paddr + size)`` not in ``seen`` (in runs of contiguous
-    frames) and file their pointers in ``hits`` by frame."""
-    start = None
-    for frame in range(paddr, paddr + size + PAGE_SIZE, PAGE_SIZE):
-        fresh = frame < paddr + size and frame not in seen
-        if fresh:
-            seen.add(frame)
-            if start is None:
-                start = frame
-        elif start is not None:
-            for at, value, name in _frame_hits(target, start, frame - start, regions):
-                page = at - at % PAGE_SIZE
-                hits.setdefault(page, []).append((at - page, value, name))
-            start = None
+class _Scanned:
+    """The physical ranges read so far (disjoint, by address) and the pointers in each, by
+    address: each frame is read once, however many runs map it."""
+
+    def __init__(self, target: Target, regions: list[PointerRegion]) -> None:
+        self._target = target
+        self._regions = regions
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        #: Per range, its pointers ``(paddr, value, region name)`` and their addresses.
+        self._found: list[list[_Pointer]] = []
+        self._at: list[list[int]] = []
+        #: The answer of the last ranges asked, again (a table linked many times over).
+        self._last: dict[tuple[int, int], list[_Pointer]] = {}
+
+    def pointers(self, lo: int, hi: int) -> list[_Pointer]:
+        """The pointers at physical ``[lo, hi)``, by address; the frames of it not read yet are
+        read (whole)."""
+        key = (lo, hi)
+        known = self._last.get(key)
+        if known is not None:
+            return known
+        self._read_missing(lo - lo % PAGE_SIZE, hi + (-hi) % PAGE_SIZE)
+        starts, ends = self._starts, self._ends
+        out: list[_Pointer] = []
+        k = max(0, bisect_right(starts, lo) - 1)
+        while k < len(starts) and starts[k] < hi:
+            if ends[k] > lo:
+                at = self._at[k]
+                a = bisect_left(at, lo) if starts[k] < lo else 0
+                b = bisect_left(at, hi) if ends[k] > hi else len(at)
+                out += self._found[k][a:b]
+            k += 1
+        if len(self._last) > 64:
+            self._last.clear()
+        self._last[key] = out
+        return out
+
+    def _read_missing(self, lo: int, hi: int) -> None:
+        starts, ends = self._starts, self._ends
+        k = bisect_right(starts, lo) - 1
+        pos = lo
+        if k >= 0 and ends[k] > pos:
+            pos = ends[k]
+        k += 1
+        while pos < hi:
+            stop = starts[k] if k < len(starts) and starts[k] < hi else hi
+            if pos < stop:
+                found = _frame_hits(self._target, pos, stop - pos, self._regions)
+                starts.insert(k, pos)
+                ends.insert(k, stop)
+                self._found.insert(k, found)
+                self._at.insert(k, [f[0] for f in found])
+                k += 1
+            if k < len(starts) and starts[k] < hi:
+                pos = ends[k]
+                k += 1
+            else:
+                break
 
 
 def _frame_hits(
     target: Target, paddr: int, size: int, regions: list[PointerRegion]
-) -> Iterator[tuple[int, int, str]]:
-    """The pointers in physical ``[paddr, paddr + size)``: ``(paddr, value, region name)``;
-    the bytes that cannot be read (not captured, outside RAM) are skipped."""
+) -> list[_Pointer]:
+    """The pointers in physical ``[paddr, paddr + size)``, by address; the bytes that cannot be
+    read (not captured, outside RAM) are skipped."""
     result = read_memory(target, ReadOptions(paddr, size, physical=True, max_size=None))
+    out: list[_Pointer] = []
     for piece in result.chunks():
         if isinstance(piece, Chunk):
-            for off, value, region in scan_pointers(piece.data, regions):
-                yield piece.address + off, value, region.name
+            at = piece.address
+            out += [(at + off, v, r.name) for off, v, r in scan_pointers(piece.data, regions)]
+    return out

@@ -15,6 +15,8 @@ is the front end's business.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -307,17 +309,22 @@ def scan_pointers(
     (sorted, not overlapping): ``(offset, value, region)``, in offset order.
 
     Every region lies in the higher half, so only words whose top byte is 0xff are decoded:
-    the top bytes are taken in one slice (``data[7::8]``) and searched in C.
+    the top bytes are taken in one slice (``data[7::8]``) and searched in C, and the words are
+    read from one array of them.
     """
-    starts = [r.range.start for r in regions]
-    top = data[7::8]
-    find = top.find
+    find = data[7::8].find
     i = find(b"\xff")
-    frm = int.from_bytes
+    if i < 0:
+        return
+    starts = [r.range.start for r in regions]
+    ends = [r.range.end for r in regions]
+    words = array("Q")
+    words.frombytes(memoryview(data)[: len(data) - len(data) % 8])
+    if sys.byteorder != "little":
+        words.byteswap()
     while i >= 0:
-        off = i * 8
-        value = frm(data[off : off + 8], "little")
+        value = words[i]
         k = bisect_right(starts, value) - 1
-        if k >= 0 and value < regions[k].range.end:
-            yield off, value, regions[k]
+        if k >= 0 and value < ends[k]:
+            yield i * 8, value, regions[k]
         i = find(b"\xff", i + 1)

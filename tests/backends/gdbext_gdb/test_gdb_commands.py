@@ -227,6 +227,11 @@ def test_the_tests_drop_progress_reports_and_nothing_else() -> None:
             b"Ctrl-C interrupts",
             r"^pt-search: (\d+) s \(Ctrl-C interrupts\)\n",
         ),
+        (
+            "pt-kaslr --leaks",
+            b"Ctrl-C interrupts",
+            r"^pt-kaslr: (\d+) s \(Ctrl-C interrupts\)\n",
+        ),
     ],
 )
 def test_a_long_command_shows_progress_and_stops_on_ctrl_c(
