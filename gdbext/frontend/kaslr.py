@@ -3,9 +3,11 @@
 :func:`kaslr` reports the randomised bases of :func:`~gdbext.linux.kaslr.kaslr_report`; with
 ``leaks`` it reads every user-accessible leaf of the selected root in ``range`` (default: the
 user half) and keeps the 8-byte values that point into the kernel image, the modules area or the
-direct map (:func:`~gdbext.linux.kaslr.pointer_regions`). Each physical frame is read once,
-through :func:`~gdbext.frontend.memread.read_memory` (its gaps skipped), however many virtual
-addresses map it; every one of them is reported.
+direct map (:func:`~gdbext.linux.kaslr.pointer_regions`). Physical memory is read through
+:func:`~gdbext.frontend.memread.read_memory` (its gaps skipped) in pieces of at most
+:data:`PIECE` bytes, and the pointers found are kept, up to :data:`KEPT_POINTERS`, for the other
+virtual addresses that map the same frames, every one of which is reported: what the command
+holds is bounded by the tables and these two constants, not by the RAM or the leaks in it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from gdbext.x86.records import LeafRun
 
 #: Default bound on the leaks reported (``--max``).
 DEFAULT_MAX_LEAKS = 1000
+
+#: The most physical memory read and scanned at once (a run of leaves is split into pieces).
+PIECE = 4 << 20
+
+#: The most pointers kept for frames mapped again later; past it the frames read so far are
+#: forgotten (and read again if a later run maps them).
+KEPT_POINTERS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,9 @@ def kaslr(target: Target, options: KaslrOptions = KaslrOptions()) -> KaslrResult
     return KaslrResult(report, tuple(regions), searched, tuple(leaks), total, pt.root, warnings)
 
 
+#: The largest answer :class:`_Scanned` remembers by its range (64 of them at most).
+_MEMO_POINTERS = 1024
+
 #: A pointer in physical memory: ``(paddr, value, region name)``.
 _Pointer = tuple[int, int, str]
 
@@ -112,13 +124,14 @@ def _leaks(
     physical address), what to add to one's physical address for its virtual address, and the
     page's permissions (a :class:`Leak` is made only for those kept).
 
-    Each 4 KiB frame is read once (:class:`_Scanned`): its pointers are kept for the other
-    virtual addresses that map it, which are reported without reading it again. A run costs
-    with its pointers, not with its frames (the direct map's are all of RAM), and a run of
-    frames met before (ESPFIX's 65,536 copies of its stacks) costs one lookup.
+    A run is taken in pieces of at most :data:`PIECE` physical bytes. Each 4 KiB frame is read
+    once while :class:`_Scanned` keeps its pointers for the other virtual addresses that map it,
+    which are reported without reading it again. A piece costs with its pointers, not with its
+    frames, and a run of frames met just before (ESPFIX's 65,536 copies of its stacks) costs
+    one lookup.
     """
     searched = options.range
-    scanned = _Scanned(target, regions)
+    scanned = _Scanned(target, regions, KEPT_POINTERS)
     for rec in runs:
         if type(rec) is not LeafRun or (options.user_only and not rec.user):
             continue
@@ -128,18 +141,23 @@ def _leaks(
         if lo >= hi:
             continue
         delta = rec.vaddr - rec.paddr
-        pointers = scanned.pointers(lo - delta, hi - delta)
-        if pointers:
-            yield pointers, delta, perm_text(rec.user, rec.writable, rec.executable)
+        perms = perm_text(rec.user, rec.writable, rec.executable)
+        for start in range(lo, hi, PIECE):
+            pointers = scanned.pointers(start - delta, min(start + PIECE, hi) - delta)
+            if pointers:
+                yield pointers, delta, perms
 
 
 class _Scanned:
-    """The physical ranges read so far (disjoint, by address) and the pointers in each, by
-    address: each frame is read once, however many runs map it."""
+    """The physical ranges read lately (disjoint, by address) and the pointers in each, by
+    address: a frame is read once however many runs map it, while at most
+    ``limit`` pointers are kept (past that, everything read before is forgotten)."""
 
-    def __init__(self, target: Target, regions: list[PointerRegion]) -> None:
+    def __init__(self, target: Target, regions: list[PointerRegion], limit: int) -> None:
         self._target = target
         self._regions = regions
+        self._limit = limit
+        self._kept = 0
         self._starts: list[int] = []
         self._ends: list[int] = []
         #: Per range, its pointers ``(paddr, value, region name)`` and their addresses.
@@ -155,6 +173,8 @@ class _Scanned:
         known = self._last.get(key)
         if known is not None:
             return known
+        if self._kept > self._limit:
+            self._forget()
         self._read_missing(lo - lo % PAGE_SIZE, hi + (-hi) % PAGE_SIZE)
         starts, ends = self._starts, self._ends
         out: list[_Pointer] = []
@@ -166,10 +186,16 @@ class _Scanned:
                 b = bisect_left(at, hi) if ends[k] > hi else len(at)
                 out += self._found[k][a:b]
             k += 1
-        if len(self._last) > 64:
-            self._last.clear()
-        self._last[key] = out
+        if len(out) <= _MEMO_POINTERS:
+            if len(self._last) > 64:
+                self._last.clear()
+            self._last[key] = out
         return out
+
+    def _forget(self) -> None:
+        self._starts, self._ends, self._found, self._at = [], [], [], []
+        self._last.clear()
+        self._kept = 0
 
     def _read_missing(self, lo: int, hi: int) -> None:
         starts, ends = self._starts, self._ends
@@ -185,6 +211,7 @@ class _Scanned:
                 starts.insert(k, pos)
                 ends.insert(k, stop)
                 self._found.insert(k, found)
+                self._kept += len(found)
                 self._at.insert(k, [f[0] for f in found])
                 k += 1
             if k < len(starts) and starts[k] < hi:

@@ -224,6 +224,29 @@ def test_leaks_read_each_frame_once() -> None:
         assert sum(p <= frame < p + n for p, n in reads) == 1, frame
 
 
+def test_leaks_hold_a_bounded_number_of_pointers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for one pointer and pieces of one page, the leaks are the same: frames whose
+    pointers were forgotten are read again, and a long run is taken page by page."""
+    from gdbext.frontend import kaslr as core
+
+    machine, expected = _machine()
+    whole = kaslr(machine.to_target(), KaslrOptions(leaks=True, user_only=False))
+    reads: list[int] = []
+    read = machine.memory.read
+
+    def counting(paddr: int, size: int) -> bytes:
+        reads.append(size)
+        return bytes(read(paddr, size))
+
+    machine.memory.read = counting
+    monkeypatch.setattr(core, "KEPT_POINTERS", 1)
+    monkeypatch.setattr(core, "PIECE", 4096)
+    small = kaslr(machine.to_target(), KaslrOptions(leaks=True, user_only=False))
+    assert small.leaks == whole.leaks and small.total_leaks == whole.total_leaks
+    assert {(x.vaddr, x.value) for x in small.leaks or ()} >= expected
+    assert max(reads) <= 4096
+
+
 def test_a_vmcoreinfo_that_disagrees_with_the_tables_is_said() -> None:
     """A VMCOREINFO whose KERNELOFFSET (and phys_base) is 2 MiB off the tables: its value is
     shown (VMCOREINFO first) and the page tables' evidence is a disagreement, in text too."""
