@@ -36,11 +36,13 @@ def execute(command: str) -> str:
     return gdb.execute(command, to_string=True) or ""
 
 
-def timed(command: str) -> tuple[float, str]:
+def timed(command: str) -> tuple[float, float, str]:
+    """Wall and CPU seconds of ``command`` (GDB's CPU: its own Python, not QEMU's work for
+    its monitor commands and packets), and its output."""
     gc.collect()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     out = execute(command)
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
 def gdbext_hits(text: str) -> list[int]:
@@ -72,16 +74,19 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     results["read_path"] = side.target().read_path
     parse = {"gdbext": gdbext_hits, "ptdump": ptdump_hits}
     seconds: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     hits: dict[str, list[int]] = {}
     for _ in range(int(config["repeat"])):
         for name, command in commands.items():
             if name == "gdbext":
                 side.state.invalidate()
-            took, out = timed(command)
+            took, used, out = timed(command)
             seconds[name].append(took)
+            cpu[name].append(used)
             if name not in hits:
                 hits[name] = parse[name](out)
     results["seconds"] = seconds
+    results["cpu"] = cpu
     results["hits"] = hits
     results["mode_after"] = side.packet(sidelib.QUERY)
     return results

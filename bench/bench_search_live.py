@@ -21,9 +21,13 @@ in the kernel's log):
    command line, as its README says; it needs no package beyond Python's own). Without that
    directory its column is skipped, with a note.
 
-Each tool's hits are counted (gdbext: ``--json`` output with ``--max`` high enough for all;
-gdb-pt-dump: its ``Found at ADDR`` lines), and the addresses compared with the dump's: the
-addresses only one tool reports are listed with the Linux region gdbext gives them.
+Each figure is a median wall time and, in brackets, the median CPU time (user and system) of
+the measuring process and the ``gdbext`` processes it ran, or of GDB's process for the GDB rows
+(QEMU's own work answering packets and monitor commands is not in it): on a machine shared with
+other jobs the wall time grows with the load, the CPU time much less. Each tool's hits are
+counted (gdbext: ``--json`` output with ``--max`` high enough for all; gdb-pt-dump: its
+``Found at ADDR`` lines), and the addresses compared with the dump's: the addresses only one
+tool reports are listed with the Linux region gdbext gives them.
 
 Run: ``.venv/bin/python bench/bench_search_live.py --gdb-pt-dump DIR`` (``--repeat 5``,
 ``--string TEXT``, ``--json``). Targets for a 512 MiB guest: <= 1 s on its dump, <= 1.5 s live
@@ -37,6 +41,7 @@ import argparse
 import json
 import mmap
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -75,17 +80,34 @@ STUB_SPAN = 2 << 20
 KERNEL_IMAGE = 0xFFFF_FFFF_8000_0000
 
 
-def series(fn: Callable[[], object], repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def cpu_seconds() -> float:
+    """User and system time of this process and its finished children so far."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def cli_search(argv: list[str], repeat: int) -> tuple[list[float], dict[str, Any]]:
-    """Seconds of ``repeat`` runs of ``gdbext search ARGV --json``, and the last one's JSON."""
+class Clock:
+    """Wall and CPU seconds of each run of each measurement, by name. On a machine shared
+    with other jobs the wall time grows with the load; the CPU time (this process's and its
+    children's, user and system: the kernel's copies out of QEMU's memory included) much less."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def series(self, name: str, fn: Callable[[], object], repeat: int) -> None:
+        for _ in range(repeat):
+            cpu, start = cpu_seconds(), time.perf_counter()
+            fn()
+            self.wall.setdefault(name, []).append(time.perf_counter() - start)
+            self.cpu.setdefault(name, []).append(cpu_seconds() - cpu)
+
+
+def cli_search(clock: Clock, name: str, argv: list[str], repeat: int) -> dict[str, Any]:
+    """``repeat`` runs of ``gdbext search ARGV --json`` timed as ``name``; the last one's JSON."""
     command = [str(GDBEXT), "search", *argv, "--json", "--max", str(MAX_HITS)]
     outputs: list[str] = []
 
@@ -95,12 +117,14 @@ def cli_search(argv: list[str], repeat: int) -> tuple[list[float], dict[str, Any
             raise BenchError(f"{shlex.join(command)}: {proc.stderr.strip() or proc.returncode}")
         outputs.append(proc.stdout)
 
-    times = series(run, repeat)
-    return times, json.loads(outputs[-1])
+    clock.series(name, run, repeat)
+    result: dict[str, Any] = json.loads(outputs[-1])
+    return result
 
 
-def in_process(target: Any, text: str, repeat: int) -> tuple[list[float], int]:
-    """Seconds of ``repeat`` searches on an open target (stop cache cleared first) and hits."""
+def in_process(clock: Clock, name: str, target: Any, text: str, repeat: int) -> int:
+    """``repeat`` searches on an open target (stop cache cleared first) timed as ``name``;
+    the hits."""
     from gdbext.frontend.memsearch import Pattern, SearchOptions, search_memory
 
     options = SearchOptions(Pattern(text.encode(), "string"), max_hits=MAX_HITS)
@@ -116,14 +140,15 @@ def in_process(target: Any, text: str, repeat: int) -> tuple[list[float], int]:
         with scope():
             found.append(sum(1 for _ in search_memory(target, options).hits()))
 
-    return series(search, repeat), found[-1]
+    clock.series(name, search, repeat)
+    return found[-1]
 
 
-def floor(dump: Path, text: str, repeat: int) -> list[float]:
-    """Seconds of one ``find`` of ``text`` over the whole dump file, mapped (``mmap``): what
-    reading and searching each byte of the guest's RAM once costs this Python now, the floor
-    of any search of it (``re.finditer`` would find every hit; one ``find`` per hit is the
-    same scan)."""
+def floor(clock: Clock, dump: Path, text: str, repeat: int) -> None:
+    """Times (as ``floor``) one ``find`` of ``text`` over the whole dump file, mapped
+    (``mmap``): what reading and searching each byte of the guest's RAM once costs this Python
+    now, the floor of any search of it (``re.finditer`` would find every hit; one ``find``
+    per hit is the same scan)."""
     needle = text.encode()
     with dump.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
 
@@ -132,7 +157,7 @@ def floor(dump: Path, text: str, repeat: int) -> list[float]:
             while at != -1:
                 at = mm.find(needle, at + 1)
 
-        return series(scan, repeat)
+        clock.series("floor", scan, repeat)
 
 
 def stub_range(given: str, hits: list[int]) -> str:
@@ -152,7 +177,7 @@ def measure(args: argparse.Namespace, report: dict[str, Any], qg: Any, config: A
     from gdbext_dump.dump import open_dump
 
     text, repeat = args.string, args.repeat
-    seconds: dict[str, list[float]] = {}
+    clock = Clock()
     hits: dict[str, list[int]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="gdbext-bench-search-") as tmp,
@@ -165,27 +190,27 @@ def measure(args: argparse.Namespace, report: dict[str, Any], qg: Any, config: A
         report["dump_bytes"] = dump.stat().st_size
         address = f"127.0.0.1:{guest.gdb_port}"
 
-        seconds["dump_cli"], result = cli_search([str(dump), "--string", text], repeat)
+        result = cli_search(clock, "dump_cli", [str(dump), "--string", text], repeat)
         hits["dump"] = addresses(result)
         regions = {int(h["address"], 16): h["region"] or "" for h in result["hits"]}
         report["regions"] = {f"0x{a:x}": r for a, r in regions.items()}
-        seconds["dump_in"], report["dump_in_hits"] = in_process(open_dump(str(dump)), text, repeat)
-        seconds["floor"] = floor(dump, text, repeat)
+        report["dump_in_hits"] = in_process(clock, "dump_in", open_dump(str(dump)), text, repeat)
+        floor(clock, dump, text, repeat)
 
         live = ["--backend", "gdbstub", address, "--string", text]
-        seconds["live_cli"], result = cli_search(live, repeat)
+        result = cli_search(clock, "live_cli", live, repeat)
         hits["live"] = addresses(result)
         with gdbext.open(address, backend="gdbstub") as opened:
             report["live_read_path"] = opened.target.read_path
-            seconds["live_in"], report["live_in_hits"] = in_process(opened.target, text, repeat)
+            target = opened.target
+            report["live_in_hits"] = in_process(clock, "live_in", target, text, repeat)
         report["stub_range"] = stub_range(args.stub_range, hits["dump"])
         if report["stub_range"]:
             ranged = [*live, "--range", report["stub_range"]]
             few = min(repeat, 3)
-            seconds["range_host"], result = cli_search(ranged, few)
-            hits["range_host"] = addresses(result)
-            seconds["range_stub"], result = cli_search([*ranged, "--read-via", "stub"], few)
-            hits["range_stub"] = addresses(result)
+            hits["range_host"] = addresses(cli_search(clock, "range_host", ranged, few))
+            stub = [*ranged, "--read-via", "stub"]
+            hits["range_stub"] = addresses(cli_search(clock, "range_stub", stub, few))
 
         argv_gdb = [
             "gdb", "-nx", "-batch", "-ex", "set pagination off",
@@ -204,17 +229,26 @@ def measure(args: argparse.Namespace, report: dict[str, Any], qg: Any, config: A
         side = run_side(argv_gdb, CONFIG_ENV, settings, "GDB")
     report["gdb_read_path"] = side["read_path"]
     report["gdb_mode_after"] = side["mode_after"]
-    seconds["gdb_search"] = side["seconds"]["gdbext"]
-    hits["gdb_search"] = side["hits"]["gdbext"]
-    if "ptdump" in side["seconds"]:
-        seconds["ptdump"] = side["seconds"]["ptdump"]
-        hits["ptdump"] = side["hits"]["ptdump"]
-    report["seconds"] = seconds
+    for name, mine in (("gdbext", "gdb_search"), ("ptdump", "ptdump")):
+        if name in side["seconds"]:
+            clock.wall[mine] = side["seconds"][name]
+            clock.cpu[mine] = side["cpu"][name]
+            hits[mine] = side["hits"][name]
+    report["seconds"] = clock.wall
+    report["cpu_seconds"] = clock.cpu
     report["hits"] = {name: [f"0x{a:x}" for a in found] for name, found in hits.items()}
 
 
 def median_ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1e3:.0f} ms"
+
+
+def cell(report: dict[str, Any], name: str, bold: bool = False) -> str:
+    """A measurement's median wall time, then its median CPU time."""
+    wall = median_ms(report["seconds"][name])
+    if bold:
+        wall = f"**{wall}**"
+    return f"{wall} ({median_ms(report['cpu_seconds'][name])})"
 
 
 def verdict(ok: bool) -> str:
@@ -235,18 +269,18 @@ def table(report: dict[str, Any]) -> list[str]:
     dump_s = statistics.median(s["dump_cli"])
     live_s = statistics.median(s["live_cli"])
     rows = [
-        ("measure", "median", "hits", "target", ""),
+        ("measure", "wall (CPU)", "hits", "target", ""),
         ("---", "---", "---", "---", "---"),
         (
             "`gdbext search DUMP --string` (one process)",
-            f"**{median_ms(s['dump_cli'])}**",
+            cell(report, "dump_cli", True),
             str(len(h["dump"])),
             f"<= {DUMP_SECONDS:g} s" if big else "",
             verdict(dump_s <= DUMP_SECONDS) if big else "",
         ),
         (
             "the same search in-process on the open dump",
-            median_ms(s["dump_in"]),
+            cell(report, "dump_in"),
             str(report["dump_in_hits"]),
             "",
             "",
@@ -254,7 +288,7 @@ def table(report: dict[str, Any]) -> list[str]:
         (
             f"reference: `find` over the whole {report['dump_bytes'] >> 20} MiB dump file "
             "(mmap), in-process",
-            median_ms(s["floor"]),
+            cell(report, "floor"),
             "",
             "",
             "",
@@ -262,14 +296,14 @@ def table(report: dict[str, Any]) -> list[str]:
         (
             f"`gdbext search --backend gdbstub HOST:PORT --string` (one process, "
             f"{report['live_read_path'] or 'default read path'})",
-            f"**{median_ms(s['live_cli'])}**",
+            cell(report, "live_cli", True),
             f"{len(h['live'])} ({same})",
             f"<= {LIVE_SECONDS:g} s" if big else "",
             verdict(live_s <= LIVE_SECONDS and same.startswith("=")) if big else "",
         ),
         (
             "the same search in-process on the open connection",
-            median_ms(s["live_in"]),
+            cell(report, "live_in"),
             str(report["live_in_hits"]),
             "",
             "",
@@ -280,14 +314,14 @@ def table(report: dict[str, Any]) -> list[str]:
         rows += [
             (
                 f"live, `--range {report['stub_range']}`, host path (one process)",
-                median_ms(s["range_host"]),
+                cell(report, "range_host"),
                 str(len(h["range_host"])),
                 "",
                 "",
             ),
             (
                 f"live, `--range {report['stub_range']}`, `--read-via stub` (one process)",
-                median_ms(s["range_stub"]),
+                cell(report, "range_stub"),
                 f"{len(h['range_stub'])} ({stub_same} host path's)",
                 "",
                 "",
@@ -296,7 +330,7 @@ def table(report: dict[str, Any]) -> list[str]:
     rows.append(
         (
             f"GDB: `pt-search --string` cold ({report['gdb_read_path']})",
-            median_ms(s["gdb_search"]),
+            cell(report, "gdb_search"),
             f"{len(h['gdb_search'])} ({gdb_same})",
             "",
             "",
@@ -306,7 +340,7 @@ def table(report: dict[str, Any]) -> list[str]:
         rows.append(
             (
                 "GDB: gdb-pt-dump `pt -ss` (same GDB, same stop)",
-                median_ms(s["ptdump"]),
+                cell(report, "ptdump"),
                 str(len(h["ptdump"])),
                 "",
                 "",
