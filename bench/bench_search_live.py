@@ -147,8 +147,8 @@ def in_process(clock: Clock, name: str, target: Any, text: str, repeat: int) -> 
 def floor(clock: Clock, dump: Path, text: str, repeat: int) -> None:
     """Times (as ``floor``) one ``find`` of ``text`` over the whole dump file, mapped
     (``mmap``): what reading and searching each byte of the guest's RAM once costs this Python
-    now, the floor of any search of it (``re.finditer`` would find every hit; one ``find``
-    per hit is the same scan)."""
+    now, the floor of any search of it (the next ``find`` starts after each hit, so that
+    every hit is found in one pass)."""
     needle = text.encode()
     with dump.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
 
