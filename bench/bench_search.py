@@ -12,6 +12,8 @@ directory), or the dumps given with ``--dump``, in-process on an open dump:
 
 Run: ``.venv/bin/python bench/bench_search.py`` (``--repeat 5``, ``--dump FILE`` (repeatable),
 ``--json``, ``--profile``). Target: a virtual search of a 512 MiB guest's dump <= 1 s.
+``bench/bench_search_live.py`` times a search with hits on one guest's dump, live, and with
+gdb-pt-dump beside it.
 """
 
 from __future__ import annotations
