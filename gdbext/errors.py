@@ -22,6 +22,9 @@ Exit statuses (the command line's documented contract):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from gdbext.geometry import index_shift, level_name
 
 EXIT_OK = 0
@@ -489,6 +492,51 @@ class AliasLimitError(InputError):
 
 class UsageError(InputError):
     """A command used with wrong or missing arguments."""
+
+
+@dataclass(frozen=True)
+class SelectionCandidate:
+    """An address space a name could choose: its root (physical address of the top table;
+    ``None``: a kernel thread's, or one whose ``mm->pgd`` did not translate), and the owning
+    task's PID and ``comm``, and the exec file name, when known."""
+
+    root: int | None
+    pid: int | None = None
+    comm: str | None = None
+    exe: str | None = None
+
+    def __str__(self) -> str:
+        parts = [] if self.pid is None else [f"pid {self.pid}"]
+        if self.comm is not None:
+            parts.append(self.comm)
+        if self.exe is not None:
+            parts.append(f"({self.exe})")
+        parts.append("no root" if self.root is None else f"root 0x{self.root:x}")
+        return " ".join(parts)
+
+
+class SelectionError(UsageError):
+    """``--root``, ``--pid``, ``--comm`` or ``--exe`` that chose no address space, or more than
+    one (exit status 2): ``option`` is what was given (``--comm sleep``), ``candidates`` what
+    matched (none: nothing did), ``reason`` why a single match is not usable."""
+
+    def __init__(
+        self, option: str, candidates: Sequence[SelectionCandidate] = (), reason: str = ""
+    ) -> None:
+        self.option = option
+        self.candidates = tuple(candidates)
+        self.reason = reason
+        if len(self.candidates) > 1:
+            listed = "; ".join(map(str, self.candidates))
+            message = (
+                f"{option} matches {len(self.candidates)} address spaces: {listed} "
+                "(choose one with --pid N or --root ID)"
+            )
+        elif self.candidates:
+            message = f"{option}: {self.candidates[0]}: {reason or 'not usable'}"
+        else:
+            message = f"{option} matches no address space" + (f" ({reason})" if reason else "")
+        super().__init__(message)
 
 
 class WalkOptionError(UsageError):

@@ -49,6 +49,7 @@ __all__ = [
     "Usage",
     "exec_identity",
     "kernel_half",
+    "kernel_half_differences",
     "scan_roots",
     "space_usage",
     "user_half_problem",
@@ -101,6 +102,16 @@ def kernel_half(kpt: X86PageTable) -> bytes:
             "give the kernel's root with --cr3 ADDR"
         )
     return half
+
+
+def kernel_half_differences(kpt: X86PageTable, table: int) -> list[int]:
+    """The kernel-half entries (indexes 256..511) of the top table at ``table`` that differ
+    from those of the kernel's own top table ``kpt``, the LDT's entry apart (Linux fills it
+    in a process's table: :func:`_ldt_slot`); empty for an address space's table."""
+    mine = _ENTRIES.unpack(kpt.mapper.read(kpt.root + HALF, HALF))
+    theirs = _ENTRIES.unpack(kpt.mapper.read(table + HALF, HALF))
+    skip = _ldt_slot(kpt.levels) // 8
+    return [256 + i for i in range(256) if mine[i] != theirs[i] and 256 + i != skip]
 
 
 def _ram_index(ram: Sequence[AddrRange]) -> tuple[list[int], list[int]]:

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK
 from gdbext.frontend import argtypes
 from gdbext.frontend.cmd.heap import add_heap_arguments, heap_options
-from gdbext.frontend.command import Command, Invocation, root_options, write_lines
+from gdbext.frontend.command import Command, Invocation, write_lines
 
 if TYPE_CHECKING:
     from gdbext.audit.rule import AuditRule
@@ -79,7 +79,7 @@ def run(call: Invocation) -> int:
     from gdbext.audit.options import AuditOptions
 
     options = AuditOptions(
-        root_options(args), args.rules, tuple(args.skip), plan.heap, args.fail_on
+        call.root_options(), args.rules, tuple(args.skip), plan.heap, args.fail_on
     )
     result = run_audit(call.target, options, plan.rules)
     call.emit(result)

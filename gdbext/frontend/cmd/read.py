@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 from gdbext.errors import EXIT_NOT_FOUND, ReadGapError, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.cmd.operands import leading_source
-from gdbext.frontend.command import Command, Invocation, command_name, root_options, write_lines
+from gdbext.frontend.command import Command, Invocation, command_name, write_lines
 from gdbext.units import format_size, parse_int, parse_size, plural
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def run(call: Invocation) -> int:
             args.address,
             args.size,
             physical=args.phys,
-            root=root_options(args),
+            root=call.root_options(),
             max_size=args.max_size or None,
         ),
     )

@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_OK
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, root_options
+from gdbext.frontend.command import Command, Invocation
 
 #: ``roots``' help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -48,7 +48,7 @@ def run(call: Invocation) -> int:
     result = roots(
         call.target,
         RootsOptions(
-            root=root_options(args), max_roots=max(1, args.max), identity=not args.no_identity
+            root=call.root_options(), max_roots=max(1, args.max), identity=not args.no_identity
         ),
     )
     call.emit(result)

@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, UntranslatedError, UsageError
 from gdbext.frontend.cmd.operands import leading_source
-from gdbext.frontend.command import Command, Invocation, command_name, root_options
+from gdbext.frontend.command import Command, Invocation, command_name
 from gdbext.units import parse_int
 
 
@@ -43,7 +43,7 @@ def operands(args: argparse.Namespace) -> str | None:
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands
 
-    translated = commands.translate(call.target, call.args.vaddrs, root_options(call.args))
+    translated = commands.translate(call.target, call.args.vaddrs, call.root_options())
     # Addresses that could not be translated (exit status 2) are errors: stderr's.
     call.emit(translated, output=translated.results())
     if translated.failures:

@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, Warn, root_options
+from gdbext.frontend.command import Command, Invocation, Warn
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
@@ -74,7 +74,7 @@ def run(call: Invocation) -> int:
     result = commands.walk(
         call.target,
         commands.WalkOptions(
-            root_options(args),
+            call.root_options(),
             args.range,
             args.merge,
             args.max_leaves or None,
