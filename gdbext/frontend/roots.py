@@ -32,6 +32,7 @@ from gdbext.linux.roots import (
     space_usage,
     stack_tops,
 )
+from gdbext.linux.tasks import Task
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
 
@@ -51,6 +52,9 @@ class RootsOptions:
     max_roots: int = DEFAULT_MAX_ROOTS
     #: Read each process's identity from its stack (``--no-identity``: skip).
     identity: bool = True
+    #: Name the tasks that own each address space, from the kernel's task list when its BTF
+    #: is there (``--no-tasks``: skip).
+    tasks: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class AddressSpace:
     identity: ExecIdentity | None
     #: The CPUs whose CR3 is one of this space's tables.
     cpus: tuple[int, ...] = ()
+    #: The processes (thread-group leaders: PID, ``comm``) whose ``mm->pgd`` is this space's
+    #: table, when the task list was read (:attr:`RootsResult.tasks_read`).
+    owners: tuple[tuple[int, str], ...] = ()
 
     @property
     def kind(self) -> str:
@@ -106,6 +113,12 @@ class RootsResult:
     bytes_scanned: int
     truncated: bool = False
     warnings: tuple[str, ...] = ()
+    #: Whether the kernel's task list was read (then a process's space without
+    #: :attr:`AddressSpace.owners` is one no task owns: a freed table), and why not.
+    tasks_read: bool = False
+    tasks_problem: str | None = None
+    #: Tasks whose root is none of :attr:`spaces` (PID, ``comm``, root).
+    unlisted: tuple[tuple[int, str, int], ...] = ()
 
 
 def _kernel_table(target: Target, options: RootsOptions) -> tuple[X86PageTable, str]:
@@ -141,6 +154,7 @@ def roots(
     for i, cpu in enumerate(target.cpus):
         if cpu.root is not None:
             cr3s.setdefault(cpu.root, []).append(i)
+    owners, tasks_problem = _owners(target, options) if options.tasks else ({}, None)
     spaces = []
     for table in scan.roots:
         pt = kpt.with_root(table, cache=False)
@@ -153,7 +167,12 @@ def roots(
         # The kernel's own table (init_top_pgt) maps nothing in the user half; a process's
         # always maps something (its stack).
         kernel = table == kpt.root and not usage.runs and not usage.problem
-        spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus)))
+        mine = tuple((t.pid, t.comm) for t in owners.get(table, ()))
+        spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus), mine))
+    listed = {s.root for s in spaces}
+    unlisted = tuple(
+        (t.pid, t.comm, root) for root, ts in owners.items() if root not in listed for t in ts
+    )
     warnings = []
     if scan.truncated:
         warnings.append(f"roots: stopped after {options.max_roots} address spaces")
@@ -168,7 +187,27 @@ def roots(
         scan.bytes_scanned,
         scan.truncated,
         tuple(warnings),
+        options.tasks and tasks_problem is None,
+        tasks_problem,
+        unlisted,
     )
+
+
+def _owners(target: Target, options: RootsOptions) -> tuple[dict[int, list[Task]], str | None]:
+    """The thread-group leaders by root, from the kernel's task list; ``{}`` and why when it
+    cannot be read (no BTF: the stack identity is all there is). A list that stopped early
+    gives its tasks and the reason."""
+    from gdbext.frontend.tasks import TasksOptions, tasks
+
+    try:
+        found = tasks(target, TasksOptions(root=options.root)).tasks
+    except GdbextError as exc:
+        return {}, str(exc)
+    owners: dict[int, list[Task]] = {}
+    for t in found.tasks:
+        if t.root is not None and t.pid == t.tgid:
+            owners.setdefault(t.root, []).append(t)
+    return owners, None if found.error is None else str(found.error)
 
 
 def identify(pt: X86PageTable, usage: Usage) -> ExecIdentity | None:

@@ -16,8 +16,11 @@ from support.tasksim import TaskSpec, add_tasks
 from gdbext.cli import main
 from gdbext.errors import SelectionCandidate, SelectionError, UsageError
 from gdbext.frontend.commands import RootOptions, open_page_table, translate
+from gdbext.frontend.roots import roots
 from gdbext.frontend.selection import RootSelector, resolve
+from gdbext.frontend.tasks import tasks
 from gdbext.plugin.target import Target
+from gdbext.render.roots import render_text as render_roots
 from gdbext.x86.paging import X86PageTable
 from gdbext_sim.elfcore import write_qemu_elf_core
 
@@ -172,3 +175,33 @@ def test_the_commands_take_the_options(tmp_path: Path, capsys: pytest.CaptureFix
     # A --root that is no address space's: walked, with the warning on stderr.
     status = main(["walk", dump, "--root", hex(m.hostile[0]), "--json"])
     assert "is not an address space's top table" in capsys.readouterr().err
+
+
+def test_roots_names_the_owning_tasks_and_tasks_the_address_spaces() -> None:
+    m = build_roots_machine()
+    m.add_process(SLEEP2, ("sleep", "5"), ("A=1",), "/bin/sleep")
+    # jit has no task: its table is one no task owns (a freed table's look).
+    add_tasks(m, [TaskSpec(1, 1, "sh", SH), TaskSpec(50, 50, "sleep", SLEEP),
+                  TaskSpec(51, 50, "sleep", SLEEP), TaskSpec(70, 70, "sleep", SLEEP2),
+                  TaskSpec(80, 80, "odd", 0x30_0000)])  # fmt: skip
+    target = m.target(KERNEL_ROOT)
+    found = roots(target)
+    assert found.tasks_read and found.tasks_problem is None
+    owners = {s.root: s.owners for s in found.spaces}
+    assert owners == {KERNEL_ROOT: (), SH: ((1, "sh"),), SLEEP: ((50, "sleep"),),
+                      JIT: (), SLEEP2: ((70, "sleep"),)}  # fmt: skip
+    assert found.unlisted == ((80, "odd", 0x30_0000),)
+    lines = list(render_roots(found))
+    sleep = "[50 sleep] sleep 100007  (/bin/sleep)"
+    assert any(line.startswith("0x240000") and line.endswith(sleep) for line in lines)
+    assert any(line.startswith("0x270000") and "[no task owns it" in line for line in lines)
+    assert "task 80 odd: its root 0x300000 is not listed" in lines
+    listed = tasks(target)
+    assert {t.pid: listed.address_space(t.root) for t in listed.tasks.tasks} == {
+        0: None, 1: "0x250000", 50: "0x240000", 51: "0x240000", 70: "0x290000", 80: None,
+    }  # fmt: skip
+    # Without BTF the stack identity is all there is, and nothing is said to be unowned.
+    bare = build_roots_machine()
+    found = roots(bare.target(KERNEL_ROOT))
+    assert not found.tasks_read and "BTF" in (found.tasks_problem or "")
+    assert not any("no task owns" in line for line in render_roots(found))
