@@ -36,7 +36,7 @@ from gdbext.linux.tasks import Task
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
 
-__all__ = ["AddressSpace", "RootsOptions", "RootsResult", "identify", "roots"]
+__all__ = ["AddressSpace", "HookedSpace", "RootsOptions", "RootsResult", "identify", "roots"]
 
 #: Top-of-stack candidates tried per address space (the highest segment ends).
 _TRIES = 6
@@ -55,6 +55,9 @@ class RootsOptions:
     #: Name the tasks that own each address space, from the kernel's task list when its BTF
     #: is there (``--no-tasks``: skip).
     tasks: bool = True
+    #: Also the tables whose kernel half differs from the kernel's in 1 to ``near`` entries
+    #: (:attr:`RootsResult.hooked`; 0: none looked for).
+    near: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,16 @@ class AddressSpace:
 
 
 @dataclass(frozen=True)
+class HookedSpace:
+    """An address space whose top table's kernel half differs from the kernel's in a few
+    entries (indexes 256..511, the LDT's apart): what a hook or rootkit leaves in one process's
+    table (Linux never changes a process's kernel half after ``pgd_alloc``)."""
+
+    space: AddressSpace
+    entries: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RootsResult:
     kernel_root: int
     #: Where the kernel's root came from (``VMCOREINFO``, ``CPU 0's CR3``).
@@ -119,6 +132,8 @@ class RootsResult:
     tasks_problem: str | None = None
     #: Tasks whose root is none of :attr:`spaces` (PID, ``comm``, root).
     unlisted: tuple[tuple[int, str, int], ...] = ()
+    #: With :attr:`RootsOptions.near`: the tables whose kernel half differs in a few entries.
+    hooked: tuple[HookedSpace, ...] = ()
 
 
 def _kernel_table(target: Target, options: RootsOptions) -> tuple[X86PageTable, str]:
@@ -149,14 +164,16 @@ def roots(
     if not target.ram:
         raise UsageError(f"roots scans RAM, and {target.description} does not say where its RAM is")
     kpt, source = _kernel_table(target, options)
-    scan = scan_roots(kpt, target.ram, max_roots=options.max_roots, progress=progress)
+    scan = scan_roots(
+        kpt, target.ram, max_roots=options.max_roots, progress=progress, near=options.near
+    )
     cr3s: dict[int, list[int]] = {}
     for i, cpu in enumerate(target.cpus):
         if cpu.root is not None:
             cr3s.setdefault(cpu.root, []).append(i)
     owners, tasks_problem = _owners(target, options) if options.tasks else ({}, None)
     spaces = []
-    for table in scan.roots:
+    for table in (*scan.roots, *(t for t, _ in scan.near)):
         pt = kpt.with_root(table, cache=False)
         pair = detect_pti(pt) if not table & PAGE_SIZE else None
         user_root = pair[1] if pair is not None and pair[0] == table else None
@@ -169,7 +186,12 @@ def roots(
         kernel = table == kpt.root and not usage.runs and not usage.problem
         mine = tuple((t.pid, t.comm) for t in owners.get(table, ()))
         spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus), mine))
-    listed = {s.root for s in spaces}
+    hooked = tuple(
+        HookedSpace(space, differ)
+        for space, (_, differ) in zip(spaces[len(scan.roots) :], scan.near, strict=True)
+    )
+    spaces = spaces[: len(scan.roots)]
+    listed = {s.root for s in spaces} | {h.space.root for h in hooked}
     unlisted = tuple(
         (t.pid, t.comm, root) for root, ts in owners.items() if root not in listed for t in ts
     )
@@ -190,6 +212,7 @@ def roots(
         options.tasks and tasks_problem is None,
         tasks_problem,
         unlisted,
+        hooked,
     )
 
 
