@@ -205,3 +205,36 @@ def test_roots_names_the_owning_tasks_and_tasks_the_address_spaces() -> None:
     found = roots(bare.target(KERNEL_ROOT))
     assert not found.tasks_read and "BTF" in (found.tasks_problem or "")
     assert not any("no task owns" in line for line in render_roots(found))
+
+
+def test_the_debuggers_take_the_options(tmp_path: Path) -> None:
+    """``pt-translate --pid`` and ``pt-walk --comm`` in GDB and LLDB: the command line's text,
+    byte for byte (the options are declared once)."""
+    import shutil
+
+    from support import lldbrun
+    from support.debuggers import gdb, marked, sections, without_progress
+
+    m = build_machine()
+    core = tmp_path / "select.elf"
+    write_qemu_elf_core(core, m.memory, [m.cpu(KERNEL_ROOT)])
+    commands = [f"translate --pid 50 {hex(STACK_END - 8)}", "walk --comm jit"]
+    expected = []
+    for command in commands:
+        name, *words = command.split()
+        status, text = cli_text([name, str(core), *words])
+        assert status == 0
+        expected.append(text)
+    ran = 0
+    if shutil.which("gdb") is not None:
+        in_gdb = gdb(f"pt-backend core {core}", *marked(*(f"pt-{c}" for c in commands)))
+        assert without_progress(in_gdb.stderr) == ""
+        assert sections(in_gdb.stdout) == expected
+        ran += 1
+    if shutil.which("lldb") is not None:
+        in_lldb = lldbrun.run([f"pt-backend core {core}", *(f"pt-{c}" for c in commands)])
+        assert [r.out for r in in_lldb.results[1:]] == expected
+        assert all(r.err == "" for r in in_lldb.results[1:])
+        ran += 1
+    if not ran:
+        pytest.skip("neither gdb nor lldb")
