@@ -65,6 +65,7 @@ DEFAULT_MAX_ROOTS = 1 << 16
 MAX_REJECTED = 64
 _ENTRIES = struct.Struct(f"<{PAGE_SIZE // 16}Q")
 _HALF_ENTRIES = _ENTRIES
+_PAGE_ENTRIES = struct.Struct(f"<{PAGE_SIZE // 8}Q")
 
 
 @dataclass(frozen=True)
@@ -129,20 +130,27 @@ def _ram_index(ram: Sequence[AddrRange]) -> tuple[list[int], list[int]]:
 
 
 def user_half_problem(
-    entries: Sequence[int], levels: int, rules: EntryRules, ram: Sequence[AddrRange]
+    entries: Sequence[int],
+    levels: int,
+    rules: EntryRules,
+    ram: Sequence[AddrRange],
+    indexes: Sequence[int] = range(256),
 ) -> str | None:
     """Why the top-level ``entries`` 0..255 are not a user half (``None``: they may be): a
-    present entry with reserved bits set, or linking a table outside ``ram``."""
+    present entry with reserved bits set, or linking a table outside ``ram``. ``indexes``:
+    the entries checked (by default the user half; a hooked table's differing kernel entries
+    are checked the same way)."""
     starts, ends = _ram_index(ram)
-    for i in range(256):
+    for i in indexes:
         e = decode(entries[i], levels, rules)
         if not e.present:
             continue
+        what = "user entry" if i < 256 else "kernel entry"
         if e.reserved:
-            return f"user entry {i} (0x{e.value:x}) sets reserved bits 0x{e.reserved:x}"
+            return f"{what} {i} (0x{e.value:x}) sets reserved bits 0x{e.reserved:x}"
         k = bisect_right(starts, e.address) - 1
         if k < 0 or e.address + PAGE_SIZE > ends[k]:
-            return f"user entry {i} (0x{e.value:x}) links 0x{e.address:x}, outside RAM"
+            return f"{what} {i} (0x{e.value:x}) links 0x{e.address:x}, outside RAM"
     return None
 
 
@@ -301,11 +309,9 @@ def scan_roots(
     for base, data in _chunks(kpt.mapper, ram):
         scanned += len(data)
         for off, differ in _near(data, mine, needles, skip, near):
-            entries = _ENTRIES.unpack_from(data, off)
-            halves = _ENTRIES.unpack_from(data, off + HALF)
-            if user_half_problem(entries, kpt.levels, kpt.rules, ram) is None and not any(
-                user_half_problem([halves[i - 256]] + [0] * 255, kpt.levels, kpt.rules, ram)
-                for i in differ
+            page = _PAGE_ENTRIES.unpack_from(data, off)
+            if user_half_problem(page, kpt.levels, kpt.rules, ram) is None and (
+                user_half_problem(page, kpt.levels, kpt.rules, ram, differ) is None
             ):
                 near_found.append((base + off, differ))
         for off in _candidates(data, half, at, needle, pick, skip):
