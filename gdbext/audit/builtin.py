@@ -27,6 +27,7 @@ RULE_MODULES: tuple[str, ...] = (
     "gdbext.audit.rules.alias_wx",
     "gdbext.audit.rules.pt_writable_alias",
     "gdbext.audit.rules.heap_contract",
+    "gdbext.audit.rules.address_spaces",
 )
 
 

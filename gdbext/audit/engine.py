@@ -87,9 +87,14 @@ class AuditResult:
 
 
 def select_rules(
-    rules: Mapping[str, AuditRule], only: Sequence[str] | None = None, skip: Sequence[str] = ()
+    rules: Mapping[str, AuditRule],
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    opt_in: bool = False,
 ) -> list[AuditRule]:
-    """The rules to run, by id: ``only`` (every rule if ``None``) without ``skip``.
+    """The rules to run, by id: ``only`` (every rule if ``None``) without ``skip``. A rule
+    whose ``opt_in`` attribute is true (one that scans every address space) is among "every
+    rule" only with ``opt_in`` (``--all-roots``); named in ``only`` it runs.
 
     :raises UsageError: an id that no rule has, naming the known ones; or no rule left to run
         (an audit of nothing would pass ``--fail-on`` whatever the tables hold).
@@ -98,7 +103,13 @@ def select_rules(
     for rule_id in (*(only or ()), *skip):
         if rule_id not in rules:
             raise UsageError(f"no audit rule {rule_id!r} (known: {known})")
-    wanted = sorted(rules) if only is None else list(dict.fromkeys(only))
+    if only is None:
+        wanted = [r for r in sorted(rules) if opt_in or not getattr(rules[r], "opt_in", False)]
+    else:
+        wanted = list(dict.fromkeys(only))
+        if opt_in:
+            wanted += [r for r in sorted(rules) if getattr(rules[r], "opt_in", False)]
+            wanted = list(dict.fromkeys(wanted))
     selected = [rules[r] for r in wanted if r not in set(skip)]
     if not selected:
         raise UsageError(f"no audit rule selected (known: {known})")
@@ -175,7 +186,7 @@ def run_audit(
                 raise AuditRuleError(f"two audit rules have the id {rule.id!r}", rule.id)
             by_id[rule.id] = rule
         rules = by_id
-    selected = select_rules(rules, options.rules, options.skip)
+    selected = select_rules(rules, options.rules, options.skip, options.all_roots)
     ctx = AuditContext(target, options)
     main = ctx.main  # opens the selected table (errors here are errors of the input)
     findings: list[Finding] = []

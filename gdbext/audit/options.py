@@ -27,3 +27,6 @@ class AuditOptions:
     skip: tuple[str, ...] = ()
     heap: HeapOptions | None = None
     fail_on: Severity | None = None
+    #: ``--all-roots``: also the rules that audit every address space (``opt_in`` rules,
+    #: which otherwise run only when named in ``rules``).
+    all_roots: bool = False

@@ -56,9 +56,10 @@ class Command:
     The parsers give every command (see :func:`gdbext.frontend.parsing.add_command_arguments`)
     what to open (with the target options: a positional DUMP when :attr:`dump_operand`,
     ``--backend``, ``--dump`` and the backends' options), the page-table options when
-    :attr:`page_table` (``--cpu``, ``--cr3``, ``--kernel``, ``--user-pgd``, ``--levels``), the
-    symbol options when :attr:`symbols` (``--system-map``, ``--vmlinux``), the output options
-    (``--format``, ``--json``), then :attr:`arguments`.
+    :attr:`page_table` (``--cpu``, ``--cr3``, ``--kernel``, ``--root``, ``--pid``, ``--comm``,
+    ``--exe``, ``--user-pgd``, ``--levels``), the symbol options when :attr:`symbols`
+    (``--system-map``, ``--vmlinux``), the output options (``--format``, ``--json``), then
+    :attr:`arguments`.
     """
 
     #: The command line's name (``gdbext walk``); the debuggers' is :attr:`debugger_name`.
@@ -133,6 +134,25 @@ class Invocation:
     def name(self) -> str:
         """The command's name for messages: ``walk``, or the debugger's ``pt-walk``."""
         return command_name(self.args)
+
+    def root_options(self) -> RootOptions:
+        """The page table the page-table options select, an address space chosen by owner
+        (``--root``, ``--pid``, ``--comm``, ``--exe``) resolved on :attr:`target` (see
+        :func:`gdbext.frontend.selection.resolve`; its warnings go to :attr:`warn`)."""
+        from gdbext.frontend.selection import RootSelector, resolve
+
+        args = self.args
+        selector = RootSelector(
+            root=getattr(args, "root", None),
+            pid=getattr(args, "pid", None),
+            comm=getattr(args, "comm", None),
+            exe=getattr(args, "exe", None),
+        )
+        options, warnings = resolve(self.target, selector, root_options(args))
+        if self.warn is not None:
+            for message in warnings:
+                self.warn(message)
+        return options
 
     def emit(self, result: object, output: object = None) -> None:
         """Hand ``result`` to the observer, pass on the warnings it carries (``--user-pgd`` on

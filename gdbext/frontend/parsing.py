@@ -133,7 +133,8 @@ def _add_target_options(p: argparse.ArgumentParser, host: Host, dump: bool) -> N
 
 
 def _add_page_table_options(p: argparse.ArgumentParser) -> None:
-    """Which page table: ``--cpu``, ``--cr3`` or ``--kernel``, ``--user-pgd``, ``--levels``."""
+    """Which page table: ``--cpu``, ``--cr3``, ``--kernel`` or an address space by owner
+    (``--root``, ``--pid``, ``--comm``, ``--exe``), ``--user-pgd``, ``--levels``."""
     r = p.add_argument_group("page table (default: the selected CPU's CR3)")
     r.add_argument(
         "--cpu",
@@ -148,6 +149,31 @@ def _add_page_table_options(p: argparse.ArgumentParser) -> None:
         "--kernel",
         action="store_true",
         help="the kernel's own root (VMCOREINFO init_top_pgt + phys_base) and levels",
+    )
+    which.add_argument(
+        "--root",
+        type=argtypes.integer,
+        metavar="ID|PADDR",
+        help="the address space of this id (from roots), or the top table at this physical "
+        "address (a warning when it is not an address space's)",
+    )
+    which.add_argument(
+        "--pid",
+        type=argtypes.integer,
+        metavar="N",
+        help="the address space of the task with PID N (from tasks: mm->pgd; with PTI the "
+        "kernel's table of the pair, --user-pgd the user one)",
+    )
+    which.add_argument(
+        "--comm",
+        metavar="NAME",
+        help="the address space of the tasks whose comm is NAME (one; else they are listed)",
+    )
+    which.add_argument(
+        "--exe",
+        metavar="NAME",
+        help="the address space whose exec file name (from its stack, as roots reads it) has "
+        "NAME's base name (one; else they are listed)",
     )
     r.add_argument(
         "--user-pgd",

@@ -32,10 +32,11 @@ from gdbext.linux.roots import (
     space_usage,
     stack_tops,
 )
+from gdbext.linux.tasks import Task
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
 
-__all__ = ["AddressSpace", "RootsOptions", "RootsResult", "identify", "roots"]
+__all__ = ["AddressSpace", "HookedSpace", "RootsOptions", "RootsResult", "identify", "roots"]
 
 #: Top-of-stack candidates tried per address space (the highest segment ends).
 _TRIES = 6
@@ -51,6 +52,12 @@ class RootsOptions:
     max_roots: int = DEFAULT_MAX_ROOTS
     #: Read each process's identity from its stack (``--no-identity``: skip).
     identity: bool = True
+    #: Name the tasks that own each address space, from the kernel's task list when its BTF
+    #: is there (``--no-tasks``: skip).
+    tasks: bool = True
+    #: Also the tables whose kernel half differs from the kernel's in 1 to ``near`` entries
+    #: (:attr:`RootsResult.hooked`; 0: none looked for).
+    near: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class AddressSpace:
     identity: ExecIdentity | None
     #: The CPUs whose CR3 is one of this space's tables.
     cpus: tuple[int, ...] = ()
+    #: The processes (thread-group leaders: PID, ``comm``) whose ``mm->pgd`` is this space's
+    #: table, when the task list was read (:attr:`RootsResult.tasks_read`).
+    owners: tuple[tuple[int, str], ...] = ()
 
     @property
     def kind(self) -> str:
@@ -94,6 +104,16 @@ class AddressSpace:
 
 
 @dataclass(frozen=True)
+class HookedSpace:
+    """An address space whose top table's kernel half differs from the kernel's in a few
+    entries (indexes 256..511, the LDT's apart): what a hook or rootkit leaves in one process's
+    table (Linux never changes a process's kernel half after ``pgd_alloc``)."""
+
+    space: AddressSpace
+    entries: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RootsResult:
     kernel_root: int
     #: Where the kernel's root came from (``VMCOREINFO``, ``CPU 0's CR3``).
@@ -106,6 +126,14 @@ class RootsResult:
     bytes_scanned: int
     truncated: bool = False
     warnings: tuple[str, ...] = ()
+    #: Whether the kernel's task list was read (then a process's space without
+    #: :attr:`AddressSpace.owners` is one no task owns: a freed table), and why not.
+    tasks_read: bool = False
+    tasks_problem: str | None = None
+    #: Tasks whose root is none of :attr:`spaces` (PID, ``comm``, root).
+    unlisted: tuple[tuple[int, str, int], ...] = ()
+    #: With :attr:`RootsOptions.near`: the tables whose kernel half differs in a few entries.
+    hooked: tuple[HookedSpace, ...] = ()
 
 
 def _kernel_table(target: Target, options: RootsOptions) -> tuple[X86PageTable, str]:
@@ -136,13 +164,16 @@ def roots(
     if not target.ram:
         raise UsageError(f"roots scans RAM, and {target.description} does not say where its RAM is")
     kpt, source = _kernel_table(target, options)
-    scan = scan_roots(kpt, target.ram, max_roots=options.max_roots, progress=progress)
+    scan = scan_roots(
+        kpt, target.ram, max_roots=options.max_roots, progress=progress, near=options.near
+    )
     cr3s: dict[int, list[int]] = {}
     for i, cpu in enumerate(target.cpus):
         if cpu.root is not None:
             cr3s.setdefault(cpu.root, []).append(i)
+    owners, tasks_problem = _owners(target, options) if options.tasks else ({}, None)
     spaces = []
-    for table in scan.roots:
+    for table in (*scan.roots, *(t for t, _ in scan.near)):
         pt = kpt.with_root(table, cache=False)
         pair = detect_pti(pt) if not table & PAGE_SIZE else None
         user_root = pair[1] if pair is not None and pair[0] == table else None
@@ -153,7 +184,17 @@ def roots(
         # The kernel's own table (init_top_pgt) maps nothing in the user half; a process's
         # always maps something (its stack).
         kernel = table == kpt.root and not usage.runs and not usage.problem
-        spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus)))
+        mine = tuple((t.pid, t.comm) for t in owners.get(table, ()))
+        spaces.append(AddressSpace(table, user_root, kernel, usage, identity, tuple(cpus), mine))
+    hooked = tuple(
+        HookedSpace(space, differ)
+        for space, (_, differ) in zip(spaces[len(scan.roots) :], scan.near, strict=True)
+    )
+    spaces = spaces[: len(scan.roots)]
+    listed = {s.root for s in spaces} | {h.space.root for h in hooked}
+    unlisted = tuple(
+        (t.pid, t.comm, root) for root, ts in owners.items() if root not in listed for t in ts
+    )
     warnings = []
     if scan.truncated:
         warnings.append(f"roots: stopped after {options.max_roots} address spaces")
@@ -168,7 +209,28 @@ def roots(
         scan.bytes_scanned,
         scan.truncated,
         tuple(warnings),
+        options.tasks and tasks_problem is None,
+        tasks_problem,
+        unlisted,
+        hooked,
     )
+
+
+def _owners(target: Target, options: RootsOptions) -> tuple[dict[int, list[Task]], str | None]:
+    """The thread-group leaders by root, from the kernel's task list; ``{}`` and why when it
+    cannot be read (no BTF: the stack identity is all there is). A list that stopped early
+    gives its tasks and the reason."""
+    from gdbext.frontend.tasks import TasksOptions, tasks
+
+    try:
+        found = tasks(target, TasksOptions(root=options.root)).tasks
+    except GdbextError as exc:
+        return {}, str(exc)
+    owners: dict[int, list[Task]] = {}
+    for t in found.tasks:
+        if t.root is not None and t.pid == t.tgid:
+            owners.setdefault(t.root, []).append(t)
+    return owners, None if found.error is None else str(found.error)
 
 
 def identify(pt: X86PageTable, usage: Usage) -> ExecIdentity | None:

@@ -49,6 +49,7 @@ __all__ = [
     "Usage",
     "exec_identity",
     "kernel_half",
+    "kernel_half_differences",
     "scan_roots",
     "space_usage",
     "user_half_problem",
@@ -63,6 +64,8 @@ DEFAULT_MAX_ROOTS = 1 << 16
 #: Most rejected look-alikes the scan remembers (it counts them all).
 MAX_REJECTED = 64
 _ENTRIES = struct.Struct(f"<{PAGE_SIZE // 16}Q")
+_HALF_ENTRIES = _ENTRIES
+_PAGE_ENTRIES = struct.Struct(f"<{PAGE_SIZE // 8}Q")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class RootScan:
     bytes_scanned: int
     #: True when :data:`DEFAULT_MAX_ROOTS` (or the caller's bound) stopped the scan.
     truncated: bool = False
+    #: With ``near``: the tables whose kernel half differs from the kernel's in a few entries
+    #: only (the signature of a hook), with those entries' indexes (256..511).
+    near: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
 
 def kernel_half(kpt: X86PageTable) -> bytes:
@@ -103,6 +109,16 @@ def kernel_half(kpt: X86PageTable) -> bytes:
     return half
 
 
+def kernel_half_differences(kpt: X86PageTable, table: int) -> list[int]:
+    """The kernel-half entries (indexes 256..511) of the top table at ``table`` that differ
+    from those of the kernel's own top table ``kpt``, the LDT's entry apart (Linux fills it
+    in a process's table: :func:`_ldt_slot`); empty for an address space's table."""
+    mine = _ENTRIES.unpack(kpt.mapper.read(kpt.root + HALF, HALF))
+    theirs = _ENTRIES.unpack(kpt.mapper.read(table + HALF, HALF))
+    skip = _ldt_slot(kpt.levels) // 8
+    return [256 + i for i in range(256) if mine[i] != theirs[i] and 256 + i != skip]
+
+
 def _ram_index(ram: Sequence[AddrRange]) -> tuple[list[int], list[int]]:
     merged: list[list[int]] = []
     for r in sorted(ram, key=lambda r: r.start):
@@ -114,20 +130,27 @@ def _ram_index(ram: Sequence[AddrRange]) -> tuple[list[int], list[int]]:
 
 
 def user_half_problem(
-    entries: Sequence[int], levels: int, rules: EntryRules, ram: Sequence[AddrRange]
+    entries: Sequence[int],
+    levels: int,
+    rules: EntryRules,
+    ram: Sequence[AddrRange],
+    indexes: Sequence[int] = range(256),
 ) -> str | None:
     """Why the top-level ``entries`` 0..255 are not a user half (``None``: they may be): a
-    present entry with reserved bits set, or linking a table outside ``ram``."""
+    present entry with reserved bits set, or linking a table outside ``ram``. ``indexes``:
+    the entries checked (by default the user half; a hooked table's differing kernel entries
+    are checked the same way)."""
     starts, ends = _ram_index(ram)
-    for i in range(256):
+    for i in indexes:
         e = decode(entries[i], levels, rules)
         if not e.present:
             continue
+        what = "user entry" if i < 256 else "kernel entry"
         if e.reserved:
-            return f"user entry {i} (0x{e.value:x}) sets reserved bits 0x{e.reserved:x}"
+            return f"{what} {i} (0x{e.value:x}) sets reserved bits 0x{e.reserved:x}"
         k = bisect_right(starts, e.address) - 1
         if k < 0 or e.address + PAGE_SIZE > ends[k]:
-            return f"user entry {i} (0x{e.value:x}) links 0x{e.address:x}, outside RAM"
+            return f"{what} {i} (0x{e.value:x}) links 0x{e.address:x}, outside RAM"
     return None
 
 
@@ -196,6 +219,58 @@ def _candidates(
         i = find(byte, i + 1)
 
 
+#: Kernel-half entries looked for first by the search for tables whose half differs in a
+#: few entries (one of them must be left as the kernel's).
+_NEAR_NEEDLES = 4
+
+
+def _near_needles(half: bytes, skip: int) -> list[tuple[int, bytes, int]]:
+    """Up to :data:`_NEAR_NEEDLES` non-zero entries of ``half`` (not the LDT's), as
+    :func:`_needle` gives one: page offset, bytes, the byte searched first."""
+    out = []
+    for off in range(HALF - 8, -8, -8):
+        word = half[off : off + 8]
+        if word == bytes(8) or off == skip - HALF:
+            continue
+        pick = next((k for k in (1, 2, 3, 4, 0, 5, 6, 7) if word[k] not in (0, 0xFF)), None)
+        if pick is None:
+            pick = next(k for k in range(8) if word[k])
+        out.append((HALF + off, word, pick))
+        if len(out) == _NEAR_NEEDLES:
+            break
+    return out
+
+
+def _near(
+    data: bytes,
+    mine: Sequence[int],
+    needles: Sequence[tuple[int, bytes, int]],
+    skip: int,
+    near: int,
+) -> Iterator[tuple[int, tuple[int, ...]]]:
+    """Page offsets in ``data`` whose kernel half has one of ``needles`` and differs from
+    ``mine`` (the kernel's half as entries) in 1 to ``near`` entries, fewer than it has of the
+    kernel's non-zero entries equal (a page of zeros with one copied pointer is no table)."""
+    seen: set[int] = set()
+    for at, needle, pick in needles:
+        column = data[at + pick :: PAGE_SIZE]
+        byte = needle[pick : pick + 1]
+        i = column.find(byte)
+        while i >= 0:
+            page = i * PAGE_SIZE
+            i = column.find(byte, i + 1)
+            if page in seen or data[page + at : page + at + 8] != needle:
+                continue
+            seen.add(page)
+            theirs = _HALF_ENTRIES.unpack_from(data, page + HALF)
+            differ = tuple(
+                256 + k for k in range(256) if theirs[k] != mine[k] and 256 + k != skip // 8
+            )
+            same = sum(1 for k in range(256) if mine[k] and theirs[k] == mine[k])
+            if 0 < len(differ) <= near and len(differ) < same:
+                yield page, differ
+
+
 def _ldt_slot(levels: int) -> int:
     """The page offset of the top-level entry of ``LDT_BASE_ADDR``: under PTI,
     ``map_ldt_struct`` fills it in the table of a process that uses ``modify_ldt`` (the only
@@ -209,11 +284,15 @@ def scan_roots(
     *,
     max_roots: int = DEFAULT_MAX_ROOTS,
     progress: Callable[[int], None] | None = None,
+    near: int = 0,
 ) -> RootScan:
     """The top tables in ``ram`` whose kernel half is that of ``kpt`` (the kernel's own top
     table, in its paging mode) and whose user half passes :func:`user_half_problem`.
 
-    ``progress`` is given the bytes read so far after each chunk.
+    ``progress`` is given the bytes read so far after each chunk. With ``near``, also the
+    tables whose kernel half differs in 1 to ``near`` entries (:attr:`RootScan.near`), whose
+    user half passes too, and whose differing entries, where present, link tables in RAM
+    without reserved bits (what a hook installs).
     """
     half = kernel_half(kpt)
     skip = _ldt_slot(kpt.levels)
@@ -224,8 +303,17 @@ def scan_roots(
     rejected_count = 0
     scanned = 0
     truncated = False
+    mine = _HALF_ENTRIES.unpack(half)
+    needles = _near_needles(half, skip) if near > 0 else []
+    near_found: list[tuple[int, tuple[int, ...]]] = []
     for base, data in _chunks(kpt.mapper, ram):
         scanned += len(data)
+        for off, differ in _near(data, mine, needles, skip, near):
+            page = _PAGE_ENTRIES.unpack_from(data, off)
+            if user_half_problem(page, kpt.levels, kpt.rules, ram) is None and (
+                user_half_problem(page, kpt.levels, kpt.rules, ram, differ) is None
+            ):
+                near_found.append((base + off, differ))
         for off in _candidates(data, half, at, needle, pick, skip):
             table = base + off
             entries = _ENTRIES.unpack_from(data, off)
@@ -252,6 +340,7 @@ def scan_roots(
         tuple(empty),
         scanned,
         truncated,
+        tuple(sorted(near_found)),
     )
 
 

@@ -18,16 +18,24 @@ _KINDS = {
 }
 
 
-def _who(space: AddressSpace) -> str:
+def _who(space: AddressSpace, tasks_read: bool) -> str:
+    """The tasks that own ``space`` (``pid comm``), then its stack identity; with the task
+    list read, a process's space no task owns is said to be one (a freed table)."""
     if space.kind in _KINDS:
         return _KINDS[space.kind]
+    owners = ", ".join(f"{pid} {comm}" for pid, comm in space.owners)
+    if owners:
+        owners = f"[{owners}] "
+    elif tasks_read:
+        owners = "[no task owns it: a freed table?] "
     ident = space.identity
     if ident is None:
-        return "-"
+        return (owners or "-").rstrip()
     if ident.argv is None:
-        return f"({ident.filename})"
+        return f"{owners}({ident.filename})"
     args = " ".join(shlex.quote(a) for a in ident.argv)
-    return args if ident.argv and ident.argv[0] == ident.filename else f"{args}  ({ident.filename})"
+    same = ident.argv and ident.argv[0] == ident.filename
+    return owners + (args if same else f"{args}  ({ident.filename})")
 
 
 def render_text(result: RootsResult) -> Iterator[str]:
@@ -50,7 +58,7 @@ def render_text(result: RootsResult) -> Iterator[str]:
                 format_size(s.usage.bytes),
                 str(s.usage.wx_pages),
                 ",".join(map(str, s.cpus)) or "-",
-                _who(s),
+                _who(s, result.tasks_read),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
@@ -59,6 +67,10 @@ def render_text(result: RootsResult) -> Iterator[str]:
     for s in result.spaces:
         if s.usage.problem:
             yield f"{s.id}: user half walk stopped: {s.usage.problem}"
+    if result.tasks_problem:
+        yield f"tasks: {result.tasks_problem}"
+    for pid, comm, root in result.unlisted:
+        yield f"task {pid} {comm}: its root 0x{root:x} is not listed"
     if result.empty:
         shown = ", ".join(f"0x{t:x}" for t in result.empty[:8])
         more = f" and {len(result.empty) - 8} more" if len(result.empty) > 8 else ""
@@ -94,6 +106,7 @@ def _space(s: AddressSpace) -> dict[str, Any]:
         "user_bytes": s.usage.user_bytes,
         "wx_pages": s.usage.wx_pages,
         "walk_problem": s.usage.problem or None,
+        "tasks": [{"pid": pid, "comm": comm} for pid, comm in s.owners],
         "identity": None
         if ident is None
         else {
@@ -108,8 +121,9 @@ def _space(s: AddressSpace) -> dict[str, Any]:
 def render_json(result: RootsResult) -> Iterator[str]:
     """``{"kernel_root", "kernel_source", "levels", "bytes_scanned", "address_spaces": [{"id",
     "root", "user_root", "kernel", "kind", "cpus", "runs", "bytes", "user_bytes", "wx_pages",
-    "identity"}],
-    "empty", "rejected", "rejected_count"}``."""
+    "identity", "tasks": [{"pid", "comm"}]}], "empty", "rejected", "rejected_count",
+    "tasks_read", "tasks_problem", "unlisted_tasks"}``; an address space's ``tasks`` is empty
+    when no task owns it (a freed table, when ``tasks_read``)."""
     doc = {
         "kernel_root": _hex(result.kernel_root),
         "kernel_source": result.kernel_source,
@@ -120,5 +134,10 @@ def render_json(result: RootsResult) -> Iterator[str]:
         "empty": [_hex(t) for t in result.empty],
         "rejected": [{"table": _hex(r.table), "reason": r.reason} for r in result.rejected],
         "rejected_count": result.rejected_count,
+        "tasks_read": result.tasks_read,
+        "tasks_problem": result.tasks_problem,
+        "unlisted_tasks": [
+            {"pid": pid, "comm": comm, "root": _hex(root)} for pid, comm, root in result.unlisted
+        ],
     }
     yield json.dumps(doc, indent=2)

@@ -25,6 +25,8 @@ def render_text(result: TasksResult) -> Iterator[str]:
     yield f"{'PID':>7} {'TGID':>7} S {'COMM':<16} ROOT"
     for t in found.tasks:
         root = "-" if t.kernel_thread else ("?" if t.root is None else f"0x{t.root:x}")
+        if t.root is not None and result.address_space(t.root) is None:
+            root += " (no address space: its kernel half is not the kernel's)"
         yield f"{t.pid:>7} {t.tgid:>7} {t.state} {t.comm:<16} {root}"
     n = len(found.tasks)
     kthreads = sum(t.kernel_thread for t in found.tasks)
@@ -36,7 +38,9 @@ def render_text(result: TasksResult) -> Iterator[str]:
 
 def render_json(result: TasksResult) -> Iterator[str]:
     """``{"btf", "init_task", "kernel_root", "threads", "tasks": [{"pid", "tgid", "comm",
-    "state", "root", ...}], "error"}``; ``root`` is ``null`` for a kernel thread."""
+    "state", "root", "address_space", ...}], "error"}``; ``root`` is ``null`` for a kernel
+    thread; ``address_space`` is the ``roots`` id of the root's table (``null`` when its
+    kernel half is not the kernel's)."""
     found = result.tasks
     doc: dict[str, Any] = {
         "btf": {"paddr": _hex(result.btf_at), "types": result.btf_types},
@@ -50,6 +54,7 @@ def render_json(result: TasksResult) -> Iterator[str]:
                 "comm": t.comm,
                 "state": t.state,
                 "root": _hex(t.root),
+                "address_space": result.address_space(t.root),
                 "kernel_thread": t.kernel_thread,
                 "state_value": t.state_value,
                 "task": _hex(t.address),

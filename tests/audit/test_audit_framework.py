@@ -79,12 +79,16 @@ def test_the_builtin_rules_come_through_the_entry_point() -> None:
 
 def test_selection_rules_and_skip() -> None:
     rules = audit_rules(Host.create())
-    assert [r.id for r in select_rules(rules)] == sorted(rules)
+    # Every rule, but those that scan every address space (opt-in: --all-roots).
+    assert [r.id for r in select_rules(rules)] == sorted(set(rules) - {"address-spaces"})
+    assert [r.id for r in select_rules(rules, opt_in=True)] == sorted(rules)
     assert [r.id for r in select_rules(rules, ["wx", "cpu-hardening", "wx"])] == [
         "wx",
         "cpu-hardening",
     ]
-    assert [r.id for r in select_rules(rules, None, ["wx"])] == sorted(set(rules) - {"wx"})
+    assert [r.id for r in select_rules(rules, None, ["wx"])] == sorted(
+        set(rules) - {"wx", "address-spaces"}
+    )
     with pytest.raises(UsageError, match=r"no audit rule 'nope' \(known: .*cpu-hardening"):
         select_rules(rules, ["nope"])
     with pytest.raises(UsageError, match="no audit rule 'nope'"):
@@ -206,7 +210,7 @@ def test_an_audit_of_no_rule_is_a_usage_error(
     )
     err = capsys.readouterr().err
     assert status == 2
-    assert err.startswith("gdbext: no audit rule selected (known: alias-wx, "), err
+    assert err.startswith("gdbext: no audit rule selected (known: address-spaces, alias-wx, "), err
     with pytest.raises(UsageError, match="no audit rule selected"):
         select_rules({}, None)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gdbext.frontend.command import Command, Invocation, root_options
+from gdbext.frontend.command import Command, Invocation
 
 #: ``aliases``'s help.
 TEXT = (
@@ -17,7 +17,7 @@ TEXT = (
 def run(call: Invocation) -> int:
     from gdbext.frontend.whomaps import aliases
 
-    result = aliases(call.target, root_options(call.args))
+    result = aliases(call.target, call.root_options())
     call.emit(result)
     return result.exit_status
 

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK
 from gdbext.frontend import argtypes
 from gdbext.frontend.cmd.heap import add_heap_arguments, heap_options
-from gdbext.frontend.command import Command, Invocation, root_options, write_lines
+from gdbext.frontend.command import Command, Invocation, write_lines
 
 if TYPE_CHECKING:
     from gdbext.audit.rule import AuditRule
@@ -23,6 +23,13 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     a.add_argument("--rules", type=argtypes.ids, metavar="ID,...", help="only these rules")
     a.add_argument(
         "--skip", type=argtypes.ids, default=(), metavar="ID,...", help="not these rules"
+    )
+    a.add_argument(
+        "--all-roots",
+        action="store_true",
+        help="also audit every address space in RAM (as roots finds them): user W+X per "
+        "process, and kernel-half entries of a process's table that differ from the kernel's "
+        "(a hook), the process named (rule address-spaces)",
     )
     a.add_argument(
         "--list-rules", action="store_true", help="list the rules (id, severity, summary) and exit"
@@ -79,7 +86,12 @@ def run(call: Invocation) -> int:
     from gdbext.audit.options import AuditOptions
 
     options = AuditOptions(
-        root_options(args), args.rules, tuple(args.skip), plan.heap, args.fail_on
+        call.root_options(),
+        args.rules,
+        tuple(args.skip),
+        plan.heap,
+        args.fail_on,
+        all_roots=args.all_roots,
     )
     result = run_audit(call.target, options, plan.rules)
     call.emit(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import TYPE_CHECKING
 
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, UsageError
@@ -103,6 +104,7 @@ def run(call: Invocation) -> int:
 
     options = call.prepared
     assert isinstance(options, HeapOptions)
+    options = dataclasses.replace(options, root=call.root_options())  # --pid and the like
     call.emit(heap(call.target, options))
     return EXIT_OK
 

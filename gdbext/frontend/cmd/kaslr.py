@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, root_options
+from gdbext.frontend.command import Command, Invocation
 
 #: ``kaslr``'s help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -57,7 +57,7 @@ def run(call: Invocation) -> int:
     result = kaslr(
         call.target,
         KaslrOptions(
-            root=root_options(args),
+            root=call.root_options(),
             leaks=args.leaks,
             range=args.range,
             user_only=not args.all_pages,

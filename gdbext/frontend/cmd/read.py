@@ -106,11 +106,13 @@ def run(call: Invocation) -> int:
 
     args = call.args
     address = args.address
+    # --phys reads no table: an address space chosen by owner is not looked for.
+    root = root_options(args) if args.phys else call.root_options()
     if isinstance(address, str):
         from gdbext.frontend.commands import open_page_table
         from gdbext.frontend.symbolic import resolve, target_symbols
 
-        pt = open_page_table(call.target, root_options(args))
+        pt = open_page_table(call.target, root)
         (address,) = resolve([address], target_symbols(args, call.target, pt, call.warn))
     result = read_memory(
         call.target,
@@ -118,7 +120,7 @@ def run(call: Invocation) -> int:
             address,
             args.size,
             physical=args.phys,
-            root=root_options(args),
+            root=root,
             max_size=args.max_size or None,
         ),
     )

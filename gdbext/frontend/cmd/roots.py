@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_OK
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, root_options
+from gdbext.frontend.command import Command, Invocation
 
 #: ``roots``' help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -20,7 +20,9 @@ TEXT = (
     "with the kernel half in hex (what --cr3 takes), with its user mappings (leaf runs, bytes, "
     "W+X pages, counted on the table user mode runs on), the CPUs running on it, and the "
     "process's identity read from its user stack's top page (execve's file name and argv) "
-    "when it was captured."
+    "when it was captured, and the tasks that own it (PID and comm, from the kernel's task "
+    "list when its BTF is there; a process's table no task owns is said to be one: a freed "
+    "table)."
 )
 
 
@@ -39,6 +41,11 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         action="store_true",
         help="do not read the processes' stacks for their file names and argv",
     )
+    p.add_argument(
+        "--no-tasks",
+        action="store_true",
+        help="do not read the kernel's task list (BTF) for the PIDs and comms owning each",
+    )
 
 
 def run(call: Invocation) -> int:
@@ -48,7 +55,10 @@ def run(call: Invocation) -> int:
     result = roots(
         call.target,
         RootsOptions(
-            root=root_options(args), max_roots=max(1, args.max), identity=not args.no_identity
+            root=call.root_options(),
+            max_roots=max(1, args.max),
+            identity=not args.no_identity,
+            tasks=not args.no_tasks,
         ),
     )
     call.emit(result)

@@ -7,7 +7,7 @@ import argparse
 from gdbext.addr import AddrRange
 from gdbext.errors import EXIT_NOT_FOUND, UsageError
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, command_name, root_options
+from gdbext.frontend.command import Command, Invocation, command_name
 
 #: ``search``'s help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -157,7 +157,7 @@ def run(call: Invocation) -> int:
     from gdbext.frontend.searchwhere import pointer_range
 
     args = call.args
-    root = root_options(args)
+    root = call.root_options()
     align, offset = args.align or (1, 0)
     pointer: AddrRange | None = None
     if args.pointer_into is not None:

@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, root_options
+from gdbext.frontend.command import Command, Invocation
 
 #: ``tasks``' help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -38,7 +38,7 @@ def run(call: Invocation) -> int:
     from gdbext.frontend.tasks import TasksOptions, tasks
 
     args = call.args
-    result = tasks(call.target, TasksOptions(root=root_options(args), limit=max(1, args.max)))
+    result = tasks(call.target, TasksOptions(root=call.root_options(), limit=max(1, args.max)))
     call.emit(result)
     if result.tasks.error is not None:
         raise result.tasks.error

@@ -7,7 +7,7 @@ import dataclasses
 
 from gdbext.errors import EXIT_NOT_FOUND, UntranslatedError, UsageError
 from gdbext.frontend.cmd.operands import leading_source
-from gdbext.frontend.command import Command, Invocation, command_name, root_options
+from gdbext.frontend.command import Command, Invocation, command_name
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
@@ -39,7 +39,7 @@ def operands(args: argparse.Namespace) -> str | None:
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands, symbolic
 
-    root = root_options(call.args)
+    root = call.root_options()
     symbols = None
     if symbolic.has_symbols(call.args):
         pt = commands.open_page_table(call.target, root)

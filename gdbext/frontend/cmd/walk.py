@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
 from gdbext.frontend import argtypes
-from gdbext.frontend.command import Command, Invocation, Warn, root_options
+from gdbext.frontend.command import Command, Invocation, Warn
 
 if TYPE_CHECKING:
     from gdbext.plugin.host import Host
@@ -83,16 +83,17 @@ def run(call: Invocation) -> int:
 
     args = call.args
     has = args.has
+    root = call.root_options()
     symbols = None
     if has_symbols(args):
-        pt = commands.open_page_table(call.target, root_options(args))
+        pt = commands.open_page_table(call.target, root)
         symbols = target_symbols(args, call.target, pt, call.warn)
         if has is not None:
             (has,) = resolve([has], symbols)
     result = commands.walk(
         call.target,
         commands.WalkOptions(
-            root_options(args),
+            root,
             args.range,
             args.merge,
             args.max_leaves or None,

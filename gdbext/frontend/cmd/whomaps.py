@@ -6,7 +6,7 @@ import argparse
 
 from gdbext.errors import EXIT_NOT_FOUND, UsageError
 from gdbext.frontend.cmd.operands import leading_source
-from gdbext.frontend.command import Command, Invocation, command_name, root_options
+from gdbext.frontend.command import Command, Invocation, command_name
 
 #: ``who-maps``'s help: the command line's ``--help`` and the debuggers'.
 TEXT = (
@@ -60,7 +60,7 @@ def operands(args: argparse.Namespace) -> str | None:
 def run(call: Invocation) -> int:
     from gdbext.frontend.whomaps import who_maps
 
-    result = who_maps(call.target, call.args.prange, root_options(call.args))
+    result = who_maps(call.target, call.args.prange, call.root_options())
     call.emit(result)
     return result.exit_status
 
