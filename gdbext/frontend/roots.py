@@ -126,12 +126,15 @@ class RootsResult:
     bytes_scanned: int
     truncated: bool = False
     warnings: tuple[str, ...] = ()
-    #: Whether the kernel's task list was read (then a process's space without
-    #: :attr:`AddressSpace.owners` is one no task owns: a freed table), and why not.
+    #: Whether the kernel's task list was read (then a process's table no task owns is in
+    #: :attr:`unowned`, not :attr:`spaces`), and why not.
     tasks_read: bool = False
     tasks_problem: str | None = None
     #: Tasks whose root is none of :attr:`spaces` (PID, ``comm``, root).
     unlisted: tuple[tuple[int, str, int], ...] = ()
+    #: With the task list read: the tables that map user pages as a process's does but that
+    #: no task owns and no CPU is on (freed tables of exited processes), not in :attr:`spaces`.
+    unowned: tuple[AddressSpace, ...] = ()
     #: With :attr:`RootsOptions.near`: the tables whose kernel half differs in a few entries.
     hooked: tuple[HookedSpace, ...] = ()
 
@@ -191,6 +194,9 @@ def roots(
         for space, (_, differ) in zip(spaces[len(scan.roots) :], scan.near, strict=True)
     )
     spaces = spaces[: len(scan.roots)]
+    tasks_read = options.tasks and tasks_problem is None
+    unowned = tuple(s for s in spaces if tasks_read and _freed(s))
+    spaces = [s for s in spaces if s not in unowned]
     listed = {s.root for s in spaces} | {h.space.root for h in hooked}
     unlisted = tuple(
         (t.pid, t.comm, root) for root, ts in owners.items() if root not in listed for t in ts
@@ -209,11 +215,18 @@ def roots(
         scan.bytes_scanned,
         scan.truncated,
         tuple(warnings),
-        options.tasks and tasks_problem is None,
+        tasks_read,
         tasks_problem,
         unlisted,
+        unowned,
         hooked,
     )
+
+
+def _freed(space: AddressSpace) -> bool:
+    """A process's table (user pages mapped) that no task owns and no CPU is on: a freed
+    table of an exited process, its page not reused yet."""
+    return space.kind == "process" and not space.owners and not space.cpus
 
 
 def _owners(target: Target, options: RootsOptions) -> tuple[dict[int, list[Task]], str | None]:

@@ -71,6 +71,13 @@ def render_text(result: RootsResult) -> Iterator[str]:
         yield f"tasks: {result.tasks_problem}"
     for pid, comm, root in result.unlisted:
         yield f"task {pid} {comm}: its root 0x{root:x} is not listed"
+    if result.unowned:
+        n = len(result.unowned)
+        shown = ", ".join(s.id for s in result.unowned)
+        yield (
+            f"not listed: {n} table{plural(n)} mapping user pages that no task owns and no CPU "
+            f"is on (freed by exited processes, the task list says): {shown}"
+        )
     if result.empty:
         shown = ", ".join(f"0x{t:x}" for t in result.empty[:8])
         more = f" and {len(result.empty) - 8} more" if len(result.empty) > 8 else ""
@@ -122,8 +129,9 @@ def render_json(result: RootsResult) -> Iterator[str]:
     """``{"kernel_root", "kernel_source", "levels", "bytes_scanned", "address_spaces": [{"id",
     "root", "user_root", "kernel", "kind", "cpus", "runs", "bytes", "user_bytes", "wx_pages",
     "identity", "tasks": [{"pid", "comm"}]}], "empty", "rejected", "rejected_count",
-    "tasks_read", "tasks_problem", "unlisted_tasks"}``; an address space's ``tasks`` is empty
-    when no task owns it (a freed table, when ``tasks_read``)."""
+    "tasks_read", "tasks_problem", "unlisted_tasks", "unowned"}``: with the task list read, a
+    process's table no task owns and no CPU is on (a freed table) is in ``unowned``, not in
+    ``address_spaces``; without it, a space's ``tasks`` is empty."""
     doc = {
         "kernel_root": _hex(result.kernel_root),
         "kernel_source": result.kernel_source,
@@ -139,5 +147,6 @@ def render_json(result: RootsResult) -> Iterator[str]:
         "unlisted_tasks": [
             {"pid": pid, "comm": comm, "root": _hex(root)} for pid, comm, root in result.unlisted
         ],
+        "unowned": [_space(s) for s in result.unowned],
     }
     yield json.dumps(doc, indent=2)

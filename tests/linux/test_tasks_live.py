@@ -119,12 +119,43 @@ def test_tasks_equal_the_guests_ps(config: str, tmp_path: Path) -> None:
         for root in roots:
             assert _kernel_half(guest, root) == kernel_half, hex(root)
 
+        _check_roots(dump, tasks, ps)
+
         # Live, through the debugger-free backend (QEMU's RAM read on this host): the same list.
         live = _cli("tasks", "--backend", "gdbstub", f"127.0.0.1:{guest.gdb_port}", "--json")
         assert (live.returncode, live.stderr) == (0, "")
         assert json.loads(live.stdout)["tasks"] == tasks
         if config == "4level":
             _check_debuggers(dump)
+
+
+def _check_roots(
+    dump: Path, tasks: list[dict[str, object]], ps: list[tuple[int, str, str]]
+) -> None:
+    """``roots`` of the same dump: every task with an mm has its root among the address spaces,
+    each process's space is owned by the tasks whose root it is and named by the argv ``ps``
+    printed for them, and no process's space is listed that no task owns."""
+    proc = _cli("roots", str(dump), "--json")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    doc = json.loads(proc.stdout)
+    assert doc["tasks_read"] is True and doc["unlisted_tasks"] == []
+    spaces = {s["root"]: s for s in doc["address_spaces"]}
+    # busybox's ps writes "{comm} argv" when comm is not argv[0]'s name (a script's shell).
+    args = {pid: a.split("} ", 1)[1] if a.startswith("{") else a for pid, _, a in ps}
+    owned: dict[str, set[int]] = {}
+    for t in tasks:
+        if t["root"] is not None:
+            owned.setdefault(str(t["root"]), set()).add(int(str(t["pid"])))
+    assert set(owned) <= set(spaces)
+    for root, space in spaces.items():
+        if space["kind"] != "process":
+            assert space["tasks"] == [], root
+            continue
+        pids = {t["pid"] for t in space["tasks"]}
+        assert pids and pids == owned[root], root
+        ident = space["identity"]
+        if ident is not None and ident["argv"] is not None:
+            assert " ".join(ident["argv"]) in {args[p] for p in pids}, (root, ident)
 
 
 def _check_debuggers(dump: Path) -> None:

@@ -21,8 +21,8 @@ TEXT = (
     "W+X pages, counted on the table user mode runs on), the CPUs running on it, and the "
     "process's identity read from its user stack's top page (execve's file name and argv) "
     "when it was captured, and the tasks that own it (PID and comm, from the kernel's task "
-    "list when its BTF is there; a process's table no task owns is said to be one: a freed "
-    "table)."
+    "list when its BTF is there; then a table no task owns and no CPU is on, a freed one, is "
+    "left out and named after the list)."
 )
 
 
