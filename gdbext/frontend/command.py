@@ -151,17 +151,23 @@ def command_name(args: argparse.Namespace) -> str:
     return str(getattr(args, "prog", None) or args.command)
 
 
-def root_options(args: argparse.Namespace) -> RootOptions:
-    """The page table the page-table options select."""
+def root_options(args: argparse.Namespace, side: str = "") -> RootOptions:
+    """The page table the page-table options select; with ``side`` (``"a"``), that side's
+    (``--a-cr3``...: each given one overrides the shared option's value)."""
     from gdbext.frontend.commands import RootOptions
 
-    return RootOptions(
-        cpu=args.cpu,
-        cr3=args.cr3,
-        levels=args.levels,
-        kernel=args.kernel,
-        user_pgd=args.user_pgd,
-    )
+    fields = ("cpu", "cr3", "levels", "kernel", "user_pgd")
+    values = {name: getattr(args, name) for name in fields}
+    if side:
+        for name in fields:
+            value = getattr(args, f"{side}_{name}", None)
+            if value is not None:
+                values[name] = value
+        if getattr(args, f"{side}_cr3", None) is not None:
+            values["kernel"] = False  # the side's root replaces the shared --kernel
+        elif getattr(args, f"{side}_kernel", None):
+            values["cr3"] = None
+    return RootOptions(**values)
 
 
 def write_lines(out: IO[str], lines: Iterable[str]) -> None:
