@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
 from gdbext.errors import GdbextError, UsageError
-from gdbext.flags import ACCESSED_DIRTY
+from gdbext.flags import ACCESSED_DIRTY, PRESENT
 from gdbext.frontend.commands import (
     DEFAULT_MAX_LEAVES,
     RootOptions,
@@ -25,7 +25,7 @@ from gdbext.geometry import ENTRIES_PER_TABLE
 from gdbext.linux.detect import labels_wanted
 from gdbext.linux.layout import Layout
 from gdbext.plugin.target import Target
-from gdbext.x86.diff import DEFAULT_IGNORE, Change, DiffCounts, diff_runs
+from gdbext.x86.diff import DEFAULT_IGNORE, REMOVED, Change, DiffCounts, diff_runs
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import WalkRecord
 
@@ -90,19 +90,34 @@ def diff_tables(
     return list(diff_runs(walk(old), walk(new), ignore=ignore, counts=counts))
 
 
-def unrelated_warning(old: X86PageTable, new: X86PageTable) -> str | None:
-    """A warning when the two tables' kernel halves share no top-level entry (the bits the CPU
-    sets left out): two different kernels, or boots, rather than two stops or two processes of
-    one kernel (whose kernel halves link the same tables)."""
+def unrelated_warning(
+    old: X86PageTable, new: X86PageTable, changes: Sequence[Change], counts: DiffCounts
+) -> str | None:
+    """A warning when the two tables look like unrelated address spaces (two kernels, or two
+    boots) rather than two stops, two processes or a PTI pair of one kernel: their kernel
+    halves share no top-level entry; or the higher half mapped in both is less than half of
+    the smaller one's (the direct map and vmalloc moved); or more than half of it maps other
+    frames."""
     half = ENTRIES_PER_TABLE // 2
     try:
-        a = [e & ~ACCESSED_DIRTY for e in old.read_table(old.root)[half:] if e & 1]
-        b = {e & ~ACCESSED_DIRTY for e in new.read_table(new.root)[half:] if e & 1}
+        a = {e & ~ACCESSED_DIRTY for e in old.read_table(old.root)[half:] if e & PRESENT}
+        b = {e & ~ACCESSED_DIRTY for e in new.read_table(new.root)[half:] if e & PRESENT}
     except GdbextError:
         return None
-    if a and b and not b.intersection(a):
+    if not a or not b:
+        return None
+    removed = frames = 0
+    for c in changes:
+        if c.start >> 63 and not (c.old is not None and c.old.is_alias):
+            if c.kind == REMOVED:
+                removed += c.size
+            elif "frame" in c.what:
+                frames += c.size
+    both = counts.old_high_bytes - removed
+    smaller = min(counts.old_high_bytes, counts.new_high_bytes)
+    if a.isdisjoint(b) or both * 2 < smaller or frames * 2 > both:
         return (
-            "the two kernel halves share no top-level entry: these look like unrelated address "
+            "the two kernel halves have little in common: these look like unrelated address "
             "spaces (another kernel or another boot); diffed all the same"
         )
     return None
@@ -130,7 +145,7 @@ def diff(
         old, new, range=options.range, ignore=ignore, max_leaves=options.max_leaves, counts=counts
     )
     warnings = root_warnings(old, options.old) + root_warnings(new, options.new)
-    unrelated = unrelated_warning(old, new)
+    unrelated = unrelated_warning(old, new, changes, counts)
     if unrelated is not None:
         warnings.append(unrelated)
     for side, n in (("old", counts.old_anomalies), ("new", counts.new_anomalies)):

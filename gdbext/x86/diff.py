@@ -105,6 +105,10 @@ class DiffCounts:
     new_runs: int = 0
     old_anomalies: int = 0
     new_anomalies: int = 0
+    #: Bytes mapped by leaf runs in the higher half (bit 63 set: the kernel's); collapsed
+    #: aliases are not counted.
+    old_high_bytes: int = 0
+    new_high_bytes: int = 0
     changes: dict[str, int] = field(default_factory=lambda: {ADDED: 0, REMOVED: 0, CHANGED: 0})
 
 
@@ -113,20 +117,29 @@ _Item = tuple[int, int, LeafRun | AliasRun]
 
 
 def _items(records: Iterable[WalkRecord], counts: DiffCounts, old: bool) -> Iterator[_Item]:
-    for rec in records:
-        if type(rec) is LeafRun:
-            if old:
-                counts.old_runs += 1
-            else:
-                counts.new_runs += 1
-            yield rec.vaddr, rec.vaddr + rec.count * rec.page_size, rec
-        elif type(rec) is AliasRun:
-            yield rec.vaddr, rec.end, rec
-        elif type(rec) is Anomaly:
-            if old:
-                counts.old_anomalies += 1
-            else:
-                counts.new_anomalies += 1
+    runs = high = 0
+    try:
+        for rec in records:
+            if type(rec) is LeafRun:
+                runs += 1
+                end = rec.vaddr + rec.count * rec.page_size
+                if rec.vaddr >> 63:
+                    high += end - rec.vaddr
+                yield rec.vaddr, end, rec
+            elif type(rec) is AliasRun:
+                yield rec.vaddr, rec.end, rec
+            elif type(rec) is Anomaly:
+                if old:
+                    counts.old_anomalies += 1
+                else:
+                    counts.new_anomalies += 1
+    finally:
+        if old:
+            counts.old_runs += runs
+            counts.old_high_bytes += high
+        else:
+            counts.new_runs += runs
+            counts.new_high_bytes += high
 
 
 def _side(run: LeafRun | AliasRun, at: int, keep: int) -> Side:
@@ -223,9 +236,7 @@ class _Builder:
         return Change(self.kind, self.start, self.end, self.old, self.new, self.what, self.flags)
 
 
-def _continues(
-    first: Side | None, piece: Side | None, offset: int
-) -> tuple[bool, Side | None]:
+def _continues(first: Side | None, piece: Side | None, offset: int) -> tuple[bool, Side | None]:
     """Whether ``piece``, ``offset`` bytes into a change, has the attributes of the change's
     ``first`` side (an absent side continues an absent one), and that side, its
     :attr:`~Side.pa_contiguous` updated."""
