@@ -76,3 +76,31 @@ def test_unrelated_kernels_are_said_and_still_diffed(kernel_dump: Callable[[str]
     assert len(espfix) <= 2 * 32 + 4
     assert aliases and all(c.old and c.new and c.old.is_alias for c in aliases)
     assert sum(c.size for c in aliases) >= 3 * (64 << 20)
+
+
+def test_pt_snapshot_and_pt_diff_in_a_debugger_session(
+    kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """GDB's and LLDB's ``pt-snapshot FILE`` and ``pt-diff FILE`` (the same declarations, read
+    by the session): the snapshot of the current table diffs equal with it; against another
+    root's snapshot the changes are the command line's, FILE as A."""
+    import io
+
+    from gdbext.plugin.host import Host
+    from gdbext.session import Session
+
+    dump = str(kernel_dump("kaslr-pti"))
+    host = Host.create()
+    session = Session(host)
+    session.backend(["core", dump], io.StringIO())
+    snap = str(tmp_path / "now.elf")
+    user = str(tmp_path / "user.elf")
+    assert session.run("pt-snapshot", [snap], io.StringIO()) == EXIT_OK
+    assert session.run("pt-snapshot", ["--user-pgd", "-o", user], io.StringIO()) == EXIT_OK
+    out = io.StringIO()
+    assert session.run("pt-diff", [snap], out) == EXIT_OK
+    assert out.getvalue().rstrip().endswith("no differences")
+    out = io.StringIO()
+    assert session.run("pt-diff", [user, "--json"], out) == EXIT_NOT_FOUND
+    expected = json.loads(cli_text(["diff", user, dump, "--json"])[1])
+    assert json.loads(out.getvalue())["changes"] == expected["changes"]
