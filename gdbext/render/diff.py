@@ -121,6 +121,11 @@ def _side(side: Side | None) -> dict[str, Any] | None:
     return doc
 
 
+def _page_size(change: Change) -> int:
+    side = change.new if change.new is not None else change.old
+    return 0 if side is None else side.page_size
+
+
 def render_json(result: DiffResult) -> Iterator[str]:
     """``{"a", "b", "levels", "equal", "counts", "changes": [{"kind", "start", "end", "size",
     "region", "what", "flags_changed", "old", "new"}], "warnings"}``."""
