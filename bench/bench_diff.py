@@ -51,9 +51,9 @@ def text_walk(target: Target) -> int:
     return sink(text.render_walk(walk(target, WalkOptions())))
 
 
-def text_diff(old: Target, new: Target, options: DiffOptions = DiffOptions()) -> int:
+def text_diff(old: Target, new: Target, options: DiffOptions | None = None) -> int:
     new_stop(old, new)
-    return sink(render_diff.render_text(diff(old, new, options)))
+    return sink(render_diff.render_text(diff(old, new, options or DiffOptions())))
 
 
 def measure(path: Path, other: Path | None, repeat: int, profile: bool) -> dict[str, Any]:
