@@ -129,3 +129,20 @@ def test_committed_dumps_diffed_with_themselves_are_empty(
     dump = str(kernel_dump(name))
     status, text = cli_text(["diff", dump, dump])
     assert status == EXIT_OK and text.endswith("no differences\n")
+
+
+def test_range_and_cache_flags(tmp_path: Path) -> None:
+    old = machine(BASE)
+    new = machine(
+        [
+            *BASE[:3],
+            mapping(KERN + (4 << 20), 0x800000, 1, "WRITABLE", "NO_EXECUTE", "NO_CACHE"),
+            mapping(KERN + (4 << 20) + 0x1000, 0x801000, 2, "WRITABLE", "NO_EXECUTE"),
+        ]
+    )
+    a, b = _core(old, tmp_path / "a.elf"), _core(new, tmp_path / "b.elf")
+    status, text = cli_text(["diff", a, b])
+    assert status == EXIT_NOT_FOUND
+    assert text.splitlines()[1].endswith("flags +PCD")
+    # Outside the change's range: equal.
+    assert cli_text(["diff", a, b, "--range", "0x400000-0x800000"])[0] == EXIT_OK
