@@ -30,6 +30,7 @@ from gdbext.formats.snapshot import (
 from gdbext.frontend.commands import RootOptions, cpu_index, open_page_table, root_warnings
 from gdbext.geometry import TABLE_SIZE
 from gdbext.linux.detect import kernel_tables
+from gdbext.mapper import TABLE_STRUCT
 from gdbext.plugin.target import Target
 from gdbext.units import shown
 from gdbext.x86.paging import X86PageTable
@@ -81,7 +82,9 @@ def table_frames(
         reached.update(other.tables())
     for paddr in sorted(reached):
         try:
-            frames.append((paddr, pt.mapper.read(paddr, TABLE_SIZE)))
+            # Through the table cache: a live target's tables are read once, for the walk
+            # that found them and for the file.
+            frames.append((paddr, TABLE_STRUCT.pack(*pt.read_table(paddr))))
         except PhysMemoryError:
             unreadable += 1
     ranges: list[AddrRange] = []
