@@ -11,7 +11,8 @@ their frames (a module's pages are scattered in RAM): :attr:`Side.pa_contiguous`
 they are contiguous.
 
 A collapsed alias (a link to a table walked elsewhere, say ESPFIX's 65,536 links to one table)
-is compared as an alias: by the table it links, its level and its path's permissions, once.
+is compared as an alias: by where its table was first walked (whose leaves the sweep compares
+there, once), its level and its path's permissions; a leaf against an alias is a change.
 
 The result is plain values; Linux's region labels are added above this floor.
 """
@@ -169,15 +170,17 @@ def _side(run: LeafRun | AliasRun, at: int, keep: int) -> Side:
 def _compare(old: Side, new: Side) -> tuple[tuple[str, ...], int]:
     """What differs between two sides of one piece, and the flag bits that do."""
     if old.is_alias or new.is_alias:
-        if old.is_alias and new.is_alias and old.paddr == new.paddr:
-            same = (old.alias_level, old.user, old.writable, old.executable) == (
-                new.alias_level,
-                new.user,
-                new.writable,
-                new.executable,
-            )
-            return ((), 0) if same else ((ALIAS,), 0)
-        return (ALIAS,), 0
+        # An alias maps again the leaves walked at ``first_vaddr``, which the sweep compares
+        # there: two aliases of the same first walk, level and path permissions are equal,
+        # whatever frame their table sits in (two dumps place it differently).
+        same = old.is_alias and (
+            old.alias_level,
+            old.first_vaddr,
+            old.user,
+            old.writable,
+            old.executable,
+        ) == (new.alias_level, new.first_vaddr, new.user, new.writable, new.executable)
+        return ((), 0) if same else ((ALIAS,), 0)
     what: list[str] = []
     if old.paddr != new.paddr:
         what.append(FRAME)
@@ -259,7 +262,7 @@ def _continues(first: Side | None, piece: Side | None, offset: int) -> tuple[boo
     ):
         return False, None
     if first.is_alias:
-        return first.paddr == piece.paddr, first
+        return first.first_vaddr == piece.first_vaddr, first
     if first.pa_contiguous and piece.paddr != first.paddr + offset:
         return True, Side(
             first.paddr,

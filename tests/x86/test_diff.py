@@ -146,3 +146,32 @@ def test_range_and_cache_flags(tmp_path: Path) -> None:
     assert text.splitlines()[1].endswith("flags +PCD")
     # Outside the change's range: equal.
     assert cli_text(["diff", a, b, "--range", "0x400000-0x800000"])[0] == EXIT_OK
+
+
+ESPFIX = 0xFFFF_FF00_0000_0000
+
+
+def espfix_like(links: int, *flags: str) -> SimMachine:
+    """One page table at ESPFIX, linked again by ``links`` PD entries after it."""
+    return build_machine(
+        {
+            "levels": 4,
+            "ram": "64M",
+            "mappings": [mapping(ESPFIX, 0x100000, 4, "WRITABLE", *flags)],
+            "links": [{"vaddr": hex(ESPFIX + (2 << 20)), "level": 2, "count": links,
+                       "table_of": hex(ESPFIX)}],
+        }
+    )  # fmt: skip
+
+
+def test_aliases_are_compared_as_aliases() -> None:
+    # Fewer links: the links gone are one removed alias range, not a line per page.
+    (gone,) = diff_tables(espfix_like(511).page_table, espfix_like(255).page_table)
+    assert (gone.kind, gone.start, gone.end) == (REMOVED, ESPFIX + (256 << 21), ESPFIX + (1 << 30))
+    assert gone.old is not None and gone.old.is_alias and gone.old.first_vaddr == ESPFIX
+    # The shared table's leaves made non-executable: one change where it was first walked;
+    # the 511 links to it map those same leaves and add nothing.
+    (nx,) = diff_tables(espfix_like(511).page_table, espfix_like(511, "NO_EXECUTE").page_table)
+    assert (nx.kind, nx.start, nx.end, nx.what) == (
+        CHANGED, ESPFIX, ESPFIX + 0x4000, ("permissions", "flags"),
+    )  # fmt: skip
