@@ -175,3 +175,12 @@ def test_aliases_are_compared_as_aliases() -> None:
     assert (nx.kind, nx.start, nx.end, nx.what) == (
         CHANGED, ESPFIX, ESPFIX + 0x4000, ("permissions", "flags"),
     )  # fmt: skip
+
+
+def test_one_table_alone_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _core(machine(BASE), tmp_path / "a.elf")
+    assert cli.main(["diff", a]) == EXIT_BAD_INPUT
+    assert "diff needs a second target B" in capsys.readouterr().err
+    assert cli.main(["diff", a, "--a-user-pgd"]) in (EXIT_OK, EXIT_NOT_FOUND)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK
+from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, root_options
 
@@ -62,6 +62,23 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
 
 
+def prepare(args: argparse.Namespace, host: object) -> None:
+    """One target needs a page table of each side: without B or a side's option, the diff of
+    a table with itself is a mistake."""
+    other = getattr(args, "other", None) or getattr(args, "snapshot", None)
+    sides = [
+        getattr(args, f"{side}_{name}", None)
+        for side in "ab"
+        for name in ("cpu", "cr3", "levels", "kernel", "user_pgd")
+    ]
+    if other is None and all(value is None for value in sides):
+        what = "FILE" if hasattr(args, "snapshot") else "a second target B"
+        raise UsageError(
+            f"diff needs {what}, or two page tables of one target (--a-cr3/--b-cr3, "
+            "--b-user-pgd, --a-kernel...)"
+        )
+
+
 def run(call: Invocation) -> int:
     from gdbext.frontend.diff import DiffOptions, diff
     from gdbext.plugin.host import DUMP_BACKEND
@@ -99,5 +116,6 @@ COMMAND = Command(
     text=TEXT,
     run=run,
     arguments=arguments,
+    prepare=prepare,
     exit_statuses=((EXIT_NOT_FOUND, "the tables differ"),),
 )
