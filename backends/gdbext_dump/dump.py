@@ -19,6 +19,7 @@ format carries them, notes; this module turns notes into CPU state, details and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from typing import Protocol
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
 from gdbext.errors import InputError, UsageError
+from gdbext.formats.snapshot import SNAPSHOT_VERSION, SnapshotInfo
 from gdbext.linux.vmcoreinfo import (
     DEFAULT_SCAN_LIMIT,
     VmcoreInfo,
@@ -362,11 +364,41 @@ def _register_details(notes: DumpNotes, count: int) -> dict[str, str]:
     return details
 
 
+def _snapshot(path: str, notes: DumpNotes) -> SnapshotInfo | None:
+    """What the note of a ``gdbext snapshot`` file says, if it is one.
+
+    :raises InputError: a snapshot of another format version, or a note that does not parse.
+    """
+    note = notes.snapshot
+    if note is None:
+        return None
+    try:
+        info = SnapshotInfo.decode(note.desc)
+    except ValueError as exc:
+        raise InputError(f"a damaged gdbext snapshot note: {exc}", path, note.offset) from None
+    if info.version != SNAPSHOT_VERSION:
+        raise InputError(
+            f"a gdbext snapshot of format version {info.version}; this gdbext reads version "
+            f"{SNAPSHOT_VERSION} (take the snapshot again with this version)",
+            path,
+            note.offset,
+        )
+    return info
+
+
 def _target(path: str, opened: _Opened) -> Target:
     notes = opened.notes
     source = _VmcoreinfoSource(opened)
     cpus, how = _cpus(notes, source)
     details = dict(opened.details)
+    snapshot = _snapshot(path, notes)
+    if snapshot is not None:
+        if snapshot.max_phys_bits is not None:
+            cpus = [dataclasses.replace(c, max_phys_bits=snapshot.max_phys_bits) for c in cpus]
+        details["snapshot"] = (
+            f"gdbext snapshot v{snapshot.version}: root 0x{snapshot.root:x}, "
+            f"{snapshot.levels}-level, {snapshot.tables} table frames; {snapshot.source}"
+        )
     details["CPUs"] = Detail.number(len(cpus))
     details["CPU state"] = how
     details |= _register_details(notes, len(cpus))

@@ -46,6 +46,7 @@ from gdbext.formats.qemu import (
     QEMU_GENERAL_REGS,
     QEMU_SEGMENTS,
 )
+from gdbext.formats.snapshot import SNAPSHOT_NOTE_NAME, SNAPSHOT_NOTE_TYPE
 
 QEMU_KERNEL_GS_BASE_OFFSET = QEMU_CPU_STATE_GS.offset("kernel_gs_base")
 QEMU_EFER_OFFSET = QEMU_CPU_STATE_EFER.offset("efer")
@@ -123,6 +124,15 @@ class DumpNotes:
     def cpu_count(self) -> int:
         """CPUs the notes describe: ``QEMU`` notes, else ``NT_PRSTATUS`` notes."""
         return len(self.qemu) or len(self.prstatus)
+
+    @property
+    def snapshot(self) -> Note | None:
+        """The ``"GDBEXT"`` note of a ``gdbext snapshot`` file
+        (:mod:`gdbext.formats.snapshot`), if there is one."""
+        for note in self.notes:
+            if note.name == SNAPSHOT_NOTE_NAME and note.type == SNAPSHOT_NOTE_TYPE:
+                return note
+        return None
 
     def registers(self, cpu: int) -> dict[str, int]:
         """All registers known for CPU ``cpu``: NT_PRSTATUS's, then the QEMU note's."""

@@ -15,7 +15,8 @@ imported when it runs, so that ``gdbext --version`` and ``gdbext backends`` star
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -135,20 +136,29 @@ class Invocation:
         """The command's name for messages: ``walk``, or the debugger's ``pt-walk``."""
         return command_name(self.args)
 
-    def root_options(self) -> RootOptions:
+    def root_options(self, side: str = "", target: Target | None = None) -> RootOptions:
         """The page table the page-table options select, an address space chosen by owner
-        (``--root``, ``--pid``, ``--comm``, ``--exe``) resolved on :attr:`target` (see
-        :func:`gdbext.frontend.selection.resolve`; its warnings go to :attr:`warn`)."""
+        (``--root``, ``--pid``, ``--comm``, ``--exe``) resolved on ``target`` (default
+        :attr:`target`; see :func:`gdbext.frontend.selection.resolve`; its warnings go to
+        :attr:`warn`). With ``side`` (``"a"``), that side's options (``--a-pid``...) where
+        given, else the shared ones."""
         from gdbext.frontend.selection import RootSelector, resolve
 
         args = self.args
+
+        def chosen(name: str) -> Any:
+            value = getattr(args, f"{side}_{name}", None) if side else None
+            return getattr(args, name, None) if value is None else value
+
         selector = RootSelector(
-            root=getattr(args, "root", None),
-            pid=getattr(args, "pid", None),
-            comm=getattr(args, "comm", None),
-            exe=getattr(args, "exe", None),
+            root=chosen("root"), pid=chosen("pid"), comm=chosen("comm"), exe=chosen("exe")
         )
-        options, warnings = resolve(self.target, selector, root_options(args))
+        base = root_options(args, side)
+        if side and _side_gives(args, side, ("cr3", "kernel")):
+            selector = RootSelector()  # the side's own root replaces a shared owner
+        elif side and _side_gives(args, side, ("root", "pid", "comm", "exe")):
+            base = dataclasses.replace(base, cr3=None, kernel=False)  # and a shared root
+        options, warnings = resolve(target or self.target, selector, base)
         if self.warn is not None:
             for message in warnings:
                 self.warn(message)
@@ -171,17 +181,28 @@ def command_name(args: argparse.Namespace) -> str:
     return str(getattr(args, "prog", None) or args.command)
 
 
-def root_options(args: argparse.Namespace) -> RootOptions:
-    """The page table the page-table options select."""
+def _side_gives(args: argparse.Namespace, side: str, names: Sequence[str]) -> bool:
+    """Whether one of the options ``names`` is given for ``side`` (``--a-cr3``...)."""
+    return any(getattr(args, f"{side}_{name}", None) is not None for name in names)
+
+
+def root_options(args: argparse.Namespace, side: str = "") -> RootOptions:
+    """The page table the page-table options select; with ``side`` (``"a"``), that side's
+    (``--a-cr3``...: each given one overrides the shared option's value)."""
     from gdbext.frontend.commands import RootOptions
 
-    return RootOptions(
-        cpu=args.cpu,
-        cr3=args.cr3,
-        levels=args.levels,
-        kernel=args.kernel,
-        user_pgd=args.user_pgd,
-    )
+    fields = ("cpu", "cr3", "levels", "kernel", "user_pgd")
+    values = {name: getattr(args, name) for name in fields}
+    if side:
+        for name in fields:
+            value = getattr(args, f"{side}_{name}", None)
+            if value is not None:
+                values[name] = value
+        if getattr(args, f"{side}_cr3", None) is not None:
+            values["kernel"] = False  # the side's root replaces the shared --kernel
+        elif getattr(args, f"{side}_kernel", None):
+            values["cr3"] = None
+    return RootOptions(**values)
 
 
 def write_lines(out: IO[str], lines: Iterable[str]) -> None:

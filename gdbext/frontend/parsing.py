@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gdbext import __version__
 from gdbext.errors import UsageError
-from gdbext.frontend import argtypes, cmd
+from gdbext.frontend import cmd
 from gdbext.frontend.command import Command, command_name
+from gdbext.frontend.rootargs import add_page_table_options
 from gdbext.units import shown
 
 if TYPE_CHECKING:
@@ -132,57 +133,6 @@ def _add_target_options(p: argparse.ArgumentParser, host: Host, dump: bool) -> N
     _add_backend_options(g, host)
 
 
-def _add_page_table_options(p: argparse.ArgumentParser) -> None:
-    """Which page table: ``--cpu``, ``--cr3``, ``--kernel`` or an address space by owner
-    (``--root``, ``--pid``, ``--comm``, ``--exe``), ``--user-pgd``, ``--levels``."""
-    r = p.add_argument_group("page table (default: the selected CPU's CR3)")
-    r.add_argument(
-        "--cpu",
-        type=argtypes.integer,
-        help="CPU whose CR3 and paging mode to use (default: the selected one, else 0)",
-    )
-    which = r.add_mutually_exclusive_group()
-    which.add_argument(
-        "--cr3", type=argtypes.integer, metavar="ADDR", help="this root instead (PCID bits masked)"
-    )
-    which.add_argument(
-        "--kernel",
-        action="store_true",
-        help="the kernel's own root (VMCOREINFO init_top_pgt + phys_base) and levels",
-    )
-    which.add_argument(
-        "--root",
-        type=argtypes.integer,
-        metavar="ID|PADDR",
-        help="the address space of this id (from roots), or the top table at this physical "
-        "address (a warning when it is not an address space's)",
-    )
-    which.add_argument(
-        "--pid",
-        type=argtypes.integer,
-        metavar="N",
-        help="the address space of the task with PID N (from tasks: mm->pgd; with PTI the "
-        "kernel's table of the pair, --user-pgd the user one)",
-    )
-    which.add_argument(
-        "--comm",
-        metavar="NAME",
-        help="the address space of the tasks whose comm is NAME (one; else they are listed)",
-    )
-    which.add_argument(
-        "--exe",
-        metavar="NAME",
-        help="the address space whose exec file name (from its stack, as roots reads it) has "
-        "NAME's base name (one; else they are listed)",
-    )
-    r.add_argument(
-        "--user-pgd",
-        action="store_true",
-        help="the PTI user half of the selected root (root | 0x1000)",
-    )
-    r.add_argument("--levels", type=int, choices=(4, 5), help="override CR4.LA57")
-
-
 def add_command_arguments(
     p: argparse.ArgumentParser, host: Host, command: Command, target_options: bool
 ) -> None:
@@ -190,7 +140,7 @@ def add_command_arguments(
     if target_options:
         _add_target_options(p, host, dump=command.dump_operand)
     if command.page_table:
-        _add_page_table_options(p)
+        add_page_table_options(p)
     if command.symbols:
         from gdbext.frontend.symbolic import add_symbol_options
 

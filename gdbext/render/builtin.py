@@ -96,5 +96,13 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         OutputFormat("text", "tasks", _lazy("tasks", "render_text"), "a line per task"),
         OutputFormat("json", "tasks", _lazy("tasks", "render_json"), '{"tasks": [...]}'),
         OutputFormat("text", "search", _lazy("search", "render_text"), "one hit a line"),
+        OutputFormat("text", "snapshot", _lazy("snapshot", "render_text"), "what was written"),
+        OutputFormat(
+            "json", "snapshot", _lazy("snapshot", "render_json"), '{"path", "root", "size"...}'
+        ),
+        OutputFormat(
+            "text", "diff", _lazy("diff", "render_text"), "a line per changed range", styles=True
+        ),
+        OutputFormat("json", "diff", _lazy("diff", "render_json"), '{"changes": [...]}'),
         OutputFormat("json", "search", _lazy("search", "render_json"), "one hit a line, as JSON"),
     ]

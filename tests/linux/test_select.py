@@ -160,6 +160,11 @@ def test_the_commands_take_the_options(tmp_path: Path, capsys: pytest.CaptureFix
     assert status == 0 and f"0x{SLEEP:x}" in text
     status, text = cli_text(["read", dump, hex(STACK_END - 16), "16", "--exe", "jit"])
     assert status == 0 and "./jit" in text  # the file name execve left on its stack
+    # diff takes each side's owner: the same as naming the two roots.
+    by_owner = cli_text(["diff", dump, "--a-pid", "50", "--b-comm", "jit", "--json"])
+    by_root = cli_text(["diff", dump, "--a-cr3", hex(SLEEP), "--b-cr3", hex(JIT), "--json"])
+    assert by_owner == by_root and by_owner[0] == 1
+    assert json.loads(by_owner[1])["a"]["root"] == f"0x{SLEEP:x}"
     for argv in (
         ["search", dump, "--pid", "60", "--string", "./jit"],
         ["who-maps", dump, "--root", hex(JIT), "0x1000000"],

@@ -1,5 +1,6 @@
 """The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``search``,
-``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``roots``, ``tasks``.
+``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``roots``, ``tasks``,
+``snapshot``, ``diff``.
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
@@ -13,12 +14,14 @@ from gdbext.errors import UsageError
 from gdbext.frontend.cmd import (
     aliases,
     audit,
+    diff,
     heap,
     info,
     kaslr,
     read,
     roots,
     search,
+    snapshot,
     tasks,
     translate,
     walk,
@@ -40,6 +43,8 @@ COMMANDS: tuple[Command, ...] = (
     kaslr.COMMAND,
     roots.COMMAND,
     tasks.COMMAND,
+    snapshot.COMMAND,
+    diff.COMMAND,
 )
 
 
