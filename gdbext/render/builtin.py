@@ -97,4 +97,8 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         OutputFormat("json", "tasks", _lazy("tasks", "render_json"), '{"tasks": [...]}'),
         OutputFormat("text", "search", _lazy("search", "render_text"), "one hit a line"),
         OutputFormat("json", "search", _lazy("search", "render_json"), "one hit a line, as JSON"),
+        OutputFormat(
+            "html", "map", _lazy("mapview", "render_html"), "a self-contained page (zoom, pan)"
+        ),
+        OutputFormat("svg", "map", _lazy("mapsvg", "render_svg"), "the overview, a static picture"),
     ]

@@ -1,5 +1,5 @@
 """The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``search``,
-``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``roots``, ``tasks``.
+``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``roots``, ``tasks``, ``map``.
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
@@ -16,6 +16,7 @@ from gdbext.frontend.cmd import (
     heap,
     info,
     kaslr,
+    map,
     read,
     roots,
     search,
@@ -40,6 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     kaslr.COMMAND,
     roots.COMMAND,
     tasks.COMMAND,
+    map.COMMAND,
 )
 
 
