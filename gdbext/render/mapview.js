@@ -194,11 +194,16 @@
       ctx.fillRect(x0, REG[0], x1 - x0, REG[1] - REG[0]);
       report.regions.push({ name: r[2], x: ox + x0, y: oy + REG[0], w: x1 - x0, h: REG[1] - REG[0],
                             color: REGION_COLORS[k % 2] });
-      const width = ctx.measureText(r[2]).width;
+      let label = r[2], width = ctx.measureText(label).width;
+      while (label.length > 5 && width > x1 - x0 - 6) {  // cut to fit, with an ellipsis
+        label = label.slice(0, label.endsWith("\u2026") ? -2 : -1) + "\u2026";
+        width = ctx.measureText(label).width;
+      }
       if (x1 - x0 > width + 6) {
         ctx.fillStyle = "#123";
-        ctx.fillText(r[2], x0 + 3, (REG[0] + REG[1]) / 2);
-        report.labels.push({ text: r[2], x: ox + x0 + 3, y: oy + REG[0], w: width, h: REG[1] - REG[0] });
+        ctx.fillText(label, x0 + 3, (REG[0] + REG[1]) / 2);
+        report.labels.push({ text: label, name: r[2], x: ox + x0 + 3, y: oy + REG[0], w: width,
+                             h: REG[1] - REG[0] });
       }
     });
     if (HIGHER_START > lo && LOWER_END < hi) {
@@ -221,6 +226,10 @@
       x1 = Math.min(LEFT + W + 2, x0 + w);
       ctx.fillStyle = PERM_COLORS[at[0]];
       ctx.fillRect(x0, lane[0], x1 - x0, lane[1] - lane[0]);
+      if (x1 - x0 >= 6) {  // where one range ends and the next begins
+        ctx.fillStyle = "#fff";
+        ctx.fillRect(x0, lane[0], 1, lane[1] - lane[0]);
+      }
       if (at[4] === "a") {
         ctx.fillStyle = hatch;
         ctx.fillRect(x0, lane[0], x1 - x0, lane[1] - lane[0]);

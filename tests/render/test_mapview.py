@@ -95,3 +95,39 @@ def test_aggregated_page_says_so(tmp_path: Path) -> None:
     data = page_data(page)
     assert data["aggregated"].startswith("11 ranges drawn as ")
     assert len(data["r"]) // 4 <= 3
+
+
+def _svg_rects(tmp_path: Path, scenario: str) -> list[dict[str, str]]:
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / f"{scenario}.svg"
+    status, lines = run(["map", "--backend", "sim", "--scenario", str(SCENARIOS / scenario),
+                         "--labels", "linux", "--format", "svg", "-o", str(out)])  # fmt: skip
+    assert (status, lines) == (0, [])
+    root = ET.parse(out).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    rects = []
+    for rect in root.iter(f"{ns}rect"):
+        tip = rect.find(f"{ns}title")
+        rects.append({**rect.attrib, "title": "" if tip is None else (tip.text or "")})
+    return rects
+
+
+def test_svg_colours_wx_only_where_it_is(tmp_path: Path) -> None:
+    from gdbext.render.mapsvg import PERM_COLORS
+
+    wx = _svg_rects(tmp_path, "map-wx.json")
+    clean = _svg_rects(tmp_path, "audit-space-clean.json")
+    red = [r for r in wx if r.get("fill") == PERM_COLORS["rwx"] and r["title"]]
+    # map-wx.json's one W+X range: four supervisor pages at 0xffffffffc0000000
+    assert [r["title"] for r in red] == ["0xffffffffc0000000-0xffffffffc0004000 rwx kern"]
+    assert not [r for r in clean if r.get("fill") == PERM_COLORS["rwx"] and r["title"]]
+    # the user text is r-x in the user lane, above the kernel lane
+    (text,) = [r for r in clean if r["title"].startswith("0x400000-0x404000 ")]
+    assert text["fill"] == PERM_COLORS["r-x"] and text["title"].endswith("r-x user")
+    (kernel_text,) = [r for r in clean if r["title"].startswith("0xffffffff81000000-")]
+    assert float(text["y"]) < float(kernel_text["y"])
+    # Linux's regions, labelled from the layout
+    names = {r["title"] for r in clean if r.get("fill", "").startswith("#d6e0ee")
+             or r.get("fill", "").startswith("#e8eef6")}  # fmt: skip
+    assert {"user space", "direct mapping of all physical memory"} <= names
