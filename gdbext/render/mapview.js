@@ -155,7 +155,7 @@
     ctx.font = "12px system-ui, sans-serif";
     ctx.textBaseline = "middle";
     const rect = canvas.getBoundingClientRect();
-    const ox = rect.left + window.scrollX, oy = rect.top + window.scrollY;
+    const ox = Math.round(rect.left + window.scrollX), oy = Math.round(rect.top + window.scrollY);
     report = { mode: view.mode, window: [], regions: [], labels: [], boxes: [], colors: {},
                lanes: {}, canvas: [ox, oy, canvas.width, canvas.height] };
     const [lo, hi] = windowPages();
@@ -219,11 +219,10 @@
     let first = upper(E, lo);
     for (let i = first; i < n && S[i] < hi; i++) {
       const at = D.attrs[A[i]], lane = LANES[laneOf(i)];
-      let x0 = xOf(S[i]), x1 = xOf(E[i]);
-      const wx = at[0] === "rwx";
-      const w = Math.max(wx ? 2 : 1, x1 - x0);
-      x0 = Math.max(LEFT - 2, x0);
-      x1 = Math.min(LEFT + W + 2, x0 + w);
+      // whole pixels: crisp edges, and colours a screenshot shows as drawn
+      let x0 = Math.round(Math.max(LEFT - 2, xOf(S[i])));
+      let x1 = Math.round(Math.min(LEFT + W + 2, xOf(E[i])));
+      x1 = Math.max(x1, x0 + (at[0] === "rwx" ? 2 : 1));
       ctx.fillStyle = PERM_COLORS[at[0]];
       ctx.fillRect(x0, lane[0], x1 - x0, lane[1] - lane[0]);
       if (x1 - x0 >= 6) {  // where one range ends and the next begins

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 #: The window the screenshots are taken in.
-WINDOW = (1400, 520)
+WINDOW = (1400, 300)
 
 
 def page_data(page: str) -> dict[str, Any]:
