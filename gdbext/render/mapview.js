@@ -68,6 +68,11 @@
     return P[i] + (P[i + 1] - P[i]) * (u - U[i]) / (U[i + 1] - U[i]);
   }
 
+  const US = new Float64Array(n), UE = new Float64Array(n);  // each range's ends on that scale
+  for (let i = 0; i < n; i++) { US[i] = uOf(S[i]); UE[i] = uOf(E[i]); }
+  const PRIORITY = { "r--": 0, "rw-": 1, "r-x": 2, "rwx": 3 };
+  const PERMS = ["r--", "rw-", "r-x", "rwx"];
+
   // --- the view ---------------------------------------------------------------------------
   // log: {mode, u0, u1}; linear: {mode, base (an integer page), off, span} (base + off is the
   // window's start: an integer base keeps page numbers near 2^52 exact).
@@ -144,6 +149,55 @@
   }
   function laneOf(i) { return D.attrs[A[i]][1] ? "user" : "kernel"; }
 
+  function xOfU(u) { return LEFT + (u - view.u0) / (view.u1 - view.u0) * W; }
+
+  // Paints ranges in address order into one strip, in whole pixels (crisp edges, and colours
+  // a screenshot shows as drawn): ranges that fall in pixels already painted only raise
+  // their colour to the most dangerous permissions found there (W+X first), so that a strip
+  // of 75,000 ranges costs a few hundred rectangles; a wide range gets a white line where it
+  // begins; an alias is hatched and labelled. With a report, the boxes painted are listed.
+  function painter(band, rep) {
+    const y = band[0], h = band[1] - band[0];
+    let p = null;
+    function paint(q) {
+      const perm = PERMS[q.pri];
+      ctx.fillStyle = PERM_COLORS[perm];
+      ctx.fillRect(q.x0, y, q.x1 - q.x0, h);
+      if (q.x1 - q.x0 >= 6) { ctx.fillStyle = "#fff"; ctx.fillRect(q.x0, y, 1, h); }
+      const at = D.attrs[A[q.first]];
+      if (at[4] === "a") {
+        ctx.fillStyle = hatch;
+        ctx.fillRect(q.x0, y, q.x1 - q.x0, h);
+        const e = D.extra[X[q.first]], text = "alias x" + e[3] + " of " + hex(e[2]);
+        if (rep && q.x1 - q.x0 > ctx.measureText(text).width + 6) {
+          ctx.fillStyle = "#000";
+          ctx.fillText(text, q.x0 + 3, y + h / 2);
+          rep.labels.push({ text: text, name: text, x: rep.canvas[0] + q.x0 + 3,
+                            y: rep.canvas[1] + y, w: 0, h: 0 });
+        }
+      }
+      if (rep && q.x1 - q.x0 >= 3 && rep.boxes.length < 400) {
+        rep.boxes.push({ x: rep.canvas[0] + q.x0, y: rep.canvas[1] + y, w: q.x1 - q.x0, h: h,
+                         perm: perm, lane: laneOf(q.first), kind: at[4], color: PERM_COLORS[perm],
+                         va: hex(S[q.first]), end: hex(E[q.last]), ranges: q.last - q.first + 1 });
+      }
+    }
+    return {
+      add: function (fx0, fx1, i) {
+        const at = D.attrs[A[i]], pri = PRIORITY[at[0]], alias = at[4] === "a";
+        let x0 = Math.round(fx0), x1 = Math.max(Math.round(fx1), x0 + (pri === 3 ? 2 : 1));
+        if (p !== null && x0 < p.x1) {
+          if (x1 <= p.x1 && !alias) { p.pri = Math.max(p.pri, pri); p.last = i; return; }
+          if (pri === p.pri && !alias && D.attrs[A[p.first]][4] !== "a") { p.x1 = x1; p.last = i; return; }
+          x0 = p.x1;
+        }
+        if (p !== null) paint(p);
+        p = { x0: x0, x1: x1, pri: pri, first: i, last: i };
+      },
+      flush: function () { if (p !== null) paint(p); p = null; },
+    };
+  }
+
   let report = null;
   function draw() {
     const t = performance.now();
@@ -165,11 +219,9 @@
     const ovx = (u) => LEFT + u / UTOP * W;
     ctx.fillStyle = "#f0f0f0";
     ctx.fillRect(LEFT, OV[0], W, OV[1] - OV[0]);
-    for (let i = 0; i < n; i++) {
-      const x0 = ovx(uOf(S[i])), x1 = ovx(uOf(E[i]));
-      ctx.fillStyle = PERM_COLORS[D.attrs[A[i]][0]];
-      ctx.fillRect(x0, OV[0], Math.max(1, x1 - x0), OV[1] - OV[0]);
-    }
+    const strip = painter(OV);
+    for (let i = 0; i < n; i++) strip.add(ovx(US[i]), ovx(UE[i]), i);
+    strip.flush();
     const hole0 = ovx(uOf(LOWER_END)), hole1 = ovx(uOf(HIGHER_START));
     ctx.fillStyle = "#555";
     ctx.fillRect(hole0, OV[0], hole1 - hole0, OV[1] - OV[0]);
@@ -216,36 +268,15 @@
       }
     }
     // the ranges, in the lane of their user bit; aliases hatched; W+X at least 2 px wide
-    let first = upper(E, lo);
-    for (let i = first; i < n && S[i] < hi; i++) {
-      const at = D.attrs[A[i]], lane = LANES[laneOf(i)];
-      // whole pixels: crisp edges, and colours a screenshot shows as drawn
-      let x0 = Math.round(Math.max(LEFT - 2, xOf(S[i])));
-      let x1 = Math.round(Math.min(LEFT + W + 2, xOf(E[i])));
-      x1 = Math.max(x1, x0 + (at[0] === "rwx" ? 2 : 1));
-      ctx.fillStyle = PERM_COLORS[at[0]];
-      ctx.fillRect(x0, lane[0], x1 - x0, lane[1] - lane[0]);
-      if (x1 - x0 >= 6) {  // where one range ends and the next begins
-        ctx.fillStyle = "#fff";
-        ctx.fillRect(x0, lane[0], 1, lane[1] - lane[0]);
-      }
-      if (at[4] === "a") {
-        ctx.fillStyle = hatch;
-        ctx.fillRect(x0, lane[0], x1 - x0, lane[1] - lane[0]);
-        const e = D.extra[X[i]], text = "alias x" + e[3] + " of " + hex(e[2]);
-        if (x1 - x0 > ctx.measureText(text).width + 6) {
-          ctx.fillStyle = "#000";
-          ctx.fillText(text, x0 + 3, (lane[0] + lane[1]) / 2);
-          report.labels.push({ text: text, x: ox + x0 + 3, y: oy + lane[0], w: 0, h: 0 });
-        }
-      }
-      report.colors[at[0]] = (report.colors[at[0]] || 0) + 1;
-      if (x1 - x0 >= 3 && report.boxes.length < 400) {
-        report.boxes.push({ x: ox + x0, y: oy + lane[0], w: x1 - x0, h: lane[1] - lane[0],
-                            perm: at[0], lane: laneOf(i), kind: at[4], color: PERM_COLORS[at[0]],
-                            va: hex(S[i]), end: hex(E[i]) });
-      }
+    const lanes = { user: painter(LANES.user, report), kernel: painter(LANES.kernel, report) };
+    for (let i = upper(E, lo); i < n && S[i] < hi; i++) {
+      report.colors[D.attrs[A[i]][0]] = (report.colors[D.attrs[A[i]][0]] || 0) + 1;
+      const x0 = Math.max(LEFT - 2, view.mode === "log" ? xOfU(US[i]) : xOf(S[i]));
+      const x1 = Math.min(LEFT + W + 2, view.mode === "log" ? xOfU(UE[i]) : xOf(E[i]));
+      lanes[laneOf(i)].add(x0, x1, i);
     }
+    lanes.user.flush();
+    lanes.kernel.flush();
     ctx.restore();
     // lane names, axis
     ctx.fillStyle = "#333";
