@@ -15,8 +15,10 @@ what was done, and the page shows it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from gdbext.audit.model import Finding
 from gdbext.errors import UsageError
 from gdbext.flags import ACCESSED_DIRTY
 from gdbext.frontend.commands import RootOptions, WalkOptions, walk
@@ -76,6 +78,8 @@ class MapResult:
     aggregated: str | None = None
     #: The selected table's warnings (``--user-pgd`` on a table with no PTI pair...).
     warnings: list[str] = field(default_factory=list)
+    #: Audit findings with an address range, one per range (a group's ranges apart).
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def virtual_bits(self) -> int:
@@ -83,8 +87,11 @@ class MapResult:
         return 57 if self.levels == 5 else 48
 
 
-def address_map(target: Target, options: MapOptions = MapOptions()) -> MapResult:
-    """Walk the selected table once and keep what a picture of it needs."""
+def address_map(
+    target: Target, options: MapOptions = MapOptions(), findings: Iterable[Finding] = ()
+) -> MapResult:
+    """Walk the selected table once and keep what a picture of it needs; ``findings``: an
+    audit's (:func:`~gdbext.audit.engine.run_audit`), marked where they are."""
     if options.max_ranges < 1:
         raise UsageError(f"--max-ranges must be 1 or more, not {options.max_ranges}")
     result = walk(
@@ -110,7 +117,19 @@ def address_map(target: Target, options: MapOptions = MapOptions()) -> MapResult
         stats=dict(result.stats),
         aggregated=aggregated,
         warnings=list(result.warnings),
+        findings=located(findings),
     )
+
+
+def located(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings that have a virtual range, a group's ranges each on its own, by address."""
+    out: list[Finding] = []
+    for f in findings:
+        for one in f.ranges or (f,):
+            if one.vaddr is not None and one.end is not None:
+                out.append(one)
+    out.sort(key=lambda f: (f.vaddr or 0, -int(f.severity)))
+    return out
 
 
 def _span(rec: MergedRange | AliasRun | Span) -> Span:

@@ -17,6 +17,8 @@
   const PERM_COLORS = { "r--": "#9e9e9e", "rw-": "#43a047", "r-x": "#1e88e5", "rwx": "#e53935" };
   const REGION_COLORS = ["#e8eef6", "#d6e0ee"];
   const ALIAS_STROKE = "#ff9800";
+  const SEVERITY_COLORS = { critical: "#6a1b9a", high: "#b71c1c", medium: "#f57c00", low: "#fbc02d",
+                            info: "#90a4ae" };
 
   // --- the records --------------------------------------------------------------------------
   const n = D.r.length / 4;
@@ -112,7 +114,7 @@
   // --- the canvas -------------------------------------------------------------------------
   const canvas = document.getElementById("map");
   const ctx = canvas.getContext("2d");
-  const LEFT = 64, OV = [4, 22], REG = [34, 66], LANES = { user: [72, 118], kernel: [124, 170] };
+  const LEFT = 64, OV = [4, 22], FIND = [25, 32], REG = [34, 66], LANES = { user: [72, 118], kernel: [124, 170] };
   const AXIS = 176, HEIGHT = 204;
   let W = 800;
   const hatch = (function () {
@@ -277,6 +279,19 @@
     }
     lanes.user.flush();
     lanes.kernel.flush();
+    // audit findings (--audit), at least 3 px wide
+    report.findings = [];
+    for (const f of D.findings) {
+      if (f[1] <= lo || f[0] >= hi) continue;
+      const x0 = Math.round(Math.max(LEFT, xOf(f[0])));
+      const x1 = Math.max(x0 + 3, Math.round(Math.min(LEFT + W, xOf(f[1]))));
+      ctx.fillStyle = SEVERITY_COLORS[f[2]] || "#000";
+      ctx.fillRect(x0, FIND[0], x1 - x0, FIND[1] - FIND[0]);
+      if (report.findings.length < 400) {
+        report.findings.push({ x: ox + x0, y: oy + FIND[0], w: x1 - x0, h: FIND[1] - FIND[0],
+                               severity: f[2], rule: f[3], va: hex(f[0]), end: hex(f[1]) });
+      }
+    }
     ctx.restore();
     // lane names, axis
     ctx.fillStyle = "#333";
@@ -307,6 +322,13 @@
   let firstPaint = null;
 
   // --- what is under the mouse ------------------------------------------------------------
+  function findingsAt(x) {
+    const lo = vpnAt(x - 3), hi = vpnAt(x + 3) + 1;
+    const hits = D.findings.filter((f) => f[0] < hi && f[1] > lo).slice(0, 8);
+    if (!hits.length) return "no audit finding here";
+    return hits.map((f) => f[2] + " " + f[3] + ": " + hex(f[0]) + " - " + hex(f[1]) + "\n  " + f[4])
+      .join("\n");
+  }
   function find(x, y) {
     let lane = null;
     for (const name in LANES) if (y >= LANES[name][0] && y < LANES[name][1]) lane = name;
@@ -396,7 +418,9 @@
       if (drag.moved) { pan(ev.offsetX - drag.x); drag.x = ev.offsetX; }
       return;
     }
-    if (!pinned && ev.offsetX >= LEFT) info.textContent = describe(find(ev.offsetX, ev.offsetY));
+    if (pinned || ev.offsetX < LEFT) return;
+    const onFindings = ev.offsetY >= FIND[0] - 1 && ev.offsetY < FIND[1] + 1 && D.findings.length;
+    info.textContent = onFindings ? findingsAt(ev.offsetX) : describe(find(ev.offsetX, ev.offsetY));
   });
   canvas.addEventListener("click", function (ev) {
     const moved = drag && drag.moved;
@@ -434,6 +458,8 @@
   const notes = [];
   if (D.aggregated) notes.push("Aggregated: " + D.aggregated + ".");
   for (const w of D.warnings) notes.push(w);
+  if (D.findings.length) notes.push(D.findings.length + " audit finding" +
+    (D.findings.length === 1 ? "" : "s") + " marked above the regions (hover them).");
   if (D.anomalies.length) notes.push(D.anomalies.length + " entries were not followed (anomalies): " +
     D.anomalies.slice(0, 5).map((a) => a[1] + " at " + hex(a[0])).join(", "));
   const wxCount = D.attrs.map((a, k) => a[0] === "rwx" ? k : -1).filter((k) => k >= 0);

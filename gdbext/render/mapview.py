@@ -89,6 +89,10 @@ def map_data(result: MapResult) -> dict[str, Any]:
         "attrs": [list(k) for k in attrs],
         "r": flat,
         "extra": aliases,
+        "findings": [
+            [_vpn(f.vaddr or 0), _vpn((f.end or 0) + 4095), str(f.severity), f.rule, f.message]
+            for f in result.findings[:5000]
+        ],
         "anomalies": [
             [_vpn(a.vaddr), a.kind, a.level, f"0x{a.table:x}", a.index, a.detail]
             for a in result.anomalies[:1000]

@@ -145,3 +145,29 @@ def test_wx_colour_where_there_is_wx(tmp_path: Path, scenario: str, has_wx: bool
     assert {"user space", "direct mapping of all physical memory"} <= {
         r["name"] for r in report["regions"]
     }
+
+
+def test_audit_findings_marked_where_they_are(tmp_path: Path) -> None:
+    """``--audit``: the findings ``gdbext audit --json`` gives, each marked at its range in
+    its severity's colour."""
+    scenario = str(SCENARIOS / "map-wx.json")
+    page = _page(tmp_path, "--backend", "sim", "--scenario", scenario, "--audit")
+    status, lines = run(["audit", "--backend", "sim", "--scenario", scenario, "--json"])
+    assert status == 0
+    audited = json.loads("\n".join(lines))["findings"]
+    expected = {(f["rule"], f["vaddr"], f["end"]) for f in audited if f.get("vaddr")}
+    assert ("wx", "0xffffffffc0000000", "0xffffffffc0004000") in expected
+    report = drawn(page)
+    image = screenshot(page, tmp_path / "audit.png")
+    got = {(f["rule"], hex(int(f["va"], 16)), hex(int(f["end"], 16))) for f in report["findings"]}
+    assert got == expected
+    colours = {"critical": "#6a1b9a", "high": "#b71c1c", "medium": "#f57c00"}
+    wx = next(f for f in report["findings"] if f["rule"] == "wx")
+    assert wx["severity"] == "high"
+    # the wx mark is at the W+X range's box, in the lane below
+    (box,) = [b for b in report["boxes"] if b["perm"] == "rwx"]
+    assert abs(wx["x"] - box["x"]) <= 1
+    for f in report["findings"]:
+        if f["w"] >= 3:
+            pixel = image.pixel(f["x"] + f["w"] / 2, f["y"] + f["h"] / 2)
+            assert any(_close(pixel, rgb(colours[s])) for s in colours), (f, pixel)

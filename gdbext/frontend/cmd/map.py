@@ -18,7 +18,8 @@ TEXT = (
     "a log-scaled overview (each range and gap as wide as 1 + log2 of its pages), linear "
     "below 1 GiB down to single 4 KiB pages; the wheel zooms, a drag pans, hovering or "
     "clicking shows a mapping (VA, PA, size, permissions, region, page size, flags); "
-    "#zoom=0xLO-0xHI in the URL selects a window. --format svg: the overview as a static "
+    "#zoom=0xLO-0xHI in the URL selects a window; --audit marks the audit rules' findings. "
+    "--format svg: the overview as a static "
     "picture. An address space of more than --max-ranges ranges is aggregated, and the "
     "picture says so."
 )
@@ -38,6 +39,11 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         choices=commands.LABEL_MODES,
         default="auto",
         help="region labels: Linux's layout, when it looks like Linux (auto)",
+    )
+    p.add_argument(
+        "--audit",
+        action="store_true",
+        help="run the audit rules too and mark their findings (a strip above the regions)",
     )
     p.add_argument(
         "--max-ranges",
@@ -68,6 +74,14 @@ def run(call: Invocation) -> int:
 
     args = call.args
     path = _path(args)
+    findings = []
+    if args.audit:
+        from gdbext.audit.engine import run_audit
+        from gdbext.audit.options import AuditOptions
+        from gdbext.audit.registry import audit_rules
+
+        audit = run_audit(call.target, AuditOptions(root_options(args)), audit_rules(call.host))
+        findings = audit.findings
     result = address_map(
         call.target,
         MapOptions(
@@ -76,6 +90,7 @@ def run(call: Invocation) -> int:
             max_ranges=args.max_ranges,
             max_leaves=args.max_leaves or None,
         ),
+        findings,
     )
     if path is None:
         call.emit(result)
