@@ -344,6 +344,17 @@
     }
     return { vpn: vpn, i: best };
   }
+  // The table indices a walk of page vpn takes, down to the leaf of a page_size page.
+  function indices(vpn, pageSize) {
+    const names = D.levels === 5 ? ["PML5", "PML4", "PDPT", "PD", "PT"] : ["PML4", "PDPT", "PD", "PT"];
+    const leafLevel = pageSize >= 2 ** 30 ? 3 : pageSize >= 2 ** 21 ? 2 : 1;
+    const va = BigInt(vpn) << 12n, out = [];
+    for (let level = D.levels; level >= leafLevel; level--) {
+      const index = Number((va >> BigInt(12 + 9 * (level - 1))) & 511n);
+      out.push(names[D.levels - level] + "[" + index + "]");
+    }
+    return out.join(" ");
+  }
   function describe(hit) {
     const i = hit.i;
     if (i < 0) return hex(hit.vpn) + "  " + (regionAt(hit.vpn) || "") + "\nnot mapped here";
@@ -354,6 +365,8 @@
     if (at[4] === "r") {
       lines.push("physical: " + hex(F[i]) + " - " + hex(F[i] + E[i] - S[i]));
       lines.push("page size: " + size(at[3] / 4096) + (at[2] ? "   flags: " + at[2] : ""));
+      lines.push("walk of " + hex(S[i]) + ": " + indices(S[i], at[3]) +
+                 "  (each entry: gdbext translate " + hex(S[i]) + ")");
     } else if (at[4] === "a") {
       const e = D.extra[X[i]];
       lines.push("alias: " + e[3] + " more links to the level-" + e[1] + " table " + e[0] +
@@ -374,6 +387,12 @@
     history.replaceState(null, "", "#zoom=" + hex(lo) + "-" + hex(Math.ceil(hi)));
   }
   function readHash() {
+    const at = /at=(0x[0-9a-f]+)/i.exec(location.hash);
+    if (at) {  // #at=0xVA: the mapping holding VA, pinned, as a click on it shows it
+      const vpn = Number(BigInt(at[1]) >> 12n), i = upper(S, vpn) - 1;
+      pinned = true;
+      info.textContent = describe({ vpn: vpn, i: i >= 0 && vpn < E[i] ? i : -1 });
+    }
     const m = /zoom=(0x[0-9a-f]+)-(0x[0-9a-f]+)/i.exec(location.hash);
     if (!m) { view = { mode: "log", u0: 0, u1: UTOP }; return; }
     setWindow(Number(BigInt(m[1]) >> 12n), Number((BigInt(m[2]) + 4095n) >> 12n));

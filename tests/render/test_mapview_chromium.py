@@ -171,3 +171,36 @@ def test_audit_findings_marked_where_they_are(tmp_path: Path) -> None:
         if f["w"] >= 3:
             pixel = image.pixel(f["x"] + f["w"] / 2, f["y"] + f["h"] / 2)
             assert any(_close(pixel, rgb(colours[s])) for s in colours), (f, pixel)
+
+
+def test_a_mapping_described_as_translate_sees_it(
+    kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``#at=VA`` shows what a click there shows: the range, its frames, permissions, region,
+    page size and the walk's indices, as ``gdbext translate --json`` gives them."""
+    from support.mappage import dom, element_text
+
+    dump = str(kernel_dump("kaslr-pti"))
+    page = _page(tmp_path, dump)
+    walked = _walk(dump)
+    for m in (
+        next(m for m in walked if m["page_size"] == 2 << 20 and not m["user"]),
+        next(m for m in walked if _perm(m) == "r-x" and not m["user"]),
+        next(m for m in walked if m["user"]),
+    ):
+        va = int(m["vaddr"], 16)
+        text = element_text(dom(page, f"at=0x{va:x}"), "info")
+        status, lines = run(["translate", dump, hex(va), "--json"])
+        assert status == 0
+        (t,) = json.loads("\n".join(lines))
+        names = ("PML4", "PDPT", "PD", "PT")
+        steps = " ".join(f"{n}[{s['index']}]" for n, s in zip(names, t["steps"], strict=False))
+        assert f"walk of 0x{va:016x}: {steps} " in text, text
+        assert f"physical: 0x{int(t['paddr'], 16):016x} - " in text, text
+        user = "user" if t["user"] else "kern"
+        assert f"permissions: {_perm(t)} {user}" in text, text
+        assert f"page size: {t['page_size'] // 1024}K" in text or (
+            f"page size: {t['page_size'] >> 20}M" in text
+        ), text
+        assert text.startswith(f"0x{va:016x} - "), text
+        assert "region: " in text and "region: -" not in text, text

@@ -67,17 +67,27 @@ def _flags(profile: Path) -> list[str]:
             f"--user-data-dir={profile}", "--no-first-run"]  # fmt: skip
 
 
-def drawn(page: Path, fragment: str = "", profile: Path | None = None) -> dict[str, Any]:
-    """What the page reports having drawn (``#drawn``), loaded at ``page#fragment``."""
-    profile = profile or page.parent / "chromium-profile"
+def dom(page: Path, fragment: str = "") -> str:
+    """The page's DOM once loaded at ``page#fragment`` (its script has run)."""
     url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    dom = subprocess.run(
-        [*_flags(profile), "--dump-dom", url],
+    return subprocess.run(
+        [*_flags(page.parent / "chromium-profile"), "--dump-dom", url],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
-    m = re.search(r'<pre id="drawn"[^>]*>(.*?)</pre>', dom, re.S)
-    assert m is not None and m.group(1), "the page reported nothing drawn"
-    return dict(json.loads(html.unescape(m.group(1))))
+
+
+def element_text(document: str, element_id: str) -> str:
+    """The text of the ``<pre id=ELEMENT_ID>`` of a dumped DOM."""
+    m = re.search(rf'<pre id="{element_id}"[^>]*>(.*?)</pre>', document, re.S)
+    assert m is not None, f"no #{element_id}"
+    return html.unescape(m.group(1))
+
+
+def drawn(page: Path, fragment: str = "") -> dict[str, Any]:
+    """What the page reports having drawn (``#drawn``), loaded at ``page#fragment``."""
+    text = element_text(dom(page, fragment), "drawn")
+    assert text, "the page reported nothing drawn"
+    return dict(json.loads(text))
 
 
 @dataclass
