@@ -101,4 +101,5 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
             "html", "map", _lazy("mapview", "render_html"), "a self-contained page (zoom, pan)"
         ),
         OutputFormat("svg", "map", _lazy("mapsvg", "render_svg"), "the overview, a static picture"),
+        OutputFormat("json", "map", _lazy("mapview", "render_json"), "the data the page draws"),
     ]

@@ -109,6 +109,11 @@ def _script_json(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
 
 
+def render_json(result: MapResult) -> Iterator[str]:
+    """The data the page draws (:func:`map_data`), as one line of JSON."""
+    yield json.dumps(map_data(result), separators=(",", ":"))
+
+
 def render_html(result: MapResult) -> Iterator[str]:
     """The page, a few long lines."""
     title = f"Address space, root 0x{result.root:x}"

@@ -131,3 +131,10 @@ def test_svg_colours_wx_only_where_it_is(tmp_path: Path) -> None:
     names = {r["title"] for r in clean if r.get("fill", "").startswith("#d6e0ee")
              or r.get("fill", "").startswith("#e8eef6")}  # fmt: skip
     assert {"user space", "direct mapping of all physical memory"} <= names
+
+
+def test_json_is_the_pages_data(tmp_path: Path) -> None:
+    argv = ["--backend", "sim", "--scenario", str(SCENARIOS / "demo.json")]
+    page = _page(tmp_path, *argv)
+    status, lines = run(["map", *argv, "--json"])
+    assert status == 0 and json.loads(lines[0]) == page_data(page)
