@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from support.cli import cli_lines as run
 from support.mappage import decoded_ranges, page_data
 
@@ -138,3 +139,16 @@ def test_json_is_the_pages_data(tmp_path: Path) -> None:
     page = _page(tmp_path, *argv)
     status, lines = run(["map", *argv, "--json"])
     assert status == 0 and json.loads(lines[0]) == page_data(page)
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gdbext import cli
+
+    demo = ["--backend", "sim", "--scenario", str(SCENARIOS / "demo.json")]
+    assert cli.main(["map", *demo, "--max-ranges", "0"]) == 2
+    assert capsys.readouterr().err == "gdbext: --max-ranges must be 1 or more, not 0\n"
+    missing = tmp_path / "no" / "map.html"
+    assert cli.main(["map", *demo, "-o", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gdbext: map: cannot write {missing}: ") and err.count("\n") == 1
+    assert not missing.parent.exists()

@@ -204,3 +204,15 @@ def test_a_mapping_described_as_translate_sees_it(
         ), text
         assert text.startswith(f"0x{va:016x} - "), text
         assert "region: " in text and "region: -" not in text, text
+
+
+def test_an_aggregated_page_says_so(tmp_path: Path) -> None:
+    from support.mappage import dom, element_text
+
+    page = _page(tmp_path, "--backend", "sim", "--scenario", str(SCENARIOS / "demo.json"),
+                 "--max-ranges", "3")  # fmt: skip
+    document = dom(page)
+    notes = element_text(document, "notes")
+    assert "Aggregated: 11 ranges drawn as " in notes, notes
+    report = json.loads(element_text(document, "drawn"))
+    assert report["boxes"] and {b["kind"] for b in report["boxes"]} == {"s"}

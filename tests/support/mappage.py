@@ -77,10 +77,11 @@ def dom(page: Path, fragment: str = "") -> str:
 
 
 def element_text(document: str, element_id: str) -> str:
-    """The text of the ``<pre id=ELEMENT_ID>`` of a dumped DOM."""
-    m = re.search(rf'<pre id="{element_id}"[^>]*>(.*?)</pre>', document, re.S)
+    """The text of the element ``#ELEMENT_ID`` of a dumped DOM (a ``pre`` or a ``div``, its
+    child elements' tags dropped)."""
+    m = re.search(rf'<(pre|div) id="{element_id}"[^>]*>(.*?)</\1>(?!</div>)', document, re.S)
     assert m is not None, f"no #{element_id}"
-    return html.unescape(m.group(1))
+    return html.unescape(re.sub(r"<[^>]+>", "\n", m.group(2)))
 
 
 def drawn(page: Path, fragment: str = "") -> dict[str, Any]:
