@@ -1,8 +1,9 @@
 """Reading ``map``'s HTML page: its embedded data decoded, and the page shown by headless Chromium
 (a screenshot's pixels, and the boxes the page reports having drawn in ``#drawn``).
 
-Chromium is Debian's ``chromium`` package (scripts/system-deps.sh installs it); the tests that
-need it skip without it, or fail under ``GDBEXT_REQUIRE_CHROMIUM=1``.
+Chromium is Debian's ``chromium`` package (scripts/system-deps.sh installs it, with QEMU); the
+tests that need it skip without it, or fail under ``GDBEXT_REQUIRE_CHROMIUM=1`` or
+``GDBEXT_REQUIRE_QEMU=1`` (CI's: the same script installs both).
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def decoded_ranges(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def chromium() -> str:
-    """The Chromium binary; skips the test without one (fails under GDBEXT_REQUIRE_CHROMIUM=1)."""
+    """The Chromium binary; skips the test without one (fails where it is required)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        if os.environ.get("GDBEXT_REQUIRE_CHROMIUM") == "1":
-            pytest.fail("GDBEXT_REQUIRE_CHROMIUM=1 but there is no chromium")
+        for required in ("GDBEXT_REQUIRE_CHROMIUM", "GDBEXT_REQUIRE_QEMU"):
+            if os.environ.get(required) == "1":
+                pytest.fail(f"{required}=1 but there is no chromium (scripts/system-deps.sh)")
         pytest.skip("no chromium (apt-get install chromium)")
     return found
 
