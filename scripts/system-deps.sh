@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages the real-kernel tests need: QEMU, Debian's kernel, busybox, GDB, LLDB
-# (lldb and its Python module, python3-lldb), and liblzo2-dev, gcc and python3-dev (so that
-# python-lzo can be built for kdump-lzo pages). Then say which kernel build those tests boot.
+# (lldb and its Python module, python3-lldb), liblzo2-dev, gcc and python3-dev (so that
+# python-lzo can be built for kdump-lzo pages), and Chromium (the map page's tests drive it
+# headless). Then say which kernel build those tests boot.
 #
 # Runs apt-get only as root on a Debian-like machine, and only for what is missing; it always
 # runs `apt-get update` first, so that a stale package list cannot install an old kernel build.
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 linux-image-amd64 busybox-static gdb lldb python3-lldb liblzo2-dev gcc
-    python3-dev)
+    python3-dev chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -105,4 +105,9 @@ def gdbext_output_formats() -> Sequence[OutputFormat]:
         ),
         OutputFormat("json", "diff", _lazy("diff", "render_json"), '{"changes": [...]}'),
         OutputFormat("json", "search", _lazy("search", "render_json"), "one hit a line, as JSON"),
+        OutputFormat(
+            "html", "map", _lazy("mapview", "render_html"), "a self-contained page (zoom, pan)"
+        ),
+        OutputFormat("svg", "map", _lazy("mapsvg", "render_svg"), "the overview, a static picture"),
+        OutputFormat("json", "map", _lazy("mapview", "render_json"), "the data the page draws"),
     ]

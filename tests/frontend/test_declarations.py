@@ -36,7 +36,7 @@ def test_names_and_summaries() -> None:
     names = [c.name for c in cmd.COMMANDS]
     assert names == [
         "info", "walk", "translate", "read", "search", "who-maps", "aliases", "heap", "audit",
-        "kaslr", "roots", "tasks", "snapshot", "diff",
+        "kaslr", "roots", "tasks", "snapshot", "diff", "map",
     ]  # fmt: skip
     for command in cmd.COMMANDS:
         assert command.debugger_name == f"pt-{command.name}"

@@ -303,7 +303,7 @@ def test_range_takes_a_size_with_a_suffix(core: Path, capsys: pytest.CaptureFixt
          "(did you mean --max-leaves?)"),
         (["wlak", "{core}"], "argument COMMAND: invalid choice: wlak (choose from info, walk, "
          "translate, read, search, who-maps, aliases, heap, audit, kaslr, roots, tasks, "
-         "snapshot, diff, backends) (did you mean walk?)"),
+         "snapshot, diff, map, backends) (did you mean walk?)"),
         (["walk", "{core}", "--format", "jsno"], "walk: argument --format: invalid choice: jsno "
          "(choose from json, ptdump, qemu-tlb, text) (did you mean json?)"),
         (["walk", "{core}", "--cr3", "-4096"], "walk: argument --cr3: -4096 is negative"),

@@ -1,6 +1,6 @@
 """The commands, one module each: ``info``, ``walk``, ``translate``, ``read``, ``search``,
 ``who-maps``, ``aliases``, ``heap``, ``audit``, ``kaslr``, ``roots``, ``tasks``,
-``snapshot``, ``diff``.
+``snapshot``, ``diff``, ``map``.
 
 Each module declares its :class:`~gdbext.frontend.command.Command` as ``COMMAND``; adding a
 command is writing its module and naming it in :data:`COMMANDS`. The command line, the debuggers
@@ -18,6 +18,7 @@ from gdbext.frontend.cmd import (
     heap,
     info,
     kaslr,
+    map,
     read,
     roots,
     search,
@@ -45,6 +46,7 @@ COMMANDS: tuple[Command, ...] = (
     tasks.COMMAND,
     snapshot.COMMAND,
     diff.COMMAND,
+    map.COMMAND,
 )
 
 

@@ -336,3 +336,20 @@ def test_read_takes_gdb_expressions_and_writes_raw_bytes_to_a_file(
     )
     cli_output("read", dump, "--phys", hex(paddr), "4096", "--format", "raw", "-o", str(cli_file))
     assert gdb_file.read_bytes() == cli_file.read_bytes() and len(cli_file.read_bytes()) == 4096
+
+
+def test_map_writes_the_command_lines_page(
+    kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``pt-map FILE`` in GDB writes the page ``gdbext map DUMP -o FILE`` writes, byte for
+    byte; ``--format svg`` the same picture."""
+    dump = str(kernel_dump("kaslr-pti"))
+    gdb_html, cli_html = tmp_path / "gdb.html", tmp_path / "cli.html"
+    gdb_svg, cli_svg = tmp_path / "gdb.svg", tmp_path / "cli.svg"
+    proc = gdb(f"pt-backend core {dump}", f"pt-map {gdb_html}", f"pt-map --format svg -o {gdb_svg}")
+    assert without_progress(proc.stderr) == ""
+    cli_output("map", dump, "-o", str(cli_html))
+    cli_output("map", dump, "--format", "svg", "-o", str(cli_svg))
+    assert gdb_html.read_bytes() == cli_html.read_bytes()
+    assert gdb_svg.read_bytes() == cli_svg.read_bytes()
+    assert b"kernel text mapping" in cli_html.read_bytes()

@@ -494,3 +494,15 @@ def test_read_takes_lldb_expressions_and_writes_raw_bytes_to_a_file(
     cli_output("read", dump, "--phys", "0x61b6000", "4K", "--format", "raw", "-o", str(cli_file))
     assert lldb_file.read_bytes() == cli_file.read_bytes()
     assert any(cli_file.read_bytes())  # the root table QEMU's info registers names
+
+
+def test_map_writes_the_command_lines_page(
+    kernel_dump: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``pt-map FILE`` in LLDB writes the page ``gdbext map DUMP -o FILE`` writes."""
+    dump = str(kernel_dump("kaslr-pti"))
+    lldb_html, cli_html = tmp_path / "lldb.html", tmp_path / "cli.html"
+    run = lldbrun.run([f"pt-backend core {dump}", f"pt-map {lldb_html}"])
+    assert [(r.ok, r.err) for r in run.results] == [(True, "")] * 2
+    assert cli.main(["map", dump, "-o", str(cli_html)]) == 0
+    assert lldb_html.read_bytes() == cli_html.read_bytes()

@@ -1,0 +1,126 @@
+"""``map``: a picture of an address space, as one self-contained HTML page or an SVG."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from gdbext.errors import EXIT_OK, UsageError
+from gdbext.frontend import argtypes
+from gdbext.frontend.command import Command, Invocation, command_name, root_options, write_lines
+
+#: ``map``'s help: the command line's ``--help`` and the debuggers'.
+TEXT = (
+    "A picture of the selected root's virtual address space. --format html (the default): one "
+    "self-contained page (nothing is fetched when it is viewed) that draws the canonical "
+    "halves, Linux's regions labelled, user and kernel mappings in lanes of their own, "
+    "permissions as colours (W+X red), aliases (a table linked again, as ESPFIX's) hatched; "
+    "a log-scaled overview (each range and gap as wide as 1 + log2 of its pages), linear "
+    "below 1 GiB down to single 4 KiB pages; the wheel zooms, a drag pans, hovering or "
+    "clicking shows a mapping (VA, PA, size, permissions, region, page size, flags); "
+    "#zoom=0xLO-0xHI in the URL selects a window; --audit marks the audit rules' findings. "
+    "--format svg: the overview as a static "
+    "picture. An address space of more than --max-ranges ranges is aggregated, and the "
+    "picture says so."
+)
+
+
+def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
+    from gdbext.frontend import commands
+    from gdbext.frontend.addrmap import DEFAULT_MAX_LEAVES, DEFAULT_MAX_RANGES
+
+    if not target_options:
+        p.add_argument("file", nargs="?", metavar="FILE", help="write the picture to FILE")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write the picture to FILE (default: stdout)"
+    )
+    p.add_argument(
+        "--labels",
+        choices=commands.LABEL_MODES,
+        default="auto",
+        help="region labels: Linux's layout, when it looks like Linux (auto)",
+    )
+    p.add_argument(
+        "--audit",
+        action="store_true",
+        help="run the audit rules too and mark their findings (a strip above the regions)",
+    )
+    p.add_argument(
+        "--max-ranges",
+        type=argtypes.integer,
+        default=DEFAULT_MAX_RANGES,
+        metavar="N",
+        help=f"aggregate past N ranges (default {DEFAULT_MAX_RANGES})",
+    )
+    p.add_argument(
+        "--max-leaves",
+        type=argtypes.integer,
+        default=DEFAULT_MAX_LEAVES,
+        metavar="N",
+        help=f"stop past N leaf entries, 0 for no limit (default {DEFAULT_MAX_LEAVES})",
+    )
+
+
+def _path(args: argparse.Namespace) -> str | None:
+    given = getattr(args, "file", None)
+    if given is not None and args.output is not None:
+        raise UsageError(f"{command_name(args)}: give FILE or -o FILE, not both")
+    path: str | None = given if given is not None else args.output
+    return None if path == "-" else path
+
+
+def run(call: Invocation) -> int:
+    from gdbext.frontend.addrmap import MapOptions, address_map
+
+    args = call.args
+    path = _path(args)
+    findings = []
+    if args.audit:
+        from gdbext.audit.engine import run_audit
+        from gdbext.audit.options import AuditOptions
+        from gdbext.audit.registry import audit_rules
+
+        audit = run_audit(call.target, AuditOptions(root_options(args)), audit_rules(call.host))
+        findings = audit.findings
+    result = address_map(
+        call.target,
+        MapOptions(
+            root=root_options(args),
+            labels=args.labels,
+            max_ranges=args.max_ranges,
+            max_leaves=args.max_leaves or None,
+        ),
+        findings,
+    )
+    if path is None:
+        call.emit(result)
+        return EXIT_OK
+    if call.observe is not None:
+        call.observe(result)
+    if call.warn is not None:
+        for message in result.warnings:
+            call.warn(message)
+        if result.aggregated:
+            call.warn(f"aggregated: {result.aggregated}")
+    part = f"{path}.{os.getpid()}.part"
+    try:
+        with open(part, "w", encoding="utf-8") as out:
+            write_lines(out, call.render(result))
+        os.replace(part, path)
+    except OSError as exc:
+        raise UsageError(f"{call.name}: cannot write {path}: {exc.strerror}") from None
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
+    return EXIT_OK
+
+
+COMMAND = Command(
+    name="map",
+    summary="a picture of an address space: a self-contained HTML page, or SVG",
+    debugger_summary="Draw the address space: pt-map FILE writes an HTML page (or --format svg).",
+    text=TEXT,
+    run=run,
+    arguments=arguments,
+    default_format="html",
+)
