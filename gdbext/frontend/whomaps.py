@@ -10,6 +10,7 @@ ranked, with the Linux direct map's copies summed up in one :class:`DirectMapFac
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,10 +28,12 @@ __all__ = [
     "AliasesResult",
     "DirectMapFact",
     "Hit",
+    "SpaceHits",
     "WhoMapsResult",
     "aliases",
     "reverse_index",
     "who_maps",
+    "who_maps_everywhere",
 ]
 
 
@@ -43,8 +46,21 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class SpaceHits:
+    """The user-half mappings of the range in one address space (``roots``' id), with the
+    tasks that own it (PID, ``comm``) and its exec identity (argv, or the file name)."""
+
+    space: str
+    owners: tuple[tuple[int, str], ...]
+    identity: str | None
+    hits: Sequence[Hit]
+
+
+@dataclass(frozen=True)
 class WhoMapsResult:
-    """Every virtual address of the root ``root`` that maps ``[start, end)``."""
+    """Every virtual address of the root ``root`` that maps ``[start, end)``; with every
+    address space asked (``--all-roots``), ``hits`` are the kernel half's (the kernel's own
+    table: every process shares it) and :attr:`spaces` each address space's user half."""
 
     start: int
     end: int
@@ -52,11 +68,13 @@ class WhoMapsResult:
     root: int
     hits: Sequence[Hit]
     warnings: Sequence[str] = ()
+    spaces: Sequence[SpaceHits] | None = None
 
     @property
     def exit_status(self) -> int:
         """0 when something maps the range, else 1."""
-        return EXIT_OK if self.hits else EXIT_NOT_FOUND
+        found = self.hits or any(s.hits for s in self.spaces or ())
+        return EXIT_OK if found else EXIT_NOT_FOUND
 
     @property
     def first_vaddr(self) -> int | None:
@@ -103,6 +121,48 @@ def who_maps(target: Target, prange: AddrRange, root: RootOptions | None = None)
     hits = [Hit(p, _region(layout, p.vaddr)) for p in places]
     return WhoMapsResult(
         prange.start, prange.end, pt.levels, pt.root, hits, root_warnings(pt, root)
+    )
+
+
+def who_maps_everywhere(
+    target: Target, prange: AddrRange, root: RootOptions | None = None
+) -> WhoMapsResult:
+    """Every mapping of ``prange`` in every address space ``roots`` finds: the kernel half
+    once, from the kernel's own table, then each address space's user half (with PTI, from
+    its user table: what the process runs on in user mode)."""
+    from gdbext.frontend.roots import RootsOptions, roots
+    from gdbext.linux.layout import params
+
+    root = RootOptions() if root is None else root
+    found = roots(target, RootsOptions(root=root))
+    kpt = open_page_table(
+        target, RootOptions(cpu=root.cpu, levels=root.levels, cr3=found.kernel_root)
+    )
+    user_end = params(kpt.levels).user_end
+    kernel = who_maps(
+        target,
+        prange,
+        dataclasses.replace(root, cr3=found.kernel_root, kernel=False, user_pgd=False),
+    )
+    layout = _layout(target, kpt)
+    spaces = []
+    for space in found.spaces:
+        pt = kpt.with_root(space.user_root if space.user_root is not None else space.root)
+        places = reverse_index(target, pt).lookup(prange.start, prange.end)
+        hits = [Hit(p, _region(layout, p.vaddr)) for p in places if p.vaddr < user_end]
+        ident = space.identity
+        who = None
+        if ident is not None:
+            who = " ".join(ident.argv) if ident.argv else ident.filename
+        spaces.append(SpaceHits(space.id, space.owners, who, hits))
+    return WhoMapsResult(
+        prange.start,
+        prange.end,
+        kpt.levels,
+        kpt.root,
+        [h for h in kernel.hits if h.place.vaddr >= user_end],
+        (*found.warnings, *kernel.warnings),
+        tuple(spaces),
     )
 
 

@@ -62,12 +62,24 @@ def render_who_maps_text(result: WhoMapsResult) -> Iterator[str]:
         + (f"{copies} mapping{plural(copies)}" if result.hits else "not mapped")
     )
     sized = result.end != result.start + 1
+    if result.spaces is not None and result.hits:
+        yield "kernel half (every address space's):"
     for hit in result.hits:
         yield _hit_line(hit, sized)
+    for space in result.spaces or ():
+        if not space.hits:
+            continue
+        owners = ", ".join(f"{pid} {comm}" for pid, comm in space.owners)
+        who = " ".join(x for x in (f"[{owners}]" if owners else "", space.identity or "") if x)
+        yield f"address space {space.space}{' ' + who if who else ''}:"
+        for hit in space.hits:
+            yield _hit_line(hit, sized)
 
 
 def render_who_maps_json(result: WhoMapsResult) -> Iterator[str]:
-    """``{"start", "end", "root", "levels", "mappings": [...]}``."""
+    """``{"start", "end", "root", "levels", "mappings": [...]}``; with ``--all-roots`` also
+    ``"address_spaces": [{"id", "tasks", "identity", "mappings"}]`` (``mappings``: the kernel
+    half's)."""
     yield json.dumps(
         {
             "start": hexs(result.start),
@@ -75,6 +87,21 @@ def render_who_maps_json(result: WhoMapsResult) -> Iterator[str]:
             "root": hexs(result.root),
             "levels": result.levels,
             "mappings": [_hit_json(h) for h in result.hits],
+            **(
+                {}
+                if result.spaces is None
+                else {
+                    "address_spaces": [
+                        {
+                            "id": s.space,
+                            "tasks": [{"pid": pid, "comm": comm} for pid, comm in s.owners],
+                            "identity": s.identity,
+                            "mappings": [_hit_json(h) for h in s.hits],
+                        }
+                        for s in result.spaces
+                    ]
+                }
+            ),
         }
     )
 

@@ -140,3 +140,45 @@ def test_aliases_kernel_direct_map_is_one_fact(kernel_dump: Callable[[str], Path
             assert int(m["vaddr"], 16) - int(m["paddr"], 16) != base
     status, text = cli_text(["aliases", str(kernel_dump("kaslr-pti"))])
     assert text.splitlines()[-1].startswith(f"direct map (0x{base:x} + PA)")
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_who_maps_all_roots(levels: int, tmp_path: Path) -> None:
+    """A frame two processes share (at different addresses): --all-roots lists the kernel's
+    direct-map address once, then each of the two processes at its own address, and no other
+    address space; without it only the selected table's."""
+    from support.roots import DIRECT, build_roots_machine
+
+    from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE, PageTableFlags
+    from gdbext.x86.paging import SIZE_4K, X86PageTable
+    from gdbext_sim.elfcore import write_qemu_elf_core
+
+    m = build_roots_machine(levels)
+    frame = 0x1F0_0000  # free, and in the 32 MiB the direct map maps
+    flags = PageTableFlags(USER_ACCESSIBLE | WRITABLE | NO_EXECUTE)
+    for root, va in ((0x24_0000, 0x90_0000), (0x27_0000, 0xA0_0000)):
+        pt = X86PageTable(m.memory, root, levels, allow_writes=True)
+        pt.map_range(va, frame, SIZE_4K, SIZE_4K, flags, m.allocator)
+    core = tmp_path / "shared.elf"
+    write_qemu_elf_core(core, m.memory, [m.cpu(0x24_0000)])
+    where = f"{frame + 0x10:#x}"
+    status, doc = who_maps_json([str(core), "--all-roots", where])
+    # No VMCOREINFO: the kernel half is read in CPU 0's table (roots' kernel table).
+    assert status == 0 and doc["root"] == "0x240000"
+    assert [h["vaddr"] for h in doc["mappings"]] == [f"{DIRECT[levels] + frame + 0x10:#x}"]
+    spaces = {s["id"]: [h["vaddr"] for h in s["mappings"]] for s in doc["address_spaces"]}
+    assert {k: v for k, v in spaces.items() if v} == {
+        "0x240000": ["0x900010"],
+        "0x270000": ["0xa00010"],
+    }
+    named = {s["id"]: s["identity"] for s in doc["address_spaces"]}
+    assert named["0x240000"] == "sleep 100007" and named["0x270000"] == "./jit"
+    status, text = cli_text(["who-maps", str(core), "--all-roots", where])
+    assert status == 0
+    assert "address space 0x240000 sleep 100007:" in text.splitlines()
+    # The selected table alone (CPU 0's: the sleep process): its two addresses.
+    status, doc = who_maps_json([str(core), where])
+    assert [h["vaddr"] for h in doc["mappings"]] == [
+        "0x900010",
+        f"{DIRECT[levels] + frame + 0x10:#x}",
+    ]

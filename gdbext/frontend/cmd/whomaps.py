@@ -14,12 +14,19 @@ TEXT = (
     "(or the range PADDR-END, END exclusive, or PADDR+SIZE), with its permissions, page size "
     "and Linux region. One walk builds a reverse index (kept for the stop in GDB and LLDB); "
     "a table linked many times (an alias) is one line with its count and stride, not one "
-    "line per copy. Exit status 1 when nothing maps the range. In GDB, $pt_virt is set to the "
-    "lowest virtual address found."
+    "line per copy. --all-roots looks in every address space (roots): the kernel half once, "
+    "then each process's user half. Exit status 1 when nothing maps the range. In GDB, "
+    "$pt_virt is set to the lowest virtual address found."
 )
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
+    p.add_argument(
+        "--all-roots",
+        action="store_true",
+        help="in every address space roots finds: the kernel half once, then each process's "
+        "user half, named by its tasks or argv",
+    )
     p.add_argument(
         "operands",
         nargs="+",
@@ -58,9 +65,10 @@ def operands(args: argparse.Namespace) -> str | None:
 
 
 def run(call: Invocation) -> int:
-    from gdbext.frontend.whomaps import who_maps
+    from gdbext.frontend.whomaps import who_maps, who_maps_everywhere
 
-    result = who_maps(call.target, call.args.prange, call.root_options())
+    find = who_maps_everywhere if call.args.all_roots else who_maps
+    result = find(call.target, call.args.prange, call.root_options())
     call.emit(result)
     return result.exit_status
 
