@@ -49,8 +49,14 @@ def measure(
     def make() -> ReverseIndex:
         return ReverseIndex(TableWalk(new_table()).spans)
 
-    walk_s = timed(walk, repeat)
-    build_s = timed(make, repeat)
+    # Side by side: each round times a walk then a build, and the ratio is the median of the
+    # rounds' ratios (a load that comes and goes shifts both of a round alike).
+    walk_times, build_times, ratios = [], [], []
+    for _ in range(repeat):
+        walk_times.append(timed(walk, 1))
+        build_times.append(timed(make, 1))
+        ratios.append(build_times[-1] / walk_times[-1])
+    walk_s, build_s = statistics.median(walk_times), statistics.median(build_times)
     index = make()
     # Random frames of random distinct physical ranges the index holds (its segments that some
     # span covers): each range counted once, however many spans map it.
@@ -90,7 +96,7 @@ def measure(
         "segments": len(index.starts),
         "walk_ms": walk_s * 1e3,
         "build_ms": build_s * 1e3,
-        "ratio": build_s / walk_s,
+        "ratio": statistics.median(ratios),
         "lookup_4k_us": per_4k * 1e6,
         "lookup_2m_us": per_2m * 1e6,
         "mappings_per_lookup": found / len(frames),
