@@ -10,7 +10,9 @@ caches cleared before every run (new page tables, as two dumps opened afresh):
   KASLR on one: hundreds of changes, the unrelated-address-space warning; ``la57`` has none);
 - **diff, PTI pair** (``kaslr-pti`` only): its kernel PGD against its user PGD.
 
-Run: ``.venv/bin/python bench/bench_diff.py`` (``--repeat 15``, ``--json``, ``--profile``).
+Run: ``.venv/bin/python bench/bench_diff.py`` (``--repeat 15``, ``--json``, ``--profile``;
+``--dump A --dump B`` for other dumps, e.g. a 512 MiB guest's). Each round times the walk and
+the diffs one after the other; the ratios are the medians of the rounds' ratios.
 Target: a diff <= 2x a walk of one.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -60,22 +63,28 @@ def measure(path: Path, other: Path | None, repeat: int, profile: bool) -> dict[
     from gdbext_dump.dump import open_dump
 
     a, a2 = open_dump(str(path)), open_dump(str(path))
-    walk_s = timed(lambda: text_walk(a), repeat)
-    self_s = timed(lambda: text_diff(a, a2), repeat)
+    b = None if other is None else open_dump(str(other))
+    # Side by side: each round times the walk, then each diff; a ratio is the median of the
+    # rounds' ratios (a load that comes and goes shifts a round's figures alike).
+    walks, selfs, others = [], [], []
+    for _ in range(repeat):
+        walks.append(timed(lambda: text_walk(a), 1))
+        selfs.append(timed(lambda: text_diff(a, a2), 1))
+        if b is not None:
+            others.append(timed(lambda: text_diff(a, b), 1))
+    walk_s = statistics.median(walks)
     row: dict[str, Any] = {
         "dump": path.name,
         "walk_ms": walk_s * 1e3,
-        "self_ms": self_s * 1e3,
-        "self_ratio": self_s / walk_s,
+        "self_ms": statistics.median(selfs) * 1e3,
+        "self_ratio": statistics.median(s / w for s, w in zip(selfs, walks, strict=True)),
     }
-    if other is not None:
-        b = open_dump(str(other))
-        other_s = timed(lambda: text_diff(a, b), repeat)
+    if b is not None and other is not None:
         row |= {
             "other": other.name,
-            "other_ms": other_s * 1e3,
+            "other_ms": statistics.median(others) * 1e3,
             "other_lines": text_diff(a, b),
-            "other_ratio": other_s / walk_s,
+            "other_ratio": statistics.median(o / w for o, w in zip(others, walks, strict=True)),
         }
     if path.name.startswith("kaslr-pti"):
         pair = DiffOptions(new=RootOptions(user_pgd=True))
@@ -90,14 +99,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--dump",
+        action="append",
+        type=Path,
+        help="these dumps instead of the committed ones (each diffed with itself, and with "
+        "the next one given; bench_search_live.py and bench_roots.py leave big ones in /tmp)",
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-diff-") as tmp:
-        paths = {p.stem: p for p in unpack_fixtures(Path(tmp))}
-        others = {"4level": "kaslr-pti", "kaslr-pti": "4level"}
+    if args.dump:
+        given = args.dump
         rows = [
-            measure(path, paths.get(others.get(name, "")), args.repeat, args.profile)
-            for name, path in paths.items()
+            measure(p, given[i + 1] if i + 1 < len(given) else None, args.repeat, args.profile)
+            for i, p in enumerate(given)
         ]
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-diff-") as tmp:
+            paths = {p.stem: p for p in unpack_fixtures(Path(tmp))}
+            others = {"4level": "kaslr-pti", "kaslr-pti": "4level"}
+            rows = [
+                measure(path, paths.get(others.get(name, "")), args.repeat, args.profile)
+                for name, path in paths.items()
+            ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
