@@ -32,12 +32,7 @@ from gdbext.frontend.roots import roots
 
 TARGET_S_PER_GIB = 2.0
 
-INIT = r"""#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in /lib/modules/*.ko; do insmod "$m" || echo "GDBEXT-INSMOD-FAILED $m"; done
-/bin/busybox mkdir -p /fill
+INIT_BODY = r"""/bin/busybox mkdir -p /fill
 /bin/busybox dd if=/dev/urandom of=/fill/bytes bs=1M count=FILL_MIB 2>/dev/null
 for n in 1 2 3 4 5 6; do /bin/busybox sleep 10000$n & done
 /bin/busybox sleep 1
@@ -54,7 +49,7 @@ def guest_config(memory: str, fill: float) -> Any:
         kaslr=True,
         pti=True,
         memory=memory,
-        init=INIT.replace("FILL_MIB", str(fill_mib)),
+        init=qg.INIT_PROLOGUE + INIT_BODY.replace("FILL_MIB", str(fill_mib)),
         boot_timeout=900.0,
     )
 

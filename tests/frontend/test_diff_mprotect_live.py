@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from qemu_guest import INIT_PROLOGUE
 
 from gdbext.frontend.commands import RootOptions
 from gdbext.frontend.diff import DiffOptions, diff
@@ -42,18 +43,16 @@ void _start(void) {
 }
 """
 
-INIT = """#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in /lib/modules/*.ko; do insmod "$m" || echo "GDBEXT-INSMOD-FAILED $m"; done
-/bin/busybox base64 -d > /bin/mprot <<'B64'
+INIT = (
+    INIT_PROLOGUE
+    + """/bin/busybox base64 -d > /bin/mprot <<'B64'
 {program}
 B64
 /bin/busybox chmod 755 /bin/mprot
 /bin/mprot &
 while :; do wait; done
 """
+)
 
 REGION = 0x10000000
 USER_HALF = "0x0-0x800000000000"

@@ -15,7 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
+from support.dumps import elf_vmcoreinfo
 from support.goldens import info_tlb
 from support.symfiles import write_system_map, write_vmlinux
 
@@ -38,18 +38,7 @@ def _run(*argv: str | Path) -> tuple[int, str, str]:
 
 def _kernel_offset(path: Path) -> int:
     """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools."""
-    with path.open("rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg.header.p_type != "PT_NOTE":
-                continue
-            for note in seg.iter_notes():  # type: ignore[attr-defined]
-                if note["n_name"] == "VMCOREINFO":
-                    desc = note["n_desc"]
-                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
-                    for line in text.splitlines():
-                        if line.startswith("KERNELOFFSET="):
-                            return int(line.split("=", 1)[1], 16)
-    return 0
+    return int(elf_vmcoreinfo(path).get("KERNELOFFSET", "0"), 16)
 
 
 def _qemu_paddr(name: str, vaddr: int) -> int:

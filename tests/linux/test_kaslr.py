@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elftools.elf.elffile import ELFFile
+from support.dumps import elf_vmcoreinfo
 from support.paths import KERNELS
 
 from gdbext import cli
@@ -31,20 +31,6 @@ TOP = 1 << 64
 def _run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     return cli.run(list(argv), Host.create(), out), out.getvalue()
-
-
-def _vmcoreinfo(path: Path) -> dict[str, str]:
-    """The VMCOREINFO note's ``KEY=VALUE`` lines, read with pyelftools."""
-    with path.open("rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg.header.p_type != "PT_NOTE":
-                continue
-            for note in seg.iter_notes():  # type: ignore[attr-defined]
-                if note["n_name"] == "VMCOREINFO":
-                    desc = note["n_desc"]
-                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
-                    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    raise AssertionError(f"{path}: no VMCOREINFO note")
 
 
 def _direct_map_from_golden(name: str) -> int:
@@ -63,7 +49,7 @@ def _direct_map_from_golden(name: str) -> int:
 @pytest.mark.parametrize("name", KERNEL_NAMES)
 def test_kaslr_equals_vmcoreinfo_and_golden(kernel_dump: Callable[[str], Path], name: str) -> None:
     path = kernel_dump(name)
-    vmci = _vmcoreinfo(path)
+    vmci = elf_vmcoreinfo(path)
     status, out = _run("kaslr", str(path), "--json")
     assert status == 0
     bases: dict[str, Any] = json.loads(out)["bases"]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from support.dumps import elf_vmcoreinfo
 
-from .test_kaslr import START_KERNEL, START_KERNEL_MAP, TOP, _vmcoreinfo
+from .test_kaslr import START_KERNEL, START_KERNEL_MAP, TOP
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -43,7 +44,7 @@ def test_live_kaslr_equals_the_guests_vmcoreinfo(
     guest.stop()
     dump = tmp_path / "stop.elf"
     guest.dump_elf(dump)
-    vmci = _vmcoreinfo(dump)
+    vmci = elf_vmcoreinfo(dump)
     proc = subprocess.run(
         [sys.executable, "-m", "gdbext.cli", "kaslr", "--backend", "gdbstub",
          f"127.0.0.1:{guest.gdb_port}", "--json"],
@@ -76,7 +77,7 @@ def test_live_leaks_are_what_qemu_reads_there(
     guest.stop()
     dump = tmp_path / "stop.elf"
     guest.dump_elf(dump)
-    vmci = _vmcoreinfo(dump)
+    vmci = elf_vmcoreinfo(dump)
     text = (START_KERNEL + int(vmci["KERNELOFFSET"], 16)) % TOP
     phys_base = int(vmci["NUMBER(phys_base)"]) % TOP
     argv = ["kaslr", "--leaks", "--max", "100000", "--json"]

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from qemu_guest import INIT_PROLOGUE
 
 from gdbext.frontend.roots import roots
 from gdbext.geometry import PAGE_SIZE
@@ -17,12 +18,9 @@ pytestmark = pytest.mark.qemu
 #: The guest's /init: two processes exec'd with distinctive argv (``/bin/busybox`` named with
 #: a slash, so that the shell execs it rather than running the applet in a fork), a shell
 #: whose child execs a third; once all three sleep, their stacks' ends and the marker.
-INIT = r"""#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in /lib/modules/*.ko; do insmod "$m" || echo "GDBEXT-INSMOD-FAILED $m"; done
-/bin/busybox sleep 100007 &
+INIT = (
+    INIT_PROLOGUE
+    + r"""/bin/busybox sleep 100007 &
 a=$!
 /bin/busybox sh -c '/bin/busybox sleep $((100000 + 8)); :' GDBEXT-ROOTS-X &
 b=$!
@@ -40,6 +38,7 @@ done
 echo "GDBEXT-READY"
 while :; do wait; done
 """
+)
 
 ARGV = {
     ("/bin/busybox", "sleep", "100007"),

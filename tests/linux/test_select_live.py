@@ -19,15 +19,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from qemu_guest import INIT_PROLOGUE
 
 pytestmark = pytest.mark.qemu
 
-INIT = r"""#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in /lib/modules/*.ko; do insmod "$m" || echo "GDBEXT-INSMOD-FAILED $m"; done
-/bin/busybox sleep 100021 &
+INIT = (
+    INIT_PROLOGUE
+    + r"""/bin/busybox sleep 100021 &
 a=$!
 /bin/busybox sleep 100022 &
 b=$!
@@ -41,6 +39,7 @@ echo "GDBEXT-MAPS-END"
 echo "GDBEXT-READY"
 while :; do wait; done
 """
+)
 
 _MAPS = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) \S+ \S+ \S+\s*(.*)$")
 _ADDR = 0x000F_FFFF_FFFF_F000

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from qemu_guest import INIT_PROLOGUE
 
 pytestmark = pytest.mark.qemu
 
@@ -26,12 +27,9 @@ PS_BEGIN = "GDBEXT-PS-BEGIN"
 PS_END = "GDBEXT-PS-END"
 
 #: ``/init``: the processes, ``ps`` between markers, then the ready marker and only waiting.
-TASKS_INIT = f"""#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in /lib/modules/*.ko; do insmod "$m" || echo "GDBEXT-INSMOD-FAILED $m"; done
-sleep 100000 &
+TASKS_INIT = (
+    INIT_PROLOGUE
+    + f"""sleep 100000 &
 sleep 100001 7 &
 ( sleep 100002 & wait ) &
 sh -c 'sleep 100003; echo never' &
@@ -42,6 +40,7 @@ echo {PS_END}
 echo GDBEXT-READY
 while :; do wait; done
 """
+)
 
 _PS_LINE = re.compile(r"^\s*(\d+)\s+(\S+)\s+(.*)$")
 

@@ -50,3 +50,18 @@ def elf_find(path: Path, pattern: bytes) -> list[int]:
                 found.append(seg["p_paddr"] + i)
                 i = data.find(pattern, i + 1)
     return found
+
+
+def elf_vmcoreinfo(path: Path) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of an ELF dump's VMCOREINFO note, read with pyelftools (not
+    gdbext's parser)."""
+    with path.open("rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg.header.p_type != "PT_NOTE":
+                continue
+            for note in seg.iter_notes():  # type: ignore[attr-defined]
+                if note["n_name"] == "VMCOREINFO":
+                    desc = note["n_desc"]
+                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
+                    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    raise AssertionError(f"{path}: no VMCOREINFO note")
