@@ -44,9 +44,7 @@ class TaskSpec:
     root: int | None
 
 
-def add_tasks(
-    m: RootsMachine, specs: list[TaskSpec], layout: TaskLayout = BTF_LAYOUT
-) -> None:
+def add_tasks(m: RootsMachine, specs: list[TaskSpec], layout: TaskLayout = BTF_LAYOUT) -> None:
     """``init_task`` (``swapper/0``, at :data:`INIT_TASK`) then ``specs`` linked into the task
     list, each thread (``tgid != pid``) in its leader's ``signal->thread_head`` ring, every
     member at ``layout``'s offset (each structure within its 4 KiB page)."""
