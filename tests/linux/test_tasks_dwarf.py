@@ -16,7 +16,7 @@ import pytest
 from support.cli import cli_text
 from support.dwarfc import Compiled, compile_layout
 from support.roots import KERNEL_ROOT, TEXT, RootsMachine, build_roots_machine
-from support.tasksim import DATA_PA, DATA_VA, INIT_TASK, TaskSpec, add_tasks
+from support.tasksim import BTF_LAYOUT, DATA_PA, DATA_VA, INIT_TASK, TaskSpec, add_tasks
 
 from gdbext.cli import main
 from gdbext.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, DwarfError
@@ -103,7 +103,7 @@ def test_a_vmlinux_without_debug_info_is_one_clear_error(
 def test_the_walk_gives_the_same_tasks_with_dwarf_as_with_btf(compiled: Compiled) -> None:
     want = listed(tasks(machine().target(KERNEL_ROOT)))
     assert [t[:3] for t in want] == [(0, 0, "swapper/0")] + [(s.pid, s.tgid, s.comm) for s in SPECS]
-    assert compiled.layout() != task_layout_of_btf()
+    assert compiled.layout() != BTF_LAYOUT
     target = machine(compiled.layout()).target(KERNEL_ROOT)
     # init_task searched for (swapper/0 at the DWARF's comm offset), then given.
     assert listed(tasks(target, TasksOptions(vmlinux=str(compiled.vmlinux)))) == want
@@ -111,12 +111,6 @@ def test_the_walk_gives_the_same_tasks_with_dwarf_as_with_btf(compiled: Compiled
     got = tasks(target, given)
     assert listed(got) == want
     assert (got.dwarf, got.btf_at) == (str(compiled.vmlinux), None)
-
-
-def task_layout_of_btf() -> TaskLayout:
-    from support.tasksim import BTF_LAYOUT
-
-    return BTF_LAYOUT
 
 
 def test_cli_with_vmlinux_uses_its_slid_init_task(compiled: Compiled, tmp_path: Path) -> None:
@@ -136,3 +130,20 @@ def test_cli_with_vmlinux_uses_its_slid_init_task(compiled: Compiled, tmp_path: 
     ]
     # Without the vmlinux, the BTF's offsets do not fit this memory: no init_task.
     assert main(["tasks", str(core)]) == EXIT_NOT_FOUND
+
+
+def test_system_map_gives_init_task_and_the_btf_the_offsets(tmp_path: Path) -> None:
+    m = machine()
+    m.memory.write(INIT_TASK - DATA_VA + DATA_PA + BTF_LAYOUT.comm, b"idle\0")
+    core = tmp_path / "core.elf"
+    write_qemu_elf_core(core, m.memory, [m.cpu(KERNEL_ROOT)])
+    system_map = tmp_path / "System.map"
+    # Linked 16 MiB lower: the slide moves init_task to where the image is.
+    system_map.write_text(f"{TEXT - SLIDE:x} T _text\n{INIT_TASK - SLIDE:x} D init_task\n")
+    status, out = cli_text(["tasks", str(core), "--system-map", str(system_map), "--json"])
+    assert status == 0, out
+    doc = json.loads(out)
+    assert doc["dwarf"] is None and doc["btf"] is not None
+    assert [(t["pid"], t["comm"]) for t in doc["tasks"]] == [(0, "idle")] + [
+        (s.pid, s.comm) for s in SPECS
+    ]
