@@ -70,6 +70,17 @@ def test_dwarf_offsets_are_the_compilers(compiled: Compiled) -> None:
     assert types.find("task_struct").size == truth["task_struct_size"][0]
 
 
+@pytest.mark.parametrize(
+    "debug", [("-gdwarf-2", "-gstrict-dwarf"), ("-gdwarf-4",), ("-gdwarf-5",)], ids=str
+)
+def test_each_dwarf_version_gives_the_compilers_offsets(
+    debug: tuple[str, ...], tmp_path: Path
+) -> None:
+    # DWARF 2 writes member locations as expressions (DW_OP_plus_uconst), later ones as numbers.
+    built = compile_layout(tmp_path, INIT_TASK, TEXT, debug)
+    assert task_layout(load_dwarf_types(built.vmlinux)) == built.layout()
+
+
 def test_bitfields_and_missing_members_are_refused(compiled: Compiled) -> None:
     types = load_dwarf_types(compiled.vmlinux)
     with pytest.raises(DwarfError, match="bitfield"):

@@ -100,9 +100,12 @@ class Compiled:
         )
 
 
-def compile_layout(out: Path, init_task: int, text: int) -> Compiled:
+def compile_layout(
+    out: Path, init_task: int, text: int, debug: tuple[str, ...] = ("-g",)
+) -> Compiled:
     """Both builds in ``out``: the vmlinux's ``init_task`` at ``init_task``, its ``_text`` at
-    ``text``. Skips the test when gcc is not installed or cannot build."""
+    ``text``, its debug info as ``debug`` asks gcc (a DWARF version). Skips the test when gcc
+    is not installed or cannot build."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed: no C file to read DWARF from")
@@ -110,7 +113,7 @@ def compile_layout(out: Path, init_task: int, text: int) -> Compiled:
     src.write_text(SOURCE)
     vmlinux, prog = out / "vmlinux", out / "offsets"
     builds = (
-        [gcc, "-g", "-O0", "-DVMLINUX", "-nostdlib", "-static", "-no-pie", "-o", str(vmlinux),
+        [gcc, *debug, "-O0", "-DVMLINUX", "-nostdlib", "-static", "-no-pie", "-o", str(vmlinux),
          f"-Wl,--section-start=.init_task_data=0x{init_task:x}", f"-Wl,--defsym=_text=0x{text:x}",
          str(src)],
         [gcc, "-O0", "-o", str(prog), str(src)],
