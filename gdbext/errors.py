@@ -444,7 +444,21 @@ class LayoutError(InputError):
         self.levels = levels
 
 
-class BtfError(InputError):
+class DebugInfoError(InputError):
+    """Type information (the kernel's BTF, a vmlinux's DWARF) that is malformed, missing, or
+    lacks a type or member asked for."""
+
+
+class DwarfError(DebugInfoError):
+    """A vmlinux whose DWARF cannot be read, is absent (no debug info), or lacks a structure
+    or member asked for; ``path`` is the file."""
+
+    def __init__(self, reason: str, path: str) -> None:
+        super().__init__(f"DWARF: {reason}", path)
+        self.reason = reason
+
+
+class BtfError(DebugInfoError):
     """BTF (the kernel's type information) that is malformed, or lacks a type or member asked
     for; ``offset`` is where the bad bytes are (a physical address in a dump, or an offset in
     a file), when known."""

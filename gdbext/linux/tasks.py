@@ -1,4 +1,4 @@
-"""The kernel's own task list, read from memory with offsets from its BTF.
+"""The kernel's own task list, read from memory with offsets from its BTF or a vmlinux's DWARF.
 
 Linux links every thread-group leader into a circular list (``task_struct.tasks``) that starts
 at ``init_task``, the idle task of CPU 0, whose ``comm`` is ``swapper/0`` and which lives in
@@ -14,18 +14,22 @@ Every virtual read goes through the kernel's page tables (:class:`~gdbext.x86.pa
 X86PageTable`). A list that does not come back to ``init_task``, a pointer the tables do not
 map or the backend cannot read, or more than :data:`MAX_TASKS` entries ends the walk: the
 result keeps what was read and says why it stopped.
+
+The offsets come from a :class:`TypeOffsets`: anything that says where a member lies in a
+named structure. The kernel's BTF (:class:`~gdbext.linux.btf.Btf`) is one, a vmlinux's DWARF
+(:class:`~gdbext.linux.dwarf.DwarfTypes`) another; the walk asks both the same questions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from gdbext.addr import AddrRange
-from gdbext.errors import BtfError, GdbextError, NotFoundError, TaskListError
+from gdbext.errors import DebugInfoError, GdbextError, NotFoundError, TaskListError
 from gdbext.geometry import PAGE_SIZE
-from gdbext.linux.btf import Btf
+from gdbext.linux.btf import MemberField
 from gdbext.linux.kernelimage import KERNEL_IMAGE_VA
 from gdbext.mapper import PhysMapper, readable_ranges
 from gdbext.x86.paging import X86PageTable
@@ -36,6 +40,7 @@ __all__ = [
     "Task",
     "TaskLayout",
     "TaskList",
+    "TypeOffsets",
     "find_init_task",
     "state_letter",
     "task_layout",
@@ -68,9 +73,21 @@ def state_letter(state: int, exit_state: int = 0) -> str:
     return _LETTERS[min(((state | exit_state) & _TASK_REPORT).bit_length(), len(_LETTERS) - 1)]
 
 
+class TypeOffsets(Protocol):
+    """Where members lie in the kernel's structures: BTF's or DWARF's answer."""
+
+    def member(self, struct: str, path: str) -> MemberField:
+        """Byte offset and size of member ``path`` (dotted) in structure ``struct``; members
+        of anonymous structures and unions are found through them.
+
+        :raises DebugInfoError: no such structure or member.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class TaskLayout:
-    """The offsets (bytes) the walk reads, from BTF: in ``task_struct`` and ``mm_struct``
+    """The offsets (bytes) the walk reads, from BTF or DWARF: in ``task_struct`` and ``mm_struct``
     (``mm_pgd``) and ``signal_struct`` (``thread_head``); ``None``: the kernel has no such
     member (threads are then not listed; a task without ``exit_state`` reads 0)."""
 
@@ -89,20 +106,20 @@ class TaskLayout:
     thread_head: int | None = None
 
 
-def task_layout(btf: Btf) -> TaskLayout:
-    """The offsets of :class:`TaskLayout` from ``btf``; ``__state`` (Linux 5.14 and later) or
-    ``state``."""
-    task = btf.find("task_struct")
+def task_layout(btf: TypeOffsets) -> TaskLayout:
+    """The offsets of :class:`TaskLayout` from ``btf`` (BTF or DWARF); ``__state`` (Linux
+    5.14 and later) or ``state``."""
+    task = "task_struct"
 
-    def opt(struct: str | int, path: str) -> int | None:
+    def opt(struct: str, path: str) -> int | None:
         try:
             return btf.member(struct, path).offset
-        except BtfError:
+        except DebugInfoError:
             return None
 
     try:
         state = btf.member(task, "__state")
-    except BtfError:
+    except DebugInfoError:
         state = btf.member(task, "state")
     comm = btf.member(task, "comm")
     thread_head = opt("signal_struct", "thread_head")
@@ -311,12 +328,13 @@ class _Walk:
 
 def walk_tasks(
     pt: X86PageTable,
-    btf: Btf,
+    btf: TypeOffsets,
     mapper: PhysMapper | None = None,
     init_task: int | None = None,
     limit: int = MAX_TASKS,
 ) -> TaskList:
-    """The task list of the kernel whose tables ``pt`` are, with ``btf``'s offsets, from
+    """The task list of the kernel whose tables ``pt`` are, with ``btf``'s offsets (the
+    kernel's BTF or a vmlinux's DWARF), from
     ``init_task`` (default: :func:`find_init_task`)."""
     layout = task_layout(btf)
     mem = KernelMemory(pt, mapper)

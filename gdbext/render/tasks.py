@@ -15,13 +15,15 @@ def _hex(value: int | None) -> str | None:
 
 
 def render_text(result: TasksResult) -> Iterator[str]:
-    """A heading (BTF, ``init_task``, kernel root), ``PID TGID S COMM ROOT`` lines (``-``: a
-    kernel thread), and a count."""
+    """A heading (BTF or DWARF, ``init_task``, kernel root), ``PID TGID S COMM ROOT`` lines
+    (``-``: a kernel thread), and a count."""
     found = result.tasks
-    yield (
-        f"BTF at 0x{result.btf_at:x} ({result.btf_types} types); init_task "
-        f"0x{found.init_task:x}; kernel root 0x{result.kernel_root:x}"
+    source = (
+        f"DWARF of {result.dwarf}"
+        if result.dwarf is not None
+        else f"BTF at 0x{result.btf_at or 0:x} ({result.btf_types} types)"
     )
+    yield f"{source}; init_task 0x{found.init_task:x}; kernel root 0x{result.kernel_root:x}"
     yield f"{'PID':>7} {'TGID':>7} S {'COMM':<16} ROOT"
     for t in found.tasks:
         root = "-" if t.kernel_thread else ("?" if t.root is None else f"0x{t.root:x}")
@@ -37,13 +39,17 @@ def render_text(result: TasksResult) -> Iterator[str]:
 
 
 def render_json(result: TasksResult) -> Iterator[str]:
-    """``{"btf", "init_task", "kernel_root", "threads", "tasks": [{"pid", "tgid", "comm",
+    """``{"btf", "dwarf", "init_task", "kernel_root", "threads", "tasks": [{"pid", "tgid", "comm",
     "state", "root", "address_space", ...}], "error"}``; ``root`` is ``null`` for a kernel
-    thread; ``address_space`` is the ``roots`` id of the root's table (``null`` when its
+    thread; ``btf`` is ``null`` when the offsets came from ``dwarf`` (the vmlinux's path,
+    else ``null``); ``address_space`` is the ``roots`` id of the root's table (``null`` when its
     kernel half is not the kernel's)."""
     found = result.tasks
     doc: dict[str, Any] = {
-        "btf": {"paddr": _hex(result.btf_at), "types": result.btf_types},
+        "btf": None
+        if result.dwarf is not None
+        else {"paddr": _hex(result.btf_at), "types": result.btf_types},
+        "dwarf": result.dwarf,
         "init_task": _hex(found.init_task),
         "kernel_root": _hex(result.kernel_root),
         "threads": found.threads,

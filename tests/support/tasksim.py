@@ -1,7 +1,9 @@
 """A task list written into a simulated roots machine (:mod:`tests.support.roots`): the BTF of
 :func:`tests.support.btfblob.kernel_like` in the kernel image's text, ``init_task`` in a
 writable image page, the other tasks, their ``mm`` and ``signal`` in the direct map, so that
-``tasks`` (and what selects an address space by PID or comm) reads them as from a kernel."""
+``tasks`` (and what selects an address space by PID or comm) reads them as from a kernel. The
+structures are written at :data:`BTF_LAYOUT`'s offsets (the BTF's), or at another layout's (a
+compiled C file's, read from its DWARF) when one is given."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from gdbext.flags import GLOBAL, NO_EXECUTE, WRITABLE, PageTableFlags
+from gdbext.linux.tasks import TaskLayout
 from gdbext.x86.paging import SIZE_2M
 from support.btfblob import kernel_like
 from support.roots import DIRECT, TEXT, RootsMachine
@@ -17,10 +20,17 @@ from support.roots import DIRECT, TEXT, RootsMachine
 STATE, TASKS, PID, TGID, MM, COMM = 0, 16, 32, 36, 40, 48
 SIGNAL, THREAD_NODE = 64, 72
 PGD, THREAD_HEAD = 8, 8
+#: The same, as the walk's layout.
+BTF_LAYOUT = TaskLayout(
+    tasks=TASKS, comm=COMM, comm_size=16, pid=PID, tgid=TGID, mm=MM, state=STATE,
+    state_size=4, mm_pgd=PGD, signal=SIGNAL, thread_node=THREAD_NODE, thread_head=THREAD_HEAD,
+)  # fmt: skip
 #: Where the BTF blob lies (in the text mapping) and the image's data (init_task).
 BTF_PA = 0x101_0000
 DATA_VA = TEXT + (4 << 20)
 DATA_PA = 0x140_0000
+#: ``init_task``'s address.
+INIT_TASK = DATA_VA + 0x200
 #: Where the tasks, mm and signal structures are written (each its 4 KiB page).
 TASKS_PA = 0x180_0000
 
@@ -34,9 +44,16 @@ class TaskSpec:
     root: int | None
 
 
-def add_tasks(m: RootsMachine, specs: list[TaskSpec]) -> None:
-    """``init_task`` (``swapper/0``) then ``specs`` linked into the task list, each thread
-    (``tgid != pid``) in its leader's ``signal->thread_head`` ring."""
+def add_tasks(m: RootsMachine, specs: list[TaskSpec], layout: TaskLayout = BTF_LAYOUT) -> None:
+    """``init_task`` (``swapper/0``, at :data:`INIT_TASK`) then ``specs`` linked into the task
+    list, each thread (``tgid != pid``) in its leader's ``signal->thread_head`` ring, every
+    member at ``layout``'s offset (each structure within its 4 KiB page)."""
+    lay = layout
+    assert lay.signal is not None and lay.thread_node is not None
+    assert lay.thread_head is not None
+    TASKS, PID, TGID, MM, COMM = lay.tasks, lay.pid, lay.tgid, lay.mm, lay.comm
+    SIGNAL, THREAD_NODE = lay.signal, lay.thread_node
+    PGD, THREAD_HEAD = lay.mm_pgd, lay.thread_head
     mem = m.memory
     direct = DIRECT[m.levels]
     old = m.half()
@@ -68,9 +85,9 @@ def add_tasks(m: RootsMachine, specs: list[TaskSpec]) -> None:
             u64(pa, nodes[(i + 1) % len(nodes)][0])
             u64(pa + 8, nodes[i - 1][0])
 
-    init_pa = DATA_PA + 0x200
+    init_pa = INIT_TASK - DATA_VA + DATA_PA
     task(init_pa, 0, 0, "swapper/0")
-    leaders = [(DATA_VA + 0x200 + TASKS, init_pa + TASKS)]
+    leaders = [(INIT_TASK + TASKS, init_pa + TASKS)]
     rings: dict[int, list[tuple[int, int]]] = {}
     pa = TASKS_PA
     for spec in specs:

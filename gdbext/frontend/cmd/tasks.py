@@ -1,4 +1,5 @@
-"""``tasks``: the kernel's task list, read with the offsets of its own BTF."""
+"""``tasks``: the kernel's task list, read with the offsets of its own BTF (or a vmlinux's
+DWARF)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ TEXT = (
     "comm is swapper/0 and whose tasks list closes. The kernel's tables are the VMCOREINFO "
     "root, else the selected CPU's. A list that does not come back to init_task, a pointer "
     "that cannot be read, or more than --max entries ends the walk: the tasks read are shown, "
-    "then the error (exit status 2)."
+    "then the error (exit status 2). With --vmlinux FILE (built with debug info), the "
+    "offsets come from its DWARF instead, and init_task is its symbol moved by the KASLR "
+    "slide (--system-map gives init_task's address alone); a vmlinux without debug info is "
+    "an error."
 )
 
 
@@ -35,10 +39,20 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
 
 
 def run(call: Invocation) -> int:
+    from gdbext.frontend.commands import open_page_table
+    from gdbext.frontend.symbolic import has_symbols, target_symbols
     from gdbext.frontend.tasks import TasksOptions, tasks
 
     args = call.args
-    result = tasks(call.target, TasksOptions(root=call.root_options(), limit=max(1, args.max)))
+    root = call.root_options()
+    init_task = None
+    if has_symbols(args):
+        pt = open_page_table(call.target, root)
+        symbols = target_symbols(args, call.target, pt, call.warn)
+        init_task = None if symbols is None else symbols.address("init_task")
+    vmlinux = getattr(args, "vmlinux", None) or None
+    options = TasksOptions(root, max(1, args.max), vmlinux, init_task)
+    result = tasks(call.target, options)
     call.emit(result)
     if result.tasks.error is not None:
         raise result.tasks.error
@@ -47,10 +61,12 @@ def run(call: Invocation) -> int:
 
 COMMAND = Command(
     name="tasks",
-    summary="the kernel's task list (PID, TGID, comm, state, root), from the dump's own BTF",
+    summary="the kernel's task list (PID, TGID, comm, state, root), from the dump's own BTF "
+    "or a vmlinux's DWARF",
     debugger_summary="The kernel's tasks: PID, TGID, comm, state, page-table root.",
     text=TEXT,
     run=run,
     arguments=arguments,
     exit_statuses=((EXIT_NOT_FOUND, "no BTF or no init_task found"),),
+    symbols=True,
 )
