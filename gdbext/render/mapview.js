@@ -17,7 +17,7 @@
   const MIN_PAGES = 8;
   const HOLE_WEIGHT = 12;
   const PERM_COLORS = { "r--": "#9e9e9e", "rw-": "#43a047", "r-x": "#1e88e5", "rwx": "#e53935" };
-  const DIFF_COLORS = { same: "#dadada", changed: "#f9a825", removed: "#c62828", added: "#2e7d32" };
+  const DIFF_COLORS = { same: "#dadada", changed: "#1565c0", removed: "#c62828", added: "#2e7d32" };
   const REGION_COLORS = ["#e8eef6", "#d6e0ee"];
   const ALIAS_STROKE = "#ff9800";
   const SEVERITY_COLORS = { critical: "#6a1b9a", high: "#b71c1c", medium: "#f57c00", low: "#fbc02d",
