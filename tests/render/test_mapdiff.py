@@ -4,6 +4,7 @@ dump diffed with itself draws no change."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from support.cli import cli_lines as run
+from support.cli import cli_text as run_text
 from support.diffpair import BASE, KERN, changed_machine, machine
 from support.diffpair import core as _core
 from support.mappage import (
@@ -150,3 +152,30 @@ def test_a_dump_diffed_with_itself_draws_no_change(
     for lane in ("user", "kernel"):
         for colour in (ADDED, REMOVED, CHANGED):
             assert not _row(image, report, lane, colour)
+
+
+@pytest.mark.parametrize("sides", [["--b-user-pgd"], ["--a-user-pgd"]])
+def test_pti_pair_states_cover_exactly_diffs_changes(
+    kernel_dump: Callable[[str], Path], tmp_path: Path, sides: list[str]
+) -> None:
+    """A real kernel's PTI pair (one root against the other): every change ``diff --json``
+    gives is covered by ranges drawn in its state, and no range in a state lies outside the
+    changes of that state."""
+    dump = str(kernel_dump("kaslr-pti"))
+    status, text = run_text(["diff", dump, *sides, "--json"])
+    changes = [
+        (int(c["start"], 16), int(c["end"], 16), c["kind"]) for c in json.loads(text)["changes"]
+    ]
+    kinds = {k for *_, k in changes}
+    assert status == 1 and kinds == {"changed", "removed" if sides == ["--b-user-pgd"] else "added"}
+    drawn_ranges = decoded_ranges(page_data(_map(tmp_path, dump, *sides).read_text()))
+    for start, end, kind in changes:
+        covered = sum(
+            min(end, r["end"]) - max(start, r["vaddr"])
+            for r in drawn_ranges
+            if r["state"] == kind and r["vaddr"] < end and r["end"] > start
+        )
+        assert covered == end - start, (hex(start), hex(end), kind)
+    for r in drawn_ranges:
+        inside = [k for s, e, k in changes if s < r["end"] and e > r["vaddr"]]
+        assert inside == ([r["state"]] if r["state"] else []), r
