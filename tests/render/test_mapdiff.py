@@ -27,6 +27,10 @@ from support.mappage import (
     screenshot,
 )
 
+from gdbext.frontend.addrmap import Span, aggregate_states
+from gdbext.x86.merge import MergedRange
+from gdbext.x86.records import AliasRun
+
 ADDED, REMOVED, CHANGED, SAME = "#2e7d32", "#c62828", "#1565c0", "#dadada"
 COLOURS = {"added": ADDED, "removed": REMOVED, "changed": CHANGED, "same": SAME}
 
@@ -179,3 +183,21 @@ def test_pti_pair_states_cover_exactly_diffs_changes(
     for r in drawn_ranges:
         inside = [k for s, e, k in changes if s < r["end"] and e > r["vaddr"]]
         assert inside == ([r["state"]] if r["state"] else []), r
+
+
+def test_aggregation_keeps_states_apart_then_the_most_notable() -> None:
+    """Ten ranges of equal permissions, one added: joining neighbours keeps the added one
+    apart; blocks take the most notable state in them."""
+    records: list[MergedRange | AliasRun | Span] = [
+        MergedRange(i * 0x1000, (i + 1) * 0x1000, i * 0x1000, 4096, 0, False, True, False, 1)
+        for i in range(10)
+    ]
+    states = ["added" if i == 6 else ("changed" if i == 2 else "") for i in range(10)]
+    joined, got, how = aggregate_states(records, states, 5)
+    assert how is not None and got == ["", "changed", "", "added", ""]
+    assert [(s.vaddr, s.end) for s in joined] == [
+        (0, 0x2000), (0x2000, 0x3000), (0x3000, 0x6000), (0x6000, 0x7000), (0x7000, 0xA000)
+    ]  # fmt: skip
+    blocks, got, _ = aggregate_states(records, states, 2)
+    assert len(blocks) <= 2 and got is not None and "added" in got
+    assert all(isinstance(s, Span) and s.state == g for s, g in zip(blocks, got, strict=True))
