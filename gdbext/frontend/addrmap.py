@@ -24,6 +24,7 @@ from gdbext.flags import ACCESSED_DIRTY
 from gdbext.frontend.commands import RootOptions, WalkOptions, walk
 from gdbext.linux.layout import Region
 from gdbext.plugin.target import Target
+from gdbext.x86.diff import Change
 from gdbext.x86.merge import KEY_SHOWN_FLAGS, MergedRange, merge_runs
 from gdbext.x86.records import AliasRun, Anomaly
 
@@ -57,6 +58,13 @@ class Span:
     user: bool
     writable: bool
     executable: bool
+    #: With ``--diff``: the most notable change state joined (:data:`STATE_RANK`).
+    state: str = ""
+
+
+#: Change states of a drawn range (``--diff``), least notable first: unchanged, changed,
+#: removed, added.
+STATE_RANK = {"": 0, "changed": 1, "removed": 2, "added": 3}
 
 
 @dataclass
@@ -80,6 +88,13 @@ class MapResult:
     warnings: list[str] = field(default_factory=list)
     #: Audit findings with an address range, one per range (a group's ranges apart).
     findings: list[Finding] = field(default_factory=list)
+    #: With ``--diff``: each record's change state (``""``, ``added``, ``removed``,
+    #: ``changed``), by index; ``None`` for a map of one table.
+    states: list[str] | None = None
+    #: With ``--diff``: the changes (:func:`gdbext.frontend.diff.diff`), and the two sides'
+    #: names (old, new).
+    changes: list[Change] = field(default_factory=list)
+    diff_names: tuple[str, str] | None = None
 
     @property
     def virtual_bits(self) -> int:
@@ -132,15 +147,16 @@ def located(findings: Iterable[Finding]) -> list[Finding]:
     return out
 
 
-def _span(rec: MergedRange | AliasRun | Span) -> Span:
+def _span(rec: MergedRange | AliasRun | Span, state: str = "") -> Span:
     if isinstance(rec, Span):
         return rec
     leaves = rec.leaves * rec.count if isinstance(rec, AliasRun) else rec.leaves
-    return Span(rec.vaddr, rec.end, 1, leaves, rec.user, rec.writable, rec.executable)
+    return Span(rec.vaddr, rec.end, 1, leaves, rec.user, rec.writable, rec.executable, state)
 
 
 def _join(a: Span, b: Span, end: int | None = None) -> Span:
-    """``a`` and ``b`` as one span; its permissions are W+X if either's is, else the union."""
+    """``a`` and ``b`` as one span; its permissions are W+X if either's is, else the union;
+    its change state the more notable."""
     return Span(
         a.vaddr,
         b.end if end is None else end,
@@ -149,6 +165,7 @@ def _join(a: Span, b: Span, end: int | None = None) -> Span:
         a.user or b.user,
         a.writable or b.writable,
         a.executable or b.executable,
+        max(a.state, b.state, key=STATE_RANK.__getitem__),
     )
 
 
@@ -162,17 +179,28 @@ def aggregate(
     blocks (4 KiB times a power of two, doubled each time) and what falls in one block is
     joined into one span.
     """
+    drawn, _, how = aggregate_states(records, None, limit)
+    return drawn, how
+
+
+def aggregate_states(
+    records: list[MergedRange | AliasRun | Span], states: list[str] | None, limit: int
+) -> tuple[list[MergedRange | AliasRun | Span], list[str] | None, str | None]:
+    """:func:`aggregate`, each record with its change state (``states``, or ``None``): only
+    neighbours of equal permissions and equal states are joined at first; a block's span
+    has the most notable state in it. Returns the records, their states and what was done."""
     total = len(records)
     if total <= limit:
-        return records, None
+        return records, states, None
     joined: list[Span] = []
-    for rec in records:
-        span = _span(rec)
+    for k, rec in enumerate(records):
+        span = _span(rec, states[k] if states is not None else "")
         last = joined[-1] if joined else None
-        if last is not None and (last.user, last.writable, last.executable) == (
+        if last is not None and (last.user, last.writable, last.executable, last.state) == (
             span.user,
             span.writable,
             span.executable,
+            span.state,
         ):
             joined[-1] = _join(last, span)
         else:
@@ -191,4 +219,4 @@ def aggregate(
     how = f"{total} ranges drawn as {len(joined)}: neighbours of equal permissions joined"
     if block > 4096:
         how += f", then joined within blocks of {block // 1024} KiB"
-    return list(joined), how
+    return list(joined), None if states is None else [s.state for s in joined], how

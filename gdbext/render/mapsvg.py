@@ -5,6 +5,8 @@ the same way): every range and every gap between ranges or region boundaries is 
 1 + log2 of its 4 KiB pages, the non-canonical hole as wide as :data:`HOLE_WEIGHT`, so that a
 single page and a 128 TiB hole are both seen. Linux's regions are a band of labelled boxes,
 user and kernel mappings lanes of their own, permissions colours (W+X red), aliases hatched.
+With ``--diff`` the ranges are coloured by their change state instead (added, removed,
+changed; unchanged grey), as on the page.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from gdbext.x86.records import AliasRun
 HOLE_WEIGHT = 12.0
 #: Permission colours (as ``mapview.js``'s).
 PERM_COLORS = {"r--": "#9e9e9e", "rw-": "#43a047", "r-x": "#1e88e5", "rwx": "#e53935"}
+#: Change-state colours (``--diff``; as ``mapview.js``'s).
+DIFF_COLORS = {"": "#dadada", "changed": "#1565c0", "removed": "#c62828", "added": "#2e7d32"}
 REGION_COLORS = ("#e8eef6", "#d6e0ee")
 ALIAS_STROKE = "#ff9800"
 
@@ -75,6 +79,9 @@ def render_svg(result: MapResult) -> Iterator[str]:
     yield f'<rect width="{_WIDTH}" height="{_HEIGHT}" fill="#fff"/>'
     title = f"{result.levels}-level paging, root 0x{result.root:x}, {result.stats.get('leaves', 0)}"
     title += " leaves" + (f", {result.layout_title}" if result.layout_title else "")
+    if result.diff_names is not None:
+        old, new = result.diff_names
+        title = f"{len(result.changes)} changes from {old} to {new}; {title}"
     yield f'<text x="4" y="16" font-weight="bold">{escape(title)}</text>'
     regions = [(r.start >> 12, -(-r.end >> 12), r.name) for r in result.regions]
     if not regions:
@@ -95,14 +102,20 @@ def render_svg(result: MapResult) -> Iterator[str]:
         f'<rect x="{h0:.1f}" y="{_REG[0]}" width="{h1 - h0:.1f}" height="{_KERNEL[1] - _REG[0]}" '
         'fill="#555"><title>non-canonical</title></rect>'
     )
-    for rec in result.records:
+    states = result.states
+    for k, rec in enumerate(result.records):
         lane = _USER if rec.user else _KERNEL
         perm = _perm(rec.user, rec.writable, rec.executable)
+        state = states[k] if states is not None else None
+        notable = perm == "rwx" if state is None else bool(state)
         x0 = scale.x(rec.vaddr >> 12)
-        w = max(2.0 if perm == "rwx" else 1.0, scale.x(rec.end >> 12) - x0)
+        w = max(2.0 if notable else 1.0, scale.x(rec.end >> 12) - x0)
         box = f'x="{x0:.1f}" y="{lane[0]}" width="{w:.1f}" height="{lane[1] - lane[0]}"'
         tip = f"0x{rec.vaddr:x}-0x{rec.end:x} {perm} {'user' if rec.user else 'kern'}"
-        yield f'<rect {box} fill="{PERM_COLORS[perm]}"><title>{tip}</title></rect>'
+        color = PERM_COLORS[perm] if state is None else DIFF_COLORS[state]
+        if state:
+            tip += f" {state}"
+        yield f'<rect {box} fill="{color}"><title>{tip}</title></rect>'
         if isinstance(rec, AliasRun):
             yield f'<rect {box} fill="url(#alias)"/>'
     for name, lane in (("regions", _REG), ("user", _USER), ("kernel", _KERNEL)):
@@ -113,10 +126,15 @@ def render_svg(result: MapResult) -> Iterator[str]:
                 f'height="{lane[1] - lane[0]}" fill="none" stroke="#ccc"/>'
             )
     x = _LEFT
-    items = [("r--", "read-only"), ("rw-", "read-write"), ("r-x", "executable"), ("rwx", "W+X")]
-    for perm, name in items:
-        yield f'<rect x="{x}" y="172" width="12" height="12" fill="{PERM_COLORS[perm]}"/>'
-        yield f'<text x="{x + 16}" y="182">{perm} {name}</text>'
+    items = [
+        (PERM_COLORS[p], f"{p} {name}")
+        for p, name in (("r--", "read-only"), ("rw-", "read-write"), ("r-x", "executable"))
+    ] + [(PERM_COLORS["rwx"], "rwx W+X")]
+    if states is not None:
+        items = [(DIFF_COLORS[s], s or "unchanged") for s in ("added", "removed", "changed", "")]
+    for color, name in items:
+        yield f'<rect x="{x}" y="172" width="12" height="12" fill="{color}"/>'
+        yield f'<text x="{x + 16}" y="182">{name}</text>'
         x += 130
     yield f'<rect x="{x}" y="172" width="12" height="12" fill="url(#alias)" stroke="#999"/>'
     yield f'<text x="{x + 16}" y="182">alias (a table linked again)</text>'

@@ -5,6 +5,8 @@
 // the window is "linear" (width proportional to size), down to single pages.
 // The URL fragment #zoom=0xLO-0xHI selects a window; the page reports what it drew, with the
 // pixel boxes of regions, labels and ranges, as JSON in #drawn (read by the tests).
+// With --diff (D.diff), ranges are coloured by their change state (attrs' sixth field) in place
+// of their permissions, unchanged ones dimmed, and hovering shows the change.
 "use strict";
 (function () {
   const D = JSON.parse(document.getElementById("data").textContent);
@@ -15,6 +17,7 @@
   const MIN_PAGES = 8;
   const HOLE_WEIGHT = 12;
   const PERM_COLORS = { "r--": "#9e9e9e", "rw-": "#43a047", "r-x": "#1e88e5", "rwx": "#e53935" };
+  const DIFF_COLORS = { same: "#dadada", changed: "#1565c0", removed: "#c62828", added: "#2e7d32" };
   const REGION_COLORS = ["#e8eef6", "#d6e0ee"];
   const ALIAS_STROKE = "#ff9800";
   const SEVERITY_COLORS = { critical: "#6a1b9a", high: "#b71c1c", medium: "#f57c00", low: "#fbc02d",
@@ -72,8 +75,14 @@
 
   const US = new Float64Array(n), UE = new Float64Array(n);  // each range's ends on that scale
   for (let i = 0; i < n; i++) { US[i] = uOf(S[i]); UE[i] = uOf(E[i]); }
-  const PRIORITY = { "r--": 0, "rw-": 1, "r-x": 2, "rwx": 3 };
-  const PERMS = ["r--", "rw-", "r-x", "rwx"];
+  // What a range is coloured by: its permissions, or with --diff its change state; where
+  // ranges share a pixel the highest key wins (W+X, or added).
+  const KEYS = D.diff ? ["same", "changed", "removed", "added"] : ["r--", "rw-", "r-x", "rwx"];
+  const COLORS = D.diff ? DIFF_COLORS : PERM_COLORS;
+  const PRIORITY = {};
+  KEYS.forEach((k, j) => { PRIORITY[k] = j; });
+  function keyOf(at) { return D.diff ? (at[5] || "same") : at[0]; }
+  function notable(pri) { return D.diff ? pri > 0 : pri === 3; }
 
   // --- the view ---------------------------------------------------------------------------
   // log: {mode, u0, u1}; linear: {mode, base (an integer page), off, span} (base + off is the
@@ -162,8 +171,8 @@
     const y = band[0], h = band[1] - band[0];
     let p = null;
     function paint(q) {
-      const perm = PERMS[q.pri];
-      ctx.fillStyle = PERM_COLORS[perm];
+      const key = KEYS[q.pri];
+      ctx.fillStyle = COLORS[key];
       ctx.fillRect(q.x0, y, q.x1 - q.x0, h);
       if (q.x1 - q.x0 >= 6) { ctx.fillStyle = "#fff"; ctx.fillRect(q.x0, y, 1, h); }
       const at = D.attrs[A[q.first]];
@@ -180,14 +189,15 @@
       }
       if (rep && q.x1 - q.x0 >= 3 && rep.boxes.length < 400) {
         rep.boxes.push({ x: rep.canvas[0] + q.x0, y: rep.canvas[1] + y, w: q.x1 - q.x0, h: h,
-                         perm: perm, lane: laneOf(q.first), kind: at[4], color: PERM_COLORS[perm],
+                         perm: D.diff ? at[0] : key, state: D.diff ? key : "", lane: laneOf(q.first),
+                         kind: at[4], color: COLORS[key],
                          va: hex(S[q.first]), end: hex(E[q.last]), ranges: q.last - q.first + 1 });
       }
     }
     return {
       add: function (fx0, fx1, i) {
-        const at = D.attrs[A[i]], pri = PRIORITY[at[0]], alias = at[4] === "a";
-        let x0 = Math.round(fx0), x1 = Math.max(Math.round(fx1), x0 + (pri === 3 ? 2 : 1));
+        const at = D.attrs[A[i]], pri = PRIORITY[keyOf(at)], alias = at[4] === "a";
+        let x0 = Math.round(fx0), x1 = Math.max(Math.round(fx1), x0 + (notable(pri) ? 2 : 1));
         if (p !== null && x0 < p.x1) {
           if (x1 <= p.x1 && !alias) { p.pri = Math.max(p.pri, pri); p.last = i; return; }
           if (pri === p.pri && !alias && D.attrs[A[p.first]][4] !== "a") { p.x1 = x1; p.last = i; return; }
@@ -212,7 +222,7 @@
     ctx.textBaseline = "middle";
     const rect = canvas.getBoundingClientRect();
     const ox = Math.round(rect.left + window.scrollX), oy = Math.round(rect.top + window.scrollY);
-    report = { mode: view.mode, window: [], regions: [], labels: [], boxes: [], colors: {},
+    report = { mode: view.mode, window: [], regions: [], labels: [], boxes: [], colors: {}, states: {},
                lanes: {}, canvas: [ox, oy, canvas.width, canvas.height] };
     const [lo, hi] = windowPages();
     report.window = [hex(lo), hex(hi)];
@@ -273,6 +283,7 @@
     const lanes = { user: painter(LANES.user, report), kernel: painter(LANES.kernel, report) };
     for (let i = upper(E, lo); i < n && S[i] < hi; i++) {
       report.colors[D.attrs[A[i]][0]] = (report.colors[D.attrs[A[i]][0]] || 0) + 1;
+      if (D.diff) { const k = keyOf(D.attrs[A[i]]); report.states[k] = (report.states[k] || 0) + 1; }
       const x0 = Math.max(LEFT - 2, view.mode === "log" ? xOfU(US[i]) : xOf(S[i]));
       const x1 = Math.min(LEFT + W + 2, view.mode === "log" ? xOfU(UE[i]) : xOf(E[i]));
       lanes[laneOf(i)].add(x0, x1, i);
@@ -376,7 +387,18 @@
       const e = D.extra[X[i]];
       lines.push("aggregated: " + e[0] + " ranges, " + e[1] + " leaves (zoom in for each)");
     }
+    if (D.diff) lines.push(changeText(i));
     return lines.join("\n");
+  }
+  // --diff: the change a range lies in (the changes are sorted and disjoint).
+  const CS = D.diff ? Float64Array.from(D.diff.changes, (c) => c[0]) : null;
+  function changeText(i) {
+    const state = D.attrs[A[i]][5];
+    if (!state) return "unchanged from " + D.diff.old;
+    const j = upper(CS, S[i]) - 1, c = j >= 0 ? D.diff.changes[j] : null;
+    if (c === null || S[i] >= c[1]) return state;
+    return state + (c[3] ? " (" + c[3] + ")" : "") + ": " + hex(c[0]) + " - " + hex(c[1]) +
+      "\n  was: " + c[4] + "\n  now: " + c[5];
   }
   const info = document.getElementById("info");
   let pinned = false;
@@ -475,6 +497,11 @@
 
   // --- notes and legend -------------------------------------------------------------------
   const notes = [];
+  if (D.diff) {
+    notes.push("Changes from " + D.diff.old + " (A) to " + D.diff.new + " (B): " + D.diff.count +
+      " change" + (D.diff.count === 1 ? "" : "s") + "; B's mappings and A's removed ones, coloured by " +
+      "change, unchanged ones grey.");
+  }
   if (D.aggregated) notes.push("Aggregated: " + D.aggregated + ".");
   for (const w of D.warnings) notes.push(w);
   if (D.findings.length) notes.push(D.findings.length + " audit finding" +
@@ -485,7 +512,7 @@
   if (wxCount.length) {
     let c = 0;
     for (let i = 0; i < n; i++) if (wxCount.includes(A[i])) c++;
-    notes.push(c + " W+X range" + (c === 1 ? "" : "s") + " (red).");
+    notes.push(c + " W+X range" + (c === 1 ? "" : "s") + (D.diff ? "." : " (red)."));
   }
   document.getElementById("notes").innerHTML = "";
   for (const t of notes) {
@@ -494,10 +521,12 @@
     document.getElementById("notes").appendChild(d);
   }
   const legend = document.getElementById("legend");
-  const items = [["r--", "read-only"], ["rw-", "read-write"], ["r-x", "executable"], ["rwx", "W+X"]];
+  const items = D.diff
+    ? [["added", "added"], ["removed", "removed"], ["changed", "changed"], ["same", "unchanged"]]
+    : [["r--", "r-- read-only"], ["rw-", "rw- read-write"], ["r-x", "r-x executable"], ["rwx", "rwx W+X"]];
   for (const [p, name] of items) {
     const s = document.createElement("span");
-    s.innerHTML = '<i style="background:' + PERM_COLORS[p] + '"></i>' + p + " " + name;
+    s.innerHTML = '<i style="background:' + COLORS[p] + '"></i>' + name;
     legend.appendChild(s);
   }
   const s = document.createElement("span");

@@ -7,7 +7,8 @@ embedded as compact JSON (:func:`map_data`): nothing is fetched when it is viewe
 The data counts in 4 KiB pages (a 64-bit address is not a JavaScript number, its page number
 is: at most 2^52). Ranges are one flat array of four numbers each: the pages from the previous
 range's end to this one's start, the range's pages, the index of its attributes in ``attrs``
-(permissions, user or kernel, the flags shown, the page size, what kind of record it is) and
+(permissions, user or kernel, the flags shown, the page size, what kind of record it is, its
+change state with ``--diff``: ``added``, ``removed``, ``changed`` or ``""``) and
 its first frame less the previous range's end frame. Successive ranges are mostly adjacent, so
 most of these numbers are short.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from gdbext.flags import perm_text
 from gdbext.frontend.addrmap import MapResult, Span
 from gdbext.render.common import extra_tokens
+from gdbext.x86.diff import Side
 from gdbext.x86.merge import MergedRange
 from gdbext.x86.records import AliasRun
 
@@ -31,6 +33,9 @@ KIND_RANGE, KIND_SPAN, KIND_ALIAS = "r", "s", "a"
 
 _PAGE = 12
 
+#: The most changes embedded for hovering (``--diff``); the states drawn are all there.
+MAX_CHANGES = 20_000
+
 
 def _vpn(address: int) -> int:
     return address >> _PAGE
@@ -38,12 +43,14 @@ def _vpn(address: int) -> int:
 
 def map_data(result: MapResult) -> dict[str, Any]:
     """The map as the page reads it (see the module's docstring for ``r``)."""
-    attrs: dict[tuple[str, int, str, int, str], int] = {}
+    attrs: dict[tuple[str, int, str, int, str, str], int] = {}
     flat: list[int] = []
     aliases: list[list[Any]] = []
     prev_end = 0
     prev_frame = 0
-    for rec in result.records:
+    states = result.states
+    for k, rec in enumerate(result.records):
+        state = states[k] if states is not None else ""
         if type(rec) is MergedRange:
             key = (
                 perm_text(rec.user, rec.writable, rec.executable)[:3],
@@ -51,6 +58,7 @@ def map_data(result: MapResult) -> dict[str, Any]:
                 extra_tokens(rec.entry),
                 rec.page_size,
                 KIND_RANGE,
+                state,
             )
             frame = _vpn(rec.paddr)
             dframe = frame - prev_frame
@@ -58,7 +66,7 @@ def map_data(result: MapResult) -> dict[str, Any]:
         else:
             kind = KIND_ALIAS if type(rec) is AliasRun else KIND_SPAN
             perm = perm_text(rec.user, rec.writable, rec.executable)[:3]
-            key = (perm, int(rec.user), "", 0, kind)
+            key = (perm, int(rec.user), "", 0, kind, state)
             dframe = 0
             if type(rec) is AliasRun:
                 aliases.append(
@@ -93,9 +101,46 @@ def map_data(result: MapResult) -> dict[str, Any]:
             [_vpn(f.vaddr or 0), _vpn((f.end or 0) + 4095), str(f.severity), f.rule, f.message]
             for f in result.findings[:5000]
         ],
+        "diff": _diff_data(result),
         "anomalies": [
             [_vpn(a.vaddr), a.kind, a.level, f"0x{a.table:x}", a.index, a.detail]
             for a in result.anomalies[:1000]
+        ],
+    }
+
+
+def _side(side: Side | None) -> str:
+    """One side of a change, as the page's hover shows it."""
+    if side is None:
+        return "not mapped"
+    perm = perm_text(side.user, side.writable, side.executable)[:3]
+    who = "user" if side.user else "kern"
+    if side.is_alias:
+        return f"{perm} {who}, alias of the level-{side.alias_level} table 0x{side.paddr:x}"
+    text = f"{perm} {who} at 0x{side.paddr:x}, {side.page_size // 1024} KiB pages"
+    flags = extra_tokens(side.flags)
+    return text + (f", flags {flags}" if flags else "")
+
+
+def _diff_data(result: MapResult) -> dict[str, Any] | None:
+    """``--diff``: the sides' names and the changes (at most :data:`MAX_CHANGES`: the start
+    and end page, the kind, what differs, the old and the new mapping)."""
+    if result.diff_names is None:
+        return None
+    return {
+        "old": result.diff_names[0],
+        "new": result.diff_names[1],
+        "count": len(result.changes),
+        "changes": [
+            [
+                _vpn(c.start),
+                _vpn(c.end + 4095),
+                c.kind,
+                " ".join(c.what),
+                _side(c.old),
+                _side(c.new),
+            ]
+            for c in result.changes[:MAX_CHANGES]
         ],
     }
 
@@ -117,6 +162,8 @@ def render_json(result: MapResult) -> Iterator[str]:
 def render_html(result: MapResult) -> Iterator[str]:
     """The page, a few long lines."""
     title = f"Address space, root 0x{result.root:x}"
+    if result.diff_names is not None:
+        title = f"Changes from {result.diff_names[0]} to {result.diff_names[1]}"
     yield "<!DOCTYPE html>"
     yield '<html lang="en"><head><meta charset="utf-8">'
     yield f"<title>{escape(title)}</title>"

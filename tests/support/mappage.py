@@ -40,11 +40,11 @@ def decoded_ranges(data: dict[str, Any]) -> list[dict[str, Any]]:
     flat = data["r"]
     for k in range(0, len(flat), 4):
         gap, pages, attr, dframe = flat[k : k + 4]
-        perm, user, flags, page_size, kind = data["attrs"][attr]
+        perm, user, flags, page_size, kind, state = data["attrs"][attr]
         start = end + gap
         end = start + pages
         rec = {"vaddr": start << 12, "end": end << 12, "perm": perm, "user": bool(user),
-               "flags": flags, "page_size": page_size, "kind": kind}  # fmt: skip
+               "flags": flags, "page_size": page_size, "kind": kind, "state": state}  # fmt: skip
         if kind == "r":
             rec["paddr"] = (frame + dframe) << 12
             frame = frame + dframe + pages

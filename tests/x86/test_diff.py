@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.cli import cli_text
+from support.diffpair import BASE, KERN, changed_machine, machine
+from support.diffpair import core as _core
 from support.scenario import mapping
 
 from gdbext import cli
@@ -17,34 +18,7 @@ from gdbext.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OK
 from gdbext.flags import GLOBAL
 from gdbext.frontend.diff import diff_tables
 from gdbext.x86.diff import ADDED, CHANGED, REMOVED
-from gdbext_sim.elfcore import write_qemu_elf_core
 from gdbext_sim.scenario import SimMachine, build_machine
-
-KERN = 0xFFFF_8880_0000_0000
-BASE = [
-    mapping(0x400000, 0x100000, 4, "USER_ACCESSIBLE"),
-    mapping(0x600000, 0x200000, 2, "USER_ACCESSIBLE", "WRITABLE", "NO_EXECUTE"),
-    mapping(KERN, 0x400000, 1, "WRITABLE", size="2M"),
-    mapping(KERN + (4 << 20), 0x800000, 3, "WRITABLE", "NO_EXECUTE"),
-]
-
-
-def machine(mappings: list[dict[str, Any]], levels: int = 4) -> SimMachine:
-    return build_machine({"levels": levels, "ram": "64M", "mappings": mappings})
-
-
-def changed_machine() -> SimMachine:
-    """BASE with: one page mapped at 0x800000, 0x600000..0x602000 unmapped, the text made
-    writable, the 2 MiB page split into 512 4 KiB pages of the same frames, G set at KERN+4M."""
-    return machine(
-        [
-            mapping(0x400000, 0x100000, 4, "USER_ACCESSIBLE", "WRITABLE"),
-            mapping(0x800000, 0x300000, 1, "USER_ACCESSIBLE"),
-            mapping(KERN, 0x400000, 512, "WRITABLE"),
-            mapping(KERN + (4 << 20), 0x800000, 1, "WRITABLE", "NO_EXECUTE", "GLOBAL"),
-            mapping(KERN + (4 << 20) + 0x1000, 0x801000, 2, "WRITABLE", "NO_EXECUTE"),
-        ]
-    )
 
 
 def test_exactly_the_changes_made() -> None:
@@ -81,11 +55,6 @@ def test_scattered_frames_merge_into_one_range() -> None:
     (change,) = diff_tables(old.page_table, new.page_table)
     assert (change.kind, change.start, change.end) == (ADDED, 0x400000, 0x405000)
     assert change.new is not None and not change.new.pa_contiguous
-
-
-def _core(m: SimMachine, path: Path) -> str:
-    write_qemu_elf_core(path, m.memory, m.cpus)
-    return str(path)
 
 
 def test_cli_text_json_and_exit_status(tmp_path: Path) -> None:
