@@ -64,8 +64,19 @@ def write_system_map(path: Path, text: str = SYSTEM_MAP) -> Path:
     return path
 
 
-def write_vmlinux(path: Path) -> Path:
-    """A minimal ELF64 ``vmlinux`` with :data:`ELF_SECTIONS` and :data:`ELF_SYMBOLS`."""
+#: A section as :data:`ELF_SECTIONS` has them; a symbol as :data:`ELF_SYMBOLS`.
+ElfSection = tuple[str, int, int, int, int]
+ElfSymbol = tuple[str, int, int, int, int]
+
+
+def write_vmlinux(
+    path: Path,
+    sections: tuple[ElfSection, ...] = ELF_SECTIONS,
+    symbols: tuple[ElfSymbol, ...] = ELF_SYMBOLS,
+) -> Path:
+    """A minimal ELF64 ``vmlinux`` with ``sections`` and ``symbols`` (default
+    :data:`ELF_SECTIONS` and :data:`ELF_SYMBOLS`)."""
+    ELF_SECTIONS, ELF_SYMBOLS = sections, symbols
     strtab = b"\0"
     sym_names = []
     for name, *_ in ELF_SYMBOLS:
@@ -127,3 +138,37 @@ def write_vmlinux(path: Path) -> Path:
     )
     path.write_bytes(ehdr + body + b"".join(headers))
     return path
+
+
+#: ``SHN_ABS``: a symbol in no section.
+_SHN_ABS = 0xFFF1
+
+
+def write_vmlinux_from_map(path: Path, text: str = SYSTEM_MAP) -> Path:
+    """An ELF symbol file (for a debugger's ``symbol-file``) holding the symbols of the
+    ``System.map`` ``text``: a ``NOBITS`` section for each range its markers bound
+    (:data:`gdbext.linux.symbols.MARKER_SECTIONS`), its code and data symbols in them (text
+    symbols as functions, the others as objects; lower-case types local), the rest absolute."""
+    from gdbext.linux.symbols import MARKER_SECTIONS
+
+    entries = [line.split() for line in text.splitlines() if line.strip()]
+    first: dict[str, int] = {}
+    for word, _, name in entries:
+        first.setdefault(name, int(word, 16))
+    secs: list[ElfSection] = []
+    for name, start, end in MARKER_SECTIONS:
+        if start in first and end in first:
+            flags = _SHF_ALLOC | (_SHF_EXECINSTR if name == ".text" else _SHF_WRITE)
+            elf_name = name if name.startswith(".") else ".init.text"
+            secs.append((elf_name, _SHT_NOBITS, flags, first[start], first[end] - first[start]))
+    secs.sort(key=lambda s: s[3])
+    syms: list[ElfSymbol] = []
+    for addr_text, kind, name in entries:
+        addr = int(addr_text, 16)
+        index = next((i for i, s in enumerate(secs, 1) if s[3] <= addr < s[3] + s[4]), _SHN_ABS)
+        if kind in "Aa":
+            index = _SHN_ABS
+        stype = _STT_FUNC if kind in "Tt" else _STT_OBJECT
+        bind = _STB_LOCAL if kind.islower() else _STB_GLOBAL
+        syms.append((name, index, addr, stype, bind))
+    return write_vmlinux(path, tuple(secs), tuple(syms))
