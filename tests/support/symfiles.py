@@ -2,13 +2,17 @@
 
 The ELF is written here with :mod:`struct` (ELF64, little-endian, no program headers): allocated
 sections at the addresses given and a ``.symtab`` naming symbols in them, which is all
-:func:`gdbext.linux.symbols.load_vmlinux` reads.
+:func:`gdbext.linux.symbols.load_vmlinux` reads. :func:`write_vmlinux_from_map` writes a
+``System.map``'s symbols as such an ELF, for a debugger's ``symbol-file`` (``target create`` in
+LLDB): the debuggers' tests compare its symbols there with the map's on the command line.
 """
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
 
 #: A System.map of an unslid kernel image (addresses as the kernel was linked), nm's format,
 #: not sorted (nm sorts; the loader must not rely on it), with a per-CPU symbol and an
@@ -172,3 +176,33 @@ def write_vmlinux_from_map(path: Path, text: str = SYSTEM_MAP) -> Path:
         bind = _STB_LOCAL if kind.islower() else _STB_GLOBAL
         syms.append((name, index, addr, stype, bind))
     return write_vmlinux(path, tuple(secs), tuple(syms))
+
+
+#: ``init_task`` and ``jiffies`` in :data:`support.symfiles.SYSTEM_MAP`.
+INIT_TASK, JIFFIES = 0xFFFFFFFF82610000, 0xFFFFFFFF82620000
+
+#: Debugger commands that take symbol names and their arguments (an address named, an address in
+#: ``.bss`` named by the nearest symbol, JSON's ``symbol`` key, a read and a walk's ``--has``).
+SYMBOL_CASES = (
+    ("translate", ["--kernel", "init_task+0x10", "jiffies", "0xffffffff82e00180"]),
+    ("translate", ["--kernel", "--json", "init_task"]),
+    ("read", ["--kernel", "jiffies", "16"]),
+    ("read", ["--kernel", "--format", "u64", "init_task-0x8", "16"]),
+    ("walk", ["--kernel", "--has", "init_task", "--format", "json"]),
+)
+
+
+def kernel_offset(path: Path) -> int:
+    """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools (0 without one)."""
+    with path.open("rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg.header.p_type != "PT_NOTE":
+                continue
+            for note in seg.iter_notes():  # type: ignore[attr-defined]
+                if note["n_name"] == "VMCOREINFO":
+                    desc = note["n_desc"]
+                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
+                    for line in text.splitlines():
+                        if line.startswith("KERNELOFFSET="):
+                            return int(line.split("=", 1)[1], 16)
+    return 0

@@ -15,42 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 from support.debuggers import cli_output, gdb, marked, sections, without_progress
 from support.goldens import info_tlb
-from support.symfiles import write_system_map, write_vmlinux_from_map
+from support.symfiles import (
+    INIT_TASK,
+    JIFFIES,
+    SYMBOL_CASES,
+    kernel_offset,
+    write_system_map,
+    write_vmlinux_from_map,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="no gdb")
 
 TOP = 1 << 64
-#: ``init_task`` and ``jiffies`` in :data:`support.symfiles.SYSTEM_MAP`.
-INIT_TASK, JIFFIES = 0xFFFFFFFF82610000, 0xFFFFFFFF82620000
-
-#: Commands that take symbol names and their arguments (an address named, an address in
-#: ``.bss`` named by the nearest symbol, JSON's ``symbol`` key, a read and a walk's ``--has``).
-CASES = (
-    ("translate", ["--kernel", "init_task+0x10", "jiffies", "0xffffffff82e00180"]),
-    ("translate", ["--kernel", "--json", "init_task"]),
-    ("read", ["--kernel", "jiffies", "16"]),
-    ("read", ["--kernel", "--format", "u64", "init_task-0x8", "16"]),
-    ("walk", ["--kernel", "--has", "init_task", "--format", "json"]),
-)
-
-
-def _kernel_offset(path: Path) -> int:
-    """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools (0 without one)."""
-    with path.open("rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg.header.p_type != "PT_NOTE":
-                continue
-            for note in seg.iter_notes():  # type: ignore[attr-defined]
-                if note["n_name"] == "VMCOREINFO":
-                    desc = note["n_desc"]
-                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
-                    for line in text.splitlines():
-                        if line.startswith("KERNELOFFSET="):
-                            return int(line.split("=", 1)[1], 16)
-    return 0
 
 
 def _qemu_paddr(name: str, vaddr: int) -> int:
@@ -68,7 +46,7 @@ def test_loaded_symbols_equal_the_command_line_with_the_map(
     name: str, tmp_path: Path, kernel_dump: Callable[[str], Path]
 ) -> None:
     dump = kernel_dump(name)
-    slide = _kernel_offset(dump)
+    slide = kernel_offset(dump)
     if name == "kaslr-pti":
         assert slide != 0
     system_map = write_system_map(tmp_path / "System.map")
@@ -76,11 +54,11 @@ def test_loaded_symbols_equal_the_command_line_with_the_map(
     proc = gdb(
         f"symbol-file {elf} -o {slide:#x}",
         f"pt-backend core {dump}",
-        *marked(*(f"pt-{command} {' '.join(argv)}" for command, argv in CASES)),
+        *marked(*(f"pt-{command} {' '.join(argv)}" for command, argv in SYMBOL_CASES)),
     )
     got = sections(proc.stdout)
-    assert len(got) == len(CASES), proc.stderr
-    for (command, argv), text in zip(CASES, got, strict=True):
+    assert len(got) == len(SYMBOL_CASES), proc.stderr
+    for (command, argv), text in zip(SYMBOL_CASES, got, strict=True):
         expected = cli_output(command, str(dump), *argv, "--system-map", str(system_map))
         assert text == expected, (command, argv)
     # The map's address moved by the slide, and where QEMU maps it.
