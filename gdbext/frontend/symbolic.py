@@ -68,7 +68,8 @@ def add_symbol_options(p: argparse.ArgumentParser) -> None:
         "--system-map",
         metavar="FILE",
         help="the kernel's System.map (or a saved /proc/kallsyms): symbol names "
-        "(NAME, NAME+0x10) where an address goes, symbol+0xoff shown; moved by the KASLR slide",
+        "(NAME, NAME+0x10) where an address goes, symbol+0xoff shown; moved by the KASLR slide "
+        "(in GDB and LLDB, without this or --vmlinux: the symbols the debugger loaded, as loaded)",
     )
     which.add_argument(
         "--vmlinux",
