@@ -187,7 +187,7 @@ def install() -> FrontEnd[object]:
             live_backends=(GDB_BACKEND,),
             progress=_report_progress,
             progress_after=progress_after(),
-            symbols=gdb_symbols.loaded,
+            symbols=gdb_symbols.current_symbols,
         )
         cmds: list[object] = [PtCommand(name, session) for name in session.commands()]
         cmds.append(PtBackendCommand(BACKEND_COMMAND, session))

@@ -16,7 +16,7 @@ import re
 
 import gdb
 
-__all__ = ["GdbSymbols", "loaded"]
+__all__ = ["GdbSymbols", "current_symbols"]
 
 U64 = (1 << 64) - 1
 
@@ -62,7 +62,7 @@ class GdbSymbols:
         return m[1], int(m[2] or 0)
 
 
-def loaded() -> GdbSymbols | None:
+def current_symbols() -> GdbSymbols | None:
     """GDB's loaded symbols, or ``None`` while it has loaded no file."""
     try:
         files = gdb.objfiles()

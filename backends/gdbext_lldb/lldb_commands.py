@@ -331,7 +331,7 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
         live_backends=(LLDB_BACKEND,),
         progress=lambda line: to_stderr(debugger, line),
         progress_after=progress_after(),
-        symbols=lambda: lldb_symbols.loaded(debugger),
+        symbols=lambda: lldb_symbols.selected_target_symbols(debugger),
     )
     front = FrontEnd[str](session)
     _FRONTENDS[key] = front

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import lldb
 
-__all__ = ["LldbSymbols", "loaded"]
+__all__ = ["LldbSymbols", "selected_target_symbols"]
 
 U64 = (1 << 64) - 1
 
@@ -60,7 +60,7 @@ class LldbSymbols:
         return str(symbol.GetName()), vaddr - start
 
 
-def loaded(debugger: lldb.SBDebugger) -> LldbSymbols | None:
+def selected_target_symbols(debugger: lldb.SBDebugger) -> LldbSymbols | None:
     """The selected target's symbols, or ``None`` without a target or a module."""
     target = debugger.GetSelectedTarget()
     if not target.IsValid() or target.GetNumModules() == 0:

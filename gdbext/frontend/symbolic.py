@@ -43,6 +43,7 @@ __all__ = [
     "address_operand",
     "banner_warning",
     "check_symbol_options",
+    "has_file",
     "has_symbols",
     "loaded_symbols",
     "resolve",

@@ -72,15 +72,20 @@ def test_loaded_symbols_equal_the_command_line_with_the_map(
 
 def test_loaded_symbols_are_not_moved(kernel_dump: Callable[[str], Path], tmp_path: Path) -> None:
     """Symbols loaded without the slide stay where they were loaded: gdbext moves nothing (a
-    ``--system-map`` would be moved by KERNELOFFSET)."""
+    ``--system-map`` given is moved by KERNELOFFSET, and wins)."""
     dump = kernel_dump("kaslr-pti")
     elf = write_vmlinux_from_map(tmp_path / "vmlinux")
+    system_map = write_system_map(tmp_path / "System.map")
+    given = ["--kernel", "init_task+0x10", "--system-map", str(system_map)]
     proc = gdb(
         f"symbol-file {elf}",
         f"pt-backend core {dump}",
-        *marked("pt-translate --kernel init_task+0x10"),
+        *marked("pt-translate --kernel init_task+0x10", f"pt-translate {' '.join(given)}"),
     )
-    (text,) = sections(proc.stdout)
+    text, with_file = sections(proc.stdout)
+    # A file given wins over the loaded symbols, and is moved by the slide.
+    assert with_file == cli_output("translate", str(dump), *given)
+    assert with_file != text
     vaddr = hex(INIT_TASK + 0x10)
     plain = cli_output("translate", str(dump), "--kernel", vaddr)
     # The file's address, named, and not mapped there on this KASLR kernel.
