@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from gdbext.errors import (
     EXIT_FINDINGS,
@@ -59,6 +59,9 @@ from gdbext.plugin.host import DUMP_BACKEND, Host
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.render.common import ANSI
 from gdbext.units import plural, shown
+
+if TYPE_CHECKING:
+    from gdbext.linux.symbols import SymbolSource
 
 BACKEND_COMMAND = "pt-backend"
 #: ``pt-backend``'s line in a debugger's command list.
@@ -98,6 +101,8 @@ class Session:
         the debugger's stderr); ``None`` for no reports.
     :param progress_after: seconds before the first report, and between reports.
     :param clock: monotonic seconds (tests pass their own).
+    :param symbols: the symbols the debugger has loaded, asked before each command that takes
+        symbol names when it was given no symbol file (``None``: the debugger has none).
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class Session:
         progress: Callable[[str], None] | None = None,
         progress_after: float = PROGRESS_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        symbols: Callable[[], SymbolSource | None] | None = None,
     ) -> None:
         self.host = host
         self._default = default
@@ -118,6 +124,7 @@ class Session:
         self._progress = progress
         self._progress_after = progress_after
         self._clock = clock
+        self._symbols = symbols
         self._parsers: dict[str, argparse.ArgumentParser] = {}
         #: What ``pt-backend`` selected (None: the default applies).
         self.selection: Selection | None = None
@@ -196,6 +203,11 @@ class Session:
             status = command.without_target(args, self.host, cast(IO[str], out))
             if status is not None:
                 return status
+        if command.symbols and self._symbols is not None:
+            from gdbext.frontend.symbolic import LOADED, has_file
+
+            if not has_file(args):
+                setattr(args, LOADED, self._symbols())
         try:
             with self._command(name) as (target, ticker):
                 progress = self._progress

@@ -29,6 +29,7 @@ from gdbext.frontend.common import (
 from gdbext.frontend.progress import progress_after
 from gdbext.plugin.host import Host
 from gdbext.session import BACKEND_COMMAND, Session
+from gdbext_gdb import gdb_symbols
 
 #: The live backend (helper G1's plugin), the default on a remote connection.
 GDB_BACKEND = "gdb"
@@ -186,6 +187,7 @@ def install() -> FrontEnd[object]:
             live_backends=(GDB_BACKEND,),
             progress=_report_progress,
             progress_after=progress_after(),
+            symbols=gdb_symbols.current_symbols,
         )
         cmds: list[object] = [PtCommand(name, session) for name in session.commands()]
         cmds.append(PtBackendCommand(BACKEND_COMMAND, session))

@@ -48,6 +48,7 @@ from gdbext.frontend.common import (
 from gdbext.frontend.progress import progress_after
 from gdbext.plugin.host import Host
 from gdbext.session import BACKEND_COMMAND, Session
+from gdbext_lldb import lldb_symbols
 from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
 from gdbext_lldb.lldb_link import live_process
 from gdbext_lldb.plugin import NAME as LLDB_BACKEND
@@ -330,6 +331,7 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
         live_backends=(LLDB_BACKEND,),
         progress=lambda line: to_stderr(debugger, line),
         progress_after=progress_after(),
+        symbols=lambda: lldb_symbols.selected_target_symbols(debugger),
     )
     front = FrontEnd[str](session)
     _FRONTENDS[key] = front

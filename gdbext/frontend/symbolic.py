@@ -8,6 +8,11 @@ target's kernel image is (the KASLR slide: where ``_text`` is, by
 then a number or ``NAME[+-OFFSET]`` (:func:`address_operand` keeps the name until the target is
 open; :func:`resolve` turns it into an address). Without either option nothing changes: a
 word that is not a number is the usage error it always was.
+
+In GDB and LLDB, when neither option is given, the symbols the debugger has loaded serve the
+same way: the session puts the adapter's :class:`~gdbext.linux.symbols.SymbolSource` in the
+parsed arguments (:data:`LOADED`) before the operands are parsed. Those addresses are where the
+user loaded the symbols (``symbol-file vmlinux -o OFFSET``): no slide is applied to them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ from typing import TYPE_CHECKING
 
 from gdbext.errors import UnknownSymbolError, UsageError
 from gdbext.frontend.command import command_name
-from gdbext.linux.symbols import SymbolTable, load_symbols, parse_symbol, slide_for
+from gdbext.linux.symbols import (
+    SymbolSource,
+    SymbolTable,
+    load_symbols,
+    parse_symbol,
+    slide_for,
+)
+from gdbext.linux.symbols import resolve as resolve_name
 from gdbext.units import parse_int
 
 if TYPE_CHECKING:
@@ -31,13 +43,19 @@ __all__ = [
     "address_operand",
     "banner_warning",
     "check_symbol_options",
+    "has_file",
     "has_symbols",
+    "loaded_symbols",
     "resolve",
     "target_symbols",
 ]
 
 #: An address operand: a number, or a symbol expression resolved once the target is open.
 Operand = int | str
+
+#: The attribute of the parsed arguments that holds a debugger's loaded symbols (a
+#: :class:`~gdbext.linux.symbols.SymbolSource`; the session sets it, no option does).
+LOADED = "loaded_symbols"
 
 #: Loaded files, by (path, size, mtime): a debugger session loads a System.map once.
 _LOADED: dict[tuple[str, str, int, int], SymbolTable] = {}
@@ -51,7 +69,8 @@ def add_symbol_options(p: argparse.ArgumentParser) -> None:
         "--system-map",
         metavar="FILE",
         help="the kernel's System.map (or a saved /proc/kallsyms): symbol names "
-        "(NAME, NAME+0x10) where an address goes, symbol+0xoff shown; moved by the KASLR slide",
+        "(NAME, NAME+0x10) where an address goes, symbol+0xoff shown; moved by the KASLR slide "
+        "(in GDB and LLDB, without this or --vmlinux: the symbols the debugger loaded, as loaded)",
     )
     which.add_argument(
         "--vmlinux",
@@ -60,9 +79,20 @@ def add_symbol_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def has_symbols(args: argparse.Namespace) -> bool:
+def has_file(args: argparse.Namespace) -> bool:
     """Whether the command was given a symbol file."""
     return bool(getattr(args, "system_map", None) or getattr(args, "vmlinux", None))
+
+
+def loaded_symbols(args: argparse.Namespace) -> SymbolSource | None:
+    """The debugger's loaded symbols the session passed in (:data:`LOADED`), if any."""
+    loaded: SymbolSource | None = getattr(args, LOADED, None)
+    return loaded
+
+
+def has_symbols(args: argparse.Namespace) -> bool:
+    """Whether the command has symbols: a symbol file, or the debugger's loaded ones."""
+    return has_file(args) or loaded_symbols(args) is not None
 
 
 def address_operand(args: argparse.Namespace, name: str, noun: str, text: str) -> Operand:
@@ -124,7 +154,7 @@ def _load(args: argparse.Namespace) -> SymbolTable | None:
 BANNER = b"Linux version "
 
 
-def banner_warning(table: SymbolTable, target: Target, pt: X86PageTable) -> str | None:
+def banner_warning(table: SymbolSource, target: Target, pt: X86PageTable) -> str | None:
     """A warning when ``table``'s ``linux_banner`` does not hold :data:`BANNER` in ``target``
     (the symbols are another kernel's, or the slide is wrong); ``None`` when it does, or when
     the map has no ``linux_banner`` or its bytes cannot be read."""
@@ -150,24 +180,28 @@ def target_symbols(
     target: Target,
     pt: X86PageTable,
     warn: Callable[[str], None] | None = None,
-) -> SymbolTable | None:
+) -> SymbolSource | None:
     """The symbol file the command was given, moved to where ``target``'s kernel image is;
-    ``None`` without one. ``warn`` is given :func:`banner_warning`'s warning, if any.
+    else the debugger's loaded symbols as they are (:func:`loaded_symbols`); ``None`` without
+    either. ``warn`` is given :func:`banner_warning`'s warning, if any.
 
     :raises SymbolFileError: the file cannot be read as symbols.
     """
     from gdbext.errors import GdbextError
     from gdbext.linux.kaslr import kernel_text
 
-    table = _load(args)
+    table: SymbolSource | None = _load(args)
+    if isinstance(table, SymbolTable):
+        facts = target.facts
+        try:
+            text = kernel_text(pt, facts).value
+        except GdbextError:  # the kernel's tables cannot be read: VMCOREINFO's offset alone
+            text = None
+        table = table.slid(slide_for(table, text, facts.kernel_offset))
+    else:
+        table = loaded_symbols(args)
     if table is None:
         return None
-    facts = target.facts
-    try:
-        text = kernel_text(pt, facts).value
-    except GdbextError:  # the kernel's tables cannot be read: VMCOREINFO's offset alone
-        text = None
-    table = table.slid(slide_for(table, text, facts.kernel_offset))
     if warn is not None:
         message = banner_warning(table, target, pt)
         if message is not None:
@@ -175,7 +209,7 @@ def target_symbols(
     return table
 
 
-def resolve(operands: Sequence[Operand], symbols: SymbolTable | None) -> list[int]:
+def resolve(operands: Sequence[Operand], symbols: SymbolSource | None) -> list[int]:
     """``operands`` as addresses: numbers as they are, symbol expressions looked up.
 
     :raises UnknownSymbolError: a name the symbols lack.
@@ -187,5 +221,5 @@ def resolve(operands: Sequence[Operand], symbols: SymbolTable | None) -> list[in
         elif symbols is None:
             raise UnknownSymbolError(op, None)
         else:
-            out.append(symbols.resolve(op))
+            out.append(resolve_name(symbols, op))
     return out

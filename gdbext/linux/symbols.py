@@ -12,6 +12,10 @@ image moved by a slide: :meth:`SymbolTable.slid` moves every image symbol (those
 kernel mapping; per-CPU offsets stay), and :func:`slide_for` computes the slide from where the
 target's ``_text`` really is. :func:`with_sections` adds the image's sections to a layout's
 markers, for walks that label the image's ranges with them.
+
+:class:`SymbolSource` is what the commands need of symbols (a name's address, an address's
+nearest symbol): a :class:`SymbolTable` is one, and so are the symbols a debugger has loaded
+(the GDB and LLDB adapters pass theirs in; those are already where the user loaded them).
 """
 
 from __future__ import annotations
@@ -22,17 +26,21 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
+from typing import Protocol
 
 from gdbext.errors import InputError, SymbolFileError, UnknownSymbolError
 from gdbext.linux.layout import START_KERNEL, START_KERNEL_MAP, Layout, Marker
 
 __all__ = [
     "Section",
+    "SymbolSource",
     "SymbolTable",
+    "describe",
     "load_symbols",
     "load_system_map",
     "load_vmlinux",
     "parse_symbol",
+    "resolve",
     "slide_for",
     "with_sections",
 ]
@@ -55,6 +63,52 @@ MARKER_SECTIONS = (
 
 _HEX_WORD = re.compile(r"[0-9A-Fa-f]+")
 _SYMBOL = re.compile(r"([A-Za-z_.$][\w.$]*)(?:\s*([+-])\s*(\S+))?")
+
+
+class SymbolSource(Protocol):
+    """Symbols to look up both ways, wherever they come from: a file (:class:`SymbolTable`) or
+    a debugger's loaded symbols. Addresses are where the target's image is."""
+
+    @property
+    def source(self) -> str:
+        """Where the symbols come from, for messages (a path, ``GDB's symbols``)."""
+        ...
+
+    def address(self, name: str) -> int | None:
+        """The address of symbol ``name``, or ``None``."""
+        ...
+
+    def lookup(self, vaddr: int) -> tuple[str, int] | None:
+        """The nearest code or data symbol at or below ``vaddr`` and the offset from it, when
+        ``vaddr`` is inside the kernel image (or the debugger's loaded files); else ``None``."""
+        ...
+
+
+def describe(symbols: SymbolSource, vaddr: int) -> str | None:
+    """``init_task`` or ``init_task+0x10`` for ``vaddr`` (see :meth:`SymbolSource.lookup`)."""
+    found = symbols.lookup(vaddr)
+    if found is None:
+        return None
+    name, offset = found
+    return name if offset == 0 else f"{name}+0x{offset:x}"
+
+
+def resolve(symbols: SymbolSource, text: str) -> int:
+    """The address ``text`` names in ``symbols``: ``NAME``, ``NAME+OFFSET`` or ``NAME-OFFSET``.
+
+    :raises InputError: no such symbol, or an offset that is not a number.
+    """
+    parsed = parse_symbol(text)
+    if parsed is None:
+        raise InputError(f"{text!r} is neither a number nor a symbol name")
+    name, offset = parsed
+    addr = symbols.address(name)
+    if addr is None:
+        hint = ""
+        if offset == 0 and _HEX_WORD.fullmatch(name):
+            hint = f" (did you mean 0x{name}?)"
+        raise UnknownSymbolError(name, symbols.source, hint)
+    return (addr + offset) % _TOP
 
 
 @dataclass(frozen=True)
@@ -148,11 +202,7 @@ class SymbolTable:
 
     def describe(self, vaddr: int) -> str | None:
         """``init_task`` or ``init_task+0x10`` for ``vaddr`` (see :meth:`lookup`)."""
-        found = self.lookup(vaddr)
-        if found is None:
-            return None
-        name, offset = found
-        return name if offset == 0 else f"{name}+0x{offset:x}"
+        return describe(self, vaddr)
 
     def section(self, vaddr: int) -> Section | None:
         """The image section holding ``vaddr``, or ``None``."""
@@ -183,17 +233,7 @@ class SymbolTable:
 
         :raises InputError: no such symbol, or an offset that is not a number.
         """
-        parsed = parse_symbol(text)
-        if parsed is None:
-            raise InputError(f"{text!r} is neither a number nor a symbol name")
-        name, offset = parsed
-        addr = self.address(name)
-        if addr is None:
-            hint = ""
-            if offset == 0 and _HEX_WORD.fullmatch(name):
-                hint = f" (did you mean 0x{name}?)"
-            raise UnknownSymbolError(name, self.source, hint)
-        return (addr + offset) % _TOP
+        return resolve(self, text)
 
 
 def parse_symbol(text: str) -> tuple[str, int] | None:

@@ -2,13 +2,17 @@
 
 The ELF is written here with :mod:`struct` (ELF64, little-endian, no program headers): allocated
 sections at the addresses given and a ``.symtab`` naming symbols in them, which is all
-:func:`gdbext.linux.symbols.load_vmlinux` reads.
+:func:`gdbext.linux.symbols.load_vmlinux` reads. :func:`write_vmlinux_from_map` writes a
+``System.map``'s symbols as such an ELF, for a debugger's ``symbol-file`` (``target create`` in
+LLDB): the debuggers' tests compare its symbols there with the map's on the command line.
 """
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
 
 #: A System.map of an unslid kernel image (addresses as the kernel was linked), nm's format,
 #: not sorted (nm sorts; the loader must not rely on it), with a per-CPU symbol and an
@@ -64,8 +68,19 @@ def write_system_map(path: Path, text: str = SYSTEM_MAP) -> Path:
     return path
 
 
-def write_vmlinux(path: Path) -> Path:
-    """A minimal ELF64 ``vmlinux`` with :data:`ELF_SECTIONS` and :data:`ELF_SYMBOLS`."""
+#: A section as :data:`ELF_SECTIONS` has them; a symbol as :data:`ELF_SYMBOLS`.
+ElfSection = tuple[str, int, int, int, int]
+ElfSymbol = tuple[str, int, int, int, int]
+
+
+def write_vmlinux(
+    path: Path,
+    sections: tuple[ElfSection, ...] = ELF_SECTIONS,
+    symbols: tuple[ElfSymbol, ...] = ELF_SYMBOLS,
+) -> Path:
+    """A minimal ELF64 ``vmlinux`` with ``sections`` and ``symbols`` (default
+    :data:`ELF_SECTIONS` and :data:`ELF_SYMBOLS`)."""
+    ELF_SECTIONS, ELF_SYMBOLS = sections, symbols
     strtab = b"\0"
     sym_names = []
     for name, *_ in ELF_SYMBOLS:
@@ -127,3 +142,67 @@ def write_vmlinux(path: Path) -> Path:
     )
     path.write_bytes(ehdr + body + b"".join(headers))
     return path
+
+
+#: ``SHN_ABS``: a symbol in no section.
+_SHN_ABS = 0xFFF1
+
+
+def write_vmlinux_from_map(path: Path, text: str = SYSTEM_MAP) -> Path:
+    """An ELF symbol file (for a debugger's ``symbol-file``) holding the symbols of the
+    ``System.map`` ``text``: a ``NOBITS`` section for each range its markers bound
+    (:data:`gdbext.linux.symbols.MARKER_SECTIONS`), its code and data symbols in them (text
+    symbols as functions, the others as objects; lower-case types local), the rest absolute."""
+    from gdbext.linux.symbols import MARKER_SECTIONS
+
+    entries = [line.split() for line in text.splitlines() if line.strip()]
+    first: dict[str, int] = {}
+    for word, _, name in entries:
+        first.setdefault(name, int(word, 16))
+    secs: list[ElfSection] = []
+    for name, start, end in MARKER_SECTIONS:
+        if start in first and end in first:
+            flags = _SHF_ALLOC | (_SHF_EXECINSTR if name == ".text" else _SHF_WRITE)
+            elf_name = name if name.startswith(".") else ".init.text"
+            secs.append((elf_name, _SHT_NOBITS, flags, first[start], first[end] - first[start]))
+    secs.sort(key=lambda s: s[3])
+    syms: list[ElfSymbol] = []
+    for addr_text, kind, name in entries:
+        addr = int(addr_text, 16)
+        index = next((i for i, s in enumerate(secs, 1) if s[3] <= addr < s[3] + s[4]), _SHN_ABS)
+        if kind in "Aa":
+            index = _SHN_ABS
+        stype = _STT_FUNC if kind in "Tt" else _STT_OBJECT
+        bind = _STB_LOCAL if kind.islower() else _STB_GLOBAL
+        syms.append((name, index, addr, stype, bind))
+    return write_vmlinux(path, tuple(secs), tuple(syms))
+
+
+#: ``init_task`` and ``jiffies`` in :data:`support.symfiles.SYSTEM_MAP`.
+INIT_TASK, JIFFIES = 0xFFFFFFFF82610000, 0xFFFFFFFF82620000
+
+#: Debugger commands that take symbol names and their arguments (an address named, an address in
+#: ``.bss`` named by the nearest symbol, JSON's ``symbol`` key, a read and a walk's ``--has``).
+SYMBOL_CASES = (
+    ("translate", ["--kernel", "init_task+0x10", "jiffies", "0xffffffff82e00180"]),
+    ("translate", ["--kernel", "--json", "init_task"]),
+    ("read", ["--kernel", "jiffies", "16"]),
+    ("read", ["--kernel", "--format", "u64", "init_task-0x8", "16"]),
+    ("walk", ["--kernel", "--has", "init_task", "--format", "json"]),
+)
+
+
+def kernel_offset(path: Path) -> int:
+    """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools (0 without one)."""
+    with path.open("rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg.header.p_type != "PT_NOTE":
+                continue
+            for note in seg.iter_notes():  # type: ignore[attr-defined]
+                if note["n_name"] == "VMCOREINFO":
+                    desc = note["n_desc"]
+                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
+                    for line in text.splitlines():
+                        if line.startswith("KERNELOFFSET="):
+                            return int(line.split("=", 1)[1], 16)
+    return 0

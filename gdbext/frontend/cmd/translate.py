@@ -38,6 +38,7 @@ def operands(args: argparse.Namespace) -> str | None:
 
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands, symbolic
+    from gdbext.linux.symbols import describe
 
     root = call.root_options()
     symbols = None
@@ -50,7 +51,7 @@ def run(call: Invocation) -> int:
         translated = dataclasses.replace(
             translated,
             outcomes=[
-                dataclasses.replace(o, symbol=symbols.describe(o.vaddr))
+                dataclasses.replace(o, symbol=describe(symbols, o.vaddr))
                 for o in translated.outcomes
             ],
         )

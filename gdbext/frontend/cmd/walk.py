@@ -79,13 +79,15 @@ def _prepare(args: argparse.Namespace, host: Host) -> None:
 
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands
-    from gdbext.frontend.symbolic import has_symbols, resolve, target_symbols
+    from gdbext.frontend.symbolic import has_file, resolve, target_symbols
+    from gdbext.linux.symbols import SymbolTable
 
     args = call.args
     has = args.has
     root = call.root_options()
     symbols = None
-    if has_symbols(args):
+    # A debugger's loaded symbols only name --has's address (they give walks no sections).
+    if has_file(args) or isinstance(has, str):
         pt = commands.open_page_table(call.target, root)
         symbols = target_symbols(args, call.target, pt, call.warn)
         if has is not None:
@@ -104,7 +106,8 @@ def run(call: Invocation) -> int:
             max_lines=args.max_lines,
         ),
     )
-    result.symbols = symbols
+    # A file's sections label the image's ranges (a debugger's symbols have none here).
+    result.symbols = symbols if isinstance(symbols, SymbolTable) else None
     call.emit(result)
     status = EXIT_NOT_FOUND if result.stats["leaves"] == 0 else EXIT_OK
     if call.warn is not None and args.format == "qemu-tlb":
