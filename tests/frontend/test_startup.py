@@ -67,6 +67,17 @@ def test_version_loads_no_plugin_and_no_engine() -> None:
     assert isinstance(modules, list)
     assert engine_modules(modules) == []
     assert "pluggy" not in modules and "gdbext.plugin.host" not in modules
+    # Answered before the commands' declarations, argparse and the error tree are loaded.
+    assert [m for m in modules if m.startswith(("gdbext.frontend", "gdbext.errors"))] == []
+    assert "argparse" not in modules and "dataclasses" not in modules
+
+
+@pytest.mark.parametrize("argv", [["--version", "walk"], ["--ver"]])
+def test_version_answered_early_as_argparse_answers_it(argv: list[str]) -> None:
+    """``--version`` first is answered before argparse; other spellings (``--ver``) still go
+    through argparse's version action, with the same line."""
+    result = loaded(*argv)
+    assert (result["status"], result["out"]) == (0, f"gdbext {__version__}\n")
 
 
 def test_backends_loads_the_plugins_but_no_engine() -> None:
