@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import cli_text
@@ -154,3 +155,28 @@ def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
     used = ("gdbext.x86.walk", "gdbext.linux.layout", "gdbext_dump.elf", "gdbext.render.text")
     assert [m for m in used if m not in modules] == []
     assert [m for m in modules if m.startswith(NOT_FOR_A_WALK)] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "built"), [(["backends"], []), (["walk", "x.elf"], ["gdbext walk"])]
+)
+def test_only_the_chosen_command_s_parser_is_built(
+    argv: list[str], built: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line's parser lists every command (``gdbext --help``), but makes the parser
+    of the command run only."""
+    from gdbext.frontend import parsing
+    from gdbext.plugin.host import Host
+
+    made: list[str] = []
+
+    class Counted(parsing.Parser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self.prog)
+
+    monkeypatch.setattr(parsing, "Parser", Counted)
+    parser = parsing.build_parser(Host.create())
+    assert parsing.parse_command(parser, argv).command == argv[0]
+    assert made == ["gdbext", "gdbext backends", *built]
+    assert "walk" in parser.format_help() and made == ["gdbext", "gdbext backends", *built]
