@@ -91,6 +91,9 @@ def test_backends_loads_the_plugins_but_no_engine() -> None:
     assert engine_modules(modules) == []
     assert "gdbext_gdbstub.plugin" in modules  # listed, yet pwntools waits for a connection
     assert not [m for m in modules if m.startswith(("pwn", "gdbext_gdbstub.connection"))]
+    # The targets' types (CPU state, mappers, address ranges, x86) are not needed to list them.
+    ground = ("gdbext.addr", "gdbext.cpu", "gdbext.mapper")
+    assert [m for m in modules if m in ground or m.startswith("gdbext.x86")] == []
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["walk", "--help"]])
