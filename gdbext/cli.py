@@ -7,6 +7,9 @@ NAME`` and that backend's options (the simulator's is ``--scenario FILE``), and 
 line: it opens what the command line names, runs the command, closes the target, and turns
 errors into one line on stderr.
 
+``gdbext --version`` is answered before anything else is imported (the version is the
+package's constant): the commands' declarations and argparse wait for a command.
+
 Exit status: 0 success; 1 an address not mapped, nothing found, or a ``read`` with a gap (bytes
 not mapped, not captured or not readable); 2 bad input or usage, with a
 one-line message on stderr; 3 ``audit --fail-on SEVERITY`` found something at least that
@@ -15,18 +18,16 @@ severe (the findings are printed as ever). No Python traceback reaches the user 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING
 
-from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError, UsageError
-from gdbext.frontend import cmd
-from gdbext.frontend.command import Warn
-from gdbext.frontend.parsing import backend_request, build_parser, host_getter, parse_command
+from gdbext import TYPE_CHECKING, __version__
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from typing import IO
+
+    from gdbext.frontend.command import Warn
     from gdbext.plugin.host import Host
     from gdbext.plugin.target import Target
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 def open_target(host: Host, args: argparse.Namespace, source: str | None = None) -> Target:
     """Open the backend the command line names: ``--backend NAME``, or the dump backend for a
     dump file."""
+    from gdbext.errors import UsageError
+    from gdbext.frontend.parsing import backend_request
     from gdbext.plugin.host import DUMP_BACKEND
 
     name = args.backend
@@ -46,6 +49,8 @@ def open_target(host: Host, args: argparse.Namespace, source: str | None = None)
 
 
 def _list_backends(host: Host, out: IO[str]) -> int:
+    from gdbext.errors import EXIT_OK
+
     for name, info in host.backends().items():
         out.write(f"{name:<10} {info.summary}\n")
     return EXIT_OK
@@ -66,6 +71,9 @@ def run(
         open, and it is closed afterwards.
     :param warn: given one-line warnings (see :func:`gdbext.frontend.runner.execute`).
     """
+    from gdbext.frontend import cmd
+    from gdbext.frontend.parsing import build_parser, host_getter, parse_command
+
     get_host = host_getter(host)
     args = parse_command(build_parser(get_host, target_options=target is None), argv)
     if args.command == "backends":
@@ -99,9 +107,33 @@ def _create_host() -> Host:
     return Host.create()
 
 
+def _stdout_gone() -> None:
+    """The reader went away (e.g. ``| head``): not an error of ours. Point stdout at /dev/null
+    so that the interpreter's final flush does not complain."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _version() -> int:
+    """``gdbext --version``: what argparse's version action prints, without loading argparse
+    and the commands' declarations."""
+    try:
+        sys.stdout.write(f"gdbext {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
     """Entry point of the ``gdbext`` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        return _version()
+    from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError
+
     try:
         return run(argv, _create_host if host is None else host, sys.stdout, warn=_warn_stderr)
     except GdbextError as exc:
@@ -109,10 +141,7 @@ def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
         print(f"gdbext: {exc}", file=sys.stderr)
         return exc.exit_status
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours. Point stdout at /dev/null
-        # so that the interpreter's final flush does not complain.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _stdout_gone()
         return EXIT_OK
     except KeyboardInterrupt:
         print("gdbext: interrupted", file=sys.stderr)

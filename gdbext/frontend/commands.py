@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
@@ -23,7 +24,6 @@ from gdbext.errors import (
 )
 from gdbext.linux.detect import detect_layout, labels_wanted
 from gdbext.linux.layout import PTI_USER_PGD_BIT, Layout
-from gdbext.linux.symbols import SymbolTable, with_sections
 from gdbext.mapper import is_captured
 from gdbext.permfilter import PermFilter
 from gdbext.plugin.facts import KernelFacts
@@ -32,6 +32,9 @@ from gdbext.units import shown
 from gdbext.x86.merge import KEY_ALL_FLAGS, MergedRange, merge_runs
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation
+
+if TYPE_CHECKING:
+    from gdbext.linux.symbols import SymbolTable
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,8 @@ class WalkResult:
         if not labels_wanted(self.options.labels, self.facts):
             return None
         if self.symbols is not None:
+            from gdbext.linux.symbols import with_sections
+
             return with_sections(self.layout, self.symbols)
         return self.layout
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gdbext import __version__
@@ -160,24 +160,63 @@ def add_command_arguments(
     command.arguments(p, target_options)
 
 
+#: A subcommand's parser, or what makes it when the command is chosen.
+_ParserOrMaker = argparse.ArgumentParser | Callable[[], argparse.ArgumentParser]
+
+
+class _Parsers(MutableMapping[str, argparse.ArgumentParser]):
+    """The subcommands' parsers by name, each made on first use: ``gdbext --help`` lists the
+    commands from their summaries, and a command line builds the parser of its command only
+    (``gdbext backends`` needs none of the others, nor the plugins that some of them ask)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _ParserOrMaker] = {}
+
+    def add(self, name: str, make: Callable[[], argparse.ArgumentParser]) -> None:
+        self._entries[name] = make
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        entry = self._entries[name]
+        if not isinstance(entry, argparse.ArgumentParser):
+            entry = self._entries[name] = entry()
+        return entry
+
+    def __setitem__(self, name: str, parser: argparse.ArgumentParser) -> None:
+        self._entries[name] = parser
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """The subcommands, whose arguments are added when one is chosen (``gdbext --version`` and
-    ``gdbext backends`` need none, nor the plugins that some of them ask)."""
+    """The subcommands, whose parsers are made when one is chosen (:class:`_Parsers`)."""
 
-    fill: dict[str, Callable[[], None]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parsers = _Parsers()
+        self._name_parser_map = self.choices = self.parsers  # type: ignore[assignment]
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
+    def add_command(
+        self, command: Command, fill: Callable[[argparse.ArgumentParser], None]
     ) -> None:
-        assert isinstance(values, list)
-        fill = self.fill.pop(values[0], None)
-        if fill is not None:
-            fill()
-        super().__call__(parser, namespace, values, option_string)
+        """``command`` in the list, its parser (as :meth:`add_parser` makes it, then given
+        its arguments by ``fill``) made when it is chosen."""
+        self._choices_actions.append(self._ChoicesPseudoAction(command.name, (), command.summary))
+
+        def make() -> argparse.ArgumentParser:
+            p: argparse.ArgumentParser = self._parser_class(
+                prog=f"{self._prog_prefix} {command.name}", description=command.description
+            )
+            fill(p)
+            return p
+
+        self.parsers.add(command.name, make)
 
 
 def build_parser(
@@ -198,14 +237,12 @@ def build_parser(
     )
     assert isinstance(sub, _Commands)
     sub.required = True
-    sub.fill = {}
     for command in cmd.COMMANDS:
-        p = sub.add_parser(command.name, help=command.summary, description=command.description)
 
-        def fill(p: argparse.ArgumentParser = p, command: Command = command) -> None:
+        def fill(p: argparse.ArgumentParser, command: Command = command) -> None:
             add_command_arguments(p, get_host(), command, target_options)
 
-        sub.fill[command.name] = fill
+        sub.add_command(command, fill)
     sub.add_parser("backends", help="list the installed backends")
     return parser
 

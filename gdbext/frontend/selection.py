@@ -27,14 +27,15 @@ import dataclasses
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gdbext.errors import GdbextError, UsageError
 from gdbext.frontend.commands import RootOptions, open_page_table
 from gdbext.geometry import PAGE_SIZE
-from gdbext.linux.detect import kernel_tables
-from gdbext.linux.roots import HALF, kernel_half_differences, user_half_problem
-from gdbext.linux.tasks import Task
 from gdbext.plugin.target import Target
+
+if TYPE_CHECKING:
+    from gdbext.linux.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,9 @@ def _by_exe(target: Target, options: RootOptions, name: str) -> Selection:
 def _by_address(target: Target, paddr: int, options: RootOptions) -> Selection:
     """``--root``'s table; a warning when its kernel half is not the kernel's (nor is it the
     PTI user table of one whose is) or its user half is no table."""
+    from gdbext.linux.detect import kernel_tables
+    from gdbext.linux.roots import HALF, kernel_half_differences, user_half_problem
+
     if not 0 <= paddr < 1 << 52 or paddr % PAGE_SIZE:
         raise UsageError(f"--root 0x{paddr:x} is not a page-aligned physical address")
     how = f"--root 0x{paddr:x}"

@@ -24,17 +24,10 @@ from typing import TYPE_CHECKING
 
 from gdbext.errors import UnknownSymbolError, UsageError
 from gdbext.frontend.command import command_name
-from gdbext.linux.symbols import (
-    SymbolSource,
-    SymbolTable,
-    load_symbols,
-    parse_symbol,
-    slide_for,
-)
-from gdbext.linux.symbols import resolve as resolve_name
 from gdbext.units import parse_int
 
 if TYPE_CHECKING:
+    from gdbext.linux.symbols import SymbolSource, SymbolTable
     from gdbext.plugin.target import Target
     from gdbext.x86.paging import X86PageTable
 
@@ -104,6 +97,8 @@ def address_operand(args: argparse.Namespace, name: str, noun: str, text: str) -
     try:
         return parse_int(text)
     except ValueError as exc:
+        from gdbext.linux.symbols import parse_symbol
+
         if has_symbols(args) and parse_symbol(text) is not None:
             return text
         raise UsageError(f"{name}: argument {noun}: {exc}") from None
@@ -126,6 +121,8 @@ def check_symbol_options(args: argparse.Namespace, *options: str) -> None:
         name = command_name(args)
         if not has_symbols(args):
             raise UsageError(f"{name}: argument {flag}: {not_a_number(value)}")
+        from gdbext.linux.symbols import parse_symbol
+
         if parse_symbol(value) is None:
             raise UsageError(f"{name}: argument {flag}: not a symbol or number: {value!r}")
 
@@ -143,6 +140,8 @@ def _load(args: argparse.Namespace) -> SymbolTable | None:
         key = None
     if key is not None and key in _LOADED:
         return _LOADED[key]
+    from gdbext.linux.symbols import load_symbols
+
     table = load_symbols(**{kind: path})
     if key is not None and table is not None:
         _LOADED.clear()
@@ -189,6 +188,7 @@ def target_symbols(
     """
     from gdbext.errors import GdbextError
     from gdbext.linux.kaslr import kernel_text
+    from gdbext.linux.symbols import SymbolTable, slide_for
 
     table: SymbolSource | None = _load(args)
     if isinstance(table, SymbolTable):
@@ -214,6 +214,8 @@ def resolve(operands: Sequence[Operand], symbols: SymbolSource | None) -> list[i
 
     :raises UnknownSymbolError: a name the symbols lack.
     """
+    from gdbext.linux.symbols import resolve as resolve_name
+
     out = []
     for op in operands:
         if isinstance(op, int):

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from gdbext.addr import AddrRange
-from gdbext.cpu import CpuState
 from gdbext.errors import UsageError
-from gdbext.mapper import FrameAllocator, PhysMapper
 from gdbext.plugin.facts import KernelFacts
-from gdbext.x86.tlbflush import FlushHook
+
+if TYPE_CHECKING:
+    from gdbext.addr import AddrRange
+    from gdbext.cpu import CpuState
+    from gdbext.mapper import FrameAllocator, PhysMapper
+    from gdbext.x86.tlbflush import FlushHook
 
 
 class Detail(str):

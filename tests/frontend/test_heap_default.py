@@ -8,7 +8,7 @@ map's base, both recorded at the stop the dump was taken.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,7 @@ def test_no_default_where_the_target_is_not_linux(tmp_path: Path) -> None:
 def test_help_says_what_heap_means() -> None:
     parser = build_parser(Host.create())
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert isinstance(sub.choices, dict)
+    assert isinstance(sub.choices, Mapping)
     text = " ".join(sub.choices["heap"].format_help().split())
     assert "Linux: the largest Usable region of the e820 map" in text
     assert "moved into the direct map" in text

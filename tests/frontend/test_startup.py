@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import cli_text
@@ -67,6 +68,17 @@ def test_version_loads_no_plugin_and_no_engine() -> None:
     assert isinstance(modules, list)
     assert engine_modules(modules) == []
     assert "pluggy" not in modules and "gdbext.plugin.host" not in modules
+    # Answered before the commands' declarations, argparse and the error tree are loaded.
+    assert [m for m in modules if m.startswith(("gdbext.frontend", "gdbext.errors"))] == []
+    assert "argparse" not in modules and "dataclasses" not in modules
+
+
+@pytest.mark.parametrize("argv", [["--version", "walk"], ["--ver"]])
+def test_version_answered_early_as_argparse_answers_it(argv: list[str]) -> None:
+    """``--version`` first is answered before argparse; other spellings (``--ver``) still go
+    through argparse's version action, with the same line."""
+    result = loaded(*argv)
+    assert (result["status"], result["out"]) == (0, f"gdbext {__version__}\n")
 
 
 def test_backends_loads_the_plugins_but_no_engine() -> None:
@@ -79,6 +91,9 @@ def test_backends_loads_the_plugins_but_no_engine() -> None:
     assert engine_modules(modules) == []
     assert "gdbext_gdbstub.plugin" in modules  # listed, yet pwntools waits for a connection
     assert not [m for m in modules if m.startswith(("pwn", "gdbext_gdbstub.connection"))]
+    # The targets' types (CPU state, mappers, address ranges, x86) are not needed to list them.
+    ground = ("gdbext.addr", "gdbext.cpu", "gdbext.mapper")
+    assert [m for m in modules if m in ground or m.startswith("gdbext.x86")] == []
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["walk", "--help"]])
@@ -104,6 +119,10 @@ NOT_FOR_A_WALK = (
     "gdbext_gdb.gdb_link",
     "gdbext_lldb.lldb_",
     "gdbext_lldb.relay",
+    "gdbext.linux.roots",
+    "gdbext.linux.tasks",
+    "gdbext.linux.symbols",
+    "gdbext.frontend.tasks",
     "gdbext_gdb.gdb_commands",
     "hypothesis",
     "json",
@@ -143,3 +162,28 @@ def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
     used = ("gdbext.x86.walk", "gdbext.linux.layout", "gdbext_dump.elf", "gdbext.render.text")
     assert [m for m in used if m not in modules] == []
     assert [m for m in modules if m.startswith(NOT_FOR_A_WALK)] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "built"), [(["backends"], []), (["walk", "x.elf"], ["gdbext walk"])]
+)
+def test_only_the_chosen_command_s_parser_is_built(
+    argv: list[str], built: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line's parser lists every command (``gdbext --help``), but makes the parser
+    of the command run only."""
+    from gdbext.frontend import parsing
+    from gdbext.plugin.host import Host
+
+    made: list[str] = []
+
+    class Counted(parsing.Parser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self.prog)
+
+    monkeypatch.setattr(parsing, "Parser", Counted)
+    parser = parsing.build_parser(Host.create())
+    assert parsing.parse_command(parser, argv).command == argv[0]
+    assert made == ["gdbext", "gdbext backends", *built]
+    assert "walk" in parser.format_help() and made == ["gdbext", "gdbext backends", *built]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from gdbext.addr import AddrRange
 from gdbext.errors import EXIT_NOT_FOUND, UsageError
 from gdbext.frontend import argtypes
 from gdbext.frontend.command import Command, Invocation, command_name
+
+if TYPE_CHECKING:
+    from gdbext.addr import AddrRange
 
 #: ``search``'s help: the command line's ``--help`` and the debuggers'.
 TEXT = (

@@ -80,7 +80,6 @@ def _prepare(args: argparse.Namespace, host: Host) -> None:
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands
     from gdbext.frontend.symbolic import has_file, resolve, target_symbols
-    from gdbext.linux.symbols import SymbolTable
 
     args = call.args
     has = args.has
@@ -107,7 +106,10 @@ def run(call: Invocation) -> int:
         ),
     )
     # A file's sections label the image's ranges (a debugger's symbols have none here).
-    result.symbols = symbols if isinstance(symbols, SymbolTable) else None
+    if symbols is not None:
+        from gdbext.linux.symbols import SymbolTable
+
+        result.symbols = symbols if isinstance(symbols, SymbolTable) else None
     call.emit(result)
     status = EXIT_NOT_FOUND if result.stats["leaves"] == 0 else EXIT_OK
     if call.warn is not None and args.format == "qemu-tlb":
