@@ -15,9 +15,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from support.dumps import elf_vmcoreinfo
 from support.goldens import info_tlb
-from support.symfiles import write_system_map, write_vmlinux
+from support.symfiles import kernel_offset, write_system_map, write_vmlinux
 
 from gdbext import cli
 from gdbext.errors import GdbextError
@@ -34,11 +33,6 @@ def _run(*argv: str | Path) -> tuple[int, str, str]:
     except GdbextError as exc:
         return exc.exit_status, out.getvalue(), str(exc)
     return status, out.getvalue(), ""
-
-
-def _kernel_offset(path: Path) -> int:
-    """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools."""
-    return int(elf_vmcoreinfo(path).get("KERNELOFFSET", "0"), 16)
 
 
 def _qemu_paddr(name: str, vaddr: int) -> int:
@@ -61,7 +55,7 @@ def test_translate_a_symbol(
     name: str, system_map: Path, kernel_dump: Callable[[str], Path]
 ) -> None:
     dump = kernel_dump(name)
-    slide = _kernel_offset(dump)
+    slide = kernel_offset(dump)
     if name == "kaslr-pti":
         assert slide != 0
     vaddr = (0xFFFFFFFF82610000 + slide) % TOP
@@ -84,7 +78,7 @@ def test_translate_a_symbol(
 def test_vmlinux_on_a_kaslr_dump(tmp_path: Path, kernel_dump: Callable[[str], Path]) -> None:
     dump = kernel_dump("kaslr-pti")
     vmlinux = write_vmlinux(tmp_path / "vmlinux")
-    slide = _kernel_offset(dump)
+    slide = kernel_offset(dump)
     status, out, _ = _run("translate", dump, "--json", "--vmlinux", vmlinux, "init_task")
     assert status == 0
     (record,) = json.loads(out)
@@ -94,7 +88,7 @@ def test_vmlinux_on_a_kaslr_dump(tmp_path: Path, kernel_dump: Callable[[str], Pa
 
 def test_read_a_symbol(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
     dump = kernel_dump("kaslr-pti")
-    vaddr = 0xFFFFFFFF82620000 + _kernel_offset(dump)
+    vaddr = 0xFFFFFFFF82620000 + kernel_offset(dump)
     by_name = _run("read", dump, "--system-map", system_map, "jiffies", "8", "--format", "u64")
     by_number = _run("read", dump, hex(vaddr), "8", "--format", "u64")
     assert by_name == by_number
@@ -136,7 +130,7 @@ def test_walk_labels_sections(system_map: Path, kernel_dump: Callable[[str], Pat
     """Each range under a ``Kernel image`` marker lies in that section, as the test's map
     bounds it moved by the dump's KERNELOFFSET; the walk covers what it covers without."""
     dump = kernel_dump("kaslr-pti")
-    slide = _kernel_offset(dump)
+    slide = kernel_offset(dump)
     sections = {
         ".text": (0xFFFFFFFF81000000, 0xFFFFFFFF81E00000),
         ".rodata": (0xFFFFFFFF82000000, 0xFFFFFFFF82400000),
@@ -193,7 +187,7 @@ def test_the_slide_from_the_page_tables_alone(
             target.close()
     assert found.how == "page-table evidence: first kernel-image leaf"
     table = load_system_map(system_map)
-    assert slide_for(table, found.value, None) == _kernel_offset(dump)
+    assert slide_for(table, found.value, None) == kernel_offset(dump)
 
 
 def test_debugger_commands_equal_the_command_line(
@@ -228,7 +222,7 @@ def test_debugger_commands_equal_the_command_line(
 
 def test_walk_has_a_symbol(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
     dump = kernel_dump("kaslr-pti")
-    vaddr = 0xFFFFFFFF82610000 + _kernel_offset(dump)
+    vaddr = 0xFFFFFFFF82610000 + kernel_offset(dump)
     by_name = _run("walk", dump, "--kernel", "--system-map", system_map, "--has", "init_task")
     by_number = _run("walk", dump, "--kernel", "--system-map", system_map, "--has", hex(vaddr))
     assert by_name == by_number
@@ -267,7 +261,7 @@ def test_another_kernels_symbols_are_warned_of(
     out = io.StringIO()
     argv = ["translate", str(dump), "--kernel", "--system-map", str(system_map), "init_task"]
     assert cli.run(argv, Host.create(), out, warn=warnings.append) == 0
-    banner = 0xFFFFFFFF82000100 + _kernel_offset(dump)
+    banner = 0xFFFFFFFF82000100 + kernel_offset(dump)
     assert elf_read(dump, _qemu_paddr("kaslr-pti", banner), 14) != b"Linux version "
     assert warnings == [
         f"{system_map}: linux_banner (0x{banner:x}) does not hold 'Linux version': "

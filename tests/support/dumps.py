@@ -54,7 +54,7 @@ def elf_find(path: Path, pattern: bytes) -> list[int]:
 
 def elf_vmcoreinfo(path: Path) -> dict[str, str]:
     """The ``KEY=VALUE`` lines of an ELF dump's VMCOREINFO note, read with pyelftools (not
-    gdbext's parser)."""
+    gdbext's parser); empty without one."""
     with path.open("rb") as f:
         for seg in ELFFile(f).iter_segments():
             if seg.header.p_type != "PT_NOTE":
@@ -64,4 +64,4 @@ def elf_vmcoreinfo(path: Path) -> dict[str, str]:
                     desc = note["n_desc"]
                     text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
                     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    raise AssertionError(f"{path}: no VMCOREINFO note")
+    return {}

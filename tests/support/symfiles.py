@@ -12,8 +12,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from elftools.elf.elffile import ELFFile
-
 #: A System.map of an unslid kernel image (addresses as the kernel was linked), nm's format,
 #: not sorted (nm sorts; the loader must not rely on it), with a per-CPU symbol and an
 #: absolute one.
@@ -194,15 +192,6 @@ SYMBOL_CASES = (
 
 def kernel_offset(path: Path) -> int:
     """VMCOREINFO's ``KERNELOFFSET`` of the dump, read with pyelftools (0 without one)."""
-    with path.open("rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg.header.p_type != "PT_NOTE":
-                continue
-            for note in seg.iter_notes():  # type: ignore[attr-defined]
-                if note["n_name"] == "VMCOREINFO":
-                    desc = note["n_desc"]
-                    text = desc if isinstance(desc, str) else bytes(desc).decode("latin-1")
-                    for line in text.splitlines():
-                        if line.startswith("KERNELOFFSET="):
-                            return int(line.split("=", 1)[1], 16)
-    return 0
+    from support.dumps import elf_vmcoreinfo
+
+    return int(elf_vmcoreinfo(path).get("KERNELOFFSET", "0"), 16)
