@@ -142,23 +142,23 @@ class Invocation:
         :attr:`target`; see :func:`gdbext.frontend.selection.resolve`; its warnings go to
         :attr:`warn`). With ``side`` (``"a"``), that side's options (``--a-pid``...) where
         given, else the shared ones."""
-        from gdbext.frontend.selection import RootSelector, resolve
-
         args = self.args
 
         def chosen(name: str) -> Any:
             value = getattr(args, f"{side}_{name}", None) if side else None
             return getattr(args, name, None) if value is None else value
 
-        selector = RootSelector(
-            root=chosen("root"), pid=chosen("pid"), comm=chosen("comm"), exe=chosen("exe")
-        )
+        owner = {name: chosen(name) for name in _OWNER_OPTIONS}
         base = root_options(args, side)
         if side and _side_gives(args, side, ("cr3", "kernel")):
-            selector = RootSelector()  # the side's own root replaces a shared owner
-        elif side and _side_gives(args, side, ("root", "pid", "comm", "exe")):
+            return base  # the side's own root replaces a shared owner
+        if all(value is None for value in owner.values()):
+            return base  # nothing to resolve (nor to import)
+        if side and _side_gives(args, side, _OWNER_OPTIONS):
             base = dataclasses.replace(base, cr3=None, kernel=False)  # and a shared root
-        options, warnings = resolve(target or self.target, selector, base)
+        from gdbext.frontend.selection import RootSelector, resolve
+
+        options, warnings = resolve(target or self.target, RootSelector(**owner), base)
         if self.warn is not None:
             for message in warnings:
                 self.warn(message)
@@ -179,6 +179,10 @@ class Invocation:
 def command_name(args: argparse.Namespace) -> str:
     """The command's name for messages: ``walk``, or the prog of a one-command parser."""
     return str(getattr(args, "prog", None) or args.command)
+
+
+#: The options that choose an address space by its owner (:mod:`gdbext.frontend.selection`).
+_OWNER_OPTIONS = ("root", "pid", "comm", "exe")
 
 
 def _side_gives(args: argparse.Namespace, side: str, names: Sequence[str]) -> bool:

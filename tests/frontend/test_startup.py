@@ -123,6 +123,7 @@ NOT_FOR_A_WALK = (
     "gdbext.linux.tasks",
     "gdbext.linux.symbols",
     "gdbext.frontend.tasks",
+    "gdbext.frontend.selection",
     "gdbext_gdb.gdb_commands",
     "hypothesis",
     "json",
