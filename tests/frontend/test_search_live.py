@@ -61,7 +61,9 @@ pad=
 for try in 1 2 3 4 5 6; do
   $b env -i $b sh -c '{BUSY}' "$MARK" "$pad" "$MARK" &
   busy=$!
-  until $b tr '\\0' '\\n' < /proc/$busy/cmdline | $b grep -qxF "$MARK"; do :; done
+  # Until env has exec'd the shell (env's own argv holds the marker too): argv[1] is sh.
+  until [ "$($b tr '\\0' '\\n' < /proc/$busy/cmdline | $b head -n 2 | $b tail -n 1)" = sh ]
+  do :; done
   read -r {"_ " * 48}arg_end _ < /proc/$busy/stat
   arg_end=${{arg_end:-0}}
   at=$(( (arg_end - 2 * (len + 1) - ${{#pad}} - 1) % 4096 ))
