@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from gdbext.addr import AddrRange
-from gdbext.geometry import ENTRIES_PER_TABLE, TABLE_SIZE
+from gdbext.errors import PhysMemoryError
+from gdbext.geometry import ENTRIES_PER_TABLE, PAGE_SIZE, TABLE_SIZE
 
 TABLE_STRUCT = struct.Struct(f"<{ENTRIES_PER_TABLE}Q")
 U64 = struct.Struct("<Q")
@@ -103,3 +104,27 @@ def write_u64(mapper: PhysMapper, paddr: int, value: int) -> None:
 
 def write_table(mapper: PhysMapper, paddr: int, entries: tuple[int, ...] | list[int]) -> None:
     mapper.write(paddr, TABLE_STRUCT.pack(*entries))
+
+
+def readable_chunks(
+    mapper: PhysMapper, ranges: Iterable[AddrRange], chunk: int
+) -> Iterator[tuple[int, bytes]]:
+    """``(paddr, bytes)`` of the readable 4 KiB pages of ``ranges`` (:func:`readable_ranges`,
+    page-aligned inwards), in pieces of at most ``chunk`` bytes, each page once; a piece the
+    mapper refuses is read a page at a time, the refused pages skipped (not captured, holes)."""
+    for part in readable_ranges(mapper, ranges):
+        start = part.start + -part.start % PAGE_SIZE
+        end = part.end - part.end % PAGE_SIZE
+        for pos in range(start, end, chunk):
+            n = min(chunk, end - pos)
+            try:
+                yield pos, mapper.read(pos, n)
+                continue
+            except PhysMemoryError:
+                pass
+            for page in range(pos, pos + n, PAGE_SIZE):
+                try:
+                    data = mapper.read(page, PAGE_SIZE)
+                except PhysMemoryError:
+                    continue
+                yield page, data

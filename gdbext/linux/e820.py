@@ -42,7 +42,7 @@ from gdbext.formats.bootparams import (
     SETUP_MAGIC,
 )
 from gdbext.heap import USABLE, MemoryRegion
-from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.mapper import PhysMapper, readable_chunks, readable_ranges
 from gdbext.units import shown
 
 __all__ = [
@@ -175,27 +175,6 @@ def read_boot_params(mapper: PhysMapper, paddr: int) -> BootParams:
     return found
 
 
-def _readable_chunks(mapper: PhysMapper, ram: Iterable[AddrRange]) -> Iterator[tuple[int, bytes]]:
-    """``(paddr, bytes)`` of the readable (captured) memory in ``ram``, in chunks: the parts
-    the mapper says it can read, and of those the pages whose reads succeed."""
-    for r in readable_ranges(mapper, ram):
-        start = (r.start + _PAGE - 1) & ~(_PAGE - 1)
-        end = r.end & ~(_PAGE - 1)
-        for chunk in range(start, end, SCAN_CHUNK):
-            size = min(SCAN_CHUNK, end - chunk)
-            try:
-                yield chunk, mapper.read(chunk, size)
-                continue
-            except PhysMemoryError:
-                pass
-            for page in range(chunk, chunk + size, _PAGE):
-                try:
-                    data = mapper.read(page, _PAGE)
-                except PhysMemoryError:
-                    continue  # not captured (or a hole): nothing to find there
-                yield page, data
-
-
 @dataclass
 class _Scan:
     """What a scan has done so far: bytes searched, aligned candidates examined."""
@@ -250,7 +229,7 @@ def _setup_magic(
                 yield at, None
                 pos = at + 1
         return
-    for base, data in _readable_chunks(mapper, ram):
+    for base, data in readable_chunks(mapper, ram, SCAN_CHUNK):
         scan.scanned += len(data)
         pos = data.find(SETUP_MAGIC)
         while pos >= 0 and scan.hits < MAX_HITS:

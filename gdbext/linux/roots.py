@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
-from gdbext.errors import GdbextError, InputError, PhysMemoryError
+from gdbext.errors import GdbextError, InputError
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.layout import params
-from gdbext.mapper import PhysMapper, readable_ranges
+from gdbext.mapper import readable_chunks
 from gdbext.x86.entries import EntryRules, decode
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, LeafRun
@@ -152,32 +152,6 @@ def user_half_problem(
         if k < 0 or e.address + PAGE_SIZE > ends[k]:
             return f"{what} {i} (0x{e.value:x}) links 0x{e.address:x}, outside RAM"
     return None
-
-
-def _chunks(mapper: PhysMapper, ram: Sequence[AddrRange]) -> Iterator[tuple[int, bytes]]:
-    """RAM's readable 4 KiB pages in page-aligned pieces of at most :data:`CHUNK` bytes, each
-    page once; a piece the backend refuses is read a page at a time (refused pages skipped)."""
-    starts, ends = _ram_index(ram)
-    pages = [
-        AddrRange(s + -s % PAGE_SIZE, e - e % PAGE_SIZE)
-        for s, e in zip(starts, ends, strict=True)
-        if s + -s % PAGE_SIZE < e - e % PAGE_SIZE
-    ]
-    for part in readable_ranges(mapper, pages):
-        start = part.start + -part.start % PAGE_SIZE
-        end = part.end - part.end % PAGE_SIZE
-        for pos in range(start, end, CHUNK):
-            n = min(CHUNK, end - pos)
-            try:
-                yield pos, mapper.read(pos, n)
-                continue
-            except PhysMemoryError:
-                pass
-            for page in range(pos, pos + n, PAGE_SIZE):
-                try:
-                    yield page, mapper.read(page, PAGE_SIZE)
-                except PhysMemoryError:
-                    continue
 
 
 def _needle(half: bytes, skip: int) -> tuple[int, bytes, int]:
@@ -306,7 +280,7 @@ def scan_roots(
     mine = _HALF_ENTRIES.unpack(half)
     needles = _near_needles(half, skip) if near > 0 else []
     near_found: list[tuple[int, tuple[int, ...]]] = []
-    for base, data in _chunks(kpt.mapper, ram):
+    for base, data in readable_chunks(kpt.mapper, ram, CHUNK):
         scanned += len(data)
         for off, differ in _near(data, mine, needles, skip, near):
             page = _PAGE_ENTRIES.unpack_from(data, off)
