@@ -107,8 +107,12 @@ def activate(found: Located, keep_first: Collection[str] = ()) -> None:
         ours = [p for p in rest if p in keep_first]
         sys.path[:] = ours + added + [p for p in rest if p not in ours]
     if not found.installed:
+        # In front even when already on the path (PYTHONPATH): an environment whose editable
+        # install names another checkout must not run that checkout's code.
         for path in (os.path.join(found.checkout, "backends"), found.checkout):
-            if os.path.isdir(path) and path not in sys.path:
+            if os.path.isdir(path):
+                if path in sys.path:
+                    sys.path.remove(path)
                 sys.path.insert(0, path)
 
 

@@ -7,6 +7,7 @@ as ``argument --cr3: ...``.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TYPE_CHECKING, Literal
 
 from gdbext.errors import UsageError
@@ -43,13 +44,26 @@ def address_or_symbol(text: str) -> int | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def addr_range(text: str) -> AddrRange:
-    """``START-END`` or ``START+SIZE``."""
+class RangeText(str):
+    """A range operand whose bounds name symbols (``init_task-jiffies``, ``_text+2M``), kept
+    as text until the target is open: :func:`gdbext.frontend.symbolic.check_symbol_options`
+    checks it, :func:`gdbext.frontend.symbolic.resolve_options` makes it an address range."""
+
+
+#: A bound of a range that starts with a letter: a symbol name, not a number.
+_NAMED_BOUND = re.compile(r"(?:^|[+-])\s*[A-Za-z_.$]")
+
+
+def addr_range(text: str) -> AddrRange | RangeText:
+    """``START-END`` or ``START+SIZE``; with a bound that is a name, the text as a
+    :class:`RangeText`."""
     from gdbext.addr import AddrRange
 
     try:
         return AddrRange.parse(text)
     except ValueError as exc:
+        if _NAMED_BOUND.search(text):
+            return RangeText(text)
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

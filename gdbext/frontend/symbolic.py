@@ -6,8 +6,10 @@ declare :attr:`~gdbext.frontend.command.Command.symbols`) load a
 target's kernel image is (the KASLR slide: where ``_text`` is, by
 :func:`~gdbext.linux.kaslr.kernel_text`, against the file's ``_text``). An address operand is
 then a number or ``NAME[+-OFFSET]`` (:func:`address_operand` keeps the name until the target is
-open; :func:`resolve` turns it into an address). Without either option nothing changes: a
-word that is not a number is the usage error it always was.
+open; :func:`resolve` turns it into an address), and a range operand's bounds may be such
+expressions too (``init_task-jiffies``, ``_text+2M``: :func:`split_range`). A command resolves
+its options that hold names with :func:`resolve_options` once its target is open. Without
+either option nothing changes: a word that is not a number is the usage error it always was.
 
 In GDB and LLDB, when neither option is given, the symbols the debugger has loaded serve the
 same way: the session puts the adapter's :class:`~gdbext.linux.symbols.SymbolSource` in the
@@ -22,11 +24,14 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gdbext.errors import UnknownSymbolError, UsageError
+from gdbext.errors import InputError, UnknownSymbolError, UsageError
 from gdbext.frontend.command import command_name
 from gdbext.units import parse_int
 
 if TYPE_CHECKING:
+    from gdbext.addr import AddrRange
+    from gdbext.frontend.command import Invocation
+    from gdbext.frontend.commands import RootOptions
     from gdbext.linux.symbols import SymbolSource, SymbolTable
     from gdbext.plugin.target import Target
     from gdbext.x86.paging import X86PageTable
@@ -40,6 +45,9 @@ __all__ = [
     "has_symbols",
     "loaded_symbols",
     "resolve",
+    "resolve_options",
+    "resolve_range",
+    "split_range",
     "target_symbols",
 ]
 
@@ -106,11 +114,13 @@ def address_operand(args: argparse.Namespace, name: str, noun: str, text: str) -
 
 def check_symbol_options(args: argparse.Namespace, *options: str) -> None:
     """Each of ``options`` (destinations, ``has``) that holds a name rather than a number
-    needs a symbol file: without one it is the usage error a number's option gives.
+    (a :class:`~gdbext.frontend.argtypes.RangeText` for a range) needs a symbol file: without
+    one it is the usage error a number's option gives.
 
     :raises UsageError: a name without ``--system-map``/``--vmlinux``, or not a symbol
-        expression.
+        expression (a range: not two bounds each a number or one).
     """
+    from gdbext.frontend.argtypes import RangeText
     from gdbext.units import not_a_number
 
     for dest in options:
@@ -119,12 +129,150 @@ def check_symbol_options(args: argparse.Namespace, *options: str) -> None:
             continue
         flag = "--" + dest.replace("_", "-")
         name = command_name(args)
+        if isinstance(value, RangeText):
+            if not has_symbols(args):
+                from gdbext.addr import AddrRange
+
+                try:  # the reason the numbers' parser gives
+                    AddrRange.parse(value)
+                except ValueError as exc:
+                    raise UsageError(f"{name}: argument {flag}: {exc}") from None
+            elif split_range(value) is None:
+                raise UsageError(f"{name}: argument {flag}: {_range_problem(value)}")
+            continue
         if not has_symbols(args):
             raise UsageError(f"{name}: argument {flag}: {not_a_number(value)}")
         from gdbext.linux.symbols import parse_symbol
 
         if parse_symbol(value) is None:
             raise UsageError(f"{name}: argument {flag}: not a symbol or number: {value!r}")
+
+
+def _bound(text: str) -> Operand | None:
+    """A bound of a range: a number, a symbol expression kept as text, or ``None``."""
+    from gdbext.linux.symbols import parse_symbol
+
+    try:
+        return parse_int(text)
+    except ValueError:
+        pass
+    try:
+        return text if parse_symbol(text) is not None else None
+    except InputError:  # NAME+OFFSET whose offset is no number
+        return None
+
+
+def split_range(text: str) -> tuple[Operand, str, Operand] | None:
+    """``START-END`` or ``START+SIZE`` whose bounds may be symbol expressions, as ``(START,
+    separator, END or SIZE)``; ``None`` when it is not one. A symbol's offset uses the same
+    signs, so the last separator that leaves a valid bound on each side is the range's.
+
+    >>> split_range("init_task-jiffies")
+    ('init_task', '-', 'jiffies')
+    >>> split_range("_text+0x10-_etext")
+    ('_text+0x10', '-', '_etext')
+    >>> split_range("_text+2M")
+    ('_text', '+', 2097152)
+    >>> split_range("jiffies-0x10+8")
+    ('jiffies-0x10', '+', 8)
+    >>> split_range("init_task") is None
+    True
+    """
+    from gdbext.units import parse_size
+
+    for i in range(len(text) - 1, 0, -1):
+        sep = text[i]
+        if sep not in "+-":
+            continue
+        start = _bound(text[:i].strip())
+        if start is None:
+            continue
+        right = text[i + 1 :].strip()
+        end: Operand | None
+        if sep == "+":
+            try:
+                end = parse_size(right)
+            except ValueError:
+                continue
+        else:
+            end = _bound(right)
+        if end is not None:
+            return start, sep, end
+    return None
+
+
+def _range_problem(text: str) -> str:
+    """Why ``text`` is not a range :func:`split_range` takes: its size's problem when a valid
+    START stands before a ``+``, else what a range is."""
+    from gdbext.units import parse_size
+
+    for i in range(len(text) - 1, 0, -1):
+        if text[i] == "+" and _bound(text[:i].strip()) is not None:
+            try:
+                parse_size(text[i + 1 :].strip())
+            except ValueError as exc:
+                return str(exc)
+    return f"not an address range (START-END or START+SIZE, of numbers or symbols): {text!r}"
+
+
+def resolve_range(text: str, symbols: SymbolSource | None) -> AddrRange:
+    """The address range ``text`` gives (:func:`split_range`), its names looked up.
+
+    :raises InputError: not a range, or one whose end is before its start.
+    :raises UnknownSymbolError: a name the symbols lack.
+    """
+    from gdbext.addr import AddrRange
+
+    parts = split_range(text)
+    if parts is None:
+        raise InputError(f"not an address range (START-END or START+SIZE): {text!r}")
+    first, sep, second = parts
+    (start,) = resolve([first], symbols)
+    if sep == "+":
+        assert isinstance(second, int)
+        end = start + second
+    else:
+        (end,) = resolve([second], symbols)
+    try:
+        return AddrRange(start, end)
+    except ValueError as exc:
+        raise InputError(f"{text}: {exc}") from None
+
+
+def resolve_options(call: Invocation, root: RootOptions, *options: str) -> SymbolSource | None:
+    """Resolves, in ``call.args``, each of ``options`` (destinations) that holds a name: an
+    address option's name becomes its address, a range's (a
+    :class:`~gdbext.frontend.argtypes.RangeText`) its :class:`~gdbext.addr.AddrRange`. The
+    symbols are moved to where the kernel image is in the page table ``root`` selects
+    (:func:`target_symbols`). Returns those symbols: with a symbol file they are loaded even
+    when no option names one; else ``None`` when none does.
+
+    :raises UnknownSymbolError: a name the symbols lack.
+    :raises UsageError: a range whose end is before its start.
+    """
+    from gdbext.frontend import commands
+    from gdbext.frontend.argtypes import RangeText
+
+    args = call.args
+    named = [dest for dest in options if isinstance(getattr(args, dest, None), str)]
+    if not named and not has_file(args):
+        return None
+    pt = commands.open_page_table(call.target, root)
+    symbols = target_symbols(args, call.target, pt, call.warn)
+    for dest in named:
+        value = getattr(args, dest)
+        if isinstance(value, RangeText):
+            try:
+                setattr(args, dest, resolve_range(value, symbols))
+            except UnknownSymbolError:
+                raise
+            except InputError as exc:
+                flag = "--" + dest.replace("_", "-")
+                raise UsageError(f"{call.name}: argument {flag}: {exc}") from None
+        else:
+            (address,) = resolve([value], symbols)
+            setattr(args, dest, address)
+    return symbols
 
 
 def _load(args: argparse.Namespace) -> SymbolTable | None:

@@ -204,6 +204,48 @@ def test_walk_labels_the_image_sections(
     } == dict.fromkeys(bounds, True)
 
 
+def test_search_and_walk_by_names(
+    unslid_map: Path, kaslr_stop: tuple[QemuGuest, dict[str, int], Path]
+) -> None:
+    """Names in ``--range``, ``--u64``, ``--has`` and ``--pointer-into`` are where the guest's
+    own kallsyms put them: ``init_task`` points to itself (its ``real_parent``, ``parent`` and
+    ``group_leader``), each hit's 8 bytes, read from the dump at QEMU's ``gva2gpa`` of the hit
+    with pyelftools, are the pointer searched for; and each command prints what it prints
+    given the guest's own addresses."""
+    import json
+
+    from support.dumps import elf_read
+
+    guest, own, dump = kaslr_stop
+    syms = ["--kernel", "--system-map", unslid_map, "--json"]
+    task = own["init_task"]
+    status, out = _run("search", dump, *syms, "--range", "init_task+16K", "--u64", "init_task")
+    assert status == 0
+    hits = [int(hit["address"], 16) for hit in json.loads(out)["hits"]]
+    assert len(hits) >= 3
+    for addr in hits:
+        assert task <= addr < task + 0x4000
+        paddr = guest.gva2gpa(addr)
+        assert paddr is not None
+        assert int.from_bytes(elf_read(dump, paddr, 8), "little") == task
+    numbers = ["--range", f"{task:#x}+16K", "--u64", f"{task:#x}"]
+    assert _run("search", dump, *syms, *numbers) == (status, out)
+    # Pointers into the kernel's text, in the mapping that holds init_task.
+    named = ["--has", "init_task", "--pointer-into", "_text-_etext", "--max", "8"]
+    status, out = _run("search", dump, *syms, *named)
+    assert status == 0
+    for hit in json.loads(out)["hits"]:
+        paddr = guest.gva2gpa(int(hit["address"], 16))
+        assert paddr is not None
+        assert own["_text"] <= int.from_bytes(elf_read(dump, paddr, 8), "little") < own["_etext"]
+    numbers = ["--has", f"{task:#x}", "--pointer-into", f"{own['_text']:#x}-{own['_etext']:#x}"]
+    assert _run("search", dump, *syms, *numbers, "--max", "8") == (status, out)
+    # A walk of .data by name is the walk of the guest's own bounds.
+    by_name = _run("walk", dump, *syms, "--range", "_sdata-_edata")
+    assert by_name[0] == 0
+    assert by_name == _run("walk", dump, *syms, "--range", f"{own['_sdata']:#x}-{own['_edata']:#x}")
+
+
 def test_pt_translate_in_gdb(
     unslid_map: Path, kaslr_stop: tuple[QemuGuest, dict[str, int], Path]
 ) -> None:

@@ -180,13 +180,19 @@ def write_vmlinux_from_map(path: Path, text: str = SYSTEM_MAP) -> Path:
 INIT_TASK, JIFFIES = 0xFFFFFFFF82610000, 0xFFFFFFFF82620000
 
 #: Debugger commands that take symbol names and their arguments (an address named, an address in
-#: ``.bss`` named by the nearest symbol, JSON's ``symbol`` key, a read and a walk's ``--has``).
+#: ``.bss`` named by the nearest symbol, JSON's ``symbol`` key, a read and a walk's ``--has``,
+#: ranges bounded by names, a value and a pointer range named: names LLDB keeps, not the
+#: section ends, which the ELF holds as absolute symbols).
 SYMBOL_CASES = (
     ("translate", ["--kernel", "init_task+0x10", "jiffies", "0xffffffff82e00180"]),
     ("translate", ["--kernel", "--json", "init_task"]),
     ("read", ["--kernel", "jiffies", "16"]),
     ("read", ["--kernel", "--format", "u64", "init_task-0x8", "16"]),
     ("walk", ["--kernel", "--has", "init_task", "--format", "json"]),
+    ("walk", ["--kernel", "--range", "_text+0x10-__start_rodata", "--format", "json"]),
+    ("search", ["--kernel", "--range", "_sdata+2M", "--u64", "init_task"]),
+    ("search", ["--kernel", "--has", "jiffies", "--pointer-into", "_text-__bss_start"]),
+    ("kaslr", ["--kernel", "--leaks", "--all-pages", "--range", "init_task-jiffies"]),
 )
 
 

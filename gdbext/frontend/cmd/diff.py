@@ -52,7 +52,8 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         "--range",
         type=argtypes.addr_range,
         metavar="START-END",
-        help="compare only this VA range (or START+SIZE)",
+        help="compare only this VA range (or START+SIZE; bounds may be symbols, of the "
+        "target's kernel)",
     )
     p.add_argument(
         "--accessed-dirty",
@@ -86,10 +87,14 @@ def prepare(args: argparse.Namespace, host: object) -> None:
 
 def run(call: Invocation) -> int:
     from gdbext.frontend.diff import diff
+    from gdbext.frontend.symbolic import resolve_options
     from gdbext.plugin.host import DUMP_BACKEND
 
     args = call.args
     path = getattr(args, "other", None) or getattr(args, "snapshot", None)
+    # Names are the target's kernel's: A's on the command line, the current one in a debugger.
+    side = "b" if getattr(args, "snapshot", None) is not None else "a"
+    resolve_options(call, call.root_options(side, call.target), "range")
     if path is None:
         result = diff(call.target, call.target, _options(call, call.target, call.target))
     else:
@@ -131,5 +136,6 @@ COMMAND = Command(
     run=run,
     arguments=arguments,
     prepare=prepare,
+    symbols=True,
     exit_statuses=((EXIT_NOT_FOUND, "the tables differ"),),
 )

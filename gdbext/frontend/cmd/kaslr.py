@@ -34,7 +34,8 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         "--range",
         type=argtypes.addr_range,
         metavar="START-END",
-        help="--leaks: search this VA range (or START+SIZE; default: the user half)",
+        help="--leaks: search this VA range (or START+SIZE, bounds may be symbols; default: "
+        "the user half)",
     )
     p.add_argument(
         "--all-pages",
@@ -50,14 +51,23 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
 
 
+def _prepare(args: argparse.Namespace, host: object) -> None:
+    from gdbext.frontend.symbolic import check_symbol_options
+
+    check_symbol_options(args, "range")
+
+
 def run(call: Invocation) -> int:
     from gdbext.frontend.kaslr import KaslrOptions, kaslr
+    from gdbext.frontend.symbolic import resolve_options
 
     args = call.args
+    root = call.root_options()
+    resolve_options(call, root, "range")
     result = kaslr(
         call.target,
         KaslrOptions(
-            root=call.root_options(),
+            root=root,
             leaks=args.leaks,
             range=args.range,
             user_only=not args.all_pages,
@@ -77,5 +87,7 @@ COMMAND = Command(
     text=TEXT,
     run=run,
     arguments=arguments,
+    prepare=_prepare,
+    symbols=True,
     exit_statuses=((EXIT_NOT_FOUND, "--leaks found no pointer"),),
 )

@@ -39,15 +39,16 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     for bits in (64, 32, 16):
         one.add_argument(
             f"--u{bits}",
-            type=argtypes.integer,
+            type=argtypes.address_or_symbol if bits == 64 else argtypes.integer,
             metavar="VALUE",
-            help=f"this {bits}-bit value, little-endian",
+            help=f"this {bits}-bit value, little-endian"
+            + (" (or a symbol's address)" if bits == 64 else ""),
         )
     one.add_argument(
         "--pointer-into",
         metavar="REGION|START-END",
         help="8-byte values pointing into a region (kernel-text, modules, direct-map, "
-        "vmalloc, vmemmap) or START-END",
+        "vmalloc, vmemmap) or START-END (bounds may be symbols)",
     )
     what.add_argument("--utf16", action="store_true", help="--string as UTF-16LE")
     what.add_argument(
@@ -61,11 +62,12 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         "--range",
         type=argtypes.addr_range,
         metavar="START-END",
-        help="only this range (virtual, or physical with --phys; or START+SIZE)",
+        help="only this range (virtual, or physical with --phys; or START+SIZE; virtual "
+        "bounds may be symbols)",
     )
     p.add_argument(
         "--has",
-        type=argtypes.integer,
+        type=argtypes.address_or_symbol,
         metavar="VADDR",
         help="only the mapping that contains VADDR (its virtually contiguous pages of one size "
         "and the same permissions, whatever their frames), within --range; an address not "
@@ -120,13 +122,30 @@ def _prepare(args: argparse.Namespace, host: object) -> None:
         raise UsageError(f"{name}: --utf16 is for --string")
     if args.phys and args.pointer_into is not None and not _is_range(args.pointer_into):
         raise UsageError(f"{name}: --pointer-into REGION needs a page table: give START-END")
+    if isinstance(args.pointer_into, str) and _is_range(args.pointer_into):
+        try:
+            args.pointer_into = argtypes.addr_range(args.pointer_into)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{name}: --pointer-into: {exc}") from None
+    if args.phys and isinstance(args.range, argtypes.RangeText):
+        raise UsageError(f"{name}: --phys takes a physical range, not symbols: {args.range}")
+    from gdbext.frontend.symbolic import check_symbol_options
+
+    check_symbol_options(args, *_addresses(args))
 
 
-def _is_range(text: str) -> bool:
+def _addresses(args: argparse.Namespace) -> tuple[str, ...]:
+    """The options whose addresses may be symbols: ``--pointer-into`` when it is a range
+    (a region's name is no symbol)."""
+    ranged = isinstance(args.pointer_into, argtypes.RangeText)
+    return ("range", "has", "u64", *(("pointer_into",) if ranged else ()))
+
+
+def _is_range(value: object) -> bool:
     """``--pointer-into``'s operand is a range, not a region's name."""
     from gdbext.frontend.searchwhere import POINTER_REGIONS
 
-    return text not in POINTER_REGIONS
+    return value not in POINTER_REGIONS
 
 
 def pattern_bytes(args: argparse.Namespace) -> tuple[bytes, str]:
@@ -158,17 +177,17 @@ def pattern_bytes(args: argparse.Namespace) -> tuple[bytes, str]:
 def run(call: Invocation) -> int:
     from gdbext.frontend.memsearch import Pattern, SearchOptions, search_memory
     from gdbext.frontend.searchwhere import pointer_range
+    from gdbext.frontend.symbolic import resolve_options
 
     args = call.args
     root = call.root_options()
+    resolve_options(call, root, *_addresses(args))
     align, offset = args.align or (1, 0)
     pointer: AddrRange | None = None
     if args.pointer_into is not None:
         if _is_range(args.pointer_into):
-            try:
-                pointer = argtypes.addr_range(args.pointer_into)
-            except argparse.ArgumentTypeError as exc:
-                raise UsageError(f"{call.name}: --pointer-into: {exc}") from None
+            pointer = args.pointer_into
+            assert pointer is not None
             label = f"pointers into 0x{pointer.start:x}-0x{pointer.end:x}"
         else:
             pointer = pointer_range(call.target, root, args.pointer_into)
@@ -202,5 +221,6 @@ COMMAND = Command(
     run=run,
     arguments=arguments,
     prepare=_prepare,
+    symbols=True,
     exit_statuses=((EXIT_NOT_FOUND, "no hit"),),
 )

@@ -22,7 +22,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
         "--range",
         type=argtypes.addr_range,
         metavar="START-END",
-        help="only this VA range (or START+SIZE)",
+        help="only this VA range (or START+SIZE; bounds may be symbols)",
     )
     where.add_argument(
         "--has",
@@ -74,23 +74,17 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
 def _prepare(args: argparse.Namespace, host: Host) -> None:
     from gdbext.frontend.symbolic import check_symbol_options
 
-    check_symbol_options(args, "has")
+    check_symbol_options(args, "has", "range")
 
 
 def run(call: Invocation) -> int:
     from gdbext.frontend import commands
-    from gdbext.frontend.symbolic import has_file, resolve, target_symbols
+    from gdbext.frontend.symbolic import resolve_options
 
     args = call.args
-    has = args.has
     root = call.root_options()
-    symbols = None
-    # A debugger's loaded symbols only name --has's address (they give walks no sections).
-    if has_file(args) or isinstance(has, str):
-        pt = commands.open_page_table(call.target, root)
-        symbols = target_symbols(args, call.target, pt, call.warn)
-        if has is not None:
-            (has,) = resolve([has], symbols)
+    # A debugger's loaded symbols only name addresses (they give walks no sections).
+    symbols = resolve_options(call, root, "has", "range")
     result = commands.walk(
         call.target,
         commands.WalkOptions(
@@ -99,7 +93,7 @@ def run(call: Invocation) -> int:
             args.merge,
             args.max_leaves or None,
             perm=args.filter,
-            has=has,
+            has=args.has,
             labels=args.labels,
             merge_by=args.merge_by,
             max_lines=args.max_lines,
