@@ -10,17 +10,13 @@ stop (the golden) where it says where an address is.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.cli import cli_outcome
 from support.goldens import info_tlb
 from support.symfiles import INIT_TASK, JIFFIES, kernel_offset, write_system_map
-
-from gdbext import cli
-from gdbext.errors import GdbextError
-from gdbext.plugin.host import Host
 
 #: The test map's addresses (unslid).
 TEXT, ETEXT, SDATA, EDATA, END = (
@@ -32,14 +28,7 @@ TEXT, ETEXT, SDATA, EDATA, END = (
 )
 
 
-def _run(*argv: str | Path) -> tuple[int, str, str]:
-    """``gdbext ARGV``: its exit status, output and error line (as the command line's)."""
-    out = io.StringIO()
-    try:
-        status = cli.run([str(a) for a in argv], Host.create(), out)
-    except GdbextError as exc:
-        return exc.exit_status, out.getvalue(), str(exc)
-    return status, out.getvalue(), ""
+_run = cli_outcome
 
 
 @pytest.fixture
@@ -63,7 +52,7 @@ def test_walk_range_by_names(
 ) -> None:
     dump = kernel_dump(name)
     slide = kernel_offset(dump)
-    syms = ["--kernel", "--system-map", system_map]
+    syms: list[str | Path] = ["--kernel", "--system-map", system_map]
     for named, start, end in (
         ("_text-_etext", TEXT, ETEXT),
         ("_text + 0x10 - _etext", TEXT + 0x10, ETEXT),
@@ -91,7 +80,7 @@ def test_walk_range_by_names(
 def test_search_options_by_names(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
     dump = kernel_dump("kaslr-pti")
     slide = kernel_offset(dump)
-    syms = ["--kernel", "--system-map", system_map, "--max", "4"]
+    syms: list[str | Path] = ["--kernel", "--system-map", system_map, "--max", "4"]
     text, sdata, edata, end = (a + slide for a in (TEXT, SDATA, EDATA, END))
     cases = (
         (
@@ -128,7 +117,7 @@ def test_kaslr_and_diff_ranges_by_names(
     dump = kernel_dump("kaslr-pti")
     slide = kernel_offset(dump)
     sdata, edata, text, end = (a + slide for a in (SDATA, EDATA, TEXT, END))
-    syms = ["--system-map", system_map]
+    syms: list[str | Path] = ["--system-map", system_map]
     leaks = ["kaslr", dump, "--kernel", "--leaks", "--all-pages", "--max", "3", *syms]
     by_name = _run(*leaks, "--range", "_sdata-_edata")
     assert by_name == _run(*leaks, "--range", f"{sdata:#x}-{edata:#x}")
@@ -146,7 +135,7 @@ def test_kaslr_and_diff_ranges_by_names(
 
 def test_range_errors(system_map: Path, kernel_dump: Callable[[str], Path]) -> None:
     dump = kernel_dump("4level")
-    syms = ["--kernel", "--system-map", system_map]
+    syms: list[str | Path] = ["--kernel", "--system-map", system_map]
     # Without symbols: the numbers' error, as before names were taken.
     assert _run("walk", dump, "--range", "init_task-jiffies") == (
         2,

@@ -15,24 +15,17 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from support.cli import cli_outcome
 from support.goldens import info_tlb
 from support.symfiles import kernel_offset, write_system_map, write_vmlinux
 
 from gdbext import cli
-from gdbext.errors import GdbextError
 from gdbext.plugin.host import Host
 
 TOP = 1 << 64
 
 
-def _run(*argv: str | Path) -> tuple[int, str, str]:
-    """``gdbext ARGV``: its exit status, output and error line (as the command line's)."""
-    out = io.StringIO()
-    try:
-        status = cli.run([str(a) for a in argv], Host.create(), out)
-    except GdbextError as exc:
-        return exc.exit_status, out.getvalue(), str(exc)
-    return status, out.getvalue(), ""
+_run = cli_outcome
 
 
 def _qemu_paddr(name: str, vaddr: int) -> int:

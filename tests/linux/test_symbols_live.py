@@ -217,7 +217,7 @@ def test_search_and_walk_by_names(
     from support.dumps import elf_read
 
     guest, own, dump = kaslr_stop
-    syms = ["--kernel", "--system-map", unslid_map, "--json"]
+    syms: list[str | Path] = ["--kernel", "--system-map", unslid_map, "--json"]
     task = own["init_task"]
     status, out = _run("search", dump, *syms, "--range", "init_task+16K", "--u64", "init_task")
     assert status == 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 from gdbext import cli
+from gdbext.errors import GdbextError
 from gdbext.plugin.host import Host
 
 
@@ -20,3 +22,14 @@ def cli_lines(argv: Sequence[str]) -> tuple[int, list[str]]:
     """``gdbext ARGV``: its exit status and its output's lines."""
     status, text = cli_text(argv)
     return status, text.split("\n")[:-1]
+
+
+def cli_outcome(*argv: str | Path) -> tuple[int, str, str]:
+    """``gdbext ARGV``: its exit status, output and error line (as the command line's: a
+    :class:`~gdbext.errors.GdbextError` is its status and message)."""
+    out = io.StringIO()
+    try:
+        status = cli.run([str(a) for a in argv], Host.create(), out)
+    except GdbextError as exc:
+        return exc.exit_status, out.getvalue(), str(exc)
+    return status, out.getvalue(), ""
