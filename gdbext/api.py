@@ -3,7 +3,7 @@
 ``gdbext.open`` (this module's :func:`open_target`) opens what the command line opens (a dump
 file with the ``core`` backend, or any backend by name with its options as keywords) and
 returns an :class:`OpenedTarget`; its :meth:`~OpenedTarget.page_table` chooses a root the way
-``--cpu``, ``--cr3``, ``--kernel`` and ``--user-pgd`` do
+``--cpu``, ``--cr3``, ``--kernel``, ``--user-pgd`` and ``--pid``/``--comm``/``--exe`` do
 (:func:`gdbext.frontend.commands.open_page_table`
 resolves both), and the :class:`PageTable` it returns has :meth:`~PageTable.translate`,
 :meth:`~PageTable.walk` and :meth:`~PageTable.audit`. They return the engine's own values
@@ -159,10 +159,21 @@ class OpenedTarget:
         kernel: bool = False,
         user_pgd: bool = False,
         levels: int | None = None,
+        *,
+        pid: int | None = None,
+        comm: str | None = None,
+        exe: str | None = None,
     ) -> PageTable:
-        """The page table that ``--cpu``, ``--cr3``, ``--kernel``, ``--user-pgd`` and
-        ``--levels`` choose: CPU ``cpu``'s CR3 (default: the selected CPU, else 0), or the root
-        ``root``, or the kernel's own (VMCOREINFO); ``user_pgd`` then takes the PTI user half.
+        """The page table that ``--cpu``, ``--cr3``, ``--kernel``, ``--user-pgd``,
+        ``--levels``, ``--pid``, ``--comm`` and ``--exe`` choose: CPU ``cpu``'s CR3 (default:
+        the selected CPU, else 0), or the root ``root``, or the kernel's own (VMCOREINFO), or
+        the address space of the process ``pid``, of the one task named ``comm``, or of the
+        one process that ran the file ``exe`` (:mod:`gdbext.frontend.selection`); ``user_pgd``
+        then takes the PTI user half. What the choice warns of is
+        :attr:`PageTable.warnings`.
+
+        :raises SelectionError: no process, or several, match ``pid``/``comm``/``exe`` (the
+            candidates listed).
         """
         options = commands.RootOptions(
             cpu=cpu,
@@ -171,9 +182,16 @@ class OpenedTarget:
             kernel=kernel,
             user_pgd=user_pgd,
         )
+        warnings: tuple[str, ...] = ()
         with self._scope() as target:
+            if (pid, comm, exe) != (None, None, None):
+                from gdbext.frontend.selection import RootSelector, resolve
+
+                options, warnings = resolve(
+                    target, RootSelector(pid=pid, comm=comm, exe=exe), options
+                )
             table = commands.open_page_table(target, options)
-        return PageTable(self, options, table)
+        return PageTable(self, options, table, warnings)
 
     def close(self) -> None:
         """Release the target (a dump's mmap); later calls raise :class:`UsageError`."""
@@ -221,11 +239,18 @@ class PageTable:
     """One page table of an :class:`OpenedTarget` (see :meth:`OpenedTarget.page_table`)."""
 
     def __init__(
-        self, opened: OpenedTarget, options: commands.RootOptions, table: X86PageTable
+        self,
+        opened: OpenedTarget,
+        options: commands.RootOptions,
+        table: X86PageTable,
+        warnings: tuple[str, ...] = (),
     ) -> None:
         self._opened = opened
         self._options = options
         self._table = table
+        #: One-line warnings about the choice of this table (a process's root that is no
+        #: address space's top table...).
+        self.warnings = warnings
 
     @property
     def root(self) -> int:

@@ -182,6 +182,35 @@ def test_the_commands_take_the_options(tmp_path: Path, capsys: pytest.CaptureFix
     assert "is not an address space's top table" in capsys.readouterr().err
 
 
+def test_the_api_takes_the_options(tmp_path: Path) -> None:
+    """``page_table(pid=..., comm=..., exe=...)`` gives the table built for that process, and
+    an ambiguous name the error with the candidates."""
+    import gdbext
+
+    m = build_machine()
+    core = tmp_path / "select.elf"
+    write_qemu_elf_core(core, m.memory, [m.cpu(KERNEL_ROOT)])
+    with gdbext.open(core) as target:
+        assert target.page_table(pid=50).root == SLEEP
+        assert target.page_table(pid=1, user_pgd=True).root == SH + 0x1000
+        assert target.page_table(comm="jit").root == JIT
+        jit = target.page_table(exe="jit")
+        assert (jit.root, jit.warnings) == (JIT, ())
+        # The process's own stack holds the file name execve left there.
+        assert jit.translate(STACK_END - 8).paddr == translate_by_pid(core, 60)
+        with pytest.raises(SelectionError, match="pid 50 sleep root 0x240000"):
+            target.page_table(comm="sleep")
+
+
+def translate_by_pid(core: Path, pid: int) -> int:
+    """Where ``translate --pid PID`` puts the stack's last word (the command line's answer)."""
+    status, text = cli_text(
+        ["translate", str(core), hex(STACK_END - 8), "--pid", str(pid), "--json"]
+    )
+    assert status == 0
+    return int(json.loads(text)[0]["paddr"], 16)
+
+
 def test_roots_names_the_owning_tasks_and_tasks_the_address_spaces() -> None:
     m = build_roots_machine()
     m.add_process(SLEEP2, ("sleep", "5"), ("A=1",), "/bin/sleep")
