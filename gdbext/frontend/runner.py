@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from gdbext.errors import PluginError
@@ -25,16 +24,24 @@ if TYPE_CHECKING:
     from gdbext.render.common import Style
 
 
-@dataclass(frozen=True)
 class Plan:
     """A parsed command, checked before anything is opened."""
 
-    command: Command
-    render: Callable[[Any], Iterable[str]]
-    #: The dump file to open, if the command line names one.
-    source: str | None
-    #: What the command's :attr:`~Command.prepare` returned.
-    prepared: object
+    __slots__ = ("command", "prepared", "render", "source")
+
+    def __init__(
+        self,
+        command: Command,
+        render: Callable[[Any], Iterable[str]],
+        source: str | None,
+        prepared: object,
+    ) -> None:
+        self.command = command
+        self.render = render
+        #: The dump file to open, if the command line names one.
+        self.source = source
+        #: What the command's :attr:`~Command.prepare` returned.
+        self.prepared = prepared
 
 
 def plan(args: argparse.Namespace, host: Host, style: Style | None = None) -> Plan:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK
@@ -45,14 +44,17 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     add_heap_arguments(h)
 
 
-@dataclass(frozen=True)
 class _Plan:
-    """An audit, checked before anything is opened."""
+    """An audit, checked before anything is opened. (A plain class: every command line
+    imports this declaration, and making a dataclass costs start-up time.)"""
 
-    #: For the heap-contract rule: the heap options given, if any.
-    heap: HeapOptions | None
-    #: Every rule the plugins provide, by id.
-    rules: Mapping[str, AuditRule]
+    __slots__ = ("heap", "rules")
+
+    def __init__(self, heap: HeapOptions | None, rules: Mapping[str, AuditRule]) -> None:
+        #: For the heap-contract rule: the heap options given, if any.
+        self.heap = heap
+        #: Every rule the plugins provide, by id.
+        self.rules = rules
 
 
 def _prepare(args: argparse.Namespace, host: Host) -> _Plan:
