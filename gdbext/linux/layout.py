@@ -37,6 +37,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import NamedTuple
 
 from gdbext.errors import AddressOutOfRangeError, LayoutError
 
@@ -95,9 +96,10 @@ DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30
 DEFAULT_FIXADDR_START = FIXADDR_TOP - 646 * 4096
 
 
-@dataclass(frozen=True)
-class Params:
-    """What differs between 4- and 5-level paging (``pgtable_64_types.h``, ``mm.rst``)."""
+class Params(NamedTuple):
+    """What differs between 4- and 5-level paging (``pgtable_64_types.h``, ``mm.rst``). (A
+    named tuple: every walk with Linux's labels imports it, and making a dataclass costs
+    start-up time.)"""
 
     levels: int
     #: End of the user half (``TASK_SIZE_MAX`` rounded up to the PGD boundary).

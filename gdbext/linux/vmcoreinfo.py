@@ -38,6 +38,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
@@ -396,9 +397,10 @@ NOTE_TEXT_OFFSET = 24
 _U64 = struct.Struct("<Q")
 
 
-@dataclass(frozen=True)
-class PointerHit:
-    """VMCOREINFO found through a pointer: where the pointer is, where the text is, the text."""
+class PointerHit(NamedTuple):
+    """VMCOREINFO found through a pointer: where the pointer is, where the text is, the text.
+    (A named tuple: a dump's open imports this module, and making a dataclass costs start-up
+    time.)"""
 
     pointer: int
     paddr: int
