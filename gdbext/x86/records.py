@@ -216,9 +216,10 @@ Batch = list[WalkRecord]
 
 
 @hex_repr("vaddr", "paddr", "page_size", "entry")
-@dataclass(frozen=True, slots=True)
-class Unmapped:
-    """What :meth:`~gdbext.x86.paging.X86PageTable.unmap` removed."""
+class Unmapped(NamedTuple):
+    """What :meth:`~gdbext.x86.paging.X86PageTable.unmap` removed. (This and :class:`CleanUp`
+    are named tuples: every command that opens a page table imports them, and making a
+    dataclass costs start-up time.)"""
 
     vaddr: int
     paddr: int
@@ -227,8 +228,7 @@ class Unmapped:
     flushes: tuple[Flush, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CleanUp:
+class CleanUp(NamedTuple):
     """What :meth:`~gdbext.x86.paging.X86PageTable.clean_up` freed (table frames) and the
     flushes it required."""
 
