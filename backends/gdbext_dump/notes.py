@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gdbext.cpu import CpuState
 from gdbext.errors import InputError
@@ -56,8 +56,7 @@ _U64 = struct.Struct("<Q")
 _EFER_DEFINED = 0x1 | 0xFF00
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     """One note of a note area."""
 
     name: str
@@ -128,8 +127,7 @@ class PrStatus:
         self.registers = registers
 
 
-@dataclass(frozen=True)
-class DumpNotes:
+class DumpNotes(NamedTuple):
     """What a dump's note area says."""
 
     notes: tuple[Note, ...] = ()
@@ -141,7 +139,7 @@ class DumpNotes:
     vmcoreinfo: bytes | None = None
     vmcoreinfo_offset: int | None = None
     #: Notes that were skipped as not understood (unknown QEMU note version...).
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
     @property
     def cpus(self) -> tuple[CpuState, ...]:

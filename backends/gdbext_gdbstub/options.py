@@ -8,7 +8,6 @@ backends (``gdbext backends``), long before anything is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from gdbext.errors import UsageError
@@ -51,8 +50,7 @@ class Naming(NamedTuple):
     debugger: str
 
 
-@dataclass(frozen=True)
-class LiveOptions:
+class LiveOptions(NamedTuple):
     """The backend options of one open."""
 
     #: ``--direct-map ADDR``: the kernel direct map's base (reads through it).

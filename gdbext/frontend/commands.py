@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
@@ -193,8 +193,7 @@ def root_warnings(pt: X86PageTable, options: RootOptions) -> list[str]:
 # --- info ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InfoResult:
+class InfoResult(NamedTuple):
     backend: str
     description: str
     read_path: str
@@ -288,29 +287,42 @@ class WalkOptions:
         return self.max_lines or None
 
 
-@dataclass
 class WalkResult:
-    """A walk to be rendered: streaming, so nothing is read until a renderer iterates."""
+    """A walk to be rendered: streaming, so nothing is read until a renderer iterates. (A plain
+    class: every walk imports this module, and making a dataclass costs start-up time.)"""
 
-    page_table: X86PageTable
-    options: WalkOptions
-    #: Filled while streaming: leaves and anomalies seen so far.
-    stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
-    #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`): the layout's source.
-    facts: KernelFacts = field(default_factory=KernelFacts)
-    #: With ``options.has``: the translation of that address (checked by :func:`walk`).
-    has_leaf: Translation | None = None
-    #: One-line warnings about the selected table (see :func:`root_warnings`).
-    warnings: list[str] = field(default_factory=list)
-    #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
-    #: detects it).
-    known_layout: Layout | None = field(default=None, repr=False)
-    #: Finds the layout when it is first needed (default: :func:`detect_layout` on
-    #: :attr:`page_table` and :attr:`facts`).
-    find_layout: Callable[[], Layout] | None = field(default=None, repr=False)
-    #: The kernel's symbols, placed (``--system-map``, ``--vmlinux``): text output labels the
-    #: kernel image's ranges with their sections.
-    symbols: SymbolTable | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        page_table: X86PageTable,
+        options: WalkOptions,
+        stats: dict[str, int] | None = None,
+        facts: KernelFacts | None = None,
+        has_leaf: Translation | None = None,
+        warnings: list[str] | None = None,
+        known_layout: Layout | None = None,
+        find_layout: Callable[[], Layout] | None = None,
+        symbols: SymbolTable | None = None,
+    ) -> None:
+        self.page_table = page_table
+        self.options = options
+        #: Filled while streaming: leaves and anomalies seen so far.
+        self.stats = {"leaves": 0, "anomalies": 0} if stats is None else stats
+        #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`): the layout's
+        #: source.
+        self.facts = KernelFacts() if facts is None else facts
+        #: With ``options.has``: the translation of that address (checked by :func:`walk`).
+        self.has_leaf = has_leaf
+        #: One-line warnings about the selected table (see :func:`root_warnings`).
+        self.warnings = [] if warnings is None else warnings
+        #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
+        #: detects it).
+        self.known_layout = known_layout
+        #: Finds the layout when it is first needed (default: :func:`detect_layout` on
+        #: :attr:`page_table` and :attr:`facts`).
+        self.find_layout = find_layout
+        #: The kernel's symbols, placed (``--system-map``, ``--vmlinux``): text output labels
+        #: the kernel image's ranges with their sections.
+        self.symbols = symbols
 
     @property
     def layout(self) -> Layout:
