@@ -87,15 +87,13 @@ PLUGIN_DATACLASSES = [
 ]
 
 #: Those a walk of a dump declares besides: options and values made anew with
-#: ``dataclasses.replace`` (roots, walk options, CPU state, layouts, translations), an address
+#: ``dataclasses.replace`` (roots, walk options, CPU state, layouts), an address
 #: range and a permission filter that check their fields, and merged ranges, which the merge
 #: grows in place.
 WALK_DATACLASSES = [
     "gdbext.addr.AddrRange",
     "gdbext.cpu.CpuState",
     "gdbext.frontend.commands.RootOptions",
-    "gdbext.frontend.commands.TranslateOutcome",
-    "gdbext.frontend.commands.TranslateResult",
     "gdbext.frontend.commands.WalkOptions",
     "gdbext.linux.layout.Layout",
     "gdbext.linux.layout.Options",
@@ -185,9 +183,11 @@ NOT_FOR_A_WALK = (
     "gdbext.linux.symbols",
     "gdbext.frontend.tasks",
     "gdbext.frontend.selection",
+    "gdbext.frontend.translation",
     "gdbext_gdb.gdb_commands",
     "hypothesis",
     "json",
+    "textwrap",
     "importlib.metadata",
 )
 
