@@ -23,7 +23,7 @@ import dataclasses
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
@@ -71,43 +71,20 @@ class _KdumpLike(Protocol):
     def close(self) -> None: ...
 
 
-class _Opened:
-    """One reader's output, before CPU state and facts are derived. (A plain class, not a
-    dataclass: opening a dump is part of a command's start-up.)"""
+class _Opened(NamedTuple):
+    """One reader's output, before CPU state and facts are derived. (The dump readers' records
+    are named tuples: opening a dump is part of a command's start-up, and making a dataclass
+    costs start-up time.)"""
 
-    __slots__ = (
-        "close",
-        "details",
-        "find",
-        "format",
-        "mapper",
-        "notes",
-        "ram",
-        "read_path",
-        "vmcoreinfo_text",
-    )
-
-    def __init__(
-        self,
-        format: str,
-        read_path: str,
-        mapper: PhysMapper,
-        ram: list[AddrRange],
-        notes: DumpNotes,
-        vmcoreinfo_text: bytes | None,
-        details: dict[str, str],
-        close: Callable[[], None],
-        find: Callable[[bytes, int, int], int] | None = None,
-    ) -> None:
-        self.format = format
-        self.read_path = read_path
-        self.mapper = mapper
-        self.ram = ram
-        self.notes = notes
-        self.vmcoreinfo_text = vmcoreinfo_text
-        self.details = details
-        self.close = close
-        self.find = find
+    format: str
+    read_path: str
+    mapper: PhysMapper
+    ram: list[AddrRange]
+    notes: DumpNotes
+    vmcoreinfo_text: bytes | None
+    details: dict[str, str]
+    close: Callable[[], None]
+    find: Callable[[bytes, int, int], int] | None = None
 
 
 def open_dump(path: str, format_in: str | None = None, base: int | None = None) -> Target:

@@ -24,6 +24,7 @@ ELFCLASS32 cores (QEMU's dump of a guest in protected mode, EM_386) have the sam
 from __future__ import annotations
 
 import mmap
+from typing import NamedTuple
 
 from gdbext.errors import InputError
 from gdbext.formats.elf import (
@@ -57,21 +58,15 @@ EI_CLASS = 4
 EI_DATA = 5
 
 
-class ElfLayout:
+class ElfLayout(NamedTuple):
     """The structures of one ELF class (:mod:`gdbext.formats.elf`), and the file offsets of
-    the header fields named in errors.
+    the header fields named in errors."""
 
-    This module's classes are plain classes, not dataclasses: opening a dump is part of a
-    command's start-up, and making a dataclass costs start-up time."""
-
-    __slots__ = ("bits", "ehdr", "phdr", "shdr")
-
-    def __init__(self, bits: int, ehdr: Layout, phdr: Layout, shdr: Layout) -> None:
-        self.bits = bits
-        self.ehdr = ehdr
-        self.phdr = phdr
-        #: Only section 0 is read, for PN_XNUM; the others are checked to lie inside the file.
-        self.shdr = shdr
+    bits: int
+    ehdr: Layout
+    phdr: Layout
+    #: Only section 0 is read, for PN_XNUM; the others are checked to lie inside the file.
+    shdr: Layout
 
     @property
     def off_phoff(self) -> int:
@@ -102,45 +97,21 @@ ELF64 = ElfLayout(64, ELF64_EHDR, ELF64_PHDR, ELF64_SHDR)
 ELF32 = ElfLayout(32, ELF32_EHDR, ELF32_PHDR, ELF32_SHDR)
 
 
-class ElfCore:
+class ElfCore(NamedTuple):
     """An opened ELF core: its physical memory and its notes."""
 
-    __slots__ = (
-        "elfclass",
-        "load_count",
-        "machine",
-        "mapper",
-        "note_count",
-        "notes",
-        "notes_offset",
-        "path",
-        "phnum",
-    )
-
-    def __init__(
-        self,
-        path: str,
-        elfclass: int,
-        machine: int,
-        mapper: SegmentMapper,
-        notes: DumpNotes,
-        phnum: int,
-        load_count: int,
-        note_count: int,
-        notes_offset: int | None,
-    ) -> None:
-        self.path = path
-        #: 32 or 64.
-        self.elfclass = elfclass
-        self.machine = machine
-        self.mapper = mapper
-        self.notes = notes
-        #: Program headers (after PN_XNUM), PT_LOADs among them, PT_NOTEs among them.
-        self.phnum = phnum
-        self.load_count = load_count
-        self.note_count = note_count
-        #: File offset of the first PT_NOTE's data, or None.
-        self.notes_offset = notes_offset
+    path: str
+    #: 32 or 64.
+    elfclass: int
+    machine: int
+    mapper: SegmentMapper
+    notes: DumpNotes
+    #: Program headers (after PN_XNUM), PT_LOADs among them, PT_NOTEs among them.
+    phnum: int
+    load_count: int
+    note_count: int
+    #: File offset of the first PT_NOTE's data, or None.
+    notes_offset: int | None
 
     def close(self) -> None:
         self.mapper.close()

@@ -68,63 +68,33 @@ class Note(NamedTuple):
     desc_offset: int
 
 
-class QemuCpuState:
-    """The ``QEMU`` note of one CPU. (This class and :class:`PrStatus` are plain classes, not
-    dataclasses: opening a dump is part of a command's start-up.)"""
+class QemuCpuState(NamedTuple):
+    """The ``QEMU`` note of one CPU."""
 
-    __slots__ = (
-        "cr0",
-        "cr2",
-        "cr3",
-        "cr4",
-        "efer",
-        "kernel_gs_base",
-        "offset",
-        "registers",
-        "size",
-        "version",
-    )
-
-    def __init__(
-        self,
-        offset: int,
-        version: int,
-        size: int,
-        registers: Mapping[str, int],
-        cr0: int,
-        cr2: int,
-        cr3: int,
-        cr4: int,
-        kernel_gs_base: int | None = None,
-        efer: int | None = None,
-    ) -> None:
-        self.offset = offset
-        self.version = version
-        self.size = size
-        #: rax..r15, rip, rflags; ``<seg>_selector``, ``<seg>_base``, ``<seg>_limit``,
-        #: ``<seg>_flags`` for each segment; cr0..cr4; kernel_gs_base and efer when present.
-        self.registers = registers
-        self.cr0 = cr0
-        self.cr2 = cr2
-        self.cr3 = cr3
-        self.cr4 = cr4
-        self.kernel_gs_base = kernel_gs_base
-        self.efer = efer
+    offset: int
+    version: int
+    size: int
+    #: rax..r15, rip, rflags; ``<seg>_selector``, ``<seg>_base``, ``<seg>_limit``,
+    #: ``<seg>_flags`` for each segment; cr0..cr4; kernel_gs_base and efer when present.
+    registers: Mapping[str, int]
+    cr0: int
+    cr2: int
+    cr3: int
+    cr4: int
+    kernel_gs_base: int | None = None
+    efer: int | None = None
 
     def cpu_state(self) -> CpuState:
         return CpuState(cr0=self.cr0, cr3=self.cr3, cr4=self.cr4, efer=self.efer)
 
 
-class PrStatus:
+class PrStatus(NamedTuple):
     """An ``NT_PRSTATUS`` note: the thread id (QEMU: CPU index + 1) and general registers."""
 
-    __slots__ = ("offset", "pid", "registers")
-
-    def __init__(self, offset: int, pid: int, registers: Mapping[str, int]) -> None:
-        self.offset = offset
-        self.pid = pid
-        #: Register name -> value (x86-64 or i386 names, see :data:`PRSTATUS64_REGS`).
-        self.registers = registers
+    offset: int
+    pid: int
+    #: Register name -> value (x86-64 or i386 names, see :data:`PRSTATUS64_REGS`).
+    registers: Mapping[str, int]
 
 
 class DumpNotes(NamedTuple):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError
 
@@ -49,7 +49,7 @@ def _no_arguments(parser: argparse.ArgumentParser, target_options: bool) -> None
     """A command without arguments of its own."""
 
 
-class Command:
+class Command(NamedTuple):
     """One command, declared once.
 
     The parsers give every command (see :func:`gdbext.frontend.parsing.add_command_arguments`)
@@ -60,59 +60,42 @@ class Command:
     (``--system-map``, ``--vmlinux``), the output options (``--format``, ``--json``), then
     :attr:`arguments`.
 
-    This module's classes are plain classes, not dataclasses: every command line imports every
-    declaration, and making a dataclass costs start-up time.
+    This module's classes are named tuples: every command line imports every declaration, and
+    making a dataclass costs start-up time.
     """
 
-    def __init__(
-        self,
-        name: str,
-        summary: str,
-        debugger_summary: str,
-        run: Callable[[Invocation], int],
-        arguments: Callable[[argparse.ArgumentParser, bool], None] = _no_arguments,
-        text: str | None = None,
-        page_table: bool = True,
-        symbols: bool = False,
-        dump_operand: bool = True,
-        operands: Callable[[argparse.Namespace], str | None] | None = None,
-        prepare: Callable[[argparse.Namespace, Host], object] | None = None,
-        without_target: Callable[[argparse.Namespace, Host, IO[str]], int | None] | None = None,
-        exit_statuses: ExitStatuses = (),
-        default_format: str = "text",
-    ) -> None:
-        #: The command line's name (``gdbext walk``); the debuggers' is :attr:`debugger_name`.
-        self.name = name
-        #: One line, for ``gdbext --help``.
-        self.summary = summary
-        #: One line, for a debugger's command list (``help user-defined``, LLDB's ``help``).
-        self.debugger_summary = debugger_summary
-        #: Runs the parsed command on an opened target; returns the exit status.
-        self.run = run
-        #: Adds the command's own arguments: ``(parser, target_options)``.
-        self.arguments = arguments
-        #: Under the usage in ``--help``; ``None``: the summary as a sentence.
-        self.text = text
-        #: Takes the page-table options.
-        self.page_table = page_table
-        #: Takes ``--system-map FILE`` / ``--vmlinux FILE`` (:mod:`gdbext.frontend.symbolic`):
-        #: symbol names where its addresses go.
-        self.symbols = symbols
-        #: With the target options, takes a positional DUMP.
-        self.dump_operand = dump_operand
-        #: For commands whose positional operands (``args.operands``) may stand after options
-        #: too: parses them, and returns the dump file their first one names, if any.
-        self.operands = operands
-        #: Checks the parsed arguments before anything is opened; its value is
-        #: :attr:`Invocation.prepared`.
-        self.prepare = prepare
-        #: Answers without a target when the arguments ask for that (``audit --list-rules``):
-        #: writes the answer and returns the exit status, else returns ``None``.
-        self.without_target = without_target
-        #: The exit statuses besides :data:`COMMON_EXIT_STATUSES`.
-        self.exit_statuses = exit_statuses
-        #: ``--format``'s default (``read``'s is ``hexdump``).
-        self.default_format = default_format
+    #: The command line's name (``gdbext walk``); the debuggers' is :attr:`debugger_name`.
+    name: str
+    #: One line, for ``gdbext --help``.
+    summary: str
+    #: One line, for a debugger's command list (``help user-defined``, LLDB's ``help``).
+    debugger_summary: str
+    #: Runs the parsed command on an opened target; returns the exit status.
+    run: Callable[[Invocation], int]
+    #: Adds the command's own arguments: ``(parser, target_options)``.
+    arguments: Callable[[argparse.ArgumentParser, bool], None] = _no_arguments
+    #: Under the usage in ``--help``; ``None``: the summary as a sentence.
+    text: str | None = None
+    #: Takes the page-table options.
+    page_table: bool = True
+    #: Takes ``--system-map FILE`` / ``--vmlinux FILE`` (:mod:`gdbext.frontend.symbolic`):
+    #: symbol names where its addresses go.
+    symbols: bool = False
+    #: With the target options, takes a positional DUMP.
+    dump_operand: bool = True
+    #: For commands whose positional operands (``args.operands``) may stand after options too:
+    #: parses them, and returns the dump file their first one names, if any.
+    operands: Callable[[argparse.Namespace], str | None] | None = None
+    #: Checks the parsed arguments before anything is opened; its value is
+    #: :attr:`Invocation.prepared`.
+    prepare: Callable[[argparse.Namespace, Host], object] | None = None
+    #: Answers without a target when the arguments ask for that (``audit --list-rules``):
+    #: writes the answer and returns the exit status, else returns ``None``.
+    without_target: Callable[[argparse.Namespace, Host, IO[str]], int | None] | None = None
+    #: The exit statuses besides :data:`COMMON_EXIT_STATUSES`.
+    exit_statuses: ExitStatuses = ()
+    #: ``--format``'s default (``read``'s is ``hexdump``).
+    default_format: str = "text"
 
     @property
     def debugger_name(self) -> str:
@@ -131,34 +114,22 @@ class Command:
         return tuple(sorted((*COMMON_EXIT_STATUSES, *self.exit_statuses)))
 
 
-class Invocation:
+class Invocation(NamedTuple):
     """One run of a parsed command on an opened target."""
 
-    def __init__(
-        self,
-        command: Command,
-        args: argparse.Namespace,
-        host: Host,
-        out: IO[str],
-        target: Target,
-        render: Callable[[Any], Iterable[str]],
-        prepared: object = None,
-        observe: Callable[[object], None] | None = None,
-        warn: Warn | None = None,
-    ) -> None:
-        self.command = command
-        self.args = args
-        self.host = host
-        self.out = out
-        self.target = target
-        #: The renderer of ``args.format``.
-        self.render = render
-        #: What :attr:`Command.prepare` returned.
-        self.prepared = prepared
-        #: Given the command's result before it is rendered (a walk counts while it streams).
-        self.observe = observe
-        #: Given one-line warnings.
-        self.warn = warn
+    command: Command
+    args: argparse.Namespace
+    host: Host
+    out: IO[str]
+    target: Target
+    #: The renderer of ``args.format``.
+    render: Callable[[Any], Iterable[str]]
+    #: What :attr:`Command.prepare` returned.
+    prepared: object = None
+    #: Given the command's result before it is rendered (a walk counts while it streams).
+    observe: Callable[[object], None] | None = None
+    #: Given one-line warnings.
+    warn: Warn | None = None
 
     @property
     def name(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable, Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from gdbext.errors import PluginError
 from gdbext.frontend import cmd
@@ -24,24 +24,15 @@ if TYPE_CHECKING:
     from gdbext.render.common import Style
 
 
-class Plan:
+class Plan(NamedTuple):
     """A parsed command, checked before anything is opened."""
 
-    __slots__ = ("command", "prepared", "render", "source")
-
-    def __init__(
-        self,
-        command: Command,
-        render: Callable[[Any], Iterable[str]],
-        source: str | None,
-        prepared: object,
-    ) -> None:
-        self.command = command
-        self.render = render
-        #: The dump file to open, if the command line names one.
-        self.source = source
-        #: What the command's :attr:`~Command.prepare` returned.
-        self.prepared = prepared
+    command: Command
+    render: Callable[[Any], Iterable[str]]
+    #: The dump file to open, if the command line names one.
+    source: str | None
+    #: What the command's :attr:`~Command.prepare` returned.
+    prepared: object
 
 
 def plan(args: argparse.Namespace, host: Host, style: Style | None = None) -> Plan:

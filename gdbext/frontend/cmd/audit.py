@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK
 from gdbext.frontend import argtypes
@@ -44,17 +44,13 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     add_heap_arguments(h)
 
 
-class _Plan:
-    """An audit, checked before anything is opened. (A plain class: every command line
-    imports this declaration, and making a dataclass costs start-up time.)"""
+class _Plan(NamedTuple):
+    """An audit, checked before anything is opened."""
 
-    __slots__ = ("heap", "rules")
-
-    def __init__(self, heap: HeapOptions | None, rules: Mapping[str, AuditRule]) -> None:
-        #: For the heap-contract rule: the heap options given, if any.
-        self.heap = heap
-        #: Every rule the plugins provide, by id.
-        self.rules = rules
+    #: For the heap-contract rule: the heap options given, if any.
+    heap: HeapOptions | None
+    #: Every rule the plugins provide, by id.
+    rules: Mapping[str, AuditRule]
 
 
 def _prepare(args: argparse.Namespace, host: Host) -> _Plan:
