@@ -87,9 +87,9 @@ PLUGIN_DATACLASSES = [
 ]
 
 #: Those a walk of a dump declares besides: options and values made anew with
-#: ``dataclasses.replace`` (roots, walk options, CPU state, layouts), an address
-#: range and a permission filter that check their fields, and merged ranges, which the merge
-#: grows in place.
+#: ``dataclasses.replace`` (roots, walk options, CPU state, layouts), an address range and a
+#: permission filter that check their fields, merged ranges, which the merge grows in place,
+#: and a layout's kernel options (a default argument's value).
 WALK_DATACLASSES = [
     "gdbext.addr.AddrRange",
     "gdbext.cpu.CpuState",
