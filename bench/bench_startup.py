@@ -10,6 +10,10 @@ time (user + system, less disturbed by other processes on a shared machine). Tar
 bytecode caches where they are missing (the processes run without ``PYTHONDONTWRITEBYTECODE``,
 as a user's shell does: without the caches every module is compiled at every start).
 
+With ``--against DIR`` (another checkout of gdbext, e.g. the main branch's) each round also runs
+the same commands with ``DIR`` first on the path, taking turns with this one, so that both are
+measured side by side under the same load; its medians are printed beside.
+
 What keeps start-up cheap is checked deterministically by ``tests/frontend/test_startup.py``
 (what ``--version`` and ``backends`` import); the time is measured here, since a wall-clock bound
 in a test fails at random on a loaded machine.
@@ -64,11 +68,20 @@ def commands(python: Path) -> dict[str, list[str]]:
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _run(argv: list[str]) -> tuple[float, float]:
+def checkout_env(directory: Path) -> dict[str, str]:
+    """:data:`ENV` with the checkout ``directory`` (its packages and its backends) first on the
+    path."""
+    path = [str(directory), str(directory / "backends")]
+    if ENV.get("PYTHONPATH"):
+        path.append(ENV["PYTHONPATH"])
+    return {**ENV, "PYTHONPATH": os.pathsep.join(path)}
+
+
+def _run(argv: list[str], env: dict[str, str] = ENV) -> tuple[float, float]:
     """Wall and CPU seconds of one process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=ENV)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 or proc.stderr.strip():
@@ -77,26 +90,41 @@ def _run(argv: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def measure(repeat: int, python: Path) -> dict[str, Any]:
-    """Medians of ``repeat`` rounds, after one warm-up round."""
+def measure(repeat: int, python: Path, against: Path | None = None) -> dict[str, Any]:
+    """Medians of ``repeat`` rounds, after one warm-up round; with ``against``, that
+    checkout's too, measured in the same rounds (under ``"against"``)."""
     argvs = commands(python)
-    for argv in argvs.values():
-        _run(argv)
-    wall: dict[str, list[float]] = {name: [] for name in argvs}
-    cpu: dict[str, list[float]] = {name: [] for name in argvs}
+    envs = {"this": ENV} if against is None else {"this": ENV, "against": checkout_env(against)}
+    wall: dict[str, dict[str, list[float]]] = {side: {name: [] for name in argvs} for side in envs}
+    cpu: dict[str, dict[str, list[float]]] = {side: {name: [] for name in argvs} for side in envs}
+    for env in envs.values():
+        for argv in argvs.values():
+            _run(argv, env)
     for _ in range(repeat):
         for name, argv in argvs.items():
-            w, c = _run(argv)
-            wall[name].append(w)
-            cpu[name].append(c)
-    return {
+            for side, env in envs.items():
+                w, c = _run(argv, env)
+                wall[side][name].append(w)
+                cpu[side][name].append(c)
+
+    def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+        return {name: statistics.median(v) for name, v in samples.items()}
+
+    report: dict[str, Any] = {
         "repeat": repeat,
         "commands": {name: shlex.join(argv) for name, argv in argvs.items()},
-        "wall_s": {name: statistics.median(v) for name, v in wall.items()},
-        "cpu_s": {name: statistics.median(v) for name, v in cpu.items()},
+        "wall_s": medians(wall["this"]),
+        "cpu_s": medians(cpu["this"]),
         "cpus": os.cpu_count(),
         "loadavg": os.getloadavg()[0],
     }
+    if against is not None:
+        report["against"] = {
+            "dir": str(against),
+            "wall_s": medians(wall["against"]),
+            "cpu_s": medians(cpu["against"]),
+        }
+    return report
 
 
 def met(report: dict[str, Any]) -> bool:
@@ -104,11 +132,14 @@ def met(report: dict[str, Any]) -> bool:
 
 
 def lines(report: dict[str, Any]) -> list[str]:
+    against = report.get("against")
     out = [
         f"medians of {report['repeat']} rounds, {report['cpus']} CPUs, "
         f"load average {report['loadavg']:.2f} at the end",
-        f"{'':<10} {'wall ms':>8} {'cpu ms':>8}  target",
     ]
+    if against is not None:
+        out.append(f"beside (wall, cpu): the same commands with {against['dir']} first on the path")
+    out.append(f"{'':<10} {'wall ms':>8} {'cpu ms':>8}  target")
     for name, argv in report["commands"].items():
         wall_ms = report["wall_s"][name] * 1000
         cpu_ms = report["cpu_s"][name] * 1000
@@ -117,7 +148,11 @@ def lines(report: dict[str, Any]) -> list[str]:
         if target is not None:
             ok = report["wall_s"][name] <= target
             verdict = f"{target * 1000:.0f} ms: {'met' if ok else '**missed**'}"
-        out.append(f"{name:<10} {wall_ms:8.1f} {cpu_ms:8.1f}  {verdict}  ({argv})")
+        beside = ""
+        if against is not None:
+            ms = (against["wall_s"][name] * 1000, against["cpu_s"][name] * 1000)
+            beside = f"  beside {ms[0]:.1f}, {ms[1]:.1f}"
+        out.append(f"{name:<10} {wall_ms:8.1f} {cpu_ms:8.1f}  {verdict}{beside}  ({argv})")
     return out
 
 
@@ -131,11 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(sys.executable),
         help="the interpreter of the environment gdbext is installed in (default: this one)",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="another checkout of gdbext, measured in the same rounds, taking turns",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.against is not None and not (args.against / "gdbext" / "__init__.py").is_file():
+        parser.error(f"--against {args.against}: not a checkout of gdbext")
     try:
-        report = measure(args.repeat, args.python)
+        report = measure(args.repeat, args.python, args.against)
     except BenchError as exc:
         print(f"bench_startup: {exc}", file=sys.stderr)
         return 2

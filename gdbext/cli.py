@@ -71,6 +71,8 @@ def run(
         open, and it is closed afterwards.
     :param warn: given one-line warnings (see :func:`gdbext.frontend.runner.execute`).
     """
+    if list(argv) == ["backends"]:  # needs neither argparse nor the commands' declarations
+        return _list_backends(host() if callable(host) else host, out)
     from gdbext.frontend import cmd
     from gdbext.frontend.parsing import build_parser, host_getter, parse_command
 

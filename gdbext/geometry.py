@@ -14,7 +14,7 @@ the PML4 and ``5`` the PML5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -52,8 +52,7 @@ def index_shift(level: int) -> int:
     return PAGE_SHIFT + 9 * (level - 1)
 
 
-@dataclass(frozen=True)
-class PagingGeometry:
+class PagingGeometry(NamedTuple):
     """Everything that depends on the number of paging levels."""
 
     levels: int

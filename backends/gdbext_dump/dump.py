@@ -23,8 +23,7 @@ import dataclasses
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR4_LA57, CpuState
@@ -72,9 +71,10 @@ class _KdumpLike(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class _Opened:
-    """One reader's output, before CPU state and facts are derived."""
+class _Opened(NamedTuple):
+    """One reader's output, before CPU state and facts are derived. (The dump readers' records
+    are named tuples: opening a dump is part of a command's start-up, and making a dataclass
+    costs start-up time.)"""
 
     format: str
     read_path: str

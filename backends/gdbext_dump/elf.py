@@ -24,7 +24,7 @@ ELFCLASS32 cores (QEMU's dump of a guest in protected mode, EM_386) have the sam
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gdbext.errors import InputError
 from gdbext.formats.elf import (
@@ -58,8 +58,7 @@ EI_CLASS = 4
 EI_DATA = 5
 
 
-@dataclass(frozen=True)
-class ElfLayout:
+class ElfLayout(NamedTuple):
     """The structures of one ELF class (:mod:`gdbext.formats.elf`), and the file offsets of
     the header fields named in errors."""
 
@@ -98,8 +97,7 @@ ELF64 = ElfLayout(64, ELF64_EHDR, ELF64_PHDR, ELF64_SHDR)
 ELF32 = ElfLayout(32, ELF32_EHDR, ELF32_PHDR, ELF32_SHDR)
 
 
-@dataclass
-class ElfCore:
+class ElfCore(NamedTuple):
     """An opened ELF core: its physical memory and its notes."""
 
     path: str

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gdbext.cpu import CpuState
 from gdbext.errors import InputError
@@ -56,8 +56,7 @@ _U64 = struct.Struct("<Q")
 _EFER_DEFINED = 0x1 | 0xFF00
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     """One note of a note area."""
 
     name: str
@@ -69,8 +68,7 @@ class Note:
     desc_offset: int
 
 
-@dataclass(frozen=True)
-class QemuCpuState:
+class QemuCpuState(NamedTuple):
     """The ``QEMU`` note of one CPU."""
 
     offset: int
@@ -90,8 +88,7 @@ class QemuCpuState:
         return CpuState(cr0=self.cr0, cr3=self.cr3, cr4=self.cr4, efer=self.efer)
 
 
-@dataclass(frozen=True)
-class PrStatus:
+class PrStatus(NamedTuple):
     """An ``NT_PRSTATUS`` note: the thread id (QEMU: CPU index + 1) and general registers."""
 
     offset: int
@@ -100,8 +97,7 @@ class PrStatus:
     registers: Mapping[str, int]
 
 
-@dataclass(frozen=True)
-class DumpNotes:
+class DumpNotes(NamedTuple):
     """What a dump's note area says."""
 
     notes: tuple[Note, ...] = ()
@@ -113,7 +109,7 @@ class DumpNotes:
     vmcoreinfo: bytes | None = None
     vmcoreinfo_offset: int | None = None
     #: Notes that were skipped as not understood (unknown QEMU note version...).
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
     @property
     def cpus(self) -> tuple[CpuState, ...]:

@@ -32,7 +32,7 @@ import mmap
 import os
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import InputError, PhysMemoryError, ReadOnlyError
@@ -40,8 +40,7 @@ from gdbext.errors import InputError, PhysMemoryError, ReadOnlyError
 _U64_LIMIT = 1 << 64
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """One stored range of physical memory, as a header in the file describes it."""
 
     paddr: int

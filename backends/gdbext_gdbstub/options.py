@@ -8,7 +8,7 @@ backends (``gdbext backends``), long before anything is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gdbext.errors import UsageError
 from gdbext.geometry import PAGE_SIZE
@@ -39,9 +39,10 @@ LIVE_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Naming:
-    """Who reads: the backend's name and its debugger's, for messages and ``info``."""
+class Naming(NamedTuple):
+    """Who reads: the backend's name and its debugger's, for messages and ``info``. (A named
+    tuple: every command line loads the plugins that name theirs, and making a dataclass
+    costs start-up time.)"""
 
     #: The backend plugin's name (``gdb``, ``lldb``).
     backend: str
@@ -49,8 +50,7 @@ class Naming:
     debugger: str
 
 
-@dataclass(frozen=True)
-class LiveOptions:
+class LiveOptions(NamedTuple):
     """The backend options of one open."""
 
     #: ``--direct-map ADDR``: the kernel direct map's base (reads through it).

@@ -17,7 +17,6 @@ those bits when grouping).
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -104,8 +103,8 @@ def _clip_alias(alias: AliasRun, lo: int, hi: int) -> AliasRun | None:
     last = min(alias.count, (hi - alias.vaddr) // span)
     if first >= last:
         return None
-    return dataclasses.replace(
-        alias, vaddr=alias.vaddr + first * span, end=alias.vaddr + last * span, count=last - first
+    return alias._replace(
+        vaddr=alias.vaddr + first * span, end=alias.vaddr + last * span, count=last - first
     )
 
 

@@ -17,8 +17,7 @@ and say what was saved:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 #: The note's name and type.
 SNAPSHOT_NOTE_NAME: Final = "GDBEXT"
@@ -27,9 +26,9 @@ SNAPSHOT_NOTE_TYPE: Final = 1
 SNAPSHOT_VERSION: Final = 1
 
 
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """What a snapshot's note says."""
+class SnapshotInfo(NamedTuple):
+    """What a snapshot's note says. (A named tuple: opening any ELF dump imports this module,
+    and making a dataclass costs start-up time.)"""
 
     version: int
     root: int

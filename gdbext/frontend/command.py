@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError
 
@@ -50,8 +49,7 @@ def _no_arguments(parser: argparse.ArgumentParser, target_options: bool) -> None
     """A command without arguments of its own."""
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One command, declared once.
 
     The parsers give every command (see :func:`gdbext.frontend.parsing.add_command_arguments`)
@@ -61,6 +59,9 @@ class Command:
     ``--exe``, ``--user-pgd``, ``--levels``), the symbol options when :attr:`symbols`
     (``--system-map``, ``--vmlinux``), the output options (``--format``, ``--json``), then
     :attr:`arguments`.
+
+    This module's classes are named tuples: every command line imports every declaration, and
+    making a dataclass costs start-up time.
     """
 
     #: The command line's name (``gdbext walk``); the debuggers' is :attr:`debugger_name`.
@@ -113,8 +114,7 @@ class Command:
         return tuple(sorted((*COMMON_EXIT_STATUSES, *self.exit_statuses)))
 
 
-@dataclass
-class Invocation:
+class Invocation(NamedTuple):
     """One run of a parsed command on an opened target."""
 
     command: Command

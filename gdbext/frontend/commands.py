@@ -7,15 +7,13 @@ prints.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
 from gdbext.errors import (
-    EXIT_BAD_INPUT,
     GdbextError,
     InputError,
     NotFoundError,
@@ -34,6 +32,7 @@ from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, Anomaly, LeafRun, Mapping, Translation
 
 if TYPE_CHECKING:
+    from gdbext.frontend.translation import TranslateResult
     from gdbext.linux.symbols import SymbolTable
 
 
@@ -193,8 +192,7 @@ def root_warnings(pt: X86PageTable, options: RootOptions) -> list[str]:
 # --- info ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InfoResult:
+class InfoResult(NamedTuple):
     backend: str
     description: str
     read_path: str
@@ -288,29 +286,42 @@ class WalkOptions:
         return self.max_lines or None
 
 
-@dataclass
 class WalkResult:
-    """A walk to be rendered: streaming, so nothing is read until a renderer iterates."""
+    """A walk to be rendered: streaming, so nothing is read until a renderer iterates. (A plain
+    class: every walk imports this module, and making a dataclass costs start-up time.)"""
 
-    page_table: X86PageTable
-    options: WalkOptions
-    #: Filled while streaming: leaves and anomalies seen so far.
-    stats: dict[str, int] = field(default_factory=lambda: {"leaves": 0, "anomalies": 0})
-    #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`): the layout's source.
-    facts: KernelFacts = field(default_factory=KernelFacts)
-    #: With ``options.has``: the translation of that address (checked by :func:`walk`).
-    has_leaf: Translation | None = None
-    #: One-line warnings about the selected table (see :func:`root_warnings`).
-    warnings: list[str] = field(default_factory=list)
-    #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
-    #: detects it).
-    known_layout: Layout | None = field(default=None, repr=False)
-    #: Finds the layout when it is first needed (default: :func:`detect_layout` on
-    #: :attr:`page_table` and :attr:`facts`).
-    find_layout: Callable[[], Layout] | None = field(default=None, repr=False)
-    #: The kernel's symbols, placed (``--system-map``, ``--vmlinux``): text output labels the
-    #: kernel image's ranges with their sections.
-    symbols: SymbolTable | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        page_table: X86PageTable,
+        options: WalkOptions,
+        stats: dict[str, int] | None = None,
+        facts: KernelFacts | None = None,
+        has_leaf: Translation | None = None,
+        warnings: list[str] | None = None,
+        known_layout: Layout | None = None,
+        find_layout: Callable[[], Layout] | None = None,
+        symbols: SymbolTable | None = None,
+    ) -> None:
+        self.page_table = page_table
+        self.options = options
+        #: Filled while streaming: leaves and anomalies seen so far.
+        self.stats = {"leaves": 0, "anomalies": 0} if stats is None else stats
+        #: The target's facts (see :attr:`gdbext.plugin.target.Target.facts`): the layout's
+        #: source.
+        self.facts = KernelFacts() if facts is None else facts
+        #: With ``options.has``: the translation of that address (checked by :func:`walk`).
+        self.has_leaf = has_leaf
+        #: One-line warnings about the selected table (see :func:`root_warnings`).
+        self.warnings = [] if warnings is None else warnings
+        #: The target's Linux layout, when the caller knows it already (else :attr:`layout`
+        #: detects it).
+        self.known_layout = known_layout
+        #: Finds the layout when it is first needed (default: :func:`detect_layout` on
+        #: :attr:`page_table` and :attr:`facts`).
+        self.find_layout = find_layout
+        #: The kernel's symbols, placed (``--system-map``, ``--vmlinux``): text output labels
+        #: the kernel image's ranges with their sections.
+        self.symbols = symbols
 
     @property
     def layout(self) -> Layout:
@@ -476,56 +487,12 @@ def walk(target: Target, options: WalkOptions = WalkOptions()) -> WalkResult:
 # --- translate -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TranslateOutcome:
-    vaddr: int
-    translation: Translation | None
-    error: TranslationError | None = None
-    #: False when the address is mapped but its frame is in RAM and not in the dump (its bytes
-    #: are unknown); True otherwise.
-    captured: bool = True
-    #: ``symbol+0xoff`` of the address, when symbols were given and it is in the kernel image.
-    symbol: str | None = None
-
-
-@dataclass(frozen=True)
-class TranslateResult:
-    levels: int
-    root: int
-    outcomes: Sequence[TranslateOutcome]
-    #: One-line warnings about the selected table (see :func:`root_warnings`).
-    warnings: Sequence[str] = ()
-
-    @property
-    def all_mapped(self) -> bool:
-        return all(o.translation is not None for o in self.outcomes)
-
-    @property
-    def exit_status(self) -> int:
-        """0 if every address translated, else the worst status of the errors (1 not mapped,
-        2 a malformed table or a bad address)."""
-        return max((o.error.exit_status for o in self.outcomes if o.error is not None), default=0)
-
-    @property
-    def failures(self) -> list[TranslationError]:
-        """The errors of exit status 2 (bad address, malformed table, unreadable memory):
-        front ends report them as errors, not as results."""
-        return [o.error for o in self.outcomes if o.error is not None and _failed(o)]
-
-    def results(self) -> TranslateResult:
-        """This result without the outcomes in :attr:`failures`: what is printed as output."""
-        return dataclasses.replace(self, outcomes=[o for o in self.outcomes if not _failed(o)])
-
-
-def _failed(outcome: TranslateOutcome) -> bool:
-    """``outcome`` is an error of exit status 2, not a result (:attr:`TranslateResult.failures`)."""
-    return outcome.error is not None and outcome.error.exit_status >= EXIT_BAD_INPUT
-
-
 def translate(
     target: Target, vaddrs: Sequence[int], root: RootOptions = RootOptions()
 ) -> TranslateResult:
     """Translate each address; an address that cannot be translated gives its error."""
+    from gdbext.frontend.translation import TranslateOutcome, TranslateResult
+
     pt = open_page_table(target, root)
     outcomes = []
     for vaddr in vaddrs:

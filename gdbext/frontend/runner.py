@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from gdbext.errors import PluginError
 from gdbext.frontend import cmd
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
     from gdbext.render.common import Style
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """A parsed command, checked before anything is opened."""
 
     command: Command

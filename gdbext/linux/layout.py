@@ -37,6 +37,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import NamedTuple
 
 from gdbext.errors import AddressOutOfRangeError, LayoutError
 
@@ -95,9 +96,10 @@ DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30
 DEFAULT_FIXADDR_START = FIXADDR_TOP - 646 * 4096
 
 
-@dataclass(frozen=True)
-class Params:
-    """What differs between 4- and 5-level paging (``pgtable_64_types.h``, ``mm.rst``)."""
+class Params(NamedTuple):
+    """What differs between 4- and 5-level paging (``pgtable_64_types.h``, ``mm.rst``). (A
+    named tuple: every walk with Linux's labels imports it, and making a dataclass costs
+    start-up time.)"""
 
     levels: int
     #: End of the user half (``TASK_SIZE_MAX`` rounded up to the PGD boundary).
@@ -165,8 +167,7 @@ def params(levels: int) -> Params:
     raise LayoutError(f"x86-64 paging has 4 or 5 levels, not {levels}", levels)
 
 
-@dataclass(frozen=True)
-class Base:
+class Base(NamedTuple):
     """An address the layout depends on, with where it came from.
 
     ``source`` is ``"fixed"`` (a constant of the kernel), ``"VMCOREINFO"``, ``"hint"`` (given by
@@ -188,8 +189,7 @@ class Base:
         return f"0x{self.value:x} ({self.source}{': ' + self.how if self.how else ''})"
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     """``[start, end)`` of the address space and what mm.rst says it is for."""
 
     start: int
@@ -204,8 +204,7 @@ class Region:
         return self.base is not None and self.base.assumed
 
 
-@dataclass(frozen=True)
-class Marker:
+class Marker(NamedTuple):
     """A ptdump section: it starts at ``start`` and lasts until the next marker starts."""
 
     start: int
@@ -299,8 +298,7 @@ def _base(value: int | Base | None, default: int, source: str = "hint", how: str
     return Base(value, source, how)
 
 
-@dataclass(frozen=True)
-class Bases:
+class Bases(NamedTuple):
     """The bases a layout rests on, each with its provenance (:func:`resolve_bases`)."""
 
     page_offset_base: Base

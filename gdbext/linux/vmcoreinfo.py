@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.errors import PhysMemoryError
@@ -79,8 +79,7 @@ RANGES: Mapping[str, tuple[int, int]] = {
 }
 
 
-@dataclass(frozen=True)
-class VmcoreInfo:
+class VmcoreInfo(NamedTuple):
     """Parsed VMCOREINFO text: every key with its raw value, and typed accessors.
 
     Accessors return ``None`` for a key that is absent or whose value does not parse; the
@@ -92,7 +91,7 @@ class VmcoreInfo:
     #: Key -> raw value text, in file order (the last occurrence of a repeated key wins).
     entries: Mapping[str, str]
     #: One message per line or value that did not parse.
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = ()
 
     def raw(self, key: str) -> str | None:
         return self.entries.get(key)
@@ -396,9 +395,10 @@ NOTE_TEXT_OFFSET = 24
 _U64 = struct.Struct("<Q")
 
 
-@dataclass(frozen=True)
-class PointerHit:
-    """VMCOREINFO found through a pointer: where the pointer is, where the text is, the text."""
+class PointerHit(NamedTuple):
+    """VMCOREINFO found through a pointer: where the pointer is, where the text is, the text.
+    (A named tuple: a dump's open imports this module, and making a dataclass costs start-up
+    time.)"""
 
     pointer: int
     paddr: int

@@ -15,16 +15,17 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: ``name = module[:attr] [extras]``, as :class:`importlib.metadata.EntryPoint` reads a value.
 _VALUE = re.compile(r"(?P<module>[\w.]+)\s*(?::\s*(?P<attr>[\w.]+)\s*)?(?:\[.*\]\s*)?$")
 _METADATA_DIRS = (".dist-info", ".egg-info")
 
 
-@dataclass(frozen=True)
-class EntryPoint:
-    """One entry point: its name and what it names (``module`` or ``module:attr``)."""
+class EntryPoint(NamedTuple):
+    """One entry point: its name and what it names (``module`` or ``module:attr``). (A named
+    tuple: every command line reads the entry points, and making a dataclass costs start-up
+    time.)"""
 
     name: str
     value: str

@@ -7,11 +7,10 @@ end can stream them to a terminal, a file, GDB or LLDB.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class OutputFormat:
+class OutputFormat(NamedTuple):
     #: The ``--format`` value, e.g. ``"text"``, ``"json"``, ``"qemu-tlb"``.
     name: str
     #: The command it renders: ``"info"``, ``"walk"``, ``"translate"``, ``"heap"``.

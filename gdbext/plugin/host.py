@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import pluggy
 
@@ -60,11 +59,11 @@ def make_plugin_manager(
 DUMP_BACKEND = "core"
 
 
-@dataclass
 class Host:
     """Typed views of what the registered plugins provide."""
 
-    pm: pluggy.PluginManager
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
 
     @classmethod
     def create(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, NamedTuple, TypeVar, cast
 
 from gdbext.errors import UsageError
 from gdbext.plugin.facts import KernelFacts
@@ -58,8 +58,7 @@ class Detail(str):
         return cls(f"{text} ({why})" if why else text, value)
 
 
-@dataclass(frozen=True)
-class BackendOption:
+class BackendOption(NamedTuple):
     """A command-line option a backend needs, e.g. the simulator's ``--scenario FILE``."""
 
     name: str
@@ -168,8 +167,7 @@ class Target:
         return self.cpus[index]
 
 
-@dataclass(frozen=True)
-class BackendInfo:
+class BackendInfo(NamedTuple):
     """A backend as a plugin declares it."""
 
     name: str

@@ -3,7 +3,7 @@ with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gdbext.errors import TableNotCapturedError, TableOutsideRamError, TranslationError
 from gdbext.flags import GLOBAL, PAT_LARGE, PRESENT, PageTableFlags, flag_names, perm_text
@@ -19,8 +19,7 @@ def hexs(value: int) -> str:
     return f"0x{value:x}"
 
 
-@dataclass(frozen=True)
-class Style:
+class Style(NamedTuple):
     """How text renderers mark up the fields they know: each role's escape sequence (empty:
     none) and the one that ends it. The front end chooses (:data:`ANSI` on a terminal with its
     styling on); renderers apply it to what they format, never to text already rendered."""

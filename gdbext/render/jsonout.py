@@ -15,14 +15,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from gdbext.errors import OutputLimitError
-from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.commands import InfoResult, WalkResult
 from gdbext.plugin.target import Detail
 from gdbext.render.common import hexs, leaf_flag_names, step_flag_names, unread_table
 from gdbext.x86.merge import KEY_ALL_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.x86.records import Anomaly
 
-if TYPE_CHECKING:  # the heap's modules are not needed to render a walk
+if TYPE_CHECKING:  # the heap's and translate's modules are not needed to render a walk
     from gdbext.frontend.heap import HeapResult
+    from gdbext.frontend.translation import TranslateResult
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:

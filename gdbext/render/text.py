@@ -22,14 +22,13 @@ section's base was assumed; a range that crosses into the next section is split 
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from gdbext.cpu import CR0_PG, CR4_PAE, CpuState
 from gdbext.errors import OutputLimitError
 from gdbext.flags import ACCESSED_DIRTY
-from gdbext.frontend.commands import InfoResult, TranslateResult, WalkResult
+from gdbext.frontend.commands import InfoResult, WalkResult
 from gdbext.geometry import level_name
 from gdbext.linux.layout import Layout, Marker, MarkerCursor
 from gdbext.render.common import (
@@ -45,8 +44,9 @@ from gdbext.units import format_size, plural
 from gdbext.x86.merge import KEY_SHOWN_FLAGS, MergedRange, as_merged, merge_runs
 from gdbext.x86.records import AliasRun, Anomaly
 
-if TYPE_CHECKING:  # the heap's modules are not needed to render a walk
+if TYPE_CHECKING:  # the heap's and translate's modules are not needed to render a walk
     from gdbext.frontend.heap import HeapResult
+    from gdbext.frontend.translation import TranslateResult
 
 #: The widest line the text walk writes (before a line continues on the next).
 WIDTH = 120
@@ -94,6 +94,8 @@ def _fit(line: str) -> list[str]:
     """``line``, continued on indented lines if it is wider than :data:`WIDTH`."""
     if len(line) <= WIDTH:
         return [line]
+    import textwrap  # here: most walks have no line to wrap, and textwrap compiles regexes
+
     indent = "#   " if line.startswith("#") else "    "
     return textwrap.wrap(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
 

@@ -1,9 +1,10 @@
 """What the paging engine returns: translations, walk records and the results of changes.
 
-Plain values (named tuples and frozen dataclasses), made by :mod:`gdbext.x86.paging`,
-:mod:`gdbext.x86.walk` and :mod:`gdbext.x86.mutate` and read by everything above them. The
-``new_*`` functions build the named tuples from one tuple of fields without the keyword handling
-of their ``__new__``: the walk makes many of them.
+Plain values (named tuples: cheap to make, and cheap to declare at start-up, where every
+dataclass costs its generated methods), made by :mod:`gdbext.x86.paging`, :mod:`gdbext.x86.walk`
+and :mod:`gdbext.x86.mutate` and read by everything above them. The ``new_*`` functions build the
+named tuples from one tuple of fields without the keyword handling of their ``__new__``: the walk
+makes many of them.
 
 >>> run = LeafRun(0xffff800000000000, 0x200000, 3, 0x1000, 0x200063, False, True, True)
 >>> hex(run.end), [hex(m.paddr) for m in run.mappings()]
@@ -13,7 +14,6 @@ of their ``__new__``: the walk makes many of them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
 from typing import NamedTuple
@@ -155,8 +155,7 @@ new_run = partial(tuple.__new__, LeafRun)
 
 
 @hex_repr("vaddr", "end", "table", "first_vaddr", "mapped")
-@dataclass(frozen=True, slots=True)
-class AliasRun:
+class AliasRun(NamedTuple):
     """``count`` consecutive entries that link a table already walked elsewhere.
 
     Only produced by :meth:`~gdbext.x86.paging.X86PageTable.iter_runs` with
@@ -170,7 +169,7 @@ class AliasRun:
 
     vaddr: int
     end: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count on purpose (public name)
     table: int
     level: int
     first_vaddr: int
@@ -183,8 +182,7 @@ class AliasRun:
 
 
 @hex_repr("vaddr", "table", "entry")
-@dataclass(frozen=True, slots=True)
-class Anomaly:
+class Anomaly(NamedTuple):
     """Something a walk found and did not follow.
 
     ``kind`` is one of ``"reserved-bits"``, ``"huge-page-forbidden"``, ``"recursive"`` (the
@@ -197,7 +195,7 @@ class Anomaly:
     vaddr: int
     level: int
     table: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose (public name)
     entry: int
     detail: str = ""
 
@@ -216,9 +214,10 @@ Batch = list[WalkRecord]
 
 
 @hex_repr("vaddr", "paddr", "page_size", "entry")
-@dataclass(frozen=True, slots=True)
-class Unmapped:
-    """What :meth:`~gdbext.x86.paging.X86PageTable.unmap` removed."""
+class Unmapped(NamedTuple):
+    """What :meth:`~gdbext.x86.paging.X86PageTable.unmap` removed. (This and :class:`CleanUp`
+    are named tuples: every command that opens a page table imports them, and making a
+    dataclass costs start-up time.)"""
 
     vaddr: int
     paddr: int
@@ -227,8 +226,7 @@ class Unmapped:
     flushes: tuple[Flush, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CleanUp:
+class CleanUp(NamedTuple):
     """What :meth:`~gdbext.x86.paging.X86PageTable.clean_up` freed (table frames) and the
     flushes it required."""
 

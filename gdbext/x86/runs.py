@@ -10,7 +10,6 @@ against a limit (:func:`limit_leaves`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import reduce
 from itertools import compress, pairwise
 from operator import and_, or_
@@ -35,20 +34,26 @@ __all__ = [
 ALL_BITS = (1 << 64) - 1
 
 
-@dataclass
 class LeafSummary:
-    """Per-walk memo of a leaf-bearing table: runs by index, anomalies, and totals."""
+    """Per-walk memo of a leaf-bearing table: runs by index, anomalies, and totals. (A plain
+    class: every command that walks imports it, and making a dataclass costs start-up time.)"""
 
-    #: (first index, count, first entry); a count of 0 is a link to a lower table.
-    runs: list[tuple[int, int, int]]
-    anomalies: list[tuple[int, str, int, str]]  # (index, kind, entry, detail)
-    leaves: int
-    mapped: int
-    #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
-    plain: bool = field(init=False)
+    __slots__ = ("anomalies", "leaves", "mapped", "plain", "runs")
 
-    def __post_init__(self) -> None:
-        self.plain = not self.anomalies and all(count for _, count, _ in self.runs)
+    def __init__(
+        self,
+        runs: list[tuple[int, int, int]],
+        anomalies: list[tuple[int, str, int, str]],
+        leaves: int,
+        mapped: int,
+    ) -> None:
+        #: (first index, count, first entry); a count of 0 is a link to a lower table.
+        self.runs = runs
+        self.anomalies = anomalies  # (index, kind, entry, detail)
+        self.leaves = leaves
+        self.mapped = mapped
+        #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
+        self.plain = not anomalies and all(count for _, count, _ in runs)
 
 
 def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS) -> LeafSummary:

@@ -10,20 +10,19 @@ each to a :class:`FlushHook` that the backend implements.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True)
-class FlushPage:
-    """Invalidate the translation of the page of ``page_size`` bytes at ``vaddr``."""
+class FlushPage(NamedTuple):
+    """Invalidate the translation of the page of ``page_size`` bytes at ``vaddr``. (The flushes
+    are named tuples: every command that opens a page table imports them, and making a
+    dataclass costs start-up time.)"""
 
     vaddr: int
     page_size: int
 
 
-@dataclass(frozen=True)
-class FlushAll:
+class FlushAll(NamedTuple):
     """Invalidate every translation and every paging-structure cache entry."""
 
 

@@ -12,7 +12,6 @@ runs by :mod:`gdbext.x86.runs`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from gdbext.errors import (
     NotCapturedError,
@@ -47,22 +46,27 @@ _KEPT_WALKS = 8
 _KEPT_WALK_RECORDS = 1 << 16
 
 
-@dataclass
 class WalkMemo:
     """What the walks of one page table share while its memory does not change (a page table
     with ``cache=True`` keeps one, and clears it on every change): the summaries of its leaf
     tables, by the entry bits a walk keeps, and the entries of its upper tables; at most
     ``limit`` of each, and of the big summaries of scattered leaves the most recent few; and
     the records of the last few whole walks without a permission filter (a front end walks the
-    same range again at the same stop: it reads and summarises nothing)."""
+    same range again at the same stop: it reads and summarises nothing).
 
-    limit: int
-    summaries: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
-    #: The big summaries, by kept bits: the :data:`_SHARED_BIG_TABLES` most recently used.
-    big: dict[int, dict[tuple[int, int], LeafSummary]] = field(default_factory=dict)
-    tables: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict)
-    #: Whole walks by ``(lo, hi, collapse, keep)``: their batches, as the walk yielded them.
-    walks: dict[tuple[int, int, bool, int], tuple[Batch, ...]] = field(default_factory=dict)
+    This module's state classes are plain classes, not dataclasses: every command that walks
+    imports them, and making a dataclass costs start-up time."""
+
+    __slots__ = ("big", "limit", "summaries", "tables", "walks")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.summaries: dict[int, dict[tuple[int, int], LeafSummary]] = {}
+        #: The big summaries, by kept bits: the :data:`_SHARED_BIG_TABLES` most recently used.
+        self.big: dict[int, dict[tuple[int, int], LeafSummary]] = {}
+        self.tables: dict[tuple[int, int], tuple[int, ...]] = {}
+        #: Whole walks by ``(lo, hi, collapse, keep)``: their batches, as the walk yielded them.
+        self.walks: dict[tuple[int, int, bool, int], tuple[Batch, ...]] = {}
 
     def clear(self) -> None:
         self.summaries.clear()
@@ -90,31 +94,61 @@ class WalkMemo:
             walks[key] = tuple(seen)
 
 
-@dataclass
 class _Walk:
     """State of one walk."""
 
-    lo: int
-    hi: int
-    collapse: bool
-    #: Entry bits that must agree for leaves to share a run (all but the ignored ones).
-    keep: int
-    leaf_memo: dict[tuple[int, int], LeafSummary]
-    big_memo: dict[tuple[int, int], LeafSummary]
-    table_memo: dict[tuple[int, int], tuple[int, ...]]
-    # (table, level) -> (first va, leaves, mapped, effective permissions of the path there)
-    seen: dict[tuple[int, int], tuple[int, int, int, int]]
-    path: list[int]
-    #: With a permission filter: by combination index (:func:`perm_index`), whether a leaf
-    #: passes, and whether a subtree reached with those accumulated permissions may hold one.
-    leaf_ok: tuple[bool, ...] | None = None
-    may_match: tuple[bool, ...] | None = None
-    #: The mapper's optional ``prefetch(paddrs)``: told which tables the walk is about to read.
-    prefetch: Callable[[list[int]], object] | None = None
-    #: How many entries ``leaf_memo`` and ``table_memo`` may hold (shared ones are bounded).
-    memo_limit: int = 1 << 62
-    #: How many ``big_memo`` keeps.
-    big_limit: int = _BIG_MEMO_TABLES
+    __slots__ = (
+        "big_limit",
+        "big_memo",
+        "collapse",
+        "hi",
+        "keep",
+        "leaf_memo",
+        "leaf_ok",
+        "lo",
+        "may_match",
+        "memo_limit",
+        "path",
+        "prefetch",
+        "seen",
+        "table_memo",
+    )
+
+    def __init__(
+        self,
+        lo: int,
+        hi: int,
+        collapse: bool,
+        keep: int,
+        leaf_memo: dict[tuple[int, int], LeafSummary],
+        big_memo: dict[tuple[int, int], LeafSummary],
+        table_memo: dict[tuple[int, int], tuple[int, ...]],
+        seen: dict[tuple[int, int], tuple[int, int, int, int]],
+        path: list[int],
+    ) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.collapse = collapse
+        #: Entry bits that must agree for leaves to share a run (all but the ignored ones).
+        self.keep = keep
+        self.leaf_memo = leaf_memo
+        self.big_memo = big_memo
+        self.table_memo = table_memo
+        # (table, level) -> (first va, leaves, mapped, effective permissions of the path there)
+        self.seen = seen
+        self.path = path
+        #: With a permission filter: by combination index (:func:`perm_index`), whether a leaf
+        #: passes, and whether a subtree reached with those accumulated permissions may hold
+        #: one.
+        self.leaf_ok: tuple[bool, ...] | None = None
+        self.may_match: tuple[bool, ...] | None = None
+        #: The mapper's optional ``prefetch(paddrs)``: told which tables the walk is about to
+        #: read.
+        self.prefetch: Callable[[list[int]], object] | None = None
+        #: How many entries ``leaf_memo`` and ``table_memo`` may hold (shared ones are bounded).
+        self.memo_limit = 1 << 62
+        #: How many ``big_memo`` keeps.
+        self.big_limit = _BIG_MEMO_TABLES
 
 
 class Walker:

@@ -1,9 +1,13 @@
 """What the command line loads to start: only what the command uses.
 
 ``gdbext --version`` needs no plugin host and no engine; ``gdbext backends`` asks the plugins
-for their backends and loads no engine, renderer, dump reader or simulator. Checked by what a
-fresh interpreter has imported once the command ran (deterministic, unlike its time:
-``bench/bench_startup.py`` measures that).
+for their backends and loads no engine, renderer, dump reader or simulator, nor argparse and the
+commands' declarations. Checked by what a fresh interpreter has imported once the command ran
+(deterministic, unlike its time: ``bench/bench_startup.py`` measures that), and by the
+dataclasses it has declared: each costs start-up time (its generated methods are compiled when
+the class is made), so the classes a command cannot do without are dataclasses only where
+``dataclasses.replace`` or a dataclass's field handling is used; the others are plain classes
+or named tuples.
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ ENGINE = (
     "gdbext_sim.scenario",
 )
 
+#: Run in a fresh interpreter: prints the dataclasses the gdbext modules loaded declare (taken
+#: after the loaded modules: ``dataclasses`` itself is imported here).
+DECLARED = """
+import dataclasses
+declared = sorted(
+    f"{name}.{value.__qualname__}"
+    for name, module in list(sys.modules.items())
+    if name.startswith("gdbext")
+    for value in list(vars(module).values())
+    if isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value)
+)
+print(json.dumps({"status": status, "out": out.getvalue(), "modules": modules,
+                  "dataclasses": declared}))
+"""
+
 SCRIPT = """
 import contextlib, io, json, sys
 from gdbext.cli import main
@@ -43,8 +62,8 @@ with contextlib.redirect_stdout(out):
         status = main(sys.argv[1:])
     except SystemExit as exc:
         status = exc.code
-print(json.dumps({"status": status, "out": out.getvalue(), "modules": sorted(sys.modules)}))
-"""
+modules = sorted(sys.modules)
+""" + DECLARED
 
 
 def loaded(*argv: str) -> dict[str, object]:
@@ -54,6 +73,33 @@ def loaded(*argv: str) -> dict[str, object]:
     )
     result: dict[str, object] = json.loads(proc.stdout)
     return result
+
+
+#: The dataclasses every command that lists or opens a backend declares: a target and what
+#: opens it (:mod:`gdbext.plugin.target`), the kernel's facts (:mod:`gdbext.plugin.facts`).
+#: Plugins and front ends make new ones with ``dataclasses.replace``.
+PLUGIN_DATACLASSES = [
+    "gdbext.plugin.facts.BootInfoFacts",
+    "gdbext.plugin.facts.KernelFacts",
+    "gdbext.plugin.facts.VmcoreFacts",
+    "gdbext.plugin.target.OpenRequest",
+    "gdbext.plugin.target.Target",
+]
+
+#: Those a walk of a dump declares besides: options and values made anew with
+#: ``dataclasses.replace`` (roots, walk options, CPU state, layouts), an address range and a
+#: permission filter that check their fields, merged ranges, which the merge grows in place,
+#: and a layout's kernel options (a default argument's value).
+WALK_DATACLASSES = [
+    "gdbext.addr.AddrRange",
+    "gdbext.cpu.CpuState",
+    "gdbext.frontend.commands.RootOptions",
+    "gdbext.frontend.commands.WalkOptions",
+    "gdbext.linux.layout.Layout",
+    "gdbext.linux.layout.Options",
+    "gdbext.permfilter.PermFilter",
+    "gdbext.x86.merge.MergedRange",
+]
 
 
 def engine_modules(modules: object) -> list[str]:
@@ -71,6 +117,19 @@ def test_version_loads_no_plugin_and_no_engine() -> None:
     # Answered before the commands' declarations, argparse and the error tree are loaded.
     assert [m for m in modules if m.startswith(("gdbext.frontend", "gdbext.errors"))] == []
     assert "argparse" not in modules and "dataclasses" not in modules
+
+
+def test_backends_loads_neither_argparse_nor_the_commands() -> None:
+    """``gdbext backends`` alone is answered before the command line's parser is built: no
+    argparse (nor its gettext and shutil), no commands' declarations, no error tree beyond
+    what the plugins import; the dataclasses declared are the plugin interface's only."""
+    result = loaded("backends")
+    assert result["status"] == 0
+    modules = result["modules"]
+    assert isinstance(modules, list)
+    assert [m for m in modules if m.startswith("gdbext.frontend")] == []
+    assert [m for m in ("argparse", "gettext", "shutil") if m in modules] == []
+    assert result["dataclasses"] == PLUGIN_DATACLASSES
 
 
 @pytest.mark.parametrize("argv", [["--version", "walk"], ["--ver"]])
@@ -124,9 +183,11 @@ NOT_FOR_A_WALK = (
     "gdbext.linux.symbols",
     "gdbext.frontend.tasks",
     "gdbext.frontend.selection",
+    "gdbext.frontend.translation",
     "gdbext_gdb.gdb_commands",
     "hypothesis",
     "json",
+    "textwrap",
     "importlib.metadata",
 )
 
@@ -139,8 +200,7 @@ with contextlib.redirect_stdout(out):
     status = main(sys.argv[1:])
 modules = sorted(sys.modules)
 import json
-print(json.dumps({"status": status, "out": out.getvalue(), "modules": modules}))
-"""
+""" + DECLARED
 
 
 def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
@@ -163,6 +223,8 @@ def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
     used = ("gdbext.x86.walk", "gdbext.linux.layout", "gdbext_dump.elf", "gdbext.render.text")
     assert [m for m in used if m not in modules] == []
     assert [m for m in modules if m.startswith(NOT_FOR_A_WALK)] == []
+    # Plain classes and named tuples elsewhere: each dataclass costs start-up time.
+    assert result["dataclasses"] == sorted(PLUGIN_DATACLASSES + WALK_DATACLASSES)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from gdbext.errors import EXIT_FINDINGS, EXIT_OK
 from gdbext.frontend import argtypes
@@ -45,8 +44,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     add_heap_arguments(h)
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     """An audit, checked before anything is opened."""
 
     #: For the heap-contract rule: the heap options given, if any.
