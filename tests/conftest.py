@@ -1,4 +1,5 @@
-"""Shared test set-up: ``fixtures/`` on ``sys.path``, the ``qemu`` marker, unpacked kernel dumps."""
+"""Shared test set-up: ``fixtures/`` on ``sys.path``, the ``qemu`` marker, unpacked kernel dumps,
+the booted guests and the headless Chromium shared by the tests of a session."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ if str(FIXTURES) not in sys.path:
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
+    from support.mappage import Browser
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -114,3 +116,15 @@ def qemu_guest() -> Iterator[Callable[[str], QemuGuest]]:
     yield get
     for guest in guests.values():
         guest.close()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One headless Chromium for every page the tests of this process load
+    (:class:`support.mappage.Browser`), started on first use; skips the test without Chromium."""
+    from support.mappage import Browser, chromium
+
+    chromium()
+    shared = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield shared
+    shared.close()

@@ -16,6 +16,7 @@ from support.cli import cli_text as run_text
 from support.diffpair import BASE, KERN, changed_machine, machine
 from support.diffpair import core as _core
 from support.mappage import (
+    Browser,
     Image,
     chromium,
     decoded_ranges,
@@ -114,12 +115,14 @@ def _row(image: Image, report: dict[str, Any], lane: str, colour: str) -> list[i
     return [x for x in xs if _close(image.pixel(x, y), rgb(colour))]
 
 
-def test_page_draws_the_states_in_their_colours(tmp_path: Path, pair: tuple[str, str]) -> None:
+def test_page_draws_the_states_in_their_colours(
+    tmp_path: Path, pair: tuple[str, str], browser: Browser
+) -> None:
     chromium()
     a, b = pair
     page = _map(tmp_path, a, "--diff", b)
-    report = drawn(page)
-    image = screenshot(page, tmp_path / "diff.png")
+    report = drawn(page, browser=browser)
+    image = screenshot(page, tmp_path / "diff.png", browser=browser)
     boxes = {(int(x["va"], 16), int(x["end"], 16)): x for x in report["boxes"]}
     for start, end, perm, state in EXPECTED:
         box = boxes[(start, end)]
@@ -134,23 +137,23 @@ def test_page_draws_the_states_in_their_colours(tmp_path: Path, pair: tuple[str,
     assert not _row(image, report, "kernel", ADDED)
     assert report["states"] == {"changed": 3, "removed": 1, "added": 1, "same": 1}
     # Hovering (here #at=VA, as a click shows it) says what changed.
-    info = element_text(dom(page, "at=0x400000"), "info")
+    info = element_text(dom(page, "at=0x400000", browser), "info")
     assert "changed (permissions flags)" in info and "was: r-x user" in info, info
     assert "now: rwx user at 0x100000" in info, info
-    notes = element_text(dom(page), "notes")
+    notes = element_text(dom(page, browser=browser), "notes")
     assert "5 changes" in notes, notes
 
 
 def test_a_dump_diffed_with_itself_draws_no_change(
-    kernel_dump: Callable[[str], Path], tmp_path: Path
+    kernel_dump: Callable[[str], Path], tmp_path: Path, browser: Browser
 ) -> None:
     chromium()
     dump = str(kernel_dump("kaslr-pti"))
     page = _map(tmp_path, dump, "--diff", dump)
     data = page_data(page.read_text())
     assert data["diff"]["count"] == 0 and {at[5] for at in data["attrs"]} == {""}
-    report = drawn(page)
-    image = screenshot(page, tmp_path / "self.png")
+    report = drawn(page, browser=browser)
+    image = screenshot(page, tmp_path / "self.png", browser=browser)
     assert report["boxes"] and {b["state"] for b in report["boxes"]} == {"same"}
     assert set(report["states"]) == {"same"}
     for lane in ("user", "kernel"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from support.cli import cli_lines as run
-from support.mappage import Image, chromium, drawn, rgb, screenshot
+from support.mappage import Browser, Image, chromium, dom, drawn, element_text, rgb, screenshot
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios"
 RWX = "#e53935"
@@ -65,14 +65,16 @@ def _covering(walked: list[dict[str, Any]], va: int, end: int | None = None) -> 
     raise AssertionError(f"0x{va:x} is not in the walk")
 
 
-def test_real_dump_three_zoom_levels(kernel_dump: Callable[[str], Path], tmp_path: Path) -> None:
+def test_real_dump_three_zoom_levels(
+    kernel_dump: Callable[[str], Path], tmp_path: Path, browser: Browser
+) -> None:
     dump = str(kernel_dump("kaslr-pti"))
     page = _page(tmp_path, dump)
     walked = _walk(dump)
 
     # 1. the whole space, log-scaled: the regions labelled, both halves drawn
-    whole = drawn(page)
-    image = screenshot(page, tmp_path / "whole.png")
+    whole = drawn(page, browser=browser)
+    image = screenshot(page, tmp_path / "whole.png", browser=browser)
     assert whole["mode"] == "log" and whole["window"][0] == "0x0000000000000000"
     names = {r["name"] for r in whole["regions"]}
     assert {"user space", "direct mapping of all physical memory"} <= names
@@ -87,11 +89,11 @@ def test_real_dump_three_zoom_levels(kernel_dump: Callable[[str], Path], tmp_pat
 
     # 2. the kernel image's 1 GiB: linear; the kernel text labelled
     fragment = "zoom=0xffffffff80000000-0xffffffffc0000000"
-    image_gib = drawn(page, fragment)
+    image_gib = drawn(page, fragment, browser)
     assert image_gib["mode"] == "lin"
     assert image_gib["window"] == ["0xffffffff80000000", "0xffffffffc0000000"]
     assert any(label["name"].startswith("kernel text mapping") for label in image_gib["labels"])
-    _check_boxes(screenshot(page, tmp_path / "gib.png", fragment), image_gib)
+    _check_boxes(screenshot(page, tmp_path / "gib.png", fragment, browser), image_gib)
     for box in image_gib["boxes"]:
         m = _covering(walked, int(box["va"], 16))
         assert box["perm"] == _perm(m) and box["lane"] == "kernel", box
@@ -105,8 +107,8 @@ def test_real_dump_three_zoom_levels(kernel_dump: Callable[[str], Path], tmp_pat
     cut = int(text["vaddr"], 16) + text["size"]
     after = _covering(walked, cut)
     fragment = f"zoom=0x{cut - 0x8000:x}-0x{cut + 0x8000:x}"
-    pages = drawn(page, fragment)
-    shot = screenshot(page, tmp_path / "pages.png", fragment)
+    pages = drawn(page, fragment, browser)
+    shot = screenshot(page, tmp_path / "pages.png", fragment, browser)
     assert pages["mode"] == "lin"
     left, _, width, _ = pages["canvas"]
     boxes = sorted(pages["boxes"], key=lambda b: b["x"])
@@ -121,11 +123,13 @@ def test_real_dump_three_zoom_levels(kernel_dump: Callable[[str], Path], tmp_pat
 
 @pytest.mark.parametrize(("scenario", "has_wx"), [("map-wx.json", True),
                                                    ("audit-space-clean.json", False)])  # fmt: skip
-def test_wx_colour_where_there_is_wx(tmp_path: Path, scenario: str, has_wx: bool) -> None:
+def test_wx_colour_where_there_is_wx(
+    tmp_path: Path, browser: Browser, scenario: str, has_wx: bool
+) -> None:
     page = _page(tmp_path, "--backend", "sim", "--scenario", str(SCENARIOS / scenario),
                  "--labels", "linux")  # fmt: skip
-    report = drawn(page)
-    image = screenshot(page, tmp_path / "whole.png")
+    report = drawn(page, browser=browser)
+    image = screenshot(page, tmp_path / "whole.png", browser=browser)
     lane = report["lanes"]["kernel"]
     row_y = (lane[0] + lane[1]) / 2
     left, _, width, _ = report["canvas"]
@@ -138,7 +142,7 @@ def test_wx_colour_where_there_is_wx(tmp_path: Path, scenario: str, has_wx: bool
         (box,) = [b for b in report["boxes"] if b["perm"] == "rwx"]
         assert (box["va"], box["end"]) == ("0xffffffffc0000000", "0xffffffffc0004000")
         assert box["x"] - 1 <= red[0] and red[-1] <= box["x"] + box["w"] + 1
-        zoomed = drawn(page, "zoom=0xffffffffc0000000-0xffffffffc0010000")
+        zoomed = drawn(page, "zoom=0xffffffffc0000000-0xffffffffc0010000", browser)
         (wide,) = [b for b in zoomed["boxes"] if b["perm"] == "rwx"]
         assert wide["w"] == pytest.approx((width - 72) / 4, abs=2)
     _check_boxes(image, report)
@@ -147,7 +151,7 @@ def test_wx_colour_where_there_is_wx(tmp_path: Path, scenario: str, has_wx: bool
     }
 
 
-def test_audit_findings_marked_where_they_are(tmp_path: Path) -> None:
+def test_audit_findings_marked_where_they_are(tmp_path: Path, browser: Browser) -> None:
     """``--audit``: the findings ``gdbext audit --json`` gives, each marked at its range in
     its severity's colour."""
     scenario = str(SCENARIOS / "map-wx.json")
@@ -157,8 +161,8 @@ def test_audit_findings_marked_where_they_are(tmp_path: Path) -> None:
     audited = json.loads("\n".join(lines))["findings"]
     expected = {(f["rule"], f["vaddr"], f["end"]) for f in audited if f.get("vaddr")}
     assert ("wx", "0xffffffffc0000000", "0xffffffffc0004000") in expected
-    report = drawn(page)
-    image = screenshot(page, tmp_path / "audit.png")
+    report = drawn(page, browser=browser)
+    image = screenshot(page, tmp_path / "audit.png", browser=browser)
     got = {(f["rule"], hex(int(f["va"], 16)), hex(int(f["end"], 16))) for f in report["findings"]}
     assert got == expected
     colours = {"critical": "#6a1b9a", "high": "#b71c1c", "medium": "#f57c00"}
@@ -174,12 +178,10 @@ def test_audit_findings_marked_where_they_are(tmp_path: Path) -> None:
 
 
 def test_a_mapping_described_as_translate_sees_it(
-    kernel_dump: Callable[[str], Path], tmp_path: Path
+    kernel_dump: Callable[[str], Path], tmp_path: Path, browser: Browser
 ) -> None:
     """``#at=VA`` shows what a click there shows: the range, its frames, permissions, region,
     page size and the walk's indices, as ``gdbext translate --json`` gives them."""
-    from support.mappage import dom, element_text
-
     dump = str(kernel_dump("kaslr-pti"))
     page = _page(tmp_path, dump)
     walked = _walk(dump)
@@ -189,7 +191,7 @@ def test_a_mapping_described_as_translate_sees_it(
         next(m for m in walked if m["user"]),
     ):
         va = int(m["vaddr"], 16)
-        text = element_text(dom(page, f"at=0x{va:x}"), "info")
+        text = element_text(dom(page, f"at=0x{va:x}", browser), "info")
         status, lines = run(["translate", dump, hex(va), "--json"])
         assert status == 0
         (t,) = json.loads("\n".join(lines))
@@ -206,12 +208,10 @@ def test_a_mapping_described_as_translate_sees_it(
         assert "region: " in text and "region: -" not in text, text
 
 
-def test_an_aggregated_page_says_so(tmp_path: Path) -> None:
-    from support.mappage import dom, element_text
-
+def test_an_aggregated_page_says_so(tmp_path: Path, browser: Browser) -> None:
     page = _page(tmp_path, "--backend", "sim", "--scenario", str(SCENARIOS / "demo.json"),
                  "--max-ranges", "3")  # fmt: skip
-    document = dom(page)
+    document = dom(page, browser=browser)
     notes = element_text(document, "notes")
     assert "Aggregated: 11 ranges drawn as " in notes, notes
     report = json.loads(element_text(document, "drawn"))

@@ -4,17 +4,27 @@
 Chromium is Debian's ``chromium`` package (scripts/system-deps.sh installs it, with QEMU); the
 tests that need it skip without it, or fail under ``GDBEXT_REQUIRE_CHROMIUM=1`` or
 ``GDBEXT_REQUIRE_QEMU=1`` (CI's: the same script installs both).
+
+A page is loaded either by a Chromium of its own (``--dump-dom``, ``--screenshot``: what the
+benchmark of the first paint needs) or in a :class:`Browser` the tests share (the ``browser``
+fixture): one Chromium a test process, each page in a new tab of the window's size, read once
+its ``load`` event fired, as ``--dump-dom`` and ``--screenshot`` read it. Starting Chromium is
+most of a page's cost (about a second of CPU); a tab is a fraction of that.
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import html
 import json
 import os
 import re
+import select
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +79,133 @@ def _flags(profile: Path) -> list[str]:
             f"--user-data-dir={profile}", "--no-first-run"]  # fmt: skip
 
 
-def dom(page: Path, fragment: str = "") -> str:
-    """The page's DOM once loaded at ``page#fragment`` (its script has run)."""
-    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+def _url(page: Path, fragment: str) -> str:
+    return page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+
+
+class Browser:
+    """One headless Chromium driven through the DevTools protocol on a pipe
+    (``--remote-debugging-pipe``: commands in on its fd 3, answers and events out on its fd 4,
+    each a JSON message ended by a NUL byte). :meth:`close` ends it."""
+
+    def __init__(self, profile: Path) -> None:
+        commands_in, commands_out = os.pipe()
+        answers_in, answers_out = os.pipe()
+        # Chromium's ends above 4, so that putting them at 3 and 4 in the child clobbers neither.
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (commands_in, answers_out)]
+        for fd in (commands_in, answers_out):
+            os.close(fd)
+
+        def chromium_ends() -> None:
+            os.dup2(ends[0], 3)
+            os.dup2(ends[1], 4)
+
+        try:
+            self.proc = subprocess.Popen(
+                [*_flags(profile), "--remote-debugging-pipe", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                close_fds=False, preexec_fn=chromium_ends,  # every other fd is close-on-exec
+            )  # fmt: skip
+        finally:
+            for fd in ends:
+                os.close(fd)
+        self._out, self._in = commands_out, answers_in
+        self._buffer = b""
+        self._last_id = 0
+        self._events: list[dict[str, Any]] = []
+
+    def _receive(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._in], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                raise TimeoutError("Chromium did not answer")
+            chunk = os.read(self._in, 1 << 20)
+            if not chunk:
+                raise EOFError("Chromium closed its end of the pipe")
+            self._buffer += chunk
+        message, _, self._buffer = self._buffer.partition(b"\0")
+        return dict(json.loads(message))
+
+    def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """The result of one DevTools command (to the tab ``session`` is attached to); events
+        that come first are kept for :meth:`wait_for`."""
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self._out, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 120
+        while True:
+            answer = self._receive(deadline)
+            if answer.get("id") != self._last_id:
+                self._events.append(answer)
+            elif "error" in answer:
+                raise RuntimeError(f"{method}: {answer['error']}")
+            else:
+                return dict(answer["result"])
+
+    def wait_for(self, event: str, session: str) -> None:
+        """Until the tab ``session`` is attached to has sent ``event``."""
+        deadline = time.monotonic() + 120
+        seen = self._events
+        while not any(e.get("method") == event and e.get("sessionId") == session for e in seen):
+            seen = [self._receive(deadline)]
+            self._events += seen
+
+    def _open(self, page: Path, fragment: str) -> tuple[str, str]:
+        """A new tab of :data:`WINDOW`'s size with ``page#fragment`` loaded: its target and
+        session."""
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", session, width=WINDOW[0],
+                  height=WINDOW[1], deviceScaleFactor=1, mobile=False)  # fmt: skip
+        self.send("Page.enable", session)
+        self.send("Page.navigate", session, url=_url(page, fragment))
+        self.wait_for("Page.loadEventFired", session)
+        return target, session
+
+    def _close_tab(self, target: str, session: str) -> None:
+        self.send("Target.closeTarget", targetId=target)
+        self._events = [e for e in self._events if e.get("sessionId") not in (None, session)]
+
+    def dom(self, page: Path, fragment: str = "") -> str:
+        """The page's document once loaded at ``page#fragment`` (its script has run)."""
+        target, session = self._open(page, fragment)
+        try:
+            result = self.send("Runtime.evaluate", session, returnByValue=True,
+                               expression="document.documentElement.outerHTML")  # fmt: skip
+        finally:
+            self._close_tab(target, session)
+        return str(result["result"]["value"])
+
+    def screenshot(self, page: Path, fragment: str = "") -> bytes:
+        """A PNG of the window showing the page loaded at ``page#fragment``."""
+        target, session = self._open(page, fragment)
+        try:
+            data = self.send("Page.captureScreenshot", session, format="png")["data"]
+        finally:
+            self._close_tab(target, session)
+        return base64.b64decode(data)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+            self.proc.wait(timeout=30)
+        except (OSError, EOFError, TimeoutError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            os.close(self._out)
+            os.close(self._in)
+
+
+def dom(page: Path, fragment: str = "", browser: Browser | None = None) -> str:
+    """The page's DOM once loaded at ``page#fragment`` (its script has run), in ``browser`` or
+    in a Chromium of its own."""
+    if browser is not None:
+        return browser.dom(page, fragment)
     return subprocess.run(
-        [*_flags(page.parent / "chromium-profile"), "--dump-dom", url],
+        [*_flags(page.parent / "chromium-profile"), "--dump-dom", _url(page, fragment)],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
 
@@ -86,9 +218,10 @@ def element_text(document: str, element_id: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "\n", m.group(2)))
 
 
-def drawn(page: Path, fragment: str = "") -> dict[str, Any]:
-    """What the page reports having drawn (``#drawn``), loaded at ``page#fragment``."""
-    text = element_text(dom(page, fragment), "drawn")
+def drawn(page: Path, fragment: str = "", browser: Browser | None = None) -> dict[str, Any]:
+    """What the page reports having drawn (``#drawn``), loaded at ``page#fragment`` (in
+    ``browser``, or in a Chromium of its own)."""
+    text = element_text(dom(page, fragment, browser), "drawn")
     assert text, "the page reported nothing drawn"
     return dict(json.loads(text))
 
@@ -107,13 +240,17 @@ class Image:
         return row[i], row[i + 1], row[i + 2]
 
 
-def screenshot(page: Path, out: Path, fragment: str = "") -> Image:
-    """A screenshot of the page at ``page#fragment``, written to ``out`` and decoded."""
-    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    subprocess.run(
-        [*_flags(page.parent / "chromium-profile"), f"--screenshot={out}", url],
-        capture_output=True, timeout=120, check=True,
-    )  # fmt: skip
+def screenshot(page: Path, out: Path, fragment: str = "", browser: Browser | None = None) -> Image:
+    """A screenshot of the page at ``page#fragment`` (in ``browser``, or in a Chromium of its
+    own), written to ``out`` and decoded."""
+    if browser is not None:
+        out.write_bytes(browser.screenshot(page, fragment))
+    else:
+        subprocess.run(
+            [*_flags(page.parent / "chromium-profile"), f"--screenshot={out}",
+             _url(page, fragment)],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
     return read_png(out.read_bytes())
 
 
