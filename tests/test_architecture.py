@@ -4,6 +4,7 @@ and no module grows past what one reader holds in mind. Read from the source wit
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,11 @@ def imports(path: Path) -> set[str]:
     return out
 
 
-GRAPH = {name: imports(path) for name, path in MODULES.items()}
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    """What each module imports (:func:`imports`), read once a process, by the first test that
+    asks: not at collection, which every test process of a run would pay for."""
+    return {name: imports(path) for name, path in MODULES.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -117,14 +122,14 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_no_import_cycle() -> None:
-    assert _cycles(GRAPH) == []
+    assert _cycles(graph()) == []
 
 
 @pytest.mark.parametrize("package", sorted(MAY_NOT_IMPORT))
 def test_imports_go_down_the_floors(package: str) -> None:
     wrong = {
         f"{name} imports {target}"
-        for name, targets in GRAPH.items()
+        for name, targets in graph().items()
         if name == package or name.startswith(package + ".")
         for target in targets
         for banned in MAY_NOT_IMPORT[package]
@@ -139,7 +144,7 @@ def test_the_rules_name_modules_that_exist() -> None:
 
 
 def test_the_ground_floor_imports_only_itself() -> None:
-    wrong = {f"{m} imports {t}" for m in GROUND for t in GRAPH[m] if t not in GROUND}
+    wrong = {f"{m} imports {t}" for m in GROUND for t in graph()[m] if t not in GROUND}
     assert wrong == set()
 
 
@@ -147,7 +152,7 @@ def test_the_core_imports_no_backend() -> None:
     allowed = {"gdbext.gdbinit", "gdbext.lldbinit"}  # what users source: they install adapters
     wrong = {
         f"{name} imports {target}"
-        for name, targets in GRAPH.items()
+        for name, targets in graph().items()
         if name.split(".")[0] == "gdbext" and name not in allowed
         for target in targets
         if target.split(".")[0] != "gdbext"
