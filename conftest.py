@@ -9,6 +9,12 @@ may select QEMU tests stay in one process: every QEMU test shares the guests boo
 session (``tests/conftest.py``), which workers could not share, and pytest-xdist's
 ``--dist loadgroup``, which could keep them on one worker, does not group under pytest 9.2.
 
+pytest-xdist hands tests out in collection order, in chunks of consecutive tests. The modules
+whose tests take seconds each (real debuggers, Chromium, waits for progress reports, hypothesis)
+are collected first (:data:`SLOW_FIRST`) and the chunks are kept small (``--maxschedchunk``):
+so the slow tests start at once, spread over the workers, and the run does not end waiting on
+one of them while the other workers are done.
+
 pytest caches each test module with its asserts rewritten as bytecode in ``__pycache__``, but
 writes that cache only where Python may write bytecode. Under PYTHONDONTWRITEBYTECODE (some
 environments set it) every run would parse and rewrite every test module again: about 5 s of
@@ -34,6 +40,38 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         and "not qemu" in (option.markexpr or "")
     ):
         option.numprocesses = 2 * (os.cpu_count() or 1)
+        if getattr(option, "maxschedchunk", 0) is None:
+            option.maxschedchunk = 8
+
+
+#: Test modules, slowest tests first (seconds a test: they start real debuggers or Chromium,
+#: wait for progress reports, or run hypothesis on real tables); collected before the others.
+SLOW_FIRST = (
+    "tests/backends/gdbext_lldb/test_lldb_frontend.py",
+    "tests/backends/gdbext_gdb/test_gdb_commands.py",
+    "tests/x86/test_paging_props.py",
+    "tests/render/test_mapview_chromium.py",
+    "tests/test_session.py",
+    "tests/render/test_mapdiff.py",
+    "tests/dump/test_dump_roundtrip.py",
+    "tests/backends/gdbext_lldb/test_lldb_symbols.py",
+    "tests/backends/gdbext_gdb/test_gdb_symbols.py",
+    "tests/backends/gdbext_lldb/test_api_lldb.py",
+    "tests/backends/gdbext_gdb/test_api_gdb.py",
+    "tests/backends/gdbext_gdb/test_gdb_loading.py",
+    "tests/backends/gdbext_lldb/test_lldb_relay.py",
+    "tests/backends/gdbext_gdbstub/test_rsp.py",
+    "tests/frontend/test_snapshot.py",
+    "tests/frontend/test_search.py",
+    "tests/render/test_walk_output.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of :data:`SLOW_FIRST` first, in its order; the others after them, in theirs."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    root = config.rootpath
+    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))
 
 
 collect_ignore = ["gdbext/gdbinit.py"]
