@@ -60,7 +60,7 @@ from gdbext.errors import (
     TranslationError,
     WalkOptionError,
 )
-from gdbext.flags import FLAGS_MASK, HUGE_PAGE, PRESENT
+from gdbext.flags import FLAGS_MASK, HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import (
     ENTRY_SIZE,
     SIZE_1G,
@@ -78,7 +78,6 @@ from gdbext.x86.entries import (
     PERM_KEY,
     ROOT_ACCESS,
     EntryRules,
-    access,
     access_by_leaf,
     entry_rules,
 )
@@ -168,6 +167,8 @@ class X86PageTable(PageTableEditor):
         if root & ~self.addr_mask:
             raise MisalignedAddressError(root, SIZE_4K, "page-table root")
         self.root = root
+        self._sign_shift = self.geometry.va_bits - 1
+        self._canon_tops = (0, (1 << (65 - self.geometry.va_bits)) - 1)
         # Per level, top first, what the translation loop needs: (level, index shift, reserved
         # bits of a link, of a leaf, whether always a leaf, whether PS makes a leaf, frame mask
         # of a leaf, page size): the rules of :mod:`gdbext.x86.entries`, flattened.
@@ -292,7 +293,8 @@ class X86PageTable(PageTableEditor):
         """
         memo = self._memo
         if memo is None:
-            self._check_canonical(vaddr)
+            if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
+                self._check_canonical(vaddr)
             result = self._walk(vaddr, None)
             assert isinstance(result, Translation)  # a prefix comes only with the caches
             return result
@@ -312,19 +314,11 @@ class X86PageTable(PageTableEditor):
             index = page & 0x1FF
             entry = entries[index]
             if entry & self._pt_check == PRESENT:
-                user, writable, executable = by_leaf[entry & PERM_KEY]
+                user, writable, exe = by_leaf[entry & PERM_KEY]
+                paddr = (entry & self.addr_mask) | (vaddr & 0xFFF)
+                steps = (*above, new_step((1, table, index, entry)))
                 result = new_translation(
-                    (
-                        vaddr,
-                        (entry & self.addr_mask) | (vaddr & 0xFFF),
-                        SIZE_4K,
-                        entry,
-                        1,
-                        user,
-                        writable,
-                        executable,
-                        (*above, new_step((1, table, index, entry))),
-                    )
+                    (vaddr, paddr, SIZE_4K, entry, 1, user, writable, exe, steps)
                 )
             else:
                 self._walk(vaddr, region)  # raises the error
@@ -406,9 +400,18 @@ class X86PageTable(PageTableEditor):
                 raise err
             acc = (acc & entry & PERM_BITS) | ((acc | entry) & nx_bit)  # entries.fold
             if leaf:
-                paddr = (entry & frame_mask) | (vaddr & (size - 1))
                 result = new_translation(
-                    (vaddr, paddr, size, entry, level, *access(acc), tuple(steps))
+                    (
+                        vaddr,
+                        (entry & frame_mask) | (vaddr & (size - 1)),
+                        size,
+                        entry,
+                        level,
+                        bool(acc & USER_ACCESSIBLE),
+                        bool(acc & WRITABLE),
+                        not acc & NO_EXECUTE,
+                        tuple(steps),
+                    )
                 )
                 if cache is not None and level > 1:
                     self._remember(vaddr, level, result)
