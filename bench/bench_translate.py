@@ -268,8 +268,8 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the dumps (:func:`chosen_dumps`)."""
     parser.add_argument("--dump", action="append", type=Path, help="an ELF dump (repeatable)")
     parser.add_argument(
         "--mem",
@@ -283,6 +283,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fixtures", action="store_true", help="the committed dumps too (with --dump/--mem)"
     )
+
+
+def chosen_dumps(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
+    """The dumps the options name, each with its label: ``--dump``'s, ``--mem``'s (made under
+    QEMU if not in ``--workdir``), the committed ones (unpacked into ``tmp``) with
+    ``--fixtures`` or when no other is named.
+
+    :raises BenchError: a ``--mem`` dump cannot be made.
+    """
+    dumps = [(path.name, path) for path in args.dump or ()]
+    for memory in (m.strip() for m in (args.mem or "").split(",") if m.strip()):
+        made = ensure_dumps(args.workdir, memory, args.fresh, log)
+        dumps.append((f"{memory} guest", made.path("elf")))
+    if args.fixtures or not dumps:
+        dumps += [(path.name, path) for path in unpack_fixtures(tmp)]
+    return dumps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_dump_arguments(parser)
     parser.add_argument("--cpu-time", action="store_true", help="time by CPU, not wall, time")
     parser.add_argument("--addresses", type=int, default=ADDRESSES)
     parser.add_argument("--repeat", type=int, default=7)
@@ -291,17 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile one fresh run")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    dumps = [(path.name, path) for path in args.dump or ()]
-    try:
-        for memory in (m.strip() for m in (args.mem or "").split(",") if m.strip()):
-            made = ensure_dumps(args.workdir, memory, args.fresh, log)
-            dumps.append((f"{memory} guest", made.path("elf")))
-    except BenchError as exc:
-        print(f"bench_translate: {exc}", file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
-        if args.fixtures or not dumps:
-            dumps += [(path.name, path) for path in unpack_fixtures(Path(tmp))]
+        try:
+            dumps = chosen_dumps(args, Path(tmp))
+        except BenchError as exc:
+            print(f"bench_translate: {exc}", file=sys.stderr)
+            return 2
         load = [os.getloadavg()[0]]
         started = time.perf_counter()
         rows = [measure(label, path, args) for label, path in dumps]

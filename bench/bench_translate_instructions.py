@@ -22,8 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_dump import BenchError, ensure_dumps, log
-from bench_translate import ADDRESSES, fresh_table, kernel_table, pick_addresses, unpack_fixtures
+from bench_dump import BenchError
+from bench_translate import (
+    ADDRESSES,
+    add_dump_arguments,
+    chosen_dumps,
+    fresh_table,
+    kernel_table,
+    pick_addresses,
+)
 
 MODES = ("none", "first", "all")
 
@@ -67,20 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--child"]:
         child(args[1], args[2], "-u" not in args)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--dump", action="append", type=Path, help="an ELF dump (repeatable)")
-    parser.add_argument("--mem", help="Debian guests' ELF dumps of these RAM sizes (512M)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gdbext-bench"))
-    parser.add_argument("--fixtures", action="store_true", help="the committed dumps too")
+    add_dump_arguments(parser)
     parser.add_argument("--uncached", action="store_true", help="a page table without caches")
     opts = parser.parse_args(args)
-    dumps = [(p.name, p) for p in opts.dump or ()]
     with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
         try:
-            for memory in (m.strip() for m in (opts.mem or "").split(",") if m.strip()):
-                made = ensure_dumps(opts.workdir, memory, False, log)
-                dumps.append((f"{memory} guest", made.path("elf")))
-            if opts.fixtures or not dumps:
-                dumps += [(p.name, p) for p in unpack_fixtures(Path(tmp))]
+            dumps = chosen_dumps(opts, Path(tmp))
             print(f"{'dump':<16} {'per address':>12} {'region walk':>12} {'in a region':>12}")
             for label, path in dumps:
                 (none, _, _), (first, _, _), (every, regions, n) = (
