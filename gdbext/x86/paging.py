@@ -194,7 +194,7 @@ class X86PageTable(PageTableEditor):
         self._regions: dict[int, Translation | _Prefix] | None = {} if cache else None
         #: By 1 GiB region, the same: the walk down to its page directory, or its 1 GiB page.
         self._uppers: dict[int, Translation | _Prefix] = {}
-        #: What a present page-table entry with no reserved bit set, masked by this, leaves.
+        #: A page-table entry masked by this is PRESENT exactly when it is a valid leaf.
         self._pt_check = PRESENT | self.rules.level(1).leaf_reserved
         #: What walks share while the memory does not change (only with ``cache=True``).
         self._walk_memo = WalkMemo(cache_tables) if cache else None
