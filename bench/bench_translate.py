@@ -1,7 +1,9 @@
 """Benchmark of address translation on real kernel dumps, with drgn and volatility3 side by side.
 
 For each dump (the committed QEMU ``dump-guest-memory`` ELF fixtures by default, unpacked into a
-temporary directory; ``--dump PATH`` for others) it translates 20,000 distinct mapped addresses
+temporary directory; ``--dump PATH`` for others; ``--mem 512M`` for the ELF dump of a real Debian
+guest of that size, which ``bench/bench_dump.py`` makes under QEMU on first use and keeps in
+``--workdir``) it translates 20,000 distinct mapped addresses
 of the kernel's page table (VMCOREINFO's ``init_top_pgt``), picked from the engine's walk: a
 random leaf run each, a random page in it (no page twice), a random offset in the page. So that
 the picks reach many tables, runs are drawn uniformly, not weighted by size.
@@ -17,12 +19,15 @@ Measures, in one run (medians of ``--repeat`` runs, per address):
 - volatility3's ``Intel32e.translate`` (``--vol3``), on a new layer stack per run.
 
 Every translation of drgn and volatility3 is checked against gdbext's (mismatches are counted
-and reported). Targets: fresh <= 3 us, warm <= 1 us, and fresh at most drgn's time.
+and reported). Targets: fresh <= 3 us, warm <= 1 us, and fresh at most drgn's time (the limit
+was set on a 512 MiB guest's dump: ``--mem 512M``).
 
 Run: ``.venv/bin/python bench/bench_translate.py`` (``--repeat 7``; ``--json`` for
-machine-readable output; ``--profile`` for cProfile of one fresh run). drgn and volatility3 are
-optional (the ``bench`` extra: ``.venv/bin/pip install -e '.[bench]'``); without them their
-columns are left out.
+machine-readable output; ``--profile`` for cProfile of one fresh run; ``--cpu-time`` to time
+every side by this process's CPU time rather than wall time, on a busy machine). The load
+average before and after is printed with the figures. drgn and volatility3 are optional (the
+``bench`` extra: ``.venv/bin/pip install -e '.[bench]'``); without them their columns are left
+out.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -40,6 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench_dump import BenchError, ensure_dumps, log
 from benchlib import ROOT, profiled, timed
 
 from gdbext.plugin.target import Target
@@ -92,7 +99,7 @@ def fresh_table(pt: X86PageTable, cache: bool = True) -> X86PageTable:
     return X86PageTable(pt.mapper, pt.root, pt.levels, nxe=pt.nxe, cache=cache)
 
 
-def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def measure(label: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The figures of one dump: gdbext, drgn and volatility3 runs interleaved, repetition by
     repetition, so that a change of the machine's load hits them alike."""
     from gdbext_dump.dump import open_dump
@@ -102,25 +109,27 @@ def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     addrs = pick_addresses(pt, args.addresses)
     expect = [fresh_table(pt).translate(a).paddr for a in addrs]
     n = len(addrs)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     sides: dict[str, Side] = {}
     if not args.no_drgn:
-        sides["drgn"] = drgn_side(path, pgd_va, addrs, expect)
+        sides["drgn"] = drgn_side(path, pgd_va, addrs, expect, clock)
     if args.vol3 and pt.levels == 4:  # volatility3 has no 5-level layer
-        sides["vol3"] = vol3_side(path, pt.root, addrs, expect)
+        sides["vol3"] = vol3_side(path, pt.root, addrs, expect, clock)
     times: dict[str, list[float]] = {"fresh": [], "warm": [], "uncached": []}
     for name in sides:
         times[name] = []
     uncached = fresh_table(pt, cache=False)
     for _ in range(args.repeat):
         translate = fresh_table(pt).translate
-        times["fresh"].append(timed(partial(_each, translate, addrs), 1))
-        times["warm"].append(timed(partial(_each, translate, addrs), 1))
-        times["uncached"].append(timed(partial(_each, uncached.translate, addrs), 1))
+        times["fresh"].append(timed(partial(_each, translate, addrs), 1, clock))
+        times["warm"].append(timed(partial(_each, translate, addrs), 1, clock))
+        times["uncached"].append(timed(partial(_each, uncached.translate, addrs), 1, clock))
         for name, side in sides.items():
             if side.run is not None:
                 times[name].append(side.run())
     row: dict[str, Any] = {
-        "dump": path.name,
+        "dump": label,
+        "path": str(path),
         "levels": pt.levels,
         "root": f"0x{pt.root:x}",
         "addresses": n,
@@ -161,7 +170,9 @@ class Side:
     count: int = 0
 
 
-def drgn_side(path: Path, pgd_va: int, addrs: list[int], expect: list[int]) -> Side:
+def drgn_side(
+    path: Path, pgd_va: int, addrs: list[int], expect: list[int], clock: Callable[[], float]
+) -> Side:
     """drgn's ``follow_phys`` over ``addrs``, a new program per run (made outside the time)."""
     try:  # optional, untyped: imported by name
         drgn = importlib.import_module("drgn")
@@ -186,12 +197,14 @@ def drgn_side(path: Path, pgd_va: int, addrs: list[int], expect: list[int]) -> S
 
     def run() -> float:
         prog = new_program()
-        return timed(partial(_each, partial(follow_phys, prog, pgd_va), addrs), 1)
+        return timed(partial(_each, partial(follow_phys, prog, pgd_va), addrs), 1, clock)
 
     return Side(info, run, len(addrs))
 
 
-def vol3_side(path: Path, cr3: int, addrs: list[int], expect: list[int]) -> Side:
+def vol3_side(
+    path: Path, cr3: int, addrs: list[int], expect: list[int], clock: Callable[[], float]
+) -> Side:
     """volatility3's ``Intel32e.translate``, a new layer stack per run; the addresses it
     cannot translate are counted and left out."""
     import _vol3
@@ -218,7 +231,7 @@ def vol3_side(path: Path, cr3: int, addrs: list[int], expect: list[int]) -> Side
 
     def run() -> float:
         translate = _vol3.build_layer(vol, path, cr3).translate
-        return timed(partial(_each, translate, ok), 1)
+        return timed(partial(_each, translate, ok), 1, clock)
 
     return Side(info, run, len(ok))
 
@@ -255,9 +268,43 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def add_dump_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the dumps (:func:`chosen_dumps`)."""
+    parser.add_argument("--dump", action="append", type=Path, help="an ELF dump (repeatable)")
+    parser.add_argument(
+        "--mem",
+        help="also the ELF dumps of Debian guests of these RAM sizes, comma-separated (512M): "
+        "bench_dump.py's, made under QEMU on first use",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/gdbext-bench"), help="--mem's dump cache"
+    )
+    parser.add_argument("--fresh", action="store_true", help="--mem: boot and dump again")
+    parser.add_argument(
+        "--fixtures", action="store_true", help="the committed dumps too (with --dump/--mem)"
+    )
+
+
+def chosen_dumps(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path]]:
+    """The dumps the options name, each with its label: ``--dump``'s, ``--mem``'s (made under
+    QEMU if not in ``--workdir``), the committed ones (unpacked into ``tmp``) with
+    ``--fixtures`` or when no other is named.
+
+    :raises BenchError: a ``--mem`` dump cannot be made.
+    """
+    dumps = [(path.name, path) for path in args.dump or ()]
+    for memory in (m.strip() for m in (args.mem or "").split(",") if m.strip()):
+        made = ensure_dumps(args.workdir, memory, args.fresh, log)
+        dumps.append((f"{memory} guest", made.path("elf")))
+    if args.fixtures or not dumps:
+        dumps += [(path.name, path) for path in unpack_fixtures(tmp)]
+    return dumps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--dump", action="append", type=Path, help="an ELF dump (repeatable)")
+    add_dump_arguments(parser)
+    parser.add_argument("--cpu-time", action="store_true", help="time by CPU, not wall, time")
     parser.add_argument("--addresses", type=int, default=ADDRESSES)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--no-drgn", action="store_true", help="leave drgn out")
@@ -266,15 +313,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
-        paths = args.dump or unpack_fixtures(Path(tmp))
+        try:
+            dumps = chosen_dumps(args, Path(tmp))
+        except BenchError as exc:
+            print(f"bench_translate: {exc}", file=sys.stderr)
+            return 2
+        load = [os.getloadavg()[0]]
         started = time.perf_counter()
-        rows = [measure(path, args) for path in paths]
+        rows = [measure(label, path, args) for label, path in dumps]
         seconds = time.perf_counter() - started
+        load.append(os.getloadavg()[0])
+    clock = "CPU" if args.cpu_time else "wall"
     if args.json:
-        print(json.dumps({"rows": rows, "seconds": seconds}, indent=2))
+        report = {"rows": rows, "seconds": seconds, "load": load, "clock": clock}
+        print(json.dumps(report, indent=2))
         return 0
     for line in report_text(rows):
         print(line)
+    print(f"{clock} time; load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after")
     fresh = max(row["gdbext"]["fresh_us"] for row in rows)
     warm = max(row["gdbext"]["warm_us"] for row in rows)
     print(

@@ -40,6 +40,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CpuState
@@ -71,7 +72,15 @@ from gdbext.geometry import (
 )
 from gdbext.mapper import TABLE_STRUCT, PhysMapper
 from gdbext.permfilter import PermFilter
-from gdbext.x86.entries import MAX_PHYS_BITS, PERM_BITS, ROOT_ACCESS, EntryRules, entry_rules
+from gdbext.x86.entries import (
+    MAX_PHYS_BITS,
+    PERM_BITS,
+    PERM_KEY,
+    ROOT_ACCESS,
+    EntryRules,
+    access_by_leaf,
+    entry_rules,
+)
 from gdbext.x86.mutate import PageTableEditor
 from gdbext.x86.records import (
     Anomaly,
@@ -97,9 +106,11 @@ _as_entries: Callable[[bytes], Sequence[int]] = (
     if sys.byteorder == "little" and struct.calcsize("Q") == ENTRY_SIZE
     else TABLE_STRUCT.unpack
 )
-#: A walk down to a page table: (its entries, its address, permissions so far, steps above it,
-#: the PD entry that links it).
-_Prefix = tuple[Sequence[int], int, int, tuple[WalkStep, ...], int]
+#: A walk down to a table (a page table, or a page directory): (its entries, its address, the
+#: steps above it, the effective permissions of a leaf in it by the leaf's ``PERM_KEY`` bits
+#: (:func:`~gdbext.x86.entries.access_by_leaf`), the permissions so far, the entry linking it).
+_ByLeaf = dict[int, tuple[bool, bool, bool]]
+_Prefix = tuple[Sequence[int], int, tuple[WalkStep, ...], _ByLeaf, int, int]
 #: The walk options ``aliases`` accepts.
 _ALIAS_MODES = ("expand", "collapse")
 
@@ -156,6 +167,8 @@ class X86PageTable(PageTableEditor):
         if root & ~self.addr_mask:
             raise MisalignedAddressError(root, SIZE_4K, "page-table root")
         self.root = root
+        self._sign_shift = self.geometry.va_bits - 1
+        self._canon_tops = (0, (1 << (65 - self.geometry.va_bits)) - 1)
         # Per level, top first, what the translation loop needs: (level, index shift, reserved
         # bits of a link, of a leaf, whether always a leaf, whether PS makes a leaf, frame mask
         # of a leaf, page size): the rules of :mod:`gdbext.x86.entries`, flattened.
@@ -172,9 +185,6 @@ class X86PageTable(PageTableEditor):
             )
             for r in self.rules.top_down(levels)
         )
-        va_bits = self.geometry.va_bits
-        self._sign_shift = va_bits - 1
-        self._canon_tops = (0, (1 << (65 - va_bits)) - 1)
         #: Tables read, by physical address (only with ``cache=True``).
         self._cache: dict[int, Sequence[int]] | None = {} if cache else None
         #: Translations by 4 KiB page number (only with ``cache=True``): a software TLB.
@@ -182,11 +192,12 @@ class X86PageTable(PageTableEditor):
         #: By 2 MiB region (only with ``cache=True``), as the MMU's paging-structure cache: the
         #: walk down to the region's page table (:data:`_Prefix`), or the large page mapping it.
         self._regions: dict[int, Translation | _Prefix] | None = {} if cache else None
-        self._hot_pt = self._hot[-1:]
+        #: By 1 GiB region, the same: the walk down to its page directory, or its 1 GiB page.
+        self._uppers: dict[int, Translation | _Prefix] = {}
+        #: A page-table entry masked by this is PRESENT exactly when it is a valid leaf.
+        self._pt_check = PRESENT | self.rules.level(1).leaf_reserved
         #: What walks share while the memory does not change (only with ``cache=True``).
         self._walk_memo = WalkMemo(cache_tables) if cache else None
-        self._pt_reserved = self.rules.level(1).leaf_reserved
-        self._nx_bit = self.rules.nx_bit
         self.cache_tables = cache_tables
         self.cache_pages = cache_pages
 
@@ -270,12 +281,6 @@ class X86PageTable(PageTableEditor):
         cache[table] = entries
         return entries
 
-    def _check_canonical(self, vaddr: int) -> None:
-        if not 0 <= vaddr < 1 << 64:
-            raise AddressOutOfRangeError(vaddr, self.geometry.va_bits)
-        if not self.geometry.is_canonical(vaddr):
-            raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
-
     def translate(self, vaddr: int) -> Translation:
         """Walk ``vaddr`` as the MMU does.
 
@@ -286,74 +291,79 @@ class X86PageTable(PageTableEditor):
         :raises ReservedBitsError: reserved bits set in an entry on the way.
         :raises TableOutsideRamError: an entry points to a table outside physical memory.
         """
-        if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
-            self._check_canonical(vaddr)
         memo = self._memo
         if memo is None:
-            return self._walk(vaddr, None)
-        hit = memo.get(vaddr >> 12)
+            if not 0 <= vaddr < 1 << 64 or (vaddr >> self._sign_shift) not in self._canon_tops:
+                self._check_canonical(vaddr)
+            result = self._walk(vaddr, None)
+            assert isinstance(result, Translation)  # a prefix comes only with the caches
+            return result
+        # The caches hold canonical addresses only, and a 4 KiB page (a 2 MiB, a 1 GiB region)
+        # holding one is canonical all through: only a walk from the root checks.
+        page = vaddr >> 12
+        hit = memo.get(page)
         if hit is not None:
             if hit[0] == vaddr:
                 return hit  # immutable: the same answer again
-            return new_translation(
-                (
-                    vaddr,
-                    hit[1] + (vaddr - hit[0]),
-                    hit[2],
-                    hit[3],
-                    hit[4],
-                    hit[5],
-                    hit[6],
-                    hit[7],
-                    hit[8],
-                )
-            )
-        regions = self._regions
-        assert regions is not None  # kept with the memo
-        region = regions.get(vaddr >> 21)
+            return new_translation((vaddr, hit[1] + (vaddr - hit[0]), *hit[2:]))
+        region = self._regions.get(page >> 9)  # type: ignore[union-attr]  # kept with the memo
         if region is None:
-            result = self._walk(vaddr, None)
-        elif isinstance(region, Translation):  # in a large page
-            result = new_translation((vaddr, region[1] + (vaddr - region[0]), *region[2:]))
-        else:  # from the region's page table: the walk's level-1 step, inlined
-            entries, table, acc, above, _ = region
-            index = (vaddr >> 12) & 0x1FF
+            region = self._region(vaddr)
+        if type(region) is tuple:  # the region's page table: the walk's level-1 step, inlined
+            entries, table, above, by_leaf, _, _ = region
+            index = page & 0x1FF
             entry = entries[index]
-            if entry & PRESENT and not entry & self._pt_reserved:
-                acc = (acc & entry & PERM_BITS) | ((acc | entry) & self._nx_bit)
+            if entry & self._pt_check == PRESENT:
+                user, writable, exe = by_leaf[entry & PERM_KEY]
+                paddr = (entry & self.addr_mask) | (vaddr & 0xFFF)
+                steps = (*above, new_step((1, table, index, entry)))
                 result = new_translation(
-                    (
-                        vaddr,
-                        (entry & self.addr_mask) | (vaddr & 0xFFF),
-                        SIZE_4K,
-                        entry,
-                        1,
-                        bool(acc & USER_ACCESSIBLE),
-                        bool(acc & WRITABLE),
-                        not acc & NO_EXECUTE,
-                        (*above, new_step((1, table, index, entry))),
-                    )
+                    (vaddr, paddr, SIZE_4K, entry, 1, user, writable, exe, steps)
                 )
             else:
-                result = self._walk(vaddr, region)  # raises
+                self._walk(vaddr, region)  # raises the error
+                raise AssertionError("unreachable: the entry is no valid leaf")
+        else:  # in a large page
+            large = cast(Translation, region)
+            result = new_translation((vaddr, large[1] + (vaddr - large[0]), *large[2:]))
         if len(memo) >= self.cache_pages:
             del memo[next(iter(memo))]
-        memo[vaddr >> 12] = result
+        memo[page] = result
         return result
 
-    def _walk(self, vaddr: int, start: _Prefix | None) -> Translation:
-        """The MMU's walk for ``vaddr``: from the root, or from the page table that ``start``
-        (a prefix from the region cache) names."""
+    def _region(self, vaddr: int) -> Translation | _Prefix:
+        """What the caches keep for the 2 MiB region of ``vaddr``, walked from the root or from
+        its 1 GiB region's page directory: the walk down to its page table, or the large page
+        that maps it (the page table's entry is not read)."""
+        upper = self._uppers.get(vaddr >> 30)
+        if upper is None:
+            self._check_canonical(vaddr)
+        elif isinstance(upper, Translation):
+            return upper
+        return self._walk(vaddr, upper, to_region=True)
+
+    def _check_canonical(self, vaddr: int) -> None:
+        if not 0 <= vaddr < 1 << 64:
+            raise AddressOutOfRangeError(vaddr, self.geometry.va_bits)
+        if not self.geometry.is_canonical(vaddr):
+            raise NonCanonicalAddressError(vaddr, self.geometry.va_bits)
+
+    def _walk(
+        self, vaddr: int, start: _Prefix | None, to_region: bool = False
+    ) -> Translation | _Prefix:
+        """The MMU's walk for ``vaddr``: from the root, or from the table that ``start`` (a
+        prefix from the region caches) names. With the caches, it remembers what it read for
+        the 1 GiB and the 2 MiB region of ``vaddr``; ``to_region`` stops it at the page table
+        (read), whose walk prefix it then returns."""
         cache = self._cache
-        regions = self._regions
-        pending: tuple[int, int, tuple[WalkStep, ...], int] | None = None
+        pending: tuple[int, tuple[WalkStep, ...], _ByLeaf, int, int] | None = None
         if start is None:
             table, acc, steps, parent_entry = self.root, ROOT_ACCESS, [], None
             hot = self._hot
         else:
-            _, table, acc, above, parent_entry = start
+            _, table, above, _, acc, parent_entry = start
             steps = list(above)
-            hot = self._hot_pt
+            hot = self._hot[len(above) :]
         nx_bit = self.rules.nx_bit
         addr_mask = self.addr_mask
         for level, shift, link_rsvd, leaf_rsvd, always_leaf, ps_leaf, frame_mask, size in hot:
@@ -366,8 +376,12 @@ class X86PageTable(PageTableEditor):
                     if entries is None:
                         entries = self._load(table)
                     entry = entries[index]
-                    if pending is not None:  # the region's page table, now read
-                        self._remember_region(vaddr, (entries, *pending))
+                    if pending is not None:  # the region's table, now read
+                        prefix: _Prefix = (entries, *pending)
+                        self._remember(vaddr, level + 1, prefix)
+                        if to_region and level == 1:
+                            return prefix
+                        pending = None
             except PhysMemoryError as exc:
                 raise self._unreadable(exc, vaddr, level, parent_entry, table, steps) from None
             steps.append(new_step((level, table, index, entry)))
@@ -399,21 +413,26 @@ class X86PageTable(PageTableEditor):
                         tuple(steps),
                     )
                 )
-                if regions is not None and level > 1:
-                    self._remember_region(vaddr, result)
+                if cache is not None and level > 1:
+                    self._remember(vaddr, level, result)
                 return result
             parent_entry = entry
             table = entry & addr_mask
-            if regions is not None and level == 2:
-                pending = (table, acc, tuple(steps), entry)
+            if cache is not None and level <= 3:
+                pending = (table, tuple(steps), access_by_leaf(acc, nx_bit), acc, entry)
         raise AssertionError("unreachable: level 1 is always a leaf")
 
-    def _remember_region(self, vaddr: int, what: Translation | _Prefix) -> None:
-        regions = self._regions
-        assert regions is not None
+    def _remember(self, vaddr: int, level: int, what: Translation | _Prefix) -> None:
+        """Keep ``what`` for the 2 MiB (``level`` 2) or 1 GiB (``level`` 3) region of
+        ``vaddr``: the large page mapping it, or the walk down to its table."""
+        if level == 2:
+            regions, key = self._regions, vaddr >> 21
+            assert regions is not None
+        else:
+            regions, key = self._uppers, vaddr >> 30
         if len(regions) >= self.cache_pages:
             del regions[next(iter(regions))]
-        regions[vaddr >> 21] = what
+        regions[key] = what
 
     def _unreadable(
         self,
@@ -442,6 +461,7 @@ class X86PageTable(PageTableEditor):
             self._memo.clear()
         if self._regions is not None:
             self._regions.clear()
+        self._uppers.clear()
         if self._walk_memo is not None:
             self._walk_memo.clear()
 
@@ -564,6 +584,7 @@ class X86PageTable(PageTableEditor):
             self._memo.clear()
         if self._regions:
             self._regions.clear()
+        self._uppers.clear()
         if self._walk_memo is not None:
             self._walk_memo.clear()
         if self._cache is not None:

@@ -21,8 +21,10 @@ from gdbext.errors import (
     ReservedBitsError,
 )
 from gdbext.x86.entries import (
+    PERM_KEY,
     ROOT_ACCESS,
     access,
+    access_by_leaf,
     decode,
     entry_rules,
     fold,
@@ -230,3 +232,16 @@ def test_huge_page_at_pml4_is_forbidden_in_translate_and_walk() -> None:
         env.pt.translate(v4(1))
     [anomaly] = env.pt.iter_runs()
     assert isinstance(anomaly, Anomaly) and anomaly.kind == "huge-page-forbidden"
+
+
+@pytest.mark.parametrize("nx_bit", [0, NX])
+def test_access_by_leaf_is_fold_then_access(nx_bit: int) -> None:
+    """For every accumulator a walk can reach and every leaf's permission and other bits, the
+    table of a region answers what folding the leaf answers."""
+    others = (0, P | ACC | DIRTY, 0x7FF0_0000_DEAD_B000)
+    for acc in (u | w | x for u in (0, U) for w in (0, W) for x in (0, nx_bit)):
+        table = access_by_leaf(acc, nx_bit)
+        for leaf in (
+            u | w | x | o for u in (0, U) for w in (0, W) for x in (0, NX) for o in others
+        ):
+            assert table[leaf & PERM_KEY] == access(fold(acc, leaf, nx_bit))

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from gdbext.errors import NotMappedError
+from gdbext.errors import (
+    AddressOutOfRangeError,
+    GdbextError,
+    NonCanonicalAddressError,
+    NotMappedError,
+    ReservedBitsError,
+    TableOutsideRamError,
+    TranslationError,
+)
 from gdbext.flags import PageTableFlags
 from gdbext.mapper import read_u64, write_u64
-from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.paging import SIZE_1G, SIZE_2M, SIZE_4K, X86PageTable
+from gdbext.x86.records import Translation
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 
 
@@ -54,3 +63,88 @@ def test_outside_changes_need_invalidate_cache() -> None:
     assert pt.translate(0x400000).paddr == 0x9000  # documented: the cache does not see it
     pt.invalidate_cache()
     assert pt.translate(0x400000).paddr == 0xA000
+
+
+def _outcome(pt: X86PageTable, va: int) -> object:
+    """A translation, or the error with its data (type, message, level, entry, steps)."""
+    try:
+        return pt.translate(va)
+    except GdbextError as error:
+        data = (
+            (error.level, error.entry, error.steps) if isinstance(error, TranslationError) else ()
+        )
+        return (type(error), str(error), *data)
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_cached_translations_equal_the_uncached_walk(levels: int) -> None:
+    """Every kind of address, each 2 MiB and 1 GiB region met first through one address and
+    then through the region caches: the cached page table answers as the uncached one, errors
+    (with their level, entry and steps) included."""
+    mem = SparsePhysMemory(32 << 20)
+    alloc = TopDownFrameAllocator(mem)
+    root = alloc.allocate_frame()
+    assert root is not None
+    writer = X86PageTable(mem, root, levels, allow_writes=True)
+    user, rw, nx = (
+        PageTableFlags.USER_ACCESSIBLE,
+        PageTableFlags.WRITABLE,
+        PageTableFlags.NO_EXECUTE,
+    )
+    gib = 0x4000_0000
+    for i in range(8):  # 4 KiB pages of four permission kinds, in two page tables
+        writer.map(
+            gib + i * 0x1000, 0x10_0000 + i * 0x1000, SIZE_4K, [0, user, rw, nx][i % 4], alloc
+        )
+        writer.map(gib + SIZE_2M + i * 0x1000, 0x20_0000 + i * 0x1000, SIZE_4K, user | rw, alloc)
+    writer.map(gib + 4 * SIZE_2M, 0x40_0000, SIZE_2M, rw | nx, alloc)  # a 2 MiB page beside them
+    writer.map(2 * gib, 0, SIZE_1G, user, alloc)  # 1 GiB pages
+    writer.map(4 * gib, 0, SIZE_1G, user, alloc)
+    writer.map(3 * gib, 0x30_0000, SIZE_4K, 0, alloc)  # a page table whose link is broken below
+
+    def slot(va: int, level: int) -> int:
+        step = next(s for s in writer.translate(va).steps if s.level == level)
+        return step.table + 8 * step.index
+
+    def edit(va: int, level: int, set_bits: int = 0, clear_bits: int = 0) -> None:
+        at = slot(va, level)
+        write_u64(mem, at, read_u64(mem, at) & ~clear_bits | set_bits)
+
+    edit(gib + SIZE_2M, 2, clear_bits=user, set_bits=nx)  # the second page table's leaves
+    edit(gib + 5 * 0x1000, 1, set_bits=1 << 45)  # reserved with MAXPHYADDR 40
+    edit(gib + 6 * 0x1000, 1, clear_bits=PageTableFlags.PRESENT)  # an OS-owned entry
+    edit(gib + SIZE_2M + 0x1000, 1, set_bits=1 << 45)
+    edit(4 * gib, 3, set_bits=1 << 14)  # a reserved low frame bit of the 1 GiB page
+    edit(3 * gib, 2, set_bits=0xFFFF_F000, clear_bits=0xF_FFFF_F000)  # links outside RAM
+    # The addresses: mapped, in known regions but unmapped, broken, non-canonical, out of range.
+    pages = [gib + i * 0x1000 for i in range(9)] + [gib + SIZE_2M + i * 0x1000 for i in range(9)]
+    pages += [gib + 4 * SIZE_2M + 0x5000, 2 * gib + 0x1234_5000, 3 * gib, 3 * gib + 0x7000]
+    pages += [4 * gib + 0x5000]
+    pages += [gib + 7 * SIZE_2M, 5 * gib, 1 << 46, 1 << 47, 1 << 56, 0xFFFF_8000_0000_0000]
+    addresses = [p + offset for p in pages for offset in (0x123, 0xFFF)]
+    addresses += [-1, 1 << 64, 0x8000_0000_0000_0000]
+    fresh = X86PageTable(mem, root, levels, max_phys_bits=40, cache=True)
+    uncached = X86PageTable(mem, root, levels, max_phys_bits=40)
+    expected = [_outcome(uncached, va) for va in addresses]
+    assert {e[0] for e in expected if not isinstance(e, Translation)} == {  # type: ignore[index]
+        NotMappedError,
+        ReservedBitsError,
+        TableOutsideRamError,
+        NonCanonicalAddressError,
+        AddressOutOfRangeError,
+    }
+    leaves = [t for t in expected if isinstance(t, Translation)]
+    assert {(t.page_size, t.user, t.writable, t.executable) for t in leaves} == {
+        (SIZE_4K, False, False, True),
+        (SIZE_4K, True, False, True),
+        (SIZE_4K, False, True, True),
+        (SIZE_4K, False, False, False),
+        (SIZE_4K, False, True, False),
+        (SIZE_2M, False, True, False),
+        (SIZE_1G, True, False, True),
+    }
+    for _ in range(2):  # the second round from the memo
+        assert [_outcome(fresh, va) for va in addresses] == expected
+    # Each region first met through another address than in the order above.
+    again = X86PageTable(mem, root, levels, max_phys_bits=40, cache=True)
+    assert [_outcome(again, va) for va in reversed(addresses)] == expected[::-1]
