@@ -158,7 +158,13 @@ class Invocation(NamedTuple):
             base = dataclasses.replace(base, cr3=None, kernel=False)  # and a shared root
         from gdbext.frontend.selection import RootSelector, resolve
 
-        options, warnings = resolve(target or self.target, RootSelector(**owner), base)
+        on = target or self.target
+        selector = RootSelector(**owner)
+        if getattr(args, "vmlinux", None) and (owner["pid"], owner["comm"]) != (None, None):
+            from gdbext.frontend.symbolic import task_symbols
+
+            selector = dataclasses.replace(selector, **task_symbols(args, on, base))
+        options, warnings = resolve(on, selector, base)
         if self.warn is not None:
             for message in warnings:
                 self.warn(message)

@@ -96,6 +96,10 @@ class RootSelector:
     pid: int | None = None
     comm: str | None = None
     exe: str | None = None
+    #: A vmlinux with debug info (``--vmlinux``): the task list's offsets from its DWARF, not
+    #: the kernel's BTF; and its ``init_task``, moved by the slide (``None``: searched for).
+    vmlinux: str | None = None
+    init_task: int | None = None
 
     def __bool__(self) -> bool:
         return (self.root, self.pid, self.comm, self.exe) != (None, None, None, None)
@@ -158,8 +162,8 @@ def _resolve(target: Target, selector: RootSelector, options: RootOptions) -> Se
     if selector.root is not None:
         return _by_address(target, selector.root, options)
     if selector.exe is not None:
-        return _by_exe(target, options, selector.exe)
-    tasks = _tasks(target, options)
+        return _by_exe(target, options, selector)
+    tasks = _tasks(target, options, selector)
     if selector.pid is not None:
         return _by_pid(selector.pid, tasks)
     assert selector.comm is not None
@@ -175,10 +179,11 @@ class _Tasks:
     error: GdbextError | None
 
 
-def _tasks(target: Target, options: RootOptions) -> _Tasks:
+def _tasks(target: Target, options: RootOptions, selector: RootSelector) -> _Tasks:
     from gdbext.frontend.tasks import TasksOptions, tasks
 
-    found = tasks(target, TasksOptions(root=_base(options))).tasks
+    given = TasksOptions(_base(options), vmlinux=selector.vmlinux, init_task=selector.init_task)
+    found = tasks(target, given).tasks
     return _Tasks(found.tasks, found.error)
 
 
@@ -222,9 +227,11 @@ def _one(what: str, matches: Sequence[Task], error: GdbextError | None) -> Selec
     raise SelectionError(what, [_candidate(t) for t in leaders.values()])
 
 
-def _by_exe(target: Target, options: RootOptions, name: str) -> Selection:
+def _by_exe(target: Target, options: RootOptions, selector: RootSelector) -> Selection:
     from gdbext.frontend.roots import RootsOptions, roots
 
+    name = selector.exe
+    assert name is not None
     want = posixpath.basename(name.rstrip("/")) or name
     found = roots(target, RootsOptions(root=_base(options)))
     spaces = [
@@ -237,7 +244,7 @@ def _by_exe(target: Target, options: RootOptions, name: str) -> Selection:
     owners: dict[int, Task] = {}
     if spaces:
         try:
-            for t in _tasks(target, options).tasks:
+            for t in _tasks(target, options, selector).tasks:
                 if t.root is not None and t.tgid == t.pid:
                     owners.setdefault(t.root, t)
         except GdbextError:

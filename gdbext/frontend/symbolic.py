@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gdbext.errors import InputError, UnknownSymbolError, UsageError
 from gdbext.frontend.command import command_name
@@ -49,6 +49,7 @@ __all__ = [
     "resolve_range",
     "split_range",
     "target_symbols",
+    "task_symbols",
 ]
 
 #: An address operand: a number, or a symbol expression resolved once the target is open.
@@ -373,3 +374,14 @@ def resolve(operands: Sequence[Operand], symbols: SymbolSource | None) -> list[i
         else:
             out.append(resolve_name(symbols, op))
     return out
+
+
+def task_symbols(args: argparse.Namespace, target: Target, root: RootOptions) -> dict[str, Any]:
+    """What the task list takes from ``--vmlinux``: the file (its DWARF gives the offsets) and
+    its ``init_task`` moved to where the kernel image is in the page table ``root`` selects,
+    as :class:`~gdbext.frontend.selection.RootSelector`'s ``vmlinux`` and ``init_task``."""
+    from gdbext.frontend.commands import open_page_table
+
+    path: str = args.vmlinux
+    symbols = target_symbols(args, target, open_page_table(target, root))
+    return {"vmlinux": path, "init_task": None if symbols is None else symbols.address("init_task")}

@@ -143,6 +143,20 @@ def test_cli_with_vmlinux_uses_its_slid_init_task(compiled: Compiled, tmp_path: 
     assert main(["tasks", str(core)]) == EXIT_NOT_FOUND
 
 
+def test_owner_options_with_vmlinux_take_its_offsets(compiled: Compiled, tmp_path: Path) -> None:
+    """``--pid``/``--comm`` with ``--vmlinux`` read the task list with the DWARF's offsets:
+    the table built for that process; without it, the BTF's do not fit this memory."""
+    core = tmp_path / "core.elf"
+    m = machine(compiled.layout())
+    write_qemu_elf_core(core, m.memory, [m.cpu(KERNEL_ROOT)])
+    vmlinux = ["--vmlinux", str(compiled.vmlinux)]
+    status, out = cli_text(["walk", str(core), "--pid", "50", *vmlinux, "--json"])
+    assert (status, json.loads(out)["root"]) == (0, hex(SLEEP))
+    status, out = cli_text(["walk", str(core), "--comm", "jit", *vmlinux, "--json"])
+    assert (status, json.loads(out)["root"]) == (0, hex(JIT))
+    assert main(["walk", str(core), "--pid", "50"]) != 0
+
+
 def test_system_map_gives_init_task_and_the_btf_the_offsets(tmp_path: Path) -> None:
     m = machine()
     m.memory.write(INIT_TASK - DATA_VA + DATA_PA + BTF_LAYOUT.comm, b"idle\0")
