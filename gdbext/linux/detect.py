@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 
 from gdbext.addr import AddrRange
 from gdbext.errors import GdbextError
+from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import index_shift
 from gdbext.linux.layout import (
     CPU_ENTRY_AREA_BASE,
@@ -130,9 +131,14 @@ def _populated_gigabytes(pt: X86PageTable, lo: int, hi: int) -> Iterator[int]:
 
 
 def _first_leaf(pt: X86PageTable, lo: int, hi: int, skip_offset: int | None = None) -> int | None:
-    """The address of the first leaf in ``[lo, hi)`` (whose VA - PA is not ``skip_offset``)."""
+    """The address of the first leaf in ``[lo, hi)`` (whose VA - PA is not ``skip_offset``).
+
+    Runs group leaves whatever their ACCESSED and DIRTY bits, as text output's walk does, so
+    that that walk finds the tables summarised here already (the first leaf is the same:
+    within a run VA - PA does not change).
+    """
     try:
-        for rec in pt.iter_runs(AddrRange(lo, hi), aliases="collapse"):
+        for rec in pt.iter_runs(AddrRange(lo, hi), aliases="collapse", ignore=ACCESSED_DIRTY):
             if type(rec) is LeafRun and (
                 skip_offset is None or (rec.vaddr - rec.paddr) % _TOP != skip_offset
             ):
