@@ -9,10 +9,10 @@ against a limit (:func:`limit_leaves`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import reduce
-from itertools import compress, pairwise
-from operator import and_, or_
+from itertools import compress, pairwise, repeat
+from operator import and_, itemgetter, or_, sub
 
 from gdbext.errors import WalkLimitError
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
@@ -32,6 +32,9 @@ __all__ = [
 
 #: A ``keep`` mask that keeps every bit of an entry.
 ALL_BITS = (1 << 64) - 1
+#: A run's count (0 for a link), and the step between the indices of neighbours in a run.
+_COUNT = itemgetter(1)
+_ONE = 1
 
 
 class LeafSummary:
@@ -53,7 +56,7 @@ class LeafSummary:
         self.leaves = leaves
         self.mapped = mapped
         #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
-        self.plain = not anomalies and all(count for _, count, _ in runs)
+        self.plain = not anomalies and all(map(_COUNT, runs))
 
 
 def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS) -> LeafSummary:
@@ -90,37 +93,61 @@ def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS)
         )
         if not uniform and keep != ALL_BITS:
             m0 = e0 & keep
-            uniform = (entries[-1] & keep) == m0 + (n - 1) * step and [
-                e & keep for e in entries
-            ] == list(range(m0, m0 + n * step, step))
+            uniform = (entries[-1] & keep) == m0 + (n - 1) * step and list(
+                map(keep.__and__, entries)
+            ) == list(range(m0, m0 + n * step, step))
         if uniform:
             return LeafSummary([(0, n, e0)], [], n, n * step)
-    # Second fast path: every entry a present, well-formed leaf (a used kernel's tables, whose
-    # neighbours differ in ACCESSED/DIRTY): find run starts with comprehensions, not a loop.
-    # The bits all entries have, and those any has, are folded in C.
-    common = reduce(and_, entries)
-    some = reduce(or_, entries)
+    # The present entries and their indices, picked in C: a sparse table's (most tables of a
+    # real kernel) from its nonzero entries, a full one's at once.
+    zeros = entries.count(0)
+    common = 0
+    present: Sequence[int]
+    values: Sequence[int]
+    if zeros == n:
+        return LeafSummary([], [], 0, 0)
+    if zeros >= n // 2:
+        present = [i for i in compress(range(n), entries) if entries[i] & PRESENT]
+    elif not zeros and (common := reduce(and_, entries)) & PRESENT:
+        present = range(n)
+    else:
+        present = list(compress(range(n), map(PRESENT.__and__, entries)))
+    count = len(present)
+    if count == n:
+        values = entries
+    elif count > 1:
+        values = itemgetter(*present)(entries)  # a tuple
+    elif count:
+        values = (entries[present[0]],)
+    else:
+        return LeafSummary([], [], 0, 0)
+    some = reduce(or_, values)
+    if not rules.always_leaf and not some & HUGE_PAGE:
+        # Links only (a PD of Linux's ESPFIX area links one table 512 times).
+        return LeafSummary(list(zip(present, repeat(0), values)), [], 0, 0)
+    # Every present entry a well-formed leaf (a used kernel's tables, whose neighbours differ
+    # in ACCESSED/DIRTY): runs start where the index or the kept bits do not continue the
+    # entry before, found in C (differences of neighbours), not in a loop. The bits all
+    # entries have, and those any has, are folded in C.
     if (
-        common & PRESENT
-        and (rules.always_leaf or common & HUGE_PAGE)
+        (rules.always_leaf or (common or reduce(and_, values)) & HUGE_PAGE)
         and not some & leaf_rsvd
         and (
             (some & addr_mask) + step <= addr_mask  # no address near the top: no carry
-            or max(e & addr_mask for e in entries) + step <= addr_mask
+            or max(e & addr_mask for e in values) + step <= addr_mask
         )
     ):
-        keyed = entries if keep == ALL_BITS else [e & keep for e in entries]
-        starts = [0]
-        starts += [i for i in range(1, n) if keyed[i] != keyed[i - 1] + step]
-        starts.append(n)
-        runs = [(a, b - a, entries[a]) for a, b in pairwise(starts)]
-        return LeafSummary(runs, [], n, n * step)
+        keyed = values if keep == ALL_BITS else list(map(keep.__and__, values))
+        breaks: Iterator[bool] = map(step.__ne__, map(sub, keyed[1:], keyed))
+        if count != n:
+            breaks = map(or_, breaks, map(_ONE.__ne__, map(sub, present[1:], present)))
+        starts = [0, *compress(range(1, count), breaks), count]
+        runs = [(present[a], b - a, values[a]) for a, b in pairwise(starts)]
+        return LeafSummary(runs, [], count, count * step)
     run_index = run_count = run_entry = 0
     expect = -1
     leaves = 0
-    # Only present entries (most tables of a real kernel are sparse): picked in C.
-    for index in compress(range(n), map(PRESENT.__and__, entries)):
-        entry = entries[index]
+    for index, entry in zip(present, values, strict=True):
         if not rules.always_leaf and not entry & HUGE_PAGE:
             # A link to a lower table inside a PD or PDPT: handled by the caller's loop.
             if run_count:
