@@ -27,6 +27,7 @@ __all__ = [
     "limit_leaves",
     "merge_aliases",
     "perm_table",
+    "present_indices",
     "summarise",
 ]
 
@@ -57,6 +58,24 @@ class LeafSummary:
         self.mapped = mapped
         #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
         self.plain = not anomalies and all(map(_COUNT, runs))
+
+
+def present_indices(
+    entries: tuple[int, ...], first: int = 0, last: int = ENTRIES_PER_TABLE - 1
+) -> list[int]:
+    """The indices of the present entries among ``entries[first:last + 1]``, picked in C: a
+    sparse table's (most tables of a real kernel) from its nonzero entries.
+
+    >>> present_indices((0, 3, 0x1000, 0x2001) + (0,) * 508)
+    [1, 3]
+    """
+    part = entries if first == 0 and last == len(entries) - 1 else entries[first : last + 1]
+    zeros = part.count(0)
+    if zeros == len(part):
+        return []
+    if zeros >= len(part) // 2:
+        return [i for i in compress(range(first, last + 1), part) if entries[i] & PRESENT]
+    return list(compress(range(first, last + 1), map(PRESENT.__and__, part)))
 
 
 def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS) -> LeafSummary:
@@ -98,20 +117,14 @@ def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS)
             ) == list(range(m0, m0 + n * step, step))
         if uniform:
             return LeafSummary([(0, n, e0)], [], n, n * step)
-    # The present entries and their indices, picked in C: a sparse table's (most tables of a
-    # real kernel) from its nonzero entries, a full one's at once.
-    zeros = entries.count(0)
+    # The present entries and their indices.
     common = 0
     present: Sequence[int]
     values: Sequence[int]
-    if zeros == n:
-        return LeafSummary([], [], 0, 0)
-    if zeros >= n // 2:
-        present = [i for i in compress(range(n), entries) if entries[i] & PRESENT]
-    elif not zeros and (common := reduce(and_, entries)) & PRESENT:
+    if not entries.count(0) and (common := reduce(and_, entries)) & PRESENT:
         present = range(n)
     else:
-        present = list(compress(range(n), map(PRESENT.__and__, entries)))
+        present = present_indices(entries)
     count = len(present)
     if count == n:
         values = entries

@@ -12,7 +12,6 @@ runs by :mod:`gdbext.x86.runs`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from itertools import compress
 
 from gdbext.errors import (
     NotCapturedError,
@@ -31,6 +30,7 @@ from gdbext.x86.runs import (
     limit_leaves,
     merge_aliases,
     perm_table,
+    present_indices,
     summarise,
 )
 
@@ -260,12 +260,8 @@ class Walker:
             walk.table_memo[(self.root, level)] = entries
         canon = self.canonicalize
         lo, hi = walk.lo, walk.hi
-        # The present entries whose span meets the range, in index order (the indices of
-        # present entries picked in C: a top table is mostly empty).
-        present = [
-            (index, canon(index << shift))
-            for index in compress(range(ENTRIES_PER_TABLE), map(PRESENT.__and__, entries))
-        ]
+        # The present entries whose span meets the range, in index order.
+        present = [(index, canon(index << shift)) for index in present_indices(entries)]
         present = [(index, base) for index, base in present if base < hi and lo < base + span]
         if walk.prefetch is not None:
             self._prefetch(walk, level, ROOT_ACCESS, [entries[index] for index, _ in present])
@@ -362,11 +358,9 @@ class Walker:
                 new = True
             else:
                 new = False
-            # The indices of the present entries in range, picked in C (upper tables are
-            # mostly empty: a 5-level kernel's preallocated vmalloc P4Ds hold nothing).
-            present = list(
-                compress(range(first, last + 1), map(PRESENT.__and__, entries[first : last + 1]))
-            )
+            # Upper tables are mostly empty (a 5-level kernel's preallocated vmalloc P4Ds hold
+            # nothing).
+            present = present_indices(entries, first, last)
             if new and walk.prefetch is not None:
                 self._prefetch(walk, level, acc, [entries[index] for index in present])
             if not present:
