@@ -29,9 +29,10 @@ from gdbext.linux.layout import (
 )
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.plugin.facts import KernelFacts
-from gdbext.x86.entries import is_leaf, is_present, link_address
+from gdbext.x86.entries import is_leaf, link_address
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
+from gdbext.x86.runs import present_indices
 
 __all__ = [
     "detect_layout",
@@ -116,11 +117,12 @@ def _populated_gigabytes(pt: X86PageTable, lo: int, hi: int) -> Iterator[int]:
             entries = pt.read_table(table)
         except GdbextError:
             return
-        for i, e in enumerate(entries):
+        for i in present_indices(entries):
+            e = entries[i]
             va = base + (i << shift)
             if level == pt.levels:
                 va = pt.geometry.canonicalize(va)
-            if va + (1 << shift) <= lo or va >= hi or not is_present(e):
+            if va + (1 << shift) <= lo or va >= hi:
                 continue
             if level == 3:
                 yield va
