@@ -26,6 +26,7 @@ from gdbext.x86.entries import PERM_KEY, ROOT_ACCESS, EntryRules, fold
 from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord, missing_table, new_run
 from gdbext.x86.runs import (
     LeafSummary,
+    WalkMemo,
     add_anomaly,
     limit_leaves,
     merge_aliases,
@@ -40,65 +41,8 @@ __all__ = ["WalkMemo", "Walker", "reachable_tables"]
 _COMPACT_RUNS = 64
 #: How many larger summaries a walk keeps (least recently used goes first).
 _BIG_MEMO_TABLES = 64
-#: How many the page tables of one memory keep for their walks (:class:`WalkMemo`).
+#: How many big summaries the page tables of one memory keep (:class:`WalkMemo`).
 _SHARED_BIG_TABLES = 256
-#: How many whole walks (their records) the page tables of one memory keep, and the most
-#: records each may have.
-_KEPT_WALKS = 8
-_KEPT_WALK_RECORDS = 1 << 16
-
-
-class WalkMemo:
-    """What the walks of page tables share while their memory does not change (a page table
-    with ``cache=True`` keeps one, shares it with the tables of other roots made from it, and
-    clears it on every change): the summaries of leaf tables, by the entry bits a walk keeps,
-    and the entries of upper tables (by table, whatever the root: a kernel's half is shared by
-    every process); at most ``limit`` of each, and of the big summaries of scattered leaves the
-    most recent few; and the records of the last few whole walks without a permission filter,
-    by root (a front end walks the same range again at the same stop: it reads and summarises
-    nothing).
-
-    This module's state classes are plain classes, not dataclasses: every command that walks
-    imports them, and making a dataclass costs start-up time."""
-
-    __slots__ = ("big", "limit", "summaries", "tables", "walks")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.summaries: dict[int, dict[tuple[int, int], LeafSummary]] = {}
-        #: The big summaries, by kept bits: the :data:`_SHARED_BIG_TABLES` most recently used.
-        self.big: dict[int, dict[tuple[int, int], LeafSummary]] = {}
-        self.tables: dict[tuple[int, int], tuple[int, ...]] = {}
-        #: Whole walks by ``(root, lo, hi, collapse, keep)``: their batches, as the walk
-        #: yielded them.
-        self.walks: dict[tuple[int, int, int, bool, int], tuple[Batch, ...]] = {}
-
-    def clear(self) -> None:
-        self.summaries.clear()
-        self.big.clear()
-        self.tables.clear()
-        self.walks.clear()
-
-    def kept(
-        self, key: tuple[int, int, int, bool, int], batches: Iterator[Batch]
-    ) -> Iterator[Batch]:
-        """``batches`` as they come; once they are all through (and not too many records),
-        kept under ``key`` for the next walk of the same range."""
-        seen: list[Batch] | None = []
-        records = 0
-        for batch in batches:
-            if seen is not None:
-                records += len(batch)
-                if records > _KEPT_WALK_RECORDS:
-                    seen = None
-                else:
-                    seen.append(batch)
-            yield batch
-        if seen is not None:
-            walks = self.walks
-            if len(walks) >= _KEPT_WALKS:
-                del walks[next(iter(walks))]
-            walks[key] = tuple(seen)
 
 
 class _Walk:
