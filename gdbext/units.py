@@ -82,13 +82,18 @@ def parse_size(text: str | int) -> int:
     return int(match.group(1), 0) * _SIZE_UNITS[match.group(2).upper()]
 
 
+#: :func:`format_size`'s units, largest first.
+_FORMAT_UNITS = tuple((unit, _SIZE_UNITS[unit]) for unit in "PTGMK")
+
+
 def format_size(size: int) -> str:
     """``4096`` -> ``"4K"``; the largest unit that divides the size exactly (as ptdump does)."""
-    for unit in "PTGMK":
-        scale = _SIZE_UNITS[unit]
-        if size and size % scale == 0:
+    if not size:
+        return "0B"
+    for unit, scale in _FORMAT_UNITS:
+        if not size % scale:
             return f"{size // scale}{unit}"
-    return f"{size}B" if size else "0B"
+    return f"{size}B"
 
 
 def plural(count: int) -> str:

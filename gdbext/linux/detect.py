@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 
 from gdbext.addr import AddrRange
 from gdbext.errors import GdbextError
+from gdbext.flags import ACCESSED_DIRTY
 from gdbext.geometry import index_shift
 from gdbext.linux.layout import (
     CPU_ENTRY_AREA_BASE,
@@ -28,9 +29,10 @@ from gdbext.linux.layout import (
 )
 from gdbext.linux.physoffset import find_direct_map_base
 from gdbext.plugin.facts import KernelFacts
-from gdbext.x86.entries import is_leaf, is_present, link_address
+from gdbext.x86.entries import is_leaf, link_address
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
+from gdbext.x86.runs import present_indices
 
 __all__ = [
     "detect_layout",
@@ -115,11 +117,12 @@ def _populated_gigabytes(pt: X86PageTable, lo: int, hi: int) -> Iterator[int]:
             entries = pt.read_table(table)
         except GdbextError:
             return
-        for i, e in enumerate(entries):
+        for i in present_indices(entries):
+            e = entries[i]
             va = base + (i << shift)
             if level == pt.levels:
                 va = pt.geometry.canonicalize(va)
-            if va + (1 << shift) <= lo or va >= hi or not is_present(e):
+            if va + (1 << shift) <= lo or va >= hi:
                 continue
             if level == 3:
                 yield va
@@ -130,9 +133,14 @@ def _populated_gigabytes(pt: X86PageTable, lo: int, hi: int) -> Iterator[int]:
 
 
 def _first_leaf(pt: X86PageTable, lo: int, hi: int, skip_offset: int | None = None) -> int | None:
-    """The address of the first leaf in ``[lo, hi)`` (whose VA - PA is not ``skip_offset``)."""
+    """The address of the first leaf in ``[lo, hi)`` (whose VA - PA is not ``skip_offset``).
+
+    Runs group leaves whatever their ACCESSED and DIRTY bits, as text output's walk does, so
+    that that walk finds the tables summarised here already (the first leaf is the same:
+    within a run VA - PA does not change).
+    """
     try:
-        for rec in pt.iter_runs(AddrRange(lo, hi), aliases="collapse"):
+        for rec in pt.iter_runs(AddrRange(lo, hi), aliases="collapse", ignore=ACCESSED_DIRTY):
             if type(rec) is LeafRun and (
                 skip_offset is None or (rec.vaddr - rec.paddr) % _TOP != skip_offset
             ):

@@ -86,14 +86,19 @@ def leaf_flag_names(entry: int, page_size: int) -> list[str]:
     return names
 
 
+#: The bits :func:`extra_tokens` names (plain ints: a line of text output tests them).
+_NO_CACHE = int(PageTableFlags.NO_CACHE)
+_WRITE_THROUGH = int(PageTableFlags.WRITE_THROUGH)
+
+
 def extra_tokens(entry: int) -> str:
     """Short tokens for the attributes text output shows besides permissions."""
     tokens = []
     if entry & GLOBAL:
         tokens.append("G")
-    if entry & PageTableFlags.NO_CACHE:
+    if entry & _NO_CACHE:
         tokens.append("PCD")
-    if entry & PageTableFlags.WRITE_THROUGH:
+    if entry & _WRITE_THROUGH:
         tokens.append("PWT")
     return " ".join(tokens)
 

@@ -91,6 +91,7 @@ def merge_runs(
         key = rec.entry & key_mask
         if rec.page_size == 4096:
             key &= ~PAT_LARGE  # bit 12 of a 4 KiB entry is an address bit
+        size = rec.count * rec.page_size
         if (
             cur is not None
             and rec.vaddr == cur.end
@@ -105,15 +106,15 @@ def merge_runs(
                 if cur.breaks is None:
                     cur.breaks = []
                 cur.breaks.append((rec.vaddr, rec.paddr))
-            expected_pa = rec.paddr + (rec.end - rec.vaddr)
-            cur.end = rec.end
+            expected_pa = rec.paddr + size
+            cur.end = rec.vaddr + size
             cur.leaves += rec.count
             continue
         if cur is not None:
             yield cur
         cur = MergedRange(
             rec.vaddr,
-            rec.end,
+            rec.vaddr + size,
             rec.paddr,
             rec.page_size,
             rec.entry,
@@ -123,7 +124,7 @@ def merge_runs(
             rec.count,
         )
         cur_key = key
-        expected_pa = rec.paddr + (rec.end - rec.vaddr)
+        expected_pa = rec.paddr + size
     if cur is not None:
         yield cur
 

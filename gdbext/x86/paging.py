@@ -235,9 +235,12 @@ class X86PageTable(PageTableEditor):
         """The page table rooted at ``root`` in the same memory, paging mode and CPU
         configuration (another process's, the user half of a PTI pair), read-only.
 
-        ``cache`` defaults to whether this page table caches.
+        ``cache`` defaults to whether this page table caches. Two that cache share what their
+        walks summarise (:class:`~gdbext.x86.walk.WalkMemo`), which a change made through this
+        one clears for both: the tables below the roots are the same memory (a kernel's half
+        is shared by every process).
         """
-        return X86PageTable(
+        table = X86PageTable(
             self.mapper,
             root,
             self.levels,
@@ -248,6 +251,9 @@ class X86PageTable(PageTableEditor):
             cache_tables=self.cache_tables,
             cache_pages=self.cache_pages,
         )
+        if self._walk_memo is not None and table._walk_memo is not None:
+            table._walk_memo = self._walk_memo
+        return table
 
     # ------------------------------------------------------------------------------------------
     # Reading

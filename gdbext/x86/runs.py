@@ -4,15 +4,15 @@ A table that may hold leaves (PT, PD, PDPT) is summarised once per walk (:func:`
 its present entries grouped into runs of leaves contiguous in VA and PA with equal flags, its
 links to lower tables and the leaves it did not follow (reserved bits). Collapsed alias runs
 that continue each other are merged (:func:`merge_aliases`); a walk's leaves are counted
-against a limit (:func:`limit_leaves`).
+against a limit (:func:`limit_leaves`). What walks of one memory share is a :class:`WalkMemo`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import reduce
-from itertools import compress, pairwise
-from operator import and_, or_
+from itertools import compress, pairwise, repeat
+from operator import and_, itemgetter, or_, sub
 
 from gdbext.errors import WalkLimitError
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
@@ -23,15 +23,20 @@ from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord
 __all__ = [
     "ALL_BITS",
     "LeafSummary",
+    "WalkMemo",
     "add_anomaly",
     "limit_leaves",
     "merge_aliases",
     "perm_table",
+    "present_indices",
     "summarise",
 ]
 
 #: A ``keep`` mask that keeps every bit of an entry.
 ALL_BITS = (1 << 64) - 1
+#: A run's count (0 for a link), and the step between the indices of neighbours in a run.
+_COUNT = itemgetter(1)
+_ONE = 1
 
 
 class LeafSummary:
@@ -53,7 +58,84 @@ class LeafSummary:
         self.leaves = leaves
         self.mapped = mapped
         #: Only leaf runs: no links to lower tables, no anomalies (set once, read per emission).
-        self.plain = not anomalies and all(count for _, count, _ in runs)
+        self.plain = not anomalies and all(map(_COUNT, runs))
+
+
+#: How many whole walks (their records) the page tables of one memory keep, and the most
+#: records each may have.
+_KEPT_WALKS = 8
+_KEPT_WALK_RECORDS = 1 << 16
+
+
+class WalkMemo:
+    """What the walks of page tables share while their memory does not change (a page table
+    with ``cache=True`` keeps one, shares it with the tables of other roots made from it, and
+    clears it on every change): the summaries of leaf tables, by the entry bits a walk keeps,
+    and the entries of upper tables (by table, whatever the root: a kernel's half is shared by
+    every process); at most ``limit`` of each, and of the big summaries of scattered leaves the
+    most recent few; and the records of the last few whole walks without a permission filter,
+    by root (a front end walks the same range again at the same stop: it reads and summarises
+    nothing).
+
+    A plain class, not a dataclass: every command that walks imports it, and making a
+    dataclass costs start-up time."""
+
+    __slots__ = ("big", "limit", "summaries", "tables", "walks")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.summaries: dict[int, dict[tuple[int, int], LeafSummary]] = {}
+        #: The big summaries, by kept bits: the most recently used few.
+        self.big: dict[int, dict[tuple[int, int], LeafSummary]] = {}
+        self.tables: dict[tuple[int, int], tuple[int, ...]] = {}
+        #: Whole walks by ``(root, lo, hi, collapse, keep)``: their batches, as the walk
+        #: yielded them.
+        self.walks: dict[tuple[int, int, int, bool, int], tuple[Batch, ...]] = {}
+
+    def clear(self) -> None:
+        self.summaries.clear()
+        self.big.clear()
+        self.tables.clear()
+        self.walks.clear()
+
+    def kept(
+        self, key: tuple[int, int, int, bool, int], batches: Iterator[Batch]
+    ) -> Iterator[Batch]:
+        """``batches`` as they come; once they are all through (and not too many records),
+        kept under ``key`` for the next walk of the same range."""
+        seen: list[Batch] | None = []
+        records = 0
+        for batch in batches:
+            if seen is not None:
+                records += len(batch)
+                if records > _KEPT_WALK_RECORDS:
+                    seen = None
+                else:
+                    seen.append(batch)
+            yield batch
+        if seen is not None:
+            walks = self.walks
+            if len(walks) >= _KEPT_WALKS:
+                del walks[next(iter(walks))]
+            walks[key] = tuple(seen)
+
+
+def present_indices(
+    entries: tuple[int, ...], first: int = 0, last: int = ENTRIES_PER_TABLE - 1
+) -> list[int]:
+    """The indices of the present entries among ``entries[first:last + 1]``, picked in C: a
+    sparse table's (most tables of a real kernel) from its nonzero entries.
+
+    >>> present_indices((0, 3, 0x1000, 0x2001) + (0,) * 508)
+    [1, 3]
+    """
+    part = entries if first == 0 and last == len(entries) - 1 else entries[first : last + 1]
+    zeros = part.count(0)
+    if zeros == len(part):
+        return []
+    if zeros >= len(part) // 2:
+        return [i for i in compress(range(first, last + 1), part) if entries[i] & PRESENT]
+    return list(compress(range(first, last + 1), map(PRESENT.__and__, part)))
 
 
 def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS) -> LeafSummary:
@@ -90,37 +172,55 @@ def summarise(entries: tuple[int, ...], rules: LevelRules, keep: int = ALL_BITS)
         )
         if not uniform and keep != ALL_BITS:
             m0 = e0 & keep
-            uniform = (entries[-1] & keep) == m0 + (n - 1) * step and [
-                e & keep for e in entries
-            ] == list(range(m0, m0 + n * step, step))
+            uniform = (entries[-1] & keep) == m0 + (n - 1) * step and list(
+                map(keep.__and__, entries)
+            ) == list(range(m0, m0 + n * step, step))
         if uniform:
             return LeafSummary([(0, n, e0)], [], n, n * step)
-    # Second fast path: every entry a present, well-formed leaf (a used kernel's tables, whose
-    # neighbours differ in ACCESSED/DIRTY): find run starts with comprehensions, not a loop.
-    # The bits all entries have, and those any has, are folded in C.
-    common = reduce(and_, entries)
-    some = reduce(or_, entries)
+    # The present entries and their indices.
+    common = 0
+    present: Sequence[int]
+    values: Sequence[int]
+    if not entries.count(0) and (common := reduce(and_, entries)) & PRESENT:
+        present = range(n)
+    else:
+        present = present_indices(entries)
+    count = len(present)
+    if count == n:
+        values = entries
+    elif count > 1:
+        values = itemgetter(*present)(entries)  # a tuple
+    elif count:
+        values = (entries[present[0]],)
+    else:
+        return LeafSummary([], [], 0, 0)
+    some = reduce(or_, values)
+    if not rules.always_leaf and not some & HUGE_PAGE:
+        # Links only (a PD of Linux's ESPFIX area links one table 512 times).
+        return LeafSummary(list(zip(present, repeat(0), values)), [], 0, 0)
+    # Every present entry a well-formed leaf (a used kernel's tables, whose neighbours differ
+    # in ACCESSED/DIRTY): runs start where the index or the kept bits do not continue the
+    # entry before, found in C (differences of neighbours), not in a loop. The bits all
+    # entries have, and those any has, are folded in C.
     if (
-        common & PRESENT
-        and (rules.always_leaf or common & HUGE_PAGE)
+        (rules.always_leaf or (common or reduce(and_, values)) & HUGE_PAGE)
         and not some & leaf_rsvd
         and (
             (some & addr_mask) + step <= addr_mask  # no address near the top: no carry
-            or max(e & addr_mask for e in entries) + step <= addr_mask
+            or max(e & addr_mask for e in values) + step <= addr_mask
         )
     ):
-        keyed = entries if keep == ALL_BITS else [e & keep for e in entries]
-        starts = [0]
-        starts += [i for i in range(1, n) if keyed[i] != keyed[i - 1] + step]
-        starts.append(n)
-        runs = [(a, b - a, entries[a]) for a, b in pairwise(starts)]
-        return LeafSummary(runs, [], n, n * step)
+        keyed = values if keep == ALL_BITS else list(map(keep.__and__, values))
+        breaks: Iterator[bool] = map(step.__ne__, map(sub, keyed[1:], keyed))
+        if count != n:
+            breaks = map(or_, breaks, map(_ONE.__ne__, map(sub, present[1:], present)))
+        starts = [0, *compress(range(1, count), breaks), count]
+        runs = [(present[a], b - a, values[a]) for a, b in pairwise(starts)]
+        return LeafSummary(runs, [], count, count * step)
     run_index = run_count = run_entry = 0
     expect = -1
     leaves = 0
-    # Only present entries (most tables of a real kernel are sparse): picked in C.
-    for index in compress(range(n), map(PRESENT.__and__, entries)):
-        entry = entries[index]
+    for index, entry in zip(present, values, strict=True):
         if not rules.always_leaf and not entry & HUGE_PAGE:
             # A link to a lower table inside a PD or PDPT: handled by the caller's loop.
             if run_count:

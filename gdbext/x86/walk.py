@@ -26,10 +26,12 @@ from gdbext.x86.entries import PERM_KEY, ROOT_ACCESS, EntryRules, fold
 from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord, missing_table, new_run
 from gdbext.x86.runs import (
     LeafSummary,
+    WalkMemo,
     add_anomaly,
     limit_leaves,
     merge_aliases,
     perm_table,
+    present_indices,
     summarise,
 )
 
@@ -39,59 +41,8 @@ __all__ = ["WalkMemo", "Walker", "reachable_tables"]
 _COMPACT_RUNS = 64
 #: How many larger summaries a walk keeps (least recently used goes first).
 _BIG_MEMO_TABLES = 64
-#: How many a page table keeps for its walks (:class:`WalkMemo`).
+#: How many big summaries the page tables of one memory keep (:class:`WalkMemo`).
 _SHARED_BIG_TABLES = 256
-#: How many whole walks (their records) a page table keeps, and the most records each may have.
-_KEPT_WALKS = 8
-_KEPT_WALK_RECORDS = 1 << 16
-
-
-class WalkMemo:
-    """What the walks of one page table share while its memory does not change (a page table
-    with ``cache=True`` keeps one, and clears it on every change): the summaries of its leaf
-    tables, by the entry bits a walk keeps, and the entries of its upper tables; at most
-    ``limit`` of each, and of the big summaries of scattered leaves the most recent few; and
-    the records of the last few whole walks without a permission filter (a front end walks the
-    same range again at the same stop: it reads and summarises nothing).
-
-    This module's state classes are plain classes, not dataclasses: every command that walks
-    imports them, and making a dataclass costs start-up time."""
-
-    __slots__ = ("big", "limit", "summaries", "tables", "walks")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.summaries: dict[int, dict[tuple[int, int], LeafSummary]] = {}
-        #: The big summaries, by kept bits: the :data:`_SHARED_BIG_TABLES` most recently used.
-        self.big: dict[int, dict[tuple[int, int], LeafSummary]] = {}
-        self.tables: dict[tuple[int, int], tuple[int, ...]] = {}
-        #: Whole walks by ``(lo, hi, collapse, keep)``: their batches, as the walk yielded them.
-        self.walks: dict[tuple[int, int, bool, int], tuple[Batch, ...]] = {}
-
-    def clear(self) -> None:
-        self.summaries.clear()
-        self.big.clear()
-        self.tables.clear()
-        self.walks.clear()
-
-    def kept(self, key: tuple[int, int, bool, int], batches: Iterator[Batch]) -> Iterator[Batch]:
-        """``batches`` as they come; once they are all through (and not too many records),
-        kept under ``key`` for the next walk of the same range."""
-        seen: list[Batch] | None = []
-        records = 0
-        for batch in batches:
-            if seen is not None:
-                records += len(batch)
-                if records > _KEPT_WALK_RECORDS:
-                    seen = None
-                else:
-                    seen.append(batch)
-            yield batch
-        if seen is not None:
-            walks = self.walks
-            if len(walks) >= _KEPT_WALKS:
-                del walks[next(iter(walks))]
-            walks[key] = tuple(seen)
 
 
 class _Walk:
@@ -198,7 +149,7 @@ class Walker:
         if lo >= hi:
             return
         memo = self.memo
-        key = (lo, hi, collapse, keep)
+        key = (self.root, lo, hi, collapse, keep)
         batches: Iterator[Batch]
         if memo is not None and perm is None and key in memo.walks:
             batches = iter(memo.walks[key])
@@ -252,27 +203,16 @@ class Walker:
                 raise TableOutsideRamError(0, level, None, self.root) from None
             walk.table_memo[(self.root, level)] = entries
         canon = self.canonicalize
+        lo, hi = walk.lo, walk.hi
+        # The present entries whose span meets the range, in index order.
+        present = [(index, canon(index << shift)) for index in present_indices(entries)]
+        present = [(index, base) for index, base in present if base < hi and lo < base + span]
         if walk.prefetch is not None:
-            self._prefetch(
-                walk,
-                level,
-                ROOT_ACCESS,
-                [
-                    entry
-                    for index, entry in enumerate(entries)
-                    if entry & PRESENT
-                    and canon(index << shift) < walk.hi
-                    and walk.lo < canon(index << shift) + span
-                ],
+            self._prefetch(walk, level, ROOT_ACCESS, [entries[index] for index, _ in present])
+        for index, base in present:
+            yield from self._visit_or_alias(
+                walk, self.root, level, index, entries[index], base, ROOT_ACCESS
             )
-        for index in range(ENTRIES_PER_TABLE):
-            entry = entries[index]
-            if not entry & PRESENT:
-                continue
-            base = canon(index << shift)
-            if not (base < walk.hi and walk.lo < base + span):
-                continue
-            yield from self._visit_or_alias(walk, self.root, level, index, entry, base, ROOT_ACCESS)
 
     def _visit_entry(
         self, walk: _Walk, table: int, level: int, index: int, entry: int, va: int, acc: int
@@ -359,18 +299,22 @@ class Walker:
                     return
                 if len(walk.table_memo) < walk.memo_limit:
                     walk.table_memo[key] = entries
-                if walk.prefetch is not None:
-                    self._prefetch(
-                        walk, level, acc, [e for e in entries[first : last + 1] if e & PRESENT]
-                    )
+                new = True
+            else:
+                new = False
+            # Upper tables are mostly empty (a 5-level kernel's preallocated vmalloc P4Ds hold
+            # nothing).
+            present = present_indices(entries, first, last)
+            if new and walk.prefetch is not None:
+                self._prefetch(walk, level, acc, [entries[index] for index in present])
+            if not present:
+                return
             walk.path.append(table)
             try:
-                for index in range(first, last + 1):
-                    entry = entries[index]
-                    if entry & PRESENT:
-                        yield from self._visit_or_alias(
-                            walk, table, level, index, entry, base + (index << shift), acc
-                        )
+                for index in present:
+                    yield from self._visit_or_alias(
+                        walk, table, level, index, entries[index], base + (index << shift), acc
+                    )
             finally:
                 walk.path.pop()
 
@@ -391,22 +335,7 @@ class Walker:
                         return
                     if not first[1]:
                         return  # the first walk found no leaf that passes
-                span = self._span[level]
-                alias = AliasRun(
-                    va,
-                    va + span,
-                    1,
-                    child_key[0],
-                    level - 1,
-                    first[0],
-                    first[1],
-                    first[2],
-                    bool(eff & USER_ACCESSIBLE),
-                    bool(eff & WRITABLE),
-                    not eff & NO_EXECUTE,
-                    eff == first[3],
-                )
-                yield [alias]
+                yield [self._alias(va, 1, child_key, first, eff)]
                 return
             # Remember the first walk of this child, with its totals once known.
             leaves = mapped = 0
@@ -435,6 +364,48 @@ class Walker:
                 walk.seen[child_key] = (va, leaves, mapped, fold(acc, entry, self.nx_bit))
             return
         yield from self._visit_entry(walk, table, level, index, entry, va, acc)
+
+    def _alias(
+        self,
+        va: int,
+        count: int,
+        child_key: tuple[int, int],
+        first: tuple[int, int, int, int],
+        eff: int,
+    ) -> AliasRun:
+        """The record of ``count`` consecutive links from ``va`` to the table ``child_key``
+        (its address and level) walked first as ``first`` (see :attr:`_Walk.seen`), each with
+        the permissions ``eff`` down to it."""
+        return AliasRun(
+            va,
+            va + count * self._span[child_key[1] + 1],
+            count,
+            child_key[0],
+            child_key[1],
+            first[0],
+            first[1],
+            first[2],
+            bool(eff & USER_ACCESSIBLE),
+            bool(eff & WRITABLE),
+            not eff & NO_EXECUTE,
+            eff == first[3],
+        )
+
+    def _repeated_links(
+        self, walk: _Walk, level: int, entry: int, va: int, acc: int, count: int
+    ) -> AliasRun | None:
+        """``count`` consecutive links equal to ``entry``, the first of them at ``va``, as one
+        record, when they are all aliases: the walk collapses aliases, with no
+        permission filter, and the table they link was walked before. One record stands for
+        what :func:`~gdbext.x86.runs.merge_aliases` makes of their records one by one (a
+        Linux ESPFIX table links one table from all its 512 entries)."""
+        if not walk.collapse or walk.may_match is not None or self._link_fault(level, entry):
+            return None
+        child_key = (entry & self.rules.addr_mask, level - 1)
+        first = walk.seen.get(child_key)
+        if first is None:
+            return None
+        return self._alias(va, count, child_key, first, fold(acc, entry, self.nx_bit))
 
     def _prefetch(self, walk: _Walk, level: int, acc: int, links: list[int]) -> None:
         """Tell the mapper which tables the present entries ``links`` of a level-``level``
@@ -495,7 +466,12 @@ class Walker:
         anomalies = summary.anomalies
         a_pos = 0
         out: Batch = []
-        for index, count, entry in summary.runs:
+        runs = summary.runs
+        n_runs = len(runs)
+        pos = 0
+        while pos < n_runs:
+            index, count, entry = runs[pos]
+            pos += 1
             while a_pos < len(anomalies) and anomalies[a_pos][0] < index:
                 add_anomaly(out, table, level, base, step, anomalies[a_pos], first, last)
                 a_pos += 1
@@ -510,6 +486,23 @@ class Walker:
                         yield from self._visit_or_alias(
                             walk, table, level, index, entry, base + index * step, acc
                         )
+                        # Equal links right after it (to the table just walked or aliased).
+                        same = pos
+                        while (
+                            same < n_runs
+                            and runs[same][2] == entry
+                            and not runs[same][1]
+                            and runs[same][0] == index + 1 + same - pos
+                            and runs[same][0] <= last
+                        ):
+                            same += 1
+                        if same > pos:
+                            alias = self._repeated_links(
+                                walk, level, entry, base + (index + 1) * step, acc, same - pos
+                            )
+                            if alias is not None:
+                                yield [alias]
+                                pos = same
                     finally:
                         walk.path.pop()
                 continue

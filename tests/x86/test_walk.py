@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 
 import pytest
 from support.pagetables import (
@@ -35,6 +36,7 @@ from gdbext.errors import (
     WalkLimitError,
     WalkOptionError,
 )
+from gdbext.permfilter import PermFilter
 from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import (
     AliasRun,
@@ -208,6 +210,82 @@ def test_aliases_collapse() -> None:
     assert sum(r.count for r in env.pt.iter_runs() if isinstance(r, LeafRun)) == 900
     with pytest.raises(WalkOptionError):
         list(env.pt.iter_runs(aliases="merge"))
+
+
+def _expanded(
+    pt: X86PageTable, records: list[WalkRecord], perm: PermFilter | None
+) -> list[Mapping]:
+    """The mappings that collapsed ``records`` stand for: each alias's first walk (a walk that
+    expands every link, filtered by ``perm``) shifted to each of its links."""
+    out: list[Mapping] = []
+    for rec in records:
+        if isinstance(rec, LeafRun):
+            out.extend(rec.mappings())
+        elif isinstance(rec, AliasRun):
+            span = (rec.end - rec.vaddr) // rec.count
+            first = [
+                m
+                for m in pt.iter_mappings(AddrRange(rec.first_vaddr, rec.first_vaddr + span))
+                if perm is None or perm.matches(m.user, m.writable, m.executable)
+            ]
+            for k in range(rec.count):
+                shift = rec.vaddr + k * span - rec.first_vaddr
+                out.extend(m._replace(vaddr=m.vaddr + shift) for m in first)
+    return out
+
+
+@pytest.mark.parametrize("spec", [None, "w", "u"])
+def test_aliases_of_repeated_links(spec: str | None) -> None:
+    """A table linked from every entry of a PD, that PD from four PDPT entries (Linux's ESPFIX
+    area): each group of equal links is one alias record, in any range and under a filter."""
+    env, pdpt, pd, _pt = _shared_pt_env([W | U] * 512)
+    for i in (1, 2, 3):
+        env.ram.set(pdpt, i, pd | P | W | U)
+    perm = None if spec is None else PermFilter.parse(spec)
+    ranges = [(0, 1 << 47), (5 * M2 + K4, G1 + 3 * M2), (M2, 2 * G1 - M2), (3 * M2, 3 * M2 + 1)]
+    for lo, hi in ranges:
+        got = list(env.pt.iter_runs(AddrRange(lo, hi), aliases="collapse", perm=perm))
+        expected = [
+            m
+            for m in env.pt.iter_mappings(AddrRange(lo, hi))
+            if perm is None or perm.matches(m.user, m.writable, m.executable)
+        ]
+        assert _expanded(env.pt, got, perm) == expected
+        aliases = [r for r in got if isinstance(r, AliasRun)]
+        assert all(r.end - r.vaddr == r.count * (M2 if r.level == 1 else G1) for r in aliases)
+        # Links that continue each other are one record.
+        assert not any(a.end == b.vaddr and a.level == b.level for a, b in pairwise(aliases))
+    got = list(env.pt.iter_runs(aliases="collapse", perm=perm))
+    assert [(type(r), r.vaddr, r.count) for r in got if isinstance(r, AliasRun)] == [
+        (AliasRun, M2, 511),
+        (AliasRun, G1, 3),
+    ]
+
+
+def test_roots_over_one_kernel_half_share_what_walks_summarise() -> None:
+    """A process's table and the kernel's share the kernel half's tables: a walk through one
+    reads nothing below the root that a walk through the other read, and a change made
+    through either is seen by both."""
+    env = Env()
+    for i in range(5):
+        env.link(v4(300, 2, 3, i), 1, (0x40_0000 + i * K4) | P | W)
+    env.link(v4(300, 2, 4), 2, 0x60_0000 | P | PS | W)
+    kernel_root = env.table()
+    for i in range(256, 512):
+        env.ram.set(kernel_root, i, env.ram.get(ROOT, i))
+    pt = X86PageTable(env.ram, ROOT, allow_writes=True, flush_hook=env.hook, cache=True)
+    kernel = pt.with_root(kernel_root)
+    half = AddrRange(v4(256), 1 << 64)
+    first = list(pt.iter_runs(half, aliases="collapse"))
+    env.clear_records()
+    assert list(kernel.iter_runs(half, aliases="collapse")) == first
+    assert env.ram.frames_read() == Counter({kernel_root: 1})
+    pt.map(v4(300, 2, 3, 9), 0x50_0000, K4, W, env.alloc)
+    fresh = X86PageTable(env.ram, kernel_root)
+    assert list(kernel.iter_runs(half, aliases="collapse")) == list(
+        fresh.iter_runs(half, aliases="collapse")
+    )
+    assert [m.vaddr for m in kernel.iter_mappings(half)][5] == v4(300, 2, 3, 9)
 
 
 def test_aliases_collapse_at_the_top_level() -> None:
