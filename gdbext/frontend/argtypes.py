@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 AUTO: Literal["auto"] = "auto"
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """The command's name for messages: ``walk``, or the prog of a one-command parser."""
+    return str(getattr(args, "prog", None) or args.command)
+
+
 def integer(text: str) -> int:
     """An address or a count: decimal, ``0x`` hex, ``_`` separators."""
     try:

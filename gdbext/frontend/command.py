@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError
+from gdbext.frontend.argtypes import command_name as command_name
 
 if TYPE_CHECKING:
     from gdbext.frontend.commands import RootOptions
@@ -180,11 +181,6 @@ class Invocation(NamedTuple):
             for message in getattr(result, "warnings", ()):
                 self.warn(message)
         write_lines(self.out, self.render(result if output is None else output))
-
-
-def command_name(args: argparse.Namespace) -> str:
-    """The command's name for messages: ``walk``, or the prog of a one-command parser."""
-    return str(getattr(args, "prog", None) or args.command)
 
 
 #: The options that choose an address space by its owner (:mod:`gdbext.frontend.selection`).

@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gdbext.errors import InputError, UnknownSymbolError, UsageError
-from gdbext.frontend.command import command_name
+from gdbext.frontend.argtypes import command_name
 from gdbext.units import parse_int
 
 if TYPE_CHECKING:
     from gdbext.addr import AddrRange
-    from gdbext.frontend.command import Invocation
     from gdbext.frontend.commands import RootOptions
     from gdbext.linux.symbols import SymbolSource, SymbolTable
     from gdbext.plugin.target import Target
@@ -240,7 +239,21 @@ def resolve_range(text: str, symbols: SymbolSource | None) -> AddrRange:
         raise InputError(f"{text}: {exc}") from None
 
 
-def resolve_options(call: Invocation, root: RootOptions, *options: str) -> SymbolSource | None:
+class Call(Protocol):
+    """What :func:`resolve_options` needs of a command's
+    :class:`~gdbext.frontend.command.Invocation`."""
+
+    @property
+    def args(self) -> argparse.Namespace: ...
+    @property
+    def target(self) -> Target: ...
+    @property
+    def warn(self) -> Callable[[str], None] | None: ...
+    @property
+    def name(self) -> str: ...
+
+
+def resolve_options(call: Call, root: RootOptions, *options: str) -> SymbolSource | None:
     """Resolves, in ``call.args``, each of ``options`` (destinations) that holds a name: an
     address option's name becomes its address, a range's (a
     :class:`~gdbext.frontend.argtypes.RangeText`) its :class:`~gdbext.addr.AddrRange`. The

@@ -255,8 +255,7 @@ class X86PageTable(PageTableEditor):
             table._walk_memo = self._walk_memo
         return table
 
-    # ------------------------------------------------------------------------------------------
-    # Reading
+    # -- Reading -----------------------------------------------------------------------------
 
     def read_table(self, table: int) -> tuple[int, ...]:
         """The 512 entries of the table at physical address ``table``.
@@ -484,8 +483,7 @@ class X86PageTable(PageTableEditor):
         ):
             return None
 
-    # ------------------------------------------------------------------------------------------
-    # Walking
+    # -- Walking -----------------------------------------------------------------------------
 
     def iter_runs(
         self,
@@ -581,8 +579,7 @@ class X86PageTable(PageTableEditor):
         see :func:`~gdbext.x86.walk.reachable_tables`."""
         return reachable_tables(self.read_table, self.root, self.levels, self.rules)
 
-    # ------------------------------------------------------------------------------------------
-    # Changing (the operations are :class:`~gdbext.x86.mutate.PageTableEditor`'s)
+    # -- Changing (the operations are :class:`~gdbext.x86.mutate.PageTableEditor`'s) ---------
 
     def _write(self, paddr: int, data: bytes) -> None:
         """Every write of the engine goes through here, so the table cache stays right."""
