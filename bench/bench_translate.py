@@ -6,7 +6,10 @@ guest of that size, which ``bench/bench_dump.py`` makes under QEMU on first use 
 ``--workdir``) it translates 20,000 distinct mapped addresses
 of the kernel's page table (VMCOREINFO's ``init_top_pgt``), picked from the engine's walk: a
 random leaf run each, a random page in it (no page twice), a random offset in the page. So that
-the picks reach many tables, runs are drawn uniformly, not weighted by size.
+the picks reach many tables, runs are drawn uniformly, not weighted by size. A kernel's ESPFIX
+area links one table 65,536 times, so most runs, and most picks, are its aliases;
+``--by-frames`` draws the runs that map the same frames as one, and the picks spread over the
+direct map, the kernel image, modules and vmalloc.
 
 Measures, in one run (medians of ``--repeat`` runs, per address):
 
@@ -80,9 +83,15 @@ def kernel_table(target: Target) -> tuple[X86PageTable, int]:
     )
 
 
-def pick_addresses(pt: X86PageTable, count: int, seed: int = 1) -> list[int]:
-    """``count`` distinct mapped addresses, each in its own page (see the module docstring)."""
+def pick_addresses(
+    pt: X86PageTable, count: int, seed: int = 1, by_frames: bool = False
+) -> list[int]:
+    """``count`` distinct mapped addresses, each in its own page (see the module docstring).
+    ``by_frames``: runs that map the same frames (ESPFIX's 65,536 aliases of one table) are
+    drawn as one, so that the picks spread over the whole address space."""
     runs = [r for r in pt.iter_runs() if type(r) is LeafRun]
+    if by_frames:
+        runs = list({(r.paddr, r.count, r.page_size): r for r in reversed(runs)}.values())
     rng = random.Random(seed)
     pages: set[int] = set()
     picks: list[int] = []
@@ -106,7 +115,7 @@ def measure(label: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     target = open_dump(str(path))
     pt, pgd_va = kernel_table(target)
-    addrs = pick_addresses(pt, args.addresses)
+    addrs = pick_addresses(pt, args.addresses, by_frames=args.by_frames)
     expect = [fresh_table(pt).translate(a).paddr for a in addrs]
     n = len(addrs)
     clock = time.process_time if args.cpu_time else time.perf_counter
@@ -306,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     add_dump_arguments(parser)
     parser.add_argument("--cpu-time", action="store_true", help="time by CPU, not wall, time")
     parser.add_argument("--addresses", type=int, default=ADDRESSES)
+    parser.add_argument(
+        "--by-frames",
+        action="store_true",
+        help="draw runs that map the same frames (aliases) as one: picks over the whole space",
+    )
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--no-drgn", action="store_true", help="leave drgn out")
     parser.add_argument("--vol3", action="store_true", help="add volatility3 (4-level dumps)")
