@@ -8,6 +8,7 @@ bash scripts/system-deps.sh
 bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check gdbext backends tests bench fixtures
+.venv/bin/ruff format --check gdbext backends tests bench fixtures
 echo "== mypy --strict"
 .venv/bin/mypy
 if [ "$#" -gt 0 ]; then

@@ -145,8 +145,7 @@ def _put_mode_back(debugger: lldb.SBDebugger, address: str, mode: int) -> str:
     if not put_back:
         return ""
     return (
-        f"PhyMemMode put back to {mode} (the last connection stopped answering in mode "
-        f"{found})\n"
+        f"PhyMemMode put back to {mode} (the last connection stopped answering in mode {found})\n"
     )
 
 

@@ -289,23 +289,44 @@ def test_range_takes_a_size_with_a_suffix(core: Path, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["translate", "{core}", "dead"], "translate: argument VADDR: not a number: dead "
-         "(did you mean 0xdead?)"),
-        (["translate", "ffffffff81000000"], "translate: argument VADDR: not a number: "
-         "ffffffff81000000 (did you mean 0xffffffff81000000?)"),
-        (["walk", "{core}", "--has", "ffffffff81000000"], "walk: argument --has: not a number: "
-         "ffffffff81000000 (did you mean 0xffffffff81000000?)"),
-        (["walk", "{core}", "--range", "ffffffff81000000+16M"], "walk: argument --range: not a "
-         "number: ffffffff81000000 (did you mean 0xffffffff81000000?)"),
-        (["walk", "{core}", "--rnage", "0x0-0x1000"], "walk: unrecognized arguments: --rnage "
-         "0x0-0x1000 (did you mean --range?)"),
-        (["walk", "{core}", "--max-leafs=5"], "walk: unrecognized arguments: --max-leafs=5 "
-         "(did you mean --max-leaves?)"),
-        (["wlak", "{core}"], "argument COMMAND: invalid choice: wlak (choose from info, walk, "
-         "translate, read, search, who-maps, aliases, heap, audit, kaslr, roots, tasks, "
-         "snapshot, diff, map, backends) (did you mean walk?)"),
-        (["walk", "{core}", "--format", "jsno"], "walk: argument --format: invalid choice: jsno "
-         "(choose from json, ptdump, qemu-tlb, text) (did you mean json?)"),
+        (
+            ["translate", "{core}", "dead"],
+            "translate: argument VADDR: not a number: dead (did you mean 0xdead?)",
+        ),
+        (
+            ["translate", "ffffffff81000000"],
+            "translate: argument VADDR: not a number: "
+            "ffffffff81000000 (did you mean 0xffffffff81000000?)",
+        ),
+        (
+            ["walk", "{core}", "--has", "ffffffff81000000"],
+            "walk: argument --has: not a number: "
+            "ffffffff81000000 (did you mean 0xffffffff81000000?)",
+        ),
+        (
+            ["walk", "{core}", "--range", "ffffffff81000000+16M"],
+            "walk: argument --range: not a "
+            "number: ffffffff81000000 (did you mean 0xffffffff81000000?)",
+        ),
+        (
+            ["walk", "{core}", "--rnage", "0x0-0x1000"],
+            "walk: unrecognized arguments: --rnage 0x0-0x1000 (did you mean --range?)",
+        ),
+        (
+            ["walk", "{core}", "--max-leafs=5"],
+            "walk: unrecognized arguments: --max-leafs=5 (did you mean --max-leaves?)",
+        ),
+        (
+            ["wlak", "{core}"],
+            "argument COMMAND: invalid choice: wlak (choose from info, walk, "
+            "translate, read, search, who-maps, aliases, heap, audit, kaslr, roots, tasks, "
+            "snapshot, diff, map, backends) (did you mean walk?)",
+        ),
+        (
+            ["walk", "{core}", "--format", "jsno"],
+            "walk: argument --format: invalid choice: jsno "
+            "(choose from json, ptdump, qemu-tlb, text) (did you mean json?)",
+        ),
         (["walk", "{core}", "--cr3", "-4096"], "walk: argument --cr3: -4096 is negative"),
         (["walk", "{core}", "--cpu", "-1"], "walk: argument --cpu: -1 is negative"),
         (["walk", "{core}", "--max-leaves", "-1"], "walk: argument --max-leaves: -1 is negative"),

@@ -53,7 +53,8 @@ print(json.dumps({"status": status, "out": out.getvalue(), "modules": modules,
                   "dataclasses": declared}))
 """
 
-SCRIPT = """
+SCRIPT = (
+    """
 import contextlib, io, json, sys
 from gdbext.cli import main
 out = io.StringIO()
@@ -63,7 +64,9 @@ with contextlib.redirect_stdout(out):
     except SystemExit as exc:
         status = exc.code
 modules = sorted(sys.modules)
-""" + DECLARED
+"""
+    + DECLARED
+)
 
 
 def loaded(*argv: str) -> dict[str, object]:
@@ -192,7 +195,8 @@ NOT_FOR_A_WALK = (
 )
 
 #: :data:`SCRIPT`, with the modules taken before the script's own ``json`` import.
-SCRIPT_BEFORE_JSON = """
+SCRIPT_BEFORE_JSON = (
+    """
 import contextlib, io, sys
 from gdbext.cli import main
 out = io.StringIO()
@@ -200,7 +204,9 @@ with contextlib.redirect_stdout(out):
     status = main(sys.argv[1:])
 modules = sorted(sys.modules)
 import json
-""" + DECLARED
+"""
+    + DECLARED
+)
 
 
 def test_walk_of_a_dump_loads_only_what_the_text_walk_uses(
