@@ -40,3 +40,16 @@ def changed_machine() -> SimMachine:
 def core(m: SimMachine, path: Path) -> str:
     write_qemu_elf_core(path, m.memory, m.cpus)
     return str(path)
+
+
+def stop_with_user_snapshot(guest: Any, tmp_path: Path) -> tuple[Path, Path]:
+    """Stop the live ``guest`` (a :class:`qemu_guest.QemuGuest` with PTI), dump the stop, and
+    snapshot the dump's PTI user half with the command line: ``(dump, user snapshot)``, for
+    the debuggers' live ``pt-diff`` and ``pt-map --diff`` against that snapshot."""
+    from support.cli import cli_text
+
+    guest.stop()
+    dump, user = tmp_path / "stop.elf", tmp_path / "user.elf"
+    guest.dump_elf(dump)
+    assert cli_text(["snapshot", str(dump), "--user-pgd", "-o", str(user)])[0] == 0
+    return dump, user

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from support.cli import cli_text
 from support.debuggers import gdb, marked, sections
-
-from gdbext.errors import EXIT_OK
+from support.diffpair import stop_with_user_snapshot
 
 if TYPE_CHECKING:
     from qemu_guest import QemuGuest
@@ -26,11 +25,8 @@ def test_pt_snapshot_and_pt_diff_live(
     qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
 ) -> None:
     guest = qemu_guest("kaslr-pti")
-    guest.stop()
-    dump, live, user = tmp_path / "stop.elf", tmp_path / "live.elf", tmp_path / "user.elf"
-    guest.dump_elf(dump)
-    # A snapshot of the PTI user half, from the dump of this stop (the command line).
-    assert cli_text(["snapshot", str(dump), "--user-pgd", "-o", str(user)])[0] == EXIT_OK
+    dump, user = stop_with_user_snapshot(guest, tmp_path)
+    live = tmp_path / "live.elf"
     proc = gdb(
         "set pagination off",
         f"target remote 127.0.0.1:{guest.gdb_port}",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from support.cli import cli_text
 from support.debuggers import gdb, marked
+from support.diffpair import stop_with_user_snapshot
 from support.mappage import decoded_ranges, page_data
 
 from gdbext.errors import EXIT_OK
@@ -24,11 +25,8 @@ pytestmark = [pytest.mark.skipif(shutil.which("gdb") is None, reason="no gdb"), 
 
 def test_pt_map_diff_live(qemu_guest: Callable[[str], QemuGuest], tmp_path: Path) -> None:
     guest = qemu_guest("kaslr-pti")
-    guest.stop()
-    dump, user = tmp_path / "stop.elf", tmp_path / "user.elf"
+    dump, user = stop_with_user_snapshot(guest, tmp_path)
     live_page, dump_page = tmp_path / "live.html", tmp_path / "dump.html"
-    guest.dump_elf(dump)
-    assert cli_text(["snapshot", str(dump), "--user-pgd", "-o", str(user)])[0] == EXIT_OK
     proc = gdb(
         "set pagination off",
         f"target remote 127.0.0.1:{guest.gdb_port}",

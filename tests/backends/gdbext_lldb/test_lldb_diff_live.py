@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from support import lldbrun
 from support.cli import cli_text
+from support.diffpair import stop_with_user_snapshot
 from support.mappage import decoded_ranges, page_data
 
 from gdbext.errors import EXIT_OK
@@ -27,12 +28,8 @@ def test_pt_snapshot_diff_and_map_diff_live(
     qemu_guest: Callable[[str], QemuGuest], tmp_path: Path
 ) -> None:
     guest = qemu_guest("kaslr-pti")
-    guest.stop()
-    dump, live, user = tmp_path / "stop.elf", tmp_path / "live.elf", tmp_path / "user.elf"
-    live_page, dump_page = tmp_path / "live.html", tmp_path / "dump.html"
-    guest.dump_elf(dump)
-    # A snapshot of the PTI user half, from the dump of this stop (the command line).
-    assert cli_text(["snapshot", str(dump), "--user-pgd", "-o", str(user)])[0] == EXIT_OK
+    dump, user = stop_with_user_snapshot(guest, tmp_path)
+    live, live_page, dump_page = (tmp_path / n for n in ("live.elf", "live.html", "dump.html"))
     run = lldbrun.run(
         [
             f"pt-snapshot {live}",
