@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import cli_outcome
-from support.goldens import info_tlb
+from support.goldens import kernel_paddr
 from support.symfiles import kernel_offset, write_system_map, write_vmlinux
 
 from gdbext import cli
@@ -26,16 +26,6 @@ TOP = 1 << 64
 
 
 _run = cli_outcome
-
-
-def _qemu_paddr(name: str, vaddr: int) -> int:
-    """Where QEMU's ``info tlb`` (kernel root) maps ``vaddr``."""
-    tlb = info_tlb(f"{name}.info-tlb-kernel")
-    for size in (1 << 12, 1 << 21, 1 << 30):
-        page = vaddr & ~(size - 1)
-        if page in tlb:
-            return tlb[page][0] + vaddr - page
-    raise AssertionError(f"0x{vaddr:x} is not in QEMU's info tlb")
 
 
 @pytest.fixture
@@ -59,7 +49,7 @@ def test_translate_a_symbol(
     (record,) = json.loads(out)
     assert int(record["vaddr"], 16) == vaddr + 0x10
     assert record["symbol"] == "init_task+0x10"
-    assert int(record["paddr"], 16) == _qemu_paddr(name, vaddr + 0x10)
+    assert int(record["paddr"], 16) == kernel_paddr(name, vaddr + 0x10)
     # Text: the address, then its symbol; the rest as without symbols.
     _, text, _ = _run("translate", dump, "--kernel", "--system-map", system_map, "init_task")
     _, plain, _ = _run("translate", dump, "--kernel", hex(vaddr))
@@ -255,7 +245,7 @@ def test_another_kernels_symbols_are_warned_of(
     argv = ["translate", str(dump), "--kernel", "--system-map", str(system_map), "init_task"]
     assert cli.run(argv, Host.create(), out, warn=warnings.append) == 0
     banner = 0xFFFFFFFF82000100 + kernel_offset(dump)
-    assert elf_read(dump, _qemu_paddr("kaslr-pti", banner), 14) != b"Linux version "
+    assert elf_read(dump, kernel_paddr("kaslr-pti", banner), 14) != b"Linux version "
     assert warnings == [
         f"{system_map}: linux_banner (0x{banner:x}) does not hold 'Linux version': "
         "the symbols may be another kernel's"

@@ -35,3 +35,14 @@ def registers(name: str) -> dict[str, int]:
     """CR0, CR2, CR3, CR4 and EFER of QEMU's ``info registers``."""
     text = (KERNELS / f"{name}.info-registers.txt").read_text()
     return {k: int(v, 16) for k, v in re.findall(r"\b(CR[0234]|EFER)=([0-9a-f]+)", text)}
+
+
+def kernel_paddr(name: str, vaddr: int) -> int:
+    """Where QEMU's ``info tlb`` of the kernel's root (``NAME.info-tlb-kernel``) maps
+    ``vaddr``, whatever the size of its page."""
+    tlb = info_tlb(f"{name}.info-tlb-kernel")
+    for size in (1 << 12, 1 << 21, 1 << 30):
+        page = vaddr & ~(size - 1)
+        if page in tlb:
+            return tlb[page][0] + vaddr - page
+    raise AssertionError(f"0x{vaddr:x} is not in QEMU's info tlb")

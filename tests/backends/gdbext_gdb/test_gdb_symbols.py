@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.debuggers import cli_output, gdb, marked, sections, without_progress
-from support.goldens import info_tlb
+from support.goldens import kernel_paddr
 from support.symfiles import (
     INIT_TASK,
     JIFFIES,
@@ -29,16 +29,6 @@ from support.symfiles import (
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="no gdb")
 
 TOP = 1 << 64
-
-
-def _qemu_paddr(name: str, vaddr: int) -> int:
-    """Where QEMU's ``info tlb`` (kernel root) maps ``vaddr``."""
-    tlb = info_tlb(f"{name}.info-tlb-kernel")
-    for size in (1 << 12, 1 << 21, 1 << 30):
-        page = vaddr & ~(size - 1)
-        if page in tlb:
-            return int(tlb[page][0]) + vaddr - page
-    raise AssertionError(f"0x{vaddr:x} is not in QEMU's info tlb")
 
 
 @pytest.mark.parametrize("name", ["4level", "kaslr-pti"])
@@ -63,7 +53,7 @@ def test_loaded_symbols_equal_the_command_line_with_the_map(
         assert text == expected, (command, argv)
     # The map's address moved by the slide, and where QEMU maps it.
     vaddr = (INIT_TASK + 0x10 + slide) % TOP
-    paddr = _qemu_paddr(name, vaddr)
+    paddr = kernel_paddr(name, vaddr)
     assert got[0].startswith(f"0x{vaddr:x} <init_task+0x10> -> 0x{paddr:x} ")
     assert f"0x{(JIFFIES + slide) % TOP:x} <jiffies> -> " in got[0]
     # The tests' map is not this kernel's: its linux_banner warns, in GDB as on the command line.
