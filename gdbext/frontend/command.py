@@ -162,9 +162,11 @@ class Invocation(NamedTuple):
         on = target or self.target
         selector = RootSelector(**owner)
         if getattr(args, "vmlinux", None) and (owner["pid"], owner["comm"]) != (None, None):
-            from gdbext.frontend.symbolic import task_symbols
+            from gdbext.frontend.symbolic import init_task_address
 
-            selector = dataclasses.replace(selector, **task_symbols(args, on, base))
+            # The task list with the vmlinux's DWARF offsets, from its init_task.
+            init_task = init_task_address(args, on, base)
+            selector = dataclasses.replace(selector, vmlinux=args.vmlinux, init_task=init_task)
         options, warnings = resolve(on, selector, base)
         if self.warn is not None:
             for message in warnings:

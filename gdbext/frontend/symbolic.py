@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gdbext.errors import InputError, UnknownSymbolError, UsageError
 from gdbext.frontend.argtypes import command_name
@@ -42,13 +42,13 @@ __all__ = [
     "check_symbol_options",
     "has_file",
     "has_symbols",
+    "init_task_address",
     "loaded_symbols",
     "resolve",
     "resolve_options",
     "resolve_range",
     "split_range",
     "target_symbols",
-    "task_symbols",
 ]
 
 #: An address operand: a number, or a symbol expression resolved once the target is open.
@@ -389,12 +389,18 @@ def resolve(operands: Sequence[Operand], symbols: SymbolSource | None) -> list[i
     return out
 
 
-def task_symbols(args: argparse.Namespace, target: Target, root: RootOptions) -> dict[str, Any]:
-    """What the task list takes from ``--vmlinux``: the file (its DWARF gives the offsets) and
-    its ``init_task`` moved to where the kernel image is in the page table ``root`` selects,
-    as :class:`~gdbext.frontend.selection.RootSelector`'s ``vmlinux`` and ``init_task``."""
+def init_task_address(
+    args: argparse.Namespace,
+    target: Target,
+    root: RootOptions,
+    warn: Callable[[str], None] | None = None,
+) -> int | None:
+    """``init_task`` of the symbols the command has (:func:`target_symbols`: moved to where the
+    kernel image is in the page table ``root`` selects), where the task list starts; ``None``
+    without symbols or without that name (the task walk then looks for it)."""
+    if not has_symbols(args):
+        return None
     from gdbext.frontend.commands import open_page_table
 
-    path: str = args.vmlinux
-    symbols = target_symbols(args, target, open_page_table(target, root))
-    return {"vmlinux": path, "init_task": None if symbols is None else symbols.address("init_task")}
+    symbols = target_symbols(args, target, open_page_table(target, root), warn)
+    return None if symbols is None else symbols.address("init_task")

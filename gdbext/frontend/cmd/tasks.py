@@ -39,17 +39,12 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
 
 
 def run(call: Invocation) -> int:
-    from gdbext.frontend.commands import open_page_table
-    from gdbext.frontend.symbolic import has_symbols, target_symbols
+    from gdbext.frontend.symbolic import init_task_address
     from gdbext.frontend.tasks import TasksOptions, tasks
 
     args = call.args
     root = call.root_options()
-    init_task = None
-    if has_symbols(args):
-        pt = open_page_table(call.target, root)
-        symbols = target_symbols(args, call.target, pt, call.warn)
-        init_task = None if symbols is None else symbols.address("init_task")
+    init_task = init_task_address(args, call.target, root, call.warn)
     vmlinux = getattr(args, "vmlinux", None) or None
     options = TasksOptions(root, max(1, args.max), vmlinux, init_task)
     result = tasks(call.target, options)
