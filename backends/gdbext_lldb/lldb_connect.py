@@ -55,6 +55,9 @@ from gdbext_lldb.relay import start as start_relay
 
 #: Seconds LLDB waits for a reply to a packet, at least.
 PACKET_TIMEOUT = 10
+#: Seconds ``pt-connect`` waits for the end of a connection LLDB has just detached (its relay
+#: exits moments after ``process detach`` returned) before it says LLDB is still connected.
+SETTLE = 1.0
 #: Connection attempts when the handshake fails (a running VM fails one in two).
 ATTEMPTS = 4
 #: Seconds between attempts.
@@ -86,7 +89,7 @@ def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
     """
     if not address or any(c.isspace() for c in address):
         raise UsageError("pt-connect takes one argument, [HOST:]PORT (QEMU's -gdb tcp::PORT)")
-    if live_process(debugger) is not None:
+    if live_process(debugger, SETTLE) is not None:
         raise UsageError(
             "pt-connect: LLDB is already connected; 'process detach' first (which resumes the VM)"
         )
@@ -105,7 +108,7 @@ def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:
         raise
     process = debugger.GetSelectedTarget().GetProcess()
     if process.IsValid():
-        remember_address(debugger, process, address)
+        remember_address(debugger, process, address, relay)
     out.write(report + note)
 
 

@@ -57,6 +57,7 @@ from gdbext_gdbstub.link import (
 from gdbext_gdbstub.options import LiveOptions
 from gdbext_gdbstub.state import LiveState
 from gdbext_lldb.naming import NAMING
+from gdbext_lldb.relay import RelayProcess
 
 #: LLDB's process plugin for QEMU's gdbstub, KGDB and other remote stubs.
 REMOTE_PLUGIN = "gdb-remote"
@@ -362,8 +363,9 @@ class _Connection:
 
 #: The state of each process the backend was opened on, by (debugger ID, process unique ID).
 _STATES: dict[tuple[int, int], _Connection] = {}
-#: What ``pt-connect`` connected each process to (``HOST:PORT``), for descriptions.
-_URLS: dict[tuple[int, int], str] = {}
+#: What ``pt-connect`` connected each process to (``HOST:PORT``, for descriptions) and the
+#: relay it connected through (which exits when LLDB closes the connection).
+_URLS: dict[tuple[int, int], tuple[str, RelayProcess]] = {}
 #: The PhyMemMode a connection that stopped answering mid-command left QEMU in the wrong
 #: mode for, by (debugger ID, address): the next ``pt-connect`` there puts it back.
 _LEFT_MODES: dict[tuple[int, str], int] = {}
@@ -373,9 +375,27 @@ def _key(debugger: lldb.SBDebugger, process: lldb.SBProcess) -> tuple[int, int]:
     return int(debugger.GetID()), int(process.GetUniqueID())
 
 
-def remember_address(debugger: lldb.SBDebugger, process: lldb.SBProcess, address: str) -> None:
-    """Note where ``process`` is connected (``pt-connect``), for ``info``."""
-    _URLS[_key(debugger, process)] = address
+def remember_address(
+    debugger: lldb.SBDebugger, process: lldb.SBProcess, address: str, relay: RelayProcess
+) -> None:
+    """Note where ``process`` is connected (``pt-connect``), for ``info``, and through which
+    relay (see :func:`process_gone`)."""
+    _URLS[_key(debugger, process)] = (address, relay)
+
+
+def process_gone(debugger: lldb.SBDebugger, process: lldb.SBProcess, settle: float = 0.0) -> bool:
+    """Whether ``process`` has no connection any more.
+
+    LLDB changes a process's state when its event is delivered, moments after ``process
+    detach`` returned; a ``pt-connect`` connection is over at once when its relay has exited
+    because LLDB ended the session (LLDB closes it within the detach, the relay exits
+    moments later: ``settle`` is how many seconds to wait for that). A stub that went away is
+    not this: LLDB still holds the process, and the link says the stub is gone.
+    """
+    if not process.IsValid() or process.GetState() in _GONE:
+        return True
+    known = _URLS.get(_key(debugger, process))
+    return known is not None and known[1].ended_by_lldb(settle)
 
 
 def place(address: str) -> str:
@@ -418,7 +438,7 @@ def state_for(
     stop_id = int(process.GetStopID())
     conn = _STATES.get(key)
     if conn is None:
-        address = _URLS.get(key)
+        address = _URLS[key][0] if key in _URLS else None
         link = LldbProcessLink(debugger, process, address)
         description = f"{REMOTE_PLUGIN} {address}" if address else REMOTE_PLUGIN
         conn = _Connection(link, LiveState(link, description, NAMING), stop_id, address)
@@ -455,10 +475,11 @@ def debugger_of(request: OpenRequest) -> lldb.SBDebugger:
     return debugger
 
 
-def live_process(debugger: lldb.SBDebugger) -> lldb.SBProcess | None:
-    """The selected target's process when it is a live ``gdb-remote`` connection, else None."""
+def live_process(debugger: lldb.SBDebugger, settle: float = 0.0) -> lldb.SBProcess | None:
+    """The selected target's process when it is a live ``gdb-remote`` connection, else None
+    (``settle``: see :func:`process_gone`)."""
     process = debugger.GetSelectedTarget().GetProcess()
-    if not process.IsValid() or process.GetState() in _GONE:
+    if process_gone(debugger, process, settle):
         return None
     if process.GetPluginName() != REMOTE_PLUGIN:
         return None
@@ -470,7 +491,7 @@ def open_target(request: OpenRequest) -> Target:
     options = LiveOptions.from_request(request, NAMING)
     debugger = debugger_of(request)
     process = debugger.GetSelectedTarget().GetProcess()
-    if not process.IsValid() or process.GetState() in _GONE:
+    if process_gone(debugger, process):
         raise UsageError(NEEDS_TARGET)
     plugin = process.GetPluginName()
     if plugin != REMOTE_PLUGIN:

@@ -404,6 +404,10 @@ def _sendall(sock: socket.socket, data: bytes) -> None:
             sock.sendall(data)
 
 
+#: How :meth:`Session.run` ends when LLDB ended the session (detached, killed, or closed).
+ENDED_BY_LLDB = ("detached", "killed", "closed")
+
+
 # --- the relay process ---------------------------------------------------------------------
 
 
@@ -471,7 +475,9 @@ def _logger() -> Callable[[str], None]:
 
 def main(argv: list[str] | None = None) -> int:
     """``relay.py HOST:PORT``: connect to the stub, print the local port to connect LLDB to (or
-    ``error: ...``, exit status 1) and close standard output, then relay (exit status 0)."""
+    ``error: ...``, exit status 1) and close standard output, then relay: exit status 0 when LLDB
+    ended the session (:data:`ENDED_BY_LLDB`: its connection is over), 2 when the stub did, or
+    LLDB never came."""
     args = sys.argv[1:] if argv is None else argv
     log = _logger()
     try:
@@ -489,8 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
-    serve(listener, lambda: socket.create_connection((host, port), CONNECT_TIMEOUT), first, log)
-    return 0
+    outcome = serve(
+        listener, lambda: socket.create_connection((host, port), CONNECT_TIMEOUT), first, log
+    )
+    return 0 if outcome in ENDED_BY_LLDB else 2
 
 
 # --- starting it (in LLDB) -------------------------------------------------------------------
@@ -506,6 +514,14 @@ class RelayProcess:
 
     port: int
     process: subprocess.Popen[bytes] = dataclasses.field(repr=False)
+
+    def ended_by_lldb(self, wait: float = 0.0) -> bool:
+        """The relay has exited, within ``wait`` seconds, because LLDB ended its session (see
+        :func:`main`)."""
+        try:
+            return self.process.wait(timeout=wait) == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def stop(self) -> None:
         """End the relay if it still runs (LLDB never connected to it)."""

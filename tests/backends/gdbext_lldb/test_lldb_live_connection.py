@@ -156,19 +156,33 @@ def test_a_gdbstub_gone_between_commands_is_one_line_not_cached_output(
 
 
 def test_pt_backend_lldb_and_a_detached_target(qemu_guest: Callable[[str], QemuGuest]) -> None:
-    """``pt-backend lldb`` selects this debugger's connection; once LLDB detached, every command
-    is one line saying what to do, and LLDB goes on."""
+    """``pt-backend lldb`` selects this debugger's connection; ``pt-connect`` while connected
+    is refused; once LLDB detached, every command is one line saying what to do, and LLDB goes
+    on."""
     guest = qemu_guest("4level")
     guest.stop()
     needs = (
         "error: the lldb backend needs a live target: connect LLDB first (pt-connect HOST:PORT, "
         "or gdb-remote HOST:PORT)\n"
     )
+    again = f"pt-connect 127.0.0.1:{guest.gdb_port}"
     run = lldbrun.run(
-        ["pt-backend lldb", "pt-backend", "process detach", "pt-walk", "pt-translate 0x1000"],
+        [
+            "pt-backend lldb",
+            "pt-backend",
+            again,
+            "process detach",
+            "pt-walk",
+            "pt-translate 0x1000",
+        ],
         port=guest.gdb_port,
     )
-    selected, listing, detach, walk, translate = run.results
+    selected, listing, connected, detach, walk, translate = run.results
+    assert (connected.ok, connected.err) == (
+        False,
+        "error: pt-connect: LLDB is already connected; 'process detach' first (which resumes "
+        "the VM)\n",
+    )
     assert selected.out == f"backend lldb: gdb-remote 127.0.0.1:{guest.gdb_port}\n"
     assert "* lldb " in listing.out
     assert re.search(r"^selected: lldb --debugger \d+$", listing.out, re.M), listing.out

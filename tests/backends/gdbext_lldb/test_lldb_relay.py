@@ -371,7 +371,8 @@ def test_the_stub_closing_closes_lldbs_side(pair: Pair) -> None:
 
 class FakeStub:
     """A listening gdbstub that records each connection's packets, answers ``OK`` to ``D``
-    (acknowledged) and ``QCp01.01`` to ``qC``, and nothing else."""
+    (acknowledged) and ``QCp01.01`` to ``qC``, and nothing else; ``quit`` closes the
+    connection (the stub going away)."""
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -399,6 +400,8 @@ class FakeStub:
                     if unit.data is None:
                         continue
                     packets.append(unit.data)
+                    if unit.data == b"quit":
+                        return
                     reply = {b"qC": b"QCp01.01"}.get(unit.data, b"")
                     if unit.data[:1] == b"D":
                         reply = b"OK"
@@ -431,6 +434,36 @@ def test_the_relay_process_outlives_a_handshake_and_detaches_on_a_kill() -> None
             assert peer.next_packet() == b"W00"
         assert started.process.wait(TIMEOUT) == 0
         assert stub.connections == [[b"QStartNoAckMode"], [b"qC", b"D"]]
+    finally:
+        stub.close()
+
+
+@pytest.mark.parametrize(
+    ("last", "ended_by_lldb"), [(b"D", True), (b"k", True), (None, True), (b"quit", False)]
+)
+def test_the_relay_exits_saying_who_ended_the_session(
+    last: bytes | None, ended_by_lldb: bool
+) -> None:
+    """LLDB's detach, its kill, its closing without either end the session on LLDB's side (the
+    connection is over: ``pt-connect`` need not wait for LLDB's state); the stub going away
+    does not. A relay still serving has not ended."""
+    stub = FakeStub()
+    try:
+        started = relay.start(f"127.0.0.1:{stub.port}")
+        with socket.create_connection(("127.0.0.1", started.port), TIMEOUT) as lldb:
+            lldb.settimeout(TIMEOUT)
+            peer = Peer(lldb)
+            peer.packet(b"qC")
+            assert peer.next_packet() == b"QCp01.01"
+            assert not started.ended_by_lldb()
+            if last is not None:
+                peer.packet(last)
+                if last == b"quit":
+                    started.process.wait(TIMEOUT)  # before LLDB's side closes
+                else:
+                    peer.next_packet()
+        started.process.wait(TIMEOUT)
+        assert started.ended_by_lldb() is ended_by_lldb
     finally:
         stub.close()
 
