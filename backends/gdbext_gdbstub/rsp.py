@@ -126,6 +126,20 @@ class RspClient:
             with contextlib.suppress(OSError, EOFError):
                 self._io.close()
 
+    def poll(self) -> bool:
+        """Take in, without waiting, what the stub sent since the last request (it is read as
+        it would have been at the next one); whether the connection is still open. A stub that
+        closed it (QEMU quit, or was started again on the same port) leaves it closed."""
+        if self._closed:
+            return False
+        try:
+            self._buf += self._io.recv(65536, timeout=0)
+        except EOFError:
+            self._gone("connection closed")
+        except OSError as exc:
+            self._gone(exc.strerror or str(exc))
+        return not self._closed
+
     def _gone(self, why: str) -> TargetLostError:
         self._lost = self._lost or why
         self.close()

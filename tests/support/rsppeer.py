@@ -62,7 +62,10 @@ class RspPeer:
     #: Corrupt the checksum of the next reply once (the client must ask again with ``-``).
     corrupt_next: bool = False
     port: int = 0
+    #: Connections served so far.
+    sessions: int = 0
     _server: socket.socket | None = None
+    _conn: socket.socket | None = None
     _hg: int = 1
 
     def __enter__(self) -> RspPeer:
@@ -78,6 +81,11 @@ class RspPeer:
         if self._server is not None:
             self._server.close()
 
+    def hang_up(self) -> None:
+        """Close the connection being served (the stub quits; the peer goes on listening)."""
+        if self._conn is not None:
+            self._conn.shutdown(socket.SHUT_RDWR)
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -89,6 +97,8 @@ class RspPeer:
                 conn, _ = self._server.accept()
             except OSError:
                 return
+            self.sessions += 1
+            self._conn = conn
             with conn, contextlib.suppress(OSError):
                 self._session(conn)
 

@@ -274,3 +274,22 @@ def test_a_fake_stub_without_phymem_reads_through_monitor_xp(sim: Target) -> Non
         finally:
             assert target.close is not None
             target.close()
+
+
+def test_a_stub_that_closed_the_connection_is_dialled_again(sim: Target) -> None:
+    """An open connection is reused by the next open of the same address, unless the stub
+    closed it meanwhile (QEMU quit, or another QEMU took the port): then a new one is made."""
+    with RspPeer(stub_for(sim)) as peer:
+        request = OpenRequest(None, {"address": peer.address})
+        first = open_gdbstub(request)
+        again = open_gdbstub(request)
+        assert peer.sessions == 1
+        peer.hang_up()  # (on the loopback the client sees the end at once)
+        third = open_gdbstub(request)
+        assert peer.sessions == 2
+        try:
+            assert leaves(third) == leaves(sim)
+        finally:
+            for target in (first, again, third):
+                assert target.close is not None
+                target.close()
