@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gdbext.audit.model import Finding
+from gdbext.defaults import MAP_MAX_LEAVES, MAP_MAX_RANGES
 from gdbext.errors import UsageError
 from gdbext.flags import ACCESSED_DIRTY
 from gdbext.frontend.commands import RootOptions, WalkOptions, walk
@@ -28,13 +29,6 @@ from gdbext.x86.diff import Change
 from gdbext.x86.merge import KEY_SHOWN_FLAGS, MergedRange, merge_runs
 from gdbext.x86.records import AliasRun, Anomaly
 
-#: The most ranges drawn before aggregating (a 75,000-leaf address space of distinct
-#: permissions fits; the HTML page stays under 3 MB).
-DEFAULT_MAX_RANGES = 100_000
-
-#: The walk's bound on leaves (a 512 MiB guest's whole direct map in 4 KiB pages fits).
-DEFAULT_MAX_LEAVES = 4_000_000
-
 
 @dataclass(frozen=True)
 class MapOptions:
@@ -42,8 +36,8 @@ class MapOptions:
     #: Region labels: one of :data:`~gdbext.frontend.commands.LABEL_MODES`.
     labels: str = "auto"
     #: Aggregate past this many ranges.
-    max_ranges: int = DEFAULT_MAX_RANGES
-    max_leaves: int | None = DEFAULT_MAX_LEAVES
+    max_ranges: int = MAP_MAX_RANGES
+    max_leaves: int | None = MAP_MAX_LEAVES
 
 
 @dataclass(frozen=True)

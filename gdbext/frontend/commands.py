@@ -13,6 +13,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from gdbext.addr import AddrRange
 from gdbext.cpu import CR3_ADDR_MASK, CpuState
+from gdbext.defaults import (
+    DEFAULT_MAX_LEAVES,
+    DEFAULT_MAX_LINES,
+    LABEL_MODES,
+    MERGE_MODES,
+)
 from gdbext.errors import (
     GdbextError,
     InputError,
@@ -230,31 +236,6 @@ def _info_layout(target: Target) -> Layout | None:
 
 
 # --- walk ------------------------------------------------------------------------------------
-
-
-#: Default bound on the leaves one walk produces: far above any real kernel's (Linux with 512 GiB
-#: of RAM in 4 KiB pages has 128 M), far below what an alias bomb multiplies into.
-DEFAULT_MAX_LEAVES = 1 << 28
-
-
-#: Default bound on the lines of an output that writes a line per leaf or per merged range
-#: with shared tables expanded (``qemu-tlb``, JSON, ``--no-merge``): 4 Mi lines, 16 GiB in
-#: 4 KiB pages, about 190 MB of ``qemu-tlb`` (a kernel's tables print far fewer: large pages,
-#: merged ranges; the committed 128 MiB guests' ``info tlb`` has 75,000 lines).
-DEFAULT_MAX_LINES = 1 << 22
-#: The same for ``--format ptdump``, whose lines are fewer (a line per series of equal
-#: entries) and whose shared tables are not collapsed: 256 Ki lines (a kernel's ptdump has
-#: hundreds to a few thousand).
-DEFAULT_MAX_LINES_PTDUMP = 1 << 18
-
-#: ``--merge`` values: ranges contiguous in virtual and physical address (``pa``, the
-#: default), or in virtual address only, whatever their frames (``va``).
-MERGE_MODES = ("pa", "va")
-
-
-#: ``--labels`` values: ``auto`` (Linux's layout when the target looks like Linux), ``linux``,
-#: ``none``.
-LABEL_MODES = ("auto", "linux", "none")
 
 
 @dataclass(frozen=True)

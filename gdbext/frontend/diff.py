@@ -12,10 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
+from gdbext.defaults import DEFAULT_MAX_LEAVES
 from gdbext.errors import GdbextError, UsageError
 from gdbext.flags import ACCESSED_DIRTY, PRESENT
 from gdbext.frontend.commands import (
-    DEFAULT_MAX_LEAVES,
     RootOptions,
     open_page_table,
     root_warnings,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
+from gdbext.defaults import DEFAULT_MAX_LEAKS
 from gdbext.flags import perm_text
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
 from gdbext.frontend.memread import Chunk, ReadOptions, read_memory
@@ -31,9 +32,6 @@ from gdbext.linux.kaslr import (
 from gdbext.linux.layout import params
 from gdbext.plugin.target import Target
 from gdbext.x86.records import LeafRun
-
-#: Default bound on the leaks reported (``--max``).
-DEFAULT_MAX_LEAKS = 1000
 
 #: The most physical memory read and scanned at once (a run of leaves is split into pieces).
 PIECE = 4 << 20

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gdbext.addr import AddrRange
+from gdbext.defaults import DEFAULT_MAX_SIZE
 from gdbext.errors import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -42,8 +43,6 @@ from gdbext.plugin.target import Target
 from gdbext.units import format_size
 from gdbext.x86.paging import X86PageTable
 
-#: Default bound on one read (``--max-size``): 64 MiB, about 280 MB of hexdump.
-DEFAULT_MAX_SIZE = 64 << 20
 #: The most bytes read from the backend at once (and held by one :class:`Chunk`).
 CHUNK = 1 << 20
 

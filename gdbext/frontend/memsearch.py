@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from gdbext.addr import AddrRange
+from gdbext.defaults import DEFAULT_MAX_HITS
 from gdbext.errors import EXIT_NOT_FOUND, EXIT_OK, PhysMemoryError, UsageError
 from gdbext.flags import NO_EXECUTE, USER_ACCESSIBLE, WRITABLE
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings, target_layout
@@ -43,8 +44,6 @@ from gdbext.x86.records import AliasRun, LeafRun
 
 #: The most bytes read from the backend at once.
 CHUNK = 1 << 20
-#: Default bound on the hits reported (``--max``).
-DEFAULT_MAX_HITS = 1000
 #: The longest pattern: a match straddles at most one page boundary's pair of segments.
 MAX_PATTERN = 4096
 #: Bytes of context shown from each hit's start (the match, and what follows it).

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gdbext.audit.pti import detect_pti
+from gdbext.defaults import DEFAULT_MAX_ROOTS
 from gdbext.errors import GdbextError, UsageError
 from gdbext.frontend.commands import RootOptions, open_page_table
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.detect import kernel_tables
 from gdbext.linux.roots import (
-    DEFAULT_MAX_ROOTS,
     ExecIdentity,
     Rejected,
     Usage,

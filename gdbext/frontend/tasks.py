@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gdbext.defaults import MAX_TASKS
 from gdbext.errors import GdbextError
 from gdbext.frontend.commands import RootOptions, open_page_table, root_warnings
 from gdbext.linux.btf import Btf
@@ -22,7 +23,7 @@ from gdbext.linux.detect import kernel_tables
 from gdbext.linux.dwarf import DwarfTypes, load_dwarf_types
 from gdbext.linux.kernelbtf import find_kernel_btf
 from gdbext.linux.roots import kernel_half_differences
-from gdbext.linux.tasks import MAX_TASKS, TaskList, TypeOffsets, walk_tasks
+from gdbext.linux.tasks import TaskList, TypeOffsets, walk_tasks
 from gdbext.plugin.target import Target
 from gdbext.x86.paging import X86PageTable
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gdbext.addr import AddrRange
+from gdbext.defaults import DEFAULT_MAX_ROOTS
 from gdbext.errors import GdbextError, InputError
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.layout import params
@@ -42,7 +43,6 @@ from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import AliasRun, LeafRun
 
 __all__ = [
-    "DEFAULT_MAX_ROOTS",
     "ExecIdentity",
     "Rejected",
     "RootScan",
@@ -59,8 +59,6 @@ __all__ = [
 CHUNK = 4 << 20
 #: Offset and size of a top table's kernel half (entries 256..511).
 HALF = PAGE_SIZE // 2
-#: Most tables the scan accepts (a dump crafted to hold millions of copies stays bounded).
-DEFAULT_MAX_ROOTS = 1 << 16
 #: Most rejected look-alikes the scan remembers (it counts them all).
 MAX_REJECTED = 64
 _ENTRIES = struct.Struct(f"<{PAGE_SIZE // 16}Q")

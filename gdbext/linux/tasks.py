@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from gdbext.addr import AddrRange
+from gdbext.defaults import MAX_TASKS
 from gdbext.errors import DebugInfoError, GdbextError, NotFoundError, TaskListError
 from gdbext.geometry import PAGE_SIZE
 from gdbext.linux.btf import MemberField
@@ -36,7 +37,6 @@ from gdbext.x86.paging import X86PageTable
 from gdbext.x86.records import LeafRun
 
 __all__ = [
-    "MAX_TASKS",
     "Task",
     "TaskLayout",
     "TaskList",
@@ -47,8 +47,6 @@ __all__ = [
     "walk_tasks",
 ]
 
-#: The most tasks (leaders and threads) a walk reads before it calls the list corrupt.
-MAX_TASKS: Final = 1_000_000
 #: ``init_task``'s ``comm``.
 INIT_COMM: Final = b"swapper/0"
 #: Kernel addresses are in the higher half.

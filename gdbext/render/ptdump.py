@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gdbext.defaults import DEFAULT_MAX_LINES_PTDUMP
 from gdbext.errors import OutputLimitError, UsageError
 from gdbext.flags import (
     GLOBAL,
@@ -28,7 +29,7 @@ from gdbext.flags import (
     WRITABLE,
     PageTableFlags,
 )
-from gdbext.frontend.commands import DEFAULT_MAX_LINES_PTDUMP, WalkResult
+from gdbext.frontend.commands import WalkResult
 from gdbext.geometry import level_name
 from gdbext.linux.layout import Marker
 from gdbext.linux.ptdump import PtdumpRecord, PtdumpWalk, Series, Skipped
@@ -121,7 +122,7 @@ def render_walk(result: WalkResult) -> Iterator[str]:
 
     Shared tables are not collapsed (ptdump prints every link's series), so a table linked
     under every entry above it can multiply the lines: they stop at ``--max-lines`` (default
-    :data:`~gdbext.frontend.commands.DEFAULT_MAX_LINES_PTDUMP`) with
+    :data:`~gdbext.defaults.DEFAULT_MAX_LINES_PTDUMP`) with
     :class:`~gdbext.errors.OutputLimitError`."""
     options = result.options
     if options.perm is not None:

@@ -159,13 +159,49 @@ def test_backends_loads_the_plugins_but_no_engine() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["walk", "--help"]])
-def test_help_loads_no_engine_beyond_the_commands_constants(argv: list[str]) -> None:
-    """``walk --help`` shows the walk's defaults (:mod:`gdbext.frontend.commands`), but no
-    renderer, dump reader or simulator."""
+def test_help_loads_no_engine(argv: list[str]) -> None:
+    """``walk --help`` shows the walk's defaults (:mod:`gdbext.defaults`), but loads none of
+    the code that walks, renders, reads a dump or simulates."""
     result = loaded(*argv)
     assert result["status"] == 0
-    allowed = ("gdbext.frontend.commands", "gdbext.x86.paging", "gdbext.linux.")
-    assert [m for m in engine_modules(result["modules"]) if not m.startswith(allowed)] == []
+    assert engine_modules(result["modules"]) == []
+
+
+#: Builds the help of every command, as GDB and LLDB do when gdbext loads (a command's help is
+#: given when it is registered), and prints the modules loaded.
+EVERY_HELP = """
+import json, sys
+from gdbext.plugin.host import Host
+from gdbext.session import Session
+session = Session(Host.create())
+helps = [session.help(name) for name in session.commands()]
+print(json.dumps({"helps": len(helps), "modules": sorted(sys.modules)}))
+"""
+
+
+def test_every_commands_help_loads_none_of_the_work() -> None:
+    """Loading gdbext into a debugger builds every command's help: that loads none of the
+    code that does the commands' work (the walk, the search, the task list, the renderers)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", EVERY_HELP], capture_output=True, text=True, check=True
+    )
+    result = json.loads(proc.stdout)
+    assert result["helps"] >= 15
+    work = (
+        *ENGINE,
+        "gdbext.x86.",
+        "gdbext.audit.",
+        "gdbext.render.",
+        "gdbext.frontend.memsearch",
+        "gdbext.frontend.memread",
+        "gdbext.frontend.kaslr",
+        "gdbext.frontend.addrmap",
+        "gdbext.frontend.roots",
+        "gdbext.frontend.tasks",
+    )
+    # The colour switch a front end reads; the built-in renderers' and rules' plugins.
+    allowed = ("gdbext.render.common", "gdbext.render.builtin", "gdbext.audit.builtin")
+    assert [m for m in result["modules"] if m.startswith(work) and m not in allowed] == []
 
 
 #: What a walk of a dump with the default text output has no use for.

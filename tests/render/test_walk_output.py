@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from support.cli import cli_lines as run
 
-from gdbext import cli
-from gdbext.frontend import commands
+from gdbext import cli, defaults
 
 DUMPS = ["4level", "kaslr-pti", "la57"]
 
@@ -258,8 +257,8 @@ def test_ptdump_default_bound_is_lower(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 2
-    limit = commands.DEFAULT_MAX_LINES_PTDUMP
-    assert limit < commands.DEFAULT_MAX_LINES
+    limit = defaults.DEFAULT_MAX_LINES_PTDUMP
+    assert limit < defaults.DEFAULT_MAX_LINES
     assert proc.stderr.startswith(f"gdbext: --format ptdump stopped after {limit} lines")
     assert proc.stderr.count("\n") == 1
     assert len(proc.stdout.splitlines()) == limit

@@ -29,7 +29,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.frontend.commands import LABEL_MODES
+    from gdbext.defaults import LABEL_MODES
     from gdbext.frontend.rootargs import add_page_table_options
 
     if target_options:

@@ -23,7 +23,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.frontend.kaslr import DEFAULT_MAX_LEAKS
+    from gdbext.defaults import DEFAULT_MAX_LEAKS
 
     p.add_argument(
         "--leaks",

@@ -34,8 +34,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.frontend import commands
-    from gdbext.frontend.addrmap import DEFAULT_MAX_LEAVES, DEFAULT_MAX_RANGES
+    from gdbext.defaults import LABEL_MODES, MAP_MAX_LEAVES, MAP_MAX_RANGES
 
     if not target_options:
         p.add_argument("file", nargs="?", metavar="FILE", help="write the picture to FILE")
@@ -44,7 +43,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
     p.add_argument(
         "--labels",
-        choices=commands.LABEL_MODES,
+        choices=LABEL_MODES,
         default="auto",
         help="region labels: Linux's layout, when it looks like Linux (auto)",
     )
@@ -69,16 +68,16 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     p.add_argument(
         "--max-ranges",
         type=argtypes.integer,
-        default=DEFAULT_MAX_RANGES,
+        default=MAP_MAX_RANGES,
         metavar="N",
-        help=f"aggregate past N ranges (default {DEFAULT_MAX_RANGES})",
+        help=f"aggregate past N ranges (default {MAP_MAX_RANGES})",
     )
     p.add_argument(
         "--max-leaves",
         type=argtypes.integer,
-        default=DEFAULT_MAX_LEAVES,
+        default=MAP_MAX_LEAVES,
         metavar="N",
-        help=f"stop past N leaf entries, 0 for no limit (default {DEFAULT_MAX_LEAVES})",
+        help=f"stop past N leaf entries, 0 for no limit (default {MAP_MAX_LEAVES})",
     )
 
 

@@ -35,7 +35,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.frontend.memread import DEFAULT_MAX_SIZE
+    from gdbext.defaults import DEFAULT_MAX_SIZE
 
     p.add_argument(
         "operands",

@@ -27,7 +27,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.linux.roots import DEFAULT_MAX_ROOTS
+    from gdbext.defaults import DEFAULT_MAX_ROOTS
 
     p.add_argument(
         "--max",

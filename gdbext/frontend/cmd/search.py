@@ -29,8 +29,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.frontend import commands
-    from gdbext.frontend.memsearch import DEFAULT_MAX_HITS
+    from gdbext.defaults import DEFAULT_MAX_HITS, LABEL_MODES
 
     what = p.add_argument_group("pattern (give one)")
     one = what.add_mutually_exclusive_group()
@@ -90,7 +89,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
     p.add_argument(
         "--labels",
-        choices=commands.LABEL_MODES,
+        choices=LABEL_MODES,
         default="auto",
         help="region labels: Linux's layout, when it looks like Linux (auto)",
     )

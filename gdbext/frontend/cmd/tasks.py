@@ -27,7 +27,7 @@ TEXT = (
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.linux.tasks import MAX_TASKS
+    from gdbext.defaults import MAX_TASKS
 
     p.add_argument(
         "--max",

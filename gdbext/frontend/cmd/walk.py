@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
-    from gdbext.frontend import commands
+    from gdbext import defaults
 
     f = p.add_argument_group("filters (they prune the walk)")
     where = f.add_mutually_exclusive_group()
@@ -39,7 +39,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     )
     p.add_argument(
         "--labels",
-        choices=commands.LABEL_MODES,
+        choices=defaults.LABEL_MODES,
         default="auto",
         help="region labels in text output: Linux's layout, when it looks like Linux (auto)",
     )
@@ -47,7 +47,7 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     m.add_argument(
         "--merge",
         dest="merge_by",
-        choices=commands.MERGE_MODES,
+        choices=defaults.MERGE_MODES,
         default="pa",
         help="merge leaves contiguous in virtual and physical address (pa, the default), or "
         "in virtual address only, whatever their frames (va: the physical address shows as "
@@ -57,17 +57,17 @@ def arguments(p: argparse.ArgumentParser, target_options: bool) -> None:
     p.add_argument(
         "--max-leaves",
         type=argtypes.integer,
-        default=commands.DEFAULT_MAX_LEAVES,
+        default=defaults.DEFAULT_MAX_LEAVES,
         metavar="N",
-        help=f"stop past N leaf entries, 0 for no limit (default {commands.DEFAULT_MAX_LEAVES})",
+        help=f"stop past N leaf entries, 0 for no limit (default {defaults.DEFAULT_MAX_LEAVES})",
     )
     p.add_argument(
         "--max-lines",
         type=argtypes.integer,
         metavar="N",
         help="stop outputs that expand shared tables (qemu-tlb, ptdump, json, --no-merge) past "
-        f"N lines, 0 for no limit (default {commands.DEFAULT_MAX_LINES}, ptdump "
-        f"{commands.DEFAULT_MAX_LINES_PTDUMP})",
+        f"N lines, 0 for no limit (default {defaults.DEFAULT_MAX_LINES}, ptdump "
+        f"{defaults.DEFAULT_MAX_LINES_PTDUMP})",
     )
 
 
