@@ -10,8 +10,6 @@ on a simulator machine (:func:`audit_sim`; ``alias-wx``, ``pt-writable-alias``).
 from __future__ import annotations
 
 import dataclasses
-import lzma
-import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,8 @@ from gdbext.plugin.target import Target
 from gdbext.x86.paging import SIZE_2M, SIZE_4K, X86PageTable
 from gdbext_sim.memory import SparsePhysMemory, TopDownFrameAllocator
 from gdbext_sim.scenario import SimMachine, build_machine, load_scenario
-from support.paths import DEMO, KERNELS, SCENARIOS
+from support.goldens import tlb_lines
+from support.paths import DEMO, SCENARIOS
 from support.scenario import sized
 
 # --- rules by id -----------------------------------------------------------------------------
@@ -154,18 +153,11 @@ def mapping(
 
 #: The committed real dumps.
 NAMES = ["4level", "kaslr-pti", "la57"]
-TLB_LINE = re.compile(r"^([0-9a-f]{16}): ([0-9a-f]{16}) ([-XGPDACTUW]{9})$")
 
 
 def golden(name: str, kind: str) -> list[tuple[int, int, str]]:
     """``(vaddr, paddr, flags)`` of each line of a QEMU ``info tlb`` golden."""
-    text = lzma.decompress((KERNELS / f"{name}.{kind}.txt.xz").read_bytes()).decode()
-    out = []
-    for line in text.splitlines():
-        m = TLB_LINE.match(line)
-        assert m is not None, line
-        out.append((int(m[1], 16), int(m[2], 16), m[3]))
-    return out
+    return list(tlb_lines(f"{name}.{kind}"))
 
 
 # --- rule objects on a simulator machine -----------------------------------------------------

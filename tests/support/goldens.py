@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import lzma
 import re
 
@@ -20,15 +21,26 @@ def gva2gpa(name: str) -> dict[int, int | None]:
     return found
 
 
+#: A line of QEMU's ``info tlb``: ``VADDR: PADDR FLAGS``.
+TLB_LINE = re.compile(r"^([0-9a-f]{16}): ([0-9a-f]{16}) ([-XGPDACTUW]{9})$")
+
+
+@functools.cache
+def tlb_lines(golden: str) -> tuple[tuple[int, int, str], ...]:
+    """``(vaddr, paddr, flags)`` of each line of QEMU's ``info tlb`` in ``GOLDEN.txt.xz``, read
+    once a session (many tests compare with the same goldens)."""
+    text = lzma.decompress((KERNELS / f"{golden}.txt.xz").read_bytes()).decode()
+    out = []
+    for line in text.splitlines():
+        m = TLB_LINE.match(line)
+        assert m is not None, line
+        out.append((int(m[1], 16), int(m[2], 16), m[3]))
+    return tuple(out)
+
+
 def info_tlb(golden: str) -> dict[int, tuple[int, str]]:
     """QEMU's ``info tlb`` lines: VADDR -> (PADDR, flags)."""
-    text = lzma.decompress((KERNELS / f"{golden}.txt.xz").read_bytes()).decode()
-    found = {}
-    for line in text.splitlines():
-        vaddr, rest = line.split(": ")
-        paddr, flags = rest.split()
-        found[int(vaddr, 16)] = (int(paddr, 16), flags)
-    return found
+    return {vaddr: (paddr, flags) for vaddr, paddr, flags in tlb_lines(golden)}
 
 
 def registers(name: str) -> dict[str, int]:
