@@ -130,19 +130,21 @@ class RspPeer:
         return conn.recv(1) == b"-"
 
     def _packets(self, conn: socket.socket) -> Iterator[str]:
-        buf = b""
+        buf = bytearray()
         while True:
             chunk = conn.recv(65536)
             if not chunk:
                 return
             buf += chunk
+            pos = 0  # the packets taken are dropped once per chunk, not once per packet
             while True:
-                buf = buf.lstrip(b"+-")
-                start, end = buf.find(b"$"), buf.find(b"#")
-                if start < 0 or end < 0 or len(buf) < end + 3:
+                start = buf.find(b"$", pos)
+                end = buf.find(b"#", start + 1) if start >= 0 else -1
+                if end < 0 or len(buf) < end + 3:
                     break
                 yield buf[start + 1 : end].decode("latin-1")
-                buf = buf[end + 3 :]
+                pos = end + 3
+            del buf[:pos]
 
     def _answer(self, packet: str) -> list[str]:
         if packet in self.replies:
