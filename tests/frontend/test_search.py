@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from depth import kernels
 from support.dumps import elf_find, elf_read
 from support.goldens import info_tlb, registers
 
@@ -258,7 +259,7 @@ def test_bad_input_is_status_2(machine: Machine, argv: list[str]) -> None:
 # --- the committed kernel dumps ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_kernel_dump_hits_are_where_qemu_maps_the_bytes(
     kernel_dump: Callable[[str], Path], name: str
 ) -> None:

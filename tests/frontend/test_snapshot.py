@@ -7,16 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from depth import kernels
 from support.cli import cli_text
 
 from gdbext import cli
 from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK
 from gdbext.formats.snapshot import SnapshotInfo
 
-KERNELS = ("4level", "kaslr-pti", "la57")
 
-
-@pytest.mark.parametrize("name", KERNELS)
+@pytest.mark.parametrize("name", kernels())
 @pytest.mark.parametrize("select", [[], ["--kernel"]])
 def test_snapshot_walks_as_the_original(
     kernel_dump: Callable[[str], Path], tmp_path: Path, name: str, select: list[str]

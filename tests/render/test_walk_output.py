@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import kernels
 from support.cli import cli_lines as run
 
 from gdbext import cli, defaults
@@ -31,7 +32,7 @@ def scenario(tmp_path: Path, doc: dict[str, Any], name: str = "s.json") -> list[
 # --- widths, header, markers on the committed dumps -------------------------------------------
 
 
-@pytest.mark.parametrize("name", DUMPS)
+@pytest.mark.parametrize("name", kernels())
 @pytest.mark.parametrize(
     "options", [[], ["--kernel"], ["--no-merge"], ["--merge", "va"], ["--labels", "none"]]
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from depth import kernels
 from support.paths import ROOT
 from support.scenario import sized as m
 
@@ -282,7 +283,7 @@ def _pages(pt: X86PageTable, window: AddrRange | None = None) -> list[tuple[int,
     ]
 
 
-@pytest.mark.parametrize("name", ["4level", "kaslr-pti", "la57"])
+@pytest.mark.parametrize("name", kernels())
 def test_real_dumps(name: str, kernel_dump: Any) -> None:
     """Linux never promised the seed's contract, and with ``--memmap e820`` (the heap: the
     largest usable e820 region, 0x100000-0x7fe0000, through the direct map) the audit says how
