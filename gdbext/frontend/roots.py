@@ -248,20 +248,20 @@ def _owners(target: Target, options: RootsOptions) -> tuple[dict[int, list[Task]
 
 def identify(pt: X86PageTable, usage: Usage) -> ExecIdentity | None:
     """The identity ``execve`` left on the stack of ``pt``'s process: the highest segment end
-    whose top pages (up to :data:`_STACK_PAGES`, as far down as they are mapped) read as a
-    stack's top, one whose argument array was found first."""
+    whose top pages (:data:`_STACK_PAGES`) read as a stack's top, one whose argument array was
+    found first. A page below the top one that is not mapped reads as zeros: a stack page
+    nothing wrote to was never faulted in (``arch_align_stack``'s gap between exec's strings
+    and its argument array can hold one)."""
     fallback = None
     for n, end in enumerate(stack_tops(usage)):
         if n >= _TRIES:
             break
-        pages: list[bytes] = []
-        while len(pages) < _STACK_PAGES:
-            page = _page(pt, end - (len(pages) + 1) * PAGE_SIZE)
-            if page is None:
-                break
-            pages.append(page)
-        if not pages:
+        top = _page(pt, end - PAGE_SIZE)
+        if top is None:
             continue
+        pages = [top]
+        for k in range(2, _STACK_PAGES + 1):
+            pages.append(_page(pt, end - k * PAGE_SIZE) or bytes(PAGE_SIZE))
         data = b"".join(reversed(pages))
         found = exec_identity(data, end - len(data))
         if found is not None and found.argv is not None:

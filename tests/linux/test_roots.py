@@ -86,6 +86,20 @@ def test_a_stack_without_its_pointer_array_gives_the_file_name_only() -> None:
     assert exec_identity(b"\x0f\x05" * 2044 + b"\0" * 8, 0) is None
 
 
+def test_a_page_nothing_touched_between_the_strings_and_the_array_is_read_as_zeros() -> None:
+    """``arch_align_stack`` moves the stack pointer down by up to 8 KiB below exec's strings:
+    a page inside that gap is never written, so not mapped. The argument array below it is
+    still found (a real guest's process went unnamed when its stack was read down to the first
+    unmapped page only)."""
+    m = build_roots_machine()
+    p = m.add_process(0x29_0000, ("sleep", "100009"), ("A=b",), "/bin/sleep", untouched=True)
+    by_root = {s.root: s for s in roots(m.target(KERNEL_ROOT)).spaces}
+    identity = by_root[p.root].identity
+    assert identity is not None and identity.page == STACK_END - PAGE_SIZE
+    assert (identity.filename, identity.argv, identity.envc) == ("/bin/sleep", p.argv, 1)
+    assert by_root[p.root].usage.bytes == p.bytes
+
+
 def test_the_command_line_on_a_dump_with_vmcoreinfo(tmp_path: Path) -> None:
     m = build_roots_machine()
     core = tmp_path / "roots.elf"

@@ -90,11 +90,14 @@ class RootsMachine:
         pti: bool = False,
         wx_pages: int = 0,
         ldt: bool = False,
+        untouched: bool = False,
     ) -> Process:
         """A process's table at ``root`` (its kernel half the kernel's): text, W+X pages,
         a two-page stack ending at :data:`STACK_END` as ``execve`` leaves it, a vDSO above;
         with ``pti`` its user table at ``root + 0x1000`` as Linux's PTI makes it, with ``ldt``
-        the LDT remap's top-level entry in both (``map_ldt_struct``)."""
+        the LDT remap's top-level entry in both (``map_ldt_struct``). With ``untouched`` the
+        stack is three pages, ``arch_align_stack``'s gap below the strings a page that nothing
+        touched, so not mapped (the strings above it, the argument array below)."""
         self.memory.write(root, bytes(4096))
         self.memory.write(root + 2048, self.half())
         pt = X86PageTable(self.memory, root, self.levels, allow_writes=True)
@@ -105,12 +108,17 @@ class RootsMachine:
         if wx_pages:
             p.wx_bytes = self.map(pt, 0x80_0000, wx_pages, u | WRITABLE)
             p.bytes += p.wx_bytes
-        p.bytes += self.map(pt, STACK_END - 2 * SIZE_4K, 2, u | WRITABLE | NO_EXECUTE)
-        p.bytes += self.map(pt, VDSO, 2, u)
-        stack = exec_stack(STACK_END, argv, envp, filename)
-        for i in range(2):
-            va = STACK_END - 2 * SIZE_4K + i * SIZE_4K
+        pages = 3 if untouched else 2
+        below = STACK_END - 2 * SIZE_4K - 64 if untouched else None
+        stack = exec_stack(STACK_END, argv, envp, filename, below)
+        for i in range(pages):
+            va = STACK_END - (pages - i) * SIZE_4K
+            if untouched and i == 1:
+                assert not any(stack[i * SIZE_4K : (i + 1) * SIZE_4K])
+                continue
+            p.bytes += self.map(pt, va, 1, u | WRITABLE | NO_EXECUTE)
             self.memory.write(pt.translate(va).paddr, stack[i * SIZE_4K : (i + 1) * SIZE_4K])
+        p.bytes += self.map(pt, VDSO, 2, u)
         vdso = pt.translate(VDSO + SIZE_4K).paddr  # ends in a zero word, then code bytes
         self.memory.write(vdso + 4000, b"\x0f\x05\xc3\x00" * 20 + bytes(16))
         if pti:
@@ -151,12 +159,19 @@ class RootsMachine:
         self.empty.append(at)
 
 
-def exec_stack(end: int, argv: tuple[str, ...], envp: tuple[str, ...], filename: str) -> bytes:
-    """The two pages below ``end`` as Linux's ``execve`` leaves them (``copy_strings``,
+def exec_stack(
+    end: int,
+    argv: tuple[str, ...],
+    envp: tuple[str, ...],
+    filename: str,
+    below: int | None = None,
+) -> bytes:
+    """The pages below ``end`` as Linux's ``execve`` leaves them (``copy_strings``,
     ``create_elf_tables``): a zero word at the top, the file name, the environment strings,
-    the argument strings, the platform string, 16 random bytes, the auxiliary vector, then
-    ``argc, argv[], 0, envp[], 0`` (16-byte aligned)."""
-    size = 2 * SIZE_4K
+    the argument strings, then from ``below`` if given (``arch_align_stack``'s random shift
+    down, up to 8 KiB) the platform string, 16 random bytes, the auxiliary vector, then
+    ``argc, argv[], 0, envp[], 0`` (16-byte aligned). Two pages, three with ``below``."""
+    size = (2 if below is None else 3) * SIZE_4K
     buf = bytearray(size)
     base = end - size
     p = end - 8
@@ -173,6 +188,8 @@ def exec_stack(end: int, argv: tuple[str, ...], envp: tuple[str, ...], filename:
     for s in reversed(strs):
         addrs.append(put(s))
     addrs.reverse()
+    if below is not None:
+        p = below
     put(b"x86_64\0")
     random_at = put(bytes(range(0x90, 0xA0)))  # AT_RANDOM's bytes
     p -= p % 16
