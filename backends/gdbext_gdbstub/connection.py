@@ -86,7 +86,10 @@ class GdbstubConnection:
 
     @property
     def open(self) -> bool:
-        return self.client.open
+        """The connection is still open: what the stub sent since the last request is taken
+        in (:meth:`RspClient.poll`), so a stub that closed it (QEMU quit, or another took its
+        port) is noticed before the connection is used again."""
+        return self.client.poll()
 
     def close(self) -> None:
         """Leave the VM as it was found: detach (QEMU resumes it) if it was running, else

@@ -64,7 +64,7 @@ def open_gdbstub(request: OpenRequest) -> Target:
     options = LiveOptions.from_request(OpenRequest(None, live), NAMING)
     timeout = _timeout(request.options.get("stub_timeout"))
     held = _OPEN.get(address)
-    if held is None or not held[0].client.poll():  # never opened, closed, or the stub left
+    if held is None or not held[0].open:
         from gdbext_gdbstub.connection import open_connection
         from gdbext_gdbstub.state import LiveState
 
