@@ -33,7 +33,7 @@ from gdbext.x86.records import AliasRun, Anomaly
 @dataclass(frozen=True)
 class MapOptions:
     root: RootOptions = field(default_factory=RootOptions)
-    #: Region labels: one of :data:`~gdbext.frontend.commands.LABEL_MODES`.
+    #: Region labels: one of :data:`~gdbext.defaults.LABEL_MODES`.
     labels: str = "auto"
     #: Aggregate past this many ranges.
     max_ranges: int = MAP_MAX_RANGES

@@ -250,14 +250,14 @@ class WalkOptions:
     perm: PermFilter | None = None
     #: Only the merged mapping that contains this address (``--has``).
     has: int | None = None
-    #: Region labels in text output: one of :data:`LABEL_MODES`.
+    #: Region labels in text output: one of :data:`~gdbext.defaults.LABEL_MODES`.
     labels: str = "auto"
-    #: With ``merge``: one of :data:`MERGE_MODES` (``va``: whatever the frames).
+    #: With ``merge``: one of :data:`~gdbext.defaults.MERGE_MODES` (``va``: whatever the frames).
     merge_by: str = "pa"
     #: Stop an output that expands shared tables (``qemu-tlb``, ``ptdump``, JSON,
     #: ``--no-merge``) with :class:`~gdbext.errors.OutputLimitError` past this many lines;
-    #: ``None``: the format's default (:data:`DEFAULT_MAX_LINES`,
-    #: :data:`DEFAULT_MAX_LINES_PTDUMP`), 0: no limit.
+    #: ``None``: the format's default (:data:`~gdbext.defaults.DEFAULT_MAX_LINES`,
+    #: :data:`~gdbext.defaults.DEFAULT_MAX_LINES_PTDUMP`), 0: no limit.
     max_lines: int | None = None
 
     def line_limit(self, default: int = DEFAULT_MAX_LINES) -> int | None:

@@ -86,7 +86,8 @@ class RootScan:
     rejected_count: int
     empty: tuple[int, ...]
     bytes_scanned: int
-    #: True when :data:`DEFAULT_MAX_ROOTS` (or the caller's bound) stopped the scan.
+    #: True when :data:`~gdbext.defaults.DEFAULT_MAX_ROOTS` (or the caller's bound) stopped
+    #: the scan.
     truncated: bool = False
     #: With ``near``: the tables whose kernel half differs from the kernel's in a few entries
     #: only (the signature of a hook), with those entries' indexes (256..511).

@@ -12,8 +12,8 @@ physical address is the task's page-table root. Kernel threads have no ``mm``.
 
 Every virtual read goes through the kernel's page tables (:class:`~gdbext.x86.paging.
 X86PageTable`). A list that does not come back to ``init_task``, a pointer the tables do not
-map or the backend cannot read, or more than :data:`MAX_TASKS` entries ends the walk: the
-result keeps what was read and says why it stopped.
+map or the backend cannot read, or more than :data:`~gdbext.defaults.MAX_TASKS` entries ends
+the walk: the result keeps what was read and says why it stopped.
 
 The offsets come from a :class:`TypeOffsets`: anything that says where a member lies in a
 named structure. The kernel's BTF (:class:`~gdbext.linux.btf.Btf`) is one, a vmlinux's DWARF
