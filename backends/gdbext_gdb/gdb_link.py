@@ -64,6 +64,11 @@ class GdbConnectionLink:
 
     def __init__(self, inferior: gdb.Inferior) -> None:
         self._inferior = inferior
+        #: GDB's threads of the inferior: asked for once (``Inferior.threads`` makes GDB ask
+        #: the stub, 2-3 round trips), then kept as GDB's own list is kept: GDB asks the stub
+        #: at every stop it presents and reports each thread it adds (:meth:`thread_added`);
+        #: an exited thread is no longer valid.
+        self._threads: list[gdb.InferiorThread] | None = None
 
     # --- errors ---
 
@@ -153,10 +158,19 @@ class GdbConnectionLink:
         return values
 
     def thread_numbers(self) -> list[int]:
-        try:
-            return sorted(t.num for t in self._inferior.threads())
-        except gdb.error as exc:
-            raise self._error(exc, "threads") from None
+        threads = self._threads
+        if threads is None:
+            try:
+                threads = self._threads = list(self._inferior.threads())
+            except gdb.error as exc:
+                raise self._error(exc, "threads") from None
+        threads[:] = [t for t in threads if t.is_valid()]
+        return sorted(t.num for t in threads)
+
+    def thread_added(self, thread: gdb.InferiorThread) -> None:
+        """Take in a thread GDB added (its ``new_thread`` event)."""
+        if self._threads is not None and thread.inferior == self._inferior:
+            self._threads.append(thread)
 
     def selected_thread(self) -> int | None:
         thread = gdb.selected_thread()
@@ -233,6 +247,9 @@ def _watch(connection: Any, state: LiveState) -> None:
         (events.inferior_call, drop),
         (events.exited, exited),
     ]
+    link = state.link
+    if isinstance(link, GdbConnectionLink):
+        handlers.append((events.new_thread, lambda event: link.thread_added(event.inferior_thread)))
     removed_registry = getattr(events, "connection_removed", None)
     if removed_registry is not None:
         handlers.append((removed_registry, removed))

@@ -51,6 +51,8 @@ class LiveVmcoreinfo:
         self._info: VmcoreInfo | None = None
         #: Where it was found (kept across stops) and the text then.
         self._hit: PointerHit | None = None
+        #: The hit's text, parsed (the same text at a later stop parses the same).
+        self._parsed: VmcoreInfo | None = None
         #: The image's parts when the last search found nothing (kept across stops).
         self._missed: tuple[ImagePart, ...] | None = None
         #: The direct map's base when it was found.
@@ -93,7 +95,7 @@ class LiveVmcoreinfo:
         hit = self._hit
         if hit is not None and self._still_there(hit):
             self.origin = _found(hit, "where it was at the last stop")
-            return parse_vmcoreinfo(hit.text)
+            return self._parsed
         self._hit = None
         if cpu.root is None:
             self.origin = "not found (CR3 is unknown)"
@@ -133,7 +135,8 @@ class LiveVmcoreinfo:
                 return None
             self._hit, self._missed, self._base = hit, None, base
             self.origin = _found(hit, f"through the kernel image's pointer at 0x{hit.pointer:x}")
-            return parse_vmcoreinfo(hit.text)
+            self._parsed = parse_vmcoreinfo(hit.text)
+            return self._parsed
         self.origin = "not found (nothing mapped at __START_KERNEL_map: not a Linux kernel?)"
         return None
 

@@ -9,6 +9,7 @@ against gdbext itself (``support/gdblive.py`` runs the scripts).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -79,8 +80,22 @@ tlb(target)
 out["served_from_cache"] = st.stats.reads == reads
 print("CONTINUING", flush=True)
 gdb.execute("continue")
-target = open_target()
+# GDB asked the stub for its threads as it presented the stop; the walk (read through the
+# stub) asks for none.
+import re, tempfile
+log = tempfile.NamedTemporaryFile(suffix=".log", delete=False).name
+for setting in (f"logging file {log}", "logging overwrite on", "logging redirect on",
+                "logging debugredirect on", "logging enabled on", "debug remote 1"):
+    gdb.execute("set " + setting)
+target = open_target(read_via="stub")
 after = tlb(target)
+for setting in ("debug remote 0", "logging enabled off"):
+    gdb.execute("set " + setting)
+sent = re.findall(r"Sending packet: [$]([A-Za-z]+)", open(log).read())
+out["thread_packets"] = [p for p in sent if "Thread" in p]
+out["m_packets"] = sent.count("m")
+out["vcpus"] = len(target.cpus)
+out["info_cpus"] = monitor("info cpus")
 fresh = qemu_tlb()
 out["after_equal"] = after == fresh
 out["new_line"] = "%016x: %016x X------U-" % (vaddr, run.paddr & ~0xFFF)
@@ -106,6 +121,8 @@ result(out)
     assert out["new_in_after"] and not out["new_in_first"], out["new_line"]
     assert out["after_equal"]
     assert out["cr3"] == registers_of(out["info"])["cr3"]
+    assert out["m_packets"] > 10 and out["thread_packets"] == []
+    assert out["vcpus"] == len(re.findall(r"CPU #\d+", out["info_cpus"])) >= 1
 
 
 def test_cache_is_dropped_on_gdb_writes_and_handlers_are_registered_once(
