@@ -18,19 +18,19 @@ from __future__ import annotations
 import base64
 import fcntl
 import html
+import io
 import json
 import os
 import re
 import select
 import shutil
-import struct
 import subprocess
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import pytest
 
 #: The window the screenshots are taken in.
@@ -253,45 +253,16 @@ def screenshot(page: Path, out: Path, fragment: str = "", browser: Browser | Non
 
 
 def read_png(data: bytes) -> Image:
-    """An 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes), decoded."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat = 8, b""
-    width = height = channels = 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
-            channels = 3 if color == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-    raw = zlib.decompress(idat)
+    """An 8-bit RGB or RGBA, non-interlaced PNG (what Chromium writes), decoded (Pillow)."""
+    with PIL.Image.open(io.BytesIO(data)) as png:
+        assert png.format == "PNG" and png.mode in ("RGB", "RGBA"), (png.format, png.mode)
+        width, height = png.size
+        channels = len(png.mode)
+        raw = png.tobytes()
     stride = width * channels
-    rows: list[bytes] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind_byte, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            a = line[i - channels] if i >= channels else 0
-            b = prev[i]
-            c = prev[i - channels] if i >= channels else 0
-            if kind_byte == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif kind_byte == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif kind_byte == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif kind_byte == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
-                line[i] = (line[i] + pred) & 0xFF
-        rows.append(bytes(line))
-        prev = line
-    return Image(width, height, rows, channels)
+    return Image(
+        width, height, [raw[y * stride : (y + 1) * stride] for y in range(height)], channels
+    )
 
 
 def rgb(color: str) -> tuple[int, int, int]:
