@@ -127,7 +127,7 @@ class LiveState:
         self._vmcoreinfo: LiveVmcoreinfo | None = None
         #: What commands share for the stop (page tables, Linux's layout): every target
         #: :meth:`open` makes carries it, and :meth:`invalidate` clears it.
-        self.stop_cache = StopCache()
+        self.stop_cache = StopCache(by_content=True)
 
     @property
     def vmcoreinfo(self) -> LiveVmcoreinfo:

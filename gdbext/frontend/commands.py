@@ -134,14 +134,21 @@ def open_page_table(target: Target, options: RootOptions = RootOptions()) -> X86
         levels = cpu.levels
     key = ("x86-page-table", root, levels, cpu.nxe, cpu.max_phys_bits)
 
+    cache = target.stop_cache
+
     def make() -> X86PageTable:
         return X86PageTable.from_cpu(
-            target.mapper, cpu, root=root, levels=levels, flush_hook=target.flush_hook, cache=True
+            target.mapper,
+            cpu,
+            root=root,
+            levels=levels,
+            flush_hook=target.flush_hook,
+            cache=True,
+            summaries=None if cache is None else cache.by_content,
         )
 
     # The same table at the same stop is the same object, so that later commands reuse what
     # earlier ones read and summarised (read-only: nothing here changes the memory).
-    cache = target.stop_cache
     pt = make() if cache is None else cache.get(key, make)
     pt.mapper = target.mapper  # a front end may wrap the mapper per command (progress)
     pt.flush_hook = target.flush_hook

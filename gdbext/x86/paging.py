@@ -93,6 +93,7 @@ from gdbext.x86.records import (
     new_step,
     new_translation,
 )
+from gdbext.x86.runs import SummaryStore
 from gdbext.x86.tlbflush import FlushHook
 from gdbext.x86.walk import Walker, WalkMemo, reachable_tables
 
@@ -129,9 +130,9 @@ class X86PageTable(PageTableEditor):
     :param flush_hook: called with every TLB flush a change requires.
     :param cache: keep the tables :meth:`translate` reads (at most ``cache_tables`` of them) and
         its results (at most ``cache_pages`` pages), so that translations repeated at one moment
-        are cheap. Changes made through this object
-        keep the cache right; after any other change of the memory call
-        :meth:`invalidate_cache`.
+        are cheap. Changes made through this object keep the cache right; after any other
+        change of the memory call :meth:`invalidate_cache`.
+    :param summaries: leaf-table summaries by content (:data:`~gdbext.x86.runs.SummaryStore`).
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class X86PageTable(PageTableEditor):
         cache: bool = False,
         cache_tables: int = 8192,
         cache_pages: int = 1 << 16,
+        summaries: SummaryStore | None = None,
     ) -> None:
         if levels not in (4, 5):
             raise PagingLevelsError(levels)
@@ -197,7 +199,7 @@ class X86PageTable(PageTableEditor):
         #: A page-table entry masked by this is PRESENT exactly when it is a valid leaf.
         self._pt_check = PRESENT | self.rules.level(1).leaf_reserved
         #: What walks share while the memory does not change (only with ``cache=True``).
-        self._walk_memo = WalkMemo(cache_tables) if cache else None
+        self._walk_memo = WalkMemo(cache_tables, summaries) if cache else None
         self.cache_tables = cache_tables
         self.cache_pages = cache_pages
 

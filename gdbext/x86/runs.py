@@ -17,18 +17,22 @@ from operator import and_, itemgetter, or_, sub
 from gdbext.errors import WalkLimitError
 from gdbext.flags import HUGE_PAGE, NO_EXECUTE, PRESENT, USER_ACCESSIBLE, WRITABLE
 from gdbext.geometry import ENTRIES_PER_TABLE, SIZE_4K
+from gdbext.mapper import TABLE_STRUCT
 from gdbext.x86.entries import PERM_KEY, LevelRules, fold
 from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord
 
 __all__ = [
     "ALL_BITS",
+    "SUMMARY_STORE_TABLES",
     "LeafSummary",
+    "SummaryStore",
     "WalkMemo",
     "add_anomaly",
     "limit_leaves",
     "merge_aliases",
     "perm_table",
     "present_indices",
+    "stored_summary",
     "summarise",
 ]
 
@@ -66,6 +70,35 @@ class LeafSummary:
 _KEPT_WALKS = 8
 _KEPT_WALK_RECORDS = 1 << 16
 
+#: Leaf-table summaries by what they are computed from: the level's rules, the kept bits and
+#: the table's 4 KiB (a summary depends on nothing else, so it holds whatever the memory does).
+SummaryStore = dict[tuple[LevelRules, int, bytes], LeafSummary]
+#: How many summaries a :data:`SummaryStore` keeps (the oldest goes first): 4 KiB of key each.
+SUMMARY_STORE_TABLES = 4096
+
+
+def stored_summary(
+    store: SummaryStore, entries: tuple[int, ...], rules: LevelRules, keep: int
+) -> LeafSummary:
+    """:func:`summarise` of ``entries``, taken from ``store`` when a table with the same
+    entries was summarised before (under the same rules and kept bits), else made and kept.
+
+    >>> from gdbext.x86.entries import entry_rules
+    >>> store: SummaryStore = {}
+    >>> pt = (0x5003, 0x6003) + (0,) * 510
+    >>> rules = entry_rules(40, nxe=False).level(1)
+    >>> stored_summary(store, pt, rules, ALL_BITS) is stored_summary(store, pt, rules, ALL_BITS)
+    True
+    """
+    key = (rules, keep, TABLE_STRUCT.pack(*entries))
+    summary = store.get(key)
+    if summary is None:
+        summary = summarise(entries, rules, keep)
+        if len(store) >= SUMMARY_STORE_TABLES:
+            del store[next(iter(store))]
+        store[key] = summary
+    return summary
+
 
 class WalkMemo:
     """What the walks of page tables share while their memory does not change (a page table
@@ -80,10 +113,12 @@ class WalkMemo:
     A plain class, not a dataclass: every command that walks imports it, and making a
     dataclass costs start-up time."""
 
-    __slots__ = ("big", "limit", "summaries", "tables", "walks")
+    __slots__ = ("big", "limit", "store", "summaries", "tables", "walks")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, store: SummaryStore | None = None) -> None:
         self.limit = limit
+        #: Summaries by the tables' contents, kept across changes of the memory (not cleared).
+        self.store = store
         self.summaries: dict[int, dict[tuple[int, int], LeafSummary]] = {}
         #: The big summaries, by kept bits: the most recently used few.
         self.big: dict[int, dict[tuple[int, int], LeafSummary]] = {}

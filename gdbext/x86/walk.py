@@ -26,12 +26,14 @@ from gdbext.x86.entries import PERM_KEY, ROOT_ACCESS, EntryRules, fold
 from gdbext.x86.records import AliasRun, Anomaly, Batch, LeafRun, WalkRecord, missing_table, new_run
 from gdbext.x86.runs import (
     LeafSummary,
+    SummaryStore,
     WalkMemo,
     add_anomaly,
     limit_leaves,
     merge_aliases,
     perm_table,
     present_indices,
+    stored_summary,
     summarise,
 )
 
@@ -62,6 +64,7 @@ class _Walk:
         "path",
         "prefetch",
         "seen",
+        "store",
         "table_memo",
     )
 
@@ -100,6 +103,8 @@ class _Walk:
         self.memo_limit = 1 << 62
         #: How many ``big_memo`` keeps.
         self.big_limit = _BIG_MEMO_TABLES
+        #: Summaries by the tables' contents, kept across changes of the memory.
+        self.store: SummaryStore | None = None
 
 
 class Walker:
@@ -162,6 +167,7 @@ class Walker:
                 walk = _Walk(lo, hi, collapse, keep, summaries, big, memo.tables, {}, [self.root])
                 walk.memo_limit = memo.limit
                 walk.big_limit = _SHARED_BIG_TABLES
+                walk.store = memo.store
             walk.prefetch = self.prefetch
             if perm is not None:
                 if perm.empty:
@@ -259,7 +265,14 @@ class Walker:
                     walk.big_memo[key] = summary  # most recently used last
             if summary is None:
                 try:
-                    summary = summarise(self.read_table(table), self.rules.level(level), walk.keep)
+                    leaves = self.read_table(table)
+                    rules = self.rules.level(level)
+                    store = walk.store
+                    summary = (
+                        summarise(leaves, rules, walk.keep)
+                        if store is None
+                        else stored_summary(store, leaves, rules, walk.keep)
+                    )
                 except PhysMemoryError as exc:
                     missing = missing_table(
                         exc, base, level, parent, parent_index, parent_entry, table

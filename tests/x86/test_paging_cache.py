@@ -148,3 +148,45 @@ def test_cached_translations_equal_the_uncached_walk(levels: int) -> None:
     # Each region first met through another address than in the order above.
     again = X86PageTable(mem, root, levels, max_phys_bits=40, cache=True)
     assert [_outcome(again, va) for va in reversed(addresses)] == expected[::-1]
+
+
+def test_summaries_by_content_outlive_a_change_and_only_changed_tables_are_summarised_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A walk after an outside change (a live target's resume) reads every table again, takes
+    the summaries of unchanged leaf tables from the store and summarises the changed one; its
+    records equal those of a fresh table without a store."""
+    from gdbext.x86 import runs
+
+    store: runs.SummaryStore = {}
+    mem = SparsePhysMemory(32 << 20)
+    alloc = TopDownFrameAllocator(mem)
+    root = alloc.allocate_frame()
+    assert root is not None
+    builder = X86PageTable(mem, root, 4, allow_writes=True)
+    for i in range(3):  # three page tables: 2 MiB apart, a few pages each
+        for k in range(4):
+            va = 0x4000_0000 + i * SIZE_2M + k * SIZE_4K
+            builder.map(va, 0x10_0000 + k * SIZE_4K, SIZE_4K, PageTableFlags.WRITABLE, alloc)
+    made: list[tuple[int, ...]] = []
+    summarise = runs.summarise
+
+    def counting(entries: tuple[int, ...], *args: object) -> runs.LeafSummary:
+        made.append(entries)
+        return summarise(entries, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "summarise", counting)
+    pt = X86PageTable(mem, root, 4, cache=True, summaries=store)
+    first = list(pt.iter_runs())
+    assert len(made) == 3 and len(store) == 3
+    # Behind the table's back: one more page in the second page table.
+    pte = builder.translate(0x4000_0000 + SIZE_2M).steps[-1]
+    new_pte = 0x20_0000 | int(PageTableFlags.PRESENT | PageTableFlags.WRITABLE)
+    write_u64(mem, pte.table + 8 * 9, new_pte)
+    pt.invalidate_cache()
+    second = list(pt.iter_runs())
+    assert len(made) == 4 and made[-1][9] == new_pte
+    assert second != first
+    assert second == list(X86PageTable(mem, root, 4).iter_runs())
+    pt.invalidate_cache()
+    assert list(pt.iter_runs()) == second and len(made) == 4
