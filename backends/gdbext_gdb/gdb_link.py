@@ -5,7 +5,8 @@ drop its cache.
 Loaded only inside GDB (it imports ``gdb``). :func:`open_target` is the ``gdb`` backend's
 ``open``: it finds the selected inferior's connection, makes its state on first use and
 registers that state's event handlers once (resume, stop, memory write, register write,
-inferior exit, inferior call; the state is dropped when GDB removes the connection).
+inferior exit, inferior call, new thread; the state is dropped when GDB removes the
+connection).
 """
 
 from __future__ import annotations
