@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, NamedTuple, TypeVar, cast
 
 from gdbext.errors import UsageError
 from gdbext.plugin.facts import KernelFacts
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gdbext.addr import AddrRange
     from gdbext.cpu import CpuState
     from gdbext.mapper import FrameAllocator, PhysMapper
+    from gdbext.x86.runs import SummaryStore
     from gdbext.x86.tlbflush import FlushHook
 
 
@@ -106,12 +107,11 @@ class StopCache:
         #: How many values are kept (the oldest goes first).
         self.limit = limit
         self._values: dict[Hashable, object] = {}
-        #: With ``by_content`` (a target whose memory changes: a live one), what is computed
-        #: from a piece of memory keyed by that piece's bytes (leaf-table summaries,
-        #: :data:`~gdbext.x86.runs.SummaryStore`): valid whatever the memory does later, so
-        #: :meth:`clear` keeps it. The walk after a resume reads the tables again and
+        #: With ``by_content`` (a target whose memory changes: a live one), leaf-table
+        #: summaries keyed by the tables' bytes: valid whatever the memory does later, so
+        #: :meth:`clear` keeps them. The walk after a resume reads the tables again and
         #: summarises only those that changed.
-        self.by_content: dict[Any, Any] | None = {} if by_content else None
+        self.by_content: SummaryStore | None = {} if by_content else None
 
     def get(self, key: Hashable, make: Callable[[], V]) -> V:
         """The value kept under ``key``, made by ``make`` (and kept) if there is none."""
