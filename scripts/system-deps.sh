@@ -31,6 +31,19 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "gdbext: real-kernel tests need: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
     fi
 fi
+# Debian's python3-lldb installs LLDB's Python package (a 600 KB SWIG module) without bytecode,
+# so LLDB's embedded Python compiles it again at every start (about 0.15 s) when it may not write
+# the cache (a user other than root, or PYTHONDONTWRITEBYTECODE). Compile it once, as root.
+if [ "$(id -u)" = 0 ]; then
+    for dir in /usr/lib/llvm-*/lib/python3*/dist-packages/lldb; do
+        [ -f "$dir/__init__.py" ] || continue
+        py="$(basename "$(dirname "$(dirname "$dir")")")"  # python3.X: the Python LLDB embeds
+        if command -v "$py" >/dev/null && ! compgen -G "$dir/__pycache__/__init__.*.pyc" >/dev/null; then
+            echo "== $py -m compileall $dir"
+            "$py" -m compileall -q "$dir" >/dev/null || true
+        fi
+    done
+fi
 if command -v python3 >/dev/null; then
     echo "== $(python3 fixtures/qemu_guest.py kernel || true)"
 fi

@@ -572,9 +572,9 @@ class PagingMachine5(PagingMachine):
     )
 
 
-#: Runs of each 4- and 5-level machine (the cached one does half), 40 steps each: 20 by default
-#: (a few seconds a machine), 120 under GDBEXT_TEST_DEPTH=full (CI; about 20 s a machine).
-EXAMPLES = examples(120, quick=20)
+#: Runs of each 4- and 5-level machine (the cached one does half), 40 steps each: 8 by default
+#: (a second or two a machine), 120 under GDBEXT_TEST_DEPTH=full (CI; about 20 s a machine).
+EXAMPLES = examples(120, quick=8)
 
 
 def _settings(count: int) -> settings:

@@ -89,7 +89,7 @@ def tables(draw: st.DrawFn) -> tuple[tuple[int, ...], LevelRules, int]:
     return tuple(entries[:512]), rules, keep
 
 
-@settings(max_examples=examples(1000, quick=100), deadline=None)
+@settings(max_examples=examples(1000, quick=30), deadline=None)
 @given(tables())
 def test_summary_equals_the_reference(table: tuple[tuple[int, ...], LevelRules, int]) -> None:
     entries, rules, keep = table
