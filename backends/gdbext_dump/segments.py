@@ -28,6 +28,7 @@ gdbext.errors.PhysMemoryError: physical read of 4 bytes at 0x100a: not in the du
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from bisect import bisect_right
@@ -99,6 +100,8 @@ class SegmentMapper:
         self._lo = self._hi = 0
         self._delta = 0
         self._ram = _ranges(pieces)
+        # The file's data extents (start and end file offsets), found on the first search.
+        self._extents: tuple[list[int], list[int]] | None = None
 
     # --- PhysMapper ---------------------------------------------------------------------------
 
@@ -158,7 +161,9 @@ class SegmentMapper:
         """The lowest physical address in ``[start, end)`` where ``needle`` is stored, or -1.
 
         Searches the file directly (``mmap.find``, no copies); zero-filled pieces and matches
-        that straddle two pieces are not found.
+        that straddle two pieces are not found. The holes of a sparse file read as zeros, so a
+        needle that is not all zeros is looked for only around the file's data (a minimised
+        dump or a sparse raw image is mostly holes, which would otherwise be paged in).
         """
         if not needle:
             return -1
@@ -170,9 +175,34 @@ class SegmentMapper:
             lo, hi = max(lo, start), min(hi, end)
             if delta is None or hi - lo < len(needle):
                 continue
-            at = _find(self._data, needle, lo + delta, hi + delta)
+            at = self._find_stored(needle, lo + delta, hi + delta)
             if at >= 0:
                 return at - delta
+        return -1
+
+    def _find_stored(self, needle: bytes, start: int, end: int) -> int:
+        """The lowest file offset in ``[start, end)`` where ``needle`` is, or -1: only in the
+        windows of the file that reach its data (a match of a needle that is not all zeros
+        overlaps the data by one byte at least)."""
+        if self._extents is None:
+            self._extents = _data_extents(self.path, self._data)
+        starts, ends = self._extents
+        if not starts or not needle.strip(b"\0"):
+            return _find(self._data, needle, start, end)
+        reach = len(needle) - 1
+        lo = hi = -1  # the window being grown: overlapping windows are searched as one
+        for k in range(bisect_right(ends, start - reach), len(starts)):
+            w_lo, w_hi = max(starts[k] - reach, start), min(ends[k] + reach, end)
+            if w_lo >= end:
+                break
+            if w_lo <= hi:
+                hi = max(hi, w_hi)
+                continue
+            if hi - lo >= len(needle) and (at := _find(self._data, needle, lo, hi)) >= 0:
+                return at
+            lo, hi = w_lo, w_hi
+        if hi - lo >= len(needle):
+            return _find(self._data, needle, lo, hi)
         return -1
 
     def close(self) -> None:
@@ -199,6 +229,43 @@ def _find(data: bytes | mmap.mmap, needle: bytes, start: int, end: int) -> int:
     if at < 0 and last >= start and data[last:end] == needle:
         at = last
     return at
+
+
+def _data_extents(path: str, data: mmap.mmap | bytes) -> tuple[list[int], list[int]]:
+    """Where the file ``path`` (mapped as ``data``) stores data, as sorted extent starts and
+    ends (``SEEK_DATA``/``SEEK_HOLE``); empty lists when that cannot be told (not a mapped
+    file, a file system that cannot say, a file that is not the one mapped), and the whole
+    file is then searched."""
+    if not isinstance(data, mmap.mmap):
+        return [], []
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return [], []
+    starts: list[int] = []
+    ends: list[int] = []
+    try:
+        size = os.fstat(fd).st_size
+        if size != len(data):
+            return [], []
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                return [], []
+            pos = os.lseek(fd, start, os.SEEK_HOLE)
+            starts.append(start)
+            ends.append(pos)
+    except OSError:
+        return [], []
+    finally:
+        os.close(fd)
+    if not starts:  # all holes: a window of nothing, so that nothing is searched
+        return [size], [size]
+    return starts, ends
 
 
 _Piece = tuple[int, int, "int | None", int]
