@@ -11,7 +11,10 @@ rendered to a sink in-process:
 - **same stop**: the walk again through ``commands.walk`` with the stop cache kept, as every
   command at one stop gets it (the page table's table cache and walk memo, the layout);
 - **engine**: the records alone of a new page table's walk (``iter_runs`` as the text
-  renderer asks for them), without rendering.
+  renderer asks for them), without rendering;
+- **json**: ``gdbext walk DUMP --format json`` at the same stop: every leaf with all its flags,
+  shared tables expanded (ESPFIX's one page table, linked 2,048 times, makes most of a
+  kernel's records).
 
 Run: ``.venv/bin/python bench/bench_fixture_walk.py`` (``--repeat 15``, ``--json``,
 ``--profile`` for cProfile of one walk at the same stop). Target: a walk at the same stop
@@ -35,7 +38,7 @@ from benchlib import profiled, timed
 from gdbext.flags import ACCESSED_DIRTY
 from gdbext.frontend.commands import WalkOptions, walk
 from gdbext.plugin.target import Target
-from gdbext.render import text
+from gdbext.render import jsonout, text
 
 TARGET_WARM_MS = 10.0
 
@@ -49,6 +52,10 @@ def sink(lines: Iterable[str]) -> int:
 
 def text_walk(target: Target) -> int:
     return sink(text.render_walk(walk(target, WalkOptions())))
+
+
+def json_walk(target: Target) -> int:
+    return sink(jsonout.render_walk(walk(target, WalkOptions())))
 
 
 def new_stop(target: Target) -> None:
@@ -85,6 +92,10 @@ def measure(path: Path, repeat: int, profile: bool) -> dict[str, Any]:
     }
     text_walk(target)
     row |= {"same_stop_ms": timed(lambda: text_walk(target), repeat) * 1e3}
+    row |= {
+        "json_lines": json_walk(target),
+        "json_ms": timed(lambda: json_walk(target), repeat) * 1e3,
+    }
     if profile:
         row["profile"] = profiled(lambda: text_walk(target), f"warm walk of {path.name}", 15)
     return row
@@ -103,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"{'dump':<16} {'lv':>2} {'lines':>6} {'first':>8} {'new table':>9} {'same stop':>9} "
-        f"{'engine':>8}   (ms, medians)"
+        f"{'engine':>8} {'json':>8} {'lines':>6}   (ms, medians)"
     )
     for row in rows:
         print(
             f"{row['dump']:<16} {row['levels']:>2} {row['lines']:>6} {row['first_ms']:>8.1f} "
-            f"{row['warm_ms']:>9.1f} {row['same_stop_ms']:>9.1f} {row['engine_ms']:>8.1f}"
+            f"{row['warm_ms']:>9.1f} {row['same_stop_ms']:>9.1f} {row['engine_ms']:>8.1f} "
+            f"{row['json_ms']:>8.1f} {row['json_lines']:>6}"
         )
         if "profile" in row:
             print(row["profile"])

@@ -478,6 +478,7 @@ class Walker:
             return
         anomalies = summary.anomalies
         a_pos = 0
+        collapsing = walk.collapse and walk.may_match is None
         out: Batch = []
         runs = summary.runs
         n_runs = len(runs)
@@ -499,10 +500,13 @@ class Walker:
                         yield from self._visit_or_alias(
                             walk, table, level, index, entry, base + index * step, acc
                         )
-                        # Equal links right after it (to the table just walked or aliased).
+                        # Equal links right after it (to the table just walked or aliased),
+                        # looked for only where they can be one record (else each link of
+                        # ESPFIX's 512 would scan all those after it).
                         same = pos
                         while (
-                            same < n_runs
+                            collapsing
+                            and same < n_runs
                             and runs[same][2] == entry
                             and not runs[same][1]
                             and runs[same][0] == index + 1 + same - pos
