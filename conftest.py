@@ -2,9 +2,11 @@
 (``--doctest-modules`` would import them), the quick suite runs on every core, and pytest
 keeps its rewritten test modules.
 
-``pytest -m "not qemu"`` (the quick suite) runs its tests in two worker processes a core
-(pytest-xdist) unless ``-n`` is given (``-n 0``: in this process): many of its tests wait on a
-real ``gdb`` or ``lldb`` process, and a second worker a core fills that time. Runs that
+``pytest -m "not qemu"`` (the quick suite) runs its tests in one worker process a core and one
+more (pytest-xdist) unless ``-n`` is given (``-n 0``: in this process): some of its tests wait
+(for a progress report, a timeout, a stub), and the extra worker fills that time. More workers
+cost more than they fill: each collects the suite and keeps its own caches and browser (on two
+cores, four workers took 10-15% more CPU time and more wall time than three). Runs that
 may select QEMU tests stay in one process: every QEMU test shares the guests booted once a
 session (``tests/conftest.py``), which workers could not share, and pytest-xdist's
 ``--dist loadgroup``, which could keep them on one worker, does not group under pytest 9.2.
@@ -39,7 +41,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         and not hasattr(config, "workerinput")  # in the controller, not in a worker
         and "not qemu" in (option.markexpr or "")
     ):
-        option.numprocesses = 2 * (os.cpu_count() or 1)
+        option.numprocesses = (os.cpu_count() or 1) + 1
         if getattr(option, "dist", None) == "no":
             option.dist = "worksteal"
 
