@@ -74,6 +74,9 @@ def render_walk(result: WalkResult) -> Iterator[str]:
                 emitted += len(template)
                 if limit is not None and emitted > limit:
                     raise _limit_error(options, limit, base)
+                if lo <= base and base + span <= hi:  # the whole link: no line to clip
+                    yield from [f"{base + offset:016x}: {rest}" for offset, rest in template]
+                    continue
                 yield from [
                     f"{base + offset:016x}: {rest}"
                     for offset, rest in template
