@@ -88,43 +88,37 @@ def merge_runs(
                 cur = None
             yield rec  # type: ignore[misc]
             continue
-        key = rec.entry & key_mask
-        if rec.page_size == 4096:
+        # One unpacking instead of eight attribute reads: this loop runs once per leaf run.
+        vaddr, paddr, count, page_size, entry, user, writable, executable = rec
+        key = entry & key_mask
+        if page_size == 4096:
             key &= ~PAT_LARGE  # bit 12 of a 4 KiB entry is an address bit
-        size = rec.count * rec.page_size
+        size = count * page_size
         if (
             cur is not None
-            and rec.vaddr == cur.end
-            and (by_va or rec.paddr == expected_pa)
-            and rec.page_size == cur.page_size
+            and vaddr == cur.end
+            and (by_va or paddr == expected_pa)
+            and page_size == cur.page_size
             and key == cur_key
-            and rec.user == cur.user
-            and rec.writable == cur.writable
-            and rec.executable == cur.executable
+            and user == cur.user
+            and writable == cur.writable
+            and executable == cur.executable
         ):
-            if by_va and rec.paddr != expected_pa:
+            if by_va and paddr != expected_pa:
                 if cur.breaks is None:
                     cur.breaks = []
-                cur.breaks.append((rec.vaddr, rec.paddr))
-            expected_pa = rec.paddr + size
-            cur.end = rec.vaddr + size
-            cur.leaves += rec.count
+                cur.breaks.append((vaddr, paddr))
+            expected_pa = paddr + size
+            cur.end = vaddr + size
+            cur.leaves += count
             continue
         if cur is not None:
             yield cur
         cur = MergedRange(
-            rec.vaddr,
-            rec.vaddr + size,
-            rec.paddr,
-            rec.page_size,
-            rec.entry,
-            rec.user,
-            rec.writable,
-            rec.executable,
-            rec.count,
+            vaddr, vaddr + size, paddr, page_size, entry, user, writable, executable, count
         )
         cur_key = key
-        expected_pa = rec.paddr + size
+        expected_pa = paddr + size
     if cur is not None:
         yield cur
 
