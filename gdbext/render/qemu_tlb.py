@@ -96,14 +96,19 @@ def _limit_error(options: WalkOptions, limit: int, vaddr: int) -> InputError:
     return OutputLimitError("qemu-tlb", limit, vaddr)
 
 
-def _leaf_lines(rec: LeafRun, flag_cache: dict[tuple[int, int], str]) -> list[str]:
-    ps = rec.page_size
-    mask = QEMU_ADDR_MASK[ps]
-    key = (rec.entry & FLAGS_MASK, ps)
+def _flags(entry: int, ps: int, flag_cache: dict[tuple[int, int], str]) -> str:
+    """The flags column of a leaf ``entry`` of ``ps`` bytes, made once per distinct flags."""
+    key = (entry & FLAGS_MASK, ps)
     flags = flag_cache.get(key)
     if flags is None:
-        flags = flag_cache[key] = qemu_flags(rec.entry, ps)
-    pa = rec.entry & mask
+        flags = flag_cache[key] = qemu_flags(entry, ps)
+    return flags
+
+
+def _leaf_lines(rec: LeafRun, flag_cache: dict[tuple[int, int], str]) -> list[str]:
+    ps = rec.page_size
+    flags = _flags(rec.entry, ps, flag_cache)
+    pa = rec.entry & QEMU_ADDR_MASK[ps]
     if rec.count == 1:
         return [f"{rec.vaddr:016x}: {pa:016x} {flags}"]
     end = rec.vaddr + rec.count * ps
@@ -129,8 +134,9 @@ def _template(
     out: list[tuple[int, str]] = []
     for leaf in sub:
         if type(leaf) is LeafRun:
-            out += [
-                (int(line[:16], 16) - rec.first_vaddr, line[18:])
-                for line in _leaf_lines(leaf, flag_cache)
-            ]
+            ps = leaf.page_size
+            flags = _flags(leaf.entry, ps, flag_cache)
+            pa = leaf.entry & QEMU_ADDR_MASK[ps]
+            offset = leaf.vaddr - rec.first_vaddr
+            out += [(offset + i * ps, f"{pa + i * ps:016x} {flags}") for i in range(leaf.count)]
     return out
