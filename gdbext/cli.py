@@ -129,11 +129,27 @@ def _version() -> int:
     return 0
 
 
+def _whole_writes() -> None:
+    """Under ``python -u`` (or PYTHONUNBUFFERED) stdout's binary layer is the raw file, and the
+    text layer drops what a write leaves unwritten: a pipe write that Ctrl-Z (SIGSTOP), a signal
+    or a tracer cuts short loses the rest of its block. Put a buffered layer back, which writes
+    the rest, flushed at each line as unbuffered output expects."""
+    import io
+
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and isinstance(stream.buffer, io.RawIOBase):
+        raw = io.FileIO(stream.fileno(), "wb", closefd=False)
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(raw), stream.encoding, stream.errors, line_buffering=True
+        )
+
+
 def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
     """Entry point of the ``gdbext`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--version"]:
         return _version()
+    _whole_writes()
     from gdbext.errors import EXIT_BAD_INPUT, EXIT_OK, GdbextError
 
     try:

@@ -6,9 +6,14 @@ of their ``mappings`` and ``links``), never from the engine's own output.
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import pytest
 
 from gdbext import cli
 from gdbext.flags import PageTableFlags
+from gdbext.plugin.host import Host
 from gdbext.units import parse_int, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -420,3 +426,35 @@ def test_text_translate_decodes_every_level(capsys: pytest.CaptureFixture[str]) 
     assert head == "0xffffffff81000010 -> 0x1000010  4K page  r-x kern"
     assert [s.split()[0] for s in steps] == ["PML4", "PDPT", "PD", "PT"]
     assert steps[-1].endswith("= 0x0000000001000101  PRESENT GLOBAL")
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_output_stopped_and_continued_in_a_pipe_arrives_whole(
+    kernel_dump: Callable[[str], Path], unbuffered: str
+) -> None:
+    """Ctrl-Z then ``fg`` (SIGSTOP, SIGCONT) while the walk is blocked writing into a full pipe
+    cuts a write short. Under PYTHONUNBUFFERED the text layer wrote straight to the file and
+    dropped what was left of the block (half of a kernel's 3 MB ``qemu-tlb`` walk was lost);
+    the output must arrive whole, byte for byte the in-process command line's."""
+    dump = str(kernel_dump("kaslr-pti"))
+    expected = io.StringIO()
+    cli.run(["walk", dump, "--format", "qemu-tlb"], Host.create(), expected)
+    exe = Path(sys.executable).with_name("gdbext")
+    env = dict(os.environ, PYTHONUNBUFFERED=unbuffered)
+    proc = subprocess.Popen(
+        [str(exe), "walk", dump, "--format", "qemu-tlb"], stdout=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    got = b""
+    try:
+        for _ in range(10):
+            time.sleep(0.1)  # the pipe fills and the writer blocks
+            proc.send_signal(signal.SIGSTOP)
+            proc.send_signal(signal.SIGCONT)
+            got += os.read(proc.stdout.fileno(), 1 << 16)
+        got += proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(expected.getvalue()) > 1 << 20
+    assert got.decode() == expected.getvalue()
