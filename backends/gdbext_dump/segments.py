@@ -234,9 +234,10 @@ def _find(data: bytes | mmap.mmap, needle: bytes, start: int, end: int) -> int:
 def _data_extents(path: str, data: mmap.mmap | bytes) -> tuple[list[int], list[int]]:
     """Where the file ``path`` (mapped as ``data``) stores data, as sorted extent starts and
     ends (``SEEK_DATA``/``SEEK_HOLE``); empty lists when that cannot be told (not a mapped
-    file, a file system that cannot say, a file that is not the one mapped), and the whole
-    file is then searched."""
-    if not isinstance(data, mmap.mmap):
+    file, a system or file system that cannot say, a file at ``path`` now whose size is not the
+    mapping's), and the whole file is then searched."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if not isinstance(data, mmap.mmap) or seek_data is None or seek_hole is None:
         return [], []
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -251,12 +252,12 @@ def _data_extents(path: str, data: mmap.mmap | bytes) -> tuple[list[int], list[i
         pos = 0
         while pos < size:
             try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
+                start = os.lseek(fd, pos, seek_data)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:  # no data after pos
                     break
                 return [], []
-            pos = os.lseek(fd, start, os.SEEK_HOLE)
+            pos = os.lseek(fd, start, seek_hole)
             starts.append(start)
             ends.append(pos)
     except OSError:
