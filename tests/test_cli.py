@@ -433,9 +433,9 @@ def test_output_stopped_and_continued_in_a_pipe_arrives_whole(
     kernel_dump: Callable[[str], Path], unbuffered: str
 ) -> None:
     """Ctrl-Z then ``fg`` (SIGSTOP, SIGCONT) while the walk is blocked writing into a full pipe
-    cuts a write short. Under PYTHONUNBUFFERED the text layer wrote straight to the file and
-    dropped what was left of the block (half of a kernel's 3 MB ``qemu-tlb`` walk was lost);
-    the output must arrive whole, byte for byte the in-process command line's."""
+    cuts a write short. Under PYTHONUNBUFFERED a text layer writing straight to the file drops
+    what is left of the block (about half of a kernel's 3 MB ``qemu-tlb`` walk); the output
+    arrives whole, byte for byte the in-process command line's, with and without it."""
     dump = str(kernel_dump("kaslr-pti"))
     expected = io.StringIO()
     cli.run(["walk", dump, "--format", "qemu-tlb"], Host.create(), expected)
