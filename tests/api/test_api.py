@@ -133,18 +133,24 @@ def test_each_root_choice_walks_what_qemu_lists(
 ) -> None:
     """page_table() chooses the root as the command line's options do; QEMU's ``info tlb``
     with CR3 set to that root lists the same leaves. (The kernel's user half is CPU 0's: the
-    idle CPU runs on a process's tables, whose user PGD QEMU listed.)"""
+    idle CPU runs on a process's tables, whose user PGD QEMU listed.) The choices that name CPU
+    0's CR3 (QEMU's ``info registers``) another way are checked to give that root, whose walk
+    the default choice compares with QEMU's list."""
+    cr3 = cr3_of("kaslr-pti")
     if choice.get("root") == "cr3":
-        choice = {"root": cr3_of("kaslr-pti")}
+        choice = {"root": cr3}
     expected = info_tlb(f"kaslr-pti.{golden}")
     with gdbext.open(kernel_dump("kaslr-pti")) as t:
+        pt = t.page_table(**choice)
         if choice == {"kernel": True, "user_pgd": True}:
             # The kernel's own PTI pair (init_top_pgt | 0x1000) is not the process's: check the
             # root it resolves to rather than the leaves.
-            pt = t.page_table(**choice)
             assert pt.root == t.page_table(kernel=True).root | 0x1000
             return
-        pt = t.page_table(**choice)
+        if golden == "info-tlb":
+            assert (pt.root, pt.levels) == (cr3 & ~0xFFF, t.page_table().levels)
+            if choice:
+                return
         leaves = pt.walk()
     assert {m.vaddr: m.paddr for m in leaves} == {v: p for v, (p, _) in expected.items()}
     assert [m.vaddr for m in leaves] == sorted(expected)
