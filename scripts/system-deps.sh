@@ -33,13 +33,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian's python3-lldb installs LLDB's Python package (a 600 KB SWIG module) without bytecode,
 # so LLDB's embedded Python compiles it again at every start (about 0.15 s) when it may not write
-# the cache (a user other than root, or PYTHONDONTWRITEBYTECODE). Compile it once, as root.
+# the cache (a user other than root, or PYTHONDONTWRITEBYTECODE). Compile it as root (compileall
+# only recompiles what changed: an upgraded package, 0.2 s otherwise).
 if [ "$(id -u)" = 0 ]; then
     for dir in /usr/lib/llvm-*/lib/python3*/dist-packages/lldb; do
         [ -f "$dir/__init__.py" ] || continue
         py="$(basename "$(dirname "$(dirname "$dir")")")"  # python3.X: the Python LLDB embeds
-        if command -v "$py" >/dev/null && ! compgen -G "$dir/__pycache__/__init__.*.pyc" >/dev/null; then
-            echo "== $py -m compileall $dir"
+        if command -v "$py" >/dev/null; then
             "$py" -m compileall -q "$dir" >/dev/null || true
         fi
     done
