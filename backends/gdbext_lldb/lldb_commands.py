@@ -49,8 +49,7 @@ from gdbext.frontend.progress import progress_after
 from gdbext.plugin.host import Host
 from gdbext.session import BACKEND_COMMAND, Session
 from gdbext_lldb import lldb_symbols
-from gdbext_lldb.lldb_connect import connect, raise_packet_timeout
-from gdbext_lldb.lldb_link import live_process
+from gdbext_lldb.lldb_settings import raise_packet_timeout
 from gdbext_lldb.plugin import NAME as LLDB_BACKEND
 
 CONNECT_COMMAND = "pt-connect"
@@ -275,6 +274,8 @@ class PtConnectCommand(PtCommand):
         if call.words in (["-h"], ["--help"]):
             call.out.write(CONNECT_HELP + "\n")
             return
+        from gdbext_lldb.lldb_connect import connect  # the relay and the link: on first use
+
         connect(call.debugger, " ".join(call.words), call.out)
 
 
@@ -304,6 +305,14 @@ class InstallError(GdbextError):
     """LLDB refused to register a command."""
 
 
+def _connected(debugger: lldb.SBDebugger) -> bool:
+    """Whether ``debugger`` has a live ``gdb-remote`` process (the live target's code is loaded
+    only when a command first asks)."""
+    from gdbext_lldb.lldb_link import live_process
+
+    return live_process(debugger) is not None
+
+
 def _debugger_option(debugger: lldb.SBDebugger) -> dict[str, str]:
     """Backend ``lldb``'s option that names ``debugger`` (its ``SBDebugger`` ID)."""
     return {"debugger": str(debugger.GetID())}
@@ -325,7 +334,7 @@ def install(debugger: lldb.SBDebugger, internal_dict: dict[str, Any]) -> FrontEn
     session = Session(
         host,
         default=lambda: remote_default(
-            host, LLDB_BACKEND, live_process(debugger) is not None, _debugger_option(debugger)
+            host, LLDB_BACKEND, _connected(debugger), _debugger_option(debugger)
         ),
         no_backend_hint=no_backend_hint("pt-connect", LLDB_BACKEND),
         live_backends=(LLDB_BACKEND,),

@@ -13,10 +13,7 @@ LLDB does not connect to the stub itself but to a relay :func:`connect` starts f
 when it quits, and a kill ends QEMU; the relay turns it into a detach, and detaches too when
 LLDB goes away without one. Each connection has its own relay, which exits with it.
 
-Loading gdbext raises ``plugin.process.gdb-remote.packet-timeout`` to :data:`PACKET_TIMEOUT`
-seconds (:func:`raise_packet_timeout`, never lowering it; a value set afterwards stays): QEMU's
-monitor answers some commands slowly under TCG (``info tlb`` of a big guest, ``info mtree``),
-and LLDB's default of 5 s is short on a loaded machine. LLDB takes the value when it connects.
+Loading gdbext raises LLDB's packet timeout (:mod:`gdbext_lldb.lldb_settings`).
 
 A connection that stopped answering in the middle of a command may have left QEMU in the other
 PhyMemMode (see :mod:`gdbext_lldb.lldb_link`): the next ``pt-connect`` to the same place puts
@@ -40,21 +37,16 @@ from gdbext.frontend.command import Writer
 from gdbext_gdbstub.link import LiveTargetError
 from gdbext_gdbstub.phymem import QUERY, SET
 from gdbext_lldb.lldb_link import (
-    PACKET_TIMEOUT_SETTING,
-    error_line,
     forget_left_mode,
     left_mode,
     live_process,
     place,
     remember_address,
-    set_setting,
-    setting,
 )
+from gdbext_lldb.lldb_settings import PACKET_TIMEOUT, PACKET_TIMEOUT_SETTING, error_line, setting
 from gdbext_lldb.relay import RelayError
 from gdbext_lldb.relay import start as start_relay
 
-#: Seconds LLDB waits for a reply to a packet, at least.
-PACKET_TIMEOUT = 10
 #: Seconds ``pt-connect`` waits for the end of a connection LLDB has just detached (its relay
 #: exits moments after ``process detach`` returned) before it says LLDB is still connected.
 SETTLE = 1.0
@@ -65,16 +57,6 @@ RETRY_DELAY = 0.05
 #: A failed handshake that took longer than this (seconds) timed out: no retry.
 QUICK_FAILURE = 1.0
 _HANDSHAKE = "handshake"
-
-
-def raise_packet_timeout(debugger: lldb.SBDebugger) -> None:
-    """Make LLDB wait at least :data:`PACKET_TIMEOUT` seconds for a reply."""
-    try:
-        current = int(setting(debugger, PACKET_TIMEOUT_SETTING) or 0)
-    except ValueError:
-        current = 0
-    if current < PACKET_TIMEOUT:
-        set_setting(debugger, PACKET_TIMEOUT_SETTING, str(PACKET_TIMEOUT))
 
 
 def connect(debugger: lldb.SBDebugger, address: str, out: Writer) -> None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import lldb
 
 from gdbext.errors import UsageError
-from gdbext.frontend.common import U64, first_line
+from gdbext.frontend.common import U64
 from gdbext.plugin.target import OpenRequest, Target
 from gdbext.units import shown
 from gdbext_gdbstub.hostpid import parse_address
@@ -56,14 +56,13 @@ from gdbext_gdbstub.link import (
 )
 from gdbext_gdbstub.options import LiveOptions
 from gdbext_gdbstub.state import LiveState
+from gdbext_lldb.lldb_settings import PACKET_TIMEOUT_SETTING, error_line, set_setting, setting
 from gdbext_lldb.naming import NAMING
 from gdbext_lldb.relay import RelayProcess
 
 #: LLDB's process plugin for QEMU's gdbstub, KGDB and other remote stubs.
 REMOTE_PLUGIN = "gdb-remote"
 MEMORY_CACHE_SETTING = "target.process.disable-memory-cache"
-#: How long LLDB waits for a packet's reply (seconds).
-PACKET_TIMEOUT_SETTING = "plugin.process.gdb-remote.packet-timeout"
 #: A failed exchange that took this share of the packet timeout timed out.
 TIMED_OUT_SHARE = 0.9
 #: What ``process plugin packet`` prints for an empty reply, and for none in time alike.
@@ -88,12 +87,6 @@ _GONE = (
     lldb.eStateDetached,
     lldb.eStateExited,
 )
-
-
-def error_line(text: str | None, default: str = "unknown error") -> str:
-    """The first non-empty line of LLDB's error ``text`` without its ``error:`` prefix (LLDB's
-    later lines repeat the command), else ``default``."""
-    return first_line(text, default, "error:")
 
 
 class LldbProcessLink:
@@ -332,19 +325,6 @@ class LldbProcessLink:
         error = lldb.SBError()
         value = self._process.ReadUnsignedFromMemory(addr, 8, error)
         return None if error.Fail() else int(value) & U64
-
-
-def setting(debugger: lldb.SBDebugger, name: str) -> str | None:
-    """The value of LLDB's setting ``name`` in ``debugger`` (None when LLDB has none)."""
-    values = debugger.GetInternalVariableValue(name, debugger.GetInstanceName())
-    return str(values.GetStringAtIndex(0)) if values.GetSize() else None
-
-
-def set_setting(debugger: lldb.SBDebugger, name: str, value: str) -> None:
-    """``settings set NAME VALUE`` in ``debugger``. :raises LiveTargetError: LLDB refused."""
-    error = debugger.SetInternalVariable(name, value, debugger.GetInstanceName())
-    if error.Fail():
-        raise LiveTargetError(f"settings set {name} {value}: {error_line(error.GetCString())}")
 
 
 # --- one state per process -------------------------------------------------------------------

@@ -140,7 +140,9 @@ def test_an_lldb_that_is_not_there_is_one_line() -> None:
 def test_loading_imports_only_gdbext_and_pluggy() -> None:
     """``command script import gdbext/lldbinit.py`` in plain ``lldb`` (with its Python module on
     PYTHONPATH, as ``scripts/lldb`` sets it): the modules it added hold no third-party package
-    but pluggy (GDB's twin says why; the load time is ``bench/bench_load.py``'s)."""
+    but pluggy (GDB's twin says why; the load time is ``bench/bench_load.py``'s), nor the code of
+    a live target (``pt-connect``, its relay, the link), which the first command that needs it
+    loads."""
     proc = lldb(
         "script import sys; gdbext_before = set(sys.modules)",
         f"command script import {lldbrun.LLDBINIT}",
@@ -153,6 +155,8 @@ def test_loading_imports_only_gdbext_and_pluggy() -> None:
     new = re.search(r"^NEW (.*)$", proc.stdout, re.M)
     assert new, proc.stdout
     assert "gdbext_lldb.lldb_commands" in new.group(1).split()
+    live = {"gdbext_lldb.lldb_connect", "gdbext_lldb.relay", "gdbext_lldb.lldb_link"}
+    assert live.isdisjoint(new.group(1).split())
     # LLDB keeps an imported script as a module named after its file.
     assert imported_by_loading(new.group(1)) == {*IMPORTED_BY_LOADING, "lldbinit"}
     assert "usage: pt-walk" in proc.stdout
