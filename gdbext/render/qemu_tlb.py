@@ -74,14 +74,13 @@ def render_walk(result: WalkResult) -> Iterator[str]:
                 emitted += len(template)
                 if limit is not None and emitted > limit:
                     raise _limit_error(options, limit, base)
-                if lo <= base and base + span <= hi:  # the whole link: no line to clip
-                    yield from [f"{base + offset:016x}: {rest}" for offset, rest in template]
-                    continue
-                yield from [
-                    f"{base + offset:016x}: {rest}"
-                    for offset, rest in template
-                    if lo <= base + offset < hi
-                ]
+                # A link inside the range is repeated whole; one at its edge is clipped.
+                lines = (
+                    template
+                    if lo <= base and base + span <= hi
+                    else [(offset, rest) for offset, rest in template if lo <= base + offset < hi]
+                )
+                yield from [f"{base + offset:016x}: {rest}" for offset, rest in lines]
 
 
 def _least(a: int | None, b: int | None) -> int | None:
