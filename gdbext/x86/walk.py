@@ -408,11 +408,11 @@ class Walker:
         self, walk: _Walk, level: int, entry: int, va: int, acc: int, count: int
     ) -> AliasRun | None:
         """``count`` consecutive links equal to ``entry``, the first of them at ``va``, as one
-        record, when they are all aliases: the walk collapses aliases, with no
-        permission filter, and the table they link was walked before. One record stands for
-        what :func:`~gdbext.x86.runs.merge_aliases` makes of their records one by one (a
-        Linux ESPFIX table links one table from all its 512 entries)."""
-        if not walk.collapse or walk.may_match is not None or self._link_fault(level, entry):
+        record, when they are all aliases: the table they link was walked before. Asked only
+        by a walk that collapses aliases, with no permission filter (:meth:`_emit_table`). One
+        record stands for what :func:`~gdbext.x86.runs.merge_aliases` makes of their records one
+        by one (a Linux ESPFIX table links one table from all its 512 entries)."""
+        if self._link_fault(level, entry):
             return None
         child_key = (entry & self.rules.addr_mask, level - 1)
         first = walk.seen.get(child_key)
@@ -478,6 +478,7 @@ class Walker:
             return
         anomalies = summary.anomalies
         a_pos = 0
+        # Equal links after a link become one record (_repeated_links) only in this case.
         collapsing = walk.collapse and walk.may_match is None
         out: Batch = []
         runs = summary.runs
